@@ -1,0 +1,187 @@
+"""The one row type of xtlens: a flat, unit-suffixed record of one measurement (or prediction).
+
+Every row says what configuration and workload it is about, how it was measured (device, dtype,
+versions, SDPA backend, warm-up and repeats, spread) and holds predicted and measured columns side
+by side. ``to_frame`` turns rows into a tidy pandas DataFrame; ``from_frame`` reverses it exactly.
+
+Column families (a row fills the ones its ``measurement`` concerns; the rest stay None):
+
+* identity: ``config_name``, ``config_json``, ``config_key``, ``measurement``, ``phase``
+* workload: ``batch``, ``seq_len_tokens``, ``dtype``
+* provenance: ``device``, ``device_name``, ``torch_version``, ``xtransformers_version``,
+  ``sdpa_backend``, ``sdpa_backend_reason``, ``warmup``, ``repeats``, ``method``, ``timestamp``
+* outcome: ``status`` (``ok``, ``oom``, ``error``, ``timeout``) and ``error``
+* FLOPs: ``predicted_flops``, ``torch_counter_flops``, ``fvcore_macs``, ``fvcore_flops``,
+  ``flops_rel_err`` (max relative disagreement of the measured counts against the prediction)
+* memory: ``predicted_bytes``, ``measured_bytes``, ``memory_rel_err``
+* latency: ``latency_min_ms``, ``latency_median_ms``, ``latency_max_ms``, ``tokens_per_s``,
+  ``achieved_flops_per_s``, ``peak_fraction``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from core.config import ModelConfig, Workload
+
+if TYPE_CHECKING:  # pandas is imported lazily: the CLI's estimate path does not need it
+    import pandas as pd
+
+STATUSES = ("ok", "oom", "error", "timeout")
+MEASUREMENTS = ("estimate", "flops", "memory", "latency")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileRecord:
+    # identity
+    config_name: str
+    config_json: str
+    config_key: str
+    measurement: str
+    phase: str
+    # workload
+    batch: int
+    seq_len_tokens: int
+    dtype: str
+    # provenance
+    device: str
+    device_name: str
+    torch_version: str | None = None
+    xtransformers_version: str | None = None
+    sdpa_backend: str | None = None
+    sdpa_backend_reason: str | None = None
+    warmup: int | None = None
+    repeats: int | None = None
+    method: str | None = None
+    timestamp: str = ""
+    # outcome
+    status: str = "ok"
+    error: str | None = None
+    # FLOPs
+    predicted_flops: int | None = None
+    torch_counter_flops: int | None = None
+    fvcore_macs: int | None = None
+    fvcore_flops: int | None = None
+    flops_rel_err: float | None = None
+    # memory
+    predicted_bytes: int | None = None
+    measured_bytes: int | None = None
+    memory_rel_err: float | None = None
+    # latency
+    latency_min_ms: float | None = None
+    latency_median_ms: float | None = None
+    latency_max_ms: float | None = None
+    tokens_per_s: float | None = None
+    achieved_flops_per_s: float | None = None
+    peak_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status = {self.status!r} is not allowed: one of {', '.join(STATUSES)}")
+        if self.measurement not in MEASUREMENTS:
+            raise ValueError(f"measurement = {self.measurement!r} is not allowed: one of {', '.join(MEASUREMENTS)}")
+        if not self.timestamp:
+            object.__setattr__(self, "timestamp", now_iso())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_json(self.config_json)
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ProfileRecord))
+INT_COLUMNS = tuple(f.name for f in fields(ProfileRecord) if f.type in ("int", "int | None"))
+FLOAT_COLUMNS = tuple(f.name for f in fields(ProfileRecord) if f.type in ("float", "float | None"))
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def config_key(cfg: ModelConfig) -> str:
+    """Short stable hash of a configuration (12 hex digits of SHA-256 of its sorted JSON)."""
+    return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
+
+
+def base_fields(cfg: ModelConfig, wl: Workload, *, config_name: str = "", measurement: str, phase: str,
+                device: str, device_name: str) -> dict[str, Any]:
+    """The identity, workload and device columns every row of (cfg, wl) shares."""
+    return {
+        "config_name": config_name or config_key(cfg),
+        "config_json": cfg.to_json(),
+        "config_key": config_key(cfg),
+        "measurement": measurement,
+        "phase": phase,
+        "batch": wl.batch,
+        "seq_len_tokens": wl.seq_len,
+        "dtype": wl.dtype,
+        "device": device,
+        "device_name": device_name,
+    }
+
+
+def rel_err(measured: float | None, predicted: float | None) -> float | None:
+    """|measured - predicted| / |predicted|; None when either is missing or the prediction is 0."""
+    if measured is None or predicted is None or predicted == 0:
+        return None
+    return abs(measured - predicted) / abs(predicted)
+
+
+def to_frame(records: list[ProfileRecord]) -> pd.DataFrame:
+    """Rows to a tidy DataFrame with every column of ``ProfileRecord`` in a fixed order and dtype."""
+    import pandas as pd
+
+    frame = pd.DataFrame([r.to_dict() for r in records], columns=list(COLUMNS))
+    return normalize_frame(frame)
+
+
+def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give a frame (fresh, or read back from a file) the canonical column order and dtypes."""
+    import pandas as pd
+
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"table is missing column(s): {', '.join(missing)}")
+    out = frame.loc[:, list(COLUMNS)].copy()
+    for col in COLUMNS:
+        if col in INT_COLUMNS:
+            out[col] = pd.array(out[col].astype("Float64").round().astype("Int64"), dtype="Int64")
+        elif col in FLOAT_COLUMNS:
+            out[col] = out[col].astype("Float64")
+        else:
+            out[col] = out[col].astype("string")
+    return out.reset_index(drop=True)
+
+
+def from_frame(frame: pd.DataFrame) -> list[ProfileRecord]:
+    """A DataFrame with the canonical columns back to rows (missing values become None)."""
+    import pandas as pd
+
+    frame = normalize_frame(frame)
+    rows = []
+    for rec in frame.to_dict(orient="records"):
+        clean = {k: (None if v is pd.NA or (isinstance(v, float) and v != v) else v) for k, v in rec.items()}
+        for k in INT_COLUMNS:
+            if clean[k] is not None:
+                clean[k] = int(clean[k])
+        for k in FLOAT_COLUMNS:
+            if clean[k] is not None:
+                clean[k] = float(clean[k])
+        clean["timestamp"] = clean["timestamp"] or ""
+        rows.append(ProfileRecord(**clean))
+    return rows
+
+
+def records_to_json(records: list[ProfileRecord]) -> str:
+    return json.dumps([r.to_dict() for r in records], indent=1, sort_keys=False)
+
+
+def records_from_json(text: str) -> list[ProfileRecord]:
+    return [ProfileRecord(**row) for row in json.loads(text)]
