@@ -6,7 +6,10 @@ by side. ``to_frame`` turns rows into a tidy pandas DataFrame; ``from_frame`` re
 
 Column families (a row fills the ones its ``measurement`` concerns; the rest stay None):
 
-* identity: ``config_name``, ``config_json``, ``config_key``, ``measurement``, ``phase``
+* identity: ``config_name``, ``config_json``, ``config_key``, ``measurement`` (estimate, flops,
+  memory, latency), ``phase`` (e.g. forward, attention, train_step, decode, inference) and
+  ``component`` (``total`` or a part: weights, gradients, optimizer, activations, alibi_bias,
+  kv_cache, a module or an operator name)
 * workload: ``batch``, ``seq_len_tokens``, ``dtype``
 * provenance: ``device``, ``device_name``, ``torch_version``, ``xtransformers_version``,
   ``sdpa_backend``, ``sdpa_backend_reason``, ``warmup``, ``repeats``, ``method``, ``timestamp``
@@ -44,6 +47,7 @@ class ProfileRecord:
     config_key: str
     measurement: str
     phase: str
+    component: str = "total"
     # workload
     batch: int
     seq_len_tokens: int
