@@ -1,0 +1,230 @@
+"""ModelConfig: validation messages name the field, round-trips are exact, the snippet parser never evaluates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.config import (
+    PRESETS,
+    SEED_SNIPPET,
+    ConfigError,
+    ModelConfig,
+    Workload,
+    parse_snippet,
+)
+
+SEED = PRESETS["seed"]
+
+
+def test_seed_preset_equals_the_snippet_in_the_developers_guide():
+    assert parse_snippet(SEED_SNIPPET) == SEED
+    assert SEED.to_dict() == {
+        "num_tokens": 20000, "max_seq_len": 8192, "use_abs_pos_emb": False, "tie_embedding": False,
+        "dim": 512, "depth": 6, "heads": 8, "attn_dim_head": 64, "ff_mult": 4, "ff_glu": False,
+        "attn_one_kv_head": True, "attn_kv_heads": None, "attn_flash": True, "alibi_pos_bias": True,
+        "alibi_num_heads": 4, "rotary_pos_emb": False, "rotary_xpos": True, "deepnorm": True, "shift_tokens": 1,
+    }
+
+
+def test_derived_quantities_follow_x_transformers():
+    assert SEED.kv_heads == 1  # multi-query
+    assert SEED.alibi_heads == 4  # 4 of 8 heads
+    assert SEED.uses_rotary and SEED.rotary_dim == 32
+    assert SEED.attn_inner_dim == 8 * 64  # heads * attn_dim_head, not dim
+    assert SEED.replace(dim=1024).attn_inner_dim == 512
+    assert not SEED.has_abs_pos_emb
+    assert SEED.ff_inner_dim == 2048
+    assert SEED.replace(alibi_pos_bias=False).alibi_heads == 0
+    assert SEED.replace(alibi_num_heads=None).alibi_heads == 8
+    assert SEED.replace(attn_one_kv_head=False).kv_heads == 8
+    assert SEED.replace(attn_one_kv_head=False, attn_kv_heads=2).kv_heads == 2
+    # rotary disables the learned absolute table even when use_abs_pos_emb is asked for
+    assert not SEED.replace(use_abs_pos_emb=True).has_abs_pos_emb
+    assert SEED.replace(use_abs_pos_emb=True, rotary_xpos=False).has_abs_pos_emb
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        ({"dim": 0}, "dim", "from 8 to 32768"),
+        ({"depth": 0}, "depth", "from 1 to 512"),
+        ({"heads": -1}, "heads", "from 1 to 512"),
+        ({"heads": 2.5}, "heads", "an integer"),
+        ({"num_tokens": 1}, "num_tokens", "from 2"),
+        ({"max_seq_len": 0}, "max_seq_len", "from 1"),
+        ({"alibi_num_heads": 9}, "alibi_num_heads", "from 1 to 8"),
+        ({"alibi_num_heads": 0}, "alibi_num_heads", "from 1 to 8"),
+        ({"attn_kv_heads": 2}, "attn_kv_heads", "attn_one_kv_head"),
+        ({"attn_one_kv_head": False, "attn_kv_heads": 3}, "attn_kv_heads", "divisor of heads = 8"),
+        ({"attn_one_kv_head": False, "attn_kv_heads": 16}, "attn_kv_heads", "from 1 to 8"),
+        ({"attn_dim_head": 6}, "attn_dim_head", "multiple of 4"),
+        ({"attn_dim_head": 2}, "attn_dim_head", "from 4"),
+        ({"ff_mult": 0}, "ff_mult", "from 0.125"),
+        ({"ff_mult": True}, "ff_mult", "a number"),
+        ({"shift_tokens": -1}, "shift_tokens", "from 0"),
+        ({"dim": 8, "shift_tokens": 8}, "shift_tokens", "less than dim"),
+        ({"deepnorm": "yes"}, "deepnorm", "true or false"),
+        ({"attn_flash": 1}, "attn_flash", "true or false"),
+    ],
+)
+def test_each_rule_names_the_field_and_the_allowed_range(changes, field, fragment):
+    with pytest.raises(ConfigError) as info:
+        SEED.replace(**changes)
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+    assert fragment in str(info.value)
+
+
+def test_attn_dim_head_not_multiple_of_4_is_fine_without_rotary():
+    cfg = SEED.replace(rotary_xpos=False, attn_dim_head=6)
+    assert cfg.attn_inner_dim == 48
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"batch": 0}, "batch"), ({"seq_len": 0}, "seq_len"), ({"dtype": "int8"}, "dtype")],
+)
+def test_workload_validation(kwargs, field):
+    with pytest.raises(ConfigError) as info:
+        Workload(**kwargs)
+    assert info.value.field == field
+
+
+def test_workload_longer_than_the_model_accepts():
+    with pytest.raises(ConfigError, match=r"seq_len = 9000 is not allowed: an integer from 1 to max_seq_len = 8192"):
+        Workload(seq_len=9000).check_against(SEED)
+    assert Workload(seq_len=8192, dtype="bfloat16").check_against(SEED).dtype_bytes == 2
+
+
+# --- round trips ---
+
+valid_configs = st.builds(
+    lambda dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab: _make(
+        dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab
+    ),
+    dim=st.integers(8, 4096),
+    depth=st.integers(1, 64),
+    heads=st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16]),
+    dh_mult=st.integers(1, 64),
+    ff_mult=st.one_of(st.integers(1, 8), st.sampled_from([0.5, 1.5, 2.6666666666666665, 3.25])),
+    flags=st.fixed_dictionaries({k: st.booleans() for k in (
+        "use_abs_pos_emb", "tie_embedding", "ff_glu", "attn_flash", "alibi_pos_bias", "rotary_pos_emb",
+        "rotary_xpos", "deepnorm")}),
+    alibi=st.one_of(st.none(), st.integers(1, 16)),
+    kv=st.sampled_from(["one", "none", "div"]),
+    shift=st.integers(0, 4),
+    vocab=st.integers(2, 100_000),
+)
+
+
+def _make(dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab) -> ModelConfig:
+    kv_kwargs = {"one": {"attn_one_kv_head": True}, "none": {}, "div": {"attn_kv_heads": max(1, heads // 2) if heads % max(1, heads // 2) == 0 else 1}}[kv]
+    return ModelConfig(
+        num_tokens=vocab, max_seq_len=8192, dim=dim, depth=depth, heads=heads, attn_dim_head=4 * dh_mult,
+        ff_mult=ff_mult, alibi_num_heads=None if alibi is None else min(alibi, heads), shift_tokens=min(shift, dim - 1),
+        **flags, **kv_kwargs,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(valid_configs)
+def test_round_trips_are_exact(cfg):
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert ModelConfig.from_query(cfg.to_query()) == cfg
+    assert ModelConfig.from_query("?" + cfg.to_query()) == cfg
+    assert parse_snippet(cfg.to_snippet()) == cfg
+    # types survive, not only values (True must stay a bool, 4 an int, 1.5 a float)
+    back = ModelConfig.from_query(cfg.to_query()).to_dict()
+    assert {k: type(v) for k, v in back.items()} == {k: type(v) for k, v in cfg.to_dict().items()}
+
+
+def test_query_string_rejects_unknown_and_mistyped_fields():
+    with pytest.raises(ConfigError, match="colour"):
+        ModelConfig.from_query(SEED.to_query() + "&colour=red")
+    with pytest.raises(ConfigError) as info:
+        ModelConfig.from_query(SEED.to_query().replace("depth=6", "depth=six"))
+    assert info.value.field == "depth" and "an integer" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        ModelConfig.from_query(SEED.to_query().replace("deepnorm=true", "deepnorm=maybe"))
+    assert info.value.field == "deepnorm"
+
+
+def test_from_dict_reports_missing_and_unknown():
+    data = SEED.to_dict()
+    del data["dim"]
+    with pytest.raises(ConfigError, match="dim is not allowed: a value: this field is required"):
+        ModelConfig.from_dict(data)
+    with pytest.raises(ConfigError, match="unknown keyword"):
+        ModelConfig.from_dict({**SEED.to_dict(), "dropout": 0.1})
+    with pytest.raises(ConfigError, match="valid JSON"):
+        ModelConfig.from_json("{not json")
+
+
+# --- snippet parser ---
+
+
+def test_snippet_with_import_and_assignment_and_defaults():
+    text = """
+import torch
+from x_transformers import TransformerWrapper, Decoder
+
+model = TransformerWrapper(
+    num_tokens = 256,
+    max_seq_len = 1024,
+    attn_layers = Decoder(dim = 128, depth = 2, heads = 4, rotary_pos_emb = True, attn_kv_heads = 2)
+)
+"""
+    cfg = parse_snippet(text)
+    assert cfg == ModelConfig(num_tokens=256, max_seq_len=1024, dim=128, depth=2, heads=4, rotary_pos_emb=True,
+                              attn_kv_heads=2)
+    assert cfg.use_abs_pos_emb is True and cfg.deepnorm is False  # x-transformers defaults, not the seed's
+
+
+def test_snippet_unknown_keywords_are_reported_by_name():
+    text = ("TransformerWrapper(num_tokens=10, max_seq_len=8, emb_dropout=0.1, "
+            "attn_layers=Decoder(dim=16, depth=1, attn_qk_norm=True, ff_swish=True))")
+    with pytest.raises(ConfigError) as info:
+        parse_snippet(text)
+    message = str(info.value)
+    for name in ("emb_dropout", "attn_qk_norm", "ff_swish"):
+        assert name in message
+
+
+def test_snippet_is_never_evaluated(tmp_path):
+    marker = tmp_path / "pwned"
+    text = (f"TransformerWrapper(num_tokens=__import__('pathlib').Path({str(marker)!r}).touch() or 10, "
+            "max_seq_len=8, attn_layers=Decoder(dim=16, depth=1))")
+    with pytest.raises(ConfigError) as info:
+        parse_snippet(text)
+    assert info.value.field == "num_tokens" and "literal" in str(info.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("TransformerWrapper(num_tokens=10, max_seq_len=8, attn_layers=Encoder(dim=16, depth=1))", "attn_layers"),
+        ("TransformerWrapper(num_tokens=10, max_seq_len=8)", "attn_layers"),
+        ("Decoder(dim=16, depth=1)", "snippet"),
+        ("TransformerWrapper(num_tokens=10,", "snippet"),
+        ("TransformerWrapper(num_tokens=10, max_seq_len=8, attn_layers=Decoder(dim=16, depth=1, heads=0))", "heads"),
+        ("TransformerWrapper(max_seq_len=8, attn_layers=Decoder(dim=16, depth=1))", "num_tokens"),
+    ],
+)
+def test_snippet_errors_name_the_field(text, field):
+    with pytest.raises(ConfigError) as info:
+        parse_snippet(text)
+    assert info.value.field == field
+
+
+def test_config_module_imports_only_the_standard_library():
+    code = "import sys, core.config; print(json.dumps(sorted(m for m in ('torch','numpy','pandas','x_transformers','streamlit') if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
