@@ -22,7 +22,15 @@ from profiling.export import (
     to_markdown,
     write_table,
 )
-from profiling.records import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, MEASUREMENTS, STATUSES, ProfileRecord, base_fields
+from profiling.records import (
+    COLUMNS,
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    MEASUREMENTS,
+    STATUSES,
+    ProfileRecord,
+    base_fields,
+)
 
 TEXT_COLUMNS = [c for c in COLUMNS if c not in INT_COLUMNS and c not in FLOAT_COLUMNS]
 REQUIRED_TEXT = {"config_name", "config_json", "config_key", "measurement", "phase", "component", "dtype",
