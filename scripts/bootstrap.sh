@@ -30,7 +30,11 @@ pipq() { "$VPY" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ig
 
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   echo "bootstrap: installing torch" >&2
-  if ! "$VPY" -m pip -q install --no-index "torch==2.13.0" >/dev/null 2>&1; then
+  # The wheel itself from the local folder only (--no-index --no-deps fails fast where there is none),
+  # then its small pure-Python dependencies from the index.
+  if "$VPY" -m pip -q install --no-index --no-deps "torch==2.13.0" >/dev/null 2>&1; then
+    pipq install "torch==2.13.0"
+  else
     pipq install "torch>=2.4"
   fi
   "$VPY" -c "import torch" || { echo "bootstrap: torch did not install" >&2; exit 1; }
