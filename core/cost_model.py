@@ -1,0 +1,514 @@
+"""Closed-form cost model of the x-transformers 2.31 decoder that ``core.builder`` builds: parameters,
+FLOPs and memory for a ``ModelConfig`` and a ``Workload``.
+
+Standard library only (no torch import), so the dashboard and the CLI get predictions in microseconds.
+Every formula below was read off the x-transformers 2.31.10 source
+(``x_transformers/x_transformers.py``, ``x_transformers/attend.py``; line numbers refer to 2.31.10)
+and is checked against the real model by ``tests/core/test_cost_model.py`` (parameters: exact, over a grid
+and over hypothesis-generated configurations) and ``tests/profiling/test_flops.py`` (FLOPs: exact against
+``torch.utils.flop_counter.FlopCounterMode`` and within 1% of fvcore; KV cache and ALiBi tensors: exact
+against tensors captured from the model).
+
+Symbols used in the docstrings: ``b`` batch, ``n`` sequence length, ``T = b * n`` tokens, ``d = dim``,
+``L = depth`` (``L`` attention blocks and ``L`` feed-forward blocks, i.e. ``2L`` layers), ``h = heads``,
+``g = kv_heads`` (1 with ``attn_one_kv_head``), ``dh = attn_dim_head``, ``f = ff_inner_dim = int(d *
+ff_mult)``, ``V = num_tokens``, ``e`` bytes per element of the workload dtype, ``ha`` ALiBi heads.
+
+Conventions:
+
+* FLOPs follow ``torch.utils.flop_counter``: only matrix multiplications are counted, one multiply-add is
+  2 FLOPs, element-wise work (norms, activations, softmax, rotary, ALiBi, residual adds, masking) is NOT
+  counted. fvcore counts multiply-adds (``*_macs``) and also counts layer norms and einsum outer products:
+  see ``profiling.flops``.
+* "full square": attention over all ``n * n`` query/key pairs, what the kernels compute when they are
+  given a dense mask (the ALiBi path always passes a dense float mask to SDPA with ``is_causal=False``;
+  the non-flash path computes the whole ``einsum`` and masks afterwards). "causal": the ``n (n + 1) / 2``
+  pairs a causal decoder actually needs (useful work; what a causal flash kernel roughly skips to).
+* Bytes are integers. Allocator rounding (CUDA caching allocator blocks, CPU page granularity) is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from core.config import ModelConfig, Workload
+
+__all__ = [
+    "ParamCounts",
+    "FlopCounts",
+    "MemoryEstimate",
+    "param_counts",
+    "flop_counts",
+    "memory_estimate",
+    "estimate",
+    "ADAMW_STEP_BYTES",
+    "INDEX_BYTES",
+]
+
+ADAMW_STEP_BYTES = 4  # torch.optim.AdamW keeps one float32 scalar ``step`` tensor per parameter tensor
+INDEX_BYTES = 8  # int64 token ids / positions
+BOOL_BYTES = 1
+FP32_BYTES = 4
+
+
+# --------------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamCounts:
+    """Exact parameter counts of the model ``core.builder.build_model(cfg)`` builds (x-transformers 2.31).
+
+    Definition of "embedding": ``embedding_params`` are the lookup tables only, i.e. the token embedding
+    ``V * d`` plus the learned absolute position embedding ``max_seq_len * d`` (when present). They cost
+    no FLOPs. The untied output projection ``to_logits`` (``d * V``, a matmul) is NOT embedding: it is in
+    ``logits_params`` and in ``non_embedding_params``. With ``tie_embedding`` the logits reuse the token
+    table and ``logits_params`` is 0. ``non_embedding_params = num_params - embedding_params``.
+
+    Per attention block (``Attention``, x_transformers.py:2040-2042, 2238-2241; the builder passes
+    ``attn_project_out=True`` for ``heads == 1``): ``to_q d*h*dh + to_k d*g*dh + to_v d*g*dh +
+    to_out h*dh*d``, all bias-free (``LinearNoBias``).
+    Per feed-forward block (``FeedForward``, 1763ff): ``Linear(d, f) + bias`` (``Linear(d, 2f) + bias``
+    with ``ff_glu``, ``GLU``) then ``Linear(f, d) + bias``.
+    Norms (``LayerNorm``, 1017ff: a single ``gamma`` of size ``d``, no bias): pre-norm has one per layer
+    (``2L``) plus the final norm; post-norm (``deepnorm``, i.e. ``pre_norm=False``) has one per layer
+    after the residual add and no final norm (AttentionLayers 3036, 3305-3307).
+    Residual scales (``Residual(scale_residual=True)``, 1189ff): ``d`` per layer with ``deepnorm``.
+    Rotary (``inv_freq``, xpos ``scale``) and ALiBi (``slopes``) tables are buffers, not parameters.
+    ``shift_tokens`` has no parameters.
+    """
+
+    token_embedding_params: int
+    abs_pos_embedding_params: int
+    attention_params: int
+    feedforward_params: int
+    norm_params: int
+    residual_scale_params: int
+    logits_params: int
+    attention_params_per_block: int
+    feedforward_params_per_block: int
+    embedding_params: int
+    non_embedding_params: int
+    num_params: int
+    num_param_tensors: int
+    buffer_elements: int
+
+
+def param_counts(cfg: ModelConfig) -> ParamCounts:
+    """Exact parameter counts (see ``ParamCounts``)."""
+    d, L, h, g, dh, f = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim
+    token = cfg.num_tokens * d
+    abs_pos = cfg.max_seq_len * d if cfg.has_abs_pos_emb else 0
+    attn_block = d * h * dh + 2 * d * g * dh + h * dh * d
+    ff_in = d * (2 * f if cfg.ff_glu else f) + (2 * f if cfg.ff_glu else f)
+    ff_block = ff_in + f * d + d
+    pre_norm = not cfg.deepnorm
+    num_norms = 2 * L + (1 if pre_norm else 0)
+    norms = num_norms * d
+    residual_scales = 2 * L * d if cfg.deepnorm else 0
+    logits = 0 if cfg.tie_embedding else d * cfg.num_tokens
+    embedding = token + abs_pos
+    total = embedding + L * (attn_block + ff_block) + norms + residual_scales + logits
+    tensors = (
+        1  # token embedding
+        + (1 if abs_pos else 0)
+        + L * 4  # to_q, to_k, to_v, to_out
+        + L * 4  # proj_in weight + bias, proj_out weight + bias
+        + num_norms
+        + (2 * L if cfg.deepnorm else 0)
+        + (0 if cfg.tie_embedding else 1)
+    )
+    buffers = (cfg.rotary_dim // 2) * (2 if cfg.rotary_xpos else 1) + cfg.alibi_heads
+    return ParamCounts(
+        token_embedding_params=token,
+        abs_pos_embedding_params=abs_pos,
+        attention_params=L * attn_block,
+        feedforward_params=L * ff_block,
+        norm_params=norms,
+        residual_scale_params=residual_scales,
+        logits_params=logits,
+        attention_params_per_block=attn_block,
+        feedforward_params_per_block=ff_block,
+        embedding_params=embedding,
+        non_embedding_params=total - embedding,
+        num_params=total,
+        num_param_tensors=tensors,
+        buffer_elements=buffers,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# FLOPs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlopCounts:
+    """Forward and training FLOPs (torch ``FlopCounterMode`` convention: matmuls only, 2 per multiply-add).
+
+    Projections (per attention block, ``T`` tokens): ``q 2*T*d*h*dh``, ``k`` and ``v 2*T*d*g*dh`` each,
+    ``out 2*T*h*dh*d``. Attention (per block): scores ``Q K^T`` and values ``P V`` are
+    ``2*b*h*n*n*dh`` each for the full square (what FlopCounterMode counts for SDPA and for the non-flash
+    ``einsum`` path, and what the kernels compute with the dense ALiBi mask); the causal half replaces
+    ``n*n`` with ``n*(n+1)/2``. K/V heads shared by ``h / g`` query heads do not reduce attention FLOPs
+    (the kernels broadcast them). Feed-forward: ``2*T*d*f`` in (``2*T*d*2f`` with GLU) and ``2*T*f*d``
+    out. Logits: ``2*T*d*V`` (tied or not: the tied path is ``t @ W.T``, x_transformers.py:4164).
+    Not counted (element-wise, 0 in torch's convention): norms, GELU, softmax, rotary (its ``einsum``
+    outer product lowers to a multiply), ALiBi, masking, residual scales, token shifting, embeddings.
+
+    Training step (``train_step_flops``): forward + backward with the usual 2x backward for every matmul
+    (input and weight gradients), no recomputation: ``3 * fwd_flops``. A flash / memory-efficient SDPA
+    backward (the CPU ``_scaled_dot_product_flash_attention_for_cpu_backward``, CUDA flash / efficient /
+    cuDNN) recomputes the scores ``Q K^T``, adding half the attention forward:
+    ``train_step_flops_flash_recompute = 3 * fwd_flops + attn_flops / 2``. That is what FlopCounterMode
+    reports for ``attn_flash=True`` (torch's SDPA backward formula counts the recompute); the non-flash
+    ``einsum`` path matches ``train_step_flops``. ``*_causal`` variants use the causal half throughout.
+    """
+
+    q_proj_flops: int
+    k_proj_flops: int
+    v_proj_flops: int
+    out_proj_flops: int
+    proj_flops: int
+    attn_scores_flops: int
+    attn_values_flops: int
+    attn_flops: int
+    attn_scores_flops_causal: int
+    attn_values_flops_causal: int
+    attn_flops_causal: int
+    ff_flops: int
+    logits_flops: int
+    fwd_flops: int
+    fwd_flops_causal: int
+    train_step_flops: int
+    train_step_flops_flash_recompute: int
+    train_step_flops_causal: int
+    fwd_flops_per_token: float
+    fwd_flops_causal_per_token: float
+    train_step_flops_per_token: float
+    tokens: int
+
+
+def flop_counts(cfg: ModelConfig, wl: Workload) -> FlopCounts:
+    """Forward / training FLOPs for ``wl.batch`` sequences of ``wl.seq_len`` tokens (see ``FlopCounts``)."""
+    b, n = wl.batch, wl.seq_len
+    T = b * n
+    d, L, h, g, dh, f, V = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim, cfg.num_tokens
+    q = L * 2 * T * d * h * dh
+    k = L * 2 * T * d * g * dh
+    v = k
+    out = L * 2 * T * h * dh * d
+    proj = q + k + v + out
+    scores = L * 2 * b * h * n * n * dh
+    values = scores
+    pairs_causal = n * (n + 1) // 2
+    scores_c = L * 2 * b * h * pairs_causal * dh
+    values_c = scores_c
+    attn, attn_c = scores + values, scores_c + values_c
+    ff = L * (2 * T * d * (2 * f if cfg.ff_glu else f) + 2 * T * f * d)
+    logits = 2 * T * d * V
+    fwd = proj + attn + ff + logits
+    fwd_c = proj + attn_c + ff + logits
+    train = 3 * fwd
+    return FlopCounts(
+        q_proj_flops=q,
+        k_proj_flops=k,
+        v_proj_flops=v,
+        out_proj_flops=out,
+        proj_flops=proj,
+        attn_scores_flops=scores,
+        attn_values_flops=values,
+        attn_flops=attn,
+        attn_scores_flops_causal=scores_c,
+        attn_values_flops_causal=values_c,
+        attn_flops_causal=attn_c,
+        ff_flops=ff,
+        logits_flops=logits,
+        fwd_flops=fwd,
+        fwd_flops_causal=fwd_c,
+        train_step_flops=train,
+        train_step_flops_flash_recompute=train + attn // 2,
+        train_step_flops_causal=3 * fwd_c,
+        fwd_flops_per_token=fwd / T,
+        fwd_flops_causal_per_token=fwd_c / T,
+        train_step_flops_per_token=train / T,
+        tokens=T,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# memory
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryEstimate:
+    """Memory in bytes (integers) for ``cfg`` on ``wl`` (parameters and activations in ``wl.dtype``).
+
+    Model state:
+
+    * ``weights_bytes = num_params * e``; ``buffers_bytes``: rotary ``inv_freq`` (+ xpos ``scale``) and
+      ALiBi ``slopes`` (converted to ``wl.dtype`` with the model by ``build_model``).
+    * ``grads_bytes = num_params * e``.
+    * ``adamw_state_bytes``: ``torch.optim.AdamW`` (foreach/single-tensor, not fused, not capturable):
+      ``exp_avg`` and ``exp_avg_sq`` like each parameter (``2 * num_params * e``) plus one float32 scalar
+      ``step`` tensor per parameter tensor (``4 * num_param_tensors``).
+
+    KV cache (``kv_cache_bytes``), for cached generation of ``wl.seq_len`` tokens: x-transformers 2.31
+    caches, per attention block, ``cached_kv = (k, v)`` right after the head split and BEFORE rotary
+    (``Attention.forward``, x_transformers.py:2510-2511), with the ``g`` K/V heads, not expanded to ``h``
+    (the expansion to all heads happens later, in ``Attend``): ``2 * L * b * g * n * dh * e``. One K/V
+    head (``g = 1``) with ``attn_one_kv_head``. (During a decode step the old and the concatenated cache
+    coexist briefly; that transient is not included.)
+
+    ALiBi (``alibi_*``): what x-transformers materialises, per attention block.
+    With rotary on, ``AttentionLayers.forward`` always builds ``pos = arange(n)`` (x_transformers.py:
+    3468-3469) and passes it to every block, so ``Attention.forward`` calls
+    ``rel_pos.forward_custom_pos(pos)`` (2597-2600) in EVERY block: an int64 ``(n, n)`` position
+    difference (``einx.subtract`` then ``abs`` and negation: ``alibi_pos_diff_bytes`` each), times the
+    slopes: ``(ha, n, n)`` in the slopes' dtype, zero-padded to ``(h, n, n)`` (``pad_at_dim``, 671-673),
+    then padded again by ``pad_at_dim(attn_bias, (num_mem_kv=0, 0))`` (2602), which ``F.pad`` executes as
+    a copy: ``(h, n, n)``. Without rotary, ``AlibiPositionalBias.forward`` builds the ``(h, n, n)`` bias once
+    and keeps it as the non-persistent buffer ``rel_pos.bias`` (684-699): it survives the forward
+    (``alibi_cached_buffer_bytes``); later blocks slice it, each still gets the ``(h, n, n)`` pad copy.
+    With ``attn_flash`` (``Attend.flash_attn``, attend.py:318-336) the bias is expanded to ``(b, h, n, n)``
+    and ``masked_fill``-ed with the causal mask (a bool ``(n, n)`` from ``create_causal_mask``) into a new
+    dense ``(b, h, n, n)`` tensor (``alibi_sdpa_mask_bytes``) passed to SDPA as ``attn_mask`` with
+    ``is_causal=False``. Without flash the ``(h, n, n)`` bias is added to the score matrix.
+    ``alibi_bias_bytes`` is the ALiBi-derived memory live at the SDPA call of one block:
+    ``(h, n, n)`` pad copy + ``(b, h, n, n)`` dense mask (flash) + the bool causal mask (flash); plus the
+    cached buffer without rotary. ``alibi_bias_allocated_bytes_per_forward`` sums every ALiBi tensor the
+    forward allocates (memory traffic, not peak).
+
+    Activations, inference (``activation_bytes_inference``): estimated peak of live tensors during one
+    ``torch.no_grad()`` forward, beyond weights and buffers. Counted:
+
+    * retained until the forward returns, because ``TransformerWrapper`` always runs the layers with
+      ``return_hiddens=True`` (x_transformers.py:4333): the token embeddings and every layer's input
+      (``layer_hiddens``, ``2L + 1`` tensors of ``T * d``), the final hidden state, the absolute position
+      embedding ``(n, d)``, each block's pre-rotary ``k`` and ``v`` (``cached_kv``, ``2 * T * g * dh``) and,
+      without flash, each block's three ``(b, h, n, n)`` score tensors kept in ``Intermediates``
+      (``qk_similarities``, ``pre_softmax_attn``, ``post_softmax_attn``; attend.py:592-596), the rotary
+      tables ``(n, rot)`` (two with xpos) and the int64 positions;
+    * plus the largest transient working set: the last attention block at its SDPA / ``P V`` call (shifted
+      and normed copies of the input, rotated q and k, the ``q * scale/default_scale`` copy made by
+      ``flash_attn``, GQA-expanded k/v when ``1 < g < h``, ALiBi tensors, SDPA output and float32
+      log-sum-exp), the last feed-forward block after its activation (input copies, ``f`` or ``2f``-wide
+      projection, activation output, GLU product), or the logits stage (``T * V``, twice with the tied
+      path's ``* tie_embedding_scale`` copy).
+
+    Not counted: allocator caching/fragmentation, SDPA kernel scratch (per-thread blocks on CPU), the
+    short-lived ``(n, n)`` int64 ALiBi temporaries outside the peak, Python/framework overhead, the input
+    ids.
+
+    Activations, training (``activation_bytes_training``): tensors saved for backward by autograd after the
+    forward of a training step (``model.train()``, dropout 0), i.e. what lives until ``backward()``:
+    per layer its input, the linear-layer input (shift / pre-norm output), LayerNorm input, normalised
+    output and float32 mean/rstd, q (scaled copy with flash), k, v (GQA-expanded when ``1 < g < h``),
+    the merged-heads copy fed to ``to_out``, SDPA output + log-sum-exp and its ``attn_mask`` (the dense
+    ALiBi mask: ``(b, h, n, n)`` per block), or, without flash, the float32 softmax output (and its
+    ``e``-byte copy when ``e != 4``) plus the bool causal mask; rotary cos/sin tables; feed-forward
+    projection (``f`` or ``2f``) and activation outputs (+ GLU product); the final hidden, the logits
+    ``(T, V)`` and the int64 ids kept by the embedding. The loss (e.g. cross-entropy's log-softmax copy of
+    the logits) is not included. ``training_total_bytes = weights + buffers + grads + adamw_state +
+    activation_bytes_training`` (a lower bound of the step's peak: backward transients are not included).
+    ``inference_total_bytes = weights + buffers + activation_bytes_inference`` (no KV cache).
+    """
+
+    weights_bytes: int
+    buffers_bytes: int
+    grads_bytes: int
+    adamw_state_bytes: int
+    kv_cache_bytes: int
+    kv_cache_bytes_per_token: int
+    alibi_pos_diff_bytes: int
+    alibi_bias_heads_bytes: int
+    alibi_bias_padded_bytes: int
+    alibi_sdpa_mask_bytes: int
+    alibi_cached_buffer_bytes: int
+    alibi_bias_bytes: int
+    alibi_bias_allocated_bytes_per_forward: int
+    alibi_blocks_rebuilding_bias: int
+    causal_mask_bytes: int
+    activation_bytes_inference: int
+    activation_bytes_training: int
+    inference_total_bytes: int
+    training_total_bytes: int
+    inference_breakdown_bytes: dict[str, int]
+    training_breakdown_bytes: dict[str, int]
+
+
+def _alibi(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+    b, n, e, h, L = wl.batch, wl.seq_len, wl.dtype_bytes, cfg.heads, cfg.depth
+    if not cfg.alibi_pos_bias:
+        zero = dict.fromkeys(("diff", "heads", "padded", "mask", "cached", "live", "allocated", "blocks"), 0)
+        return zero
+    ha = cfg.alibi_heads
+    diff = n * n * INDEX_BYTES
+    heads = ha * n * n * e
+    padded = h * n * n * e
+    mask = b * h * n * n * e if cfg.attn_flash else 0
+    causal = n * n * BOOL_BYTES if cfg.attn_flash else 0
+    blocks = L if cfg.uses_rotary else 1
+    cached = 0 if cfg.uses_rotary else padded
+    live = padded + mask + causal + cached
+    # per rebuilding block: diff, abs, neg (3 int64), product, pad; per block: pad copy, mask (+ bool mask)
+    allocated = blocks * (3 * diff + heads + padded) + L * (padded + mask + causal)
+    return dict(diff=diff, heads=heads, padded=padded, mask=mask, cached=cached, live=live,
+                allocated=allocated, blocks=blocks)
+
+
+def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
+    """Memory estimate in bytes (see ``MemoryEstimate`` for what is counted)."""
+    pc = param_counts(cfg)
+    b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
+    T = b * n
+    d, L, h, g, dh, f, V = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim, cfg.num_tokens
+    rot = cfg.rotary_dim
+    pre_norm = not cfg.deepnorm
+    shift = cfg.shift_tokens > 0
+    flash = cfg.attn_flash
+    gqa_expand = 1 < g < h
+    hidden = T * d * e
+    q_bytes = T * h * dh * e
+    kv_one = T * g * dh * e
+    scores = b * h * n * n * e
+    lse = b * h * n * FP32_BYTES
+    causal_mask = n * n * BOOL_BYTES
+
+    weights = pc.num_params * e
+    buffers = pc.buffer_elements * e
+    grads = pc.num_params * e
+    adamw = 2 * pc.num_params * e + ADAMW_STEP_BYTES * pc.num_param_tensors
+    kv_per_token = 2 * L * g * dh * e
+    kv_cache = kv_per_token * T
+    al = _alibi(cfg, wl)
+
+    # ---- inference: retained through the forward ----
+    rotary_tables = (n * rot * e * (2 if cfg.rotary_xpos else 1) + n * INDEX_BYTES) if cfg.uses_rotary else 0
+    retained = {
+        "token_embeddings": hidden,
+        "layer_inputs": 2 * L * hidden,
+        "final_hidden": hidden,
+        "abs_pos_embedding": n * d * e if cfg.has_abs_pos_emb else 0,
+        "cached_k_v": 2 * L * kv_one,
+        "attn_score_intermediates": 0 if flash else 3 * L * scores,
+        "rotary_tables": rotary_tables,
+        "alibi_cached_buffer": al["cached"],
+    }
+    retained_total = sum(retained.values())
+    # ---- inference: transients ----
+    input_copies = (hidden if shift else 0) + (hidden if pre_norm else 0)
+    attn_t = input_copies + q_bytes  # rotated (or plain) q
+    if cfg.uses_rotary:
+        attn_t += kv_one  # rotated k (the pre-rotary k is retained)
+    if gqa_expand:
+        attn_t += 2 * q_bytes  # k and v repeated to h heads (einops.repeat copies): 2 * T * h * dh * e
+    if cfg.alibi_pos_bias:
+        attn_t += al["padded"]
+    if flash:
+        attn_t += q_bytes  # q * (scale / default_scale) copy in Attend.flash_attn
+        attn_t += al["mask"] + (causal_mask if cfg.alibi_pos_bias else 0)
+        attn_t += q_bytes + lse  # SDPA output and log-sum-exp
+    else:
+        attn_t += causal_mask + q_bytes  # bool causal mask, P V output
+        if e != FP32_BYTES:
+            attn_t += b * h * n * n * FP32_BYTES  # float32 softmax output before .type(dtype)
+    ff_width = 2 * f if cfg.ff_glu else f
+    ff_t = input_copies + T * ff_width * e + T * f * e + (T * f * e if cfg.ff_glu else 0)
+    logits_t = T * V * e * (2 if cfg.tie_embedding else 1)
+    # the last attention block runs before the last feed-forward input and the final hidden exist
+    attn_retained = dict(retained, layer_inputs=(2 * L - 1) * hidden, final_hidden=0)
+    ff_retained = dict(retained, final_hidden=0)
+    candidates = [
+        (sum(attn_retained.values()) + attn_t, attn_retained, "transient_attention", attn_t),
+        (sum(ff_retained.values()) + ff_t, ff_retained, "transient_feedforward", ff_t),
+        (retained_total + logits_t, retained, "transient_logits", logits_t),
+    ]
+    act_inf, kept, stage, transient = max(candidates, key=lambda c: c[0])
+    inference_breakdown = dict(kept)
+    inference_breakdown[stage] = transient
+
+    # ---- training: saved for backward ----
+    stats = 2 * T * FP32_BYTES  # LayerNorm mean and rstd (float32)
+    if pre_norm:
+        # LayerNorm input (the layer input), normalised output (saved by ``* gamma``), stats, and the
+        # linear-layer input: the ``* gamma`` output, or the token-shifted copy
+        per_layer_common = hidden + hidden + stats + hidden
+    else:
+        # post-norm (DeepNorm): the layer input (``residual * residual_scale`` operand), the shifted copy
+        # fed to the linears (when shifting), the post-norm LayerNorm input ``x + residual``, its
+        # normalised output and stats
+        per_layer_common = hidden + (hidden if shift else 0) + hidden + hidden + stats
+    if flash:
+        attn_saved = (q_bytes  # scaled q
+                      + (q_bytes * 2 if gqa_expand else 2 * kv_one)  # k, v as passed to SDPA
+                      + q_bytes + lse  # SDPA output, log-sum-exp
+                      + al["mask"]  # dense ALiBi attn_mask
+                      + q_bytes)  # merged-heads copy saved by to_out
+    else:
+        attn_saved = (q_bytes + (q_bytes * 2 if gqa_expand else 2 * kv_one)
+                      + b * h * n * n * FP32_BYTES + (scores if e != FP32_BYTES else 0)
+                      + causal_mask + q_bytes)
+    rotary_saved = (4 * n * rot * e + (n * rot * e if cfg.rotary_xpos else 0)) if cfg.uses_rotary else 0
+    ff_saved = T * ff_width * e + T * f * e + (T * f * e if cfg.ff_glu else 0)
+    training_breakdown = {
+        "layer_norm_residual": 2 * L * per_layer_common,
+        "attention": L * attn_saved,
+        "rotary": L * rotary_saved,
+        "feedforward": L * ff_saved,
+        "final_hidden": hidden,
+        "logits": T * V * e,
+        "token_ids": T * INDEX_BYTES,
+        "alibi_cached_buffer": al["cached"],
+    }
+    act_train = sum(training_breakdown.values())
+
+    return MemoryEstimate(
+        weights_bytes=weights,
+        buffers_bytes=buffers,
+        grads_bytes=grads,
+        adamw_state_bytes=adamw,
+        kv_cache_bytes=kv_cache,
+        kv_cache_bytes_per_token=kv_per_token,
+        alibi_pos_diff_bytes=al["diff"],
+        alibi_bias_heads_bytes=al["heads"],
+        alibi_bias_padded_bytes=al["padded"],
+        alibi_sdpa_mask_bytes=al["mask"],
+        alibi_cached_buffer_bytes=al["cached"],
+        alibi_bias_bytes=al["live"],
+        alibi_bias_allocated_bytes_per_forward=al["allocated"],
+        alibi_blocks_rebuilding_bias=al["blocks"],
+        causal_mask_bytes=causal_mask,
+        activation_bytes_inference=act_inf,
+        activation_bytes_training=act_train,
+        inference_total_bytes=weights + buffers + act_inf,
+        training_total_bytes=weights + buffers + grads + adamw + act_train,
+        inference_breakdown_bytes=inference_breakdown,
+        training_breakdown_bytes=training_breakdown,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# flat view
+# --------------------------------------------------------------------------------------------------
+
+
+def estimate(cfg: ModelConfig, wl: Workload) -> dict[str, int | float]:
+    """Every scalar of ``param_counts``, ``flop_counts`` and ``memory_estimate`` in one flat dict
+    (unit-suffixed keys; the CLI prints it as JSON). Breakdown dicts are flattened as
+    ``activation_inference_<part>_bytes`` and ``activation_training_<part>_bytes``."""
+    out: dict[str, int | float] = {}
+    for part in (param_counts(cfg), flop_counts(cfg, wl)):
+        out.update(dataclasses.asdict(part))
+    mem = memory_estimate(cfg, wl)
+    for field in dataclasses.fields(mem):
+        value = getattr(mem, field.name)
+        if isinstance(value, dict):
+            prefix = "activation_inference_" if field.name.startswith("inference") else "activation_training_"
+            out.update({f"{prefix}{k}_bytes": v for k, v in value.items()})
+        else:
+            out[field.name] = value
+    return out
