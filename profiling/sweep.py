@@ -1,0 +1,491 @@
+"""Sweeps: run flops / memory / latency measurements over sequence lengths, batch sizes and config grids.
+
+A sweep is a plan of points, one per (configuration, what, workload), run in that order (for each
+configuration and measurement, batch sizes then sequence lengths ascending). Every point gives at
+least one ``ProfileRecord`` row, whatever happens:
+
+* a configuration of a grid that does not validate gives rows with ``status="error"`` and the
+  validation message (``config_json`` then holds the keywords that were tried, not a valid config);
+* a workload the model cannot take (``seq_len > max_seq_len``) gives an ``error`` row;
+* out-of-memory anywhere in a measurement gives an ``oom`` row, the memory is freed (``gc`` and the
+  CUDA caching allocator) and the sweep continues; with ``skip_after_oom`` the larger workloads of the
+  same configuration and measurement are recorded as ``oom`` without being tried;
+* any other exception gives an ``error`` row with its message (no traceback).
+
+Results of successful points are cached on disk, one JSON file per point, keyed by the configuration,
+the workload, the device (and its name), the measurement, the torch and x-transformers versions and
+the measurement options (warm-up, repeats, phases, SDPA backend), under ``.xtlens-cache/results/``
+(the ``.xtlens-cache`` folder is ``$XTLENS_CACHE_DIR`` when set). A repeated sweep reads them back
+instead of measuring. Failed points are not cached.
+
+The measurement itself is a function ``measure(what, cfg, wl, *, device, options, config_name,
+progress) -> list[ProfileRecord]``; the default, ``measure_point``, calls ``profiling.flops``,
+``profiling.memory`` and ``profiling.latency``. Tests and the worker may pass another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import os
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.config import ConfigError, ModelConfig, Workload
+from profiling.records import ProfileRecord, base_fields, config_key, records_from_json, records_to_json
+
+__all__ = [
+    "WHATS",
+    "DEFAULT_SEQ_LENS",
+    "SweepOptions",
+    "ConfigGrid",
+    "SweepPoint",
+    "Progress",
+    "Measure",
+    "seq_len_workloads",
+    "workload_grid",
+    "config_grid",
+    "plan_sweep",
+    "run_sweep",
+    "run_point",
+    "measure_point",
+    "failure_rows",
+    "resolve_device_name",
+    "cache_root",
+    "cache_path",
+    "clear_cache",
+    "library_versions",
+    "is_oom",
+    "free_memory",
+]
+
+WHATS: tuple[str, ...] = ("flops", "memory", "latency")
+DEFAULT_SEQ_LENS: tuple[int, ...] = tuple(2**k for k in range(7, 14))  # 128 .. 8192
+
+Progress = Callable[[float, str], None]
+
+
+class Measure(Protocol):
+    def __call__(self, what: str, cfg: ModelConfig, wl: Workload, *, device: str, options: SweepOptions,
+                 config_name: str, progress: Progress | None) -> list[ProfileRecord]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    """How each point is measured. ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    ``phases=None`` lets each measurement use its default phases. ``warmup`` and ``repeats`` and
+    ``sdpa_backend`` concern latency only (but are part of every cache key, so keep them at their
+    defaults for other measurements if you want to share cache entries).
+    """
+
+    device: str = "auto"
+    warmup: int = 2
+    repeats: int = 5
+    phases: tuple[str, ...] | None = None
+    sdpa_backend: str | None = None
+    skip_after_oom: bool = True
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.phases is not None:
+            object.__setattr__(self, "phases", tuple(self.phases))
+        if self.warmup < 0 or self.repeats < 1:
+            raise ConfigError("repeats" if self.repeats < 1 else "warmup",
+                              self.repeats if self.repeats < 1 else self.warmup,
+                              "repeats >= 1 and warmup >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["phases"] = list(self.phases) if self.phases is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepOptions:
+        data = dict(data)
+        if data.get("phases") is not None:
+            data["phases"] = tuple(data["phases"])
+        return cls(**data)
+
+
+# --- workloads and config grids ----------------------------------------------------------------
+
+def seq_len_workloads(seq_lens: Iterable[int] = DEFAULT_SEQ_LENS, *, batch: int = 1,
+                      dtype: str = "float32") -> list[Workload]:
+    """One ``Workload`` per sequence length (default: powers of two from 128 to 8192)."""
+    return [Workload(batch=batch, seq_len=s, dtype=dtype) for s in seq_lens]
+
+
+def workload_grid(seq_lens: Iterable[int] = DEFAULT_SEQ_LENS, batches: Iterable[int] = (1,), *,
+                  dtype: str = "float32") -> list[Workload]:
+    """Every (batch, seq_len) pair, batch-major, each ascending."""
+    return [Workload(batch=b, seq_len=s, dtype=dtype) for b in sorted(set(batches)) for s in sorted(set(seq_lens))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigGrid:
+    """The valid configurations of a grid (``(name, cfg)``) and the skipped combinations.
+
+    ``skipped`` holds ``(name, keywords tried, validation message)`` for each invalid combination.
+    """
+
+    configs: tuple[tuple[str, ModelConfig], ...]
+    skipped: tuple[tuple[str, dict[str, Any], str], ...] = ()
+
+    def __iter__(self):
+        return iter(self.configs)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+
+def config_grid(base: ModelConfig, *, name: str = "", **axes: Sequence[Any]) -> ConfigGrid:
+    """Every combination of the given field values on top of ``base`` (e.g. ``dim=[256, 512], depth=[2, 4]``).
+
+    Combinations that ``ModelConfig`` rejects are skipped, their message kept in ``skipped``. Names are
+    ``"<name> dim=256 depth=2"`` (``name`` defaults to empty). Duplicates are kept once.
+    """
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    for key, values in axes.items():
+        if key not in known:
+            raise ConfigError(key, None, f"a ModelConfig field to sweep over; known: {', '.join(sorted(known))}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ConfigError(key, values, "a list of values")
+    keys = list(axes)
+    configs: list[tuple[str, ModelConfig]] = []
+    skipped: list[tuple[str, dict[str, Any], str]] = []
+    seen: set[str] = set()
+    for combo in itertools.product(*(list(axes[k]) for k in keys)):
+        changes = dict(zip(keys, combo, strict=True))
+        label = " ".join([name] * bool(name) + [f"{k}={v}" for k, v in changes.items()]) or name or "base"
+        try:
+            cfg = base.replace(**changes)
+        except ConfigError as exc:
+            skipped.append((label, {**base.to_dict(), **changes}, str(exc)))
+            continue
+        if cfg.to_json() in seen:
+            continue
+        seen.add(cfg.to_json())
+        configs.append((label, cfg))
+    return ConfigGrid(configs=tuple(configs), skipped=tuple(skipped))
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPoint:
+    """One measurement to make: ``cfg`` is None for an invalid grid combination (``invalid`` says why)."""
+
+    config_name: str
+    config_json: str
+    cfg: ModelConfig | None
+    workload: Workload
+    what: str
+    invalid: str | None = None
+
+    def describe(self) -> str:
+        wl = self.workload
+        return f"{self.what} {self.config_name} batch={wl.batch} seq_len={wl.seq_len} {wl.dtype}"
+
+
+def _named(configs: ModelConfig | ConfigGrid | Iterable[Any]) -> tuple[list[tuple[str, ModelConfig]],
+                                                                        list[tuple[str, dict[str, Any], str]]]:
+    if isinstance(configs, ModelConfig):
+        return [("", configs)], []
+    if isinstance(configs, ConfigGrid):
+        return list(configs.configs), list(configs.skipped)
+    out = []
+    for item in configs:
+        out.append(("", item) if isinstance(item, ModelConfig) else (str(item[0]), item[1]))
+    return out, []
+
+
+def plan_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[str, ModelConfig]],
+               workloads: Iterable[Workload], what: Iterable[str] = ("flops",)) -> list[SweepPoint]:
+    """The ordered points of a sweep: per configuration, per measurement, workloads ascending."""
+    whats = _check_whats(what)
+    wls = sorted(workloads, key=lambda w: (w.dtype, w.batch, w.seq_len))
+    named, skipped = _named(configs)
+    points: list[SweepPoint] = []
+    for label, cfg in named:
+        name = label or config_key(cfg)
+        for w in whats:
+            points.extend(SweepPoint(config_name=name, config_json=cfg.to_json(), cfg=cfg, workload=wl, what=w)
+                          for wl in wls)
+    for label, tried, message in skipped:
+        tried_json = json.dumps(tried, sort_keys=True)
+        for w in whats:
+            points.extend(SweepPoint(config_name=label, config_json=tried_json, cfg=None, workload=wl, what=w,
+                                     invalid=message) for wl in wls)
+    return points
+
+
+def _check_whats(what: Iterable[str] | str) -> tuple[str, ...]:
+    items = [w.strip() for w in (what.split(",") if isinstance(what, str) else what) if w.strip()]
+    bad = [w for w in items if w not in WHATS]
+    if bad or not items:
+        raise ConfigError("what", bad[0] if bad else "", f"one or more of {', '.join(WHATS)}")
+    return tuple(dict.fromkeys(items))
+
+
+# --- versions, devices, memory -------------------------------------------------------------------
+
+def library_versions() -> dict[str, str | None]:
+    """Installed torch and x-transformers versions, read from package metadata (no import)."""
+    out: dict[str, str | None] = {}
+    for key, dist in (("torch", "torch"), ("x_transformers", "x-transformers")):
+        try:
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+def resolve_device_name(device: str) -> tuple[str, str]:
+    """``(device, device_name)`` for ``auto``/``cpu``/``cuda``/``cuda:N`` via ``profiling.device``."""
+    from profiling.device import device_name, resolve_device
+
+    resolved = str(resolve_device(device))
+    return resolved, str(device_name(resolved))
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an out-of-memory error of any device (``profiling.errors.is_oom``)."""
+    from profiling.errors import is_oom as _is_oom
+
+    return bool(_is_oom(exc))
+
+
+def free_memory(device: str) -> None:
+    """Collect garbage and release the CUDA caching allocator's blocks (``profiling.errors.free_memory``)."""
+    from profiling.errors import free_memory as _free
+
+    _free(device)
+
+
+# --- the cache -------------------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    """``$XTLENS_CACHE_DIR/results`` or ``./.xtlens-cache/results``."""
+    return Path(os.environ.get("XTLENS_CACHE_DIR") or ".xtlens-cache") / "results"
+
+
+def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions) -> str:
+    wl = point.workload
+    payload = {
+        "config": json.loads(point.config_json),
+        "workload": wl.to_dict(),
+        "device": device,
+        "device_name": device_name,
+        "what": point.what,
+        "versions": library_versions(),
+        "warmup": options.warmup,
+        "repeats": options.repeats,
+        "phases": list(options.phases) if options.phases is not None else None,
+        "sdpa_backend": options.sdpa_backend,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_path(point: SweepPoint, device: str, device_name: str, options: SweepOptions) -> Path:
+    return cache_root() / point.what / f"{_cache_key(point, device, device_name, options)}.json"
+
+
+def _cache_read(path: Path) -> list[ProfileRecord] | None:
+    try:
+        return records_from_json(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _cache_write(path: Path, rows: list[ProfileRecord]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(records_to_json(rows))
+        tmp.replace(path)
+    except OSError:  # a read-only cache must not fail a measurement
+        pass
+
+
+def clear_cache() -> int:
+    """Delete every cached result; returns how many files were removed."""
+    removed = 0
+    for path in cache_root().glob("*/*.json"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+# --- rows for points that produced no measurement ----------------------------------------------
+
+def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, device_name: str,
+                 options: SweepOptions | None = None) -> list[ProfileRecord]:
+    """The single row recording that ``point`` ended with ``status`` (oom, error, timeout) and why."""
+    options = options or SweepOptions()
+    versions = library_versions()
+    wl = point.workload
+    if point.cfg is not None:
+        fields_ = base_fields(point.cfg, wl, config_name=point.config_name, measurement=point.what,
+                              phase=_phase_label(options), device=device, device_name=device_name)
+    else:
+        fields_ = {
+            "config_name": point.config_name, "config_json": point.config_json,
+            "config_key": hashlib.sha256(point.config_json.encode()).hexdigest()[:12],
+            "measurement": point.what, "phase": _phase_label(options), "batch": wl.batch,
+            "seq_len_tokens": wl.seq_len, "dtype": wl.dtype, "device": device, "device_name": device_name,
+        }
+    latency = point.what == "latency"
+    return [ProfileRecord(
+        **fields_, status=status, error=message, torch_version=versions["torch"],
+        xtransformers_version=versions["x_transformers"], warmup=options.warmup if latency else None,
+        repeats=options.repeats if latency else None, sdpa_backend=options.sdpa_backend if latency else None,
+    )]
+
+
+def _phase_label(options: SweepOptions) -> str:
+    return ",".join(options.phases) if options.phases else "all"
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options: SweepOptions,
+                  config_name: str, progress: Progress | None = None) -> list[ProfileRecord]:
+    """Measure one point with the real profilers (``profiling.flops`` / ``memory`` / ``latency``)."""
+    phases = {"phases": options.phases} if options.phases is not None else {}
+    if what == "flops":
+        from profiling.flops import measure_flops
+
+        return list(measure_flops(cfg, wl, config_name=config_name, **phases))
+    if what == "memory":
+        from profiling.memory import measure_memory
+
+        return list(measure_memory(cfg, wl, device=device, config_name=config_name, **phases))
+    if what == "latency":
+        from profiling.latency import measure_latency
+
+        return list(measure_latency(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
+                                    sdpa_backend=options.sdpa_backend, config_name=config_name,
+                                    progress=progress, **phases))
+    raise ConfigError("what", what, f"one of {', '.join(WHATS)}")
+
+
+def run_point(point: SweepPoint, *, device: str, device_name: str, options: SweepOptions,
+              measure: Measure = measure_point, progress: Progress | None = None) -> tuple[list[ProfileRecord], bool]:
+    """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row."""
+    if point.cfg is None:
+        return failure_rows(point, "error", point.invalid or "invalid configuration", device=device,
+                            device_name=device_name, options=options), False
+    try:
+        point.workload.check_against(point.cfg)
+    except ConfigError as exc:
+        return failure_rows(point, "error", str(exc), device=device, device_name=device_name, options=options), False
+    path = cache_path(point, device, device_name, options) if options.use_cache else None
+    if path is not None and path.exists():
+        cached = _cache_read(path)
+        if cached:
+            return cached, True
+    status, message = "ok", ""
+    rows: list[ProfileRecord] = []
+    try:
+        rows = list(measure(point.what, point.cfg, point.workload, device=device, options=options,
+                            config_name=point.config_name, progress=progress))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a row; SystemExit from a profiler too
+        status = "oom" if is_oom(exc) else "error"
+        message = _message(exc, status)
+        if exc.__traceback__ is not None:  # the frames hold the tensors of the failed attempt
+            traceback.clear_frames(exc.__traceback__)
+    if status != "ok":
+        rows = []
+        free_memory(device)
+        return failure_rows(point, status, message, device=device, device_name=device_name, options=options), False
+    if not rows:
+        return failure_rows(point, "error", "the measurement returned no rows", device=device,
+                            device_name=device_name, options=options), False
+    if path is not None and all(r.status == "ok" for r in rows):
+        _cache_write(path, rows)
+    if any(r.status == "oom" for r in rows):
+        free_memory(device)
+    return rows, False
+
+
+def _message(exc: BaseException, status: str) -> str:
+    from profiling.errors import ProfileError, short_message
+
+    if status == "oom":
+        return f"Out of memory: {short_message(exc)}"
+    if isinstance(exc, (ProfileError, ConfigError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {short_message(exc)}"
+
+
+@dataclass(kw_only=True)
+class _OomTracker:
+    hit: dict[tuple[str, str, str], list[Workload]] = field(default_factory=dict)
+
+    def blocked_by(self, point: SweepPoint) -> Workload | None:
+        for wl in self.hit.get((point.config_json, point.what, point.workload.dtype), []):
+            if point.workload.batch >= wl.batch and point.workload.seq_len >= wl.seq_len:
+                return wl
+        return None
+
+    def add(self, point: SweepPoint) -> None:
+        self.hit.setdefault((point.config_json, point.what, point.workload.dtype), []).append(point.workload)
+
+
+def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[str, ModelConfig]],
+              workloads: Iterable[Workload] | None = None, *, what: Iterable[str] | str = ("flops",),
+              options: SweepOptions | None = None, progress: Progress | None = None,
+              measure: Measure = measure_point,
+              on_rows: Callable[[int, SweepPoint, list[ProfileRecord]], None] | None = None) -> list[ProfileRecord]:
+    """Run every point of the sweep; returns all rows (see the module docstring for failures).
+
+    ``workloads`` defaults to batch 1, float32, sequence lengths 128..8192 (clipped to nothing: a length
+    above a model's ``max_seq_len`` gives an error row). ``progress(fraction, message)`` is called before
+    each point, during latency repeats and with 1.0 at the end; ``on_rows(index, point, rows)`` after
+    each point (the worker streams rows with it).
+    """
+    options = options or SweepOptions()
+    wls = list(workloads) if workloads is not None else seq_len_workloads()
+    points = plan_sweep(configs, wls, what)
+    total = max(len(points), 1)
+    device, device_name = _device_for(options)
+    oom = _OomTracker()
+    out: list[ProfileRecord] = []
+    for i, point in enumerate(points):
+        if progress is not None:
+            progress(i / total, f"{i + 1}/{len(points)} {point.describe()}")
+
+        def inner(fraction: float, message: str, _i: int = i) -> None:
+            if progress is not None:
+                progress((_i + min(max(fraction, 0.0), 1.0)) / total, f"{_i + 1}/{len(points)} {message}")
+
+        runnable = point.cfg is not None and point.workload.seq_len <= point.cfg.max_seq_len
+        blocker = oom.blocked_by(point) if options.skip_after_oom and runnable else None
+        if blocker is not None:
+            rows = failure_rows(point, "oom", f"skipped: batch={blocker.batch} seq_len={blocker.seq_len} already ran "
+                                "out of memory", device=device, device_name=device_name, options=options)
+        else:
+            rows, _cached = run_point(point, device=device, device_name=device_name, options=options,
+                                      measure=measure, progress=inner)
+            if any(r.status == "oom" for r in rows):
+                oom.add(point)
+        out.extend(rows)
+        if on_rows is not None:
+            on_rows(i, point, rows)
+    if progress is not None:
+        progress(1.0, f"done: {len(points)} point(s), {sum(r.status != 'ok' for r in out)} failed row(s)")
+    return out
+
+
+def _device_for(options: SweepOptions) -> tuple[str, str]:
+    """Resolve the device once per sweep (``auto`` becomes ``cuda`` or ``cpu``)."""
+    return resolve_device_name(options.device)

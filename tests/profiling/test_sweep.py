@@ -1,0 +1,147 @@
+"""Sweeps: plans, config grids, OOM/error rows, progress and the on-disk cache (with injected measurements)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.config import PRESETS, ConfigError, ModelConfig, Workload
+from profiling.records import ProfileRecord, base_fields
+from profiling.sweep import (
+    DEFAULT_SEQ_LENS,
+    SweepOptions,
+    cache_root,
+    clear_cache,
+    config_grid,
+    plan_sweep,
+    run_sweep,
+    seq_len_workloads,
+    workload_grid,
+)
+
+SEED = PRESETS["seed"]
+TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+class FakeMeasure:
+    """Returns one row per call with predicted_flops = 1000 * tokens; OOM from ``oom_from`` tokens on."""
+
+    def __init__(self, *, oom_from: int | None = None, fail_on: int | None = None):
+        self.calls: list[tuple[str, int, int]] = []
+        self.oom_from = oom_from
+        self.fail_on = fail_on
+
+    def __call__(self, what, cfg, wl, *, device, options, config_name, progress):
+        self.calls.append((what, wl.batch, wl.seq_len))
+        if progress is not None:
+            progress(0.5, "half way")
+        if self.fail_on == wl.seq_len:
+            raise ValueError("shape mismatch in fake")
+        if self.oom_from is not None and wl.tokens >= self.oom_from:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nmore text")
+        fields = base_fields(cfg, wl, config_name=config_name, measurement=what, phase="forward", device=device,
+                             device_name="fake device")
+        return [ProfileRecord(**fields, predicted_flops=1000 * wl.tokens, repeats=options.repeats)]
+
+
+def test_default_workloads_and_grid() -> None:
+    assert DEFAULT_SEQ_LENS == (128, 256, 512, 1024, 2048, 4096, 8192)
+    assert [w.seq_len for w in seq_len_workloads()] == list(DEFAULT_SEQ_LENS)
+    grid = workload_grid([256, 128], [2, 1], dtype="bfloat16")
+    assert [(w.batch, w.seq_len, w.dtype) for w in grid] == [(1, 128, "bfloat16"), (1, 256, "bfloat16"),
+                                                            (2, 128, "bfloat16"), (2, 256, "bfloat16")]
+
+
+def test_config_grid_skips_invalid_combinations_with_the_message() -> None:
+    grid = config_grid(SEED, dim=[256, 512], heads=[2, 8])  # seed has alibi_num_heads=4: heads=2 is invalid
+    assert [name for name, _ in grid.configs] == ["dim=256 heads=8", "dim=512 heads=8"]
+    assert [cfg.dim for _, cfg in grid.configs] == [256, 512]
+    assert len(grid.skipped) == 2
+    name, tried, message = grid.skipped[0]
+    assert name == "dim=256 heads=2" and tried["heads"] == 2 and tried["dim"] == 256
+    assert "alibi_num_heads = 4" in message and "from 1 to 2" in message
+    with pytest.raises(ConfigError, match="widht"):
+        config_grid(SEED, widht=[1])
+
+
+def test_plan_order_and_what_validation() -> None:
+    points = plan_sweep([("a", TINY)], seq_len_workloads([64, 32]), what="latency,flops")
+    assert [(p.what, p.workload.seq_len) for p in points] == [("latency", 32), ("latency", 64),
+                                                              ("flops", 32), ("flops", 64)]
+    with pytest.raises(ConfigError, match="what"):
+        plan_sweep(TINY, seq_len_workloads([32]), what=["flops", "speed"])
+
+
+def test_sweep_rows_progress_and_failures() -> None:
+    fake = FakeMeasure(oom_from=128, fail_on=48)
+    grid = config_grid(TINY, dim=[32, 64], heads=[2, 4])
+    seen: list[tuple[float, str]] = []
+    streamed: list[int] = []
+    wls = seq_len_workloads([32, 48, 64, 128, 256, 512])  # 512 > max_seq_len = 256
+    rows = run_sweep(grid, wls, what=["flops"], options=SweepOptions(device="cpu"),
+                     progress=lambda f, m: seen.append((f, m)), measure=fake,
+                     on_rows=lambda i, p, r: streamed.append(i))
+    assert len(grid.configs) == 4
+    by = {(r.config_name, r.seq_len_tokens): r for r in rows}
+    assert len(rows) == 4 * 6 and streamed == list(range(24))
+    ok = by[("dim=32 heads=2", 64)]
+    assert ok.status == "ok" and ok.predicted_flops == 64_000 and ok.device == "cpu"
+    err = by[("dim=32 heads=2", 48)]
+    assert err.status == "error" and err.error == "ValueError: shape mismatch in fake"
+    oom = by[("dim=32 heads=2", 128)]
+    assert oom.status == "oom" and oom.error.startswith("Out of memory: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert "more text" not in oom.error
+    skipped = by[("dim=32 heads=2", 256)]
+    assert skipped.status == "oom" and "seq_len=128 already ran out of memory" in skipped.error
+    too_long = by[("dim=32 heads=2", 512)]
+    assert too_long.status == "error" and "seq_len = 512" in too_long.error and "max_seq_len = 256" in too_long.error
+    # 256 was skipped and 512 rejected without calling the measurement
+    assert ("flops", 1, 256) not in fake.calls[:6] and len(fake.calls) == 4 * 4
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] == 0.0
+    assert any(m.endswith("half way") for _, m in seen)
+    assert seen[-1][1] == "done: 24 point(s), 16 failed row(s)"
+    assert sum(r.status == "ok" for r in rows) == 8
+
+
+def test_invalid_grid_combinations_become_error_rows() -> None:
+    grid = config_grid(SEED, heads=[2])
+    rows = run_sweep(grid, seq_len_workloads([128]), what=["flops", "memory"], options=SweepOptions(device="cpu"),
+                     measure=FakeMeasure())
+    assert [(r.measurement, r.status) for r in rows] == [("flops", "error"), ("memory", "error")]
+    assert "alibi_num_heads = 4" in rows[0].error
+    assert json.loads(rows[0].config_json)["heads"] == 2 and rows[0].config_name == "heads=2"
+
+
+def test_results_are_cached_on_disk(tmp_path) -> None:
+    fake = FakeMeasure(oom_from=200)
+    opts = SweepOptions(device="cpu", repeats=3)
+    wls = seq_len_workloads([32, 64, 256])
+    first = run_sweep([("tiny", TINY)], wls, what="latency", options=opts, measure=fake)
+    assert len(fake.calls) == 3 and [r.status for r in first] == ["ok", "ok", "oom"]
+    assert cache_root() == tmp_path / "cache" / "results"
+    assert len(list(cache_root().glob("latency/*.json"))) == 2  # failures are not cached
+    again = run_sweep([("tiny", TINY)], wls, what="latency", options=opts, measure=fake)
+    assert len(fake.calls) == 4  # only the OOM point ran again
+    assert again[:2] == first[:2]  # same rows, timestamps included
+    run_sweep([("tiny", TINY)], wls[:1], what="latency", options=SweepOptions(device="cpu", repeats=4), measure=fake)
+    assert len(fake.calls) == 5  # other repeats: another key
+    run_sweep([("tiny", TINY)], wls[:1], what="latency", options=SweepOptions(device="cpu", repeats=3, use_cache=False),
+              measure=fake)
+    assert len(fake.calls) == 6
+    assert clear_cache() == 3
+    run_sweep([("tiny", TINY)], wls[:1], what="latency", options=opts, measure=fake)
+    assert len(fake.calls) == 7
+
+
+def test_workload_validation_message() -> None:
+    with pytest.raises(ConfigError, match="batch"):
+        Workload(batch=0)
+    with pytest.raises(ConfigError, match="repeats"):
+        SweepOptions(repeats=0)
