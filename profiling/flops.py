@@ -1,0 +1,453 @@
+"""Measured FLOP counts of the real x-transformers model: torch's ``FlopCounterMode`` and fvcore.
+
+Two independent counters, cross-checked against the closed form of ``core.cost_model``:
+
+* ``torch_flop_count``: ``torch.utils.flop_counter.FlopCounterMode`` on the real model built inside a
+  ``FakeTensorMode`` (parameters and activations are fake: shapes only, no memory, no arithmetic), so the
+  seed at 8192 tokens counts in about a second. The meta device fails inside x-transformers; fake tensors
+  work. torch has NO flop formula for ``aten._scaled_dot_product_flash_attention_for_cpu`` (what SDPA
+  lowers to on CPU and under fake tensors) and would silently count attention as 0: ``SDPA_FLOP_FORMULAS``
+  supplies it and its backward (and the other SDPA variants torch 2.13 lacks: the overrideable fused
+  kernel and MPS math), passed to ``FlopCounterMode(custom_mapping=...)``; ``register_sdpa_flop_formulas``
+  also registers them globally for other users. The CUDA flash / efficient / cuDNN variants are registered
+  by torch itself. All count the full ``n * n`` square (torch's convention).
+* ``fvcore_flop_count``: fvcore's ``FlopCountAnalysis`` (a ``torch.jit.trace`` of a real forward, so small
+  sequence lengths only) with a handle for ``aten::scaled_dot_product_attention``, which fvcore lacks.
+  The handle counts the full square (``b * h * n_q * n_k * (d_qk + d_v)`` multiply-adds, with or without a
+  mask, causal or not), since that is what the kernel computes with the dense ALiBi mask; for a plain
+  ``is_causal=True`` call a causal flash kernel does about half of it. fvcore's raw numbers are multiply-adds
+  (``*_macs``); ``*_flops = 2 * macs``. fvcore also counts layer norms (4 or 5 per element) and einsum
+  outer products (the rotary frequency table), which torch does not: ``FlopCrossCheck`` quantifies them.
+* ``fvcore_flop_count_extrapolated``: fvcore at long sequences without a real long forward. For a fixed
+  batch every fvcore operator count is a polynomial of degree <= 2 in the sequence length ``n`` (linear
+  layers, norms and the rotary outer product are linear in ``n``, attention is quadratic, nothing is
+  constant but it is allowed). The model is traced at three short lengths, the per-operator and
+  per-module counts are interpolated exactly (rational Lagrange interpolation), the interpolant is
+  checked to reproduce an exact fourth trace (``ValueError`` otherwise), then evaluated at ``wl.seq_len``.
+
+Everything returns frozen dataclasses with unit-suffixed fields; nothing prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    flop_registry,
+    register_flop_formula,
+    sdpa_backward_flop_count,
+)
+
+from core import cost_model
+from core.config import ModelConfig, Workload
+
+__all__ = [
+    "TorchFlopCount",
+    "FvcoreFlopCount",
+    "FlopCrossCheck",
+    "SDPA_FLOP_FORMULAS",
+    "register_sdpa_flop_formulas",
+    "fake_model",
+    "torch_flop_count",
+    "fvcore_sdpa_flop_jit",
+    "FVCORE_EXTRA_HANDLES",
+    "fvcore_flop_count",
+    "fvcore_flop_count_extrapolated",
+    "cross_check",
+]
+
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# fvcore operators that do matrix-multiply work (the rest it counts are norms etc.)
+FVCORE_MATMUL_OPS = ("linear", "matmul", "addmm", "mm", "bmm", "scaled_dot_product_attention")
+
+
+# --------------------------------------------------------------------------------------------------
+# SDPA formulas for torch's FlopCounterMode
+# --------------------------------------------------------------------------------------------------
+
+
+def _sdpa_shapes_flops(query_shape, key_shape, value_shape) -> int:
+    """Full-square SDPA forward FLOPs for any number of leading (batch/head) dims and broadcast K/V heads:
+    ``2 * prod(q.shape[:-2]) * n_q * n_k * (d_qk + d_v)``."""
+    *lead, n_q, d_qk = query_shape
+    n_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(lead) * n_q * n_k * (d_qk + d_v)
+
+
+def _sdpa_fwd_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """SDPA forward on CPU / MPS / overrideable backends: scores ``Q K^T`` plus values ``P V``, full square."""
+    return _sdpa_shapes_flops(query_shape, key_shape, value_shape)
+
+
+def _sdpa_cpu_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """CPU flash SDPA backward: torch's own SDPA backward count (recomputes ``Q K^T``, then dV, dP, dQ, dK:
+    5 matmuls = 2.5x the forward)."""
+    if len(query_shape) == 4:
+        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+    return _sdpa_shapes_flops(query_shape, key_shape, value_shape) * 5 // 2
+
+
+def _sdpa_overrideable_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                                **kwargs) -> int:
+    return _sdpa_cpu_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def _sdpa_targets() -> dict[object, Callable[..., int]]:
+    aten = torch.ops.aten
+    wanted = {
+        "_scaled_dot_product_flash_attention_for_cpu": _sdpa_fwd_flop,
+        "_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_cpu_bwd_flop,
+        "_scaled_dot_product_fused_attention_overrideable": _sdpa_fwd_flop,
+        "_scaled_dot_product_fused_attention_overrideable_backward": _sdpa_overrideable_bwd_flop,
+        "_scaled_dot_product_attention_math_for_mps": _sdpa_fwd_flop,
+    }
+    return {getattr(aten, name): fn for name, fn in wanted.items() if hasattr(aten, name)}
+
+
+SDPA_FLOP_FORMULAS: dict[object, Callable[..., int]] = _sdpa_targets()
+"""Formulas for the SDPA ops torch's ``flop_registry`` lacks (keys: ``torch.ops.aten`` packets)."""
+
+
+def register_sdpa_flop_formulas() -> tuple[str, ...]:
+    """Register ``SDPA_FLOP_FORMULAS`` in torch's global ``flop_registry`` where missing (idempotent).
+
+    Returns the names newly registered. The counters in this module do not depend on it (they pass the
+    formulas as ``custom_mapping``); it is for code that uses a bare ``FlopCounterMode``.
+    """
+    added = []
+    for op, fn in SDPA_FLOP_FORMULAS.items():
+        if op not in flop_registry:
+            register_flop_formula(op)(fn)
+            added.append(str(op))
+    return tuple(added)
+
+
+# --------------------------------------------------------------------------------------------------
+# torch FlopCounterMode on a fake model
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchFlopCount:
+    """``FlopCounterMode`` result (2 FLOPs per multiply-add, matmuls and SDPA only).
+
+    ``by_operator_flops``: aten op name -> FLOPs (whole model). ``by_module_flops``: module path (as
+    FlopCounterMode names it, e.g. ``TransformerWrapper.attn_layers.layers.0.1``) -> FLOPs.
+    ``attention_flops``: the SDPA ops plus ``bmm`` (the non-flash ``einsum`` path). ``train_step``: the
+    count covers forward + backward of ``logits.sum()``.
+    """
+
+    total_flops: int
+    attention_flops: int
+    by_operator_flops: dict[str, int]
+    by_module_flops: dict[str, int]
+    train_step: bool
+    batch: int
+    seq_len_tokens: int
+    dtype: str
+    method: str
+    elapsed_s: float
+
+
+def _cast_module_(model: nn.Module, dtype: torch.dtype) -> None:
+    """``model.to(dtype)`` for fake parameters (``Module.to`` cannot swap fake tensors)."""
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and p.is_floating_point():
+                module._parameters[name] = nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad)
+        for name, buf in list(module._buffers.items()):
+            if buf is not None and buf.is_floating_point():
+                module._buffers[name] = buf.to(dtype)
+
+
+def _construct(cfg: ModelConfig) -> nn.Module:
+    """The model ``core.builder.build_model`` builds (same keywords; init skipped: irrelevant to counts)."""
+    from x_transformers import Decoder, TransformerWrapper
+
+    from core.builder import effective_kwargs
+
+    kw = effective_kwargs(cfg)
+    return TransformerWrapper(**kw.wrapper, attn_layers=Decoder(**kw.decoder))
+
+
+@contextlib.contextmanager
+def fake_model(cfg: ModelConfig, dtype: str = "float32") -> Iterator[tuple[nn.Module, object]]:
+    """Yield ``(model, fake_mode)``: the real x-transformers model built inside a ``FakeTensorMode``
+    (fast: no parameter memory). Run it inside the yielded context; fake tensors cannot leave it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        model = _construct(cfg)
+        if dtype != "float32":
+            _cast_module_(model, _TORCH_DTYPES[dtype])
+        yield model.eval(), mode
+
+
+def _op_name(op: object) -> str:
+    return str(op).removeprefix("aten.")
+
+
+def torch_flop_count(cfg: ModelConfig, wl: Workload, *, train_step: bool = False) -> TorchFlopCount:
+    """Count FLOPs of a forward (``no_grad``, eval) or a training step (``train()``, forward + backward of
+    ``logits.sum()``) of the real model under fake tensors, with the SDPA formulas torch lacks."""
+    start = time.perf_counter()
+    with fake_model(cfg, wl.dtype) as (model, _mode):
+        ids = torch.randint(0, cfg.num_tokens, (wl.batch, wl.seq_len))
+        counter = FlopCounterMode(display=False, custom_mapping=SDPA_FLOP_FORMULAS)
+        if train_step:
+            model.train()
+            with counter:
+                model(ids).sum().backward()
+        else:
+            with counter, torch.no_grad():
+                model(ids)
+    counts = counter.get_flop_counts()
+    by_op = {_op_name(k): int(v) for k, v in counts.get("Global", {}).items()}
+    by_module = {name: int(sum(ops.values())) for name, ops in counts.items() if name != "Global"}
+    attention = sum(v for k, v in by_op.items() if "scaled_dot_product" in k or k.startswith("bmm"))
+    return TorchFlopCount(
+        total_flops=int(counter.get_total_flops()),
+        attention_flops=attention,
+        by_operator_flops=by_op,
+        by_module_flops=by_module,
+        train_step=train_step,
+        batch=wl.batch,
+        seq_len_tokens=wl.seq_len,
+        dtype=wl.dtype,
+        method="torch.utils.flop_counter.FlopCounterMode under FakeTensorMode (+ SDPA_FLOP_FORMULAS)",
+        elapsed_s=time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# fvcore
+# --------------------------------------------------------------------------------------------------
+
+
+def fvcore_sdpa_flop_jit(inputs: list, outputs: list) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal,
+    scale, enable_gqa)``: multiply-adds of ``Q K^T`` and ``P V`` over the full square,
+    ``prod(q.shape[:-2]) * n_q * n_k * (d_qk + d_v)``, whatever the mask or ``is_causal``."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    return _sdpa_shapes_flops(q, k, v) // 2
+
+
+FVCORE_EXTRA_HANDLES: dict[str, Callable[[list, list], int]] = {
+    "aten::scaled_dot_product_attention": fvcore_sdpa_flop_jit,
+}
+"""Handles added to fvcore for ops that do matmul work and that fvcore 0.1.5 lacks."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FvcoreFlopCount:
+    """fvcore ``FlopCountAnalysis`` result: raw multiply-adds (``*_macs``) and ``*_flops = 2 * macs``.
+
+    ``unsupported_ops``: op -> number of calls fvcore skipped (as ``unsupported_ops()`` reports them;
+    element-wise ops, embedding). ``uncalled_modules``: as ``uncalled_modules()`` reports them.
+    ``matmul_macs``: the operators that do matmul work (``FVCORE_MATMUL_OPS``); ``extra_macs``: the rest
+    fvcore counts (layer norms, einsum outer products), which torch's convention leaves out.
+    ``method``: ``trace`` (one traced real forward) or ``extrapolated`` (see module docstring).
+    """
+
+    total_macs: int
+    total_flops: int
+    matmul_macs: int
+    extra_macs: int
+    by_operator_macs: dict[str, int]
+    by_module_macs: dict[str, int]
+    unsupported_ops: dict[str, int]
+    uncalled_modules: tuple[str, ...]
+    handles_added: tuple[str, ...]
+    batch: int
+    seq_len_tokens: int
+    method: str
+    probe_seq_lens: tuple[int, ...]
+    elapsed_s: float
+
+
+def _as_int(x: float | int | Fraction) -> int:
+    value = Fraction(x)
+    if value.denominator != 1:
+        raise ValueError(f"fvcore count {x} is not an integer")
+    return int(value)
+
+
+def _fvcore_result(by_op: dict[str, int], by_module: dict[str, int], unsupported: dict[str, int],
+                   uncalled: tuple[str, ...], handles: tuple[str, ...], wl: Workload, method: str,
+                   probes: tuple[int, ...], start: float) -> FvcoreFlopCount:
+    total = sum(by_op.values())
+    matmul = sum(v for k, v in by_op.items() if k in FVCORE_MATMUL_OPS)
+    return FvcoreFlopCount(
+        total_macs=total, total_flops=2 * total, matmul_macs=matmul, extra_macs=total - matmul,
+        by_operator_macs=by_op, by_module_macs=by_module, unsupported_ops=unsupported, uncalled_modules=uncalled,
+        handles_added=handles, batch=wl.batch, seq_len_tokens=wl.seq_len, method=method, probe_seq_lens=probes,
+        elapsed_s=time.perf_counter() - start,
+    )
+
+
+def _fvcore_raw(model: nn.Module, cfg: ModelConfig, batch: int, seq_len: int, with_sdpa_handle: bool):
+    from fvcore.nn import FlopCountAnalysis
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.num_tokens, (batch, seq_len), generator=gen)
+    analysis = FlopCountAnalysis(model, (ids,))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    handles: tuple[str, ...] = ()
+    if with_sdpa_handle:
+        analysis.set_op_handle(**FVCORE_EXTRA_HANDLES)
+        handles = tuple(FVCORE_EXTRA_HANDLES)
+    with torch.no_grad():
+        by_op = {k: _as_int(v) for k, v in analysis.by_operator().items()}
+        by_module = {k: _as_int(v) for k, v in analysis.by_module().items()}
+        unsupported = dict(analysis.unsupported_ops())
+        uncalled = tuple(sorted(analysis.uncalled_modules()))
+    return by_op, by_module, unsupported, uncalled, handles
+
+
+def _build_real(cfg: ModelConfig) -> nn.Module:
+    from core.builder import build_model
+
+    return build_model(cfg, device="cpu", dtype="float32", seed=0).model.eval()
+
+
+def fvcore_flop_count(cfg: ModelConfig, wl: Workload, *, with_sdpa_handle: bool = True,
+                      model: nn.Module | None = None) -> FvcoreFlopCount:
+    """fvcore on one traced real float32 CPU forward at ``wl`` (keep ``wl.seq_len`` small: the forward is
+    real; the seed at 8192 tokens takes about a minute and ~6 GiB). ``with_sdpa_handle=False`` shows
+    fvcore's own count, which misses attention entirely."""
+    start = time.perf_counter()
+    model = model if model is not None else _build_real(cfg)
+    by_op, by_module, unsupported, uncalled, handles = _fvcore_raw(model, cfg, wl.batch, wl.seq_len, with_sdpa_handle)
+    return _fvcore_result(by_op, by_module, unsupported, uncalled, handles, wl, "trace", (wl.seq_len,), start)
+
+
+def _lagrange(points: list[tuple[int, int]], x: int) -> Fraction:
+    total = Fraction(0)
+    for i, (xi, yi) in enumerate(points):
+        term = Fraction(yi)
+        for j, (xj, _) in enumerate(points):
+            if j != i:
+                term *= Fraction(x - xj, xi - xj)
+        total += term
+    return total
+
+
+def fvcore_flop_count_extrapolated(cfg: ModelConfig, wl: Workload, *, probe_seq_lens: tuple[int, int, int] = (8, 16, 24),
+                                   check_seq_len: int = 32, model: nn.Module | None = None) -> FvcoreFlopCount:
+    """fvcore's count at ``wl.seq_len`` from exact traces at short lengths (no long forward).
+
+    Traces at ``probe_seq_lens`` (three lengths: a degree-2 polynomial in ``n`` per operator and per
+    module), verifies that the interpolant reproduces a fourth trace at ``check_seq_len`` exactly (raises
+    ``ValueError`` if any operator or module count differs), then evaluates it at ``wl.seq_len``.
+    ``unsupported_ops`` and ``uncalled_modules`` are those of the check trace."""
+    start = time.perf_counter()
+    if len(set(probe_seq_lens)) != 3 or check_seq_len in probe_seq_lens:
+        raise ValueError("need three distinct probe lengths and a different check length")
+    for n in (*probe_seq_lens, check_seq_len):
+        if n > cfg.max_seq_len or n < 2:
+            raise ValueError(f"probe length {n} outside 2..max_seq_len={cfg.max_seq_len}")
+    model = model if model is not None else _build_real(cfg)
+    traces = {n: _fvcore_raw(model, cfg, wl.batch, n, True) for n in (*probe_seq_lens, check_seq_len)}
+
+    def fit(index: int, x: int) -> dict[str, Fraction]:
+        keys = set().union(*(traces[n][index] for n in probe_seq_lens))
+        return {k: _lagrange([(n, traces[n][index].get(k, 0)) for n in probe_seq_lens], x) for k in keys}
+
+    for index, what in ((0, "operator"), (1, "module")):
+        predicted = fit(index, check_seq_len)
+        actual = traces[check_seq_len][index]
+        for key in set(predicted) | set(actual):
+            if predicted.get(key, 0) != actual.get(key, 0):
+                raise ValueError(f"fvcore {what} {key!r} is not quadratic in the sequence length: predicted "
+                                 f"{predicted.get(key, 0)} at n={check_seq_len}, traced {actual.get(key, 0)}")
+    by_op = {k: _as_int(v) for k, v in fit(0, wl.seq_len).items()}
+    by_module = {k: _as_int(v) for k, v in fit(1, wl.seq_len).items()}
+    _, _, unsupported, uncalled, handles = traces[check_seq_len]
+    return _fvcore_result(by_op, by_module, unsupported, uncalled, handles, wl, "extrapolated",
+                          (*probe_seq_lens, check_seq_len), start)
+
+
+# --------------------------------------------------------------------------------------------------
+# cross-check
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlopCrossCheck:
+    """Three forward counts of the same configuration and workload (FLOPs, 2 per multiply-add).
+
+    ``closed_form_flops``: ``core.cost_model`` full-square forward. ``torch_counter_flops``:
+    FlopCounterMode on the fake model. ``fvcore_flops``: ``2 * fvcore_macs`` (fvcore total, including
+    ``fvcore_extra_flops`` = layer norms and the rotary einsum outer product, which the other two leave
+    out); ``fvcore_matmul_flops`` is fvcore's matmul-only part. Relative errors are
+    ``|x - closed_form| / closed_form``; ``max_rel_err`` is the largest of the torch and fvcore totals.
+    """
+
+    closed_form_flops: int
+    torch_counter_flops: int
+    fvcore_macs: int
+    fvcore_flops: int
+    fvcore_matmul_flops: int
+    fvcore_extra_flops: int
+    torch_rel_err: float
+    fvcore_rel_err: float
+    fvcore_matmul_rel_err: float
+    max_rel_err: float
+    agree_within_1pct: bool
+    fvcore_method: str
+    torch_elapsed_s: float
+    fvcore_elapsed_s: float
+
+
+def cross_check(cfg: ModelConfig, wl: Workload, *, fvcore_method: str = "auto",
+                fvcore_trace_max_seq_len: int = 256) -> FlopCrossCheck:
+    """Compare fvcore, torch's counter and the closed form for one forward.
+
+    ``fvcore_method``: ``trace`` (real forward at ``wl``), ``extrapolated`` (short traces, see
+    ``fvcore_flop_count_extrapolated``) or ``auto`` (trace up to ``fvcore_trace_max_seq_len`` tokens,
+    extrapolate beyond)."""
+    closed = cost_model.flop_counts(cfg, wl).fwd_flops
+    tc = torch_flop_count(cfg, wl)
+    method = fvcore_method
+    if method == "auto":
+        method = "trace" if wl.seq_len <= fvcore_trace_max_seq_len else "extrapolated"
+    if method == "trace":
+        fv = fvcore_flop_count(cfg, wl)
+    elif method == "extrapolated":
+        fv = fvcore_flop_count_extrapolated(cfg, wl)
+    else:
+        raise ValueError(f"fvcore_method must be auto, trace or extrapolated, not {fvcore_method!r}")
+
+    def rel(x: int) -> float:
+        return abs(x - closed) / closed
+
+    t_err, f_err = rel(tc.total_flops), rel(fv.total_flops)
+    return FlopCrossCheck(
+        closed_form_flops=closed,
+        torch_counter_flops=tc.total_flops,
+        fvcore_macs=fv.total_macs,
+        fvcore_flops=fv.total_flops,
+        fvcore_matmul_flops=2 * fv.matmul_macs,
+        fvcore_extra_flops=2 * fv.extra_macs,
+        torch_rel_err=t_err,
+        fvcore_rel_err=f_err,
+        fvcore_matmul_rel_err=rel(2 * fv.matmul_macs),
+        max_rel_err=max(t_err, f_err),
+        agree_within_1pct=max(t_err, f_err) <= 0.01,
+        fvcore_method=fv.method,
+        torch_elapsed_s=tc.elapsed_s,
+        fvcore_elapsed_s=fv.elapsed_s,
+    )
+
