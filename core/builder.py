@@ -52,7 +52,11 @@ __all__ = [
     "xt1191_num_params",
 ]
 
-_TORCH_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 # x-transformers 1.19.1 deepnorm_init: linears whose module name contains one of these get gain beta.
 DEEPNORM_BETA_GAIN_MATCH: tuple[str, ...] = (".ff.", ".to_v", ".to_out")
@@ -175,27 +179,35 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
     if cfg.tie_embedding:
         wrapper["tie_embedding"] = True
         wrapper["tie_embedding_scale"] = 1.0
-        translations.append(Translation(
-            keyword="tie_embedding",
-            requested=True,
-            effective={"tie_embedding": True, "tie_embedding_scale": 1.0},
-            reason=(f"x-transformers 2.x multiplies tied-embedding logits by dim ** -0.5 = {cfg.dim ** -0.5:.4g} "
-                    "by default; 1.19.1 does not scale them, so the builder passes tie_embedding_scale=1.0."),
-        ))
+        translations.append(
+            Translation(
+                keyword="tie_embedding",
+                requested=True,
+                effective={"tie_embedding": True, "tie_embedding_scale": 1.0},
+                reason=(
+                    f"x-transformers 2.x multiplies tied-embedding logits by dim ** -0.5 = {cfg.dim**-0.5:.4g} "
+                    "by default; 1.19.1 does not scale them, so the builder passes tie_embedding_scale=1.0."
+                ),
+            )
+        )
 
     if cfg.deepnorm:
         alpha, beta = deepnorm_alpha(cfg.depth), deepnorm_beta(cfg.depth)
         eff = {"pre_norm": False, "scale_residual": True, "scale_residual_constant": alpha}
         decoder.update(eff)
-        translations.append(Translation(
-            keyword="deepnorm",
-            requested=True,
-            effective=dict(eff),
-            reason=(f"x-transformers 2.x no longer accepts deepnorm. In 1.19.1 it meant post-norm (a LayerNorm after "
+        translations.append(
+            Translation(
+                keyword="deepnorm",
+                requested=True,
+                effective=dict(eff),
+                reason=(
+                    f"x-transformers 2.x no longer accepts deepnorm. In 1.19.1 it meant post-norm (a LayerNorm after "
                     f"each residual add, no final norm), a learnable per-channel residual scale times the constant "
                     f"(2 * depth) ** 0.25 = {alpha:.6g}, and a DeepNorm re-initialisation with gain "
-                    f"(8 * depth) ** -0.25 = {beta:.6g}, which the builder applies after building the Decoder."),
-        ))
+                    f"(8 * depth) ** -0.25 = {beta:.6g}, which the builder applies after building the Decoder."
+                ),
+            )
+        )
         post_init.append(
             f"DeepNorm re-init (x-transformers 1.19.1 deepnorm_init) of the Decoder before it is wrapped: every "
             f"nn.Linear gets xavier_normal_ with gain {beta:.6g} = (8 * {cfg.depth}) ** -0.25 if its name contains "
@@ -204,13 +216,17 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
 
     if cfg.heads == 1:
         decoder["attn_project_out"] = True
-        translations.append(Translation(
-            keyword="heads",
-            requested=1,
-            effective={"heads": 1, "attn_project_out": True},
-            reason=("x-transformers 2.x drops the attention output projection when heads == 1 (and then fails unless "
-                    "attn_dim_head == dim); 1.19.1 always has it, so the builder passes attn_project_out=True."),
-        ))
+        translations.append(
+            Translation(
+                keyword="heads",
+                requested=1,
+                effective={"heads": 1, "attn_project_out": True},
+                reason=(
+                    "x-transformers 2.x drops the attention output projection when heads == 1 (and then fails unless "
+                    "attn_dim_head == dim); 1.19.1 always has it, so the builder passes attn_project_out=True."
+                ),
+            )
+        )
 
     if cfg.uses_rotary:
         notes.append(
@@ -222,7 +238,11 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
             notes.append(
                 f"Rotary width: 2.x rotates attn_dim_head // 2 = {cfg.attn_dim_head // 2} channels per head; 1.19.1 "
                 f"rotated max(attn_dim_head // 2, 32) = {max(cfg.attn_dim_head // 2, 32)}"
-                + (" (more than attn_dim_head, so 1.19.1 failed at forward time)" if cfg.attn_dim_head < 32 else "")
+                + (
+                    " (more than attn_dim_head, so 1.19.1 failed at forward time)"
+                    if cfg.attn_dim_head < 32
+                    else ""
+                )
                 + ". No parameters change."
             )
     diffs = xt1191_param_differences(cfg)
@@ -233,7 +253,11 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
             + "."
         )
     return EffectiveKwargs(
-        wrapper=wrapper, decoder=decoder, translations=tuple(translations), post_init=tuple(post_init), notes=tuple(notes)
+        wrapper=wrapper,
+        decoder=decoder,
+        translations=tuple(translations),
+        post_init=tuple(post_init),
+        notes=tuple(notes),
     )
 
 
@@ -298,14 +322,18 @@ def _resolve_device(device: str) -> torch.device:
             raise BuildError(f"Device {device!r} was requested but no CUDA GPU is available to PyTorch here.")
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
-            raise BuildError(f"Device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
+            raise BuildError(
+                f"Device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)."
+            )
         return torch.device("cuda", index)
     if dev.type != "cpu":
         raise BuildError(f"Device {device!r} is not supported: use 'cpu', 'cuda' or 'cuda:N'.")
     return dev
 
 
-def build_model(cfg: ModelConfig, *, device: str = "cpu", dtype: str = "float32", seed: int | None = 0) -> BuiltModel:
+def build_model(
+    cfg: ModelConfig, *, device: str = "cpu", dtype: str = "float32", seed: int | None = 0
+) -> BuiltModel:
     """Build a new ``TransformerWrapper`` for ``cfg`` on ``device`` in ``dtype``, in eval mode.
 
     The weights are initialised on the CPU in float32 (so a given ``seed`` gives the same weights on every
@@ -323,8 +351,10 @@ def build_model(cfg: ModelConfig, *, device: str = "cpu", dtype: str = "float32"
     count = num_params(cfg)  # also surfaces x-transformers assertions before any memory is used
     need_cpu_bytes = count * 4
     need_dev_bytes = count * DTYPE_BYTES[dtype] if dev.type == "cuda" else 0
-    for where, need, avail in (("CPU", need_cpu_bytes, _available_bytes(torch.device("cpu"))),
-                               (str(dev), need_dev_bytes, _available_bytes(dev) if dev.type == "cuda" else None)):
+    for where, need, avail in (
+        ("CPU", need_cpu_bytes, _available_bytes(torch.device("cpu"))),
+        (str(dev), need_dev_bytes, _available_bytes(dev) if dev.type == "cuda" else None),
+    ):
         if avail is not None and need > avail:
             raise BuildError(
                 f"This model has {count:,} parameters and needs {need / 2**30:.2f} GiB on {where} to build, "
@@ -344,11 +374,20 @@ def build_model(cfg: ModelConfig, *, device: str = "cpu", dtype: str = "float32"
         raise BuildError(f"Out of memory while building a {count:,}-parameter model on {dev}: {exc}") from exc
 
     if dtype != "float32":
-        kw = dataclasses.replace(kw, post_init=kw.post_init + (
-            f"model.to(dtype=torch.{dtype}): parameters and floating buffers (rotary inv_freq, ALiBi slopes) in {dtype}",
-        ))
-    return BuiltModel(model=model, kwargs=kw, device=str(dev), dtype=dtype,
-                      xtransformers_version=installed_xtransformers_version())
+        kw = dataclasses.replace(
+            kw,
+            post_init=kw.post_init
+            + (
+                f"model.to(dtype=torch.{dtype}): parameters and floating buffers (rotary inv_freq, ALiBi slopes) in {dtype}",
+            ),
+        )
+    return BuiltModel(
+        model=model,
+        kwargs=kw,
+        device=str(dev),
+        dtype=dtype,
+        xtransformers_version=installed_xtransformers_version(),
+    )
 
 
 # --- parity with x-transformers 1.19.1 ---
@@ -372,7 +411,9 @@ class _NormLayout:
 
 def _norm_layout(cfg: ModelConfig) -> _NormLayout:
     if cfg.deepnorm:
-        return _NormLayout(per_layer_index=2, has_final_norm=False, kind="post-norm (DeepNorm): post_main_norm")
+        return _NormLayout(
+            per_layer_index=2, has_final_norm=False, kind="post-norm (DeepNorm): post_main_norm"
+        )
     return _NormLayout(per_layer_index=0, has_final_norm=True, kind="pre-norm: pre_branch_norm")
 
 
@@ -393,23 +434,32 @@ def xt1191_param_differences(cfg: ModelConfig) -> list[ParamDifference]:
     diffs: list[ParamDifference] = []
     for i in range(2 * cfg.depth):
         sub = "attention" if i % 2 == 0 else "feed-forward"
-        diffs.append(ParamDifference(
-            role=f"attn_layers.layers.{i}.0.{layout.per_layer_index}.bias",
-            shape=(cfg.dim,),
-            count=cfg.dim,
-            cause=f"LayerNorm bias of layer {i} ({sub}, {layout.kind}). " + _LN_BIAS_CAUSE,
-        ))
+        diffs.append(
+            ParamDifference(
+                role=f"attn_layers.layers.{i}.0.{layout.per_layer_index}.bias",
+                shape=(cfg.dim,),
+                count=cfg.dim,
+                cause=f"LayerNorm bias of layer {i} ({sub}, {layout.kind}). " + _LN_BIAS_CAUSE,
+            )
+        )
     if layout.has_final_norm:
-        diffs.append(ParamDifference(
-            role="attn_layers.final_norm.bias",
-            shape=(cfg.dim,),
-            count=cfg.dim,
-            cause="LayerNorm bias of the final norm (pre-norm only). " + _LN_BIAS_CAUSE,
-        ))
+        diffs.append(
+            ParamDifference(
+                role="attn_layers.final_norm.bias",
+                shape=(cfg.dim,),
+                count=cfg.dim,
+                cause="LayerNorm bias of the final norm (pre-norm only). " + _LN_BIAS_CAUSE,
+            )
+        )
     if not cfg.tie_embedding:
-        diffs.append(ParamDifference(
-            role="to_logits.bias", shape=(cfg.num_tokens,), count=cfg.num_tokens, cause=_LOGITS_BIAS_CAUSE,
-        ))
+        diffs.append(
+            ParamDifference(
+                role="to_logits.bias",
+                shape=(cfg.num_tokens,),
+                count=cfg.num_tokens,
+                cause=_LOGITS_BIAS_CAUSE,
+            )
+        )
     return diffs
 
 

@@ -101,8 +101,12 @@ def test_deepnorm_reinit_matches_xavier_normal_gains(seed_built):
     assert deepnorm_beta(SEED.depth) == pytest.approx(beta)
     lin = _linears(seed_built.model)
     groups = {
-        "to_q": (1.0, 512, 512), "to_k": (1.0, 512, 64), "to_v": (beta, 512, 64), "to_out": (beta, 512, 512),
-        "ff.0.0": (beta, 512, 2048), "ff.2": (beta, 2048, 512),
+        "to_q": (1.0, 512, 512),
+        "to_k": (1.0, 512, 64),
+        "to_v": (beta, 512, 64),
+        "to_out": (beta, 512, 512),
+        "ff.0.0": (beta, 512, 2048),
+        "ff.2": (beta, 2048, 512),
     }
     for key, (gain, fan_in, fan_out) in groups.items():
         mods = [m for n, m in lin.items() if n.endswith(key)]
@@ -136,10 +140,21 @@ def test_effective_kwargs_of_seed_contains_the_deepnorm_translation():
     assert kw.decoder["scale_residual_constant"] == pytest.approx(12**0.25)
     (tr,) = [t for t in kw.translations if t.keyword == "deepnorm"]
     assert tr.requested is True
-    assert tr.effective == {"pre_norm": False, "scale_residual": True, "scale_residual_constant": (2 * 6) ** 0.25}
+    assert tr.effective == {
+        "pre_norm": False,
+        "scale_residual": True,
+        "scale_residual_constant": (2 * 6) ** 0.25,
+    }
     assert "(8 * depth) ** -0.25" in tr.reason
     assert len(kw.post_init) == 1 and "xavier_normal_" in kw.post_init[0] and "0.379918" in kw.post_init[0]
-    for key in ("attn_one_kv_head", "attn_flash", "alibi_pos_bias", "alibi_num_heads", "rotary_xpos", "shift_tokens"):
+    for key in (
+        "attn_one_kv_head",
+        "attn_flash",
+        "alibi_pos_bias",
+        "alibi_num_heads",
+        "rotary_xpos",
+        "shift_tokens",
+    ):
         assert kw.decoder[key] == getattr(SEED, key)
     assert kw.wrapper == {"num_tokens": 20000, "max_seq_len": 8192, "use_abs_pos_emb": False}
     assert any("rotated the values" in n for n in kw.notes)
@@ -151,10 +166,18 @@ def test_as_code_is_the_call_the_builder_makes():
     cfg = ModelConfig(**TINY, deepnorm=True, tie_embedding=True, alibi_pos_bias=True)
     kw = effective_kwargs(cfg)
     code = kw.as_code()
-    assert code.startswith("TransformerWrapper(") and "attn_layers=Decoder(" in code and "# then: DeepNorm" in code
-    model = eval(code, {"TransformerWrapper": x_transformers.TransformerWrapper, "Decoder": x_transformers.Decoder})
+    assert (
+        code.startswith("TransformerWrapper(")
+        and "attn_layers=Decoder(" in code
+        and "# then: DeepNorm" in code
+    )
+    model = eval(
+        code, {"TransformerWrapper": x_transformers.TransformerWrapper, "Decoder": x_transformers.Decoder}
+    )
     built = build_model(cfg).model
-    assert {n: p.shape for n, p in model.named_parameters()} == {n: p.shape for n, p in built.named_parameters()}
+    assert {n: p.shape for n, p in model.named_parameters()} == {
+        n: p.shape for n, p in built.named_parameters()
+    }
     assert repr(model) == repr(built)
 
 
@@ -186,8 +209,11 @@ def test_single_head_keeps_its_output_projection():
     with torch.no_grad():
         assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, cfg.num_tokens)
     # Without the translation, x-transformers 2.31 has no projection and the forward fails.
-    raw = x_transformers.TransformerWrapper(num_tokens=50, max_seq_len=32,
-                                            attn_layers=x_transformers.Decoder(dim=32, depth=1, heads=1, attn_dim_head=8))
+    raw = x_transformers.TransformerWrapper(
+        num_tokens=50,
+        max_seq_len=32,
+        attn_layers=x_transformers.Decoder(dim=32, depth=1, heads=1, attn_dim_head=8),
+    )
     with pytest.raises(RuntimeError):
         raw(torch.zeros(1, 4, dtype=torch.long))
 
@@ -304,8 +330,15 @@ def test_1191_differences_for_the_seed(seed_built):
     assert all(d.cause for d in diffs)
 
 
-@pytest.mark.parametrize("cfg", [PRESETS["plain-prenorm"], ModelConfig(**TINY, tie_embedding=True),
-                                 ModelConfig(**TINY, deepnorm=True, tie_embedding=True)], ids=["prenorm", "tied", "tied-deepnorm"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        PRESETS["plain-prenorm"],
+        ModelConfig(**TINY, tie_embedding=True),
+        ModelConfig(**TINY, deepnorm=True, tie_embedding=True),
+    ],
+    ids=["prenorm", "tied", "tied-deepnorm"],
+)
 def test_1191_differences_follow_our_layernorms(cfg):
     """One bias per LayerNorm our build has (pre-norm: 2*depth + final), plus to_logits unless tied."""
     model_names = {n for n, _ in build_model(cfg).model.named_parameters()}
