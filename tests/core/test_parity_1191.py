@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -145,6 +146,7 @@ def _install_xt1191() -> Path:
     try:
         os.replace(tmp, CACHE_DIR)  # atomic; loses harmlessly to a concurrent installer
     except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
         if not marker.exists():
             raise
     return CACHE_DIR
