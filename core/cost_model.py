@@ -261,7 +261,11 @@ class MemoryEstimate:
     (``Attention.forward``, x_transformers.py:2510-2511), with the ``g`` K/V heads, not expanded to ``h``
     (the expansion to all heads happens later, in ``Attend``): ``2 * L * b * g * n * dh * e``. One K/V
     head (``g = 1``) with ``attn_one_kv_head``. (During a decode step the old and the concatenated cache
-    coexist briefly; that transient is not included.)
+    coexist briefly; that transient is not included.) Caveat: with rotary AND ALiBi (the seed) cached
+    decoding fails in x-transformers 2.31: ``forward_custom_pos(pos)`` builds the bias for all cached
+    positions ``(h, n, n)`` while the step has one query row, and SDPA raises a broadcast error
+    (``generate(cache_kv=True)`` fails; ``cache_kv=False`` works). For such configs the KV cache figure is
+    what the cache would hold, not something 2.31 can run.
 
     ALiBi (``alibi_*``): what x-transformers materialises, per attention block.
     With rotary on, ``AttentionLayers.forward`` always builds ``pos = arange(n)`` (x_transformers.py:
