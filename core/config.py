@@ -173,7 +173,11 @@ class ModelConfig:
 
     @property
     def rotary_dim(self) -> int:
-        """Rotary width per head: ``attn_dim_head // 2`` (x-transformers' default ``rotary_emb_dim``)."""
+        """Rotary width per head: ``attn_dim_head // 2``, x-transformers 2.x's default ``rotary_emb_dim``.
+
+        x-transformers 1.19.1 used ``max(attn_dim_head // 2, 32)``; ``core.builder`` notes the difference
+        when ``attn_dim_head < 64``. Rotary embeddings have no parameters, so counts do not change.
+        """
         return self.attn_dim_head // 2 if self.uses_rotary else 0
 
     @property
