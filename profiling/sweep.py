@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.config import ConfigError, ModelConfig, Workload
-from profiling.records import ProfileRecord, base_fields, config_key, records_from_json, records_to_json
+from profiling.records import (
+    ProfileRecord,
+    base_fields,
+    config_key,
+    records_from_json,
+    records_to_json,
+    rel_err,
+)
 
 __all__ = [
     "WHATS",
@@ -55,6 +62,8 @@ __all__ = [
     "run_sweep",
     "run_point",
     "measure_point",
+    "measure_flops_rows",
+    "FLOPS_PHASES",
     "failure_rows",
     "resolve_device_name",
     "cache_root",
@@ -355,24 +364,95 @@ def _phase_label(options: SweepOptions) -> str:
 
 # --- measuring -----------------------------------------------------------------------------------
 
+FLOPS_PHASES: tuple[str, ...] = ("forward", "train_step")
+
+
+def _phases_for(what: str, options: SweepOptions, supported: Sequence[str]) -> tuple[str, ...] | None:
+    """The requested phases this measurement knows (None: its defaults; also when none of them apply)."""
+    if options.phases is None:
+        return None
+    chosen = tuple(p for p in options.phases if p in supported)
+    return chosen or None
+
+
+def measure_flops_rows(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] = ("forward",),
+                       config_name: str = "", device: str = "cpu",
+                       progress: Progress | None = None) -> list[ProfileRecord]:
+    """FLOP rows from ``profiling.flops``: one per phase (``forward``, ``train_step``).
+
+    ``forward``: ``predicted_flops`` is ``core.cost_model``'s full-square forward; ``torch_counter_flops``
+    is ``FlopCounterMode`` on the fake model; ``fvcore_macs`` / ``fvcore_flops`` are fvcore's totals (a
+    traced forward up to 256 tokens, exact extrapolation from short traces beyond, see
+    ``profiling.flops.cross_check``), which include layer norms and the rotary outer product;
+    ``flops_rel_err`` is the largest relative disagreement of the two against the prediction.
+    ``train_step``: ``FlopCounterMode`` over forward + backward of ``logits.sum()`` against
+    ``train_step_flops`` (no fvcore: it traces forwards only). Counts do not depend on the device; the
+    row records the device the sweep targets.
+    """
+    from core.cost_model import flop_counts
+    from profiling.device import versions
+    from profiling.flops import cross_check, torch_flop_count
+
+    vers = versions()
+    provenance = {"torch_version": vers["torch"], "xtransformers_version": vers["x-transformers"]}
+    name = resolve_device_name(device)[1]
+    rows = []
+    for i, phase in enumerate(phases):
+        if progress is not None:
+            progress(i / len(phases), f"counting {phase} FLOPs")
+        fields_ = base_fields(cfg, wl, config_name=config_name, measurement="flops", phase=phase, device=device,
+                              device_name=name)
+        if phase == "forward":
+            check = cross_check(cfg, wl)
+            rows.append(ProfileRecord(
+                **fields_, **provenance, predicted_flops=check.closed_form_flops,
+                torch_counter_flops=check.torch_counter_flops, fvcore_macs=check.fvcore_macs,
+                fvcore_flops=check.fvcore_flops, flops_rel_err=check.max_rel_err,
+                method=(f"core.cost_model full square; FlopCounterMode under FakeTensorMode ({check.torch_elapsed_s:.2f} s); "
+                        f"fvcore {check.fvcore_method} ({check.fvcore_elapsed_s:.2f} s, includes "
+                        f"{check.fvcore_extra_flops:,} FLOPs of norms and rotary outer products)"),
+            ))
+        elif phase == "train_step":
+            predicted = flop_counts(cfg, wl).train_step_flops
+            count = torch_flop_count(cfg, wl, train_step=True)
+            rows.append(ProfileRecord(
+                **fields_, **provenance, predicted_flops=predicted, torch_counter_flops=count.total_flops,
+                flops_rel_err=rel_err(count.total_flops, predicted),
+                method=(f"core.cost_model train_step_flops; FlopCounterMode under FakeTensorMode over forward + "
+                        f"backward of logits.sum() ({count.elapsed_s:.2f} s)"),
+            ))
+        else:
+            raise ConfigError("phases", phase, f"a FLOP phase: one of {', '.join(FLOPS_PHASES)}")
+    return rows
+
+
 def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options: SweepOptions,
                   config_name: str, progress: Progress | None = None) -> list[ProfileRecord]:
-    """Measure one point with the real profilers (``profiling.flops`` / ``memory`` / ``latency``)."""
-    phases = {"phases": options.phases} if options.phases is not None else {}
+    """Measure one point with the real profilers (``profiling.flops`` / ``memory`` / ``latency``).
+
+    ``options.phases`` is filtered to the phases each measurement knows; none left means its defaults.
+    """
     if what == "flops":
-        from profiling.flops import measure_flops
-
-        return list(measure_flops(cfg, wl, config_name=config_name, **phases))
+        phases = _phases_for(what, options, FLOPS_PHASES) or ("forward",)
+        return measure_flops_rows(cfg, wl, phases=phases, config_name=config_name, device=device, progress=progress)
     if what == "memory":
-        from profiling.memory import measure_memory
+        from profiling import memory
 
-        return list(measure_memory(cfg, wl, device=device, config_name=config_name, **phases))
+        kw = {}
+        phases = _phases_for(what, options, getattr(memory, "PHASES", options.phases or ()))
+        if phases is not None:
+            kw["phases"] = phases
+        return list(memory.measure_memory(cfg, wl, device=device, config_name=config_name, **kw))
     if what == "latency":
-        from profiling.latency import measure_latency
+        from profiling import latency
 
-        return list(measure_latency(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
-                                    sdpa_backend=options.sdpa_backend, config_name=config_name,
-                                    progress=progress, **phases))
+        kw = {}
+        phases = _phases_for(what, options, latency.PHASES)
+        if phases is not None:
+            kw["phases"] = phases
+        return list(latency.measure_latency(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
+                                            sdpa_backend=options.sdpa_backend, config_name=config_name,
+                                            progress=progress, **kw))
     raise ConfigError("what", what, f"one of {', '.join(WHATS)}")
 
 

@@ -145,3 +145,20 @@ def test_workload_validation_message() -> None:
         Workload(batch=0)
     with pytest.raises(ConfigError, match="repeats"):
         SweepOptions(repeats=0)
+
+
+def test_real_flops_sweep_matches_the_cost_model() -> None:
+    from core.cost_model import flop_counts
+
+    opts = SweepOptions(device="cpu", phases=("forward", "train_step", "decode"))  # decode: not a FLOP phase
+    rows = run_sweep([("tiny", TINY)], seq_len_workloads([16, 32]), what="flops", options=opts)
+    assert [(r.seq_len_tokens, r.phase, r.status) for r in rows] == [
+        (16, "forward", "ok"), (16, "train_step", "ok"), (32, "forward", "ok"), (32, "train_step", "ok")]
+    fwd = rows[2]
+    expected = flop_counts(TINY, Workload(seq_len=32)).fwd_flops
+    assert fwd.predicted_flops == expected == fwd.torch_counter_flops
+    assert fwd.fvcore_flops == 2 * fwd.fvcore_macs and fwd.fvcore_flops > expected  # fvcore adds layer norms
+    assert fwd.flops_rel_err == (fwd.fvcore_flops - expected) / expected
+    assert fwd.device == "cpu" and fwd.torch_version and fwd.xtransformers_version == "2.31.10"
+    assert rows[3].predicted_flops == flop_counts(TINY, Workload(seq_len=32)).train_step_flops
+    assert rows[3].torch_counter_flops > 0 and rows[3].fvcore_flops is None

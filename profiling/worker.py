@@ -1,0 +1,500 @@
+"""Run measurement jobs in a child process, so the caller (the Streamlit server) never freezes or dies.
+
+A job is (what, configurations, workloads, options). ``Job`` starts ``python -m profiling.worker DIR``
+with the job written to ``DIR/spec.json``; the child runs ``profiling.sweep.run_sweep`` and appends
+JSON lines to ``DIR/events.jsonl`` as it goes (its resolved device, progress, the rows of each finished
+point, then ``done``). The parent never blocks: ``job.progress()``, ``job.done()`` and ``job.result()``
+read whatever the child has written so far, so a page can poll them on every rerun.
+
+Whatever happens, every planned point ends with at least one row:
+
+* time limit (``time_limit_s``, wall clock from the start): a watchdog thread kills the child's whole
+  process group; rows of finished points are kept, the point that was running and the rest get
+  ``status="timeout"``;
+* ``job.cancel()``: the same, with ``status="error"`` and "cancelled";
+* a crash of the child (segfault, killed by the operating system, an import error): the running point
+  gets an ``error`` row saying how the process ended (``oom`` when it was killed by SIGKILL, which on
+  Linux is almost always the out-of-memory killer), the rest say they were not run. No traceback ever
+  reaches a row; the child's stderr is kept in ``job.stderr_tail()`` for logs;
+* an exception or out-of-memory inside a measurement is already a row (``profiling.sweep``).
+
+``JobManager`` keys jobs by (configurations, workloads, device, what and options): submitting the same
+job again returns the running or finished one, so a repeat is instant. Failed runs (timeout, cancel,
+crash) are retried on the next submit. At most ``max_running`` jobs run at once (default 1: concurrent
+jobs would distort each other's latency and memory figures); the others wait in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config import ModelConfig, Workload
+from profiling.records import ProfileRecord
+from profiling.sweep import (
+    ConfigGrid,
+    SweepOptions,
+    SweepPoint,
+    _check_whats,
+    failure_rows,
+    plan_sweep,
+)
+
+__all__ = ["JobSpec", "Job", "JobManager", "DEFAULT_TIME_LIMIT_S", "main"]
+
+DEFAULT_TIME_LIMIT_S = 600.0
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What a job measures. ``measure`` optionally names another measurement function for the child,
+    as ``"package.module:function"`` or ``"/path/to/file.py:function"`` (tests inject fakes this way)."""
+
+    what: tuple[str, ...]
+    configs: tuple[tuple[str, ModelConfig], ...]
+    workloads: tuple[Workload, ...]
+    options: SweepOptions = dataclasses.field(default_factory=SweepOptions)
+    skipped: tuple[tuple[str, dict[str, Any], str], ...] = ()
+    time_limit_s: float | None = DEFAULT_TIME_LIMIT_S
+    measure: str | None = None
+
+    @classmethod
+    def make(cls, what: str | Iterable[str], configs: ModelConfig | ConfigGrid | Iterable[Any],
+             workloads: Iterable[Workload], options: SweepOptions | None = None, *, config_name: str = "",
+             time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, measure: str | None = None) -> JobSpec:
+        skipped: tuple[tuple[str, dict[str, Any], str], ...] = ()
+        if isinstance(configs, ModelConfig):
+            named = ((config_name, configs),)
+        elif isinstance(configs, ConfigGrid):
+            named, skipped = configs.configs, configs.skipped
+        else:
+            named = tuple(("", c) if isinstance(c, ModelConfig) else (str(c[0]), c[1]) for c in configs)
+        return cls(what=_check_whats(what), configs=tuple(named), workloads=tuple(workloads),
+                   options=options or SweepOptions(), skipped=tuple(skipped), time_limit_s=time_limit_s,
+                   measure=measure)
+
+    def points(self) -> list[SweepPoint]:
+        return plan_sweep(self._grid(), self.workloads, self.what)
+
+    def _grid(self) -> ConfigGrid:
+        return ConfigGrid(configs=self.configs, skipped=self.skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "what": list(self.what),
+            "configs": [[name, cfg.to_dict()] for name, cfg in self.configs],
+            "workloads": [wl.to_dict() for wl in self.workloads],
+            "options": self.options.to_dict(),
+            "skipped": [[name, tried, message] for name, tried, message in self.skipped],
+            "time_limit_s": self.time_limit_s,
+            "measure": self.measure,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        return cls(
+            what=tuple(data["what"]),
+            configs=tuple((name, ModelConfig.from_dict(cfg)) for name, cfg in data["configs"]),
+            workloads=tuple(Workload(**wl) for wl in data["workloads"]),
+            options=SweepOptions.from_dict(data["options"]),
+            skipped=tuple((name, dict(tried), message) for name, tried, message in data.get("skipped", [])),
+            time_limit_s=data.get("time_limit_s"),
+            measure=data.get("measure"),
+        )
+
+    def key(self) -> str:
+        """Stable identity: configurations, workloads, device, what and options (not the time limit)."""
+        data = self.to_dict()
+        data.pop("time_limit_s")
+        data["options"].pop("use_cache", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _describe_exit(returncode: int) -> tuple[str, str]:
+    """(status, words) for a child that ended without saying it was done."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        if -returncode == signal.SIGKILL:
+            return "oom", (f"the measurement process was killed by {name} (not by xtlens): most likely the operating "
+                           "system ran out of memory and stopped it")
+        return "error", f"the measurement process crashed ({name})"
+    return "error", f"the measurement process stopped unexpectedly (exit code {returncode})"
+
+
+class Job:
+    """One measurement job in a child process. Non-blocking; safe to poll from several threads."""
+
+    def __init__(self, spec: JobSpec, *, python: str | None = None, start: bool = True):
+        self.spec = spec
+        self.key = spec.key()
+        self._python = python or sys.executable
+        self._points = spec.points()
+        self._lock = threading.RLock()
+        self._dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._offset = 0
+        self._buffer = b""
+        self._fraction = 0.0
+        self._message = "waiting to start"
+        self._rows: dict[int, list[ProfileRecord]] = {}
+        self._device = spec.options.device
+        self._device_name = "unknown"
+        self._fatal: str | None = None
+        self._done_event = False
+        self._ended: str | None = None  # "finished", "timeout", "cancelled", "crashed"
+        self._final: list[ProfileRecord] | None = None
+        self._stderr_tail = ""
+        self._started_at: float | None = None
+        self._finished_at: float | None = None
+        self._exit_callbacks: list[Any] = []
+        self._kill_reason: str | None = None
+        if start:
+            self.start()
+
+    # --- lifecycle ---
+
+    @property
+    def started(self) -> bool:
+        return self._proc is not None
+
+    def start(self) -> Job:
+        with self._lock:
+            if self._proc is not None or self._ended is not None:
+                return self
+            self._dir = Path(tempfile.mkdtemp(prefix="xtlens-job-"))
+            (self._dir / "spec.json").write_text(json.dumps(self.spec.to_dict()))
+            (self._dir / "events.jsonl").touch()
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+            env["PYTHONUNBUFFERED"] = "1"
+            with open(self._dir / "stderr.txt", "wb") as err:
+                self._proc = subprocess.Popen(
+                    [self._python, "-m", "profiling.worker", str(self._dir)],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=os.getcwd(),
+                    start_new_session=(os.name == "posix"),
+                )
+            self._started_at = time.monotonic()
+            self._message = "starting the measurement process"
+            threading.Thread(target=self._watch, name=f"xtlens-job-{self.key}", daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        """Watchdog: kill at the time limit, then record how the child ended."""
+        proc = self._proc
+        assert proc is not None
+        limit = self.spec.time_limit_s
+        try:
+            proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self._kill("timeout")
+            proc.wait()
+        self._finished_at = time.monotonic()
+        self.poll()
+        for callback in list(self._exit_callbacks):
+            callback(self)
+
+    def _kill(self, reason: str) -> None:
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                return
+            self._kill_reason = self._kill_reason or reason
+        try:
+            if os.name == "posix":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:  # pragma: no cover
+                proc.kill()
+        except ProcessLookupError:
+            pass
+
+    def cancel(self) -> None:
+        """Stop the job now (rows of finished points are kept, the rest say "cancelled")."""
+        with self._lock:
+            if self._proc is None and self._ended is None:  # never started
+                self._kill_reason = "cancelled"
+                self._finalize(returncode=None)
+                return
+        self._kill("cancelled")
+        if self._proc is not None:
+            self._proc.wait()
+            with self._lock:
+                self._finished_at = self._finished_at or time.monotonic()
+        self.poll()
+
+    # --- polling ---
+
+    def poll(self) -> None:
+        """Read new events from the child; finalize when it has exited. Never blocks."""
+        with self._lock:
+            if self._final is not None:
+                return
+            self._read_events()
+            if self._proc is not None and self._proc.poll() is not None and self._finished_at is not None:
+                self._read_events()
+                self._finalize(returncode=self._proc.returncode)
+
+    def _read_events(self) -> None:
+        if self._dir is None:
+            return
+        try:
+            with open(self._dir / "events.jsonl", "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        self._offset += len(chunk)
+        data = self._buffer + chunk
+        *lines, self._buffer = data.split(b"\n")
+        for line in lines:
+            if line.strip():
+                try:
+                    self._handle(json.loads(line))
+                except (ValueError, TypeError, KeyError):
+                    continue  # a torn line from a killed child
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self._device, self._device_name = event["device"], event["device_name"]
+        elif kind == "progress":
+            self._fraction = max(self._fraction, float(event["fraction"]))
+            self._message = str(event["message"])
+        elif kind == "rows":
+            self._rows[int(event["index"])] = [ProfileRecord(**row) for row in event["rows"]]
+        elif kind == "fatal":
+            self._fatal = str(event["message"])
+        elif kind == "done":
+            self._done_event = True
+
+    def _finalize(self, *, returncode: int | None) -> None:
+        rows: list[ProfileRecord] = []
+        reason = self._kill_reason
+        crash: tuple[str, str] | None = None
+        if reason is None and not self._done_event and self._fatal is None and returncode is not None:
+            crash = _describe_exit(returncode)
+        first_missing = True
+        for i, point in enumerate(self._points):
+            if i in self._rows:
+                rows.extend(self._rows[i])
+                continue
+            if self._fatal is not None:
+                status, message = "error", self._fatal
+            elif reason == "timeout":
+                limit = self.spec.time_limit_s
+                status = "timeout"
+                message = (f"not finished within the job's time limit of {limit:g} s (the measurement process was "
+                           "stopped)" if first_missing else f"not run: the job hit its time limit of {limit:g} s")
+            elif reason == "cancelled":
+                status, message = "error", "cancelled before this point finished"
+            elif crash is not None:
+                status, message = crash if first_missing else ("error", "not run: " + crash[1])
+            else:
+                status, message = "error", "the measurement process ended without measuring this point"
+            first_missing = False
+            rows.extend(failure_rows(point, status, message, device=self._device, device_name=self._device_name,
+                                     options=self.spec.options))
+        self._final = rows
+        if reason is not None:
+            self._ended = reason
+        else:
+            self._ended = "crashed" if crash is not None or self._fatal is not None else "finished"
+        self._fraction = 1.0
+        self._message = {
+            "finished": f"done: {len(self._points)} point(s)",
+            "timeout": f"stopped at the time limit of {self.spec.time_limit_s:g} s",
+            "cancelled": "cancelled",
+            "crashed": f"failed: {self._fatal or (crash[1] if crash else '')}",
+        }[self._ended]
+        if self._dir is not None:
+            with contextlib.suppress(OSError):
+                self._stderr_tail = (self._dir / "stderr.txt").read_bytes()[-4000:].decode("utf-8", "replace")
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    # --- the page's API ---
+
+    def progress(self) -> tuple[float, str]:
+        """``(fraction in [0, 1], message)``."""
+        self.poll()
+        with self._lock:
+            return self._fraction, self._message
+
+    def done(self) -> bool:
+        self.poll()
+        return self._final is not None
+
+    @property
+    def outcome(self) -> str:
+        """``pending``, ``running``, ``finished``, ``timeout``, ``cancelled`` or ``crashed``."""
+        self.poll()
+        if self._ended is not None:
+            return self._ended
+        return "running" if self.started else "pending"
+
+    def result(self) -> list[ProfileRecord]:
+        """All rows once done; before that, the rows of the points finished so far."""
+        self.poll()
+        with self._lock:
+            if self._final is not None:
+                return list(self._final)
+            return [r for i in sorted(self._rows) for r in self._rows[i]]
+
+    def wait(self, timeout: float | None = None, *, interval: float = 0.05) -> list[ProfileRecord]:
+        """Block until done (for the CLI and tests); raises ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.key} still running after {timeout} s")
+            time.sleep(interval)
+        return self.result()
+
+    @property
+    def elapsed_s(self) -> float:
+        if self._started_at is None:
+            return 0.0
+        return (self._finished_at or time.monotonic()) - self._started_at
+
+    def stderr_tail(self) -> str:
+        """The end of the child's stderr (for logs, never for the page's rows)."""
+        self.poll()
+        return self._stderr_tail
+
+    def __repr__(self) -> str:
+        return f"Job({self.key}, {self.outcome}, {len(self._points)} point(s))"
+
+
+class JobManager:
+    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit)."""
+
+    def __init__(self, *, max_running: int = 1, python: str | None = None):
+        self.max_running = max_running
+        self._python = python
+        self._jobs: dict[str, Job] = {}
+        self._queue: list[Job] = []
+        self._lock = threading.RLock()
+
+    def submit(self, what: str | Iterable[str], configs: ModelConfig | ConfigGrid | Iterable[Any],
+               workloads: Sequence[Workload], options: SweepOptions | None = None, *, config_name: str = "",
+               time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, measure: str | None = None) -> Job:
+        spec = JobSpec.make(what, configs, workloads, options, config_name=config_name,
+                            time_limit_s=time_limit_s, measure=measure)
+        with self._lock:
+            job = self._jobs.get(spec.key())
+            if job is not None and job.outcome in ("pending", "running", "finished"):
+                return job
+            job = Job(spec, python=self._python, start=False)
+            job._exit_callbacks.append(lambda _job: self._pump())
+            self._jobs[job.key] = job
+            self._queue.append(job)
+        self._pump()
+        return job
+
+    def _pump(self) -> None:
+        with self._lock:
+            self._queue = [j for j in self._queue if not j.started and j.outcome == "pending"]
+            running = sum(1 for j in self._jobs.values() if j.outcome == "running")
+            while self._queue and running < self.max_running:
+                self._queue.pop(0).start()
+                running += 1
+
+    def get(self, key: str) -> Job | None:
+        return self._jobs.get(key)
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def forget(self, key: str) -> None:
+        """Drop a job (cancelling it if it still runs) so the next submit measures again."""
+        with self._lock:
+            job = self._jobs.pop(key, None)
+        if job is not None and not job.done():
+            job.cancel()
+        self._pump()
+
+    def cancel_all(self) -> None:
+        for job in self.jobs():
+            if not job.done():
+                job.cancel()
+
+
+# --- the child --------------------------------------------------------------------------------------
+
+def _load_measure(ref: str):
+    module_ref, _, name = ref.rpartition(":")
+    if not module_ref or not name:
+        raise ValueError(f"measure {ref!r} is not 'module:function' or 'file.py:function'")
+    if module_ref.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(f"_xtlens_measure_{abs(hash(module_ref))}", module_ref)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"cannot load {module_ref}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_ref)
+    return getattr(module, name)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:  # the parent died: nobody will read the results
+            os._exit(3)
+
+
+def _child(job_dir: Path) -> int:
+    from profiling.sweep import _device_for, measure_point, run_sweep
+
+    events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+
+    def emit(event: dict[str, Any]) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
+    try:
+        device, device_name = _device_for(spec.options)
+        emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid()})
+        measure = _load_measure(spec.measure) if spec.measure else measure_point
+    except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
+        emit({"type": "fatal", "message": str(exc) or type(exc).__name__})
+        return 0
+    run_sweep(spec._grid(), spec.workloads, what=spec.what, options=spec.options, measure=measure,
+              progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
+              on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}))
+    emit({"type": "done"})
+    events.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m profiling.worker JOB_DIR (JOB_DIR/spec.json written by profiling.worker.Job)",
+              file=sys.stderr)
+        return 2
+    return _child(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Measurement jobs in a real child process: progress, results, time limit, errors, OOM, crashes, the manager.
+
+The fake measurements below run in the child (loaded from this file by path: ``JobSpec.measure``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from core.config import ModelConfig, Workload
+from profiling.records import ProfileRecord, base_fields
+from profiling.sweep import SweepOptions, config_grid, seq_len_workloads
+from profiling.worker import Job, JobManager, JobSpec
+
+TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
+CPU = SweepOptions(device="cpu", use_cache=False)
+
+
+def _row(what, cfg, wl, device, config_name, **extra) -> ProfileRecord:
+    fields = base_fields(cfg, wl, config_name=config_name, measurement=what, phase="forward", device=device,
+                         device_name="fake")
+    return ProfileRecord(**fields, **extra)
+
+
+def fake_mixed(what, cfg, wl, *, device, options, config_name, progress):
+    """seq_len 32: ok; 48: raises; 64: CUDA-style out of memory; longer: would be ok (but are skipped)."""
+    if progress is not None:
+        progress(0.5, f"measuring {wl.seq_len}")
+    time.sleep(0.3)  # long enough for the parent to see the progress
+    if wl.seq_len == 48:
+        raise ValueError("fake failure at 48 tokens")
+    if wl.seq_len == 64:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.19 GiB total capacity)")
+    return [_row(what, cfg, wl, device, config_name, predicted_flops=7 * wl.tokens)]
+
+
+def fake_slow(what, cfg, wl, *, device, options, config_name, progress):
+    """Fast for 32 tokens, then hangs."""
+    if wl.seq_len > 32:
+        time.sleep(60)
+    return [_row(what, cfg, wl, device, config_name, predicted_flops=wl.tokens)]
+
+
+def fake_crash(what, cfg, wl, *, device, options, config_name, progress):
+    if wl.seq_len > 32:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return [_row(what, cfg, wl, device, config_name, predicted_flops=wl.tokens)]
+
+
+def _spec(measure: str, seq_lens, **kw) -> JobSpec:
+    return JobSpec.make("flops", TINY, seq_len_workloads(seq_lens), CPU, config_name="tiny",
+                        measure=f"{__file__}:{measure}", **kw)
+
+
+def _statuses(rows):
+    return [(r.seq_len_tokens, r.status) for r in rows]
+
+
+def test_job_reports_rows_errors_and_oom_with_progress() -> None:
+    job = Job(_spec("fake_mixed", [32, 48, 64, 96]))
+    seen = []
+    while not job.done():
+        seen.append(job.progress())
+        time.sleep(0.05)
+    rows = job.result()
+    assert job.outcome == "finished"
+    assert _statuses(rows) == [(32, "ok"), (48, "error"), (64, "oom"), (96, "oom")]
+    assert rows[0].predicted_flops == 7 * 32 and rows[0].config_name == "tiny"
+    assert rows[1].error == "ValueError: fake failure at 48 tokens"
+    assert rows[2].error.startswith("Out of memory: CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert rows[3].error == "skipped: batch=1 seq_len=64 already ran out of memory"
+    assert "Traceback" not in "".join(r.error or "" for r in rows)
+    assert job.progress() == (1.0, "done: 4 point(s)")
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions)
+    assert any(0 < f < 1 and " measuring " in m for f, m in seen)  # polled while the child ran
+    assert ((3 - 1 + 0.5) / 4, "3/4 measuring 64") in seen or ((4 - 1 + 0.5) / 4, "4/4 measuring 96") in seen
+
+
+def test_time_limit_kills_and_keeps_finished_rows() -> None:
+    start = time.monotonic()
+    job = Job(_spec("fake_slow", [32, 64, 128], time_limit_s=4))
+    rows = job.wait(timeout=30)
+    assert time.monotonic() - start < 15
+    assert job.outcome == "timeout"
+    assert _statuses(rows) == [(32, "ok"), (64, "timeout"), (128, "timeout")]
+    assert "time limit of 4 s" in rows[1].error and rows[2].error == "not run: the job hit its time limit of 4 s"
+    assert rows[0].predicted_flops == 32
+
+
+def test_crashed_child_gives_error_rows_not_a_traceback() -> None:
+    job = Job(_spec("fake_crash", [32, 64, 128]))
+    rows = job.wait(timeout=30)
+    assert job.outcome == "crashed"
+    assert _statuses(rows) == [(32, "ok"), (64, "error"), (128, "error")]
+    assert rows[1].error == "the measurement process crashed (SIGSEGV)"
+    assert rows[2].error == "not run: the measurement process crashed (SIGSEGV)"
+
+
+def test_bad_device_is_a_clear_error_row() -> None:
+    spec = JobSpec.make("memory", TINY, seq_len_workloads([32]), SweepOptions(device="tpu"), config_name="tiny")
+    rows = Job(spec).wait(timeout=30)
+    assert [r.status for r in rows] == ["error"]
+    assert rows[0].error == "Unknown device 'tpu': use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+
+
+def test_manager_returns_the_same_job_and_queues(tmp_path) -> None:
+    manager = JobManager(max_running=1)
+    wls = seq_len_workloads([32])
+    first = manager.submit("flops", TINY, wls, CPU, config_name="tiny", measure=f"{__file__}:fake_slow")
+    second = manager.submit("flops", TINY, seq_len_workloads([64]), CPU, config_name="tiny",
+                            measure=f"{__file__}:fake_mixed")
+    assert first.outcome == "running" and second.outcome == "pending"
+    assert manager.submit("flops", TINY, wls, CPU, config_name="tiny", measure=f"{__file__}:fake_slow") is first
+    rows = first.wait(timeout=30)
+    assert _statuses(rows) == [(32, "ok")]
+    assert _statuses(second.wait(timeout=30)) == [(64, "oom")]
+    t0 = time.monotonic()
+    again = manager.submit("flops", TINY, wls, CPU, config_name="tiny", measure=f"{__file__}:fake_slow")
+    assert again is first and again.done() and time.monotonic() - t0 < 0.1
+    # a cancelled job is measured again on the next submit
+    slow = manager.submit("flops", TINY, seq_len_workloads([64]), CPU, measure=f"{__file__}:fake_slow")
+    slow.cancel()
+    assert slow.outcome == "cancelled" and [r.error for r in slow.result()] == ["cancelled before this point finished"]
+    retry = manager.submit("flops", TINY, seq_len_workloads([64]), CPU, measure=f"{__file__}:fake_slow")
+    assert retry is not slow
+    retry.cancel()
+
+
+def test_spec_round_trip_and_grid_skips() -> None:
+    grid = config_grid(TINY, dim=[32, 64], heads=[2])
+    spec = JobSpec.make(["flops", "memory"], grid, [Workload(batch=2, seq_len=16, dtype="bfloat16")], CPU)
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    assert spec.key() == JobSpec.from_dict(spec.to_dict()).key()
+    assert len(spec.points()) == 4
+    other = JobSpec.make(["flops", "memory"], grid, [Workload(batch=2, seq_len=16, dtype="bfloat16")],
+                         SweepOptions(device="cpu", repeats=9))
+    assert other.key() != spec.key()
+    with pytest.raises(ValueError, match="what"):
+        JobSpec.make("speed", TINY, [Workload()], CPU)
+
+
+def test_real_flops_job_in_a_child_process(tmp_path, monkeypatch) -> None:
+    from core.cost_model import flop_counts
+
+    monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path))
+    job = Job(JobSpec.make("flops", TINY, seq_len_workloads([16, 32]), SweepOptions(device="cpu"), config_name="tiny"))
+    seen = set()
+    while not job.done():
+        seen.add(job.progress())
+        time.sleep(0.05)
+    rows = job.result()
+    assert job.outcome == "finished", job.stderr_tail()
+    assert [(r.seq_len_tokens, r.status) for r in rows] == [(16, "ok"), (32, "ok")]
+    assert [r.torch_counter_flops for r in rows] == [flop_counts(TINY, Workload(seq_len=n)).fwd_flops for n in (16, 32)]
+    assert job.progress() == (1.0, "done: 2 point(s)")
+    assert len(list((tmp_path / "results" / "flops").glob("*.json"))) == 2  # the child filled the cache
