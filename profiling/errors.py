@@ -1,0 +1,99 @@
+"""The profiling layer's one exception type, out-of-memory detection, and failure rows.
+
+A measurement that fails (out of memory, an unsupported dtype, a configuration x-transformers cannot
+run) becomes a ``ProfileRecord`` with ``status="oom"`` or ``"error"`` and a message written for the page,
+after the memory the failed attempt held is released: the traceback's frames are cleared (they
+reference the big tensors), then ``gc.collect()`` and, on CUDA, ``torch.cuda.empty_cache()``.
+"""
+
+from __future__ import annotations
+
+import gc
+import traceback
+from typing import Any
+
+import torch
+
+from core.config import ModelConfig, Workload
+from profiling.records import ProfileRecord, base_fields
+
+__all__ = ["ProfileError", "is_oom", "free_memory", "failure_record", "short_message"]
+
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "defaultcpuallocator",
+    "failed to allocate",
+)
+
+
+class ProfileError(RuntimeError):
+    """A measurement could not be made. The message says why, in words meant for the page."""
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an allocation failure: ``torch.cuda.OutOfMemoryError``, ``MemoryError``, or a
+    ``RuntimeError`` whose text says out of memory / can't allocate / ``DefaultCPUAllocator``."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return any(marker in text for marker in _OOM_MARKERS)
+    return False
+
+
+def free_memory(device: str) -> None:
+    """Collect garbage and, on CUDA, return cached blocks to the driver."""
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def short_message(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's text, shortened (CUDA OOM messages run to many lines)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def failure_record(
+    exc: BaseException,
+    cfg: ModelConfig,
+    wl: Workload,
+    *,
+    measurement: str,
+    phase: str,
+    device: str,
+    device_name: str,
+    config_name: str = "",
+    component: str = "total",
+    context: str = "",
+    **columns: Any,
+) -> ProfileRecord:
+    """Turn an exception raised during a measurement into a row with status ``oom`` or ``error``.
+
+    Frees memory first: clears the frames of the exception's traceback (so the tensors they hold die),
+    runs ``gc.collect()`` and, on CUDA, ``torch.cuda.empty_cache()``. ``context`` names what was being
+    measured (e.g. "the training step"); extra keyword ``columns`` (provenance: versions, method, warmup,
+    repeats, sdpa_backend, predicted_bytes, ...) are copied into the row.
+    """
+    oom = is_oom(exc)
+    detail = short_message(exc)
+    if exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)
+    free_memory(device)
+    what = context or f"the {phase} {measurement} measurement"
+    shape = f"batch {wl.batch} x {wl.seq_len} tokens in {wl.dtype}"
+    if oom:
+        message = (f"Out of memory on {device_name} during {what} ({shape}). Try a shorter sequence, a smaller "
+                   f"batch or a 2-byte dtype. Details: {detail}")
+    elif isinstance(exc, ProfileError):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__} during {what} on {device_name} ({shape}): {detail}"
+    row = base_fields(cfg, wl, config_name=config_name, measurement=measurement, phase=phase,
+                      device=device, device_name=device_name)
+    return ProfileRecord(**row, component=component, status="oom" if oom else "error", error=message, **columns)
