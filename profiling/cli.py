@@ -1,0 +1,313 @@
+"""The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``dashboard``.
+
+    xtlens estimate --preset seed --seq-len 8192 --format json
+    xtlens estimate --snippet model.py --set depth=12 --set attn_flash=false --format table
+    xtlens profile --preset seed --what flops,memory --seq-lens 512,1024,2048 --out seed.parquet
+    xtlens dashboard --port 8501 --headless
+
+Configuration: ``--preset NAME`` (default ``seed``), ``--config FILE.json`` (a JSON object of
+``ModelConfig`` fields) or ``--snippet FILE.py`` (a pasted ``TransformerWrapper(...)`` call, parsed
+with ``ast``, never run); then each ``--set key=value`` overrides one field, typed by the field's type
+(``true``/``false``, ``none``, integers, numbers), exactly as the dashboard's URL query is decoded.
+
+Invalid input exits with status 2 and the validation message (naming the field) on stderr.
+``estimate`` imports neither torch nor pandas: it answers in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
+
+__all__ = ["main", "build_parser", "load_config"]
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD_APP = _REPO_ROOT / "dashboard" / "app.py"
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed on stderr, exit status 2."""
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+def load_config(*, preset: str | None = None, config: str | None = None, snippet: str | None = None,
+                sets: Sequence[str] = ()) -> ModelConfig:
+    """The ``ModelConfig`` named by the CLI options (see the module docstring). Raises ``ConfigError``."""
+    given = [x for x in (preset, config, snippet) if x is not None]
+    if len(given) > 1:
+        raise UsageError("give one of --preset, --config and --snippet")
+    if config is not None:
+        cfg = ModelConfig.from_json(_read(config))
+    elif snippet is not None:
+        cfg = parse_snippet(_read(snippet))
+    else:
+        name = preset or "seed"
+        if name not in PRESETS:
+            raise ConfigError("preset", name, f"one of {', '.join(PRESETS)}")
+        cfg = PRESETS[name]
+    if not sets:
+        return cfg
+    query = dict(parse_qsl(cfg.to_query(), keep_blank_values=True))
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected key=value, e.g. --set depth=12")
+        query[key.strip()] = value.strip()
+    return ModelConfig.from_query(query)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(name, text, "comma-separated integers, e.g. 512,1024,2048") from None
+    if not values:
+        raise ConfigError(name, text, "at least one integer")
+    return values
+
+
+# --- estimate -----------------------------------------------------------------------------------------
+
+def _estimate(args: argparse.Namespace) -> int:
+    from core.cost_model import estimate
+
+    cfg = _config_from(args)
+    wl = Workload(batch=args.batch, seq_len=args.seq_len if args.seq_len is not None else cfg.max_seq_len,
+                  dtype=args.dtype).check_against(cfg)
+    values = estimate(cfg, wl)
+    if args.format == "json":
+        out = {"config": cfg.to_dict(), "workload": wl.to_dict(), **values}
+        print(json.dumps(out, indent=1))
+    elif args.format == "csv":
+        row = {**{f"config.{k}": v for k, v in cfg.to_dict().items()}, **{f"workload.{k}": v for k, v in wl.to_dict().items()},
+               **values}
+        print(",".join(row))
+        print(",".join(_csv_scalar(v) for v in row.values()))
+    else:
+        print(_estimate_table(cfg, wl, values))
+    return 0
+
+
+def _csv_scalar(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _human(key: str, value: int | float) -> str:
+    if key.endswith("_bytes") or key.endswith("_bytes_per_token") or "_bytes_" in key:
+        return f"{value / 2**30:,.3f} GiB" if value >= 2**20 else f"{value:,} bytes"
+    if "flops" in key:
+        for unit, scale in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6)):
+            if abs(value) >= scale:
+                return f"{value / scale:,.3f} {unit}"
+    if key.endswith("params") and value >= 1e6:
+        return f"{value / 1e6:,.3f} M"
+    return ""
+
+
+def _estimate_table(cfg: ModelConfig, wl: Workload, values: dict[str, int | float]) -> str:
+    lines = [f"workload: batch {wl.batch} x {wl.seq_len} tokens, {wl.dtype}",
+             "config: " + ", ".join(f"{k}={v!r}" for k, v in {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}.items()), ""]
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        number = f"{value:,}" if isinstance(value, int) else f"{value:,.6g}"
+        lines.append(f"{key:<{width}}  {number:>22}  {_human(key, value)}".rstrip())
+    return "\n".join(lines)
+
+
+# --- profile ------------------------------------------------------------------------------------------
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (a new line per message when stderr is not a terminal)."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last = ""
+        self.start = time.monotonic()
+
+    def __call__(self, fraction: float, message: str) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        filled = int(round(fraction * self.width))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:5.1f}% {time.monotonic() - self.start:6.1f}s {message}"
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line[:200])
+            if fraction >= 1.0:
+                self.stream.write("\n")
+        elif message != self.last:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.last = message
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from profiling.export import format_for, to_markdown, write_table
+    from profiling.sweep import DEFAULT_SEQ_LENS, SweepOptions, _check_whats, run_sweep, workload_grid
+
+    cfg = _config_from(args)
+    whats = _check_whats(args.what)
+    if args.out is not None:
+        try:
+            format_for(args.out)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    seq_lens = _int_list(args.seq_lens, "seq_lens") if args.seq_lens else list(DEFAULT_SEQ_LENS)
+    workloads = workload_grid(seq_lens, _int_list(args.batch, "batch"), dtype=args.dtype)
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
+    options = SweepOptions(device=args.device, warmup=args.warmup, repeats=args.repeats, phases=phases,
+                           sdpa_backend=args.sdpa_backend, use_cache=not args.no_cache)
+    bar = _ProgressBar()
+    name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
+    if args.time_limit is not None:
+        from profiling.worker import Job, JobSpec
+
+        job = Job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
+        try:
+            while not job.done():
+                bar(*job.progress())
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            job.cancel()
+            raise
+        bar(*job.progress())
+        rows = job.result()
+    else:
+        from profiling.errors import ProfileError
+
+        try:
+            rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar)
+        except ProfileError as exc:  # e.g. --device cuda without a GPU
+            raise UsageError(str(exc)) from None
+    failed = [r for r in rows if r.status != "ok"]
+    if args.out is not None:
+        path = write_table(rows, args.out)
+        print(f"wrote {len(rows)} row(s) to {path}" + (f" ({len(failed)} not ok)" if failed else ""), file=sys.stderr)
+    else:
+        sys.stdout.write(to_markdown(rows))
+    for row in failed:
+        print(f"  {row.measurement} {row.phase} batch={row.batch} seq_len={row.seq_len_tokens}: {row.status}: "
+              f"{row.error}", file=sys.stderr)
+    return 0
+
+
+# --- dashboard ------------------------------------------------------------------------------------------
+
+def dashboard_command(*, port: int | None = None, headless: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """The command ``xtlens dashboard`` runs: ``python -m streamlit run dashboard/app.py ...``."""
+    cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP)]
+    if port is not None:
+        cmd += ["--server.port", str(port)]
+    if headless:
+        cmd += ["--server.headless", "true"]
+    return cmd + list(extra)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    if not DASHBOARD_APP.exists():
+        raise UsageError(f"the dashboard app is missing: {DASHBOARD_APP}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    try:
+        return subprocess.run(dashboard_command(port=args.port, headless=args.headless, extra=args.streamlit_args),
+                              env=env).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration (default: --preset seed)")
+    g.add_argument("--preset", help=f"a built-in configuration: {', '.join(PRESETS)}")
+    g.add_argument("--config", metavar="FILE.json", help="a JSON object of ModelConfig fields")
+    g.add_argument("--snippet", metavar="FILE.py", help="a TransformerWrapper(...) call (parsed, never run)")
+    g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field, e.g. --set depth=12 --set attn_flash=false (repeatable)")
+
+
+def _config_from(args: argparse.Namespace) -> ModelConfig:
+    return load_config(preset=args.preset, config=args.config, snippet=args.snippet, sets=args.sets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xtlens", description="Parameters, FLOPs, memory and latency of an "
+                                     "x-transformers decoder.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    est = sub.add_parser("estimate", help="closed-form parameters, FLOPs and memory (instant, no torch)",
+                         description="Closed-form cost model (core.cost_model.estimate) for one configuration.")
+    _add_config_options(est)
+    est.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the model's max_seq_len)")
+    est.add_argument("--batch", type=int, default=1)
+    est.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    est.add_argument("--format", choices=("json", "csv", "table"), default="json")
+    est.set_defaults(run=_estimate)
+
+    prof = sub.add_parser("profile", help="measure FLOPs, memory and latency of the real model",
+                          description="Sweep the real model over sequence lengths and batch sizes; write a table "
+                                      "the dashboard can load.")
+    _add_config_options(prof)
+    prof.add_argument("--name", help="config_name in the rows (default: the preset name)")
+    prof.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    prof.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    prof.add_argument("--seq-lens", default=None, metavar="N,N,...", help="default 128,256,...,8192")
+    prof.add_argument("--batch", default="1", metavar="N[,N...]", help="batch size(s), default 1")
+    prof.add_argument("--what", default="flops,memory,latency", help="any of flops,memory,latency")
+    prof.add_argument("--phases", default=None, help="e.g. forward,train_step (default: each measurement's own)")
+    prof.add_argument("--repeats", type=int, default=5, help="timed repeats per latency point (default 5)")
+    prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")
+    prof.add_argument("--sdpa-backend", default=None, choices=("flash", "efficient", "cudnn", "math"))
+    prof.add_argument("--no-cache", action="store_true", help="measure again even when a cached result exists")
+    prof.add_argument("--time-limit", type=float, default=None, metavar="S",
+                      help="run in a child process killed after S seconds (unfinished points: status timeout)")
+    prof.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: Markdown "
+                      "on stdout)")
+    prof.set_defaults(run=_profile)
+
+    dash = sub.add_parser("dashboard", help="open the Streamlit dashboard")
+    dash.add_argument("--port", type=int, default=None)
+    dash.add_argument("--headless", action="store_true", help="do not open a browser")
+    dash.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="further arguments for streamlit run")
+    dash.set_defaults(run=_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"xtlens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `xtlens estimate --format table | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
