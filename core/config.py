@@ -141,11 +141,12 @@ class ModelConfig:
                 raise ConfigError("attn_kv_heads", self.attn_kv_heads, f"a divisor of heads = {self.heads}: one of {divisors}")
         if self.alibi_num_heads is not None:
             _check_int("alibi_num_heads", self.alibi_num_heads, 1, self.heads)
-        if self.uses_rotary and self.attn_dim_head % 4:
+        if self.uses_rotary and (self.attn_dim_head % 4 or self.attn_dim_head < 8):
             raise ConfigError(
                 "attn_dim_head",
                 self.attn_dim_head,
-                "a multiple of 4 with rotary embeddings (the rotary width attn_dim_head // 2 must be even)",
+                "a multiple of 4 from 8 up with rotary embeddings (the rotary width attn_dim_head // 2 must be even,"
+                " and x-transformers divides by rotary width - 2)",
             )
         if self.shift_tokens >= self.dim:
             raise ConfigError("shift_tokens", self.shift_tokens, f"an integer from 0 to {self.dim - 1} (less than dim)")

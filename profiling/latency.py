@@ -555,7 +555,7 @@ def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name
     median_ms = statistics.median(times)
     achieved = flops / (median_ms / 1e3) if median_ms > 0 else None
     tf32 = dev.startswith("cuda") and torch.backends.cuda.matmul.allow_tf32
-    peak = peak_flops_per_s(name, wl.dtype, tf32=tf32) if dev.startswith("cuda") else None
+    peak = peak_flops_per_s(name, wl.dtype, tf32=tf32)  # None for a CPU or an unknown GPU
     method = _method(phase, dev, forced=forced, flops_basis=basis, context=context)
     if phase == "decode" and cfg.shift_tokens:
         method += ("; note: x-transformers' ShiftTokens does not carry the previous token across cached steps, so "

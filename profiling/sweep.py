@@ -439,7 +439,7 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
         from profiling import memory
 
         kw = {}
-        phases = _phases_for(what, options, getattr(memory, "PHASES", options.phases or ()))
+        phases = _phases_for(what, options, memory.MEMORY_PHASES)
         if phases is not None:
             kw["phases"] = phases
         return list(memory.measure_memory(cfg, wl, device=device, config_name=config_name, **kw))

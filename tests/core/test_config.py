@@ -65,6 +65,7 @@ def test_derived_quantities_follow_x_transformers():
         ({"attn_one_kv_head": False, "attn_kv_heads": 16}, "attn_kv_heads", "from 1 to 8"),
         ({"attn_dim_head": 6}, "attn_dim_head", "multiple of 4"),
         ({"attn_dim_head": 2}, "attn_dim_head", "from 4"),
+        ({"attn_dim_head": 4}, "attn_dim_head", "from 8 up with rotary"),
         ({"ff_mult": 0}, "ff_mult", "from 0.125"),
         ({"ff_mult": True}, "ff_mult", "a number"),
         ({"shift_tokens": -1}, "shift_tokens", "from 0"),
@@ -111,7 +112,7 @@ valid_configs = st.builds(
     dim=st.integers(8, 4096),
     depth=st.integers(1, 64),
     heads=st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16]),
-    dh_mult=st.integers(1, 64),
+    dh_mult=st.integers(2, 64),
     ff_mult=st.one_of(st.integers(1, 8), st.sampled_from([0.5, 1.5, 2.6666666666666665, 3.25])),
     flags=st.fixed_dictionaries({k: st.booleans() for k in (
         "use_abs_pos_emb", "tie_embedding", "ff_glu", "attn_flash", "alibi_pos_bias", "rotary_pos_emb",

@@ -125,8 +125,7 @@ def model_configs(draw) -> ModelConfig:
         dim=dim,
         depth=draw(st.integers(1, 3)),
         heads=heads,
-        # attn_dim_head=4 with rotary passes ModelConfig but x-transformers 2.31 cannot build it (rotary width 2:
-        # ZeroDivisionError in RotaryEmbedding.__init__); reported, excluded here
+        # with rotary, ModelConfig requires attn_dim_head >= 8 (x-transformers 2.31 divides by rotary width - 2)
         attn_dim_head=draw(st.sampled_from([8, 12, 16, 20] if rotary or rotary_xpos else [4, 8, 12, 16, 20])),
         ff_mult=draw(st.sampled_from([0.5, 1, 1.5, 2, 3.7, 4])),
         ff_glu=draw(st.booleans()),
