@@ -162,3 +162,17 @@ def test_real_flops_sweep_matches_the_cost_model() -> None:
     assert fwd.device == "cpu" and fwd.torch_version and fwd.xtransformers_version == "2.31.10"
     assert rows[3].predicted_flops == flop_counts(TINY, Workload(seq_len=32)).train_step_flops
     assert rows[3].torch_counter_flops > 0 and rows[3].fvcore_flops is None
+
+
+def test_real_memory_and_latency_points() -> None:
+    from core.cost_model import estimate
+
+    opts = SweepOptions(device="cpu", phases=("inference", "forward"), warmup=1, repeats=2, use_cache=False)
+    rows = run_sweep([("tiny", TINY)], seq_len_workloads([32]), what=["memory", "latency"], options=opts)
+    assert all(r.status == "ok" for r in rows), [r.error for r in rows]
+    assert {r.phase for r in rows if r.measurement == "memory"} == {"inference"}
+    weights = next(r for r in rows if r.measurement == "memory" and r.component == "weights")
+    assert weights.measured_bytes == weights.predicted_bytes == estimate(TINY, Workload(seq_len=32))["weights_bytes"]
+    (lat,) = [r for r in rows if r.measurement == "latency"]
+    assert lat.phase == "forward" and lat.repeats == 2 and lat.warmup == 1
+    assert 0 < lat.latency_min_ms <= lat.latency_median_ms <= lat.latency_max_ms
