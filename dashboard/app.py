@@ -1,0 +1,60 @@
+"""xtlens dashboard entry point: ``streamlit run dashboard/app.py`` from the repository root.
+
+Page setup and navigation only: the sidebar (``controls``) fills the configuration, ``state`` turns
+it into a ``ModelConfig`` and ``Workload`` (or the error that names the field), and the open tab's
+view renders. Only the open tab runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # `streamlit run dashboard/app.py` puts dashboard/, not the repo root, on sys.path
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from core.config import Workload  # noqa: E402
+from dashboard import controls, data, state  # noqa: E402
+from dashboard.views import Ctx, compare, export, flops, latency, memory, overview, tradeoffs  # noqa: E402
+
+VIEWS = {
+    "Overview": overview.render,
+    "FLOPs": flops.render,
+    "Memory": memory.render,
+    "Latency": latency.render,
+    "Trade-offs": tradeoffs.render,
+    "Compare": compare.render,
+    "Export": export.render,
+}
+
+st.set_page_config(page_title="xtlens: x-transformers decoder costs", page_icon=":material/memory:", layout="wide")
+
+device_labels = dict(data.devices())
+state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
+slots = controls.sidebar(device_labels)
+cfg, cfg_error = state.read_config()
+wl, wl_error = state.read_workload(cfg)
+errors = [e for e in (cfg_error, wl_error) if e is not None]
+controls.show_errors(slots, errors)
+
+st.title("xtlens: what an x-transformers decoder costs")
+for note in state.url_notes():
+    st.warning(note)
+
+if errors or cfg is None or wl is None:
+    st.error("This configuration is not valid, so nothing is computed until it is fixed:\n\n"
+             + "\n\n".join(f"- **{getattr(e, 'field', '')}**: {e}" for e in errors)
+             + "\n\nThe message is also shown next to the control in the sidebar.")
+else:
+    device = state.read_device()
+    state.sync_url(cfg, wl, device, state.current_view("Overview"))
+    ctx = Ctx(cfg=cfg, wl=wl, device=device, device_label=device_labels.get(device, device))
+    st.caption(f"`{cfg.to_snippet().replace(chr(10), ' ')}` — batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}")
+    tabs = st.tabs(list(VIEWS), key=state.VIEW_KEY, on_change="rerun")
+    for tab, render in zip(tabs, VIEWS.values(), strict=True):
+        if tab.open:
+            with tab:
+                render(ctx)

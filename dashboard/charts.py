@@ -1,0 +1,280 @@
+"""Chart builders: pure functions ``DataFrame -> plotly Figure`` (no Streamlit, no I/O).
+
+Every axis title carries its unit: bytes are shown in GiB (2**30 bytes), FLOPs count one
+multiply-add as 2 FLOPs, latencies are in milliseconds. Sequence-length axes are logarithmic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.tables import COMPONENT_ORDER, GIB, loglog_slope, regime
+
+FLOPS_AXIS = "FLOPs (1 multiply-add = 2 FLOPs)"
+GIB_AXIS = "memory (GiB = 2^30 bytes)"
+SEQ_AXIS = "sequence length (tokens, log scale)"
+MS_AXIS = "latency (ms, log scale)"
+PALETTE = {
+    "weights": "#4C78A8", "gradients": "#72B7B2", "AdamW state": "#54A24B", "activations": "#F58518",
+    "KV cache": "#B279A2", "ALiBi bias": "#E45756", "other": "#9D9D9D",
+}
+SERIES = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D"]
+
+
+def _layout(fig: go.Figure, title: str, *, x: str, y: str, height: int = 420) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        hovermode="closest",
+    )
+    return fig
+
+
+def _seq_xaxis(fig: go.Figure, xs: Sequence[float]) -> None:
+    """Log x axis with ticks at powers of two (sequence lengths)."""
+    xs = [float(v) for v in xs if v and v > 0]
+    if xs:
+        ticks = nice_ticks(xs)
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{int(t):,}" for t in ticks])
+    else:
+        fig.update_xaxes(type="log")
+
+
+def _empty(title: str, message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, x="", y="", height=240)
+
+
+# --- overview ----------------------------------------------------------------------------------------
+
+def params_bar(frame: pd.DataFrame, *, title: str = "Parameters: embedding vs non-embedding (count)") -> go.Figure:
+    """``frame``: part, num_params."""
+    fig = go.Figure(go.Bar(
+        x=frame["num_params"].tolist(), y=frame["part"].tolist(), orientation="h",
+        text=[f"{int(v):,}" for v in frame["num_params"]], textposition="auto",
+        marker_color=SERIES[: len(frame)],
+        hovertemplate="%{y}: %{x:,} parameters<extra></extra>",
+    ))
+    return _layout(fig, title, x="parameters (count)", y="", height=220)
+
+
+def flops_split_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """``frame``: part, flops (FLOPs of one forward, by matmul family)."""
+    total = float(frame["flops"].sum()) or 1.0
+    fig = go.Figure(go.Bar(
+        x=frame["flops"].tolist(), y=frame["part"].tolist(), orientation="h",
+        text=[f"{v / total:.0%}" for v in frame["flops"]], textposition="auto",
+        marker_color=SERIES[0],
+        hovertemplate="%{y}: %{x:.4s} FLOPs<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, x=FLOPS_AXIS, y="", height=300)
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------------
+
+def flops_vs_seq(frame: pd.DataFrame, *, title: str = "Closed-form FLOPs vs sequence length (log-log)") -> go.Figure:
+    """``frame``: seq_len_tokens, fwd_flops, fwd_flops_causal, train_step_flops."""
+    fig = go.Figure()
+    series = (("fwd_flops", "forward, full n x n attention"), ("fwd_flops_causal", "forward, causal half"),
+              ("train_step_flops", "training step (3 x forward)"))
+    for i, (col, name) in enumerate(series):
+        fig.add_trace(go.Scatter(x=frame["seq_len_tokens"].tolist(), y=frame[col].tolist(), mode="lines+markers",
+                                 name=name, line={"color": SERIES[i]},
+                                 hovertemplate="n=%{x}: %{y:.4s} FLOPs<extra>" + name + "</extra>"))
+    _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
+    fig.update_yaxes(type="log")
+    return _layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
+
+
+def breakdown_bar(frame: pd.DataFrame, *, label: str, value: str, title: str, x_title: str,
+                  top: int = 25) -> go.Figure:
+    """Horizontal bars of the ``top`` largest ``value`` per ``label`` (per-module / per-operator breakdowns)."""
+    if frame.empty:
+        return _empty(title, "no rows")
+    data = frame[[label, value]].dropna().sort_values(value, ascending=False).head(top)
+    fig = go.Figure(go.Bar(x=data[value].astype(float).tolist(), y=data[label].astype(str).tolist(), orientation="h",
+                           marker_color=SERIES[0], hovertemplate="%{y}: %{x:.4s}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, x=x_title, y="", height=max(260, 24 * len(data) + 100))
+
+
+def crosscheck_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Grouped bars, one group per ``phase``: ``frame`` columns phase, method, flops."""
+    if frame.empty:
+        return _empty(title, "no rows")
+    fig = go.Figure()
+    for i, (method, group) in enumerate(frame.groupby("method", sort=False)):
+        fig.add_trace(go.Bar(x=group["phase"].tolist(), y=group["flops"].astype(float).tolist(), name=str(method),
+                             marker_color=SERIES[i % len(SERIES)],
+                             hovertemplate="%{x}: %{y:.5s} FLOPs<extra>" + str(method) + "</extra>"))
+    fig.update_layout(barmode="group")
+    return _layout(fig, title, x="phase", y=FLOPS_AXIS)
+
+
+# --- memory --------------------------------------------------------------------------------------------
+
+def memory_stacked(frame: pd.DataFrame, *, mode: str, title: str | None = None) -> go.Figure:
+    """Stacked areas of memory by component vs sequence length for one ``mode`` (inference or training).
+
+    ``frame``: seq_len_tokens, mode, component, bytes (long format).
+    """
+    data = frame[frame["mode"] == mode]
+    title = title or f"Predicted {mode} memory by component (stacked)"
+    fig = go.Figure()
+    present = [c for c in COMPONENT_ORDER if c in set(data["component"])]
+    for comp in present:
+        part = data[data["component"] == comp].sort_values("seq_len_tokens")
+        if not (part["bytes"] != 0).any():
+            continue
+        fig.add_trace(go.Scatter(
+            x=part["seq_len_tokens"].tolist(), y=(part["bytes"].astype(float) / GIB).tolist(), name=comp,
+            stackgroup="one", mode="lines", line={"width": 0.5, "color": PALETTE.get(comp)},
+            hovertemplate="n=%{x}: %{y:.3f} GiB<extra>" + comp + "</extra>",
+        ))
+    _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
+    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
+
+
+def measured_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Lines per phase: predicted (dashed) and measured (markers) GiB vs sequence length.
+
+    ``frame``: seq_len_tokens, phase, predicted_bytes, measured_bytes.
+    """
+    if frame.empty:
+        return _empty(title, "not measured yet — press Measure")
+    fig = go.Figure()
+    for i, (phase, group) in enumerate(frame.groupby("phase", sort=False)):
+        group = group.sort_values("seq_len_tokens")
+        color = SERIES[i % len(SERIES)]
+        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(),
+                                 y=(group["predicted_bytes"].astype(float) / GIB).tolist(),
+                                 name=f"{phase}: predicted", mode="lines", line={"dash": "dash", "color": color},
+                                 hovertemplate="n=%{x}: %{y:.3f} GiB<extra>predicted</extra>"))
+        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(),
+                                 y=(group["measured_bytes"].astype(float) / GIB).tolist(),
+                                 name=f"{phase}: measured", mode="markers", marker={"size": 9, "color": color},
+                                 hovertemplate="n=%{x}: %{y:.3f} GiB<extra>measured</extra>"))
+    _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
+    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
+
+
+# --- latency -------------------------------------------------------------------------------------------
+
+def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_ms",
+                   y_title: str = MS_AXIS, series: str = "series") -> go.Figure:
+    """Log-log latency vs sequence length, one line per ``series`` with its fitted slope in the legend.
+
+    ``frame``: seq_len_tokens, ``series``, ``y``, optional latency_min_ms / latency_max_ms (error bars) and
+    sdpa_backend (the kernel that ran, shown as the point label and in the hover).
+    """
+    data = frame.dropna(subset=[y])
+    if data.empty:
+        return _empty(title, "not measured yet — press Measure")
+    fig = go.Figure()
+    for i, (name, group) in enumerate(data.groupby(series, sort=False)):
+        group = group.sort_values("seq_len_tokens")
+        xs = group["seq_len_tokens"].astype(float).tolist()
+        ys = group[y].astype(float).tolist()
+        slope = loglog_slope(xs, ys)
+        label = f"{name} — slope {slope:.2f} ({regime(slope)})" if slope is not None else str(name)
+        kernels = group["sdpa_backend"].fillna("n/a").astype(str).tolist() if "sdpa_backend" in group else None
+        err = None
+        if y == "latency_median_ms" and {"latency_min_ms", "latency_max_ms"} <= set(group.columns):
+            err = {"type": "data", "symmetric": False,
+                   "array": (group["latency_max_ms"].astype(float) - group[y].astype(float)).tolist(),
+                   "arrayminus": (group[y].astype(float) - group["latency_min_ms"].astype(float)).tolist(),
+                   "thickness": 1}
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, name=label, mode="lines+markers", line={"color": SERIES[i % len(SERIES)]},
+            error_y=err, customdata=kernels,
+            hovertemplate="n=%{x}: %{y:.4g}<br>kernel: %{customdata}<extra>" + str(name) + "</extra>"
+            if kernels else "n=%{x}: %{y:.4g}<extra>" + str(name) + "</extra>",
+        ))
+    _seq_xaxis(fig, data["seq_len_tokens"].tolist())
+    fig.update_yaxes(type="log")
+    return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
+
+
+def slope_guides(fig: go.Figure, x0: float, y0: float, x1: float) -> go.Figure:
+    """Add dotted reference lines of slope 1 (linear) and 2 (quadratic) through (x0, y0)."""
+    for slope, name in ((1, "slope 1 (linear)"), (2, "slope 2 (quadratic)")):
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y0 * (x1 / x0) ** slope], mode="lines", name=name,
+                                 line={"dash": "dot", "color": "#BBBBBB", "width": 1}, hoverinfo="skip"))
+    return fig
+
+
+# --- trade-offs ------------------------------------------------------------------------------------------
+
+def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_title: str,
+                 scale: float = 1.0, log_y: bool = False, reference: float | None = None,
+                 reference_label: str = "") -> go.Figure:
+    """``metric`` against the swept ``axis`` value; the current configuration is a larger marker."""
+    if frame.empty:
+        return _empty(title, "no valid configuration on this axis")
+    data = frame.sort_values("value")
+    xs = data["value"].astype(float).tolist()
+    ys = (data[metric].astype(float) / scale).tolist()
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name=metric, line={"color": SERIES[0]},
+                               hovertemplate=axis + "=%{x}: %{y:.4g}<extra></extra>"))
+    cur = data[data["is_current"]]
+    if not cur.empty:
+        fig.add_trace(go.Scatter(x=cur["value"].astype(float).tolist(), y=(cur[metric].astype(float) / scale).tolist(),
+                                 mode="markers", name="current config",
+                                 marker={"size": 14, "color": SERIES[3], "symbol": "diamond"},
+                                 hovertemplate=axis + "=%{x}: %{y:.4g}<extra>current</extra>"))
+    if reference is not None:
+        fig.add_hline(y=reference / scale, line_dash="dot", line_color="#888888",
+                      annotation_text=reference_label, annotation_position="top left")
+    fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    fig.update_layout(showlegend=False)
+    return _layout(fig, title, x=f"{axis} (log scale)", y=y_title, height=320)
+
+
+# --- compare ------------------------------------------------------------------------------------------
+
+def compare_bars(long: pd.DataFrame, *, metric: str, title: str, y_title: str, scale: float = 1.0) -> go.Figure:
+    """One bar per configuration for ``metric`` (rows of ``tables.compare_table``)."""
+    data = long[long["metric"] == metric]
+    if data.empty:
+        return _empty(title, "nothing to compare")
+    fig = go.Figure(go.Bar(x=data["config"].tolist(), y=(data["value"].astype(float) / scale).tolist(),
+                           marker_color=SERIES[: len(data)], hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
+    return _layout(fig, title, x="configuration", y=y_title, height=320)
+
+
+def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, x_title: str, y_title: str,
+                  scale: float = 1.0, log_x: bool = True, log_y: bool = False) -> go.Figure:
+    """One line per ``series`` value (e.g. configuration) of ``y`` against ``x``."""
+    if frame.empty:
+        return _empty(title, "nothing to show")
+    fig = go.Figure()
+    for i, (name, group) in enumerate(frame.groupby(series, sort=False)):
+        group = group.sort_values(x)
+        fig.add_trace(go.Scatter(x=group[x].astype(float).tolist(), y=(group[y].astype(float) / scale).tolist(),
+                                 mode="lines+markers", name=str(name), line={"color": SERIES[i % len(SERIES)]},
+                                 hovertemplate="%{x}: %{y:.4g}<extra>" + str(name) + "</extra>"))
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return _layout(fig, title, x=x_title, y=y_title)
+
+
+def nice_ticks(values: Sequence[float]) -> list[float]:
+    """Powers of two covering ``values`` (tick positions for log axes of sequence lengths)."""
+    lo, hi = min(values), max(values)
+    return [2.0**k for k in range(int(math.floor(math.log2(lo))), int(math.ceil(math.log2(hi))) + 1)]

@@ -1,0 +1,86 @@
+"""The sidebar: configuration source (preset / pasted code), model size, flags, workload.
+
+Draws widgets whose values live under the keys of ``dashboard.state``; returns nothing but the
+per-field error slots, so a ``ConfigError`` is shown right under the control it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import streamlit as st
+
+from core.config import PRESETS, SEED_SNIPPET
+from dashboard import schema, state
+
+
+def _number(spec: schema.FieldSpec, key: str) -> None:
+    kwargs = {"min_value": spec.lo, "max_value": spec.hi, "step": spec.step, "key": key, "help": spec.help}
+    if spec.kind == "float":
+        kwargs.update(min_value=float(spec.lo), max_value=float(spec.hi), step=float(spec.step), format="%g")
+    else:
+        kwargs.update(min_value=int(spec.lo), max_value=int(spec.hi), step=int(spec.step))
+    if spec.placeholder:
+        kwargs["placeholder"] = spec.placeholder
+    st.number_input(spec.label, **kwargs)
+
+
+def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.DeltaGenerator]:
+    """Draw the sidebar; returns one empty slot per field name for its error message."""
+    slots: dict[str, st.delta_generator.DeltaGenerator] = {}
+    with st.sidebar:
+        st.header("Configuration")
+        _source()
+        slots["_top"] = st.empty()
+        with st.expander("Model size", expanded=True):
+            for spec in schema.SIZE_FIELDS:
+                _number(spec, state.cfg_key(spec.name))
+                slots[spec.name] = st.empty()
+        with st.expander("Flags (what they do: hover ?)", expanded=True):
+            for spec in schema.FLAG_FIELDS:
+                st.checkbox(spec.label, key=state.cfg_key(spec.name), help=spec.help)
+                slots[spec.name] = st.empty()
+        st.header("Workload")
+        seq = schema.WORKLOAD_SPECS["seq_len"]
+        st.slider(seq.label, min_value=int(seq.lo), max_value=int(seq.hi), step=int(seq.step),
+                  key=state.wl_key("seq_len"), help=seq.help)
+        slots["seq_len"] = st.empty()
+        batch = schema.WORKLOAD_SPECS["batch"]
+        st.number_input(batch.label, min_value=int(batch.lo), max_value=int(batch.hi), step=1,
+                        key=state.wl_key("batch"), help=batch.help)
+        slots["batch"] = st.empty()
+        st.selectbox("dtype (weights and activations)", schema.DTYPES, key=state.wl_key("dtype"),
+                     help="Bytes per element: float32 = 4, bfloat16 / float16 = 2.")
+        _device(device_labels)
+    return slots
+
+
+def _source() -> None:
+    st.selectbox("Preset", list(PRESETS), key=state.PRESET_KEY,
+                 help="seed = the configuration of seed-analysis.md.")
+    st.button("Load preset", key="src.load_preset", on_click=state.on_load_preset, width="stretch")
+    with st.expander("Paste x-transformers code"):
+        st.text_area("TransformerWrapper(...) code", key=state.SNIPPET_KEY, height=170, placeholder=SEED_SNIPPET,
+                     help="Parsed with Python's ast, never executed. Only literal keyword values are read.")
+        st.button("Load code", key="src.load_snippet", on_click=state.on_load_snippet, width="stretch")
+    note = state.source_note()
+    if note:
+        kind, message = note
+        (st.success if kind == "ok" else st.error)(message)
+
+
+def _device(device_labels: dict[str, str]) -> None:
+    options = list(device_labels)
+    st.selectbox("device (for measurements)", options, key=state.wl_key("device"),
+                 format_func=lambda d: device_labels.get(d, d),
+                 help="Closed-form numbers need no device. Measurements run on this device.")
+    if not any(d.startswith("cuda") for d in options):
+        st.caption("No CUDA GPU is visible to PyTorch here: measurements run on the CPU.")
+
+
+def show_errors(slots: dict, errors: Sequence[Exception]) -> None:
+    """Put each error under the control it names (or at the top of the sidebar)."""
+    for exc in errors:
+        field = getattr(exc, "field", None)
+        slot = slots.get(field) or slots["_top"]
+        slot.error(f"**{field}**: {exc}" if field else str(exc))

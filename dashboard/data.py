@@ -1,0 +1,128 @@
+"""Cached computations behind the views. Arguments are plain JSON/ints so the caches key on values.
+
+Closed-form numbers (``core.cost_model``) are microseconds each and recomputed on every widget
+change; anything that imports torch (the builder's effective kwargs, exact parameter counts on the
+meta device) is cached per configuration. Measurements never run here: they are submitted to the
+worker (``dashboard.jobs``). Nothing returned here is a model: a cached model could be mutated by one
+session and seen by another, so only numbers and tables are cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from core import cost_model
+from core.config import ModelConfig, Workload
+from dashboard import tables
+
+
+def _cfg(cfg_json: str) -> ModelConfig:
+    return ModelConfig.from_json(cfg_json)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _estimate(cfg_json: str, batch: int, seq_len: int, dtype: str) -> dict:
+    return cost_model.estimate(_cfg(cfg_json), Workload(batch=batch, seq_len=seq_len, dtype=dtype))
+
+
+def estimate(cfg: ModelConfig, wl: Workload) -> dict:
+    """``core.cost_model.estimate`` (cached; returns a copy the caller may modify)."""
+    return dict(_estimate(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype))
+
+
+def _estimate_fn(cfg: ModelConfig, wl: Workload) -> dict:
+    return estimate(cfg, wl)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _memory_curve(cfg_json: str, batch: int, dtype: str, seq_lens: tuple[int, ...]) -> pd.DataFrame:
+    return tables.memory_curve(_estimate_fn, _cfg(cfg_json), Workload(batch=batch, dtype=dtype,
+                                                                      seq_len=seq_lens[0]), seq_lens)
+
+
+def memory_curve(cfg: ModelConfig, wl: Workload, seq_lens: tuple[int, ...]) -> pd.DataFrame:
+    return _memory_curve(cfg.to_json(), wl.batch, wl.dtype, tuple(seq_lens)).copy()
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _flops_curve(cfg_json: str, batch: int, dtype: str, seq_lens: tuple[int, ...]) -> pd.DataFrame:
+    return tables.flops_curve(_estimate_fn, _cfg(cfg_json), Workload(batch=batch, dtype=dtype,
+                                                                     seq_len=seq_lens[0]), seq_lens)
+
+
+def flops_curve(cfg: ModelConfig, wl: Workload, seq_lens: tuple[int, ...]) -> pd.DataFrame:
+    return _flops_curve(cfg.to_json(), wl.batch, wl.dtype, tuple(seq_lens)).copy()
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _sweep(cfg_json: str, batch: int, seq_len: int, dtype: str, axis: str,
+           dataset_tokens: float) -> tuple[pd.DataFrame, list[str]]:
+    cfg = _cfg(cfg_json)
+    wl = Workload(batch=batch, seq_len=seq_len, dtype=dtype)
+    values = tables.sweep_values(axis, getattr(cfg, axis))
+    return tables.sweep_table(_estimate_fn, cfg, wl, axis, values, dataset_tokens=dataset_tokens)
+
+
+def sweep(cfg: ModelConfig, wl: Workload, axis: str, dataset_tokens: float) -> tuple[pd.DataFrame, list[str]]:
+    frame, skipped = _sweep(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype, axis, float(dataset_tokens))
+    return frame.copy(), list(skipped)
+
+
+# --- the real model's keywords and parameter counts (imports torch + x-transformers once) ---------------
+
+@dataclass(frozen=True, kw_only=True)
+class BuilderView:
+    """What ``core.builder`` says about a configuration (no model kept)."""
+
+    code: str
+    translations: tuple[tuple[str, str, str, str], ...]  # keyword, requested, effective, reason
+    post_init: tuple[str, ...]
+    notes: tuple[str, ...]
+    num_params: int | None  # exact count of the 2.31 model (meta device)
+    xt1191_num_params: int | None
+    differences: tuple[tuple[str, str, int, str], ...]  # role, shape, count, cause
+    xtransformers_version: str
+    error: str | None = None
+
+
+@st.cache_data(max_entries=256, show_spinner="Reading the x-transformers model (first time only)…")
+def builder_view(cfg_json: str) -> BuilderView:
+    from core import builder
+
+    cfg = _cfg(cfg_json)
+    kw = builder.effective_kwargs(cfg)
+    translations = tuple((t.keyword, repr(t.requested), ", ".join(f"{k}={v!r}" for k, v in t.effective.items()),
+                          t.reason) for t in kw.translations)
+    diffs = tuple((d.role, "x".join(map(str, d.shape)), d.count, d.cause)
+                  for d in builder.xt1191_param_differences(cfg))
+    version = builder.installed_xtransformers_version()
+    try:
+        n = builder.num_params(cfg)
+        n1191 = builder.xt1191_num_params(cfg)
+        error = None
+    except builder.BuildError as exc:
+        n = n1191 = None
+        error = str(exc)
+    return BuilderView(code=kw.as_code(), translations=translations, post_init=kw.post_init, notes=kw.notes,
+                       num_params=n, xt1191_num_params=n1191, differences=diffs, xtransformers_version=version,
+                       error=error)
+
+
+# --- devices -------------------------------------------------------------------------------------------
+
+@st.cache_resource(show_spinner=False)
+def devices() -> tuple[tuple[str, str], ...]:
+    """(device, plain description) pairs: every CUDA GPU first when present, then the CPU."""
+    import torch
+
+    from profiling import device as dev
+
+    out = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append((f"cuda:{i}", f"GPU {i}: {dev.device_name(f'cuda:{i}')}"))
+    out.append(("cpu", f"CPU: {dev.cpu_name()}"))
+    return tuple(out)

@@ -1,0 +1,151 @@
+"""Measurements on request: one ``profiling.worker.JobManager`` per server, jobs polled from fragments.
+
+A job runs in a child process (``profiling.worker``), so a long CPU sweep never blocks the page and
+never takes the server down. The manager keys jobs by (configurations, workloads, device, what,
+options): pressing Measure again, in this or another browser session, returns the running or finished
+job, so results are cached per (config, workload, device). Only immutable rows are shared; no model
+lives in this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from core.config import ModelConfig, Workload
+from dashboard import state
+from dashboard.views.common import NOT_MEASURED
+from profiling.records import to_frame
+from profiling.sweep import SweepOptions
+from profiling.worker import Job, JobManager, JobSpec
+
+TIME_LIMIT_S = 600.0
+POLL_S = 1.0
+
+
+@st.cache_resource(show_spinner=False)
+def manager() -> JobManager:
+    return JobManager(max_running=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """A measurement the page can ask for; ``label`` says what it is in words."""
+
+    label: str
+    what: tuple[str, ...]
+    configs: tuple[tuple[str, ModelConfig], ...]
+    workloads: tuple[Workload, ...]
+    device: str
+    phases: tuple[str, ...] | None = None
+    repeats: int = 5
+    warmup: int = 2
+    measure: str | None = None  # "module:function" run in the child instead of profiling.sweep.measure_point
+
+    def options(self) -> SweepOptions:
+        return SweepOptions(device=self.device, phases=self.phases, repeats=self.repeats, warmup=self.warmup)
+
+    def spec(self) -> JobSpec:
+        return JobSpec.make(self.what, list(self.configs), self.workloads, self.options(),
+                            time_limit_s=TIME_LIMIT_S, measure=self.measure)
+
+    def key(self) -> str:
+        return self.spec().key()
+
+    @property
+    def points(self) -> int:
+        return len(self.configs) * len(self.workloads) * len(self.what)
+
+
+def find(req: Request) -> Job | None:
+    return manager().get(req.key())
+
+
+def submit(req: Request) -> Job:
+    job = manager().submit(req.what, list(req.configs), list(req.workloads), req.options(),
+                           time_limit_s=TIME_LIMIT_S, measure=req.measure)
+    state.remember_job(job.key, req.label)
+    return job
+
+
+def frame_of(job: Job) -> pd.DataFrame:
+    return to_frame(job.result())
+
+
+def results(job_keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    """(key, table) of every finished job among ``job_keys`` (for the session export)."""
+    out = []
+    for key in job_keys:
+        job = manager().get(key)
+        if job is not None and job.done():
+            out.append((key, frame_of(job)))
+    return out
+
+
+def panel(req: Request, *, key: str, button: str = "Measure", help: str | None = None) -> pd.DataFrame | None:
+    """The Measure button, then a live progress bar, then the rows (a DataFrame) once the job is done.
+
+    Returns None until the job has finished. The progress bar is a fragment re-run every second: it
+    polls the child process and reruns the whole page once, when the job ends.
+    """
+    job = find(req)
+    if job is None:
+        cols = st.columns([1, 3])
+        with cols[0]:
+            pressed = st.button(button, key=f"measure.{key}", type="primary", help=help, width="stretch")
+        with cols[1]:
+            st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {req.device}; runs in a separate "
+                       f"process (time limit {TIME_LIMIT_S:g} s), the page stays usable.")
+        if not pressed:
+            return None
+        job = submit(req)
+    if not job.done():
+        _progress(job.key, req.label)
+        return None
+    frame = frame_of(job)
+    bad = frame[frame["status"] != "ok"]
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"{req.label}: measured on {frame['device_name'].dropna().iloc[0] if frame['device_name'].notna().any() else req.device} "
+                   f"in {job.elapsed_s:.1f} s ({job.outcome}); {len(frame)} row(s)"
+                   + (f", {len(bad)} failed" if len(bad) else "") + ".")
+        if st.button("Measure again", key=f"remeasure.{key}", type="tertiary"):
+            manager().forget(job.key)
+            st.rerun()
+    for message in bad["error"].dropna().unique()[:3]:
+        st.warning(str(message))
+    return frame
+
+
+def _progress(job_key: str, label: str) -> None:
+    @st.fragment(run_every=POLL_S)
+    def poll() -> None:
+        job = manager().get(job_key)
+        if job is None:
+            return
+        fraction, message = job.progress()
+        st.progress(min(max(fraction, 0.0), 1.0), text=f"{label} — {message} ({job.elapsed_s:.0f} s)")
+        cols = st.columns([1, 4])
+        if cols[0].button("Cancel", key=f"cancel.{job_key}"):
+            job.cancel()
+        if job.done():
+            st.rerun(scope="app")
+
+    poll()
+
+
+def measured_value(frame: pd.DataFrame | None, *, measurement: str, phase: str, column: str,
+                   component: str = "total", seq_len: int | None = None) -> float | None:
+    """One value from a measurement table (None when absent or failed)."""
+    if frame is None or frame.empty:
+        return None
+    sel = frame[(frame["measurement"] == measurement) & (frame["phase"] == phase)
+                & (frame["component"] == component) & (frame["status"] == "ok")]
+    if seq_len is not None:
+        sel = sel[sel["seq_len_tokens"] == seq_len]
+    values = sel[column].dropna()
+    return None if values.empty else float(values.iloc[0])
+
+

@@ -1,0 +1,80 @@
+"""The whole session as one JSON file (configurations and result tables) and back. Pure (no Streamlit).
+
+Format (``xtlens_session`` = 1)::
+
+    {"xtlens_session": 1, "config": {...ModelConfig fields...}, "workload": {"batch", "seq_len", "dtype"},
+     "device": "cpu", "pins": [{"name": ..., "config": {...}}],
+     "results": [{"name": ..., "rows": [ProfileRecord dicts]}]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.config import ConfigError, ModelConfig, Workload
+from profiling import export
+
+VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinnedConfig:
+    name: str
+    config: ModelConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    config: ModelConfig
+    workload: Workload
+    device: str
+    pins: tuple[PinnedConfig, ...] = ()
+    results: tuple[tuple[str, pd.DataFrame], ...] = ()
+
+
+def to_json(snapshot: Snapshot) -> str:
+    results = []
+    for name, frame in snapshot.results:
+        rows = json.loads(export.to_bytes(frame, "json").decode("utf-8"))
+        results.append({"name": name, "rows": rows})
+    doc = {
+        "xtlens_session": VERSION,
+        "config": snapshot.config.to_dict(),
+        "workload": snapshot.workload.to_dict(),
+        "device": snapshot.device,
+        "pins": [{"name": p.name, "config": p.config.to_dict()} for p in snapshot.pins],
+        "results": results,
+    }
+    return json.dumps(doc, indent=1)
+
+
+def from_json(text: str | bytes) -> Snapshot:
+    """Parse a session file; ``ValueError`` with a message for the page when it is not one."""
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a JSON file: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("xtlens_session") != VERSION:
+        raise ValueError("not an xtlens session file (no \"xtlens_session\": 1): use the Export tab's session download")
+    try:
+        cfg = ModelConfig.from_dict(doc["config"])
+        wl = Workload(**doc["workload"])
+        pins = tuple(PinnedConfig(name=str(p["name"]), config=ModelConfig.from_dict(p["config"]))
+                     for p in doc.get("pins", []))
+        results = tuple((str(r["name"]), export.from_bytes(json.dumps(r["rows"]).encode("utf-8"), "json"))
+                        for r in doc.get("results", []))
+    except ConfigError as exc:
+        raise ValueError(f"the session holds an invalid configuration: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"the session file is incomplete (missing {exc})") from None
+    return Snapshot(config=cfg, workload=wl, device=str(doc.get("device", "cpu")), pins=pins, results=results)
+
+
+def make(cfg: ModelConfig, wl: Workload, device: str, pins: Sequence[tuple[str, ModelConfig]],
+         results: Sequence[tuple[str, pd.DataFrame]]) -> Snapshot:
+    return Snapshot(config=cfg, workload=wl, device=device,
+                    pins=tuple(PinnedConfig(name=n, config=c) for n, c in pins), results=tuple(results))

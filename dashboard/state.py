@@ -1,0 +1,277 @@
+"""The one module that touches ``st.session_state`` and ``st.query_params``.
+
+Widgets are addressed by key: ``cfg.<field>`` for every ``ModelConfig`` field, ``wl.seq_len``,
+``wl.batch``, ``wl.dtype``, ``wl.device`` for the workload, ``view`` for the tab. On the first run of
+a browser session the URL (or the seed) fills those keys; afterwards the widgets are the source of
+truth and every valid configuration is written back to the URL, so a link reproduces the page.
+
+Functions named ``on_*`` are widget callbacks: they only move values between keys (parsing is done
+by ``core.config`` / ``dashboard.session_io``), so the page logic stays testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import streamlit as st
+
+from core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
+from dashboard import schema
+
+CFG = "cfg."
+WL = "wl."
+VIEW_KEY = "view"
+PRESET_KEY = "src.preset"
+SNIPPET_KEY = "src.snippet"
+_STARTED = "_xtlens_started"
+_URL_NOTES = "_xtlens_url_notes"
+_SOURCE_NOTE = "_xtlens_source_note"
+_PINS = "_xtlens_pins"
+_JOBS = "_xtlens_jobs"
+_UPLOADS = "_xtlens_uploads"
+_DEVICES = "_xtlens_devices"
+DEFAULT_PRESET = "seed"
+
+
+def cfg_key(name: str) -> str:
+    return CFG + name
+
+
+def wl_key(name: str) -> str:
+    return WL + name
+
+
+# --- start of a session: URL or seed into the widgets ------------------------------------------------
+
+def start_session(*, default_wl: Workload, devices: Sequence[str], views: Sequence[str]) -> None:
+    """Fill every widget key once per session, from the URL where it says something, else from the seed."""
+    ss = st.session_state
+    if ss.get(_STARTED):
+        return
+    notes: list[str] = []
+    params = {k: st.query_params.get(k) for k in st.query_params.keys()}
+    values = PRESETS[DEFAULT_PRESET].to_dict()
+    for name, raw in params.items():
+        if name in schema.CONFIG_SPECS and raw is not None:
+            try:
+                values[name] = schema.decode(schema.CONFIG_SPECS[name], raw)
+            except ValueError as exc:
+                notes.append(f"The link's value was not used: {exc}.")
+    _write_config_values(values)
+    wl = default_wl.to_dict()
+    for name in ("seq_len", "batch"):
+        if name in params:
+            try:
+                wl[name] = schema.decode(schema.WORKLOAD_SPECS[name], params[name])
+            except ValueError as exc:
+                notes.append(f"The link's value was not used: {exc}.")
+    if "dtype" in params:
+        if params["dtype"] in schema.DTYPES:
+            wl["dtype"] = params["dtype"]
+        else:
+            notes.append(f"The link's value was not used: dtype = {params['dtype']!r} is not allowed: one of "
+                         f"{', '.join(schema.DTYPES)}.")
+    ss[wl_key("seq_len")] = min(int(wl["seq_len"]), schema.MAX_SEQ_LEN_UI)
+    ss[wl_key("batch")] = int(wl["batch"])
+    ss[wl_key("dtype")] = wl["dtype"]
+    device = params.get("device")
+    if device and device not in devices:
+        notes.append(f"The link asks for device {device!r}, which this machine does not have: using "
+                     f"{devices[0]!r} instead.")
+        device = None
+    ss[wl_key("device")] = device or devices[0]
+    ss[_DEVICES] = list(devices)
+    view = params.get(VIEW_KEY)
+    if view in views:
+        ss[VIEW_KEY] = view
+    unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {"seq_len", "batch", "dtype", "device", VIEW_KEY})
+    if unknown:
+        notes.append(f"The link has parameter(s) xtlens does not know, ignored: {', '.join(unknown)}.")
+    ss[PRESET_KEY] = DEFAULT_PRESET
+    ss[_URL_NOTES] = notes
+    ss[_STARTED] = True
+
+
+def url_notes() -> list[str]:
+    return list(st.session_state.get(_URL_NOTES, []))
+
+
+def _write_config_values(values: dict[str, Any]) -> None:
+    for spec in schema.CONFIG_FIELDS:
+        value = values.get(spec.name)
+        if spec.kind == "float" and value is not None:
+            value = float(value)
+        st.session_state[cfg_key(spec.name)] = value
+
+
+# --- reading the widgets --------------------------------------------------------------------------
+
+def read_config() -> tuple[ModelConfig | None, ConfigError | None]:
+    """The configuration the widgets describe, or the error that names the offending field."""
+    values: dict[str, Any] = {}
+    for spec in schema.CONFIG_FIELDS:
+        value = st.session_state.get(cfg_key(spec.name))
+        if spec.kind == "float" and value is not None and float(value).is_integer():
+            value = int(value)  # ff_mult=4 stays 4, as x-transformers' default is written
+        values[spec.name] = value
+    try:
+        return ModelConfig.from_dict(values), None
+    except ConfigError as exc:
+        return None, exc
+
+
+def read_workload(cfg: ModelConfig | None) -> tuple[Workload | None, ConfigError | None]:
+    ss = st.session_state
+    try:
+        wl = Workload(seq_len=int(ss[wl_key("seq_len")]), batch=int(ss[wl_key("batch")]), dtype=ss[wl_key("dtype")])
+        if cfg is not None:
+            wl.check_against(cfg)
+        return wl, None
+    except ConfigError as exc:
+        return None, exc
+
+
+def read_device() -> str:
+    return str(st.session_state.get(wl_key("device"), "cpu"))
+
+
+def devices() -> list[str]:
+    return list(st.session_state.get(_DEVICES, ["cpu"]))
+
+
+def current_view(default: str) -> str:
+    return str(st.session_state.get(VIEW_KEY) or default)
+
+
+# --- the URL --------------------------------------------------------------------------------------
+
+def url_params(cfg: ModelConfig, wl: Workload, device: str, view: str | None = None) -> dict[str, str]:
+    """The query parameters that reproduce (cfg, workload, device, view)."""
+    out = dict(parse_qsl(cfg.to_query(), keep_blank_values=True))
+    out.update({"seq_len": str(wl.seq_len), "batch": str(wl.batch), "dtype": wl.dtype, "device": device})
+    if view:
+        out[VIEW_KEY] = view
+    return out
+
+
+def sync_url(cfg: ModelConfig, wl: Workload, device: str, view: str | None = None) -> None:
+    """Write the valid configuration into the URL (only when it changed)."""
+    wanted = url_params(cfg, wl, device, view)
+    current = {k: st.query_params.get(k) for k in st.query_params.keys()}
+    if current != wanted:
+        st.query_params.from_dict(wanted)
+
+
+# --- loading a configuration into the widgets (callbacks: run before the script) --------------------
+
+def on_load_config(cfg: ModelConfig, note: str = "") -> None:
+    _write_config_values(cfg.to_dict())
+    st.session_state[_SOURCE_NOTE] = ("ok", note) if note else None
+
+
+def on_load_preset() -> None:
+    name = st.session_state.get(PRESET_KEY) or DEFAULT_PRESET
+    on_load_config(PRESETS[name], f"Loaded preset {name!r}.")
+
+
+def on_load_snippet() -> None:
+    text = st.session_state.get(SNIPPET_KEY) or ""
+    try:
+        cfg = parse_snippet(text)
+    except ConfigError as exc:
+        st.session_state[_SOURCE_NOTE] = ("error", str(exc))
+        return
+    on_load_config(cfg, "Loaded the pasted TransformerWrapper(...) code.")
+
+
+def source_note() -> tuple[str, str] | None:
+    """("ok" | "error", message) of the last preset/snippet load, shown once under the loader."""
+    return st.session_state.pop(_SOURCE_NOTE, None)
+
+
+# --- pinned configurations (Compare) ----------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Pin:
+    name: str
+    config: ModelConfig
+
+
+MAX_PINS = 4
+
+
+def pins() -> list[Pin]:
+    return [Pin(name=n, config=ModelConfig.from_json(j)) for n, j in st.session_state.get(_PINS, [])]
+
+
+def on_add_pin(name: str, cfg: ModelConfig) -> None:
+    current = list(st.session_state.get(_PINS, []))
+    if len(current) >= MAX_PINS:
+        st.session_state[_SOURCE_NOTE] = None
+        return
+    names = {n for n, _ in current}
+    unique, i = name, 2
+    while unique in names:
+        unique, i = f"{name} ({i})", i + 1
+    current.append((unique, cfg.to_json()))
+    st.session_state[_PINS] = current
+
+
+def on_remove_pin(index: int) -> None:
+    current = list(st.session_state.get(_PINS, []))
+    if 0 <= index < len(current):
+        del current[index]
+    st.session_state[_PINS] = current
+
+
+def on_clear_pins() -> None:
+    st.session_state[_PINS] = []
+
+
+# --- measurement jobs this session asked for ---------------------------------------------------------
+
+def remember_job(job_id: str, label: str) -> None:
+    jobs = dict(st.session_state.get(_JOBS, {}))
+    jobs[job_id] = label
+    st.session_state[_JOBS] = jobs
+
+
+def session_jobs() -> dict[str, str]:
+    return dict(st.session_state.get(_JOBS, {}))
+
+
+# --- uploaded result tables ------------------------------------------------------------------------
+
+def add_upload(name: str, frame: Any) -> None:
+    uploads = [u for u in st.session_state.get(_UPLOADS, []) if u[0] != name]
+    uploads.append((name, frame))
+    st.session_state[_UPLOADS] = uploads
+
+
+def uploads() -> list[tuple[str, Any]]:
+    return list(st.session_state.get(_UPLOADS, []))
+
+
+def on_clear_uploads() -> None:
+    st.session_state[_UPLOADS] = []
+
+
+# --- whole-session restore ---------------------------------------------------------------------------
+
+def on_restore_session(snapshot: Any) -> None:
+    """Load a ``session_io.Snapshot``: current config and workload into the widgets, pins, result tables."""
+    ss = st.session_state
+    _write_config_values(snapshot.config.to_dict())
+    ss[wl_key("seq_len")] = min(snapshot.workload.seq_len, schema.MAX_SEQ_LEN_UI)
+    ss[wl_key("batch")] = snapshot.workload.batch
+    ss[wl_key("dtype")] = snapshot.workload.dtype
+    if snapshot.device in ss.get(_DEVICES, []):
+        ss[wl_key("device")] = snapshot.device
+    ss[_PINS] = [(p.name, p.config.to_json()) for p in snapshot.pins][:MAX_PINS]
+    for name, frame in snapshot.results:
+        add_upload(name, frame)
+    ss[_SOURCE_NOTE] = ("ok", f"Restored a saved session ({len(snapshot.pins)} pinned configuration(s), "
+                              f"{len(snapshot.results)} result table(s)).")

@@ -1,0 +1,289 @@
+"""Pure table shaping for the dashboard: closed-form estimates -> tidy DataFrames, sweeps, deltas, fits.
+
+No Streamlit here (``dashboard.data`` caches these). Every column carries its unit in its name
+(``*_bytes``, ``*_flops``, ``*_ms``, ``*_tokens``, ``num_params``). Estimates come from
+``core.cost_model.estimate(cfg, wl)``; FLOPs count one multiply-add as 2 FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.config import ConfigError, ModelConfig, Workload
+
+EstimateFn = Callable[[ModelConfig, Workload], dict]
+GIB = 2**30
+MIB = 2**20
+
+TOTAL_KEYS = {"inference": "inference_total_bytes", "training": "training_total_bytes"}
+COMPONENT_ORDER = ("weights", "gradients", "AdamW state", "activations", "KV cache", "ALiBi bias", "other")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    key: str
+    label: str
+    unit: str  # "params", "FLOPs", "bytes"
+    help: str = ""
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(key="num_params", label="parameters", unit="params"),
+    Metric(key="embedding_params", label="embedding parameters", unit="params",
+           help="token embedding (+ learned position table if any; + the logits matrix unless tied)"),
+    Metric(key="non_embedding_params", label="non-embedding parameters", unit="params"),
+    Metric(key="fwd_flops_per_token", label="forward FLOPs per token", unit="FLOPs"),
+    Metric(key="fwd_flops", label="forward FLOPs per batch", unit="FLOPs"),
+    Metric(key="train_step_flops", label="training-step FLOPs per batch", unit="FLOPs"),
+    Metric(key="weights_bytes", label="weights", unit="bytes"),
+    Metric(key="kv_cache_bytes", label="KV cache", unit="bytes"),
+    Metric(key="alibi_bias_bytes", label="ALiBi bias", unit="bytes"),
+    Metric(key="inference_total_bytes", label="inference memory", unit="bytes"),
+    Metric(key="training_total_bytes", label="training memory (AdamW)", unit="bytes"),
+)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+
+# --- formatting (display only; tables keep raw integers) ------------------------------------------------
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "n/a"
+    if abs(n) >= GIB / 10:
+        return f"{n / GIB:,.3f} GiB"
+    return f"{n / MIB:,.2f} MiB"
+
+
+def fmt_flops(n: float | None) -> str:
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "n/a"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:,.3f} {prefix}FLOPs"
+    return f"{n:,.0f} FLOPs"
+
+
+def fmt_count(n: float | None) -> str:
+    return "n/a" if n is None else f"{int(n):,}"
+
+
+def fmt_value(unit: str, n: float | None) -> str:
+    return {"bytes": fmt_bytes, "FLOPs": fmt_flops}.get(unit, fmt_count)(n)
+
+
+def seq_len_grid(max_len: int, lo: int = 128, hi: int = 8192) -> list[int]:
+    """Powers of two from ``lo`` to min(``hi``, ``max_len``), plus ``max_len`` itself if it is smaller."""
+    top = min(hi, max_len)
+    grid = [n for n in (2**k for k in range(0, 15)) if lo <= n <= top]
+    return grid or [top]
+
+
+# --- overview -----------------------------------------------------------------------------------------
+
+def estimate_table(est: dict) -> pd.DataFrame:
+    """Every closed-form quantity as rows: quantity, value (raw integer), unit, shown (formatted)."""
+    rows = []
+    for key, value in est.items():
+        unit = "bytes" if key.endswith("_bytes") else "FLOPs" if "flops" in key else "params"
+        rows.append({"quantity": key, "value": value, "unit": unit, "shown": fmt_value(unit, value)})
+    return pd.DataFrame(rows, columns=["quantity", "value", "unit", "shown"])
+
+
+def params_table(est: dict) -> pd.DataFrame:
+    return pd.DataFrame({
+        "part": ["embedding", "non-embedding"],
+        "num_params": [int(est["embedding_params"]), int(est["non_embedding_params"])],
+    })
+
+
+# --- memory -------------------------------------------------------------------------------------------
+
+def memory_components(est: dict, mode: str, depth: int) -> list[tuple[str, int]]:
+    """(component, bytes) for ``mode`` (inference or training), summing exactly to the estimate's total.
+
+    Read from ``core.cost_model`` (see ``MemoryEstimate``): the inference total is weights + buffers +
+    the forward's activation peak; the K/V tensors every block keeps (``cached_k_v``: what a KV cache
+    holds) and the ALiBi tensors live at the peak are split out of the activations. The training total
+    is weights + buffers + gradients + AdamW state + tensors saved for backward; the dense ALiBi
+    ``attn_mask`` saved by each block's SDPA (``depth x alibi_sdpa_mask_bytes``) is split out.
+    """
+    weights = int(est["weights_bytes"]) + int(est["buffers_bytes"])
+    cached = int(est["alibi_cached_buffer_bytes"])
+    if mode == "inference":
+        kv = int(est.get("activation_inference_cached_k_v_bytes", 0))
+        attention_peak = int(est.get("activation_inference_transient_attention_bytes", 0)) > 0
+        alibi = int(est["alibi_bias_bytes"]) if attention_peak else cached
+        acts = int(est["activation_bytes_inference"]) - kv - alibi
+        out = [("weights", weights), ("KV cache", kv), ("ALiBi bias", alibi), ("activations", acts)]
+    else:
+        alibi = depth * int(est["alibi_sdpa_mask_bytes"]) + cached
+        acts = int(est["activation_bytes_training"]) - alibi
+        out = [("weights", weights), ("gradients", int(est["grads_bytes"])),
+               ("AdamW state", int(est["adamw_state_bytes"])), ("ALiBi bias", alibi), ("activations", acts)]
+    rest = int(est[TOTAL_KEYS[mode]]) - sum(v for _, v in out)
+    if rest:
+        out.append(("other", rest))
+    return out
+
+
+def memory_curve(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.DataFrame:
+    """Long table: seq_len_tokens, mode, component, bytes (the stacked-area chart's data)."""
+    rows = []
+    for n in seq_lens:
+        est = estimate(cfg, Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype))
+        for mode in ("inference", "training"):
+            for component, value in memory_components(est, mode, cfg.depth):
+                rows.append({"seq_len_tokens": int(n), "mode": mode, "component": component, "bytes": value})
+    return pd.DataFrame(rows, columns=["seq_len_tokens", "mode", "component", "bytes"])
+
+
+def flops_curve(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.DataFrame:
+    """seq_len_tokens, fwd_flops, fwd_flops_causal, train_step_flops, fwd_flops_per_token (closed form)."""
+    keys = ["fwd_flops", "fwd_flops_causal", "train_step_flops", "fwd_flops_per_token"]
+    rows = []
+    for n in seq_lens:
+        est = estimate(cfg, Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype))
+        rows.append({"seq_len_tokens": int(n), **{k: est[k] for k in keys}})
+    return pd.DataFrame(rows, columns=["seq_len_tokens", *keys])
+
+
+# --- trade-off sweeps -----------------------------------------------------------------------------------
+
+SWEEP_AXES = ("dim", "depth", "heads")
+
+
+def sweep_values(axis: str, current: int) -> list[int]:
+    """Values of ``axis`` around ``current``: about current/4 .. current*4, always including current."""
+    if axis == "dim":
+        base = [current * f for f in (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4)]
+        vals = {max(64, int(round(v / 64)) * 64) for v in base}
+    elif axis == "depth":
+        vals = {v for v in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48) if v <= max(4 * current, 8)}
+    else:
+        vals = {v for v in (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64) if v <= max(4 * current, 8)}
+    vals.add(current)
+    return sorted(vals)
+
+
+def sweep_table(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, axis: str, values: Sequence[int],
+                *, dataset_tokens: float) -> tuple[pd.DataFrame, list[str]]:
+    """One row per valid value of ``axis``: closed-form costs and the capacity/benefit proxies.
+
+    Returns (table, skipped) where ``skipped`` explains values whose configuration is invalid.
+    """
+    from dashboard import proxies
+
+    rows, skipped = [], []
+    for v in values:
+        try:
+            c = cfg.replace(**{axis: int(v)})
+        except ConfigError as exc:
+            skipped.append(f"{axis} = {v}: {exc}")
+            continue
+        est = estimate(c, wl)
+        n_all, n_ne = int(est["num_params"]), int(est["non_embedding_params"])
+        rows.append({
+            "axis": axis,
+            "value": int(v),
+            "is_current": int(v) == getattr(cfg, axis),
+            "num_params": n_all,
+            "non_embedding_params": n_ne,
+            "fwd_flops_per_token": est["fwd_flops_per_token"],
+            "fwd_flops": est["fwd_flops"],
+            "train_step_flops": est["train_step_flops"],
+            "inference_total_bytes": int(est["inference_total_bytes"]),
+            "training_total_bytes": int(est["training_total_bytes"]),
+            "kv_cache_bytes": int(est["kv_cache_bytes"]),
+            "compute_optimal_tokens": proxies.compute_optimal_tokens(n_all),
+            "tokens_per_param": proxies.tokens_per_param(dataset_tokens, n_all),
+            "train_compute_flops": proxies.train_compute_flops(n_ne, dataset_tokens),
+            "chinchilla_loss": proxies.chinchilla_loss(n_all, dataset_tokens),
+        })
+    return pd.DataFrame(rows), skipped
+
+
+# --- compare ------------------------------------------------------------------------------------------
+
+def compare_table(entries: Sequence[tuple[str, dict]]) -> pd.DataFrame:
+    """Long table: metric, unit, config, value, delta (vs the first entry), delta_pct.
+
+    ``entries`` is [(name, estimate dict)], the first being the reference.
+    """
+    if not entries:
+        return pd.DataFrame(columns=["metric", "label", "unit", "config", "value", "delta", "delta_pct"])
+    ref = entries[0][1]
+    rows = []
+    for m in METRICS:
+        for name, est in entries:
+            value, base = est[m.key], ref[m.key]
+            rows.append({
+                "metric": m.key, "label": m.label, "unit": m.unit, "config": name, "value": value,
+                "delta": value - base, "delta_pct": (100.0 * (value - base) / base) if base else None,
+            })
+    return pd.DataFrame(rows)
+
+
+def compare_wide(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per metric, for each config its formatted value and (after the first) its delta."""
+    if long.empty:
+        return pd.DataFrame()
+    configs = list(dict.fromkeys(long["config"]))
+    out = []
+    for _metric, group in long.groupby("metric", sort=False):
+        row = {"quantity": group["label"].iloc[0]}
+        unit = group["unit"].iloc[0]
+        for i, name in enumerate(configs):
+            r = group[group["config"] == name].iloc[0]
+            row[name] = fmt_value(unit, r["value"])
+            if i:
+                sign = "+" if r["delta"] > 0 else ""
+                pct = "" if r["delta_pct"] is None or pd.isna(r["delta_pct"]) else f" ({sign}{r['delta_pct']:.1f}%)"
+                row[f"Δ {name}"] = (sign + fmt_value(unit, r["delta"]) + pct) if r["delta"] else "same"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+# --- latency --------------------------------------------------------------------------------------------
+
+def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Least-squares slope of log(y) against log(x): ~1 linear regime, ~2 quadratic regime."""
+    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y, strict=False) if a and b and a > 0 and b > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    if sxx == 0:
+        return None
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+def regime(slope: float | None) -> str:
+    if slope is None:
+        return "not enough points"
+    if slope < 1.3:
+        return "about linear in length"
+    if slope < 1.75:
+        return "between linear and quadratic"
+    return "about quadratic in length"
+
+
+# --- FLOP breakdowns -------------------------------------------------------------------------------------
+
+def module_roles(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Sum ``value`` over blocks: ``attn_layers.layers.3.1.fn.to_q`` -> ``attn_layers.layers.*.1.fn.to_q``.
+
+    ``frame``: component, ``value``. Returns component, ``value``, modules (how many were summed).
+    """
+    import re
+
+    if frame.empty:
+        return pd.DataFrame(columns=["component", value, "modules"])
+    roles = frame["component"].astype(str).map(lambda p: re.sub(r"layers\.\d+\.", "layers.*.", p))
+    out = (frame.assign(component=roles, _n=1).groupby("component", sort=False)
+           .agg(**{value: (value, "sum"), "modules": ("_n", "sum")}).reset_index())
+    return out.sort_values(value, ascending=False).reset_index(drop=True)

@@ -1,0 +1,101 @@
+"""Compare: two to four configurations side by side (the live one, pinned ones, presets, pasted code)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.config import PRESETS, ConfigError, parse_snippet
+from dashboard import charts, data, state, tables
+from dashboard.views import Ctx
+from dashboard.views.common import chart, downloads, table
+
+
+def entries(ctx: Ctx, include_current: bool) -> list[tuple[str, object]]:
+    out = [("current (sidebar)", ctx.cfg)] if include_current else []
+    out += [(p.name, p.config) for p in state.pins()]
+    return out[: state.MAX_PINS]
+
+
+def render(ctx: Ctx) -> None:
+    _pin_controls(ctx)
+    include = st.toggle("include the live configuration from the sidebar", value=True, key="compare.include_current")
+    items = entries(ctx, include)
+    if len(items) < 2:
+        st.info("Pin at least one more configuration to compare (the buttons above): from the sidebar, a preset or "
+                "pasted x-transformers code. Up to four are compared; the first is the reference for the deltas.")
+        return
+    est = [(name, data.estimate(cfg, ctx.wl)) for name, cfg in items]
+    long = tables.compare_table(est)
+    st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
+    st.caption(f"Deltas (Δ) are against **{items[0][0]}**. GiB = 2^30 bytes; FLOPs with 1 multiply-add = 2 FLOPs.")
+    wide = tables.compare_wide(long)
+    st.dataframe(wide, hide_index=True, width="stretch", key="df.compare.wide")
+    downloads(long, "comparison", "compare.long")
+    cols = st.columns(2)
+    with cols[0]:
+        chart(charts.compare_bars(long, metric="num_params", title="Parameters (count)", y_title="parameters"),
+              "cmp_params")
+    with cols[1]:
+        chart(charts.compare_bars(long, metric="fwd_flops_per_token", title="Forward FLOPs per token",
+                                  y_title=charts.FLOPS_AXIS), "cmp_flops")
+    lens = tuple(tables.seq_len_grid(min(c.max_seq_len for _, c in items)))
+    curves = []
+    for name, cfg in items:
+        curve = data.memory_curve(cfg, ctx.wl, lens)
+        totals = curve.groupby(["mode", "seq_len_tokens"], sort=False)["bytes"].sum().reset_index()
+        curves.append(totals.assign(config=name))
+        flops = data.flops_curve(cfg, ctx.wl, lens)
+        curves[-1] = curves[-1].merge(flops[["seq_len_tokens", "fwd_flops"]], on="seq_len_tokens")
+    overlay = pd.concat(curves, ignore_index=True)
+    cols = st.columns(2)
+    for i, mode in enumerate(("training", "inference")):
+        with cols[i]:
+            chart(charts.overlay_lines(overlay[overlay["mode"] == mode], x="seq_len_tokens", y="bytes",
+                                       series="config", title=f"{mode.capitalize()} memory vs sequence length",
+                                       x_title=charts.SEQ_AXIS, y_title=charts.GIB_AXIS, scale=float(tables.GIB)),
+                  f"cmp_mem_{mode}")
+    chart(charts.overlay_lines(overlay[overlay["mode"] == "training"], x="seq_len_tokens", y="fwd_flops",
+                               series="config", title="Forward FLOPs vs sequence length",
+                               x_title=charts.SEQ_AXIS, y_title=charts.FLOPS_AXIS + ", log scale", log_y=True),
+          "cmp_flops_seq")
+    table(overlay, "compared curves", "compare.curves")
+    with st.expander("The compared configurations as x-transformers code"):
+        for name, cfg in items:
+            st.markdown(f"**{name}**")
+            st.code(cfg.to_snippet(), language="python")
+
+
+def _pin_controls(ctx: Ctx) -> None:
+    pins = state.pins()
+    full = len(pins) >= state.MAX_PINS
+    c = st.columns([2, 1, 2, 1])
+    name = c[0].text_input("name for the pin", value=f"pin {len(pins) + 1}", key="compare.pin_name")
+    c[1].button("Pin current", key="compare.pin_current", on_click=state.on_add_pin, args=(name, ctx.cfg),
+                disabled=full, width="stretch")
+    preset = c[2].selectbox("preset", list(PRESETS), key="compare.preset")
+    c[3].button("Add preset", key="compare.add_preset", on_click=state.on_add_pin, args=(preset, PRESETS[preset]),
+                disabled=full, width="stretch")
+    with st.expander("Add pasted x-transformers code"):
+        text = st.text_area("TransformerWrapper(...) code", key="compare.snippet", height=140)
+        try:
+            parsed = parse_snippet(text) if text.strip() else None
+            error = None
+        except ConfigError as exc:
+            parsed, error = None, str(exc)
+        if error:
+            st.error(error)
+        st.button("Add pasted code", key="compare.add_snippet", on_click=state.on_add_pin,
+                  args=("pasted", parsed), disabled=parsed is None or full)
+    if full:
+        st.caption(f"{state.MAX_PINS} pins at most: remove one to add another.")
+    if pins:
+        cols = st.columns(len(pins))
+        for i, (col, pin) in enumerate(zip(cols, pins, strict=True)):
+            with col:
+                st.markdown(f"**{pin.name}**: dim {pin.config.dim}, depth {pin.config.depth}, heads {pin.config.heads}")
+                b = st.columns(2)
+                b[0].button("Remove", key=f"compare.remove.{i}", on_click=state.on_remove_pin, args=(i,))
+                b[1].button("Load", key=f"compare.load.{i}", on_click=state.on_load_config,
+                            args=(pin.config, f"Loaded pin {pin.name!r} into the sidebar."),
+                            help="Put this configuration into the sidebar controls")

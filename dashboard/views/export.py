@@ -1,0 +1,94 @@
+"""Export: every table in four formats, the whole session as one JSON file (and loading it back), and
+results of ``xtlens profile`` from another machine uploaded and compared."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, exporting, jobs, session_io, state, tables
+from dashboard.views import Ctx
+from dashboard.views.common import chart, downloads
+from profiling.records import normalize_frame
+
+
+def closed_form_tables(ctx: Ctx) -> dict[str, pd.DataFrame]:
+    lens = tuple(tables.seq_len_grid(ctx.cfg.max_seq_len))
+    out = {
+        "closed-form estimate": tables.estimate_table(data.estimate(ctx.cfg, ctx.wl)),
+        "predicted memory vs sequence length": data.memory_curve(ctx.cfg, ctx.wl, lens),
+        "closed-form FLOPs vs sequence length": data.flops_curve(ctx.cfg, ctx.wl, lens),
+    }
+    for axis in tables.SWEEP_AXES:
+        out[f"sweep over {axis}"] = data.sweep(ctx.cfg, ctx.wl, axis, 1e9)[0]
+    return out
+
+
+def measured_tables() -> list[tuple[str, pd.DataFrame]]:
+    labels = state.session_jobs()
+    return [(labels.get(key, key), frame) for key, frame in jobs.results(list(labels))]
+
+
+def render(ctx: Ctx) -> None:
+    st.subheader("Tables")
+    st.caption("Each table as CSV, JSON, Parquet (read back exactly) or Markdown (for reading). Measurement tables use "
+               "the same columns as `xtlens profile`.")
+    for name, frame in closed_form_tables(ctx).items():
+        st.markdown(f"**{name}** — {len(frame)} rows")
+        downloads(frame, name, f"export.{exporting.file_stem(name)}")
+    measured = measured_tables()
+    for i, (name, frame) in enumerate(measured):
+        st.markdown(f"**measured: {name}** — {len(frame)} rows")
+        downloads(frame, f"measured {name}", f"export.measured.{i}")
+    if not measured:
+        st.caption("Measured tables appear here after you press Measure in a view.")
+
+    st.subheader("Whole session")
+    snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
+                           measured + state.uploads())
+    st.download_button("Download session (JSON)", data=session_io.to_json(snap), file_name="xtlens-session.json",
+                       mime="application/json", key="export.session", on_click="ignore", icon=":material/download:")
+    up = st.file_uploader("Load a session file", type=["json"], key="export.session_upload")
+    if up is not None:
+        try:
+            loaded = session_io.from_json(up.getvalue())
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            st.button(f"Restore it ({len(loaded.pins)} pin(s), {len(loaded.results)} table(s))",
+                      key="export.restore", on_click=state.on_restore_session, args=(loaded,), type="primary")
+
+    st.subheader("Compare with results from another machine")
+    st.caption("Upload a .csv, .json or .parquet written by `xtlens profile --out FILE` (or downloaded here).")
+    files = st.file_uploader("Result tables", type=["csv", "json", "parquet"], accept_multiple_files=True,
+                             key="export.results_upload")
+    for f in files or []:
+        try:
+            frame = exporting.table_from_bytes(f.getvalue(), f.name.rsplit(".", 1)[-1].lower(), records=True)
+        except (ValueError, KeyError) as exc:
+            st.error(f"{f.name}: {exc}")
+            continue
+        state.add_upload(f.name, frame)
+    uploads = state.uploads()
+    if uploads:
+        st.button("Forget uploaded tables", key="export.clear_uploads", on_click=state.on_clear_uploads)
+        _compare_uploads(uploads, measured)
+
+
+def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tuple[str, pd.DataFrame]]) -> None:
+    frames = [normalize_frame(f).assign(source=f"uploaded: {n}") for n, f in uploads]
+    frames += [normalize_frame(f).assign(source="this machine") for _, f in measured]
+    allrows = pd.concat(frames, ignore_index=True)
+    ok = allrows[allrows["status"] == "ok"]
+    st.caption(f"{len(allrows)} rows from {len(frames)} table(s); devices: "
+               + ", ".join(sorted(allrows["device_name"].dropna().unique())))
+    lat = ok[(ok["measurement"] == "latency") & (ok["phase"] == "forward")].copy()
+    if not lat.empty:
+        lat["series"] = lat["device_name"].astype(str) + " / " + lat["config_name"].astype(str)
+        chart(charts.latency_loglog(lat, title="Forward latency by machine (median)"), "upload_lat")
+    mem = ok[(ok["measurement"] == "memory") & (ok["component"] == "total")].copy()
+    if not mem.empty:
+        mem["phase"] = mem["device_name"].astype(str) + " / " + mem["phase"].astype(str)
+        chart(charts.measured_vs_predicted(mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
+                                           title="Peak memory by machine: measured vs predicted"), "upload_mem")
+    st.dataframe(allrows, hide_index=True, width="stretch", key="df.export.uploads")

@@ -1,0 +1,98 @@
+"""FLOPs: closed form vs sequence length, the split by part, and the measured cross-check (fvcore vs torch's
+FlopCounterMode vs closed form) with per-module and per-operator breakdowns."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, jobs, tables
+from dashboard import flops_breakdown as fb
+from dashboard.views import Ctx
+from dashboard.views.common import chart, table
+
+COUNTERS = (
+    ("predicted_flops", "closed form (core.cost_model)"),
+    ("torch_counter_flops", "torch FlopCounterMode"),
+    ("fvcore_flops", "fvcore (2 x its MACs)"),
+)
+
+
+def request(ctx: Ctx) -> jobs.Request:
+    return jobs.Request(label=f"FLOP counts at {ctx.wl.seq_len} tokens", what=("flops",),
+                        configs=((ctx.config_name, ctx.cfg),), workloads=(ctx.wl,), device="cpu",
+                        measure="dashboard.flops_breakdown:measure")
+
+
+def render(ctx: Ctx) -> None:
+    est = data.estimate(ctx.cfg, ctx.wl)
+    st.caption("Every FLOP number here counts one multiply-add as 2 FLOPs (torch's convention). fvcore counts a "
+               "multiply-add as one 'flop': its raw count is shown as MACs. Only matrix multiplications are counted "
+               "(norms, softmax, rotary, ALiBi are element-wise).")
+    c = st.columns(4)
+    c[0].metric("Forward, full n x n", tables.fmt_flops(est["fwd_flops"]),
+                help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
+    c[1].metric("Forward, causal half", tables.fmt_flops(est["fwd_flops_causal"]),
+                help="the n(n+1)/2 query-key pairs a causal decoder needs")
+    c[2].metric("Training step", tables.fmt_flops(est["train_step_flops"]), help="3 x forward")
+    c[3].metric("Forward per token", tables.fmt_flops(est["fwd_flops_per_token"]))
+    curve = data.flops_curve(ctx.cfg, ctx.wl, tuple(tables.seq_len_grid(ctx.cfg.max_seq_len)))
+    left, right = st.columns(2)
+    with left:
+        chart(charts.flops_vs_seq(curve, title=f"Closed-form FLOPs vs sequence length (batch {ctx.wl.batch})"),
+              "flops_seq")
+    with right:
+        split = pd.DataFrame({
+            "part": ["Q projection", "K projection", "V projection", "output projection", "attention scores QK^T",
+                     "attention values PV", "feed-forward", "logits"],
+            "flops": [est[k] for k in ("q_proj_flops", "k_proj_flops", "v_proj_flops", "out_proj_flops",
+                                       "attn_scores_flops", "attn_values_flops", "ff_flops", "logits_flops")],
+        })
+        chart(charts.flops_split_bar(split, title=f"Forward FLOPs by matmul at {ctx.wl.seq_len:,} tokens"),
+              "flops_parts")
+    table(curve, "closed-form FLOPs vs sequence length", "flops.curve")
+
+    st.subheader("Counted on the real model: fvcore vs torch FlopCounterMode vs closed form")
+    frame = jobs.panel(request(ctx), key="flops", button="Count FLOPs",
+                       help="Builds the real x-transformers model (fake tensors for torch's counter; a traced "
+                            "forward for fvcore) in a child process.")
+    if frame is None:
+        return
+    ok = frame[(frame["measurement"] == "flops") & (frame["status"] == "ok")]
+    totals = ok[ok["component"] == "total"]
+    if not totals.empty:
+        long = []
+        for _, row in totals.iterrows():
+            for col, name in COUNTERS:
+                if pd.notna(row[col]):
+                    long.append({"phase": row["phase"], "method": name, "flops": float(row[col])})
+        chart(charts.crosscheck_bar(pd.DataFrame(long), title="Total FLOPs by counter (1 multiply-add = 2 FLOPs)"),
+              "flops_cross")
+        show = totals[["phase", "predicted_flops", "torch_counter_flops", "fvcore_macs", "fvcore_flops",
+                       "flops_rel_err", "method"]]
+        st.dataframe(show, hide_index=True, width="stretch", key="df.flops.totals",
+                     column_config={"fvcore_macs": st.column_config.NumberColumn("fvcore raw count (MACs)"),
+                                    "flops_rel_err": st.column_config.NumberColumn("max rel. error",
+                                                                                   format="percent")})
+    parts = ok[ok["component"] != "total"]
+    counted = {fb.TORCH_MODULE: "torch_counter_flops", fb.TORCH_OPERATOR: "torch_counter_flops",
+               fb.FVCORE_MODULE: "fvcore_flops", fb.FVCORE_OPERATOR: "fvcore_flops"}
+    cols = st.columns(2)
+    for i, (method, value) in enumerate(counted.items()):
+        group = parts[parts["method"] == method][["component", value]].dropna()
+        if group.empty:
+            continue
+        if method in (fb.TORCH_MODULE, fb.FVCORE_MODULE):
+            group = tables.module_roles(group, value)
+            title = f"{method} (summed over the {ctx.cfg.depth} blocks)"
+        else:
+            title = method
+        with cols[i % 2]:
+            chart(charts.breakdown_bar(group, label="component", value=value, title=title,
+                                       x_title=charts.FLOPS_AXIS), f"flops_break_{i}")
+    gaps = parts[parts["method"].isin([fb.FVCORE_UNSUPPORTED, fb.FVCORE_UNCALLED])]
+    if not gaps.empty:
+        st.markdown("**fvcore's own gaps** (as fvcore reports them: operators it skipped, modules never called)")
+        st.dataframe(gaps[["method", "component", "error"]].rename(columns={"error": "note"}), hide_index=True,
+                     width="stretch", key="df.flops.gaps")
+    table(frame, "FLOP counts", "flops.measured")

@@ -1,0 +1,163 @@
+"""Overview: the headline numbers, the 2.31 vs 1.19.1 parameter counts, effective kwargs and the facts."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.config import PRESETS
+from dashboard import charts, data, facts, jobs, tables
+from dashboard.tables import fmt_bytes, fmt_count, fmt_flops
+from dashboard.views import Ctx
+from dashboard.views.common import NOT_MEASURED, chart, table
+
+SEED_231 = 36_629_504
+SEED_1191 = 36_655_648
+
+
+def request(ctx: Ctx) -> jobs.Request:
+    return jobs.Request(label=f"latency and memory at {ctx.wl.seq_len} tokens", what=("latency", "memory"),
+                        configs=((ctx.config_name, ctx.cfg),), workloads=(ctx.wl,), device=ctx.device)
+
+
+def render(ctx: Ctx) -> None:
+    cfg, wl = ctx.cfg, ctx.wl
+    est = data.estimate(cfg, wl)
+    st.subheader("Closed form (updates on every change, nothing is run)")
+    st.caption(f"batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}. FLOPs: 1 multiply-add = 2 FLOPs, attention "
+               "over the full n x n square (what the kernels compute with a dense mask). Memory: GiB = 2^30 bytes.")
+    c = st.columns(3)
+    c[0].metric("Parameters", fmt_count(est["num_params"]), help="x-transformers 2.31 model as xtlens builds it")
+    c[1].metric("Embedding parameters", fmt_count(est["embedding_params"]),
+                help="token embedding (+ learned absolute position table when present)")
+    c[2].metric("Non-embedding parameters", fmt_count(est["non_embedding_params"]),
+                help="everything else, including the output (logits) projection unless tied")
+    c = st.columns(3)
+    c[0].metric("Forward FLOPs per token", fmt_flops(est["fwd_flops_per_token"]))
+    c[1].metric("Forward FLOPs per sequence", fmt_flops(est["fwd_flops"] / wl.batch),
+                help=f"causal half instead of the full square: {fmt_flops(est['fwd_flops_causal'] / wl.batch)}")
+    c[2].metric("Training-step FLOPs per sequence", fmt_flops(est["train_step_flops"] / wl.batch),
+                help="forward + backward = 3 x forward (no recomputation)")
+    c = st.columns(3)
+    c[0].metric("Inference memory (one forward)", fmt_bytes(est["inference_total_bytes"]),
+                help="weights + buffers + peak activations of a no-grad forward")
+    c[1].metric("Training memory (AdamW step)", fmt_bytes(est["training_total_bytes"]),
+                help="weights + gradients + AdamW state + tensors saved for backward (lower bound of the peak)")
+    c[2].metric("KV cache at this length", fmt_bytes(est["kv_cache_bytes"]),
+                help="2 x depth x batch x kv_heads x n x attn_dim_head x bytes per element")
+
+    st.subheader(f"Measured on {ctx.device_label}")
+    frame = jobs.panel(request(ctx), key="overview", button="Measure",
+                       help="Latency (forward, attention, training step, decode) and peak memory, this config and "
+                            "length, on the device chosen in the sidebar.")
+    _measured(frame, est, wl)
+
+    left, right = st.columns(2)
+    with left:
+        chart(charts.params_bar(tables.params_table(est)), "params")
+    with right:
+        chart(charts.flops_split_bar(_flops_split(est), title=f"Forward FLOPs by part at {wl.seq_len:,} tokens"),
+              "flops_split")
+
+    _parity(ctx)
+    _effective(ctx)
+    _facts(ctx)
+    table(tables.estimate_table(est), "closed-form estimate", "overview.estimate",
+          caption="Every quantity core.cost_model computes for this configuration and workload (raw integers; "
+                  "bytes in bytes, FLOPs with 1 multiply-add = 2 FLOPs).")
+
+
+def _flops_split(est: dict) -> pd.DataFrame:
+    return pd.DataFrame({
+        "part": ["Q/K/V/out projections", "attention scores + values (n x n)", "feed-forward", "logits"],
+        "flops": [est["proj_flops"], est["attn_flops"], est["ff_flops"], est["logits_flops"]],
+    })
+
+
+def _measured(frame: pd.DataFrame | None, est: dict, wl) -> None:
+    def ms(phase: str) -> str:
+        v = jobs.measured_value(frame, measurement="latency", phase=phase, column="latency_median_ms")
+        return NOT_MEASURED if v is None else f"{v:,.2f} ms"
+
+    tok = jobs.measured_value(frame, measurement="latency", phase="forward", column="tokens_per_s")
+    mem_inf = jobs.measured_value(frame, measurement="memory", phase="inference", column="measured_bytes")
+    mem_train = jobs.measured_value(frame, measurement="memory", phase="training", column="measured_bytes")
+    kernel = _kernel(frame)
+    c = st.columns(3)
+    c[0].metric("Forward latency (median)", ms("forward"))
+    c[1].metric("Training-step latency (median)", ms("train_step"))
+    c[2].metric("Decode latency per token (median)", ms("decode"))
+    c = st.columns(3)
+    c[0].metric("Forward throughput", NOT_MEASURED if tok is None else f"{tok:,.0f} tokens/s")
+    c[1].metric("Peak memory, inference (measured)", NOT_MEASURED if mem_inf is None else fmt_bytes(mem_inf),
+                help=f"predicted {fmt_bytes(est['inference_total_bytes'])}")
+    c[2].metric("Peak memory, training (measured)", NOT_MEASURED if mem_train is None else fmt_bytes(mem_train),
+                help=f"predicted {fmt_bytes(est['training_total_bytes'])}")
+    st.markdown(f"**Attention kernel that ran:** {kernel}")
+    if frame is not None:
+        table(frame, "measurements at this length", "overview.measured")
+
+
+def _kernel(frame: pd.DataFrame | None) -> str:
+    if frame is None:
+        return NOT_MEASURED
+    rows = frame[(frame["measurement"] == "latency") & (frame["phase"] == "forward") & (frame["status"] == "ok")]
+    if rows.empty:
+        return "unknown (the forward was not measured)"
+    r = rows.iloc[0]
+    reason = r["sdpa_backend_reason"]
+    return f"`{r['sdpa_backend']}`" + (f" — {reason}" if isinstance(reason, str) and reason else "")
+
+
+def _parity(ctx: Ctx) -> None:
+    st.subheader("Parameter count: x-transformers 2.31 vs 1.19.1")
+    view = data.builder_view(ctx.cfg.to_json())
+    if view.error:
+        st.error(view.error)
+        return
+    diff = (view.xt1191_num_params or 0) - (view.num_params or 0)
+    c = st.columns(3)
+    c[0].metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))
+    c[1].metric("x-transformers 1.19.1", fmt_count(view.xt1191_num_params))
+    c[2].metric("Difference (1.19.1 - 2.31)", fmt_count(diff))
+    if ctx.cfg == PRESETS["seed"]:
+        st.caption(f"The seed: {SEED_231:,} parameters in 2.31 vs {SEED_1191:,} in 1.19.1 "
+                   f"({SEED_1191 - SEED_231:,} more in 1.19.1).")
+    if view.differences:
+        lines = []
+        ln = [d for d in view.differences if d[3].startswith("LayerNorm")]
+        if ln:
+            lines.append(f"- **{len(ln)} LayerNorm biases of {ln[0][1]}** = {sum(d[2] for d in ln):,} parameters: "
+                         "x-transformers 2.x LayerNorm has a gain only (no bias); 1.19.1 used torch.nn.LayerNorm "
+                         "with weight and bias.")
+        for d in view.differences:
+            if d not in ln:
+                lines.append(f"- **{d[0]}** ({d[1]}) = {d[2]:,} parameters: {d[3]}")
+        st.markdown("\n".join(lines))
+        diffs = pd.DataFrame(view.differences, columns=["role_in_1_19_1", "shape", "num_params", "cause"])
+        table(diffs, "parameters present in 1.19.1 only", "overview.parity")
+
+
+def _effective(ctx: Ctx) -> None:
+    st.subheader("Effective x-transformers keywords")
+    view = data.builder_view(ctx.cfg.to_json())
+    left, right = st.columns(2)
+    with left:
+        st.caption("As written (x-transformers <= 1.19.1 spelling)")
+        st.code(ctx.cfg.to_snippet(), language="python")
+    with right:
+        st.caption(f"What xtlens passes to x-transformers {view.xtransformers_version}")
+        st.code(view.code, language="python")
+    for keyword, requested, effective, reason in view.translations:
+        st.info(f"**{keyword}={requested}** becomes **{effective}**. {reason}")
+    for note in view.notes:
+        st.caption(note)
+
+
+def _facts(ctx: Ctx) -> None:
+    st.subheader("What each flag really does (and where seed-analysis.md is wrong)")
+    for fact in facts.facts(ctx.cfg):
+        with st.expander(fact.keyword + ("  — correction" if fact.correction else ""), expanded=False):
+            st.markdown(fact.does)
+            if fact.correction:
+                st.warning("**Correction to seed-analysis.md:** " + fact.correction)

@@ -1,0 +1,95 @@
+"""Trade-offs: dim, depth and heads swept around the current configuration; every cost against every axis,
+and capacity / benefit proxies (with their sources) so the seed analysis's claims become curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, jobs, proxies, tables
+from dashboard.views import Ctx
+from dashboard.views.common import chart, table
+
+COSTS = (
+    ("num_params", "Parameters", "parameters (count)", 1.0, False),
+    ("fwd_flops_per_token", "Forward FLOPs per token", "FLOPs per token (1 multiply-add = 2 FLOPs)", 1.0, False),
+    ("inference_total_bytes", "Inference memory", "GiB (2^30 bytes)", float(tables.GIB), False),
+    ("training_total_bytes", "Training memory (AdamW)", "GiB (2^30 bytes)", float(tables.GIB), False),
+)
+CLAIMS = {
+    "dim": "seed-analysis.md: larger dim = 'better representation' but more compute, memory and overfitting risk.",
+    "depth": "seed-analysis.md: deeper = 'hierarchical representation' but more compute, memory and overfitting risk.",
+    "heads": "seed-analysis.md: more heads = 'diverse attention' with more compute and memory. In x-transformers each "
+             "head is attn_dim_head wide, so heads add parameters and FLOPs in proportion.",
+}
+
+
+def request(ctx: Ctx, axis: str, frame: pd.DataFrame) -> jobs.Request:
+    configs = tuple((f"{axis}={int(v)}", ctx.cfg.replace(**{axis: int(v)})) for v in frame["value"])
+    return jobs.Request(label=f"forward latency across {axis} at {ctx.wl.seq_len} tokens", what=("latency",),
+                        configs=configs, workloads=(ctx.wl,), device=ctx.device, phases=("forward",), repeats=3,
+                        warmup=1)
+
+
+def render(ctx: Ctx) -> None:
+    c = st.columns([2, 3])
+    axis = c[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
+                      help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
+    billions = c[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
+                                 value=1.0, step=0.5, format="%g", key="tradeoffs.dataset_btokens",
+                                 help="Used by the tokens-per-parameter indicator and the loss proxy.")
+    dataset_tokens = billions * 1e9
+    frame, skipped = data.sweep(ctx.cfg, ctx.wl, axis, dataset_tokens)
+    st.caption(CLAIMS[axis] + f" Costs below: closed form at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, "
+               f"{ctx.wl.dtype}; the diamond is the current configuration.")
+    st.subheader(f"Costs against {axis}")
+    cols = st.columns(2)
+    for i, (metric, title, y_title, scale, log_y) in enumerate(COSTS):
+        with cols[i % 2]:
+            chart(charts.sweep_metric(frame, axis=axis, metric=metric, title=f"{title} vs {axis}", y_title=y_title,
+                                      scale=scale, log_y=log_y), f"sweep_{metric}")
+
+    st.subheader(f"Measured forward latency against {axis}")
+    lat = jobs.panel(request(ctx, axis, frame), key=f"tradeoffs.{axis}", button="Measure latency",
+                     help="Times one forward per swept configuration in a child process.") if not frame.empty else None
+    if lat is not None:
+        ok = lat[(lat["status"] == "ok") & (lat["phase"] == "forward")]
+        merged = frame.merge(ok.assign(value=ok["config_name"].str.split("=").str[1].astype(int))[
+            ["value", "latency_median_ms"]], on="value", how="left")
+        chart(charts.sweep_metric(merged.dropna(subset=["latency_median_ms"]), axis=axis, metric="latency_median_ms",
+                                  title=f"Forward latency vs {axis} (median, {ctx.device_label})",
+                                  y_title="latency (ms)"), "sweep_latency")
+
+    st.subheader("Capacity and benefit proxies (rules of thumb, not measurements)")
+    cols = st.columns(2)
+    with cols[0]:
+        chart(charts.sweep_metric(frame, axis=axis, metric="tokens_per_param",
+                                  title=f"Your data: tokens per parameter vs {axis}",
+                                  y_title="tokens per parameter (log scale)", log_y=True,
+                                  reference=proxies.CHINCHILLA_TOKENS_PER_PARAM,
+                                  reference_label="Chinchilla compute-optimal ~20"), "proxy_tpp")
+    with cols[1]:
+        chart(charts.sweep_metric(frame, axis=axis, metric="chinchilla_loss",
+                                  title=f"Chinchilla loss fit L(N, D) vs {axis}",
+                                  y_title="predicted loss (nats/token, their data)"), "proxy_loss")
+    cols = st.columns(2)
+    with cols[0]:
+        chart(charts.sweep_metric(frame, axis=axis, metric="non_embedding_params",
+                                  title=f"Capacity: non-embedding parameters vs {axis}",
+                                  y_title="non-embedding parameters (count)"), "proxy_ne")
+    with cols[1]:
+        chart(charts.sweep_metric(frame, axis=axis, metric="compute_optimal_tokens",
+                                  title=f"Compute-optimal training tokens (20 x N) vs {axis}",
+                                  y_title="tokens (log scale)", log_y=True, reference=dataset_tokens,
+                                  reference_label="your data set"), "proxy_dopt")
+    current = frame[frame["is_current"]]
+    if not current.empty:
+        n_all = int(current["num_params"].iloc[0])
+        st.info(f"Current configuration with {billions:g} B tokens: "
+                f"{proxies.tokens_per_param(dataset_tokens, n_all):,.1f} tokens per parameter — "
+                f"{proxies.data_regime(dataset_tokens, n_all)}. Training compute 6·N·D = "
+                f"{tables.fmt_flops(proxies.train_compute_flops(int(current['non_embedding_params'].iloc[0]), dataset_tokens))}.")
+    st.markdown("**Sources of the proxy formulas**\n\n" + "\n".join(f"- {s}" for s in proxies.SOURCES.values()))
+    for note in skipped:
+        st.caption(f"Skipped: {note}")
+    table(frame, f"sweep over {axis}", f"tradeoffs.{axis}")
