@@ -163,8 +163,8 @@ def backend_from_ops(ops: Iterable[str], *, sdpa_calls: int) -> str:
     """Backend label from the aten op names seen and the number of SDPA calls: a fused kernel's label,
     ``"math"`` for SDPA calls without a fused op, ``NO_SDPA`` when SDPA was never called. Several
     distinct kernels (e.g. different layers) are joined with ``+``."""
-    labels = sorted({SDPA_OPS[o.split(".")[-1] if o.startswith("aten.") else o] for o in ops
-                     if (o.split(".")[-1] if o.startswith("aten.") else o) in SDPA_OPS})
+    names = (o.split(".")[1] if o.startswith("aten.") else o for o in ops)  # aten.<name>.<overload>
+    labels = sorted({SDPA_OPS[n] for n in names if n in SDPA_OPS})
     if not sdpa_calls:
         return NO_SDPA
     if not labels:
