@@ -77,12 +77,16 @@ def table_from_bytes(data: bytes, fmt: str, *, records: bool | None = None) -> p
     if fmt == "md":
         raise ValueError("Markdown tables are for reading only: load a .csv, .json or .parquet file")
     if records is None:
-        try:
-            return export.from_bytes(data, fmt)
-        except (ValueError, KeyError):
-            records = False
+        plain = _read_plain(data, fmt)
+        if not is_records(plain):
+            return plain
+        records = True
     if records:
         return export.from_bytes(data, fmt)
+    return _read_plain(data, fmt)
+
+
+def _read_plain(data: bytes, fmt: str) -> pd.DataFrame:
     if fmt == "csv":
         return pd.read_csv(io.BytesIO(data))
     if fmt == "json":

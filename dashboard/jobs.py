@@ -18,7 +18,7 @@ import streamlit as st
 from core.config import ModelConfig, Workload
 from dashboard import state
 from dashboard.views.common import NOT_MEASURED
-from profiling.records import to_frame
+from profiling.export import as_frame
 from profiling.sweep import SweepOptions
 from profiling.worker import Job, JobManager, JobSpec
 
@@ -65,14 +65,15 @@ def find(req: Request) -> Job | None:
 
 
 def submit(req: Request) -> Job:
-    job = manager().submit(req.what, list(req.configs), list(req.workloads), req.options(),
-                           time_limit_s=TIME_LIMIT_S, measure=req.measure)
+    spec = req.spec()
+    job = manager().submit(spec.what, list(spec.configs), list(spec.workloads), spec.options,
+                           time_limit_s=spec.time_limit_s, measure=spec.measure)
     state.remember_job(job.key, req.label)
     return job
 
 
 def frame_of(job: Job) -> pd.DataFrame:
-    return to_frame(job.result())
+    return as_frame(job.result())  # exact integers (records.to_frame passes them through a float)
 
 
 def results(job_keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:

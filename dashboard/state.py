@@ -210,7 +210,6 @@ def pins() -> list[Pin]:
 def on_add_pin(name: str, cfg: ModelConfig) -> None:
     current = list(st.session_state.get(_PINS, []))
     if len(current) >= MAX_PINS:
-        st.session_state[_SOURCE_NOTE] = None
         return
     names = {n for n, _ in current}
     unique, i = name, 2
@@ -218,6 +217,24 @@ def on_add_pin(name: str, cfg: ModelConfig) -> None:
         unique, i = f"{name} ({i})", i + 1
     current.append((unique, cfg.to_json()))
     st.session_state[_PINS] = current
+
+
+def on_pin_current(name_key: str, cfg: ModelConfig) -> None:
+    """Pin ``cfg`` under the name typed in the widget ``name_key`` (read now, not when the button was drawn)."""
+    on_add_pin(str(st.session_state.get(name_key) or "pinned"), cfg)
+
+
+def on_pin_preset(preset_key: str) -> None:
+    name = st.session_state.get(preset_key) or DEFAULT_PRESET
+    on_add_pin(name, PRESETS[name])
+
+
+def on_pin_snippet(snippet_key: str) -> None:
+    try:
+        cfg = parse_snippet(st.session_state.get(snippet_key) or "")
+    except ConfigError:
+        return  # the view shows the parse error under the text box
+    on_add_pin("pasted", cfg)
 
 
 def on_remove_pin(index: int) -> None:

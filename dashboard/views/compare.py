@@ -70,11 +70,11 @@ def _pin_controls(ctx: Ctx) -> None:
     pins = state.pins()
     full = len(pins) >= state.MAX_PINS
     c = st.columns([2, 1, 2, 1])
-    name = c[0].text_input("name for the pin", value=f"pin {len(pins) + 1}", key="compare.pin_name")
-    c[1].button("Pin current", key="compare.pin_current", on_click=state.on_add_pin, args=(name, ctx.cfg),
+    c[0].text_input("name for the pin", value=f"pin {len(pins) + 1}", key="compare.pin_name")
+    c[1].button("Pin current", key="compare.pin_current", on_click=state.on_pin_current, args=("compare.pin_name", ctx.cfg),
                 disabled=full, width="stretch")
-    preset = c[2].selectbox("preset", list(PRESETS), key="compare.preset")
-    c[3].button("Add preset", key="compare.add_preset", on_click=state.on_add_pin, args=(preset, PRESETS[preset]),
+    c[2].selectbox("preset", list(PRESETS), key="compare.preset")
+    c[3].button("Add preset", key="compare.add_preset", on_click=state.on_pin_preset, args=("compare.preset",),
                 disabled=full, width="stretch")
     with st.expander("Add pasted x-transformers code"):
         text = st.text_area("TransformerWrapper(...) code", key="compare.snippet", height=140)
@@ -85,8 +85,8 @@ def _pin_controls(ctx: Ctx) -> None:
             parsed, error = None, str(exc)
         if error:
             st.error(error)
-        st.button("Add pasted code", key="compare.add_snippet", on_click=state.on_add_pin,
-                  args=("pasted", parsed), disabled=parsed is None or full)
+        st.button("Add pasted code", key="compare.add_snippet", on_click=state.on_pin_snippet,
+                  args=("compare.snippet",), disabled=parsed is None or full)
     if full:
         st.caption(f"{state.MAX_PINS} pins at most: remove one to add another.")
     if pins:

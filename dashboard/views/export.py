@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import charts, data, exporting, jobs, session_io, state, tables
 from dashboard.views import Ctx
 from dashboard.views.common import chart, downloads
-from profiling.records import normalize_frame
+from profiling.export import as_frame
 
 
 def closed_form_tables(ctx: Ctx) -> dict[str, pd.DataFrame]:
@@ -76,8 +76,8 @@ def render(ctx: Ctx) -> None:
 
 
 def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tuple[str, pd.DataFrame]]) -> None:
-    frames = [normalize_frame(f).assign(source=f"uploaded: {n}") for n, f in uploads]
-    frames += [normalize_frame(f).assign(source="this machine") for _, f in measured]
+    frames = [as_frame(f).assign(source=f"uploaded: {n}") for n, f in uploads]
+    frames += [as_frame(f).assign(source="this machine") for _, f in measured]
     allrows = pd.concat(frames, ignore_index=True)
     ok = allrows[allrows["status"] == "ok"]
     st.caption(f"{len(allrows)} rows from {len(frames)} table(s); devices: "
