@@ -217,3 +217,30 @@ def test_cuda_latency_and_backends():
     forced = plat.measure_latency(TINY_SEED, Workload(batch=1, seq_len=64, dtype="bfloat16"), device="cuda",
                                   phases=("forward",), sdpa_backend="flash")[0]
     assert forced.status == "error" and "flash" in forced.error
+
+
+def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
+    """benchmarks/gpu_check.py --device cpu --quick: every table printed, every row written."""
+    import importlib.util
+    from pathlib import Path
+
+    from profiling.export import read_records
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "rows.csv"
+    assert module.main(["--device", "cpu", "--quick", "--seq-lens", "16", "--dtypes", "float32",
+                        "--repeats", "1", "--warmup", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for heading in ("## Latency", "## Memory", "## SDPA backend per point", "## Failures"):
+        assert heading in text
+    assert "| seed | float32 | 16 | forward |  | ok | cpu_flash |" in text
+    assert "| seed | float32 | 16 | forward | math | ok | math |" in text
+    assert "cannot decode with a KV cache" in text  # the seed's decode row is an explained failure
+    rows = read_records(out)
+    assert {r.config_name for r in rows} == {"seed", "seed-no-alibi"}
+    assert {r.measurement for r in rows} == {"memory", "latency"}
+    tables = text.split("## SDPA backend per point")[0]
+    assert len(rows) == len([line for line in tables.splitlines() if line.startswith("| seed")])
