@@ -187,13 +187,19 @@ class Job:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
             env["PYTHONUNBUFFERED"] = "1"
-            with open(self._dir / "stderr.txt", "wb") as err:
-                self._proc = subprocess.Popen(
-                    [self._python, "-m", "profiling.worker", str(self._dir)],
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=os.getcwd(),
-                    start_new_session=(os.name == "posix"),
-                )
             self._started_at = time.monotonic()
+            try:
+                with open(self._dir / "stderr.txt", "wb") as err:
+                    self._proc = subprocess.Popen(
+                        [self._python, "-m", "profiling.worker", str(self._dir)],
+                        stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=os.getcwd(),
+                        start_new_session=(os.name == "posix"),
+                    )
+            except OSError as exc:
+                self._fatal = f"could not start the measurement process ({self._python}): {exc.strerror or exc}"
+                self._finished_at = time.monotonic()
+                self._finalize(returncode=None)
+                return self
             self._message = "starting the measurement process"
             threading.Thread(target=self._watch, name=f"xtlens-job-{self.key}", daemon=True).start()
         return self

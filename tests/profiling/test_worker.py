@@ -159,3 +159,11 @@ def test_real_flops_job_in_a_child_process(tmp_path, monkeypatch) -> None:
     assert [r.torch_counter_flops for r in rows] == [flop_counts(TINY, Workload(seq_len=n)).fwd_flops for n in (16, 32)]
     assert job.progress() == (1.0, "done: 2 point(s)")
     assert len(list((tmp_path / "results" / "flops").glob("*.json"))) == 2  # the child filled the cache
+
+
+def test_a_child_that_cannot_start_gives_error_rows() -> None:
+    job = Job(_spec("fake_mixed", [32, 64]), python="/nonexistent/python3")
+    assert job.done() and job.outcome == "crashed"
+    rows = job.result()
+    assert [r.status for r in rows] == ["error", "error"]
+    assert rows[0].error.startswith("could not start the measurement process (/nonexistent/python3): ")
