@@ -14,7 +14,8 @@ least one ``ProfileRecord`` row, whatever happens:
 
 Results of successful points are cached on disk, one JSON file per point, keyed by the configuration,
 the workload, the device (and its name), the measurement, the torch and x-transformers versions and
-the measurement options (warm-up, repeats, phases, SDPA backend), under ``.xtlens-cache/results/``
+the measurement options (warm-up, repeats, phases, SDPA backend) and, for a measurement function other
+than ``measure_point`` (a test fake), that function's name, under ``.xtlens-cache/results/``
 (the ``.xtlens-cache`` folder is ``$XTLENS_CACHE_DIR`` when set). A repeated sweep reads them back
 instead of measuring. Failed points are not cached.
 
@@ -285,7 +286,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("XTLENS_CACHE_DIR") or ".xtlens-cache") / "results"
 
 
-def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions) -> str:
+def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
+               measure_id: str | None = None) -> str:
     wl = point.workload
     payload = {
         "config": json.loads(point.config_json),
@@ -299,11 +301,22 @@ def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepO
         "phases": list(options.phases) if options.phases is not None else None,
         "sdpa_backend": options.sdpa_backend,
     }
+    if measure_id is not None:  # another measurement function (a test fake): never share its entries
+        payload["measure"] = measure_id
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def cache_path(point: SweepPoint, device: str, device_name: str, options: SweepOptions) -> Path:
-    return cache_root() / point.what / f"{_cache_key(point, device, device_name, options)}.json"
+def cache_path(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
+               measure_id: str | None = None) -> Path:
+    return cache_root() / point.what / f"{_cache_key(point, device, device_name, options, measure_id)}.json"
+
+
+def _measure_id(measure: Measure) -> str | None:
+    if measure is measure_point:
+        return None
+    module = getattr(measure, "__module__", None) or type(measure).__module__
+    name = getattr(measure, "__qualname__", None) or type(measure).__qualname__
+    return f"{module}.{name}"
 
 
 def _cache_read(path: Path) -> list[ProfileRecord] | None:
@@ -466,7 +479,7 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
         point.workload.check_against(point.cfg)
     except ConfigError as exc:
         return failure_rows(point, "error", str(exc), device=device, device_name=device_name, options=options), False
-    path = cache_path(point, device, device_name, options) if options.use_cache else None
+    path = cache_path(point, device, device_name, options, _measure_id(measure)) if options.use_cache else None
     if path is not None and path.exists():
         cached = _cache_read(path)
         if cached:

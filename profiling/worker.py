@@ -450,7 +450,8 @@ def _load_measure(ref: str):
     if not module_ref or not name:
         raise ValueError(f"measure {ref!r} is not 'module:function' or 'file.py:function'")
     if module_ref.endswith(".py"):
-        spec = importlib.util.spec_from_file_location(f"_xtlens_measure_{abs(hash(module_ref))}", module_ref)
+        stable = hashlib.sha256(str(Path(module_ref).resolve()).encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(f"_xtlens_measure_{stable}", module_ref)
         if spec is None or spec.loader is None:
             raise ValueError(f"cannot load {module_ref}")
         module = importlib.util.module_from_spec(spec)
