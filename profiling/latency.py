@@ -490,25 +490,26 @@ def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name
         ids = torch.randint(0, cfg.num_tokens, (wl.batch, wl.seq_len), generator=gen).to(dev)
 
         def call() -> None:
-            with torch.no_grad():
-                model(ids)
+            model(ids)
 
-        with probe:
+        with probe, torch.no_grad():
             call()
         if phase == "forward":
-            times = time_calls(call, device=dev, warmup=max(warmup - 1, 0), repeats=repeats)
+            with torch.no_grad():  # entered once, outside the timed calls
+                times = time_calls(call, device=dev, warmup=max(warmup - 1, 0), repeats=repeats)
         else:
-            for _ in range(max(warmup - 1, 0)):
-                call()
-            timer = _AttendTimer(_attend_modules(model), dev)
-            try:
-                times = []
-                timer.take_ms()
-                for _ in range(repeats):
+            with torch.no_grad():
+                for _ in range(max(warmup - 1, 0)):
                     call()
-                    times.append(timer.take_ms())
-            finally:
-                timer.remove()
+                timer = _AttendTimer(_attend_modules(model), dev)
+                try:
+                    times = []
+                    timer.take_ms()
+                    for _ in range(repeats):
+                        call()
+                        times.append(timer.take_ms())
+                finally:
+                    timer.remove()
     elif phase == "train_step":
         model.train()
         ids = torch.randint(0, cfg.num_tokens, (wl.batch, wl.seq_len), generator=gen).to(dev)
