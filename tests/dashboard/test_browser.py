@@ -1,0 +1,170 @@
+"""A real browser on the real server: `streamlit run dashboard/app.py` driven by Playwright and Debian's chromium.
+
+Opens the seed, types a new dim and moves the sequence-length slider (metrics change to the cost model's
+numbers), opens Compare, pins a preset, downloads the comparison as CSV and reads it back, and saves a
+full-page screenshot of every view into artifacts/. Fails (never skips) when /usr/bin/chromium is missing.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pytest
+
+from core import cost_model
+from core.config import PRESETS, Workload
+from dashboard.tables import fmt_count, fmt_flops
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+TIMEOUT_MS = 90_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "streamlit.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start (see {ARTIFACTS / 'streamlit.log'})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _metric(page, label: str):
+    return page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first.locator(
+        '[data-testid="stMetricValue"]')
+
+
+def _settle(page) -> None:
+    """Wait until the script has finished its run (no running indicator) and charts are drawn."""
+    page.wait_for_timeout(500)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(800)
+
+
+def _no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]').first.inner_text()
+
+
+def _open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    _settle(page)
+
+
+def test_browser_seed_slider_compare_download(server: str, browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server)
+    params = _metric(page, "Parameters")
+    expect(params).to_have_text(fmt_count(cost_model.estimate(PRESETS["seed"], Workload())["num_params"]),
+                                timeout=TIMEOUT_MS)
+    _settle(page)
+    _no_exception(page)
+
+    # type a new dim: the parameter count follows the cost model
+    dim = page.get_by_role("spinbutton", name="dim (model width)")
+    dim.fill("768")
+    dim.press("Enter")
+    cfg = PRESETS["seed"].replace(dim=768)
+    expect(params).to_have_text(fmt_count(cost_model.estimate(cfg, Workload())["num_params"]), timeout=TIMEOUT_MS)
+    assert "dim=768" in page.url
+
+    # move the sequence-length slider with the keyboard: FLOPs per sequence follow
+    per_seq = _metric(page, "Forward FLOPs per sequence")
+    before = per_seq.inner_text()
+    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    thumb.focus()
+    thumb.press("ArrowRight")
+    expect(per_seq).not_to_have_text(before, timeout=TIMEOUT_MS)
+    _settle(page)
+    seq_len = int(parse_qs(urlparse(page.url).query)["seq_len"][0])
+    assert seq_len != 1024
+    expect(per_seq).to_have_text(fmt_flops(cost_model.estimate(cfg, Workload(seq_len=seq_len))["fwd_flops"]))
+    _no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+    # Compare: pin a preset, see the side-by-side table, download it as CSV and read it back
+    _open_tab(page, "Compare")
+    page.get_by_role("button", name="Add preset").click()
+    _settle(page)
+    expect(page.get_by_text("Deltas (Δ) are against")).to_be_visible(timeout=TIMEOUT_MS)
+    _no_exception(page)
+    with page.expect_download() as info:
+        page.locator('[data-testid="stDownloadButton"]').filter(has_text="CSV").first.click()
+    path = tmp_path / "comparison.csv"
+    info.value.save_as(path)
+    table = pd.read_csv(path)
+    assert set(table["config"]) == {"current (sidebar)", "seed"}
+    params_rows = table[table["metric"] == "num_params"].set_index("config")
+    seed_n = cost_model.estimate(PRESETS["seed"], Workload())["num_params"]
+    cur_n = cost_model.estimate(cfg, Workload(seq_len=seq_len))["num_params"]
+    assert params_rows.loc["seed", "value"] == seed_n
+    assert params_rows.loc["seed", "delta"] == seed_n - cur_n
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+
+    # every other view renders without an exception (screenshots for a human to look at)
+    for name in ("FLOPs", "Memory", "Latency", "Trade-offs", "Export", "Overview"):
+        _open_tab(page, name)
+        _no_exception(page)
+        page.screenshot(path=str(ARTIFACTS / f"{name.lower()}.png"), full_page=True)
+    page.close()
