@@ -315,9 +315,10 @@ class MemoryEstimate:
     ALiBi mask: ``(b, h, n, n)`` per block), or, without flash, the float32 softmax output (and its
     ``e``-byte copy when ``e != 4``) plus the bool causal mask; rotary cos/sin tables; feed-forward
     projection (``f`` or ``2f``) and activation outputs (+ GLU product); the final hidden, the logits
-    ``(T, V)`` and the int64 ids kept by the embedding. The loss (e.g. cross-entropy's log-softmax copy of
-    the logits) is not included. ``training_total_bytes = weights + buffers + grads + adamw_state +
-    activation_bytes_training`` (a lower bound of the step's peak: backward transients are not included).
+    ``(T, V)`` and the int64 ids kept by the embedding. The next-token loss is counted apart, in
+    ``loss_bytes_training``: ``F.cross_entropy`` keeps its ``(T, V)`` log-softmax output for backward.
+    ``training_total_bytes = weights + buffers + grads + adamw_state +
+    activation_bytes_training + loss_bytes_training`` (a lower bound of the step's peak: backward transients are not included).
     ``inference_total_bytes = weights + buffers + activation_bytes_inference`` (no KV cache).
     """
 
@@ -338,6 +339,7 @@ class MemoryEstimate:
     causal_mask_bytes: int
     activation_bytes_inference: int
     activation_bytes_training: int
+    loss_bytes_training: int
     inference_total_bytes: int
     training_total_bytes: int
     inference_breakdown_bytes: dict[str, int]
@@ -489,7 +491,8 @@ def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
         activation_bytes_inference=act_inf,
         activation_bytes_training=act_train,
         inference_total_bytes=weights + buffers + act_inf,
-        training_total_bytes=weights + buffers + grads + adamw + act_train,
+        loss_bytes_training=T * V * e,
+        training_total_bytes=weights + buffers + grads + adamw + act_train + T * V * e,
         inference_breakdown_bytes=inference_breakdown,
         training_breakdown_bytes=training_breakdown,
     )

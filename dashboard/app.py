@@ -52,7 +52,9 @@ else:
     device = state.read_device()
     state.sync_url(cfg, wl, device, state.current_view("Overview"))
     ctx = Ctx(cfg=cfg, wl=wl, device=device, device_label=device_labels.get(device, device))
-    st.caption(f"`{cfg.to_snippet().replace(chr(10), ' ')}` — batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}")
+    keywords = {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}
+    st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
+               + f" — workload: batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}, measurements on {device}")
     tabs = st.tabs(list(VIEWS), key=state.VIEW_KEY, on_change="rerun")
     for tab, render in zip(tabs, VIEWS.values(), strict=True):
         if tab.open:

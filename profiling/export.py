@@ -168,20 +168,8 @@ def as_frame(table: pd.DataFrame | Sequence[ProfileRecord]) -> pd.DataFrame:
 
 def frame_to_records(frame: pd.DataFrame) -> list[ProfileRecord]:
     """Rows of a canonical frame as ``ProfileRecord`` (missing values become None; ints exact)."""
-    frame = as_frame(frame)
-    cols = {c: frame[c].astype(object).tolist() for c in COLUMNS}
     out = []
-    for i in range(len(frame)):
-        row: dict[str, Any] = {}
-        for c in COLUMNS:
-            v = cols[c][i]
-            if _missing(v):
-                v = None
-            elif c in INT_COLUMNS:
-                v = int(v)
-            elif c in FLOAT_COLUMNS:
-                v = float(v)
-            row[c] = v
+    for row in _python_rows(as_frame(frame)):
         row["timestamp"] = row["timestamp"] or ""
         out.append(ProfileRecord(**row))
     return out

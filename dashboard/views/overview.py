@@ -83,16 +83,24 @@ def _measured(frame: pd.DataFrame | None, est: dict, wl) -> None:
     mem_inf = jobs.measured_value(frame, measurement="memory", phase="inference", column="measured_bytes")
     mem_train = jobs.measured_value(frame, measurement="memory", phase="training", column="measured_bytes")
     kernel = _kernel(frame)
-    c = st.columns(3)
-    c[0].metric("Forward latency (median)", ms("forward"))
-    c[1].metric("Training-step latency (median)", ms("train_step"))
-    c[2].metric("Decode latency per token (median)", ms("decode"))
-    c = st.columns(3)
-    c[0].metric("Forward throughput", NOT_MEASURED if tok is None else f"{tok:,.0f} tokens/s")
-    c[1].metric("Peak memory, inference (measured)", NOT_MEASURED if mem_inf is None else fmt_bytes(mem_inf),
-                help=f"predicted {fmt_bytes(est['inference_total_bytes'])}")
-    c[2].metric("Peak memory, training (measured)", NOT_MEASURED if mem_train is None else fmt_bytes(mem_train),
-                help=f"predicted {fmt_bytes(est['training_total_bytes'])}")
+    shown = {
+        "Forward latency (median)": ms("forward"),
+        "Training-step latency (median)": ms("train_step"),
+        "Decode latency per token (median)": ms("decode"),
+        "Forward throughput": NOT_MEASURED if tok is None else f"{tok:,.0f} tokens/s",
+        "Peak memory, inference (measured)": NOT_MEASURED if mem_inf is None else fmt_bytes(mem_inf),
+        "Peak memory, training (measured)": NOT_MEASURED if mem_train is None else fmt_bytes(mem_train),
+    }
+    if frame is None:
+        st.markdown("| measured quantity | value |\n|---|---|\n"
+                    + "\n".join(f"| {label} | {value} |" for label, value in shown.items()))
+    else:
+        predicted = {"Peak memory, inference (measured)": est["inference_total_bytes"],
+                     "Peak memory, training (measured)": est["training_total_bytes"]}
+        for row in (list(shown.items())[:3], list(shown.items())[3:]):
+            c = st.columns(3)
+            for col, (label, value) in zip(c, row, strict=True):
+                col.metric(label, value, help=f"predicted {fmt_bytes(predicted[label])}" if label in predicted else None)
     st.markdown(f"**Attention kernel that ran:** {kernel}")
     if frame is not None:
         table(frame, "measurements at this length", "overview.measured")

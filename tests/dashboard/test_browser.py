@@ -104,6 +104,15 @@ def _no_exception(page) -> None:
         '[data-testid="stException"]').first.inner_text()
 
 
+def _shot(page, name: str) -> None:
+    """Screenshot of the whole view: the app scrolls inside its main container, so grow the viewport to fit."""
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 100, 1000), 12000)})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
 def _open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name, exact=True).click()
     _settle(page)
@@ -141,7 +150,7 @@ def test_browser_seed_slider_compare_download(server: str, browser, tmp_path: Pa
     assert seq_len != 1024
     expect(per_seq).to_have_text(fmt_flops(cost_model.estimate(cfg, Workload(seq_len=seq_len))["fwd_flops"]))
     _no_exception(page)
-    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+    _shot(page, "overview")
 
     # Compare: pin a preset, see the side-by-side table, download it as CSV and read it back
     _open_tab(page, "Compare")
@@ -160,11 +169,11 @@ def test_browser_seed_slider_compare_download(server: str, browser, tmp_path: Pa
     cur_n = cost_model.estimate(cfg, Workload(seq_len=seq_len))["num_params"]
     assert params_rows.loc["seed", "value"] == seed_n
     assert params_rows.loc["seed", "delta"] == seed_n - cur_n
-    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+    _shot(page, "compare")
 
     # every other view renders without an exception (screenshots for a human to look at)
     for name in ("FLOPs", "Memory", "Latency", "Trade-offs", "Export", "Overview"):
         _open_tab(page, name)
         _no_exception(page)
-        page.screenshot(path=str(ARTIFACTS / f"{name.lower()}.png"), full_page=True)
+        _shot(page, name.lower())
     page.close()
