@@ -20,7 +20,7 @@ SEQ_AXIS = "sequence length (tokens, log scale)"
 MS_AXIS = "latency (ms, log scale)"
 PALETTE = {
     "weights": "#4C78A8", "gradients": "#72B7B2", "AdamW state": "#54A24B", "activations": "#F58518",
-    "KV cache": "#B279A2", "ALiBi bias": "#E45756", "other": "#9D9D9D",
+    "KV cache": "#B279A2", "loss (log-softmax)": "#EECA3B", "ALiBi bias": "#E45756", "other": "#9D9D9D",
 }
 SERIES = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D"]
 

@@ -20,7 +20,8 @@ GIB = 2**30
 MIB = 2**20
 
 TOTAL_KEYS = {"inference": "inference_total_bytes", "training": "training_total_bytes"}
-COMPONENT_ORDER = ("weights", "gradients", "AdamW state", "activations", "KV cache", "ALiBi bias", "other")
+COMPONENT_ORDER = ("weights", "gradients", "AdamW state", "activations", "loss (log-softmax)", "KV cache",
+                   "ALiBi bias", "other")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +124,8 @@ def memory_components(est: dict, mode: str, depth: int) -> list[tuple[str, int]]
         alibi = depth * int(est["alibi_sdpa_mask_bytes"]) + cached
         acts = int(est["activation_bytes_training"]) - alibi
         out = [("weights", weights), ("gradients", int(est["grads_bytes"])),
-               ("AdamW state", int(est["adamw_state_bytes"])), ("ALiBi bias", alibi), ("activations", acts)]
+               ("AdamW state", int(est["adamw_state_bytes"])), ("ALiBi bias", alibi), ("activations", acts),
+               ("loss (log-softmax)", int(est.get("loss_bytes_training", 0)))]
     rest = int(est[TOTAL_KEYS[mode]]) - sum(v for _, v in out)
     if rest:
         out.append(("other", rest))

@@ -32,7 +32,7 @@ def test_memory_components_sum_to_the_cost_model_totals() -> None:
 def test_memory_stacked_is_a_log_x_stack_in_gib(curve: pd.DataFrame) -> None:
     fig = charts.memory_stacked(curve, mode="training")
     names = [t.name for t in fig.data]
-    assert names == ["weights", "gradients", "AdamW state", "activations", "ALiBi bias"]
+    assert names == ["weights", "gradients", "AdamW state", "activations", "loss (log-softmax)", "ALiBi bias"]
     assert all(t.stackgroup == "one" for t in fig.data)
     assert fig.layout.xaxis.type == "log"
     assert list(fig.data[0].x) == list(LENS)
