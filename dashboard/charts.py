@@ -31,8 +31,8 @@ def _layout(fig: go.Figure, title: str, *, x: str, y: str, height: int = 420) ->
         xaxis_title=x,
         yaxis_title=y,
         height=height,
-        margin={"l": 60, "r": 20, "t": 60, "b": 50},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
         hovermode="closest",
     )
     return fig
@@ -234,10 +234,11 @@ def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_t
                                  mode="markers", name="current config",
                                  marker={"size": 14, "color": SERIES[3], "symbol": "diamond"},
                                  hovertemplate=axis + "=%{x}: %{y:.4g}<extra>current</extra>"))
-    if reference is not None:
-        fig.add_hline(y=reference / scale, line_dash="dot", line_color="#888888",
-                      annotation_text=reference_label, annotation_position="top left")
-    fig.update_xaxes(type="log")
+    if reference is not None:  # a trace, not a shape: shapes on a log axis take log10 coordinates
+        fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[reference / scale] * 2, mode="lines+text",
+                                 name=reference_label, line={"dash": "dot", "color": "#888888"},
+                                 text=[reference_label, ""], textposition="top right", hoverinfo="skip"))
+    fig.update_xaxes(type="log", tickvals=xs, ticktext=[f"{int(v):,}" for v in xs])
     if log_y:
         fig.update_yaxes(type="log")
     fig.update_layout(showlegend=False)
@@ -268,7 +269,7 @@ def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: st
                                  mode="lines+markers", name=str(name), line={"color": SERIES[i % len(SERIES)]},
                                  hovertemplate="%{x}: %{y:.4g}<extra>" + str(name) + "</extra>"))
     if log_x:
-        fig.update_xaxes(type="log")
+        _seq_xaxis(fig, frame[x].astype(float).tolist())
     if log_y:
         fig.update_yaxes(type="log")
     return _layout(fig, title, x=x_title, y=y_title)

@@ -30,7 +30,7 @@ def render(ctx: Ctx) -> None:
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
     st.caption(f"Deltas (Δ) are against **{items[0][0]}**. GiB = 2^30 bytes; FLOPs with 1 multiply-add = 2 FLOPs.")
     wide = tables.compare_wide(long)
-    st.dataframe(wide, hide_index=True, width="stretch", key="df.compare.wide")
+    st.dataframe(wide, hide_index=True, width="stretch", key="df.compare.wide", height=35 * (len(wide) + 1) + 3)
     downloads(long, "comparison", "compare.long")
     cols = st.columns(2)
     with cols[0]:

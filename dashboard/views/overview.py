@@ -11,9 +11,6 @@ from dashboard.tables import fmt_bytes, fmt_count, fmt_flops
 from dashboard.views import Ctx
 from dashboard.views.common import NOT_MEASURED, chart, table
 
-SEED_231 = 36_629_504
-SEED_1191 = 36_655_648
-
 
 def request(ctx: Ctx) -> jobs.Request:
     return jobs.Request(label=f"latency and memory at {ctx.wl.seq_len} tokens", what=("latency", "memory"),
@@ -128,9 +125,13 @@ def _parity(ctx: Ctx) -> None:
     c[0].metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))
     c[1].metric("x-transformers 1.19.1", fmt_count(view.xt1191_num_params))
     c[2].metric("Difference (1.19.1 - 2.31)", fmt_count(diff))
-    if ctx.cfg == PRESETS["seed"]:
-        st.caption(f"The seed: {SEED_231:,} parameters in 2.31 vs {SEED_1191:,} in 1.19.1 "
-                   f"({SEED_1191 - SEED_231:,} more in 1.19.1).")
+    seed = data.builder_view(PRESETS["seed"].to_json())
+    if seed.num_params is not None and seed.xt1191_num_params is not None:
+        current = " (the current configuration)" if ctx.cfg == PRESETS["seed"] else ""
+        st.markdown(f"**The seed{current}:** {seed.num_params:,} parameters in x-transformers "
+                    f"{seed.xtransformers_version} vs {seed.xt1191_num_params:,} in 1.19.1, for which seed-analysis.md "
+                    f"was written ({seed.xt1191_num_params - seed.num_params:,} more in 1.19.1). Why, for the "
+                    "configuration in the sidebar:")
     if view.differences:
         lines = []
         ln = [d for d in view.differences if d[3].startswith("LayerNorm")]
@@ -152,10 +153,10 @@ def _effective(ctx: Ctx) -> None:
     left, right = st.columns(2)
     with left:
         st.caption("As written (x-transformers <= 1.19.1 spelling)")
-        st.code(ctx.cfg.to_snippet(), language="python")
+        st.code(ctx.cfg.to_snippet(), language="python", wrap_lines=True)
     with right:
         st.caption(f"What xtlens passes to x-transformers {view.xtransformers_version}")
-        st.code(view.code, language="python")
+        st.code(view.code, language="python", wrap_lines=True)
     for keyword, requested, effective, reason in view.translations:
         st.info(f"**{keyword}={requested}** becomes **{effective}**. {reason}")
     for note in view.notes:
@@ -164,8 +165,10 @@ def _effective(ctx: Ctx) -> None:
 
 def _facts(ctx: Ctx) -> None:
     st.subheader("What each flag really does (and where seed-analysis.md is wrong)")
-    for fact in facts.facts(ctx.cfg):
-        with st.expander(fact.keyword + ("  — correction" if fact.correction else ""), expanded=False):
-            st.markdown(fact.does)
+    items = facts.facts(ctx.cfg)
+    cols = st.columns(2)
+    for i, fact in enumerate(items):
+        with cols[i % 2].container(border=True):
+            st.markdown(f"**{fact.keyword}** — {fact.does}")
             if fact.correction:
                 st.warning("**Correction to seed-analysis.md:** " + fact.correction)

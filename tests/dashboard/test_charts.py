@@ -91,12 +91,13 @@ def test_sweep_metric_marks_the_current_config_and_reference_line() -> None:
     assert any("alibi_num_heads" in s for s in skipped)  # heads < alibi_num_heads = 4 are invalid
     fig = charts.sweep_metric(frame, axis="heads", metric="tokens_per_param", title="t", y_title="tokens per parameter",
                               log_y=True, reference=20, reference_label="Chinchilla ~20")
-    line, current = fig.data
+    line, current, reference = fig.data
     assert list(line.x) == [float(v) for v in frame.sort_values("value")["value"]]
     assert list(current.x) == [8.0]
     assert current.y[0] == pytest.approx(1e9 / cost_model.param_counts(SEED).num_params)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
-    assert fig.layout.shapes[0].y0 == 20
+    assert list(reference.y) == [20, 20] and reference.name == "Chinchilla ~20"
+    assert list(fig.layout.xaxis.tickvals) == list(line.x)
 
 
 def test_proxies_follow_their_published_formulas() -> None:
