@@ -25,12 +25,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiling.records import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, ProfileRecord
+from profiling.records import (
+    COLUMNS,
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    ProfileRecord,
+    frame_from_columns,
+    python_rows,
+    rows_to_columns,
+)
+from profiling.records import from_frame as frame_to_records
+from profiling.records import to_frame as as_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,127 +81,6 @@ def format_for(path_or_format: str | Path) -> str:
     return name
 
 
-# --- exact frame construction -------------------------------------------------------------------
-
-def _int_value(col: str, value: Any) -> int | None:
-    if _missing(value):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"column {col}: expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(round(value))
-    text = str(value).strip()
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return int(round(float(text)))
-        except (ValueError, OverflowError):
-            raise ValueError(f"column {col}: expected an integer, got {value!r}") from None
-
-
-def _float_value(col: str, value: Any) -> float | None:
-    if _missing(value):
-        return None
-    if isinstance(value, str) and value.strip() == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"column {col}: expected a number, got {value!r}") from None
-
-
-def _str_value(value: Any) -> str | None:
-    return None if _missing(value) else str(value)
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        import pandas as pd
-
-        if value is pd.NA:
-            return True
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    """Typed canonical frame from python values per column, never passing integers through a float."""
-    import pandas as pd
-
-    missing = [c for c in COLUMNS if c not in columns]
-    if missing:
-        raise ValueError(f"table is missing column(s): {', '.join(missing)}")
-    data = {}
-    for col in COLUMNS:
-        values = columns[col]
-        if col in INT_COLUMNS:
-            data[col] = pd.array([_int_value(col, v) for v in values], dtype="Int64")
-        elif col in FLOAT_COLUMNS:
-            data[col] = pd.array([_float_value(col, v) for v in values], dtype="Float64")
-        else:
-            data[col] = pd.Series([_str_value(v) for v in values], dtype=object).astype("string").array
-    return pd.DataFrame(data, columns=list(COLUMNS))
-
-
-def _rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
-    rows = list(rows)
-    names = list(COLUMNS) + [k for row in rows[:1] for k in row if k not in COLUMNS]
-    out: dict[str, list[Any]] = {c: [] for c in names}
-    for row in rows:
-        for c in names:
-            out[c].append(row.get(c))
-    if not rows:  # an empty table still has its columns
-        return {c: [] for c in COLUMNS}
-    return out
-
-
-def as_frame(table: pd.DataFrame | Sequence[ProfileRecord]) -> pd.DataFrame:
-    """The canonical typed frame of records or of a frame (extra columns dropped, ints kept exact)."""
-    import pandas as pd
-
-    if isinstance(table, pd.DataFrame):
-        missing = [c for c in COLUMNS if c not in table.columns]
-        if missing:
-            raise ValueError(f"table is missing column(s): {', '.join(missing)}")
-        return _frame_from_columns({c: table[c].astype(object).tolist() for c in COLUMNS})
-    return _frame_from_columns(_rows_to_columns(r.to_dict() for r in table))
-
-
-def frame_to_records(frame: pd.DataFrame) -> list[ProfileRecord]:
-    """Rows of a canonical frame as ``ProfileRecord`` (missing values become None; ints exact)."""
-    out = []
-    for row in _python_rows(as_frame(frame)):
-        row["timestamp"] = row["timestamp"] or ""
-        out.append(ProfileRecord(**row))
-    return out
-
-
-def _python_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    cols = {c: frame[c].astype(object).tolist() for c in COLUMNS}
-    rows = []
-    for i in range(len(frame)):
-        row = {}
-        for c in COLUMNS:
-            v = cols[c][i]
-            if _missing(v):
-                v = None
-            elif c in INT_COLUMNS:
-                v = int(v)
-            elif c in FLOAT_COLUMNS:
-                v = float(v)
-            row[c] = v
-        rows.append(row)
-    return rows
-
-
 # --- writers ------------------------------------------------------------------------------------
 
 def _csv_field(value: Any) -> str:
@@ -207,19 +95,19 @@ def _csv_field(value: Any) -> str:
 
 def _to_csv(frame: pd.DataFrame) -> bytes:
     lines = [",".join(COLUMNS)]
-    for row in _python_rows(frame):
+    for row in python_rows(frame):
         lines.append(",".join(_csv_field(row[c]) for c in COLUMNS))
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _to_json(frame: pd.DataFrame) -> bytes:
-    return json.dumps(_python_rows(frame), indent=1, ensure_ascii=False).encode("utf-8")
+    return json.dumps(python_rows(frame), indent=1, ensure_ascii=False).encode("utf-8")
 
 
 def _arrow_table(frame: pd.DataFrame):
     import pyarrow as pa
 
-    rows = _python_rows(frame)
+    rows = python_rows(frame)
     arrays = []
     for c in COLUMNS:
         kind = pa.int64() if c in INT_COLUMNS else pa.float64() if c in FLOAT_COLUMNS else pa.string()
@@ -280,7 +168,7 @@ def _md_value(col: str, value: Any) -> str:
 def to_markdown(table: pd.DataFrame | Sequence[ProfileRecord]) -> str:
     """A GitHub-flavoured Markdown table for reading (units in headers, bytes shown in GiB = 2**30)."""
     frame = as_frame(table)
-    rows = _python_rows(frame)
+    rows = python_rows(frame)
     shown = [c for c in COLUMNS if c != "config_json" and any(r[c] not in (None, "") for r in rows)]
     if not shown:
         shown = [c for c in COLUMNS if c != "config_json"]
@@ -321,7 +209,7 @@ def _from_csv(data: bytes) -> pd.DataFrame:
                                   quoted_strings_can_be_null=False, null_values=[""])
     table = pcsv.read_csv(io.BytesIO(text.encode("utf-8")), convert_options=options,
                           parse_options=pcsv.ParseOptions(newlines_in_values=True))
-    return _frame_from_columns(table.to_pydict())
+    return frame_from_columns(table.to_pydict())
 
 
 def _from_json(data: bytes) -> pd.DataFrame:
@@ -333,13 +221,13 @@ def _from_json(data: bytes) -> pd.DataFrame:
         rows = rows["records"]
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError("a JSON table is a list of row objects")
-    return _frame_from_columns(_rows_to_columns(rows))
+    return frame_from_columns(rows_to_columns(rows))
 
 
 def _from_parquet(data: bytes) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
-    return _frame_from_columns(pq.read_table(io.BytesIO(data)).to_pydict())
+    return frame_from_columns(pq.read_table(io.BytesIO(data)).to_pydict())
 
 
 def from_bytes(data: bytes, fmt: str) -> pd.DataFrame:

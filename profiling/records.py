@@ -2,7 +2,8 @@
 
 Every row says what configuration and workload it is about, how it was measured (device, dtype,
 versions, SDPA backend, warm-up and repeats, spread) and holds predicted and measured columns side
-by side. ``to_frame`` turns rows into a tidy pandas DataFrame; ``from_frame`` reverses it exactly.
+by side. ``to_frame`` turns rows (or a frame read from a file) into the canonical typed pandas DataFrame
+(``Int64``, ``Float64``, ``string``; integers never pass through a float); ``from_frame`` reverses it.
 
 Column families (a row fills the ones its ``measurement`` concerns; the rest stay None):
 
@@ -27,6 +28,8 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -138,48 +141,124 @@ def rel_err(measured: float | None, predicted: float | None) -> float | None:
     return abs(measured - predicted) / abs(predicted)
 
 
-def to_frame(records: list[ProfileRecord]) -> pd.DataFrame:
-    """Rows to a tidy DataFrame with every column of ``ProfileRecord`` in a fixed order and dtype."""
+# --- DataFrame conversion: exact (integers never pass through a float) -------------------------------------------------------------------
+
+def _int_value(col: str, value: Any) -> int | None:
+    if is_missing(value):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"column {col}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(round(value))
+    text = str(value).strip()
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return int(round(float(text)))
+        except (ValueError, OverflowError):
+            raise ValueError(f"column {col}: expected an integer, got {value!r}") from None
+
+
+def _float_value(col: str, value: Any) -> float | None:
+    if is_missing(value):
+        return None
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"column {col}: expected a number, got {value!r}") from None
+
+
+def _str_value(value: Any) -> str | None:
+    return None if is_missing(value) else str(value)
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        import pandas as pd
+
+        if value is pd.NA:
+            return True
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    return isinstance(value, float) and math.isnan(value)
+
+
+def frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """Typed canonical frame from python values per column, never passing integers through a float."""
     import pandas as pd
 
-    frame = pd.DataFrame([r.to_dict() for r in records], columns=list(COLUMNS))
-    return normalize_frame(frame)
-
-
-def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Give a frame (fresh, or read back from a file) the canonical column order and dtypes."""
-    import pandas as pd
-
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in COLUMNS if c not in columns]
     if missing:
         raise ValueError(f"table is missing column(s): {', '.join(missing)}")
-    out = frame.loc[:, list(COLUMNS)].copy()
+    data = {}
     for col in COLUMNS:
+        values = columns[col]
         if col in INT_COLUMNS:
-            out[col] = pd.array(out[col].astype("Float64").round().astype("Int64"), dtype="Int64")
+            data[col] = pd.array([_int_value(col, v) for v in values], dtype="Int64")
         elif col in FLOAT_COLUMNS:
-            out[col] = out[col].astype("Float64")
+            data[col] = pd.array([_float_value(col, v) for v in values], dtype="Float64")
         else:
-            out[col] = out[col].astype("string")
-    return out.reset_index(drop=True)
+            data[col] = pd.Series([_str_value(v) for v in values], dtype=object).astype("string").array
+    return pd.DataFrame(data, columns=list(COLUMNS))
+
+
+def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
+    rows = list(rows)
+    names = list(COLUMNS) + [k for row in rows[:1] for k in row if k not in COLUMNS]
+    out: dict[str, list[Any]] = {c: [] for c in names}
+    for row in rows:
+        for c in names:
+            out[c].append(row.get(c))
+    if not rows:  # an empty table still has its columns
+        return {c: [] for c in COLUMNS}
+    return out
+
+
+def to_frame(table: pd.DataFrame | Sequence[ProfileRecord]) -> pd.DataFrame:
+    """The canonical typed frame of records or of a frame (extra columns dropped, ints kept exact)."""
+    import pandas as pd
+
+    if isinstance(table, pd.DataFrame):
+        missing = [c for c in COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(f"table is missing column(s): {', '.join(missing)}")
+        return frame_from_columns({c: table[c].astype(object).tolist() for c in COLUMNS})
+    return frame_from_columns(rows_to_columns(r.to_dict() for r in table))
 
 
 def from_frame(frame: pd.DataFrame) -> list[ProfileRecord]:
-    """A DataFrame with the canonical columns back to rows (missing values become None)."""
-    import pandas as pd
+    """Rows of a canonical frame as ``ProfileRecord`` (missing values become None; ints exact)."""
+    out = []
+    for row in python_rows(to_frame(frame)):
+        row["timestamp"] = row["timestamp"] or ""
+        out.append(ProfileRecord(**row))
+    return out
 
-    frame = normalize_frame(frame)
+
+def python_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    cols = {c: frame[c].astype(object).tolist() for c in COLUMNS}
     rows = []
-    for rec in frame.to_dict(orient="records"):
-        clean = {k: (None if v is pd.NA or (isinstance(v, float) and v != v) else v) for k, v in rec.items()}
-        for k in INT_COLUMNS:
-            if clean[k] is not None:
-                clean[k] = int(clean[k])
-        for k in FLOAT_COLUMNS:
-            if clean[k] is not None:
-                clean[k] = float(clean[k])
-        clean["timestamp"] = clean["timestamp"] or ""
-        rows.append(ProfileRecord(**clean))
+    for i in range(len(frame)):
+        row = {}
+        for c in COLUMNS:
+            v = cols[c][i]
+            if is_missing(v):
+                v = None
+            elif c in INT_COLUMNS:
+                v = int(v)
+            elif c in FLOAT_COLUMNS:
+                v = float(v)
+            row[c] = v
+        rows.append(row)
     return rows
 
 

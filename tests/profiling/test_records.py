@@ -61,3 +61,12 @@ def test_invalid_status_and_measurement_are_rejected():
 def test_rel_err():
     assert rel_err(110, 100) == pytest.approx(0.1)
     assert rel_err(None, 100) is None and rel_err(1, 0) is None
+
+
+def test_integers_beyond_2_pow_53_survive_the_frame():
+    row = _rows()[0]
+    big = ProfileRecord(**{**row.to_dict(), "predicted_flops": 2**62 + 1, "torch_counter_flops": 2**53 + 1})
+    frame = to_frame([big])
+    assert int(frame.loc[0, "predicted_flops"]) == 2**62 + 1
+    assert from_frame(frame) == [big]
+    assert from_frame(to_frame(frame)) == [big]  # a frame in, the same frame out
