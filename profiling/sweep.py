@@ -399,7 +399,7 @@ def measure_flops_rows(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] 
     ``profiling.flops.cross_check``), which include layer norms and the rotary outer product;
     ``flops_rel_err`` is the largest relative disagreement of the two against the prediction.
     ``train_step``: ``FlopCounterMode`` over forward + backward of ``logits.sum()`` against
-    ``train_step_flops`` (no fvcore: it traces forwards only). Counts do not depend on the device; the
+    ``train_step_flops_flash_recompute`` with SDPA (``attn_flash``), ``train_step_flops`` without (no fvcore: it traces forwards only). Counts do not depend on the device; the
     row records the device the sweep targets.
     """
     from core.cost_model import flop_counts
@@ -426,12 +426,16 @@ def measure_flops_rows(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] 
                         f"{check.fvcore_extra_flops:,} FLOPs of norms and rotary outer products)"),
             ))
         elif phase == "train_step":
-            predicted = flop_counts(cfg, wl).train_step_flops
+            # SDPA's fused backward recomputes the attention scores (+0.5x the attention forward);
+            # x-transformers' einsum path (attn_flash=False) does not
+            counts = flop_counts(cfg, wl)
+            variant = "train_step_flops_flash_recompute" if cfg.attn_flash else "train_step_flops"
+            predicted = getattr(counts, variant)
             count = torch_flop_count(cfg, wl, train_step=True)
             rows.append(ProfileRecord(
                 **fields_, **provenance, predicted_flops=predicted, torch_counter_flops=count.total_flops,
                 flops_rel_err=rel_err(count.total_flops, predicted),
-                method=(f"core.cost_model train_step_flops; FlopCounterMode under FakeTensorMode over forward + "
+                method=(f"core.cost_model {variant}; FlopCounterMode under FakeTensorMode over forward + "
                         f"backward of logits.sum() ({count.elapsed_s:.2f} s)"),
             ))
         else:
