@@ -74,7 +74,7 @@ def flops_split_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
     total = float(frame["flops"].sum()) or 1.0
     fig = go.Figure(go.Bar(
         x=frame["flops"].tolist(), y=frame["part"].tolist(), orientation="h",
-        text=[f"{v / total:.0%}" for v in frame["flops"]], textposition="auto",
+        text=[f"{v / total:.0%}" for v in frame["flops"]], textposition="outside", cliponaxis=False,
         marker_color=SERIES[0],
         hovertemplate="%{y}: %{x:.4s} FLOPs<extra></extra>",
     ))
@@ -94,7 +94,7 @@ def flops_vs_seq(frame: pd.DataFrame, *, title: str = "Closed-form FLOPs vs sequ
                                  name=name, line={"color": SERIES[i]},
                                  hovertemplate="n=%{x}: %{y:.4s} FLOPs<extra>" + name + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1)
     return _layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
 
 
@@ -115,8 +115,13 @@ def crosscheck_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
     if frame.empty:
         return _empty(title, "no rows")
     fig = go.Figure()
+    reference = frame.groupby("phase", sort=False)["flops"].first()  # the first method is the reference
     for i, (method, group) in enumerate(frame.groupby("method", sort=False)):
-        fig.add_trace(go.Bar(x=group["phase"].tolist(), y=group["flops"].astype(float).tolist(), name=str(method),
+        ys = group["flops"].astype(float).tolist()
+        rel = [y / reference[p] - 1 if reference[p] else 0.0 for p, y in zip(group["phase"], ys, strict=True)]
+        fig.add_trace(go.Bar(x=group["phase"].tolist(), y=ys, name=str(method),
+                             text=[f"{y / 1e9:,.3f} G" + (f" ({r:+.2%})" if i else "") for y, r in zip(ys, rel, strict=True)],
+                             textposition="inside", textangle=-90,
                              marker_color=SERIES[i % len(SERIES)],
                              hovertemplate="%{x}: %{y:.5s} FLOPs<extra>" + str(method) + "</extra>"))
     fig.update_layout(barmode="group")
@@ -173,7 +178,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
 # --- latency -------------------------------------------------------------------------------------------
 
 def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_ms",
-                   y_title: str = MS_AXIS, series: str = "series") -> go.Figure:
+                   y_title: str = MS_AXIS, series: str = "series", tickformat: str | None = None) -> go.Figure:
     """Log-log latency vs sequence length, one line per ``series`` with its fitted slope in the legend.
 
     ``frame``: seq_len_tokens, ``series``, ``y``, optional latency_min_ms / latency_max_ms (error bars) and
@@ -203,7 +208,7 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
             if kernels else "n=%{x}: %{y:.4g}<extra>" + str(name) + "</extra>",
         ))
     _seq_xaxis(fig, data["seq_len_tokens"].tolist())
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", tickformat=tickformat)
     return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
 
 
@@ -240,7 +245,7 @@ def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_t
                                  text=[reference_label, ""], textposition="top right", hoverinfo="skip"))
     fig.update_xaxes(type="log", tickvals=xs, ticktext=[f"{int(v):,}" for v in xs])
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", dtick=1)
     fig.update_layout(showlegend=False)
     return _layout(fig, title, x=f"{axis} (log scale)", y=y_title, height=320)
 
@@ -271,7 +276,7 @@ def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: st
     if log_x:
         _seq_xaxis(fig, frame[x].astype(float).tolist())
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", dtick=1)
     return _layout(fig, title, x=x_title, y=y_title)
 
 

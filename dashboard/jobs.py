@@ -115,8 +115,13 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
         if st.button("Measure again", key=f"remeasure.{key}", type="tertiary"):
             manager().forget(job.key)
             st.rerun()
-    for message in bad["error"].dropna().unique()[:3]:
-        st.warning(str(message))
+    messages = list(bad["error"].dropna().unique())
+    if messages:
+        points = ", ".join(f"{r.phase} at {r.seq_len_tokens} tokens ({r.config_name})" for r in bad.itertuples())
+        st.warning(f"{len(bad)} measurement(s) failed: {points}. First reason: {messages[0]}")
+        if len(messages) > 1:
+            with st.expander("all failure messages"):
+                st.markdown("\n".join(f"- {m}" for m in messages))
     return frame
 
 

@@ -29,7 +29,7 @@ def render(ctx: Ctx) -> None:
     st.caption("Every FLOP number here counts one multiply-add as 2 FLOPs (torch's convention). fvcore counts a "
                "multiply-add as one 'flop': its raw count is shown as MACs. Only matrix multiplications are counted "
                "(norms, softmax, rotary, ALiBi are element-wise).")
-    c = st.columns(4)
+    c = st.columns(2) + st.columns(2)
     c[0].metric("Forward, full n x n", tables.fmt_flops(est["fwd_flops"]),
                 help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
     c[1].metric("Forward, causal half", tables.fmt_flops(est["fwd_flops_causal"]),

@@ -67,7 +67,8 @@ def render(ctx: Ctx) -> None:
     if not fwd.empty:
         fwd["series"] = fwd["config_name"].astype(str) + " / " + fwd["phase"].astype(str)
         chart(charts.latency_loglog(fwd, y="tokens_per_s", y_title="throughput (tokens/s, log scale)",
-                                    title="Throughput: forward tokens/s and decode tokens/s"), "lat_tps")
+                                    title="Throughput: forward tokens/s and decode tokens/s", tickformat="~s"),
+              "lat_tps")
     st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel ran)")
     st.dataframe(_kernels(ok), hide_index=True, width="stretch", key="df.latency.kernels")
     table(frame, "latency measurements", "latency.measured")
