@@ -24,9 +24,11 @@ Parameter differences against x-transformers 1.19.1 (LayerNorm biases, the logit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +54,7 @@ __all__ = [
     "xt1191_num_params",
 ]
 
-_TORCH_DTYPES: dict[str, torch.dtype] = {
+TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
@@ -298,6 +300,35 @@ def num_params(cfg: ModelConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@contextlib.contextmanager
+def fake_model(cfg: ModelConfig, dtype: str = "float32") -> Iterator[tuple[nn.Module, object]]:
+    """Yield ``(model, fake_mode)``: the model ``build_model`` builds, constructed inside a
+    ``FakeTensorMode`` (no parameter memory, no init: for counting FLOPs and tracking memory).
+
+    Everything run inside the ``with`` block is fake too; fake tensors cannot leave it. ``Module.to``
+    cannot swap fake parameters, so the dtype cast replaces floating parameters and buffers in place
+    (a parameter shared by two modules, e.g. a tied embedding, stays shared).
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        model = _construct(cfg, effective_kwargs(cfg))
+        if dtype != "float32":
+            target = TORCH_DTYPES[dtype]
+            done: dict[int, nn.Parameter] = {}
+            for module in model.modules():
+                for key, p in list(module._parameters.items()):
+                    if p is None or not p.is_floating_point():
+                        continue
+                    if id(p) not in done:
+                        done[id(p)] = nn.Parameter(p.detach().to(target), requires_grad=p.requires_grad)
+                    module._parameters[key] = done[id(p)]
+                for key, b in list(module._buffers.items()):
+                    if b is not None and b.is_floating_point():
+                        module._buffers[key] = b.to(target)
+        yield model.eval(), mode
+
+
 def _available_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -343,7 +374,7 @@ def build_model(
     global RNG. Raises ``BuildError`` for an unknown dtype or device, a model that does not fit in the
     available memory, or a configuration x-transformers rejects.
     """
-    if dtype not in _TORCH_DTYPES:
+    if dtype not in TORCH_DTYPES:
         raise BuildError(f"Unknown dtype {dtype!r}: choose one of {', '.join(DTYPE_BYTES)}.")
     dev = _resolve_device(device)
     kw = effective_kwargs(cfg)
@@ -369,7 +400,7 @@ def build_model(
                 torch.manual_seed(seed)
                 with torch.device("cpu"):
                     model = _construct(cfg, kw)
-        model = model.to(device=dev, dtype=_TORCH_DTYPES[dtype]).eval()
+        model = model.to(device=dev, dtype=TORCH_DTYPES[dtype]).eval()
     except torch.OutOfMemoryError as exc:
         raise BuildError(f"Out of memory while building a {count:,}-parameter model on {dev}: {exc}") from exc
 

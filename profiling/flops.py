@@ -33,10 +33,9 @@ Everything returns frozen dataclasses with unit-suffixed fields; nothing prints.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -50,6 +49,7 @@ from torch.utils.flop_counter import (
 )
 
 from core import cost_model
+from core.builder import fake_model
 from core.config import ModelConfig, Workload
 
 __all__ = [
@@ -67,7 +67,6 @@ __all__ = [
     "cross_check",
 ]
 
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # fvcore operators that do matrix-multiply work (the rest it counts are norms etc.)
 FVCORE_MATMUL_OPS = ("linear", "matmul", "addmm", "mm", "bmm", "scaled_dot_product_attention")
@@ -159,40 +158,6 @@ class TorchFlopCount:
     dtype: str
     method: str
     elapsed_s: float
-
-
-def _cast_module_(model: nn.Module, dtype: torch.dtype) -> None:
-    """``model.to(dtype)`` for fake parameters (``Module.to`` cannot swap fake tensors)."""
-    for module in model.modules():
-        for name, p in list(module._parameters.items()):
-            if p is not None and p.is_floating_point():
-                module._parameters[name] = nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad)
-        for name, buf in list(module._buffers.items()):
-            if buf is not None and buf.is_floating_point():
-                module._buffers[name] = buf.to(dtype)
-
-
-def _construct(cfg: ModelConfig) -> nn.Module:
-    """The model ``core.builder.build_model`` builds (same keywords; init skipped: irrelevant to counts)."""
-    from x_transformers import Decoder, TransformerWrapper
-
-    from core.builder import effective_kwargs
-
-    kw = effective_kwargs(cfg)
-    return TransformerWrapper(**kw.wrapper, attn_layers=Decoder(**kw.decoder))
-
-
-@contextlib.contextmanager
-def fake_model(cfg: ModelConfig, dtype: str = "float32") -> Iterator[tuple[nn.Module, object]]:
-    """Yield ``(model, fake_mode)``: the real x-transformers model built inside a ``FakeTensorMode``
-    (fast: no parameter memory). Run it inside the yielded context; fake tensors cannot leave it."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode() as mode:
-        model = _construct(cfg)
-        if dtype != "float32":
-            _cast_module_(model, _TORCH_DTYPES[dtype])
-        yield model.eval(), mode
 
 
 def _op_name(op: object) -> str:

@@ -61,7 +61,7 @@ __all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_c
 MEMORY_PHASES = ("inference", "train_step")
 METHODS = ("auto", "fake", "real", "cuda")
 
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from core.builder import TORCH_DTYPES as _TORCH_DTYPES  # noqa: E402
 
 _METHOD_TEXT = {
     "fake": "torch MemTracker under FakeTensorMode (tensor sizes; no memory used)",
@@ -154,22 +154,6 @@ def kv_cache_bytes(intermediates: Any) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _cast_fake(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """``model.to(dtype)`` for fake tensors (``Module.to`` cannot swap fake parameters): floating parameters
-    and buffers are replaced in place; a parameter shared by two modules stays shared."""
-    done: dict[int, torch.nn.Parameter] = {}
-    for module in model.modules():
-        for key, p in list(module._parameters.items()):
-            if p is None or not p.is_floating_point():
-                continue
-            if id(p) not in done:
-                done[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad)
-            module._parameters[key] = done[id(p)]
-        for key, b in list(module._buffers.items()):
-            if b is not None and b.is_floating_point():
-                module._buffers[key] = b.to(dtype)
-
-
 @contextmanager
 def _model_in(cfg: ModelConfig, wl: Workload, dev: str, mode: str):
     """Yield a fresh model: built on fake tensors inside ``FakeTensorMode`` (everything run inside the
@@ -177,14 +161,8 @@ def _model_in(cfg: ModelConfig, wl: Workload, dev: str, mode: str):
     from core import builder
 
     if mode == "fake":
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        with FakeTensorMode():
-            # same construction as build_model, without Module.to (which cannot move fake parameters)
-            model = builder._construct(cfg, builder.effective_kwargs(cfg))
-            if wl.dtype != "float32":
-                _cast_fake(model, _TORCH_DTYPES[wl.dtype])
-            yield model.eval()
+        with builder.fake_model(cfg, wl.dtype) as (model, _mode):
+            yield model
     else:
         yield builder.build_model(cfg, device=dev, dtype=wl.dtype, seed=0).model
 
