@@ -215,7 +215,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 def dashboard_command(*, port: int | None = None, headless: bool = False, extra: Sequence[str] = ()) -> list[str]:
     """The command ``xtlens dashboard`` runs: ``python -m streamlit run dashboard/app.py ...``."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP)]
+    cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--browser.gatherUsageStats", "false"]
     if port is not None:
         cmd += ["--server.port", str(port)]
     if headless:

@@ -129,7 +129,7 @@ def test_profile_bad_input(capsys) -> None:
 
 def test_dashboard_command() -> None:
     assert dashboard_command(port=8600, headless=True) == [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
+        sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"), "--browser.gatherUsageStats", "false",
         "--server.port", "8600", "--server.headless", "true"]
     assert DASHBOARD_APP == REPO / "dashboard" / "app.py"
 

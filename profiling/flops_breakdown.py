@@ -1,7 +1,7 @@
-"""FLOP rows with per-module and per-operator breakdowns, for the FLOPs view (runs in the worker's child).
+"""FLOP rows with per-module and per-operator breakdowns (the dashboard's FLOPs view runs it in the worker's child).
 
 ``measure`` follows ``profiling.sweep.Measure`` and is passed to the worker as
-``"dashboard.flops_breakdown:measure"``. It returns the cross-check totals of
+``"profiling.flops_breakdown:measure"``. It returns the cross-check totals of
 ``profiling.sweep.measure_flops_rows`` (component ``total``) plus one row per module and per operator
 from torch's ``FlopCounterMode`` and from fvcore, fvcore's unsupported operators and uncalled modules.
 ``method`` names the breakdown a row belongs to. No Streamlit here.
