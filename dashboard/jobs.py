@@ -73,7 +73,7 @@ def submit(req: Request) -> Job:
 
 
 def frame_of(job: Job) -> pd.DataFrame:
-    return as_frame(job.result())  # exact integers (records.to_frame passes them through a float)
+    return as_frame(job.result())
 
 
 def results(job_keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
