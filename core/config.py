@@ -26,7 +26,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import types
 import typing
 from dataclasses import dataclass, fields
 from urllib.parse import parse_qsl, urlencode
@@ -232,7 +231,7 @@ class ModelConfig:
     @classmethod
     def from_query(cls, query: str | typing.Mapping[str, str]) -> ModelConfig:
         pairs = dict(parse_qsl(query.lstrip("?"), keep_blank_values=True)) if isinstance(query, str) else dict(query)
-        types_ = _field_types(cls)
+        types_ = typing.get_type_hints(cls)
         known = {k: v for k, v in pairs.items() if k in types_}
         unknown = sorted(set(pairs) - set(types_))
         if unknown:
@@ -299,10 +298,6 @@ class Workload:
         return dataclasses.asdict(self)
 
 
-def _field_types(cls: type) -> dict[str, object]:
-    return typing.get_type_hints(cls)
-
-
 def _encode_value(value: object) -> str:
     if value is None:
         return "none"
@@ -313,7 +308,7 @@ def _encode_value(value: object) -> str:
 
 def _decode_value(name: str, raw: str, type_: object) -> object:
     args = typing.get_args(type_)
-    optional = type(None) in args or isinstance(type_, types.UnionType) and type(None) in args
+    optional = type(None) in args
     base = next((a for a in args if a is not type(None)), type_) if args else type_
     text = raw.strip()
     if optional and text.lower() in ("none", "null", ""):
