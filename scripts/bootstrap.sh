@@ -26,7 +26,13 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv ${XTLENS_VENV_FLAGS:-} .venv
 fi
 VPY=.venv/bin/python
-pipq() { "$VPY" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true; }
+# pip, quiet, without the noise of this machine's local index folders; pip's exit status is kept
+pipq() {
+  local out rc=0
+  out=$("$VPY" -m pip --disable-pip-version-check -q "$@" 2>&1) || rc=$?
+  printf '%s\n' "$out" | grep -v -e "is ignored: it is neither a file nor a directory" -e '^$' >&2 || true
+  return "$rc"
+}
 
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   echo "bootstrap: installing torch" >&2
@@ -44,8 +50,7 @@ stamp=.venv/.xtlens-installed
 digest=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -x .venv/bin/xtlens ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   echo "bootstrap: installing xtlens and its dependencies" >&2
-  pipq install -e ".[test]"
-  [ -x .venv/bin/xtlens ] || { echo "bootstrap: pip install -e .[test] failed" >&2; exit 1; }
+  pipq install -e ".[test]" || { echo "bootstrap: pip install -e .[test] failed" >&2; exit 1; }
   echo "$digest" > "$stamp"
 fi
 
