@@ -127,25 +127,25 @@ def _to_parquet(frame: pd.DataFrame) -> bytes:
 _GIB = 2**30
 
 
+# (column suffix, header template); first match wins, so ``_flops_per_s`` comes before ``_flops`` and ``_per_s``.
+_MD_SUFFIX_HEADERS: tuple[tuple[str, str], ...] = (
+    ("_bytes", "{} (GiB)"),
+    ("_macs", "{} (MACs)"),
+    ("_flops_per_s", "{} (FLOP/s)"),
+    ("_flops", "{} (FLOPs)"),
+    ("_per_s", "{} (per s)"),
+    ("_ms", "{} (ms)"),
+    ("_tokens", "{} (tokens)"),
+    ("_rel_err", "{} rel. error (%)"),
+)
+
+
 def _md_header(col: str) -> str:
-    if col.endswith("_bytes"):
-        return f"{col[: -len('_bytes')].replace('_', ' ')} (GiB)"
-    if col.endswith("_macs"):
-        return f"{col[: -len('_macs')].replace('_', ' ')} (MACs)"
-    if col.endswith("_flops_per_s"):
-        return f"{col[: -len('_flops_per_s')].replace('_', ' ')} (FLOP/s)"
-    if col.endswith("_flops"):
-        return f"{col[: -len('_flops')].replace('_', ' ')} (FLOPs)"
-    if col.endswith("_per_s"):
-        return f"{col[: -len('_per_s')].replace('_', ' ')} (per s)"
-    if col.endswith("_ms"):
-        return f"{col[: -len('_ms')].replace('_', ' ')} (ms)"
-    if col.endswith("_tokens"):
-        return f"{col[: -len('_tokens')].replace('_', ' ')} (tokens)"
-    if col.endswith("_rel_err"):
-        return f"{col[: -len('_rel_err')].replace('_', ' ')} rel. error (%)"
     if col == "peak_fraction":
         return "peak fraction (%)"
+    for suffix, template in _MD_SUFFIX_HEADERS:
+        if col.endswith(suffix):
+            return template.format(col.removesuffix(suffix).replace("_", " "))
     return col.replace("_", " ")
 
 

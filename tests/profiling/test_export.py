@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from core.config import PRESETS, Workload
 from profiling.export import (
     FORMATS,
+    _md_header,
     as_frame,
     format_for,
     frame_to_records,
@@ -140,6 +141,18 @@ def test_markdown_has_units_and_gib() -> None:
     assert md.count("\n") == 3
     with pytest.raises(ValueError, match="reading only"):
         from_bytes(md.encode(), "md")
+
+
+@pytest.mark.parametrize(("column", "header"), [
+    ("achieved_flops_per_s", "achieved (FLOP/s)"),  # not "(FLOPs)" nor "(per s)": the longest suffix wins
+    ("tokens_per_s", "tokens (per s)"),
+    ("fvcore_macs", "fvcore (MACs)"),
+    ("peak_fraction", "peak fraction (%)"),
+    ("memory_rel_err", "memory rel. error (%)"),
+    ("device_name", "device name"),
+])
+def test_markdown_header_units(column: str, header: str) -> None:
+    assert _md_header(column) == header
 
 
 def test_empty_table_round_trips() -> None:
