@@ -48,6 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from core.builder import TORCH_DTYPES as _TORCH_DTYPES
 from core.config import ModelConfig, Workload
 from core.cost_model import memory_estimate
 from profiling.device import device_name as _device_name
@@ -60,8 +61,6 @@ __all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_c
 
 MEMORY_PHASES = ("inference", "train_step")
 METHODS = ("auto", "fake", "real", "cuda")
-
-from core.builder import TORCH_DTYPES as _TORCH_DTYPES  # noqa: E402
 
 _METHOD_TEXT = {
     "fake": "torch MemTracker under FakeTensorMode (tensor sizes; no memory used)",
