@@ -181,16 +181,29 @@ def _snap_total(snapshot: dict) -> dict[str, int]:
     return out
 
 
+def _cuda_peak_start(dev: str) -> int:
+    """Open a CUDA peak window: wait for queued work, reset the peak counter, return the bytes allocated now."""
+    synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    return torch.cuda.memory_allocated(dev)
+
+
+def _totals(tracked_peak_bytes: int, dev: str, cuda_base_bytes: int | None) -> dict[str, int]:
+    """``total`` (and on CUDA ``total_tracked``): the tracker's peak, or the CUDA peak growth since
+    ``_cuda_peak_start`` with the tracker's peak beside it."""
+    if cuda_base_bytes is None:
+        return {"total": tracked_peak_bytes}
+    synchronize(dev)
+    return {"total": torch.cuda.max_memory_allocated(dev) - cuda_base_bytes, "total_tracked": tracked_peak_bytes}
+
+
 def _inference(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[dict[str, int], dict[str, Any]]:
     from torch.distributed._tools.mem_tracker import MemTracker
 
     parts: dict[str, int] = {}
     info: dict[str, Any] = {}
     cuda = mode == "cuda"
-    if cuda:
-        synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
+    base = _cuda_peak_start(dev) if cuda else None
     with _model_in(cfg, wl, dev, mode) as model:
         model.eval()
         buffers0 = sum(_nbytes(b) for b in model.buffers())
@@ -206,12 +219,7 @@ def _inference(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[dic
             capture.finish()
         peak = _snap_total(tracker.get_tracker_snapshot("peak"))
         now = _snap_total(tracker.get_tracker_snapshot("current"))
-        if cuda:
-            synchronize(dev)
-            parts["total"] = torch.cuda.max_memory_allocated(dev) - base
-            parts["total_tracked"] = peak["Total"]
-        else:
-            parts["total"] = peak["Total"]
+        parts.update(_totals(peak["Total"], dev, base))
         parts["weights"] = now.get("Parameter", 0)
         # buffers as built; the ALiBi bias x-transformers caches as a buffer during the forward (no
         # rotary) is an activation here, as in the cost model
@@ -242,11 +250,7 @@ def _train_step(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[di
     from torch.distributed._tools.mem_tracker import MemTracker
 
     parts: dict[str, int] = {}
-    cuda = mode == "cuda"
-    if cuda:
-        synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
+    base = _cuda_peak_start(dev) if mode == "cuda" else None
     with _model_in(cfg, wl, dev, mode) as model:
         model.train()
         buffers0 = sum(_nbytes(b) for b in model.buffers())
@@ -273,12 +277,7 @@ def _train_step(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[di
                     snaps["step"] = _snap_total(tracker.get_tracker_snapshot("current"))
                 tracker.reset_mod_stats()  # MemTracker raises on a second iteration without it
         peak = _snap_total(tracker.get_tracker_snapshot("peak"))
-        if cuda:
-            synchronize(dev)
-            parts["total"] = torch.cuda.max_memory_allocated(dev) - base
-            parts["total_tracked"] = peak["Total"]
-        else:
-            parts["total"] = peak["Total"]
+        parts.update(_totals(peak["Total"], dev, base))
         parts["weights"] = snaps["step"].get("Parameter", 0)
         parts["buffers"] = buffers0
         parts["gradients"] = snaps["backward"].get("Gradient", 0)
