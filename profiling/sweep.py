@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import itertools
 import json
 import os
@@ -70,7 +69,6 @@ __all__ = [
     "cache_root",
     "cache_path",
     "clear_cache",
-    "library_versions",
     "is_oom",
     "free_memory",
 ]
@@ -246,17 +244,6 @@ def _check_whats(what: Iterable[str] | str) -> tuple[str, ...]:
 
 # --- versions, devices, memory -------------------------------------------------------------------
 
-def library_versions() -> dict[str, str | None]:
-    """Installed torch and x-transformers versions, read from package metadata (no import)."""
-    out: dict[str, str | None] = {}
-    for key, dist in (("torch", "torch"), ("x_transformers", "x-transformers")):
-        try:
-            out[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[key] = None
-    return out
-
-
 def resolve_device_name(device: str) -> tuple[str, str]:
     """``(device, device_name)`` for ``auto``/``cpu``/``cuda``/``cuda:N`` via ``profiling.device``."""
     from profiling.device import device_name, resolve_device
@@ -288,6 +275,8 @@ def cache_root() -> Path:
 
 def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
                measure_id: str | None = None) -> str:
+    from profiling.device import versions
+
     wl = point.workload
     payload = {
         "config": json.loads(point.config_json),
@@ -295,7 +284,7 @@ def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepO
         "device": device,
         "device_name": device_name,
         "what": point.what,
-        "versions": library_versions(),
+        "versions": versions(),
         "warmup": options.warmup,
         "repeats": options.repeats,
         "phases": list(options.phases) if options.phases is not None else None,
@@ -350,8 +339,10 @@ def clear_cache() -> int:
 def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, device_name: str,
                  options: SweepOptions | None = None) -> list[ProfileRecord]:
     """The single row recording that ``point`` ended with ``status`` (oom, error, timeout) and why."""
+    from profiling.device import versions
+
     options = options or SweepOptions()
-    versions = library_versions()
+    vers = versions()
     wl = point.workload
     if point.cfg is not None:
         fields_ = base_fields(point.cfg, wl, config_name=point.config_name, measurement=point.what,
@@ -365,8 +356,8 @@ def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, d
         }
     latency = point.what == "latency"
     return [ProfileRecord(
-        **fields_, status=status, error=message, torch_version=versions["torch"],
-        xtransformers_version=versions["x_transformers"], warmup=options.warmup if latency else None,
+        **fields_, status=status, error=message, torch_version=vers["torch"],
+        xtransformers_version=vers["x-transformers"], warmup=options.warmup if latency else None,
         repeats=options.repeats if latency else None, sdpa_backend=options.sdpa_backend if latency else None,
     )]
 

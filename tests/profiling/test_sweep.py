@@ -7,6 +7,7 @@ import json
 import pytest
 
 from core.config import PRESETS, ConfigError, ModelConfig, Workload
+from profiling.device import versions
 from profiling.records import ProfileRecord, base_fields
 from profiling.sweep import (
     DEFAULT_SEQ_LENS,
@@ -101,6 +102,8 @@ def test_sweep_rows_progress_and_failures() -> None:
     assert skipped.status == "oom" and "seq_len=128 already ran out of memory" in skipped.error
     too_long = by[("dim=32 heads=2", 512)]
     assert too_long.status == "error" and "seq_len = 512" in too_long.error and "max_seq_len = 256" in too_long.error
+    vers = versions()  # failure rows carry the same provenance as measured rows
+    assert (oom.torch_version, oom.xtransformers_version) == (vers["torch"], vers["x-transformers"])
     # 256 was skipped and 512 rejected without calling the measurement
     assert ("flops", 1, 256) not in fake.calls[:6] and len(fake.calls) == 4 * 4
     fractions = [f for f, _ in seen]
