@@ -69,8 +69,6 @@ __all__ = [
     "cache_root",
     "cache_path",
     "clear_cache",
-    "is_oom",
-    "free_memory",
 ]
 
 WHATS: tuple[str, ...] = ("flops", "memory", "latency")
@@ -242,7 +240,7 @@ def _check_whats(what: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-# --- versions, devices, memory -------------------------------------------------------------------
+# --- devices -------------------------------------------------------------------------------------
 
 def resolve_device_name(device: str) -> tuple[str, str]:
     """``(device, device_name)`` for ``auto``/``cpu``/``cuda``/``cuda:N`` via ``profiling.device``."""
@@ -250,20 +248,6 @@ def resolve_device_name(device: str) -> tuple[str, str]:
 
     resolved = str(resolve_device(device))
     return resolved, str(device_name(resolved))
-
-
-def is_oom(exc: BaseException) -> bool:
-    """True for an out-of-memory error of any device (``profiling.errors.is_oom``)."""
-    from profiling.errors import is_oom as _is_oom
-
-    return bool(_is_oom(exc))
-
-
-def free_memory(device: str) -> None:
-    """Collect garbage and release the CUDA caching allocator's blocks (``profiling.errors.free_memory``)."""
-    from profiling.errors import free_memory as _free
-
-    _free(device)
 
 
 # --- the cache -------------------------------------------------------------------------------------
@@ -371,7 +355,7 @@ def _phase_label(options: SweepOptions) -> str:
 FLOPS_PHASES: tuple[str, ...] = ("forward", "train_step")
 
 
-def _phases_for(what: str, options: SweepOptions, supported: Sequence[str]) -> tuple[str, ...] | None:
+def _phases_for(options: SweepOptions, supported: Sequence[str]) -> tuple[str, ...] | None:
     """The requested phases this measurement knows (None: its defaults; also when none of them apply)."""
     if options.phases is None:
         return None
@@ -441,13 +425,13 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
     ``options.phases`` is filtered to the phases each measurement knows; none left means its defaults.
     """
     if what == "flops":
-        phases = _phases_for(what, options, FLOPS_PHASES) or ("forward",)
+        phases = _phases_for(options, FLOPS_PHASES) or ("forward",)
         return measure_flops_rows(cfg, wl, phases=phases, config_name=config_name, device=device, progress=progress)
     if what == "memory":
         from profiling import memory
 
         kw = {}
-        phases = _phases_for(what, options, memory.MEMORY_PHASES)
+        phases = _phases_for(options, memory.MEMORY_PHASES)
         if phases is not None:
             kw["phases"] = phases
         return list(memory.measure_memory(cfg, wl, device=device, config_name=config_name, **kw))
@@ -455,7 +439,7 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
         from profiling import latency
 
         kw = {}
-        phases = _phases_for(what, options, latency.PHASES)
+        phases = _phases_for(options, latency.PHASES)
         if phases is not None:
             kw["phases"] = phases
         return list(latency.measure_latency(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
@@ -467,6 +451,8 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
 def run_point(point: SweepPoint, *, device: str, device_name: str, options: SweepOptions,
               measure: Measure = measure_point, progress: Progress | None = None) -> tuple[list[ProfileRecord], bool]:
     """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row."""
+    from profiling.errors import free_memory, is_oom
+
     if point.cfg is None:
         return failure_rows(point, "error", point.invalid or "invalid configuration", device=device,
                             device_name=device_name, options=options), False
@@ -545,7 +531,7 @@ def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[s
     wls = list(workloads) if workloads is not None else seq_len_workloads()
     points = plan_sweep(configs, wls, what)
     total = max(len(points), 1)
-    device, device_name = _device_for(options)
+    device, device_name = resolve_device_name(options.device)  # once per sweep: auto becomes cuda or cpu
     oom = _OomTracker()
     out: list[ProfileRecord] = []
     for i, point in enumerate(points):
@@ -573,7 +559,3 @@ def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[s
         progress(1.0, f"done: {len(points)} point(s), {sum(r.status != 'ok' for r in out)} failed row(s)")
     return out
 
-
-def _device_for(options: SweepOptions) -> tuple[str, str]:
-    """Resolve the device once per sweep (``auto`` becomes ``cuda`` or ``cpu``)."""
-    return resolve_device_name(options.device)

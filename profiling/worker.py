@@ -469,7 +469,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _child(job_dir: Path) -> int:
-    from profiling.sweep import _device_for, measure_point, run_sweep
+    from profiling.sweep import measure_point, resolve_device_name, run_sweep
 
     events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
 
@@ -480,7 +480,7 @@ def _child(job_dir: Path) -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
-        device, device_name = _device_for(spec.options)
+        device, device_name = resolve_device_name(spec.options.device)
         emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid()})
         measure = _load_measure(spec.measure) if spec.measure else measure_point
     except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
