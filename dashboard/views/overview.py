@@ -78,7 +78,7 @@ def _measured(frame: pd.DataFrame | None, est: dict, wl) -> None:
 
     tok = jobs.measured_value(frame, measurement="latency", phase="forward", column="tokens_per_s")
     mem_inf = jobs.measured_value(frame, measurement="memory", phase="inference", column="measured_bytes")
-    mem_train = jobs.measured_value(frame, measurement="memory", phase="training", column="measured_bytes")
+    mem_train = jobs.measured_value(frame, measurement="memory", phase="train_step", column="measured_bytes")
     kernel = _kernel(frame)
     shown = {
         "Forward latency (median)": ms("forward"),

@@ -23,7 +23,7 @@ def measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, 
                                       tokens_per_s=wl.tokens / (ms / 1000), sdpa_backend="math",
                                       sdpa_backend_reason="fake", method="fake measure for tests", repeats=3, warmup=1))
     elif what == "memory":
-        for phase in ("inference", "training"):
+        for phase in ("inference", "train_step"):  # profiling.memory.MEMORY_PHASES
             base = base_fields(cfg, wl, config_name=config_name, measurement="memory", phase=phase, device=device,
                                device_name="Fake CPU")
             rows.append(ProfileRecord(**base, predicted_bytes=1000 * n, measured_bytes=1100 * n,

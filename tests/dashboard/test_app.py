@@ -228,7 +228,10 @@ def test_export_view_offers_four_formats_and_the_session_round_trips() -> None:
 def test_measure_button_runs_a_worker_job_and_shows_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Press Measure: a real child process runs (with a fast fake measure), progress, then the numbers."""
     from dashboard import jobs
+    from profiling.memory import MEMORY_PHASES
     from profiling.worker import JobManager
+
+    assert MEMORY_PHASES == ("inference", "train_step")  # the memory phases fake_measure writes
 
     fake = str(Path(__file__).with_name("fake_measure.py")) + ":measure"
     real_spec = jobs.Request.spec
@@ -244,4 +247,5 @@ def test_measure_button_runs_a_worker_job_and_shows_the_result(monkeypatch: pyte
     no_exception(at)
     assert metric(at, "Forward latency (median)") == f"{1e-6 * 256 * 256:,.2f} ms"
     assert metric(at, "Peak memory, inference (measured)") == fmt_bytes(1100 * 256)
+    assert metric(at, "Peak memory, training (measured)") == fmt_bytes(1100 * 256)
     assert any("math" in m.value for m in at.markdown)
