@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -12,13 +14,16 @@ NOT_MEASURED = "not measured yet — press Measure"
 
 
 def downloads(frame: pd.DataFrame, title: str, key: str) -> None:
-    """Four download buttons (CSV, JSON, Parquet, Markdown) for ``frame``."""
+    """Four download buttons (CSV, JSON, Parquet, Markdown) for ``frame``.
+
+    The bytes are made when a button is clicked (a callable ``data``), not on every rerun.
+    """
     stem = exporting.file_stem(title)
     cols = st.columns(len(exporting.FORMATS))
     for col, fmt in zip(cols, exporting.FORMATS, strict=True):
         with col:
             st.download_button(
-                exporting.LABELS[fmt], data=exporting.table_bytes(frame, fmt), file_name=f"{stem}.{fmt}",
+                exporting.LABELS[fmt], data=partial(exporting.table_bytes, frame, fmt), file_name=f"{stem}.{fmt}",
                 mime=exporting.MIME[fmt], key=f"dl.{key}.{fmt}", on_click="ignore", width="stretch",
                 icon=":material/download:",
             )

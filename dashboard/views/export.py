@@ -3,6 +3,8 @@ results of ``xtlens profile`` from another machine uploaded and compared."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -46,7 +48,7 @@ def render(ctx: Ctx) -> None:
     st.subheader("Whole session")
     snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
                            measured + state.uploads())
-    st.download_button("Download session (JSON)", data=session_io.to_json(snap), file_name="xtlens-session.json",
+    st.download_button("Download session (JSON)", data=partial(session_io.to_json, snap), file_name="xtlens-session.json",
                        mime="application/json", key="export.session", on_click="ignore", icon=":material/download:")
     up = st.file_uploader("Load a session file", type=["json"], key="export.session_upload")
     if up is not None:
