@@ -253,8 +253,8 @@ def force_sdpa_backend(model: torch.nn.Module, backend: str) -> int:
 
     chosen = getattr(SDPBackend, _sdpa_enum_name(backend))
     changed = 0
-    for module in model.modules():
-        if type(module).__name__ == "Attend" and hasattr(module, "sdp_context_manager"):
+    for module in _attend_modules(model):
+        if hasattr(module, "sdp_context_manager"):
             module.sdp_context_manager = functools.partial(sdpa_kernel, [chosen])
             changed += 1
     return changed
@@ -377,12 +377,6 @@ def _phase_flops(phase: str, cfg: ModelConfig, wl: Workload, *, fused: bool, cau
 # --------------------------------------------------------------------------------------------------
 
 
-def _build(cfg: ModelConfig, *, device: str, dtype: str):
-    from core.builder import build_model
-
-    return build_model(cfg, device=device, dtype=dtype, seed=0)
-
-
 def measure_latency(
     cfg: ModelConfig,
     wl: Workload,
@@ -478,8 +472,9 @@ def _explain_failure(exc: BaseException, phase: str, cfg: ModelConfig, wl: Workl
 
 def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name: str, provenance: dict,
                    warmup: int, repeats: int, forced: str | None, context: int, config_name: str) -> ProfileRecord:
-    built = _build(cfg, device=dev, dtype=wl.dtype)
-    model = built.model
+    from core.builder import build_model
+
+    model = build_model(cfg, device=dev, dtype=wl.dtype, seed=0).model
     if forced:
         force_sdpa_backend(model, forced)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -526,7 +521,6 @@ def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name
         with probe:
             call()
         times = time_calls(call, device=dev, warmup=max(warmup - 1, 0), repeats=repeats)
-        tokens = wl.tokens
     else:  # decode
         if context < 1:
             raise ProfileError(f"decode_context_tokens must be at least 1 (got {context}).")
