@@ -112,9 +112,12 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def config_key(cfg: ModelConfig) -> str:
-    """Short stable hash of a configuration (12 hex digits of SHA-256 of its sorted JSON)."""
-    return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
+def config_key(cfg: ModelConfig | str) -> str:
+    """Short stable hash of a configuration (12 hex digits of SHA-256 of its sorted JSON).
+
+    Also takes the JSON text itself (a grid combination that did not validate has no ``ModelConfig``)."""
+    text = cfg if isinstance(cfg, str) else cfg.to_json()
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def base_fields(cfg: ModelConfig, wl: Workload, *, config_name: str = "", measurement: str, phase: str,

@@ -334,7 +334,7 @@ def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, d
     else:
         fields_ = {
             "config_name": point.config_name, "config_json": point.config_json,
-            "config_key": hashlib.sha256(point.config_json.encode()).hexdigest()[:12],
+            "config_key": config_key(point.config_json),
             "measurement": point.what, "phase": _phase_label(options), "batch": wl.batch,
             "seq_len_tokens": wl.seq_len, "dtype": wl.dtype, "device": device, "device_name": device_name,
         }

@@ -47,6 +47,7 @@ def test_rows_share_a_stable_config_key():
     rows = _rows()
     assert {r.config_key for r in rows} == {config_key(SEED)}
     assert config_key(SEED) != config_key(SEED.replace(depth=7))
+    assert config_key(SEED.to_json()) == config_key(SEED)  # the JSON text of an unvalidated grid point keys alike
     assert rows[0].config == SEED
 
 
