@@ -29,32 +29,27 @@ def _estimate(cfg_json: str, batch: int, seq_len: int, dtype: str) -> dict:
 
 
 def estimate(cfg: ModelConfig, wl: Workload) -> dict:
-    """``core.cost_model.estimate`` (cached; returns a copy the caller may modify)."""
-    return dict(_estimate(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype))
+    """``core.cost_model.estimate`` (cached; ``st.cache_data`` returns a copy the caller may modify)."""
+    return _estimate(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype)
 
 
-def _estimate_fn(cfg: ModelConfig, wl: Workload) -> dict:
-    return estimate(cfg, wl)
+_CURVES = {"memory": tables.memory_curve, "flops": tables.flops_curve}
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def _memory_curve(cfg_json: str, batch: int, dtype: str, seq_lens: tuple[int, ...]) -> pd.DataFrame:
-    return tables.memory_curve(_estimate_fn, _cfg(cfg_json), Workload(batch=batch, dtype=dtype,
-                                                                      seq_len=seq_lens[0]), seq_lens)
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _curve(kind: str, cfg_json: str, batch: int, dtype: str, seq_lens: tuple[int, ...]) -> pd.DataFrame:
+    wl = Workload(batch=batch, dtype=dtype, seq_len=seq_lens[0])
+    return _CURVES[kind](estimate, _cfg(cfg_json), wl, seq_lens)
 
 
 def memory_curve(cfg: ModelConfig, wl: Workload, seq_lens: tuple[int, ...]) -> pd.DataFrame:
-    return _memory_curve(cfg.to_json(), wl.batch, wl.dtype, tuple(seq_lens)).copy()
-
-
-@st.cache_data(max_entries=512, show_spinner=False)
-def _flops_curve(cfg_json: str, batch: int, dtype: str, seq_lens: tuple[int, ...]) -> pd.DataFrame:
-    return tables.flops_curve(_estimate_fn, _cfg(cfg_json), Workload(batch=batch, dtype=dtype,
-                                                                     seq_len=seq_lens[0]), seq_lens)
+    """``tables.memory_curve`` at ``wl``'s batch and dtype (cached)."""
+    return _curve("memory", cfg.to_json(), wl.batch, wl.dtype, tuple(seq_lens))
 
 
 def flops_curve(cfg: ModelConfig, wl: Workload, seq_lens: tuple[int, ...]) -> pd.DataFrame:
-    return _flops_curve(cfg.to_json(), wl.batch, wl.dtype, tuple(seq_lens)).copy()
+    """``tables.flops_curve`` at ``wl``'s batch and dtype (cached)."""
+    return _curve("flops", cfg.to_json(), wl.batch, wl.dtype, tuple(seq_lens))
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -63,12 +58,11 @@ def _sweep(cfg_json: str, batch: int, seq_len: int, dtype: str, axis: str,
     cfg = _cfg(cfg_json)
     wl = Workload(batch=batch, seq_len=seq_len, dtype=dtype)
     values = tables.sweep_values(axis, getattr(cfg, axis))
-    return tables.sweep_table(_estimate_fn, cfg, wl, axis, values, dataset_tokens=dataset_tokens)
+    return tables.sweep_table(estimate, cfg, wl, axis, values, dataset_tokens=dataset_tokens)
 
 
 def sweep(cfg: ModelConfig, wl: Workload, axis: str, dataset_tokens: float) -> tuple[pd.DataFrame, list[str]]:
-    frame, skipped = _sweep(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype, axis, float(dataset_tokens))
-    return frame.copy(), list(skipped)
+    return _sweep(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype, axis, float(dataset_tokens))
 
 
 # --- the real model's keywords and parameter counts (imports torch + x-transformers once) ---------------
