@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from core.builder import TORCH_DTYPES as _TORCH_DTYPES
+from core.builder import build_model, fake_model
 from core.config import ModelConfig, Workload
 from core.cost_model import memory_estimate
 from profiling.device import device_name as _device_name
@@ -157,13 +158,11 @@ def kv_cache_bytes(intermediates: Any) -> int:
 def _model_in(cfg: ModelConfig, wl: Workload, dev: str, mode: str):
     """Yield a fresh model: built on fake tensors inside ``FakeTensorMode`` (everything run inside the
     ``with`` is fake too), or a real one from ``core.builder.build_model``."""
-    from core import builder
-
     if mode == "fake":
-        with builder.fake_model(cfg, wl.dtype) as (model, _mode):
+        with fake_model(cfg, wl.dtype) as (model, _mode):
             yield model
     else:
-        yield builder.build_model(cfg, device=dev, dtype=wl.dtype, seed=0).model
+        yield build_model(cfg, device=dev, dtype=wl.dtype, seed=0).model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,9 +305,7 @@ def _rss_child(payload: str) -> dict[str, int]:
     data = json.loads(payload)
     cfg = ModelConfig.from_dict(data["cfg"])
     wl = Workload(**data["wl"])
-    phase = data["phase"]
-    from core.builder import build_model  # noqa: F401 - import cost before the baseline
-
+    phase = data["phase"]  # core.builder (x-transformers) was imported with this module: before the baseline
     try:
         with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
             fh.write("5")
