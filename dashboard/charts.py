@@ -212,14 +212,6 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
     return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
 
 
-def slope_guides(fig: go.Figure, x0: float, y0: float, x1: float) -> go.Figure:
-    """Add dotted reference lines of slope 1 (linear) and 2 (quadratic) through (x0, y0)."""
-    for slope, name in ((1, "slope 1 (linear)"), (2, "slope 2 (quadratic)")):
-        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y0 * (x1 / x0) ** slope], mode="lines", name=name,
-                                 line={"dash": "dot", "color": "#BBBBBB", "width": 1}, hoverinfo="skip"))
-    return fig
-
-
 # --- trade-offs ------------------------------------------------------------------------------------------
 
 def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_title: str,

@@ -73,7 +73,6 @@ class BuilderView:
 
     code: str
     translations: tuple[tuple[str, str, str, str], ...]  # keyword, requested, effective, reason
-    post_init: tuple[str, ...]
     notes: tuple[str, ...]
     num_params: int | None  # exact count of the 2.31 model (meta device)
     xt1191_num_params: int | None
@@ -100,7 +99,7 @@ def builder_view(cfg_json: str) -> BuilderView:
     except builder.BuildError as exc:
         n = n1191 = None
         error = str(exc)
-    return BuilderView(code=kw.as_code(), translations=translations, post_init=kw.post_init, notes=kw.notes,
+    return BuilderView(code=kw.as_code(), translations=translations, notes=kw.notes,
                        num_params=n, xt1191_num_params=n1191, differences=diffs, xtransformers_version=version,
                        error=error)
 

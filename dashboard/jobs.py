@@ -143,14 +143,12 @@ def _progress(job_key: str, label: str) -> None:
 
 
 def measured_value(frame: pd.DataFrame | None, *, measurement: str, phase: str, column: str,
-                   component: str = "total", seq_len: int | None = None) -> float | None:
+                   component: str = "total") -> float | None:
     """One value from a measurement table (None when absent or failed)."""
     if frame is None or frame.empty:
         return None
     sel = frame[(frame["measurement"] == measurement) & (frame["phase"] == phase)
                 & (frame["component"] == component) & (frame["status"] == "ok")]
-    if seq_len is not None:
-        sel = sel[sel["seq_len_tokens"] == seq_len]
     values = sel[column].dropna()
     return None if values.empty else float(values.iloc[0])
 

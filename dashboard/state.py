@@ -138,10 +138,6 @@ def read_device() -> str:
     return str(st.session_state.get(wl_key("device"), "cpu"))
 
 
-def devices() -> list[str]:
-    return list(st.session_state.get(_DEVICES, ["cpu"]))
-
-
 def current_view(default: str) -> str:
     return str(st.session_state.get(VIEW_KEY) or default)
 

@@ -29,13 +29,11 @@ class Metric:
     key: str
     label: str
     unit: str  # "params", "FLOPs", "bytes"
-    help: str = ""
 
 
 METRICS: tuple[Metric, ...] = (
     Metric(key="num_params", label="parameters", unit="params"),
-    Metric(key="embedding_params", label="embedding parameters", unit="params",
-           help="token embedding (+ learned position table if any; + the logits matrix unless tied)"),
+    Metric(key="embedding_params", label="embedding parameters", unit="params"),
     Metric(key="non_embedding_params", label="non-embedding parameters", unit="params"),
     Metric(key="fwd_flops_per_token", label="forward FLOPs per token", unit="FLOPs"),
     Metric(key="fwd_flops", label="forward FLOPs per batch", unit="FLOPs"),
@@ -46,7 +44,6 @@ METRICS: tuple[Metric, ...] = (
     Metric(key="inference_total_bytes", label="inference memory", unit="bytes"),
     Metric(key="training_total_bytes", label="training memory (AdamW)", unit="bytes"),
 )
-METRIC_BY_KEY = {m.key: m for m in METRICS}
 
 
 # --- formatting (display only; tables keep raw integers) ------------------------------------------------

@@ -47,7 +47,7 @@ def render(ctx: Ctx) -> None:
     frame = jobs.panel(request(ctx), key="overview", button="Measure",
                        help="Latency (forward, attention, training step, decode) and peak memory, this config and "
                             "length, on the device chosen in the sidebar.")
-    _measured(frame, est, wl)
+    _measured(frame, est)
 
     left, right = st.columns(2)
     with left:
@@ -71,7 +71,7 @@ def _flops_split(est: dict) -> pd.DataFrame:
     })
 
 
-def _measured(frame: pd.DataFrame | None, est: dict, wl) -> None:
+def _measured(frame: pd.DataFrame | None, est: dict) -> None:
     def ms(phase: str) -> str:
         v = jobs.measured_value(frame, measurement="latency", phase=phase, column="latency_median_ms")
         return NOT_MEASURED if v is None else f"{v:,.2f} ms"
