@@ -84,11 +84,10 @@ def render(ctx: Ctx) -> None:
                                   reference_label="your data set"), "proxy_dopt")
     current = frame[frame["is_current"]]
     if not current.empty:
-        n_all = int(current["num_params"].iloc[0])
-        st.info(f"Current configuration with {billions:g} B tokens: "
-                f"{proxies.tokens_per_param(dataset_tokens, n_all):,.1f} tokens per parameter — "
-                f"{proxies.data_regime(dataset_tokens, n_all)}. Training compute 6·N·D = "
-                f"{tables.fmt_flops(proxies.train_compute_flops(int(current['non_embedding_params'].iloc[0]), dataset_tokens))}.")
+        row = current.iloc[0]
+        st.info(f"Current configuration with {billions:g} B tokens: {row['tokens_per_param']:,.1f} tokens per "
+                f"parameter — {proxies.data_regime(dataset_tokens, int(row['num_params']))}. Training compute "
+                f"6·N·D = {tables.fmt_flops(row['train_compute_flops'])}.")
     st.markdown("**Sources of the proxy formulas**\n\n" + "\n".join(f"- {s}" for s in proxies.SOURCES.values()))
     for note in skipped:
         st.caption(f"Skipped: {note}")

@@ -76,6 +76,15 @@ def test_seed_is_the_default_and_metrics_match_the_cost_model(seed_app: AppTest)
     assert "12 LayerNorm biases" in text and "to_logits.bias" in text
 
 
+def test_tradeoffs_states_the_current_configs_proxies(seed_app: AppTest) -> None:
+    at = show(seed_app, "Trade-offs")
+    est = cost_model.estimate(SEED, Workload())
+    dataset_tokens = 1e9  # the default data set size, 1 B tokens
+    (info,) = [i.value for i in at.info if i.value.startswith("Current configuration")]
+    assert f"{dataset_tokens / est['num_params']:,.1f} tokens per parameter" in info  # D / N
+    assert f"6·N·D = {fmt_flops(6 * est['non_embedding_params'] * dataset_tokens)}" in info  # Kaplan et al.
+
+
 @pytest.mark.parametrize("view", VIEWS)
 def test_invalid_combination_names_the_field_in_every_view(view: str) -> None:
     at = app()
