@@ -35,10 +35,10 @@ def render(ctx: Ctx) -> None:
     c = st.columns([2, 3])
     axis = c[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
                       help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
-    billions = c[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
+    dataset_btokens = c[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
                                  value=1.0, step=0.5, format="%g", key="tradeoffs.dataset_btokens",
                                  help="Used by the tokens-per-parameter indicator and the loss proxy.")
-    dataset_tokens = billions * 1e9
+    dataset_tokens = dataset_btokens * 1e9
     frame, skipped = data.sweep(ctx.cfg, ctx.wl, axis, dataset_tokens)
     st.caption(CLAIMS[axis] + f" Costs below: closed form at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, "
                f"{ctx.wl.dtype}; the diamond is the current configuration.")
@@ -85,7 +85,7 @@ def render(ctx: Ctx) -> None:
     current = frame[frame["is_current"]]
     if not current.empty:
         row = current.iloc[0]
-        st.info(f"Current configuration with {billions:g} B tokens: {row['tokens_per_param']:,.1f} tokens per "
+        st.info(f"Current configuration with {dataset_btokens:g} B tokens: {row['tokens_per_param']:,.1f} tokens per "
                 f"parameter — {proxies.data_regime(dataset_tokens, int(row['num_params']))}. Training compute "
                 f"6·N·D = {tables.fmt_flops(row['train_compute_flops'])}.")
     st.markdown("**Sources of the proxy formulas**\n\n" + "\n".join(f"- {s}" for s in proxies.SOURCES.values()))
