@@ -117,6 +117,7 @@ def test_breakdown_and_crosscheck_bars() -> None:
                          "flops": [10.0, 10.0, 10.5]})
     fig = charts.crosscheck_bar(long, title="t")
     assert [t.name for t in fig.data] == ["closed form", "torch", "fvcore"] and fig.layout.barmode == "group"
+    assert list(fig.data[2].text) == ["0.000 G (+5.00%)"]  # fvcore 10.5 against the reference 10
 
 
 def test_module_roles_sum_over_blocks() -> None:
