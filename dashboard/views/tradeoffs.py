@@ -36,8 +36,8 @@ def render(ctx: Ctx) -> None:
     axis = c[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
                       help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
     dataset_btokens = c[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
-                                 value=1.0, step=0.5, format="%g", key="tradeoffs.dataset_btokens",
-                                 help="Used by the tokens-per-parameter indicator and the loss proxy.")
+                                        value=1.0, step=0.5, format="%g", key="tradeoffs.dataset_btokens",
+                                        help="Used by the tokens-per-parameter indicator and the loss proxy.")
     dataset_tokens = dataset_btokens * 1e9
     frame, skipped = data.sweep(ctx.cfg, ctx.wl, axis, dataset_tokens)
     st.caption(CLAIMS[axis] + f" Costs below: closed form at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, "
