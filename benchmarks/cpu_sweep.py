@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.config import PRESETS  # noqa: E402
-from profiling.sweep import SweepOptions, run_sweep, seq_len_workloads  # noqa: E402
+from xtlens.core.config import PRESETS
+from xtlens.profiling.sweep import SweepOptions, run_sweep, seq_len_workloads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in failed:
         print(f"  not ok: {r.measurement} {r.phase} {r.seq_len_tokens}: {r.status}: {r.error}")
     if args.out:
-        from profiling.export import write_table
+        from xtlens.profiling.export import write_table
 
         write_table(rows, args.out)
     print(f"CPU sweep of {args.preset} in {args.dtype} over {seq_lens}: {total:.1f} s wall, {len(rows)} rows, "

@@ -24,13 +24,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.config import PRESETS, Workload  # noqa: E402
-from core.cost_model import flop_counts  # noqa: E402
-from profiling.flops import fvcore_flop_count, fvcore_flop_count_extrapolated, torch_flop_count  # noqa: E402
+from xtlens.core.config import PRESETS, Workload
+from xtlens.core.cost_model import flop_counts
+from xtlens.profiling.flops import fvcore_flop_count, fvcore_flop_count_extrapolated, torch_flop_count
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.config import PRESETS, ModelConfig, Workload  # noqa: E402
-from profiling.device import device_name, resolve_device, versions  # noqa: E402
-from profiling.latency import measure_latency  # noqa: E402
-from profiling.memory import measure_memory  # noqa: E402
-from profiling.records import ProfileRecord  # noqa: E402
+from xtlens.core.config import PRESETS, ModelConfig, Workload
+from xtlens.profiling.device import device_name, resolve_device, versions
+from xtlens.profiling.latency import measure_latency
+from xtlens.profiling.memory import measure_memory
+from xtlens.profiling.records import ProfileRecord
 
 CONFIGS = ("seed", "seed-no-alibi")
 SEQ_LENS = (512, 1024, 2048, 4096, 8192)
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print("## SDPA backend per point\n\n" + reasons_table(rows) + "\n")
     print("## Failures (out of memory, unsupported)\n\n" + errors_list(rows))
     if args.out:
-        from profiling.export import write_table
+        from xtlens.profiling.export import write_table
 
         path = write_table(rows, args.out)
         print(f"\nwrote {len(rows)} rows to {path}", file=sys.stderr)

@@ -19,16 +19,12 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from core.builder import build_model  # noqa: E402
-from core.config import PRESETS, Workload  # noqa: E402
-from profiling.device import device_name, resolve_device, synchronize  # noqa: E402
-from profiling.latency import measure_latency  # noqa: E402
+import torch
+from xtlens.core.builder import build_model
+from xtlens.core.config import PRESETS, Workload
+from xtlens.profiling.device import device_name, resolve_device, synchronize
+from xtlens.profiling.latency import measure_latency
 
 
 def bare_forward_ms(model, ids, *, device: str, warmup: int, repeats: int) -> list[float]:

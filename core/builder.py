@@ -34,8 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from x_transformers import Decoder, TransformerWrapper
-
-from core.config import DTYPE_BYTES, ModelConfig
+from xtlens.core.config import DTYPE_BYTES, ModelConfig
 
 __all__ = [
     "BuildError",

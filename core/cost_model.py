@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from core.config import ModelConfig, Workload
+from xtlens.core.config import ModelConfig, Workload
 
 __all__ = [
     "ParamCounts",

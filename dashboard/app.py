@@ -1,4 +1,5 @@
-"""xtlens dashboard entry point: ``streamlit run dashboard/app.py`` from the repository root.
+"""xtlens dashboard entry point: ``xtlens dashboard`` (or ``streamlit run dashboard/app.py``; the
+installed package ``xtlens`` provides every import, no ``sys.path`` edit).
 
 Page setup and navigation only: the sidebar (``controls``) fills the configuration, ``state`` turns
 it into a ``ModelConfig`` and ``Workload`` (or the error that names the field), and the open tab's
@@ -7,18 +8,10 @@ view renders. Only the open tab runs.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # `streamlit run dashboard/app.py` puts dashboard/, not the repo root, on sys.path
-    sys.path.insert(0, _ROOT)
-
-import streamlit as st  # noqa: E402
-
-from core.config import Workload  # noqa: E402
-from dashboard import controls, data, state  # noqa: E402
-from dashboard.views import Ctx, compare, export, flops, latency, memory, overview, tradeoffs  # noqa: E402
+import streamlit as st
+from xtlens.core.config import Workload
+from xtlens.dashboard import controls, data, state
+from xtlens.dashboard.views import Ctx, compare, export, flops, latency, memory, overview, tradeoffs
 
 VIEWS = {
     "Overview": overview.render,

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
-
-from dashboard.tables import COMPONENT_ORDER, GIB, loglog_slope, regime
+from xtlens.dashboard.tables import COMPONENT_ORDER, GIB, loglog_slope, regime
 
 FLOPS_AXIS = "FLOPs (1 multiply-add = 2 FLOPs)"
 GIB_AXIS = "memory (GiB = 2^30 bytes)"

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import streamlit as st
-
-from core.config import PRESETS, SEED_SNIPPET
-from dashboard import schema, state
+from xtlens.core.config import PRESETS, SEED_SNIPPET
+from xtlens.dashboard import schema, state
 
 
 def _number(spec: schema.FieldSpec, key: str) -> None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
-
-from core import cost_model
-from core.config import ModelConfig, Workload
-from dashboard import tables
+from xtlens.core import cost_model
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.dashboard import tables
 
 
 def _cfg(cfg_json: str) -> ModelConfig:
@@ -83,7 +82,7 @@ class BuilderView:
 
 @st.cache_data(max_entries=256, show_spinner="Reading the x-transformers model (first time only)…")
 def builder_view(cfg_json: str) -> BuilderView:
-    from core import builder
+    from xtlens.core import builder
 
     cfg = _cfg(cfg_json)
     kw = builder.effective_kwargs(cfg)
@@ -110,8 +109,7 @@ def builder_view(cfg_json: str) -> BuilderView:
 def devices() -> tuple[tuple[str, str], ...]:
     """(device, plain description) pairs: every CUDA GPU first when present, then the CPU."""
     import torch
-
-    from profiling import device as dev
+    from xtlens.profiling import device as dev
 
     out = []
     if torch.cuda.is_available():

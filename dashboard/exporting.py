@@ -13,9 +13,8 @@ import json
 import math
 
 import pandas as pd
-
-from profiling import export
-from profiling.records import COLUMNS
+from xtlens.profiling import export
+from xtlens.profiling.records import COLUMNS
 
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet", "md")
 LABELS = {"csv": "CSV", "json": "JSON", "parquet": "Parquet", "md": "Markdown"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import ModelConfig
+from xtlens.core.config import ModelConfig
 
 
 @dataclass(frozen=True, kw_only=True)

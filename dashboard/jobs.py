@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
-
-from core.config import ModelConfig, Workload
-from dashboard import state
-from dashboard.views.common import NOT_MEASURED
-from profiling.export import as_frame
-from profiling.sweep import SweepOptions
-from profiling.worker import Job, JobManager, JobSpec
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.dashboard import state
+from xtlens.dashboard.views.common import NOT_MEASURED
+from xtlens.profiling.export import as_frame
+from xtlens.profiling.sweep import SweepOptions
+from xtlens.profiling.worker import Job, JobManager, JobSpec
 
 TIME_LIMIT_S = 600.0
 POLL_S = 1.0

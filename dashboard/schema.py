@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import DTYPE_BYTES, FF_MULT_RANGE, LIMITS
+from xtlens.core.config import DTYPE_BYTES, FF_MULT_RANGE, LIMITS
 
 MAX_SEQ_LEN_UI = 8192  # the workload slider's upper end (the seed's max_seq_len)
 

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-
-from core.config import ConfigError, ModelConfig, Workload
-from profiling import export
+from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.profiling import export
 
 VERSION = 1
 

@@ -17,9 +17,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import streamlit as st
-
-from core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
-from dashboard import schema
+from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
+from xtlens.dashboard import schema
 
 CFG = "cfg."
 WL = "wl."

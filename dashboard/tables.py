@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-
-from core.config import ConfigError, ModelConfig, Workload
+from xtlens.core.config import ConfigError, ModelConfig, Workload
 
 EstimateFn = Callable[[ModelConfig, Workload], dict]
 GIB = 2**30
@@ -174,7 +173,7 @@ def sweep_table(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, axis: str,
 
     Returns (table, skipped) where ``skipped`` explains values whose configuration is invalid.
     """
-    from dashboard import proxies
+    from xtlens.dashboard import proxies
 
     rows, skipped = [], []
     for v in values:

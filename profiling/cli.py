@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
+from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
 
 __all__ = ["main", "build_parser", "load_config"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD_APP = _REPO_ROOT / "dashboard" / "app.py"
+# xtlens.profiling and xtlens.dashboard are sibling packages (repository folders profiling/ and dashboard/)
+DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 
 class UsageError(Exception):
@@ -86,7 +86,7 @@ def _int_list(text: str, name: str) -> list[int]:
 # --- estimate -----------------------------------------------------------------------------------------
 
 def _estimate(args: argparse.Namespace) -> int:
-    from core.cost_model import estimate
+    from xtlens.core.cost_model import estimate
 
     cfg = _config_from(args)
     wl = Workload(batch=args.batch, seq_len=args.seq_len if args.seq_len is not None else cfg.max_seq_len,
@@ -162,8 +162,8 @@ class _ProgressBar:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from profiling.export import format_for, to_markdown, write_table
-    from profiling.sweep import DEFAULT_SEQ_LENS, SweepOptions, _check_whats, run_sweep, workload_grid
+    from xtlens.profiling.export import format_for, to_markdown, write_table
+    from xtlens.profiling.sweep import DEFAULT_SEQ_LENS, SweepOptions, _check_whats, run_sweep, workload_grid
 
     cfg = _config_from(args)
     whats = _check_whats(args.what)
@@ -180,7 +180,7 @@ def _profile(args: argparse.Namespace) -> int:
     bar = _ProgressBar()
     name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
     if args.time_limit is not None:
-        from profiling.worker import Job, JobSpec
+        from xtlens.profiling.worker import Job, JobSpec
 
         job = Job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
         try:
@@ -193,7 +193,7 @@ def _profile(args: argparse.Namespace) -> int:
         bar(*job.progress())
         rows = job.result()
     else:
-        from profiling.errors import ProfileError
+        from xtlens.profiling.errors import ProfileError
 
         try:
             rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar)
@@ -226,11 +226,9 @@ def dashboard_command(*, port: int | None = None, headless: bool = False, extra:
 def _dashboard(args: argparse.Namespace) -> int:
     if not DASHBOARD_APP.exists():
         raise UsageError(f"the dashboard app is missing: {DASHBOARD_APP}")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     try:
-        return subprocess.run(dashboard_command(port=args.port, headless=args.headless, extra=args.streamlit_args),
-                              env=env).returncode
+        return subprocess.run(dashboard_command(port=args.port, headless=args.headless, extra=args.streamlit_args)
+                              ).returncode
     except KeyboardInterrupt:
         return 130
 

@@ -87,7 +87,7 @@ _DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` -> ``"cuda"`` when a CUDA GPU is available, else ``"cpu"``; ``"cpu"``/``"cuda"``/``"cuda:N"``
     are checked and returned. Raises ``ProfileError`` for an unknown device or CUDA without a GPU."""
-    from profiling.errors import ProfileError
+    from xtlens.profiling.errors import ProfileError
 
     name = (device or "auto").strip().lower()
     if name == "auto":

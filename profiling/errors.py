@@ -13,9 +13,8 @@ import traceback
 from typing import Any
 
 import torch
-
-from core.config import ModelConfig, Workload
-from profiling.records import ProfileRecord, base_fields
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.records import ProfileRecord, base_fields
 
 __all__ = ["ProfileError", "is_oom", "free_memory", "failure_record", "short_message"]
 

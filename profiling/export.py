@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiling.records import (
+from xtlens.profiling.records import (
     COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,
@@ -38,8 +38,8 @@ from profiling.records import (
     python_rows,
     rows_to_columns,
 )
-from profiling.records import from_frame as frame_to_records
-from profiling.records import to_frame as as_frame
+from xtlens.profiling.records import from_frame as frame_to_records
+from xtlens.profiling.records import to_frame as as_frame
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -47,10 +47,9 @@ from torch.utils.flop_counter import (
     register_flop_formula,
     sdpa_backward_flop_count,
 )
-
-from core import cost_model
-from core.builder import fake_model
-from core.config import ModelConfig, Workload
+from xtlens.core import cost_model
+from xtlens.core.builder import fake_model
+from xtlens.core.config import ModelConfig, Workload
 
 __all__ = [
     "TorchFlopCount",
@@ -285,7 +284,7 @@ def _fvcore_raw(model: nn.Module, cfg: ModelConfig, batch: int, seq_len: int, wi
 
 
 def _build_real(cfg: ModelConfig) -> nn.Module:
-    from core.builder import build_model
+    from xtlens.core.builder import build_model
 
     return build_model(cfg, device="cpu", dtype="float32", seed=0).model.eval()
 

@@ -9,8 +9,8 @@ from torch's ``FlopCounterMode`` and from fvcore, fvcore's unsupported operators
 
 from __future__ import annotations
 
-from core.config import ModelConfig, Workload
-from profiling.records import ProfileRecord, base_fields
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.records import ProfileRecord, base_fields
 
 TORCH_MODULE = "torch FlopCounterMode, by module"
 TORCH_OPERATOR = "torch FlopCounterMode, by operator"
@@ -29,11 +29,11 @@ def leaves(by_module: dict[str, int]) -> dict[str, int]:
 
 def measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, config_name: str,
             progress=None) -> list[ProfileRecord]:
-    from profiling.flops import fvcore_flop_count, fvcore_flop_count_extrapolated, torch_flop_count
-    from profiling.sweep import measure_flops_rows, resolve_device_name
+    from xtlens.profiling.flops import fvcore_flop_count, fvcore_flop_count_extrapolated, torch_flop_count
+    from xtlens.profiling.sweep import measure_flops_rows, resolve_device_name
 
     if what != "flops":
-        from profiling.sweep import measure_point
+        from xtlens.profiling.sweep import measure_point
 
         return measure_point(what, cfg, wl, device=device, options=options, config_name=config_name,
                              progress=progress)

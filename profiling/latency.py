@@ -43,13 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-
-from core.config import ModelConfig, Workload
-from core.cost_model import flop_counts
-from profiling.device import device_name as _device_name
-from profiling.device import peak_flops_per_s, resolve_device, synchronize, versions
-from profiling.errors import ProfileError, failure_record
-from profiling.records import ProfileRecord, base_fields
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.cost_model import flop_counts
+from xtlens.profiling.device import device_name as _device_name
+from xtlens.profiling.device import peak_flops_per_s, resolve_device, synchronize, versions
+from xtlens.profiling.errors import ProfileError, failure_record
+from xtlens.profiling.records import ProfileRecord, base_fields
 
 __all__ = [
     "PHASES",
@@ -472,7 +471,7 @@ def _explain_failure(exc: BaseException, phase: str, cfg: ModelConfig, wl: Workl
 
 def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name: str, provenance: dict,
                    warmup: int, repeats: int, forced: str | None, context: int, config_name: str) -> ProfileRecord:
-    from core.builder import build_model
+    from xtlens.core.builder import build_model
 
     model = build_model(cfg, device=dev, dtype=wl.dtype, seed=0).model
     if forced:

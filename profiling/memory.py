@@ -47,16 +47,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from core.builder import TORCH_DTYPES as _TORCH_DTYPES
-from core.builder import build_model, fake_model
-from core.config import ModelConfig, Workload
-from core.cost_model import memory_estimate
-from profiling.device import device_name as _device_name
-from profiling.device import resolve_device, synchronize, versions
-from profiling.errors import ProfileError, failure_record
-from profiling.latency import SdpaProbe, explain_backend
-from profiling.records import ProfileRecord, base_fields, rel_err
+from xtlens.core.builder import TORCH_DTYPES as _TORCH_DTYPES
+from xtlens.core.builder import build_model, fake_model
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.cost_model import memory_estimate
+from xtlens.profiling.device import device_name as _device_name
+from xtlens.profiling.device import resolve_device, synchronize, versions
+from xtlens.profiling.errors import ProfileError, failure_record
+from xtlens.profiling.latency import SdpaProbe, explain_backend
+from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
 
 __all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_cache_bytes", "AlibiCapture"]
 
@@ -338,7 +337,7 @@ def rss_peak_bytes(cfg: ModelConfig, wl: Workload, phase: str, *, timeout_s: flo
     payload = json.dumps({"cfg": cfg.to_dict(), "wl": wl.to_dict(), "phase": phase})
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")])))
-    proc = subprocess.run([sys.executable, "-m", "profiling.memory", "--rss-child", payload], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "xtlens.profiling.memory", "--rss-child", payload], capture_output=True,
                           text=True, timeout=timeout_s, env=env, cwd=root)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]

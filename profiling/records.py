@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from core.config import ModelConfig, Workload
+from xtlens.core.config import ModelConfig, Workload
 
 if TYPE_CHECKING:  # pandas is imported lazily: the CLI's estimate path does not need it
     import pandas as pd

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.config import ConfigError, ModelConfig, Workload
-from profiling.records import (
+from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.profiling.records import (
     ProfileRecord,
     base_fields,
     config_key,
@@ -244,7 +244,7 @@ def _check_whats(what: Iterable[str] | str) -> tuple[str, ...]:
 
 def resolve_device_name(device: str) -> tuple[str, str]:
     """``(device, device_name)`` for ``auto``/``cpu``/``cuda``/``cuda:N`` via ``profiling.device``."""
-    from profiling.device import device_name, resolve_device
+    from xtlens.profiling.device import device_name, resolve_device
 
     resolved = str(resolve_device(device))
     return resolved, str(device_name(resolved))
@@ -259,7 +259,7 @@ def cache_root() -> Path:
 
 def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
                measure_id: str | None = None) -> str:
-    from profiling.device import versions
+    from xtlens.profiling.device import versions
 
     wl = point.workload
     payload = {
@@ -323,7 +323,7 @@ def clear_cache() -> int:
 def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, device_name: str,
                  options: SweepOptions | None = None) -> list[ProfileRecord]:
     """The single row recording that ``point`` ended with ``status`` (oom, error, timeout) and why."""
-    from profiling.device import versions
+    from xtlens.profiling.device import versions
 
     options = options or SweepOptions()
     vers = versions()
@@ -377,9 +377,9 @@ def measure_flops_rows(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] 
     ``train_step_flops_flash_recompute`` with SDPA (``attn_flash``), ``train_step_flops`` without (no fvcore: it traces forwards only). Counts do not depend on the device; the
     row records the device the sweep targets.
     """
-    from core.cost_model import flop_counts
-    from profiling.device import versions
-    from profiling.flops import cross_check, torch_flop_count
+    from xtlens.core.cost_model import flop_counts
+    from xtlens.profiling.device import versions
+    from xtlens.profiling.flops import cross_check, torch_flop_count
 
     vers = versions()
     provenance = {"torch_version": vers["torch"], "xtransformers_version": vers["x-transformers"]}
@@ -428,7 +428,7 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
         phases = _phases_for(options, FLOPS_PHASES) or ("forward",)
         return measure_flops_rows(cfg, wl, phases=phases, config_name=config_name, device=device, progress=progress)
     if what == "memory":
-        from profiling import memory
+        from xtlens.profiling import memory
 
         kw = {}
         phases = _phases_for(options, memory.MEMORY_PHASES)
@@ -436,7 +436,7 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
             kw["phases"] = phases
         return list(memory.measure_memory(cfg, wl, device=device, config_name=config_name, **kw))
     if what == "latency":
-        from profiling import latency
+        from xtlens.profiling import latency
 
         kw = {}
         phases = _phases_for(options, latency.PHASES)
@@ -451,7 +451,7 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
 def run_point(point: SweepPoint, *, device: str, device_name: str, options: SweepOptions,
               measure: Measure = measure_point, progress: Progress | None = None) -> tuple[list[ProfileRecord], bool]:
     """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row."""
-    from profiling.errors import free_memory, is_oom
+    from xtlens.profiling.errors import free_memory, is_oom
 
     if point.cfg is None:
         return failure_rows(point, "error", point.invalid or "invalid configuration", device=device,
@@ -492,7 +492,7 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
 
 
 def _message(exc: BaseException, status: str) -> str:
-    from profiling.errors import ProfileError, short_message
+    from xtlens.profiling.errors import ProfileError, short_message
 
     if status == "oom":
         return f"Out of memory: {short_message(exc)}"

@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import ModelConfig, Workload
-from profiling.records import ProfileRecord
-from profiling.sweep import (
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.records import ProfileRecord
+from xtlens.profiling.sweep import (
     ConfigGrid,
     SweepOptions,
     SweepPoint,
@@ -191,7 +191,7 @@ class Job:
             try:
                 with open(self._dir / "stderr.txt", "wb") as err:
                     self._proc = subprocess.Popen(
-                        [self._python, "-m", "profiling.worker", str(self._dir)],
+                        [self._python, "-m", "xtlens.profiling.worker", str(self._dir)],
                         stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=os.getcwd(),
                         start_new_session=(os.name == "posix"),
                     )
@@ -469,7 +469,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _child(job_dir: Path) -> int:
-    from profiling.sweep import measure_point, resolve_device_name, run_sweep
+    from xtlens.profiling.sweep import measure_point, resolve_device_name, run_sweep
 
     events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
 

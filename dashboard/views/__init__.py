@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import ModelConfig, Workload
+from xtlens.core.config import ModelConfig, Workload
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,8 +7,7 @@ from functools import partial
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-
-from dashboard import exporting
+from xtlens.dashboard import exporting
 
 NOT_MEASURED = "not measured yet — press Measure"
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from core.config import PRESETS, ConfigError, parse_snippet
-from dashboard import charts, data, state, tables
-from dashboard.views import Ctx
-from dashboard.views.common import chart, downloads, table
+from xtlens.core.config import PRESETS, ConfigError, parse_snippet
+from xtlens.dashboard import charts, data, state, tables
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import chart, downloads, table
 
 
 def entries(ctx: Ctx, include_current: bool) -> list[tuple[str, object]]:

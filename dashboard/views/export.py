@@ -7,11 +7,10 @@ from functools import partial
 
 import pandas as pd
 import streamlit as st
-
-from dashboard import charts, data, exporting, jobs, session_io, state, tables
-from dashboard.views import Ctx
-from dashboard.views.common import chart, downloads
-from profiling.export import as_frame
+from xtlens.dashboard import charts, data, exporting, jobs, session_io, state, tables
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import chart, downloads
+from xtlens.profiling.export import as_frame
 
 
 def closed_form_tables(ctx: Ctx) -> dict[str, pd.DataFrame]:

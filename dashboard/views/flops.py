@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from dashboard import charts, data, jobs, tables
-from dashboard.views import Ctx
-from dashboard.views.common import chart, table
-from profiling import flops_breakdown as fb
+from xtlens.dashboard import charts, data, jobs, tables
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import chart, table
+from xtlens.profiling import flops_breakdown as fb
 
 COUNTERS = (
     ("predicted_flops", "closed form (core.cost_model)"),
@@ -21,7 +20,7 @@ COUNTERS = (
 def request(ctx: Ctx) -> jobs.Request:
     return jobs.Request(label=f"FLOP counts at {ctx.wl.seq_len} tokens", what=("flops",),
                         configs=((ctx.config_name, ctx.cfg),), workloads=(ctx.wl,), device="cpu",
-                        measure="profiling.flops_breakdown:measure")
+                        measure="xtlens.profiling.flops_breakdown:measure")
 
 
 def render(ctx: Ctx) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from core.config import Workload
-from dashboard import charts, data, jobs, tables
-from dashboard.views import Ctx
-from dashboard.views.common import chart, table
+from xtlens.core.config import Workload
+from xtlens.dashboard import charts, data, jobs, tables
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import chart, table
 
 
 def seq_lens(ctx: Ctx) -> tuple[int, ...]:

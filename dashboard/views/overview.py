@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from core.config import PRESETS
-from dashboard import charts, data, facts, jobs, tables
-from dashboard.tables import fmt_bytes, fmt_count, fmt_flops
-from dashboard.views import Ctx
-from dashboard.views.common import NOT_MEASURED, chart, table
+from xtlens.core.config import PRESETS
+from xtlens.dashboard import charts, data, facts, jobs, tables
+from xtlens.dashboard.tables import fmt_bytes, fmt_count, fmt_flops
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import NOT_MEASURED, chart, table
 
 
 def request(ctx: Ctx) -> jobs.Request:

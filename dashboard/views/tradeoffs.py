@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from dashboard import charts, data, jobs, proxies, tables
-from dashboard.views import Ctx
-from dashboard.views.common import chart, table
+from xtlens.dashboard import charts, data, jobs, proxies, tables
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import chart, table
 
 COSTS = (
     ("num_params", "Parameters", "parameters (count)", 1.0, False),

@@ -9,8 +9,7 @@ import pytest
 import torch
 import x_transformers
 from torch import nn
-
-from core.builder import (
+from xtlens.core.builder import (
     BuildError,
     EffectiveKwargs,
     build_model,
@@ -21,7 +20,7 @@ from core.builder import (
     xt1191_num_params,
     xt1191_param_differences,
 )
-from core.config import PRESETS, ModelConfig
+from xtlens.core.config import PRESETS, ModelConfig
 
 SEED = PRESETS["seed"]
 TINY = dict(num_tokens=50, max_seq_len=32, dim=32, depth=2, heads=4, attn_dim_head=8)

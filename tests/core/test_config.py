@@ -9,8 +9,7 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from core.config import (
+from xtlens.core.config import (
     PRESETS,
     SEED_SNIPPET,
     ConfigError,

@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from x_transformers.x_transformers import AlibiPositionalBias
-
-from core import cost_model
-from core.builder import build_model, effective_kwargs
-from core.config import PRESETS, ModelConfig, Workload
+from xtlens.core import cost_model
+from xtlens.core.builder import build_model, effective_kwargs
+from xtlens.core.config import PRESETS, ModelConfig, Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = PRESETS["seed"]

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from core.builder import build_model, xt1191_num_params, xt1191_param_differences
-from core.config import PRESETS, ModelConfig
+from xtlens.core.builder import build_model, xt1191_num_params, xt1191_param_differences
+from xtlens.core.config import PRESETS, ModelConfig
 
 pytestmark = pytest.mark.slow
 

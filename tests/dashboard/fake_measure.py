@@ -6,8 +6,8 @@ the sequence length so slopes are known: forward median = 1e-6 * n^2 ms.
 
 from __future__ import annotations
 
-from core.config import ModelConfig, Workload
-from profiling.records import ProfileRecord, base_fields
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.records import ProfileRecord, base_fields
 
 
 def measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, config_name: str,

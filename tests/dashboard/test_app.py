@@ -11,13 +11,12 @@ from urllib.parse import parse_qsl
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-
-from core import cost_model
-from core.config import PRESETS, SEED_SNIPPET, Workload
-from dashboard import exporting, session_io, tables
-from dashboard.tables import fmt_bytes, fmt_count, fmt_flops
-from profiling.export import as_frame
-from profiling.records import ProfileRecord, base_fields
+from xtlens.core import cost_model
+from xtlens.core.config import PRESETS, SEED_SNIPPET, Workload
+from xtlens.dashboard import exporting, session_io, tables
+from xtlens.dashboard.tables import fmt_bytes, fmt_count, fmt_flops
+from xtlens.profiling.export import as_frame
+from xtlens.profiling.records import ProfileRecord, base_fields
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 VIEWS = ["Overview", "FLOPs", "Memory", "Latency", "Trade-offs", "Compare", "Export"]
@@ -236,9 +235,9 @@ def test_export_view_offers_four_formats_and_the_session_round_trips() -> None:
 
 def test_measure_button_runs_a_worker_job_and_shows_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Press Measure: a real child process runs (with a fast fake measure), progress, then the numbers."""
-    from dashboard import jobs
-    from profiling.memory import MEMORY_PHASES
-    from profiling.worker import JobManager
+    from xtlens.dashboard import jobs
+    from xtlens.profiling.memory import MEMORY_PHASES
+    from xtlens.profiling.worker import JobManager
 
     assert MEMORY_PHASES == ("inference", "train_step")  # the memory phases fake_measure writes
 

@@ -18,10 +18,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import pytest
-
-from core import cost_model
-from core.config import PRESETS, Workload
-from dashboard.tables import fmt_count, fmt_flops
+from xtlens.core import cost_model
+from xtlens.core.config import PRESETS, Workload
+from xtlens.dashboard.tables import fmt_count, fmt_flops
 
 pytestmark = pytest.mark.browser
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from core import cost_model
-from core.config import PRESETS, Workload
-from dashboard import charts, proxies, tables
+from xtlens.core import cost_model
+from xtlens.core.config import PRESETS, Workload
+from xtlens.dashboard import charts, proxies, tables
 
 SEED = PRESETS["seed"]
 LENS = (128, 256, 512, 1024, 2048, 4096, 8192)

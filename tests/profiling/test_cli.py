@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from core.config import PRESETS, ModelConfig, Workload
-from profiling.cli import DASHBOARD_APP, dashboard_command, load_config, main
+from xtlens.core.config import PRESETS, ModelConfig, Workload
+from xtlens.profiling.cli import DASHBOARD_APP, dashboard_command, load_config, main
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -82,7 +81,7 @@ def test_bad_input_exits_2_naming_the_field(capsys, argv, field) -> None:
 
 
 def test_estimate_does_not_import_torch() -> None:
-    code = ("import sys; from profiling.cli import main; rc = main(['estimate', '--format', 'table']); "
+    code = ("import sys; from xtlens.profiling.cli import main; rc = main(['estimate', '--format', 'table']); "
             "bad = [m for m in ('torch', 'pandas', 'x_transformers') if m in sys.modules]; "
             "sys.stderr.write(repr(bad)); sys.exit(rc or len(bad))")
     proc = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -90,15 +89,15 @@ def test_estimate_does_not_import_torch() -> None:
 
 
 def test_bad_input_in_a_real_process_has_no_traceback() -> None:
-    proc = subprocess.run([PY, "-m", "profiling.cli", "estimate", "--set", "heads=0"], cwd=REPO,
+    proc = subprocess.run([PY, "-m", "xtlens.profiling.cli", "estimate", "--set", "heads=0"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "xtlens estimate: error: heads = 0 is not allowed: an integer from 1 to 512"
 
 
 def test_profile_writes_a_table_the_dashboard_can_load(tmp_path, monkeypatch, capsys) -> None:
-    from core.cost_model import flop_counts
-    from profiling.export import read_records
+    from xtlens.core.cost_model import flop_counts
+    from xtlens.profiling.export import read_records
 
     monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "seed.csv"
@@ -135,7 +134,7 @@ def test_dashboard_command() -> None:
 
 
 def test_profile_with_a_time_limit_runs_in_a_child(tmp_path, monkeypatch, capsys) -> None:
-    from profiling.export import read_table
+    from xtlens.profiling.export import read_table
 
     monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path / "cache"))
     cfg = ModelConfig(num_tokens=64, max_seq_len=64, dim=32, depth=1, heads=2, attn_dim_head=16)

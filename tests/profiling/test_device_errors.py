@@ -7,13 +7,12 @@ import weakref
 
 import pytest
 import torch
-
-from core.config import ModelConfig, Workload
-from core.cost_model import memory_estimate
-from profiling import device as pdev
-from profiling import errors as perr
-from profiling import latency as plat
-from profiling import memory as pmem
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.cost_model import memory_estimate
+from xtlens.profiling import device as pdev
+from xtlens.profiling import errors as perr
+from xtlens.profiling import latency as plat
+from xtlens.profiling import memory as pmem
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=64, dim=16, depth=1, heads=2, attn_dim_head=8, attn_flash=True,
                    use_abs_pos_emb=False, rotary_pos_emb=True)

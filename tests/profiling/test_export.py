@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from core.config import PRESETS, Workload
-from profiling.export import (
+from xtlens.core.config import PRESETS, Workload
+from xtlens.profiling.export import (
     FORMATS,
     _md_header,
     as_frame,
@@ -23,7 +22,7 @@ from profiling.export import (
     to_markdown,
     write_table,
 )
-from profiling.records import (
+from xtlens.profiling.records import (
     COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,

@@ -9,10 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-from core import cost_model
-from core.config import PRESETS, ModelConfig, Workload
-from profiling import flops
+from xtlens.core import cost_model
+from xtlens.core.config import PRESETS, ModelConfig, Workload
+from xtlens.profiling import flops
 
 SEED = PRESETS["seed"]
 SMALL_SEED = SEED.replace(num_tokens=512, max_seq_len=256, dim=128, depth=2)  # heads 8, dh 64 like the seed

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from core import cost_model
-from core.config import PRESETS, Workload
-from profiling import latency as plat
-from profiling.latency import NO_SDPA, SdpaCall, SdpaProbe
+from xtlens.core import cost_model
+from xtlens.core.config import PRESETS, Workload
+from xtlens.profiling import latency as plat
+from xtlens.profiling.latency import NO_SDPA, SdpaCall, SdpaProbe
 
 # the seed's shape, shrunk: ALiBi on 4 of 8 heads + xpos rotary + flash + deepnorm + shift + one KV head
 TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
@@ -224,7 +223,7 @@ def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    from profiling.export import read_records
+    from xtlens.profiling.export import read_records
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)

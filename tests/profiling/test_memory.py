@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from core import cost_model
-from core.config import PRESETS, Workload
-from profiling import memory as pmem
-from profiling.errors import ProfileError
+from xtlens.core import cost_model
+from xtlens.core.config import PRESETS, Workload
+from xtlens.profiling import memory as pmem
+from xtlens.profiling.errors import ProfileError
 
 TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
 TINY_NO_ALIBI = TINY_SEED.replace(alibi_pos_bias=False, alibi_num_heads=None)
@@ -91,7 +90,7 @@ def test_bfloat16_halves_the_state():
 
 
 def test_kv_cache_bytes_of_real_intermediates():
-    from core.builder import build_model
+    from xtlens.core.builder import build_model
 
     model = build_model(TINY_NO_ALIBI).model
     with torch.no_grad():

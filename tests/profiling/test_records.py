@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from core.config import PRESETS, Workload
-from profiling.records import (
+from xtlens.core.config import PRESETS, Workload
+from xtlens.profiling.records import (
     COLUMNS,
     ProfileRecord,
     base_fields,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core.config import PRESETS, ConfigError, ModelConfig, Workload
-from profiling.device import versions
-from profiling.records import ProfileRecord, base_fields
-from profiling.sweep import (
+from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload
+from xtlens.profiling.device import versions
+from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.sweep import (
     DEFAULT_SEQ_LENS,
     SweepOptions,
     cache_root,
@@ -155,7 +154,7 @@ def test_workload_validation_message() -> None:
 
 
 def test_real_flops_sweep_matches_the_cost_model() -> None:
-    from core.cost_model import flop_counts
+    from xtlens.core.cost_model import flop_counts
 
     opts = SweepOptions(device="cpu", phases=("forward", "train_step", "decode"))  # decode: not a FLOP phase
     rows = run_sweep([("tiny", TINY)], seq_len_workloads([16, 32]), what="flops", options=opts)
@@ -172,7 +171,7 @@ def test_real_flops_sweep_matches_the_cost_model() -> None:
 
 
 def test_real_memory_and_latency_points() -> None:
-    from core.cost_model import estimate
+    from xtlens.core.cost_model import estimate
 
     opts = SweepOptions(device="cpu", phases=("inference", "forward"), warmup=1, repeats=2, use_cache=False)
     rows = run_sweep([("tiny", TINY)], seq_len_workloads([32]), what=["memory", "latency"], options=opts)

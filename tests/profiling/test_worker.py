@@ -10,11 +10,10 @@ import signal
 import time
 
 import pytest
-
-from core.config import ModelConfig, Workload
-from profiling.records import ProfileRecord, base_fields
-from profiling.sweep import SweepOptions, config_grid, seq_len_workloads
-from profiling.worker import Job, JobManager, JobSpec
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.sweep import SweepOptions, config_grid, seq_len_workloads
+from xtlens.profiling.worker import Job, JobManager, JobSpec
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 CPU = SweepOptions(device="cpu", use_cache=False)
@@ -145,7 +144,7 @@ def test_spec_round_trip_and_grid_skips() -> None:
 
 
 def test_real_flops_job_in_a_child_process(tmp_path, monkeypatch) -> None:
-    from core.cost_model import flop_counts
+    from xtlens.core.cost_model import flop_counts
 
     monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path))
     job = Job(JobSpec.make("flops", TINY, seq_len_workloads([16, 32]), SweepOptions(device="cpu"), config_name="tiny"))
