@@ -15,7 +15,8 @@ import sys
 import time
 
 from xtlens.core.config import PRESETS
-from xtlens.profiling.sweep import SweepOptions, run_sweep, seq_len_workloads
+from xtlens.profiling.plan import SweepOptions, seq_len_workloads
+from xtlens.profiling.sweep import run_sweep
 
 
 def main(argv: list[str] | None = None) -> int:

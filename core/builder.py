@@ -27,13 +27,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import re
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from x_transformers import Decoder, TransformerWrapper
 from xtlens.core.config import DTYPE_BYTES, ModelConfig
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "ParamDifference",
     "effective_kwargs",
     "build_model",
+    "resolve_device",
     "num_params",
     "installed_xtransformers_version",
     "deepnorm_init_",
@@ -275,6 +276,9 @@ def _summarise_differences(diffs: list[ParamDifference]) -> list[str]:
 
 def _construct(cfg: ModelConfig, kw: EffectiveKwargs) -> nn.Module:
     """Build on the current default device (CPU or meta); x-transformers errors become ``BuildError``."""
+    # imported here, not at module import: resolving a device or reading effective kwargs needs no model
+    from x_transformers import Decoder, TransformerWrapper
+
     try:
         decoder = Decoder(**kw.decoder)
         if cfg.deepnorm:
@@ -342,23 +346,25 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def _resolve_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise BuildError(f"Unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BuildError(f"Device {device!r} was requested but no CUDA GPU is available to PyTorch here.")
-        index = dev.index if dev.index is not None else torch.cuda.current_device()
-        if index >= torch.cuda.device_count():
-            raise BuildError(
-                f"Device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)."
-            )
-        return torch.device("cuda", index)
-    if dev.type != "cpu":
-        raise BuildError(f"Device {device!r} is not supported: use 'cpu', 'cuda' or 'cuda:N'.")
-    return dev
+def resolve_device(device: str = "auto") -> str:
+    """The one device resolver: ``"auto"`` -> ``"cuda"`` when PyTorch sees a CUDA GPU, else ``"cpu"``;
+    ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` are checked (a GPU must exist, ``N`` below the GPU count) and
+    returned as given. Raises ``BuildError`` with a message for the page otherwise."""
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise BuildError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    if not torch.cuda.is_available():
+        raise BuildError(f"Device {device!r} was requested, but PyTorch sees no CUDA GPU on this machine "
+                         f"(torch {torch.__version__}). Use device 'cpu' or 'auto'.")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise BuildError(f"Device {device!r} does not exist: this machine has {count} GPU(s).")
+    return name
 
 
 def build_model(
@@ -375,7 +381,7 @@ def build_model(
     """
     if dtype not in TORCH_DTYPES:
         raise BuildError(f"Unknown dtype {dtype!r}: choose one of {', '.join(DTYPE_BYTES)}.")
-    dev = _resolve_device(device)
+    dev = torch.device(resolve_device(device))
     kw = effective_kwargs(cfg)
 
     count = num_params(cfg)  # also surfaces x-transformers assertions before any memory is used

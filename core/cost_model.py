@@ -499,23 +499,220 @@ def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
 
 
 # --------------------------------------------------------------------------------------------------
+# formulas derived from the counts above (each lives here once; profiling and the dashboard call them)
+# --------------------------------------------------------------------------------------------------
+
+#: SDPA backends whose backward recomputes the attention scores (a fused kernel keeps no ``(n, n)`` matrix).
+FUSED_SDPA_BACKENDS = ("flash", "efficient", "cudnn", "cpu_flash", "overrideable")
+
+
+def fused_sdpa_backward(cfg: ModelConfig, backend: str | None = None) -> bool:
+    """Whether the training step's attention backward recomputes ``Q K^T`` (one rule for every caller).
+
+    ``backend`` is the SDPA kernel that ran (``profiling.sdpa``'s label) when it is known: fused for
+    flash / efficient / cuDNN / the CPU flash kernel, not for ``math`` or x-transformers' einsum path.
+    Unknown (a prediction, or a count under fake tensors): ``cfg.attn_flash``, since x-transformers then
+    calls SDPA and PyTorch picks a fused kernel whenever one can run (on the CPU always
+    ``_scaled_dot_product_flash_attention_for_cpu``, also with the dense ALiBi mask).
+    """
+    if backend is None:
+        return cfg.attn_flash
+    return backend in FUSED_SDPA_BACKENDS
+
+
+def train_step_flops(fc: FlopCounts, *, fused_backward: bool, causal: bool = False) -> int:
+    """Training-step FLOPs: ``3 * fwd`` (forward + input and weight gradients of every matmul), plus
+    ``attn / 2`` when a fused SDPA backward recomputes the scores. ``causal`` uses the causal half of the
+    attention pairs (what an ``is_causal=True`` kernel computes) instead of the full square."""
+    fwd = fc.fwd_flops_causal if causal else fc.fwd_flops
+    attn = fc.attn_flops_causal if causal else fc.attn_flops
+    return 3 * fwd + (attn // 2 if fused_backward else 0)
+
+
+def decode_flops(cfg: ModelConfig, *, batch: int, context_tokens: int) -> int:
+    """FLOPs of one cached decoding step: one new token per sequence attending over ``context + 1`` keys.
+
+    Projections, feed-forward and logits of ``batch`` tokens (``flop_counts`` at ``seq_len=1`` without its
+    1x1 attention), plus scores and values ``2 * 2 * b * h * (context + 1) * dh`` per block.
+    """
+    one = flop_counts(cfg, Workload(batch=batch, seq_len=1))
+    attn = cfg.depth * 4 * batch * cfg.heads * (context_tokens + 1) * cfg.attn_dim_head
+    return one.fwd_flops - one.attn_flops + attn
+
+
+# --------------------------------------------------------------------------------------------------
+# predictions as tidy rows: the one vocabulary shared with the measured rows of ``profiling``
+# --------------------------------------------------------------------------------------------------
+
+#: ``phase`` values. ``model``: static (parameter counts); ``forward``, ``train_step``: FLOPs of one forward /
+#: training step; ``inference``, ``train_step``: memory at the peak of a no-grad forward / of a training step.
+PHASES = ("model", "forward", "train_step", "inference")
+
+#: Memory components of each phase whose predicted bytes add up exactly to the phase's ``total`` (the
+#: stacked memory chart draws these). ``other_activations`` is ``activations`` less the parts split out
+#: beside it; ``alibi_bias_at_peak`` is the ALiBi memory alive at the inference peak (only the cached
+#: buffer when the peak is not inside an attention block), ``alibi_bias_saved`` the dense ALiBi masks that
+#: the blocks' SDPA calls keep for backward.
+MEMORY_STACK: dict[str, tuple[str, ...]] = {
+    "inference": ("weights", "buffers", "kv_cache_in_activations", "alibi_bias_at_peak", "other_activations"),
+    "train_step": ("weights", "buffers", "gradients", "optimizer", "alibi_bias_saved", "other_activations", "loss"),
+}
+
+#: Measured components that are another measurement of a predicted component (same quantity, other method).
+SAME_QUANTITY: dict[str, str] = {"total_tracked": "total", "total_rss": "total"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """One predicted quantity as a row.
+
+    ``quantity`` is the unit-suffixed key of ``estimate()`` (``kv_cache_bytes``, ``fwd_flops``,
+    ``num_params``); ``phase`` and ``component`` use the vocabulary of the measured rows
+    (``profiling.memory`` / ``flops`` / ``latency``), so predicted-vs-measured is a join on
+    ``(phase, component, unit)``. ``unit``: ``params``, ``flops``, ``bytes``, ``flops_per_token``,
+    ``bytes_per_token``, ``tokens`` or ``count``. ``variant``: which counting convention (``full_square``,
+    ``causal``, ``fused_backward``) for FLOPs, empty otherwise.
+    """
+
+    quantity: str
+    phase: str
+    component: str
+    unit: str
+    value: int | float
+    variant: str = ""
+
+
+# field -> (phase, component, unit, variant) for every field of ParamCounts, FlopCounts and MemoryEstimate
+_PARAM_ROWS: dict[str, tuple[str, str, str, str]] = {
+    "token_embedding_params": ("model", "token_embedding", "params", ""),
+    "abs_pos_embedding_params": ("model", "abs_pos_embedding", "params", ""),
+    "attention_params": ("model", "attention", "params", ""),
+    "feedforward_params": ("model", "feedforward", "params", ""),
+    "norm_params": ("model", "norms", "params", ""),
+    "residual_scale_params": ("model", "residual_scales", "params", ""),
+    "logits_params": ("model", "logits", "params", ""),
+    "attention_params_per_block": ("model", "attention_per_block", "params", ""),
+    "feedforward_params_per_block": ("model", "feedforward_per_block", "params", ""),
+    "embedding_params": ("model", "embedding", "params", ""),
+    "non_embedding_params": ("model", "non_embedding", "params", ""),
+    "num_params": ("model", "total", "params", ""),
+    "num_param_tensors": ("model", "param_tensors", "count", ""),
+    "buffer_elements": ("model", "buffer_elements", "count", ""),
+}
+_FLOP_ROWS: dict[str, tuple[str, str, str, str]] = {
+    "q_proj_flops": ("forward", "q_proj", "flops", ""),
+    "k_proj_flops": ("forward", "k_proj", "flops", ""),
+    "v_proj_flops": ("forward", "v_proj", "flops", ""),
+    "out_proj_flops": ("forward", "out_proj", "flops", ""),
+    "proj_flops": ("forward", "projections", "flops", ""),
+    "attn_scores_flops": ("forward", "attention_scores", "flops", "full_square"),
+    "attn_values_flops": ("forward", "attention_values", "flops", "full_square"),
+    "attn_flops": ("forward", "attention", "flops", "full_square"),
+    "attn_scores_flops_causal": ("forward", "attention_scores", "flops", "causal"),
+    "attn_values_flops_causal": ("forward", "attention_values", "flops", "causal"),
+    "attn_flops_causal": ("forward", "attention", "flops", "causal"),
+    "ff_flops": ("forward", "feedforward", "flops", ""),
+    "logits_flops": ("forward", "logits", "flops", ""),
+    "fwd_flops": ("forward", "total", "flops", "full_square"),
+    "fwd_flops_causal": ("forward", "total", "flops", "causal"),
+    "train_step_flops": ("train_step", "total", "flops", "full_square"),
+    "train_step_flops_flash_recompute": ("train_step", "total", "flops", "fused_backward"),
+    "train_step_flops_causal": ("train_step", "total", "flops", "causal"),
+    "fwd_flops_per_token": ("forward", "total", "flops_per_token", "full_square"),
+    "fwd_flops_causal_per_token": ("forward", "total", "flops_per_token", "causal"),
+    "train_step_flops_per_token": ("train_step", "total", "flops_per_token", "full_square"),
+    "tokens": ("forward", "tokens", "tokens", ""),
+}
+_MEMORY_ROWS: dict[str, tuple[str, str, str, str]] = {
+    "weights_bytes": ("inference", "weights", "bytes", ""),
+    "buffers_bytes": ("inference", "buffers", "bytes", ""),
+    "grads_bytes": ("train_step", "gradients", "bytes", ""),
+    "adamw_state_bytes": ("train_step", "optimizer", "bytes", ""),
+    "kv_cache_bytes": ("inference", "kv_cache", "bytes", ""),
+    "kv_cache_bytes_per_token": ("inference", "kv_cache", "bytes_per_token", ""),
+    "alibi_pos_diff_bytes": ("inference", "alibi_pos_diff", "bytes", ""),
+    "alibi_bias_heads_bytes": ("inference", "alibi_bias_heads", "bytes", ""),
+    "alibi_bias_padded_bytes": ("inference", "alibi_bias_padded", "bytes", ""),
+    "alibi_sdpa_mask_bytes": ("inference", "alibi_sdpa_mask", "bytes", ""),
+    "alibi_cached_buffer_bytes": ("inference", "alibi_cached_buffer", "bytes", ""),
+    "alibi_bias_bytes": ("inference", "alibi_bias", "bytes", ""),
+    "alibi_bias_allocated_bytes_per_forward": ("inference", "alibi_bias_allocated", "bytes", ""),
+    "alibi_blocks_rebuilding_bias": ("inference", "alibi_blocks_rebuilding_bias", "count", ""),
+    "causal_mask_bytes": ("inference", "causal_mask", "bytes", ""),
+    "activation_bytes_inference": ("inference", "activations", "bytes", ""),
+    "activation_bytes_training": ("train_step", "activations", "bytes", ""),
+    "loss_bytes_training": ("train_step", "loss", "bytes", ""),
+    "inference_total_bytes": ("inference", "total", "bytes", ""),
+    "training_total_bytes": ("train_step", "total", "bytes", ""),
+}
+# weights and buffers live in both phases: the training phase gets its own rows of the same bytes
+_BOTH_PHASES = ("weights_bytes", "buffers_bytes")
+
+
+def _rows_of(obj: object, table: dict[str, tuple[str, str, str, str]]) -> list[Prediction]:
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, dict):  # breakdown dicts: emitted by _activation_rows
+            continue
+        if f.name not in table:
+            raise KeyError(f"cost_model: {type(obj).__name__}.{f.name} has no (phase, component, unit) in the "
+                           f"prediction vocabulary; add it to the table in cost_model.py")
+        phase, component, unit, variant = table[f.name]
+        out.append(Prediction(quantity=f.name, phase=phase, component=component, unit=unit, value=value,
+                              variant=variant))
+    return out
+
+
+def _activation_rows(mem: MemoryEstimate, depth: int) -> list[Prediction]:
+    """Breakdown parts of the activations, and the stacked parts that sum exactly to each phase's total."""
+    out = [Prediction(quantity=f"activation_inference_{k}_bytes", phase="inference", component=f"activations.{k}",
+                      unit="bytes", value=v) for k, v in mem.inference_breakdown_bytes.items()]
+    out += [Prediction(quantity=f"activation_training_{k}_bytes", phase="train_step", component=f"activations.{k}",
+                       unit="bytes", value=v) for k, v in mem.training_breakdown_bytes.items()]
+    kv = mem.inference_breakdown_bytes.get("cached_k_v", 0)
+    at_attention = mem.inference_breakdown_bytes.get("transient_attention", 0) > 0
+    alibi_peak = mem.alibi_bias_bytes if at_attention else mem.alibi_cached_buffer_bytes
+    saved = depth * mem.alibi_sdpa_mask_bytes + mem.alibi_cached_buffer_bytes
+    stack = {
+        "inference": {"kv_cache_in_activations": kv, "alibi_bias_at_peak": alibi_peak,
+                      "other_activations": mem.activation_bytes_inference - kv - alibi_peak},
+        "train_step": {"alibi_bias_saved": saved, "other_activations": mem.activation_bytes_training - saved},
+    }
+    for phase, parts in stack.items():
+        out += [Prediction(quantity=f"{phase}_{k}_bytes", phase=phase, component=k, unit="bytes", value=v)
+                for k, v in parts.items()]
+    return out
+
+
+def predictions(cfg: ModelConfig, wl: Workload) -> list[Prediction]:
+    """Every closed-form quantity for ``cfg`` on ``wl`` as a ``Prediction`` row (see ``Prediction``)."""
+    pc, fc, mem = param_counts(cfg), flop_counts(cfg, wl), memory_estimate(cfg, wl)
+    rows = _rows_of(pc, _PARAM_ROWS) + _rows_of(fc, _FLOP_ROWS) + _rows_of(mem, _MEMORY_ROWS)
+    rows += [Prediction(quantity=f"training_{key}", phase="train_step", component=table_row[1], unit="bytes",
+                        value=getattr(mem, key))
+             for key in _BOTH_PHASES for table_row in [_MEMORY_ROWS[key]]]
+    return rows + _activation_rows(mem, cfg.depth)
+
+
+def predicted(rows: list[Prediction], *, phase: str, component: str, unit: str, variant: str | None = None
+              ) -> int | float | None:
+    """The predicted value of (``phase``, ``component``, ``unit``[, ``variant``]) in ``rows`` (None when the
+    model predicts no such quantity). A measured component in ``SAME_QUANTITY`` reads its quantity's row."""
+    component = SAME_QUANTITY.get(component, component)
+    for r in rows:
+        if (r.phase, r.component, r.unit) == (phase, component, unit) and (variant is None or r.variant == variant):
+            return r.value
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
 # flat view
 # --------------------------------------------------------------------------------------------------
 
 
 def estimate(cfg: ModelConfig, wl: Workload) -> dict[str, int | float]:
-    """Every scalar of ``param_counts``, ``flop_counts`` and ``memory_estimate`` in one flat dict
-    (unit-suffixed keys; the CLI prints it as JSON). Breakdown dicts are flattened as
-    ``activation_inference_<part>_bytes`` and ``activation_training_<part>_bytes``."""
-    out: dict[str, int | float] = {}
-    for part in (param_counts(cfg), flop_counts(cfg, wl)):
-        out.update(dataclasses.asdict(part))
-    mem = memory_estimate(cfg, wl)
-    for field in dataclasses.fields(mem):
-        value = getattr(mem, field.name)
-        if isinstance(value, dict):
-            prefix = "activation_inference_" if field.name.startswith("inference") else "activation_training_"
-            out.update({f"{prefix}{k}_bytes": v for k, v in value.items()})
-        else:
-            out[field.name] = value
-    return out
+    """Every ``Prediction`` of ``predictions(cfg, wl)`` as ``{quantity: value}`` (unit-suffixed keys: the
+    CLI prints it as JSON). Activation breakdowns are ``activation_inference_<part>_bytes`` and
+    ``activation_training_<part>_bytes``; the stacked parts ``<phase>_<part>_bytes``."""
+    return {r.quantity: r.value for r in predictions(cfg, wl)}

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
-from xtlens.dashboard.tables import COMPONENT_ORDER, GIB, loglog_slope, regime
+from xtlens.core.units import GIB
+from xtlens.dashboard.tables import COMPONENT_LABELS, COMPONENT_ORDER, loglog_slope, regime
 
 FLOPS_AXIS = "FLOPs (1 multiply-add = 2 FLOPs)"
 GIB_AXIS = "memory (GiB = 2^30 bytes)"
@@ -129,13 +130,15 @@ def crosscheck_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
 
 # --- memory --------------------------------------------------------------------------------------------
 
-def memory_stacked(frame: pd.DataFrame, *, mode: str, title: str | None = None) -> go.Figure:
-    """Stacked areas of memory by component vs sequence length for one ``mode`` (inference or training).
+def memory_stacked(frame: pd.DataFrame, *, phase: str, title: str | None = None) -> go.Figure:
+    """Stacked areas of memory by component vs sequence length for one ``phase`` (inference or train_step).
 
-    ``frame``: seq_len_tokens, mode, component, bytes (long format).
+    ``frame``: seq_len_tokens, phase, component, bytes (long format, ``tables.memory_curve``); components
+    are drawn under their ``tables.COMPONENT_LABELS`` (weights and buffers as one band).
     """
-    data = frame[frame["mode"] == mode]
-    title = title or f"Predicted {mode} memory by component (stacked)"
+    data = frame[frame["phase"] == phase].assign(component=lambda f: f["component"].map(COMPONENT_LABELS))
+    data = data.groupby(["component", "seq_len_tokens"], sort=False)["bytes"].sum().reset_index()
+    title = title or f"Predicted {phase} memory by component (stacked)"
     fig = go.Figure()
     present = [c for c in COMPONENT_ORDER if c in set(data["component"])]
     for comp in present:

@@ -10,12 +10,16 @@ session and seen by another, so only numbers and tables are cached.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 from xtlens.core import cost_model
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.dashboard import tables
+
+if TYPE_CHECKING:  # the builder imports torch: loaded on first use, inside builder_view
+    from xtlens.core.builder import ParamDifference, Translation
 
 
 def _cfg(cfg_json: str) -> ModelConfig:
@@ -32,13 +36,23 @@ def estimate(cfg: ModelConfig, wl: Workload) -> dict:
     return _estimate(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype)
 
 
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _predictions(cfg_json: str, batch: int, seq_len: int, dtype: str) -> list[cost_model.Prediction]:
+    return cost_model.predictions(_cfg(cfg_json), Workload(batch=batch, seq_len=seq_len, dtype=dtype))
+
+
+def predictions(cfg: ModelConfig, wl: Workload) -> list[cost_model.Prediction]:
+    """``core.cost_model.predictions`` (cached): every closed-form quantity as a row."""
+    return _predictions(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype)
+
+
 _CURVES = {"memory": tables.memory_curve, "flops": tables.flops_curve}
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)
 def _curve(kind: str, cfg_json: str, batch: int, dtype: str, seq_lens: tuple[int, ...]) -> pd.DataFrame:
     wl = Workload(batch=batch, dtype=dtype, seq_len=seq_lens[0])
-    return _CURVES[kind](estimate, _cfg(cfg_json), wl, seq_lens)
+    return _CURVES[kind](_cfg(cfg_json), wl, seq_lens)
 
 
 def memory_curve(cfg: ModelConfig, wl: Workload, seq_lens: tuple[int, ...]) -> pd.DataFrame:
@@ -71,11 +85,11 @@ class BuilderView:
     """What ``core.builder`` says about a configuration (no model kept)."""
 
     code: str
-    translations: tuple[tuple[str, str, str, str], ...]  # keyword, requested, effective, reason
+    translations: tuple[Translation, ...]
     notes: tuple[str, ...]
     num_params: int | None  # exact count of the 2.31 model (meta device)
     xt1191_num_params: int | None
-    differences: tuple[tuple[str, str, int, str], ...]  # role, shape, count, cause
+    differences: tuple[ParamDifference, ...]
     xtransformers_version: str
     error: str | None = None
 
@@ -86,10 +100,7 @@ def builder_view(cfg_json: str) -> BuilderView:
 
     cfg = _cfg(cfg_json)
     kw = builder.effective_kwargs(cfg)
-    translations = tuple((t.keyword, repr(t.requested), ", ".join(f"{k}={v!r}" for k, v in t.effective.items()),
-                          t.reason) for t in kw.translations)
-    diffs = tuple((d.role, "x".join(map(str, d.shape)), d.count, d.cause)
-                  for d in builder.xt1191_param_differences(cfg))
+    diffs = tuple(builder.xt1191_param_differences(cfg))
     version = builder.installed_xtransformers_version()
     try:
         n = builder.num_params(cfg)
@@ -98,7 +109,7 @@ def builder_view(cfg_json: str) -> BuilderView:
     except builder.BuildError as exc:
         n = n1191 = None
         error = str(exc)
-    return BuilderView(code=kw.as_code(), translations=translations, notes=kw.notes,
+    return BuilderView(code=kw.as_code(), translations=kw.translations, notes=kw.notes,
                        num_params=n, xt1191_num_params=n1191, differences=diffs, xtransformers_version=version,
                        error=error)
 

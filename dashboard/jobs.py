@@ -16,13 +16,13 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.dashboard import state
-from xtlens.dashboard.views.common import NOT_MEASURED
 from xtlens.profiling.export import as_frame
-from xtlens.profiling.sweep import SweepOptions
+from xtlens.profiling.plan import SweepOptions
 from xtlens.profiling.worker import Job, JobManager, JobSpec
 
 TIME_LIMIT_S = 600.0
 POLL_S = 1.0
+NOT_MEASURED = "not measured yet — press Measure"
 
 
 @st.cache_resource(show_spinner=False)
@@ -42,14 +42,12 @@ class Request:
     phases: tuple[str, ...] | None = None
     repeats: int = 5
     warmup: int = 2
-    measure: str | None = None  # "module:function" run in the child instead of profiling.sweep.measure_point
 
     def options(self) -> SweepOptions:
         return SweepOptions(device=self.device, phases=self.phases, repeats=self.repeats, warmup=self.warmup)
 
     def spec(self) -> JobSpec:
-        return JobSpec.make(self.what, list(self.configs), self.workloads, self.options(),
-                            time_limit_s=TIME_LIMIT_S, measure=self.measure)
+        return JobSpec.make(self.what, list(self.configs), self.workloads, self.options(), time_limit_s=TIME_LIMIT_S)
 
     def key(self) -> str:
         return self.spec().key()
@@ -64,9 +62,7 @@ def find(req: Request) -> Job | None:
 
 
 def submit(req: Request) -> Job:
-    spec = req.spec()
-    job = manager().submit(spec.what, list(spec.configs), list(spec.workloads), spec.options,
-                           time_limit_s=spec.time_limit_s, measure=spec.measure)
+    job = manager().submit_spec(req.spec())
     state.remember_job(job.key, req.label)
     return job
 

@@ -1,8 +1,9 @@
 """Pure table shaping for the dashboard: closed-form estimates -> tidy DataFrames, sweeps, deltas, fits.
 
 No Streamlit here (``dashboard.data`` caches these). Every column carries its unit in its name
-(``*_bytes``, ``*_flops``, ``*_ms``, ``*_tokens``, ``num_params``). Estimates come from
-``core.cost_model.estimate(cfg, wl)``; FLOPs count one multiply-add as 2 FLOPs.
+(``*_bytes``, ``*_flops``, ``*_ms``, ``*_tokens``, ``num_params``). Estimates are the rows of
+``core.cost_model.predictions(cfg, wl)`` (``estimate()`` is the same rows as a dict), in the ``phase`` /
+``component`` vocabulary of the measured rows; FLOPs count one multiply-add as 2 FLOPs.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+from xtlens.core import cost_model
 from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.core.cost_model import Prediction
+from xtlens.core.units import fmt_value
 
 EstimateFn = Callable[[ModelConfig, Workload], dict]
-GIB = 2**30
-MIB = 2**20
 
-TOTAL_KEYS = {"inference": "inference_total_bytes", "training": "training_total_bytes"}
-COMPONENT_ORDER = ("weights", "gradients", "AdamW state", "activations", "loss (log-softmax)", "KV cache",
-                   "ALiBi bias", "other")
+# how the stacked memory chart names the components of core.cost_model.MEMORY_STACK (display only)
+COMPONENT_LABELS = {"weights": "weights", "buffers": "weights", "gradients": "gradients", "optimizer": "AdamW state",
+                    "other_activations": "activations", "loss": "loss (log-softmax)",
+                    "kv_cache_in_activations": "KV cache", "alibi_bias_at_peak": "ALiBi bias",
+                    "alibi_bias_saved": "ALiBi bias"}
+COMPONENT_ORDER = tuple(dict.fromkeys(COMPONENT_LABELS.values()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,33 +50,6 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-# --- formatting (display only; tables keep raw integers) ------------------------------------------------
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "n/a"
-    if abs(n) >= GIB / 10:
-        return f"{n / GIB:,.3f} GiB"
-    return f"{n / MIB:,.2f} MiB"
-
-
-def fmt_flops(n: float | None) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "n/a"
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:,.3f} {prefix}FLOPs"
-    return f"{n:,.0f} FLOPs"
-
-
-def fmt_count(n: float | None) -> str:
-    return "n/a" if n is None else f"{int(n):,}"
-
-
-def fmt_value(unit: str, n: float | None) -> str:
-    return {"bytes": fmt_bytes, "FLOPs": fmt_flops}.get(unit, fmt_count)(n)
-
-
 def seq_len_grid(max_len: int, lo: int = 128, hi: int = 8192) -> list[int]:
     """Powers of two from ``lo`` to min(``hi``, ``max_len``), plus ``max_len`` itself if it is smaller."""
     top = min(hi, max_len)
@@ -79,15 +57,20 @@ def seq_len_grid(max_len: int, lo: int = 128, hi: int = 8192) -> list[int]:
     return grid or [top]
 
 
-# --- overview -----------------------------------------------------------------------------------------
+# --- closed form as rows (core.cost_model.predictions) -------------------------------------------------
 
-def estimate_table(est: dict) -> pd.DataFrame:
-    """Every closed-form quantity as rows: quantity, value (raw integer), unit, shown (formatted)."""
-    rows = []
-    for key, value in est.items():
-        unit = "bytes" if key.endswith("_bytes") else "FLOPs" if "flops" in key else "params"
-        rows.append({"quantity": key, "value": value, "unit": unit, "shown": fmt_value(unit, value)})
-    return pd.DataFrame(rows, columns=["quantity", "value", "unit", "shown"])
+def prediction_frame(rows: Sequence[Prediction]) -> pd.DataFrame:
+    """The predictions as one tidy frame: quantity, phase, component, unit, variant, value (exact ints)."""
+    return pd.DataFrame([{"quantity": r.quantity, "phase": r.phase, "component": r.component, "unit": r.unit,
+                          "variant": r.variant or None, "value": r.value} for r in rows],
+                        columns=["quantity", "phase", "component", "unit", "variant", "value"])
+
+
+def estimate_table(rows: Sequence[Prediction]) -> pd.DataFrame:
+    """Every closed-form quantity: the prediction rows plus ``shown`` (formatted with its unit)."""
+    frame = prediction_frame(rows)
+    frame["shown"] = [fmt_value(u, v) for u, v in zip(frame["unit"], frame["value"], strict=True)]
+    return frame
 
 
 def params_table(est: dict) -> pd.DataFrame:
@@ -99,52 +82,60 @@ def params_table(est: dict) -> pd.DataFrame:
 
 # --- memory -------------------------------------------------------------------------------------------
 
-def memory_components(est: dict, mode: str, depth: int) -> list[tuple[str, int]]:
-    """(component, bytes) for ``mode`` (inference or training), summing exactly to the estimate's total.
-
-    Read from ``core.cost_model`` (see ``MemoryEstimate``): the inference total is weights + buffers +
-    the forward's activation peak; the K/V tensors every block keeps (``cached_k_v``: what a KV cache
-    holds) and the ALiBi tensors live at the peak are split out of the activations. The training total
-    is weights + buffers + gradients + AdamW state + tensors saved for backward; the dense ALiBi
-    ``attn_mask`` saved by each block's SDPA (``depth x alibi_sdpa_mask_bytes``) is split out.
-    """
-    weights = int(est["weights_bytes"]) + int(est["buffers_bytes"])
-    cached = int(est["alibi_cached_buffer_bytes"])
-    if mode == "inference":
-        kv = int(est.get("activation_inference_cached_k_v_bytes", 0))
-        attention_peak = int(est.get("activation_inference_transient_attention_bytes", 0)) > 0
-        alibi = int(est["alibi_bias_bytes"]) if attention_peak else cached
-        acts = int(est["activation_bytes_inference"]) - kv - alibi
-        out = [("weights", weights), ("KV cache", kv), ("ALiBi bias", alibi), ("activations", acts)]
-    else:
-        alibi = depth * int(est["alibi_sdpa_mask_bytes"]) + cached
-        acts = int(est["activation_bytes_training"]) - alibi
-        out = [("weights", weights), ("gradients", int(est["grads_bytes"])),
-               ("AdamW state", int(est["adamw_state_bytes"])), ("ALiBi bias", alibi), ("activations", acts),
-               ("loss (log-softmax)", int(est.get("loss_bytes_training", 0)))]
-    rest = int(est[TOTAL_KEYS[mode]]) - sum(v for _, v in out)
-    if rest:
-        out.append(("other", rest))
-    return out
+def memory_components(rows: Sequence[Prediction], phase: str) -> list[tuple[str, int]]:
+    """(component, bytes) of ``phase`` (inference or train_step) that sum exactly to its predicted total:
+    ``core.cost_model.MEMORY_STACK`` read from the prediction rows."""
+    return [(c, int(cost_model.predicted(rows, phase=phase, component=c, unit="bytes") or 0))
+            for c in cost_model.MEMORY_STACK[phase]]
 
 
-def memory_curve(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.DataFrame:
-    """Long table: seq_len_tokens, mode, component, bytes (the stacked-area chart's data)."""
+def memory_curve(cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.DataFrame:
+    """Long table: seq_len_tokens, phase, component, bytes (the stacked-area chart's data)."""
     rows = []
     for n in seq_lens:
-        est = estimate(cfg, Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype))
-        for mode in ("inference", "training"):
-            for component, value in memory_components(est, mode, cfg.depth):
-                rows.append({"seq_len_tokens": int(n), "mode": mode, "component": component, "bytes": value})
-    return pd.DataFrame(rows, columns=["seq_len_tokens", "mode", "component", "bytes"])
+        preds = cost_model.predictions(cfg, Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype))
+        for phase in cost_model.MEMORY_STACK:
+            for component, value in memory_components(preds, phase):
+                rows.append({"seq_len_tokens": int(n), "phase": phase, "component": component, "bytes": value})
+    return pd.DataFrame(rows, columns=["seq_len_tokens", "phase", "component", "bytes"])
 
 
-def flops_curve(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.DataFrame:
+def measured_vs_predicted_memory(measured: pd.DataFrame) -> pd.DataFrame:
+    """Measured memory rows joined to the predictions on (phase, component, seq_len_tokens, batch, dtype).
+
+    One row per measured component: measured_bytes, predicted_bytes (from ``core.cost_model.predictions``,
+    not from the row's own column: the join is the check), rel_err. Components the model does not predict
+    keep an empty prediction."""
+    ok = measured[(measured["measurement"] == "memory") & (measured["status"] == "ok")]
+    cols = ["phase", "component", "seq_len_tokens", "batch", "dtype", "config_json"]
+    if ok.empty:
+        return pd.DataFrame(columns=[*cols, "measured_bytes", "predicted_bytes", "rel_err", "method"])
+    preds = []
+    for (cfg_json, n, b, dtype), _ in ok.groupby(["config_json", "seq_len_tokens", "batch", "dtype"], sort=False):
+        for r in cost_model.predictions(ModelConfig.from_json(cfg_json), Workload(batch=int(b), seq_len=int(n),
+                                                                                  dtype=str(dtype))):
+            if r.unit == "bytes":
+                preds.append({"config_json": cfg_json, "seq_len_tokens": int(n), "batch": int(b), "dtype": str(dtype),
+                              "phase": r.phase, "component": r.component, "predicted_bytes": int(r.value)})
+    left = ok[cols + ["measured_bytes", "method"]].copy()
+    left["join_component"] = left["component"].map(lambda c: cost_model.SAME_QUANTITY.get(c, c))
+    for c in ("seq_len_tokens", "batch"):
+        left[c] = left[c].astype("int64")
+    left["dtype"] = left["dtype"].astype(str)
+    right = pd.DataFrame(preds).rename(columns={"component": "join_component"})
+    joined = left.merge(right, on=["config_json", "seq_len_tokens", "batch", "dtype", "phase", "join_component"],
+                        how="left").drop(columns=["join_component"])
+    joined["rel_err"] = [None if pd.isna(p) or not p else abs(float(m) - float(p)) / float(p)
+                         for m, p in zip(joined["measured_bytes"], joined["predicted_bytes"], strict=True)]
+    return joined[[*cols, "measured_bytes", "predicted_bytes", "rel_err", "method"]]
+
+
+def flops_curve(cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.DataFrame:
     """seq_len_tokens, fwd_flops, fwd_flops_causal, train_step_flops, fwd_flops_per_token (closed form)."""
     keys = ["fwd_flops", "fwd_flops_causal", "train_step_flops", "fwd_flops_per_token"]
     rows = []
     for n in seq_lens:
-        est = estimate(cfg, Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype))
+        est = cost_model.estimate(cfg, Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype))
         rows.append({"seq_len_tokens": int(n), **{k: est[k] for k in keys}})
     return pd.DataFrame(rows, columns=["seq_len_tokens", *keys])
 

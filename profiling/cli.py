@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
+from xtlens.core.units import fmt_value, unit_of
 
 __all__ = ["main", "build_parser", "load_config"]
 
@@ -113,25 +114,13 @@ def _csv_scalar(value: object) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _human(key: str, value: int | float) -> str:
-    if key.endswith("_bytes") or key.endswith("_bytes_per_token") or "_bytes_" in key:
-        return f"{value / 2**30:,.3f} GiB" if value >= 2**20 else f"{value:,} bytes"
-    if "flops" in key:
-        for unit, scale in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6)):
-            if abs(value) >= scale:
-                return f"{value / scale:,.3f} {unit}"
-    if key.endswith("params") and value >= 1e6:
-        return f"{value / 1e6:,.3f} M"
-    return ""
-
-
 def _estimate_table(cfg: ModelConfig, wl: Workload, values: dict[str, int | float]) -> str:
     lines = [f"workload: batch {wl.batch} x {wl.seq_len} tokens, {wl.dtype}",
              "config: " + ", ".join(f"{k}={v!r}" for k, v in {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}.items()), ""]
     width = max(len(k) for k in values)
     for key, value in values.items():
         number = f"{value:,}" if isinstance(value, int) else f"{value:,.6g}"
-        lines.append(f"{key:<{width}}  {number:>22}  {_human(key, value)}".rstrip())
+        lines.append(f"{key:<{width}}  {number:>22}  {'' if unit_of(key) == 'count' else fmt_value(unit_of(key), value)}".rstrip())
     return "\n".join(lines)
 
 
@@ -163,10 +152,11 @@ class _ProgressBar:
 
 def _profile(args: argparse.Namespace) -> int:
     from xtlens.profiling.export import format_for, to_markdown, write_table
-    from xtlens.profiling.sweep import DEFAULT_SEQ_LENS, SweepOptions, _check_whats, run_sweep, workload_grid
+    from xtlens.profiling.plan import DEFAULT_SEQ_LENS, SweepOptions, check_whats, workload_grid
+    from xtlens.profiling.sweep import run_sweep
 
     cfg = _config_from(args)
-    whats = _check_whats(args.what)
+    whats = check_whats(args.what)
     if args.out is not None:
         try:
             format_for(args.out)
@@ -193,11 +183,12 @@ def _profile(args: argparse.Namespace) -> int:
         bar(*job.progress())
         rows = job.result()
     else:
+        from xtlens.core.builder import BuildError
         from xtlens.profiling.errors import ProfileError
 
         try:
             rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar)
-        except ProfileError as exc:  # e.g. --device cuda without a GPU
+        except (ProfileError, BuildError) as exc:  # e.g. --device cuda without a GPU
             raise UsageError(str(exc)) from None
     failed = [r for r in rows if r.status != "ok"]
     if args.out is not None:
@@ -271,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     prof.add_argument("--seq-lens", default=None, metavar="N,N,...", help="default 128,256,...,8192")
     prof.add_argument("--batch", default="1", metavar="N[,N...]", help="batch size(s), default 1")
-    prof.add_argument("--what", default="flops,memory,latency", help="any of flops,memory,latency")
+    prof.add_argument("--what", default="flops,memory,latency", help="any of flops,flops_breakdown,memory,latency (flops_breakdown: flops plus per-module and "
+                      "per-operator rows of the same count)")
     prof.add_argument("--phases", default=None, help="e.g. forward,train_step (default: each measurement's own)")
     prof.add_argument("--repeats", type=int, default=5, help="timed repeats per latency point (default 5)")
     prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")

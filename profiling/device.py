@@ -34,10 +34,12 @@ import os
 import re
 
 import torch
+from xtlens.core.builder import resolve_device
 
 __all__ = [
     "PEAK_FLOPS_PER_S",
     "resolve_device",
+    "resolve",
     "device_name",
     "cpu_name",
     "versions",
@@ -84,22 +86,10 @@ _DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp
                   "tfloat32": "tf32"}
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a CUDA GPU is available, else ``"cpu"``; ``"cpu"``/``"cuda"``/``"cuda:N"``
-    are checked and returned. Raises ``ProfileError`` for an unknown device or CUDA without a GPU."""
-    from xtlens.profiling.errors import ProfileError
-
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    if re.fullmatch(r"cuda(:\d+)?", name):
-        if not torch.cuda.is_available():
-            raise ProfileError(f"Device {device!r} was requested, but PyTorch sees no CUDA GPU on this machine "
-                               f"(torch {torch.__version__}). Use device 'cpu' or 'auto'.")
-        return name
-    raise ProfileError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+def resolve(device: str = "auto") -> tuple[str, str]:
+    """``(device, device_name)``: ``core.builder.resolve_device`` (the one resolver) and the device's name."""
+    resolved = resolve_device(device)
+    return resolved, device_name(resolved)
 
 
 def cpu_name() -> str:

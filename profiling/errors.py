@@ -13,10 +13,11 @@ import traceback
 from typing import Any
 
 import torch
-from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.config import ConfigError, ModelConfig, Workload
 from xtlens.profiling.records import ProfileRecord, base_fields
 
-__all__ = ["ProfileError", "is_oom", "free_memory", "failure_record", "short_message"]
+__all__ = ["ProfileError", "is_oom", "free_memory", "failure_message", "failure_row", "failure_record", "release",
+           "short_message"]
 
 _OOM_MARKERS = (
     "out of memory",
@@ -58,6 +59,29 @@ def short_message(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def failure_message(exc: BaseException, *, what: str, device_name: str, wl: Workload) -> tuple[str, str]:
+    """``(status, message)`` for an exception raised while measuring ``what`` (e.g. "the training step"):
+    ``oom`` with the shape and what to try, the page-ready text of a ``ProfileError`` / ``ConfigError`` /
+    ``BuildError``, or ``error`` with the exception type and its first line. The one wording of every
+    failure row."""
+    from xtlens.core.builder import BuildError
+
+    detail = short_message(exc)
+    shape = f"batch {wl.batch} x {wl.seq_len} tokens in {wl.dtype}"
+    if is_oom(exc):
+        return "oom", (f"Out of memory on {device_name} during {what} ({shape}). Try a shorter sequence, a smaller "
+                       f"batch or a 2-byte dtype. Details: {detail}")
+    if isinstance(exc, (ProfileError, ConfigError, BuildError)):
+        return "error", str(exc)
+    return "error", f"{type(exc).__name__} during {what} on {device_name} ({shape}): {detail}"
+
+
+def failure_row(*, identity: dict[str, Any], status: str, message: str, **columns: Any) -> ProfileRecord:
+    """The one failure-row builder: ``identity`` holds the identity, workload and device columns
+    (``records.base_fields`` or a point's own), ``columns`` any provenance to keep."""
+    return ProfileRecord(**identity, status=status, error=message, **columns)
+
+
 def failure_record(
     exc: BaseException,
     cfg: ModelConfig,
@@ -79,20 +103,16 @@ def failure_record(
     measured (e.g. "the training step"); extra keyword ``columns`` (provenance: versions, method, warmup,
     repeats, sdpa_backend, predicted_bytes, ...) are copied into the row.
     """
-    oom = is_oom(exc)
-    detail = short_message(exc)
+    status, message = failure_message(exc, what=context or f"the {phase} {measurement} measurement",
+                                      device_name=device_name, wl=wl)
+    release(exc, device)
+    identity = base_fields(cfg, wl, config_name=config_name, measurement=measurement, phase=phase,
+                           device=device, device_name=device_name)
+    return failure_row(identity={**identity, "component": component}, status=status, message=message, **columns)
+
+
+def release(exc: BaseException, device: str) -> None:
+    """Free what a failed attempt held: the traceback's frames (they reference its tensors), then memory."""
     if exc.__traceback__ is not None:
         traceback.clear_frames(exc.__traceback__)
     free_memory(device)
-    what = context or f"the {phase} {measurement} measurement"
-    shape = f"batch {wl.batch} x {wl.seq_len} tokens in {wl.dtype}"
-    if oom:
-        message = (f"Out of memory on {device_name} during {what} ({shape}). Try a shorter sequence, a smaller "
-                   f"batch or a 2-byte dtype. Details: {detail}")
-    elif isinstance(exc, ProfileError):
-        message = str(exc)
-    else:
-        message = f"{type(exc).__name__} during {what} on {device_name} ({shape}): {detail}"
-    row = base_fields(cfg, wl, config_name=config_name, measurement=measurement, phase=phase,
-                      device=device, device_name=device_name)
-    return ProfileRecord(**row, component=component, status="oom" if oom else "error", error=message, **columns)

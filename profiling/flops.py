@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -50,6 +50,8 @@ from torch.utils.flop_counter import (
 from xtlens.core import cost_model
 from xtlens.core.builder import fake_model
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.errors import ProfileError
+from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
 
 __all__ = [
     "TorchFlopCount",
@@ -64,6 +66,10 @@ __all__ = [
     "fvcore_flop_count",
     "fvcore_flop_count_extrapolated",
     "cross_check",
+    "FLOPS_PHASES",
+    "leaves",
+    "breakdown_records",
+    "measure_flops",
 ]
 
 
@@ -360,6 +366,8 @@ class FlopCrossCheck:
     ``fvcore_extra_flops`` = layer norms and the rotary einsum outer product, which the other two leave
     out); ``fvcore_matmul_flops`` is fvcore's matmul-only part. Relative errors are
     ``|x - closed_form| / closed_form``; ``max_rel_err`` is the largest of the torch and fvcore totals.
+    ``torch`` and ``fvcore`` keep both counts whole (per module and per operator), so a breakdown costs no
+    second count.
     """
 
     closed_form_flops: int
@@ -376,6 +384,8 @@ class FlopCrossCheck:
     fvcore_method: str
     torch_elapsed_s: float
     fvcore_elapsed_s: float
+    torch: TorchFlopCount
+    fvcore: FvcoreFlopCount
 
 
 def cross_check(cfg: ModelConfig, wl: Workload, *, fvcore_method: str = "auto",
@@ -416,5 +426,101 @@ def cross_check(cfg: ModelConfig, wl: Workload, *, fvcore_method: str = "auto",
         fvcore_method=fv.method,
         torch_elapsed_s=tc.elapsed_s,
         fvcore_elapsed_s=fv.elapsed_s,
+        torch=tc,
+        fvcore=fv,
     )
 
+
+
+# --------------------------------------------------------------------------------------------------
+# rows
+# --------------------------------------------------------------------------------------------------
+
+FLOPS_PHASES: tuple[str, ...] = ("forward", "train_step")
+
+# ``method`` of the breakdown rows (one per module / operator of each counter)
+TORCH_MODULE = "torch FlopCounterMode, by module"
+TORCH_OPERATOR = "torch FlopCounterMode, by operator"
+FVCORE_MODULE = "fvcore, by module"
+FVCORE_OPERATOR = "fvcore, by operator"
+FVCORE_UNSUPPORTED = "fvcore: unsupported operator (not counted)"
+FVCORE_UNCALLED = "fvcore: module never called"
+
+
+def leaves(by_module: dict[str, int]) -> dict[str, int]:
+    """Modules with a nonzero count none of whose sub-modules has a count (no double counting)."""
+    names = [k for k, v in by_module.items() if k and v]
+    return {k: by_module[k] for k in names if not any(o != k and o.startswith(k + ".") for o in names)}
+
+
+def breakdown_records(check: FlopCrossCheck, base: dict) -> list[ProfileRecord]:
+    """One row per module and per operator of both counters of ``check`` (no recount), fvcore's unsupported
+    operators and uncalled modules. ``base``: the identity columns (``records.base_fields``)."""
+    tc, fv = check.torch, check.fvcore
+    rows = [ProfileRecord(**base, component=path.removeprefix("TransformerWrapper."), method=TORCH_MODULE,
+                          torch_counter_flops=int(v)) for path, v in sorted(leaves(tc.by_module_flops).items())]
+    rows += [ProfileRecord(**base, component=op, method=TORCH_OPERATOR, torch_counter_flops=int(v))
+             for op, v in sorted(tc.by_operator_flops.items())]
+    rows += [ProfileRecord(**base, component=path, method=FVCORE_MODULE, fvcore_macs=int(v), fvcore_flops=2 * int(v))
+             for path, v in sorted(leaves(fv.by_module_macs).items())]
+    rows += [ProfileRecord(**base, component=op, method=FVCORE_OPERATOR, fvcore_macs=int(v), fvcore_flops=2 * int(v))
+             for op, v in sorted(fv.by_operator_macs.items())]
+    rows += [ProfileRecord(**base, component=op, method=FVCORE_UNSUPPORTED,
+                           error=f"{n} call(s) skipped by fvcore (element-wise; torch counts them as 0 too)")
+             for op, n in sorted(fv.unsupported_ops.items())]
+    rows += [ProfileRecord(**base, component=path, method=FVCORE_UNCALLED) for path in fv.uncalled_modules]
+    return rows
+
+
+def measure_flops(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] = ("forward",), breakdown: bool = False,
+                  config_name: str = "", device: str = "cpu",
+                  progress: Callable[[float, str], None] | None = None) -> list[ProfileRecord]:
+    """FLOP rows: one per phase (``forward``, ``train_step``), plus with ``breakdown`` the forward's
+    per-module and per-operator rows of both counters (from the same count).
+
+    ``forward``: ``predicted_flops`` is ``core.cost_model``'s full-square forward; ``torch_counter_flops``
+    is ``FlopCounterMode`` on the fake model; ``fvcore_macs`` / ``fvcore_flops`` are fvcore's totals (a
+    traced forward up to 256 tokens, exact extrapolation from short traces beyond, see ``cross_check``),
+    which include layer norms and the rotary outer product; ``flops_rel_err`` is the largest relative
+    disagreement of the two against the prediction.
+    ``train_step``: ``FlopCounterMode`` over forward + backward of ``logits.sum()`` against
+    ``core.cost_model.train_step_flops`` with the fused-backward rule ``fused_sdpa_backward`` (no fvcore: it
+    traces forwards only). Counts do not depend on the device; the row records the device the sweep targets.
+    """
+    from xtlens.profiling.device import resolve, versions
+
+    vers = versions()
+    provenance = {"torch_version": vers["torch"], "xtransformers_version": vers["x-transformers"]}
+    name = resolve(device)[1]
+    rows: list[ProfileRecord] = []
+    for i, phase in enumerate(phases):
+        if progress is not None:
+            progress(i / len(phases), f"counting {phase} FLOPs")
+        base = base_fields(cfg, wl, config_name=config_name, measurement="flops", phase=phase, device=device,
+                           device_name=name)
+        if phase == "forward":
+            check = cross_check(cfg, wl)
+            rows.append(ProfileRecord(
+                **base, **provenance, predicted_flops=check.closed_form_flops,
+                torch_counter_flops=check.torch_counter_flops, fvcore_macs=check.fvcore_macs,
+                fvcore_flops=check.fvcore_flops, flops_rel_err=check.max_rel_err,
+                method=(f"core.cost_model full square; FlopCounterMode under FakeTensorMode ({check.torch_elapsed_s:.2f} s); "
+                        f"fvcore {check.fvcore_method} ({check.fvcore_elapsed_s:.2f} s, includes "
+                        f"{check.fvcore_extra_flops:,} FLOPs of norms and rotary outer products)"),
+            ))
+            if breakdown:
+                rows += breakdown_records(check, base)
+        elif phase == "train_step":
+            fused = cost_model.fused_sdpa_backward(cfg)
+            predicted = cost_model.train_step_flops(cost_model.flop_counts(cfg, wl), fused_backward=fused)
+            count = torch_flop_count(cfg, wl, train_step=True)
+            variant = "3 x fwd_flops + attn_flops / 2 (fused SDPA backward)" if fused else "3 x fwd_flops"
+            rows.append(ProfileRecord(
+                **base, **provenance, predicted_flops=predicted, torch_counter_flops=count.total_flops,
+                flops_rel_err=rel_err(count.total_flops, predicted),
+                method=(f"core.cost_model {variant}; FlopCounterMode under FakeTensorMode over forward + "
+                        f"backward of logits.sum() ({count.elapsed_s:.2f} s)"),
+            ))
+        else:
+            raise ProfileError(f"Unknown FLOP phase {phase!r}: choose from {', '.join(FLOPS_PHASES)}.")
+    return rows

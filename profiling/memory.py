@@ -15,7 +15,8 @@
   ``optimizer`` (AdamW state after the step), ``activations`` (tensors alive when the forward returns,
   i.e. saved for backward, plus the logits and the ids).
 
-Predicted columns come from ``core.cost_model.memory_estimate`` (same definitions; see its docstring).
+Predicted columns come from ``core.cost_model.predictions``: the row with the same ``(phase, component)`` in
+bytes (same definitions; see ``MemoryEstimate``'s docstring).
 
 How (``method`` column):
 
@@ -50,12 +51,12 @@ import torch.nn.functional as F
 from xtlens.core.builder import TORCH_DTYPES as _TORCH_DTYPES
 from xtlens.core.builder import build_model, fake_model
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.core.cost_model import memory_estimate
+from xtlens.core.cost_model import Prediction, predicted, predictions
 from xtlens.profiling.device import device_name as _device_name
 from xtlens.profiling.device import resolve_device, synchronize, versions
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.latency import SdpaProbe, explain_backend
 from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
+from xtlens.profiling.sdpa import SdpaProbe, explain_backend
 
 __all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_cache_bytes", "AlibiCapture"]
 
@@ -352,30 +353,11 @@ def rss_peak_bytes(cfg: ModelConfig, wl: Workload, phase: str, *, timeout_s: flo
 # measure_memory
 # --------------------------------------------------------------------------------------------------
 
-_PREDICTED = {
-    ("inference", "total"): "inference_total_bytes",
-    ("inference", "total_tracked"): "inference_total_bytes",
-    ("inference", "total_rss"): "inference_total_bytes",
-    ("inference", "activations"): "activation_bytes_inference",
-    ("inference", "alibi_bias"): "alibi_bias_bytes",
-    ("inference", "alibi_sdpa_mask"): "alibi_sdpa_mask_bytes",
-    ("inference", "kv_cache"): "kv_cache_bytes",
-    ("train_step", "total"): "training_total_bytes",
-    ("train_step", "total_tracked"): "training_total_bytes",
-    ("train_step", "total_rss"): "training_total_bytes",
-    ("train_step", "gradients"): "grads_bytes",
-    ("train_step", "optimizer"): "adamw_state_bytes",
-    ("train_step", "activations"): "activation_bytes_training",
-}
-
-
-def _predicted(phase: str, component: str, est: Any) -> int | None:
-    if component == "weights":
-        return est.weights_bytes
-    if component == "buffers":
-        return est.buffers_bytes
-    key = _PREDICTED.get((phase, component))
-    return getattr(est, key) if key else None
+def _predicted(phase: str, component: str, est: list[Prediction]) -> int | None:
+    """The prediction joined to a measured row: same ``(phase, component)``, in bytes (``core.cost_model``'s
+    vocabulary; ``total_tracked`` / ``total_rss`` are the ``total`` measured another way)."""
+    value = predicted(est, phase=phase, component=component, unit="bytes")
+    return None if value is None else int(value)
 
 
 def measure_memory(
@@ -409,7 +391,7 @@ def measure_memory(
                            "'fake' or 'real' on the CPU (or 'auto').")
     name = _device_name(dev)
     vers = versions()
-    est = memory_estimate(cfg, wl)
+    est = predictions(cfg, wl)
     provenance = dict(torch_version=vers["torch"], xtransformers_version=vers["x-transformers"])
     rows: list[ProfileRecord] = []
     backend: dict[str, Any] = {}

@@ -15,6 +15,10 @@ Column families (a row fills the ones its ``measurement`` concerns; the rest sta
 * provenance: ``device``, ``device_name``, ``torch_version``, ``xtransformers_version``,
   ``sdpa_backend``, ``sdpa_backend_reason``, ``warmup``, ``repeats``, ``method``, ``timestamp``
 * outcome: ``status`` (``ok``, ``oom``, ``error``, ``timeout``) and ``error``
+* predictions (``measurement="estimate"``, from ``core.cost_model.predictions``): ``quantity`` (the
+  unit-suffixed key of ``estimate()``), ``predicted_params`` / ``predicted_flops`` / ``predicted_bytes``;
+  ``method`` says the counting variant (full square, causal, fused backward). Per-token and count
+  quantities stay in the CLI's JSON (``estimate()``), not in rows.
 * FLOPs: ``predicted_flops``, ``torch_counter_flops``, ``fvcore_macs``, ``fvcore_flops``,
   ``flops_rel_err`` (max relative disagreement of the measured counts against the prediction)
 * memory: ``predicted_bytes``, ``measured_bytes``, ``memory_rel_err``
@@ -40,6 +44,13 @@ if TYPE_CHECKING:  # pandas is imported lazily: the CLI's estimate path does not
 
 STATUSES = ("ok", "oom", "error", "timeout")
 MEASUREMENTS = ("estimate", "flops", "memory", "latency")
+# what a sweep can be asked to measure -> the ``measurement`` of its rows
+_MEASUREMENT_OF = {"flops_breakdown": "flops"}
+
+
+def measurement_of(what: str) -> str:
+    """The ``measurement`` column of the rows a sweep point of ``what`` gives (``flops_breakdown`` -> ``flops``)."""
+    return _MEASUREMENT_OF.get(what, what)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +80,9 @@ class ProfileRecord:
     # outcome
     status: str = "ok"
     error: str | None = None
+    # predictions (measurement="estimate"): the unit-suffixed key of core.cost_model.estimate()
+    quantity: str | None = None
+    predicted_params: int | None = None
     # FLOPs
     predicted_flops: int | None = None
     torch_counter_flops: int | None = None
@@ -106,6 +120,10 @@ class ProfileRecord:
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ProfileRecord))
 INT_COLUMNS = tuple(f.name for f in fields(ProfileRecord) if f.type in ("int", "int | None"))
 FLOAT_COLUMNS = tuple(f.name for f in fields(ProfileRecord) if f.type in ("float", "float | None"))
+
+
+# columns added after the first release: a table written before them reads back with them empty
+LATER_COLUMNS = ("quantity", "predicted_params")
 
 
 def now_iso() -> str:
@@ -199,9 +217,11 @@ def frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
     """Typed canonical frame from python values per column, never passing integers through a float."""
     import pandas as pd
 
-    missing = [c for c in COLUMNS if c not in columns]
+    missing = [c for c in COLUMNS if c not in columns and c not in LATER_COLUMNS]
     if missing:
         raise ValueError(f"table is missing column(s): {', '.join(missing)}")
+    length = len(next(iter(columns.values()), []))
+    columns = {**{c: [None] * length for c in LATER_COLUMNS}, **columns}
     data = {}
     for col in COLUMNS:
         values = columns[col]
@@ -231,10 +251,7 @@ def to_frame(table: pd.DataFrame | Sequence[ProfileRecord]) -> pd.DataFrame:
     import pandas as pd
 
     if isinstance(table, pd.DataFrame):
-        missing = [c for c in COLUMNS if c not in table.columns]
-        if missing:
-            raise ValueError(f"table is missing column(s): {', '.join(missing)}")
-        return frame_from_columns({c: table[c].astype(object).tolist() for c in COLUMNS})
+        return frame_from_columns({c: table[c].astype(object).tolist() for c in COLUMNS if c in table.columns})
     return frame_from_columns(rows_to_columns(r.to_dict() for r in table))
 
 
@@ -271,3 +288,26 @@ def records_to_json(records: list[ProfileRecord]) -> str:
 
 def records_from_json(text: str) -> list[ProfileRecord]:
     return [ProfileRecord(**row) for row in json.loads(text)]
+
+
+# --- predictions as rows ------------------------------------------------------------------------------
+
+_PREDICTED_COLUMN = {"params": "predicted_params", "flops": "predicted_flops", "bytes": "predicted_bytes"}
+ESTIMATE_DEVICE = "closed form"
+
+
+def estimate_records(cfg: ModelConfig, wl: Workload, *, config_name: str = "") -> list[ProfileRecord]:
+    """``core.cost_model.predictions`` as rows (``measurement="estimate"``, device ``closed form``): every
+    parameter, FLOP and byte quantity, in the ``phase`` / ``component`` vocabulary of the measured rows."""
+    from xtlens.core.cost_model import predictions
+
+    rows = []
+    for p in predictions(cfg, wl):
+        column = _PREDICTED_COLUMN.get(p.unit)
+        if column is None:
+            continue
+        base = base_fields(cfg, wl, config_name=config_name, measurement="estimate", phase=p.phase,
+                           device=ESTIMATE_DEVICE, device_name=ESTIMATE_DEVICE)
+        rows.append(ProfileRecord(**base, component=p.component, quantity=p.quantity, method=p.variant or None,
+                                  **{column: int(p.value)}))
+    return rows

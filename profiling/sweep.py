@@ -26,228 +26,42 @@ progress) -> list[ProfileRecord]``; the default, ``measure_point``, calls ``prof
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import itertools
 import json
 import os
-import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.profiling.device import resolve, versions
+from xtlens.profiling.errors import failure_message, failure_row, free_memory, release
+from xtlens.profiling.measure import Measure, Progress, measure_point
+from xtlens.profiling.plan import (
+    ConfigGrid,
+    SweepOptions,
+    SweepPoint,
+    phase_label,
+    plan_sweep,
+    seq_len_workloads,
+)
 from xtlens.profiling.records import (
     ProfileRecord,
     base_fields,
     config_key,
+    measurement_of,
     records_from_json,
     records_to_json,
-    rel_err,
 )
 
 __all__ = [
-    "WHATS",
-    "DEFAULT_SEQ_LENS",
-    "SweepOptions",
-    "ConfigGrid",
-    "SweepPoint",
-    "Progress",
-    "Measure",
-    "seq_len_workloads",
-    "workload_grid",
-    "config_grid",
-    "plan_sweep",
     "run_sweep",
     "run_point",
-    "measure_point",
-    "measure_flops_rows",
-    "FLOPS_PHASES",
     "failure_rows",
-    "resolve_device_name",
     "cache_root",
     "cache_path",
     "clear_cache",
 ]
-
-WHATS: tuple[str, ...] = ("flops", "memory", "latency")
-DEFAULT_SEQ_LENS: tuple[int, ...] = tuple(2**k for k in range(7, 14))  # 128 .. 8192
-
-Progress = Callable[[float, str], None]
-
-
-class Measure(Protocol):
-    def __call__(self, what: str, cfg: ModelConfig, wl: Workload, *, device: str, options: SweepOptions,
-                 config_name: str, progress: Progress | None) -> list[ProfileRecord]: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepOptions:
-    """How each point is measured. ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-
-    ``phases=None`` lets each measurement use its default phases. ``warmup`` and ``repeats`` and
-    ``sdpa_backend`` concern latency only (but are part of every cache key, so keep them at their
-    defaults for other measurements if you want to share cache entries).
-    """
-
-    device: str = "auto"
-    warmup: int = 2
-    repeats: int = 5
-    phases: tuple[str, ...] | None = None
-    sdpa_backend: str | None = None
-    skip_after_oom: bool = True
-    use_cache: bool = True
-
-    def __post_init__(self) -> None:
-        if self.phases is not None:
-            object.__setattr__(self, "phases", tuple(self.phases))
-        if self.warmup < 0 or self.repeats < 1:
-            raise ConfigError("repeats" if self.repeats < 1 else "warmup",
-                              self.repeats if self.repeats < 1 else self.warmup,
-                              "repeats >= 1 and warmup >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["phases"] = list(self.phases) if self.phases is not None else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SweepOptions:
-        data = dict(data)
-        if data.get("phases") is not None:
-            data["phases"] = tuple(data["phases"])
-        return cls(**data)
-
-
-# --- workloads and config grids ----------------------------------------------------------------
-
-def seq_len_workloads(seq_lens: Iterable[int] = DEFAULT_SEQ_LENS, *, batch: int = 1,
-                      dtype: str = "float32") -> list[Workload]:
-    """One ``Workload`` per sequence length (default: powers of two from 128 to 8192)."""
-    return [Workload(batch=batch, seq_len=s, dtype=dtype) for s in seq_lens]
-
-
-def workload_grid(seq_lens: Iterable[int] = DEFAULT_SEQ_LENS, batches: Iterable[int] = (1,), *,
-                  dtype: str = "float32") -> list[Workload]:
-    """Every (batch, seq_len) pair, batch-major, each ascending."""
-    return [Workload(batch=b, seq_len=s, dtype=dtype) for b in sorted(set(batches)) for s in sorted(set(seq_lens))]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConfigGrid:
-    """The valid configurations of a grid (``(name, cfg)``) and the skipped combinations.
-
-    ``skipped`` holds ``(name, keywords tried, validation message)`` for each invalid combination.
-    """
-
-    configs: tuple[tuple[str, ModelConfig], ...]
-    skipped: tuple[tuple[str, dict[str, Any], str], ...] = ()
-
-    def __iter__(self):
-        return iter(self.configs)
-
-    def __len__(self) -> int:
-        return len(self.configs)
-
-
-def config_grid(base: ModelConfig, *, name: str = "", **axes: Sequence[Any]) -> ConfigGrid:
-    """Every combination of the given field values on top of ``base`` (e.g. ``dim=[256, 512], depth=[2, 4]``).
-
-    Combinations that ``ModelConfig`` rejects are skipped, their message kept in ``skipped``. Names are
-    ``"<name> dim=256 depth=2"`` (``name`` defaults to empty). Duplicates are kept once.
-    """
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    for key, values in axes.items():
-        if key not in known:
-            raise ConfigError(key, None, f"a ModelConfig field to sweep over; known: {', '.join(sorted(known))}")
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise ConfigError(key, values, "a list of values")
-    keys = list(axes)
-    configs: list[tuple[str, ModelConfig]] = []
-    skipped: list[tuple[str, dict[str, Any], str]] = []
-    seen: set[str] = set()
-    for combo in itertools.product(*(list(axes[k]) for k in keys)):
-        changes = dict(zip(keys, combo, strict=True))
-        label = " ".join([name] * bool(name) + [f"{k}={v}" for k, v in changes.items()]) or name or "base"
-        try:
-            cfg = base.replace(**changes)
-        except ConfigError as exc:
-            skipped.append((label, {**base.to_dict(), **changes}, str(exc)))
-            continue
-        if cfg.to_json() in seen:
-            continue
-        seen.add(cfg.to_json())
-        configs.append((label, cfg))
-    return ConfigGrid(configs=tuple(configs), skipped=tuple(skipped))
-
-
-# --- the plan ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, kw_only=True)
-class SweepPoint:
-    """One measurement to make: ``cfg`` is None for an invalid grid combination (``invalid`` says why)."""
-
-    config_name: str
-    config_json: str
-    cfg: ModelConfig | None
-    workload: Workload
-    what: str
-    invalid: str | None = None
-
-    def describe(self) -> str:
-        wl = self.workload
-        return f"{self.what} {self.config_name} batch={wl.batch} seq_len={wl.seq_len} {wl.dtype}"
-
-
-def _named(configs: ModelConfig | ConfigGrid | Iterable[Any]) -> tuple[list[tuple[str, ModelConfig]],
-                                                                        list[tuple[str, dict[str, Any], str]]]:
-    if isinstance(configs, ModelConfig):
-        return [("", configs)], []
-    if isinstance(configs, ConfigGrid):
-        return list(configs.configs), list(configs.skipped)
-    out = []
-    for item in configs:
-        out.append(("", item) if isinstance(item, ModelConfig) else (str(item[0]), item[1]))
-    return out, []
-
-
-def plan_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[str, ModelConfig]],
-               workloads: Iterable[Workload], what: Iterable[str] = ("flops",)) -> list[SweepPoint]:
-    """The ordered points of a sweep: per configuration, per measurement, workloads ascending."""
-    whats = _check_whats(what)
-    wls = sorted(workloads, key=lambda w: (w.dtype, w.batch, w.seq_len))
-    named, skipped = _named(configs)
-    points: list[SweepPoint] = []
-    for label, cfg in named:
-        name = label or config_key(cfg)
-        for w in whats:
-            points.extend(SweepPoint(config_name=name, config_json=cfg.to_json(), cfg=cfg, workload=wl, what=w)
-                          for wl in wls)
-    for label, tried, message in skipped:
-        tried_json = json.dumps(tried, sort_keys=True)
-        for w in whats:
-            points.extend(SweepPoint(config_name=label, config_json=tried_json, cfg=None, workload=wl, what=w,
-                                     invalid=message) for wl in wls)
-    return points
-
-
-def _check_whats(what: Iterable[str] | str) -> tuple[str, ...]:
-    items = [w.strip() for w in (what.split(",") if isinstance(what, str) else what) if w.strip()]
-    bad = [w for w in items if w not in WHATS]
-    if bad or not items:
-        raise ConfigError("what", bad[0] if bad else "", f"one or more of {', '.join(WHATS)}")
-    return tuple(dict.fromkeys(items))
-
-
-# --- devices -------------------------------------------------------------------------------------
-
-def resolve_device_name(device: str) -> tuple[str, str]:
-    """``(device, device_name)`` for ``auto``/``cpu``/``cuda``/``cuda:N`` via ``profiling.device``."""
-    from xtlens.profiling.device import device_name, resolve_device
-
-    resolved = str(resolve_device(device))
-    return resolved, str(device_name(resolved))
 
 
 # --- the cache -------------------------------------------------------------------------------------
@@ -323,136 +137,33 @@ def clear_cache() -> int:
 def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, device_name: str,
                  options: SweepOptions | None = None) -> list[ProfileRecord]:
     """The single row recording that ``point`` ended with ``status`` (oom, error, timeout) and why."""
-    from xtlens.profiling.device import versions
-
     options = options or SweepOptions()
     vers = versions()
     wl = point.workload
+    measurement = measurement_of(point.what)
     if point.cfg is not None:
-        fields_ = base_fields(point.cfg, wl, config_name=point.config_name, measurement=point.what,
-                              phase=_phase_label(options), device=device, device_name=device_name)
-    else:
-        fields_ = {
+        identity = base_fields(point.cfg, wl, config_name=point.config_name, measurement=measurement,
+                               phase=phase_label(options), device=device, device_name=device_name)
+    else:  # an invalid grid combination: its keywords, not a valid config
+        identity = {
             "config_name": point.config_name, "config_json": point.config_json,
             "config_key": config_key(point.config_json),
-            "measurement": point.what, "phase": _phase_label(options), "batch": wl.batch,
+            "measurement": measurement, "phase": phase_label(options), "batch": wl.batch,
             "seq_len_tokens": wl.seq_len, "dtype": wl.dtype, "device": device, "device_name": device_name,
         }
     latency = point.what == "latency"
-    return [ProfileRecord(
-        **fields_, status=status, error=message, torch_version=vers["torch"],
+    return [failure_row(
+        identity=identity, status=status, message=message, torch_version=vers["torch"],
         xtransformers_version=vers["x-transformers"], warmup=options.warmup if latency else None,
         repeats=options.repeats if latency else None, sdpa_backend=options.sdpa_backend if latency else None,
     )]
 
 
-def _phase_label(options: SweepOptions) -> str:
-    return ",".join(options.phases) if options.phases else "all"
-
-
-# --- measuring -----------------------------------------------------------------------------------
-
-FLOPS_PHASES: tuple[str, ...] = ("forward", "train_step")
-
-
-def _phases_for(options: SweepOptions, supported: Sequence[str]) -> tuple[str, ...] | None:
-    """The requested phases this measurement knows (None: its defaults; also when none of them apply)."""
-    if options.phases is None:
-        return None
-    chosen = tuple(p for p in options.phases if p in supported)
-    return chosen or None
-
-
-def measure_flops_rows(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] = ("forward",),
-                       config_name: str = "", device: str = "cpu",
-                       progress: Progress | None = None) -> list[ProfileRecord]:
-    """FLOP rows from ``profiling.flops``: one per phase (``forward``, ``train_step``).
-
-    ``forward``: ``predicted_flops`` is ``core.cost_model``'s full-square forward; ``torch_counter_flops``
-    is ``FlopCounterMode`` on the fake model; ``fvcore_macs`` / ``fvcore_flops`` are fvcore's totals (a
-    traced forward up to 256 tokens, exact extrapolation from short traces beyond, see
-    ``profiling.flops.cross_check``), which include layer norms and the rotary outer product;
-    ``flops_rel_err`` is the largest relative disagreement of the two against the prediction.
-    ``train_step``: ``FlopCounterMode`` over forward + backward of ``logits.sum()`` against
-    ``train_step_flops_flash_recompute`` with SDPA (``attn_flash``), ``train_step_flops`` without (no fvcore: it traces forwards only). Counts do not depend on the device; the
-    row records the device the sweep targets.
-    """
-    from xtlens.core.cost_model import flop_counts
-    from xtlens.profiling.device import versions
-    from xtlens.profiling.flops import cross_check, torch_flop_count
-
-    vers = versions()
-    provenance = {"torch_version": vers["torch"], "xtransformers_version": vers["x-transformers"]}
-    name = resolve_device_name(device)[1]
-    rows = []
-    for i, phase in enumerate(phases):
-        if progress is not None:
-            progress(i / len(phases), f"counting {phase} FLOPs")
-        fields_ = base_fields(cfg, wl, config_name=config_name, measurement="flops", phase=phase, device=device,
-                              device_name=name)
-        if phase == "forward":
-            check = cross_check(cfg, wl)
-            rows.append(ProfileRecord(
-                **fields_, **provenance, predicted_flops=check.closed_form_flops,
-                torch_counter_flops=check.torch_counter_flops, fvcore_macs=check.fvcore_macs,
-                fvcore_flops=check.fvcore_flops, flops_rel_err=check.max_rel_err,
-                method=(f"core.cost_model full square; FlopCounterMode under FakeTensorMode ({check.torch_elapsed_s:.2f} s); "
-                        f"fvcore {check.fvcore_method} ({check.fvcore_elapsed_s:.2f} s, includes "
-                        f"{check.fvcore_extra_flops:,} FLOPs of norms and rotary outer products)"),
-            ))
-        elif phase == "train_step":
-            # SDPA's fused backward recomputes the attention scores (+0.5x the attention forward);
-            # x-transformers' einsum path (attn_flash=False) does not
-            counts = flop_counts(cfg, wl)
-            variant = "train_step_flops_flash_recompute" if cfg.attn_flash else "train_step_flops"
-            predicted = getattr(counts, variant)
-            count = torch_flop_count(cfg, wl, train_step=True)
-            rows.append(ProfileRecord(
-                **fields_, **provenance, predicted_flops=predicted, torch_counter_flops=count.total_flops,
-                flops_rel_err=rel_err(count.total_flops, predicted),
-                method=(f"core.cost_model {variant}; FlopCounterMode under FakeTensorMode over forward + "
-                        f"backward of logits.sum() ({count.elapsed_s:.2f} s)"),
-            ))
-        else:
-            raise ConfigError("phases", phase, f"a FLOP phase: one of {', '.join(FLOPS_PHASES)}")
-    return rows
-
-
-def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options: SweepOptions,
-                  config_name: str, progress: Progress | None = None) -> list[ProfileRecord]:
-    """Measure one point with the real profilers (``profiling.flops`` / ``memory`` / ``latency``).
-
-    ``options.phases`` is filtered to the phases each measurement knows; none left means its defaults.
-    """
-    if what == "flops":
-        phases = _phases_for(options, FLOPS_PHASES) or ("forward",)
-        return measure_flops_rows(cfg, wl, phases=phases, config_name=config_name, device=device, progress=progress)
-    if what == "memory":
-        from xtlens.profiling import memory
-
-        kw = {}
-        phases = _phases_for(options, memory.MEMORY_PHASES)
-        if phases is not None:
-            kw["phases"] = phases
-        return list(memory.measure_memory(cfg, wl, device=device, config_name=config_name, **kw))
-    if what == "latency":
-        from xtlens.profiling import latency
-
-        kw = {}
-        phases = _phases_for(options, latency.PHASES)
-        if phases is not None:
-            kw["phases"] = phases
-        return list(latency.measure_latency(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
-                                            sdpa_backend=options.sdpa_backend, config_name=config_name,
-                                            progress=progress, **kw))
-    raise ConfigError("what", what, f"one of {', '.join(WHATS)}")
-
+# --- running -------------------------------------------------------------------------------------
 
 def run_point(point: SweepPoint, *, device: str, device_name: str, options: SweepOptions,
               measure: Measure = measure_point, progress: Progress | None = None) -> tuple[list[ProfileRecord], bool]:
     """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row."""
-    from xtlens.profiling.errors import free_memory, is_oom
-
     if point.cfg is None:
         return failure_rows(point, "error", point.invalid or "invalid configuration", device=device,
                             device_name=device_name, options=options), False
@@ -473,13 +184,11 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a row; SystemExit from a profiler too
-        status = "oom" if is_oom(exc) else "error"
-        message = _message(exc, status)
-        if exc.__traceback__ is not None:  # the frames hold the tensors of the failed attempt
-            traceback.clear_frames(exc.__traceback__)
-    if status != "ok":
+        status, message = failure_message(exc, what=f"the {point.what} measurement", device_name=device_name,
+                                          wl=point.workload)
         rows = []
-        free_memory(device)
+        release(exc, device)  # the frames hold the tensors of the failed attempt
+    if status != "ok":
         return failure_rows(point, status, message, device=device, device_name=device_name, options=options), False
     if not rows:
         return failure_rows(point, "error", "the measurement returned no rows", device=device,
@@ -489,16 +198,6 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
     if any(r.status == "oom" for r in rows):
         free_memory(device)
     return rows, False
-
-
-def _message(exc: BaseException, status: str) -> str:
-    from xtlens.profiling.errors import ProfileError, short_message
-
-    if status == "oom":
-        return f"Out of memory: {short_message(exc)}"
-    if isinstance(exc, (ProfileError, ConfigError)):
-        return str(exc)
-    return f"{type(exc).__name__}: {short_message(exc)}"
 
 
 @dataclass(kw_only=True)
@@ -531,7 +230,7 @@ def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[s
     wls = list(workloads) if workloads is not None else seq_len_workloads()
     points = plan_sweep(configs, wls, what)
     total = max(len(points), 1)
-    device, device_name = resolve_device_name(options.device)  # once per sweep: auto becomes cuda or cpu
+    device, device_name = resolve(options.device)  # once per sweep: auto becomes cuda or cpu
     oom = _OomTracker()
     out: list[ProfileRecord] = []
     for i, point in enumerate(points):

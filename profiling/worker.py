@@ -1,6 +1,6 @@
 """Run measurement jobs in a child process, so the caller (the Streamlit server) never freezes or dies.
 
-A job is (what, configurations, workloads, options). ``Job`` starts ``python -m profiling.worker DIR``
+A job is (what, configurations, workloads, options). ``Job`` starts ``python -m xtlens.profiling.worker DIR``
 with the job written to ``DIR/spec.json``; the child runs ``profiling.sweep.run_sweep`` and appends
 JSON lines to ``DIR/events.jsonl`` as it goes (its resolved device, progress, the rows of each finished
 point, then ``done``). The parent never blocks: ``job.progress()``, ``job.done()`` and ``job.result()``
@@ -46,20 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.plan import ConfigGrid, SweepOptions, SweepPoint, check_whats, plan_sweep
 from xtlens.profiling.records import ProfileRecord
-from xtlens.profiling.sweep import (
-    ConfigGrid,
-    SweepOptions,
-    SweepPoint,
-    _check_whats,
-    failure_rows,
-    plan_sweep,
-)
+from xtlens.profiling.sweep import failure_rows
 
 __all__ = ["JobSpec", "Job", "JobManager", "DEFAULT_TIME_LIMIT_S", "main"]
 
 DEFAULT_TIME_LIMIT_S = 600.0
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +79,7 @@ class JobSpec:
             named, skipped = configs.configs, configs.skipped
         else:
             named = tuple(("", c) if isinstance(c, ModelConfig) else (str(c[0]), c[1]) for c in configs)
-        return cls(what=_check_whats(what), configs=tuple(named), workloads=tuple(workloads),
+        return cls(what=check_whats(what), configs=tuple(named), workloads=tuple(workloads),
                    options=options or SweepOptions(), skipped=tuple(skipped), time_limit_s=time_limit_s,
                    measure=measure)
 
@@ -185,7 +178,6 @@ class Job:
             (self._dir / "spec.json").write_text(json.dumps(self.spec.to_dict()))
             (self._dir / "events.jsonl").touch()
             env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
             env["PYTHONUNBUFFERED"] = "1"
             self._started_at = time.monotonic()
             try:
@@ -401,8 +393,11 @@ class JobManager:
     def submit(self, what: str | Iterable[str], configs: ModelConfig | ConfigGrid | Iterable[Any],
                workloads: Sequence[Workload], options: SweepOptions | None = None, *, config_name: str = "",
                time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, measure: str | None = None) -> Job:
-        spec = JobSpec.make(what, configs, workloads, options, config_name=config_name,
-                            time_limit_s=time_limit_s, measure=measure)
+        return self.submit_spec(JobSpec.make(what, configs, workloads, options, config_name=config_name,
+                                             time_limit_s=time_limit_s, measure=measure))
+
+    def submit_spec(self, spec: JobSpec) -> Job:
+        """Start (or queue) the job ``spec`` describes; the running or finished job when it was submitted before."""
         with self._lock:
             job = self._jobs.get(spec.key())
             if job is not None and job.outcome in ("pending", "running", "finished"):
@@ -469,7 +464,9 @@ def _watch_parent(parent: int) -> None:
 
 
 def _child(job_dir: Path) -> int:
-    from xtlens.profiling.sweep import measure_point, resolve_device_name, run_sweep
+    from xtlens.profiling.device import resolve
+    from xtlens.profiling.measure import measure_point
+    from xtlens.profiling.sweep import run_sweep
 
     events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
 
@@ -480,7 +477,7 @@ def _child(job_dir: Path) -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
-        device, device_name = resolve_device_name(spec.options.device)
+        device, device_name = resolve(spec.options.device)
         emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid()})
         measure = _load_measure(spec.measure) if spec.measure else measure_point
     except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
@@ -497,7 +494,7 @@ def _child(job_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m profiling.worker JOB_DIR (JOB_DIR/spec.json written by profiling.worker.Job)",
+        print("usage: python -m xtlens.profiling.worker JOB_DIR (JOB_DIR/spec.json written by profiling.worker.Job)",
               file=sys.stderr)
         return 2
     return _child(Path(args[0]))

@@ -9,8 +9,6 @@ import plotly.graph_objects as go
 import streamlit as st
 from xtlens.dashboard import exporting
 
-NOT_MEASURED = "not measured yet — press Measure"
-
 
 def downloads(frame: pd.DataFrame, title: str, key: str) -> None:
     """Four download buttons (CSV, JSON, Parquet, Markdown) for ``frame``.

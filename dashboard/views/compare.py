@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from xtlens.core import units
 from xtlens.core.config import PRESETS, ConfigError, parse_snippet
 from xtlens.dashboard import charts, data, state, tables
 from xtlens.dashboard.views import Ctx
@@ -42,19 +43,19 @@ def render(ctx: Ctx) -> None:
     curves = []
     for name, cfg in items:
         curve = data.memory_curve(cfg, ctx.wl, lens)
-        totals = curve.groupby(["mode", "seq_len_tokens"], sort=False)["bytes"].sum().reset_index()
+        totals = curve.groupby(["phase", "seq_len_tokens"], sort=False)["bytes"].sum().reset_index()
         curves.append(totals.assign(config=name))
         flops = data.flops_curve(cfg, ctx.wl, lens)
         curves[-1] = curves[-1].merge(flops[["seq_len_tokens", "fwd_flops"]], on="seq_len_tokens")
     overlay = pd.concat(curves, ignore_index=True)
     cols = st.columns(2)
-    for i, mode in enumerate(("training", "inference")):
+    for i, (phase, words) in enumerate((("train_step", "Training"), ("inference", "Inference"))):
         with cols[i]:
-            chart(charts.overlay_lines(overlay[overlay["mode"] == mode], x="seq_len_tokens", y="bytes",
-                                       series="config", title=f"{mode.capitalize()} memory vs sequence length",
-                                       x_title=charts.SEQ_AXIS, y_title=charts.GIB_AXIS, scale=float(tables.GIB)),
-                  f"cmp_mem_{mode}")
-    chart(charts.overlay_lines(overlay[overlay["mode"] == "training"], x="seq_len_tokens", y="fwd_flops",
+            chart(charts.overlay_lines(overlay[overlay["phase"] == phase], x="seq_len_tokens", y="bytes",
+                                       series="config", title=f"{words} memory vs sequence length",
+                                       x_title=charts.SEQ_AXIS, y_title=charts.GIB_AXIS, scale=float(units.GIB)),
+                  f"cmp_mem_{'training' if phase == 'train_step' else phase}")
+    chart(charts.overlay_lines(overlay[overlay["phase"] == "train_step"], x="seq_len_tokens", y="fwd_flops",
                                series="config", title="Forward FLOPs vs sequence length",
                                x_title=charts.SEQ_AXIS, y_title=charts.FLOPS_AXIS + ", log scale", log_y=True),
           "cmp_flops_seq")

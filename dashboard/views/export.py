@@ -16,7 +16,7 @@ from xtlens.profiling.export import as_frame
 def closed_form_tables(ctx: Ctx) -> dict[str, pd.DataFrame]:
     lens = tuple(tables.seq_len_grid(ctx.cfg.max_seq_len))
     out = {
-        "closed-form estimate": tables.estimate_table(data.estimate(ctx.cfg, ctx.wl)),
+        "closed-form estimate": tables.estimate_table(data.predictions(ctx.cfg, ctx.wl)),
         "predicted memory vs sequence length": data.memory_curve(ctx.cfg, ctx.wl, lens),
         "closed-form FLOPs vs sequence length": data.flops_curve(ctx.cfg, ctx.wl, lens),
     }

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from xtlens.core import units
 from xtlens.dashboard import charts, data, jobs, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
-from xtlens.profiling import flops_breakdown as fb
+from xtlens.profiling import flops as fb
 
 COUNTERS = (
     ("predicted_flops", "closed form (core.cost_model)"),
@@ -18,9 +19,8 @@ COUNTERS = (
 
 
 def request(ctx: Ctx) -> jobs.Request:
-    return jobs.Request(label=f"FLOP counts at {ctx.wl.seq_len} tokens", what=("flops",),
-                        configs=((ctx.config_name, ctx.cfg),), workloads=(ctx.wl,), device="cpu",
-                        measure="xtlens.profiling.flops_breakdown:measure")
+    return jobs.Request(label=f"FLOP counts at {ctx.wl.seq_len} tokens", what=("flops_breakdown",),
+                        configs=((ctx.config_name, ctx.cfg),), workloads=(ctx.wl,), device="cpu")
 
 
 def render(ctx: Ctx) -> None:
@@ -29,12 +29,12 @@ def render(ctx: Ctx) -> None:
                "multiply-add as one 'flop': its raw count is shown as MACs. Only matrix multiplications are counted "
                "(norms, softmax, rotary, ALiBi are element-wise).")
     c = st.columns(2) + st.columns(2)
-    c[0].metric("Forward, full n x n", tables.fmt_flops(est["fwd_flops"]),
+    c[0].metric("Forward, full n x n", units.fmt_flops(est["fwd_flops"]),
                 help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
-    c[1].metric("Forward, causal half", tables.fmt_flops(est["fwd_flops_causal"]),
+    c[1].metric("Forward, causal half", units.fmt_flops(est["fwd_flops_causal"]),
                 help="the n(n+1)/2 query-key pairs a causal decoder needs")
-    c[2].metric("Training step", tables.fmt_flops(est["train_step_flops"]), help="3 x forward")
-    c[3].metric("Forward per token", tables.fmt_flops(est["fwd_flops_per_token"]))
+    c[2].metric("Training step", units.fmt_flops(est["train_step_flops"]), help="3 x forward")
+    c[3].metric("Forward per token", units.fmt_flops(est["fwd_flops_per_token"]))
     curve = data.flops_curve(ctx.cfg, ctx.wl, tuple(tables.seq_len_grid(ctx.cfg.max_seq_len)))
     left, right = st.columns(2)
     with left:

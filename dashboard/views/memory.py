@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from xtlens.core import units
 from xtlens.core.config import Workload
 from xtlens.dashboard import charts, data, jobs, tables
 from xtlens.dashboard.views import Ctx
@@ -28,10 +29,10 @@ def render(ctx: Ctx) -> None:
                "(batch, heads, n, n) mask passed to SDPA). GiB = 2^30 bytes.")
     left, right = st.columns(2)
     with left:
-        chart(charts.memory_stacked(curve, mode="inference",
+        chart(charts.memory_stacked(curve, phase="inference",
                                     title="Inference (one no-grad forward): peak memory by component"), "mem_inf")
     with right:
-        chart(charts.memory_stacked(curve, mode="training",
+        chart(charts.memory_stacked(curve, phase="train_step",
                                     title="Training step (AdamW): memory by component"), "mem_train")
     table(_wide(curve), "predicted memory by component", "memory.curve",
           caption="bytes; the components of each mode sum to the cost model's total")
@@ -40,25 +41,27 @@ def render(ctx: Ctx) -> None:
     frame = jobs.panel(request(ctx), key="memory", button="Measure memory",
                        help="Peak memory of a forward and of a training step at each length (child process).")
     if frame is not None:
-        totals = frame[(frame["measurement"] == "memory") & (frame["component"] == "total")
-                       & (frame["status"] == "ok")]
+        joined = tables.measured_vs_predicted_memory(frame)
+        totals = joined[joined["component"] == "total"]
         chart(charts.measured_vs_predicted(
             totals[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
             title="Peak memory: measured (dots) vs predicted (dashed)"), "mem_measured")
-        if not totals.empty:
-            err = totals["memory_rel_err"].dropna()
-            if not err.empty:
-                st.caption(f"Largest relative difference measured vs predicted: {100 * float(err.max()):.1f}%.")
+        err = totals["rel_err"].dropna()
+        if not err.empty:
+            st.caption(f"Largest relative difference measured vs predicted: {100 * float(err.max()):.1f}%.")
+        table(joined.drop(columns=["config_json"]), "measured vs predicted memory per component", "memory.joined",
+              caption="each measured component joined to the prediction of the same (phase, component, length, "
+                      "batch, dtype) from core.cost_model.predictions; rel_err = |measured - predicted| / predicted",
+              expanded=True)
         table(frame, "memory measurements", "memory.measured")
 
 
 def _wide(curve: pd.DataFrame) -> pd.DataFrame:
-    wide = curve.pivot_table(index=["mode", "seq_len_tokens"], columns="component", values="bytes",
+    wide = curve.pivot_table(index=["phase", "seq_len_tokens"], columns="component", values="bytes",
                              aggfunc="sum", sort=False).reset_index()
-    wide.columns = [c if c in ("mode", "seq_len_tokens") else f"{c.replace(' ', '_').lower()}_bytes"
-                    for c in wide.columns]
+    wide.columns = [c if c in ("phase", "seq_len_tokens") else f"{c}_bytes" for c in wide.columns]
     parts = [c for c in wide.columns if c.endswith("_bytes")]
     wide[parts] = wide[parts].fillna(0).astype("int64")
     wide["total_bytes"] = wide[parts].sum(axis=1)
-    wide["total_gib"] = (wide["total_bytes"] / tables.GIB).round(4)
+    wide["total_gib"] = (wide["total_bytes"] / units.GIB).round(4)
     return wide

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from xtlens.core.config import PRESETS
+from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
 from xtlens.dashboard import charts, data, facts, jobs, tables
-from xtlens.dashboard.tables import fmt_bytes, fmt_count, fmt_flops
+from xtlens.dashboard.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import NOT_MEASURED, chart, table
+from xtlens.dashboard.views.common import chart, table
 
 
 def request(ctx: Ctx) -> jobs.Request:
@@ -58,7 +59,7 @@ def render(ctx: Ctx) -> None:
     _parity(ctx)
     _effective(ctx)
     _facts(ctx)
-    table(tables.estimate_table(est), "closed-form estimate", "overview.estimate",
+    table(tables.estimate_table(data.predictions(cfg, wl)), "closed-form estimate", "overview.estimate",
           caption="Every quantity core.cost_model computes for this configuration and workload (raw integers; "
                   "bytes in bytes, FLOPs with 1 multiply-add = 2 FLOPs).")
 
@@ -133,17 +134,22 @@ def _parity(ctx: Ctx) -> None:
                     "configuration in the sidebar:")
     if view.differences:
         lines = []
-        ln = [d for d in view.differences if d[3].startswith("LayerNorm")]
+        ln = [d for d in view.differences if d.cause.startswith("LayerNorm")]
         if ln:
-            lines.append(f"- **{len(ln)} LayerNorm biases of {ln[0][1]}** = {sum(d[2] for d in ln):,} parameters: "
+            lines.append(f"- **{len(ln)} LayerNorm biases of {_shape(ln[0])}** = {sum(d.count for d in ln):,} parameters: "
                          "x-transformers 2.x LayerNorm has a gain only (no bias); 1.19.1 used torch.nn.LayerNorm "
                          "with weight and bias.")
         for d in view.differences:
             if d not in ln:
-                lines.append(f"- **{d[0]}** ({d[1]}) = {d[2]:,} parameters: {d[3]}")
+                lines.append(f"- **{d.role}** ({_shape(d)}) = {d.count:,} parameters: {d.cause}")
         st.markdown("\n".join(lines))
-        diffs = pd.DataFrame(view.differences, columns=["role_in_1_19_1", "shape", "num_params", "cause"])
+        diffs = pd.DataFrame([{"role_in_1_19_1": d.role, "shape": _shape(d), "num_params": d.count, "cause": d.cause}
+                              for d in view.differences])
         table(diffs, "parameters present in 1.19.1 only", "overview.parity")
+
+
+def _shape(d) -> str:
+    return "x".join(map(str, d.shape))
 
 
 def _effective(ctx: Ctx) -> None:
@@ -156,8 +162,9 @@ def _effective(ctx: Ctx) -> None:
     with right:
         st.caption(f"What xtlens passes to x-transformers {view.xtransformers_version}")
         st.code(view.code, language="python", wrap_lines=True)
-    for keyword, requested, effective, reason in view.translations:
-        st.info(f"**{keyword}={requested}** becomes **{effective}**. {reason}")
+    for t in view.translations:
+        effective = ", ".join(f"{k}={v!r}" for k, v in t.effective.items())
+        st.info(f"**{t.keyword}={t.requested!r}** becomes **{effective}**. {t.reason}")
     for note in view.notes:
         st.caption(note)
 

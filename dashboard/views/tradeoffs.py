@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from xtlens.core import units
+from xtlens.core.config import ModelConfig
 from xtlens.dashboard import charts, data, jobs, proxies, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
@@ -12,8 +14,8 @@ from xtlens.dashboard.views.common import chart, table
 COSTS = (
     ("num_params", "Parameters", "parameters (count)", 1.0, False),
     ("fwd_flops_per_token", "Forward FLOPs per token", "FLOPs per token (1 multiply-add = 2 FLOPs)", 1.0, False),
-    ("inference_total_bytes", "Inference memory", "GiB (2^30 bytes)", float(tables.GIB), False),
-    ("training_total_bytes", "Training memory (AdamW)", "GiB (2^30 bytes)", float(tables.GIB), False),
+    ("inference_total_bytes", "Inference memory", "GiB (2^30 bytes)", float(units.GIB), False),
+    ("training_total_bytes", "Training memory (AdamW)", "GiB (2^30 bytes)", float(units.GIB), False),
 )
 CLAIMS = {
     "dim": "seed-analysis.md: larger dim = 'better representation' but more compute, memory and overfitting risk.",
@@ -53,8 +55,8 @@ def render(ctx: Ctx) -> None:
                      help="Times one forward per swept configuration in a child process.") if not frame.empty else None
     if lat is not None:
         ok = lat[(lat["status"] == "ok") & (lat["phase"] == "forward")]
-        merged = frame.merge(ok.assign(value=ok["config_name"].str.split("=").str[1].astype(int))[
-            ["value", "latency_median_ms"]], on="value", how="left")
+        swept = ok["config_json"].map(lambda text: getattr(ModelConfig.from_json(text), axis))  # the row's own config
+        merged = frame.merge(ok.assign(value=swept.astype(int))[["value", "latency_median_ms"]], on="value", how="left")
         chart(charts.sweep_metric(merged.dropna(subset=["latency_median_ms"]), axis=axis, metric="latency_median_ms",
                                   title=f"Forward latency vs {axis} (median, {ctx.device_label})",
                                   y_title="latency (ms)"), "sweep_latency")
@@ -86,7 +88,7 @@ def render(ctx: Ctx) -> None:
         row = current.iloc[0]
         st.info(f"Current configuration with {dataset_btokens:g} B tokens: {row['tokens_per_param']:,.1f} tokens per "
                 f"parameter — {proxies.data_regime(dataset_tokens, int(row['num_params']))}. Training compute "
-                f"6·N·D = {tables.fmt_flops(row['train_compute_flops'])}.")
+                f"6·N·D = {units.fmt_flops(row['train_compute_flops'])}.")
     st.markdown("**Sources of the proxy formulas**\n\n" + "\n".join(f"- {s}" for s in proxies.SOURCES.values()))
     for note in skipped:
         st.caption(f"Skipped: {note}")

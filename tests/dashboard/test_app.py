@@ -13,8 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, SEED_SNIPPET, Workload
+from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
 from xtlens.dashboard import exporting, session_io, tables
-from xtlens.dashboard.tables import fmt_bytes, fmt_count, fmt_flops
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.records import ProfileRecord, base_fields
 
@@ -203,9 +203,9 @@ def _records() -> pd.DataFrame:
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_exports_parse_back_to_the_same_table(fmt: str) -> None:
     wl = Workload()
-    memory = tables.memory_curve(cost_model.estimate, SEED, wl, (128, 1024, 8192))
+    memory = tables.memory_curve(SEED, wl, (128, 1024, 8192))
     sweep, _ = tables.sweep_table(cost_model.estimate, SEED, wl, "depth", [2, 6, 12], dataset_tokens=1e9)
-    estimate = tables.estimate_table(cost_model.estimate(SEED, wl))
+    estimate = tables.estimate_table(cost_model.predictions(SEED, wl))
     for frame in (memory, sweep, estimate):
         back = exporting.table_from_bytes(exporting.table_bytes(frame, fmt), fmt)
         pd.testing.assert_frame_equal(back.reset_index(drop=True), frame.reset_index(drop=True), check_dtype=False)
@@ -214,7 +214,7 @@ def test_exports_parse_back_to_the_same_table(fmt: str) -> None:
     pd.testing.assert_frame_equal(back, records)
     assert back["fvcore_macs"].iloc[0] == 2**60 + 1  # exact beyond 2**53
     md = exporting.table_bytes(memory, "md").decode()
-    assert md.startswith("| seq_len_tokens | mode | component | bytes |")
+    assert md.startswith("| seq_len_tokens | phase | component | bytes |")
 
 
 def test_export_view_offers_four_formats_and_the_session_round_trips() -> None:

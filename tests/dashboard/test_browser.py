@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, Workload
-from xtlens.dashboard.tables import fmt_count, fmt_flops
+from xtlens.core.units import fmt_count, fmt_flops
 
 pytestmark = pytest.mark.browser
 

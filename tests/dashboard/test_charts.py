@@ -14,22 +14,23 @@ LENS = (128, 256, 512, 1024, 2048, 4096, 8192)
 
 @pytest.fixture(scope="module")
 def curve() -> pd.DataFrame:
-    return tables.memory_curve(cost_model.estimate, SEED, Workload(), LENS)
+    return tables.memory_curve(SEED, Workload(), LENS)
 
 
 def test_memory_components_sum_to_the_cost_model_totals() -> None:
     for n in LENS:
+        rows = cost_model.predictions(SEED, Workload(seq_len=n))
         est = cost_model.estimate(SEED, Workload(seq_len=n))
-        for mode, key in (("inference", "inference_total_bytes"), ("training", "training_total_bytes")):
-            parts = dict(tables.memory_components(est, mode, SEED.depth))
+        for phase, key in (("inference", "inference_total_bytes"), ("train_step", "training_total_bytes")):
+            parts = dict(tables.memory_components(rows, phase))
             assert sum(parts.values()) == est[key]
             assert "other" not in parts and all(v >= 0 for v in parts.values())
-        train = dict(tables.memory_components(est, "training", SEED.depth))
-        assert train["ALiBi bias"] == SEED.depth * 8 * n * n * 4  # the dense (1, 8, n, n) fp32 mask per block
+        train = dict(tables.memory_components(rows, "train_step"))
+        assert train["alibi_bias_saved"] == SEED.depth * 8 * n * n * 4  # the dense (1, 8, n, n) fp32 mask per block
 
 
 def test_memory_stacked_is_a_log_x_stack_in_gib(curve: pd.DataFrame) -> None:
-    fig = charts.memory_stacked(curve, mode="training")
+    fig = charts.memory_stacked(curve, phase="train_step")
     names = [t.name for t in fig.data]
     assert names == ["weights", "gradients", "AdamW state", "activations", "loss (log-softmax)", "ALiBi bias"]
     assert all(t.stackgroup == "one" for t in fig.data)
@@ -38,11 +39,11 @@ def test_memory_stacked_is_a_log_x_stack_in_gib(curve: pd.DataFrame) -> None:
     alibi = next(t for t in fig.data if t.name == "ALiBi bias")
     assert alibi.y[-1] == pytest.approx(6 * 8 * 8192 * 8192 * 4 / 2**30)
     assert "GiB" in fig.layout.yaxis.title.text and "2^30" in fig.layout.yaxis.title.text
-    assert "sequence length" in fig.layout.xaxis.title.text and "training" in fig.layout.title.text
+    assert "sequence length" in fig.layout.xaxis.title.text and "train_step" in fig.layout.title.text
     assert list(fig.layout.xaxis.tickvals) == [float(n) for n in LENS]
     # without ALiBi the band disappears
-    no_alibi = tables.memory_curve(cost_model.estimate, PRESETS["seed-no-alibi"], Workload(), LENS)
-    assert "ALiBi bias" not in [t.name for t in charts.memory_stacked(no_alibi, mode="training").data]
+    no_alibi = tables.memory_curve(PRESETS["seed-no-alibi"], Workload(), LENS)
+    assert "ALiBi bias" not in [t.name for t in charts.memory_stacked(no_alibi, phase="train_step").data]
 
 
 def test_latency_loglog_fits_the_slope_and_shows_the_kernel() -> None:
@@ -74,7 +75,7 @@ def test_loglog_slope_and_regime() -> None:
 
 
 def test_flops_vs_seq_log_log_with_units() -> None:
-    frame = tables.flops_curve(cost_model.estimate, SEED, Workload(), LENS)
+    frame = tables.flops_curve(SEED, Workload(), LENS)
     fig = charts.flops_vs_seq(frame)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     assert "2 FLOPs" in fig.layout.yaxis.title.text

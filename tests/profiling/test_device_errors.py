@@ -7,6 +7,8 @@ import weakref
 
 import pytest
 import torch
+from xtlens.core.builder import BuildError
+from xtlens.core.builder import resolve_device as build_resolve_device
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import memory_estimate
 from xtlens.profiling import device as pdev
@@ -26,13 +28,18 @@ def test_resolve_device(monkeypatch):
     assert pdev.resolve_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pdev.resolve_device("auto") == "cpu"
-    with pytest.raises(perr.ProfileError, match="no CUDA GPU"):
+    # one resolver (core.builder.resolve_device), one error type for it: the build layer's
+    with pytest.raises(BuildError, match="no CUDA GPU"):
         pdev.resolve_device("cuda")
-    with pytest.raises(perr.ProfileError, match="Unknown device"):
+    with pytest.raises(BuildError, match="Unknown device"):
         pdev.resolve_device("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pdev.resolve_device("auto") == "cuda"
     assert pdev.resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(BuildError, match="has 2 GPU"):
+        pdev.resolve_device("cuda:2")
+    assert pdev.resolve_device is build_resolve_device
 
 
 def test_device_name_and_versions():

@@ -7,7 +7,8 @@ import torch
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, Workload
 from xtlens.profiling import latency as plat
-from xtlens.profiling.latency import NO_SDPA, SdpaCall, SdpaProbe
+from xtlens.profiling import sdpa as psdpa
+from xtlens.profiling.sdpa import NO_SDPA, SdpaCall, SdpaProbe
 
 # the seed's shape, shrunk: ALiBi on 4 of 8 heads + xpos rotary + flash + deepnorm + shift + one KV head
 TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
@@ -85,7 +86,7 @@ def test_decode_with_cache():
     row = _one(TINY_NO_ALIBI, "decode", decode_context_tokens=20)
     assert row.status == "ok", row.error
     assert row.tokens_per_s == pytest.approx(WL.batch / (row.latency_median_ms / 1e3))
-    assert row.predicted_flops == plat.decode_flops(TINY_NO_ALIBI, batch=2, context_tokens=20)
+    assert row.predicted_flops == cost_model.decode_flops(TINY_NO_ALIBI, batch=2, context_tokens=20)
     assert "20-token prefix cache" in row.method and "ShiftTokens" in row.method  # the seed shifts tokens
 
 
@@ -96,7 +97,7 @@ def test_decode_flops_formula():
     prev = cost_model.flop_counts(cfg, Workload(batch=1, seq_len=ctx))
     non_attn = (full.fwd_flops - full.attn_flops) - (prev.fwd_flops - prev.attn_flops)
     attn_row = cfg.depth * 4 * cfg.heads * (ctx + 1) * cfg.attn_dim_head
-    assert plat.decode_flops(cfg, batch=1, context_tokens=ctx) == non_attn + attn_row
+    assert cost_model.decode_flops(cfg, batch=1, context_tokens=ctx) == non_attn + attn_row
 
 
 def test_decode_alibi_with_rotary_is_a_clear_error_row():
@@ -163,25 +164,25 @@ def test_time_calls_cpu():
 
 
 def test_backend_from_ops():
-    assert plat.backend_from_ops([], sdpa_calls=0) == NO_SDPA
-    assert plat.backend_from_ops(["bmm", "_safe_softmax"], sdpa_calls=2) == "math"
-    assert plat.backend_from_ops(["aten._scaled_dot_product_efficient_attention.default"], sdpa_calls=1) == "efficient"
-    assert plat.backend_from_ops(["_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention"],
+    assert psdpa.backend_from_ops([], sdpa_calls=0) == NO_SDPA
+    assert psdpa.backend_from_ops(["bmm", "_safe_softmax"], sdpa_calls=2) == "math"
+    assert psdpa.backend_from_ops(["aten._scaled_dot_product_efficient_attention.default"], sdpa_calls=1) == "efficient"
+    assert psdpa.backend_from_ops(["_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention"],
                                  sdpa_calls=2) == "cudnn+flash"
 
 
 def test_explain_backend_cuda_reasons_from_recorded_call():
     alibi_fp32 = SdpaCall(q_shape=(1, 8, 512, 64), k_shape=(1, 8, 512, 64), dtype="float32", device_type="cuda",
                           mask_dtype="float32", mask_shape=(1, 8, 512, 512), dropout_p=0.0, is_causal=False)
-    text = plat.explain_backend("efficient", device_type="cuda", call=alibi_fp32, gpu_capability=(9, 0))
+    text = psdpa.explain_backend("efficient", device_type="cuda", call=alibi_fp32, gpu_capability=(9, 0))
     assert "aten._scaled_dot_product_efficient_attention ran" in text
     assert "an attn_mask is passed" in text and "ALiBi" in text and "float32 (flash needs float16 or bfloat16)" in text
     assert "cuDNN is left out" in text
     plain_bf16 = SdpaCall(q_shape=(1, 8, 512, 320), k_shape=(1, 8, 512, 320), dtype="bfloat16", device_type="cuda",
                           mask_dtype=None, mask_shape=None, dropout_p=0.0, is_causal=True)
-    text = plat.explain_backend("math", device_type="cuda", call=plain_bf16, gpu_capability=(7, 5))
+    text = psdpa.explain_backend("math", device_type="cuda", call=plain_bf16, gpu_capability=(7, 5))
     assert "head dim 320" in text and "compute capability 7.5" in text and "attn_mask is passed" not in text
-    assert "not used because" not in plat.explain_backend("flash", device_type="cuda", call=plain_bf16)
+    assert "not used because" not in psdpa.explain_backend("flash", device_type="cuda", call=plain_bf16)
 
 
 def test_probe_records_the_fused_op_and_call():

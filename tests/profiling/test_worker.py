@@ -11,8 +11,8 @@ import time
 
 import pytest
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.plan import SweepOptions, config_grid, seq_len_workloads
 from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.sweep import SweepOptions, config_grid, seq_len_workloads
 from xtlens.profiling.worker import Job, JobManager, JobSpec
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
@@ -69,8 +69,10 @@ def test_job_reports_rows_errors_and_oom_with_progress() -> None:
     assert job.outcome == "finished"
     assert _statuses(rows) == [(32, "ok"), (48, "error"), (64, "oom"), (96, "oom")]
     assert rows[0].predicted_flops == 7 * 32 and rows[0].config_name == "tiny"
-    assert rows[1].error == "ValueError: fake failure at 48 tokens"
-    assert rows[2].error.startswith("Out of memory: CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert rows[1].error.startswith("ValueError during the flops measurement on ")
+    assert rows[1].error.endswith("(batch 1 x 48 tokens in float32): fake failure at 48 tokens")
+    assert rows[2].error.startswith("Out of memory on ")
+    assert "Details: CUDA out of memory. Tried to allocate 20.00 GiB" in rows[2].error
     assert rows[3].error == "skipped: batch=1 seq_len=64 already ran out of memory"
     assert "Traceback" not in "".join(r.error or "" for r in rows)
     assert job.progress() == (1.0, "done: 4 point(s)")
