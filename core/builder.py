@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from xtlens.core.config import DTYPE_BYTES, ModelConfig
+from xtlens.core.config import DTYPE_BYTES, ModelConfig, XtlensError
 
 __all__ = [
     "BuildError",
@@ -64,7 +64,7 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
 DEEPNORM_BETA_GAIN_MATCH: tuple[str, ...] = (".ff.", ".to_v", ".to_out")
 
 
-class BuildError(RuntimeError):
+class BuildError(XtlensError, RuntimeError):
     """The model could not be built. The message says why, in words meant for the page."""
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 from urllib.parse import parse_qsl, urlencode
 
 __all__ = [
+    "XtlensError",
     "ConfigError",
     "ModelConfig",
     "Workload",
@@ -42,7 +43,13 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class XtlensError(Exception):
+    """Base of the project's one exception type per layer: ``ConfigError`` (configuration and input),
+    ``core.builder.BuildError`` (building the model), ``profiling.errors.ProfileError`` (measuring). Each
+    message is written for the user who sees it; the CLI prints it and exits with status 2."""
+
+
+class ConfigError(XtlensError, ValueError):
     """Invalid configuration or workload. The message names the field, the value and what is allowed."""
 
     def __init__(self, field: str, value: object, allowed: str):

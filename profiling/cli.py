@@ -26,17 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload, parse_snippet
+from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload, XtlensError, parse_snippet
 from xtlens.core.units import fmt_value, unit_of
 
 __all__ = ["main", "build_parser", "load_config"]
 
 # xtlens.profiling and xtlens.dashboard are sibling packages (repository folders profiling/ and dashboard/)
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed on stderr, exit status 2."""
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -46,11 +42,11 @@ def load_config(*, preset: str | None = None, config: str | None = None, snippet
     """The ``ModelConfig`` named by the CLI options (see the module docstring). Raises ``ConfigError``."""
     given = [x for x in (preset, config, snippet) if x is not None]
     if len(given) > 1:
-        raise UsageError("give one of --preset, --config and --snippet")
+        raise ConfigError("--preset/--config/--snippet", None, "give only one of --preset, --config and --snippet")
     if config is not None:
-        cfg = ModelConfig.from_json(_read(config))
+        cfg = ModelConfig.from_json(_read(config, "--config"))
     elif snippet is not None:
-        cfg = parse_snippet(_read(snippet))
+        cfg = parse_snippet(_read(snippet, "--snippet"))
     else:
         name = preset or "seed"
         if name not in PRESETS:
@@ -62,16 +58,16 @@ def load_config(*, preset: str | None = None, config: str | None = None, snippet
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected key=value, e.g. --set depth=12")
+            raise ConfigError("--set", item, "key=value, e.g. --set depth=12")
         query[key.strip()] = value.strip()
     return ModelConfig.from_query(query)
 
 
-def _read(path: str) -> str:
+def _read(path: str, option: str) -> str:
     try:
         return Path(path).read_text()
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(option, path, f"a readable file (cannot read it: {exc.strerror or exc})") from None
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -87,13 +83,18 @@ def _int_list(text: str, name: str) -> list[int]:
 # --- estimate -----------------------------------------------------------------------------------------
 
 def _estimate(args: argparse.Namespace) -> int:
-    from xtlens.core.cost_model import estimate
+    from xtlens.core.cost_model import predictions
 
     cfg = _config_from(args)
     wl = Workload(batch=args.batch, seq_len=args.seq_len if args.seq_len is not None else cfg.max_seq_len,
                   dtype=args.dtype).check_against(cfg)
-    values = estimate(cfg, wl)
-    if args.format == "json":
+    rows = predictions(cfg, wl)
+    values = {r.quantity: r.value for r in rows}  # = core.cost_model.estimate(cfg, wl)
+    if args.format == "rows":
+        print("quantity,phase,component,unit,variant,value")
+        for r in rows:
+            print(f"{r.quantity},{r.phase},{r.component},{r.unit},{r.variant},{_csv_scalar(r.value)}")
+    elif args.format == "json":
         out = {"config": cfg.to_dict(), "workload": wl.to_dict(), **values}
         print(json.dumps(out, indent=1))
     elif args.format == "csv":
@@ -161,7 +162,7 @@ def _profile(args: argparse.Namespace) -> int:
         try:
             format_for(args.out)
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise ConfigError("--out", args.out, str(exc)) from None
     seq_lens = _int_list(args.seq_lens, "seq_lens") if args.seq_lens else list(DEFAULT_SEQ_LENS)
     workloads = workload_grid(seq_lens, _int_list(args.batch, "batch"), dtype=args.dtype)
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
@@ -183,13 +184,7 @@ def _profile(args: argparse.Namespace) -> int:
         bar(*job.progress())
         rows = job.result()
     else:
-        from xtlens.core.builder import BuildError
-        from xtlens.profiling.errors import ProfileError
-
-        try:
-            rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar)
-        except (ProfileError, BuildError) as exc:  # e.g. --device cuda without a GPU
-            raise UsageError(str(exc)) from None
+        rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar)
     failed = [r for r in rows if r.status != "ok"]
     if args.out is not None:
         path = write_table(rows, args.out)
@@ -216,7 +211,9 @@ def dashboard_command(*, port: int | None = None, headless: bool = False, extra:
 
 def _dashboard(args: argparse.Namespace) -> int:
     if not DASHBOARD_APP.exists():
-        raise UsageError(f"the dashboard app is missing: {DASHBOARD_APP}")
+        from xtlens.profiling.errors import ProfileError
+
+        raise ProfileError(f"the dashboard app is missing: {DASHBOARD_APP}")
     try:
         return subprocess.run(dashboard_command(port=args.port, headless=args.headless, extra=args.streamlit_args)
                               ).returncode
@@ -250,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the model's max_seq_len)")
     est.add_argument("--batch", type=int, default=1)
     est.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    est.add_argument("--format", choices=("json", "csv", "table"), default="json")
+    est.add_argument("--format", choices=("json", "csv", "table", "rows"), default="json",
+                     help="json / csv: one flat record; table: aligned, with units; rows: one CSV row per predicted "
+                          "quantity with its phase, component, unit and variant (the vocabulary of measured rows)")
     est.set_defaults(run=_estimate)
 
     prof = sub.add_parser("profile", help="measure FLOPs, memory and latency of the real model",
@@ -288,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (ConfigError, UsageError) as exc:
+    except XtlensError as exc:  # ConfigError, BuildError, ProfileError: a message for the user, exit 2
         print(f"xtlens {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ import traceback
 from typing import Any
 
 import torch
-from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.core.config import ConfigError, ModelConfig, Workload, XtlensError
 from xtlens.profiling.records import ProfileRecord, base_fields
 
 __all__ = ["ProfileError", "is_oom", "free_memory", "failure_message", "failure_row", "failure_record", "release",
@@ -28,7 +28,7 @@ _OOM_MARKERS = (
 )
 
 
-class ProfileError(RuntimeError):
+class ProfileError(XtlensError, RuntimeError):
     """A measurement could not be made. The message says why, in words meant for the page."""
 
 

@@ -146,3 +146,28 @@ def test_profile_with_a_time_limit_runs_in_a_child(tmp_path, monkeypatch, capsys
     assert list(frame["status"]) == ["ok", "error"] and list(frame["config_name"]) == ["tiny", "tiny"]
     assert "max_seq_len = 64" in frame.loc[1, "error"]
     assert "(1 not ok)" in capsys.readouterr().err
+
+
+def test_estimate_rows_are_the_predictions(capsys) -> None:
+    from xtlens.core.cost_model import estimate
+
+    assert main(["estimate", "--seq-len", "8192", "--format", "rows"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "quantity,phase,component,unit,variant,value"
+    parsed = {q: (phase, component, unit, variant, value)
+              for q, phase, component, unit, variant, value in (line.split(",") for line in lines[1:])}
+    est = estimate(PRESETS["seed"], Workload(seq_len=8192))
+    assert set(parsed) == set(est)
+    assert parsed["fwd_flops"] == ("forward", "total", "flops", "full_square", "1256546369536")
+    assert parsed["training_total_bytes"][:3] == ("train_step", "total", "bytes")
+
+
+def test_every_layer_error_exits_2_with_its_message(capsys) -> None:
+    from xtlens.core.builder import BuildError
+    from xtlens.core.config import ConfigError, XtlensError
+    from xtlens.profiling.errors import ProfileError
+
+    assert all(issubclass(t, XtlensError) for t in (ConfigError, BuildError, ProfileError))
+    assert main(["profile", "--what", "flops", "--seq-lens", "32", "--device", "tpu", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown device 'tpu'" in err and "Traceback" not in err
