@@ -124,3 +124,20 @@ def test_cuda_memory():
     assert rows[("inference", "kv_cache")].memory_rel_err == 0
     assert "max_memory_allocated" in rows[("train_step", "total")].method
     assert rows[("train_step", "total")].measured_bytes >= rows[("train_step", "total_tracked")].measured_bytes * 0.9
+
+
+def test_every_measured_component_joins_a_prediction(seed_rows):
+    """Measured vs predicted is a join on (phase, component, length, batch, dtype) over one vocabulary: every
+    measured component has its prediction, and the join (dashboard.tables) gives the same number the
+    measurement wrote into its own predicted column (two independent paths to the prediction)."""
+    from xtlens.dashboard import tables
+    from xtlens.profiling.records import to_frame
+
+    joined = tables.measured_vs_predicted_memory(to_frame(list(seed_rows.values())))
+    assert len(joined) == len(seed_rows) and joined["predicted_bytes"].notna().all()
+    for _, j in joined.iterrows():
+        row = seed_rows[(j["phase"], j["component"])]
+        assert int(j["predicted_bytes"]) == row.predicted_bytes
+        assert int(j["measured_bytes"]) == row.measured_bytes
+        if j["component"] in EXACT:
+            assert j["rel_err"] == 0.0

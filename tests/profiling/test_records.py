@@ -70,3 +70,34 @@ def test_integers_beyond_2_pow_53_survive_the_frame():
     assert int(frame.loc[0, "predicted_flops"]) == 2**62 + 1
     assert from_frame(frame) == [big]
     assert from_frame(to_frame(frame)) == [big]  # a frame in, the same frame out
+
+
+def test_estimate_records_are_the_predictions_as_rows():
+    from xtlens.core import cost_model
+    from xtlens.core.config import PRESETS, Workload
+    from xtlens.profiling.records import estimate_records, from_frame, to_frame
+
+    cfg, wl = PRESETS["seed"], Workload(seq_len=8192, batch=2)
+    rows = estimate_records(cfg, wl, config_name="seed")
+    est = cost_model.estimate(cfg, wl)
+    assert {r.measurement for r in rows} == {"estimate"} and {r.device for r in rows} == {"closed form"}
+    for r in rows:
+        value = r.predicted_params if r.predicted_params is not None else (
+            r.predicted_flops if r.predicted_flops is not None else r.predicted_bytes)
+        assert value == est[r.quantity]
+    by = {r.quantity: r for r in rows}
+    assert (by["num_params"].phase, by["num_params"].component, by["num_params"].predicted_params) == (
+        "model", "total", 36_629_504)
+    assert by["train_step_flops_flash_recompute"].method == "fused_backward"
+    assert from_frame(to_frame(rows)) == rows  # exact round trip through the canonical frame
+
+
+def test_tables_without_the_later_columns_still_read():
+    import pandas as pd
+    from xtlens.profiling.records import LATER_COLUMNS, to_frame
+
+    frame = to_frame(_rows())
+    old = frame.drop(columns=list(LATER_COLUMNS))
+    back = to_frame(old)
+    assert list(back.columns) == list(frame.columns)
+    pd.testing.assert_frame_equal(back, frame)
