@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xtlens.core.units import GIB
 from xtlens.profiling.records import (
     COLUMNS,
     FLOAT_COLUMNS,
@@ -124,7 +125,6 @@ def _to_parquet(frame: pd.DataFrame) -> bytes:
 
 
 # Markdown: header text and how to show each value.
-_GIB = 2**30
 
 
 # (column suffix, header template); first match wins, so ``_flops_per_s`` comes before ``_flops`` and ``_per_s``.
@@ -153,7 +153,7 @@ def _md_value(col: str, value: Any) -> str:
     if value is None:
         return ""
     if col.endswith("_bytes"):
-        return f"{value / _GIB:,.4f}"
+        return f"{value / GIB:,.4f}"
     if col in INT_COLUMNS:
         return f"{value:,}"
     if col.endswith("_rel_err") or col == "peak_fraction":
