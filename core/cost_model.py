@@ -78,6 +78,17 @@ class ParamCounts:
     Residual scales (``Residual(scale_residual=True)``, 1189ff): ``d`` per layer with ``deepnorm``.
     Rotary (``inv_freq``, xpos ``scale``) and ALiBi (``slopes``) tables are buffers, not parameters.
     ``shift_tokens`` has no parameters.
+
+    x-transformers 2.31 options: ``attn_gate_values`` adds ``to_v_gate`` ``d*h*dh`` per attention block
+    (``attn_gate_params``, inside ``attention_params``; 2048); ``attn_num_mem_kv = m`` adds ``mem_k``,
+    ``mem_v`` ``2*g*m*dh`` per block (``mem_kv_params``, inside ``attention_params``; 2190-2191);
+    ``ff_no_bias`` drops the feed-forward biases except GLU's (1752, 1815, 1820); ``macaron`` doubles the
+    feed-forward blocks (``2L``) and makes ``3L`` sub-layers, each with its norm(s) and residual; the norm
+    kind sets the per-norm size (``norm_params_each``); ``sandwich_norm`` one more norm per sub-layer;
+    ``pre_norm=False`` post-norm; ``rel_pos_bias`` one shared ``Embedding(32, h)`` (``rel_pos_bias_params``);
+    ``num_residual_streams = s > 1`` a ``HyperConnection`` per sub-layer plus ``stream_emb`` ``s*d``
+    (``hyper_connection_params``). ``num_params = embedding + attention + feedforward + norm +
+    residual_scale + logits + rel_pos_bias + hyper_connection``.
     """
 
     token_embedding_params: int
@@ -94,38 +105,78 @@ class ParamCounts:
     num_params: int
     num_param_tensors: int
     buffer_elements: int
+    attn_gate_params: int = 0
+    mem_kv_params: int = 0
+    rel_pos_bias_params: int = 0
+    hyper_connection_params: int = 0
+
+
+REL_POS_NUM_BUCKETS = 32  # RelativePositionBias(num_buckets=rel_pos_num_buckets=32), x_transformers.py:2922
+
+
+def norm_params_each(cfg: ModelConfig) -> int:
+    """Parameters of one norm: ``LayerNorm`` / ``RMSNorm`` a gain of ``d`` (x_transformers.py:1017, 1073),
+    ``ScaleNorm`` one scalar (1056), ``SimpleRMSNorm`` none (1114)."""
+    if cfg.use_simple_rmsnorm:
+        return 0
+    return 1 if cfg.use_scalenorm else cfg.dim
+
+
+def num_norms(cfg: ModelConfig) -> int:
+    """Norm modules: per sub-layer a pre-branch norm (pre-norm) or a post-main norm (post-norm), plus a
+    post-branch norm with ``sandwich_norm``; a final norm with pre-norm only (x_transformers.py:3155,
+    3301-3303). ``num_layers`` sub-layers: ``2L``, ``3L`` with ``macaron``."""
+    return cfg.num_layers * (2 if cfg.sandwich_norm else 1) + (1 if cfg.uses_pre_norm else 0)
+
+
+def hyper_connection_params_per_layer(cfg: ModelConfig) -> int:
+    """``HyperConnection`` (x_transformers.py:1375-1410) with ``s`` streams, one input view: bias-free
+    ``nn.LayerNorm`` ``d``, ``static_beta`` ``s``, ``static_alpha`` ``s*(s+1)``, ``dynamic_alpha_fn``
+    ``d*(s+1)``, ``dynamic_beta_fn`` ``d``, two scalar scales: ``d*(s+3) + s*(s+2) + 2``; 0 with one stream."""
+    s = cfg.num_residual_streams
+    return 0 if s == 1 else cfg.dim * (s + 3) + s * (s + 2) + 2
 
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     """Exact parameter counts (see ``ParamCounts``)."""
     d, L, h, g, dh, f = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim
+    n_ff, n_layers = cfg.num_ff_layers, cfg.num_layers
     token = cfg.num_tokens * d
     abs_pos = cfg.max_seq_len * d if cfg.has_abs_pos_emb else 0
-    attn_block = d * h * dh + 2 * d * g * dh + h * dh * d
-    ff_in = d * (2 * f if cfg.ff_glu else f) + (2 * f if cfg.ff_glu else f)
-    ff_block = ff_in + f * d + d
-    pre_norm = not cfg.deepnorm
-    num_norms = 2 * L + (1 if pre_norm else 0)
-    norms = num_norms * d
-    residual_scales = 2 * L * d if cfg.deepnorm else 0
+    gate = d * h * dh if cfg.attn_gate_values else 0
+    mem_kv = 2 * g * cfg.attn_num_mem_kv * dh
+    attn_block = d * h * dh + 2 * d * g * dh + h * dh * d + gate + mem_kv
+    ff_w = 2 * f if cfg.ff_glu else f
+    ff_in_bias = cfg.ff_glu or not cfg.ff_no_bias  # GLU's nn.Linear always has a bias (x_transformers.py:1752)
+    ff_out_bias = not cfg.ff_no_bias
+    ff_block = d * ff_w + (ff_w if ff_in_bias else 0) + f * d + (d if ff_out_bias else 0)
+    norms_n = num_norms(cfg)
+    norm_each = norm_params_each(cfg)
+    norms = norms_n * norm_each
+    residual_scales = n_layers * d if cfg.deepnorm else 0
     logits = 0 if cfg.tie_embedding else d * cfg.num_tokens
+    rel_pos = REL_POS_NUM_BUCKETS * h if cfg.rel_pos_bias else 0
+    hyper = (n_layers * hyper_connection_params_per_layer(cfg) + cfg.num_residual_streams * d
+             if cfg.num_residual_streams > 1 else 0)
     embedding = token + abs_pos
-    total = embedding + L * (attn_block + ff_block) + norms + residual_scales + logits
+    total = embedding + L * attn_block + n_ff * ff_block + norms + residual_scales + logits + rel_pos + hyper
     tensors = (
         1  # token embedding
         + (1 if abs_pos else 0)
-        + L * 4  # to_q, to_k, to_v, to_out
-        + L * 4  # proj_in weight + bias, proj_out weight + bias
-        + num_norms
-        + (2 * L if cfg.deepnorm else 0)
+        + L * (4 + (1 if gate else 0) + (2 if mem_kv else 0))  # to_q, to_k, to_v, to_out (+ to_v_gate, mem_k/v)
+        + n_ff * (2 + int(ff_in_bias) + int(ff_out_bias))  # proj_in / proj_out weights (+ biases)
+        + (norms_n if norm_each else 0)
+        + (n_layers if cfg.deepnorm else 0)
         + (0 if cfg.tie_embedding else 1)
+        + (1 if rel_pos else 0)
+        + ((7 * n_layers + 1) if hyper else 0)
     )
     buffers = (cfg.rotary_dim // 2) * (2 if cfg.rotary_xpos else 1) + cfg.alibi_heads
     return ParamCounts(
         token_embedding_params=token,
         abs_pos_embedding_params=abs_pos,
         attention_params=L * attn_block,
-        feedforward_params=L * ff_block,
+        feedforward_params=n_ff * ff_block,
         norm_params=norms,
         residual_scale_params=residual_scales,
         logits_params=logits,
@@ -136,6 +187,10 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
         num_params=total,
         num_param_tensors=tensors,
         buffer_elements=buffers,
+        attn_gate_params=L * gate,
+        mem_kv_params=L * mem_kv,
+        rel_pos_bias_params=rel_pos,
+        hyper_connection_params=hyper,
     )
 
 
@@ -165,6 +220,20 @@ class FlopCounts:
     ``train_step_flops_flash_recompute = 3 * fwd_flops + attn_flops / 2``. That is what FlopCounterMode
     reports for ``attn_flash=True`` (torch's SDPA backward formula counts the recompute); the non-flash
     ``einsum`` path matches ``train_step_flops``. ``*_causal`` variants use the causal half throughout.
+
+    x-transformers 2.31 options: ``attn_gate_values`` adds ``to_v_gate``, ``2*T*d*h*dh`` per attention
+    block (``gate_proj_flops``, inside ``proj_flops``; x_transformers.py:2641). ``attn_num_mem_kv = m``
+    prepends ``m`` key/value slots (2510-2516): scores and values become ``2*b*h*n*(n+m)*dh`` each; the causal
+    count is ``n*(n+1)/2 + n*m`` pairs. ``macaron`` runs ``2L`` feed-forward blocks. Hyper-connections
+    (``s = num_residual_streams > 1``, ``HyperConnection.prepare``, 1419-1460), per sub-layer: the
+    ``(T, s, d) @ (d, s+1)`` width-connection weights ``2*T*s*d*(s+1)`` (mm) and the stream mix
+    ``einsum('... s t, ... s d -> ... t d')`` ``2*T*(s+1)*s*d`` (bmm): ``hyper_connection_flops =
+    2L' * 4*T*s*(s+1)*d`` (``L'`` sub-layers). The ``(T, s, d) @ (d,)`` depth-connection product,
+    ``2*T*s*d`` per sub-layer, lowers to ``aten.mv``, for which FlopCounterMode has no formula: it is
+    reported apart (``hyper_connection_mv_flops_uncounted``) and left out of ``fwd_flops`` so that the
+    closed form equals the counter. Norm kind, ``attn_qk_norm`` (``F.normalize``), ``rel_pos_bias`` (an
+    embedding lookup), ``residual_attn`` (an add), activations and dropouts add no matmul.
+    ``fwd_flops = proj + attn + ff + logits + hyper_connection``.
     """
 
     q_proj_flops: int
@@ -189,6 +258,9 @@ class FlopCounts:
     fwd_flops_causal_per_token: float
     train_step_flops_per_token: float
     tokens: int
+    gate_proj_flops: int = 0
+    hyper_connection_flops: int = 0
+    hyper_connection_mv_flops_uncounted: int = 0
 
 
 def flop_counts(cfg: ModelConfig, wl: Workload) -> FlopCounts:
@@ -196,21 +268,25 @@ def flop_counts(cfg: ModelConfig, wl: Workload) -> FlopCounts:
     b, n = wl.batch, wl.seq_len
     T = b * n
     d, L, h, g, dh, f, V = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim, cfg.num_tokens
+    m, s = cfg.attn_num_mem_kv, cfg.num_residual_streams
     q = L * 2 * T * d * h * dh
     k = L * 2 * T * d * g * dh
     v = k
     out = L * 2 * T * h * dh * d
-    proj = q + k + v + out
-    scores = L * 2 * b * h * n * n * dh
+    gate = L * 2 * T * d * h * dh if cfg.attn_gate_values else 0
+    proj = q + k + v + out + gate
+    scores = L * 2 * b * h * n * (n + m) * dh
     values = scores
-    pairs_causal = n * (n + 1) // 2
+    pairs_causal = n * (n + 1) // 2 + n * m  # memory key/values are visible to every query
     scores_c = L * 2 * b * h * pairs_causal * dh
     values_c = scores_c
     attn, attn_c = scores + values, scores_c + values_c
-    ff = L * (2 * T * d * (2 * f if cfg.ff_glu else f) + 2 * T * f * d)
+    ff = cfg.num_ff_layers * (2 * T * d * (2 * f if cfg.ff_glu else f) + 2 * T * f * d)
     logits = 2 * T * d * V
-    fwd = proj + attn + ff + logits
-    fwd_c = proj + attn_c + ff + logits
+    hyper = cfg.num_layers * 4 * T * s * (s + 1) * d if s > 1 else 0
+    hyper_mv = cfg.num_layers * 2 * T * s * d if s > 1 else 0
+    fwd = proj + attn + ff + logits + hyper
+    fwd_c = proj + attn_c + ff + logits + hyper
     train = 3 * fwd
     return FlopCounts(
         q_proj_flops=q,
@@ -235,6 +311,9 @@ def flop_counts(cfg: ModelConfig, wl: Workload) -> FlopCounts:
         fwd_flops_causal_per_token=fwd_c / T,
         train_step_flops_per_token=train / T,
         tokens=T,
+        gate_proj_flops=gate,
+        hyper_connection_flops=hyper,
+        hyper_connection_mv_flops_uncounted=hyper_mv,
     )
 
 
