@@ -327,6 +327,10 @@ class ModelConfig:
         if self.rel_pos_bias and self.attn_flash:
             raise ConfigError("rel_pos_bias", True, "false when attn_flash is true: x-transformers rejects the T5 "
                               "relative bias with flash attention (x_transformers.py:2921)")
+        if self.rel_pos_bias and self.uses_rotary:
+            raise ConfigError("rel_pos_bias", True, "false when rotary is on (rotary_pos_emb / rotary_xpos): with rotary "
+                              "x-transformers 2.31 passes positions to every attention and then accepts only ALiBi "
+                              "(x_transformers.py:2584, 'only alibi allowed for custom positions'), failing at forward")
         if self.residual_attn and self.attn_flash:
             raise ConfigError("residual_attn", True, "false when attn_flash is true: x-transformers rejects residual "
                               "attention with flash attention (x_transformers.py:2956)")

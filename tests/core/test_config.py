@@ -231,6 +231,7 @@ def test_snippet_with_the_flags_users_ask_for():
         ({"rel_pos_bias": True}, "rel_pos_bias", "alibi_pos_bias"),
         ({"alibi_pos_bias": False, "rel_pos_bias": True}, "rel_pos_bias", "attn_flash"),
         ({"residual_attn": True}, "residual_attn", "attn_flash"),
+        ({"alibi_pos_bias": False, "attn_flash": False, "rel_pos_bias": True}, "rel_pos_bias", "rotary"),
         ({"sandwich_norm": True}, "sandwich_norm", "pre-norm"),
         ({"deepnorm": False, "pre_norm": False, "sandwich_norm": True}, "sandwich_norm", "pre-norm"),
         ({"num_residual_streams": 2}, "num_residual_streams", "deepnorm"),
