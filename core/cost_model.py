@@ -44,6 +44,18 @@ __all__ = [
     "estimate",
     "ADAMW_STEP_BYTES",
     "INDEX_BYTES",
+    "weights_bytes",
+    "buffers_bytes",
+    "grads_bytes",
+    "optimizer_state_bytes",
+    "kv_bytes_per_token",
+    "kv_cache_bytes",
+    "alibi_tensors",
+    "rel_pos_bias_bytes",
+    "inference_activation_bytes",
+    "training_activation_bytes",
+    "hyper_connection_saved_bytes",
+    "loss_bytes",
 ]
 
 ADAMW_STEP_BYTES = 4  # torch.optim.AdamW keeps one float32 scalar ``step`` tensor per parameter tensor
@@ -423,59 +435,149 @@ class MemoryEstimate:
     training_total_bytes: int
     inference_breakdown_bytes: dict[str, int]
     training_breakdown_bytes: dict[str, int]
+    rel_pos_bias_bytes: int = 0
 
 
-def _alibi(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+# --- model state -----------------------------------------------------------------------------------
+
+
+def weights_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Parameters in the workload dtype: ``num_params * e`` bytes (``param_counts``; the builder casts the
+    model with ``model.to(dtype)``, core/builder.py ``build_model``)."""
+    return param_counts(cfg).num_params * wl.dtype_bytes
+
+
+def buffers_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Floating buffers in the workload dtype: rotary ``inv_freq`` (``rotary_dim / 2``) and xpos ``scale``
+    (x_transformers.py:851, 861) and ALiBi ``slopes`` (``ha``): ``buffer_elements * e`` bytes."""
+    return param_counts(cfg).buffer_elements * wl.dtype_bytes
+
+
+def grads_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """One gradient per parameter, in the parameter dtype (``param.grad`` as torch autograd accumulates it):
+    ``num_params * e`` bytes."""
+    return param_counts(cfg).num_params * wl.dtype_bytes
+
+
+def optimizer_state_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """``torch.optim.AdamW`` (foreach / single-tensor, not fused, not capturable): ``exp_avg`` and
+    ``exp_avg_sq`` like each parameter plus one float32 ``step`` scalar per parameter tensor:
+    ``2 * num_params * e + 4 * num_param_tensors`` bytes (torch/optim/adamw.py ``_init_group``)."""
+    pc = param_counts(cfg)
+    return 2 * pc.num_params * wl.dtype_bytes + ADAMW_STEP_BYTES * pc.num_param_tensors
+
+
+# --- KV cache -------------------------------------------------------------------------------------
+
+
+def kv_bytes_per_token(cfg: ModelConfig, dtype_bytes: int) -> int:
+    """KV-cache bytes per cached token (per sequence), nanochat style: ``2 * L * g * dh * e``.
+
+    x-transformers 2.31 caches, per attention block, ``cached_kv = (k, v)`` after the head split and before
+    rotary, with the ``g`` K/V heads (not expanded to ``h``) and without the ``attn_num_mem_kv`` memory
+    slots, which are concatenated afterwards (``Attention.forward``, x_transformers.py:2443-2446, 2510).
+    """
+    return 2 * cfg.depth * cfg.kv_heads * cfg.attn_dim_head * dtype_bytes
+
+
+def kv_cache_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """KV cache for ``b`` sequences of ``n`` tokens: ``kv_bytes_per_token * b * n`` bytes (what
+    ``generate(cache_kv=True)`` holds: ``Intermediates.cached_kv`` of every block, x_transformers.py:2510)."""
+    return kv_bytes_per_token(cfg, wl.dtype_bytes) * wl.tokens
+
+
+# --- attention biases -----------------------------------------------------------------------------
+
+
+def alibi_tensors(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+    """ALiBi tensors in bytes (see ``MemoryEstimate``; x_transformers.py:650-699, 2584-2591; attend.py:318-336).
+
+    ``diff`` int64 ``(n, n)`` position difference ``8*n*n``; ``heads`` the ``(ha, n, n)`` product ``ha*n*n*e``;
+    ``padded`` the ``pad_at_dim`` copy for the memory slots ``(h, n, n+m)`` ``h*n*(n+m)*e``; ``mask`` the dense
+    SDPA mask with flash ``(b, h, n, n+m)``; ``causal`` the bool causal mask with flash ``(n, n+m)``;
+    ``cached`` the ``rel_pos.bias`` buffer kept without rotary ``(h, n, n)``; ``live`` what is live at one
+    block's SDPA call; ``allocated`` every ALiBi tensor one forward allocates; ``blocks`` the number of blocks
+    that rebuild the bias (all with rotary, else 1). Zeros without ALiBi.
+    """
     b, n, e, h, L = wl.batch, wl.seq_len, wl.dtype_bytes, cfg.heads, cfg.depth
     if not cfg.alibi_pos_bias:
-        zero = dict.fromkeys(("diff", "heads", "padded", "mask", "cached", "live", "allocated", "blocks"), 0)
-        return zero
+        return dict.fromkeys(("diff", "heads", "padded", "mask", "causal", "cached", "live", "allocated", "blocks"), 0)
+    j = n + cfg.attn_num_mem_kv
     ha = cfg.alibi_heads
     diff = n * n * INDEX_BYTES
     heads = ha * n * n * e
-    padded = h * n * n * e
-    mask = b * h * n * n * e if cfg.attn_flash else 0
-    causal = n * n * BOOL_BYTES if cfg.attn_flash else 0
+    padded = h * n * j * e
+    mask = b * h * n * j * e if cfg.attn_flash else 0
+    causal = n * j * BOOL_BYTES if cfg.attn_flash else 0
     blocks = L if cfg.uses_rotary else 1
-    cached = 0 if cfg.uses_rotary else padded
+    cached = 0 if cfg.uses_rotary else h * n * n * e
     live = padded + mask + causal + cached
     # per rebuilding block: diff, abs, neg (3 int64), product, pad; per block: pad copy, mask (+ bool mask)
     allocated = blocks * (3 * diff + heads + padded) + L * (padded + mask + causal)
-    return dict(diff=diff, heads=heads, padded=padded, mask=mask, cached=cached, live=live,
+    return dict(diff=diff, heads=heads, padded=padded, mask=mask, causal=causal, cached=cached, live=live,
                 allocated=allocated, blocks=blocks)
 
 
-def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
-    """Memory estimate in bytes (see ``MemoryEstimate`` for what is counted)."""
-    pc = param_counts(cfg)
+def rel_pos_bias_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """T5 relative bias (``rel_pos_bias``) live at one attention block's score computation: the
+    ``pad_at_dim`` copy ``(h, n, n+m)`` of ``lookup * scale`` (the lookup and the product are freed by then):
+    ``h * n * (n+m) * e`` bytes, built again in every block (``RelativePositionBias.forward``,
+    x_transformers.py:509-517, 2587-2591); 0 without it."""
+    if not cfg.rel_pos_bias:
+        return 0
+    n, e, h = wl.seq_len, wl.dtype_bytes, cfg.heads
+    return h * n * (n + cfg.attn_num_mem_kv) * e
+
+
+# --- activations ----------------------------------------------------------------------------------
+
+
+def _shapes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+    """Byte sizes of the recurring activation tensors (symbols as in the module docstring; ``m`` memory
+    key/value slots, ``s`` residual streams)."""
     b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
     T = b * n
-    d, L, h, g, dh, f, V = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim, cfg.num_tokens
-    rot = cfg.rotary_dim
-    pre_norm = not cfg.deepnorm
-    shift = cfg.shift_tokens > 0
-    flash = cfg.attn_flash
+    h, g, dh, m = cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.attn_num_mem_kv
+    return dict(
+        hidden=T * cfg.dim * e,
+        q=T * h * dh * e,
+        kv_one=T * g * dh * e,
+        kv_mem=b * g * (n + m) * dh * e if m else 0,  # k or v with the memory slots concatenated
+        scores=b * h * n * (n + m) * e,
+        scores_fp32=b * h * n * (n + m) * FP32_BYTES,
+        lse=b * h * n * FP32_BYTES,
+        causal_mask=n * (n + m) * BOOL_BYTES,
+        ff_in=T * (2 * cfg.ff_inner_dim if cfg.ff_glu else cfg.ff_inner_dim) * e,
+        ff_hidden=T * cfg.ff_inner_dim * e,
+    )
+
+
+def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dict[str, int]]:
+    """Peak of live activations in bytes during one ``torch.no_grad()`` forward, beyond weights and buffers, and its
+    breakdown (see ``MemoryEstimate.activation_bytes_inference`` for what is counted and why).
+
+    Formula: ``max(retained_at_stage + transient_stage)`` over three stages (the last attention block, the
+    last feed-forward block, the logits), in bytes. Source: ``TransformerWrapper.forward`` always runs the
+    layers with ``return_hiddens=True`` (x_transformers.py:4333), so every layer input and each block's
+    ``Intermediates`` (attend.py:592-596) stay alive until the forward returns.
+    """
+    sh = _shapes(cfg, wl)
+    b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
+    T = b * n
+    hidden, q_bytes, kv_one, scores = sh["hidden"], sh["q"], sh["kv_one"], sh["scores"]
+    L, V, d, s = cfg.depth, cfg.num_tokens, cfg.dim, cfg.num_residual_streams
+    rot, flash, g, h = cfg.rotary_dim, cfg.attn_flash, cfg.kv_heads, cfg.heads
     gqa_expand = 1 < g < h
-    hidden = T * d * e
-    q_bytes = T * h * dh * e
-    kv_one = T * g * dh * e
-    scores = b * h * n * n * e
-    lse = b * h * n * FP32_BYTES
-    causal_mask = n * n * BOOL_BYTES
-
-    weights = pc.num_params * e
-    buffers = pc.buffer_elements * e
-    grads = pc.num_params * e
-    adamw = 2 * pc.num_params * e + ADAMW_STEP_BYTES * pc.num_param_tensors
-    kv_per_token = 2 * L * g * dh * e
-    kv_cache = kv_per_token * T
-    al = _alibi(cfg, wl)
-
-    # ---- inference: retained through the forward ----
+    al = alibi_tensors(cfg, wl)
+    # residual streams: with hyper-connections each stream tensor is (b * s, n, d); the attention layers'
+    # stream inputs are kept in ``hiddens`` besides the branch inputs in ``layer_hiddens`` (3651, 3664)
+    stream = hidden * s
     rotary_tables = (n * rot * e * (2 if cfg.rotary_xpos else 1) + n * INDEX_BYTES) if cfg.uses_rotary else 0
     retained = {
         "token_embeddings": hidden,
-        "layer_inputs": 2 * L * hidden,
+        # with hyper-connections each layer's branch input is a view of its (b, n, s+1, d) mix, which stays
+        # alive with it
+        "layer_inputs": cfg.num_layers * hidden * (s + 1 if s > 1 else 1) + (L * stream if s > 1 else 0),
         "final_hidden": hidden,
         "abs_pos_embedding": n * d * e if cfg.has_abs_pos_emb else 0,
         "cached_k_v": 2 * L * kv_one,
@@ -483,81 +585,161 @@ def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
         "rotary_tables": rotary_tables,
         "alibi_cached_buffer": al["cached"],
     }
-    retained_total = sum(retained.values())
-    # ---- inference: transients ----
-    input_copies = (hidden if shift else 0) + (hidden if pre_norm else 0)
+    if s > 1:
+        retained["residual_streams"] = stream  # the (b*s, n, d) stream entering the current layer
+    # ---- transients ----
+    input_copies = (hidden if cfg.shift_tokens > 0 else 0) + (hidden if cfg.uses_pre_norm else 0)
     attn_t = input_copies + q_bytes  # rotated (or plain) q
     if cfg.uses_rotary:
         attn_t += kv_one  # rotated k (the pre-rotary k is retained)
+    if cfg.attn_num_mem_kv:
+        # k and v with the memory slots concatenated (torch.cat copies), the repeated mem_k / mem_v, and
+        # the mask SDPA gets as an additive float (n, n + m)
+        attn_t += 2 * sh["kv_mem"] + 2 * b * g * cfg.attn_num_mem_kv * cfg.attn_dim_head * e + n * (n + cfg.attn_num_mem_kv) * e
     if gqa_expand:
-        attn_t += 2 * q_bytes  # k and v repeated to h heads (einops.repeat copies): 2 * T * h * dh * e
+        attn_t += 2 * b * h * (n + cfg.attn_num_mem_kv) * cfg.attn_dim_head * e  # k, v repeated to h heads
     if cfg.alibi_pos_bias:
         attn_t += al["padded"]
+    attn_t += rel_pos_bias_bytes(cfg, wl)
     if flash:
         attn_t += q_bytes  # q * (scale / default_scale) copy in Attend.flash_attn
-        attn_t += al["mask"] + (causal_mask if cfg.alibi_pos_bias else 0)
-        attn_t += q_bytes + lse  # SDPA output and log-sum-exp
+        attn_t += al["mask"] + (sh["causal_mask"] if cfg.alibi_pos_bias else 0)
+        if cfg.attn_num_mem_kv and not cfg.alibi_pos_bias:
+            attn_t += 2 * sh["causal_mask"]  # bool causal mask for k_len > q_len and its negation (attend.py)
+        attn_t += q_bytes + sh["lse"]  # SDPA output and log-sum-exp
     else:
-        attn_t += causal_mask + q_bytes  # bool causal mask, P V output
+        attn_t += sh["causal_mask"] + q_bytes  # bool causal mask, P V output
         if e != FP32_BYTES:
-            attn_t += b * h * n * n * FP32_BYTES  # float32 softmax output before .type(dtype)
-    ff_width = 2 * f if cfg.ff_glu else f
-    ff_t = input_copies + T * ff_width * e + T * f * e + (T * f * e if cfg.ff_glu else 0)
+            attn_t += sh["scores_fp32"]  # float32 softmax output before .type(dtype)
+    if cfg.attn_gate_values:
+        attn_t += 2 * q_bytes  # gate logits to_v_gate(x) and sigmoid(gate) (x_transformers.py:2641-2646)
+    ff_t = input_copies + sh["ff_in"] + sh["ff_hidden"] + (sh["ff_hidden"] if cfg.ff_glu else 0)
+    if cfg.ff_relu_squared:
+        ff_t += sh["ff_hidden"]  # relu(x) then ** 2
     logits_t = T * V * e * (2 if cfg.tie_embedding else 1)
     # the last attention block runs before the last feed-forward input and the final hidden exist
-    attn_retained = dict(retained, layer_inputs=(2 * L - 1) * hidden, final_hidden=0)
+    attn_retained = dict(retained, layer_inputs=retained["layer_inputs"] - hidden, final_hidden=0)
     ff_retained = dict(retained, final_hidden=0)
     candidates = [
         (sum(attn_retained.values()) + attn_t, attn_retained, "transient_attention", attn_t),
         (sum(ff_retained.values()) + ff_t, ff_retained, "transient_feedforward", ff_t),
-        (retained_total + logits_t, retained, "transient_logits", logits_t),
+        (sum(retained.values()) + logits_t, retained, "transient_logits", logits_t),
     ]
-    act_inf, kept, stage, transient = max(candidates, key=lambda c: c[0])
-    inference_breakdown = dict(kept)
-    inference_breakdown[stage] = transient
+    total, kept, stage, transient = max(candidates, key=lambda c: c[0])
+    breakdown = dict(kept)
+    breakdown[stage] = transient
+    return total, breakdown
 
-    # ---- training: saved for backward ----
-    stats = 2 * T * FP32_BYTES  # LayerNorm mean and rstd (float32)
-    if pre_norm:
-        # LayerNorm input (the layer input), normalised output (saved by ``* gamma``), stats, and the
-        # linear-layer input: the ``* gamma`` output, or the token-shifted copy
-        per_layer_common = hidden + hidden + stats + hidden
+
+def training_activation_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+    """Bytes of the tensors autograd saves for backward in a training step's forward (``model.train()``, dropout 0), by
+    part, in bytes (see ``MemoryEstimate.activation_bytes_training``). Per sub-layer (``2L``, ``3L`` with
+    macaron): its norm's input, output and float32 statistics, and the linear input; per attention block
+    q, k, v, the SDPA output + log-sum-exp (or the float32 softmax), masks and the merged heads; per
+    feed-forward block its projections and activation outputs. Source: the autograd formulas of the ops
+    ``AttentionLayers.forward`` runs (x_transformers.py:3620-3740)."""
+    sh = _shapes(cfg, wl)
+    b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
+    T = b * n
+    hidden, q_bytes, kv_one = sh["hidden"], sh["q"], sh["kv_one"]
+    L, V, rot, s = cfg.depth, cfg.num_tokens, cfg.rotary_dim, cfg.num_residual_streams
+    g, h = cfg.kv_heads, cfg.heads
+    gqa_expand = 1 < g < h
+    shift = cfg.shift_tokens > 0
+    al = alibi_tensors(cfg, wl)
+    # one norm (its input is the layer input, counted apart): LayerNorm saves the normalised output (for the
+    # gain) and float32 mean/rstd; RMSNorm / ScaleNorm (F.normalize * sqrt(d) * g) measure the same within
+    # 0.2% on CPU; SimpleRMSNorm has no gain, so no normalised output is saved
+    stats = 2 * T * FP32_BYTES
+    if cfg.use_simple_rmsnorm:
+        norm_saved = T * FP32_BYTES  # F.normalize's norm; the scalar * sqrt(d) saves nothing
     else:
-        # post-norm (DeepNorm): the layer input (``residual * residual_scale`` operand), the shifted copy
-        # fed to the linears (when shifting), the post-norm LayerNorm input ``x + residual``, its
-        # normalised output and stats
-        per_layer_common = hidden + (hidden if shift else 0) + hidden + hidden + stats
-    if flash:
+        norm_saved = hidden + stats  # normalised output (saved by * gain) + statistics (LayerNorm / F.normalize)
+    if cfg.uses_pre_norm:
+        # the layer input (norm input), the norm's saved tensors and the linear-layer input (the norm
+        # output, or the token-shifted copy)
+        per_layer_common = hidden + norm_saved + hidden
+    else:
+        # post-norm: the layer input, the shifted copy fed to the linears (when shifting), the post-norm's
+        # input ``x + residual``, its saved tensors
+        per_layer_common = hidden + (hidden if shift else 0) + hidden + norm_saved
+    if cfg.sandwich_norm:
+        per_layer_common += norm_saved + hidden  # post-branch norm: saved tensors and its output
+    kv_saved = q_bytes * 2 if gqa_expand else (2 * sh["kv_mem"] if cfg.attn_num_mem_kv else 2 * kv_one)
+    if cfg.attn_num_mem_kv and cfg.attn_flash:
+        # measured on CPU: one more (b, g, n+m, dh) tensor and the bool causal mask and its negation
+        kv_saved += sh["kv_mem"] + 2 * sh["causal_mask"]
+    if cfg.attn_flash:
         attn_saved = (q_bytes  # scaled q
-                      + (q_bytes * 2 if gqa_expand else 2 * kv_one)  # k, v as passed to SDPA
-                      + q_bytes + lse  # SDPA output, log-sum-exp
+                      + kv_saved  # k, v as passed to SDPA
+                      + q_bytes + sh["lse"]  # SDPA output, log-sum-exp
                       + al["mask"]  # dense ALiBi attn_mask
                       + q_bytes)  # merged-heads copy saved by to_out
     else:
-        attn_saved = (q_bytes + (q_bytes * 2 if gqa_expand else 2 * kv_one)
-                      + b * h * n * n * FP32_BYTES + (scores if e != FP32_BYTES else 0)
-                      + causal_mask + q_bytes)
-    rotary_saved = (4 * n * rot * e + (n * rot * e if cfg.rotary_xpos else 0)) if cfg.uses_rotary else 0
-    ff_saved = T * ff_width * e + T * f * e + (T * f * e if cfg.ff_glu else 0)
-    training_breakdown = {
-        "layer_norm_residual": 2 * L * per_layer_common,
+        attn_saved = (q_bytes + kv_saved + sh["scores_fp32"] + (sh["scores"] if e != FP32_BYTES else 0)
+                      + sh["causal_mask"] + q_bytes)
+    if cfg.attn_qk_norm:
+        # l2norm (F.normalize) saves q and k and their per-row norms
+        attn_saved += q_bytes + kv_one + (b * h * n + b * g * n) * e
+    if cfg.attn_gate_values:
+        attn_saved += 2 * q_bytes  # sigmoid output and the gated product's other operand
+    rotary_saved = (4 * n * rot * wl.dtype_bytes + (n * rot * e if cfg.rotary_xpos else 0)) if cfg.uses_rotary else 0
+    ff_saved = sh["ff_in"] + sh["ff_hidden"] + (sh["ff_hidden"] if cfg.ff_glu else 0)
+    out = {
+        "layer_norm_residual": cfg.num_layers * per_layer_common,
         "attention": L * attn_saved,
         "rotary": L * rotary_saved,
-        "feedforward": L * ff_saved,
+        "feedforward": cfg.num_ff_layers * ff_saved,
         "final_hidden": hidden,
         "logits": T * V * e,
         "token_ids": T * INDEX_BYTES,
         "alibi_cached_buffer": al["cached"],
     }
-    act_train = sum(training_breakdown.values())
+    if cfg.rel_pos_bias:
+        out["rel_pos_bias"] = L * n * n * INDEX_BYTES  # int64 bucket ids saved by the embedding lookup
+    if s > 1:
+        out["hyper_connections"] = cfg.num_layers * hyper_connection_saved_bytes(cfg, wl)
+    return out
 
+
+def hyper_connection_saved_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Per sub-layer, what a ``HyperConnection`` (x_transformers.py:1364-1465) saves for backward with ``s``
+    streams, in bytes: the ``(b, n, s, d)`` stream input, its ``nn.LayerNorm`` output and float32 stats, the
+    contiguous copy of the streams the mixing ``einsum`` makes, the mixed ``(b, n, s+1, d)`` streams (the
+    branch input is a view of them), the branch output kept by the depth-connection outer product:
+    ``T*d*e*(4s + 2) + 8*T*s``; plus the float32 Sinkhorn iterations on ``(T, s, s)`` (softmax + 10
+    ``F.normalize``: ``4*T*(11*s*s + 20*s)``) and the small ``(T, s, s+1)`` weights (``16*T*s*(s+1)``), which
+    matter only for small ``d``. 0 with one stream."""
+    s = cfg.num_residual_streams
+    if s == 1:
+        return 0
+    T, d, e = wl.tokens, cfg.dim, wl.dtype_bytes
+    return (T * d * e * (4 * s + 2) + 2 * T * s * FP32_BYTES + FP32_BYTES * T * (11 * s * s + 20 * s)
+            + 4 * FP32_BYTES * T * s * (s + 1))
+
+
+def loss_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Next-token loss: ``torch.nn.functional.cross_entropy`` keeps its ``(T, V)`` log-softmax output for
+    backward: ``T * V * e`` bytes (the loss of the logits ``TransformerWrapper`` returns, x_transformers.py:4164)."""
+    return wl.tokens * cfg.num_tokens * wl.dtype_bytes
+
+
+def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
+    """Memory estimate in bytes (see ``MemoryEstimate``): the sum of the term functions above."""
+    weights, buffers = weights_bytes(cfg, wl), buffers_bytes(cfg, wl)
+    grads, adamw = grads_bytes(cfg, wl), optimizer_state_bytes(cfg, wl)
+    al = alibi_tensors(cfg, wl)
+    act_inf, inference_breakdown = inference_activation_bytes(cfg, wl)
+    training_breakdown = training_activation_bytes(cfg, wl)
+    act_train = sum(training_breakdown.values())
+    loss = loss_bytes(cfg, wl)
     return MemoryEstimate(
         weights_bytes=weights,
         buffers_bytes=buffers,
         grads_bytes=grads,
         adamw_state_bytes=adamw,
-        kv_cache_bytes=kv_cache,
-        kv_cache_bytes_per_token=kv_per_token,
+        kv_cache_bytes=kv_cache_bytes(cfg, wl),
+        kv_cache_bytes_per_token=kv_bytes_per_token(cfg, wl.dtype_bytes),
         alibi_pos_diff_bytes=al["diff"],
         alibi_bias_heads_bytes=al["heads"],
         alibi_bias_padded_bytes=al["padded"],
@@ -566,14 +748,15 @@ def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
         alibi_bias_bytes=al["live"],
         alibi_bias_allocated_bytes_per_forward=al["allocated"],
         alibi_blocks_rebuilding_bias=al["blocks"],
-        causal_mask_bytes=causal_mask,
+        causal_mask_bytes=_shapes(cfg, wl)["causal_mask"],
         activation_bytes_inference=act_inf,
         activation_bytes_training=act_train,
         inference_total_bytes=weights + buffers + act_inf,
-        loss_bytes_training=T * V * e,
-        training_total_bytes=weights + buffers + grads + adamw + act_train + T * V * e,
+        loss_bytes_training=loss,
+        training_total_bytes=weights + buffers + grads + adamw + act_train + loss,
         inference_breakdown_bytes=inference_breakdown,
         training_breakdown_bytes=training_breakdown,
+        rel_pos_bias_bytes=rel_pos_bias_bytes(cfg, wl),
     )
 
 

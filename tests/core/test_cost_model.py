@@ -409,3 +409,31 @@ def test_memory_scales_as_documented():
     assert mha.kv_cache_bytes == SEED.heads * small.kv_cache_bytes  # 8 K/V heads instead of 1
     # ALiBi dense mask dominates the training activations at long sequences: depth masks of (b, h, n, n)
     assert big.training_breakdown_bytes["attention"] > SEED.depth * big.alibi_sdpa_mask_bytes
+
+
+def test_memory_estimate_is_the_sum_of_its_named_terms():
+    for cfg in (SEED, SEED.replace(deepnorm=False, num_residual_streams=2, macaron=True, attn_num_mem_kv=4)):
+        wl = Workload(seq_len=512, batch=3, dtype="bfloat16")
+        mem = cost_model.memory_estimate(cfg, wl)
+        assert mem.kv_cache_bytes_per_token == cost_model.kv_bytes_per_token(cfg, 2) == 2 * cfg.depth * cfg.kv_heads * 64 * 2
+        assert mem.kv_cache_bytes == cost_model.kv_cache_bytes(cfg, wl) == mem.kv_cache_bytes_per_token * 3 * 512
+        assert mem.training_total_bytes == (
+            cost_model.weights_bytes(cfg, wl) + cost_model.buffers_bytes(cfg, wl) + cost_model.grads_bytes(cfg, wl)
+            + cost_model.optimizer_state_bytes(cfg, wl) + sum(cost_model.training_activation_bytes(cfg, wl).values())
+            + cost_model.loss_bytes(cfg, wl))
+        assert mem.inference_total_bytes == (cost_model.weights_bytes(cfg, wl) + cost_model.buffers_bytes(cfg, wl)
+                                             + cost_model.inference_activation_bytes(cfg, wl)[0])
+        assert mem.loss_bytes_training == 3 * 512 * cfg.num_tokens * 2
+    # memory slots are not cached: the KV cache does not grow with attn_num_mem_kv (checked on the model above)
+    assert cost_model.kv_cache_bytes(SEED.replace(attn_num_mem_kv=8), Workload()) == cost_model.kv_cache_bytes(
+        SEED, Workload())
+
+
+def test_every_memory_term_states_formula_unit_and_source():
+    for fn in (cost_model.weights_bytes, cost_model.buffers_bytes, cost_model.grads_bytes,
+               cost_model.optimizer_state_bytes, cost_model.kv_bytes_per_token, cost_model.kv_cache_bytes,
+               cost_model.alibi_tensors, cost_model.rel_pos_bias_bytes, cost_model.inference_activation_bytes,
+               cost_model.training_activation_bytes, cost_model.hyper_connection_saved_bytes,
+               cost_model.loss_bytes):
+        doc = fn.__doc__ or ""
+        assert "bytes" in doc and ("x_transformers.py" in doc or "torch" in doc or "builder" in doc), fn.__name__
