@@ -65,9 +65,11 @@ def render(ctx: Ctx) -> None:
 
 def _flops_split(est: dict) -> pd.DataFrame:
     return pd.DataFrame({
-        "part": ["Q/K/V/out projections", "attention scores + values (n x n)", "feed-forward", "logits"],
-        "flops": [est["proj_flops"], est["attn_flops"], est["ff_flops"], est["logits_flops"]],
-    })
+        "part": ["Q/K/V/out (+ gate) projections", "attention scores + values (n x n)", "feed-forward", "logits",
+                 "hyper-connections"],
+        "flops": [est["proj_flops"], est["attn_flops"], est["ff_flops"], est["logits_flops"],
+                  est["hyper_connection_flops"]],
+    }).query("flops > 0")
 
 
 def _measured(frame: pd.DataFrame | None, est: dict) -> None:
