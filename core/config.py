@@ -243,7 +243,8 @@ class ModelConfig:
     rel_pos_bias: bool = _bool(False, "positions", "T5 relative position bias: a learned (32 buckets x heads) table "
                                "shared by all layers, turned into an (heads, n, n) additive bias in every attention "
                                "(x_transformers.py:474-517). Disables the absolute position table. x-transformers "
-                               "rejects it with attn_flash and with ALiBi.")
+                               "rejects it with attn_flash and with ALiBi, and fails at forward with rotary "
+                               "(x_transformers.py:2584).")
     sandwich_norm: bool = _bool(False, "norm_residual", "A second norm on each sub-layer's output before the "
                                 "residual add (post_branch_norm, x_transformers.py:3302): one more norm per "
                                 "sub-layer. Pre-norm only.")

@@ -117,8 +117,8 @@ def test_workload_longer_than_the_model_accepts():
 # --- round trips ---
 
 valid_configs = st.builds(
-    lambda dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab: _make(
-        dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab
+    lambda dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new: _make(
+        dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new
     ),
     dim=st.integers(8, 4096),
     depth=st.integers(1, 64),
@@ -132,15 +132,29 @@ valid_configs = st.builds(
     kv=st.sampled_from(["one", "none", "div"]),
     shift=st.integers(0, 4),
     vocab=st.integers(2, 100_000),
+    new=st.fixed_dictionaries({
+        **{k: st.booleans() for k in ("ff_swish", "ff_relu_squared", "ff_no_bias", "attn_qk_norm",
+                                      "attn_gate_values", "macaron", "residual_attn", "sandwich_norm", "pre_norm",
+                                      "rel_pos_bias", "use_rmsnorm")},
+        "attn_num_mem_kv": st.integers(0, 16), "num_residual_streams": st.integers(1, 4),
+        "emb_dropout": st.sampled_from([0.0, 0.1, 0.5]), "layer_dropout": st.sampled_from([0.0, 0.25]),
+    }),
 )
 
 
-def _make(dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab) -> ModelConfig:
+def _make(dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new=None) -> ModelConfig:
     kv_kwargs = {"one": {"attn_one_kv_head": True}, "none": {}, "div": {"attn_kv_heads": max(1, heads // 2) if heads % max(1, heads // 2) == 0 else 1}}[kv]
+    new = dict(new or {})
+    rotary = flags["rotary_pos_emb"] or flags["rotary_xpos"]
+    new["rel_pos_bias"] = new.get("rel_pos_bias", False) and not (flags["alibi_pos_bias"] or flags["attn_flash"] or rotary)
+    new["residual_attn"] = new.get("residual_attn", False) and not flags["attn_flash"]
+    new["sandwich_norm"] = new.get("sandwich_norm", False) and new.get("pre_norm", True) and not flags["deepnorm"]
+    if flags["deepnorm"]:
+        new["num_residual_streams"] = 1
     return ModelConfig(
         num_tokens=vocab, max_seq_len=8192, dim=dim, depth=depth, heads=heads, attn_dim_head=4 * dh_mult,
         ff_mult=ff_mult, alibi_num_heads=None if alibi is None else min(alibi, heads), shift_tokens=min(shift, dim - 1),
-        **flags, **kv_kwargs,
+        **flags, **kv_kwargs, **new,
     )
 
 
