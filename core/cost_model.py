@@ -12,7 +12,14 @@ against tensors captured from the model).
 Symbols used in the docstrings: ``b`` batch, ``n`` sequence length, ``T = b * n`` tokens, ``d = dim``,
 ``L = depth`` (``L`` attention blocks and ``L`` feed-forward blocks, i.e. ``2L`` layers), ``h = heads``,
 ``g = kv_heads`` (1 with ``attn_one_kv_head``), ``dh = attn_dim_head``, ``f = ff_inner_dim = int(d *
-ff_mult)``, ``V = num_tokens``, ``e`` bytes per element of the workload dtype, ``ha`` ALiBi heads.
+ff_mult)``, ``V = num_tokens``, ``e`` bytes per element of the workload dtype, ``ha`` ALiBi heads,
+``m = attn_num_mem_kv`` memory key/value slots, ``s = num_residual_streams``, ``L' = num_layers`` sub-layers
+(``2L``, ``3L`` with ``macaron``).
+
+Memory is computed by one small function per term (``weights_bytes``, ``buffers_bytes``, ``grads_bytes``,
+``optimizer_state_bytes``, ``kv_bytes_per_token`` / ``kv_cache_bytes``, ``alibi_tensors``,
+``rel_pos_bias_bytes``, ``inference_activation_bytes``, ``training_activation_bytes``,
+``hyper_connection_saved_bytes``, ``loss_bytes``); ``memory_estimate`` adds them up.
 
 Conventions:
 
@@ -411,6 +418,12 @@ class MemoryEstimate:
     ``training_total_bytes = weights + buffers + grads + adamw_state +
     activation_bytes_training + loss_bytes_training`` (a lower bound of the step's peak: backward transients are not included).
     ``inference_total_bytes = weights + buffers + activation_bytes_inference`` (no KV cache).
+
+    x-transformers 2.31 options: the activation terms count ``L'`` sub-layers (macaron), a second norm per
+    sub-layer (sandwich), the norm kind's saved tensors, the memory slots in K/V, scores and masks, the value
+    gate's tensors, the l2-normalised q/k (``attn_qk_norm``), the T5 bias (``rel_pos_bias_bytes``) and, with
+    hyper-connections, ``s``-wide residual streams and what each ``HyperConnection`` saves. Measured against
+    MemTracker within the tolerances in ``docs/flags.md``; dropout masks are not counted (dropout 0 assumed).
     """
 
     weights_bytes: int
