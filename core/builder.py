@@ -51,6 +51,8 @@ __all__ = [
     "DEEPNORM_BETA_GAIN_MATCH",
     "xt1191_param_differences",
     "xt1191_num_params",
+    "xt231_only_options",
+    "xt1191_not_comparable_reason",
 ]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -250,10 +252,7 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
             )
     newer = xt231_only_options(cfg)
     if newer:
-        notes.append(
-            "x-transformers 1.19.1 comparison: not made for options xtlens models for 2.31 only ("
-            + ", ".join(newer) + "); the 1.19.1 parameter differences below assume 1.19.1's LayerNorm layout."
-        )
+        notes.append(xt1191_not_comparable_reason(cfg))
     if cfg.ff_no_bias and cfg.ff_glu:
         notes.append(
             "ff_no_bias with ff_glu: x-transformers 2.31 still builds the GLU input projection with a bias "
@@ -261,7 +260,7 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
         )
     if cfg.ff_swish and cfg.ff_relu_squared:
         notes.append("ff_swish is ignored: x-transformers 2.31 picks ReLU squared first (x_transformers.py:1794).")
-    diffs = xt1191_param_differences(cfg)
+    diffs = [] if newer else xt1191_param_differences(cfg)
     if diffs:
         notes.append(
             f"x-transformers 1.19.1 builds this configuration with {sum(d.count for d in diffs):,} more parameters: "
@@ -295,6 +294,15 @@ def xt231_only_options(cfg: ModelConfig) -> list[str]:
         if getattr(cfg, f.name) != f.default:
             out.append(f"{f.name}={getattr(cfg, f.name)!r}")
     return out
+
+
+def xt1191_not_comparable_reason(cfg: ModelConfig) -> str:
+    """Why no x-transformers 1.19.1 count is given for ``cfg`` ('' when one is)."""
+    newer = xt231_only_options(cfg)
+    if not newer:
+        return ""
+    return ("x-transformers 1.19.1 comparison: not made for options xtlens models for 2.31 only ("
+            + ", ".join(newer) + "); the 1.19.1 parity checks (docs/parity.md) cover the seed's keywords.")
 
 
 def _summarise_differences(diffs: list[ParamDifference]) -> list[str]:
@@ -494,7 +502,11 @@ def xt1191_param_differences(cfg: ModelConfig) -> list[ParamDifference]:
     Verified to be exhaustive for the other options (``ff_glu``, K/V heads, absolute positions, rotary,
     ALiBi, shift_tokens, ``heads=1`` with the ``attn_project_out`` translation) by
     ``tests/core/test_parity_1191.py``. Rotary and ALiBi tables are buffers, not parameters, in both versions.
+    Raises ``BuildError`` for a configuration using an option modelled for 2.31 only (``xt231_only_options``).
     """
+    reason = xt1191_not_comparable_reason(cfg)
+    if reason:
+        raise BuildError(reason)
     layout = _norm_layout(cfg)
     diffs: list[ParamDifference] = []
     for i in range(2 * cfg.depth):

@@ -88,12 +88,13 @@ def builder_view(cfg_json: str) -> BuilderView:
     kw = builder.effective_kwargs(cfg)
     translations = tuple((t.keyword, repr(t.requested), ", ".join(f"{k}={v!r}" for k, v in t.effective.items()),
                           t.reason) for t in kw.translations)
+    comparable = not builder.xt1191_not_comparable_reason(cfg)
     diffs = tuple((d.role, "x".join(map(str, d.shape)), d.count, d.cause)
-                  for d in builder.xt1191_param_differences(cfg))
+                  for d in (builder.xt1191_param_differences(cfg) if comparable else ()))
     version = builder.installed_xtransformers_version()
     try:
         n = builder.num_params(cfg)
-        n1191 = builder.xt1191_num_params(cfg)
+        n1191 = builder.xt1191_num_params(cfg) if comparable else None
         error = None
     except builder.BuildError as exc:
         n = n1191 = None

@@ -121,6 +121,10 @@ def _parity(ctx: Ctx) -> None:
     if view.error:
         st.error(view.error)
         return
+    if view.xt1191_num_params is None:
+        st.metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))
+        st.info(next(n for n in view.notes if n.startswith("x-transformers 1.19.1 comparison")))
+        return
     diff = (view.xt1191_num_params or 0) - (view.num_params or 0)
     c = st.columns(3)
     c[0].metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))

@@ -393,3 +393,16 @@ def test_post_norm_without_deepnorm_and_deepnorm_wins_over_pre_norm():
     assert deep.decoder["pre_norm"] is False  # deepnorm means post-norm
     model = build_model(ModelConfig(**TINY, pre_norm=False)).model
     assert type(model.attn_layers.final_norm).__name__ == "Identity"  # post-norm: no final norm
+
+
+def test_no_1191_count_for_options_modelled_for_2_31_only():
+    cfg = SEED.replace(use_rmsnorm=True, macaron=True)
+    with pytest.raises(BuildError, match="use_rmsnorm=True, macaron=True"):
+        xt1191_num_params(cfg)
+    with pytest.raises(BuildError, match="1.19.1 comparison"):
+        xt1191_param_differences(cfg)
+    notes = effective_kwargs(cfg).notes
+    assert any("1.19.1 comparison: not made" in n for n in notes)
+    assert not any("more parameters" in n for n in notes)  # no LayerNorm-bias claim for an RMSNorm model
+    # dropouts change no parameter: the comparison stays
+    assert xt1191_num_params(SEED.replace(attn_dropout=0.1)) == xt1191_num_params(SEED)

@@ -80,3 +80,6 @@ def test_the_sidebar_draws_a_control_for_every_field_and_the_url_sets_it():
     assert at.number_input(key="cfg.rotary_emb_dim").value == 16
     assert at.number_input(key="cfg.ff_dropout").value == 0.25
     assert dict(at.query_params)["num_residual_streams"] == "2"
+    # no 1.19.1 parameter count is claimed for options modelled for 2.31 only
+    assert any("1.19.1 comparison: not made" in i.value for i in at.info)
+    assert "x-transformers 1.19.1" not in [m.label for m in at.metric]
