@@ -308,8 +308,10 @@ _NO_ALIBI = SMALL_SEED.replace(alibi_pos_bias=False, alibi_num_heads=None)
 
 
 @pytest.mark.parametrize("cfg", [_NO_ALIBI, _NO_ALIBI.replace(attn_one_kv_head=False, attn_kv_heads=2),
-                                 _NO_ALIBI.replace(attn_one_kv_head=False), SMALL_SEED.replace(rotary_xpos=False)],
-                         ids=["mqa", "gqa", "mha", "mqa-alibi-no-rotary"])
+                                 _NO_ALIBI.replace(attn_one_kv_head=False), SMALL_SEED.replace(rotary_xpos=False),
+                                 _NO_ALIBI.replace(attn_num_mem_kv=3, macaron=True, deepnorm=False,
+                                                   num_residual_streams=2)],
+                         ids=["mqa", "gqa", "mha", "mqa-alibi-no-rotary", "mem-kv-macaron-streams"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_kv_cache_bytes_from_cached_generation_path(cfg, dtype):
     model = build_model(cfg, dtype=dtype).model
