@@ -320,3 +320,35 @@ def test_fake_count_matches_closed_form_hypothesis(cfg, n, b):
     """Old and new options together (every modelled x-transformers 2.31 option is drawn)."""
     wl = Workload(seq_len=n, batch=b)
     assert flops.torch_flop_count(cfg, wl).total_flops == cost_model.flop_counts(cfg, wl).fwd_flops
+
+
+def test_fvcore_counts_hyper_connections_matrix_vector_products():
+    """fvcore 0.1.5's matmul handle fails on hyper-connections' (b, n, s, d) @ (d,); ours counts it: the
+    difference between fvcore with and without the (d,) products is exactly the closed form's
+    ``hyper_connection_mv_flops_uncounted`` (which torch's counter, and so ``fwd_flops``, leaves out)."""
+    from fvcore.nn.jit_handles import matmul_flop_jit
+
+    cfg = _FLOP_BASE.replace(num_residual_streams=3)
+    wl = Workload(seq_len=12, batch=2)
+    closed = cost_model.flop_counts(cfg, wl)
+    fv = flops.fvcore_flop_count(cfg, wl, model=flops._build_real(cfg))
+    assert fv.by_operator_macs["matmul"] * 2 == closed.hyper_connection_flops // 2 + closed.hyper_connection_mv_flops_uncounted
+    with pytest.raises(IndexError):  # fvcore's own handle on a 1-D right operand
+        matmul_flop_jit([_FakeValue((2, 12, 3, 16)), _FakeValue((16,))], [_FakeValue((2, 12, 3))])
+    assert flops.torch_flop_count(cfg, wl).total_flops == closed.fwd_flops
+
+
+class _FakeValue:
+    """Stands in for a TorchScript value in fvcore's handles (``type().sizes()``)."""
+
+    def __init__(self, shape):
+        self._shape = list(shape)
+
+    def type(self):
+        return self
+
+    def sizes(self):
+        return self._shape
+
+    def isCompleteTensor(self):  # noqa: N802 (TorchScript's name)
+        return True
