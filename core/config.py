@@ -90,7 +90,6 @@ GROUPS: dict[str, str] = {
     "norm_residual": "Normalisation and residual",
     "no_cost": "Dropout (changes no cost)",
 }
-METADATA_KEYS = ("kind", "group", "label", "description")
 
 
 def _meta(kind: str, group: str, description: str, *, lo: float | None = None, hi: float | None = None,
@@ -100,8 +99,9 @@ def _meta(kind: str, group: str, description: str, *, lo: float | None = None, h
             "label": label, "placeholder": placeholder, "cost_neutral": cost_neutral}
 
 
-def _int(default: object, group: str, description: str, *, name: str, step: float = 1, label: str | None = None,
-         **kw: object) -> typing.Any:
+def _int(default: object, group: str, description: str, *, name: str, step: float = 1,
+         label: str | None = None) -> typing.Any:
+    """An integer field with its range from ``LIMITS[name]``."""
     lo, hi = LIMITS[name]
     meta = _meta("int", group, description, lo=lo, hi=hi, step=step, label=label)
     return dataclasses.field(metadata=meta) if default is dataclasses.MISSING else dataclasses.field(
@@ -183,7 +183,7 @@ class ModelConfig:
     # Decoder: attention variants
     attn_one_kv_head: bool = _bool(False, "attention", "Multi-query attention: one K/V head shared by all query "
                                    "heads (smaller K/V projections and KV cache).")
-    attn_kv_heads: int | None = _opt_int("size", "Grouped-query attention: number of K/V heads, a divisor of heads. "
+    attn_kv_heads: int | None = _opt_int("attention", "Grouped-query attention: number of K/V heads, a divisor of heads. "
                                          "Empty = one K/V head per query head. Must stay empty when "
                                          "attn_one_kv_head is on.", lo=1, hi=_H, placeholder="= heads",
                                          label="attn_kv_heads (K/V heads)")
@@ -194,7 +194,7 @@ class ModelConfig:
     alibi_pos_bias: bool = _bool(False, "positions", "ALiBi: an additive linear distance penalty on the attention "
                                  "scores of alibi_num_heads heads. An additive bias keeps PyTorch SDPA off the flash "
                                  "kernel.")
-    alibi_num_heads: int | None = _opt_int("size", "With alibi_pos_bias: how many heads get the ALiBi distance "
+    alibi_num_heads: int | None = _opt_int("positions", "With alibi_pos_bias: how many heads get the ALiBi distance "
                                            "penalty; the other heads get no ALiBi bias. Empty = all heads. At most "
                                            "heads.", lo=1, hi=_H, placeholder="= heads",
                                            label="alibi_num_heads (heads with ALiBi)")
