@@ -32,12 +32,12 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
         st.header("Configuration")
         _source()
         slots["_top"] = st.empty()
+        st.caption("Hover ? on a control for what x-transformers does with it.")
         for group, title in GROUPS.items():
             specs = schema.FIELDS_BY_GROUP[group]
             if not specs:
                 continue
-            with st.expander(f"{title} (hover ? for what x-transformers does)",
-                             expanded=group in ("size", "attention", "positions")):
+            with st.expander(title, expanded=group != "no_cost"):  # every setting that costs is visible
                 for spec in specs:
                     if spec.kind == "bool":
                         st.checkbox(spec.label, key=state.cfg_key(spec.name), help=spec.help)
