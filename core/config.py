@@ -211,12 +211,12 @@ class ModelConfig:
                              "parameters. It is NOT the next-token target shift.", name="shift_tokens")
     # --- x-transformers 2.31 options (AttentionLayers / Attention / FeedForward keywords) ---
     use_rmsnorm: bool = _bool(False, "norm_residual", "RMSNorm instead of LayerNorm in every norm: "
-                              "F.normalize(x) * sqrt(dim) * g, one gain g of size dim (x_transformers.py:1073). "
+                              "F.normalize(x) * sqrt(dim) * g, one gain g of size dim (x_transformers.py:1076). "
                               "At most one of use_rmsnorm, use_simple_rmsnorm, use_scalenorm.")
     use_simple_rmsnorm: bool = _bool(False, "norm_residual", "SimpleRMSNorm: F.normalize(x) * sqrt(dim), no "
                                      "learned gain at all (x_transformers.py:1114): the norms have 0 parameters.")
     use_scalenorm: bool = _bool(False, "norm_residual", "ScaleNorm: F.normalize(x) * sqrt(dim) * g with ONE scalar "
-                                "gain g per norm (x_transformers.py:1056).")
+                                "gain g per norm (x_transformers.py:1059).")
     ff_swish: bool = _bool(False, "feedforward", "SiLU (swish) activation in the feed-forward instead of GELU "
                            "(with ff_glu: SwiGLU). Ignored by x-transformers when ff_relu_squared is on "
                            "(x_transformers.py:1794). No cost change (element-wise).")
@@ -230,7 +230,7 @@ class ModelConfig:
                                "(x_transformers.py:2422; attn_qk_norm_scale default 10). No parameters, no matmul.")
     attn_gate_values: bool = _bool(False, "attention", "Gate the attention output per channel: "
                                    "out * sigmoid(to_v_gate(x)), to_v_gate a bias-free Linear(dim, heads x "
-                                   "attn_dim_head) initialised to 0 (x_transformers.py:2048, 2641).")
+                                   "attn_dim_head) initialised to 0 (x_transformers.py:2048, 2715).")
     attn_num_mem_kv: int = _int(0, "attention", "Learned memory key/value slots prepended to every attention's "
                                 "keys and values (mem_k, mem_v: kv_heads x attn_num_mem_kv x attn_dim_head each, "
                                 "x_transformers.py:2190): every query attends to n + attn_num_mem_kv keys. Not in the "
@@ -258,7 +258,7 @@ class ModelConfig:
     pre_norm: bool = _bool(True, "norm_residual", "Pre-norm (x-transformers default): a norm before each sub-layer "
                            "plus a final norm. False = post-norm: a norm after each residual add, no final norm "
                            "(x_transformers.py:3301-3303, 3155). deepnorm implies post-norm.")
-    num_residual_streams: int = _int(1, "norm_residual", "Hyper-connections (x_transformers.py:1375ff): more than 1 "
+    num_residual_streams: int = _int(1, "norm_residual", "Hyper-connections (x_transformers.py:1376ff): more than 1 "
                                      "keeps that many residual streams, mixed before and after every sub-layer by "
                                      "learned static + input-dependent weights; the streams are summed before the "
                                      "final norm. The sub-layers still see one dim-wide input.",
@@ -341,7 +341,7 @@ class ModelConfig:
         if self.num_residual_streams > 1 and self.deepnorm:
             raise ConfigError("num_residual_streams", self.num_residual_streams,
                               "1 with deepnorm: x-transformers' HyperConnection silently drops scale_residual "
-                              "(x_transformers.py:1375ff), so DeepNorm's residual scale could not be built")
+                              "(x_transformers.py:1376ff), so DeepNorm's residual scale could not be built")
 
     # --- derived quantities (what x-transformers actually builds) ---
 

@@ -134,8 +134,8 @@ REL_POS_NUM_BUCKETS = 32  # RelativePositionBias(num_buckets=rel_pos_num_buckets
 
 
 def norm_params_each(cfg: ModelConfig) -> int:
-    """Parameters of one norm: ``LayerNorm`` / ``RMSNorm`` a gain of ``d`` (x_transformers.py:1017, 1073),
-    ``ScaleNorm`` one scalar (1056), ``SimpleRMSNorm`` none (1114)."""
+    """Parameters of one norm: ``LayerNorm`` / ``RMSNorm`` a gain of ``d`` (x_transformers.py:1017, 1076),
+    ``ScaleNorm`` one scalar (1059), ``SimpleRMSNorm`` none (1114)."""
     if cfg.use_simple_rmsnorm:
         return 0
     return 1 if cfg.use_scalenorm else cfg.dim
@@ -149,7 +149,7 @@ def num_norms(cfg: ModelConfig) -> int:
 
 
 def hyper_connection_params_per_layer(cfg: ModelConfig) -> int:
-    """``HyperConnection`` (x_transformers.py:1375-1410) with ``s`` streams, one input view: bias-free
+    """``HyperConnection`` (x_transformers.py:1376-1410) with ``s`` streams, one input view: bias-free
     ``nn.LayerNorm`` ``d``, ``static_beta`` ``s``, ``static_alpha`` ``s*(s+1)``, ``dynamic_alpha_fn``
     ``d*(s+1)``, ``dynamic_beta_fn`` ``d``, two scalar scales: ``d*(s+3) + s*(s+2) + 2``; 0 with one stream."""
     s = cfg.num_residual_streams
@@ -241,10 +241,10 @@ class FlopCounts:
     ``einsum`` path matches ``train_step_flops``. ``*_causal`` variants use the causal half throughout.
 
     x-transformers 2.31 options: ``attn_gate_values`` adds ``to_v_gate``, ``2*T*d*h*dh`` per attention
-    block (``gate_proj_flops``, inside ``proj_flops``; x_transformers.py:2641). ``attn_num_mem_kv = m``
+    block (``gate_proj_flops``, inside ``proj_flops``; x_transformers.py:2715). ``attn_num_mem_kv = m``
     prepends ``m`` key/value slots (2510-2516): scores and values become ``2*b*h*n*(n+m)*dh`` each; the causal
     count is ``n*(n+1)/2 + n*m`` pairs. ``macaron`` runs ``2L`` feed-forward blocks. Hyper-connections
-    (``s = num_residual_streams > 1``, ``HyperConnection.prepare``, 1419-1460), per sub-layer: the
+    (``s = num_residual_streams > 1``, ``HyperConnection.prepare``, 1419-1465: 1426, 1442, 1450), per sub-layer: the
     ``(T, s, d) @ (d, s+1)`` width-connection weights ``2*T*s*d*(s+1)`` (mm) and the stream mix
     ``einsum('... s t, ... s d -> ... t d')`` ``2*T*(s+1)*s*d`` (bmm): ``hyper_connection_flops =
     2L' * 4*T*s*(s+1)*d`` (``L'`` sub-layers). The ``(T, s, d) @ (d,)`` depth-connection product,
@@ -388,7 +388,7 @@ class MemoryEstimate:
     ``torch.no_grad()`` forward, beyond weights and buffers. Counted:
 
     * retained until the forward returns, because ``TransformerWrapper`` always runs the layers with
-      ``return_hiddens=True`` (x_transformers.py:4333): the token embeddings and every layer's input
+      ``return_hiddens=True`` (x_transformers.py:4410): the token embeddings and every layer's input
       (``layer_hiddens``, ``2L + 1`` tensors of ``T * d``), the final hidden state, the absolute position
       embedding ``(n, d)``, each block's pre-rotary ``k`` and ``v`` (``cached_kv``, ``2 * T * g * dh``) and,
       without flash, each block's three ``(b, h, n, n)`` score tensors kept in ``Intermediates``
@@ -488,7 +488,7 @@ def kv_bytes_per_token(cfg: ModelConfig, dtype_bytes: int) -> int:
 
     x-transformers 2.31 caches, per attention block, ``cached_kv = (k, v)`` after the head split and before
     rotary, with the ``g`` K/V heads (not expanded to ``h``) and without the ``attn_num_mem_kv`` memory
-    slots, which are concatenated afterwards (``Attention.forward``, x_transformers.py:2443-2446, 2510).
+    slots, which are concatenated afterwards (``Attention.forward``, x_transformers.py:2457; the slots are concatenated at 2517).
     """
     return 2 * cfg.depth * cfg.kv_heads * cfg.attn_dim_head * dtype_bytes
 
@@ -571,7 +571,7 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
 
     Formula: ``max(retained_at_stage + transient_stage)`` over three stages (the last attention block, the
     last feed-forward block, the logits), in bytes. Source: ``TransformerWrapper.forward`` always runs the
-    layers with ``return_hiddens=True`` (x_transformers.py:4333), so every layer input and each block's
+    layers with ``return_hiddens=True`` (x_transformers.py:4410), so every layer input and each block's
     ``Intermediates`` (attend.py:592-596) stay alive until the forward returns.
     """
     sh = _shapes(cfg, wl)
@@ -583,7 +583,7 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
     gqa_expand = 1 < g < h
     al = alibi_tensors(cfg, wl)
     # residual streams: with hyper-connections each stream tensor is (b * s, n, d); the attention layers'
-    # stream inputs are kept in ``hiddens`` besides the branch inputs in ``layer_hiddens`` (3651, 3664)
+    # stream inputs are kept in ``hiddens`` besides the branch inputs in ``layer_hiddens`` (3651, 3662)
     stream = hidden * s
     rotary_tables = (n * rot * e * (2 if cfg.rotary_xpos else 1) + n * INDEX_BYTES) if cfg.uses_rotary else 0
     retained = {
@@ -625,7 +625,7 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
         if e != FP32_BYTES:
             attn_t += sh["scores_fp32"]  # float32 softmax output before .type(dtype)
     if cfg.attn_gate_values:
-        attn_t += 2 * q_bytes  # gate logits to_v_gate(x) and sigmoid(gate) (x_transformers.py:2641-2646)
+        attn_t += 2 * q_bytes  # gate logits to_v_gate(x) and sigmoid(gate) (x_transformers.py:2715-2719)
     ff_t = input_copies + sh["ff_in"] + sh["ff_hidden"] + (sh["ff_hidden"] if cfg.ff_glu else 0)
     if cfg.ff_relu_squared:
         ff_t += sh["ff_hidden"]  # relu(x) then ** 2

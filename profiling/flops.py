@@ -212,7 +212,7 @@ def fvcore_sdpa_flop_jit(inputs: list, outputs: list) -> int:
 
 def fvcore_matmul_flop_jit(inputs: list, outputs: list) -> int:
     """fvcore handle for ``aten::matmul`` that also takes 1-D operands (fvcore 0.1.5's own asserts 2-D and
-    fails on hyper-connections' ``(b, n, s, d) @ (d,)``, x_transformers.py:1437): multiply-adds
+    fails on hyper-connections' ``(b, n, s, d) @ (d,)``, x_transformers.py:1442): multiply-adds
     ``prod(output.shape) * k``, ``k`` the contracted size. torch's FlopCounterMode counts no
     matrix-vector product (``aten.mv``); ``cost_model`` reports those as
     ``hyper_connection_mv_flops_uncounted``."""
