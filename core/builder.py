@@ -52,6 +52,8 @@ __all__ = [
     "DEEPNORM_BETA_GAIN_MATCH",
     "xt1191_param_differences",
     "xt1191_num_params",
+    "xt231_only_options",
+    "xt1191_not_comparable_reason",
 ]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -173,6 +175,8 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
         "max_seq_len": cfg.max_seq_len,
         "use_abs_pos_emb": cfg.use_abs_pos_emb,
     }
+    if cfg.emb_dropout:
+        wrapper["emb_dropout"] = cfg.emb_dropout
     decoder = {k: v for k, v in cfg.decoder_kwargs().items() if k != "deepnorm"}
     translations: list[Translation] = []
     post_init: list[str] = []
@@ -247,7 +251,17 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
                 )
                 + ". No parameters change."
             )
-    diffs = xt1191_param_differences(cfg)
+    newer = xt231_only_options(cfg)
+    if newer:
+        notes.append(xt1191_not_comparable_reason(cfg))
+    if cfg.ff_no_bias and cfg.ff_glu:
+        notes.append(
+            "ff_no_bias with ff_glu: x-transformers 2.31 still builds the GLU input projection with a bias "
+            "(GLU.proj = nn.Linear(dim, 2 * inner), x_transformers.py:1752); only the output projection loses it."
+        )
+    if cfg.ff_swish and cfg.ff_relu_squared:
+        notes.append("ff_swish is ignored: x-transformers 2.31 picks ReLU squared first (x_transformers.py:1794).")
+    diffs = [] if newer else xt1191_param_differences(cfg)
     if diffs:
         notes.append(
             f"x-transformers 1.19.1 builds this configuration with {sum(d.count for d in diffs):,} more parameters: "
@@ -261,6 +275,35 @@ def effective_kwargs(cfg: ModelConfig) -> EffectiveKwargs:
         post_init=tuple(post_init),
         notes=tuple(notes),
     )
+
+
+# ModelConfig fields x-transformers 1.19.1's build (and xt1191_param_differences) is verified for.
+XT1191_FIELDS: frozenset[str] = frozenset({
+    "num_tokens", "max_seq_len", "use_abs_pos_emb", "tie_embedding", "dim", "depth", "heads", "attn_dim_head",
+    "ff_mult", "ff_glu", "attn_one_kv_head", "attn_kv_heads", "attn_flash", "alibi_pos_bias", "alibi_num_heads",
+    "rotary_pos_emb", "rotary_xpos", "deepnorm", "shift_tokens",
+})
+
+
+def xt231_only_options(cfg: ModelConfig) -> list[str]:
+    """Fields set away from their default that the 1.19.1 parity check does not cover (dropouts excluded:
+    they change no parameter)."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        if f.name in XT1191_FIELDS or f.metadata.get("cost_neutral"):
+            continue
+        if getattr(cfg, f.name) != f.default:
+            out.append(f"{f.name}={getattr(cfg, f.name)!r}")
+    return out
+
+
+def xt1191_not_comparable_reason(cfg: ModelConfig) -> str:
+    """Why no x-transformers 1.19.1 count is given for ``cfg`` ('' when one is)."""
+    newer = xt231_only_options(cfg)
+    if not newer:
+        return ""
+    return ("x-transformers 1.19.1 comparison: not made for options xtlens models for 2.31 only ("
+            + ", ".join(newer) + "); the 1.19.1 parity checks (docs/parity.md) cover the seed's keywords.")
 
 
 def _summarise_differences(diffs: list[ParamDifference]) -> list[str]:
@@ -465,7 +508,11 @@ def xt1191_param_differences(cfg: ModelConfig) -> list[ParamDifference]:
     Verified to be exhaustive for the other options (``ff_glu``, K/V heads, absolute positions, rotary,
     ALiBi, shift_tokens, ``heads=1`` with the ``attn_project_out`` translation) by
     ``tests/core/test_parity_1191.py``. Rotary and ALiBi tables are buffers, not parameters, in both versions.
+    Raises ``BuildError`` for a configuration using an option modelled for 2.31 only (``xt231_only_options``).
     """
+    reason = xt1191_not_comparable_reason(cfg)
+    if reason:
+        raise BuildError(reason)
     layout = _norm_layout(cfg)
     diffs: list[ParamDifference] = []
     for i in range(2 * cfg.depth):

@@ -12,7 +12,14 @@ against tensors captured from the model).
 Symbols used in the docstrings: ``b`` batch, ``n`` sequence length, ``T = b * n`` tokens, ``d = dim``,
 ``L = depth`` (``L`` attention blocks and ``L`` feed-forward blocks, i.e. ``2L`` layers), ``h = heads``,
 ``g = kv_heads`` (1 with ``attn_one_kv_head``), ``dh = attn_dim_head``, ``f = ff_inner_dim = int(d *
-ff_mult)``, ``V = num_tokens``, ``e`` bytes per element of the workload dtype, ``ha`` ALiBi heads.
+ff_mult)``, ``V = num_tokens``, ``e`` bytes per element of the workload dtype, ``ha`` ALiBi heads,
+``m = attn_num_mem_kv`` memory key/value slots, ``s = num_residual_streams``, ``L' = num_layers`` sub-layers
+(``2L``, ``3L`` with ``macaron``).
+
+Memory is computed by one small function per term (``weights_bytes``, ``buffers_bytes``, ``grads_bytes``,
+``optimizer_state_bytes``, ``kv_bytes_per_token`` / ``kv_cache_bytes``, ``alibi_tensors``,
+``rel_pos_bias_bytes``, ``inference_activation_bytes``, ``training_activation_bytes``,
+``hyper_connection_saved_bytes``, ``loss_bytes``); ``memory_estimate`` adds them up.
 
 Conventions:
 
@@ -44,6 +51,18 @@ __all__ = [
     "estimate",
     "ADAMW_STEP_BYTES",
     "INDEX_BYTES",
+    "weights_bytes",
+    "buffers_bytes",
+    "grads_bytes",
+    "optimizer_state_bytes",
+    "kv_bytes_per_token",
+    "kv_cache_bytes",
+    "alibi_tensors",
+    "rel_pos_bias_bytes",
+    "inference_activation_bytes",
+    "training_activation_bytes",
+    "hyper_connection_saved_bytes",
+    "loss_bytes",
 ]
 
 ADAMW_STEP_BYTES = 4  # torch.optim.AdamW keeps one float32 scalar ``step`` tensor per parameter tensor
@@ -78,6 +97,17 @@ class ParamCounts:
     Residual scales (``Residual(scale_residual=True)``, 1189ff): ``d`` per layer with ``deepnorm``.
     Rotary (``inv_freq``, xpos ``scale``) and ALiBi (``slopes``) tables are buffers, not parameters.
     ``shift_tokens`` has no parameters.
+
+    x-transformers 2.31 options: ``attn_gate_values`` adds ``to_v_gate`` ``d*h*dh`` per attention block
+    (``attn_gate_params``, inside ``attention_params``; 2048); ``attn_num_mem_kv = m`` adds ``mem_k``,
+    ``mem_v`` ``2*g*m*dh`` per block (``mem_kv_params``, inside ``attention_params``; 2190-2191);
+    ``ff_no_bias`` drops the feed-forward biases except GLU's (1752, 1815, 1820); ``macaron`` doubles the
+    feed-forward blocks (``2L``) and makes ``3L`` sub-layers, each with its norm(s) and residual; the norm
+    kind sets the per-norm size (``norm_params_each``); ``sandwich_norm`` one more norm per sub-layer;
+    ``pre_norm=False`` post-norm; ``rel_pos_bias`` one shared ``Embedding(32, h)`` (``rel_pos_bias_params``);
+    ``num_residual_streams = s > 1`` a ``HyperConnection`` per sub-layer plus ``stream_emb`` ``s*d``
+    (``hyper_connection_params``). ``num_params = embedding + attention + feedforward + norm +
+    residual_scale + logits + rel_pos_bias + hyper_connection``.
     """
 
     token_embedding_params: int
@@ -94,38 +124,78 @@ class ParamCounts:
     num_params: int
     num_param_tensors: int
     buffer_elements: int
+    attn_gate_params: int = 0
+    mem_kv_params: int = 0
+    rel_pos_bias_params: int = 0
+    hyper_connection_params: int = 0
+
+
+REL_POS_NUM_BUCKETS = 32  # RelativePositionBias(num_buckets=rel_pos_num_buckets=32), x_transformers.py:2922
+
+
+def norm_params_each(cfg: ModelConfig) -> int:
+    """Parameters of one norm: ``LayerNorm`` / ``RMSNorm`` a gain of ``d`` (x_transformers.py:1017, 1076),
+    ``ScaleNorm`` one scalar (1059), ``SimpleRMSNorm`` none (1114)."""
+    if cfg.use_simple_rmsnorm:
+        return 0
+    return 1 if cfg.use_scalenorm else cfg.dim
+
+
+def num_norms(cfg: ModelConfig) -> int:
+    """Norm modules: per sub-layer a pre-branch norm (pre-norm) or a post-main norm (post-norm), plus a
+    post-branch norm with ``sandwich_norm``; a final norm with pre-norm only (x_transformers.py:3155,
+    3301-3303). ``num_layers`` sub-layers: ``2L``, ``3L`` with ``macaron``."""
+    return cfg.num_layers * (2 if cfg.sandwich_norm else 1) + (1 if cfg.uses_pre_norm else 0)
+
+
+def hyper_connection_params_per_layer(cfg: ModelConfig) -> int:
+    """``HyperConnection`` (x_transformers.py:1376-1410) with ``s`` streams, one input view: bias-free
+    ``nn.LayerNorm`` ``d``, ``static_beta`` ``s``, ``static_alpha`` ``s*(s+1)``, ``dynamic_alpha_fn``
+    ``d*(s+1)``, ``dynamic_beta_fn`` ``d``, two scalar scales: ``d*(s+3) + s*(s+2) + 2``; 0 with one stream."""
+    s = cfg.num_residual_streams
+    return 0 if s == 1 else cfg.dim * (s + 3) + s * (s + 2) + 2
 
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     """Exact parameter counts (see ``ParamCounts``)."""
     d, L, h, g, dh, f = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim
+    n_ff, n_layers = cfg.num_ff_layers, cfg.num_layers
     token = cfg.num_tokens * d
     abs_pos = cfg.max_seq_len * d if cfg.has_abs_pos_emb else 0
-    attn_block = d * h * dh + 2 * d * g * dh + h * dh * d
-    ff_in = d * (2 * f if cfg.ff_glu else f) + (2 * f if cfg.ff_glu else f)
-    ff_block = ff_in + f * d + d
-    pre_norm = not cfg.deepnorm
-    num_norms = 2 * L + (1 if pre_norm else 0)
-    norms = num_norms * d
-    residual_scales = 2 * L * d if cfg.deepnorm else 0
+    gate = d * h * dh if cfg.attn_gate_values else 0
+    mem_kv = 2 * g * cfg.attn_num_mem_kv * dh
+    attn_block = d * h * dh + 2 * d * g * dh + h * dh * d + gate + mem_kv
+    ff_w = 2 * f if cfg.ff_glu else f
+    ff_in_bias = cfg.ff_glu or not cfg.ff_no_bias  # GLU's nn.Linear always has a bias (x_transformers.py:1752)
+    ff_out_bias = not cfg.ff_no_bias
+    ff_block = d * ff_w + (ff_w if ff_in_bias else 0) + f * d + (d if ff_out_bias else 0)
+    norms_n = num_norms(cfg)
+    norm_each = norm_params_each(cfg)
+    norms = norms_n * norm_each
+    residual_scales = n_layers * d if cfg.deepnorm else 0
     logits = 0 if cfg.tie_embedding else d * cfg.num_tokens
+    rel_pos = REL_POS_NUM_BUCKETS * h if cfg.rel_pos_bias else 0
+    hyper = (n_layers * hyper_connection_params_per_layer(cfg) + cfg.num_residual_streams * d
+             if cfg.num_residual_streams > 1 else 0)
     embedding = token + abs_pos
-    total = embedding + L * (attn_block + ff_block) + norms + residual_scales + logits
+    total = embedding + L * attn_block + n_ff * ff_block + norms + residual_scales + logits + rel_pos + hyper
     tensors = (
         1  # token embedding
         + (1 if abs_pos else 0)
-        + L * 4  # to_q, to_k, to_v, to_out
-        + L * 4  # proj_in weight + bias, proj_out weight + bias
-        + num_norms
-        + (2 * L if cfg.deepnorm else 0)
+        + L * (4 + (1 if gate else 0) + (2 if mem_kv else 0))  # to_q, to_k, to_v, to_out (+ to_v_gate, mem_k/v)
+        + n_ff * (2 + int(ff_in_bias) + int(ff_out_bias))  # proj_in / proj_out weights (+ biases)
+        + (norms_n if norm_each else 0)
+        + (n_layers if cfg.deepnorm else 0)
         + (0 if cfg.tie_embedding else 1)
+        + (1 if rel_pos else 0)
+        + ((7 * n_layers + 1) if hyper else 0)
     )
     buffers = (cfg.rotary_dim // 2) * (2 if cfg.rotary_xpos else 1) + cfg.alibi_heads
     return ParamCounts(
         token_embedding_params=token,
         abs_pos_embedding_params=abs_pos,
         attention_params=L * attn_block,
-        feedforward_params=L * ff_block,
+        feedforward_params=n_ff * ff_block,
         norm_params=norms,
         residual_scale_params=residual_scales,
         logits_params=logits,
@@ -136,6 +206,10 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
         num_params=total,
         num_param_tensors=tensors,
         buffer_elements=buffers,
+        attn_gate_params=L * gate,
+        mem_kv_params=L * mem_kv,
+        rel_pos_bias_params=rel_pos,
+        hyper_connection_params=hyper,
     )
 
 
@@ -165,6 +239,20 @@ class FlopCounts:
     ``train_step_flops_flash_recompute = 3 * fwd_flops + attn_flops / 2``. That is what FlopCounterMode
     reports for ``attn_flash=True`` (torch's SDPA backward formula counts the recompute); the non-flash
     ``einsum`` path matches ``train_step_flops``. ``*_causal`` variants use the causal half throughout.
+
+    x-transformers 2.31 options: ``attn_gate_values`` adds ``to_v_gate``, ``2*T*d*h*dh`` per attention
+    block (``gate_proj_flops``, inside ``proj_flops``; x_transformers.py:2715). ``attn_num_mem_kv = m``
+    prepends ``m`` key/value slots (2510-2516): scores and values become ``2*b*h*n*(n+m)*dh`` each; the causal
+    count is ``n*(n+1)/2 + n*m`` pairs. ``macaron`` runs ``2L`` feed-forward blocks. Hyper-connections
+    (``s = num_residual_streams > 1``, ``HyperConnection.prepare``, 1419-1465: 1426, 1442, 1450), per sub-layer: the
+    ``(T, s, d) @ (d, s+1)`` width-connection weights ``2*T*s*d*(s+1)`` (mm) and the stream mix
+    ``einsum('... s t, ... s d -> ... t d')`` ``2*T*(s+1)*s*d`` (bmm): ``hyper_connection_flops =
+    2L' * 4*T*s*(s+1)*d`` (``L'`` sub-layers). The ``(T, s, d) @ (d,)`` depth-connection product,
+    ``2*T*s*d`` per sub-layer, lowers to ``aten.mv``, for which FlopCounterMode has no formula: it is
+    reported apart (``hyper_connection_mv_flops_uncounted``) and left out of ``fwd_flops`` so that the
+    closed form equals the counter. Norm kind, ``attn_qk_norm`` (``F.normalize``), ``rel_pos_bias`` (an
+    embedding lookup), ``residual_attn`` (an add), activations and dropouts add no matmul.
+    ``fwd_flops = proj + attn + ff + logits + hyper_connection``.
     """
 
     q_proj_flops: int
@@ -189,6 +277,9 @@ class FlopCounts:
     fwd_flops_causal_per_token: float
     train_step_flops_per_token: float
     tokens: int
+    gate_proj_flops: int = 0
+    hyper_connection_flops: int = 0
+    hyper_connection_mv_flops_uncounted: int = 0
 
 
 def flop_counts(cfg: ModelConfig, wl: Workload) -> FlopCounts:
@@ -196,21 +287,25 @@ def flop_counts(cfg: ModelConfig, wl: Workload) -> FlopCounts:
     b, n = wl.batch, wl.seq_len
     T = b * n
     d, L, h, g, dh, f, V = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim, cfg.num_tokens
+    m, s = cfg.attn_num_mem_kv, cfg.num_residual_streams
     q = L * 2 * T * d * h * dh
     k = L * 2 * T * d * g * dh
     v = k
     out = L * 2 * T * h * dh * d
-    proj = q + k + v + out
-    scores = L * 2 * b * h * n * n * dh
+    gate = L * 2 * T * d * h * dh if cfg.attn_gate_values else 0
+    proj = q + k + v + out + gate
+    scores = L * 2 * b * h * n * (n + m) * dh
     values = scores
-    pairs_causal = n * (n + 1) // 2
+    pairs_causal = n * (n + 1) // 2 + n * m  # memory key/values are visible to every query
     scores_c = L * 2 * b * h * pairs_causal * dh
     values_c = scores_c
     attn, attn_c = scores + values, scores_c + values_c
-    ff = L * (2 * T * d * (2 * f if cfg.ff_glu else f) + 2 * T * f * d)
+    ff = cfg.num_ff_layers * (2 * T * d * (2 * f if cfg.ff_glu else f) + 2 * T * f * d)
     logits = 2 * T * d * V
-    fwd = proj + attn + ff + logits
-    fwd_c = proj + attn_c + ff + logits
+    hyper = cfg.num_layers * 4 * T * s * (s + 1) * d if s > 1 else 0
+    hyper_mv = cfg.num_layers * 2 * T * s * d if s > 1 else 0
+    fwd = proj + attn + ff + logits + hyper
+    fwd_c = proj + attn_c + ff + logits + hyper
     train = 3 * fwd
     return FlopCounts(
         q_proj_flops=q,
@@ -235,6 +330,9 @@ def flop_counts(cfg: ModelConfig, wl: Workload) -> FlopCounts:
         fwd_flops_causal_per_token=fwd_c / T,
         train_step_flops_per_token=train / T,
         tokens=T,
+        gate_proj_flops=gate,
+        hyper_connection_flops=hyper,
+        hyper_connection_mv_flops_uncounted=hyper_mv,
     )
 
 
@@ -290,7 +388,7 @@ class MemoryEstimate:
     ``torch.no_grad()`` forward, beyond weights and buffers. Counted:
 
     * retained until the forward returns, because ``TransformerWrapper`` always runs the layers with
-      ``return_hiddens=True`` (x_transformers.py:4333): the token embeddings and every layer's input
+      ``return_hiddens=True`` (x_transformers.py:4410): the token embeddings and every layer's input
       (``layer_hiddens``, ``2L + 1`` tensors of ``T * d``), the final hidden state, the absolute position
       embedding ``(n, d)``, each block's pre-rotary ``k`` and ``v`` (``cached_kv``, ``2 * T * g * dh``) and,
       without flash, each block's three ``(b, h, n, n)`` score tensors kept in ``Intermediates``
@@ -320,6 +418,12 @@ class MemoryEstimate:
     ``training_total_bytes = weights + buffers + grads + adamw_state +
     activation_bytes_training + loss_bytes_training`` (a lower bound of the step's peak: backward transients are not included).
     ``inference_total_bytes = weights + buffers + activation_bytes_inference`` (no KV cache).
+
+    x-transformers 2.31 options: the activation terms count ``L'`` sub-layers (macaron), a second norm per
+    sub-layer (sandwich), the norm kind's saved tensors, the memory slots in K/V, scores and masks, the value
+    gate's tensors, the l2-normalised q/k (``attn_qk_norm``), the T5 bias (``rel_pos_bias_bytes``) and, with
+    hyper-connections, ``s``-wide residual streams and what each ``HyperConnection`` saves. Measured against
+    MemTracker within the tolerances in ``docs/flags.md``; dropout masks are not counted (dropout 0 assumed).
     """
 
     weights_bytes: int
@@ -344,59 +448,149 @@ class MemoryEstimate:
     training_total_bytes: int
     inference_breakdown_bytes: dict[str, int]
     training_breakdown_bytes: dict[str, int]
+    rel_pos_bias_bytes: int = 0
 
 
-def _alibi(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+# --- model state -----------------------------------------------------------------------------------
+
+
+def weights_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Parameters in the workload dtype: ``num_params * e`` bytes (``param_counts``; the builder casts the
+    model with ``model.to(dtype)``, core/builder.py ``build_model``)."""
+    return param_counts(cfg).num_params * wl.dtype_bytes
+
+
+def buffers_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Floating buffers in the workload dtype: rotary ``inv_freq`` (``rotary_dim / 2``) and xpos ``scale``
+    (x_transformers.py:851, 861) and ALiBi ``slopes`` (``ha``): ``buffer_elements * e`` bytes."""
+    return param_counts(cfg).buffer_elements * wl.dtype_bytes
+
+
+def grads_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """One gradient per parameter, in the parameter dtype (``param.grad`` as torch autograd accumulates it):
+    ``num_params * e`` bytes."""
+    return param_counts(cfg).num_params * wl.dtype_bytes
+
+
+def optimizer_state_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """``torch.optim.AdamW`` (foreach / single-tensor, not fused, not capturable): ``exp_avg`` and
+    ``exp_avg_sq`` like each parameter plus one float32 ``step`` scalar per parameter tensor:
+    ``2 * num_params * e + 4 * num_param_tensors`` bytes (torch/optim/adamw.py ``_init_group``)."""
+    pc = param_counts(cfg)
+    return 2 * pc.num_params * wl.dtype_bytes + ADAMW_STEP_BYTES * pc.num_param_tensors
+
+
+# --- KV cache -------------------------------------------------------------------------------------
+
+
+def kv_bytes_per_token(cfg: ModelConfig, dtype_bytes: int) -> int:
+    """KV-cache bytes per cached token (per sequence), nanochat style: ``2 * L * g * dh * e``.
+
+    x-transformers 2.31 caches, per attention block, ``cached_kv = (k, v)`` after the head split and before
+    rotary, with the ``g`` K/V heads (not expanded to ``h``) and without the ``attn_num_mem_kv`` memory
+    slots, which are concatenated afterwards (``Attention.forward``, x_transformers.py:2457; the slots are concatenated at 2517).
+    """
+    return 2 * cfg.depth * cfg.kv_heads * cfg.attn_dim_head * dtype_bytes
+
+
+def kv_cache_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """KV cache for ``b`` sequences of ``n`` tokens: ``kv_bytes_per_token * b * n`` bytes (what
+    ``generate(cache_kv=True)`` holds: ``Intermediates.cached_kv`` of every block, x_transformers.py:2510)."""
+    return kv_bytes_per_token(cfg, wl.dtype_bytes) * wl.tokens
+
+
+# --- attention biases -----------------------------------------------------------------------------
+
+
+def alibi_tensors(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+    """ALiBi tensors in bytes (see ``MemoryEstimate``; x_transformers.py:650-699, 2584-2591; attend.py:318-336).
+
+    ``diff`` int64 ``(n, n)`` position difference ``8*n*n``; ``heads`` the ``(ha, n, n)`` product ``ha*n*n*e``;
+    ``padded`` the ``pad_at_dim`` copy for the memory slots ``(h, n, n+m)`` ``h*n*(n+m)*e``; ``mask`` the dense
+    SDPA mask with flash ``(b, h, n, n+m)``; ``causal`` the bool causal mask with flash ``(n, n+m)``;
+    ``cached`` the ``rel_pos.bias`` buffer kept without rotary ``(h, n, n)``; ``live`` what is live at one
+    block's SDPA call; ``allocated`` every ALiBi tensor one forward allocates; ``blocks`` the number of blocks
+    that rebuild the bias (all with rotary, else 1). Zeros without ALiBi.
+    """
     b, n, e, h, L = wl.batch, wl.seq_len, wl.dtype_bytes, cfg.heads, cfg.depth
     if not cfg.alibi_pos_bias:
-        zero = dict.fromkeys(("diff", "heads", "padded", "mask", "cached", "live", "allocated", "blocks"), 0)
-        return zero
+        return dict.fromkeys(("diff", "heads", "padded", "mask", "causal", "cached", "live", "allocated", "blocks"), 0)
+    j = n + cfg.attn_num_mem_kv
     ha = cfg.alibi_heads
     diff = n * n * INDEX_BYTES
     heads = ha * n * n * e
-    padded = h * n * n * e
-    mask = b * h * n * n * e if cfg.attn_flash else 0
-    causal = n * n * BOOL_BYTES if cfg.attn_flash else 0
+    padded = h * n * j * e
+    mask = b * h * n * j * e if cfg.attn_flash else 0
+    causal = n * j * BOOL_BYTES if cfg.attn_flash else 0
     blocks = L if cfg.uses_rotary else 1
-    cached = 0 if cfg.uses_rotary else padded
+    cached = 0 if cfg.uses_rotary else h * n * n * e
     live = padded + mask + causal + cached
     # per rebuilding block: diff, abs, neg (3 int64), product, pad; per block: pad copy, mask (+ bool mask)
     allocated = blocks * (3 * diff + heads + padded) + L * (padded + mask + causal)
-    return dict(diff=diff, heads=heads, padded=padded, mask=mask, cached=cached, live=live,
+    return dict(diff=diff, heads=heads, padded=padded, mask=mask, causal=causal, cached=cached, live=live,
                 allocated=allocated, blocks=blocks)
 
 
-def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
-    """Memory estimate in bytes (see ``MemoryEstimate`` for what is counted)."""
-    pc = param_counts(cfg)
+def rel_pos_bias_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """T5 relative bias (``rel_pos_bias``) live at one attention block's score computation: the
+    ``pad_at_dim`` copy ``(h, n, n+m)`` of ``lookup * scale`` (the lookup and the product are freed by then):
+    ``h * n * (n+m) * e`` bytes, built again in every block (``RelativePositionBias.forward``,
+    x_transformers.py:509-517, 2587-2591); 0 without it."""
+    if not cfg.rel_pos_bias:
+        return 0
+    n, e, h = wl.seq_len, wl.dtype_bytes, cfg.heads
+    return h * n * (n + cfg.attn_num_mem_kv) * e
+
+
+# --- activations ----------------------------------------------------------------------------------
+
+
+def _shapes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+    """Byte sizes of the recurring activation tensors (symbols as in the module docstring; ``m`` memory
+    key/value slots, ``s`` residual streams)."""
     b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
     T = b * n
-    d, L, h, g, dh, f, V = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim, cfg.num_tokens
-    rot = cfg.rotary_dim
-    pre_norm = not cfg.deepnorm
-    shift = cfg.shift_tokens > 0
-    flash = cfg.attn_flash
+    h, g, dh, m = cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.attn_num_mem_kv
+    return dict(
+        hidden=T * cfg.dim * e,
+        q=T * h * dh * e,
+        kv_one=T * g * dh * e,
+        kv_mem=b * g * (n + m) * dh * e if m else 0,  # k or v with the memory slots concatenated
+        scores=b * h * n * (n + m) * e,
+        scores_fp32=b * h * n * (n + m) * FP32_BYTES,
+        lse=b * h * n * FP32_BYTES,
+        causal_mask=n * (n + m) * BOOL_BYTES,
+        ff_in=T * (2 * cfg.ff_inner_dim if cfg.ff_glu else cfg.ff_inner_dim) * e,
+        ff_hidden=T * cfg.ff_inner_dim * e,
+    )
+
+
+def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dict[str, int]]:
+    """Peak of live activations in bytes during one ``torch.no_grad()`` forward, beyond weights and buffers, and its
+    breakdown (see ``MemoryEstimate.activation_bytes_inference`` for what is counted and why).
+
+    Formula: ``max(retained_at_stage + transient_stage)`` over three stages (the last attention block, the
+    last feed-forward block, the logits), in bytes. Source: ``TransformerWrapper.forward`` always runs the
+    layers with ``return_hiddens=True`` (x_transformers.py:4410), so every layer input and each block's
+    ``Intermediates`` (attend.py:592-596) stay alive until the forward returns.
+    """
+    sh = _shapes(cfg, wl)
+    b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
+    T = b * n
+    hidden, q_bytes, kv_one, scores = sh["hidden"], sh["q"], sh["kv_one"], sh["scores"]
+    L, V, d, s = cfg.depth, cfg.num_tokens, cfg.dim, cfg.num_residual_streams
+    rot, flash, g, h = cfg.rotary_dim, cfg.attn_flash, cfg.kv_heads, cfg.heads
     gqa_expand = 1 < g < h
-    hidden = T * d * e
-    q_bytes = T * h * dh * e
-    kv_one = T * g * dh * e
-    scores = b * h * n * n * e
-    lse = b * h * n * FP32_BYTES
-    causal_mask = n * n * BOOL_BYTES
-
-    weights = pc.num_params * e
-    buffers = pc.buffer_elements * e
-    grads = pc.num_params * e
-    adamw = 2 * pc.num_params * e + ADAMW_STEP_BYTES * pc.num_param_tensors
-    kv_per_token = 2 * L * g * dh * e
-    kv_cache = kv_per_token * T
-    al = _alibi(cfg, wl)
-
-    # ---- inference: retained through the forward ----
+    al = alibi_tensors(cfg, wl)
+    # residual streams: with hyper-connections each stream tensor is (b * s, n, d); the attention layers'
+    # stream inputs are kept in ``hiddens`` besides the branch inputs in ``layer_hiddens`` (3651, 3662)
+    stream = hidden * s
     rotary_tables = (n * rot * e * (2 if cfg.rotary_xpos else 1) + n * INDEX_BYTES) if cfg.uses_rotary else 0
     retained = {
         "token_embeddings": hidden,
-        "layer_inputs": 2 * L * hidden,
+        # with hyper-connections each layer's branch input is a view of its (b, n, s+1, d) mix, which stays
+        # alive with it
+        "layer_inputs": cfg.num_layers * hidden * (s + 1 if s > 1 else 1) + (L * stream if s > 1 else 0),
         "final_hidden": hidden,
         "abs_pos_embedding": n * d * e if cfg.has_abs_pos_emb else 0,
         "cached_k_v": 2 * L * kv_one,
@@ -404,81 +598,161 @@ def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
         "rotary_tables": rotary_tables,
         "alibi_cached_buffer": al["cached"],
     }
-    retained_total = sum(retained.values())
-    # ---- inference: transients ----
-    input_copies = (hidden if shift else 0) + (hidden if pre_norm else 0)
+    if s > 1:
+        retained["residual_streams"] = stream  # the (b*s, n, d) stream entering the current layer
+    # ---- transients ----
+    input_copies = (hidden if cfg.shift_tokens > 0 else 0) + (hidden if cfg.uses_pre_norm else 0)
     attn_t = input_copies + q_bytes  # rotated (or plain) q
     if cfg.uses_rotary:
         attn_t += kv_one  # rotated k (the pre-rotary k is retained)
+    if cfg.attn_num_mem_kv:
+        # k and v with the memory slots concatenated (torch.cat copies), the repeated mem_k / mem_v, and
+        # the mask SDPA gets as an additive float (n, n + m)
+        attn_t += 2 * sh["kv_mem"] + 2 * b * g * cfg.attn_num_mem_kv * cfg.attn_dim_head * e + n * (n + cfg.attn_num_mem_kv) * e
     if gqa_expand:
-        attn_t += 2 * q_bytes  # k and v repeated to h heads (einops.repeat copies): 2 * T * h * dh * e
+        attn_t += 2 * b * h * (n + cfg.attn_num_mem_kv) * cfg.attn_dim_head * e  # k, v repeated to h heads
     if cfg.alibi_pos_bias:
         attn_t += al["padded"]
+    attn_t += rel_pos_bias_bytes(cfg, wl)
     if flash:
         attn_t += q_bytes  # q * (scale / default_scale) copy in Attend.flash_attn
-        attn_t += al["mask"] + (causal_mask if cfg.alibi_pos_bias else 0)
-        attn_t += q_bytes + lse  # SDPA output and log-sum-exp
+        attn_t += al["mask"] + (sh["causal_mask"] if cfg.alibi_pos_bias else 0)
+        if cfg.attn_num_mem_kv and not cfg.alibi_pos_bias:
+            attn_t += 2 * sh["causal_mask"]  # bool causal mask for k_len > q_len and its negation (attend.py)
+        attn_t += q_bytes + sh["lse"]  # SDPA output and log-sum-exp
     else:
-        attn_t += causal_mask + q_bytes  # bool causal mask, P V output
+        attn_t += sh["causal_mask"] + q_bytes  # bool causal mask, P V output
         if e != FP32_BYTES:
-            attn_t += b * h * n * n * FP32_BYTES  # float32 softmax output before .type(dtype)
-    ff_width = 2 * f if cfg.ff_glu else f
-    ff_t = input_copies + T * ff_width * e + T * f * e + (T * f * e if cfg.ff_glu else 0)
+            attn_t += sh["scores_fp32"]  # float32 softmax output before .type(dtype)
+    if cfg.attn_gate_values:
+        attn_t += 2 * q_bytes  # gate logits to_v_gate(x) and sigmoid(gate) (x_transformers.py:2715-2719)
+    ff_t = input_copies + sh["ff_in"] + sh["ff_hidden"] + (sh["ff_hidden"] if cfg.ff_glu else 0)
+    if cfg.ff_relu_squared:
+        ff_t += sh["ff_hidden"]  # relu(x) then ** 2
     logits_t = T * V * e * (2 if cfg.tie_embedding else 1)
     # the last attention block runs before the last feed-forward input and the final hidden exist
-    attn_retained = dict(retained, layer_inputs=(2 * L - 1) * hidden, final_hidden=0)
+    attn_retained = dict(retained, layer_inputs=retained["layer_inputs"] - hidden, final_hidden=0)
     ff_retained = dict(retained, final_hidden=0)
     candidates = [
         (sum(attn_retained.values()) + attn_t, attn_retained, "transient_attention", attn_t),
         (sum(ff_retained.values()) + ff_t, ff_retained, "transient_feedforward", ff_t),
-        (retained_total + logits_t, retained, "transient_logits", logits_t),
+        (sum(retained.values()) + logits_t, retained, "transient_logits", logits_t),
     ]
-    act_inf, kept, stage, transient = max(candidates, key=lambda c: c[0])
-    inference_breakdown = dict(kept)
-    inference_breakdown[stage] = transient
+    total, kept, stage, transient = max(candidates, key=lambda c: c[0])
+    breakdown = dict(kept)
+    breakdown[stage] = transient
+    return total, breakdown
 
-    # ---- training: saved for backward ----
-    stats = 2 * T * FP32_BYTES  # LayerNorm mean and rstd (float32)
-    if pre_norm:
-        # LayerNorm input (the layer input), normalised output (saved by ``* gamma``), stats, and the
-        # linear-layer input: the ``* gamma`` output, or the token-shifted copy
-        per_layer_common = hidden + hidden + stats + hidden
+
+def training_activation_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
+    """Bytes of the tensors autograd saves for backward in a training step's forward (``model.train()``, dropout 0), by
+    part, in bytes (see ``MemoryEstimate.activation_bytes_training``). Per sub-layer (``2L``, ``3L`` with
+    macaron): its norm's input, output and float32 statistics, and the linear input; per attention block
+    q, k, v, the SDPA output + log-sum-exp (or the float32 softmax), masks and the merged heads; per
+    feed-forward block its projections and activation outputs. Source: the autograd formulas of the ops
+    ``AttentionLayers.forward`` runs (x_transformers.py:3620-3740)."""
+    sh = _shapes(cfg, wl)
+    b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
+    T = b * n
+    hidden, q_bytes, kv_one = sh["hidden"], sh["q"], sh["kv_one"]
+    L, V, rot, s = cfg.depth, cfg.num_tokens, cfg.rotary_dim, cfg.num_residual_streams
+    g, h = cfg.kv_heads, cfg.heads
+    gqa_expand = 1 < g < h
+    shift = cfg.shift_tokens > 0
+    al = alibi_tensors(cfg, wl)
+    # one norm (its input is the layer input, counted apart): LayerNorm saves the normalised output (for the
+    # gain) and float32 mean/rstd; RMSNorm / ScaleNorm (F.normalize * sqrt(d) * g) measure the same within
+    # 0.2% on CPU; SimpleRMSNorm has no gain, so no normalised output is saved
+    stats = 2 * T * FP32_BYTES
+    if cfg.use_simple_rmsnorm:
+        norm_saved = T * FP32_BYTES  # F.normalize's norm; the scalar * sqrt(d) saves nothing
     else:
-        # post-norm (DeepNorm): the layer input (``residual * residual_scale`` operand), the shifted copy
-        # fed to the linears (when shifting), the post-norm LayerNorm input ``x + residual``, its
-        # normalised output and stats
-        per_layer_common = hidden + (hidden if shift else 0) + hidden + hidden + stats
-    if flash:
+        norm_saved = hidden + stats  # normalised output (saved by * gain) + statistics (LayerNorm / F.normalize)
+    if cfg.uses_pre_norm:
+        # the layer input (norm input), the norm's saved tensors and the linear-layer input (the norm
+        # output, or the token-shifted copy)
+        per_layer_common = hidden + norm_saved + hidden
+    else:
+        # post-norm: the layer input, the shifted copy fed to the linears (when shifting), the post-norm's
+        # input ``x + residual``, its saved tensors
+        per_layer_common = hidden + (hidden if shift else 0) + hidden + norm_saved
+    if cfg.sandwich_norm:
+        per_layer_common += norm_saved + hidden  # post-branch norm: saved tensors and its output
+    kv_saved = q_bytes * 2 if gqa_expand else (2 * sh["kv_mem"] if cfg.attn_num_mem_kv else 2 * kv_one)
+    if cfg.attn_num_mem_kv and cfg.attn_flash:
+        # measured on CPU: one more (b, g, n+m, dh) tensor and the bool causal mask and its negation
+        kv_saved += sh["kv_mem"] + 2 * sh["causal_mask"]
+    if cfg.attn_flash:
         attn_saved = (q_bytes  # scaled q
-                      + (q_bytes * 2 if gqa_expand else 2 * kv_one)  # k, v as passed to SDPA
-                      + q_bytes + lse  # SDPA output, log-sum-exp
+                      + kv_saved  # k, v as passed to SDPA
+                      + q_bytes + sh["lse"]  # SDPA output, log-sum-exp
                       + al["mask"]  # dense ALiBi attn_mask
                       + q_bytes)  # merged-heads copy saved by to_out
     else:
-        attn_saved = (q_bytes + (q_bytes * 2 if gqa_expand else 2 * kv_one)
-                      + b * h * n * n * FP32_BYTES + (scores if e != FP32_BYTES else 0)
-                      + causal_mask + q_bytes)
-    rotary_saved = (4 * n * rot * e + (n * rot * e if cfg.rotary_xpos else 0)) if cfg.uses_rotary else 0
-    ff_saved = T * ff_width * e + T * f * e + (T * f * e if cfg.ff_glu else 0)
-    training_breakdown = {
-        "layer_norm_residual": 2 * L * per_layer_common,
+        attn_saved = (q_bytes + kv_saved + sh["scores_fp32"] + (sh["scores"] if e != FP32_BYTES else 0)
+                      + sh["causal_mask"] + q_bytes)
+    if cfg.attn_qk_norm:
+        # l2norm (F.normalize) saves q and k and their per-row norms
+        attn_saved += q_bytes + kv_one + (b * h * n + b * g * n) * e
+    if cfg.attn_gate_values:
+        attn_saved += 2 * q_bytes  # sigmoid output and the gated product's other operand
+    rotary_saved = (4 * n * rot * wl.dtype_bytes + (n * rot * e if cfg.rotary_xpos else 0)) if cfg.uses_rotary else 0
+    ff_saved = sh["ff_in"] + sh["ff_hidden"] + (sh["ff_hidden"] if cfg.ff_glu else 0)
+    out = {
+        "layer_norm_residual": cfg.num_layers * per_layer_common,
         "attention": L * attn_saved,
         "rotary": L * rotary_saved,
-        "feedforward": L * ff_saved,
+        "feedforward": cfg.num_ff_layers * ff_saved,
         "final_hidden": hidden,
         "logits": T * V * e,
         "token_ids": T * INDEX_BYTES,
         "alibi_cached_buffer": al["cached"],
     }
-    act_train = sum(training_breakdown.values())
+    if cfg.rel_pos_bias:
+        out["rel_pos_bias"] = L * n * n * INDEX_BYTES  # int64 bucket ids saved by the embedding lookup
+    if s > 1:
+        out["hyper_connections"] = cfg.num_layers * hyper_connection_saved_bytes(cfg, wl)
+    return out
 
+
+def hyper_connection_saved_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Per sub-layer, what a ``HyperConnection`` (x_transformers.py:1364-1465) saves for backward with ``s``
+    streams, in bytes: the ``(b, n, s, d)`` stream input, its ``nn.LayerNorm`` output and float32 stats, the
+    contiguous copy of the streams the mixing ``einsum`` makes, the mixed ``(b, n, s+1, d)`` streams (the
+    branch input is a view of them), the branch output kept by the depth-connection outer product:
+    ``T*d*e*(4s + 2) + 8*T*s``; plus the float32 Sinkhorn iterations on ``(T, s, s)`` (softmax + 10
+    ``F.normalize``: ``4*T*(11*s*s + 20*s)``) and the small ``(T, s, s+1)`` weights (``16*T*s*(s+1)``), which
+    matter only for small ``d``. 0 with one stream."""
+    s = cfg.num_residual_streams
+    if s == 1:
+        return 0
+    T, d, e = wl.tokens, cfg.dim, wl.dtype_bytes
+    return (T * d * e * (4 * s + 2) + 2 * T * s * FP32_BYTES + FP32_BYTES * T * (11 * s * s + 20 * s)
+            + 4 * FP32_BYTES * T * s * (s + 1))
+
+
+def loss_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Next-token loss: ``torch.nn.functional.cross_entropy`` keeps its ``(T, V)`` log-softmax output for
+    backward: ``T * V * e`` bytes (the loss of the logits ``TransformerWrapper`` returns, x_transformers.py:4164)."""
+    return wl.tokens * cfg.num_tokens * wl.dtype_bytes
+
+
+def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
+    """Memory estimate in bytes (see ``MemoryEstimate``): the sum of the term functions above."""
+    weights, buffers = weights_bytes(cfg, wl), buffers_bytes(cfg, wl)
+    grads, adamw = grads_bytes(cfg, wl), optimizer_state_bytes(cfg, wl)
+    al = alibi_tensors(cfg, wl)
+    act_inf, inference_breakdown = inference_activation_bytes(cfg, wl)
+    training_breakdown = training_activation_bytes(cfg, wl)
+    act_train = sum(training_breakdown.values())
+    loss = loss_bytes(cfg, wl)
     return MemoryEstimate(
         weights_bytes=weights,
         buffers_bytes=buffers,
         grads_bytes=grads,
         adamw_state_bytes=adamw,
-        kv_cache_bytes=kv_cache,
-        kv_cache_bytes_per_token=kv_per_token,
+        kv_cache_bytes=kv_cache_bytes(cfg, wl),
+        kv_cache_bytes_per_token=kv_bytes_per_token(cfg, wl.dtype_bytes),
         alibi_pos_diff_bytes=al["diff"],
         alibi_bias_heads_bytes=al["heads"],
         alibi_bias_padded_bytes=al["padded"],
@@ -487,14 +761,15 @@ def memory_estimate(cfg: ModelConfig, wl: Workload) -> MemoryEstimate:
         alibi_bias_bytes=al["live"],
         alibi_bias_allocated_bytes_per_forward=al["allocated"],
         alibi_blocks_rebuilding_bias=al["blocks"],
-        causal_mask_bytes=causal_mask,
+        causal_mask_bytes=_shapes(cfg, wl)["causal_mask"],
         activation_bytes_inference=act_inf,
         activation_bytes_training=act_train,
         inference_total_bytes=weights + buffers + act_inf,
-        loss_bytes_training=T * V * e,
-        training_total_bytes=weights + buffers + grads + adamw + act_train + T * V * e,
+        loss_bytes_training=loss,
+        training_total_bytes=weights + buffers + grads + adamw + act_train + loss,
         inference_breakdown_bytes=inference_breakdown,
         training_breakdown_bytes=training_breakdown,
+        rel_pos_bias_bytes=rel_pos_bias_bytes(cfg, wl),
     )
 
 
@@ -598,6 +873,10 @@ _PARAM_ROWS: dict[str, tuple[str, str, str, str]] = {
     "num_params": ("model", "total", "params", ""),
     "num_param_tensors": ("model", "param_tensors", "count", ""),
     "buffer_elements": ("model", "buffer_elements", "count", ""),
+    "attn_gate_params": ("model", "attention_value_gate", "params", ""),
+    "mem_kv_params": ("model", "attention_memory_kv", "params", ""),
+    "rel_pos_bias_params": ("model", "rel_pos_bias", "params", ""),
+    "hyper_connection_params": ("model", "hyper_connections", "params", ""),
 }
 _FLOP_ROWS: dict[str, tuple[str, str, str, str]] = {
     "q_proj_flops": ("forward", "q_proj", "flops", ""),
@@ -622,6 +901,9 @@ _FLOP_ROWS: dict[str, tuple[str, str, str, str]] = {
     "fwd_flops_causal_per_token": ("forward", "total", "flops_per_token", "causal"),
     "train_step_flops_per_token": ("train_step", "total", "flops_per_token", "full_square"),
     "tokens": ("forward", "tokens", "tokens", ""),
+    "gate_proj_flops": ("forward", "value_gate_proj", "flops", ""),
+    "hyper_connection_flops": ("forward", "hyper_connections", "flops", ""),
+    "hyper_connection_mv_flops_uncounted": ("forward", "hyper_connections_matvec_uncounted", "flops", ""),
 }
 _MEMORY_ROWS: dict[str, tuple[str, str, str, str]] = {
     "weights_bytes": ("inference", "weights", "bytes", ""),
@@ -644,6 +926,7 @@ _MEMORY_ROWS: dict[str, tuple[str, str, str, str]] = {
     "loss_bytes_training": ("train_step", "loss", "bytes", ""),
     "inference_total_bytes": ("inference", "total", "bytes", ""),
     "training_total_bytes": ("train_step", "total", "bytes", ""),
+    "rel_pos_bias_bytes": ("inference", "rel_pos_bias", "bytes", ""),
 }
 # weights and buffers live in both phases: the training phase gets its own rows of the same bytes
 _BOTH_PHASES = ("weights_bytes", "buffers_bytes")

@@ -1,4 +1,5 @@
-"""The sidebar: configuration source (preset / pasted code), model size, flags, workload.
+"""The sidebar: configuration source (preset / pasted code), one section per ``ModelConfig`` field group
+(drawn from ``dashboard.schema``, itself derived from the field metadata), workload.
 
 Draws widgets whose values live under the keys of ``dashboard.state``; returns nothing but the
 per-field error slots, so a ``ConfigError`` is shown right under the control it names.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import streamlit as st
-from xtlens.core.config import PRESETS, SEED_SNIPPET
+from xtlens.core.config import GROUPS, PRESETS, SEED_SNIPPET
 from xtlens.dashboard import schema, state
 
 
@@ -31,14 +32,18 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
         st.header("Configuration")
         _source()
         slots["_top"] = st.empty()
-        with st.expander("Model size", expanded=True):
-            for spec in schema.SIZE_FIELDS:
-                _number(spec, state.cfg_key(spec.name))
-                slots[spec.name] = st.empty()
-        with st.expander("Flags (what they do: hover ?)", expanded=True):
-            for spec in schema.FLAG_FIELDS:
-                st.checkbox(spec.label, key=state.cfg_key(spec.name), help=spec.help)
-                slots[spec.name] = st.empty()
+        st.caption("Hover ? on a control for what x-transformers does with it.")
+        for group, title in GROUPS.items():
+            specs = schema.FIELDS_BY_GROUP[group]
+            if not specs:
+                continue
+            with st.expander(title, expanded=group != "no_cost"):  # every setting that costs is visible
+                for spec in specs:
+                    if spec.kind == "bool":
+                        st.checkbox(spec.label, key=state.cfg_key(spec.name), help=spec.help)
+                    else:
+                        _number(spec, state.cfg_key(spec.name))
+                    slots[spec.name] = st.empty()
         st.header("Workload")
         seq = schema.WORKLOAD_SPECS["seq_len"]
         st.slider(seq.label, min_value=int(seq.lo), max_value=int(seq.hi), step=int(seq.step),

@@ -100,11 +100,12 @@ def builder_view(cfg_json: str) -> BuilderView:
 
     cfg = _cfg(cfg_json)
     kw = builder.effective_kwargs(cfg)
-    diffs = tuple(builder.xt1191_param_differences(cfg))
+    comparable = not builder.xt1191_not_comparable_reason(cfg)
+    diffs = tuple(builder.xt1191_param_differences(cfg)) if comparable else ()
     version = builder.installed_xtransformers_version()
     try:
         n = builder.num_params(cfg)
-        n1191 = builder.xt1191_num_params(cfg)
+        n1191 = builder.xt1191_num_params(cfg) if comparable else None
         error = None
     except builder.BuildError as exc:
         n = n1191 = None

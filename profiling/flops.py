@@ -216,10 +216,24 @@ def fvcore_sdpa_flop_jit(inputs: list, outputs: list) -> int:
     return _sdpa_shapes_flops(q, k, v) // 2
 
 
+def fvcore_matmul_flop_jit(inputs: list, outputs: list) -> int:
+    """fvcore handle for ``aten::matmul`` that also takes 1-D operands (fvcore 0.1.5's own asserts 2-D and
+    fails on hyper-connections' ``(b, n, s, d) @ (d,)``, x_transformers.py:1442): multiply-adds
+    ``prod(output.shape) * k``, ``k`` the contracted size. torch's FlopCounterMode counts no
+    matrix-vector product (``aten.mv``); ``cost_model`` reports those as
+    ``hyper_connection_mv_flops_uncounted``."""
+    from fvcore.nn.jit_handles import get_shape
+
+    a, out = get_shape(inputs[0]), get_shape(outputs[0])
+    k = a[-1]
+    return math.prod(out) * k
+
+
 FVCORE_EXTRA_HANDLES: dict[str, Callable[[list, list], int]] = {
     "aten::scaled_dot_product_attention": fvcore_sdpa_flop_jit,
+    "aten::matmul": fvcore_matmul_flop_jit,
 }
-"""Handles added to fvcore for ops that do matmul work and that fvcore 0.1.5 lacks."""
+"""Handles added to fvcore for ops that do matmul work and that fvcore 0.1.5 lacks or miscounts."""
 
 
 @dataclass(frozen=True, kw_only=True)

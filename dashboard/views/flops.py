@@ -43,10 +43,12 @@ def render(ctx: Ctx) -> None:
     with right:
         split = pd.DataFrame({
             "part": ["Q projection", "K projection", "V projection", "output projection", "attention scores QK^T",
-                     "attention values PV", "feed-forward", "logits"],
+                     "attention values PV", "feed-forward", "logits", "value gate (attn_gate_values)",
+                     "hyper-connections"],
             "flops": [est[k] for k in ("q_proj_flops", "k_proj_flops", "v_proj_flops", "out_proj_flops",
-                                       "attn_scores_flops", "attn_values_flops", "ff_flops", "logits_flops")],
-        })
+                                       "attn_scores_flops", "attn_values_flops", "ff_flops", "logits_flops",
+                                       "gate_proj_flops", "hyper_connection_flops")],
+        }).query("flops > 0")  # the options' parts only when they are on
         chart(charts.flops_split_bar(split, title=f"Forward FLOPs by matmul at {ctx.wl.seq_len:,} tokens"),
               "flops_parts")
     table(curve, "closed-form FLOPs vs sequence length", "flops.curve")

@@ -66,9 +66,11 @@ def render(ctx: Ctx) -> None:
 
 def _flops_split(est: dict) -> pd.DataFrame:
     return pd.DataFrame({
-        "part": ["Q/K/V/out projections", "attention scores + values (n x n)", "feed-forward", "logits"],
-        "flops": [est["proj_flops"], est["attn_flops"], est["ff_flops"], est["logits_flops"]],
-    })
+        "part": ["Q/K/V/out (+ gate) projections", "attention scores + values (n x n)", "feed-forward", "logits",
+                 "hyper-connections"],
+        "flops": [est["proj_flops"], est["attn_flops"], est["ff_flops"], est["logits_flops"],
+                  est["hyper_connection_flops"]],
+    }).query("flops > 0")
 
 
 def _measured(frame: pd.DataFrame | None, est: dict) -> None:
@@ -119,6 +121,10 @@ def _parity(ctx: Ctx) -> None:
     view = data.builder_view(ctx.cfg.to_json())
     if view.error:
         st.error(view.error)
+        return
+    if view.xt1191_num_params is None:
+        st.metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))
+        st.info(next(n for n in view.notes if n.startswith("x-transformers 1.19.1 comparison")))
         return
     diff = (view.xt1191_num_params or 0) - (view.num_params or 0)
     c = st.columns(3)

@@ -347,3 +347,62 @@ def test_1191_differences_follow_our_layernorms(cfg):
     assert ("to_logits.bias" in {d.role for d in diffs}) == (not cfg.tie_embedding)
     n_norms = 2 * cfg.depth + (0 if cfg.deepnorm else 1)
     assert sum(d.count for d in diffs) == n_norms * cfg.dim + (0 if cfg.tie_embedding else cfg.num_tokens)
+
+
+def test_new_options_reach_the_real_modules_under_their_own_names():
+    """Each 2.31 option is passed through verbatim and builds the module the description names."""
+    from x_transformers.x_transformers import (
+        GLU,
+        HyperConnection,
+        RelativePositionBias,
+        ReluSquared,
+        RMSNorm,
+        ScaleNorm,
+        SimpleRMSNorm,
+    )
+
+    cfg = ModelConfig(**TINY, use_rmsnorm=True, ff_no_bias=True, ff_glu=True, attn_gate_values=True,
+                      attn_num_mem_kv=2, macaron=True, sandwich_norm=True, num_residual_streams=2,
+                      ff_relu_squared=True, ff_swish=True, emb_dropout=0.1, attn_dropout=0.2, ff_dropout=0.3)
+    kw = effective_kwargs(cfg)
+    assert kw.wrapper["emb_dropout"] == 0.1
+    for name in ("use_rmsnorm", "ff_no_bias", "attn_gate_values", "attn_num_mem_kv", "macaron", "sandwich_norm",
+                 "num_residual_streams", "attn_dropout", "ff_dropout"):
+        assert kw.decoder[name] == getattr(cfg, name)
+    assert any("GLU input projection" in n for n in kw.notes) and any("ff_swish is ignored" in n for n in kw.notes)
+    assert any("1.19.1 comparison: not made" in n and "macaron=True" in n for n in kw.notes)
+    model = build_model(cfg).model
+    types = {type(m) for m in model.modules()}
+    assert {RMSNorm, GLU, HyperConnection, ReluSquared} <= types and nn.GELU not in types and nn.SiLU not in types
+    assert model.attn_layers.layer_types == ("f", "a", "f") * 2
+    glu = next(m for m in model.modules() if isinstance(m, GLU))
+    assert glu.proj.bias is not None  # ff_no_bias leaves GLU's bias (x_transformers.py:1752)
+    assert model.attn_layers.layers[1][1].mem_k.shape == (4, 2, 8)
+    assert model.emb_dropout.p == 0.1
+    for kind, cls in (("use_scalenorm", ScaleNorm), ("use_simple_rmsnorm", SimpleRMSNorm)):
+        assert cls in {type(m) for m in build_model(ModelConfig(**TINY, **{kind: True})).model.modules()}
+    t5 = build_model(ModelConfig(**TINY, rel_pos_bias=True)).model
+    assert isinstance(t5.attn_layers.rel_pos, RelativePositionBias)
+    assert not any(n.startswith("pos_emb") for n, _ in t5.named_parameters())  # T5 bias disables the table
+
+
+def test_post_norm_without_deepnorm_and_deepnorm_wins_over_pre_norm():
+    post = effective_kwargs(ModelConfig(**TINY, pre_norm=False))
+    assert post.decoder["pre_norm"] is False and not post.translations
+    deep = effective_kwargs(SEED.replace(pre_norm=True))
+    assert deep.decoder["pre_norm"] is False  # deepnorm means post-norm
+    model = build_model(ModelConfig(**TINY, pre_norm=False)).model
+    assert type(model.attn_layers.final_norm).__name__ == "Identity"  # post-norm: no final norm
+
+
+def test_no_1191_count_for_options_modelled_for_2_31_only():
+    cfg = SEED.replace(use_rmsnorm=True, macaron=True)
+    with pytest.raises(BuildError, match="use_rmsnorm=True, macaron=True"):
+        xt1191_num_params(cfg)
+    with pytest.raises(BuildError, match="1.19.1 comparison"):
+        xt1191_param_differences(cfg)
+    notes = effective_kwargs(cfg).notes
+    assert any("1.19.1 comparison: not made" in n for n in notes)
+    assert not any("more parameters" in n for n in notes)  # no LayerNorm-bias claim for an RMSNorm model
+    # dropouts change no parameter: the comparison stays
+    assert xt1191_num_params(SEED.replace(attn_dropout=0.1)) == xt1191_num_params(SEED)

@@ -28,7 +28,19 @@ def test_seed_preset_equals_the_snippet_in_the_developers_guide():
         "dim": 512, "depth": 6, "heads": 8, "attn_dim_head": 64, "ff_mult": 4, "ff_glu": False,
         "attn_one_kv_head": True, "attn_kv_heads": None, "attn_flash": True, "alibi_pos_bias": True,
         "alibi_num_heads": 4, "rotary_pos_emb": False, "rotary_xpos": True, "deepnorm": True, "shift_tokens": 1,
+        **XT231_DEFAULTS,
     }
+
+
+# the x-transformers 2.31 options xtlens models, at x-transformers' defaults (x_transformers.py:2771-2835,
+# 1772-1778, 1877-1894, 3985)
+XT231_DEFAULTS = {
+    "use_rmsnorm": False, "use_simple_rmsnorm": False, "use_scalenorm": False, "ff_swish": False,
+    "ff_relu_squared": False, "ff_no_bias": False, "attn_qk_norm": False, "attn_gate_values": False,
+    "attn_num_mem_kv": 0, "rotary_emb_dim": None, "rel_pos_bias": False, "sandwich_norm": False,
+    "residual_attn": False, "macaron": False, "pre_norm": True, "num_residual_streams": 1,
+    "emb_dropout": 0.0, "attn_dropout": 0.0, "ff_dropout": 0.0, "layer_dropout": 0.0,
+}
 
 
 def test_derived_quantities_follow_x_transformers():
@@ -105,8 +117,8 @@ def test_workload_longer_than_the_model_accepts():
 # --- round trips ---
 
 valid_configs = st.builds(
-    lambda dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab: _make(
-        dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab
+    lambda dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new: _make(
+        dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new
     ),
     dim=st.integers(8, 4096),
     depth=st.integers(1, 64),
@@ -120,15 +132,29 @@ valid_configs = st.builds(
     kv=st.sampled_from(["one", "none", "div"]),
     shift=st.integers(0, 4),
     vocab=st.integers(2, 100_000),
+    new=st.fixed_dictionaries({
+        **{k: st.booleans() for k in ("ff_swish", "ff_relu_squared", "ff_no_bias", "attn_qk_norm",
+                                      "attn_gate_values", "macaron", "residual_attn", "sandwich_norm", "pre_norm",
+                                      "rel_pos_bias", "use_rmsnorm")},
+        "attn_num_mem_kv": st.integers(0, 16), "num_residual_streams": st.integers(1, 4),
+        "emb_dropout": st.sampled_from([0.0, 0.1, 0.5]), "layer_dropout": st.sampled_from([0.0, 0.25]),
+    }),
 )
 
 
-def _make(dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab) -> ModelConfig:
+def _make(dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new=None) -> ModelConfig:
     kv_kwargs = {"one": {"attn_one_kv_head": True}, "none": {}, "div": {"attn_kv_heads": max(1, heads // 2) if heads % max(1, heads // 2) == 0 else 1}}[kv]
+    new = dict(new or {})
+    rotary = flags["rotary_pos_emb"] or flags["rotary_xpos"]
+    new["rel_pos_bias"] = new.get("rel_pos_bias", False) and not (flags["alibi_pos_bias"] or flags["attn_flash"] or rotary)
+    new["residual_attn"] = new.get("residual_attn", False) and not flags["attn_flash"]
+    new["sandwich_norm"] = new.get("sandwich_norm", False) and new.get("pre_norm", True) and not flags["deepnorm"]
+    if flags["deepnorm"]:
+        new["num_residual_streams"] = 1
     return ModelConfig(
         num_tokens=vocab, max_seq_len=8192, dim=dim, depth=depth, heads=heads, attn_dim_head=4 * dh_mult,
         ff_mult=ff_mult, alibi_num_heads=None if alibi is None else min(alibi, heads), shift_tokens=min(shift, dim - 1),
-        **flags, **kv_kwargs,
+        **flags, **kv_kwargs, **new,
     )
 
 
@@ -188,13 +214,65 @@ model = TransformerWrapper(
 
 
 def test_snippet_unknown_keywords_are_reported_by_name():
-    text = ("TransformerWrapper(num_tokens=10, max_seq_len=8, emb_dropout=0.1, "
-            "attn_layers=Decoder(dim=16, depth=1, attn_qk_norm=True, ff_swish=True))")
+    # (emb_dropout, attn_qk_norm and ff_swish were this test's examples until xtlens modelled them)
+    text = ("TransformerWrapper(num_tokens=10, max_seq_len=8, emb_frac_gradient=0.1, "
+            "attn_layers=Decoder(dim=16, depth=1, attn_sparse_topk=8, ff_post_act_ln=True, use_rmsnorm=True))")
     with pytest.raises(ConfigError) as info:
         parse_snippet(text)
     message = str(info.value)
-    for name in ("emb_dropout", "attn_qk_norm", "ff_swish"):
+    for name in ("emb_frac_gradient", "attn_sparse_topk", "ff_post_act_ln"):
         assert name in message
+    assert "use_rmsnorm" not in message.split("Supported")[0]  # modelled: not reported as unknown
+
+
+def test_snippet_with_the_flags_users_ask_for():
+    text = ("TransformerWrapper(num_tokens=10, max_seq_len=8, emb_dropout=0.1, attn_layers=Decoder(dim=16, depth=1, "
+            "attn_qk_norm=True, ff_swish=True, use_rmsnorm=True, ff_no_bias=True, attn_gate_values=True, "
+            "attn_num_mem_kv=4, rotary_pos_emb=True, rotary_emb_dim=8, sandwich_norm=True, macaron=True, "
+            "num_residual_streams=2, attn_dropout=0.1, ff_dropout=0.2, layer_dropout=0.05))")
+    cfg = parse_snippet(text)
+    assert (cfg.emb_dropout, cfg.attn_qk_norm, cfg.ff_swish, cfg.attn_num_mem_kv, cfg.rotary_dim,
+            cfg.num_residual_streams, cfg.num_layers) == (0.1, True, True, 4, 8, 2, 3)
+    assert parse_snippet(cfg.to_snippet()) == cfg
+    assert "emb_dropout=0.1" in cfg.to_snippet().split("attn_layers")[0]  # a TransformerWrapper keyword
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        ({"use_rmsnorm": True, "use_scalenorm": True}, "use_scalenorm", "at most one of"),
+        ({"deepnorm": False, "use_simple_rmsnorm": True, "use_rmsnorm": True}, "use_simple_rmsnorm", "at most one"),
+        ({"rel_pos_bias": True}, "rel_pos_bias", "alibi_pos_bias"),
+        ({"alibi_pos_bias": False, "rel_pos_bias": True}, "rel_pos_bias", "attn_flash"),
+        ({"residual_attn": True}, "residual_attn", "attn_flash"),
+        ({"alibi_pos_bias": False, "attn_flash": False, "rel_pos_bias": True}, "rel_pos_bias", "rotary"),
+        ({"sandwich_norm": True}, "sandwich_norm", "pre-norm"),
+        ({"deepnorm": False, "pre_norm": False, "sandwich_norm": True}, "sandwich_norm", "pre-norm"),
+        ({"num_residual_streams": 2}, "num_residual_streams", "deepnorm"),
+        ({"num_residual_streams": 0}, "num_residual_streams", "from 1 to 16"),
+        ({"attn_num_mem_kv": -1}, "attn_num_mem_kv", "from 0 to 1024"),
+        ({"rotary_emb_dim": 2}, "rotary_emb_dim", "from 4 to 64"),
+        ({"rotary_emb_dim": 66}, "rotary_emb_dim", "from 4 to 64"),
+        ({"rotary_emb_dim": 7}, "rotary_emb_dim", "even"),
+        ({"emb_dropout": 1.5}, "emb_dropout", "from 0 to 1"),
+        ({"layer_dropout": -0.1}, "layer_dropout", "from 0 to 1"),
+        ({"macaron": "yes"}, "macaron", "true or false"),
+    ],
+)
+def test_each_new_flag_rule_names_the_field(changes, field, fragment):
+    with pytest.raises(ConfigError) as info:
+        SEED.replace(**changes)
+    assert info.value.field == field and str(info.value).startswith(field)
+    assert fragment in str(info.value)
+
+
+def test_rotary_emb_dim_lifts_the_attn_dim_head_rule_and_sets_the_width():
+    cfg = SEED.replace(attn_dim_head=6, rotary_emb_dim=4)
+    assert cfg.rotary_dim == 4
+    assert SEED.replace(rotary_xpos=False, rotary_emb_dim=16).rotary_dim == 0  # no rotary: width unused
+    assert not SEED.replace(rotary_xpos=False, alibi_pos_bias=False, attn_flash=False, rel_pos_bias=True,
+                            use_abs_pos_emb=True).has_abs_pos_emb  # T5 bias disables the absolute table
+    assert SEED.replace(macaron=True).num_layers == 18 and not SEED.uses_pre_norm
 
 
 def test_snippet_is_never_evaluated(tmp_path):

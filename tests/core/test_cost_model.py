@@ -32,16 +32,26 @@ def _meta_model(cfg: ModelConfig) -> torch.nn.Module:
         return TransformerWrapper(**kw.wrapper, attn_layers=Decoder(**kw.decoder))
 
 
+_HYPER_NAMES = (".static_beta", ".static_alpha", ".dynamic_alpha_fn", ".dynamic_alpha_scale", ".dynamic_beta_fn",
+                ".dynamic_beta_scale", ".norm.weight")
+
+
 def _measured_parts(model: torch.nn.Module) -> dict[str, int]:
-    parts = dict.fromkeys(("token", "abs_pos", "attention", "feedforward", "norm", "residual", "logits"), 0)
+    parts = dict.fromkeys(("token", "abs_pos", "attention", "feedforward", "norm", "residual", "logits", "rel_pos",
+                           "hyper", "gate", "mem_kv"), 0)
     for name, p in model.named_parameters():
-        if name.startswith("token_emb."):
+        if name == "attn_layers.stream_emb" or (name.startswith("attn_layers.layers.")
+                                                 and name.endswith(_HYPER_NAMES)):
+            key = "hyper"
+        elif name.startswith("attn_layers.rel_pos."):
+            key = "rel_pos"
+        elif name.startswith("token_emb."):
             key = "token"
         elif name.startswith("pos_emb."):
             key = "abs_pos"
         elif name.startswith("to_logits."):
             key = "logits"
-        elif name.endswith(".gamma"):
+        elif name.endswith((".gamma", ".g")):  # LayerNorm gamma, RMSNorm / ScaleNorm g
             key = "norm"
         elif name.endswith(".residual_scale"):
             key = "residual"
@@ -49,9 +59,15 @@ def _measured_parts(model: torch.nn.Module) -> dict[str, int]:
             key = "feedforward"
         elif any(s in name for s in (".to_q.", ".to_k.", ".to_v.", ".to_out.")):
             key = "attention"
+        elif ".to_v_gate." in name:
+            key = "gate"
+        elif name.endswith((".mem_k", ".mem_v")):
+            key = "mem_kv"
         else:
             raise AssertionError(f"unclassified parameter {name}")
         parts[key] += p.numel()
+    # to_v_gate and mem_k / mem_v live in the Attention module: attention_params includes them
+    parts["attention"] += parts["gate"] + parts["mem_kv"]
     return parts
 
 
@@ -63,7 +79,8 @@ def _assert_params_match(cfg: ModelConfig, model: torch.nn.Module) -> None:
     assert parts == {
         "token": pc.token_embedding_params, "abs_pos": pc.abs_pos_embedding_params,
         "attention": pc.attention_params, "feedforward": pc.feedforward_params, "norm": pc.norm_params,
-        "residual": pc.residual_scale_params, "logits": pc.logits_params,
+        "residual": pc.residual_scale_params, "logits": pc.logits_params, "rel_pos": pc.rel_pos_bias_params,
+        "hyper": pc.hyper_connection_params, "gate": pc.attn_gate_params, "mem_kv": pc.mem_kv_params,
     }
     assert pc.embedding_params == parts["token"] + parts["abs_pos"]
     assert pc.non_embedding_params == pc.num_params - pc.embedding_params
@@ -103,6 +120,75 @@ def test_params_single_head_has_output_projection():
     _assert_params_match(cfg, build_model(cfg).model)
 
 
+# every modelled x-transformers 2.31 option, on (off is the base): each alone and in combinations
+XT231_OPTIONS: dict[str, dict[str, object]] = {
+    "use_rmsnorm": {"use_rmsnorm": True},
+    "use_simple_rmsnorm": {"use_simple_rmsnorm": True},
+    "use_scalenorm": {"use_scalenorm": True},
+    "ff_swish": {"ff_swish": True},
+    "ff_relu_squared": {"ff_relu_squared": True},
+    "ff_no_bias": {"ff_no_bias": True},
+    "ff_no_bias+glu": {"ff_no_bias": True, "ff_glu": True},
+    "attn_qk_norm": {"attn_qk_norm": True},
+    "attn_gate_values": {"attn_gate_values": True},
+    "attn_num_mem_kv": {"attn_num_mem_kv": 3},
+    "rotary_emb_dim": {"rotary_pos_emb": True, "rotary_emb_dim": 4},
+    "rel_pos_bias": {"rel_pos_bias": True, "use_abs_pos_emb": True},
+    "sandwich_norm": {"sandwich_norm": True},
+    "residual_attn": {"residual_attn": True},
+    "macaron": {"macaron": True},
+    "pre_norm=False": {"pre_norm": False},
+    "num_residual_streams": {"num_residual_streams": 3},
+    "dropouts": {"emb_dropout": 0.1, "attn_dropout": 0.1, "ff_dropout": 0.1, "layer_dropout": 0.1},
+    "macaron+deepnorm+mem": {"macaron": True, "deepnorm": True, "attn_num_mem_kv": 2, "shift_tokens": 1},
+    "streams+macaron+post": {"num_residual_streams": 2, "macaron": True, "pre_norm": False, "use_scalenorm": True},
+    "sandwich+rms+gate+qk": {"sandwich_norm": True, "use_rmsnorm": True, "attn_gate_values": True,
+                             "attn_qk_norm": True, "attn_kv_heads": 2, "ff_glu": True},
+    "rel_pos+residual+mem": {"rel_pos_bias": True, "residual_attn": True, "attn_num_mem_kv": 1,
+                             "use_simple_rmsnorm": True},
+    "alibi+flash+mem+streams": {"alibi_pos_bias": True, "alibi_num_heads": 2, "attn_flash": True,
+                                "attn_num_mem_kv": 2, "num_residual_streams": 2, "rotary_xpos": True},
+}
+_OPT_BASE = ModelConfig(num_tokens=97, max_seq_len=33, dim=32, depth=2, heads=4, attn_dim_head=8, ff_mult=1.5)
+
+
+@pytest.mark.parametrize("option", list(XT231_OPTIONS))
+def test_params_new_options_real_model(option):
+    """Each modelled x-transformers 2.31 option (and combinations) on, against the real model's tensors."""
+    cfg = _OPT_BASE.replace(**XT231_OPTIONS[option])
+    model = build_model(cfg).model
+    _assert_params_match(cfg, model)
+    pc, off = cost_model.param_counts(cfg), cost_model.param_counts(_OPT_BASE)
+    if option in ("ff_swish", "ff_relu_squared", "attn_qk_norm", "residual_attn", "dropouts"):
+        assert pc == off  # no parameter changes
+    elif option == "use_rmsnorm":
+        assert pc.num_params == off.num_params and pc.num_param_tensors == off.num_param_tensors  # g for gamma
+    else:
+        assert pc.num_params != off.num_params
+
+
+def test_params_new_options_known_values():
+    """Numbers computed by hand from the x-transformers source, for the base (d=32, L=2, h=4, dh=8, f=48)."""
+    base = cost_model.param_counts(_OPT_BASE).num_params
+    d, L, h, dh = 32, 2, 4, 8
+
+    def delta(**kw):
+        return cost_model.param_counts(_OPT_BASE.replace(**kw)).num_params - base
+
+    assert delta(use_simple_rmsnorm=True) == -(2 * L + 1) * d  # no gains at all
+    assert delta(use_scalenorm=True) == -(2 * L + 1) * (d - 1)  # one scalar per norm
+    assert delta(use_rmsnorm=True) == 0  # one gain of d, as LayerNorm
+    assert delta(ff_no_bias=True) == -L * (48 + d)
+    assert delta(ff_no_bias=True, ff_glu=True) - delta(ff_glu=True) == -L * d  # GLU keeps its bias
+    assert delta(attn_gate_values=True) == L * d * h * dh
+    assert delta(attn_num_mem_kv=3) == L * 2 * h * 3 * dh
+    assert delta(rel_pos_bias=True) == 32 * h - 33 * d  # the T5 table, and no absolute position table
+    assert delta(sandwich_norm=True) == 2 * L * d
+    assert delta(pre_norm=False) == -d  # no final norm
+    s = 3
+    assert delta(num_residual_streams=s) == 2 * L * (d * (s + 3) + s * (s + 2) + 2) + s * d
+
+
 @st.composite
 def model_configs(draw) -> ModelConfig:
     heads = draw(st.integers(1, 6))
@@ -116,7 +202,7 @@ def model_configs(draw) -> ModelConfig:
     rotary = draw(st.booleans())
     dim = draw(st.integers(8, 48))
     alibi = draw(st.booleans())
-    return ModelConfig(
+    return _config(
         num_tokens=draw(st.integers(2, 300)),
         max_seq_len=draw(st.integers(1, 64)),
         use_abs_pos_emb=draw(st.booleans()),
@@ -136,12 +222,47 @@ def model_configs(draw) -> ModelConfig:
         deepnorm=draw(st.booleans()),
         shift_tokens=draw(st.integers(0, min(3, dim - 1))),
         **kv,
+        **draw(xt231_options()),
     )
+
+
+def _config(**kw: object) -> ModelConfig:
+    return ModelConfig(**fix_option_conflicts(kw))
+
+
+@st.composite
+def xt231_options(draw) -> dict[str, object]:
+    """The modelled x-transformers 2.31 options, drawn independently (invalid combinations dropped later)."""
+    norm = draw(st.sampled_from([None, "use_rmsnorm", "use_simple_rmsnorm", "use_scalenorm"]))
+    return {
+        **({norm: True} if norm else {}),
+        "ff_swish": draw(st.booleans()), "ff_relu_squared": draw(st.booleans()), "ff_no_bias": draw(st.booleans()),
+        "attn_qk_norm": draw(st.booleans()), "attn_gate_values": draw(st.booleans()),
+        "attn_num_mem_kv": draw(st.sampled_from([0, 0, 1, 4])), "rel_pos_bias": draw(st.booleans()),
+        "sandwich_norm": draw(st.booleans()), "residual_attn": draw(st.booleans()), "macaron": draw(st.booleans()),
+        "pre_norm": draw(st.booleans()), "num_residual_streams": draw(st.sampled_from([1, 1, 2, 3])),
+    }
+
+
+def fix_option_conflicts(kw: dict[str, object]) -> dict[str, object]:
+    """Turn off the options x-transformers rejects together (the rules ModelConfig enforces)."""
+    kw = dict(kw)
+    if kw.get("rel_pos_bias") and (kw.get("alibi_pos_bias") or kw.get("attn_flash") or kw.get("rotary_pos_emb")
+                                   or kw.get("rotary_xpos")):
+        kw["rel_pos_bias"] = False
+    if kw.get("residual_attn") and kw.get("attn_flash"):
+        kw["residual_attn"] = False
+    if kw.get("sandwich_norm") and (kw.get("deepnorm") or not kw.get("pre_norm", True)):
+        kw["sandwich_norm"] = False
+    if kw.get("deepnorm"):
+        kw["num_residual_streams"] = 1
+    return kw
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=model_configs())
 def test_params_hypothesis_meta_model(cfg):
+    """Old and new options together (the strategy draws every modelled x-transformers 2.31 option)."""
     _assert_params_match(cfg, _meta_model(cfg))
 
 
@@ -187,8 +308,10 @@ _NO_ALIBI = SMALL_SEED.replace(alibi_pos_bias=False, alibi_num_heads=None)
 
 
 @pytest.mark.parametrize("cfg", [_NO_ALIBI, _NO_ALIBI.replace(attn_one_kv_head=False, attn_kv_heads=2),
-                                 _NO_ALIBI.replace(attn_one_kv_head=False), SMALL_SEED.replace(rotary_xpos=False)],
-                         ids=["mqa", "gqa", "mha", "mqa-alibi-no-rotary"])
+                                 _NO_ALIBI.replace(attn_one_kv_head=False), SMALL_SEED.replace(rotary_xpos=False),
+                                 _NO_ALIBI.replace(attn_num_mem_kv=3, macaron=True, deepnorm=False,
+                                                   num_residual_streams=2)],
+                         ids=["mqa", "gqa", "mha", "mqa-alibi-no-rotary", "mem-kv-macaron-streams"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_kv_cache_bytes_from_cached_generation_path(cfg, dtype):
     model = build_model(cfg, dtype=dtype).model
@@ -288,3 +411,31 @@ def test_memory_scales_as_documented():
     assert mha.kv_cache_bytes == SEED.heads * small.kv_cache_bytes  # 8 K/V heads instead of 1
     # ALiBi dense mask dominates the training activations at long sequences: depth masks of (b, h, n, n)
     assert big.training_breakdown_bytes["attention"] > SEED.depth * big.alibi_sdpa_mask_bytes
+
+
+def test_memory_estimate_is_the_sum_of_its_named_terms():
+    for cfg in (SEED, SEED.replace(deepnorm=False, num_residual_streams=2, macaron=True, attn_num_mem_kv=4)):
+        wl = Workload(seq_len=512, batch=3, dtype="bfloat16")
+        mem = cost_model.memory_estimate(cfg, wl)
+        assert mem.kv_cache_bytes_per_token == cost_model.kv_bytes_per_token(cfg, 2) == 2 * cfg.depth * cfg.kv_heads * 64 * 2
+        assert mem.kv_cache_bytes == cost_model.kv_cache_bytes(cfg, wl) == mem.kv_cache_bytes_per_token * 3 * 512
+        assert mem.training_total_bytes == (
+            cost_model.weights_bytes(cfg, wl) + cost_model.buffers_bytes(cfg, wl) + cost_model.grads_bytes(cfg, wl)
+            + cost_model.optimizer_state_bytes(cfg, wl) + sum(cost_model.training_activation_bytes(cfg, wl).values())
+            + cost_model.loss_bytes(cfg, wl))
+        assert mem.inference_total_bytes == (cost_model.weights_bytes(cfg, wl) + cost_model.buffers_bytes(cfg, wl)
+                                             + cost_model.inference_activation_bytes(cfg, wl)[0])
+        assert mem.loss_bytes_training == 3 * 512 * cfg.num_tokens * 2
+    # memory slots are not cached: the KV cache does not grow with attn_num_mem_kv (checked on the model above)
+    assert cost_model.kv_cache_bytes(SEED.replace(attn_num_mem_kv=8), Workload()) == cost_model.kv_cache_bytes(
+        SEED, Workload())
+
+
+def test_every_memory_term_states_formula_unit_and_source():
+    for fn in (cost_model.weights_bytes, cost_model.buffers_bytes, cost_model.grads_bytes,
+               cost_model.optimizer_state_bytes, cost_model.kv_bytes_per_token, cost_model.kv_cache_bytes,
+               cost_model.alibi_tensors, cost_model.rel_pos_bias_bytes, cost_model.inference_activation_bytes,
+               cost_model.training_activation_bytes, cost_model.hyper_connection_saved_bytes,
+               cost_model.loss_bytes):
+        doc = fn.__doc__ or ""
+        assert "bytes" in doc and ("x_transformers.py" in doc or "torch" in doc or "builder" in doc), fn.__name__

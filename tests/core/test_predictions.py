@@ -96,3 +96,25 @@ def test_every_field_needs_a_place_in_the_vocabulary() -> None:
     extended = Extended(**dataclasses.asdict(pc))
     with pytest.raises(KeyError, match="new_widget_params has no"):
         cost_model._rows_of(extended, cost_model._PARAM_ROWS)
+
+
+OPTIONS = [{"use_rmsnorm": True}, {"use_simple_rmsnorm": True}, {"use_scalenorm": True}, {"ff_swish": True},
+           {"ff_relu_squared": True}, {"ff_no_bias": True}, {"attn_qk_norm": True}, {"attn_gate_values": True},
+           {"attn_num_mem_kv": 3}, {"rel_pos_bias": True, "rotary_xpos": False, "alibi_pos_bias": False,
+                                    "alibi_num_heads": None, "attn_flash": False},
+           {"sandwich_norm": True, "deepnorm": False}, {"residual_attn": True, "attn_flash": False}, {"macaron": True},
+           {"deepnorm": False, "pre_norm": False}, {"deepnorm": False, "num_residual_streams": 3}]
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: ",".join(o))
+@pytest.mark.parametrize("n", [64, 2048])
+def test_every_modelled_option_emits_rows_whose_stack_sums(option: dict, n: int) -> None:
+    cfg = PRESETS["seed"].replace(**option)
+    wl = Workload(seq_len=n, batch=2)
+    rows = cost_model.predictions(cfg, wl)
+    mem = cost_model.memory_estimate(cfg, wl)
+    totals = {"inference": mem.inference_total_bytes, "train_step": mem.training_total_bytes}
+    for phase, parts in cost_model.MEMORY_STACK.items():
+        values = [cost_model.predicted(rows, phase=phase, component=c, unit="bytes") for c in parts]
+        assert all(v >= 0 for v in values) and sum(values) == totals[phase]
+    assert cost_model.estimate(cfg, wl)["num_params"] == cost_model.param_counts(cfg).num_params

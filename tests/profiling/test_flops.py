@@ -188,6 +188,90 @@ def test_bfloat16_fake_count():
     assert flops.torch_flop_count(SMALL_SEED, wl).total_flops == cost_model.flop_counts(SMALL_SEED, wl).fwd_flops
 
 
+def _combine(_xt231: dict[str, object], **kw: object) -> ModelConfig:
+    """Base fields plus the drawn 2.31 options, dropping the ones x-transformers rejects with the base."""
+    opts = dict(_xt231)
+    if kw.get("alibi_pos_bias") or kw.get("attn_flash") or kw.get("rotary_pos_emb") or kw.get("rotary_xpos"):
+        opts["rel_pos_bias"] = False
+    if kw.get("attn_flash"):
+        opts["residual_attn"] = False
+    if kw.get("deepnorm") or not opts.get("pre_norm", True):
+        opts["sandwich_norm"] = False
+    if kw.get("deepnorm"):
+        opts["num_residual_streams"] = 1
+    return ModelConfig(**kw, **opts)
+
+
+# every modelled x-transformers 2.31 option on (the base has them off), alone and combined
+XT231_OPTIONS: dict[str, dict[str, object]] = {
+    "use_rmsnorm": {"use_rmsnorm": True}, "use_simple_rmsnorm": {"use_simple_rmsnorm": True},
+    "use_scalenorm": {"use_scalenorm": True}, "ff_swish": {"ff_swish": True},
+    "ff_relu_squared": {"ff_relu_squared": True}, "ff_no_bias": {"ff_no_bias": True},
+    "attn_qk_norm": {"attn_qk_norm": True}, "attn_gate_values": {"attn_gate_values": True},
+    "attn_num_mem_kv": {"attn_num_mem_kv": 3}, "rotary_emb_dim": {"rotary_pos_emb": True, "rotary_emb_dim": 4},
+    "rel_pos_bias": {"rel_pos_bias": True, "attn_flash": False}, "sandwich_norm": {"sandwich_norm": True},
+    "residual_attn": {"residual_attn": True, "attn_flash": False}, "macaron": {"macaron": True},
+    "pre_norm=False": {"pre_norm": False}, "num_residual_streams": {"num_residual_streams": 3},
+    "dropouts": {"emb_dropout": 0.1, "attn_dropout": 0.1, "ff_dropout": 0.1, "layer_dropout": 0.1},
+    "mem+alibi+flash": {"attn_num_mem_kv": 2, "alibi_pos_bias": True, "alibi_num_heads": 1},
+    "streams+macaron+gate+glu": {"num_residual_streams": 2, "macaron": True, "attn_gate_values": True,
+                                 "ff_glu": True, "attn_kv_heads": 1},
+}
+_FLOP_BASE = ModelConfig(num_tokens=50, max_seq_len=64, dim=16, depth=2, heads=2, attn_dim_head=8, attn_flash=True)
+
+
+@pytest.mark.parametrize("option", list(XT231_OPTIONS))
+@pytest.mark.parametrize("train_step", [False, True], ids=["forward", "train_step"])
+def test_new_options_flops_exact(option, train_step):
+    """FlopCounterMode on the real (fake-tensor) model equals the closed form with each option on."""
+    cfg = _FLOP_BASE.replace(**XT231_OPTIONS[option])
+    if train_step and option == "dropouts":
+        cfg = cfg.replace(layer_dropout=0.0)  # stochastic depth skips random layers: see the next test
+    wl = Workload(seq_len=12, batch=2)
+    closed = cost_model.flop_counts(cfg, wl)
+    count = flops.torch_flop_count(cfg, wl, train_step=train_step).total_flops
+    if not train_step:
+        assert count == closed.fwd_flops
+    else:
+        # CPU SDPA with dropout_p > 0 (attn_dropout in training) runs the math path: bmm, no recompute
+        recompute = cfg.attn_flash and not cfg.attn_dropout
+        assert count == (closed.train_step_flops_flash_recompute if recompute else closed.train_step_flops)
+
+
+def test_layer_dropout_skips_whole_layers_in_training():
+    """The closed form assumes no layer is skipped; with layer_dropout=1 training skips every sub-layer
+    (x_transformers.py:3646) and only the logits remain, while a forward in eval mode skips none."""
+    cfg = _FLOP_BASE.replace(layer_dropout=1.0, attn_dropout=0.5, ff_dropout=0.5, emb_dropout=0.5)
+    wl = Workload(seq_len=12, batch=2)
+    closed = cost_model.flop_counts(cfg, wl)
+    assert closed == cost_model.flop_counts(_FLOP_BASE, wl)  # dropouts change no closed-form count
+    assert flops.torch_flop_count(cfg, wl, train_step=True).total_flops == 3 * closed.logits_flops
+    assert flops.torch_flop_count(cfg, wl).total_flops == closed.fwd_flops
+
+
+def test_new_options_flops_known_values():
+    """By hand from the source: T = 24 tokens, d = 16, L = 2, h = 2, dh = 8, f = 64, n = 12, b = 2."""
+    wl = Workload(seq_len=12, batch=2)
+    base = cost_model.flop_counts(_FLOP_BASE, wl)
+
+    def fc(**kw):
+        return cost_model.flop_counts(_FLOP_BASE.replace(**kw), wl)
+
+    T, d, L, h, dh, f, n, b = 24, 16, 2, 2, 8, 64, 12, 2
+    assert fc(attn_gate_values=True).fwd_flops - base.fwd_flops == L * 2 * T * d * h * dh
+    assert fc(attn_num_mem_kv=3).attn_flops == L * 2 * 2 * b * h * n * (n + 3) * dh
+    assert fc(attn_num_mem_kv=3).attn_flops_causal == L * 2 * 2 * b * h * (n * (n + 1) // 2 + n * 3) * dh
+    assert fc(macaron=True).ff_flops == 2 * base.ff_flops == 2 * L * 4 * T * d * f
+    s = 3
+    hyper = fc(num_residual_streams=s)
+    assert hyper.hyper_connection_flops == 2 * L * (2 * T * s * d * (s + 1) + 2 * T * (s + 1) * s * d)
+    assert hyper.fwd_flops - base.fwd_flops == hyper.hyper_connection_flops
+    assert hyper.hyper_connection_mv_flops_uncounted == 2 * L * 2 * T * s * d
+    for kw in ({"use_rmsnorm": True}, {"use_scalenorm": True}, {"ff_swish": True}, {"attn_qk_norm": True},
+               {"ff_no_bias": True}, {"sandwich_norm": True}, {"pre_norm": False}, {"ff_dropout": 0.5}):
+        assert fc(**kw) == base, kw
+
+
 @st.composite
 def small_configs(draw) -> ModelConfig:
     heads = draw(st.integers(1, 4))
@@ -199,19 +283,72 @@ def small_configs(draw) -> ModelConfig:
         extra["attn_kv_heads"] = draw(st.sampled_from([d for d in range(1, heads + 1) if heads % d == 0]))
     alibi = draw(st.booleans())
     dim = draw(st.sampled_from([16, 24, 32]))
-    return ModelConfig(
+    return _combine(
         num_tokens=draw(st.integers(2, 100)), max_seq_len=64, use_abs_pos_emb=draw(st.booleans()),
         tie_embedding=draw(st.booleans()), dim=dim, depth=draw(st.integers(1, 2)), heads=heads,
         attn_dim_head=draw(st.sampled_from([8, 16])), ff_mult=draw(st.sampled_from([1, 1.5, 4])),
         ff_glu=draw(st.booleans()), attn_flash=draw(st.booleans()), alibi_pos_bias=alibi,
         alibi_num_heads=draw(st.one_of(st.none(), st.integers(1, heads))) if alibi else None,
         rotary_pos_emb=draw(st.booleans()), rotary_xpos=draw(st.booleans()), deepnorm=draw(st.booleans()),
-        shift_tokens=draw(st.integers(0, 2)), **extra,
+        shift_tokens=draw(st.integers(0, 2)), **extra, **_valid(draw(xt231_flop_options())),
     )
+
+
+@st.composite
+def xt231_flop_options(draw) -> dict[str, object]:
+    norm = draw(st.sampled_from([None, "use_rmsnorm", "use_simple_rmsnorm", "use_scalenorm"]))
+    return {
+        **({norm: True} if norm else {}),
+        "ff_swish": draw(st.booleans()), "ff_no_bias": draw(st.booleans()), "attn_qk_norm": draw(st.booleans()),
+        "attn_gate_values": draw(st.booleans()), "attn_num_mem_kv": draw(st.sampled_from([0, 1, 3])),
+        "rel_pos_bias": draw(st.booleans()), "sandwich_norm": draw(st.booleans()),
+        "residual_attn": draw(st.booleans()), "macaron": draw(st.booleans()), "pre_norm": draw(st.booleans()),
+        "num_residual_streams": draw(st.sampled_from([1, 2, 3])),
+    }
+
+
+def _valid(kw: dict[str, object]) -> dict[str, object]:
+    """Mark options for removal where x-transformers rejects the combination (resolved in ``_combine``)."""
+    return {"_xt231": kw}
+
+
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=small_configs(), n=st.integers(2, 40), b=st.integers(1, 2))
 def test_fake_count_matches_closed_form_hypothesis(cfg, n, b):
+    """Old and new options together (every modelled x-transformers 2.31 option is drawn)."""
     wl = Workload(seq_len=n, batch=b)
     assert flops.torch_flop_count(cfg, wl).total_flops == cost_model.flop_counts(cfg, wl).fwd_flops
+
+
+def test_fvcore_counts_hyper_connections_matrix_vector_products():
+    """fvcore 0.1.5's matmul handle fails on hyper-connections' (b, n, s, d) @ (d,); ours counts it: the
+    difference between fvcore with and without the (d,) products is exactly the closed form's
+    ``hyper_connection_mv_flops_uncounted`` (which torch's counter, and so ``fwd_flops``, leaves out)."""
+    from fvcore.nn.jit_handles import matmul_flop_jit
+
+    cfg = _FLOP_BASE.replace(num_residual_streams=3)
+    wl = Workload(seq_len=12, batch=2)
+    closed = cost_model.flop_counts(cfg, wl)
+    fv = flops.fvcore_flop_count(cfg, wl, model=flops._build_real(cfg))
+    assert fv.by_operator_macs["matmul"] * 2 == closed.hyper_connection_flops // 2 + closed.hyper_connection_mv_flops_uncounted
+    with pytest.raises(IndexError):  # fvcore's own handle on a 1-D right operand
+        matmul_flop_jit([_FakeValue((2, 12, 3, 16)), _FakeValue((16,))], [_FakeValue((2, 12, 3))])
+    assert flops.torch_flop_count(cfg, wl).total_flops == closed.fwd_flops
+
+
+class _FakeValue:
+    """Stands in for a TorchScript value in fvcore's handles (``type().sizes()``)."""
+
+    def __init__(self, shape):
+        self._shape = list(shape)
+
+    def type(self):
+        return self
+
+    def sizes(self):
+        return self._shape
+
+    def isCompleteTensor(self):  # noqa: N802 (TorchScript's name)
+        return True
