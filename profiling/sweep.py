@@ -315,13 +315,9 @@ def _store():
 
 def cache_read(key: str) -> list[ProfileRecord] | None:
     """The stored rows of the point ``key`` when its latest run is all ``ok`` (else None)."""
-    from xtlens.profiling.store import StoreError
-
     try:
         return _store().cached(key)
-    except StoreError:
-        raise
-    except Exception:  # noqa: BLE001 - an unreadable cache must not fail a measurement
+    except Exception:  # noqa: BLE001 - an unusable store (StoreError: the CLI and page say why) must not fail a measurement
         return None
 
 
@@ -508,7 +504,12 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
     elif any(r.status == "oom" for r in rows):
         free_memory(device)
     if key is not None:
-        cache_write(key, rows)
+        from xtlens.profiling.store import StoreError
+
+        try:
+            cache_write(key, rows)
+        except (StoreError, OSError):  # the CLI and the page report an unusable store; the rows are still returned
+            pass
     return rows, False
 
 

@@ -144,9 +144,10 @@ def test_cancel_cancels_the_remaining_tasks(cluster) -> None:
 def test_cli_profile_on_ray(cluster, tmp_path) -> None:
     out = tmp_path / "ray.csv"
     env = {**os.environ, "XTLENS_DB": str(tmp_path / "cli.sqlite")}
-    run = subprocess.run([sys.executable, "-m", "xtlens.profiling.cli", "profile", "--config", "-", "--ray",
-                          cluster.address, "--what", "flops", "--seq-lens", "16,32", "--device", "cpu", "--out",
-                          str(out)], input=TINY.to_json(), capture_output=True, text=True, env=env, timeout=180)
+    (tmp_path / "tiny.json").write_text(TINY.to_json())
+    run = subprocess.run([sys.executable, "-m", "xtlens.profiling.cli", "profile", "--config", str(tmp_path / "tiny.json"),
+                          "--ray", cluster.address, "--what", "flops", "--seq-lens", "16,32", "--device", "cpu", "--out",
+                          str(out)], capture_output=True, text=True, env=env, timeout=180)
     assert run.returncode == 0, run.stderr
     assert "on Ray cluster at 127.0.0.1" in run.stderr
     from xtlens.profiling.export import read_records
