@@ -147,10 +147,27 @@ def _staged_package() -> Path:
     return top
 
 
+def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at ``host:port`` (ray.init retries for long)."""
+    target = address.removeprefix("ray://")
+    if address == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise RayUnavailable(f"could not connect to the Ray cluster at {address}: nothing answers there ({reason}); "
+                             "start it with `ray start --head` or check the address") from None
+
+
 def connect(address: str, *, pip_deps: bool = False):
     """``ray`` connected to ``address`` (reconnecting when another address was in use). Thread-safe."""
     ray = _import_ray()
     with _CONNECT_LOCK:
+        if not (ray.is_initialized() and _CONNECTED.get("address") == (address, pip_deps)):
+            _check_reachable(address)
         if ray.is_initialized() and _CONNECTED.get("address") == (address, pip_deps):
             return ray
         if ray.is_initialized():
@@ -214,7 +231,7 @@ class RayJob:
     def __init__(self, spec: JobSpec, executor: RayExecutor, *, start: bool = True):
         self.spec = spec
         self.executor = executor
-        self.key = f"ray-{spec.key()}"
+        self.key = spec.key()
         self._points = spec.points()
         self._lock = threading.RLock()
         self._rows: dict[int, list[ProfileRecord]] = {}
@@ -378,12 +395,12 @@ class RayJob:
             self._ended = outcome
             self._finished_at = time.monotonic()
             self._fraction = 1.0
-            self._message = {
-                "finished": f"done: {len(self._points)} point(s) on {self.executor.describe()}",
-                "timeout": f"stopped at the time limit of {self.spec.time_limit_s:g} s",
-                "cancelled": "cancelled",
-                "crashed": f"failed: {why}",
-            }[outcome]
+            if outcome == "finished":
+                self._message = f"done: {len(self._points)} point(s) on {self.executor.describe()}"
+            elif outcome == "timeout":
+                self._message = f"stopped at the time limit of {self.spec.time_limit_s:g} s"
+            else:
+                self._message = "cancelled" if outcome == "cancelled" else f"failed: {why}"
 
     # --- the page's API (as profiling.worker.Job) ---
 

@@ -92,3 +92,9 @@ def test_profile_with_a_foreign_database_exits_2(tmp_path, monkeypatch, capsys) 
     monkeypatch.setenv("XTLENS_DB", str(db))
     assert main(["profile", "--what", "flops", "--seq-lens", "16", "--device", "cpu"]) == 2
     assert "another program (tables: invoices)" in capsys.readouterr().err
+
+
+def test_profile_on_an_unreachable_ray_cluster_says_so(tmp_path, capsys) -> None:
+    assert main(["profile", "--what", "flops", "--seq-lens", "16", "--ray", "127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert "could not connect to the Ray cluster at 127.0.0.1:9: nothing answers there" in err
