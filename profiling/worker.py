@@ -328,7 +328,7 @@ class Job:
         self._fraction = 1.0
         self._message = {
             "finished": f"done: {len(self._points)} point(s)",
-            "timeout": f"stopped at the time limit of {self.spec.time_limit_s:g} s",
+            "timeout": f"stopped at the time limit of {self.spec.time_limit_s or 0:g} s",  # None: no limit
             "cancelled": "cancelled",
             "crashed": f"failed: {self._fatal or (crash[1] if crash else '')}",
         }[self._ended]

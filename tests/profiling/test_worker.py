@@ -169,3 +169,9 @@ def test_a_child_that_cannot_start_gives_error_rows() -> None:
     rows = job.result()
     assert [r.status for r in rows] == ["error", "error"]
     assert rows[0].error.startswith("could not start the measurement process (/nonexistent/python3): ")
+
+
+def test_a_job_without_a_time_limit_finishes_with_its_message() -> None:
+    job = Job(_spec("fake_slow", [32], time_limit_s=None))
+    job.wait(timeout=60)
+    assert job.outcome == "finished" and job.progress() == (1.0, "done: 1 point(s)")
