@@ -18,6 +18,9 @@ from xtlens.dashboard.views.common import chart, table
 
 MAX_ROWS = 50_000
 DEFAULT_SERIES = 4
+SUMMARY_LABELS = {"series": "series (configuration · device · dtype)", "rows": "rows", "failed": "failed rows",
+                  "shortest_tokens": "shortest (tokens)", "longest_tokens": "longest (tokens)",
+                  "measured_on": "measured on", "hosts": "host(s)", "newest": "newest measurement (UTC)"}
 MEASUREMENT_TITLES = {"latency": "latency", "memory": "peak memory", "flops": "FLOP counts"}
 SOURCE_WORDS = {"local": "this machine", "ray": "Ray cluster", "import": "imported file", "json-cache": "old cache"}
 
@@ -114,7 +117,8 @@ def render(ctx: Ctx) -> None:
         return
     st.caption(f"Every stored result: measurements from this page (here or on a Ray cluster), `xtlens profile` runs "
                f"and imported files — {len(frame):,} row(s) in `{path}`"
-               + (f" (the newest {MAX_ROWS:,} shown)" if len(frame) >= MAX_ROWS else "") + ".")
+               + (f" (the newest {MAX_ROWS:,} shown)" if len(frame) >= MAX_ROWS else "")
+               + ". This tab does not follow the sidebar's configuration and workload: filter the stored rows below.")
     _import_box(path)
     if frame.empty:
         st.info("No stored results yet. Press Measure in the FLOPs, Memory or Latency view, run `xtlens profile` "
@@ -127,7 +131,7 @@ def render(ctx: Ctx) -> None:
     summary = series_summary(picked)
     st.markdown(f"**{len(summary)} series** (configuration · device · dtype) match — pick the ones to compare:")
     st.dataframe(summary, hide_index=True, width="stretch", key="df.history.series",
-                 height=min(35 * (len(summary) + 1) + 3, 300))
+                 height=min(35 * (len(summary) + 1) + 3, 300), column_config=SUMMARY_LABELS)
     options = summary["series"].tolist()
     chosen = st.multiselect("series to compare", options, default=options[:DEFAULT_SERIES], key="history.series",
                             help="Each series is one line in the charts below; pick series measured on different "
@@ -135,7 +139,7 @@ def render(ctx: Ctx) -> None:
     if not chosen:
         st.info("Pick at least one series to draw the charts.")
     else:
-        _charts(newest_per_point(picked[series_label(picked).isin(chosen)]))
+        _charts(newest_per_point(picked[series_label(picked).isin(chosen)]), chosen)
     table(picked.drop(columns=["config_json"]), f"stored results ({len(picked)} row(s))", "history.rows",
           caption="Newest first. id, stored_at, source, host and attempts say where and how each row was stored "
                   "(attempts = 2: a Ray worker died and the point was retried once).")
@@ -164,7 +168,8 @@ def _filters(frame: pd.DataFrame) -> pd.DataFrame:
                        seq_lens=seq_lens, dates=dates, only_ok=only_ok)
 
 
-def _charts(points: pd.DataFrame) -> None:
+def _charts(points: pd.DataFrame, chosen: list[str]) -> None:
+    """Latency, memory and FLOP charts; a series has the same colour in each (its place in ``chosen``)."""
     if points.empty:
         st.info("The picked series have no successful rows to draw (see the table for why they failed).")
         return
@@ -173,21 +178,49 @@ def _charts(points: pd.DataFrame) -> None:
         phases = [p for p in ("forward", "attention", "train_step", "decode") if p in set(lat["phase"])]
         phase = st.radio("latency phase", phases, horizontal=True, key="history.latency_phase") if len(phases) > 1 \
             else phases[0]
-        chart(charts.latency_loglog(lat[lat["phase"] == phase],
-                                    title=f"{phase} latency by series: median with min-max bars (ms)"),
+        chart(_legend(chosen, charts.latency_loglog(lat[lat["phase"] == phase],
+                                            title=f"{phase} latency by series: median with min-max bars (ms)")),
               "history_latency")
     mem = points[(points["measurement"] == "memory") & (points["component"] == "total")].copy()
     if not mem.empty:
         mem["phase"] = mem["series"] + " / " + mem["phase"].astype(str)
-        chart(charts.measured_vs_predicted(mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
-                                           title="Peak memory by series: measured (markers) vs predicted (dashed)"),
-              "history_memory")
+        chart(_legend(chosen, charts.measured_vs_predicted(
+            mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
+            title="Peak memory by series and phase: measured (markers) vs predicted (dashed)")), "history_memory")
     flops = points[(points["measurement"] == "flops") & points["torch_counter_flops"].notna()].copy()
     if not flops.empty:
         flops["line"] = flops["series"] + " / " + flops["phase"].astype(str)
-        chart(charts.overlay_lines(flops, x="seq_len_tokens", y="torch_counter_flops", series="line",
-                                   title="Counted FLOPs by series (torch FlopCounterMode)", x_title=charts.SEQ_AXIS,
-                                   y_title=charts.FLOPS_AXIS + ", log scale", log_y=True), "history_flops")
+        chart(_legend(chosen, charts.overlay_lines(
+            flops, x="seq_len_tokens", y="torch_counter_flops", series="line",
+            title="FLOPs per step, counted by torch's FlopCounterMode, by series and phase", x_title=charts.SEQ_AXIS,
+            y_title=charts.FLOPS_AXIS + ", log scale", log_y=True)), "history_flops")
+
+
+SYMBOLS = ("circle", "diamond", "square", "triangle-up")
+DASHES = ("dash", "dot", "dashdot", "longdash")
+
+
+def _legend(chosen: list[str], fig):
+    """One colour per series in every chart (by its place in ``chosen``); phases of one series differ by marker
+    symbol and dash. The legend is always shown: with one line plotly hides it, and nobody can tell which it is."""
+    phases: dict[str, int] = {}
+    for trace in fig.data:
+        name = str(trace.name or "")
+        index = next((i for i, s in enumerate(chosen) if name.startswith(s)), None)
+        if index is None:
+            continue
+        color = charts.SERIES[index % len(charts.SERIES)]
+        rest = name[len(chosen[index]):].split(":")[0].strip(" /")
+        k = phases.setdefault(rest, len(phases)) if rest and not rest.startswith("—") else 0
+        if trace.line is not None:
+            trace.line.color = color
+            if trace.line.dash is not None:
+                trace.line.dash = DASHES[k % len(DASHES)]
+        if trace.marker is not None:
+            trace.marker.color = color
+            trace.marker.symbol = SYMBOLS[k % len(SYMBOLS)]
+    fig.update_layout(showlegend=True)
+    return fig
 
 
 def _import_box(path: str) -> None:
