@@ -31,6 +31,7 @@ point ends with at least one row, and every measured row lands in the result sto
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import shutil
@@ -141,6 +142,7 @@ def _staged_package() -> Path:
     if _STAGED and _STAGED[0].exists():
         return _STAGED[0]
     top = Path(tempfile.mkdtemp(prefix="xtlens-ray-")) / "xtlens"
+    atexit.register(shutil.rmtree, top.parent, True)
     for name in ("core", "profiling"):
         shutil.copytree(_PACKAGE_ROOT / name, top / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _STAGED[:] = [top]

@@ -8,6 +8,7 @@ that none of its processes is left.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,8 +54,12 @@ def _db(tmp_path, monkeypatch):
     monkeypatch.setenv("XTLENS_DB", str(tmp_path / "results.sqlite"))
 
 
-def _name(tag: str) -> str:
-    return f"xtlens-test-{tag}-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def name(request):
+    """A unique configuration name; the fakes keep their marker files in /tmp/<name> (removed afterwards)."""
+    value = f"xtlens-test-{request.node.name[5:15]}-{uuid.uuid4().hex[:8]}"
+    yield value
+    shutil.rmtree(Path("/tmp") / value, ignore_errors=True)
 
 
 def _run(job, timeout: float = 120.0):
@@ -96,8 +101,7 @@ def test_a_profile_sweep_on_ray_equals_the_local_run(cluster) -> None:
     assert sorted(again, key=key) == local_rows and open_store().count() == len(stored)
 
 
-def test_a_killed_worker_is_retried_once_and_a_dying_one_gives_a_failure_row(cluster) -> None:
-    name = _name("kill")
+def test_a_killed_worker_is_retried_once_and_a_dying_one_gives_a_failure_row(cluster, name) -> None:
     marks = Path("/tmp") / name
     spec = JobSpec.make("flops", TINY, seq_len_workloads([16, 32, 48, 64, 80]), SweepOptions(device="cpu"),
                         config_name=name, measure=f"{FAKES}:killed_then_dying")
@@ -121,8 +125,7 @@ def test_a_killed_worker_is_retried_once_and_a_dying_one_gives_a_failure_row(clu
     assert attempts == {16: 1, 32: 1, 48: 2, 64: 2, 80: 1}
 
 
-def test_cancel_cancels_the_remaining_tasks(cluster) -> None:
-    name = _name("cancel")
+def test_cancel_cancels_the_remaining_tasks(cluster, name) -> None:
     marks = Path("/tmp") / name
     manager = JobManager(executor=RayExecutor(address=cluster.address))
     job = manager.submit("flops", [(name, TINY)], seq_len_workloads([16, 32, 48]), SweepOptions(device="cpu"),
@@ -164,3 +167,34 @@ def test_executor_choice() -> None:
     ray_ex = executor_for("auto")
     assert isinstance(ray_ex, RayExecutor) and ray_ex.address == "auto"
     assert ray_ex.describe() == "Ray cluster at auto"
+
+
+def test_the_page_measures_on_the_ray_cluster(cluster, monkeypatch) -> None:
+    """Sidebar: Run measurements on -> Ray cluster; Measure on the Overview runs as Ray tasks (fast fake measure)."""
+    import dataclasses
+
+    from streamlit.testing.v1 import AppTest
+    from xtlens.dashboard import jobs
+
+    fake = str(Path(__file__).resolve().parents[1] / "dashboard" / "fake_measure.py") + ":measure"
+    real_spec = jobs.Request.spec
+    monkeypatch.setattr(jobs.Request, "spec", lambda self: dataclasses.replace(real_spec(self), measure=fake))
+    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=120)
+    at.query_params.update({"seq_len": "256"})
+    at.run()
+    at.radio(key="run.on").set_value("Ray cluster").run()
+    at.text_input(key="run.ray_address").set_value(cluster.address).run()
+    at.selectbox(key="run.ray_device").set_value("cpu").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(f"Ray cluster at {cluster.address}: 1 node(s), 2 CPU(s), 0 GPU(s)" in c.value for c in at.caption)
+    assert any("one Ray task per point" in c.value for c in at.caption)
+    at.button(key="measure.overview").click().run()
+    (job,) = jobs.manager(cluster.address).jobs()
+    assert type(job).__name__ == "RayJob"
+    job.wait(timeout=120)
+    at.run()
+    assert not at.exception
+    assert [m.value for m in at.metric if m.label == "Forward latency (median)"] == [f"{1e-6 * 256 * 256:,.2f} ms"]
+    stored = open_store().query()
+    assert set(stored["source"]) == {"ray"} and len(stored) == len(job.result())
