@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-sys.path.insert(0, str(HERE.parents[1] / "tests"))
+
+
+def _local_ray_cluster():
+    """``tests/ray_cluster.py``'s ``LocalRayCluster`` (the cluster the tests start), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("xtlens_bench_ray_cluster", HERE.parents[1] / "tests" / "ray_cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LocalRayCluster
 
 
 def noop(what, cfg, wl, *, device, options, config_name, progress):
@@ -59,7 +68,7 @@ def main() -> int:
         args.seq_len, args.noop = 256, 16
     os.environ["XTLENS_DB"] = str(Path(tempfile.mkdtemp(prefix="xtlens-bench-")) / "bench.sqlite")
 
-    from ray_cluster import LocalRayCluster
+    LocalRayCluster = _local_ray_cluster()  # noqa: N806 - a class
     from xtlens.core.config import PRESETS, Workload
     from xtlens.profiling.executor import LocalExecutor, RayExecutor
     from xtlens.profiling.sweep import SweepOptions, config_grid

@@ -263,11 +263,14 @@ def _results(args: argparse.Namespace) -> int:
             for path in args.files:
                 try:
                     rows = read_records(path)
+                    content = Path(path).read_bytes()
                 except FileNotFoundError:
                     raise UsageError(f"cannot read {path}: no such file") from None
                 except (OSError, ValueError, KeyError) as exc:
                     raise UsageError(f"{path}: {exc}") from None
-                store.add(rows, source="import", host="")
+                if store.import_once(rows, content, name=str(path)) is None:
+                    print(f"{path}: already imported (a file with the same bytes), skipped", file=sys.stderr)
+                    continue
                 total += len(rows)
                 print(f"imported {len(rows)} row(s) from {path}", file=sys.stderr)
             print(f"{store.path}: {store.count()} row(s) in all", file=sys.stderr)

@@ -250,6 +250,22 @@ class ResultStore:
 
         return self.add(from_frame(frame), source=source, host=host or "")
 
+    def import_once(self, rows: Iterable[ProfileRecord], content: bytes, *, name: str = "") -> list[int] | None:
+        """Store the rows of a file unless a file with the same bytes was imported before (then None).
+
+        A page re-runs its script on every click, and an uploaded file stays in its uploader: keyed by the
+        SHA-256 of its bytes, each file's rows are stored once."""
+        import hashlib
+
+        marker = f"imported:{hashlib.sha256(content).hexdigest()}"
+        rows = list(rows)
+        with self._write() as con:
+            if con.execute("SELECT 1 FROM meta WHERE key = ?", (marker,)).fetchone() is not None:
+                return None
+            con.execute("INSERT INTO meta VALUES (?, ?)", (marker, json.dumps({"file": name, "rows": len(rows),
+                                                                                "at": now_iso()})))
+        return self.add(rows, source="import", host="")
+
     def forget_cache(self) -> int:
         """Stop serving every stored point as cache (rows stay, as history); returns how many rows it touched."""
         with self._write() as con:

@@ -231,15 +231,19 @@ def _import_box(path: str) -> None:
                                  key="history.upload")
         if files and st.button(f"Add {len(files)} file(s)", key="history.import", type="primary"):
             from xtlens.dashboard import exporting
+            from xtlens.profiling.records import from_frame
             from xtlens.profiling.store import ResultStore, StoreError
 
             store = ResultStore(path)
             for f in files:
                 try:
                     frame = exporting.table_from_bytes(f.getvalue(), f.name.rsplit(".", 1)[-1].lower(), records=True)
-                    store.add_frame(frame)
+                    added = store.import_once(from_frame(frame), f.getvalue(), name=f.name)
                 except (ValueError, KeyError, StoreError) as exc:
                     st.error(f"{f.name}: {exc}")
                     continue
-                st.success(f"{f.name}: {len(frame)} row(s) added")
+                if added is None:
+                    st.info(f"{f.name}: already in the database (a file with the same bytes was added before)")
+                else:
+                    st.success(f"{f.name}: {len(added)} row(s) added")
             _load.clear()

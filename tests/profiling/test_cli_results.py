@@ -98,3 +98,16 @@ def test_profile_on_an_unreachable_ray_cluster_says_so(tmp_path, capsys) -> None
     assert main(["profile", "--what", "flops", "--seq-lens", "16", "--ray", "127.0.0.1:9"]) == 1
     err = capsys.readouterr().err
     assert "could not connect to the Ray cluster at 127.0.0.1:9: nothing answers there" in err
+
+
+def test_the_same_file_is_imported_once(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("XTLENS_DB", str(tmp_path / "r.sqlite"))
+    path = tmp_path / "cpu.json"
+    write_table(_rows(CPU_NAME), path)
+    assert main(["results", "import", str(path)]) == 0
+    assert main(["results", "import", str(path)]) == 0
+    assert "already imported" in capsys.readouterr().err
+    assert ResultStore(tmp_path / "r.sqlite").count() == 2
+
+
+CPU_NAME = "AMD EPYC (2 logical CPUs)"
