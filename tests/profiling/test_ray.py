@@ -198,3 +198,11 @@ def test_the_page_measures_on_the_ray_cluster(cluster, monkeypatch) -> None:
     assert [m.value for m in at.metric if m.label == "Forward latency (median)"] == [f"{1e-6 * 256 * 256:,.2f} ms"]
     stored = open_store().query()
     assert set(stored["source"]) == {"ray"} and len(stored) == len(job.result())
+
+
+def test_cuda_points_on_a_cluster_without_gpus_are_refused_with_the_reason(cluster) -> None:
+    spec = JobSpec.make("flops", TINY, seq_len_workloads([16, 32]), SweepOptions(device="cuda"), config_name="tiny")
+    rows, _ = _run(RayExecutor(address=cluster.address).job(spec))
+    assert [r.status for r in rows] == ["error", "error"]
+    assert rows[0].error == (f"the Ray cluster at {cluster.address} has no GPU, so device 'cuda' cannot run there "
+                             "(use device cpu or auto)")
