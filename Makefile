@@ -21,3 +21,4 @@ bench: setup
 	.venv/bin/python benchmarks/harness_overhead.py
 	.venv/bin/python benchmarks/flop_count_speed.py
 	.venv/bin/python benchmarks/cpu_sweep.py
+	.venv/bin/python benchmarks/ray_overhead.py

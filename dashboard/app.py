@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 from xtlens.core.config import Workload
-from xtlens.dashboard import controls, data, state
-from xtlens.dashboard.views import Ctx, compare, export, flops, latency, memory, overview, tradeoffs
+from xtlens.dashboard import controls, data, run_on, state
+from xtlens.dashboard.views import Ctx, compare, export, flops, history, latency, memory, overview, tradeoffs
 
 VIEWS = {
     "Overview": overview.render,
@@ -21,6 +21,7 @@ VIEWS = {
     "Trade-offs": tradeoffs.render,
     "Compare": compare.render,
     "Export": export.render,
+    "History": history.render,
 }
 
 st.set_page_config(page_title="xtlens: x-transformers decoder costs", page_icon=":material/memory:", layout="wide")
@@ -28,6 +29,7 @@ st.set_page_config(page_title="xtlens: x-transformers decoder costs", page_icon=
 device_labels = dict(data.devices())
 state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
 slots = controls.sidebar(device_labels)
+run_on.sidebar()
 cfg, cfg_error = state.read_config()
 wl, wl_error = state.read_workload(cfg)
 errors = [e for e in (cfg_error, wl_error) if e is not None]

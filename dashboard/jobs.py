@@ -1,7 +1,8 @@
 """Measurements on request: one ``profiling.worker.JobManager`` per server, jobs polled from fragments.
 
 A job runs in a child process (``profiling.worker``), so a long CPU sweep never blocks the page and
-never takes the server down. The manager keys jobs by (configurations, workloads, device, what,
+never takes the server down; or, when the sidebar says "Ray cluster", as Ray tasks on that cluster
+(``profiling.executor``; one manager per place). The manager keys jobs by (configurations, workloads, device, what,
 options): pressing Measure again, in this or another browser session, returns the running or finished
 job, so results are cached per (config, workload, device). Only immutable rows are shared; no model
 lives in this process.
@@ -9,6 +10,7 @@ lives in this process.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.dashboard import state
+from xtlens.profiling.executor import executor_for
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.plan import SweepOptions
 from xtlens.profiling.worker import Job, JobManager, JobSpec
@@ -26,8 +29,24 @@ NOT_MEASURED = "not measured yet — press Measure"
 
 
 @st.cache_resource(show_spinner=False)
-def manager() -> JobManager:
-    return JobManager(max_running=1)
+def _managers() -> dict[str, JobManager]:
+    return {}
+
+
+def manager(address: str | None = None) -> JobManager:
+    """The server's job manager for this machine (None) or the Ray cluster at ``address``."""
+    registry = _managers()
+    if (address or "") not in registry:
+        registry[address or ""] = JobManager(max_running=1, executor=executor_for(address) if address else None)
+    return registry[address or ""]
+
+
+def _where(req: Request) -> tuple[JobManager, Request]:
+    """The manager of the page's "run on" choice and the request as it runs there (the cluster's device)."""
+    address, device = state.run_on()
+    if address is None:
+        return manager(), req
+    return manager(address), dataclasses.replace(req, device=device or "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,11 +77,13 @@ class Request:
 
 
 def find(req: Request) -> Job | None:
-    return manager().get(req.key())
+    mgr, req = _where(req)
+    return mgr.get(req.key())
 
 
 def submit(req: Request) -> Job:
-    job = manager().submit_spec(req.spec())
+    mgr, req = _where(req)
+    job = mgr.submit_spec(req.spec())
     state.remember_job(job.key, req.label)
     return job
 
@@ -75,9 +96,11 @@ def results(job_keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
     """(key, table) of every finished job among ``job_keys`` (for the session export)."""
     out = []
     for key in job_keys:
-        job = manager().get(key)
-        if job is not None and job.done():
-            out.append((key, frame_of(job)))
+        for mgr in [manager(), *_managers().values()]:
+            job = mgr.get(key)
+            if job is not None and job.done():
+                out.append((key, frame_of(job)))
+                break
     return out
 
 
@@ -93,8 +116,11 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
         with cols[0]:
             pressed = st.button(button, key=f"measure.{key}", type="primary", help=help, width="stretch")
         with cols[1]:
-            st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {req.device}; runs in a separate "
-                       f"process (time limit {TIME_LIMIT_S:g} s), the page stays usable.")
+            address, device = state.run_on()
+            where = (f"{req.device}; runs in a separate process" if address is None else
+                     f"device {device} of the Ray cluster at {address}; one Ray task per point")
+            st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {where} (time limit {TIME_LIMIT_S:g} s), "
+                       "the page stays usable.")
         if not pressed:
             return None
         job = submit(req)
@@ -108,7 +134,7 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
                    f"in {job.elapsed_s:.1f} s ({job.outcome}); {len(frame)} row(s)"
                    + (f", {len(bad)} failed" if len(bad) else "") + ".")
         if st.button("Measure again", key=f"remeasure.{key}", type="tertiary"):
-            manager().forget(job.key)
+            _where(req)[0].forget(job.key)
             st.rerun()
     messages = list(bad["error"].dropna().unique())
     if messages:
@@ -121,9 +147,11 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
 
 
 def _progress(job_key: str, label: str) -> None:
+    mgr = _where_manager()
+
     @st.fragment(run_every=POLL_S)
     def poll() -> None:
-        job = manager().get(job_key)
+        job = mgr.get(job_key)
         if job is None:
             return
         fraction, message = job.progress()
@@ -135,6 +163,11 @@ def _progress(job_key: str, label: str) -> None:
             st.rerun(scope="app")
 
     poll()
+
+
+def _where_manager() -> JobManager:
+    address = state.run_on()[0]
+    return manager() if address is None else manager(address)
 
 
 def measured_value(frame: pd.DataFrame | None, *, measurement: str, phase: str, column: str,

@@ -287,3 +287,20 @@ def on_restore_session(snapshot: Any) -> None:
         add_upload(name, frame)
     ss[_SOURCE_NOTE] = ("ok", f"Restored a saved session ({len(snapshot.pins)} pinned configuration(s), "
                               f"{len(snapshot.results)} result table(s)).")
+
+
+# --- where measurements run (this machine or a Ray cluster) --------------------------------------------
+
+RUN_ON_KEY = "run.on"
+RAY_ADDRESS_KEY = "run.ray_address"
+RAY_DEVICE_KEY = "run.ray_device"
+RUN_ON_CHOICES = ("this machine", "Ray cluster")
+
+
+def run_on() -> tuple[str | None, str | None]:
+    """``(Ray address, device on the cluster)``, or ``(None, None)`` for this machine."""
+    ss = st.session_state
+    if ss.get(RUN_ON_KEY) != RUN_ON_CHOICES[1]:
+        return None, None
+    address = str(ss.get(RAY_ADDRESS_KEY) or "").strip() or "auto"
+    return address, str(ss.get(RAY_DEVICE_KEY) or "auto")

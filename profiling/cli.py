@@ -1,8 +1,12 @@
-"""The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``dashboard``.
+"""The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``results``
+(the SQLite result store), ``dashboard``.
 
     xtlens estimate --preset seed --seq-len 8192 --format json
     xtlens estimate --snippet model.py --set depth=12 --set attn_flash=false --format table
     xtlens profile --preset seed --what flops,memory --seq-lens 512,1024,2048 --out seed.parquet
+    xtlens profile --preset seed --what latency --device cuda --ray auto
+    xtlens results list
+    xtlens results export --device H100 h100.parquet
     xtlens dashboard --port 8501 --headless
 
 Configuration: ``--preset NAME`` (default ``seed``), ``--config FILE.json`` (a JSON object of
@@ -168,9 +172,16 @@ def _profile(args: argparse.Namespace) -> int:
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
     options = SweepOptions(device=args.device, warmup=args.warmup, repeats=args.repeats, phases=phases,
                            sdpa_backend=args.sdpa_backend, use_cache=not args.no_cache)
+    from xtlens.profiling.store import open_store
+
+    open_store()  # every measured row is stored: a corrupt or foreign database stops here (StoreError), untouched
     bar = _ProgressBar()
     name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
-    if args.time_limit is not None:
+    if args.ray is not None:
+        rows = _profile_on_ray(args, whats, cfg, workloads, options, name, bar)
+        if rows is None:
+            return 1
+    elif args.time_limit is not None:
         from xtlens.profiling.worker import Job, JobSpec
 
         job = Job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
@@ -195,6 +206,99 @@ def _profile(args: argparse.Namespace) -> int:
         print(f"  {row.measurement} {row.phase} batch={row.batch} seq_len={row.seq_len_tokens}: {row.status}: "
               f"{row.error}", file=sys.stderr)
     return 0
+
+
+def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, name: str, bar) -> list | None:
+    """One Ray task per point on the cluster at ``--ray`` (``profiling.executor``); None when it failed."""
+    from xtlens.profiling.executor import RayExecutor
+    from xtlens.profiling.worker import JobSpec
+
+    executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
+    job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
+    job.start()
+    try:
+        while not job.done():
+            bar(*job.progress())
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        job.cancel()
+        raise
+    bar(*job.progress())
+    if job.outcome == "crashed":
+        print(f"xtlens profile: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
+        return None
+    hosts = ", ".join(sorted(job.hosts)) or "none (every point came from the result store)"
+    retried = f"; {len(job.retried)} point(s) retried after a worker died" if job.retried else ""
+    print(f"measured on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
+    return job.result()
+
+
+# --- results (the SQLite result store) ------------------------------------------------------------------
+
+def _results(args: argparse.Namespace) -> int:
+    from xtlens.profiling.export import read_records, to_markdown, write_table
+    from xtlens.profiling.store import open_store
+
+    store = open_store(args.db)
+    if args.action == "import":
+        total = 0
+        for path in args.files:
+            try:
+                rows = read_records(path)
+                content = Path(path).read_bytes()
+            except FileNotFoundError:
+                raise ConfigError("FILE", path, "a results table that exists (no such file)") from None
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError("FILE", path, f"a results table xtlens can read ({exc})") from None
+            if store.import_once(rows, content, name=str(path)) is None:
+                print(f"{path}: already imported (a file with the same bytes), skipped", file=sys.stderr)
+                continue
+            total += len(rows)
+            print(f"imported {len(rows)} row(s) from {path}", file=sys.stderr)
+        print(f"{store.path}: {store.count()} row(s) in all", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        summary = store.summary()
+        if summary.empty:
+            print(f"{store.path}: no results stored yet (xtlens profile, the dashboard's Measure buttons and "
+                  "`xtlens results import FILE` add them)", file=sys.stderr)
+            return 0
+        print(f"{store.path}: {store.count()} row(s)", file=sys.stderr)
+        sys.stdout.write(_plain_table(summary))
+        return 0
+    frame = _query(store, args)
+    if args.action == "show":
+        if frame.empty:
+            print("no stored row matches", file=sys.stderr)
+            return 0
+        sys.stdout.write(to_markdown(frame) if args.format == "md" else _plain_table(frame[_SHOW_COLUMNS]))
+        return 0
+    # export
+    try:
+        path = write_table(frame, args.file)
+    except ValueError as exc:
+        raise ConfigError("FILE", args.file, str(exc)) from None
+    print(f"wrote {len(frame)} row(s) to {path}", file=sys.stderr)
+    return 0
+
+
+_SHOW_COLUMNS = ["id", "timestamp", "config_name", "config_key", "measurement", "phase", "component", "batch",
+                 "seq_len_tokens", "dtype", "device_name", "status", "source", "host", "attempts"]
+
+
+def _query(store, args: argparse.Namespace):
+    ids = [int(i) for i in args.id] if args.id else None
+    return store.query(ids=ids, config=args.config, device=args.device, dtype=args.dtype, seq_len=args.seq_len,
+                       measurement=args.measurement, status=args.status, since=args.since, until=args.until,
+                       limit=args.limit)
+
+
+def _plain_table(frame) -> str:
+    text = frame.astype(object).where(frame.notna(), "").astype(str)
+    widths = {c: max(len(str(c)), *(len(v) for v in text[c])) for c in text.columns}
+    lines = ["  ".join(f"{c:<{widths[c]}}" for c in text.columns)]
+    lines += ["  ".join(f"{v:<{widths[c]}}" for c, v in zip(text.columns, row, strict=True)) for row in text.itertuples(index=False)]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 # --- dashboard ------------------------------------------------------------------------------------------
@@ -272,7 +376,35 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run in a child process killed after S seconds (unfinished points: status timeout)")
     prof.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: Markdown "
                       "on stdout)")
+    prof.add_argument("--ray", default=None, metavar="ADDRESS", help="run one Ray task per point on the cluster at "
+                      "ADDRESS (host:port, ray://host:10001, or auto = $RAY_ADDRESS / the cluster on this machine)")
     prof.set_defaults(run=_profile)
+
+    res = sub.add_parser("results", help="the result database: list, show, import FILE, export FILE",
+                         description="Every measured row is stored in one SQLite database ($XTLENS_DB, default "
+                                     ".xtlens-cache/results.sqlite).")
+    res.add_argument("--db", default=None, metavar="FILE", help="the database (default $XTLENS_DB or "
+                     ".xtlens-cache/results.sqlite)")
+    rsub = res.add_subparsers(dest="action", required=True)
+    rsub.add_parser("list", help="one line per configuration, measurement, device and dtype")
+    show = rsub.add_parser("show", help="the stored rows that match the filters, newest first")
+    show.add_argument("--format", choices=("table", "md"), default="table")
+    exp = rsub.add_parser("export", help="write the matching rows to FILE (.csv, .json, .parquet or .md)")
+    exp.add_argument("file", metavar="FILE")
+    for p in (show, exp):
+        p.add_argument("--id", action="append", default=[], metavar="N", help="only this row id (repeatable)")
+        p.add_argument("--config", default=None, help="config key prefix or part of the config name")
+        p.add_argument("--device", default=None, help="part of the device or device name, e.g. H100 or cpu")
+        p.add_argument("--dtype", default=None)
+        p.add_argument("--seq-len", type=int, default=None)
+        p.add_argument("--measurement", default=None, choices=("flops", "memory", "latency", "estimate"))
+        p.add_argument("--status", default=None, choices=("ok", "oom", "error", "timeout"))
+        p.add_argument("--since", default=None, metavar="DATE", help="measured on or after, e.g. 2026-11-01")
+        p.add_argument("--until", default=None, metavar="DATE", help="measured on or before, e.g. 2026-11-30")
+        p.add_argument("--limit", type=int, default=None)
+    imp = rsub.add_parser("import", help="add the rows of tables written by xtlens profile --out (or the dashboard)")
+    imp.add_argument("files", nargs="+", metavar="FILE", help=".csv, .json or .parquet")
+    res.set_defaults(run=_results)
 
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard")
     dash.add_argument("--port", type=int, default=None)

@@ -12,12 +12,15 @@ least one ``ProfileRecord`` row, whatever happens:
   same configuration and measurement are recorded as ``oom`` without being tried;
 * any other exception gives an ``error`` row with its message (no traceback).
 
-Results of successful points are cached on disk, one JSON file per point, keyed by the configuration,
-the workload, the device (and its name), the measurement, the torch and x-transformers versions and
-the measurement options (warm-up, repeats, phases, SDPA backend) and, for a measurement function other
-than ``measure_point`` (a test fake), that function's name, under ``.xtlens-cache/results/``
-(the ``.xtlens-cache`` folder is ``$XTLENS_CACHE_DIR`` when set). A repeated sweep reads them back
-instead of measuring. Failed points are not cached.
+Every measured point's rows (failures too) are stored in the SQLite result store
+(``profiling.store``: ``$XTLENS_DB`` or ``results.sqlite`` in the ``.xtlens-cache`` folder, which is
+``$XTLENS_CACHE_DIR`` when set), under a cache key made of the configuration, the workload, the device
+(and its name), the measurement, the torch and x-transformers versions and the measurement options
+(warm-up, repeats, phases, SDPA backend) and, for a measurement function other than ``measure_point``
+(a test fake), that function's name. A repeated sweep reads a point back instead of measuring when its
+latest stored rows are all ``ok`` (``use_cache=False`` measures again; the rows are stored anyway).
+The pre-SQLite cache (one JSON file per point under ``.xtlens-cache/results/``) is imported into the
+store once, then left alone.
 
 The measurement itself is a function ``measure(what, cfg, wl, *, device, options, config_name,
 progress) -> list[ProfileRecord]``; the default, ``measure_point``, calls ``profiling.flops``,
@@ -50,8 +53,6 @@ from xtlens.profiling.records import (
     base_fields,
     config_key,
     measurement_of,
-    records_from_json,
-    records_to_json,
 )
 
 __all__ = [
@@ -60,6 +61,9 @@ __all__ = [
     "failure_rows",
     "cache_root",
     "cache_path",
+    "cache_key",
+    "cache_read",
+    "cache_write",
     "clear_cache",
 ]
 
@@ -69,6 +73,13 @@ __all__ = [
 def cache_root() -> Path:
     """``$XTLENS_CACHE_DIR/results`` or ``./.xtlens-cache/results``."""
     return Path(os.environ.get("XTLENS_CACHE_DIR") or ".xtlens-cache") / "results"
+
+
+def cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
+              measure: Measure | None = None) -> str:
+    """The store's cache key of ``point`` measured on (device, device_name) with ``options`` by ``measure``
+    (default ``measure_point``)."""
+    return _cache_key(point, device, device_name, options, None if measure is None else _measure_id(measure))
 
 
 def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
@@ -95,6 +106,7 @@ def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepO
 
 def cache_path(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
                measure_id: str | None = None) -> Path:
+    """Where the pre-SQLite cache kept this point (read once by ``profiling.store``, never written now)."""
     return cache_root() / point.what / f"{_cache_key(point, device, device_name, options, measure_id)}.json"
 
 
@@ -106,30 +118,32 @@ def _measure_id(measure: Measure) -> str | None:
     return f"{module}.{name}"
 
 
-def _cache_read(path: Path) -> list[ProfileRecord] | None:
+def _store():
+    """The result store, after importing the old JSON cache folder once (``profiling.store``)."""
+    from xtlens.profiling.store import open_store
+
+    store = open_store()
+    store.import_json_cache(cache_root())
+    return store
+
+
+def cache_read(key: str) -> list[ProfileRecord] | None:
+    """The stored rows of the point ``key`` when its latest run is all ``ok`` (else None)."""
     try:
-        return records_from_json(path.read_text())
-    except (OSError, ValueError, TypeError):
+        return _store().cached(key)
+    except Exception:  # noqa: BLE001 - an unusable store (StoreError: the CLI and page say why) must not fail a measurement
         return None
 
 
-def _cache_write(path: Path, rows: list[ProfileRecord]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(records_to_json(rows))
-        tmp.replace(path)
-    except OSError:  # a read-only cache must not fail a measurement
-        pass
+def cache_write(key: str | None, rows: list[ProfileRecord], *, source: str = "local", host: str | None = None,
+                attempts: int = 1) -> None:
+    """Store the rows of one point (failures too: they are history, never served as cache)."""
+    _store().add(rows, source=source, host=host, attempts=attempts, cache_key=key)
 
 
 def clear_cache() -> int:
-    """Delete every cached result; returns how many files were removed."""
-    removed = 0
-    for path in cache_root().glob("*/*.json"):
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    """Measure every point again from now on (the stored rows stay as history); returns rows affected."""
+    return _store().forget_cache()
 
 
 # --- rows for points that produced no measurement ----------------------------------------------
@@ -162,8 +176,11 @@ def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, d
 # --- running -------------------------------------------------------------------------------------
 
 def run_point(point: SweepPoint, *, device: str, device_name: str, options: SweepOptions,
-              measure: Measure = measure_point, progress: Progress | None = None) -> tuple[list[ProfileRecord], bool]:
-    """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row."""
+              measure: Measure = measure_point, progress: Progress | None = None,
+              store: bool = True) -> tuple[list[ProfileRecord], bool]:
+    """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row.
+
+    ``store=False`` neither reads nor writes the result store (a Ray task: its driver does both)."""
     if point.cfg is None:
         return failure_rows(point, "error", point.invalid or "invalid configuration", device=device,
                             device_name=device_name, options=options), False
@@ -171,9 +188,9 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
         point.workload.check_against(point.cfg)
     except ConfigError as exc:
         return failure_rows(point, "error", str(exc), device=device, device_name=device_name, options=options), False
-    path = cache_path(point, device, device_name, options, _measure_id(measure)) if options.use_cache else None
-    if path is not None and path.exists():
-        cached = _cache_read(path)
+    key = _cache_key(point, device, device_name, options, _measure_id(measure)) if store else None
+    if key is not None and options.use_cache:
+        cached = cache_read(key)
         if cached:
             return cached, True
     status, message = "ok", ""
@@ -186,17 +203,20 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a row; SystemExit from a profiler too
         status, message = failure_message(exc, what=f"the {point.what} measurement", device_name=device_name,
                                           wl=point.workload)
-        rows = []
         release(exc, device)  # the frames hold the tensors of the failed attempt
-    if status != "ok":
-        return failure_rows(point, status, message, device=device, device_name=device_name, options=options), False
+        rows = failure_rows(point, status, message, device=device, device_name=device_name, options=options)
     if not rows:
-        return failure_rows(point, "error", "the measurement returned no rows", device=device,
-                            device_name=device_name, options=options), False
-    if path is not None and all(r.status == "ok" for r in rows):
-        _cache_write(path, rows)
-    if any(r.status == "oom" for r in rows):
+        rows = failure_rows(point, "error", "the measurement returned no rows", device=device,
+                            device_name=device_name, options=options)
+    elif status == "ok" and any(r.status == "oom" for r in rows):
         free_memory(device)
+    if key is not None:
+        from xtlens.profiling.store import StoreError
+
+        try:
+            cache_write(key, rows)
+        except (StoreError, OSError):  # the CLI and the page report an unusable store; the rows are still returned
+            pass
     return rows, False
 
 

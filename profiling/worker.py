@@ -21,7 +21,8 @@ Whatever happens, every planned point ends with at least one row:
 ``JobManager`` keys jobs by (configurations, workloads, device, what and options): submitting the same
 job again returns the running or finished one, so a repeat is instant. Failed runs (timeout, cancel,
 crash) are retried on the next submit. At most ``max_running`` jobs run at once (default 1: concurrent
-jobs would distort each other's latency and memory figures); the others wait in order.
+jobs would distort each other's latency and memory figures); the others wait in order. ``executor``
+(``profiling.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -319,7 +320,7 @@ class Job:
         self._fraction = 1.0
         self._message = {
             "finished": f"done: {len(self._points)} point(s)",
-            "timeout": f"stopped at the time limit of {self.spec.time_limit_s:g} s",
+            "timeout": f"stopped at the time limit of {self.spec.time_limit_s or 0:g} s",  # None: no limit
             "cancelled": "cancelled",
             "crashed": f"failed: {self._fatal or (crash[1] if crash else '')}",
         }[self._ended]
@@ -383,9 +384,10 @@ class Job:
 class JobManager:
     """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit)."""
 
-    def __init__(self, *, max_running: int = 1, python: str | None = None):
+    def __init__(self, *, max_running: int = 1, python: str | None = None, executor: Any = None):
         self.max_running = max_running
         self._python = python
+        self.executor = executor  # a profiling.executor engine; None: a child process here (Job)
         self._jobs: dict[str, Job] = {}
         self._queue: list[Job] = []
         self._lock = threading.RLock()
@@ -402,7 +404,7 @@ class JobManager:
             job = self._jobs.get(spec.key())
             if job is not None and job.outcome in ("pending", "running", "finished"):
                 return job
-            job = Job(spec, python=self._python, start=False)
+            job = Job(spec, python=self._python, start=False) if self.executor is None else self.executor.job(spec)
             job._exit_callbacks.append(lambda _job: self._pump())
             self._jobs[job.key] = job
             self._queue.append(job)

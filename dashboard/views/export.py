@@ -70,10 +70,22 @@ def render(ctx: Ctx) -> None:
             st.error(f"{f.name}: {exc}")
             continue
         state.add_upload(f.name, frame)
+        _store_upload(f.name, f.getvalue(), frame)
     uploads = state.uploads()
     if uploads:
         st.button("Forget uploaded tables", key="export.clear_uploads", on_click=state.on_clear_uploads)
         _compare_uploads(uploads, measured)
+
+
+def _store_upload(name: str, content: bytes, frame: pd.DataFrame) -> None:
+    """Uploaded results go into the results database too (once per file content; see the History tab)."""
+    from xtlens.profiling.records import from_frame
+    from xtlens.profiling.store import StoreError, open_store
+
+    try:
+        open_store().import_once(from_frame(frame), content, name=name)
+    except StoreError as exc:
+        st.warning(f"{name} is compared here but not stored: {exc}")
 
 
 def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tuple[str, pd.DataFrame]]) -> None:

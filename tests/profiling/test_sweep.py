@@ -6,6 +6,7 @@ import json
 
 import pytest
 from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload
+from xtlens.profiling.device import resolve as resolve_device_name
 from xtlens.profiling.device import versions
 from xtlens.profiling.plan import (
     DEFAULT_SEQ_LENS,
@@ -15,8 +16,9 @@ from xtlens.profiling.plan import (
     seq_len_workloads,
     workload_grid,
 )
-from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.sweep import cache_root, clear_cache, run_sweep
+from xtlens.profiling.records import ProfileRecord, base_fields, records_to_json
+from xtlens.profiling.store import open_store
+from xtlens.profiling.sweep import _measure_id, cache_path, cache_root, clear_cache, run_sweep
 
 SEED = PRESETS["seed"]
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
@@ -122,14 +124,16 @@ def test_invalid_grid_combinations_become_error_rows() -> None:
     assert json.loads(rows[0].config_json)["heads"] == 2 and rows[0].config_name == "heads=2"
 
 
-def test_results_are_cached_on_disk(tmp_path) -> None:
+def test_results_are_cached_in_the_store(tmp_path) -> None:
     fake = FakeMeasure(oom_from=200)
     opts = SweepOptions(device="cpu", repeats=3)
     wls = seq_len_workloads([32, 64, 256])
     first = run_sweep([("tiny", TINY)], wls, what="latency", options=opts, measure=fake)
     assert len(fake.calls) == 3 and [r.status for r in first] == ["ok", "ok", "oom"]
     assert cache_root() == tmp_path / "cache" / "results"
-    assert len(list(cache_root().glob("latency/*.json"))) == 2  # failures are not cached
+    stored = open_store(tmp_path / "cache" / "results.sqlite").query()
+    assert sorted(stored["status"]) == ["ok", "ok", "oom"]  # every measured row is stored, failures too
+    assert set(stored["source"]) == {"local"} and stored["cache_key"].notna().all()
     again = run_sweep([("tiny", TINY)], wls, what="latency", options=opts, measure=fake)
     assert len(fake.calls) == 4  # only the OOM point ran again
     assert again[:2] == first[:2]  # same rows, timestamps included
@@ -142,9 +146,26 @@ def test_results_are_cached_on_disk(tmp_path) -> None:
     other = FakeMeasure()
     run_sweep([("tiny", TINY)], wls[:1], what="latency", options=opts, measure=lambda *a, **k: other(*a, **k))
     assert len(other.calls) == 1
-    assert clear_cache() == 4
+    assert clear_cache() == len(open_store().query())  # rows stay as history, none served as cache
     run_sweep([("tiny", TINY)], wls[:1], what="latency", options=opts, measure=fake)
     assert len(fake.calls) == 7
+
+
+def test_the_old_json_cache_is_imported_once_and_left(tmp_path) -> None:
+    fake = FakeMeasure()
+    opts = SweepOptions(device="cpu", repeats=3)
+    point = plan_sweep([("tiny", TINY)], seq_len_workloads([32]), "latency")[0]
+    row = fake("latency", TINY, point.workload, device="cpu", options=opts, config_name="tiny", progress=None)
+    old = cache_path(point, *resolve_device_name("cpu"), opts, _measure_id(fake))
+    old.parent.mkdir(parents=True)
+    old.write_text(records_to_json(row))
+    fake.calls.clear()
+    rows = run_sweep([("tiny", TINY)], [point.workload], what="latency", options=opts, measure=fake)
+    assert fake.calls == [] and rows == row  # served from the imported entry
+    assert old.exists()  # left in place
+    store = open_store()
+    assert list(store.query()["source"]) == ["json-cache"]
+    assert store.import_json_cache(cache_root()) == 0  # once
 
 
 def test_workload_validation_message() -> None:

@@ -159,7 +159,10 @@ def test_real_flops_job_in_a_child_process(tmp_path, monkeypatch) -> None:
     assert [(r.seq_len_tokens, r.status) for r in rows] == [(16, "ok"), (32, "ok")]
     assert [r.torch_counter_flops for r in rows] == [flop_counts(TINY, Workload(seq_len=n)).fwd_flops for n in (16, 32)]
     assert job.progress() == (1.0, "done: 2 point(s)")
-    assert len(list((tmp_path / "results" / "flops").glob("*.json"))) == 2  # the child filled the cache
+    from xtlens.profiling.store import ResultStore
+
+    stored = ResultStore(tmp_path / "results.sqlite").query()  # the child stored the rows (and filled the cache)
+    assert sorted(stored["seq_len_tokens"]) == [16, 32] and stored["cache_key"].notna().all()
 
 
 def test_a_child_that_cannot_start_gives_error_rows() -> None:
@@ -168,3 +171,9 @@ def test_a_child_that_cannot_start_gives_error_rows() -> None:
     rows = job.result()
     assert [r.status for r in rows] == ["error", "error"]
     assert rows[0].error.startswith("could not start the measurement process (/nonexistent/python3): ")
+
+
+def test_a_job_without_a_time_limit_finishes_with_its_message() -> None:
+    job = Job(_spec("fake_slow", [32], time_limit_s=None))
+    job.wait(timeout=60)
+    assert job.outcome == "finished" and job.progress() == (1.0, "done: 1 point(s)")
