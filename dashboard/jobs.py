@@ -42,9 +42,11 @@ class Request:
     phases: tuple[str, ...] | None = None
     repeats: int = 5
     warmup: int = 2
+    attention: tuple[str, ...] | None = None  # what-if implementations (what="whatif")
 
     def options(self) -> SweepOptions:
-        return SweepOptions(device=self.device, phases=self.phases, repeats=self.repeats, warmup=self.warmup)
+        return SweepOptions(device=self.device, phases=self.phases, repeats=self.repeats, warmup=self.warmup,
+                            attention=self.attention)
 
     def spec(self) -> JobSpec:
         return JobSpec.make(self.what, list(self.configs), self.workloads, self.options(), time_limit_s=TIME_LIMIT_S)
