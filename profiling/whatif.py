@@ -233,7 +233,7 @@ def _run_phase(impl: str, phase: str, cfg: ModelConfig, wl: Workload, *, dev: st
                 return runner(ids)[:, -1]
 
             how = ("uncached, no KV cache: a whole forward of context + 1 tokens per new token (x-transformers 2.31 cannot "
-                   "decode ALiBi + rotary with its cache; this is what generation gives this configuration)")
+                   "decode ALiBi + rotary with its cache, so this is what generation gives this configuration)")
         else:
             with torch.no_grad():
                 _, cache = runner(ids[:, :-1], return_intermediates=True)
