@@ -172,17 +172,12 @@ def latency_parts(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes
     from xtlens.profiling.whatif import measure_whatif
 
     rows: list[ProfileRecord] = []
-    for name in CONFIGS:
-        cfg = _quick(PRESETS[name]) if quick else PRESETS[name]
-        for dtype in dtypes:
-            for n in seq_lens:
-                wl = Workload(batch=1, seq_len=n, dtype=dtype)
-                t0 = time.perf_counter()
-                rows += measure_breakdown(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name)
-                rows += measure_whatif(cfg, wl, device=device, implementations=impls,
-                                       phases=("forward", "train_step", "decode"), warmup=warmup, repeats=repeats,
-                                       config_name=name)
-                log(f"  parts {name} {dtype} {n}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    for name, cfg, wl in _points(quick, dtypes, seq_lens):
+        t0 = time.perf_counter()
+        rows += measure_breakdown(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name)
+        rows += measure_whatif(cfg, wl, device=device, implementations=impls, phases=("forward", "train_step", "decode"),
+                               warmup=warmup, repeats=repeats, config_name=name)
+        log(f"  parts {name} {wl.dtype} {wl.seq_len}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return rows
 
 
@@ -203,20 +198,25 @@ def errors_list(rows: list[ProfileRecord]) -> str:
 def run(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[str, ...], warmup: int, repeats: int,
         forced: tuple[str, ...], log=print) -> list[ProfileRecord]:
     rows: list[ProfileRecord] = []
+    for name, cfg, wl in _points(quick, dtypes, seq_lens):
+        t0 = time.perf_counter()
+        rows += measure_memory(cfg, wl, device=device, config_name=name)
+        rows += measure_latency(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name,
+                                decode_context_tokens=wl.seq_len - 1)
+        for backend in forced:
+            rows += measure_latency(cfg, wl, device=device, phases=("forward",), warmup=warmup, repeats=repeats,
+                                    sdpa_backend=backend, config_name=name)
+        log(f"  {name} {wl.dtype} {wl.seq_len}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return rows
+
+
+def _points(quick: bool, dtypes: tuple[str, ...], seq_lens: tuple[int, ...]):
+    """(name, config, workload) for both configurations, every dtype and length (batch 1)."""
     for name in CONFIGS:
         cfg = _quick(PRESETS[name]) if quick else PRESETS[name]
         for dtype in dtypes:
             for n in seq_lens:
-                wl = Workload(batch=1, seq_len=n, dtype=dtype)
-                t0 = time.perf_counter()
-                rows += measure_memory(cfg, wl, device=device, config_name=name)
-                rows += measure_latency(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name,
-                                        decode_context_tokens=n - 1)
-                for backend in forced:
-                    rows += measure_latency(cfg, wl, device=device, phases=("forward",), warmup=warmup,
-                                            repeats=repeats, sdpa_backend=backend, config_name=name)
-                log(f"  {name} {dtype} {n}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return rows
+                yield name, cfg, Workload(batch=1, seq_len=n, dtype=dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

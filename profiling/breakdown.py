@@ -49,8 +49,7 @@ import torch
 import torch.nn.functional as F
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.roofline import LATENCY_PARTS, TRAIN_PARTS, part_costs
-from xtlens.profiling.device import device_name as _device_name
-from xtlens.profiling.device import resolve_device, synchronize, versions
+from xtlens.profiling.device import synchronize, timed_measurement_setup
 from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.records import ProfileRecord, base_fields
 from xtlens.profiling.sdpa import SDPA_OPS
@@ -291,18 +290,9 @@ def measure_breakdown(
 ) -> list[ProfileRecord]:
     """Rows ``measurement="breakdown"``: per phase a ``total`` row and one row per part (see the module
     docstring). A phase that fails becomes one ``oom``/``error`` row."""
-    unknown = [p for p in phases if p not in BREAKDOWN_PHASES]
-    if unknown:
-        raise ProfileError(f"Unknown breakdown phase(s) {', '.join(map(repr, unknown))}: choose from "
-                           f"{', '.join(BREAKDOWN_PHASES)}.")
-    if warmup < 0 or repeats < 1:
-        raise ProfileError(f"warmup must be >= 0 and repeats >= 1 (got warmup={warmup}, repeats={repeats}).")
-    wl.check_against(cfg)
-    dev = resolve_device(device)
-    name = _device_name(dev)
-    vers = versions()
-    provenance = dict(torch_version=vers["torch"], xtransformers_version=vers["x-transformers"], warmup=warmup,
-                      repeats=repeats)
+    dev, name, provenance = timed_measurement_setup(wl, cfg, device=device, phases=tuple(phases),
+                                                    allowed=BREAKDOWN_PHASES, what="breakdown", warmup=warmup,
+                                                    repeats=repeats)
     report = progress or (lambda fraction, message: None)
     rows: list[ProfileRecord] = []
     for i, phase in enumerate(phases):

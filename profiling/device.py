@@ -27,6 +27,7 @@ __all__ = [
     "gpu_family",
     "peak_flops_per_s",
     "synchronize",
+    "timed_measurement_setup",
 ]
 
 
@@ -78,3 +79,22 @@ def synchronize(device: str) -> None:
     """Wait for queued GPU work on ``device`` (no-op on CPU)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(torch.device(device))
+
+
+def timed_measurement_setup(wl, cfg, *, device: str, phases: tuple[str, ...], allowed: tuple[str, ...], what: str,
+                            warmup: int, repeats: int) -> tuple[str, str, dict]:
+    """The checks and provenance every timed measurement starts with: known ``phases``, ``warmup >= 0`` and
+    ``repeats >= 1``, the workload against the configuration, the resolved device. Returns ``(device,
+    device_name, provenance columns)``; raises ``ProfileError`` (or ``ConfigError``) with a message for the page."""
+    from xtlens.profiling.errors import ProfileError
+
+    unknown = [p for p in phases if p not in allowed]
+    if unknown:
+        raise ProfileError(f"Unknown {what} phase(s) {', '.join(map(repr, unknown))}: choose from {', '.join(allowed)}.")
+    if warmup < 0 or repeats < 1:
+        raise ProfileError(f"warmup must be >= 0 and repeats >= 1 (got warmup={warmup}, repeats={repeats}).")
+    wl.check_against(cfg)
+    dev = resolve_device(device)
+    vers = versions()
+    return dev, device_name(dev), dict(torch_version=vers["torch"], xtransformers_version=vers["x-transformers"],
+                                       warmup=warmup, repeats=repeats)

@@ -42,8 +42,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling.device import device_name as _device_name
-from xtlens.profiling.device import resolve_device, synchronize, versions
+from xtlens.profiling.device import synchronize, timed_measurement_setup
 from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.records import ProfileRecord, base_fields
 from xtlens.profiling.sdpa import attend_modules
@@ -304,18 +303,8 @@ def measure_whatif(
     """One ``whatif`` row per (phase, implementation) (see the module docstring)."""
     impls = check_implementations(implementations)
     phases = tuple(phases)
-    unknown = [p for p in phases if p not in WHATIF_PHASES]
-    if unknown:
-        raise ProfileError(f"Unknown what-if phase(s) {', '.join(map(repr, unknown))}: choose from "
-                           f"{', '.join(WHATIF_PHASES)}.")
-    if warmup < 0 or repeats < 1:
-        raise ProfileError(f"warmup must be >= 0 and repeats >= 1 (got warmup={warmup}, repeats={repeats}).")
-    wl.check_against(cfg)
-    dev = resolve_device(device)
-    name = _device_name(dev)
-    vers = versions()
-    provenance = dict(torch_version=vers["torch"], xtransformers_version=vers["x-transformers"], warmup=warmup,
-                      repeats=repeats)
+    dev, name, provenance = timed_measurement_setup(wl, cfg, device=device, phases=phases, allowed=WHATIF_PHASES,
+                                                    what="what-if", warmup=warmup, repeats=repeats)
     report = progress or (lambda fraction, message: None)
     tol = TOLERANCE.get(wl.dtype, 1e-4)
     rows: list[ProfileRecord] = []
