@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.roofline import LATENCY_PARTS, TRAIN_PARTS, part_costs
-from xtlens.profiling.device import synchronize, timed_measurement_setup
+from xtlens.profiling.device import synchronize, time_calls, timed_measurement_setup
 from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.records import ProfileRecord, base_fields
 from xtlens.profiling.sdpa import SDPA_OPS
@@ -311,7 +311,6 @@ def measure_breakdown(
 def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name: str, warmup: int, repeats: int,
                    per_layer: bool, config_name: str, provenance: dict) -> list[ProfileRecord]:
     from xtlens.core.builder import build_model
-    from xtlens.profiling.latency import time_calls
     from xtlens.profiling.roofline import hardware_for
 
     model = build_model(cfg, device=dev, dtype=wl.dtype, seed=0).model

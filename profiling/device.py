@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import time
+from collections.abc import Callable
 
 import torch
 from xtlens.core.builder import resolve_device
@@ -28,6 +30,7 @@ __all__ = [
     "peak_flops_per_s",
     "synchronize",
     "timed_measurement_setup",
+    "time_calls",
 ]
 
 
@@ -98,3 +101,29 @@ def timed_measurement_setup(wl, cfg, *, device: str, phases: tuple[str, ...], al
     vers = versions()
     return dev, device_name(dev), dict(torch_version=vers["torch"], xtransformers_version=vers["x-transformers"],
                                        warmup=warmup, repeats=repeats)
+
+
+def time_calls(fn: Callable[[], object], *, device: str, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls.
+
+    CUDA: one start/end ``torch.cuda.Event`` pair per call, a single synchronise after the loop. CPU:
+    ``time.perf_counter`` around each call.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    if device.startswith("cuda"):
+        pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+        for start, end in pairs:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return [start.elapsed_time(end) for start, end in pairs]
+    clock = time.perf_counter
+    times = []
+    for _ in range(repeats):
+        t0 = clock()
+        fn()
+        times.append((clock() - t0) * 1e3)
+    return times

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling.device import synchronize, timed_measurement_setup
+from xtlens.profiling.device import synchronize, time_calls, timed_measurement_setup
 from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.records import ProfileRecord, base_fields
 from xtlens.profiling.sdpa import attend_modules
@@ -207,7 +207,6 @@ def _cuda_graph(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[torch.Te
 
 def _timed(fn: Callable[[], object], *, dev: str, warmup: int, repeats: int) -> tuple[float, list[float]]:
     """``(first_call_s, steady_ms)``: the first call (compilation, capture) and ``repeats`` timed calls."""
-    from xtlens.profiling.latency import time_calls
 
     synchronize(dev)
     t0 = time.perf_counter()
