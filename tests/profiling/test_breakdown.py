@@ -135,3 +135,20 @@ def test_bad_arguments():
         pbd.measure_breakdown(TINY_SEED, WL, phases=("decode",))
     with pytest.raises(ProfileError, match="repeats"):
         pbd.measure_breakdown(TINY_SEED, WL, repeats=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_breakdown_kernel_times():
+    rows = _by(pbd.measure_breakdown(TINY_SEED, Workload(batch=1, seq_len=256, dtype="bfloat16"), device="cuda",
+                                     phases=("forward",), repeats=3), "forward")
+    assert all(r.status == "ok" for r in rows.values()), [r.error for r in rows.values()]
+    total = rows["total"].latency_median_ms
+    parts = sum(r.latency_median_ms for k, r in rows.items() if k not in ("total", "remainder"))
+    assert rows["remainder"].latency_median_ms == pytest.approx(total - parts)
+    assert parts > 0 and "kernel" in rows["total"].method
+    assert rows["attention"].sdpa_backend.startswith("_") and rows["alibi_bias"].latency_median_ms > 0
+    from xtlens.core.hardware import gpu_family
+
+    if gpu_family(rows["total"].device_name):  # a GPU with a datasheet preset: the roofline is beside it
+        assert rows["total"].predicted_latency_ms > 0 and rows["qkv_proj"].predicted_latency_ms > 0

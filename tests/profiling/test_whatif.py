@@ -95,3 +95,18 @@ def test_cuda_rules_and_names():
         pwi.check_implementations("flash3")
     assert pwi.logits_rel_err(torch.ones(3), torch.ones(3)) == 0
     assert pwi.logits_rel_err(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])) == pytest.approx(2**0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_whatif_implementations():
+    wl = Workload(batch=1, seq_len=256, dtype="bfloat16")
+    rows = pwi.measure_whatif(TINY_SEED, wl, device="cuda", implementations=("flex", "cudnn", "cudagraphs"),
+                              phases=("forward", "train_step"), warmup=1, repeats=2)
+    by = {(r.phase, r.component): r for r in rows}
+    for impl in ("asbuilt", "flex", "cudnn", "cudagraphs"):
+        row = by[("forward", impl)]
+        assert row.status == "ok", (impl, row.error)
+        assert row.logits_rel_err < pwi.TOLERANCE["bfloat16"]
+    assert by[("train_step", "flex")].status == "ok"  # FlexAttention has a backward on CUDA
+    assert by[("train_step", "cudagraphs")].status == "error" and "only the forward" in by[("train_step", "cudagraphs")].error
