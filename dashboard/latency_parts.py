@@ -91,6 +91,7 @@ def breakdown_stacked(table: pd.DataFrame, *, title: str) -> go.Figure:
             customdata=[float(sel["share_%"].get(x, math.nan)) for x in xs],
             hovertemplate="%{x} tokens: %{y:.4g} ms (%{customdata:.1f} % of the total)<extra>"
             + PART_LABELS.get(base, base) + "</extra>"))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=xs)
     fig.update_layout(barmode="stack", title={"text": title, "x": 0}, height=480,
                       xaxis_title="sequence length (tokens)" + (" per configuration" if multi else ""),
                       yaxis_title="latency (ms)", margin={"l": 60, "r": 20, "t": 50, "b": 40},
@@ -127,6 +128,7 @@ def roofline_points(cfg: ModelConfig, wl: Workload, hw: Hardware, *, phase: str 
         rows.append({"part": p.component, "flops": p.flops, "bytes_moved": p.bytes,
                      "intensity_flops_per_byte": p.flops / p.bytes if p.bytes else math.inf,
                      "predicted_ms": 1e3 * t, "attainable_flops_per_s": p.flops / t if t else 0.0,
+                     "attainable_TFLOP_per_s": p.flops / t / 1e12 if t else 0.0,
                      "bound": p.bound(hw, wl.dtype)})
     return pd.DataFrame(rows)
 
@@ -167,8 +169,16 @@ def roofline_chart(points: pd.DataFrame, hw: Hardware, dtype: str, *, measured: 
                 marker={"symbol": "circle", "size": 9, "color": PART_COLORS.get(part, "#999")},
                 name=f"{PART_LABELS.get(part, part)} (measured)",
                 hovertemplate="%{x:.3g} FLOP/byte, %{y:.3s}FLOP/s achieved<extra>" + part + "</extra>"))
-    fig.update_xaxes(type="log", title="arithmetic intensity (FLOP per byte moved, log scale)")
-    fig.update_yaxes(type="log", title="FLOP/s (1 multiply-add = 2 FLOPs, log scale)", tickformat="~s")
+    ys = [min(peak or bw * hi, lo * bw)] + ([] if pts.empty else pts["attainable_flops_per_s"].astype(float).tolist())
+    if measured is not None and not measured.empty:
+        m = measured[(measured["flops"] > 0) & (measured["measured_ms"] > 0)]
+        ys += (m["flops"] / (m["measured_ms"] / 1e3)).astype(float).tolist()
+    y_lo = min(y for y in ys if y > 0) / 3
+    y_hi = (peak or max(ys)) * 3
+    fig.update_xaxes(type="log", title="arithmetic intensity (FLOP per byte moved, log scale)",
+                     range=[math.log10(lo), math.log10(hi)], dtick=1)
+    fig.update_yaxes(type="log", title="FLOP/s (1 multiply-add = 2 FLOPs, log scale)", tickformat="~s",
+                     range=[math.log10(y_lo), math.log10(y_hi)], dtick=1)
     fig.update_layout(title={"text": title, "x": 0}, height=480, margin={"l": 60, "r": 20, "t": 50, "b": 40},
                       legend={"orientation": "v", "x": 1.02, "y": 1})
     return fig

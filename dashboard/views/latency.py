@@ -197,8 +197,12 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     total = float(pts["predicted_ms"].sum()) if not pts.empty else 0.0
     st.markdown(f"Predicted {phase.replace('_', ' ')} at {seq:,} tokens on **{hw.name}**: **{total:.3g} ms** "
                 f"(sum of the parts' roofline times; {hw.source}).")
-    st.dataframe(pts, hide_index=True, width="stretch", key="df.latency.roofline",
+    st.dataframe(pts.drop(columns=["attainable_flops_per_s"]), hide_index=True, width="stretch",
+                 key="df.latency.roofline",
                  column_config={"predicted_ms": st.column_config.NumberColumn(format="%.4g"),
+                                "flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
+                                "bytes_moved": st.column_config.NumberColumn("bytes moved", format="%.3e"),
+                                "attainable_TFLOP_per_s": st.column_config.NumberColumn(format="%.3g"),
                                 "intensity_flops_per_byte": st.column_config.NumberColumn(format="%.3g")})
     pvm = lp.predicted_vs_measured(measured) if measured is not None else pd.DataFrame()
     if not pvm.empty:
