@@ -230,7 +230,8 @@ def _profile(args: argparse.Namespace) -> int:
 
         attention = check_implementations(args.attention)
     options = SweepOptions(device=args.device, warmup=args.warmup, repeats=args.repeats, phases=phases,
-                           sdpa_backend=args.sdpa_backend, attention=attention, use_cache=not args.no_cache)
+                           sdpa_backend=args.sdpa_backend, attention=attention, per_layer=args.per_layer,
+                           use_cache=not args.no_cache)
     bar = _ProgressBar()
     name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
     if args.time_limit is not None:
@@ -334,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--attention", default=None, metavar="IMPL,...",
                       help="what-if implementations for --what whatif: asbuilt,flex,flex_compiled,cudnn,compile,cudagraphs "
                            "(default asbuilt,flex,cudnn,compile,cudagraphs; asbuilt is always measured)")
+    prof.add_argument("--per-layer", action="store_true",
+                      help="--what breakdown: also split each part by block (components like qkv_proj@0)")
     prof.add_argument("--phases", default=None, help="e.g. forward,train_step (default: each measurement's own)")
     prof.add_argument("--repeats", type=int, default=5, help="timed repeats per latency point (default 5)")
     prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")

@@ -63,7 +63,7 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
 
         phases = phases_for(options, breakdown.BREAKDOWN_PHASES)
         return breakdown.measure_breakdown(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
-                                           config_name=config_name, progress=progress,
+                                           per_layer=options.per_layer, config_name=config_name, progress=progress,
                                            **({"phases": phases} if phases is not None else {}))
     if what == "whatif":
         from xtlens.profiling import whatif

@@ -46,7 +46,8 @@ class SweepOptions:
     """How each point is measured. ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 
     ``phases=None`` lets each measurement use its default phases. ``attention`` names the what-if
-    implementations (``profiling.whatif.IMPLEMENTATIONS``; None: its defaults). ``warmup`` and ``repeats`` and
+    implementations (``profiling.whatif.IMPLEMENTATIONS``; None: its defaults); ``per_layer`` splits the
+    latency breakdown by block too. ``warmup`` and ``repeats`` and
     ``sdpa_backend`` concern latency only (but are part of every cache key, so keep them at their
     defaults for other measurements if you want to share cache entries).
     """
@@ -57,6 +58,7 @@ class SweepOptions:
     phases: tuple[str, ...] | None = None
     sdpa_backend: str | None = None
     attention: tuple[str, ...] | None = None
+    per_layer: bool = False
     skip_after_oom: bool = True
     use_cache: bool = True
 
@@ -73,6 +75,8 @@ class SweepOptions:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["phases"] = list(self.phases) if self.phases is not None else None
+        if not self.per_layer:  # absent unless set, like attention
+            out.pop("per_layer")
         if self.attention is None:  # absent from the dict (and so from cache keys) unless set
             out.pop("attention")
         else:

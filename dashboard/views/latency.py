@@ -96,30 +96,33 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
                "GPU, self CPU times on a CPU, attributed to modules by hooks). The parts add up to the measured "
                "total; what no part explains is shown as the remainder.")
     lens = [n for n in tables.seq_len_grid(ctx.cfg.max_seq_len)]
-    c = st.columns([3, 3, 1])
+    c = st.columns([3, 3, 1, 1])
     default = lens if gpu else [n for n in lens if n <= 512]
     chosen = c[0].multiselect("sequence lengths (tokens)", lens, default=default or lens[:1], key="latency.bd_lens")
     phase = c[1].radio("phase", list(BREAKDOWN_PHASES), format_func=BREAKDOWN_PHASES.get, horizontal=True,
                        key="latency.bd_phase")
     repeats = int(c[2].number_input("repeats", 1, 20, 3, key="latency.bd_repeats"))
+    per_layer = c[3].toggle("per layer", value=False, key="latency.bd_per_layer",
+                            help="Also split every part by block (block 0 is the first attention block).")
     wls = tuple(Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype) for n in sorted(chosen or lens[:1]))
     req = jobs.Request(label=f"latency breakdown ({phase}) at {', '.join(str(w.seq_len) for w in wls)} tokens",
                        what=("breakdown",), configs=(("current", ctx.cfg),), workloads=wls, device=ctx.device,
-                       phases=(phase,), repeats=repeats, warmup=1)
+                       phases=(phase,), repeats=repeats, warmup=1, per_layer=per_layer)
     frame = jobs.panel(req, key="latency_breakdown", button="Measure breakdown",
                        help="Profiles the real model at each length in a child process.")
     if frame is None:
         return None
     tbl = lp.breakdown_table(frame, phase)
-    chart(lp.breakdown_stacked(tbl, title=f"{BREAKDOWN_PHASES[phase]}: measured time per part (ms)"),
-          "lat_breakdown")
-    alibi = tbl[tbl["part"] == "alibi_bias"]
-    mask = tbl[tbl["part"] == "mask_prep"]
+    chart(lp.breakdown_stacked(tbl, title=f"{BREAKDOWN_PHASES[phase]}: measured time per part (ms)"
+                               + (", per block" if per_layer else "")), "lat_breakdown")
+    base = tbl["part"].str.split("@").str[0]  # per layer: qkv_proj@0 -> qkv_proj
+    alibi = tbl[base == "alibi_bias"]
+    mask = tbl[base == "mask_prep"]
     if not alibi.empty:
         longest = int(tbl["seq_len_tokens"].max())
         share = float(alibi[alibi["seq_len_tokens"] == longest]["share_%"].sum()
                       + mask[mask["seq_len_tokens"] == longest]["share_%"].sum())
-        kernel = tbl[(tbl["part"] == "attention") & (tbl["seq_len_tokens"] == longest)]["share_%"].sum()
+        kernel = tbl[(base == "attention") & (tbl["seq_len_tokens"] == longest)]["share_%"].sum()
         st.markdown(f"At **{longest:,} tokens**, building the ALiBi bias and preparing the dense mask take "
                     f"**{share:.0f} %** of this {phase.replace('_', ' ')}; the attention kernel itself "
                     f"**{kernel:.0f} %**.")

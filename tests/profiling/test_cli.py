@@ -192,6 +192,11 @@ def test_profile_breakdown_and_whatif_write_tidy_rows(tmp_path, monkeypatch, cap
     whatif = {r.component: r for r in rows if r.measurement == "whatif"}
     assert set(whatif) == {"asbuilt", "flex"} and whatif["flex"].logits_rel_err < 1e-5
     assert whatif["flex"].speedup_vs_asbuilt > 0
+    per_layer = tmp_path / "layers.csv"
+    assert main(["profile", "--preset", "seed", *TINY_SETS, "--what", "breakdown", "--per-layer", "--phases", "forward",
+                 "--seq-lens", "16", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--out", str(per_layer)]) == 0
+    components = {r.component for r in read_records(per_layer)}
+    assert {"qkv_proj@0", "qkv_proj@2", "feedforward@1"} <= components and "qkv_proj" not in components
     assert main(["profile", "--what", "whatif", "--attention", "flash9"]) == 2
     assert "attention = 'flash9'" in capsys.readouterr().err
 
