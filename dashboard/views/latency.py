@@ -194,9 +194,16 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
         if hw_name == MEASURING or any(gpu_family(n) == hw.name for n in names_measured):
             on_device = lp.measured_on_roofline(tbl, pts, config="current", seq_len=seq)
     chart(lp.roofline_chart(pts, hw, ctx.wl.dtype, measured=on_device,
-                            title=f"Roofline on {hw.name} ({ctx.wl.dtype}), {phase.replace('_', ' ')} at {seq:,} tokens: "
-                                  "parts as predicted (hollow) and as measured (filled)"),
+                            title=f"Roofline: {hw.name.removeprefix('measuring device: ')}, {ctx.wl.dtype}, "
+                                  f"{phase.replace('_', ' ')} at {seq:,} tokens"),
           "lat_roofline")
+    notes = ["Parts without matrix products (ALiBi bias construction, mask preparation, norms, token shift, "
+             "residual, rotary) only move bytes: intensity 0 is off a log axis, so they appear in the table "
+             "(bound = memory) and not as points."]
+    if own is not None and hw_name != MEASURING:
+        notes.append("Measured points: choose 'measuring device' under hardware (the breakdown above ran on "
+                     f"{own.name.removeprefix('measuring device: ')}).")
+    st.caption(" ".join(notes))
     total = float(pts["predicted_ms"].sum()) if not pts.empty else 0.0
     st.markdown(f"Predicted {phase.replace('_', ' ')} at {seq:,} tokens on **{hw.name}**: **{total:.3g} ms** "
                 f"(sum of the parts' roofline times; {hw.source}).")
