@@ -7,16 +7,29 @@ that ran at each point and why, and a forced-backend comparison of the forward (
 math; a backend that cannot run gives an error row). Prints Markdown tables; ``--out FILE.csv`` (or
 .json/.parquet) writes every row.
 
-    python benchmarks/gpu_check.py                              # CUDA, full grid
+With ``--latency-parts`` (on by default on CUDA) the same run adds, at 1024 .. 8192 tokens: the latency
+breakdown by part (``profiling.breakdown``: forward and training step) with the roofline prediction of
+the GPU's preset, the what-if table (``profiling.whatif``: as built, FlexAttention, cuDNN, torch.compile,
+CUDA graphs; forward, training step, decode), the issue-11 criterion (the seed's FlexAttention forward
+within 1.3x of the seed-no-alibi forward at the longest length in bfloat16) and the ALiBi share of the
+seed's forward. With ``--pytest-gpu`` (on by default on CUDA) it runs ``pytest -m gpu`` and records the
+result. ``--md-out FILE`` writes the whole report, ready for ``docs/gpu-results.md``.
+
+    python benchmarks/gpu_check.py --out gpu.csv --md-out gpu-results.md      # CUDA: every GPU figure
     python benchmarks/gpu_check.py --device cpu --quick         # tiny sizes on CPU (the tested path)
+    python benchmarks/gpu_check.py --device cpu --quick --latency-parts       # + breakdown, what-if (CPU)
     python benchmarks/gpu_check.py --seq-lens 512,2048 --dtypes bfloat16 --out gpu.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from xtlens.core.config import PRESETS, ModelConfig, Workload
 from xtlens.profiling.device import device_name, resolve_device, versions
@@ -28,6 +41,9 @@ CONFIGS = ("seed", "seed-no-alibi")
 SEQ_LENS = (512, 1024, 2048, 4096, 8192)
 DTYPES = ("float32", "bfloat16")
 QUICK_SEQ_LENS = (32,)
+PARTS_SEQ_LENS = (1024, 2048, 4096, 8192)
+WHATIF_IMPLS = ("asbuilt", "flex", "cudnn", "compile", "cudagraphs")
+FLEX_CRITERION = 1.3  # issue 11: the seed's FlexAttention forward within 1.3x of seed-no-alibi's
 
 
 def _quick(cfg: ModelConfig) -> ModelConfig:
@@ -77,6 +93,102 @@ def reasons_table(rows: list[ProfileRecord]) -> str:
     return "\n".join(out)
 
 
+def breakdown_table(rows: list[ProfileRecord]) -> str:
+    out = ["| config | dtype | seq | phase | part | status | measured ms | share % | predicted ms | measured / predicted "
+           "| TFLOP/s | peak % |",
+           "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    totals = {(r.config_name, r.dtype, r.seq_len_tokens, r.phase): r.latency_median_ms for r in rows
+              if r.component == "total" and r.status == "ok"}
+    for r in rows:
+        total = totals.get((r.config_name, r.dtype, r.seq_len_tokens, r.phase))
+        share = (100 * r.latency_median_ms / total if total and r.latency_median_ms is not None
+                 and r.component != "total_unprofiled" else None)
+        ratio = (r.latency_median_ms / r.predicted_latency_ms
+                 if r.latency_median_ms is not None and r.predicted_latency_ms else None)
+        out.append(f"| {r.config_name} | {r.dtype} | {r.seq_len_tokens} | {r.phase} | {r.component} | {r.status} | "
+                   f"{_fmt(r.latency_median_ms, '.4g')} | {_fmt(share, '.1f')} | {_fmt(r.predicted_latency_ms, '.4g')} | "
+                   f"{_fmt(ratio, '.2f')} | {_fmt(r.achieved_flops_per_s and r.achieved_flops_per_s / 1e12, '.3g')} | "
+                   f"{_fmt(r.peak_fraction and 100 * r.peak_fraction, '.1f')} |")
+    return "\n".join(out)
+
+
+def whatif_table(rows: list[ProfileRecord]) -> str:
+    out = ["| config | dtype | seq | phase | implementation | status | median ms | speedup vs as built | logits rel err "
+           "| compile s | note |",
+           "|---|---|---:|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        note = (r.error or (r.method or "").split(";")[1 if ";" in (r.method or "") else 0]).strip().replace("|", "/")
+        out.append(f"| {r.config_name} | {r.dtype} | {r.seq_len_tokens} | {r.phase} | {r.component} | {r.status} | "
+                   f"{_fmt(r.latency_median_ms, '.4g')} | {_fmt(r.speedup_vs_asbuilt, '.2f')} | "
+                   f"{_fmt(r.logits_rel_err, '.1e')} | {_fmt(r.compile_s, '.1f')} | {note} |")
+    return "\n".join(out)
+
+
+def _median_of(rows: list[ProfileRecord], *, config: str, dtype: str, n: int, phase: str, component: str,
+               measurement: str) -> float | None:
+    values = [r.latency_median_ms for r in rows if (r.config_name, r.dtype, r.seq_len_tokens, r.phase, r.component,
+                                                    r.measurement, r.status) == (config, dtype, n, phase, component,
+                                                                                 measurement, "ok")]
+    return statistics.median(values) if values else None
+
+
+def criteria(rows: list[ProfileRecord]) -> str:
+    """The issue's GPU criteria from the rows: FlexAttention forward of the seed against the seed-no-alibi
+    forward at the longest length (bfloat16 when measured), and the ALiBi share of the seed's forward."""
+    whatif = [r for r in rows if r.measurement == "whatif"]
+    if not whatif:
+        return "- not measured (run with --latency-parts)"
+    dtype = "bfloat16" if any(r.dtype == "bfloat16" for r in whatif) else whatif[0].dtype
+    n = max(r.seq_len_tokens for r in whatif if r.dtype == dtype)
+    flex = _median_of(rows, config="seed", dtype=dtype, n=n, phase="forward", component="flex", measurement="whatif")
+    built = _median_of(rows, config="seed", dtype=dtype, n=n, phase="forward", component="asbuilt",
+                       measurement="whatif")
+    plain = _median_of(rows, config="seed-no-alibi", dtype=dtype, n=n, phase="forward", component="asbuilt",
+                       measurement="whatif")
+    lines = []
+    if flex is not None and plain is not None:
+        ratio = flex / plain
+        verdict = "PASS" if ratio <= FLEX_CRITERION else "FAIL"
+        lines.append(f"- seed, FlexAttention what-if forward at {n} tokens in {dtype}: {flex:.3f} ms; seed-no-alibi "
+                     f"as built: {plain:.3f} ms; ratio {ratio:.2f} (criterion <= {FLEX_CRITERION}): **{verdict}**"
+                     + (f"; seed as built: {built:.3f} ms" if built is not None else ""))
+    else:
+        lines.append(f"- FlexAttention criterion at {n} tokens in {dtype}: not measured (a row failed; see the table)")
+    parts = [r for r in rows if r.measurement == "breakdown" and r.config_name == "seed" and r.dtype == dtype
+             and r.seq_len_tokens == n and r.phase == "forward" and r.status == "ok"]
+    total = next((r.latency_median_ms for r in parts if r.component == "total"), None)
+    if total:
+        alibi = sum(r.latency_median_ms for r in parts if r.component in ("alibi_bias", "mask_prep"))
+        kernel = sum(r.latency_median_ms for r in parts if r.component == "attention")
+        lines.append(f"- seed forward at {n} tokens in {dtype}: {total:.3f} ms; ALiBi bias construction + mask "
+                     f"preparation {alibi:.3f} ms ({100 * alibi / total:.0f} %); attention kernel {kernel:.3f} ms "
+                     f"({100 * kernel / total:.0f} %)")
+    return "\n".join(lines)
+
+
+def latency_parts(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[str, ...], warmup: int,
+                  repeats: int, impls: tuple[str, ...], log=print) -> list[ProfileRecord]:
+    from xtlens.profiling.breakdown import measure_breakdown
+    from xtlens.profiling.whatif import measure_whatif
+
+    rows: list[ProfileRecord] = []
+    for name, cfg, wl in _points(quick, dtypes, seq_lens):
+        t0 = time.perf_counter()
+        rows += measure_breakdown(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name)
+        rows += measure_whatif(cfg, wl, device=device, implementations=impls, phases=("forward", "train_step", "decode"),
+                               warmup=warmup, repeats=repeats, config_name=name)
+        log(f"  parts {name} {wl.dtype} {wl.seq_len}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return rows
+
+
+def pytest_gpu() -> str:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], cwd=root,
+                          capture_output=True, text=True, timeout=1800)
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    return f"exit status {proc.returncode}\n\n```\n{tail}\n```"
+
+
 def errors_list(rows: list[ProfileRecord]) -> str:
     bad = [r for r in rows if r.status != "ok"]
     return "\n".join(f"- {r.config_name} {r.dtype} {r.seq_len_tokens} {r.measurement}/{r.phase}: {r.status}: {r.error}"
@@ -86,20 +198,25 @@ def errors_list(rows: list[ProfileRecord]) -> str:
 def run(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[str, ...], warmup: int, repeats: int,
         forced: tuple[str, ...], log=print) -> list[ProfileRecord]:
     rows: list[ProfileRecord] = []
+    for name, cfg, wl in _points(quick, dtypes, seq_lens):
+        t0 = time.perf_counter()
+        rows += measure_memory(cfg, wl, device=device, config_name=name)
+        rows += measure_latency(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name,
+                                decode_context_tokens=wl.seq_len - 1)
+        for backend in forced:
+            rows += measure_latency(cfg, wl, device=device, phases=("forward",), warmup=warmup, repeats=repeats,
+                                    sdpa_backend=backend, config_name=name)
+        log(f"  {name} {wl.dtype} {wl.seq_len}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return rows
+
+
+def _points(quick: bool, dtypes: tuple[str, ...], seq_lens: tuple[int, ...]):
+    """(name, config, workload) for both configurations, every dtype and length (batch 1)."""
     for name in CONFIGS:
         cfg = _quick(PRESETS[name]) if quick else PRESETS[name]
         for dtype in dtypes:
             for n in seq_lens:
-                wl = Workload(batch=1, seq_len=n, dtype=dtype)
-                t0 = time.perf_counter()
-                rows += measure_memory(cfg, wl, device=device, config_name=name)
-                rows += measure_latency(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name,
-                                        decode_context_tokens=n - 1)
-                for backend in forced:
-                    rows += measure_latency(cfg, wl, device=device, phases=("forward",), warmup=warmup,
-                                            repeats=repeats, sdpa_backend=backend, config_name=name)
-                log(f"  {name} {dtype} {n}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return rows
+                yield name, cfg, Workload(batch=1, seq_len=n, dtype=dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", default=None, help="write all rows to this .csv / .json / .parquet file")
+    p.add_argument("--md-out", default=None, help="also write the Markdown report to this file (docs/gpu-results.md)")
+    p.add_argument("--latency-parts", action=argparse.BooleanOptionalAction, default=None,
+                   help="latency breakdown, what-if table and the issue-11 criteria (default: on with CUDA)")
+    p.add_argument("--parts-seq-lens", default=None, help="lengths for the breakdown and what-if (default 1024..8192)")
+    p.add_argument("--attention", default=",".join(WHATIF_IMPLS), help="what-if implementations")
+    p.add_argument("--pytest-gpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="run pytest -m gpu and record the result (default: on with CUDA)")
     args = p.parse_args(argv)
+    report: list[str] = []
+
+    def emit(text: str = "") -> None:
+        print(text)
+        report.append(text)
 
     device = resolve_device(args.device)
     if device == "cpu" and not args.quick:
@@ -123,16 +252,37 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     forced = ("flash", "efficient", "cudnn", "math") if device.startswith("cuda") else ("flash", "math")
 
+    cuda = device.startswith("cuda")
+    parts_on = args.latency_parts if args.latency_parts is not None else cuda
+    pytest_on = args.pytest_gpu if args.pytest_gpu is not None else cuda
     v = versions()
-    print(f"# xtlens GPU check\n\ndevice: {device_name(device)} ({device}); torch {v['torch']}; "
-          f"x-transformers {v['x-transformers']}; warmup {warmup}, repeats {repeats}"
-          + ("; quick (toy sizes)" if args.quick else "") + "\n")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    emit(f"# xtlens GPU check\n\ndevice: {device_name(device)} ({device}); {date}; torch {v['torch']}; "
+         f"x-transformers {v['x-transformers']}; warmup {warmup}, repeats {repeats}"
+         + ("; quick (toy sizes)" if args.quick else "") + "\n")
     rows = run(device=device, quick=args.quick, seq_lens=seq_lens, dtypes=dtypes, warmup=warmup, repeats=repeats,
                forced=forced)
-    print("## Latency\n\n" + latency_table([r for r in rows if r.measurement == "latency"]) + "\n")
-    print("## Memory\n\n" + memory_table([r for r in rows if r.measurement == "memory"]) + "\n")
-    print("## SDPA backend per point\n\n" + reasons_table(rows) + "\n")
-    print("## Failures (out of memory, unsupported)\n\n" + errors_list(rows))
+    emit("## Latency\n\n" + latency_table([r for r in rows if r.measurement == "latency"]) + "\n")
+    emit("## Memory\n\n" + memory_table([r for r in rows if r.measurement == "memory"]) + "\n")
+    emit("## SDPA backend per point\n\n" + reasons_table(rows) + "\n")
+    if parts_on:
+        parts_lens = tuple(int(x) for x in args.parts_seq_lens.split(",")) if args.parts_seq_lens else (
+            seq_lens if args.quick else PARTS_SEQ_LENS)
+        impls = tuple(x.strip() for x in args.attention.split(",") if x.strip())
+        parts = latency_parts(device=device, quick=args.quick, seq_lens=parts_lens, dtypes=dtypes, warmup=warmup,
+                              repeats=repeats, impls=impls)
+        rows += parts
+        emit("## Latency breakdown by part\n\n" + breakdown_table([r for r in parts if r.measurement == "breakdown"])
+             + "\n")
+        emit("## What-if attention implementations (what-if: not what x-transformers runs)\n\n"
+             + whatif_table([r for r in parts if r.measurement == "whatif"]) + "\n")
+        emit("## Issue 11 criteria\n\n" + criteria(rows) + "\n")
+    if pytest_on:
+        emit("## pytest -m gpu\n\n" + pytest_gpu() + "\n")
+    emit("## Failures (out of memory, unsupported)\n\n" + errors_list(rows))
+    if args.md_out:
+        Path(args.md_out).write_text("\n".join(report) + "\n")
+        print(f"\nwrote the report to {args.md_out}", file=sys.stderr)
     if args.out:
         from xtlens.profiling.export import write_table
 

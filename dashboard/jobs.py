@@ -61,9 +61,12 @@ class Request:
     phases: tuple[str, ...] | None = None
     repeats: int = 5
     warmup: int = 2
+    attention: tuple[str, ...] | None = None  # what-if implementations (what="whatif")
+    per_layer: bool = False  # latency breakdown by block (what="breakdown")
 
     def options(self) -> SweepOptions:
-        return SweepOptions(device=self.device, phases=self.phases, repeats=self.repeats, warmup=self.warmup)
+        return SweepOptions(device=self.device, phases=self.phases, repeats=self.repeats, warmup=self.warmup,
+                            attention=self.attention, per_layer=self.per_layer)
 
     def spec(self) -> JobSpec:
         return JobSpec.make(self.what, list(self.configs), self.workloads, self.options(), time_limit_s=TIME_LIMIT_S)

@@ -7,6 +7,8 @@
     xtlens profile --preset seed --what latency --device cuda --ray auto
     xtlens results list
     xtlens results export --device H100 h100.parquet
+    xtlens profile --preset seed --what breakdown,whatif --attention flex,compile --seq-lens 1024
+    xtlens estimate --preset seed --seq-len 8192 --dtype bfloat16 --hardware h200
     xtlens dashboard --port 8501 --headless
 
 Configuration: ``--preset NAME`` (default ``seed``), ``--config FILE.json`` (a JSON object of
@@ -15,7 +17,8 @@ with ``ast``, never run); then each ``--set key=value`` overrides one field, typ
 (``true``/``false``, ``none``, integers, numbers), exactly as the dashboard's URL query is decoded.
 
 Invalid input exits with status 2 and the validation message (naming the field) on stderr.
-``estimate`` imports neither torch nor pandas: it answers in milliseconds.
+``estimate`` imports neither torch nor pandas: it answers in milliseconds (``--hardware cpu`` imports torch
+to calibrate this machine).
 """
 
 from __future__ import annotations
@@ -92,12 +95,22 @@ def _estimate(args: argparse.Namespace) -> int:
     cfg = _config_from(args)
     wl = Workload(batch=args.batch, seq_len=args.seq_len if args.seq_len is not None else cfg.max_seq_len,
                   dtype=args.dtype).check_against(cfg)
+    if args.hardware is not None and args.hardware.strip().lower() == "list":
+        print(_hardware_list())
+        return 0
     rows = predictions(cfg, wl)
     values = {r.quantity: r.value for r in rows}  # = core.cost_model.estimate(cfg, wl)
+    latency_rows: list[tuple[str, str, str, str, float]] = []
+    if args.hardware is not None:
+        hw, latency_rows = _latency_predictions(cfg, wl, args.hardware)
+        values.update({q: v for q, _phase, component, _variant, v in latency_rows if component == "total"})
+        values["hardware"] = hw.name
     if args.format == "rows":
         print("quantity,phase,component,unit,variant,value")
         for r in rows:
             print(f"{r.quantity},{r.phase},{r.component},{r.unit},{r.variant},{_csv_scalar(r.value)}")
+        for quantity, phase, component, variant, value in latency_rows:
+            print(f"{quantity},{phase},{component},ms,{variant},{_csv_scalar(value)}")
     elif args.format == "json":
         out = {"config": cfg.to_dict(), "workload": wl.to_dict(), **values}
         print(json.dumps(out, indent=1))
@@ -109,6 +122,48 @@ def _estimate(args: argparse.Namespace) -> int:
     else:
         print(_estimate_table(cfg, wl, values))
     return 0
+
+
+def _hardware_list() -> str:
+    from xtlens.core.hardware import GPU_PRESETS
+
+    lines = ["name        bf16 TFLOP/s  fp32 TFLOP/s  bandwidth TB/s  (dense peaks, datasheets; 'cpu' calibrates this "
+             "machine)"]
+    for name, hw in GPU_PRESETS.items():
+        bf16 = hw.peak("bfloat16")
+        lines.append(f"{name:<10}  {'-' if bf16 is None else f'{bf16 / 1e12:,.1f}':>12}  "
+                     f"{hw.peak('float32') / 1e12:>12,.1f}  {hw.mem_bandwidth_bytes_per_s / 1e12:>14.3f}")
+    lines.append("cpu         (measured: a 2048x2048 matmul per dtype and a 64 MiB copy, about 3 s)")
+    return "\n".join(lines)
+
+
+def _latency_predictions(cfg: ModelConfig, wl: Workload, name: str):
+    """``(hardware, rows)``: roofline predictions (``core.roofline``) as ``(quantity, phase, component, variant,
+    ms)``: the three headline totals and each part of the forward and the training step."""
+    from xtlens.core.hardware import hardware_preset
+    from xtlens.core.roofline import part_costs, predict
+
+    if name.strip().lower() == "cpu":
+        from xtlens.profiling.roofline import calibrate_cpu  # imports torch: the calibration runs here
+
+        hw = calibrate_cpu()
+    else:
+        hw = hardware_preset(name)
+        if hw is None:
+            from xtlens.core.hardware import GPU_PRESETS
+
+            raise ConfigError("--hardware", name, f"'list', 'cpu' or one of {', '.join(GPU_PRESETS)}")
+    if hw.peak(wl.dtype) is None:
+        raise ConfigError("--dtype", wl.dtype, f"a precision {hw.name} has units for: {', '.join(hw.peak_flops_per_s)}")
+    variant = f"roofline {hw.name}"
+    totals = predict(cfg, wl, hw)
+    rows = [(q, {"predicted_forward_ms": "forward", "predicted_train_step_ms": "train_step"}.get(q, "decode"),
+             "total", variant, v) for q, v in totals.items()]
+    for phase in ("forward", "train_step"):
+        for p in part_costs(cfg, wl, phase=phase):
+            rows.append((f"predicted_{phase}_{p.component}_ms", phase, p.component, variant,
+                         1e3 * p.time_s(hw, wl.dtype)))
+    return hw, rows
 
 
 def _csv_scalar(value: object) -> str:
@@ -124,6 +179,9 @@ def _estimate_table(cfg: ModelConfig, wl: Workload, values: dict[str, int | floa
              "config: " + ", ".join(f"{k}={v!r}" for k, v in {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}.items()), ""]
     width = max(len(k) for k in values)
     for key, value in values.items():
+        if isinstance(value, str):
+            lines.append(f"{key:<{width}}  {value:>22}")
+            continue
         number = f"{value:,}" if isinstance(value, int) else f"{value:,.6g}"
         lines.append(f"{key:<{width}}  {number:>22}  {'' if unit_of(key) == 'count' else fmt_value(unit_of(key), value)}".rstrip())
     return "\n".join(lines)
@@ -170,8 +228,14 @@ def _profile(args: argparse.Namespace) -> int:
     seq_lens = _int_list(args.seq_lens, "seq_lens") if args.seq_lens else list(DEFAULT_SEQ_LENS)
     workloads = workload_grid(seq_lens, _int_list(args.batch, "batch"), dtype=args.dtype)
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
+    attention = None
+    if args.attention:
+        from xtlens.profiling.whatif import check_implementations
+
+        attention = check_implementations(args.attention)
     options = SweepOptions(device=args.device, warmup=args.warmup, repeats=args.repeats, phases=phases,
-                           sdpa_backend=args.sdpa_backend, use_cache=not args.no_cache)
+                           sdpa_backend=args.sdpa_backend, attention=attention, per_layer=args.per_layer,
+                           use_cache=not args.no_cache)
     from xtlens.profiling.store import open_store
 
     open_store()  # every measured row is stored: a corrupt or foreign database stops here (StoreError), untouched
@@ -354,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--format", choices=("json", "csv", "table", "rows"), default="json",
                      help="json / csv: one flat record; table: aligned, with units; rows: one CSV row per predicted "
                           "quantity with its phase, component, unit and variant (the vocabulary of measured rows)")
+    est.add_argument("--hardware", default=None, metavar="NAME",
+                     help="add roofline latency predictions (predicted_forward_ms, predicted_train_step_ms, "
+                          "predicted_decode_ms_per_token) for a GPU preset (e.g. h200, 'H100 PCIe'), 'cpu' (calibrates "
+                          "this machine, about 3 s) or 'list' (name the presets)")
     est.set_defaults(run=_estimate)
 
     prof = sub.add_parser("profile", help="measure FLOPs, memory and latency of the real model",
@@ -365,8 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     prof.add_argument("--seq-lens", default=None, metavar="N,N,...", help="default 128,256,...,8192")
     prof.add_argument("--batch", default="1", metavar="N[,N...]", help="batch size(s), default 1")
-    prof.add_argument("--what", default="flops,memory,latency", help="any of flops,flops_breakdown,memory,latency (flops_breakdown: flops plus per-module and "
-                      "per-operator rows of the same count)")
+    prof.add_argument("--what", default="flops,memory,latency", help="any of flops,flops_breakdown,memory,latency,"
+                      "breakdown,whatif (flops_breakdown: flops plus per-module and per-operator rows of the same count; "
+                      "breakdown: latency split into parts of the model; whatif: other attention implementations)")
+    prof.add_argument("--attention", default=None, metavar="IMPL,...",
+                      help="what-if implementations for --what whatif: asbuilt,flex,flex_compiled,cudnn,compile,cudagraphs "
+                           "(default asbuilt,flex,cudnn,compile,cudagraphs; asbuilt is always measured)")
+    prof.add_argument("--per-layer", action="store_true",
+                      help="--what breakdown: also split each part by block (components like qkv_proj@0)")
     prof.add_argument("--phases", default=None, help="e.g. forward,train_step (default: each measurement's own)")
     prof.add_argument("--repeats", type=int, default=5, help="timed repeats per latency point (default 5)")
     prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")

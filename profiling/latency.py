@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import decode_flops, flop_counts, fused_sdpa_backward, train_step_flops
 from xtlens.profiling.device import device_name as _device_name
-from xtlens.profiling.device import peak_flops_per_s, resolve_device, synchronize, versions
+from xtlens.profiling.device import peak_flops_per_s, resolve_device, time_calls, versions
 from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.records import ProfileRecord, base_fields
 from xtlens.profiling.sdpa import (
@@ -60,32 +60,6 @@ PHASES = ("forward", "attention", "train_step", "decode")
 # --------------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------------
-
-
-def time_calls(fn: Callable[[], object], *, device: str, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls.
-
-    CUDA: one start/end ``torch.cuda.Event`` pair per call, a single synchronise after the loop. CPU:
-    ``time.perf_counter`` around each call.
-    """
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    if device.startswith("cuda"):
-        pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-        for start, end in pairs:
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize()
-        return [start.elapsed_time(end) for start, end in pairs]
-    clock = time.perf_counter
-    times = []
-    for _ in range(repeats):
-        t0 = clock()
-        fn()
-        times.append((clock() - t0) * 1e3)
-    return times
 
 
 class _AttendTimer:

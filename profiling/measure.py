@@ -37,7 +37,8 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
                   config_name: str, progress: Progress | None = None) -> list[ProfileRecord]:
     """Measure one point with the real profilers. ``options.phases`` is filtered to the phases each
     measurement knows; none left means its defaults. ``flops_breakdown`` is ``flops`` with the per-module
-    and per-operator rows of the same count."""
+    and per-operator rows of the same count. ``breakdown``: the latency split into parts; ``whatif``: the
+    attention implementations of ``options.attention`` (forward, training step and decode by default)."""
     if what in ("flops", "flops_breakdown"):
         from xtlens.profiling.flops import FLOPS_PHASES, measure_flops
 
@@ -57,4 +58,18 @@ def measure_point(what: str, cfg: ModelConfig, wl: Workload, *, device: str, opt
         return list(latency.measure_latency(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
                                             sdpa_backend=options.sdpa_backend, config_name=config_name,
                                             progress=progress, **({"phases": phases} if phases is not None else {})))
+    if what == "breakdown":
+        from xtlens.profiling import breakdown
+
+        phases = phases_for(options, breakdown.BREAKDOWN_PHASES)
+        return breakdown.measure_breakdown(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
+                                           per_layer=options.per_layer, config_name=config_name, progress=progress,
+                                           **({"phases": phases} if phases is not None else {}))
+    if what == "whatif":
+        from xtlens.profiling import whatif
+
+        phases = phases_for(options, whatif.WHATIF_PHASES) or whatif.WHATIF_PHASES
+        return whatif.measure_whatif(cfg, wl, device=device, warmup=options.warmup, repeats=options.repeats,
+                                     phases=phases, config_name=config_name, progress=progress,
+                                     **({"implementations": options.attention} if options.attention else {}))
     raise ProfileError(f"Unknown measurement {what!r}: choose from {', '.join(WHATS)}.")

@@ -28,7 +28,10 @@ How (``method`` column):
   use it to check the fake run).
 * CUDA (``"auto"`` or ``"cuda"``): real tensors; ``total`` is ``torch.cuda.max_memory_allocated()``
   growth over the run (model included); components from ``MemTracker`` on the same run; an extra
-  ``total_tracked`` row holds the tracker's peak.
+  ``total_tracked`` row holds the tracker's peak. On CUDA every storage occupies a multiple of 512 bytes
+  (the caching allocator's block; ``MemTracker`` counts it so), so the ``weights`` and ``gradients`` rows
+  are predicted allocator-rounded too (``core.allocator.weights_bytes_allocated``): measured and predicted
+  mean the same thing, and the check stays exact.
 * ``rss=True`` (CPU): an extra ``total_rss`` row per phase: peak resident set size (``VmHWM``, reset with
   ``/proc/self/clear_refs`` after the imports) minus the RSS before the model is built, of a real run in a
   fresh subprocess (RSS peaks are per process). Includes allocator and framework overhead.
@@ -48,6 +51,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from xtlens.core.allocator import weights_bytes_allocated
 from xtlens.core.builder import TORCH_DTYPES as _TORCH_DTYPES
 from xtlens.core.builder import build_model, fake_model
 from xtlens.core.config import ModelConfig, Workload
@@ -62,6 +66,9 @@ __all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_c
 
 MEMORY_PHASES = ("inference", "train_step")
 METHODS = ("auto", "fake", "real", "cuda")
+
+# measured components made of one tensor per parameter tensor: on CUDA their prediction is allocator-rounded
+_ROUNDED_ON_CUDA = ("weights", "gradients")
 
 _METHOD_TEXT = {
     "fake": "torch MemTracker under FakeTensorMode (tensor sizes; no memory used)",
@@ -411,6 +418,10 @@ def measure_memory(
             if component in ("alibi_bias", "alibi_sdpa_mask", "kv_cache"):
                 how += "; captured tensor sizes"
             predicted = _predicted(phase, component, est)
+            if mode == "cuda" and component in _ROUNDED_ON_CUDA:
+                # measured through the CUDA caching allocator (512-byte blocks): predict the same thing
+                predicted = weights_bytes_allocated(cfg, wl.dtype_bytes)
+                how += "; predicted: each parameter-shaped tensor rounded up to 512-byte CUDA allocator blocks"
             rows.append(ProfileRecord(
                 **base_fields(cfg, wl, config_name=config_name, measurement="memory", phase=phase, device=dev,
                               device_name=name),

@@ -4,7 +4,9 @@ A sweep is a plan of points, one per (configuration, what, workload), in this or
 per measurement, workloads ascending (dtype, batch, then sequence length). A grid combination that does
 not validate stays in the plan as a point without a configuration (``invalid`` says why), so that it
 still gives a row. ``what`` is one of ``WHATS``: ``flops`` (the three-way count), ``flops_breakdown``
-(the same count with its per-module and per-operator rows), ``memory``, ``latency``.
+(the same count with its per-module and per-operator rows), ``memory``, ``latency``, ``breakdown`` (the
+latency split into parts of the model, ``profiling.breakdown``), ``whatif`` (other attention
+implementations on the same weights, ``profiling.whatif``).
 
 No measurement here: ``profiling.measure`` measures a point, ``profiling.sweep`` runs the plan.
 """
@@ -35,7 +37,7 @@ __all__ = [
     "phase_label",
 ]
 
-WHATS: tuple[str, ...] = ("flops", "flops_breakdown", "memory", "latency")
+WHATS: tuple[str, ...] = ("flops", "flops_breakdown", "memory", "latency", "breakdown", "whatif")
 DEFAULT_SEQ_LENS: tuple[int, ...] = tuple(2**k for k in range(7, 14))  # 128 .. 8192
 
 
@@ -43,7 +45,9 @@ DEFAULT_SEQ_LENS: tuple[int, ...] = tuple(2**k for k in range(7, 14))  # 128 .. 
 class SweepOptions:
     """How each point is measured. ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 
-    ``phases=None`` lets each measurement use its default phases. ``warmup`` and ``repeats`` and
+    ``phases=None`` lets each measurement use its default phases. ``attention`` names the what-if
+    implementations (``profiling.whatif.IMPLEMENTATIONS``; None: its defaults); ``per_layer`` splits the
+    latency breakdown by block too. ``warmup`` and ``repeats`` and
     ``sdpa_backend`` concern latency only (but are part of every cache key, so keep them at their
     defaults for other measurements if you want to share cache entries).
     """
@@ -53,12 +57,16 @@ class SweepOptions:
     repeats: int = 5
     phases: tuple[str, ...] | None = None
     sdpa_backend: str | None = None
+    attention: tuple[str, ...] | None = None
+    per_layer: bool = False
     skip_after_oom: bool = True
     use_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.phases is not None:
             object.__setattr__(self, "phases", tuple(self.phases))
+        if self.attention is not None:
+            object.__setattr__(self, "attention", tuple(self.attention))
         if self.warmup < 0 or self.repeats < 1:
             raise ConfigError("repeats" if self.repeats < 1 else "warmup",
                               self.repeats if self.repeats < 1 else self.warmup,
@@ -67,6 +75,12 @@ class SweepOptions:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["phases"] = list(self.phases) if self.phases is not None else None
+        if not self.per_layer:  # absent unless set, like attention
+            out.pop("per_layer")
+        if self.attention is None:  # absent from the dict (and so from cache keys) unless set
+            out.pop("attention")
+        else:
+            out["attention"] = list(self.attention)
         return out
 
     @classmethod
@@ -74,6 +88,8 @@ class SweepOptions:
         data = dict(data)
         if data.get("phases") is not None:
             data["phases"] = tuple(data["phases"])
+        if data.get("attention") is not None:
+            data["attention"] = tuple(data["attention"])
         return cls(**data)
 
 

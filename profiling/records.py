@@ -8,7 +8,7 @@ by side. ``to_frame`` turns rows (or a frame read from a file) into the canonica
 Column families (a row fills the ones its ``measurement`` concerns; the rest stay None):
 
 * identity: ``config_name``, ``config_json``, ``config_key``, ``measurement`` (estimate, flops,
-  memory, latency), ``phase`` (e.g. forward, attention, train_step, decode, inference) and
+  memory, latency, breakdown, whatif), ``phase`` (e.g. forward, attention, train_step, decode, inference) and
   ``component`` (``total`` or a part: weights, gradients, optimizer, activations, alibi_bias,
   kv_cache, a module or an operator name)
 * workload: ``batch``, ``seq_len_tokens``, ``dtype``
@@ -24,6 +24,11 @@ Column families (a row fills the ones its ``measurement`` concerns; the rest sta
 * memory: ``predicted_bytes``, ``measured_bytes``, ``memory_rel_err``
 * latency: ``latency_min_ms``, ``latency_median_ms``, ``latency_max_ms``, ``tokens_per_s``,
   ``achieved_flops_per_s``, ``peak_fraction``
+* latency breakdown (``measurement="breakdown"``, ``component`` = a part of ``core.roofline.LATENCY_PARTS``
+  or a measured-only part): the latency columns per part, ``predicted_latency_ms`` (roofline of the
+  device), ``predicted_flops`` and ``bytes_moved`` (closed-form work of the part)
+* what-if attention implementations (``measurement="whatif"``, ``component`` = the implementation):
+  latency columns, ``logits_rel_err`` (against the as-built model), ``speedup_vs_asbuilt``, ``compile_s``
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ if TYPE_CHECKING:  # pandas is imported lazily: the CLI's estimate path does not
     import pandas as pd
 
 STATUSES = ("ok", "oom", "error", "timeout")
-MEASUREMENTS = ("estimate", "flops", "memory", "latency")
+MEASUREMENTS = ("estimate", "flops", "memory", "latency", "breakdown", "whatif")
 # what a sweep can be asked to measure -> the ``measurement`` of its rows
 _MEASUREMENT_OF = {"flops_breakdown": "flops"}
 
@@ -100,6 +105,12 @@ class ProfileRecord:
     tokens_per_s: float | None = None
     achieved_flops_per_s: float | None = None
     peak_fraction: float | None = None
+    # latency breakdown, what-if implementations and roofline predictions (profiling.breakdown / whatif)
+    predicted_latency_ms: float | None = None
+    bytes_moved: int | None = None
+    logits_rel_err: float | None = None
+    speedup_vs_asbuilt: float | None = None
+    compile_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -123,7 +134,8 @@ FLOAT_COLUMNS = tuple(f.name for f in fields(ProfileRecord) if f.type in ("float
 
 
 # columns added after the first release: a table written before them reads back with them empty
-LATER_COLUMNS = ("quantity", "predicted_params")
+LATER_COLUMNS = ("quantity", "predicted_params", "predicted_latency_ms", "bytes_moved", "logits_rel_err",
+                 "speedup_vs_asbuilt", "compile_s")
 
 
 def now_iso() -> str:

@@ -214,6 +214,7 @@ class ResultStore:
             if version is not None and int(version[0]) > SCHEMA_VERSION:
                 raise StoreError(f"the result database {self.path} was written by a newer xtlens (schema "
                                  f"{version[0]} > {SCHEMA_VERSION}); upgrade xtlens or set XTLENS_DB to another file")
+            self._add_later_columns(con)
             return
         with self._write() as w:
             for stmt in _SCHEMA:
@@ -221,6 +222,15 @@ class ResultStore:
             w.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (APP_ID,))
             w.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             w.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (now_iso(),))
+
+    def _add_later_columns(self, con: sqlite3.Connection) -> None:
+        """A database made before a column joined ``records.COLUMNS`` gets it (empty for its old rows)."""
+        have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+        missing = [c for c in COLUMNS if c not in have]
+        if missing:
+            with self._write() as w:
+                for c in missing:
+                    w.execute(f'ALTER TABLE results ADD COLUMN "{c}" {_sql_type(c)}')
 
     # --- writing ---------------------------------------------------------------------------------
 

@@ -99,6 +99,10 @@ def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepO
         "phases": list(options.phases) if options.phases is not None else None,
         "sdpa_backend": options.sdpa_backend,
     }
+    if options.attention is not None:  # what-if implementations (absent otherwise: older keys stay valid)
+        payload["attention"] = list(options.attention)
+    if options.per_layer:
+        payload["per_layer"] = True
     if measure_id is not None:  # another measurement function (a test fake): never share its entries
         payload["measure"] = measure_id
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]

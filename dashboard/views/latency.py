@@ -1,12 +1,15 @@
 """Latency: forward, attention, training step and per-token decode vs sequence length (log-log), tokens/s,
-the SDPA kernel per point, with and without the ALiBi bias."""
+the SDPA kernel per point, with and without the ALiBi bias; then where the time goes (breakdown by part),
+what other attention implementations would cost (what-if), and the roofline prediction for any device."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 from xtlens.core.config import Workload
+from xtlens.core.hardware import GPU_PRESETS, gpu_family
 from xtlens.dashboard import charts, jobs, tables
+from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 
@@ -55,7 +58,14 @@ def render(ctx: Ctx) -> None:
     if frame is None:
         st.info("Charts appear here once measured: latency vs sequence length on log-log axes, with the fitted "
                 "slope (1 = linear, 2 = quadratic in length) and the attention kernel at each point.")
-        return
+    else:
+        _totals(frame)
+    breakdown_frame = _breakdown(ctx, gpu)
+    _whatif(ctx)
+    _roofline(ctx, breakdown_frame)
+
+
+def _totals(frame: pd.DataFrame) -> None:
     ok = frame[(frame["measurement"] == "latency") & (frame["status"] == "ok")].copy()
     ok["series"] = ok["config_name"].astype(str)
     for phase in [p for p in PHASES if p in set(ok["phase"])]:
@@ -71,6 +81,145 @@ def render(ctx: Ctx) -> None:
     st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel ran)")
     st.dataframe(_kernels(ok), hide_index=True, width="stretch", key="df.latency.kernels")
     table(frame, "latency measurements", "latency.measured")
+
+
+BREAKDOWN_PHASES = {"forward": "forward (no grad)", "train_step": "training step (forward, loss, backward, AdamW)"}
+IMPLEMENTATIONS = ("flex", "cudnn", "compile", "cudagraphs", "flex_compiled")
+IMPL_HELP = ("flex: FlexAttention, ALiBi as a score_mod + causal block mask (compiled on CUDA, eager on CPU); "
+             "cudnn: SDPA with cuDNN allowed; compile: torch.compile of the whole model; cudagraphs: the forward "
+             "replayed from a CUDA graph; flex_compiled: FlexAttention compiled also on CPU (about 30 s per shape).")
+
+
+def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
+    st.subheader("Where the time goes")
+    st.caption("The measured latency split into parts that map onto the model (torch.profiler: kernel times on a "
+               "GPU, self CPU times on a CPU, attributed to modules by hooks). The parts add up to the measured "
+               "total; what no part explains is shown as the remainder.")
+    lens = [n for n in tables.seq_len_grid(ctx.cfg.max_seq_len)]
+    c = st.columns([3, 3, 1, 1])
+    default = lens if gpu else [n for n in lens if n <= 512]
+    chosen = c[0].multiselect("sequence lengths (tokens)", lens, default=default or lens[:1], key="latency.bd_lens")
+    phase = c[1].radio("phase", list(BREAKDOWN_PHASES), format_func=BREAKDOWN_PHASES.get, horizontal=True,
+                       key="latency.bd_phase")
+    repeats = int(c[2].number_input("repeats", 1, 20, 3, key="latency.bd_repeats"))
+    per_layer = c[3].toggle("per layer", value=False, key="latency.bd_per_layer",
+                            help="Also split every part by block (block 0 is the first attention block).")
+    wls = tuple(Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype) for n in sorted(chosen or lens[:1]))
+    req = jobs.Request(label=f"latency breakdown ({phase}) at {', '.join(str(w.seq_len) for w in wls)} tokens",
+                       what=("breakdown",), configs=(("current", ctx.cfg),), workloads=wls, device=ctx.device,
+                       phases=(phase,), repeats=repeats, warmup=1, per_layer=per_layer)
+    frame = jobs.panel(req, key="latency_breakdown", button="Measure breakdown",
+                       help="Profiles the real model at each length in a child process.")
+    if frame is None:
+        return None
+    tbl = lp.breakdown_table(frame, phase)
+    chart(lp.breakdown_stacked(tbl, title=f"{BREAKDOWN_PHASES[phase]}: measured time per part (ms)"
+                               + (", per block" if per_layer else "")), "lat_breakdown")
+    base = tbl["part"].str.split("@").str[0]  # per layer: qkv_proj@0 -> qkv_proj
+    alibi = tbl[base == "alibi_bias"]
+    mask = tbl[base == "mask_prep"]
+    if not alibi.empty:
+        longest = int(tbl["seq_len_tokens"].max())
+        share = float(alibi[alibi["seq_len_tokens"] == longest]["share_%"].sum()
+                      + mask[mask["seq_len_tokens"] == longest]["share_%"].sum())
+        kernel = tbl[(base == "attention") & (tbl["seq_len_tokens"] == longest)]["share_%"].sum()
+        st.markdown(f"At **{longest:,} tokens**, building the ALiBi bias and preparing the dense mask take "
+                    f"**{share:.0f} %** of this {phase.replace('_', ' ')}; the attention kernel itself "
+                    f"**{kernel:.0f} %**.")
+    st.dataframe(tbl, hide_index=True, width="stretch", key="df.latency.breakdown",
+                 column_config={"share_%": st.column_config.NumberColumn(format="%.1f"),
+                                "measured_ms": st.column_config.NumberColumn(format="%.4g"),
+                                "predicted_ms": st.column_config.NumberColumn(format="%.4g")})
+    table(frame, "latency breakdown rows", "latency.breakdown_rows")
+    return frame
+
+
+def _whatif(ctx: Ctx) -> None:
+    st.subheader("What-if: the same model with another attention implementation")
+    st.caption("What-if: not what x-transformers runs. Each implementation runs on its own freshly built copy of "
+               "the model (same weights); its logits are checked against the as-built model.")
+    c = st.columns([4, 3])
+    impls = tuple(c[0].multiselect("implementations", IMPLEMENTATIONS, default=["flex", "cudnn"],
+                                   key="latency.wi_impls", help=IMPL_HELP))
+    phases = tuple(c[1].multiselect("phases", ["forward", "train_step", "decode"], default=["forward", "decode"],
+                                    key="latency.wi_phases")) or ("forward",)
+    req = jobs.Request(label=f"what-if attention at {ctx.wl.seq_len} tokens", what=("whatif",),
+                       configs=(("current", ctx.cfg),), workloads=(ctx.wl,), device=ctx.device, phases=phases,
+                       repeats=3, warmup=1, attention=("asbuilt", *impls))
+    frame = jobs.panel(req, key="latency_whatif", button="Measure what-if",
+                       help="Builds one fresh model per implementation in a child process and times it.")
+    if frame is None:
+        return
+    st.dataframe(lp.whatif_table(frame), hide_index=True, width="stretch", key="df.latency.whatif",
+                 column_config={"speedup_vs_asbuilt": st.column_config.NumberColumn(format="%.2fx"),
+                                "logits_rel_err": st.column_config.NumberColumn(format="%.1e"),
+                                "median_ms": st.column_config.NumberColumn(format="%.4g")})
+    if ctx.cfg.alibi_pos_bias and ctx.cfg.uses_rotary:
+        st.caption("Decode, as built: x-transformers 2.31 cannot use its KV cache with ALiBi and rotary together, "
+                   "so a user of this configuration gets a whole forward of the context per new token.")
+
+
+MEASURING = "measuring device"
+
+
+def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
+    st.subheader("Predicted latency and roofline")
+    st.caption("Closed form: each part's FLOPs and the minimum bytes its kernels move against a device's compute "
+               "and bandwidth ceilings (datasheet presets; the measuring CPU is calibrated in the measurement). "
+               "A lower bound: launch and Python overhead are not in it.")
+    names = list(GPU_PRESETS)
+    c = st.columns([2, 2, 2])
+    phase = c[2].radio("phase", ["forward", "train_step"], horizontal=True, key="latency.rf_phase")
+    own = lp.ceilings_of(measured, phase)
+    if own is not None:
+        names = [MEASURING, *names]
+    hw_name = c[0].selectbox("hardware", names, index=0 if own is not None else names.index("H200 SXM"),
+                             key="latency.hw", help="GPU presets from datasheets; after a breakdown, the measuring "
+                             "device with the ceilings its measurement used (a CPU is calibrated there).")
+    variant = c[1].radio("attention", ["asbuilt", "fused"], horizontal=True, key="latency.rf_variant",
+                         format_func={"asbuilt": "as built", "fused": "ALiBi inside the kernel (what-if)"}.get)
+    hw = own if hw_name == MEASURING else GPU_PRESETS[hw_name]
+    if hw.peak(ctx.wl.dtype) is None:
+        st.warning(f"{hw.name} has no {ctx.wl.dtype} units; choose another dtype or device.")
+        return
+    tbl = lp.breakdown_table(measured, phase) if measured is not None else pd.DataFrame()
+    seq = ctx.wl.seq_len
+    if not tbl.empty and not (tbl["seq_len_tokens"] == seq).any():
+        seq = int(tbl["seq_len_tokens"].max())  # the measured length closest to the question asked
+    wl = Workload(batch=ctx.wl.batch, seq_len=seq, dtype=ctx.wl.dtype)
+    pts = lp.roofline_points(ctx.cfg, wl, hw, phase=phase, attention=variant)
+    on_device = pd.DataFrame()
+    if not tbl.empty and measured is not None and variant == "asbuilt":
+        names_measured = measured["device_name"].dropna().astype(str)
+        if hw_name == MEASURING or any(gpu_family(n) == hw.name for n in names_measured):
+            on_device = lp.measured_on_roofline(tbl, pts, config="current", seq_len=seq)
+    chart(lp.roofline_chart(pts, hw, ctx.wl.dtype, measured=on_device,
+                            title=f"Roofline: {hw.name.removeprefix('measuring device: ')}, {ctx.wl.dtype}, "
+                                  f"{phase.replace('_', ' ')} at {seq:,} tokens"),
+          "lat_roofline")
+    notes = ["Parts without matrix products (ALiBi bias construction, mask preparation, norms, token shift, "
+             "residual, rotary) only move bytes: intensity 0 is off a log axis, so they appear in the table "
+             "(bound = memory) and not as points."]
+    if own is not None and hw_name != MEASURING:
+        notes.append("Measured points: choose 'measuring device' under hardware (the breakdown above ran on "
+                     f"{own.name.removeprefix('measuring device: ')}).")
+    st.caption(" ".join(notes))
+    total = float(pts["predicted_ms"].sum()) if not pts.empty else 0.0
+    st.markdown(f"Predicted {phase.replace('_', ' ')} at {seq:,} tokens on **{hw.name}**: **{total:.3g} ms** "
+                f"(sum of the parts' roofline times; {hw.source}).")
+    st.dataframe(pts.drop(columns=["attainable_flops_per_s"]), hide_index=True, width="stretch",
+                 key="df.latency.roofline",
+                 column_config={"predicted_ms": st.column_config.NumberColumn(format="%.4g"),
+                                "flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
+                                "bytes_moved": st.column_config.NumberColumn("bytes moved", format="%.3e"),
+                                "attainable_TFLOP_per_s": st.column_config.NumberColumn(format="%.3g"),
+                                "intensity_flops_per_byte": st.column_config.NumberColumn(format="%.3g")})
+    pvm = lp.predicted_vs_measured(measured) if measured is not None else pd.DataFrame()
+    if not pvm.empty:
+        st.markdown("**Predicted against measured** (roofline of the measuring device: the calibrated CPU or the "
+                    "GPU's datasheet preset)")
+        st.dataframe(pvm, hide_index=True, width="stretch", key="df.latency.pvm",
+                     column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
 
 
 def _kernels(ok: pd.DataFrame) -> pd.DataFrame:

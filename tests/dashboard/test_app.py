@@ -257,3 +257,51 @@ def test_measure_button_runs_a_worker_job_and_shows_the_result(monkeypatch: pyte
     assert metric(at, "Peak memory, inference (measured)") == fmt_bytes(1100 * 256)
     assert metric(at, "Peak memory, training (measured)") == fmt_bytes(1100 * 256)
     assert any("math" in m.value for m in at.markdown)
+
+
+TINY_QUERY = {"num_tokens": "97", "max_seq_len": "256", "dim": "32", "depth": "2", "attn_dim_head": "16",
+              "seq_len": "256"}
+
+
+def test_latency_breakdown_whatif_and_roofline_from_real_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Latency tab's new sections, measured for real (tiny seed flags) in worker child processes."""
+    from xtlens.dashboard import jobs
+    from xtlens.profiling.worker import JobManager
+
+    manager = JobManager()
+    monkeypatch.setattr(jobs, "manager", lambda: manager)
+    at = show(app(TINY_QUERY), "Latency")
+    no_exception(at)
+    # before measuring: the roofline of a preset is already there (closed form)
+    roof = next(df.value for df in at.dataframe if "intensity_flops_per_byte" in df.value.columns)
+    assert "alibi_bias" in set(roof["part"]) and set(roof["bound"]) <= {"memory", "compute"}
+    at.button(key="measure.latency_breakdown").click().run()
+    at.button(key="measure.latency_whatif").click().run()
+    for job in manager.jobs():
+        job.wait(timeout=300)
+    at.run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    parts = next(df.value for df in at.dataframe if "share_%" in df.value.columns)
+    assert set(parts["seq_len_tokens"]) == {128, 256}
+    for _, group in parts.groupby("seq_len_tokens"):
+        assert group["share_%"].sum() == pytest.approx(100, abs=1e-6)  # parts + remainder = the total
+        assert {"alibi_bias", "attention", "qkv_proj", "remainder"} <= set(group["part"])
+    assert any("building the ALiBi bias" in m.value for m in at.markdown)
+    whatif = next(df.value for df in at.dataframe if "implementation" in df.value.columns)
+    flex = whatif[(whatif["implementation"] == "flex") & (whatif["phase"] == "forward")].iloc[0]
+    assert flex["status"] == "ok" and flex["logits_rel_err"] < 1e-5
+    cudnn = whatif[whatif["implementation"] == "cudnn"].iloc[0]
+    assert cudnn["status"] == "error" and "CUDA-only" in cudnn["note"]
+    assert any("uncached" in n for n in whatif["note"])  # the seed's decode as a user gets it
+    # the roofline on the measuring CPU, with predicted against measured
+    assert "measuring device" in at.selectbox(key="latency.hw").options
+    at.selectbox(key="latency.hw").select("measuring device").run()
+    no_exception(at)
+    assert any("on **measuring device: " in m.value for m in at.markdown)
+    chart = json.loads(next(c for c in at.get("plotly_chart") if "Roofline" in c.proto.spec).proto.spec)
+    names = [t.get("name", "") for t in chart["data"]]
+    assert any(n.endswith("(measured)") for n in names) and any(n.endswith("(predicted)") for n in names)
+    pvm = next(df.value for df in at.dataframe if "measured_over_predicted" in df.value.columns
+               and "device" in df.value.columns)
+    assert (pvm["measured_over_predicted"] > 0).all() and set(pvm["seq_len_tokens"]) == {128, 256}

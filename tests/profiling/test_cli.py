@@ -171,3 +171,55 @@ def test_every_layer_error_exits_2_with_its_message(capsys) -> None:
     assert main(["profile", "--what", "flops", "--seq-lens", "32", "--device", "tpu", "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert "Unknown device 'tpu'" in err and "Traceback" not in err
+
+
+TINY_SETS = ["--set", "num_tokens=97", "--set", "max_seq_len=64", "--set", "dim=32", "--set", "depth=2",
+             "--set", "attn_dim_head=16"]
+
+
+def test_profile_breakdown_and_whatif_write_tidy_rows(tmp_path, monkeypatch, capsys) -> None:
+    from xtlens.profiling.export import read_records
+
+    monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "latency.csv"
+    assert main(["profile", "--preset", "seed", *TINY_SETS, "--what", "breakdown,whatif", "--attention", "flex",
+                 "--phases", "forward", "--seq-lens", "16", "--device", "cpu", "--repeats", "1", "--warmup", "0",
+                 "--out", str(out)]) == 0
+    rows = read_records(out)
+    parts = {r.component: r for r in rows if r.measurement == "breakdown"}
+    assert {"total", "alibi_bias", "attention", "remainder"} <= set(parts)
+    assert all(r.phase == "forward" and r.latency_median_ms is not None for r in parts.values())
+    whatif = {r.component: r for r in rows if r.measurement == "whatif"}
+    assert set(whatif) == {"asbuilt", "flex"} and whatif["flex"].logits_rel_err < 1e-5
+    assert whatif["flex"].speedup_vs_asbuilt > 0
+    per_layer = tmp_path / "layers.csv"
+    assert main(["profile", "--preset", "seed", *TINY_SETS, "--what", "breakdown", "--per-layer", "--phases", "forward",
+                 "--seq-lens", "16", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--out", str(per_layer)]) == 0
+    components = {r.component for r in read_records(per_layer)}
+    assert {"qkv_proj@0", "qkv_proj@2", "feedforward@1"} <= components and "qkv_proj" not in components
+    assert main(["profile", "--what", "whatif", "--attention", "flash9"]) == 2
+    assert "attention = 'flash9'" in capsys.readouterr().err
+
+
+def test_estimate_hardware(capsys) -> None:
+    from xtlens.core.config import PRESETS as P
+    from xtlens.core.hardware import hardware_preset
+    from xtlens.core.roofline import predict
+
+    assert main(["estimate", "--hardware", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "H200 SXM" in listing and "4.800" in listing and "cpu" in listing
+    out = _json(capsys, "--seq-len", "8192", "--dtype", "bfloat16", "--hardware", "h200")
+    expected = predict(P["seed"], Workload(seq_len=8192, dtype="bfloat16"), hardware_preset("H200 SXM"))
+    assert out["hardware"] == "H200 SXM"
+    for key in ("predicted_forward_ms", "predicted_train_step_ms", "predicted_decode_ms_per_token"):
+        assert out[key] == pytest.approx(expected[key])
+    assert main(["estimate", "--seq-len", "1024", "--hardware", "a100", "--format", "rows"]) == 0
+    lines = [line.split(",") for line in capsys.readouterr().out.splitlines() if ",ms," in line]
+    by = {(p, c): float(v) for q, p, c, unit, variant, v in lines}
+    parts = sum(v for (p, c), v in by.items() if p == "forward" and c != "total")
+    assert parts == pytest.approx(by[("forward", "total")])
+    assert main(["estimate", "--hardware", "tpu-v9"]) == 2
+    assert "hardware = 'tpu-v9'" in capsys.readouterr().err
+    assert main(["estimate", "--hardware", "t4", "--dtype", "bfloat16"]) == 2
+    assert "dtype" in capsys.readouterr().err

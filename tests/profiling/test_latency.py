@@ -244,3 +244,31 @@ def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
     assert {r.measurement for r in rows} == {"memory", "latency"}
     tables = text.split("## SDPA backend per point")[0]
     assert len(rows) == len([line for line in tables.splitlines() if line.startswith("| seed")])
+
+
+@pytest.mark.slow
+def test_gpu_check_latency_parts_on_cpu_quick(tmp_path, capsys):
+    """The GPU run's breakdown, what-if and issue-11 criteria sections, exercised on the CPU at toy sizes."""
+    import importlib.util
+    from pathlib import Path
+
+    from xtlens.profiling.export import read_records
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_parts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, md = tmp_path / "rows.csv", tmp_path / "gpu-results.md"
+    assert module.main(["--device", "cpu", "--quick", "--seq-lens", "16", "--dtypes", "float32", "--repeats", "1",
+                        "--warmup", "0", "--latency-parts", "--attention", "asbuilt,flex,cudagraphs",
+                        "--out", str(out), "--md-out", str(md)]) == 0
+    text = capsys.readouterr().out
+    assert md.read_text().strip() == text.strip()
+    for heading in ("## Latency breakdown by part", "## What-if attention implementations", "## Issue 11 criteria"):
+        assert heading in text
+    assert "| seed | float32 | 16 | forward | flex | ok |" in text
+    assert "| seed | float32 | 16 | forward | cudagraphs | error |" in text and "CUDA-only" in text
+    assert "(criterion <= 1.3)" in text and "ALiBi bias construction + mask preparation" in text
+    rows = read_records(out)
+    assert {r.measurement for r in rows} == {"memory", "latency", "breakdown", "whatif"}
+    assert {r.config_name for r in rows if r.measurement == "whatif"} == {"seed", "seed-no-alibi"}

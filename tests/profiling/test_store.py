@@ -131,3 +131,36 @@ def test_a_file_is_imported_once_by_content(tmp_path) -> None:
     assert store.import_once([_row(32), _row(64)], b"file one", name="again.csv") is None
     assert len(store.import_once([_row(32)], b"file two", name="b.csv")) == 1
     assert store.count() == 3 and set(store.query()["source"]) == {"import"}
+
+
+def test_a_database_from_before_a_new_column_gets_it(tmp_path):
+    """Columns join records.COLUMNS over time (LATER_COLUMNS): an older database is extended, its rows kept."""
+    import sqlite3
+
+    from xtlens.profiling.records import LATER_COLUMNS
+    from xtlens.profiling.store import open_store
+
+    path = tmp_path / "old.sqlite"
+    store = open_store(path)
+    store.add(_rows_for_migration())
+    con = sqlite3.connect(path)
+    for c in LATER_COLUMNS:
+        con.execute(f'ALTER TABLE results DROP COLUMN "{c}"')
+    con.commit()
+    con.close()
+    from xtlens.profiling.store import ResultStore
+
+    again = ResultStore(path)  # a new process opening the old file (open_store caches per process)
+    again.add(_rows_for_migration())
+    assert again.count() == 2
+    back = again.query()
+    assert set(LATER_COLUMNS) <= set(back.columns)
+
+
+def _rows_for_migration():
+    from xtlens.core.config import PRESETS, Workload
+    from xtlens.profiling.records import ProfileRecord, base_fields
+
+    base = base_fields(PRESETS["seed"], Workload(seq_len=64), measurement="flops", phase="forward", device="cpu",
+                       device_name="test cpu")
+    return [ProfileRecord(**base, predicted_flops=123)]

@@ -1,0 +1,154 @@
+"""profiling.breakdown: the latency split into parts of the model adds up to the measured total; the
+attribution of profiler events (the CUDA device-time path included) checked on recorded stand-ins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from xtlens.core import roofline
+from xtlens.core.config import PRESETS, Workload
+from xtlens.profiling import breakdown as pbd
+
+TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
+TINY_NO_ALIBI = TINY_SEED.replace(alibi_pos_bias=False, alibi_num_heads=None)
+WL = Workload(batch=2, seq_len=32)
+
+
+@pytest.fixture(scope="module")
+def seed_rows():
+    return pbd.measure_breakdown(TINY_SEED, WL, repeats=3)
+
+
+def _by(rows, phase):
+    return {r.component: r for r in rows if r.phase == phase}
+
+
+@pytest.mark.parametrize("phase", ["forward", "train_step"])
+def test_parts_add_up_to_the_measured_total(seed_rows, phase):
+    """The named parts (profiler self times) cover the wall-clock total (time.perf_counter) within 5%."""
+    rows = _by(seed_rows, phase)
+    assert all(r.status == "ok" and r.measurement == "breakdown" for r in rows.values())
+    total = rows["total"].latency_median_ms
+    parts = {k: r.latency_median_ms for k, r in rows.items() if k not in ("total", "total_unprofiled", "remainder")}
+    assert abs(total - sum(parts.values())) <= 0.05 * total
+    assert rows["remainder"].latency_median_ms == pytest.approx(total - sum(parts.values()))
+    expected = {"embedding", "token_shift", "norms", "qkv_proj", "rotary", "alibi_bias", "mask_prep", "attention",
+                "out_proj", "feedforward", "residual", "logits"}
+    if phase == "train_step":
+        expected |= {"loss", "backward", "optimizer"}
+    assert expected <= set(parts)
+    assert all(v > 0 for k, v in parts.items() if k in expected)
+    # the kernel is named: the CPU flash kernel runs even with the dense ALiBi mask
+    assert rows["attention"].sdpa_backend == "_scaled_dot_product_flash_attention_for_cpu"
+    assert "attention kernel" in rows["attention"].method
+    # each part carries its closed-form work and its roofline time on this (calibrated) CPU
+    costs = {c.component: c for c in roofline.part_costs(TINY_SEED, WL, phase=phase)}
+    assert rows["qkv_proj"].predicted_flops == costs["qkv_proj"].flops
+    assert rows["alibi_bias"].bytes_moved == costs["alibi_bias"].bytes > 0
+    assert rows["qkv_proj"].predicted_latency_ms > 0 and rows["total"].predicted_latency_ms > 0
+    assert rows["qkv_proj"].achieved_flops_per_s == pytest.approx(
+        costs["qkv_proj"].flops / (rows["qkv_proj"].latency_median_ms / 1e3))
+
+
+def test_the_unprofiled_total_is_recorded_beside_it(seed_rows):
+    rows = _by(seed_rows, "forward")
+    assert rows["total_unprofiled"].latency_median_ms > 0
+    assert "profiler" in rows["total_unprofiled"].method
+
+
+def test_without_alibi_there_is_no_bias_part_and_per_layer_rows():
+    rows = _by(pbd.measure_breakdown(TINY_NO_ALIBI, WL, phases=("forward",), repeats=1, per_layer=True), "forward")
+    assert not any(k.startswith("alibi_bias") for k in rows)
+    # per layer: blocks 0 and 2 are attention, 1 and 3 feed-forward
+    assert {"qkv_proj@0", "qkv_proj@2", "feedforward@1", "feedforward@3", "norms@0"} <= set(rows)
+    assert "qkv_proj@1" not in rows
+
+
+def test_hooks_and_patches_are_removed_after_the_measurement():
+    import x_transformers.x_transformers as xt
+    from xtlens.core.builder import build_model
+
+    before = (xt.apply_rotary_pos_emb, xt.pad_at_dim)
+    model = build_model(TINY_SEED).model
+    with pbd.PartLabeller(model):
+        assert xt.apply_rotary_pos_emb is not before[0]
+        assert "forward_custom_pos" in model.attn_layers.rel_pos.__dict__
+    assert (xt.apply_rotary_pos_emb, xt.pad_at_dim) == before
+    assert "forward_custom_pos" not in model.attn_layers.rel_pos.__dict__
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@dataclass
+class _Ev:
+    name: str
+    cpu_parent: object = None
+    self_cpu_time_total: float = 0.0
+    self_device_time_total: float = 0.0
+    device_type: str = "DeviceType.CPU"
+
+
+def test_attribution_on_device_times():
+    """The CUDA path: kernel (device) self times go to the innermost part range; SDPA ops and everything
+    under them to the attention kernel; autograd nodes to backward; GPU-side annotations are skipped."""
+    root = _Ev("xtlens::total")
+    attend = _Ev("xtlens::mask_prep", root, self_cpu_time_total=50)
+    fill = _Ev("aten::masked_fill", attend, self_cpu_time_total=5, self_device_time_total=900)
+    sdpa = _Ev("aten::scaled_dot_product_attention", attend, self_cpu_time_total=3)
+    kern = _Ev("aten::_scaled_dot_product_efficient_attention", sdpa, self_device_time_total=1600)
+    ff = _Ev("xtlens::feedforward@1", root)
+    mm = _Ev("aten::addmm", ff, self_device_time_total=300)
+    bwd = _Ev("autograd::engine::evaluate_function: MmBackward0")  # another thread: no xtlens root
+    root2 = _Ev("xtlens::total")
+    loose = _Ev("aten::add", root2, self_device_time_total=7)
+    gpu_copy = _Ev("xtlens::mask_prep", root, self_device_time_total=10**6, device_type="DeviceType.CUDA")
+    events = [root, attend, fill, sdpa, kern, ff, mm, bwd, root2, loose, gpu_copy]
+    calls, kernels = pbd.attribute_events(events, device_time=True, einsum_attention=False)
+    assert calls == [{"mask_prep": 900, "attention": 1600, "feedforward@1": 300}, {"framework_other": 7}]
+    assert kernels == {"aten::_scaled_dot_product_efficient_attention"}
+    assert pbd._kernel_label(kernels) == "_scaled_dot_product_efficient_attention"
+    cpu, _ = pbd.attribute_events(events, device_time=False, einsum_attention=False)
+    assert cpu[0] == {"mask_prep": 55, "attention": 3}
+    # the einsum path: Attend's matmuls and softmax are the attention itself
+    ein = _Ev("aten::einsum", attend, self_cpu_time_total=40)
+    calls, kernels = pbd.attribute_events([root, attend, ein], device_time=False, einsum_attention=True)
+    assert calls == [{"mask_prep": 50, "attention": 40}] and kernels == {"aten::einsum"}
+
+
+def test_module_parts():
+    from xtlens.core.builder import build_model
+
+    model = build_model(TINY_SEED).model
+    parts = {name: pbd.module_part(name, m) for name, m in model.named_modules()}
+    assert parts["token_emb"] == "embedding" and parts["to_logits"] == "logits"
+    assert parts["attn_layers.layers.0.1.fn.to_k"] == "qkv_proj" and parts["attn_layers.layers.0.1.fn.to_out"] == "out_proj"
+    assert parts["attn_layers.layers.0.1.fn.attend"] == "mask_prep" and parts["attn_layers.rel_pos"] == "alibi_bias"
+    assert parts["attn_layers.layers.0.1"] == "token_shift" and parts["attn_layers.layers.1.2"] == "residual"
+    assert parts["attn_layers.layers.0.0.2"] == "norms" and parts["attn_layers.layers.0.0.2.ln"] is None
+    assert set(p for p in parts.values() if p) <= set(roofline.LATENCY_PARTS) | set(pbd.MEASURED_ONLY_PARTS)
+
+
+def test_bad_arguments():
+    from xtlens.profiling.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="breakdown phase"):
+        pbd.measure_breakdown(TINY_SEED, WL, phases=("decode",))
+    with pytest.raises(ProfileError, match="repeats"):
+        pbd.measure_breakdown(TINY_SEED, WL, repeats=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_breakdown_kernel_times():
+    rows = _by(pbd.measure_breakdown(TINY_SEED, Workload(batch=1, seq_len=256, dtype="bfloat16"), device="cuda",
+                                     phases=("forward",), repeats=3), "forward")
+    assert all(r.status == "ok" for r in rows.values()), [r.error for r in rows.values()]
+    total = rows["total"].latency_median_ms
+    parts = sum(r.latency_median_ms for k, r in rows.items() if k not in ("total", "remainder"))
+    assert rows["remainder"].latency_median_ms == pytest.approx(total - parts)
+    assert parts > 0 and "kernel" in rows["total"].method
+    assert rows["attention"].sdpa_backend.startswith("_") and rows["alibi_bias"].latency_median_ms > 0
+    from xtlens.core.hardware import gpu_family
+
+    if gpu_family(rows["total"].device_name):  # a GPU with a datasheet preset: the roofline is beside it
+        assert rows["total"].predicted_latency_ms > 0 and rows["qkv_proj"].predicted_latency_ms > 0
