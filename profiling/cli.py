@@ -1,4 +1,5 @@
-"""The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``dashboard``.
+"""The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``probe`` (train:
+benefits, see ``profiling/benefit/cli.py``), ``dashboard``.
 
     xtlens estimate --preset seed --seq-len 8192 --format json
     xtlens estimate --snippet model.py --set depth=12 --set attn_flash=false --format table
@@ -282,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: Markdown "
                       "on stdout)")
     prof.set_defaults(run=_profile)
+
+    from xtlens.profiling.benefit.cli import add_probe_parser
+
+    add_probe_parser(sub)  # xtlens probe {scaling,stability,extrapolation,heads}
 
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard")
     dash.add_argument("--port", type=int, default=None)
