@@ -20,7 +20,8 @@ def final_evals(frame: pd.DataFrame) -> pd.DataFrame:
     ev = frame[frame["row_kind"] == "eval"]
     if ev.empty:
         return ev
-    idx = ev.groupby("run_key", dropna=False)["step"].idxmax()
+    # one training can serve two labelled runs (equal-FLOP and equal-token budgets buying the same steps)
+    idx = ev.groupby(["run_key", "variant", "config_name", "budget_kind"], dropna=False)["step"].idxmax()
     failed = frame[(frame["run_key"].fillna("") == "") & (frame["status"] != "ok")]
     return pd.concat([ev.loc[idx.values], failed]).sort_values(["probe", "config_name", "budget_kind", "seed"])
 

@@ -305,7 +305,7 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
             before = {k: [p.detach().clone() for p in ps] for k, ps in groups.items()}
         opt.step()
         opt.zero_grad(set_to_none=True)
-        loss_v, gnorm = float(loss), float(gnorm_t)  # synchronises (CUDA) before the clock is read
+        loss_v, gnorm = float(loss.detach()), float(gnorm_t)  # synchronises (CUDA) before the clock is read
         train_time += time.perf_counter() - t0
         if is_eval and s.layer_stats:
             stats = {}

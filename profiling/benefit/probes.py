@@ -91,7 +91,7 @@ class ProbeOptions:
     corpus: str | None = None  # a path; None = the default corpus
     device: str = "cpu"
     full_size: bool = False  # keep the base configuration's sizes (GPU): no scaling down
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # family sizes (dim, depth, heads, attn_dim_head), overfit_*
 
     def __post_init__(self) -> None:
         if self.probe not in PROBES:
@@ -173,11 +173,16 @@ def _member(opt: ProbeOptions, settings: TrainSettings, **sizes: int) -> ModelCo
         sz = {"dim": b.dim, "depth": b.depth, "heads": b.heads, "attn_dim_head": b.attn_dim_head} | sizes
         vocab = opt.num_tokens
     else:
-        d = DEFAULTS[opt.probe]
+        d = DEFAULTS[opt.probe] | {k: v for k, v in opt.extra.items() if k in ("dim", "depth", "heads", "attn_dim_head")}
         sz = {k: d[k] for k in ("dim", "depth", "heads", "attn_dim_head")} | sizes
         vocab = opt.num_tokens
     need = max((settings.seq_len, *settings.eval_seq_lens))
     return family(opt.base, num_tokens=vocab, max_seq_len=need, **sz)
+
+
+def base_member(opt: ProbeOptions) -> ModelConfig:
+    """The family member a probe is centred on (the "current" point of its sweep)."""
+    return plan(opt)[0].cfg if opt.probe == "stability" else _member(opt, _settings(opt))
 
 
 def _budget(opt: ProbeOptions, reference: ModelConfig, settings: TrainSettings) -> Budget:
