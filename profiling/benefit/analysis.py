@@ -51,7 +51,7 @@ class PowerLaw:
 
     def describe(self) -> str:
         err = f" ± {self.b_stderr:.2g}" if self.b_stderr is not None else " (no uncertainty: 2 sizes)"
-        return (f"val loss ≈ {self.a:.3g} · {self.x_name}^(−{self.b:.3g}{err}) — least squares in log-log over "
+        return (f"val loss ≈ {self.a:.3g} · {self.x_name}^({-self.b:.3g}{err}) — least squares in log-log over "
                 f"{self.points} point(s) (every seed and size)")
 
 
@@ -68,9 +68,9 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], x_name: str = "N") -> 
     slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
     intercept = my - slope * mx
     se = None
-    if n > 2 and len({p[0] for p in pts}) > 2 or n > 2:
+    if n > 2:
         resid = sum((p[1] - (intercept + slope * p[0])) ** 2 for p in pts)
-        se = math.sqrt(resid / (n - 2) / sxx) if n > 2 else None
+        se = math.sqrt(resid / (n - 2) / sxx)
     return PowerLaw(a=math.exp(intercept), b=-slope, b_stderr=se, points=n, x_name=x_name)
 
 

@@ -51,13 +51,13 @@ POSITIONS = ("alibi", "rotary", "xpos", "alibi+xpos", "absolute")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
                 "tokens": 131_072, "seeds": (0, 1), "values": {"dim": (32, 64, 128), "depth": (1, 2, 4),
-                                                                "heads": (2, 4, 8)}, "axis": "dim"},
+                                                                "heads": (2, 4, 8)}, "axis": "dim", "eval_tokens": 8192},
     "stability": {"dim": 32, "depth": 6, "heads": 2, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
-                  "tokens": 30_720, "seeds": (0,), "values": (6, 24, 48), "lr": 3e-3},
+                  "tokens": 30_720, "seeds": (0,), "values": (6, 24, 48), "lr": 3e-3, "eval_tokens": 2048},
     "extrapolation": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 16,
-                      "tokens": 131_072, "seeds": (0,), "values": (1, 2, 4, 8)},
+                      "tokens": 131_072, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 4096},
     "heads": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
-              "tokens": 131_072, "seeds": (0,), "values": (1, 2, 4, 8)},
+              "tokens": 131_072, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 8192},
 }
 DEFAULT_VOCAB = 512
 OVERFIT_TOKENS = 8_192
@@ -91,7 +91,7 @@ class ProbeOptions:
     corpus: str | None = None  # a path; None = the default corpus
     device: str = "cpu"
     full_size: bool = False  # keep the base configuration's sizes (GPU): no scaling down
-    extra: dict[str, Any] = field(default_factory=dict)  # family sizes (dim, depth, heads, attn_dim_head), overfit_*
+    extra: dict[str, Any] = field(default_factory=dict)  # family sizes (dim, depth, heads, attn_dim_head), overfit_*, eval_tokens
 
     def __post_init__(self) -> None:
         if self.probe not in PROBES:
@@ -163,6 +163,7 @@ def _settings(opt: ProbeOptions, **over: Any) -> TrainSettings:
     lr = opt.lr if opt.lr is not None else DEFAULTS[opt.probe].get("lr")
     if lr is not None:
         kw["lr"] = lr
+    kw["eval_tokens"] = int(opt.extra.get("eval_tokens", DEFAULTS[opt.probe]["eval_tokens"]))
     kw.update(over)
     return TrainSettings(**kw)
 
@@ -282,7 +283,8 @@ def position_variant(cfg: ModelConfig, name: str) -> ModelConfig:
 def _plan_extrapolation(opt: ProbeOptions) -> list[RunSpec]:
     mults = opt.values or opt.default("values")
     L = opt.seq_len or opt.default("seq_len")
-    s = _settings(opt, eval_seq_lens=tuple(L * m for m in sorted(set(mults))), eval_tokens=4096)
+    s = _settings(opt, eval_seq_lens=tuple(L * m for m in sorted(set(mults))),
+                  )
     base = _member(opt, s)
     budget = _budget(opt, base, s)
     return [RunSpec(probe="extrapolation", cfg=position_variant(base, name), budget=budget, seed=seed, settings=s,

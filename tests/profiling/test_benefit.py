@@ -243,7 +243,7 @@ def test_cli_tiny_heads_probe_writes_tidy_rows(tmp_path, capsys) -> None:
 
 def _tiny_options(**kw) -> ProbeOptions:
     return ProbeOptions(probe="heads", base=SEED, values=(2,), tokens=1024, seq_len=32, batch=8, evals=1,
-                        extra={"dim": 32, "depth": 1, "heads": 2}, **kw)
+                        extra={"dim": 32, "depth": 1, "heads": 2, "eval_tokens": 512}, **kw)
 
 
 def test_probe_job_time_limit_and_cancel_become_rows() -> None:
@@ -291,7 +291,7 @@ def test_learns_well_below_the_unigram_entropy(data) -> None:
 
 @pytest.mark.slow
 def test_each_probe_runs_tiny_and_its_summary_is_complete() -> None:
-    small = {"dim": 32, "depth": 1, "heads": 2}
+    small = {"dim": 32, "depth": 1, "heads": 2, "eval_tokens": 512}
     sc = probe_frame(run_probe(ProbeOptions(probe="scaling", base=SEED, values=(16, 32), tokens=2048, seq_len=32,
                                             batch=8, evals=2, seeds=(0, 1),
                                             extra=small | {"overfit_tokens": 512, "overfit_epochs": 4})))
