@@ -24,9 +24,11 @@ def _float(s: pd.Series) -> pd.Series:
 
 
 def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str, x_title: str,
-                   current: int | None = None) -> go.Figure:
+                   current: int | None = None, fit: bool = True) -> go.Figure:
     """Final validation loss per swept value (seed mean, min..max bars) against ``x`` (num_params or
-    train_flops), with the power law fitted to every seed's point and the current value ringed."""
+    train_flops), with the power law fitted to every seed's point (``fit``) and the current value ringed.
+    At an equal FLOP budget use ``x="num_params"``, ``fit=False``: the IsoFLOP curve (its minimum is the
+    compute-optimal size for that budget; a power law does not describe it)."""
     fin = analysis.final_evals(frame)
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == budget_kind) & (fin["status"] == "ok")]
     if fin.empty:
@@ -40,10 +42,10 @@ def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str,
         text=[f"{axis}={int(v)}" for v in g["axis_value"]], textposition="top center",
         error_y={"type": "data", "symmetric": False, "array": g["hi"] - g["y"], "arrayminus": g["y"] - g["lo"]},
         marker={"size": 10, "color": SERIES[0]}))
-    fit = analysis.fit_power_law(fin["_x"].tolist(), fin["_y"].tolist(), x_name="N" if x == "num_params" else "C")
-    if fit is not None:
+    law = analysis.fit_power_law(fin["_x"].tolist(), fin["_y"].tolist(), x_name="N" if x == "num_params" else "C")
+    if fit and law is not None:
         xs = [g["x"].min() * (g["x"].max() / g["x"].min()) ** (k / 40) for k in range(41)]
-        fig.add_trace(go.Scatter(x=xs, y=[fit(v) for v in xs], mode="lines", name="your fit: " + fit.describe()
+        fig.add_trace(go.Scatter(x=xs, y=[law(v) for v in xs], mode="lines", name="your fit: " + law.describe()
                                  .split(" — ")[0], line={"dash": "dash", "color": SERIES[1]}))
     if current is not None and (g["axis_value"] == current).any():
         row = g[g["axis_value"] == current].iloc[0]
@@ -64,6 +66,8 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
         return _empty(title, "no evaluation rows")
     fig = go.Figure()
     for i, (name, grp) in enumerate(ev.groupby("config_name", sort=True)):
+        if x != "tokens_seen":
+            grp = grp[grp["step"] > 0]  # step 0 spent no FLOPs: no place on a log axis
         grp = grp.assign(_x=_float(grp[x]), _v=_float(grp["val_loss_nats"]), _t=_float(grp["train_loss_nats"]))
         s = grp.groupby("_x").agg(v=("_v", "mean"), lo=("_v", "min"), hi=("_v", "max"), t=("_t", "mean")).reset_index()
         color = SERIES[i % len(SERIES)]
@@ -77,12 +81,16 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
     ent = _float(ev["unigram_entropy_nats"]).dropna()
     if not ent.empty:
         fig.add_hline(y=float(ent.iloc[0]), line_dash="dash", line_color="#9D9D9D",
-                      annotation_text="unigram entropy of the validation split", annotation_position="top right")
-    fig.update_yaxes(type="log")
+                      annotation_text="unigram entropy of the validation split (a context-free model)",
+                      annotation_position="top right")
     x_title = "tokens seen (training)" if x == "tokens_seen" else FLOPS_AXIS
     if x != "tokens_seen":
+        ev = ev[ev["step"] > 0]
         fig.update_xaxes(type="log")
-    return _layout(fig, title, x=x_title, y="loss (nats/token, log; solid val, dotted train)")
+    losses = pd.concat([_float(ev["val_loss_nats"]), _float(ev["train_loss_nats"])]).dropna()
+    if not losses.empty:
+        fig.update_yaxes(range=[float(losses.min()) * 0.97, float(losses.max()) * 1.03])
+    return _layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
 
 
 def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str) -> go.Figure:
@@ -183,7 +191,7 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
     """Trade-offs: measured validation loss (seed mean) of each swept value against one cost column."""
     if points.empty:
         return _empty(title, "no measured points")
-    fig = go.Figure(go.Scatter(x=points[x], y=points["val_loss_nats"], mode="markers+text+lines",
+    fig = go.Figure(go.Scatter(x=points[x], y=points["val_loss_nats"], mode="markers+text",
                                text=[f"{axis}={int(v)}" for v in points["axis_value"]], textposition="top center",
                                marker={"size": 10}, name="measured"))
     if current is not None and (points["axis_value"] == current).any():
@@ -191,5 +199,8 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
         fig.add_trace(go.Scatter(x=[r[x]], y=[r["val_loss_nats"]], mode="markers", name="current",
                                  marker={"size": 20, "symbol": "circle-open", "color": "#E45756", "line": {"width": 3}}))
     if log_x:
-        fig.update_xaxes(type="log")
-    return _layout(fig, title, x=x_title, y=LOSS_AXIS, height=360)
+        fig.update_xaxes(type="log", tickformat=".2s")
+    fig.update_xaxes(tickangle=0, nticks=5)
+    fig = _layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
+    fig.update_layout(legend={"y": -0.32})
+    return fig

@@ -133,13 +133,13 @@ def render(ctx: Ctx) -> None:
         return
     st.caption(line)
     frame = _job_panel(opt)
+    _uploads(probe)
     tables = benefit_data.finished_tables(probe)
     if frame is None and tables:
         frame = tables[-1][1]
         st.caption(f"Showing {tables[-1][0]}.")
     if frame is not None and not frame.empty:
         _results(ctx, probe, frame)
-    _uploads(probe)
 
 
 def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
@@ -217,20 +217,30 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     cols = st.columns(2)
     with cols[0]:
         chart(bc.scaling_points(frame, x="num_params", budget_kind="tokens", current=current, x_title=bc.PARAMS_AXIS,
-                                title=f"Equal token budget: validation loss vs parameters ({axis} swept)"),
+                                title=f"Equal tokens: val loss vs parameters ({axis} swept)"),
               "benefits.scaling.params")
     with cols[1]:
-        chart(bc.scaling_points(frame, x="train_flops", budget_kind="flops", current=current, x_title=bc.FLOPS_AXIS,
-                                title=f"Equal FLOP budget: validation loss vs training FLOPs ({axis} swept)"),
+        flops = frame.loc[frame["budget_kind"] == "flops", "budget_flops"].dropna()
+        budget = f"{float(flops.iloc[0]):.3g} FLOPs" if not flops.empty else "equal FLOPs"
+        chart(bc.scaling_points(frame, x="num_params", budget_kind="flops", current=current, x_title=bc.PARAMS_AXIS,
+                                fit=False, title=f"IsoFLOP ({budget} each): val loss vs parameters"),
               "benefits.scaling.flops")
     ok = final[(final["status"] == "ok") & (final["budget_kind"] == "tokens")]
     fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
     if fit is not None:
-        st.caption("Power law on your points (equal tokens): " + fit.describe() + ". A fit over three sizes of a "
-                   "tiny model on a small corpus; read it as the local slope, not a law.")
-    chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens",
-                         title="Loss curves at the equal token budget (band: min..max over seeds)"),
-          "benefits.scaling.curves")
+        st.caption("Power law on your points (equal tokens, left chart): " + fit.describe() + ". A fit over a few "
+                   "sizes of a tiny model on a small corpus: read it as the local slope, not a law.")
+    st.caption("Equal FLOPs: a smaller model takes more steps for the same compute. The lowest point of the "
+               "IsoFLOP curve is the compute-optimal size for that budget; the ringed point is the current value.")
+    cols = st.columns(2)
+    with cols[0]:
+        chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens",
+                             title="Loss curves, equal tokens (band: seed min..max)"),
+              "benefits.scaling.curves")
+    with cols[1]:
+        chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens", x="train_flops",
+                             title="Same runs vs training FLOPs (lowest = best use)"),
+              "benefits.scaling.curves_flops")
     gaps = analysis.overfit_gaps(final)
     if not gaps.empty:
         st.markdown("**Over-fitting (repeated epochs on a small subset of the training split)**")
@@ -322,6 +332,9 @@ def tradeoff_panel(ctx: Ctx, axis: str) -> None:
     from xtlens.dashboard import proxies
 
     st.subheader(f"Measured benefit beside cost ({axis})")
+    st.caption("Trained in the Benefits tab: scaled-down members of this configuration's family (their own, smaller "
+               f"{axis} values, shown on each point), on real text. Compare their order and slopes, not their "
+               "absolute sizes, with the full-size costs above.")
     tables = [(label, f) for label, f in benefit_data.finished_tables("scaling") if (f["axis"] == axis).any()]
     if not tables:
         st.caption(f"No scaling probe over {axis} yet: run one in the Benefits tab (probe 'scaling', field {axis}) or "
@@ -335,7 +348,7 @@ def tradeoff_panel(ctx: Ctx, axis: str) -> None:
                     if "(current)" in str(n)), None)
     cols = st.columns(3)
     with cols[0]:
-        chart(bc.loss_vs_cost(pts, x="train_flops", x_title="training FLOPs spent (log)", axis=axis, current=current,
+        chart(bc.loss_vs_cost(pts, x="train_flops", x_title="training FLOPs spent (cost model, log)", axis=axis, current=current,
                               title="Loss vs training compute"), f"tradeoffs.measured.flops.{axis}")
     with cols[1]:
         chart(bc.loss_vs_cost(pts, x="training_memory_gib", x_title="training memory, AdamW step (GiB, closed form)",
