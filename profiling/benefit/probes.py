@@ -55,9 +55,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "stability": {"dim": 32, "depth": 6, "heads": 2, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
                   "tokens": 30_720, "seeds": (0,), "values": (6, 24, 48), "lr": 3e-3, "eval_tokens": 2048},
     "extrapolation": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 16,
-                      "tokens": 131_072, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 4096},
+                      "tokens": 393_216, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 8192},
     "heads": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
-              "tokens": 131_072, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 8192},
+              "tokens": 196_608, "seeds": (0, 1, 2), "values": (1, 2, 4, 8), "eval_tokens": 8192},
 }
 DEFAULT_VOCAB = 512
 OVERFIT_TOKENS = 8_192

@@ -47,10 +47,10 @@ def test_benefits_view_says_what_it_trains_and_names_bad_input() -> None:
 def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
     mp = pytest.MonkeyPatch()
     mp.setenv("XTLENS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    common = dict(base=SEED, tokens=1024, seq_len=32, batch=8, evals=2, extra=SMALL)
+    common = dict(base=SEED, tokens=1024, seq_len=32, batch=8, evals=2, extra=SMALL, seeds=(0,))
     out = {
-        "scaling": run_probe(ProbeOptions(probe="scaling", values=(16, 32, 48), seeds=(0, 1),
-                                          **common | {"extra": SMALL | {"overfit_tokens": 512, "overfit_epochs": 2}})),
+        "scaling": run_probe(ProbeOptions(probe="scaling", values=(16, 32, 48), **common | {
+            "seeds": (0, 1), "extra": SMALL | {"overfit_tokens": 512, "overfit_epochs": 2}})),
         "stability": run_probe(ProbeOptions(probe="stability", values=(2, 3), **common)),
         "extrapolation": run_probe(ProbeOptions(probe="extrapolation", values=(1, 2), **common | {"seq_len": 16})),
         "heads": run_probe(ProbeOptions(probe="heads", values=(1, 2), **common)),
@@ -105,7 +105,8 @@ def test_benefits_view_draws_every_probe_and_says_what_was_measured(frames) -> N
 @pytest.mark.slow
 def test_run_probe_from_the_page_in_the_worker(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path))
-    at = benefits(**{"benefits.probe": "heads", "benefits.heads.values": "4", "benefits.heads.tokens": 4096})
+    at = benefits(**{"benefits.probe": "heads", "benefits.heads.values": "4", "benefits.heads.tokens": 4096,
+                     "benefits.heads.seeds": "0"})
     (run,) = [b for b in at.button if b.label == "Run probe"]
     run.click().run()
     deadline = time.monotonic() + 240

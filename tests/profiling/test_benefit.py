@@ -223,7 +223,7 @@ def test_cli_empty_corpus_folder_exits_2(tmp_path, capsys) -> None:
 def test_cli_tiny_heads_probe_writes_tidy_rows(tmp_path, capsys) -> None:
     out = tmp_path / "heads.csv"
     assert main(["probe", "heads", "--values", "1,2", "--tokens", "2048", "--seq-len", "32", "--batch", "8",
-                 "--evals", "2", "--set", "dim=64", "--out", str(out)]) == 0
+                 "--evals", "2", "--seeds", "0", "--out", str(out)]) == 0
     frame = read_probe_table(out)
     fin = analysis.final_evals(frame)
     assert (fin["status"] == "ok").all() and len(fin) == 5  # 2 head counts + 1, 2 and 4 K/V heads
@@ -242,6 +242,7 @@ def test_cli_tiny_heads_probe_writes_tidy_rows(tmp_path, capsys) -> None:
 # --- the worker child -----------------------------------------------------------------------------
 
 def _tiny_options(**kw) -> ProbeOptions:
+    kw.setdefault("seeds", (0,))
     return ProbeOptions(probe="heads", base=SEED, values=(2,), tokens=1024, seq_len=32, batch=8, evals=1,
                         extra={"dim": 32, "depth": 1, "heads": 2, "eval_tokens": 512}, **kw)
 
