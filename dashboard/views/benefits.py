@@ -136,8 +136,11 @@ def render(ctx: Ctx) -> None:
     _uploads(probe)
     tables = benefit_data.finished_tables(probe)
     if frame is None and tables:
-        frame = tables[-1][1]
-        st.caption(f"Showing {tables[-1][0]}.")
+        labels = [label for label, _ in tables]
+        pick = st.selectbox("results to show", labels, index=len(labels) - 1, key=f"benefits.show.{probe}",
+                            help="Finished probes of this session and uploaded tables (newest last).")
+        frame = dict(tables)[pick]
+        st.caption(f"Showing {pick}.")
     if frame is not None and not frame.empty:
         _results(ctx, probe, frame)
 
