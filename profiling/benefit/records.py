@@ -159,9 +159,9 @@ def probe_frame(table: pd.DataFrame | Sequence[ProbeRecord]) -> pd.DataFrame:
     import pandas as pd
 
     if isinstance(table, pd.DataFrame):
-        return _frame_from_columns({c: table[c].astype(object).tolist() for c in PROBE_COLUMNS if c in table}
-                                   | {c: [None] * len(table) for c in PROBE_COLUMNS if c not in table
-                                      and c not in ("probe", "run_key", "seed")})
+        # a frame may hold a subset of the columns (a summary): the others are missing values
+        return _frame_from_columns({c: table[c].astype(object).tolist() if c in table else [None] * len(table)
+                                    for c in PROBE_COLUMNS})
     return _frame_from_columns(_columns_of(table))
 
 

@@ -215,6 +215,14 @@ def test_cli_bad_input_exits_2_naming_the_option(argv, option, capsys) -> None:
     assert err.startswith("xtlens probe: error:") and option in err and "Traceback" not in err
 
 
+def test_cli_without_out_prints_a_summary_table(capsys) -> None:
+    assert main(["probe", "stability", "--values", "2", "--tokens", "512", "--seq-len", "32", "--batch", "8",
+                 "--evals", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| probe | config name | budget kind | seed | step |")
+    assert {line.split(" | ")[1] for line in out[2:]} == {"deepnorm, depth 2", "pre_norm, depth 2", "post_norm, depth 2"}
+
+
 def test_cli_empty_corpus_folder_exits_2(tmp_path, capsys) -> None:
     assert main(["probe", "heads", "--corpus", str(tmp_path)]) == 2
     assert "--corpus" in capsys.readouterr().err
