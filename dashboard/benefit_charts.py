@@ -139,26 +139,33 @@ def grad_profile(frame: pd.DataFrame, *, depth: int, step: int, title: str) -> g
 
 
 def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
-    """Validation loss per position bucket at the longest evaluation length, one line per position scheme;
-    the training length is the dashed line."""
+    """Per position bucket of the longest evaluation window: the loss of those tokens in the long window minus
+    their loss when the same text is cut into training-length windows (``loss_change_vs_train_len_nats``), one
+    line per position scheme. 0 up to the training length by construction; below 0: the longer context helps;
+    above 0: the model breaks past the length it was trained on. Rows without that column (older tables)
+    fall back to the absolute loss per position."""
     pos = frame[(frame["probe"] == "extrapolation") & (frame["row_kind"] == "position")]
     if pos.empty:
         return _empty(title, "no position rows")
     longest = int(pos["eval_seq_len_tokens"].max())
     pos = pos[pos["eval_seq_len_tokens"] == longest]
     train_len = int(pos["train_seq_len_tokens"].dropna().iloc[0])
+    col = "loss_change_vs_train_len_nats" if pos["loss_change_vs_train_len_nats"].notna().any() else "val_loss_nats"
     fig = go.Figure()
     for i, (variant, grp) in enumerate(pos.groupby("config_name")):
         grp = grp.assign(mid=(_float(grp["position_start_tokens"]) + _float(grp["position_end_tokens"])) / 2,
-                         v=_float(grp["val_loss_nats"]))
+                         v=_float(grp[col]))
         s = grp.groupby("mid")["v"].mean().reset_index()
         fig.add_trace(go.Scatter(x=s["mid"], y=s["v"], mode="lines+markers", name=variant,
                                  line={"color": SERIES[i % len(SERIES)]}))
     fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
-                  annotation_text=f"trained at {train_len} tokens", annotation_position="top left")
-    fig.update_yaxes(type="log")
+                  annotation_text=f"trained at {train_len} tokens", annotation_position="top right")
+    if col == "val_loss_nats":
+        return _layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
+                       y="validation loss at that position (nats/token)")
+    fig.add_hline(y=0, line_color="#444", line_width=1)
     return _layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
-                   y="validation loss at that position (nats/token, log)")
+                   y=f"loss change vs the same tokens in {train_len}-token windows (nats; < 0 = longer context helps)")
 
 
 def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:

@@ -25,7 +25,10 @@ def _md(frame: pd.DataFrame, floats: str = "{:.3f}") -> str:
     for row in frame.itertuples(index=False):
         cells = []
         for v in row:
-            if isinstance(v, float):
+            v = v.item() if hasattr(v, "item") else v
+            if isinstance(v, float) and v != v:
+                cells.append("—")
+            elif isinstance(v, float):
                 cells.append(floats.format(v))
             elif isinstance(v, int):
                 cells.append(f"{v:,}")

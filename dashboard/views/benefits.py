@@ -272,8 +272,11 @@ def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
-    chart(bc.extrapolation_curves(frame, title="Validation loss per position, evaluated beyond the training length"),
+    chart(bc.extrapolation_curves(frame, title="Past the training length: does the longer window help or hurt?"),
           "benefits.extrapolation.curves")
+    st.caption("Each point: the validation tokens at those positions of the longest window, scored in that window "
+               "minus the same tokens scored with the text cut into training-length windows. Same text for every "
+               "position scheme; 0 up to the training length by construction.")
     table = analysis.extrapolation_table(frame)
     st.dataframe(table, hide_index=True, key="benefits.df.extrap")
 

@@ -97,8 +97,15 @@ def extrapolation_table(frame: pd.DataFrame) -> pd.DataFrame:
     if ev.empty:
         return ev
     ev["val_loss_nats"] = ev["val_loss_nats"].astype(float)
+    ev["delta"] = ev["loss_change_vs_train_len_nats"].astype(float)
     t = ev.groupby(["variant", "eval_seq_len_tokens"])["val_loss_nats"].mean().unstack("eval_seq_len_tokens")
     t.columns = [f"val loss @ {int(c)} tokens (nats)" for c in t.columns]
+    train_len = int(ev["train_seq_len_tokens"].dropna().iloc[0])
+    d = ev[ev["eval_seq_len_tokens"] > train_len].groupby(["variant", "eval_seq_len_tokens"])["delta"].mean()
+    if d.notna().any():
+        d = d.unstack("eval_seq_len_tokens")
+        d.columns = [f"change vs {train_len}-token windows @ {int(c)} (nats)" for c in d.columns]
+        t = t.join(d)
     return t.reset_index()
 
 

@@ -174,8 +174,9 @@ def _autocast(device: str):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, ids: torch.Tensor, token_bytes: torch.Tensor, *, seq_len: int, max_tokens: int,
-             device: str, buckets: int = 0, batch: int = 16) -> dict[str, Any]:
-    """Validation loss over non-overlapping windows of ``seq_len`` (at least one window)."""
+             device: str, buckets: int = 0, batch: int = 16, keep_nll: bool = False) -> dict[str, Any]:
+    """Validation loss over non-overlapping windows of ``seq_len`` (at least one window) covering the first
+    ``windows * seq_len + 1`` tokens; ``keep_nll`` also returns every target's loss in order (``nll``)."""
     windows = max(1, min(max_tokens // seq_len, (ids.numel() - 1) // seq_len))
     if (ids.numel() - 1) < seq_len:
         raise BudgetError(f"the validation split has {ids.numel():,} tokens, fewer than one window of {seq_len}",
@@ -185,18 +186,23 @@ def evaluate(model: nn.Module, ids: torch.Tensor, token_bytes: torch.Tensor, *, 
     was_training = model.training
     model.eval()
     nats_pos = torch.zeros(seq_len, dtype=torch.float64)
+    kept = []
     for i in range(0, windows, batch):
         x, y = x_all[i:i + batch].to(device), y_all[i:i + batch].to(device)
         with _autocast(device):
             logits = model(x)
         nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
         nats_pos += nll.view(-1, seq_len).double().sum(0).cpu()
+        if keep_nll:
+            kept.append(nll.double().cpu())
     model.train(was_training)
     total_nats = float(nats_pos.sum())
     n_targets = windows * seq_len
     n_bytes = int(token_bytes[y_all.reshape(-1)].sum())
     out: dict[str, Any] = {"loss": total_nats / n_targets, "bpb": total_nats / math.log(2) / n_bytes,
                            "tokens": n_targets, "bytes": n_bytes, "windows": windows}
+    if keep_nll:
+        out["nll"] = torch.cat(kept)
     if buckets:
         edges = [round(seq_len * k / buckets) for k in range(buckets + 1)]
         out["buckets"] = [(a, b, float(nats_pos[a:b].sum()) / (windows * (b - a))) for a, b in zip(edges, edges[1:], strict=False)
@@ -333,14 +339,21 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
                                        f"{last.val_loss_nats:.3f} nats/token")
     for length in s.eval_seq_lens:
         ev = evaluate(model, data.val_ids, data.token_bytes, seq_len=length, max_tokens=max(s.eval_tokens, length),
-                      device=device, buckets=s.position_buckets, batch=max(1, 16 * s.seq_len // length))
+                      device=device, buckets=s.position_buckets, batch=max(1, 16 * s.seq_len // length), keep_nll=True)
+        # the same target tokens, evaluated in windows of the training length: the per-token difference is what
+        # the longer window changes (0 for the first seq_len positions of a window, which see the same context)
+        short = evaluate(model, data.val_ids, data.token_bytes, seq_len=s.seq_len, max_tokens=ev["tokens"],
+                         device=device, keep_nll=True) if length % s.seq_len == 0 else None
+        delta = (ev["nll"] - short["nll"]).view(-1, length) if short is not None else None
         base = dict(common, step=steps, tokens_seen=steps * s.batch * s.seq_len, train_flops=steps * per_step_flops,
                     eval_seq_len_tokens=length, timestamp=now_iso(), elapsed_s=time.perf_counter() - started)
         rows.append(ProbeRecord(**base, row_kind="eval_length", val_loss_nats=ev["loss"], val_bits_per_byte=ev["bpb"],
-                                eval_tokens=ev["tokens"], eval_bytes=ev["bytes"]))
+                                eval_tokens=ev["tokens"], eval_bytes=ev["bytes"],
+                                loss_change_vs_train_len_nats=float(delta.mean()) if delta is not None else None))
         for a, b, loss in ev["buckets"]:
             rows.append(ProbeRecord(**base, row_kind="position", position_start_tokens=a, position_end_tokens=b,
-                                    val_loss_nats=loss))
+                                    val_loss_nats=loss, loss_change_vs_train_len_nats=float(delta[:, a:b].mean())
+                                    if delta is not None else None))
     return rows
 
 

@@ -6,8 +6,9 @@ to finish on 2 CPU cores in a few minutes per probe.
 
 * ``scaling``: sweep ``dim``, ``depth`` or ``heads`` (``values``) at an equal token budget and at an equal
   training-FLOP budget (the current value's FLOPs at the token budget); plus, with seed 0, each value
-  trained for ``overfit_epochs`` epochs on a ``overfit_tokens`` subset of the training split
-  (``budget_kind=epochs``): the train / validation gap (the over-fitting claim).
+  trained on the first ``overfit_tokens`` tokens of the training split for ``overfit_epochs`` x that many
+  tokens (random windows of the subset, so "epochs" counts tokens seen, ``budget_kind=epochs``): the train /
+  validation gap (the over-fitting claim).
 * ``stability``: DeepNorm (the seed's translation), pre-norm (x-transformers' default) and plain post-norm
   (``pre_norm=False`` without DeepNorm's residual scale and init) at each depth in ``values`` (default 6, 24,
   48) at a small width: per-layer gradient norms at initialisation and during training; divergences counted.
@@ -57,7 +58,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "extrapolation": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 16,
                       "tokens": 393_216, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 8192},
     "heads": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
-              "tokens": 196_608, "seeds": (0, 1, 2), "values": (1, 2, 4, 8), "eval_tokens": 8192},
+              "tokens": 131_072, "seeds": (0, 1), "values": (1, 2, 4, 8), "eval_tokens": 8192},
 }
 DEFAULT_VOCAB = 512
 OVERFIT_TOKENS = 8_192
@@ -340,7 +341,7 @@ def run_key(run: RunSpec, corpus_sha256: str, device_name: str, versions: dict[s
     (the run is done once; its rows are relabelled with each budget)."""
     payload = {"cfg": run.cfg.to_dict(), "build": run.build, "steps": steps_for(run.cfg, run.budget, run.settings),
                "seed": run.seed, "settings": run.settings.to_dict(),
-               "corpus": corpus_sha256, "device_name": device_name, "versions": versions, "format": 1}
+               "corpus": corpus_sha256, "device_name": device_name, "versions": versions, "format": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,11 @@ versions). Each run writes rows of four kinds (``row_kind``):
   position_end_tokens)`` at ``eval_seq_len_tokens``;
 * ``eval_length``: validation loss over whole windows of ``eval_seq_len_tokens`` (extrapolation probe).
 
+Extrapolation rows also carry ``loss_change_vs_train_len_nats``: the loss of the same target tokens in the
+long window minus their loss when the text is cut into windows of the training length (0 for the first L
+positions of a window, which see the same context either way; below 0 where the longer context helps, above
+0 where the model breaks past the length it was trained on).
+
 ``status`` is ``ok``, ``diverged`` (non-finite or exploding loss: the run stopped there, a result not a
 crash), ``error``, ``timeout`` or ``cancelled``.
 
@@ -84,6 +89,7 @@ class ProbeRecord:
     eval_seq_len_tokens: int | None = None
     position_start_tokens: int | None = None
     position_end_tokens: int | None = None
+    loss_change_vs_train_len_nats: float | None = None  # extrapolation: long window minus training-length windows
     # model
     batch: int | None = None
     num_params: int | None = None
@@ -123,6 +129,8 @@ _FIELDS = dataclasses.fields(ProbeRecord)
 PROBE_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
 PROBE_INT_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if f.type in ("int", "int | None"))
 PROBE_FLOAT_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if f.type == "float | None")
+#: a file without these is not a probe table; any other missing column (a table from an older xtlens) reads as missing
+REQUIRED_COLUMNS: tuple[str, ...] = ("probe", "run_key", "config_key", "seed", "row_kind", "status")
 
 
 # --- frames -------------------------------------------------------------------------------------------
@@ -139,9 +147,11 @@ def _columns_of(rows: Iterable[ProbeRecord | dict[str, Any]]) -> dict[str, list[
 def _frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
     import pandas as pd
 
-    missing = [c for c in PROBE_COLUMNS if c not in columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise ValueError(f"not a probe table: missing column(s) {', '.join(missing)}")
+    n = len(next(iter(columns.values()), []))
+    columns = {c: columns[c] if c in columns else [None] * n for c in PROBE_COLUMNS}  # older tables: fewer columns
     data = {}
     for c in PROBE_COLUMNS:
         values = columns[c]

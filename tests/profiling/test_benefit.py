@@ -319,6 +319,14 @@ def test_each_probe_runs_tiny_and_its_summary_is_complete() -> None:
                                             seq_len=16, batch=8, evals=1, extra=small)))
     table = analysis.extrapolation_table(ex)
     assert set(table["variant"]) == {"alibi", "rotary", "xpos", "alibi+xpos", "absolute"}
-    assert list(table.columns[1:]) == ["val loss @ 16 tokens (nats)", "val loss @ 32 tokens (nats)"]
-    pos = ex[ex["row_kind"] == "position"]
+    assert list(table.columns[1:]) == ["val loss @ 16 tokens (nats)", "val loss @ 32 tokens (nats)",
+                                       "change vs 16-token windows @ 32 (nats)"]
+    pos = ex[(ex["row_kind"] == "position") & (ex["eval_seq_len_tokens"] == 32)]
     assert set(pos["position_end_tokens"].dropna().astype(int)) >= {16, 32}
+    # positions inside the training length see the same context in a 32-token window as in 16-token windows:
+    # the loss change there is 0 (up to float rounding), for every position scheme
+    inside = pos[pos["position_end_tokens"] <= 16]
+    assert len(inside) == 5 * 4 and inside["loss_change_vs_train_len_nats"].astype(float).abs().max() < 1e-4
+    outside = pos[pos["position_start_tokens"] >= 16]
+    absolute = outside[outside["variant"] == "absolute"]["loss_change_vs_train_len_nats"].astype(float)
+    assert absolute.abs().min() > 1e-3  # untrained position embeddings past 16 change the loss
