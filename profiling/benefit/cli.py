@@ -56,7 +56,8 @@ def options_from_args(args: argparse.Namespace):
                         tokens=_number(args.tokens, "--tokens"), train_flops=_number(args.train_flops, "--train-flops"),
                         seeds=_ints(args.seeds, "--seeds"), seq_len=args.seq_len, batch=args.batch,
                         num_tokens=args.vocab, lr=args.lr, evals=args.evals, corpus=args.corpus, device=args.device,
-                        full_size=args.full_size)
+                        full_size=args.full_size,
+                        extra={"eval_tokens": args.eval_tokens} if args.eval_tokens is not None else {})
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -77,6 +78,8 @@ def _probe(args: argparse.Namespace) -> int:
                 raise ProbeInputError("--out", args.out, "a file name ending in .csv, .json, .parquet or .md") from exc
         if args.evals < 1:
             raise ProbeInputError("--evals", args.evals, "an integer of at least 1")
+        if args.eval_tokens is not None and args.eval_tokens < 1:
+            raise ProbeInputError("--eval-tokens", args.eval_tokens, "an integer of at least 1")
         opt = options_from_args(args)
         runs = plan(opt)
         from xtlens.profiling.device import resolve_device
@@ -152,6 +155,8 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary = the model's num_tokens (default 512)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
     p.add_argument("--evals", type=int, default=8, help="evaluations per run (default 8)")
+    p.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="validation tokens per evaluation "
+                   "(default: the probe's, 2,048 to 8,192)")
     p.add_argument("--corpus", default=None, metavar="PATH", help="a UTF-8 text file or a folder of them (default: "
                    "CPython's pydoc_data.topics)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")

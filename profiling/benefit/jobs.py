@@ -61,11 +61,23 @@ class ProbeJob(Job):
 
     child_module = "xtlens.profiling.benefit.jobs"
 
+    def __init__(self, spec: ProbeSpec, *, python: str | None = None, start: bool = True):
+        self._log: list[str] = []
+        super().__init__(spec, python=python, start=start)
+
     def _handle(self, event: dict[str, Any]) -> None:
         if event["type"] == "rows":
             self._rows[int(event["index"])] = [ProbeRecord(**row) for row in event["rows"]]
         else:
+            if event["type"] == "progress":
+                self._log.append(str(event["message"]))
             super()._handle(event)
+
+    def progress_log(self) -> list[str]:
+        """Every progress message the child wrote so far (run, step, train and validation loss), in order."""
+        self.poll()
+        with self._lock:
+            return list(self._log)
 
     def _finalize(self, *, returncode: int | None) -> None:
         rows: list[ProbeRecord] = []

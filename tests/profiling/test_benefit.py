@@ -231,7 +231,7 @@ def test_cli_empty_corpus_folder_exits_2(tmp_path, capsys) -> None:
 def test_cli_tiny_heads_probe_writes_tidy_rows(tmp_path, capsys) -> None:
     out = tmp_path / "heads.csv"
     assert main(["probe", "heads", "--values", "1,2", "--tokens", "2048", "--seq-len", "32", "--batch", "8",
-                 "--evals", "2", "--seeds", "0", "--out", str(out)]) == 0
+                 "--evals", "2", "--eval-tokens", "512", "--seeds", "0", "--out", str(out)]) == 0
     frame = read_probe_table(out)
     fin = analysis.final_evals(frame)
     assert (fin["status"] == "ok").all() and len(fin) == 5  # 2 head counts + 1, 2 and 4 K/V heads
@@ -274,14 +274,12 @@ def test_probe_job_runs_in_a_child_with_progress() -> None:
     mgr = ProbeJobManager()
     job = mgr.submit(_tiny_options(seeds=(3,)), time_limit_s=300)
     assert mgr.submit(_tiny_options(seeds=(3,))) is job  # the same probe again: the same job
-    messages = set()
-    while not job.done():
-        messages.add(job.progress()[1])
-    rows = job.result()
+    rows = job.wait(300)
     assert job.outcome == "finished", job.stderr_tail()
     fin = analysis.final_evals(probe_frame(rows))
     assert (fin["status"] == "ok").all() and len(fin) == 3
-    assert any("step" in m for m in messages)
+    log = job.progress_log()
+    assert any(m.startswith("run 2/3") and "step 4/4, train" in m and "nats/token" in m for m in log), log
 
 
 # --- it learns; the probes ------------------------------------------------------------------------
