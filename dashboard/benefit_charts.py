@@ -165,7 +165,7 @@ def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
                        y="validation loss at that position (nats/token)")
     fig.add_hline(y=0, line_color="#444", line_width=1)
     return _layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
-                   y=f"loss change vs the same tokens in {train_len}-token windows (nats; < 0 = longer context helps)")
+                   y=f"Δ loss vs {train_len}-token windows (nats; < 0: helps)")
 
 
 def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:

@@ -89,7 +89,8 @@ def main(argv: list[str]) -> int:
                  "Scope: " + analysis.describe_scope(f), ""]
     if "extrapolation" in frames:
         f = frames["extrapolation"]
-        figs["extrapolation"] = bc.extrapolation_curves(f, title="Validation loss per position")
+        figs["extrapolation"] = bc.extrapolation_curves(
+            f, title="Past the training length: loss change vs the same tokens in training-length windows")
         text += ["### extrapolation: validation loss by evaluation length\n", _md(analysis.extrapolation_table(f)), "",
                  "Scope: " + analysis.describe_scope(f), ""]
     if "heads" in frames:
