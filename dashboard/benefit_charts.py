@@ -93,8 +93,10 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
     return _layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
 
 
-def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str) -> go.Figure:
-    """Per-layer gradient norm (log10, before clipping) by layer (rows, input at the bottom) and step."""
+def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,
+                 zrange: tuple[float, float] | None = None) -> go.Figure:
+    """Per-layer gradient norm (log10, before clipping) by layer (rows, input at the bottom) and step.
+    ``zrange`` fixes the colour scale (log10 units) so that heat maps side by side compare."""
     rows = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "layer") & (frame["variant"] == variant)
                  & (frame["axis_value"] == depth)]
     if rows.empty:
@@ -104,12 +106,21 @@ def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str) -
     piv = rows.assign(g=_float(rows["grad_norm"])).pivot_table(index="layer", columns="step", values="g",
                                                                aggfunc="mean").reindex(order)
     z = [[math.log10(v) if v and v > 0 and math.isfinite(v) else None for v in r] for r in piv.to_numpy().tolist()]
-    fig = go.Figure(go.Heatmap(z=z, x=[str(int(c)) for c in piv.columns], y=list(piv.index), colorscale="Viridis",
+    scale = {"zmin": zrange[0], "zmax": zrange[1]} if zrange else {}
+    fig = go.Figure(go.Heatmap(z=z, x=[str(int(c)) for c in piv.columns], y=list(piv.index), colorscale="Viridis", **scale,
                                colorbar={"title": "log10 ‖grad‖"}, hovertemplate="layer %{y}<br>step %{x}<br>"
                                "log10 grad norm %{z:.2f}<extra></extra>"))
     fig.update_xaxes(type="category")
     return _layout(fig, title, x="optimizer step (0 = at initialisation, before any update)",
                    y="layer (input at the bottom)", height=max(320, 14 * len(order) + 120))
+
+
+def grad_range(frame: pd.DataFrame, *, depth: int) -> tuple[float, float] | None:
+    """log10 range of every layer's gradient norm at ``depth`` (one colour scale for all normalisations)."""
+    rows = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "layer") & (frame["axis_value"] == depth)]
+    g = _float(rows["grad_norm"]).dropna()
+    g = g[g > 0]
+    return (math.log10(float(g.min())), math.log10(float(g.max()))) if not g.empty else None
 
 
 def _layer_order(name: str) -> tuple[int, int]:
@@ -176,6 +187,8 @@ def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
     fig = go.Figure(go.Scatter(x=kv["kv_cache_bytes_per_token"], y=kv["val_loss_nats"], mode="markers+text",
                                text=kv["config_name"], textposition="top center", marker={"size": 11},
                                name="measured"))
+    xmax = float(kv["kv_cache_bytes_per_token"].max())
+    fig.update_xaxes(range=[-0.15 * xmax, 1.25 * xmax])
     return _layout(fig, title, x="KV cache per token (bytes, float32, all layers; closed form)", y=LOSS_AXIS)
 
 
@@ -184,13 +197,20 @@ def heads_bars(table: pd.DataFrame, *, title: str) -> go.Figure:
     eq = table[table["variant"] == "equal_params"]
     if eq.empty:
         return _empty(title, "no equal-parameter runs")
-    fig = go.Figure(go.Bar(x=[str(int(v)) for v in eq["axis_value"]], y=eq["val_loss_nats"],
-                           text=[f"{v:.3f}" for v in eq["val_loss_nats"]], textposition="outside",
-                           marker_color=SERIES[0]))
+    width = _width(eq)
+    fig = go.Figure(go.Bar(x=[f"{int(h)} × {width // int(h)}" for h in eq["axis_value"]], y=eq["val_loss_nats"], text=[f"{v:.3f}" for v in eq["val_loss_nats"]],
+                           textposition="outside", marker_color=SERIES[0]))
+    fig.update_xaxes(type="category")
     lo = float(eq["val_loss_nats"].min())
     fig.update_yaxes(range=[lo * 0.97, float(eq["val_loss_nats"].max()) * 1.01])
-    return _layout(fig, title, x="heads (heads x head width constant: equal parameters)",
+    return _layout(fig, title, x="heads × head width (channels; the product is constant: equal parameters)",
                    y=LOSS_AXIS + " (axis does not start at 0)")
+
+
+def _width(eq: pd.DataFrame) -> int:
+    """heads × head width of the equal-parameter runs (the same for all), from the largest head count's name."""
+    name = str(eq.sort_values("axis_value")["config_name"].iloc[0])  # "1 heads x 64 wide, full K/V"
+    return int(name.split(" x ")[1].split(" ")[0]) * int(eq["axis_value"].min())
 
 
 def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis: str, current: int | None,

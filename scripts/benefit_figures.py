@@ -64,8 +64,9 @@ def main(argv: list[str]) -> int:
     if "stability" in frames:
         f = frames["stability"]
         depth = int(f["axis_value"].max())
+        zrange = bc.grad_range(f, depth=depth)
         for v in ("deepnorm", "pre_norm", "post_norm"):
-            figs[f"stability_heat_{v}"] = bc.grad_heatmap(f, variant=v, depth=depth,
+            figs[f"stability_heat_{v}"] = bc.grad_heatmap(f, variant=v, depth=depth, zrange=zrange,
                                                           title=f"{v}, depth {depth}: log10 grad norm per layer")
         last = int(f.loc[f["row_kind"] == "layer", "step"].max())
         figs["stability_profile_end"] = bc.grad_profile(f, depth=depth, step=last,

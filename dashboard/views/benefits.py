@@ -264,11 +264,14 @@ def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                       key="benefits.df.div")
     chart(bc.grad_profile(frame, depth=depth, step=step,
                           title=f"Gradient norm per layer at step {step}, depth {depth}"), "benefits.stability.profile")
+    st.caption("Heat maps: log10 of each layer's gradient norm (before clipping) at every evaluated step, one colour "
+               "scale for all three so that they compare; dark = vanishing.")
+    zrange = bc.grad_range(frame, depth=depth)
     cols = st.columns(3)
     for col, variant in zip(cols, ("deepnorm", "pre_norm", "post_norm"), strict=True):
         with col:
-            chart(bc.grad_heatmap(frame, variant=variant, depth=depth, title=f"{variant}, depth {depth}: log10 "
-                                  "gradient norm per layer and step"), f"benefits.stability.heat.{variant}")
+            chart(bc.grad_heatmap(frame, variant=variant, depth=depth, zrange=zrange,
+                                  title=f"{variant}, depth {depth}"), f"benefits.stability.heat.{variant}")
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
