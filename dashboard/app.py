@@ -11,7 +11,18 @@ from __future__ import annotations
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.dashboard import controls, data, run_on, state
-from xtlens.dashboard.views import Ctx, compare, export, flops, history, latency, memory, overview, tradeoffs
+from xtlens.dashboard.views import (
+    Ctx,
+    benefits,
+    compare,
+    export,
+    flops,
+    history,
+    latency,
+    memory,
+    overview,
+    tradeoffs,
+)
 
 VIEWS = {
     "Overview": overview.render,
@@ -19,6 +30,7 @@ VIEWS = {
     "Memory": memory.render,
     "Latency": latency.render,
     "Trade-offs": tradeoffs.render,
+    "Benefits": benefits.render,
     "Compare": compare.render,
     "Export": export.render,
     "History": history.render,

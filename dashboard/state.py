@@ -304,3 +304,30 @@ def run_on() -> tuple[str | None, str | None]:
         return None, None
     address = str(ss.get(RAY_ADDRESS_KEY) or "").strip() or "auto"
     return address, str(ss.get(RAY_DEVICE_KEY) or "auto")
+
+
+# --- benefit probes (Benefits view) ----------------------------------------------------------------
+
+_PROBE_JOBS = "_xtlens_probe_jobs"
+_PROBE_UPLOADS = "_xtlens_probe_uploads"
+
+
+def remember_probe(job_key: str, probe: str, label: str) -> None:
+    jobs = dict(st.session_state.get(_PROBE_JOBS, {}))
+    jobs[job_key] = (probe, label)
+    st.session_state[_PROBE_JOBS] = jobs
+
+
+def session_probes() -> dict[str, tuple[str, str]]:
+    """Probe jobs this session started: job key -> (probe, label), oldest first."""
+    return dict(st.session_state.get(_PROBE_JOBS, {}))
+
+
+def add_probe_upload(name: str, frame: Any) -> None:
+    uploads = [u for u in st.session_state.get(_PROBE_UPLOADS, []) if u[0] != name]
+    uploads.append((name, frame))
+    st.session_state[_PROBE_UPLOADS] = uploads
+
+
+def probe_uploads() -> list[tuple[str, Any]]:
+    return list(st.session_state.get(_PROBE_UPLOADS, []))

@@ -1,5 +1,5 @@
-"""The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``results``
-(the SQLite result store), ``dashboard``.
+"""The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``probe`` (train:
+benefits, see ``profiling/benefit/cli.py``), ``results`` (the SQLite result store), ``dashboard``.
 
     xtlens estimate --preset seed --seq-len 8192 --format json
     xtlens estimate --snippet model.py --set depth=12 --set attn_flash=false --format table
@@ -479,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp = rsub.add_parser("import", help="add the rows of tables written by xtlens profile --out (or the dashboard)")
     imp.add_argument("files", nargs="+", metavar="FILE", help=".csv, .json or .parquet")
     res.set_defaults(run=_results)
+
+    from xtlens.profiling.benefit.cli import add_probe_parser
+
+    add_probe_parser(sub)  # xtlens probe {scaling,stability,extrapolation,heads}
 
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard")
     dash.add_argument("--port", type=int, default=None)

@@ -138,6 +138,9 @@ def _describe_exit(returncode: int) -> tuple[str, str]:
 class Job:
     """One measurement job in a child process. Non-blocking; safe to poll from several threads."""
 
+    #: the module run as ``python -m CHILD_MODULE JOB_DIR`` (a subclass may run another child, e.g. the probes)
+    child_module = "xtlens.profiling.worker"
+
     def __init__(self, spec: JobSpec, *, python: str | None = None, start: bool = True):
         self.spec = spec
         self.key = spec.key()
@@ -184,7 +187,7 @@ class Job:
             try:
                 with open(self._dir / "stderr.txt", "wb") as err:
                     self._proc = subprocess.Popen(
-                        [self._python, "-m", "xtlens.profiling.worker", str(self._dir)],
+                        [self._python, "-m", self.child_module, str(self._dir)],
                         stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=os.getcwd(),
                         start_new_session=(os.name == "posix"),
                     )

@@ -8,7 +8,7 @@ import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import ModelConfig
 from xtlens.dashboard import charts, data, jobs, proxies, tables
-from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views import Ctx, benefits
 from xtlens.dashboard.views.common import chart, table
 
 COSTS = (
@@ -61,7 +61,9 @@ def render(ctx: Ctx) -> None:
                                   title=f"Forward latency vs {axis} (median, {ctx.device_label})",
                                   y_title="latency (ms)"), "sweep_latency")
 
-    st.subheader("Capacity and benefit proxies (rules of thumb, not measurements)")
+    benefits.tradeoff_panel(ctx, axis)  # measured validation loss beside the costs (Benefits tab's scaling probe)
+
+    st.subheader("Capacity and benefit proxies (literature fits and rules of thumb, not measurements of this model)")
     cols = st.columns(2)
     with cols[0]:
         chart(charts.sweep_metric(frame, axis=axis, metric="tokens_per_param",
@@ -71,7 +73,7 @@ def render(ctx: Ctx) -> None:
                                   reference_label="Chinchilla compute-optimal ~20"), "proxy_tpp")
     with cols[1]:
         chart(charts.sweep_metric(frame, axis=axis, metric="chinchilla_loss",
-                                  title=f"Chinchilla loss fit L(N, D) vs {axis}",
+                                  title=f"Literature fit (Chinchilla L(N, D), not measured) vs {axis}",
                                   y_title="predicted loss (nats/token, their data)"), "proxy_loss")
     cols = st.columns(2)
     with cols[0]:

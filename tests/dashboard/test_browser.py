@@ -171,7 +171,7 @@ def test_browser_seed_slider_compare_download(server: str, browser, tmp_path: Pa
     _shot(page, "compare")
 
     # every other view renders without an exception (screenshots for a human to look at)
-    for name in ("FLOPs", "Memory", "Latency", "Trade-offs", "Export", "History", "Overview"):
+    for name in ("FLOPs", "Memory", "Latency", "Trade-offs", "Benefits", "Export", "History", "Overview"):
         _open_tab(page, name)
         _no_exception(page)
         _shot(page, name.lower())

@@ -1,0 +1,233 @@
+"""Chart builders for the Benefits view (and the Trade-offs view's measured-benefit panel).
+
+Pure functions ``probe DataFrame -> plotly Figure`` (no Streamlit). Losses are validation cross-entropy in
+nats per token unless an axis says bits per byte; training FLOPs follow the cost model (3 x forward, 1
+multiply-add = 2 FLOPs). Error bars are the min..max over seeds; markers are the seed mean.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from xtlens.dashboard.charts import SERIES, _empty, _layout
+from xtlens.profiling.benefit import analysis
+
+LOSS_AXIS = "validation loss (nats/token)"
+FLOPS_AXIS = "training FLOPs spent (cost model; 1 multiply-add = 2 FLOPs; log)"
+PARAMS_AXIS = "parameters (count, log)"
+
+
+def _float(s: pd.Series) -> pd.Series:
+    return s.astype("Float64").astype(float)
+
+
+def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str, x_title: str,
+                   current: int | None = None, fit: bool = True) -> go.Figure:
+    """Final validation loss per swept value (seed mean, min..max bars) against ``x`` (num_params or
+    train_flops), with the power law fitted to every seed's point (``fit``) and the current value ringed.
+    At an equal FLOP budget use ``x="num_params"``, ``fit=False``: the IsoFLOP curve (its minimum is the
+    compute-optimal size for that budget; a power law does not describe it)."""
+    fin = analysis.final_evals(frame)
+    fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == budget_kind) & (fin["status"] == "ok")]
+    if fin.empty:
+        return _empty(title, f"no finished {budget_kind}-budget runs")
+    fin = fin.assign(_x=_float(fin[x]), _y=_float(fin["val_loss_nats"]))
+    g = fin.groupby("axis_value").agg(x=("_x", "mean"), y=("_y", "mean"), lo=("_y", "min"), hi=("_y", "max"),
+                                      seeds=("seed", "count")).reset_index()
+    axis = fin["axis"].iloc[0]
+    fig = go.Figure(go.Scatter(
+        x=g["x"], y=g["y"], mode="markers+text", name=f"measured (mean of {int(g['seeds'].max())} seed(s))",
+        text=[f"{axis}={int(v)}" for v in g["axis_value"]], textposition="top center",
+        error_y={"type": "data", "symmetric": False, "array": g["hi"] - g["y"], "arrayminus": g["y"] - g["lo"]},
+        marker={"size": 10, "color": SERIES[0]}))
+    law = analysis.fit_power_law(fin["_x"].tolist(), fin["_y"].tolist(), x_name="N" if x == "num_params" else "C")
+    if fit and law is not None:
+        xs = [g["x"].min() * (g["x"].max() / g["x"].min()) ** (k / 40) for k in range(41)]
+        fig.add_trace(go.Scatter(x=xs, y=[law(v) for v in xs], mode="lines", name="your fit: " + law.describe()
+                                 .split(" — ")[0], line={"dash": "dash", "color": SERIES[1]}))
+    if current is not None and (g["axis_value"] == current).any():
+        row = g[g["axis_value"] == current].iloc[0]
+        fig.add_trace(go.Scatter(x=[row["x"]], y=[row["y"]], mode="markers", name=f"current ({axis}={current})",
+                                 marker={"size": 20, "symbol": "circle-open", "color": "#E45756", "line": {"width": 3}}))
+    fig.update_xaxes(type="log")
+    return _layout(fig, title, x=x_title, y=LOSS_AXIS)
+
+
+def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens_seen",
+                budget_kind: str | None = None) -> go.Figure:
+    """Validation loss against tokens seen (or training FLOPs) per configuration: seed mean line and
+    min..max band; train loss dotted."""
+    ev = frame[(frame["probe"] == probe) & (frame["row_kind"] == "eval") & (frame["status"] == "ok")]
+    if budget_kind is not None:
+        ev = ev[ev["budget_kind"] == budget_kind]
+    if ev.empty:
+        return _empty(title, "no evaluation rows")
+    fig = go.Figure()
+    for i, (name, grp) in enumerate(ev.groupby("config_name", sort=True)):
+        if x != "tokens_seen":
+            grp = grp[grp["step"] > 0]  # step 0 spent no FLOPs: no place on a log axis
+        grp = grp.assign(_x=_float(grp[x]), _v=_float(grp["val_loss_nats"]), _t=_float(grp["train_loss_nats"]))
+        s = grp.groupby("_x").agg(v=("_v", "mean"), lo=("_v", "min"), hi=("_v", "max"), t=("_t", "mean")).reset_index()
+        color = SERIES[i % len(SERIES)]
+        fig.add_trace(go.Scatter(x=list(s["_x"]) + list(s["_x"])[::-1], y=list(s["hi"]) + list(s["lo"])[::-1],
+                                 fill="toself", line={"width": 0}, fillcolor=color, opacity=0.18, showlegend=False,
+                                 hoverinfo="skip", name=f"{name} seed range"))
+        fig.add_trace(go.Scatter(x=s["_x"], y=s["v"], mode="lines+markers", name=f"{name} (val)",
+                                 line={"color": color}))
+        fig.add_trace(go.Scatter(x=s["_x"], y=s["t"], mode="lines", name=f"{name} (train)",
+                                 line={"color": color, "dash": "dot"}, showlegend=False))
+    ent = _float(ev["unigram_entropy_nats"]).dropna()
+    if not ent.empty:
+        fig.add_hline(y=float(ent.iloc[0]), line_dash="dash", line_color="#9D9D9D",
+                      annotation_text="unigram entropy of the validation split (a context-free model)",
+                      annotation_position="top right")
+    x_title = "tokens seen (training)" if x == "tokens_seen" else FLOPS_AXIS
+    if x != "tokens_seen":
+        ev = ev[ev["step"] > 0]
+        fig.update_xaxes(type="log")
+    losses = pd.concat([_float(ev["val_loss_nats"]), _float(ev["train_loss_nats"])]).dropna()
+    if not losses.empty:
+        fig.update_yaxes(range=[float(losses.min()) * 0.97, float(losses.max()) * 1.03])
+    return _layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+
+
+def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,
+                 zrange: tuple[float, float] | None = None) -> go.Figure:
+    """Per-layer gradient norm (log10, before clipping) by layer (rows, input at the bottom) and step.
+    ``zrange`` fixes the colour scale (log10 units) so that heat maps side by side compare."""
+    rows = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "layer") & (frame["variant"] == variant)
+                 & (frame["axis_value"] == depth)]
+    if rows.empty:
+        return _empty(title, "no layer rows")
+    rows = rows[rows["seed"] == rows["seed"].min()]
+    order = sorted(rows["layer"].unique(), key=_layer_order)
+    piv = rows.assign(g=_float(rows["grad_norm"])).pivot_table(index="layer", columns="step", values="g",
+                                                               aggfunc="mean").reindex(order)
+    z = [[math.log10(v) if v and v > 0 and math.isfinite(v) else None for v in r] for r in piv.to_numpy().tolist()]
+    scale = {"zmin": zrange[0], "zmax": zrange[1]} if zrange else {}
+    fig = go.Figure(go.Heatmap(z=z, x=[str(int(c)) for c in piv.columns], y=list(piv.index), colorscale="Viridis", **scale,
+                               colorbar={"title": "log10 ‖grad‖"}, hovertemplate="layer %{y}<br>step %{x}<br>"
+                               "log10 grad norm %{z:.2f}<extra></extra>"))
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, x="optimizer step (0 = at initialisation, before any update)",
+                   y="layer (input at the bottom)", height=max(320, 14 * len(order) + 120))
+
+
+def grad_range(frame: pd.DataFrame, *, depth: int) -> tuple[float, float] | None:
+    """log10 range of every layer's gradient norm at ``depth`` (one colour scale for all normalisations)."""
+    rows = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "layer") & (frame["axis_value"] == depth)]
+    g = _float(rows["grad_norm"]).dropna()
+    g = g[g > 0]
+    return (math.log10(float(g.min())), math.log10(float(g.max()))) if not g.empty else None
+
+
+def _layer_order(name: str) -> tuple[int, int]:
+    if name == "embedding":
+        return (0, 0)
+    if name.startswith("layers."):
+        return (1, int(name.split(".")[1].split(" ")[0]))
+    return (2, 0 if name == "final_norm" else 1)
+
+
+def grad_profile(frame: pd.DataFrame, *, depth: int, step: int, title: str) -> go.Figure:
+    """Per-layer gradient norm at one step for each normalisation, layers in order (log y)."""
+    rows = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "layer") & (frame["axis_value"] == depth)
+                 & (frame["step"] == step)]
+    if rows.empty:
+        return _empty(title, "no layer rows at this step")
+    fig = go.Figure()
+    for i, (variant, grp) in enumerate(rows.groupby("variant")):
+        grp = grp[grp["layer"].str.startswith("layers.")]
+        grp = grp.assign(i=grp["layer"].map(lambda s: _layer_order(s)[1]), g=_float(grp["grad_norm"]))
+        s = grp.groupby("i")["g"].mean().reset_index()
+        fig.add_trace(go.Scatter(x=s["i"], y=s["g"], mode="lines+markers", name=variant,
+                                 line={"color": SERIES[i % len(SERIES)]}))
+    fig.update_yaxes(type="log")
+    return _layout(fig, title, x="layer index (0 = first attention block; attention and feed-forward alternate)",
+                   y="gradient norm (L2, before clipping; log)")
+
+
+def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Per position bucket of the longest evaluation window: the loss of those tokens in the long window minus
+    their loss when the same text is cut into training-length windows (``loss_change_vs_train_len_nats``), one
+    line per position scheme. 0 up to the training length by construction; below 0: the longer context helps;
+    above 0: the model breaks past the length it was trained on. Rows without that column (older tables)
+    fall back to the absolute loss per position."""
+    pos = frame[(frame["probe"] == "extrapolation") & (frame["row_kind"] == "position")]
+    if pos.empty:
+        return _empty(title, "no position rows")
+    longest = int(pos["eval_seq_len_tokens"].max())
+    pos = pos[pos["eval_seq_len_tokens"] == longest]
+    train_len = int(pos["train_seq_len_tokens"].dropna().iloc[0])
+    col = "loss_change_vs_train_len_nats" if pos["loss_change_vs_train_len_nats"].notna().any() else "val_loss_nats"
+    fig = go.Figure()
+    for i, (variant, grp) in enumerate(pos.groupby("config_name")):
+        grp = grp.assign(mid=(_float(grp["position_start_tokens"]) + _float(grp["position_end_tokens"])) / 2,
+                         v=_float(grp[col]))
+        s = grp.groupby("mid")["v"].mean().reset_index()
+        fig.add_trace(go.Scatter(x=s["mid"], y=s["v"], mode="lines+markers", name=variant,
+                                 line={"color": SERIES[i % len(SERIES)]}))
+    fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
+                  annotation_text=f"trained at {train_len} tokens", annotation_position="top right")
+    if col == "val_loss_nats":
+        return _layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
+                       y="validation loss at that position (nats/token)")
+    fig.add_hline(y=0, line_color="#444", line_width=1)
+    return _layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
+                   y=f"Δ loss vs {train_len}-token windows (nats; < 0: helps)")
+
+
+def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
+    """Heads probe, K/V part: validation loss against KV-cache bytes per token (float32, all layers)."""
+    kv = table[table["variant"] == "kv_heads"]
+    if kv.empty:
+        return _empty(title, "no K/V-heads runs")
+    fig = go.Figure(go.Scatter(x=kv["kv_cache_bytes_per_token"], y=kv["val_loss_nats"], mode="markers+text",
+                               text=kv["config_name"], textposition="top center", marker={"size": 11},
+                               name="measured"))
+    xmax = float(kv["kv_cache_bytes_per_token"].max())
+    fig.update_xaxes(range=[-0.15 * xmax, 1.25 * xmax])
+    return _layout(fig, title, x="KV cache per token (bytes, float32, all layers; closed form)", y=LOSS_AXIS)
+
+
+def heads_bars(table: pd.DataFrame, *, title: str) -> go.Figure:
+    """Heads probe, equal-parameter part: validation loss per head count."""
+    eq = table[table["variant"] == "equal_params"]
+    if eq.empty:
+        return _empty(title, "no equal-parameter runs")
+    width = _width(eq)
+    fig = go.Figure(go.Bar(x=[f"{int(h)} × {width // int(h)}" for h in eq["axis_value"]], y=eq["val_loss_nats"], text=[f"{v:.3f}" for v in eq["val_loss_nats"]],
+                           textposition="outside", marker_color=SERIES[0]))
+    fig.update_xaxes(type="category")
+    lo = float(eq["val_loss_nats"].min())
+    fig.update_yaxes(range=[lo * 0.97, float(eq["val_loss_nats"].max()) * 1.01])
+    return _layout(fig, title, x="heads × head width (channels; the product is constant: equal parameters)",
+                   y=LOSS_AXIS + " (axis does not start at 0)")
+
+
+def _width(eq: pd.DataFrame) -> int:
+    """heads × head width of the equal-parameter runs (the same for all), from the largest head count's name."""
+    name = str(eq.sort_values("axis_value")["config_name"].iloc[0])  # "1 heads x 64 wide, full K/V"
+    return int(name.split(" x ")[1].split(" ")[0]) * int(eq["axis_value"].min())
+
+
+def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis: str, current: int | None,
+                 log_x: bool = True) -> go.Figure:
+    """Trade-offs: measured validation loss (seed mean) of each swept value against one cost column."""
+    if points.empty:
+        return _empty(title, "no measured points")
+    fig = go.Figure(go.Scatter(x=points[x], y=points["val_loss_nats"], mode="markers+text",
+                               text=[f"{axis}={int(v)}" for v in points["axis_value"]], textposition="top center",
+                               marker={"size": 10}, name="measured"))
+    if current is not None and (points["axis_value"] == current).any():
+        r = points[points["axis_value"] == current].iloc[0]
+        fig.add_trace(go.Scatter(x=[r[x]], y=[r["val_loss_nats"]], mode="markers", name="current",
+                                 marker={"size": 20, "symbol": "circle-open", "color": "#E45756", "line": {"width": 3}}))
+    if log_x:
+        fig.update_xaxes(type="log", tickformat=".2s")
+    fig.update_xaxes(tickangle=0, nticks=5)
+    fig = _layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
+    fig.update_layout(legend={"y": -0.32})
+    return fig

@@ -1,0 +1,374 @@
+"""Benefits: train scaled-down members of the current configuration's family on real text and measure what
+dim, depth, heads and each flag buy (the four probes of ``profiling.benefit.probes``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from xtlens.dashboard import benefit_charts as bc
+from xtlens.dashboard import benefit_data, state
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import chart
+from xtlens.profiling.benefit import analysis
+from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, CorpusError
+from xtlens.profiling.benefit.harness import BudgetError, steps_for
+from xtlens.profiling.benefit.probes import (
+    DEFAULTS,
+    SCALING_AXES,
+    ProbeInputError,
+    ProbeOptions,
+    base_member,
+    plan,
+)
+from xtlens.profiling.benefit.records import PROBES, probe_bytes, probe_from_bytes
+from xtlens.profiling.export import MIME_TYPES
+
+CLAIMS = {
+    "scaling": "Claim (seed-analysis.md): a larger dim gives 'better representation', more depth a 'hierarchical "
+               "representation', and larger models 'risk overfitting'. Measured: validation loss of each size at an "
+               "equal token budget and at an equal training-FLOP budget, a power law fitted to your points, and the "
+               "train/validation gap after repeated epochs on a small subset.",
+    "stability": "Claim: deeper models 'may suffer from vanishing/exploding gradients' (DeepNorm exists to tame "
+                 "them). Measured: per-layer gradient norms at initialisation and during training for DeepNorm (the "
+                 "seed's flag), pre-norm and plain post-norm at increasing depth; divergences counted.",
+    "extrapolation": "Claim: ALiBi / xpos let the model handle sequences longer than it was trained on (Press et al. "
+                     "2022 report ALiBi staying flat past the training length). Measured: loss per position at 1-8x the "
+                     "training length for ALiBi, rotary, xpos, ALiBi + xpos (the seed) and learned absolute positions.",
+    "heads": "Claim: more heads give 'diverse attention' with 'diminishing returns'; attn_one_kv_head saves KV cache. "
+             "Measured: loss for several head counts at equal parameters, and 1 vs grouped vs full K/V heads next to "
+             "the KV-cache bytes each needs.",
+}
+LABELS = {"scaling": "scaling (dim / depth / heads)", "stability": "stability (DeepNorm vs pre/post-norm)",
+          "extrapolation": "extrapolation (positions)", "heads": "heads and K/V heads"}
+VALUES_HELP = {
+    "scaling": "values of the swept field (default {d})",
+    "stability": "depths (default {d})",
+    "extrapolation": "evaluation lengths as multiples of the training length (default {d})",
+    "heads": "head counts at equal parameters (default {d})",
+}
+
+
+def _parse_ints(text: str, field: str) -> tuple[int, ...] | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise ProbeInputError(field, text, "comma-separated integers, e.g. 32,64,128") from None
+
+
+def _default_values(probe: str, axis: str) -> str:
+    v = DEFAULTS[probe]["values"]
+    return ",".join(map(str, v[axis] if isinstance(v, dict) else v))
+
+
+def options_from_widgets(ctx: Ctx, probe: str, corpus_path: str | None) -> ProbeOptions:
+    ss = st.session_state
+    axis = ss.get("benefits.axis", "dim") if probe == "scaling" else None
+    return ProbeOptions(probe=probe, base=ctx.cfg, axis=axis,
+                        values=_parse_ints(ss.get(f"benefits.{probe}.values", ""), "values"),
+                        tokens=int(ss.get(f"benefits.{probe}.tokens", DEFAULTS[probe]["tokens"])),
+                        seeds=_parse_ints(ss.get(f"benefits.{probe}.seeds", ""), "seeds"),
+                        corpus=corpus_path, device="cuda" if ctx.device.startswith("cuda") else "cpu")
+
+
+def _settings_panel(ctx: Ctx, probe: str) -> str | None:
+    """Widgets; returns the corpus path (None = default) or raises CorpusError for a bad upload."""
+    cols = st.columns([1, 2, 1, 1])
+    if probe == "scaling":
+        cols[0].radio("field to sweep", SCALING_AXES, horizontal=True, key="benefits.axis")
+    axis = st.session_state.get("benefits.axis", "dim")
+    default = _default_values(probe, axis)
+    cols[1].text_input("values", key=f"benefits.{probe}.values", placeholder=default,
+                       help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
+    cols[2].number_input("training tokens per run", min_value=1, max_value=10**12, step=4096,
+                         value=DEFAULTS[probe]["tokens"], key=f"benefits.{probe}.tokens",
+                         help="The token budget of every run (the scaling probe adds an equal-FLOP budget).")
+    cols[3].text_input("seeds", key=f"benefits.{probe}.seeds",
+                       placeholder=",".join(map(str, DEFAULTS[probe]["seeds"])),
+                       help="Several seeds give the spread (min..max bars and bands).")
+    c = st.columns([1, 2])
+    source = c[0].radio("corpus", ("default", "upload"), horizontal=True, key="benefits.corpus",
+                        format_func=lambda s: "default: CPython docs" if s == "default" else "upload a text file")
+    if source == "upload":
+        up = c[1].file_uploader("a UTF-8 text file (the split and tokenizer are made from it)", type=None,
+                                key="benefits.corpus_file")
+        if up is None:
+            c[1].caption("No file yet: the default corpus is used.")
+            return None
+        return benefit_data.save_upload(up.name, up.getvalue())
+    c[1].caption(f"{DEFAULT_CORPUS_NAME}: about 465 KB of English prose shipped with every Python; 10 % of its "
+                 "paragraph chunks (chosen by hash) are the validation split.")
+    return None
+
+
+def _family_line(opt: ProbeOptions) -> str:
+    runs = plan(opt)
+    cfg = base_member(opt)
+    steps = sum(steps_for(r.cfg, r.budget, r.settings) for r in runs)
+    flags = [k for k in ("alibi_pos_bias", "rotary_xpos", "rotary_pos_emb", "deepnorm", "attn_one_kv_head",
+                         "attn_flash", "use_abs_pos_emb") if getattr(cfg, k)]
+    return (f"{len(runs)} training run(s), {steps:,} optimizer steps in all, each of batch {runs[0].settings.batch} x "
+            f"{runs[0].settings.seq_len} tokens. Scaled-down member of the current family: dim {cfg.dim}, depth "
+            f"{cfg.depth}, heads {cfg.heads} x {cfg.attn_dim_head} wide, vocabulary {cfg.num_tokens}"
+            + (f", ALiBi on {cfg.alibi_heads} of {cfg.heads} heads" if cfg.alibi_pos_bias else "")
+            + f", shift_tokens={cfg.shift_tokens}; flags on: {', '.join(flags) or 'none'}. The default sizes finish "
+              "in a few minutes on 2 CPU cores; `xtlens probe --full-size` trains the configuration's own sizes (GPU).")
+
+
+def render(ctx: Ctx) -> None:
+    st.markdown("**What each hyperparameter buys, measured.** Each probe trains the real x-transformers decoder "
+                "(built like everywhere else in xtlens) on real text and reports validation loss in nats per token "
+                "and bits per byte. Costs are on the other tabs; the Trade-offs tab puts both side by side.")
+    probe = st.radio("probe", PROBES, horizontal=True, key="benefits.probe", format_func=LABELS.get)
+    st.caption(CLAIMS[probe])
+    try:
+        corpus_path = _settings_panel(ctx, probe)
+        opt = options_from_widgets(ctx, probe, corpus_path)
+        line = _family_line(opt)
+    except (ProbeInputError, BudgetError, CorpusError) as exc:
+        st.error(str(exc).replace("--values", "values").replace("--tokens", "training tokens per run"))
+        _uploads(probe)
+        return
+    st.caption(line)
+    frame = _job_panel(opt)
+    _uploads(probe)
+    tables = benefit_data.finished_tables(probe)
+    if frame is None and tables:
+        labels = [label for label, _ in tables]
+        pick = st.selectbox("results to show", labels, index=len(labels) - 1, key=f"benefits.show.{probe}",
+                            help="Finished probes of this session and uploaded tables (newest last).")
+        frame = dict(tables)[pick]
+        st.caption(f"Showing {pick}.")
+    if frame is not None and not frame.empty:
+        _results(ctx, probe, frame)
+
+
+def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
+    job = benefit_data.find(opt)
+    if job is None:
+        cols = st.columns([1, 3])
+        pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
+        cols[1].caption(f"Not run yet. Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
+                        "progress and Cancel; the page stays usable. Finished runs are cached.")
+        if not pressed:
+            return None
+        job = benefit_data.submit(opt, f"{opt.probe} probe")
+    if not job.done():
+        _progress(job.key, f"{opt.probe} probe")
+        return None
+    frame = benefit_data.frame_of(job)
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"{opt.probe} probe: {job.outcome} in {job.elapsed_s:.1f} s; {len(frame)} row(s).")
+        if st.button("Run again", key=f"benefits.rerun.{opt.probe}", type="tertiary"):
+            benefit_data.manager().forget(job.key)
+            st.rerun()
+    return frame
+
+
+def _progress(job_key: str, label: str) -> None:
+    @st.fragment(run_every=1.0)
+    def poll() -> None:
+        job = benefit_data.manager().get(job_key)
+        if job is None:
+            return
+        fraction, message = job.progress()
+        st.progress(min(max(fraction, 0.0), 1.0), text=f"{label} — {message} ({job.elapsed_s:.0f} s)")
+        if st.button("Cancel", key=f"benefits.cancel.{job_key}"):
+            job.cancel()
+        if job.done():
+            st.rerun(scope="app")
+
+    poll()
+
+
+def _downloads(frame: pd.DataFrame, probe: str) -> None:
+    cols = st.columns(4)
+    for col, fmt in zip(cols, ("csv", "json", "parquet", "md"), strict=True):
+        col.download_button(f"{fmt.upper() if fmt != 'parquet' else 'Parquet'}",
+                            data=lambda fmt=fmt: probe_bytes(frame, fmt), file_name=f"probe-{probe}.{fmt}",
+                            mime=MIME_TYPES[fmt], key=f"benefits.dl.{probe}.{fmt}", on_click="ignore",
+                            width="stretch", icon=":material/download:")
+
+
+def _results(ctx: Ctx, probe: str, frame: pd.DataFrame) -> None:
+    scope = analysis.describe_scope(frame)
+    final = analysis.final_evals(frame)
+    bad = final[final["status"] != "ok"]
+    if len(bad):
+        counts = bad["status"].value_counts().to_dict()
+        st.warning("Runs not ok: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+                   + "; ".join(f"{r.config_name} seed {r.seed}: {r.error}" for r in bad.head(4).itertuples()))
+    {"scaling": _scaling, "stability": _stability, "extrapolation": _extrapolation, "heads": _heads}[probe](
+        ctx, frame, final)
+    st.caption("What was measured — " + scope)
+    with st.expander("Table: final evaluation of every run", expanded=False):
+        cols = ["config_name", "budget_kind", "seed", "step", "tokens_seen", "train_flops", "num_params",
+                "train_loss_nats", "val_loss_nats", "val_bits_per_byte", "grad_norm", "clip_fraction", "tokens_per_s",
+                "status", "error"]
+        st.dataframe(final[cols], hide_index=True, width="stretch", key=f"benefits.df.{probe}")
+        st.caption("Every row of the probe (per evaluation step, per layer, per position bucket), as written by "
+                   "`xtlens probe`:")
+        _downloads(frame, probe)
+
+
+def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    axis = frame["axis"].dropna().iloc[0]
+    current = next((int(v) for n, v in zip(final["config_name"], final["axis_value"], strict=True)
+                    if "(current)" in str(n)), None)
+    cols = st.columns(2)
+    with cols[0]:
+        chart(bc.scaling_points(frame, x="num_params", budget_kind="tokens", current=current, x_title=bc.PARAMS_AXIS,
+                                title=f"Equal tokens: val loss vs parameters ({axis} swept)"),
+              "benefits.scaling.params")
+    with cols[1]:
+        flops = frame.loc[frame["budget_kind"] == "flops", "budget_flops"].dropna()
+        budget = f"{float(flops.iloc[0]):.3g} FLOPs" if not flops.empty else "equal FLOPs"
+        chart(bc.scaling_points(frame, x="num_params", budget_kind="flops", current=current, x_title=bc.PARAMS_AXIS,
+                                fit=False, title=f"IsoFLOP ({budget} each): val loss vs parameters"),
+              "benefits.scaling.flops")
+    ok = final[(final["status"] == "ok") & (final["budget_kind"] == "tokens")]
+    fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
+    if fit is not None:
+        st.caption("Power law on your points (equal tokens, left chart): " + fit.describe() + ". A fit over a few "
+                   "sizes of a tiny model on a small corpus: read it as the local slope, not a law.")
+    st.caption("Equal FLOPs: a smaller model takes more steps for the same compute. The lowest point of the "
+               "IsoFLOP curve is the compute-optimal size for that budget; the ringed point is the current value.")
+    cols = st.columns(2)
+    with cols[0]:
+        chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens",
+                             title="Loss curves, equal tokens (band: seed min..max)"),
+              "benefits.scaling.curves")
+    with cols[1]:
+        chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens", x="train_flops",
+                             title="Same runs vs training FLOPs (lowest = best use)"),
+              "benefits.scaling.curves_flops")
+    gaps = analysis.overfit_gaps(final)
+    if not gaps.empty:
+        st.markdown("**Over-fitting (repeated epochs on a small subset of the training split)**")
+        st.dataframe(gaps.rename(columns={"axis_value": axis, "train_loss_nats": "train loss (nats/token)",
+                                          "val_loss_nats": "val loss (nats/token)", "gap_nats": "val - train (nats)",
+                                          "num_params": "parameters"}), hide_index=True, key="benefits.df.gaps")
+
+
+def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    div = analysis.divergences(frame)
+    depths = sorted(int(d) for d in frame["axis_value"].dropna().unique())
+    cols = st.columns([1, 1, 2])
+    depth = cols[0].selectbox("depth", depths, index=len(depths) - 1, key="benefits.stability.depth")
+    steps = sorted(int(s) for s in frame.loc[frame["row_kind"] == "layer", "step"].dropna().unique())
+    step = cols[1].selectbox("step for the profile", steps, index=0, key="benefits.stability.step",
+                             help="0 = at initialisation, before any update")
+    cols[2].dataframe(div.rename(columns={"val_loss_nats": "final val loss (nats/token)"}), hide_index=True,
+                      key="benefits.df.div")
+    chart(bc.grad_profile(frame, depth=depth, step=step,
+                          title=f"Gradient norm per layer at step {step}, depth {depth}"), "benefits.stability.profile")
+    st.caption("Heat maps: log10 of each layer's gradient norm (before clipping) at every evaluated step, one colour "
+               "scale for all three so that they compare; dark = vanishing.")
+    zrange = bc.grad_range(frame, depth=depth)
+    cols = st.columns(3)
+    for col, variant in zip(cols, ("deepnorm", "pre_norm", "post_norm"), strict=True):
+        with col:
+            chart(bc.grad_heatmap(frame, variant=variant, depth=depth, zrange=zrange,
+                                  title=f"{variant}, depth {depth}"), f"benefits.stability.heat.{variant}")
+
+
+def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    chart(bc.extrapolation_curves(frame, title="Past the training length: does the longer window help or hurt?"),
+          "benefits.extrapolation.curves")
+    st.caption("Each point: the validation tokens at those positions of the longest window, scored in that window "
+               "minus the same tokens scored with the text cut into training-length windows. Same text for every "
+               "position scheme; 0 up to the training length by construction.")
+    table = analysis.extrapolation_table(frame)
+    st.dataframe(table, hide_index=True, key="benefits.df.extrap")
+
+
+def _heads(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    table = analysis.heads_table(frame)
+    cols = st.columns(2)
+    with cols[0]:
+        chart(bc.heads_bars(table, title="Equal parameters: validation loss per head count"), "benefits.heads.bars")
+    with cols[1]:
+        chart(bc.kv_tradeoff(table, title="K/V heads: validation loss vs KV-cache bytes per token"),
+              "benefits.heads.kv")
+    st.dataframe(table.rename(columns={"kv_cache_bytes_per_token": "KV cache (bytes/token, float32)",
+                                       "val_loss_nats": "val loss (nats/token)",
+                                       "val_bits_per_byte": "val (bits/byte)", "num_params": "parameters"}),
+                 hide_index=True, key="benefits.df.heads")
+
+
+def _uploads(probe: str) -> None:
+    with st.expander("Load probe rows written by `xtlens probe` (CSV, JSON or Parquet)"):
+        up = st.file_uploader("probe table", type=["csv", "json", "parquet"], key="benefits.upload")
+        if up is not None:
+            try:
+                frame = probe_from_bytes(up.getvalue(), up.name)
+            except ValueError as exc:
+                st.error(f"{up.name}: {exc}")
+            else:
+                state.add_probe_upload(up.name, frame)
+                st.caption(f"Loaded {len(frame)} row(s) from {up.name}; probes: "
+                           f"{', '.join(sorted(frame['probe'].dropna().unique()))}.")
+
+
+# --- the Trade-offs view's measured-benefit panel ----------------------------------------------------
+
+def tradeoff_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per swept value (equal token budget, ok runs): seed-mean validation loss, parameters, training FLOPs
+    spent, measured tokens/s and the closed-form training memory of that family member."""
+    from xtlens.core.config import ModelConfig, Workload
+    from xtlens.core.cost_model import memory_estimate
+
+    fin = analysis.final_evals(frame)
+    fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == "tokens") & (fin["status"] == "ok")]
+    if fin.empty:
+        return pd.DataFrame()
+    rows = []
+    for value, grp in fin.groupby("axis_value"):
+        r = grp.iloc[0]
+        cfg = ModelConfig.from_json(r["config_json"])
+        mem = memory_estimate(cfg, Workload(batch=int(r["batch"]), seq_len=int(r["train_seq_len_tokens"])))
+        rows.append({"axis_value": int(value), "num_params": int(r["num_params"]),
+                     "train_flops": int(r["train_flops"]), "training_memory_gib": mem.training_total_bytes / 2**30,
+                     "tokens_per_s": float(grp["tokens_per_s"].astype(float).mean()),
+                     "val_loss_nats": float(grp["val_loss_nats"].astype(float).mean()), "seeds": len(grp)})
+    return pd.DataFrame(rows)
+
+
+def tradeoff_panel(ctx: Ctx, axis: str) -> None:
+    """Measured benefit beside cost for ``axis``, from this session's scaling probe (or an uploaded one)."""
+    from xtlens.dashboard import proxies
+
+    st.subheader(f"Measured benefit beside cost ({axis})")
+    st.caption("Trained in the Benefits tab: scaled-down members of this configuration's family (their own, smaller "
+               f"{axis} values, shown on each point), on real text. Compare their order and slopes, not their "
+               "absolute sizes, with the full-size costs above.")
+    tables = [(label, f) for label, f in benefit_data.finished_tables("scaling") if (f["axis"] == axis).any()]
+    if not tables:
+        st.caption(f"No scaling probe over {axis} yet: run one in the Benefits tab (probe 'scaling', field {axis}) or "
+                   "load a table written by `xtlens probe scaling`. It trains scaled-down members of this "
+                   "configuration's family on real text and shows their validation loss here, next to their cost.")
+        return
+    label, frame = tables[-1]
+    frame = frame[frame["axis"] == axis]
+    pts = tradeoff_points(frame)
+    current = next((int(v) for n, v in zip(frame["config_name"], frame["axis_value"], strict=True)
+                    if "(current)" in str(n)), None)
+    cols = st.columns(3)
+    with cols[0]:
+        chart(bc.loss_vs_cost(pts, x="train_flops", x_title="training FLOPs spent (cost model, log)", axis=axis, current=current,
+                              title="Loss vs training compute"), f"tradeoffs.measured.flops.{axis}")
+    with cols[1]:
+        chart(bc.loss_vs_cost(pts, x="training_memory_gib", x_title="training memory, AdamW step (GiB, closed form)",
+                              axis=axis, current=current, title="Loss vs training memory", log_x=False),
+              f"tradeoffs.measured.mem.{axis}")
+    with cols[2]:
+        chart(bc.loss_vs_cost(pts, x="tokens_per_s", x_title="measured training throughput (tokens/s)", axis=axis,
+                              current=current, title="Loss vs speed", log_x=False), f"tradeoffs.measured.speed.{axis}")
+    fit = analysis.fit_power_law(pts["num_params"].tolist(), pts["val_loss_nats"].tolist()) if len(pts) > 1 else None
+    st.caption(f"Source: {label}. " + analysis.describe_scope(frame) + " Equal token budget; loss is the validation "
+               "loss (nats/token, mean over seeds) of the scaled-down family member at each value."
+               + (f" Your fit: {fit.describe()}. Literature fit for comparison: Chinchilla's parameter exponent "
+                  f"alpha = {proxies.CHINCHILLA_FIT['alpha']} (Hoffmann et al. 2022, on their data, at 70M-16B "
+                  "parameters)." if fit else ""))

@@ -1,0 +1,164 @@
+"""``xtlens probe {scaling,stability,extrapolation,heads}``: train the real decoder on real text, write rows.
+
+    xtlens probe scaling --axis dim --values 32,64,128 --tokens 131072 --seeds 0,1 --out scaling.csv
+    xtlens probe stability --values 6,24,48 --out stability.parquet
+    xtlens probe extrapolation --seq-len 64 --values 1,2,4,8 --corpus my_texts/ --out extrapolation.json
+    xtlens probe heads --values 1,2,4,8 --train-flops 2e11 --out heads.md
+
+The configuration options (``--preset``, ``--config``, ``--snippet``, ``--set``) give the family; the probe
+trains scaled-down members of it (``--full-size`` keeps its sizes, for a GPU). Bad input exits 2 with a
+message naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+__all__ = ["add_probe_parser"]
+
+
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    from xtlens.profiling.benefit.probes import ProbeInputError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(int(float(x)) if "e" in x.lower() else int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise ProbeInputError(option, text, "comma-separated integers, e.g. 32,64,128") from None
+    if not values:
+        raise ProbeInputError(option, text, "at least one integer")
+    return values
+
+
+def _number(text: str | None, option: str) -> int | None:
+    from xtlens.profiling.benefit.probes import ProbeInputError
+
+    if text is None:
+        return None
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise ProbeInputError(option, text, "a positive number, e.g. 131072 or 1.2e11") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ProbeInputError(option, text, "a positive number, e.g. 131072 or 1.2e11")
+    return int(value)
+
+
+def options_from_args(args: argparse.Namespace):
+    """``ProbeOptions`` from the parsed command line (raises the errors that name the option)."""
+    from xtlens.profiling.benefit.probes import ProbeOptions
+    from xtlens.profiling.cli import _config_from
+
+    return ProbeOptions(probe=args.probe, base=_config_from(args), axis=args.axis, values=_ints(args.values, "--values"),
+                        tokens=_number(args.tokens, "--tokens"), train_flops=_number(args.train_flops, "--train-flops"),
+                        seeds=_ints(args.seeds, "--seeds"), seq_len=args.seq_len, batch=args.batch,
+                        num_tokens=args.vocab, lr=args.lr, evals=args.evals, corpus=args.corpus, device=args.device,
+                        full_size=args.full_size,
+                        extra={"eval_tokens": args.eval_tokens} if args.eval_tokens is not None else {})
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from xtlens.profiling.benefit import analysis
+    from xtlens.profiling.benefit.corpus import load_corpus, tokenize
+    from xtlens.profiling.benefit.probes import ProbeInputError, plan
+    from xtlens.profiling.benefit.records import probe_frame, probe_markdown, write_probe_table
+    from xtlens.profiling.cli import _ProgressBar
+    from xtlens.profiling.export import format_for
+
+    if args.out is not None:
+        try:
+            format_for(args.out)
+        except ValueError as exc:
+            raise ProbeInputError("--out", args.out, "a file name ending in .csv, .json, .parquet or .md") from exc
+    if args.evals < 1:
+        raise ProbeInputError("--evals", args.evals, "an integer of at least 1")
+    if args.eval_tokens is not None and args.eval_tokens < 1:
+        raise ProbeInputError("--eval-tokens", args.eval_tokens, "an integer of at least 1")
+    opt = options_from_args(args)
+    runs = plan(opt)
+    from xtlens.profiling.device import resolve_device
+
+    resolve_device(opt.device)
+    data = tokenize(load_corpus(opt.corpus), opt.num_tokens)
+    need = max(max((r.settings.seq_len, *r.settings.eval_seq_lens)) for r in runs) + 1
+    if data.val_tokens < need or data.train_tokens < need:
+        raise ProbeInputError("--corpus", opt.corpus or "default", f"a corpus whose splits hold at least {need:,} "
+                              f"tokens each (this one: {data.train_tokens:,} training, {data.val_tokens:,} "
+                              "validation); give more text or a shorter --seq-len")
+    print(f"probe {opt.probe}: {len(runs)} run(s) on {data.corpus_name} ({data.train_tokens:,} training / "
+          f"{data.val_tokens:,} validation tokens, vocabulary {data.vocab_size})", file=sys.stderr)
+    bar = _ProgressBar()
+    started = time.monotonic()
+    if args.time_limit is not None:
+        from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec
+
+        job = ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not args.no_cache))
+        try:
+            while not job.done():
+                bar(*job.progress())
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            job.cancel()
+            raise
+        bar(*job.progress())
+        rows = job.result()
+    else:
+        from xtlens.profiling.benefit.probes import run_probe
+
+        rows = run_probe(opt, progress=bar, use_cache=not args.no_cache, runs=runs)
+    wall = time.monotonic() - started
+    frame = probe_frame(rows)
+    final = analysis.final_evals(frame)
+    bad = final[final["status"] != "ok"]
+    if args.out is not None:
+        path = write_probe_table(frame, args.out)
+        print(f"wrote {len(frame)} row(s) of {len(runs)} run(s) to {path} in {wall:.1f} s"
+              + (f" ({len(bad)} run(s) not ok)" if len(bad) else ""), file=sys.stderr)
+    else:
+        cols = [c for c in ("config_name", "budget_kind", "seed", "step", "tokens_seen", "train_flops",
+                            "train_loss_nats", "val_loss_nats", "val_bits_per_byte", "status") if c in final]
+        sys.stdout.write(probe_markdown(final[cols].reset_index(drop=True).assign(probe=opt.probe)))
+        print(f"{len(runs)} run(s) in {wall:.1f} s; write every row with --out FILE", file=sys.stderr)
+    for r in bad.itertuples():
+        print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
+    return 0
+
+
+def add_probe_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``probe`` to the ``xtlens`` command line (called by ``profiling.cli.build_parser``)."""
+    from xtlens.profiling.benefit.records import PROBES
+    from xtlens.profiling.cli import _add_config_options
+
+    p = sub.add_parser("probe", help="train the real decoder on real text: what dim, depth, heads and flags buy",
+                       description="Training probes on the configuration's family (see docs/benefits.md).")
+    p.add_argument("probe", choices=PROBES, help="which claim to measure")
+    _add_config_options(p)
+    p.add_argument("--axis", default=None, help="scaling: dim, depth or heads (default dim)")
+    p.add_argument("--values", default=None, metavar="N,N,...", help="scaling: the axis values; stability: depths "
+                   "(default 6,24,48); extrapolation: evaluation lengths as multiples of --seq-len (default 1,2,4,8); "
+                   "heads: head counts at equal parameters (default 1,2,4,8)")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--tokens", default=None, metavar="N", help="training tokens per run (default: the probe's)")
+    b.add_argument("--train-flops", default=None, metavar="F", help="training FLOPs per run (cost model: 3 x "
+                   "forward, 1 multiply-add = 2 FLOPs), e.g. 1.2e11")
+    p.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (model init and batch order)")
+    p.add_argument("--seq-len", type=int, default=None, help="training sequence length in tokens")
+    p.add_argument("--batch", type=int, default=None, help="sequences per step")
+    p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary = the model's num_tokens (default 512)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--evals", type=int, default=8, help="evaluations per run (default 8)")
+    p.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="validation tokens per evaluation "
+                   "(default: the probe's, 2,048 to 8,192)")
+    p.add_argument("--corpus", default=None, metavar="PATH", help="a UTF-8 text file or a folder of them (default: "
+                   "CPython's pydoc_data.topics)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--full-size", action="store_true", help="train the configuration's own sizes (not scaled down)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S", help="run in a child process stopped "
+                   "after S seconds (unfinished runs: status timeout)")
+    p.add_argument("--no-cache", action="store_true", help="train again even when a cached run exists")
+    p.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: a summary "
+                   "on stdout)")
+    p.set_defaults(run=_probe)

@@ -1,0 +1,188 @@
+"""Probes in a child process, through ``profiling.worker``'s machinery: progress, Cancel, a time limit.
+
+``ProbeJob`` is a ``profiling.worker.Job`` whose child is this module (``python -m
+xtlens.profiling.benefit.jobs JOB_DIR``): it runs ``probes.run_probe`` and writes the same events
+(``start``, ``progress`` with step and loss, ``rows`` per finished run, ``fatal``, ``done``). Everything else
+is the worker's: the watchdog kills the child's process group at the time limit, ``cancel()`` kills it now,
+a crash becomes rows. Every planned run ends with rows: the finished runs' own, ``timeout`` / ``cancelled`` /
+``error`` for the rest. Finished runs are also cached on disk (``probes.run_one``), so a repeat (or a run
+that a time limit cut short, restarted) reuses them.
+
+``ProbeJobManager`` keys jobs by the probe's options (configuration, probe, sizes, budget, seeds, corpus,
+device): submitting the same probe again returns the running or finished job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xtlens.profiling.benefit.probes import ProbeOptions, failure_rows_for, plan
+from xtlens.profiling.benefit.records import ProbeRecord
+from xtlens.profiling.worker import Job, _describe_exit, _watch_parent
+
+__all__ = ["ProbeSpec", "ProbeJob", "ProbeJobManager", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
+
+DEFAULT_PROBE_TIME_LIMIT_S = 900.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeSpec:
+    options: ProbeOptions
+    time_limit_s: float | None = DEFAULT_PROBE_TIME_LIMIT_S
+    use_cache: bool = True
+
+    def points(self):
+        return plan(self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"options": self.options.to_dict(), "time_limit_s": self.time_limit_s, "use_cache": self.use_cache}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProbeSpec:
+        return cls(options=ProbeOptions.from_dict(d["options"]), time_limit_s=d.get("time_limit_s"),
+                   use_cache=d.get("use_cache", True))
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.options.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ProbeJob(Job):
+    """A probe in a child process (see the module docstring). ``result()`` gives ``ProbeRecord`` rows."""
+
+    child_module = "xtlens.profiling.benefit.jobs"
+
+    def __init__(self, spec: ProbeSpec, *, python: str | None = None, start: bool = True):
+        self._log: list[str] = []
+        super().__init__(spec, python=python, start=start)
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        if event["type"] == "rows":
+            self._rows[int(event["index"])] = [ProbeRecord(**row) for row in event["rows"]]
+        else:
+            if event["type"] == "progress":
+                self._log.append(str(event["message"]))
+            super()._handle(event)
+
+    def progress_log(self) -> list[str]:
+        """Every progress message the child wrote so far (run, step, train and validation loss), in order."""
+        self.poll()
+        with self._lock:
+            return list(self._log)
+
+    def _finalize(self, *, returncode: int | None) -> None:
+        rows: list[ProbeRecord] = []
+        reason = self._kill_reason
+        crash = None
+        if reason is None and not self._done_event and self._fatal is None and returncode is not None:
+            crash = _describe_exit(returncode)
+        first = True
+        for i, run in enumerate(self._points):
+            if i in self._rows:
+                rows.extend(self._rows[i])
+                continue
+            limit = self.spec.time_limit_s
+            if self._fatal is not None:
+                status, message = "error", self._fatal
+            elif reason == "timeout":
+                status = "timeout"
+                message = (f"not finished within the probe's time limit of {limit:g} s (the process was stopped)"
+                           if first else f"not run: the probe hit its time limit of {limit:g} s")
+            elif reason == "cancelled":
+                status, message = "cancelled", "cancelled before this run finished"
+            elif crash is not None:
+                status, message = (crash if first else ("error", "not run: " + crash[1]))
+                status = "error" if status == "oom" else status
+            else:
+                status, message = "error", "the probe process ended without running this run"
+            first = False
+            rows.extend(failure_rows_for(run, status, message, device=self._device, device_name=self._device_name))
+        self._final = rows
+        self._ended = reason if reason is not None else (
+            "crashed" if crash is not None or self._fatal is not None else "finished")
+        self._fraction = 1.0
+        self._message = {"finished": f"done: {len(self._points)} run(s)",
+                         "timeout": f"stopped at the time limit of {self.spec.time_limit_s:g} s",
+                         "cancelled": "cancelled",
+                         "crashed": f"failed: {self._fatal or (crash[1] if crash else '')}"}[self._ended]
+        if self._dir is not None:
+            with contextlib.suppress(OSError):
+                self._stderr_tail = (self._dir / "stderr.txt").read_bytes()[-4000:].decode("utf-8", "replace")
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class ProbeJobManager:
+    """Probe jobs by key; a repeat submit returns the pending, running or finished job. Plain class."""
+
+    def __init__(self, *, python: str | None = None):
+        self._python = python
+        self._jobs: dict[str, ProbeJob] = {}
+        self._lock = threading.RLock()
+
+    def submit(self, options: ProbeOptions, *, time_limit_s: float | None = DEFAULT_PROBE_TIME_LIMIT_S) -> ProbeJob:
+        spec = ProbeSpec(options=options, time_limit_s=time_limit_s)
+        with self._lock:
+            job = self._jobs.get(spec.key())
+            if job is not None and job.outcome in ("pending", "running", "finished"):
+                return job
+            job = ProbeJob(spec, python=self._python)
+            self._jobs[job.key] = job
+            return job
+
+    def get(self, key: str) -> ProbeJob | None:
+        return self._jobs.get(key)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            job = self._jobs.pop(key, None)
+        if job is not None and not job.done():
+            job.cancel()
+
+
+# --- the child ------------------------------------------------------------------------------------
+
+def _child(job_dir: Path) -> int:
+    from xtlens.profiling.benefit.probes import run_probe
+    from xtlens.profiling.device import device_name, resolve_device
+
+    events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+
+    def emit(event: dict[str, Any]) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    spec = ProbeSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
+    try:
+        device = resolve_device(spec.options.device)
+        emit({"type": "start", "device": device, "device_name": device_name(device), "pid": os.getpid()})
+        run_probe(spec.options, use_cache=spec.use_cache,
+                  progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
+                  on_rows=lambda i, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}))
+    except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
+        emit({"type": "fatal", "message": str(exc) or type(exc).__name__})
+        return 0
+    emit({"type": "done"})
+    events.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m xtlens.profiling.benefit.jobs JOB_DIR", file=sys.stderr)
+        return 2
+    return _child(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""The four probes, each answering one claim of ``shared/seed-analysis.md`` with training runs.
+
+All sizes are the user's; the defaults are scaled-down members of the current configuration's family
+(``family``: every flag of the configuration kept, ``dim``/``depth``/``heads``/vocabulary scaled down) sized
+to finish on 2 CPU cores in a few minutes per probe.
+
+* ``scaling``: sweep ``dim``, ``depth`` or ``heads`` (``values``) at an equal token budget and at an equal
+  training-FLOP budget (the current value's FLOPs at the token budget); plus, with seed 0, each value
+  trained on the first ``overfit_tokens`` tokens of the training split for ``overfit_epochs`` x that many
+  tokens (random windows of the subset, so "epochs" counts tokens seen, ``budget_kind=epochs``): the train /
+  validation gap (the over-fitting claim).
+* ``stability``: DeepNorm (the seed's translation), pre-norm (x-transformers' default) and plain post-norm
+  (``pre_norm=False`` without DeepNorm's residual scale and init) at each depth in ``values`` (default 6, 24,
+  48) at a small width: per-layer gradient norms at initialisation and during training; divergences counted.
+* ``extrapolation``: train at ``seq_len`` L, evaluate at ``values`` x L (default 1, 2, 4, 8) per position
+  bucket, for ALiBi (all heads), rotary, xpos, ALiBi + xpos (the seed's combination, ALiBi on half the
+  heads) and learned absolute positions.
+* ``heads``: ``values`` head counts (default 1, 2, 4, 8) at equal parameters (``heads x attn_dim_head`` kept
+  equal to the family's ``dim``, full K/V heads); then 1 K/V head (multi-query) vs grouped (half) vs full K/V
+  heads at the family's head count: validation loss next to the KV-cache bytes per token each needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from xtlens.core.config import ConfigError, ModelConfig, XtlensError
+from xtlens.profiling.benefit.harness import (
+    Budget,
+    BudgetError,
+    RunSpec,
+    TrainSettings,
+    step_flops,
+    steps_for,
+)
+from xtlens.profiling.benefit.records import PROBES, ProbeRecord
+
+__all__ = ["ProbeOptions", "ProbeInputError", "family", "plan", "run_probe", "run_one", "run_key", "build_post_norm",
+           "DEFAULTS", "SCALING_AXES", "NORMS", "POSITIONS"]
+
+SCALING_AXES = ("dim", "depth", "heads")
+NORMS = ("deepnorm", "pre_norm", "post_norm")
+POSITIONS = ("alibi", "rotary", "xpos", "alibi+xpos", "absolute")
+
+# Default sizes per probe (CPU, 2 cores, a few minutes each): the family member and the training recipe.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
+                "tokens": 131_072, "seeds": (0, 1), "values": {"dim": (32, 64, 128), "depth": (1, 2, 4),
+                                                                "heads": (2, 4, 8)}, "axis": "dim", "eval_tokens": 8192},
+    "stability": {"dim": 32, "depth": 6, "heads": 2, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
+                  "tokens": 30_720, "seeds": (0,), "values": (6, 24, 48), "lr": 3e-3, "eval_tokens": 2048},
+    "extrapolation": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 16,
+                      "tokens": 393_216, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 8192},
+    "heads": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
+              "tokens": 131_072, "seeds": (0, 1), "values": (1, 2, 4, 8), "eval_tokens": 8192},
+}
+DEFAULT_VOCAB = 512
+OVERFIT_TOKENS = 8_192
+OVERFIT_EPOCHS = 16
+
+
+class ProbeInputError(XtlensError, ValueError):
+    """Bad probe input; ``option`` names the command-line option (the page names its control)."""
+
+    def __init__(self, option: str, value: object, allowed: str):
+        self.option = option
+        super().__init__(f"{option} = {value!r} is not allowed: {allowed}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeOptions:
+    """Everything that defines a probe. ``None`` means the probe's default (``DEFAULTS``)."""
+
+    probe: str
+    base: ModelConfig
+    axis: str | None = None
+    values: tuple[int, ...] | None = None
+    tokens: int | None = None
+    train_flops: int | None = None
+    seeds: tuple[int, ...] | None = None
+    seq_len: int | None = None
+    batch: int | None = None
+    num_tokens: int = DEFAULT_VOCAB
+    lr: float | None = None
+    evals: int = 8
+    corpus: str | None = None  # a path; None = the default corpus
+    device: str = "cpu"
+    full_size: bool = False  # keep the base configuration's sizes (GPU): no scaling down
+    extra: dict[str, Any] = field(default_factory=dict)  # family sizes (dim, depth, heads, attn_dim_head), overfit_*, eval_tokens
+
+    def __post_init__(self) -> None:
+        if self.probe not in PROBES:
+            raise ProbeInputError("probe", self.probe, f"one of {', '.join(PROBES)}")
+        if self.probe == "scaling" and self.axis is not None and self.axis not in SCALING_AXES:
+            raise ProbeInputError("--axis", self.axis, f"one of {', '.join(SCALING_AXES)} (the field to sweep)")
+        if self.tokens is not None and self.train_flops is not None:
+            raise ProbeInputError("--train-flops", self.train_flops, "unset when --tokens is given (one budget)")
+        for name, v, lo in (("--tokens", self.tokens, 1), ("--train-flops", self.train_flops, 1),
+                            ("--seq-len", self.seq_len, 8), ("--batch", self.batch, 1)):
+            if v is not None and v < lo:
+                raise ProbeInputError(name, v, f"an integer of at least {lo}")
+        if self.values is not None and (not self.values or any(v < 1 for v in self.values)):
+            raise ProbeInputError("--values", ",".join(map(str, self.values)), "positive integers, e.g. 32,64,128")
+        if self.seeds is not None and (not self.seeds or any(s < 0 for s in self.seeds)):
+            raise ProbeInputError("--seeds", self.seeds, "non-negative integers, e.g. 0,1,2")
+        if not 257 <= self.num_tokens <= 65536:
+            raise ProbeInputError("--vocab", self.num_tokens, "an integer from 257 to 65,536 (byte-level BPE)")
+
+    def default(self, key: str) -> Any:
+        return DEFAULTS[self.probe][key]
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return self.seeds if self.seeds is not None else self.default("seeds")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probe": self.probe, "base": self.base.to_dict(), "axis": self.axis,
+                "values": list(self.values) if self.values is not None else None, "tokens": self.tokens,
+                "train_flops": self.train_flops, "seeds": list(self.seeds) if self.seeds is not None else None,
+                "seq_len": self.seq_len, "batch": self.batch, "num_tokens": self.num_tokens, "lr": self.lr,
+                "evals": self.evals, "corpus": self.corpus, "device": self.device, "full_size": self.full_size,
+                "extra": dict(self.extra)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProbeOptions:
+        d = dict(d)
+        d["base"] = ModelConfig.from_dict(d["base"])
+        for k in ("values", "seeds"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def _scaled(n: int | None, old_heads: int, new_heads: int) -> int | None:
+    return None if n is None else max(1, min(new_heads, round(n * new_heads / old_heads)))
+
+
+def family(base: ModelConfig, *, dim: int, depth: int, heads: int, attn_dim_head: int, num_tokens: int,
+           max_seq_len: int) -> ModelConfig:
+    """A member of ``base``'s family at the given sizes: every flag kept; ALiBi heads and K/V heads scaled with
+    ``heads``; ``shift_tokens`` kept (capped below ``dim``)."""
+    kv = base.attn_kv_heads
+    if kv is not None:
+        kv = _scaled(kv, base.heads, heads)
+        while heads % kv:
+            kv -= 1
+    try:
+        return replace(base, dim=dim, depth=depth, heads=heads, attn_dim_head=attn_dim_head, num_tokens=num_tokens,
+                       max_seq_len=max_seq_len, alibi_num_heads=_scaled(base.alibi_num_heads, base.heads, heads),
+                       attn_kv_heads=kv, shift_tokens=min(base.shift_tokens, dim - 1))
+    except ConfigError as exc:
+        raise ProbeInputError(f"--set {exc.field}", exc.value, exc.allowed) from None
+
+
+def _settings(opt: ProbeOptions, **over: Any) -> TrainSettings:
+    kw: dict[str, Any] = {"seq_len": opt.seq_len or opt.default("seq_len"), "batch": opt.batch or opt.default("batch"),
+                          "evals": opt.evals}
+    lr = opt.lr if opt.lr is not None else DEFAULTS[opt.probe].get("lr")
+    if lr is not None:
+        kw["lr"] = lr
+    kw["eval_tokens"] = int(opt.extra.get("eval_tokens", DEFAULTS[opt.probe]["eval_tokens"]))
+    kw.update(over)
+    return TrainSettings(**kw)
+
+
+def _member(opt: ProbeOptions, settings: TrainSettings, **sizes: int) -> ModelConfig:
+    if opt.full_size:
+        b = opt.base
+        sz = {"dim": b.dim, "depth": b.depth, "heads": b.heads, "attn_dim_head": b.attn_dim_head} | sizes
+        vocab = opt.num_tokens
+    else:
+        d = DEFAULTS[opt.probe] | {k: v for k, v in opt.extra.items() if k in ("dim", "depth", "heads", "attn_dim_head")}
+        sz = {k: d[k] for k in ("dim", "depth", "heads", "attn_dim_head")} | sizes
+        vocab = opt.num_tokens
+    need = max((settings.seq_len, *settings.eval_seq_lens))
+    return family(opt.base, num_tokens=vocab, max_seq_len=need, **sz)
+
+
+def base_member(opt: ProbeOptions) -> ModelConfig:
+    """The family member a probe is centred on (the "current" point of its sweep)."""
+    return plan(opt)[0].cfg if opt.probe == "stability" else _member(opt, _settings(opt))
+
+
+def _budget(opt: ProbeOptions, reference: ModelConfig, settings: TrainSettings) -> Budget:
+    if opt.train_flops is not None:
+        b = Budget(kind="flops", value=opt.train_flops)
+    else:
+        b = Budget(kind="tokens", value=opt.tokens if opt.tokens is not None else opt.default("tokens"))
+    steps_for(reference, b, settings)  # raises BudgetError naming --tokens / --train-flops
+    return b
+
+
+def _axis_cfg(cfg: ModelConfig, axis: str, value: int) -> ModelConfig:
+    try:
+        if axis == "heads":
+            return replace(cfg, heads=value, alibi_num_heads=_scaled(cfg.alibi_num_heads, cfg.heads, value),
+                           attn_kv_heads=None if cfg.attn_kv_heads is None else
+                           max(k for k in range(1, value + 1) if value % k == 0 and k <= cfg.attn_kv_heads))
+        return replace(cfg, **{axis: value})
+    except ConfigError as exc:
+        raise ProbeInputError("--values", value, f"a valid {axis} for this family: {exc}") from None
+
+
+def plan(opt: ProbeOptions) -> list[RunSpec]:
+    """The runs of a probe, in order (validated: bad input raises ``ProbeInputError`` / ``BudgetError``)."""
+    return {"scaling": _plan_scaling, "stability": _plan_stability, "extrapolation": _plan_extrapolation,
+            "heads": _plan_heads}[opt.probe](opt)
+
+
+def _plan_scaling(opt: ProbeOptions) -> list[RunSpec]:
+    axis = opt.axis or opt.default("axis")
+    values = opt.values or opt.default("values")[axis]
+    if isinstance(values, dict):
+        values = values[axis]
+    s = _settings(opt)
+    base = _member(opt, s)
+    current = getattr(base, axis)
+    cfgs = {v: _axis_cfg(base, axis, v) for v in sorted(set(values))}
+    budget = _budget(opt, base, s)
+    runs: list[RunSpec] = []
+    for seed in opt.seed_list:
+        for v, cfg in cfgs.items():
+            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=budget, seed=seed, settings=s, variant=f"{axis}={v}",
+                                axis=axis, axis_value=v, config_name=f"{axis}={v}" + (" (current)" if v == current else ""),
+                                budget_kind_label=budget.kind))
+        # the other budget kind at the current value's cost: equal FLOPs (or equal tokens)
+        if budget.kind == "tokens":
+            ref_steps = budget.value // (s.batch * s.seq_len)
+            other = Budget(kind="flops", value=ref_steps * step_flops(base, s))
+        else:
+            other = Budget(kind="tokens", value=steps_for(base, budget, s) * s.batch * s.seq_len)
+        for v, cfg in cfgs.items():
+            try:
+                steps_for(cfg, other, s)
+            except BudgetError:
+                continue
+            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=other, seed=seed, settings=s, variant=f"{axis}={v}",
+                                axis=axis, axis_value=v, config_name=f"{axis}={v}" + (" (current)" if v == current else ""),
+                                budget_kind_label=other.kind))
+    sub = int(opt.extra.get("overfit_tokens", OVERFIT_TOKENS))
+    epochs = int(opt.extra.get("overfit_epochs", OVERFIT_EPOCHS))
+    if sub > 0 and epochs > 0:
+        so = replace(s, train_subset_tokens=sub)
+        for v, cfg in cfgs.items():
+            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=Budget(kind="tokens", value=sub * epochs),
+                                seed=opt.seed_list[0], settings=so, variant=f"{axis}={v}", axis=axis, axis_value=v,
+                                config_name=f"{axis}={v}, {sub:,}-token subset x {epochs} epochs",
+                                budget_kind_label="epochs"))
+    return runs
+
+
+def _plan_stability(opt: ProbeOptions) -> list[RunSpec]:
+    depths = opt.values or opt.default("values")
+    s = _settings(opt, evals=max(opt.evals, 10))
+    runs = []
+    for seed in opt.seed_list:
+        for depth in depths:
+            base = _member(opt, s, depth=depth)
+            budget = _budget(opt, base, s)
+            for norm in NORMS:
+                cfg = replace(base, deepnorm=norm == "deepnorm")
+                runs.append(RunSpec(probe="stability", cfg=cfg, budget=budget, seed=seed, settings=s,
+                                    variant=norm, axis="depth", axis_value=depth, config_name=f"{norm}, depth {depth}",
+                                    build="post_norm" if norm == "post_norm" else "builder"))
+    return runs
+
+
+def position_variant(cfg: ModelConfig, name: str) -> ModelConfig:
+    none = dict(alibi_pos_bias=False, alibi_num_heads=None, rotary_pos_emb=False, rotary_xpos=False,
+                use_abs_pos_emb=False)
+    change = {"alibi": dict(alibi_pos_bias=True), "rotary": dict(rotary_pos_emb=True),
+              "xpos": dict(rotary_xpos=True), "alibi+xpos": dict(alibi_pos_bias=True, rotary_xpos=True,
+                                                                 alibi_num_heads=max(1, cfg.heads // 2)),
+              "absolute": dict(use_abs_pos_emb=True)}[name]
+    return replace(cfg, **(none | change))
+
+
+def _plan_extrapolation(opt: ProbeOptions) -> list[RunSpec]:
+    mults = opt.values or opt.default("values")
+    L = opt.seq_len or opt.default("seq_len")
+    s = _settings(opt, eval_seq_lens=tuple(L * m for m in sorted(set(mults))),
+                  )
+    base = _member(opt, s)
+    budget = _budget(opt, base, s)
+    return [RunSpec(probe="extrapolation", cfg=position_variant(base, name), budget=budget, seed=seed, settings=s,
+                    variant=name, config_name=name + (" (current)" if position_variant(base, name) == base else ""))
+            for seed in opt.seed_list for name in POSITIONS]
+
+
+def _plan_heads(opt: ProbeOptions) -> list[RunSpec]:
+    counts = opt.values or opt.default("values")
+    s = _settings(opt)
+    base = _member(opt, s)
+    inner = base.heads * base.attn_dim_head
+    budget = _budget(opt, base, s)
+    runs = []
+    for seed in opt.seed_list:
+        for h in sorted(set(counts)):
+            if inner % h:
+                raise ProbeInputError("--values", h, f"head counts dividing heads x attn_dim_head = {inner}")
+            try:
+                cfg = replace(base, heads=h, attn_dim_head=inner // h, attn_one_kv_head=False, attn_kv_heads=None,
+                              alibi_num_heads=_scaled(base.alibi_num_heads, base.heads, h))
+            except ConfigError as exc:
+                raise ProbeInputError("--values", h, str(exc)) from None
+            runs.append(RunSpec(probe="heads", cfg=cfg, budget=budget, seed=seed, settings=s, variant="equal_params",
+                                axis="heads", axis_value=h, config_name=f"{h} heads x {inner // h} wide, full K/V"))
+        kvs = sorted({1, max(1, base.heads // 2), base.heads})
+        for g in kvs:
+            cfg = replace(base, attn_one_kv_head=g == 1, attn_kv_heads=None if g in (1, base.heads) else g)
+            label = {1: "multi-query (1 K/V head)", base.heads: f"full K/V ({g} heads)"}.get(g, f"grouped ({g} K/V heads)")
+            runs.append(RunSpec(probe="heads", cfg=cfg, budget=budget, seed=seed, settings=s, variant="kv_heads",
+                                axis="kv_heads", axis_value=g, config_name=label))
+    return runs
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+def build_post_norm(cfg: ModelConfig, seed: int, device: str):
+    """Plain post-norm: ``core.builder``'s keywords for ``cfg`` (without DeepNorm) plus ``pre_norm=False``:
+    a norm after each residual add, no residual scale, x-transformers' default init."""
+    import torch
+    from x_transformers import Decoder, TransformerWrapper
+    from xtlens.core.builder import effective_kwargs
+
+    kw = effective_kwargs(replace(cfg, deepnorm=False))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TransformerWrapper(**kw.wrapper, attn_layers=Decoder(**kw.decoder, pre_norm=False))
+    return model.to(device)
+
+
+def run_key(run: RunSpec, corpus_sha256: str, device_name: str, versions: dict[str, str]) -> str:
+    """Identity of the training itself: a token and a FLOP budget that buy the same steps share one key
+    (the run is done once; its rows are relabelled with each budget)."""
+    payload = {"cfg": run.cfg.to_dict(), "build": run.build, "steps": steps_for(run.cfg, run.budget, run.settings),
+               "seed": run.seed, "settings": run.settings.to_dict(),
+               "corpus": corpus_sha256, "device_name": device_name, "versions": versions, "format": 2}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cache_path(key: str) -> Path:
+    from xtlens.profiling.benefit.corpus import cache_dir
+
+    return cache_dir("probes") / f"{key}.json"
+
+
+def run_one(run: RunSpec, data, *, device: str, device_name: str, versions: dict[str, str],
+            progress: Callable[[float, str], None] | None = None, use_cache: bool = True) -> list[ProbeRecord]:
+    """One run, from the cache when the same run was done before (ok or diverged rows only are cached)."""
+    from xtlens.profiling.benefit.harness import train_run
+
+    key = run_key(run, data.corpus_sha256, device_name, versions)
+    path = _cache_path(key)
+    if use_cache and path.exists():
+        try:
+            return [replace(ProbeRecord(**r), **_labels(run)) for r in json.loads(path.read_text())]
+        except (ValueError, TypeError):
+            pass
+    rows = train_run(run, data, device=device, device_name=device_name, versions=versions, run_key=key,
+                     build=build_post_norm if run.build == "post_norm" else None, progress=progress)
+    if use_cache:
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([r.to_dict() for r in rows]))
+        tmp.replace(path)
+    return rows
+
+
+def _labels(run: RunSpec) -> dict[str, Any]:
+    return {"probe": run.probe, "variant": run.variant, "axis": run.axis, "axis_value": run.axis_value,
+            "config_name": run.config_name or run.variant, "budget_kind": run.budget_kind_label or run.budget.kind,
+            "budget_tokens": run.budget.value if run.budget.kind == "tokens" else None,
+            "budget_flops": run.budget.value if run.budget.kind == "flops" else None}
+
+
+def failure_rows_for(run: RunSpec, status: str, message: str, *, corpus_sha256: str = "", device: str = "",
+                     device_name: str = "") -> list[ProbeRecord]:
+    from xtlens.profiling.records import config_key, now_iso
+
+    return [ProbeRecord(probe=run.probe, run_key="", config_name=run.config_name, config_key=config_key(run.cfg),
+                        config_json=run.cfg.to_json(), variant=run.variant, axis=run.axis, axis_value=run.axis_value,
+                        budget_kind=run.budget_kind_label or run.budget.kind, seed=run.seed,
+                        train_seq_len_tokens=run.settings.seq_len, batch=run.settings.batch,
+                        budget_tokens=run.budget.value if run.budget.kind == "tokens" else None,
+                        budget_flops=run.budget.value if run.budget.kind == "flops" else None,
+                        corpus_sha256=corpus_sha256, device=device, device_name=device_name, timestamp=now_iso(),
+                        status=status, error=message)]
+
+
+def load_data(opt: ProbeOptions):
+    from xtlens.profiling.benefit.corpus import load_corpus, tokenize
+
+    return tokenize(load_corpus(opt.corpus), opt.num_tokens)
+
+
+def run_probe(opt: ProbeOptions, *, progress: Callable[[float, str], None] | None = None,
+              on_rows: Callable[[int, list[ProbeRecord]], None] | None = None, use_cache: bool = True,
+              runs: Sequence[RunSpec] | None = None) -> list[ProbeRecord]:
+    """Plan and run a probe in this process (the CLI without a time limit, tests); see ``jobs`` for the worker."""
+    import torch
+    from xtlens.profiling.device import device_name as name_of
+    from xtlens.profiling.device import resolve_device, versions
+
+    runs = list(runs if runs is not None else plan(opt))
+    data = load_data(opt)
+    device = resolve_device(opt.device)
+    dname, vers = name_of(device), versions()
+    rows: list[ProbeRecord] = []
+    for i, run in enumerate(runs):
+        def inner(f: float, m: str, _i: int = i, _run: RunSpec = run) -> None:
+            if progress is not None:
+                progress((_i + f) / len(runs), f"run {_i + 1}/{len(runs)} {_run.config_name} seed {_run.seed}: {m}")
+
+        if progress is not None:
+            progress(i / len(runs), f"run {i + 1}/{len(runs)} {run.config_name} seed {run.seed}")
+        try:
+            out = run_one(run, data, device=device, device_name=dname, versions=vers, progress=inner,
+                          use_cache=use_cache)
+        except (BudgetError, ProbeInputError):
+            raise
+        except torch.OutOfMemoryError as exc:
+            out = failure_rows_for(run, "error", f"out of memory: {exc}", corpus_sha256=data.corpus_sha256,
+                                   device=device, device_name=dname)
+        except Exception as exc:  # noqa: BLE001 - a failed run is a row, the probe goes on
+            out = failure_rows_for(run, "error", f"{type(exc).__name__}: {exc}"[:300],
+                                   corpus_sha256=data.corpus_sha256, device=device, device_name=dname)
+        rows.extend(out)
+        if on_rows is not None:
+            on_rows(i, out)
+    if progress is not None:
+        progress(1.0, f"done: {len(runs)} run(s)")
+    return rows

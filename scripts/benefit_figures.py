@@ -1,0 +1,121 @@
+"""Figures and tables for docs/benefits.md from probe tables written by ``xtlens probe``.
+
+    .venv/bin/python scripts/benefit_figures.py docs/benefits/data     # reads {scaling,stability,extrapolation,heads}.parquet
+
+Writes PNGs (the dashboard's own chart builders, exported with kaleido: ``pip install -e ".[docs]"``; kaleido
+drives Chromium, /usr/bin/chromium here) and ``tables.md`` next to them. Without kaleido it writes the tables
+only and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+from xtlens.dashboard import benefit_charts as bc
+from xtlens.profiling.benefit import analysis
+from xtlens.profiling.benefit.records import read_probe_table
+
+
+def _md(frame: pd.DataFrame, floats: str = "{:.3f}") -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "|".join("---:" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        cells = []
+        for v in row:
+            v = v.item() if hasattr(v, "item") else v
+            if isinstance(v, float) and v != v:
+                cells.append("—")
+            elif isinstance(v, float):
+                cells.append(floats.format(v))
+            elif isinstance(v, int):
+                cells.append(f"{v:,}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    folder = Path(argv[0] if argv else "docs/benefits/data")
+    out = folder.parent
+    frames = {p: read_probe_table(folder / f"{p}.parquet") for p in ("scaling", "stability", "extrapolation", "heads")
+              if (folder / f"{p}.parquet").exists()}
+    figs = {}
+    text = []
+    if "scaling" in frames:
+        f = frames["scaling"]
+        cur = next(int(v) for n, v in zip(f["config_name"], f["axis_value"], strict=True) if "(current)" in str(n))
+        figs["scaling_params"] = bc.scaling_points(f, x="num_params", budget_kind="tokens", current=cur,
+                                                   x_title=bc.PARAMS_AXIS, title="Equal tokens: val loss vs parameters")
+        figs["scaling_isoflop"] = bc.scaling_points(f, x="num_params", budget_kind="flops", current=cur, fit=False,
+                                                    x_title=bc.PARAMS_AXIS, title="IsoFLOP: val loss vs parameters")
+        figs["scaling_curves_flops"] = bc.loss_curves(f, probe="scaling", budget_kind="tokens", x="train_flops",
+                                                      title="Loss vs training FLOPs spent (equal tokens)")
+        fin = analysis.final_evals(f)
+        s = analysis.seed_spread(fin, ["budget_kind", "config_name", "num_params", "train_flops"])
+        text += ["### scaling: final validation loss (mean, min, max over seeds)\n", _md(s), ""]
+        text += ["### scaling: over-fitting (one seed)\n", _md(analysis.overfit_gaps(fin)), ""]
+        ok = fin[(fin["status"] == "ok") & (fin["budget_kind"] == "tokens")]
+        fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
+        text += [f"Power law (equal tokens): {fit.describe() if fit else 'n/a'}\n", "Scope: " + analysis.describe_scope(f), ""]
+    if "stability" in frames:
+        f = frames["stability"]
+        depth = int(f["axis_value"].max())
+        zrange = bc.grad_range(f, depth=depth)
+        for v in ("deepnorm", "pre_norm", "post_norm"):
+            figs[f"stability_heat_{v}"] = bc.grad_heatmap(f, variant=v, depth=depth, zrange=zrange,
+                                                          title=f"{v}, depth {depth}: log10 grad norm per layer")
+        last = int(f.loc[f["row_kind"] == "layer", "step"].max())
+        figs["stability_profile_end"] = bc.grad_profile(f, depth=depth, step=last,
+                                                        title=f"Gradient norm per layer at step {last}, depth {depth}")
+        figs["stability_profile_init"] = bc.grad_profile(f, depth=depth, step=0,
+                                                         title=f"Gradient norm per layer at initialisation, depth {depth}")
+        rows = []
+        lay = f[(f["row_kind"] == "layer") & f["layer"].str.startswith("layers.")]
+        for (v, d), g in lay.groupby(["variant", "axis_value"]):
+            for step in (0, int(g["step"].max())):
+                x = g[g["step"] == step].copy()
+                x["i"] = x["layer"].map(lambda s: int(s.split(".")[1].split(" ")[0]))
+                x = x.sort_values("i")
+                gn = x["grad_norm"].astype(float).tolist()
+                upd = x["update_to_weight_ratio"].astype(float).median() if step else float("nan")
+                rows.append({"norm": v, "depth": int(d), "step": step, "first layer grad": gn[0], "last layer grad": gn[-1],
+                             "first / last": gn[0] / gn[-1], "max / min over layers": max(gn) / min(gn),
+                             "median update/weight": upd})
+        text += ["### stability: gradient norms (L2, before clipping)\n", _md(pd.DataFrame(rows), "{:.3g}"), ""]
+        text += ["### stability: runs and divergences\n", _md(analysis.divergences(f)), "",
+                 "Scope: " + analysis.describe_scope(f), ""]
+    if "extrapolation" in frames:
+        f = frames["extrapolation"]
+        figs["extrapolation"] = bc.extrapolation_curves(
+            f, title="Past the training length: loss change vs the same tokens in training-length windows")
+        text += ["### extrapolation: validation loss by evaluation length\n", _md(analysis.extrapolation_table(f)), "",
+                 "Scope: " + analysis.describe_scope(f), ""]
+    if "heads" in frames:
+        f = frames["heads"]
+        t = analysis.heads_table(f)
+        figs["heads_equal_params"] = bc.heads_bars(t, title="Equal parameters: val loss per head count")
+        figs["heads_kv"] = bc.kv_tradeoff(t, title="K/V heads: val loss vs KV-cache bytes per token")
+        fin = analysis.final_evals(f)
+        sp = analysis.seed_spread(fin, ["variant", "config_name", "num_params", "kv_cache_bytes_per_token"])
+        text += ["### heads: final validation loss (mean, min, max over seeds)\n", _md(sp), "",
+                 "Scope: " + analysis.describe_scope(f), ""]
+    (out / "tables.md").write_text("\n".join(text))
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        print("kaleido is not installed: wrote tables.md only (pip install -e '.[docs]' for the PNGs)", file=sys.stderr)
+        return 0
+    if Path("/usr/bin/chromium").exists():
+        os.environ.setdefault("BROWSER_PATH", "/usr/bin/chromium")
+    for name, fig in figs.items():
+        fig.write_image(out / f"{name}.png", width=900, height=max(int(fig.layout.height or 420), 420), scale=1)
+        print(f"wrote {out / (name + '.png')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
