@@ -1009,10 +1009,11 @@ def _with_training_setup(rows: list[Prediction], cfg: ModelConfig, wl: Workload,
     fl = training_flops_for(cfg, wl, setup)
     fc = flop_counts(cfg, wl)
     tp = setup.tp
-    flops = {"train_step_flops": _ceil_div(fc.train_step_flops + extra_full(fc, setup), tp),
-             "train_step_flops_flash_recompute": _ceil_div(fc.train_step_flops_flash_recompute
-                                                           + extra_full(fc, setup), tp),
-             "train_step_flops_causal": _ceil_div(fc.train_step_flops_causal + extra_causal(fc, setup), tp)}
+    extra = recompute_extra_flops(cfg, wl, setup.recompute)
+    extra_c = recompute_extra_flops(cfg, wl, setup.recompute, causal=True)
+    flops = {"train_step_flops": _ceil_div(fc.train_step_flops + extra, tp),
+             "train_step_flops_flash_recompute": _ceil_div(fc.train_step_flops_flash_recompute + extra, tp),
+             "train_step_flops_causal": _ceil_div(fc.train_step_flops_causal + extra_c, tp)}
     flops["train_step_flops_per_token"] = flops["train_step_flops"] / wl.tokens
     mem = {"training_weights_bytes": tm.weights_bytes, "training_buffers_bytes": tm.buffers_bytes,
            "grads_bytes": tm.grads_bytes, "activation_bytes_training": tm.activation_bytes,
@@ -1041,15 +1042,23 @@ def _with_training_setup(rows: list[Prediction], cfg: ModelConfig, wl: Workload,
     return out
 
 
-def extra_full(fc: FlopCounts, setup: TrainingSetup) -> int:
-    """FLOPs the recomputation adds (full square): ``fwd - logits`` (block), ``attn`` (selective), 0 (none)."""
-    return {"none": 0, "block": fc.fwd_flops - fc.logits_flops, "selective": fc.attn_flops}[setup.recompute]
+def recompute_extra_flops(cfg: ModelConfig, wl: Workload, recompute: str, *, causal: bool = False) -> int:
+    """FLOPs the recomputation adds to a training step (torch convention; full square or ``causal`` half).
 
-
-def extra_causal(fc: FlopCounts, setup: TrainingSetup) -> int:
-    """``extra_full`` with the causal half of the attention pairs."""
-    return {"none": 0, "block": fc.fwd_flops_causal - fc.logits_flops, "selective": fc.attn_flops_causal}[
-        setup.recompute]
+    ``block``: every block's forward runs again in backward up to its last saved tensor: non-reentrant
+    ``torch.utils.checkpoint`` stops early, so the output projections (``to_out``, the feed-forward's second
+    linear), whose outputs nothing saves, are not re-run: ``proj - out_proj + attn + ff - ff_out``
+    (torch/utils/checkpoint.py, ``_StopRecomputationError``). ``selective``: the attention core again,
+    ``attn``. ``none``: 0. Checked with ``FlopCounterMode`` (tests/profiling/test_setups.py; the counter does not
+    see the SDPA call re-run inside a checkpoint, which the test counts apart)."""
+    if recompute == "none":
+        return 0
+    fc = flop_counts(cfg, wl)
+    attn = fc.attn_flops_causal if causal else fc.attn_flops
+    if recompute == "selective":
+        return attn
+    ff_out = cfg.num_ff_layers * 2 * wl.tokens * cfg.ff_inner_dim * cfg.dim
+    return fc.proj_flops - fc.out_proj_flops + attn + fc.ff_flops - ff_out
 
 
 def _with_serving_setup(rows: list[Prediction], cfg: ModelConfig, wl: Workload, serving: ServingSetup
@@ -1295,7 +1304,7 @@ class TrainingMemory:
 
     Sizes (bytes, per device): ``weights_bytes`` (``P * se``, divided by ``dp`` with ZeRO-3), ``buffers_bytes``,
     ``grads_bytes`` (``P * se``, ``/ dp`` with ZeRO >= 2), ``optimizer_bytes`` (``optimizer_state_bytes_for``,
-    ``/ dp`` with ZeRO >= 1), ``activation_bytes`` (``setup_activation_bytes``, logits included) and
+    its moments ``/ dp`` with ZeRO >= 1; the float32 ``step`` scalars stay on every rank), ``activation_bytes`` (``setup_activation_bytes``, logits included) and
     ``loss_bytes`` (the ``(T, V)`` log-softmax output; float32 under autocast, whose ``cross_entropy`` runs in
     float32).
 
@@ -1320,9 +1329,10 @@ class TrainingMemory:
     * ``optimizer_step``: weights, buffers, gradients, state and the step's temporaries
       (``optimizer_step_transient_bytes``, two tensor-sized temporaries for single-tensor AdamW: ``sqrt`` then
       ``/ bias_correction``);
-    * ``zero3_gather`` (ZeRO-3): ``loss`` stage plus the unsharded parameters FSDP gathers: the root module's
-      (embeddings, logits, final norm: kept unsharded through forward and backward) and two layers' (the
-      current and the prefetched one).
+    * ``zero3_gather`` (ZeRO-3, FSDP2 ``fully_shard`` on every attention / feed-forward block and on the root):
+      ``backward_start`` plus the unsharded parameters FSDP gathers beyond the local shards: the root module's
+      (embeddings, logits, norms, residual scales: kept unsharded through forward and backward) and two blocks'
+      (the current and the prefetched one).
 
     Measured on the seed (CPU, ``MemTracker`` under ``FakeTensorMode``, float32 AdamW): 737.1 / 2233.8 MB at
     512 / 2048 tokens against 737.1 / 2233.4 MB predicted (see docs/peers.md and tests/profiling/test_setups.py).
@@ -1379,7 +1389,10 @@ def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, for
     weights = _ceil_div(P * se, dp if setup.zero >= 3 else 1)
     buffers = pc.buffer_elements * DTYPE_BYTES[_setup_dtype(setup.precision, wl)]
     grads = _ceil_div(P * se, dp if setup.zero >= 2 else 1)
-    optimizer = _ceil_div(optimizer_state_bytes_for(cfg, setup.optimizer, se, setup.tp), dp if setup.zero >= 1 else 1)
+    # ZeRO >= 1 shards the moments; every rank keeps a float32 ``step`` per parameter (FSDP2 shards each tensor)
+    steps = ADAMW_STEP_BYTES * len(param_shapes(cfg)) if setup.optimizer in ("adamw", "adafactor") else 0
+    optimizer_full = optimizer_state_bytes_for(cfg, setup.optimizer, se, setup.tp)
+    optimizer = _ceil_div(optimizer_full - steps, dp if setup.zero >= 1 else 1) + steps
     acts = setup_activation_bytes(cfg, wl, setup)
     act_total = sum(acts.values())
     T = wl.tokens
@@ -1410,10 +1423,9 @@ def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, for
                                     + _ceil_div(pc.logits_params or pc.token_embedding_params, setup.tp) * se
                                     + one_block + 2 * hidden)
     if setup.zero >= 3:
-        unit_root = (pc.token_embedding_params + pc.abs_pos_embedding_params + pc.logits_params
-                     + norm_params_each(cfg) * (1 if cfg.uses_pre_norm else 0))
-        per_layer = _ceil_div(P - unit_root, max(1, cfg.num_layers))
-        gathered = (unit_root + 2 * per_layer) * se - _ceil_div((unit_root + 2 * per_layer) * se, dp)
+        unit_root = P - pc.attention_params - pc.feedforward_params  # embeddings, logits, norms, scales
+        per_block = max(pc.attention_params_per_block, pc.feedforward_params_per_block)
+        gathered = (unit_root + 2 * per_block) * se - _ceil_div((unit_root + 2 * per_block) * se, dp)
         stages["zero3_gather"] = stages["backward_start"] + gathered
     peak_stage = max(stages, key=lambda k: stages[k])
     peak = stages[peak_stage]
@@ -1437,13 +1449,11 @@ def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, for
 def training_flops_for(cfg: ModelConfig, wl: Workload, setup: TrainingSetup) -> dict[str, int]:
     """FLOPs of one micro-batch's training step per device under ``setup`` (torch convention, full square):
     ``train_step_flops`` (``3 * fwd``, ``+ attn / 2`` when a fused SDPA backward recomputes the scores) plus the
-    recomputed forward: ``block`` runs every block's forward again (``fwd - logits``), ``selective`` the attention
-    core again (``attn``); divided by ``tp`` (every matmul is split over the tensor-parallel ranks).
-    ``optimizer_step_flops`` is ``grad_accum`` micro-batches of it. Source: torch.utils.checkpoint re-runs the
-    wrapped forward in backward (``FlopCounterMode`` counts it: tests/profiling/test_setups.py)."""
+    recomputed forward (``recompute_extra_flops``); divided by ``tp`` (every matmul is split over the tensor-parallel ranks).
+    ``optimizer_step_flops`` is ``grad_accum`` micro-batches of it."""
     fc = flop_counts(cfg, wl)
     base = train_step_flops(fc, fused_backward=fused_sdpa_backward(cfg))
-    extra = extra_full(fc, setup)
+    extra = recompute_extra_flops(cfg, wl, setup.recompute)
     per_device = _ceil_div(base + extra, setup.tp)
     return {"train_step_flops": per_device, "recompute_flops": _ceil_div(extra, setup.tp),
             "optimizer_step_flops": per_device * setup.grad_accum}
