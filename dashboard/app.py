@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.dashboard import controls, data, state
-from xtlens.dashboard.views import Ctx, compare, export, flops, latency, memory, overview, tradeoffs
+from xtlens.dashboard.views import Ctx, compare, export, flops, latency, memory, overview, setups, tradeoffs
 
 VIEWS = {
     "Overview": overview.render,
@@ -19,6 +19,7 @@ VIEWS = {
     "Memory": memory.render,
     "Latency": latency.render,
     "Trade-offs": tradeoffs.render,
+    "Setups": setups.render,
     "Compare": compare.render,
     "Export": export.render,
 }

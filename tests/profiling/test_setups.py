@@ -76,7 +76,7 @@ def test_recompute_flops_under_flop_counter(monkeypatch) -> None:
     counted, sdpa_calls = {}, {}
     for mode in ("none", "block", "selective"):
         calls = []
-        monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real_sdpa(*a, **k))
+        monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, _c=calls, **k: _c.append(1) or real_sdpa(*a, **k))
         model = build_model(cfg, seed=0).model.train()
         ps.apply_recompute(model, mode)
         ids = torch.randint(0, cfg.num_tokens, (wl.batch, wl.seq_len))
