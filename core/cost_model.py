@@ -1351,8 +1351,9 @@ class TrainingMemory:
     peak_parts_bytes: dict[str, int]
 
 
-def _forward_attention_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, acts: dict[str, int]) -> int:
-    """Live activation bytes at the last attention block's SDPA call in the forward (a bias-heavy model peaks
+def _forward_attention_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, acts: dict[str, int]
+                             ) -> tuple[int, int]:
+    """``(saved so far, transient)`` activation bytes at the last attention block's SDPA call in the forward (a bias-heavy model peaks
     there at long lengths): everything saved so far (all but the last feed-forward sub-layer, the final hidden
     state and the logits) plus the bias tensors alive at the call: the padded ``(h, n, n)`` bias (in the
     buffers' dtype, float32 under autocast), the bool causal mask and, under autocast, the float32 dense mask
@@ -1369,7 +1370,7 @@ def _forward_attention_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetu
         transient += al["mask"]  # under autocast the saved mask is SDPA's 16-bit copy; a checkpointed block saves none
     if setup.recompute == "block":  # the block runs without saving: its own working set only
         transient += sh["q"] * 3
-    return before + transient
+    return before, transient
 
 
 def _loss_dtype_bytes(setup: TrainingSetup, wl: Workload) -> int:
@@ -1410,7 +1411,8 @@ def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, for
                                                                          tp=setup.tp),
     }
     if cfg.alibi_pos_bias or cfg.rel_pos_bias:
-        stages["forward_attention"] = state + g_acc + _forward_attention_bytes(cfg, wl, setup, acts)
+        fa_before, fa_transient = _forward_attention_bytes(cfg, wl, setup, acts)
+        stages["forward_attention"] = state + g_acc + fa_before + fa_transient
     if setup.recompute == "block":
         full = setup_activation_bytes(cfg, wl, dataclasses.replace(setup, recompute="none"))
         bias = alibi_tensors(cfg, Workload(batch=wl.batch, seq_len=wl.seq_len,
@@ -1432,13 +1434,11 @@ def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, for
     at_peak = {"weights": weights, "buffers": buffers, "optimizer": optimizer}
     if peak_stage == "optimizer_step":
         at_peak.update(gradients=grads, activations=0, loss=0, transient=peak - state - grads)
+    elif peak_stage == "forward_attention":
+        at_peak.update(gradients=g_acc, activations=fa_before, loss=0, transient=fa_transient)
     else:
         live_acts = act_total if peak_stage == "loss" else act_total - logits + kept_logits
-        if peak_stage == "backward_block":
-            live_acts = act_total - logits + kept_logits
-            loss_live = 0
-        else:
-            loss_live = loss
+        loss_live = 0 if peak_stage == "backward_block" else loss
         at_peak.update(gradients=g_acc, activations=live_acts, loss=loss_live,
                        transient=peak - state - g_acc - live_acts - loss_live)
     return TrainingMemory(weights_bytes=weights, buffers_bytes=buffers, grads_bytes=grads, optimizer_bytes=optimizer,

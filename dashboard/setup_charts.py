@@ -36,7 +36,11 @@ def stages_figure(stages_bytes: dict[str, int], peak_parts_bytes: dict[str, int]
                         hovertemplate=f"{part}: %{{y:.3f}} GiB<extra></extra>")
     fig.update_layout(barmode="stack", title=title, yaxis_title="memory per device (GiB, 2^30 bytes)",
                       legend_title="component", height=420, margin=dict(t=60, b=40))
-    if device_memory_bytes:
+    peak = max(stages_bytes.values())
+    if device_memory_bytes and device_memory_bytes > 3 * peak:  # a line far above the bars would flatten them
+        fig.update_layout(title=f"{title} (device memory {device_memory_bytes / units.GIB:.1f} GiB: "
+                                f"{device_memory_bytes / peak:.0f}x the peak, off the scale)")
+    elif device_memory_bytes:
         fig.add_hline(y=device_memory_bytes / units.GIB, line_dash="dash", line_color="black",
                       annotation_text=f"device memory {device_memory_bytes / units.GIB:.1f} GiB",
                       annotation_position="top left")
@@ -78,7 +82,7 @@ def budget_map(frame: pd.DataFrame, *, x: str, y: str, device_memory_bytes: int,
                     hoverinfo="skip")
     front = frame[frame["pareto"]]
     fig.add_scatter(x=[pos_x[v] for v in front[x]], y=[pos_y[v] for v in front[y]], mode="markers",
-                    marker=dict(symbol="circle-open", color="white", size=16, line=dict(width=3)),
+                    marker=dict(symbol="circle-open", color="#FF4B4B", size=16, line=dict(width=3)),
                     name="Pareto front (loss vs training FLOPs)", hoverinfo="skip")
     if current[0] in pos_x and current[1] in pos_y:
         fig.add_scatter(x=[pos_x[current[0]]], y=[pos_y[current[1]]], mode="markers",
@@ -107,8 +111,6 @@ def pareto_figure(frame: pd.DataFrame, *, x: str, y: str, current: tuple[float, 
     if not cur.empty:
         fig.add_scatter(x=cur["train_flops"], y=cur["loss"], mode="markers", name="current configuration",
                         marker=dict(symbol="star", color="gold", size=18, line=dict(color="black", width=1)))
-    fig.update_layout(title=title, height=420, xaxis=dict(type="log", title="training FLOPs for the token budget "
-                                                                             "(torch convention, recomputation "
-                                                                             "included)"),
-                      yaxis_title=f"predicted loss ({benefit}, nats/token; lower is better)")
+    fig.update_layout(title=title, height=420, xaxis=dict(type="log", title="training FLOPs for the token budget"),
+                      yaxis_title="predicted loss (nats/token)", legend=dict(orientation="h", y=-0.25))
     return fig

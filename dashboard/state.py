@@ -88,7 +88,8 @@ def start_session(*, default_wl: Workload, devices: Sequence[str], views: Sequen
     view = params.get(VIEW_KEY)
     if view in views:
         ss[VIEW_KEY] = view
-    unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {"seq_len", "batch", "dtype", "device", VIEW_KEY})
+    unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {"seq_len", "batch", "dtype", "device", VIEW_KEY}
+                     - set(ss[_SETUP_PARAMS]))
     if unknown:
         notes.append(f"The link has parameter(s) xtlens does not know, ignored: {', '.join(unknown)}.")
     ss[PRESET_KEY] = DEFAULT_PRESET

@@ -129,7 +129,7 @@ def render(ctx: Ctx) -> None:
                      "at once; this one follows the order tensors live and die.")
     m[1].metric("Serving memory per device", units.fmt_bytes(sm.total_bytes),
                 help="weights + buffers + KV cache of the concurrent sequences + the prefill's other activations")
-    m[2].metric("KV cache per token", units.fmt_bytes(sm.kv_cache_bytes_per_token),
+    m[2].metric("KV cache per token", f"{sm.kv_cache_bytes_per_token:,} bytes",
                 help="per sequence, all blocks, K and V (+ int8 scales)")
     m[3].metric("Training FLOPs per micro-batch per device", units.fmt_flops(fl["train_step_flops"]),
                 help=f"recomputation adds {units.fmt_flops(fl['recompute_flops'])}; one optimizer step = "
@@ -195,4 +195,7 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
     with right:
         chart(setup_charts.pareto_figure(frame, x=x, y=y, current=current, benefit=benefit,
                                          title="Benefit against training compute"), "setups_pareto")
+        st.caption(f"Loss: {benefit} at the token budget (lower is better). Training FLOPs: the closed-form "
+                   "training step per token (torch convention, recomputation included) x the token budget. "
+                   "Pareto front: feasible points that no other feasible point beats on both.")
     table(frame, "budget grid", "setups.grid", caption="bytes, FLOPs (torch convention), loss in nats per token")

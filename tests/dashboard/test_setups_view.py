@@ -43,7 +43,8 @@ def test_setups_view_metrics_follow_the_url_setup() -> None:
         cost_model.training_memory(SEED, wl, training).peak_bytes)
     assert _metric(at, "Serving memory per device") == units.fmt_bytes(
         cost_model.serving_memory(SEED, wl, serving).total_bytes)
-    assert _metric(at, "KV cache per token") == units.fmt_bytes(2 * 6 * 64 + 2 * 6 * 2)
+    assert _metric(at, "KV cache per token") == f"{2 * 6 * 64 + 2 * 6 * 2:,} bytes"
+    assert not at.warning, [w.value for w in at.warning]  # the t_* / s_* parameters are known to the URL reader
     assert at.query_params["t_precision"] in ("amp_bf16", ["amp_bf16"]) and at.query_params["s_weights_bits"] in ("4", ["4"])
     # a control change goes into the URL and the metric
     at.selectbox(key="setups.recompute").set_value("none").run()
