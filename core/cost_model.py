@@ -1370,6 +1370,8 @@ def _forward_attention_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetu
         transient += al["mask"]  # under autocast the saved mask is SDPA's 16-bit copy; a checkpointed block saves none
     if setup.recompute == "block":  # the block runs without saving: its own working set only
         transient += sh["q"] * 3
+        if setup.mixed and cfg.attn_flash:
+            transient += al["mask"] * ce // FP32_BYTES  # SDPA's 16-bit copy of the mask, not saved here either
     return before, transient
 
 
@@ -1419,7 +1421,8 @@ def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, for
                                            dtype="float32" if setup.mixed or ce == 4 else _half(setup, wl)))
         # the recomputed block's saved tensors and the bias tensors its re-run forward builds
         one_block = (_ceil_div(full["attention"] + full["rotary"], cfg.depth) + bias["padded"] + bias["causal"]
-                     + rel_pos_bias_bytes(cfg, wl))
+                     + rel_pos_bias_bytes(cfg, wl)
+                     + (bias["mask"] if setup.mixed and cfg.attn_flash else 0))  # autocast: the float32 mask cast
         hidden = T * cfg.dim * (FP32_BYTES if setup.mixed else ce)
         stages["backward_block"] = (state + g_acc + act_total - logits + kept_logits
                                     + _ceil_div(pc.logits_params or pc.token_embedding_params, setup.tp) * se

@@ -35,7 +35,7 @@ from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.profiling.device import device_name as _device_name
 from xtlens.profiling.device import resolve_device, versions
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.memory import _cuda_peak_start, _model_in, _nbytes, _snap_total, _totals
+from xtlens.profiling.memory import _cuda_peak_start, _model_in, _nbytes, _snap_total, train_step_parts
 from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
 
 __all__ = ["Checkpointed", "apply_recompute", "make_optimizer", "measure_training_setup", "train_setup_parts",
@@ -176,14 +176,7 @@ def train_setup_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, d
         snaps: dict[str, dict[str, int]] = {}
         with tracker:
             _loop(model, opt, ids, targets, setup, tracker, snaps, steps=1)
-        peak = _snap_total(tracker.get_tracker_snapshot("peak"))
-        parts.update(_totals(peak["Total"], dev, base))
-        parts["weights"] = snaps["step"].get("Parameter", 0)
-        parts["buffers"] = buffers0
-        parts["gradients"] = snaps["backward"].get("Gradient", 0)
-        parts["optimizer"] = snaps["step"].get("Optstate", 0)
-        parts["activations"] = (snaps["forward"].get("Activation", 0) + snaps["forward"].get("Temp", 0)
-                                + snaps["forward"].get("Buffer", 0) - buffers0)
+        parts.update(train_step_parts(tracker, snaps, buffers0, dev, base))
         # the running peak after the last step's forward, backward and optimizer step: which stage holds it
         parts.update({f"peak_after_{k}": snaps[f"peak_{k}"]["Total"] for k in ("forward", "backward", "step")})
         del model, opt

@@ -15,7 +15,8 @@ from xtlens.profiling.errors import ProfileError
 
 TINY = PRESETS["seed"].replace(num_tokens=512, max_seq_len=128, dim=64, depth=2, attn_dim_head=16)
 SETUPS = {"fp32": TrainingSetup(), "amp_bf16": TrainingSetup(precision="amp_bf16"),
-          "block": TrainingSetup(recompute="block"), "selective": TrainingSetup(recompute="selective")}
+          "block": TrainingSetup(recompute="block"), "selective": TrainingSetup(recompute="selective"),
+          "amp_bf16+block": TrainingSetup(precision="amp_bf16", recompute="block")}
 
 
 def _check(name: str, n: int, setup_name: str, tol: float = 0.05) -> None:
@@ -50,8 +51,9 @@ def test_training_peak_within_5_percent_at_8192(name: str, setup_name: str) -> N
     _check(name, 8192, setup_name)
 
 
-def test_selective_recompute_within_5_percent() -> None:
+def test_selective_recompute_and_mixed_precision_with_recompute_within_5_percent() -> None:
     _check("seed", 2048, "selective")
+    _check("seed", 2048, "amp_bf16+block")
 
 
 def test_loops_accumulation_and_optimizers_on_a_small_model() -> None:
