@@ -36,7 +36,7 @@ from xtlens.profiling.device import device_name as _device_name
 from xtlens.profiling.device import resolve_device, versions
 from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.memory import _cuda_peak_start, _model_in, _nbytes, _snap_total, train_step_parts
-from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
+from xtlens.profiling.records import ProfileRecord, base_fields, rel_err, setup_json
 
 __all__ = ["Checkpointed", "apply_recompute", "make_optimizer", "measure_training_setup", "train_setup_parts",
            "measure_fsdp_ranks", "quantise_weight", "quantised_sizes"]
@@ -213,7 +213,7 @@ def measure_training_setup(cfg: ModelConfig, wl: Workload, setup: TrainingSetup,
             **base_fields(cfg, wl, config_name=config_name, measurement="memory", phase="train_step", device=dev,
                           device_name=name),
             component=component, method=how, **provenance, predicted_bytes=pred, measured_bytes=int(measured),
-            memory_rel_err=rel_err(measured, pred)))
+            memory_rel_err=rel_err(measured, pred), setup_json=setup_json(setup)))
     return rows
 
 

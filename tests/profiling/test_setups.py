@@ -5,6 +5,8 @@ prediction: the training peak under MemTracker (FakeTensorMode on CPU) with auto
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from xtlens.core import cost_model as cm
@@ -29,6 +31,7 @@ def _check(name: str, n: int, setup_name: str, tol: float = 0.05) -> None:
     for comp in ("weights", "gradients", "optimizer"):  # tensor sizes: exact
         assert rows[comp].measured_bytes == rows[comp].predicted_bytes, comp
     assert setup.describe() in total.method
+    assert TrainingSetup.from_dict(json.loads(total.setup_json)["training"]) == setup  # the row records its setup
 
 
 @pytest.mark.parametrize("n", [512, pytest.param(8192, marks=pytest.mark.slow)])
@@ -139,3 +142,16 @@ def test_bad_setups_become_errors() -> None:
         ps.make_optimizer("adamw8bit", [torch.nn.Parameter(torch.zeros(2))])
     rows = ps.measure_training_setup(TINY, Workload(seq_len=8), TrainingSetup(optimizer="adamw8bit"))
     assert len(rows) == 1 and rows[0].status == "error" and "predicted only" in rows[0].error
+
+
+def test_estimate_rows_carry_the_setup_and_read_back() -> None:
+    from xtlens.profiling.records import estimate_records, from_frame, to_frame
+
+    setup, serving = TrainingSetup(precision="amp_bf16", dp=2, zero=2), ServingSetup(kv_cache="fp8")
+    rows = estimate_records(TINY, Workload(seq_len=32), training=setup, serving=serving)
+    total = next(r for r in rows if (r.phase, r.component, r.quantity) == ("train_step", "total",
+                                                                              "training_total_bytes"))
+    assert total.predicted_bytes == cm.training_memory(TINY, Workload(seq_len=32), setup).peak_bytes
+    back = from_frame(to_frame(rows))
+    assert json.loads(back[0].setup_json) == {"training": setup.to_dict(), "serving": serving.to_dict()}
+    assert all(r.setup_json is None for r in estimate_records(TINY, Workload(seq_len=32)))
