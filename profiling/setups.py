@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.core.cost_model import predicted, predictions
+from xtlens.core.cost_model import predicted, predictions, training_memory
 from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.profiling.device import device_name as _device_name
 from xtlens.profiling.device import resolve_device, versions
@@ -204,10 +204,13 @@ def measure_training_setup(cfg: ModelConfig, wl: Workload, setup: TrainingSetup,
                                predicted_bytes=predicted(est, phase="train_step", component="total", unit="bytes"),
                                **provenance)]
     rows = []
+    cuda = dev.startswith("cuda")
     for component, measured in parts.items():
         if component.startswith("peak_after_"):
             continue
         pred = predicted(est, phase="train_step", component=component, unit="bytes")
+        if cuda and component in ("total", "total_tracked"):  # torch's optimizers take the foreach path on CUDA
+            pred = training_memory(cfg, wl, setup, foreach=True).peak_bytes
         pred = None if pred is None else int(pred)
         rows.append(ProfileRecord(
             **base_fields(cfg, wl, config_name=config_name, measurement="memory", phase="train_step", device=dev,

@@ -155,3 +155,18 @@ def test_estimate_rows_carry_the_setup_and_read_back() -> None:
     back = from_frame(to_frame(rows))
     assert json.loads(back[0].setup_json) == {"training": setup.to_dict(), "serving": serving.to_dict()}
     assert all(r.setup_json is None for r in estimate_records(TINY, Workload(seq_len=32)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("setup_name", ["amp_bf16", "block", "amp_bf16+block"])
+def test_training_setup_on_cuda(setup_name: str) -> None:
+    """The same loop on a GPU: the peak growth of torch.cuda.max_memory_allocated against the prediction with the
+    foreach optimizer path (allocator rounding included, hence 10%)."""
+    cfg, wl, setup = PRESETS["seed"], Workload(seq_len=2048), SETUPS[setup_name]
+    rows = {r.component: r for r in ps.measure_training_setup(cfg, wl, setup, device="cuda")}
+    assert rows["total"].status == "ok", rows["total"].error
+    assert "max_memory_allocated" in rows["total"].method or rows["total"].measured_bytes > 0
+    assert rows["total"].predicted_bytes == cm.training_memory(cfg, wl, setup, foreach=True).peak_bytes
+    assert abs(rows["total"].memory_rel_err) < 0.10, (rows["total"].measured_bytes, rows["total"].predicted_bytes)
+    assert rows["weights"].measured_bytes == rows["weights"].predicted_bytes
