@@ -142,10 +142,27 @@ def render(ctx: Ctx) -> None:
                                      title="Training step: live memory per device at each stage"), "setups_stages")
     table(_sizes(tm, sm), "per-device memory by component", "setups.sizes",
           caption="bytes per device under the setups; 'at the peak' is what is alive at the peak stage")
-    st.caption("Loop assumed: " + LOOP_TEXT[training.loop] + ". Each step: forward, loss, backward per micro-batch, "
+    st.caption(_measured_note(training, serving) + " Loop assumed: " + LOOP_TEXT[training.loop] + ". Each step: forward, loss, backward per micro-batch, "
                "optimizer.step(), zero_grad(set_to_none=True). Measured on this model's real code: "
                "`xtlens.profiling.setups` (see docs/peers.md).")
     _explorer(ctx, training, serving, budget_bytes)
+
+
+def _measured_note(training: TrainingSetup, serving: ServingSetup) -> str:
+    """Which parts of the setup the project measured on the real model, and which are predicted only."""
+    unmeasured = []
+    if training.tp > 1:
+        unmeasured.append("tensor parallelism")
+    if training.optimizer == "adamw8bit":
+        unmeasured.append("8-bit AdamW (bitsandbytes needs CUDA)")
+    if training.dp > 1 and training.zero in (1, 2):
+        unmeasured.append(f"ZeRO-{training.zero} (ZeRO-3 is measured over 2 CPU processes)")
+    if training.precision == "amp_fp16" or training.precision == "fp16":
+        unmeasured.append("float16 (bfloat16 is measured; the sizes are the same)")
+    if not unmeasured:
+        return ("Measured: setups like this one run on the real model under the memory tracker in "
+                "tests/profiling/test_setups.py (errors in docs/peers.md).")
+    return "Predicted only (not measured here): " + ", ".join(unmeasured) + "."
 
 
 def _sizes(tm: cost_model.TrainingMemory, sm: cost_model.ServingMemory) -> pd.DataFrame:
