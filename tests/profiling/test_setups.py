@@ -75,7 +75,7 @@ def test_loops_accumulation_and_optimizers_on_a_small_model() -> None:
 
 def test_recompute_flops_under_flop_counter(monkeypatch) -> None:
     """torch's FlopCounterMode over a real training step with checkpointed blocks counts the closed form's extra
-    matmuls; the SDPA calls re-run inside the checkpoint, which the counter does not see, are counted by a spy."""
+    FLOPs; a spy counts the SDPA calls (one more per block under recomputation)."""
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
     from xtlens.core.builder import build_model
@@ -93,11 +93,14 @@ def test_recompute_flops_under_flop_counter(monkeypatch) -> None:
         with FlopCounterMode(display=False) as counter:
             model(ids).sum().backward()
         counted[mode], sdpa_calls[mode] = counter.get_total_flops(), len(calls)
-    fc = cm.flop_counts(cfg, wl)
     assert sdpa_calls == {"none": cfg.depth, "block": 2 * cfg.depth, "selective": 2 * cfg.depth}
+    # the counter sees the SDPA call re-run inside a checkpoint or not, depending on the kernel that runs (the CPU
+    # flash kernel: not seen; the math path: seen); the selective run shows which, the block run must agree
+    attn = cm.flop_counts(cfg, wl).attn_flops
+    unseen = attn - (counted["selective"] - counted["none"])
+    assert unseen in (0, attn)
     for mode in ("block", "selective"):
-        # the re-run SDPA calls (one per block) carry fc.attn_flops, which the counter misses
-        assert counted[mode] - counted["none"] + fc.attn_flops == cm.recompute_extra_flops(cfg, wl, mode), mode
+        assert counted[mode] - counted["none"] + unseen == cm.recompute_extra_flops(cfg, wl, mode), mode
 
 
 @pytest.mark.slow
