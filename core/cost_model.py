@@ -39,7 +39,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.config import DTYPE_BYTES, ModelConfig, Workload
+from xtlens.core.setup import ServingSetup, TrainingSetup, precision_bytes
 
 __all__ = [
     "ParamCounts",
@@ -968,14 +969,116 @@ def _activation_rows(mem: MemoryEstimate, depth: int) -> list[Prediction]:
     return out
 
 
-def predictions(cfg: ModelConfig, wl: Workload) -> list[Prediction]:
-    """Every closed-form quantity for ``cfg`` on ``wl`` as a ``Prediction`` row (see ``Prediction``)."""
+def _legacy_rows(cfg: ModelConfig, wl: Workload) -> list[Prediction]:
     pc, fc, mem = param_counts(cfg), flop_counts(cfg, wl), memory_estimate(cfg, wl)
     rows = _rows_of(pc, _PARAM_ROWS) + _rows_of(fc, _FLOP_ROWS) + _rows_of(mem, _MEMORY_ROWS)
     rows += [Prediction(quantity=f"training_{key}", phase="train_step", component=table_row[1], unit="bytes",
                         value=getattr(mem, key))
              for key in _BOTH_PHASES for table_row in [_MEMORY_ROWS[key]]]
     return rows + _activation_rows(mem, cfg.depth)
+
+
+def predictions(cfg: ModelConfig, wl: Workload, *, training: TrainingSetup | None = None,
+                serving: ServingSetup | None = None) -> list[Prediction]:
+    """Every closed-form quantity for ``cfg`` on ``wl`` as a ``Prediction`` row (see ``Prediction``).
+
+    Without setups: the single-dtype, single-device numbers (``memory_estimate``: ``training_total_bytes`` is the
+    sum of every training component, all alive at once). With ``training`` (``core.setup.TrainingSetup``) the
+    ``train_step`` memory rows are per device under that setup and ``training_total_bytes`` is the peak by the
+    order tensors live and die (``training_memory``; the parts alive at the peak are the ``peak.<part>`` rows,
+    their variant names the stage), and the training FLOPs include recomputation and tensor parallelism
+    (``training_flops_for``). With ``serving`` the ``inference`` memory rows describe the served workload
+    (``serving.workload(wl)``) with quantised weights and KV cache, and ``inference_total_bytes`` is the
+    serving total (``serving_memory``)."""
+    rows = _legacy_rows(cfg, wl)
+    if training is not None:
+        rows = _with_training_setup(rows, cfg, wl, training)
+    if serving is not None:
+        rows = _with_serving_setup(rows, cfg, wl, serving)
+    return rows
+
+
+#: the parts alive at the training peak under a setup (``peak.<part>`` rows; they add up to ``total``)
+SETUP_PEAK_PARTS = ("weights", "buffers", "gradients", "optimizer", "activations", "loss", "transient")
+
+
+def _with_training_setup(rows: list[Prediction], cfg: ModelConfig, wl: Workload, setup: TrainingSetup
+                         ) -> list[Prediction]:
+    setup.check_against(cfg)
+    tm = training_memory(cfg, wl, setup)
+    fl = training_flops_for(cfg, wl, setup)
+    fc = flop_counts(cfg, wl)
+    tp = setup.tp
+    extra = recompute_extra_flops(cfg, wl, setup.recompute)
+    extra_c = recompute_extra_flops(cfg, wl, setup.recompute, causal=True)
+    flops = {"train_step_flops": _ceil_div(fc.train_step_flops + extra, tp),
+             "train_step_flops_flash_recompute": _ceil_div(fc.train_step_flops_flash_recompute + extra, tp),
+             "train_step_flops_causal": _ceil_div(fc.train_step_flops_causal + extra_c, tp)}
+    flops["train_step_flops_per_token"] = flops["train_step_flops"] / wl.tokens
+    mem = {"training_weights_bytes": tm.weights_bytes, "training_buffers_bytes": tm.buffers_bytes,
+           "grads_bytes": tm.grads_bytes, "activation_bytes_training": tm.activation_bytes,
+           "loss_bytes_training": tm.loss_bytes, "training_total_bytes": tm.peak_bytes}
+    out = []
+    for r in rows:
+        if r.phase == "train_step" and r.unit == "bytes" and r.quantity not in mem:
+            continue  # the single-device breakdown rows: replaced below
+        if r.quantity in mem:
+            r = dataclasses.replace(r, value=mem[r.quantity])
+        elif r.quantity in flops:
+            r = dataclasses.replace(r, value=flops[r.quantity])
+        out.append(r)
+    out.append(Prediction(quantity="optimizer_state_bytes", phase="train_step", component="optimizer", unit="bytes",
+                          value=tm.optimizer_bytes, variant=setup.optimizer))
+    out += [Prediction(quantity=f"activation_training_{k}_bytes", phase="train_step", component=f"activations.{k}",
+                       unit="bytes", value=v) for k, v in tm.activation_breakdown_bytes.items()]
+    out += [Prediction(quantity=f"train_step_peak_{k}_bytes", phase="train_step", component=f"peak.{k}",
+                       unit="bytes", value=tm.peak_parts_bytes[k], variant=tm.peak_stage) for k in SETUP_PEAK_PARTS]
+    out += [Prediction(quantity=f"train_step_stage_{k}_bytes", phase="train_step", component=f"stage.{k}",
+                       unit="bytes", value=v) for k, v in tm.stages_bytes.items()]
+    out += [Prediction(quantity="recompute_flops", phase="train_step", component="recompute", unit="flops",
+                       value=fl["recompute_flops"], variant=setup.recompute),
+            Prediction(quantity="optimizer_step_flops", phase="train_step", component="optimizer_step", unit="flops",
+                       value=fl["optimizer_step_flops"], variant="full_square")]
+    return out
+
+
+def recompute_extra_flops(cfg: ModelConfig, wl: Workload, recompute: str, *, causal: bool = False) -> int:
+    """FLOPs the recomputation adds to a training step (torch convention; full square or ``causal`` half).
+
+    ``block``: every block's forward runs again in backward up to its last saved tensor: non-reentrant
+    ``torch.utils.checkpoint`` stops early, so the output projections (``to_out``, the feed-forward's second
+    linear), whose outputs nothing saves, are not re-run: ``proj - out_proj + attn + ff - ff_out``
+    (torch/utils/checkpoint.py, ``_StopRecomputationError``). ``selective``: the attention core again,
+    ``attn``. ``none``: 0. Checked with ``FlopCounterMode`` (tests/profiling/test_setups.py; the counter does not
+    see the SDPA call re-run inside a checkpoint, which the test counts apart)."""
+    if recompute == "none":
+        return 0
+    fc = flop_counts(cfg, wl)
+    attn = fc.attn_flops_causal if causal else fc.attn_flops
+    if recompute == "selective":
+        return attn
+    ff_out = cfg.num_ff_layers * 2 * wl.tokens * cfg.ff_inner_dim * cfg.dim
+    return fc.proj_flops - fc.out_proj_flops + attn + fc.ff_flops - ff_out
+
+
+def _with_serving_setup(rows: list[Prediction], cfg: ModelConfig, wl: Workload, serving: ServingSetup
+                        ) -> list[Prediction]:
+    serving.check_against(cfg)
+    swl = serving.workload(wl)
+    sm = serving_memory(cfg, wl, serving)
+    served = {r.quantity: r for r in _legacy_rows(cfg, swl) if r.phase == "inference" and r.unit in ("bytes", "count",
+                                                                                                        "bytes_per_token")}
+    override = {"weights_bytes": sm.weights_bytes, "kv_cache_bytes": sm.kv_cache_bytes,
+                "kv_cache_bytes_per_token": sm.kv_cache_bytes_per_token, "inference_total_bytes": sm.total_bytes,
+                "inference_kv_cache_in_activations_bytes": sm.kv_cache_bytes}
+    out = []
+    for r in rows:
+        if r.quantity in served:
+            r = served[r.quantity]
+        if r.quantity in override:
+            r = dataclasses.replace(r, value=override[r.quantity])
+        out.append(r)
+    return out
 
 
 def predicted(rows: list[Prediction], *, phase: str, component: str, unit: str, variant: str | None = None
@@ -994,8 +1097,492 @@ def predicted(rows: list[Prediction], *, phase: str, component: str, unit: str, 
 # --------------------------------------------------------------------------------------------------
 
 
-def estimate(cfg: ModelConfig, wl: Workload) -> dict[str, int | float]:
-    """Every ``Prediction`` of ``predictions(cfg, wl)`` as ``{quantity: value}`` (unit-suffixed keys: the
-    CLI prints it as JSON). Activation breakdowns are ``activation_inference_<part>_bytes`` and
-    ``activation_training_<part>_bytes``; the stacked parts ``<phase>_<part>_bytes``."""
-    return {r.quantity: r.value for r in predictions(cfg, wl)}
+def estimate(cfg: ModelConfig, wl: Workload, *, training: TrainingSetup | None = None,
+             serving: ServingSetup | None = None) -> dict[str, int | float]:
+    """Every ``Prediction`` of ``predictions(cfg, wl, training=..., serving=...)`` as ``{quantity: value}``
+    (unit-suffixed keys: the CLI prints it as JSON). Activation breakdowns are ``activation_inference_<part>_bytes``
+    and ``activation_training_<part>_bytes``; the stacked parts ``<phase>_<part>_bytes``."""
+    return {r.quantity: r.value for r in predictions(cfg, wl, training=training, serving=serving)}
+
+
+# --------------------------------------------------------------------------------------------------
+# training and serving setups (``core.setup``): per-device memory by the order tensors live and die
+# --------------------------------------------------------------------------------------------------
+#
+# Symbols besides the module's: ``P`` parameters per device before ZeRO (``tp_params``), ``se`` bytes of the
+# state dtype (weights, gradients, optimizer state), ``ce`` bytes of the compute dtype (matmul outputs),
+# ``dp`` / ``tp`` the data- and tensor-parallel degrees, ``k`` the gradient-accumulation micro-batches.
+
+BNB_BLOCK = 256  # bitsandbytes blockwise quantisation of 8-bit optimizer state (optim/optimizer.py, blocksize=256)
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps tensors under 4096 elements in 32-bit state (min_8bit_size)
+
+
+def param_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+    """Shapes of the model's parameter tensors (one entry per tensor, tied ones once), in the layout of
+    x-transformers 2.31 (``nn.Linear`` weights are ``(out, in)``). Hyper-connection parameters are listed as
+    1-D tensors of their sizes (their exact shapes matter only to Adafactor's factored state). The sum of
+    the sizes is ``param_counts(cfg).num_params``."""
+    d, L, h, g, dh, f, V = cfg.dim, cfg.depth, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim, cfg.num_tokens
+    shapes: list[tuple[int, ...]] = [(V, d)]
+    if cfg.has_abs_pos_emb:
+        shapes.append((cfg.max_seq_len, d))
+    attn = [(h * dh, d), (g * dh, d), (g * dh, d), (d, h * dh)]
+    if cfg.attn_gate_values:
+        attn.append((h * dh, d))
+    if cfg.attn_num_mem_kv:
+        attn += [(g, cfg.attn_num_mem_kv, dh)] * 2
+    shapes += attn * L
+    ff_w = 2 * f if cfg.ff_glu else f
+    ff = [(ff_w, d), (d, f)]
+    if cfg.ff_glu or not cfg.ff_no_bias:
+        ff.append((ff_w,))
+    if not cfg.ff_no_bias:
+        ff.append((d,))
+    shapes += ff * cfg.num_ff_layers
+    each = norm_params_each(cfg)
+    if each:
+        shapes += [(each,)] * num_norms(cfg)
+    if cfg.deepnorm:
+        shapes += [(d,)] * cfg.num_layers
+    if not cfg.tie_embedding:
+        shapes.append((V, d))
+    if cfg.rel_pos_bias:
+        shapes.append((REL_POS_NUM_BUCKETS, h))
+    if cfg.num_residual_streams > 1:
+        shapes += [(hyper_connection_params_per_layer(cfg),)] * cfg.num_layers + [(cfg.num_residual_streams * d,)]
+    return shapes
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def tp_params(cfg: ModelConfig, tp: int) -> int:
+    """Parameters one tensor-parallel rank holds (Megatron-LM layout): attention and feed-forward projections,
+    the token embedding and the logits (vocabulary-parallel) are split ``tp`` ways (rounded up); norms,
+    residual scales, positions and biases of row-parallel layers are replicated. ``tp = 1``: all of them."""
+    pc = param_counts(cfg)
+    split = pc.attention_params + pc.feedforward_params + pc.token_embedding_params + pc.logits_params
+    return _ceil_div(split, tp) + pc.num_params - split
+
+
+def optimizer_state_bytes_for(cfg: ModelConfig, optimizer: str, state_bytes: int, tp: int = 1) -> int:
+    """Optimizer state of one tensor-parallel rank, in bytes, before ZeRO sharding.
+
+    ``adamw`` (``torch.optim.AdamW``): ``2 * P * se + 4 * tensors`` (``exp_avg``, ``exp_avg_sq`` like the
+    parameters, a float32 ``step`` each; torch/optim/adamw.py). ``sgd`` (``torch.optim.SGD(momentum>0)``):
+    ``P * se`` (``momentum_buffer``; torch/optim/sgd.py). ``adafactor`` (``torch.optim.Adafactor``): per tensor a
+    float32 ``step`` and, for >= 2-D tensors, ``row_var`` (``numel / shape[-1]``) and ``col_var``
+    (``numel / shape[-2]``) elements, for 1-D tensors ``variance`` like it (torch/optim/_adafactor.py:98-111).
+    ``adamw8bit`` (bitsandbytes ``AdamW8bit``): tensors of >= 4096 elements keep two uint8 states plus a float32
+    absmax per 256-element block (``2 * numel + 8 * ceil(numel / 256)``), smaller ones two float32 states
+    (``8 * numel``) (bitsandbytes/optim/optimizer.py, ``Optimizer2State.init_state``). Tensor-parallel ranks
+    hold ``1 / tp`` of the split tensors (the shapes are scaled, not re-split)."""
+    shapes = param_shapes(cfg)
+    scale = tp_params(cfg, tp) / max(1, param_counts(cfg).num_params)
+    n = len(shapes)
+    if optimizer == "adamw":
+        return 2 * tp_params(cfg, tp) * state_bytes + ADAMW_STEP_BYTES * n
+    if optimizer == "sgd":
+        return tp_params(cfg, tp) * state_bytes
+    if optimizer == "adafactor":
+        elems = 0
+        for s in shapes:
+            numel = _numel(s)
+            elems += numel // s[-1] + numel // s[-2] if len(s) >= 2 else numel
+        return round(elems * scale) * state_bytes + ADAMW_STEP_BYTES * n
+    if optimizer == "adamw8bit":
+        total = 0
+        for s in shapes:
+            numel = _numel(s)
+            total += (2 * numel + 8 * _ceil_div(numel, BNB_BLOCK)) if numel >= BNB_MIN_8BIT_SIZE else 8 * numel
+        return round(total * scale)
+    raise KeyError(optimizer)
+
+
+def optimizer_step_transient_bytes(cfg: ModelConfig, optimizer: str, state_bytes: int, *, foreach: bool,
+                                   tp: int = 1) -> int:
+    """Temporaries of ``optimizer.step()`` on top of weights, gradients and state, in bytes. torch's
+    single-tensor AdamW (the CPU default) makes one ``denom = exp_avg_sq.sqrt() / bc + eps`` per tensor: the
+    largest tensor's size twice (``sqrt()`` and the division are both out of place; measured on the seed: the
+    step of a block-recomputed 512-token step peaks at weights + gradients + state + 2 x the 20000 x 512 table);
+    foreach AdamW (the CUDA default) makes it for all tensors at once: ``P * se``
+    (torch/optim/adamw.py ``_single_tensor_adamw`` / ``_multi_tensor_adamw``). SGD and Adafactor update in
+    place up to one tensor-sized temporary; 8-bit Adam works blockwise in its CUDA kernel (0)."""
+    if optimizer == "adamw8bit":
+        return 0
+    largest = max(_numel(s) for s in param_shapes(cfg))
+    if foreach and optimizer == "adamw":
+        return tp_params(cfg, tp) * state_bytes
+    return 2 * _ceil_div(largest, tp) * state_bytes if optimizer != "sgd" else 0
+
+
+def _setup_dtype(precision: str, wl: Workload) -> str:
+    """The dtype of the model's parameters under ``precision`` (``auto``: the workload's)."""
+    return {"auto": wl.dtype, "fp32": "float32", "amp_bf16": "float32", "amp_fp16": "float32", "bf16": "bfloat16",
+            "fp16": "float16"}[precision]
+
+
+def autocast_weight_copy_bytes(cfg: ModelConfig, compute_bytes: int, tp: int = 1) -> int:
+    """``torch.autocast`` casts every matmul weight (and bias) to 16 bits once per forward and keeps the copy in
+    its cache; the linear layers save it for backward: ``(attention + feed-forward + logits) * ce`` bytes (the
+    token embedding is not a matmul; with ``tie_embedding`` the logits matmul casts the embedding table)
+    (torch/csrc/autograd/autocast_mode.cpp ``cached_cast``)."""
+    pc = param_counts(cfg)
+    logits = pc.token_embedding_params if cfg.tie_embedding else pc.logits_params
+    return _ceil_div(pc.attention_params + pc.feedforward_params + logits, tp) * compute_bytes
+
+
+def setup_activation_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup) -> dict[str, int]:
+    """Bytes autograd saves in one micro-batch's forward under ``setup``, by part (``training_activation_bytes``'
+    parts, re-typed and cut as the setup does), per device.
+
+    * precision: pure / fp32 / ``auto`` use one dtype; ``amp_*`` keeps the residual stream, norms, rotary tables
+      and ids in float32 (autocast runs layer norm in float32 and the residual adds promote) and the attention,
+      feed-forward and logits tensors in 16 bits (matmul and SDPA outputs), plus the cast weight copies
+      (``autocast_weight_copies``; measured on the seed within 0.3%).
+    * ``recompute="block"``: per sub-layer only what lives outside the checkpointed block: its input, the norm's
+      saved tensors and the residual (``layer_norm_residual`` less the token-shifted copy made inside the
+      block); attention, feed-forward and rotary parts are recomputed in backward (``torch.utils.checkpoint``).
+    * ``recompute="selective"`` (checkpoint around ``Attend``): per attention block the SDPA output and
+      log-sum-exp are recomputed, and the dense ``(b, h, n, n)`` ALiBi mask is replaced by the ``(h, n, n)``
+      bias ``Attend`` receives.
+    * ``tp``: attention, feed-forward, rotary and logits parts split ``tp`` ways (no sequence parallelism: the
+      residual stream and norms are replicated, Megatron-LM).
+    """
+    se, ce = precision_bytes(setup.precision, wl)
+    compute = training_activation_bytes(cfg, Workload(batch=wl.batch, seq_len=wl.seq_len,
+                                                      dtype="float32" if ce == 4 else _half(setup, wl)))
+    if setup.mixed:
+        full = training_activation_bytes(cfg, Workload(batch=wl.batch, seq_len=wl.seq_len, dtype="float32"))
+        parts = dict(full)
+        for key in ("attention", "feedforward", "logits"):
+            parts[key] = compute[key]
+        parts["autocast_weight_copies"] = 0  # set below, after the tp split
+    else:
+        parts = dict(compute)
+    sw = Workload(batch=wl.batch, seq_len=wl.seq_len, dtype="float32" if ce == 4 else _half(setup, wl))
+    sh = _shapes(cfg, sw)
+    al = alibi_tensors(cfg, sw)
+    if setup.recompute == "block":
+        if not cfg.uses_pre_norm and cfg.shift_tokens > 0:
+            per = _shapes(cfg, Workload(batch=wl.batch, seq_len=wl.seq_len,
+                                        dtype="float32" if se == 4 and setup.mixed else sw.dtype))["hidden"]
+            parts["layer_norm_residual"] -= cfg.num_layers * per
+        for key in ("attention", "feedforward", "rotary", "rel_pos_bias"):
+            if key in parts:
+                parts[key] = 0
+    elif setup.recompute == "selective" and cfg.attn_flash:
+        swapped = (al["mask"] - al["padded"]) if cfg.alibi_pos_bias else 0
+        parts["attention"] -= cfg.depth * (sh["q"] + sh["lse"] + swapped)
+    if setup.tp > 1:
+        for key in ("attention", "feedforward", "rotary", "logits"):
+            parts[key] = _ceil_div(parts[key], setup.tp)
+    if setup.mixed:
+        parts["autocast_weight_copies"] = autocast_weight_copy_bytes(cfg, ce, setup.tp)
+    return parts
+
+
+def _half(setup: TrainingSetup, wl: Workload) -> str:
+    if setup.precision in ("bf16", "amp_bf16"):
+        return "bfloat16"
+    if setup.precision in ("fp16", "amp_fp16"):
+        return "float16"
+    return wl.dtype
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingMemory:
+    """Per-device memory of a training step under a ``TrainingSetup``, by the order tensors live and die.
+
+    Sizes (bytes, per device): ``weights_bytes`` (``P * se``, divided by ``dp`` with ZeRO-3), ``buffers_bytes``,
+    ``grads_bytes`` (``P * se``, ``/ dp`` with ZeRO >= 2), ``optimizer_bytes`` (``optimizer_state_bytes_for``,
+    its moments ``/ dp`` with ZeRO >= 1; the float32 ``step`` scalars stay on every rank), ``activation_bytes`` (``setup_activation_bytes``, logits included) and
+    ``loss_bytes`` (the ``(T, V)`` log-softmax output; float32 under autocast, whose ``cross_entropy`` runs in
+    float32).
+
+    The loop assumed (``setup.loop``): ``free_logits`` is ``loss = F.cross_entropy(model(x), y)`` (the logits die
+    after the loss), ``keep_logits`` a loop holding ``logits`` through ``backward()`` (one more ``(b, n, V)``
+    tensor). Each step: ``k = grad_accum`` micro-batches of forward, loss, backward, then ``optimizer.step()`` and
+    ``zero_grad(set_to_none=True)`` (gradients do not exist during the first micro-batch's forward).
+
+    Stages (``stages_bytes``; the peak is their maximum, ``peak_stage`` names it):
+
+    * ``loss``: weights, buffers, optimizer state, the gradients of earlier micro-batches (``k > 1``), saved
+      activations with the logits, the loss' log-softmax output (+ the float32 copy of the logits under autocast);
+    * ``backward_start``: the same without the logits (freed; kept with ``keep_logits``), plus the gradient of the
+      log-softmax output and of the logits, ``2 * T * V`` in the loss dtype (``nll_loss_backward``,
+      ``_log_softmax_backward_data``);
+    * ``backward_block`` (block recompute only): backward of the last attention block, its activations recomputed:
+      the checkpointed activations, the logits' weight gradient, one attention block's saved tensors, the bias
+      tensors its re-run forward builds (padded ALiBi / T5 bias, causal mask) and two ``T * d`` gradients of the
+      hidden state;
+    * ``forward_attention`` (ALiBi or T5 bias): the last attention block's SDPA call in the forward
+      (``_forward_attention_bytes``);
+    * ``optimizer_step``: weights, buffers, gradients, state and the step's temporaries
+      (``optimizer_step_transient_bytes``, two tensor-sized temporaries for single-tensor AdamW: ``sqrt`` then
+      ``/ bias_correction``);
+    * ``zero3_gather`` (ZeRO-3, FSDP2 ``fully_shard`` on every attention / feed-forward block and on the root):
+      ``backward_start`` plus the unsharded parameters FSDP gathers beyond the local shards: the root module's
+      (embeddings, logits, norms, residual scales: kept unsharded through forward and backward) and two blocks'
+      (the current and the prefetched one).
+
+    Measured on the seed (CPU, ``MemTracker`` under ``FakeTensorMode``, float32 AdamW): 737.1 / 2233.8 MB at
+    512 / 2048 tokens against 737.1 / 2233.4 MB predicted (see docs/peers.md and tests/profiling/test_setups.py).
+    """
+
+    weights_bytes: int
+    buffers_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int
+    loss_bytes: int
+    activation_breakdown_bytes: dict[str, int]
+    stages_bytes: dict[str, int]
+    peak_bytes: int
+    peak_stage: str
+    peak_parts_bytes: dict[str, int]
+
+
+def _forward_attention_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, acts: dict[str, int]
+                             ) -> tuple[int, int]:
+    """``(saved so far, transient)`` activation bytes at the last attention block's SDPA call in the forward (a bias-heavy model peaks
+    there at long lengths): everything saved so far (all but the last feed-forward sub-layer, the final hidden
+    state and the logits) plus the bias tensors alive at the call: the padded ``(h, n, n)`` bias (in the
+    buffers' dtype, float32 under autocast), the bool causal mask and, under autocast, the float32 dense mask
+    that SDPA's 16-bit cast copy (the saved one) was made from."""
+    se, ce = precision_bytes(setup.precision, wl)
+    bias_wl = Workload(batch=wl.batch, seq_len=wl.seq_len, dtype="float32" if setup.mixed or ce == 4 else _half(setup, wl))
+    al = alibi_tensors(cfg, bias_wl)
+    sh = _shapes(cfg, Workload(batch=wl.batch, seq_len=wl.seq_len, dtype="float32" if ce == 4 else _half(setup, wl)))
+    last_ff = _ceil_div(acts.get("feedforward", 0), max(1, cfg.num_ff_layers))
+    last_layer = _ceil_div(acts.get("layer_norm_residual", 0), max(1, cfg.num_layers))
+    before = sum(acts.values()) - acts["logits"] - acts.get("final_hidden", 0) - last_ff - last_layer
+    transient = al["padded"] + al["causal"] + rel_pos_bias_bytes(cfg, bias_wl)
+    if (setup.mixed or setup.recompute == "block") and cfg.attn_flash:
+        transient += al["mask"]  # under autocast the saved mask is SDPA's 16-bit copy; a checkpointed block saves none
+    if setup.recompute == "block":  # the block runs without saving: its own working set only
+        transient += sh["q"] * 3
+        if setup.mixed and cfg.attn_flash:
+            transient += al["mask"] * ce // FP32_BYTES  # SDPA's 16-bit copy of the mask, not saved here either
+    return before, transient
+
+
+def _loss_dtype_bytes(setup: TrainingSetup, wl: Workload) -> int:
+    se, ce = precision_bytes(setup.precision, wl)
+    return FP32_BYTES if setup.mixed else ce
+
+
+def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, foreach: bool = False
+                    ) -> TrainingMemory:
+    """Per-device peak of a training step under ``setup`` (see ``TrainingMemory``), in bytes. ``foreach``: the
+    optimizer's multi-tensor path (the torch default on CUDA); False is the single-tensor path torch takes on
+    the CPU."""
+    se, ce = precision_bytes(setup.precision, wl)
+    pc = param_counts(cfg)
+    P = tp_params(cfg, setup.tp)
+    dp = setup.dp
+    weights = _ceil_div(P * se, dp if setup.zero >= 3 else 1)
+    buffers = pc.buffer_elements * DTYPE_BYTES[_setup_dtype(setup.precision, wl)]
+    grads = _ceil_div(P * se, dp if setup.zero >= 2 else 1)
+    # ZeRO >= 1 shards the moments; every rank keeps a float32 ``step`` per parameter (FSDP2 shards each tensor)
+    steps = ADAMW_STEP_BYTES * len(param_shapes(cfg)) if setup.optimizer in ("adamw", "adafactor") else 0
+    optimizer_full = optimizer_state_bytes_for(cfg, setup.optimizer, se, setup.tp)
+    optimizer = _ceil_div(optimizer_full - steps, dp if setup.zero >= 1 else 1) + steps
+    acts = setup_activation_bytes(cfg, wl, setup)
+    act_total = sum(acts.values())
+    T = wl.tokens
+    V = _ceil_div(cfg.num_tokens, setup.tp)
+    le = _loss_dtype_bytes(setup, wl)
+    loss = T * V * le
+    logits = acts["logits"]
+    g_acc = grads if setup.grad_accum > 1 else 0
+    state = weights + buffers + optimizer
+    kept_logits = logits if setup.loop == "keep_logits" else 0
+    stages = {
+        "loss": state + g_acc + act_total + loss + (T * V * FP32_BYTES if setup.mixed else 0),
+        "backward_start": state + g_acc + act_total - logits + kept_logits + loss + 2 * T * V * le,
+        "optimizer_step": state + grads + optimizer_step_transient_bytes(cfg, setup.optimizer, se, foreach=foreach,
+                                                                         tp=setup.tp),
+    }
+    if cfg.alibi_pos_bias or cfg.rel_pos_bias:
+        fa_before, fa_transient = _forward_attention_bytes(cfg, wl, setup, acts)
+        stages["forward_attention"] = state + g_acc + fa_before + fa_transient
+    if setup.recompute == "block":
+        full = setup_activation_bytes(cfg, wl, dataclasses.replace(setup, recompute="none"))
+        bias = alibi_tensors(cfg, Workload(batch=wl.batch, seq_len=wl.seq_len,
+                                           dtype="float32" if setup.mixed or ce == 4 else _half(setup, wl)))
+        # the recomputed block's saved tensors and the bias tensors its re-run forward builds
+        one_block = (_ceil_div(full["attention"] + full["rotary"], cfg.depth) + bias["padded"] + bias["causal"]
+                     + rel_pos_bias_bytes(cfg, wl)
+                     + (bias["mask"] if setup.mixed and cfg.attn_flash else 0))  # autocast: the float32 mask cast
+        hidden = T * cfg.dim * (FP32_BYTES if setup.mixed else ce)
+        stages["backward_block"] = (state + g_acc + act_total - logits + kept_logits
+                                    + _ceil_div(pc.logits_params or pc.token_embedding_params, setup.tp) * se
+                                    + one_block + 2 * hidden)
+    if setup.zero >= 3:
+        unit_root = P - pc.attention_params - pc.feedforward_params  # embeddings, logits, norms, scales
+        per_block = max(pc.attention_params_per_block, pc.feedforward_params_per_block)
+        gathered = (unit_root + 2 * per_block) * se - _ceil_div((unit_root + 2 * per_block) * se, dp)
+        stages["zero3_gather"] = stages["backward_start"] + gathered
+    peak_stage = max(stages, key=lambda k: stages[k])
+    peak = stages[peak_stage]
+    at_peak = {"weights": weights, "buffers": buffers, "optimizer": optimizer}
+    if peak_stage == "optimizer_step":
+        at_peak.update(gradients=grads, activations=0, loss=0, transient=peak - state - grads)
+    elif peak_stage == "forward_attention":
+        at_peak.update(gradients=g_acc, activations=fa_before, loss=0, transient=fa_transient)
+    else:
+        live_acts = act_total if peak_stage == "loss" else act_total - logits + kept_logits
+        loss_live = 0 if peak_stage == "backward_block" else loss
+        at_peak.update(gradients=g_acc, activations=live_acts, loss=loss_live,
+                       transient=peak - state - g_acc - live_acts - loss_live)
+    return TrainingMemory(weights_bytes=weights, buffers_bytes=buffers, grads_bytes=grads, optimizer_bytes=optimizer,
+                          activation_bytes=act_total, loss_bytes=loss, activation_breakdown_bytes=acts,
+                          stages_bytes=stages, peak_bytes=peak, peak_stage=peak_stage, peak_parts_bytes=at_peak)
+
+
+def training_flops_for(cfg: ModelConfig, wl: Workload, setup: TrainingSetup) -> dict[str, int]:
+    """FLOPs of one micro-batch's training step per device under ``setup`` (torch convention, full square):
+    ``train_step_flops`` (``3 * fwd``, ``+ attn / 2`` when a fused SDPA backward recomputes the scores) plus the
+    recomputed forward (``recompute_extra_flops``); divided by ``tp`` (every matmul is split over the tensor-parallel ranks).
+    ``optimizer_step_flops`` is ``grad_accum`` micro-batches of it."""
+    fc = flop_counts(cfg, wl)
+    base = train_step_flops(fc, fused_backward=fused_sdpa_backward(cfg))
+    extra = recompute_extra_flops(cfg, wl, setup.recompute)
+    per_device = _ceil_div(base + extra, setup.tp)
+    return {"train_step_flops": per_device, "recompute_flops": _ceil_div(extra, setup.tp),
+            "optimizer_step_flops": per_device * setup.grad_accum}
+
+
+# --- serving ----------------------------------------------------------------------------------------
+
+#: bytes per cached element for each KV-cache precision (``None`` = the workload dtype)
+KV_ELEMENT_BYTES = {"16": 2, "fp8": 1, "int8": 1}
+QUANT_SCALE_BYTES = 2  # float16 scale (and zero point) per group / per cached token and K/V head
+
+
+def quantised_linear_bytes(out_features: int, in_features: int, bits: int, group_size: int) -> int:
+    """One ``(out, in)`` linear weight quantised in groups of ``group_size`` input features: ``out * in * bits / 8``
+    bytes of codes (int4 packed two per byte) plus a float16 scale per group, and for 4 bits a float16 zero
+    point per group (GPTQ / AWQ layout): ``out*in*bits/8 + out*(in/group)*2*(2 if bits == 4 else 1)`` bytes.
+    Checked exactly against ``profiling.setups.quantise_weight`` on the real model."""
+    groups = out_features * (in_features // group_size)
+    return out_features * in_features * bits // 8 + groups * QUANT_SCALE_BYTES * (2 if bits == 4 else 1)
+
+
+def serving_weight_bytes(cfg: ModelConfig, wl: Workload, serving: ServingSetup) -> int:
+    """Weights as served: every parameter in the workload dtype (``weights_bits=None``), in 16 bits (16), or the
+    ``nn.Linear`` weights quantised by ``quantised_linear_bytes`` (8, 4) and the rest (embeddings, norms, biases,
+    residual scales, memory slots) in 16 bits, in bytes."""
+    if serving.weights_bits is None:
+        return param_counts(cfg).num_params * wl.dtype_bytes
+    if serving.weights_bits == 16:
+        return param_counts(cfg).num_params * 2
+    linears = _linear_shapes(cfg)
+    q = sum(quantised_linear_bytes(o, i, serving.weights_bits, serving.group_size) for o, i in linears)
+    rest = param_counts(cfg).num_params - sum(o * i for o, i in linears)
+    return q + rest * 2
+
+
+def _linear_shapes(cfg: ModelConfig) -> list[tuple[int, int]]:
+    """``(out, in)`` of every ``nn.Linear`` weight (attention projections, value gate, feed-forward, logits)."""
+    d, h, g, dh, f = cfg.dim, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.ff_inner_dim
+    attn = [(h * dh, d), (g * dh, d), (g * dh, d), (d, h * dh)] + ([(h * dh, d)] if cfg.attn_gate_values else [])
+    ff = [(2 * f if cfg.ff_glu else f, d), (d, f)]
+    out = attn * cfg.depth + ff * cfg.num_ff_layers
+    if not cfg.tie_embedding:
+        out.append((cfg.num_tokens, d))
+    return out
+
+
+def serving_kv_bytes_per_token(cfg: ModelConfig, wl: Workload, serving: ServingSetup) -> int:
+    """KV-cache bytes per cached token and sequence: ``2 * L * g * dh * e_kv`` (``kv_bytes_per_token``) plus, for
+    ``int8``, one float16 scale per K/V head and block: ``2 * L * g * 2`` bytes."""
+    if serving.kv_cache is None:
+        return kv_bytes_per_token(cfg, wl.dtype_bytes)
+    out = kv_bytes_per_token(cfg, KV_ELEMENT_BYTES[serving.kv_cache])
+    if serving.kv_cache == "int8":
+        out += 2 * cfg.depth * cfg.kv_heads * QUANT_SCALE_BYTES
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingMemory:
+    """Per-device memory of serving ``concurrent`` sequences of ``context_len`` tokens, in bytes:
+    ``weights_bytes`` (``serving_weight_bytes``), ``buffers_bytes``, ``kv_cache_bytes`` (``concurrent * context *
+    kv_bytes_per_token``), ``activation_bytes`` (the prefill's peak activations beyond the cache, in the
+    workload dtype: ``inference_activation_bytes`` less its ``cached_k_v`` part) and ``total_bytes``, their sum.
+    With the default setup ``total_bytes`` is ``MemoryEstimate.inference_total_bytes``."""
+
+    weights_bytes: int
+    buffers_bytes: int
+    kv_cache_bytes: int
+    kv_cache_bytes_per_token: int
+    activation_bytes: int
+    total_bytes: int
+
+
+def serving_memory(cfg: ModelConfig, wl: Workload, serving: ServingSetup) -> ServingMemory:
+    """Per-device serving memory (see ``ServingMemory``), in bytes."""
+    swl = serving.workload(wl)
+    act, parts = inference_activation_bytes(cfg, swl)
+    per_token = serving_kv_bytes_per_token(cfg, swl, serving)
+    kv = per_token * swl.tokens
+    weights = serving_weight_bytes(cfg, swl, serving)
+    buffers = buffers_bytes(cfg, swl)
+    beyond = act - parts.get("cached_k_v", 0)
+    return ServingMemory(weights_bytes=weights, buffers_bytes=buffers, kv_cache_bytes=kv,
+                         kv_cache_bytes_per_token=per_token, activation_bytes=beyond,
+                         total_bytes=weights + buffers + kv + beyond)
+
+
+# --- what fits -------------------------------------------------------------------------------------
+
+
+def largest_fitting(peak_of, budget_bytes: int, *, hi: int) -> int:
+    """Largest integer ``x`` in ``1..hi`` with ``peak_of(x) <= budget_bytes`` (0 if none), by bisection; the peaks
+    grow monotonically with batch and sequence length."""
+    if peak_of(1) > budget_bytes:
+        return 0
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if peak_of(mid) <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def what_fits(cfg: ModelConfig, wl: Workload, budget_bytes: int, *, training: TrainingSetup | None = None,
+              serving: ServingSetup | None = None, max_batch: int = 4096) -> dict[str, int]:
+    """For a device memory ``budget_bytes``: the largest micro-batch (at ``wl.seq_len``) and the largest sequence
+    length (at ``wl.batch``, up to ``max_seq_len``) whose per-device training peak (``training_memory``) and
+    serving total (``serving_memory``) fit. Keys ``fits_train_batch``, ``fits_train_seq_len_tokens``,
+    ``fits_serve_batch``, ``fits_serve_seq_len_tokens``; 0 when not even 1 fits."""
+    training = training or TrainingSetup()
+    serving = serving or ServingSetup()
+
+    def train(b: int, n: int) -> int:
+        return training_memory(cfg, Workload(batch=b, seq_len=n, dtype=wl.dtype), training).peak_bytes
+
+    def serve(b: int, n: int) -> int:
+        s = dataclasses.replace(serving, concurrent=b, context_len=n)
+        return serving_memory(cfg, wl, s).total_bytes
+
+    return {
+        "fits_train_batch": largest_fitting(lambda b: train(b, wl.seq_len), budget_bytes, hi=max_batch),
+        "fits_train_seq_len_tokens": largest_fitting(lambda n: train(wl.batch, n), budget_bytes, hi=cfg.max_seq_len),
+        "fits_serve_batch": largest_fitting(lambda b: serve(b, serving.context_len or wl.seq_len), budget_bytes,
+                                            hi=4096),
+        "fits_serve_seq_len_tokens": largest_fitting(lambda n: serve(serving.concurrent or wl.batch, n),
+                                                     budget_bytes, hi=cfg.max_seq_len),
+    }

@@ -21,6 +21,7 @@ from xtlens.dashboard.views import (
     latency,
     memory,
     overview,
+    setups,
     tradeoffs,
 )
 
@@ -31,6 +32,7 @@ VIEWS = {
     "Latency": latency.render,
     "Trade-offs": tradeoffs.render,
     "Benefits": benefits.render,
+    "Setups": setups.render,
     "Compare": compare.render,
     "Export": export.render,
     "History": history.render,

@@ -32,6 +32,7 @@ _PINS = "_xtlens_pins"
 _JOBS = "_xtlens_jobs"
 _UPLOADS = "_xtlens_uploads"
 _DEVICES = "_xtlens_devices"
+_SETUP_PARAMS = "_xtlens_setup_params"  # the training / serving setup's URL parameters (t_*, s_*)
 DEFAULT_PRESET = "seed"
 
 
@@ -60,6 +61,7 @@ def start_session(*, default_wl: Workload, devices: Sequence[str], views: Sequen
             except ValueError as exc:
                 notes.append(f"The link's value was not used: {exc}.")
     _write_config_values(values)
+    ss[_SETUP_PARAMS] = {k: v for k, v in params.items() if k.startswith(("t_", "s_")) and v is not None}
     wl = default_wl.to_dict()
     for name in ("seq_len", "batch"):
         if name in params:
@@ -86,7 +88,8 @@ def start_session(*, default_wl: Workload, devices: Sequence[str], views: Sequen
     view = params.get(VIEW_KEY)
     if view in views:
         ss[VIEW_KEY] = view
-    unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {"seq_len", "batch", "dtype", "device", VIEW_KEY})
+    unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {"seq_len", "batch", "dtype", "device", VIEW_KEY}
+                     - set(ss[_SETUP_PARAMS]))
     if unknown:
         notes.append(f"The link has parameter(s) xtlens does not know, ignored: {', '.join(unknown)}.")
     ss[PRESET_KEY] = DEFAULT_PRESET
@@ -155,6 +158,7 @@ def url_params(cfg: ModelConfig, wl: Workload, device: str, view: str | None = N
 def sync_url(cfg: ModelConfig, wl: Workload, device: str, view: str | None = None) -> None:
     """Write the valid configuration into the URL (only when it changed)."""
     wanted = url_params(cfg, wl, device, view)
+    wanted.update(st.session_state.get(_SETUP_PARAMS) or {})
     current = {k: st.query_params.get(k) for k in st.query_params.keys()}
     if current != wanted:
         st.query_params.from_dict(wanted)
@@ -331,3 +335,24 @@ def add_probe_upload(name: str, frame: Any) -> None:
 
 def probe_uploads() -> list[tuple[str, Any]]:
     return list(st.session_state.get(_PROBE_UPLOADS, []))
+
+
+# --- training / serving setups (the Setups view's controls; kept in the URL as t_* / s_* parameters) -------
+
+def setup_params() -> dict[str, str]:
+    """The setups' URL parameters of this session (from the link, then from the Setups view)."""
+    return dict(st.session_state.get(_SETUP_PARAMS) or {})
+
+
+def remember_setups(params: dict[str, str]) -> None:
+    """Store the setups' URL parameters (``TrainingSetup.to_query_params()`` and ``ServingSetup``'s) and write
+    them into the URL, replacing the previous ones."""
+    old = st.session_state.get(_SETUP_PARAMS) or {}
+    if old == params:
+        return
+    st.session_state[_SETUP_PARAMS] = dict(params)
+    for key in old:
+        if key not in params and key in st.query_params:
+            del st.query_params[key]
+    for key, value in params.items():
+        st.query_params[key] = value

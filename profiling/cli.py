@@ -98,8 +98,19 @@ def _estimate(args: argparse.Namespace) -> int:
     if args.hardware is not None and args.hardware.strip().lower() == "list":
         print(_hardware_list())
         return 0
-    rows = predictions(cfg, wl)
-    values = {r.quantity: r.value for r in rows}  # = core.cost_model.estimate(cfg, wl)
+    training, serving = _setups_from(args, cfg)
+    rows = predictions(cfg, wl, training=training, serving=serving)
+    values = {r.quantity: r.value for r in rows}  # = core.cost_model.estimate(cfg, wl, training=, serving=)
+    setups = {}
+    if training is not None:
+        setups["training_setup"] = training.to_dict()
+        setups["serving_setup"] = serving.to_dict()
+    if args.device_memory_gib is not None:
+        from xtlens.core.cost_model import what_fits
+
+        budget = _budget_bytes(args.device_memory_gib)
+        values["device_memory_bytes"] = budget
+        values.update(what_fits(cfg, wl, budget, training=training, serving=serving))
     latency_rows: list[tuple[str, str, str, str, float]] = []
     if args.hardware is not None:
         hw, latency_rows = _latency_predictions(cfg, wl, args.hardware)
@@ -112,11 +123,11 @@ def _estimate(args: argparse.Namespace) -> int:
         for quantity, phase, component, variant, value in latency_rows:
             print(f"{quantity},{phase},{component},ms,{variant},{_csv_scalar(value)}")
     elif args.format == "json":
-        out = {"config": cfg.to_dict(), "workload": wl.to_dict(), **values}
+        out = {"config": cfg.to_dict(), "workload": wl.to_dict(), **setups, **values}
         print(json.dumps(out, indent=1))
     elif args.format == "csv":
         row = {**{f"config.{k}": v for k, v in cfg.to_dict().items()}, **{f"workload.{k}": v for k, v in wl.to_dict().items()},
-               **values}
+               **{f"{name.split('_')[0]}.{k}": v for name, d in setups.items() for k, v in d.items()}, **values}
         print(",".join(row))
         print(",".join(_csv_scalar(v) for v in row.values()))
     else:
@@ -164,6 +175,47 @@ def _latency_predictions(cfg: ModelConfig, wl: Workload, name: str):
             rows.append((f"predicted_{phase}_{p.component}_ms", phase, p.component, variant,
                          1e3 * p.time_s(hw, wl.dtype)))
     return hw, rows
+
+
+_TRAINING_OPTIONS = {"precision": "precision", "optimizer": "optimizer", "recompute": "recompute",
+                     "grad_accum": "grad_accum", "dp": "dp", "zero": "zero", "tp": "tp", "loop": "loop"}
+_SERVING_OPTIONS = {"weights_bits": "weights_bits", "group_size": "group_size", "kv_bits": "kv_cache",
+                    "concurrent": "concurrent", "context_len": "context_len"}
+
+
+def _setups_from(args: argparse.Namespace, cfg: ModelConfig):
+    """The training and serving setups named by the estimate options: both None when no setup option (nor
+    ``--device-memory-gib``) is given (then the rows are the single-dtype, single-device numbers), else both
+    built (defaults for the options not given) and checked against ``cfg``. Raises ``ConfigError``."""
+    from xtlens.core.setup import ServingSetup, TrainingSetup
+
+    train = {field: getattr(args, opt) for opt, field in _TRAINING_OPTIONS.items() if getattr(args, opt) is not None}
+    serve = {field: getattr(args, opt) for opt, field in _SERVING_OPTIONS.items() if getattr(args, opt) is not None}
+    if not train and not serve and args.device_memory_gib is None:
+        return None, None
+    if "weights_bits" in serve:
+        serve["weights_bits"] = None if serve["weights_bits"] == "auto" else int(serve["weights_bits"])
+    if serve.get("kv_cache") == "auto":
+        serve["kv_cache"] = None
+    return TrainingSetup(**train).check_against(cfg), ServingSetup(**serve).check_against(cfg)
+
+
+def _budget_bytes(text: str) -> int:
+    """``--device-memory-gib``: a number of GiB or a GPU preset name (``core.setup.GPU_PRESETS_GIB``)."""
+    from xtlens.core.setup import GPU_PRESETS_GIB
+
+    presets = {k.lower().replace(" ", ""): v for k, v in GPU_PRESETS_GIB.items()}
+    key = text.lower().replace(" ", "")
+    if key in presets:
+        return int(presets[key] * 2**30)
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not 0 < gib <= 1_000_000:
+        raise ConfigError("--device-memory-gib", text, "a positive number of GiB (2**30 bytes) or one of "
+                          + ", ".join(GPU_PRESETS_GIB))
+    return int(gib * 2**30)
 
 
 def _csv_scalar(value: object) -> str:
@@ -400,6 +452,32 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="override one field, e.g. --set depth=12 --set attn_flash=false (repeatable)")
 
 
+def _add_setup_options(p: argparse.ArgumentParser) -> None:
+    from xtlens.core.setup import KV_CACHE, LOOPS, OPTIMIZERS, PRECISIONS, RECOMPUTE
+
+    t = p.add_argument_group("training setup (any of these makes training_total_bytes the per-device peak under it)")
+    t.add_argument("--precision", choices=PRECISIONS, help="fp32; bf16/fp16 pure half precision; amp_bf16/amp_fp16 "
+                   "autocast with fp32 master weights (default auto: the --dtype for everything)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
+    t.add_argument("--recompute", choices=RECOMPUTE, help="activation recomputation (default none)")
+    t.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (--batch is the micro-batch)")
+    t.add_argument("--dp", type=int, help="data-parallel degree (default 1)")
+    t.add_argument("--zero", type=int, help="ZeRO stage 0-3 (needs --dp >= 2)")
+    t.add_argument("--tp", type=int, help="tensor-parallel degree (divides heads, K/V heads or a multiple of them)")
+    t.add_argument("--loop", choices=LOOPS, help="free_logits: loss = f(model(x)) (default); keep_logits: logits "
+                   "alive through backward()")
+    s = p.add_argument_group("serving setup")
+    s.add_argument("--weights-bits", choices=("auto", "16", "8", "4"), help="served weight precision (default auto: "
+                   "--dtype)")
+    s.add_argument("--group-size", type=int, help="int8/int4 quantisation group (input features, default 128)")
+    s.add_argument("--kv-bits", choices=("auto", *KV_CACHE), help="KV-cache precision (default auto: --dtype)")
+    s.add_argument("--concurrent", type=int, help="concurrent sequences (default --batch)")
+    s.add_argument("--context-len", type=int, help="context length per sequence (default --seq-len)")
+    p.add_argument("--device-memory-gib", metavar="GIB|GPU", default=None,
+                   help="device memory in GiB or a GPU name (e.g. 'H100 80GB'): adds the largest batch and sequence "
+                   "length that fit, for training and serving (fits_* keys)")
+
+
 def _config_from(args: argparse.Namespace) -> ModelConfig:
     return load_config(preset=args.preset, config=args.config, snippet=args.snippet, sets=args.sets)
 
@@ -422,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add roofline latency predictions (predicted_forward_ms, predicted_train_step_ms, "
                           "predicted_decode_ms_per_token) for a GPU preset (e.g. h200, 'H100 PCIe'), 'cpu' (calibrates "
                           "this machine, about 3 s) or 'list' (name the presets)")
+    _add_setup_options(est)
     est.set_defaults(run=_estimate)
 
     prof = sub.add_parser("profile", help="measure FLOPs, memory and latency of the real model",

@@ -282,16 +282,25 @@ def _train_step(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[di
                 if step == 1:
                     snaps["step"] = _snap_total(tracker.get_tracker_snapshot("current"))
                 tracker.reset_mod_stats()  # MemTracker raises on a second iteration without it
-        peak = _snap_total(tracker.get_tracker_snapshot("peak"))
-        parts.update(_totals(peak["Total"], dev, base))
-        parts["weights"] = snaps["step"].get("Parameter", 0)
-        parts["buffers"] = buffers0
-        parts["gradients"] = snaps["backward"].get("Gradient", 0)
-        parts["optimizer"] = snaps["step"].get("Optstate", 0)
-        parts["activations"] = (snaps["forward"].get("Activation", 0) + snaps["forward"].get("Temp", 0)
-                                + snaps["forward"].get("Buffer", 0) - buffers0)
+        parts.update(train_step_parts(tracker, snaps, buffers0, dev, base))
         del model, opt
     return parts, {}
+
+
+def train_step_parts(tracker: Any, snaps: dict[str, dict[str, int]], buffers0: int, dev: str,
+                     cuda_base_bytes: int | None) -> dict[str, int]:
+    """The ``train_step`` components from a tracked run: ``total`` (peak), ``weights`` and ``optimizer`` (after the
+    step), ``gradients`` (after backward), ``activations`` (alive after the forward, buffers excluded), ``buffers``;
+    ``snaps`` holds the tracker's ``current`` snapshots ``forward``, ``backward`` and ``step``."""
+    peak = _snap_total(tracker.get_tracker_snapshot("peak"))
+    parts = _totals(peak["Total"], dev, cuda_base_bytes)
+    parts["weights"] = snaps["step"].get("Parameter", 0)
+    parts["buffers"] = buffers0
+    parts["gradients"] = snaps["backward"].get("Gradient", 0)
+    parts["optimizer"] = snaps["step"].get("Optstate", 0)
+    parts["activations"] = (snaps["forward"].get("Activation", 0) + snaps["forward"].get("Temp", 0)
+                            + snaps["forward"].get("Buffer", 0) - buffers0)
+    return parts
 
 
 # --------------------------------------------------------------------------------------------------

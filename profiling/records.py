@@ -111,6 +111,9 @@ class ProfileRecord:
     logits_rel_err: float | None = None
     speedup_vs_asbuilt: float | None = None
     compile_s: float | None = None
+    # the training / serving setup the row describes (core.setup, JSON: {"training": {...}, "serving": {...}});
+    # empty for the single-device, single-dtype rows
+    setup_json: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -135,7 +138,7 @@ FLOAT_COLUMNS = tuple(f.name for f in fields(ProfileRecord) if f.type in ("float
 
 # columns added after the first release: a table written before them reads back with them empty
 LATER_COLUMNS = ("quantity", "predicted_params", "predicted_latency_ms", "bytes_moved", "logits_rel_err",
-                 "speedup_vs_asbuilt", "compile_s")
+                 "speedup_vs_asbuilt", "compile_s", "setup_json")
 
 
 def now_iso() -> str:
@@ -308,18 +311,33 @@ _PREDICTED_COLUMN = {"params": "predicted_params", "flops": "predicted_flops", "
 ESTIMATE_DEVICE = "closed form"
 
 
-def estimate_records(cfg: ModelConfig, wl: Workload, *, config_name: str = "") -> list[ProfileRecord]:
+def setup_json(training: Any = None, serving: Any = None) -> str | None:
+    """The ``setup_json`` column for a ``core.setup.TrainingSetup`` and / or ``ServingSetup`` (None without)."""
+    if training is None and serving is None:
+        return None
+    out = {}
+    if training is not None:
+        out["training"] = training.to_dict()
+    if serving is not None:
+        out["serving"] = serving.to_dict()
+    return json.dumps(out, sort_keys=True)
+
+
+def estimate_records(cfg: ModelConfig, wl: Workload, *, config_name: str = "", training: Any = None,
+                     serving: Any = None) -> list[ProfileRecord]:
     """``core.cost_model.predictions`` as rows (``measurement="estimate"``, device ``closed form``): every
-    parameter, FLOP and byte quantity, in the ``phase`` / ``component`` vocabulary of the measured rows."""
+    parameter, FLOP and byte quantity, in the ``phase`` / ``component`` vocabulary of the measured rows; under
+    the ``training`` / ``serving`` setups when given (recorded in ``setup_json``)."""
     from xtlens.core.cost_model import predictions
 
     rows = []
-    for p in predictions(cfg, wl):
+    setup = setup_json(training, serving)
+    for p in predictions(cfg, wl, training=training, serving=serving):
         column = _PREDICTED_COLUMN.get(p.unit)
         if column is None:
             continue
         base = base_fields(cfg, wl, config_name=config_name, measurement="estimate", phase=p.phase,
                            device=ESTIMATE_DEVICE, device_name=ESTIMATE_DEVICE)
         rows.append(ProfileRecord(**base, component=p.component, quantity=p.quantity, method=p.variant or None,
-                                  **{column: int(p.value)}))
+                                  setup_json=setup, **{column: int(p.value)}))
     return rows

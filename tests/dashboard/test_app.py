@@ -19,7 +19,7 @@ from xtlens.profiling.export import as_frame
 from xtlens.profiling.records import ProfileRecord, base_fields
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-VIEWS = ["Overview", "FLOPs", "Memory", "Latency", "Trade-offs", "Benefits", "Compare", "Export", "History"]
+VIEWS = ["Overview", "FLOPs", "Memory", "Latency", "Trade-offs", "Setups", "Benefits", "Compare", "Export", "History"]
 SEED = PRESETS["seed"]
 
 

@@ -223,3 +223,35 @@ def test_estimate_hardware(capsys) -> None:
     assert "hardware = 'tpu-v9'" in capsys.readouterr().err
     assert main(["estimate", "--hardware", "t4", "--dtype", "bfloat16"]) == 2
     assert "dtype" in capsys.readouterr().err
+
+
+def test_estimate_setup_options_report_per_device_peaks_and_what_fits(capsys) -> None:
+    from xtlens.core import cost_model
+    from xtlens.core.setup import ServingSetup, TrainingSetup
+
+    out = _json(capsys, "--seq-len", "2048", "--precision", "amp_bf16", "--recompute", "block", "--dp", "4",
+                "--zero", "3", "--grad-accum", "2", "--weights-bits", "4", "--group-size", "64", "--kv-bits", "int8",
+                "--device-memory-gib", "24")
+    training = TrainingSetup(precision="amp_bf16", recompute="block", dp=4, zero=3, grad_accum=2)
+    serving = ServingSetup(weights_bits=4, group_size=64, kv_cache="int8")
+    wl = Workload(seq_len=2048)
+    assert out["training_setup"] == training.to_dict() and out["serving_setup"] == serving.to_dict()
+    assert out["training_total_bytes"] == cost_model.training_memory(PRESETS["seed"], wl, training).peak_bytes
+    assert out["inference_total_bytes"] == cost_model.serving_memory(PRESETS["seed"], wl, serving).total_bytes
+    fits = cost_model.what_fits(PRESETS["seed"], wl, 24 * 2**30, training=training, serving=serving)
+    assert {k: out[k] for k in fits} == fits and out["device_memory_bytes"] == 24 * 2**30
+    # without setup options: today's single-device numbers, no setup keys
+    plain = _json(capsys, "--seq-len", "2048")
+    assert "training_setup" not in plain
+    assert plain["training_total_bytes"] == cost_model.memory_estimate(PRESETS["seed"], wl).training_total_bytes
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--zero", "3"], "zero = 3 is not allowed"),
+    (["--tp", "3"], "tp = 3 is not allowed"),
+    (["--weights-bits", "4", "--group-size", "96"], "group_size = 96 is not allowed"),
+    (["--device-memory-gib", "lots"], "--device-memory-gib"),
+])
+def test_estimate_bad_setup_exits_2_naming_the_field(capsys, argv, fragment) -> None:
+    assert main(["estimate", *argv]) == 2
+    assert fragment in capsys.readouterr().err

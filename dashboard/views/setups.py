@@ -1,0 +1,218 @@
+"""Setups: how the model is trained and served (precision, optimizer, recomputation, sharding, quantised weights
+and KV cache), the per-device memory that follows, what fits a device, and the budget explorer. Closed form
+(``core.cost_model``), instant; the controls live in the URL (``t_*`` / ``s_*`` parameters)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from xtlens.core import cost_model, units
+from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.core.setup import (
+    GPU_PRESETS_GIB,
+    KV_CACHE,
+    LOOP_TEXT,
+    OPTIMIZER_TEXT,
+    PRECISION_TEXT,
+    RECOMPUTE_TEXT,
+    ServingSetup,
+    TrainingSetup,
+)
+from xtlens.dashboard import budget, setup_charts, state
+from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views.common import chart, table
+
+CUSTOM = "a number (GiB)"
+WEIGHTS = {"workload dtype": None, "16-bit": 16, "int8": 8, "int4": 4}
+KV = {"workload dtype": None, **{k if k != "16" else "16-bit": k for k in KV_CACHE}}
+
+
+def _index(options: list, value) -> int:
+    return options.index(value) if value in options else 0
+
+
+def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, list[ConfigError]]:
+    """The setup widgets, seeded from the URL; returns the setups (None where invalid), the device memory in bytes
+    and the errors (each names its field)."""
+    params = state.setup_params()
+    errors: list[ConfigError] = []
+    try:
+        t0 = TrainingSetup.from_query(params)
+    except ConfigError as exc:
+        t0, _ = TrainingSetup(), errors.append(exc)
+    try:
+        s0 = ServingSetup.from_query(params)
+    except ConfigError as exc:
+        s0, _ = ServingSetup(), errors.append(exc)
+    st.markdown("**Training setup** (per device; the sidebar's batch is the micro-batch)")
+    c = st.columns(4)
+    precision = c[0].selectbox("precision", list(PRECISION_TEXT), index=_index(list(PRECISION_TEXT), t0.precision),
+                               format_func=lambda p: f"{p}: {PRECISION_TEXT[p]}", key="setups.precision")
+    optimizer = c[1].selectbox("optimizer", list(OPTIMIZER_TEXT), index=_index(list(OPTIMIZER_TEXT), t0.optimizer),
+                               format_func=lambda o: OPTIMIZER_TEXT[o], key="setups.optimizer")
+    recompute = c[2].selectbox("activation recomputation", list(RECOMPUTE_TEXT),
+                               index=_index(list(RECOMPUTE_TEXT), t0.recompute),
+                               format_func=lambda r: f"{r}: {RECOMPUTE_TEXT[r]}", key="setups.recompute")
+    loop = c[3].selectbox("training loop", list(LOOP_TEXT), index=_index(list(LOOP_TEXT), t0.loop),
+                          format_func=lambda x: LOOP_TEXT[x], key="setups.loop",
+                          help="Whether your loop keeps the logits alive through backward(): one more "
+                               "(batch, n, vocab) tensor at the peak.")
+    c = st.columns(4)
+    grad_accum = c[0].number_input("gradient accumulation (micro-batches)", 1, 65536, t0.grad_accum,
+                                   key="setups.grad_accum")
+    dp = c[1].number_input("data-parallel degree", 1, 65536, t0.dp, key="setups.dp")
+    zero = c[2].selectbox("ZeRO stage (FSDP sharding)", [0, 1, 2, 3], index=t0.zero, key="setups.zero",
+                          help="1: optimizer state sharded over the data-parallel ranks, 2: + gradients, "
+                               "3: + weights (FSDP FULL_SHARD). Needs data-parallel degree >= 2.")
+    tp = c[3].number_input("tensor-parallel degree", 1, 512, t0.tp, key="setups.tp",
+                           help="Megatron-style: heads, feed-forward width and vocabulary split over the ranks.")
+    st.markdown("**Serving setup** (one device)")
+    c = st.columns(5)
+    wkeys = list(WEIGHTS)
+    weights = c[0].selectbox("weights", wkeys, index=_index(list(WEIGHTS.values()), s0.weights_bits),
+                             key="setups.weights")
+    group = c[1].number_input("quantisation group (input features)", 1, 1 << 20, s0.group_size,
+                              key="setups.group_size", help="int8 / int4 weights: one float16 scale (and zero point "
+                                                            "for int4) per group of input features.")
+    kv = c[2].selectbox("KV cache", list(KV), index=_index(list(KV.values()), s0.kv_cache), key="setups.kv")
+    concurrent = c[3].number_input("concurrent sequences", 1, 4096, s0.concurrent or ctx.wl.batch,
+                                   key="setups.concurrent")
+    context = c[4].number_input("context length (tokens)", 1, ctx.cfg.max_seq_len,
+                                min(s0.context_len or ctx.wl.seq_len, ctx.cfg.max_seq_len), key="setups.context")
+    c = st.columns([2, 1, 3])
+    gpus = [*GPU_PRESETS_GIB, CUSTOM]
+    gpu = c[0].selectbox("device memory", gpus, index=0, key="setups.gpu",
+                         format_func=lambda g: g if g == CUSTOM else f"{g} ({GPU_PRESETS_GIB[g]} GiB usable)")
+    gib = c[1].number_input("GiB", 0.1, 1e6, 80.0, key="setups.gib", disabled=gpu != CUSTOM)
+    budget_bytes = int((gib if gpu == CUSTOM else GPU_PRESETS_GIB[gpu]) * units.GIB)
+    training = serving = None
+    try:
+        training = TrainingSetup(precision=precision, optimizer=optimizer, recompute=recompute, grad_accum=int(grad_accum),
+                                 dp=int(dp), zero=int(zero), tp=int(tp), loop=loop).check_against(ctx.cfg)
+    except ConfigError as exc:
+        errors.append(exc)
+    try:
+        serving = ServingSetup(weights_bits=WEIGHTS[weights], group_size=int(group), kv_cache=KV[kv],
+                               concurrent=int(concurrent) if concurrent != ctx.wl.batch else None,
+                               context_len=int(context) if context != ctx.wl.seq_len else None).check_against(ctx.cfg)
+    except ConfigError as exc:
+        errors.append(exc)
+    if training is not None and serving is not None:
+        state.remember_setups({**training.to_query_params(), **serving.to_query_params()})
+    return training, serving, budget_bytes, errors
+
+
+def _fits_line(fits: dict[str, int], what: str, wl: Workload, cfg: ModelConfig) -> str:
+    b, n = fits[f"fits_{what}_batch"], fits[f"fits_{what}_seq_len_tokens"]
+    batch = "nothing fits" if b == 0 else f"batch up to **{b:,}**" + (" (the limit searched)" if b == 4096 else "")
+    seq = "nothing fits" if n == 0 else f"up to **{n:,}** tokens" + (" (max_seq_len)" if n == cfg.max_seq_len else "")
+    return f"{batch} at {wl.seq_len:,} tokens; sequence length {seq} at batch {wl.batch}"
+
+
+def render(ctx: Ctx) -> None:
+    training, serving, budget_bytes, errors = controls(ctx)
+    for exc in errors:
+        st.error(f"**{exc.field}**: {exc}")
+    if training is None or serving is None:
+        return
+    cfg, wl = ctx.cfg, ctx.wl
+    tm = cost_model.training_memory(cfg, wl, training)
+    sm = cost_model.serving_memory(cfg, wl, serving)
+    fl = cost_model.training_flops_for(cfg, wl, training)
+    legacy = cost_model.memory_estimate(cfg, wl)
+    st.caption(f"Training: {training.describe()}. Serving: {serving.describe()}. Closed form; GiB = 2^30 bytes; "
+               "FLOPs: one multiply-add = 2 FLOPs, full n x n attention square.")
+    m = st.columns(4)
+    m[0].metric("Training peak per device", units.fmt_bytes(tm.peak_bytes),
+                help=f"At: {setup_charts.STAGE_LABELS.get(tm.peak_stage, tm.peak_stage)}. The Overview's figure "
+                     f"({units.fmt_bytes(legacy.training_total_bytes)}) adds every component as if all were alive "
+                     "at once; this one follows the order tensors live and die.")
+    m[1].metric("Serving memory per device", units.fmt_bytes(sm.total_bytes),
+                help="weights + buffers + KV cache of the concurrent sequences + the prefill's other activations")
+    m[2].metric("KV cache per token", f"{sm.kv_cache_bytes_per_token:,} bytes",
+                help="per sequence, all blocks, K and V (+ int8 scales)")
+    m[3].metric("Training FLOPs per micro-batch per device", units.fmt_flops(fl["train_step_flops"]),
+                help=f"recomputation adds {units.fmt_flops(fl['recompute_flops'])}; one optimizer step = "
+                     f"{training.grad_accum} micro-batches")
+    fits = cost_model.what_fits(cfg, wl, budget_bytes, training=training, serving=serving)
+    st.markdown(f"**What fits {units.fmt_bytes(budget_bytes)} per device** — training: "
+                f"{_fits_line(fits, 'train', wl, cfg)}. Serving: "
+                f"{_fits_line(fits, 'serve', serving.workload(wl), cfg)}.")
+    chart(setup_charts.stages_figure(tm.stages_bytes, tm.peak_parts_bytes, tm.peak_stage, budget_bytes,
+                                     title="Training step: live memory per device at each stage"), "setups_stages")
+    table(_sizes(tm, sm), "per-device memory by component", "setups.sizes",
+          caption="bytes per device under the setups; 'at the peak' is what is alive at the peak stage")
+    st.caption(_measured_note(training, serving) + " Loop assumed: " + LOOP_TEXT[training.loop] + ". Each step: forward, loss, backward per micro-batch, "
+               "optimizer.step(), zero_grad(set_to_none=True). Measured on this model's real code: "
+               "`xtlens.profiling.setups` (see docs/peers.md).")
+    _explorer(ctx, training, serving, budget_bytes)
+
+
+def _measured_note(training: TrainingSetup, serving: ServingSetup) -> str:
+    """Which parts of the setup the project measured on the real model, and which are predicted only."""
+    unmeasured = []
+    if training.tp > 1:
+        unmeasured.append("tensor parallelism")
+    if training.optimizer == "adamw8bit":
+        unmeasured.append("8-bit AdamW (bitsandbytes needs CUDA)")
+    if training.dp > 1 and training.zero in (1, 2):
+        unmeasured.append(f"ZeRO-{training.zero} (ZeRO-3 is measured over 2 CPU processes)")
+    if training.precision == "amp_fp16" or training.precision == "fp16":
+        unmeasured.append("float16 (bfloat16 is measured; the sizes are the same)")
+    if not unmeasured:
+        return ("Measured: setups like this one run on the real model under the memory tracker in "
+                "tests/profiling/test_setups.py (errors in docs/peers.md).")
+    return "Predicted only (not measured here): " + ", ".join(unmeasured) + "."
+
+
+def _sizes(tm: cost_model.TrainingMemory, sm: cost_model.ServingMemory) -> pd.DataFrame:
+    rows = [{"phase": "train_step", "component": k, "bytes": v, "at the peak": tm.peak_parts_bytes.get(k)}
+            for k, v in (("weights", tm.weights_bytes), ("buffers", tm.buffers_bytes), ("gradients", tm.grads_bytes),
+                         ("optimizer", tm.optimizer_bytes), ("activations", tm.activation_bytes),
+                         ("loss", tm.loss_bytes))]
+    rows.append({"phase": "train_step", "component": "transient", "bytes": None,
+                 "at the peak": tm.peak_parts_bytes["transient"]})
+    rows += [{"phase": "inference", "component": k, "bytes": v, "at the peak": v}
+             for k, v in (("weights", sm.weights_bytes), ("buffers", sm.buffers_bytes), ("kv_cache", sm.kv_cache_bytes),
+                          ("activations", sm.activation_bytes))]
+    frame = pd.DataFrame(rows)
+    frame["GiB"] = (frame["bytes"] / units.GIB).round(4)
+    return frame
+
+
+def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_bytes: int) -> None:
+    st.subheader("Budget explorer")
+    c = st.columns([2, 2, 2, 2])
+    pair = c[0].selectbox("axes", list(budget.AXIS_PAIRS), key="setups.axes")
+    x, y = budget.AXIS_PAIRS[pair]
+    btokens = c[1].number_input("training tokens (billions)", 0.001, 1e6, 10.0, key="setups.btokens",
+                                help="The token budget: sets the training FLOPs and the loss prediction.")
+    max_fwd = c[2].number_input("max forward GFLOPs per token (0 = no limit)", 0.0, 1e9, 0.0, key="setups.max_fwd")
+    max_train = c[3].number_input("max training FLOPs, 10^x (0 = no limit)", 0.0, 40.0, 0.0, key="setups.max_train")
+    benefit = st.radio("benefit", list(budget.BENEFITS), horizontal=True, key="setups.benefit",
+                       help="The benefit lab's measured loss will appear here when it exists.")
+    b = budget.Budget(device_memory_bytes=budget_bytes, train_tokens=btokens * 1e9,
+                      max_fwd_flops_per_token=max_fwd * 1e9 or None, max_train_flops=10 ** max_train if max_train else None)
+    xs = sorted(set(budget.AXIS_VALUES[x]) | {getattr(ctx.cfg, x)})
+    ys = sorted(set(budget.AXIS_VALUES[y]) | {getattr(ctx.cfg, y)})
+    frame = budget.grid(ctx.cfg, ctx.wl, x=x, y=y, xs=xs, ys=ys, training=training, serving=serving, budget=b,
+                        benefit=benefit)
+    if frame.empty:
+        st.info("No valid configuration on this grid.")
+        return
+    current = (getattr(ctx.cfg, x), getattr(ctx.cfg, y))
+    st.caption(f"Each cell: the current configuration with {x} and {y} changed, at batch {ctx.wl.batch} x "
+               f"{ctx.wl.seq_len:,} tokens under the setups above. Feasible: training peak and serving memory per device "
+               f"within {units.fmt_bytes(budget_bytes)} and the FLOP caps. {int(frame['feasible'].sum())} of "
+               f"{len(frame)} fit.")
+    left, right = st.columns([3, 2])
+    with left:
+        chart(setup_charts.budget_map(frame, x=x, y=y, device_memory_bytes=budget_bytes, current=current,
+                                      title=f"Training peak per device over {x} x {y}"), "setups_map")
+    with right:
+        chart(setup_charts.pareto_figure(frame, x=x, y=y, current=current, benefit=benefit,
+                                         title="Benefit against training compute"), "setups_pareto")
+        st.caption(f"Loss: {benefit} at the token budget (lower is better). Training FLOPs: the closed-form "
+                   "training step per token (torch convention, recomputation included) x the token budget. "
+                   "Pareto front: feasible points that no other feasible point beats on both.")
+    table(frame, "budget grid", "setups.grid", caption="bytes, FLOPs (torch convention), loss in nats per token")
