@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 from xtlens.core.config import Workload
-from xtlens.dashboard import controls, data, run_on, state
+from xtlens.dashboard import controls, data, jobs, run_on, state
 from xtlens.dashboard.views import Ctx, compare, export, flops, history, latency, memory, overview, tradeoffs
 
 VIEWS = {
@@ -30,6 +30,8 @@ device_labels = dict(data.devices())
 state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
 slots = controls.sidebar(device_labels)
 run_on.sidebar()
+with st.sidebar:
+    jobs.tray()
 cfg, cfg_error = state.read_config()
 wl, wl_error = state.read_workload(cfg)
 errors = [e for e in (cfg_error, wl_error) if e is not None]
@@ -45,7 +47,6 @@ if errors or cfg is None or wl is None:
              + "\n\nThe message is also shown next to the control in the sidebar.")
 else:
     device = state.read_device()
-    state.sync_url(cfg, wl, device, state.current_view("Overview"))
     ctx = Ctx(cfg=cfg, wl=wl, device=device, device_label=device_labels.get(device, device))
     keywords = {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}
     st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
@@ -55,3 +56,4 @@ else:
         if tab.open:
             with tab:
                 render(ctx)
+    state.sync_url(cfg, wl, device, state.current_view("Overview"))  # after the view: its settings go in too

@@ -180,11 +180,13 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
 # --- latency -------------------------------------------------------------------------------------------
 
 def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_ms",
-                   y_title: str = MS_AXIS, series: str = "series", tickformat: str | None = None) -> go.Figure:
+                   y_title: str = MS_AXIS, series: str = "series", tickformat: str | None = None,
+                   colours: dict[str, str] | None = None, dashes: dict[str, str] | None = None) -> go.Figure:
     """Log-log latency vs sequence length, one line per ``series`` with its fitted slope in the legend.
 
     ``frame``: seq_len_tokens, ``series``, ``y``, optional latency_min_ms / latency_max_ms (error bars) and
-    sdpa_backend (the kernel that ran, shown as the point label and in the hover).
+    sdpa_backend (the kernel that ran, shown as the point label and in the hover). ``colours`` /
+    ``dashes``: series -> colour / dash, so a configuration keeps its colour in every chart.
     """
     data = frame.dropna(subset=[y])
     if data.empty:
@@ -195,7 +197,8 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
         xs = group["seq_len_tokens"].astype(float).tolist()
         ys = group[y].astype(float).tolist()
         slope = loglog_slope(xs, ys)
-        label = f"{name} — slope {slope:.2f} ({regime(slope)})" if slope is not None else str(name)
+        words = regime(slope, "throughput" if y == "tokens_per_s" else "latency")
+        label = f"{name} — slope {slope:.2f} ({words})" if slope is not None else str(name)
         kernels = group["sdpa_backend"].fillna("n/a").astype(str).tolist() if "sdpa_backend" in group else None
         err = None
         if y == "latency_median_ms" and {"latency_min_ms", "latency_max_ms"} <= set(group.columns):
@@ -204,7 +207,9 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
                    "arrayminus": (group[y].astype(float) - group["latency_min_ms"].astype(float)).tolist(),
                    "thickness": 1}
         fig.add_trace(go.Scatter(
-            x=xs, y=ys, name=label, mode="lines+markers", line={"color": SERIES[i % len(SERIES)]},
+            x=xs, y=ys, name=label, mode="lines+markers",
+            line={"color": (colours or {}).get(str(name), SERIES[i % len(SERIES)]),
+                  "dash": (dashes or {}).get(str(name), "solid")},
             error_y=err, customdata=kernels,
             hovertemplate="n=%{x}: %{y:.4g}<br>kernel: %{customdata}<extra>" + str(name) + "</extra>"
             if kernels else "n=%{x}: %{y:.4g}<extra>" + str(name) + "</extra>",
@@ -256,17 +261,36 @@ def compare_bars(long: pd.DataFrame, *, metric: str, title: str, y_title: str, s
     return _layout(fig, title, x="configuration", y=y_title, height=320)
 
 
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")
+
+
 def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, x_title: str, y_title: str,
-                  scale: float = 1.0, log_x: bool = True, log_y: bool = False) -> go.Figure:
-    """One line per ``series`` value (e.g. configuration) of ``y`` against ``x``."""
+                  scale: float = 1.0, log_x: bool = True, log_y: bool = False,
+                  ends: dict[str, str] | None = None) -> go.Figure:
+    """One line per ``series`` value (e.g. configuration) of ``y`` against ``x``.
+
+    Each series has its own colour (by order, as in ``compare_bars``), dash and marker, so identical
+    curves stay visible on top of each other. ``ends``: series -> why its curve stops early; its last
+    point gets an X marker and that reason next to it.
+    """
     if frame.empty:
         return _empty(title, "nothing to show")
     fig = go.Figure()
     for i, (name, group) in enumerate(frame.groupby(series, sort=False)):
         group = group.sort_values(x)
-        fig.add_trace(go.Scatter(x=group[x].astype(float).tolist(), y=(group[y].astype(float) / scale).tolist(),
-                                 mode="lines+markers", name=str(name), line={"color": SERIES[i % len(SERIES)]},
+        xs, ys = group[x].astype(float).tolist(), (group[y].astype(float) / scale).tolist()
+        colour = SERIES[i % len(SERIES)]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=str(name),
+                                 line={"color": colour, "dash": DASHES[i % len(DASHES)], "width": 2 + (i == 0)},
+                                 marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 8 - i % 3},
                                  hovertemplate="%{x}: %{y:.4g}<extra>" + str(name) + "</extra>"))
+        reason = (ends or {}).get(str(name))
+        if reason and xs:
+            fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers+text", showlegend=False,
+                                     marker={"symbol": "x", "size": 14, "color": colour},
+                                     text=[f"{name}: ends, {reason}"], textposition="top left",
+                                     textfont={"color": colour}, hoverinfo="text"))
     if log_x:
         _seq_xaxis(fig, frame[x].astype(float).tolist())
     if log_y:
