@@ -30,8 +30,7 @@ device_labels = dict(data.devices())
 state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
 slots = controls.sidebar(device_labels)
 run_on.sidebar()
-with st.sidebar:
-    jobs.tray()
+tray_slot = st.sidebar.container()  # the job tray, drawn after the view (which may have just started a job)
 cfg, cfg_error = state.read_config()
 wl, wl_error = state.read_workload(cfg)
 errors = [e for e in (cfg_error, wl_error) if e is not None]
@@ -57,3 +56,5 @@ else:
             with tab:
                 render(ctx)
     state.sync_url(cfg, wl, device, state.current_view("Overview"))  # after the view: its settings go in too
+with tray_slot:
+    jobs.tray()

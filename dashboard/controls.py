@@ -35,7 +35,7 @@ def _number(spec: schema.FieldSpec, key: str, *, label: str | None = None) -> No
 def _range_words(spec: schema.FieldSpec) -> str:
     if spec.lo is None or spec.hi is None:
         return ""
-    fmt = (lambda v: f"{v:g}") if spec.kind == "float" else (lambda v: f"{int(v):,}")
+    fmt = (lambda v: f"{v:g}") if spec.kind == "float" else (lambda v: f"{int(v)}")
     return f" Allowed: {fmt(spec.lo)}..{fmt(spec.hi)}."
 
 

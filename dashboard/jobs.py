@@ -207,7 +207,8 @@ def tray_rows() -> list[dict[str, str]]:
     cancelled, timed out, failed. Every place (this machine, each Ray cluster) runs one job at a time."""
     labels = state.session_jobs()
     rows = []
-    for place, mgr in _managers().items():
+    places = {"": manager(), **{a: m for a, m in _managers().items() if a}}
+    for place, mgr in places.items():
         all_jobs = mgr.jobs()
         running = [j for j in all_jobs if j.outcome == "running"]
         queued = [j for j in all_jobs if j.outcome == "pending"]
