@@ -46,6 +46,7 @@ if errors or cfg is None or wl is None:
              + "\n\nThe message is also shown next to the control in the sidebar.")
 else:
     device = state.read_device()
+    state.sync_url(cfg, wl, device, state.current_view("Overview"))
     ctx = Ctx(cfg=cfg, wl=wl, device=device, device_label=device_labels.get(device, device))
     keywords = {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}
     st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
@@ -55,6 +56,6 @@ else:
         if tab.open:
             with tab:
                 render(ctx)
-    state.sync_url(cfg, wl, device, state.current_view("Overview"))  # after the view: its settings go in too
+    state.sync_url(cfg, wl, device, state.current_view("Overview"))  # again: the view's own settings
 with tray_slot:
     jobs.tray()

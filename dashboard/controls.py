@@ -17,7 +17,7 @@ SLIDER_FIELDS = {"dim": "pow2", "depth": "linear", "heads": "linear"}  # sizes: 
 SLIDER_TOP = {"depth": 64, "heads": 64}  # the slider's end; the exact box takes any allowed value
 
 
-def _number(spec: schema.FieldSpec, key: str, *, label: str | None = None) -> None:
+def _number(spec: schema.FieldSpec, key: str, *, beside_slider: bool = False) -> None:
     """A number box WITHOUT min/max: an out-of-range value reaches ``ModelConfig``, whose message (field and
     allowed range) is shown under the control and the page stops showing numbers until it is fixed.
     (With min/max, Streamlit keeps the bad digits in the box, shows a small "!" and silently keeps the old
@@ -29,7 +29,9 @@ def _number(spec: schema.FieldSpec, key: str, *, label: str | None = None) -> No
         kwargs.update(step=int(spec.step))
     if spec.placeholder:
         kwargs["placeholder"] = spec.placeholder
-    st.number_input(label or spec.label, **kwargs)
+    if beside_slider:  # the slider beside it shows the label; the box keeps it for screen readers and tests
+        kwargs["label_visibility"] = "collapsed"
+    st.number_input(spec.label, **kwargs)
 
 
 def _range_words(spec: schema.FieldSpec) -> str:
@@ -57,7 +59,7 @@ def _sized(spec: schema.FieldSpec, key: str) -> None:
                          help=spec.help + (" Steps are powers of two; type any other value in the box beside."
                                            if SLIDER_FIELDS[spec.name] == "pow2" else ""))
     with c[1]:
-        _number(spec, key, label="exact")
+        _number(spec, key, beside_slider=True)
 
 
 def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.DeltaGenerator]:
