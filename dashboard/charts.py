@@ -48,6 +48,36 @@ def _seq_xaxis(fig: go.Figure, xs: Sequence[float]) -> None:
         fig.update_xaxes(type="log")
 
 
+def log_ticks(values: Sequence[float]) -> list[float]:
+    """Clean tick positions for a log axis: 1-2-5 in each decade when the values span up to 2 decades,
+    1-3 up to 4, powers of ten beyond (never Plotly's unlabelled-magnitude minor ticks "2, 3, 4")."""
+    vals = [float(v) for v in values if v is not None and v == v and v > 0]
+    if not vals:
+        return []
+    lo, hi = min(vals), max(vals)
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    steps = (1, 2, 5) if k1 - k0 <= 2 else (1, 3) if k1 - k0 <= 4 else (1,)
+    ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    return inside if len(inside) >= 2 else [t for t in ticks if lo / 10 <= t <= hi * 10]
+
+
+def tick_text(v: float) -> str:
+    """``0.05``, ``2``, ``500``, ``2k``, ``10M``: short, with the magnitude in every label."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
+def _log_yaxis(fig: go.Figure, values: Sequence[float]) -> None:
+    ticks = log_ticks(values)
+    if ticks:
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
+    else:
+        fig.update_yaxes(type="log")
+
+
 def _empty(title: str, message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -215,7 +245,10 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
             if kernels else "n=%{x}: %{y:.4g}<extra>" + str(name) + "</extra>",
         ))
     _seq_xaxis(fig, data["seq_len_tokens"].tolist())
-    fig.update_yaxes(type="log", tickformat=tickformat)
+    values = data[y].astype(float).tolist()
+    if y == "latency_median_ms" and {"latency_min_ms", "latency_max_ms"} <= set(data.columns):
+        values += data["latency_min_ms"].dropna().astype(float).tolist() + data["latency_max_ms"].dropna().tolist()
+    _log_yaxis(fig, values)
     return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
 
 
@@ -294,7 +327,7 @@ def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: st
     if log_x:
         _seq_xaxis(fig, frame[x].astype(float).tolist())
     if log_y:
-        fig.update_yaxes(type="log", dtick=1)
+        _log_yaxis(fig, (frame[y].astype(float) / scale).tolist())
     return _layout(fig, title, x=x_title, y=y_title)
 
 

@@ -127,6 +127,6 @@ def show_errors(slots: dict, errors: Sequence[Exception]) -> None:
         field = getattr(exc, "field", None)
         slot = slots.get(field) or slots["_top"]
         spec = schema.CONFIG_SPECS.get(field) or schema.WORKLOAD_SPECS.get(field)
-        allowed = _range_words(spec) if spec is not None and spec.kind != "bool" else ""
-        slot.error((f"**{field}**: {exc}" if field else str(exc)) + allowed
-                   + (" The page shows no numbers until it is valid." if field else ""))
+        allowed = _range_words(spec).replace(" Allowed: ", " (allowed ").rstrip(".") + ")" \
+            if spec is not None and spec.kind != "bool" and spec.lo is not None and spec.hi is not None else ""
+        slot.error(f"**{field}**{allowed}: {exc}. No numbers are shown until it is valid." if field else str(exc))

@@ -74,17 +74,19 @@ def facts(cfg: ModelConfig, kernel: str | None = None) -> list[Fact]:
         ),
         Fact(
             keyword="attn_flash",
-            does=(("attn_flash = True: calls torch.nn.functional.scaled_dot_product_attention (SDPA). SDPA picks a "
-                   "kernel: flash needs no additive mask"
-                   + (" (ALiBi's bias is one, so the flash kernel is ruled out here)" if cfg.alibi_pos_bias else "")
-                   + "; memory-efficient accepts a bias; math is the fallback. ")
+            does=(("attn_flash = True: calls torch.nn.functional.scaled_dot_product_attention (SDPA), which picks a "
+                   "kernel. On CUDA the flash kernel takes no additive mask"
+                   + (", so ALiBi's bias rules it out there (memory-efficient or math runs)" if cfg.alibi_pos_bias
+                      else "")
+                   + "; on CPU PyTorch's own flash implementation (`cpu_flash`) accepts a mask. ")
                   if cfg.attn_flash else
                   "attn_flash = False: attention is computed with einsum and an explicit softmax (no SDPA kernel). ")
                  + _kernel_words(kernel),
             claim="attn_flash makes flash attention run." if cfg.attn_flash and cfg.alibi_pos_bias else None,
-            correction=("with alibi_pos_bias the additive bias keeps SDPA off the flash kernel"
-                        + (f" (measured: `{kernel}` ran)." if kernel else "; the Latency view shows the kernel per "
-                           "length.")) if cfg.attn_flash and cfg.alibi_pos_bias else None,
+            correction=(("on CUDA ALiBi's additive bias keeps SDPA off the flash kernel; on CPU `cpu_flash` can run"
+                         + (f" (measured here: `{kernel}`)." if kernel else " (the Latency view shows the kernel per "
+                            "length)."))
+                        if cfg.attn_flash and cfg.alibi_pos_bias else None),
         ),
         Fact(
             keyword="deepnorm",

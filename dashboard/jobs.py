@@ -152,7 +152,9 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
     machine = provenance.machine_state(frame)
     if machine:
         st.caption(f"Machine while timing: {machine}.")
-    for warning in provenance.spread_warnings(frame):
+    for warning in [provenance.load_warning(frame), *provenance.spread_warnings(frame)]:
+        if warning is None:
+            continue
         st.warning(warning)
     summary = provenance.failure_summary(bad)
     if summary:

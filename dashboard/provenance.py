@@ -18,7 +18,8 @@ import pandas as pd
 SPREAD_WARN = 2.0  # max / min of the repeats above which a timing is called noisy
 CACHE_SLACK_S = 2.0  # row timestamps have one-second resolution
 
-__all__ = ["Provenance", "provenance", "spread_warnings", "failure_summary", "machine_state", "SPREAD_WARN"]
+__all__ = ["Provenance", "provenance", "spread_warnings", "failure_summary", "machine_state", "load_warning",
+           "SPREAD_WARN"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +47,7 @@ class Provenance:
         if self.source == "partly from cache":
             return (f"partly from cache: {self.cached_rows} row(s) stored earlier, {self.fresh_rows} measured now; "
                     f"measured {when}")
-        return f"measured now ({when})"
+        return f"measured {when}"
 
 
 def _parse(ts: str) -> _dt.datetime | None:
@@ -137,3 +138,21 @@ def machine_state(frame: pd.DataFrame) -> str | None:
     if not found:
         return None
     return found[0] if found[0] == found[-1] else f"{found[0]} at the first point, {found[-1].split(', ')[-1]} at the last"
+
+
+_LOAD = re.compile(r"(\d+) CPUs, load average \(1 min\) ([\d.]+)")
+
+
+def load_warning(frame: pd.DataFrame) -> str | None:
+    """A warning when the 1-minute load while timing exceeded the CPU count (other work shared the cores)."""
+    if frame is None or "method" not in frame:
+        return None
+    worst = None
+    for text in frame["method"].dropna():
+        m = _LOAD.search(str(text))
+        if m and float(m.group(2)) > int(m.group(1)) and (worst is None or float(m.group(2)) > worst[1]):
+            worst = (int(m.group(1)), float(m.group(2)))
+    if worst is None:
+        return None
+    return (f"The machine was busy while timing: load average {worst[1]:.1f} on {worst[0]} CPUs. Other work shared "
+            "the cores, so these timings are slower and noisier than on an idle machine.")
