@@ -184,10 +184,12 @@ def memory_stacked(frame: pd.DataFrame, *, phase: str, title: str | None = None)
     return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
 
 
-def measured_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
-    """Lines per phase: predicted (dashed) and measured (markers) GiB vs sequence length.
+def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: str = "measured") -> go.Figure:
+    """Per phase: predicted (dashed line) and measured (markers, labelled with the relative error) in GiB vs
+    sequence length, on log-log axes (a 16 GiB point would flatten the rest on a linear axis).
 
-    ``frame``: seq_len_tokens, phase, predicted_bytes, measured_bytes.
+    ``frame``: seq_len_tokens, phase, predicted_bytes, measured_bytes. ``measured_label`` names the method
+    (``simulated`` for MemTracker under fake tensors).
     """
     if frame.empty:
         return _empty(title, "not measured yet — press Measure")
@@ -195,16 +197,21 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
     for i, (phase, group) in enumerate(frame.groupby("phase", sort=False)):
         group = group.sort_values("seq_len_tokens")
         color = SERIES[i % len(SERIES)]
-        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(),
-                                 y=(group["predicted_bytes"].astype(float) / GIB).tolist(),
+        pred = group["predicted_bytes"].astype(float)
+        meas = group["measured_bytes"].astype(float)
+        err = [f"{100 * (m - p) / p:+.1f}%" if p and m == m else "" for m, p in zip(meas, pred, strict=True)]
+        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(pred / GIB).tolist(),
                                  name=f"{phase}: predicted", mode="lines", line={"dash": "dash", "color": color},
-                                 hovertemplate="n=%{x}: %{y:.3f} GiB<extra>predicted</extra>"))
-        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(),
-                                 y=(group["measured_bytes"].astype(float) / GIB).tolist(),
-                                 name=f"{phase}: measured", mode="markers", marker={"size": 9, "color": color},
-                                 hovertemplate="n=%{x}: %{y:.3f} GiB<extra>measured</extra>"))
+                                 hovertemplate="n=%{x}: %{y:.4g} GiB<extra>predicted</extra>"))
+        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(meas / GIB).tolist(), text=err,
+                                 name=f"{phase}: {measured_label} (label: vs predicted)", mode="markers+text",
+                                 textposition="top center", textfont={"color": color, "size": 10},
+                                 marker={"size": 9, "color": color},
+                                 hovertemplate="n=%{x}: %{y:.4g} GiB (%{text} vs predicted)<extra>"
+                                               + measured_label + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
-    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
+    _log_yaxis(fig, [v / GIB for v in pd.concat([frame["predicted_bytes"], frame["measured_bytes"]]).dropna()])
+    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS + ", log scale")
 
 
 # --- latency -------------------------------------------------------------------------------------------

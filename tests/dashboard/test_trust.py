@@ -286,3 +286,63 @@ def test_a_cached_result_says_so_with_its_time_and_measure_again_measures(monkey
     fresh = jobs.frame_of(again)
     assert min(fresh["timestamp"]) > max(first["timestamp"])
     assert "measured now" in captions(at) and "from cache" not in captions(at)
+
+
+# --- charts that show their point ---------------------------------------------------------------------------------
+
+def test_log_ticks_are_clean_and_carry_their_magnitude() -> None:
+    ticks = charts.log_ticks([900.0, 5561.0])
+    assert ticks == [1000.0, 2000.0, 5000.0]
+    assert [charts.tick_text(t) for t in ticks] == ["1k", "2k", "5k"]
+    assert charts.log_ticks([1.0, 1e6]) == [10.0**k for k in range(0, 7)]
+
+
+def test_memory_chart_shows_the_error_per_point_and_says_simulated() -> None:
+    from xtlens.dashboard.views import memory
+
+    frame = pd.DataFrame({"seq_len_tokens": [1024, 8192], "phase": "train_step",
+                          "predicted_bytes": [2**30, 16 * 2**30], "measured_bytes": [1.1 * 2**30, 15 * 2**30]})
+    fig = charts.measured_vs_predicted(frame, title="t", measured_label="simulated")
+    dots = fig.data[1]
+    assert dots.text == ("+10.0%", "-6.2%") and dots.name.startswith("train_step: simulated")
+    assert fig.layout.yaxis.type == "log"
+    rows = pd.DataFrame({"method": ["torch MemTracker under FakeTensorMode (tensor sizes; no memory used)"]})
+    assert memory.measured_words(rows)[0] == "simulated"
+    assert memory.measured_words(pd.DataFrame({"method": ["torch.cuda.max_memory_allocated growth"]}))[0] == "measured"
+
+
+def test_the_inference_activation_drop_is_explained_where_it_happens() -> None:
+    from xtlens.core.config import Workload
+    from xtlens.dashboard.views import memory
+
+    curve = tables.memory_curve(PRESETS["seed"], Workload(), tuple(tables.seq_len_grid(8192)))
+    (note,) = memory.activation_drops(curve)
+    assert "from 1,024 to 2,048 tokens" in note and "ALiBi bias" in note
+    no_alibi = PRESETS["seed"].replace(alibi_pos_bias=False, alibi_num_heads=None)
+    assert memory.activation_drops(tables.memory_curve(no_alibi, Workload(), (1024, 2048))) == []
+
+
+def test_flop_counters_are_a_table_with_their_differences() -> None:
+    from xtlens.dashboard.views import flops
+
+    totals = pd.DataFrame([{"phase": "forward", "predicted_flops": 1_000_000, "torch_counter_flops": 1_000_300,
+                            "fvcore_flops": 999_200}])
+    table = flops.counter_table(totals).set_index("counter")
+    assert table.loc["torch FlopCounterMode", "vs closed form"] == "+0.030%"
+    assert table.loc["fvcore (2 x its MACs)", "vs closed form"] == "-0.080%"
+    assert table.loc["closed form (core.cost_model)", "vs closed form"] == "reference"
+
+
+def test_facts_follow_the_flags_and_the_kernel_that_ran() -> None:
+    from xtlens.dashboard import facts
+
+    seed = PRESETS["seed"]
+    by_kw = {f.keyword: f for f in facts.facts(seed, "cpu_flash")}
+    assert "`cpu_flash`" in by_kw["attn_flash"].does and "measured here: `cpu_flash`" in by_kw["attn_flash"].correction
+    off = {f.keyword: f for f in facts.facts(seed.replace(attn_one_kv_head=False, deepnorm=False))}
+    assert off["attn_one_kv_head"].does.startswith("attn_one_kv_head = False: 8 K/V head(s)")
+    assert "multi-query" not in off["attn_one_kv_head"].does
+    assert off["deepnorm"].does.startswith("deepnorm = False") and off["deepnorm"].correction is None
+    for f in facts.facts(seed):
+        assert "seed-analysis" not in f.does + (f.claim or "") + (f.correction or "")
+        assert (f.claim is None) == (f.correction is None)  # a correction always states the claim it corrects
