@@ -288,6 +288,7 @@ def on_restore_session(snapshot: Any) -> None:
     ss[_PINS] = [(p.name, p.config.to_json()) for p in snapshot.pins][:MAX_PINS]
     for name, frame in snapshot.results:
         add_upload(name, frame)
+    restore_settings(dict(getattr(snapshot, "settings", ()) or ()))
     ss[_SOURCE_NOTE] = ("ok", f"Restored a saved session ({len(snapshot.pins)} pinned configuration(s), "
                               f"{len(snapshot.results)} result table(s)).")
 
@@ -342,7 +343,9 @@ def tab_setting(key: str, default: Any, valid: Any = None) -> None:
     ``valid(value)`` rejects a kept value the widget cannot show now (``default`` is used instead).
     """
     ss = st.session_state
-    kept = ss.setdefault(_KEPT, {})
+    if _KEPT not in ss:
+        ss[_KEPT] = {}
+    kept = ss[_KEPT]
     if key in ss:
         kept[key] = ss[key]
     else:
@@ -363,7 +366,9 @@ def kept_settings() -> dict[str, Any]:
 def restore_settings(settings: dict[str, Any]) -> None:
     """Put tab settings (from a session file or the URL) back; the widgets read them when drawn."""
     ss = st.session_state
-    kept = ss.setdefault(_KEPT, {})
+    if _KEPT not in ss:
+        ss[_KEPT] = {}
+    kept = ss[_KEPT]
     for key, value in settings.items():
         kept[key] = value
         ss[key] = value

@@ -346,3 +346,36 @@ def test_facts_follow_the_flags_and_the_kernel_that_ran() -> None:
     for f in facts.facts(seed):
         assert "seed-analysis" not in f.does + (f.claim or "") + (f.correction or "")
         assert (f.claim is None) == (f.correction is None)  # a correction always states the claim it corrects
+
+
+def test_the_session_file_keeps_the_tab_settings_and_older_files_still_load() -> None:
+    import json
+
+    from xtlens.core.config import Workload
+    from xtlens.dashboard import session_io
+
+    settings = {"latency.max_len": 2048, "latency.phases": ["forward"], "tradeoffs.axis": "depth",
+                "tradeoffs.dataset_btokens": 50.0}
+    snap = session_io.make(PRESETS["seed"], Workload(), "cpu", [], [], settings=settings)
+    back = session_io.from_json(session_io.to_json(snap))
+    assert dict(back.settings) == settings
+    old = json.loads(session_io.to_json(snap))
+    del old["settings"]
+    assert session_io.from_json(json.dumps(old)).settings == ()
+
+
+def test_restoring_a_session_brings_its_tab_settings_back() -> None:
+    from xtlens.core.config import Workload
+    from xtlens.dashboard import session_io
+
+    snap = session_io.make(PRESETS["seed"], Workload(), "cpu", [], [], settings={"tradeoffs.axis": "heads"})
+    at = show(app(), "Trade-offs")
+    assert at.radio(key="tradeoffs.axis").value == "dim"
+    from xtlens.dashboard import state
+
+    at.session_state["_xtlens_kept"] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(state.st, "session_state", at.session_state)
+        state.restore_settings(dict(snap.settings))
+    at.run()
+    assert at.radio(key="tradeoffs.axis").value == "heads"
