@@ -204,7 +204,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
                                  name=f"{phase}: predicted", mode="lines", line={"dash": "dash", "color": color},
                                  hovertemplate="n=%{x}: %{y:.4g} GiB<extra>predicted</extra>"))
         fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(meas / GIB).tolist(), text=err,
-                                 name=f"{phase}: {measured_label} (label: vs predicted)", mode="markers+text",
+                                 name=f"{phase}: {measured_label}", mode="markers+text",
                                  textposition="top center", textfont={"color": color, "size": 10},
                                  marker={"size": 9, "color": color},
                                  hovertemplate="n=%{x}: %{y:.4g} GiB (%{text} vs predicted)<extra>"

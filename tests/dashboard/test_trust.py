@@ -11,27 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_app import _compare_table, app, no_exception, show  # the AppTest helpers of the dashboard tests
 from xtlens.core.config import PRESETS
 from xtlens.dashboard import charts, jobs, provenance, tables
 from xtlens.profiling.worker import JobManager
-
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-
-
-def app(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    if query:
-        at.query_params.update(query)
-    return at.run()
-
-
-def show(at: AppTest, view: str) -> AppTest:
-    at.session_state["view"] = view
-    return at.run()
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
 
 
 def captions(at: AppTest) -> str:
@@ -118,13 +101,6 @@ def test_job_tray_says_queue_position_and_why_a_job_waits(monkeypatch: pytest.Mo
 
 
 # --- Compare ------------------------------------------------------------------------------------------------
-
-def _compare_table(at: AppTest) -> pd.DataFrame:
-    for df in at.dataframe:
-        if "quantity" in df.value.columns:
-            return df.value
-    raise AssertionError("no comparison table")
-
 
 def test_four_pins_and_the_live_configuration_make_five_columns() -> None:
     at = show(app(), "Compare")
@@ -304,7 +280,7 @@ def test_memory_chart_shows_the_error_per_point_and_says_simulated() -> None:
                           "predicted_bytes": [2**30, 16 * 2**30], "measured_bytes": [1.1 * 2**30, 15 * 2**30]})
     fig = charts.measured_vs_predicted(frame, title="t", measured_label="simulated")
     dots = fig.data[1]
-    assert dots.text == ("+10.0%", "-6.2%") and dots.name.startswith("train_step: simulated")
+    assert dots.text == ("+10.0%", "-6.2%") and dots.name == "train_step: simulated"
     assert fig.layout.yaxis.type == "log"
     rows = pd.DataFrame({"method": ["torch MemTracker under FakeTensorMode (tensor sizes; no memory used)"]})
     assert memory.measured_words(rows)[0] == "simulated"
