@@ -39,7 +39,7 @@ def render(ctx: Ctx) -> None:
     c[0].metric("Inference memory (one forward)", fmt_bytes(est["inference_total_bytes"]),
                 help="weights + buffers + peak activations of a no-grad forward")
     c[1].metric("Training memory (AdamW step)", fmt_bytes(est["training_total_bytes"]),
-                help="weights + gradients + AdamW state + tensors saved for backward (lower bound of the peak)")
+                help="weights + gradients + AdamW state + tensors saved for backward (an estimate of the peak of `loss = f(model(x)); loss.backward()`, not a bound: a measurement can land on either side)")
     c[2].metric("KV cache at this length", fmt_bytes(est["kv_cache_bytes"]),
                 help="2 x depth x batch x kv_heads x n x attn_dim_head x bytes per element")
 
