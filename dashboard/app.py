@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 from xtlens.core.config import Workload
-from xtlens.dashboard import controls, data, run_on, state
+from xtlens.dashboard import controls, data, jobs, run_on, state
 from xtlens.dashboard.views import (
     Ctx,
     benefits,
@@ -44,6 +44,7 @@ device_labels = dict(data.devices())
 state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
 slots = controls.sidebar(device_labels)
 run_on.sidebar()
+tray_slot = st.sidebar.container()  # the job tray, drawn after the view (which may have just started a job)
 cfg, cfg_error = state.read_config()
 wl, wl_error = state.read_workload(cfg)
 errors = [e for e in (cfg_error, wl_error) if e is not None]
@@ -69,3 +70,6 @@ else:
         if tab.open:
             with tab:
                 render(ctx)
+    state.sync_url(cfg, wl, device, state.current_view("Overview"))  # again: the view's own settings
+with tray_slot:
+    jobs.tray()

@@ -48,6 +48,36 @@ def _seq_xaxis(fig: go.Figure, xs: Sequence[float]) -> None:
         fig.update_xaxes(type="log")
 
 
+def log_ticks(values: Sequence[float]) -> list[float]:
+    """Clean tick positions for a log axis: 1-2-5 in each decade when the values span up to 2 decades,
+    1-3 up to 4, powers of ten beyond (never Plotly's unlabelled-magnitude minor ticks "2, 3, 4")."""
+    vals = [float(v) for v in values if v is not None and v == v and v > 0]
+    if not vals:
+        return []
+    lo, hi = min(vals), max(vals)
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    steps = (1, 2, 5) if k1 - k0 <= 2 else (1, 3) if k1 - k0 <= 4 else (1,)
+    ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    return inside if len(inside) >= 2 else [t for t in ticks if lo / 10 <= t <= hi * 10]
+
+
+def tick_text(v: float) -> str:
+    """``0.05``, ``2``, ``500``, ``2k``, ``10M``: short, with the magnitude in every label."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
+def _log_yaxis(fig: go.Figure, values: Sequence[float]) -> None:
+    ticks = log_ticks(values)
+    if ticks:
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
+    else:
+        fig.update_yaxes(type="log")
+
+
 def _empty(title: str, message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -154,10 +184,12 @@ def memory_stacked(frame: pd.DataFrame, *, phase: str, title: str | None = None)
     return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
 
 
-def measured_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
-    """Lines per phase: predicted (dashed) and measured (markers) GiB vs sequence length.
+def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: str = "measured") -> go.Figure:
+    """Per phase: predicted (dashed line) and measured (markers, labelled with the relative error) in GiB vs
+    sequence length, on log-log axes (a 16 GiB point would flatten the rest on a linear axis).
 
-    ``frame``: seq_len_tokens, phase, predicted_bytes, measured_bytes.
+    ``frame``: seq_len_tokens, phase, predicted_bytes, measured_bytes. ``measured_label`` names the method
+    (``simulated`` for MemTracker under fake tensors).
     """
     if frame.empty:
         return _empty(title, "not measured yet — press Measure")
@@ -165,26 +197,33 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
     for i, (phase, group) in enumerate(frame.groupby("phase", sort=False)):
         group = group.sort_values("seq_len_tokens")
         color = SERIES[i % len(SERIES)]
-        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(),
-                                 y=(group["predicted_bytes"].astype(float) / GIB).tolist(),
+        pred = group["predicted_bytes"].astype(float)
+        meas = group["measured_bytes"].astype(float)
+        err = [f"{100 * (m - p) / p:+.1f}%" if p and m == m else "" for m, p in zip(meas, pred, strict=True)]
+        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(pred / GIB).tolist(),
                                  name=f"{phase}: predicted", mode="lines", line={"dash": "dash", "color": color},
-                                 hovertemplate="n=%{x}: %{y:.3f} GiB<extra>predicted</extra>"))
-        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(),
-                                 y=(group["measured_bytes"].astype(float) / GIB).tolist(),
-                                 name=f"{phase}: measured", mode="markers", marker={"size": 9, "color": color},
-                                 hovertemplate="n=%{x}: %{y:.3f} GiB<extra>measured</extra>"))
+                                 hovertemplate="n=%{x}: %{y:.4g} GiB<extra>predicted</extra>"))
+        fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(meas / GIB).tolist(), text=err,
+                                 name=f"{phase}: {measured_label}", mode="markers+text",
+                                 textposition="top center", textfont={"color": color, "size": 10},
+                                 marker={"size": 9, "color": color},
+                                 hovertemplate="n=%{x}: %{y:.4g} GiB (%{text} vs predicted)<extra>"
+                                               + measured_label + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
-    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
+    _log_yaxis(fig, [v / GIB for v in pd.concat([frame["predicted_bytes"], frame["measured_bytes"]]).dropna()])
+    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS + ", log scale")
 
 
 # --- latency -------------------------------------------------------------------------------------------
 
 def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_ms",
-                   y_title: str = MS_AXIS, series: str = "series", tickformat: str | None = None) -> go.Figure:
+                   y_title: str = MS_AXIS, series: str = "series", tickformat: str | None = None,
+                   colours: dict[str, str] | None = None, dashes: dict[str, str] | None = None) -> go.Figure:
     """Log-log latency vs sequence length, one line per ``series`` with its fitted slope in the legend.
 
     ``frame``: seq_len_tokens, ``series``, ``y``, optional latency_min_ms / latency_max_ms (error bars) and
-    sdpa_backend (the kernel that ran, shown as the point label and in the hover).
+    sdpa_backend (the kernel that ran, shown as the point label and in the hover). ``colours`` /
+    ``dashes``: series -> colour / dash, so a configuration keeps its colour in every chart.
     """
     data = frame.dropna(subset=[y])
     if data.empty:
@@ -195,7 +234,8 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
         xs = group["seq_len_tokens"].astype(float).tolist()
         ys = group[y].astype(float).tolist()
         slope = loglog_slope(xs, ys)
-        label = f"{name} — slope {slope:.2f} ({regime(slope)})" if slope is not None else str(name)
+        words = regime(slope, "throughput" if y == "tokens_per_s" else "latency")
+        label = f"{name} — slope {slope:.2f} ({words})" if slope is not None else str(name)
         kernels = group["sdpa_backend"].fillna("n/a").astype(str).tolist() if "sdpa_backend" in group else None
         err = None
         if y == "latency_median_ms" and {"latency_min_ms", "latency_max_ms"} <= set(group.columns):
@@ -204,13 +244,18 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
                    "arrayminus": (group[y].astype(float) - group["latency_min_ms"].astype(float)).tolist(),
                    "thickness": 1}
         fig.add_trace(go.Scatter(
-            x=xs, y=ys, name=label, mode="lines+markers", line={"color": SERIES[i % len(SERIES)]},
+            x=xs, y=ys, name=label, mode="lines+markers",
+            line={"color": (colours or {}).get(str(name), SERIES[i % len(SERIES)]),
+                  "dash": (dashes or {}).get(str(name), "solid")},
             error_y=err, customdata=kernels,
             hovertemplate="n=%{x}: %{y:.4g}<br>kernel: %{customdata}<extra>" + str(name) + "</extra>"
             if kernels else "n=%{x}: %{y:.4g}<extra>" + str(name) + "</extra>",
         ))
     _seq_xaxis(fig, data["seq_len_tokens"].tolist())
-    fig.update_yaxes(type="log", tickformat=tickformat)
+    values = data[y].astype(float).tolist()
+    if y == "latency_median_ms" and {"latency_min_ms", "latency_max_ms"} <= set(data.columns):
+        values += data["latency_min_ms"].dropna().astype(float).tolist() + data["latency_max_ms"].dropna().tolist()
+    _log_yaxis(fig, values)
     return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
 
 
@@ -256,21 +301,40 @@ def compare_bars(long: pd.DataFrame, *, metric: str, title: str, y_title: str, s
     return _layout(fig, title, x="configuration", y=y_title, height=320)
 
 
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")
+
+
 def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, x_title: str, y_title: str,
-                  scale: float = 1.0, log_x: bool = True, log_y: bool = False) -> go.Figure:
-    """One line per ``series`` value (e.g. configuration) of ``y`` against ``x``."""
+                  scale: float = 1.0, log_x: bool = True, log_y: bool = False,
+                  ends: dict[str, str] | None = None) -> go.Figure:
+    """One line per ``series`` value (e.g. configuration) of ``y`` against ``x``.
+
+    Each series has its own colour (by order, as in ``compare_bars``), dash and marker, so identical
+    curves stay visible on top of each other. ``ends``: series -> why its curve stops early; its last
+    point gets an X marker and that reason next to it.
+    """
     if frame.empty:
         return _empty(title, "nothing to show")
     fig = go.Figure()
     for i, (name, group) in enumerate(frame.groupby(series, sort=False)):
         group = group.sort_values(x)
-        fig.add_trace(go.Scatter(x=group[x].astype(float).tolist(), y=(group[y].astype(float) / scale).tolist(),
-                                 mode="lines+markers", name=str(name), line={"color": SERIES[i % len(SERIES)]},
+        xs, ys = group[x].astype(float).tolist(), (group[y].astype(float) / scale).tolist()
+        colour = SERIES[i % len(SERIES)]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=str(name),
+                                 line={"color": colour, "dash": DASHES[i % len(DASHES)], "width": 2 + (i == 0)},
+                                 marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 8 - i % 3},
                                  hovertemplate="%{x}: %{y:.4g}<extra>" + str(name) + "</extra>"))
+        reason = (ends or {}).get(str(name))
+        if reason and xs:
+            fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers+text", showlegend=False,
+                                     marker={"symbol": "x", "size": 14, "color": colour},
+                                     text=[f"{name}: ends, {reason}"], textposition="top left",
+                                     textfont={"color": colour}, hoverinfo="text"))
     if log_x:
         _seq_xaxis(fig, frame[x].astype(float).tolist())
     if log_y:
-        fig.update_yaxes(type="log", dtick=1)
+        _log_yaxis(fig, (frame[y].astype(float) / scale).tolist())
     return _layout(fig, title, x=x_title, y=y_title)
 
 

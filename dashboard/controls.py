@@ -13,16 +13,53 @@ import streamlit as st
 from xtlens.core.config import GROUPS, PRESETS, SEED_SNIPPET
 from xtlens.dashboard import schema, state
 
+SLIDER_FIELDS = {"dim": "pow2", "depth": "linear", "heads": "linear"}  # sizes: a slider with the exact box beside
+SLIDER_TOP = {"depth": 64, "heads": 64}  # the slider's end; the exact box takes any allowed value
 
-def _number(spec: schema.FieldSpec, key: str) -> None:
-    kwargs = {"min_value": spec.lo, "max_value": spec.hi, "step": spec.step, "key": key, "help": spec.help}
+
+def _number(spec: schema.FieldSpec, key: str, *, beside_slider: bool = False) -> None:
+    """A number box WITHOUT min/max: an out-of-range value reaches ``ModelConfig``, whose message (field and
+    allowed range) is shown under the control and the page stops showing numbers until it is fixed.
+    (With min/max, Streamlit keeps the bad digits in the box, shows a small "!" and silently keeps the old
+    value.)"""
+    kwargs = {"step": spec.step, "key": key, "help": spec.help + _range_words(spec)}
     if spec.kind == "float":
-        kwargs.update(min_value=float(spec.lo), max_value=float(spec.hi), step=float(spec.step), format="%g")
+        kwargs.update(step=float(spec.step), format="%g")
     else:
-        kwargs.update(min_value=int(spec.lo), max_value=int(spec.hi), step=int(spec.step))
+        kwargs.update(step=int(spec.step))
     if spec.placeholder:
         kwargs["placeholder"] = spec.placeholder
+    if beside_slider:  # the slider beside it shows the label; the box keeps it for screen readers and tests
+        kwargs["label_visibility"] = "collapsed"
     st.number_input(spec.label, **kwargs)
+
+
+def _range_words(spec: schema.FieldSpec) -> str:
+    if spec.lo is None or spec.hi is None:
+        return ""
+    fmt = (lambda v: f"{v:g}") if spec.kind == "float" else (lambda v: f"{int(v)}")
+    return f" Allowed: {fmt(spec.lo)}..{fmt(spec.hi)}."
+
+
+def slider_options(spec: schema.FieldSpec) -> list[int]:
+    """The slider's stops: powers of two for widths (``dim``), every integer for counts (``depth``, ``heads``)."""
+    lo, hi = int(spec.lo), int(SLIDER_TOP.get(spec.name, spec.hi))
+    if SLIDER_FIELDS.get(spec.name) == "pow2":
+        return [2**k for k in range(0, 31) if lo <= 2**k <= hi]
+    return list(range(lo, hi + 1))
+
+
+def _sized(spec: schema.FieldSpec, key: str) -> None:
+    """A slider over the usual values and, beside it, the exact number box (the configuration's key)."""
+    options = slider_options(spec)
+    state.sync_slider(key, options)
+    c = st.columns([3, 2], vertical_alignment="bottom")
+    with c[0]:
+        st.select_slider(spec.label, options=options, key=key + ".slider", on_change=state.on_slider, args=(key,),
+                         help=spec.help + (" Steps are powers of two; type any other value in the box beside."
+                                           if SLIDER_FIELDS[spec.name] == "pow2" else ""))
+    with c[1]:
+        _number(spec, key, beside_slider=True)
 
 
 def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.DeltaGenerator]:
@@ -41,6 +78,8 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
                 for spec in specs:
                     if spec.kind == "bool":
                         st.checkbox(spec.label, key=state.cfg_key(spec.name), help=spec.help)
+                    elif spec.name in SLIDER_FIELDS:
+                        _sized(spec, state.cfg_key(spec.name))
                     else:
                         _number(spec, state.cfg_key(spec.name))
                     slots[spec.name] = st.empty()
@@ -50,8 +89,8 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
                   key=state.wl_key("seq_len"), help=seq.help)
         slots["seq_len"] = st.empty()
         batch = schema.WORKLOAD_SPECS["batch"]
-        st.number_input(batch.label, min_value=int(batch.lo), max_value=int(batch.hi), step=1,
-                        key=state.wl_key("batch"), help=batch.help)
+        st.number_input(batch.label, step=1, key=state.wl_key("batch"),
+                        help=batch.help + f" Allowed: {int(batch.lo):,}..{int(batch.hi):,}.")
         slots["batch"] = st.empty()
         st.selectbox("dtype (weights and activations)", schema.DTYPES, key=state.wl_key("dtype"),
                      help="Bytes per element: float32 = 4, bfloat16 / float16 = 2.")
@@ -61,7 +100,7 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
 
 def _source() -> None:
     st.selectbox("Preset", list(PRESETS), key=state.PRESET_KEY,
-                 help="seed = the configuration of seed-analysis.md.")
+                 help="seed = the reference configuration (the TransformerWrapper shown in the README).")
     st.button("Load preset", key="src.load_preset", on_click=state.on_load_preset, width="stretch")
     with st.expander("Paste x-transformers code"):
         st.text_area("TransformerWrapper(...) code", key=state.SNIPPET_KEY, height=170, placeholder=SEED_SNIPPET,
@@ -87,4 +126,7 @@ def show_errors(slots: dict, errors: Sequence[Exception]) -> None:
     for exc in errors:
         field = getattr(exc, "field", None)
         slot = slots.get(field) or slots["_top"]
-        slot.error(f"**{field}**: {exc}" if field else str(exc))
+        spec = schema.CONFIG_SPECS.get(field) or schema.WORKLOAD_SPECS.get(field)
+        allowed = _range_words(spec).replace(" Allowed: ", " (allowed ").rstrip(".") + ")" \
+            if spec is not None and spec.kind != "bool" and spec.lo is not None and spec.hi is not None else ""
+        slot.error(f"**{field}**{allowed}: {exc}. No numbers are shown until it is valid." if field else str(exc))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.dashboard import state
+from xtlens.dashboard import provenance, state
 from xtlens.profiling.executor import executor_for
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.plan import SweepOptions
@@ -63,10 +63,11 @@ class Request:
     warmup: int = 2
     attention: tuple[str, ...] | None = None  # what-if implementations (what="whatif")
     per_layer: bool = False  # latency breakdown by block (what="breakdown")
+    use_cache: bool = True  # False: "Measure again" (the job key is the same; the results database is bypassed)
 
     def options(self) -> SweepOptions:
         return SweepOptions(device=self.device, phases=self.phases, repeats=self.repeats, warmup=self.warmup,
-                            attention=self.attention, per_layer=self.per_layer)
+                            attention=self.attention, per_layer=self.per_layer, use_cache=self.use_cache)
 
     def spec(self) -> JobSpec:
         return JobSpec.make(self.what, list(self.configs), self.workloads, self.options(), time_limit_s=TIME_LIMIT_S)
@@ -89,6 +90,12 @@ def submit(req: Request) -> Job:
     job = mgr.submit_spec(req.spec())
     state.remember_job(job.key, req.label)
     return job
+
+
+def measure_again(req: Request, job: Job) -> Job:
+    """Drop ``job`` and measure ``req`` afresh, bypassing the results database (its rows stay as history)."""
+    _where(req)[0].forget(job.key)
+    return submit(dataclasses.replace(req, use_cache=False))
 
 
 def frame_of(job: Job) -> pd.DataFrame:
@@ -132,17 +139,30 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
         return None
     frame = frame_of(job)
     bad = frame[frame["status"] != "ok"]
+    prov = provenance.provenance(frame, getattr(job, "started_wall", None))
+    names = frame["device_name"].dropna()
+    device_name = names.iloc[0] if not names.empty else req.device
+    ended = {"finished": "", "cancelled": " — cancelled", "timeout": " — stopped at the time limit",
+             "crashed": " — the measurement process failed"}.get(job.outcome, f" — {job.outcome}")
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.caption(f"{req.label}: measured on {frame['device_name'].dropna().iloc[0] if frame['device_name'].notna().any() else req.device} "
-                   f"in {job.elapsed_s:.1f} s ({job.outcome}); {len(frame)} row(s)"
-                   + (f", {len(bad)} failed" if len(bad) else "") + ".")
-        if st.button("Measure again", key=f"remeasure.{key}", type="tertiary"):
-            _where(req)[0].forget(job.key)
+        st.caption(f"{req.label} on {device_name}: **{prov.source}**{ended}. {prov.words()}; job took "
+                   f"{job.elapsed_s:.1f} s; {len(frame)} row(s)" + (f", {len(bad)} not ok" if len(bad) else "") + ".")
+        if st.button("Measure again", key=f"remeasure.{key}", type="tertiary",
+                     help="Measure every point now, not from the results database (the old rows stay as history)."):
+            measure_again(req, job)
             st.rerun()
-    messages = list(bad["error"].dropna().unique())
-    if messages:
-        points = ", ".join(f"{r.phase} at {r.seq_len_tokens} tokens ({r.config_name})" for r in bad.itertuples())
-        st.warning(f"{len(bad)} measurement(s) failed: {points}. First reason: {messages[0]}")
+    machine = provenance.machine_state(frame)
+    if machine:
+        st.caption(f"Machine while timing: {machine}.")
+    for warning in [provenance.load_warning(frame), *provenance.spread_warnings(frame)]:
+        if warning is None:
+            continue
+        st.warning(warning)
+    summary = provenance.failure_summary(bad)
+    if summary:
+        messages = [m for m in bad["error"].dropna().unique() if "cancelled" not in m and not m.startswith("not run")]
+        st.warning(f"{len(bad)} point(s) have no number — " + "; ".join(summary) + "."
+                   + (f" First reason: {messages[0]}" if messages else ""))
         if len(messages) > 1:
             with st.expander("all failure messages"):
                 st.markdown("\n".join(f"- {m}" for m in messages))
@@ -184,3 +204,50 @@ def measured_value(frame: pd.DataFrame | None, *, measurement: str, phase: str, 
     return None if values.empty else float(values.iloc[0])
 
 
+
+
+def tray_rows() -> list[dict[str, str]]:
+    """This session's jobs with their state: queued (position, and the job it waits for), running, done,
+    cancelled, timed out, failed. Every place (this machine, each Ray cluster) runs one job at a time."""
+    labels = state.session_jobs()
+    rows = []
+    places = {"": manager(), **{a: m for a, m in _managers().items() if a}}
+    for place, mgr in places.items():
+        all_jobs = mgr.jobs()
+        running = [j for j in all_jobs if j.outcome == "running"]
+        queued = [j for j in all_jobs if j.outcome == "pending"]
+        for job in all_jobs:
+            if job.key not in labels:
+                continue
+            outcome = job.outcome
+            if outcome == "pending":
+                pos = queued.index(job) + 1
+                ahead = running[0] if running else None
+                why = (f"waits for {labels.get(ahead.key, 'a job of another session')}" if ahead is not None
+                       else "about to start")
+                words = f"queued #{pos} — {why} (one job at a time on {place or 'this machine'})"
+            elif outcome == "running":
+                fraction, message = job.progress()
+                words = f"running {fraction:.0%} — {message}"
+            else:
+                words = {"finished": "done", "cancelled": "cancelled", "timeout": "stopped at the time limit",
+                         "crashed": "failed"}.get(outcome, outcome)
+            rows.append({"job": labels[job.key], "state": words, "time": f"{job.elapsed_s:.0f} s"})
+    return rows
+
+
+def tray() -> None:
+    """The sidebar's job tray: every measurement this session asked for, wherever its tab is."""
+    if not state.session_jobs():
+        return
+    busy = any(r["state"].startswith(("running", "queued")) for r in tray_rows())
+
+    @st.fragment(run_every=2.0 if busy else None)
+    def draw() -> None:
+        rows = tray_rows()
+        active = sum(1 for r in rows if r["state"].startswith(("running", "queued")))
+        with st.expander(f"Measurement jobs ({active} active)", expanded=active > 0):
+            for r in rows:
+                st.markdown(f"**{r['job']}** — {r['state']} ({r['time']})")
+
+    draw()

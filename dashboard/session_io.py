@@ -4,7 +4,8 @@ Format (``xtlens_session`` = 1)::
 
     {"xtlens_session": 1, "config": {...ModelConfig fields...}, "workload": {"batch", "seq_len", "dtype"},
      "device": "cpu", "pins": [{"name": ..., "config": {...}}],
-     "results": [{"name": ..., "rows": [ProfileRecord dicts]}]}
+     "results": [{"name": ..., "rows": [ProfileRecord dicts]}],
+     "settings": {"latency.max_len": 2048, ...}}   # the tabs' settings (optional; absent in older files)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Snapshot:
     device: str
     pins: tuple[PinnedConfig, ...] = ()
     results: tuple[tuple[str, pd.DataFrame], ...] = ()
+    settings: tuple[tuple[str, object], ...] = ()  # the tabs' settings (``state.kept_settings``)
 
 
 def to_json(snapshot: Snapshot) -> str:
@@ -47,6 +49,7 @@ def to_json(snapshot: Snapshot) -> str:
         "device": snapshot.device,
         "pins": [{"name": p.name, "config": p.config.to_dict()} for p in snapshot.pins],
         "results": results,
+        "settings": dict(snapshot.settings),
     }
     return json.dumps(doc, indent=1)
 
@@ -66,14 +69,20 @@ def from_json(text: str | bytes) -> Snapshot:
                      for p in doc.get("pins", []))
         results = tuple((str(r["name"]), export.from_bytes(json.dumps(r["rows"]).encode("utf-8"), "json"))
                         for r in doc.get("results", []))
+        settings = doc.get("settings") or {}
+        if not isinstance(settings, dict):
+            raise TypeError("settings")
+        settings = tuple((str(k), v) for k, v in settings.items() if isinstance(v, (str, int, float, bool, list)))
     except ConfigError as exc:
         raise ValueError(f"the session holds an invalid configuration: {exc}") from None
     except (KeyError, TypeError) as exc:
         raise ValueError(f"the session file is incomplete (missing {exc})") from None
-    return Snapshot(config=cfg, workload=wl, device=str(doc.get("device", "cpu")), pins=pins, results=results)
+    return Snapshot(config=cfg, workload=wl, device=str(doc.get("device", "cpu")), pins=pins, results=results,
+                    settings=settings)
 
 
 def make(cfg: ModelConfig, wl: Workload, device: str, pins: Sequence[tuple[str, ModelConfig]],
-         results: Sequence[tuple[str, pd.DataFrame]]) -> Snapshot:
+         results: Sequence[tuple[str, pd.DataFrame]], settings: dict | None = None) -> Snapshot:
     return Snapshot(config=cfg, workload=wl, device=device,
-                    pins=tuple(PinnedConfig(name=n, config=c) for n, c in pins), results=tuple(results))
+                    pins=tuple(PinnedConfig(name=n, config=c) for n, c in pins), results=tuple(results),
+                    settings=tuple((settings or {}).items()))

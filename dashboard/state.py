@@ -88,8 +88,9 @@ def start_session(*, default_wl: Workload, devices: Sequence[str], views: Sequen
     view = params.get(VIEW_KEY)
     if view in views:
         ss[VIEW_KEY] = view
+    _tab_settings_from_url(params, notes)
     unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {"seq_len", "batch", "dtype", "device", VIEW_KEY}
-                     - set(ss[_SETUP_PARAMS]))
+                     - set(ss[_SETUP_PARAMS]) - set(URL_TAB_SETTINGS.values()))
     if unknown:
         notes.append(f"The link has parameter(s) xtlens does not know, ignored: {', '.join(unknown)}.")
     ss[PRESET_KEY] = DEFAULT_PRESET
@@ -152,6 +153,7 @@ def url_params(cfg: ModelConfig, wl: Workload, device: str, view: str | None = N
     out.update({"seq_len": str(wl.seq_len), "batch": str(wl.batch), "dtype": wl.dtype, "device": device})
     if view:
         out[VIEW_KEY] = view
+    out.update(tab_url_params())
     return out
 
 
@@ -289,6 +291,7 @@ def on_restore_session(snapshot: Any) -> None:
     ss[_PINS] = [(p.name, p.config.to_json()) for p in snapshot.pins][:MAX_PINS]
     for name, frame in snapshot.results:
         add_upload(name, frame)
+    restore_settings(dict(getattr(snapshot, "settings", ()) or ()))
     ss[_SOURCE_NOTE] = ("ok", f"Restored a saved session ({len(snapshot.pins)} pinned configuration(s), "
                               f"{len(snapshot.results)} result table(s)).")
 
@@ -356,3 +359,92 @@ def remember_setups(params: dict[str, str]) -> None:
             del st.query_params[key]
     for key, value in params.items():
         st.query_params[key] = value
+
+
+# --- a size slider beside its exact number box ------------------------------------------------------
+
+def sync_slider(key: str, options: list[int]) -> None:
+    """Before drawing the slider of ``key``: put it at the stop nearest the exact value (or an end)."""
+    value = st.session_state.get(key)
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        v = options[0]
+    st.session_state[key + ".slider"] = min(options, key=lambda o: (abs(o - v), o))
+
+
+def on_slider(key: str) -> None:
+    """The slider moved: its value becomes the exact value."""
+    st.session_state[key] = int(st.session_state[key + ".slider"])
+
+
+# --- tab settings that survive a tab switch ------------------------------------------------------------
+
+_KEPT = "_xtlens_kept"
+# the tab settings that change what a view shows: they go into the URL (short name) and the session file
+URL_TAB_SETTINGS = {"latency.max_len": "lat_max", "latency.repeats": "lat_rep", "tradeoffs.axis": "axis",
+                    "tradeoffs.dataset_btokens": "data_bt"}
+
+
+def tab_setting(key: str, default: Any, valid: Any = None) -> None:
+    """Call before drawing a tab's widget ``key`` (drawn without ``value=``): the value survives a tab switch.
+
+    Streamlit drops a widget's value when its tab is not drawn; the value is copied to a plain key on
+    every run and put back when the widget comes back (or set from the URL on the first run, else ``default``).
+    ``valid(value)`` rejects a kept value the widget cannot show now (``default`` is used instead).
+    """
+    ss = st.session_state
+    if _KEPT not in ss:
+        ss[_KEPT] = {}
+    kept = ss[_KEPT]
+    if key in ss:
+        kept[key] = ss[key]
+    else:
+        ss[key] = kept.get(key, default)
+        if valid is not None and not valid(ss[key]):
+            ss[key] = default  # a value from an old link that this configuration does not allow
+        kept[key] = ss[key]
+
+
+def kept_settings() -> dict[str, Any]:
+    """Every tab setting of this session (for the session file)."""
+    ss = st.session_state
+    out = dict(ss.get(_KEPT, {}))
+    out.update({k: ss[k] for k in out if k in ss})
+    return out
+
+
+def restore_settings(settings: dict[str, Any]) -> None:
+    """Put tab settings (from a session file or the URL) back; the widgets read them when drawn."""
+    ss = st.session_state
+    if _KEPT not in ss:
+        ss[_KEPT] = {}
+    kept = ss[_KEPT]
+    for key, value in settings.items():
+        kept[key] = value
+        ss[key] = value
+
+
+def tab_url_params() -> dict[str, str]:
+    """The URL parameters of the tab settings that change what is shown."""
+    kept = kept_settings()
+    out = {}
+    for key, short in URL_TAB_SETTINGS.items():
+        if key in kept and kept[key] is not None:
+            value = kept[key]
+            out[short] = f"{value:g}" if isinstance(value, float) else str(value)
+    return out
+
+
+def _tab_settings_from_url(params: dict[str, Any], notes: list[str]) -> None:
+    kinds = {"latency.max_len": int, "latency.repeats": int, "tradeoffs.axis": str, "tradeoffs.dataset_btokens": float}
+    settings = {}
+    for key, short in URL_TAB_SETTINGS.items():
+        raw = params.get(short)
+        if raw is None:
+            continue
+        try:
+            settings[key] = kinds[key](raw)
+        except ValueError:
+            notes.append(f"The link's value was not used: {short} = {raw!r} is not a number.")
+    restore_settings(settings)

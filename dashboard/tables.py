@@ -217,7 +217,9 @@ def compare_table(entries: Sequence[tuple[str, dict]]) -> pd.DataFrame:
 
 
 def compare_wide(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per metric, for each config its formatted value and (after the first) its delta."""
+    """One row per metric, for each config its formatted value and (after the first) its delta.
+
+    A row has one unit (GiB or MiB, one SI prefix for FLOPs), chosen by the row's largest value."""
     if long.empty:
         return pd.DataFrame()
     configs = list(dict.fromkeys(long["config"]))
@@ -225,13 +227,14 @@ def compare_wide(long: pd.DataFrame) -> pd.DataFrame:
     for _metric, group in long.groupby("metric", sort=False):
         row = {"quantity": group["label"].iloc[0]}
         unit = group["unit"].iloc[0]
+        like = float(group["value"].abs().max())
         for i, name in enumerate(configs):
             r = group[group["config"] == name].iloc[0]
-            row[name] = fmt_value(unit, r["value"])
+            row[name] = fmt_value(unit, r["value"], like=like)
             if i:
                 sign = "+" if r["delta"] > 0 else ""
                 pct = "" if r["delta_pct"] is None or pd.isna(r["delta_pct"]) else f" ({sign}{r['delta_pct']:.1f}%)"
-                row[f"Δ {name}"] = (sign + fmt_value(unit, r["delta"]) + pct) if r["delta"] else "same"
+                row[f"Δ {name}"] = (sign + fmt_value(unit, r["delta"], like=like) + pct) if r["delta"] else "same"
         out.append(row)
     return pd.DataFrame(out)
 
@@ -251,14 +254,32 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float | None:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
 
 
-def regime(slope: float | None) -> str:
+def regime(slope: float | None, quantity: str = "latency") -> str:
+    """Words for a fitted log-log exponent ``slope`` of ``quantity`` against sequence length.
+
+    ``quantity="latency"`` (a time, or any cost): the value grows as length^slope. ``"throughput"``
+    (tokens/s): time per token grows as length^(-slope), and the words say both.
+    """
     if slope is None:
         return "not enough points"
+    if quantity == "throughput":
+        if abs(slope) <= 0.2:
+            return "tokens/s about constant in length: time per token about constant"
+        trend = "falls" if slope < 0 else "rises"
+        return f"tokens/s {trend} with length: time per token {regime(-slope)}"
+    if slope < -0.2:
+        return "falls as length grows: implausible for a cost, suspect noise (load, too few repeats)"
+    if slope <= 0.2:
+        return "about constant in length"
+    if slope < 0.8:
+        return "grows slower than linear in length"
     if slope < 1.3:
         return "about linear in length"
     if slope < 1.75:
         return "between linear and quadratic"
-    return "about quadratic in length"
+    if slope <= 2.3:
+        return "about quadratic in length"
+    return "faster than quadratic in length: suspect noise"
 
 
 # --- FLOP breakdowns -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ the datasheet dense peak of a known GPU (``profiling.device.PEAK_FLOPS_PER_S``),
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -186,6 +187,12 @@ def measure_latency(
     return rows
 
 
+def _machine_state() -> str:
+    """Thread count and machine load when the point was timed: a busy machine explains a noisy timing."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average (1 min) {load:.2f}"
+
+
 def _method(phase: str, dev: str, *, forced: str | None, flops_basis: str = "", context: int | None = None) -> str:
     clock = "torch.cuda.Event pairs" if dev.startswith("cuda") else "time.perf_counter"
     what = {
@@ -194,7 +201,7 @@ def _method(phase: str, dev: str, *, forced: str | None, flops_basis: str = "", 
         "train_step": "forward + cross-entropy + backward + AdamW step + zero_grad, train mode",
         "decode": f"one cached decoding step per repeat from a {context}-token prefix cache",
     }[phase]
-    text = f"{what}; {clock}"
+    text = f"{what}; {clock}; {_machine_state()}"
     if forced:
         text += f"; SDPA forced to {forced}"
     if flops_basis:

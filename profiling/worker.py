@@ -162,6 +162,7 @@ class Job:
         self._final: list[ProfileRecord] | None = None
         self._stderr_tail = ""
         self._started_at: float | None = None
+        self._started_wall: float | None = None  # time.time() at start: rows stored before it came from the cache
         self._finished_at: float | None = None
         self._exit_callbacks: list[Any] = []
         self._kill_reason: str | None = None
@@ -184,6 +185,7 @@ class Job:
             env = dict(os.environ)
             env["PYTHONUNBUFFERED"] = "1"
             self._started_at = time.monotonic()
+            self._started_wall = time.time()
             try:
                 with open(self._dir / "stderr.txt", "wb") as err:
                     self._proc = subprocess.Popen(
@@ -368,6 +370,11 @@ class Job:
                 raise TimeoutError(f"job {self.key} still running after {timeout} s")
             time.sleep(interval)
         return self.result()
+
+    @property
+    def started_wall(self) -> float | None:
+        """Wall-clock time (``time.time()``) the job started; None while it waits in the queue."""
+        return self._started_wall
 
     @property
     def elapsed_s(self) -> float:

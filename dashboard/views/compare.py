@@ -5,30 +5,53 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from xtlens.core import units
-from xtlens.core.config import PRESETS, ConfigError, parse_snippet
+from xtlens.core.config import PRESETS, ConfigError, Workload, parse_snippet
 from xtlens.dashboard import charts, data, state, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
 
 
 def entries(ctx: Ctx, include_current: bool) -> list[tuple[str, object]]:
+    """Every pinned configuration, after the live one when asked: up to ``MAX_PINS + 1``, none dropped."""
     out = [("current (sidebar)", ctx.cfg)] if include_current else []
-    out += [(p.name, p.config) for p in state.pins()]
-    return out[: state.MAX_PINS]
+    return out + [(p.name, p.config) for p in state.pins()]
+
+
+def at_length(items: list[tuple[str, object]], seq_len: int) -> tuple[list[tuple[str, object, Workload]], list[str]]:
+    """Each configuration with the workload it is evaluated at: ``seq_len``, or its own ``max_seq_len`` when
+    that is shorter (its name then says so); and one sentence per such configuration."""
+    out, notes = [], []
+    for name, cfg in items:
+        if cfg.max_seq_len < seq_len:
+            label = f"{name} ⚠ at {cfg.max_seq_len:,} tokens"
+            notes.append(f"**{name}** has max_seq_len {cfg.max_seq_len:,}, shorter than the {seq_len:,} tokens of the "
+                         f"workload: its column is evaluated at {cfg.max_seq_len:,} tokens (marked ⚠) and its curves "
+                         f"end there (marked X).")
+            out.append((label, cfg, cfg.max_seq_len))
+        else:
+            out.append((name, cfg, seq_len))
+    return out, notes
 
 
 def render(ctx: Ctx) -> None:
     _pin_controls(ctx)
-    include = st.toggle("include the live configuration from the sidebar", value=True, key="compare.include_current")
+    state.tab_setting("compare.include_current", True)
+    include = st.toggle("include the live configuration from the sidebar", key="compare.include_current")
     items = entries(ctx, include)
     if len(items) < 2:
         st.info("Pin at least one more configuration to compare (the buttons above): from the sidebar, a preset or "
-                "pasted x-transformers code. Up to four are compared; the first is the reference for the deltas.")
+                f"pasted x-transformers code. Up to {state.MAX_PINS} pins and the live configuration are compared; "
+                "the first is the reference for the deltas.")
         return
-    est = [(name, data.estimate(cfg, ctx.wl)) for name, cfg in items]
+    evaluated, notes = at_length(items, ctx.wl.seq_len)
+    est = [(name, data.estimate(cfg, Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype)))
+           for name, cfg, n in evaluated]
     long = tables.compare_table(est)
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
-    st.caption(f"Deltas (Δ) are against **{items[0][0]}**. GiB = 2^30 bytes; FLOPs with 1 multiply-add = 2 FLOPs.")
+    for note in notes:
+        st.warning(note)
+    st.caption(f"Deltas (Δ) are against **{items[0][0]}**. One unit per row (GiB = 2^30 bytes, MiB = 2^20 bytes); "
+               "FLOPs with 1 multiply-add = 2 FLOPs. Each configuration keeps its colour in every chart below.")
     wide = tables.compare_wide(long)
     st.dataframe(wide, hide_index=True, width="stretch", key="df.compare.wide", height=35 * (len(wide) + 1) + 3)
     downloads(long, "comparison", "compare.long")
@@ -39,9 +62,11 @@ def render(ctx: Ctx) -> None:
     with cols[1]:
         chart(charts.compare_bars(long, metric="fwd_flops_per_token", title="Forward FLOPs per token",
                                   y_title=charts.FLOPS_AXIS), "cmp_flops")
-    lens = tuple(tables.seq_len_grid(min(c.max_seq_len for _, c in items)))
+    longest = max(c.max_seq_len for _, c in items)
+    ends = {label: f"max_seq_len {cfg.max_seq_len:,}" for label, cfg, _n in evaluated if cfg.max_seq_len < longest}
     curves = []
-    for name, cfg in items:
+    for (name, cfg, _n) in evaluated:
+        lens = tuple(tables.seq_len_grid(cfg.max_seq_len))
         curve = data.memory_curve(cfg, ctx.wl, lens)
         totals = curve.groupby(["phase", "seq_len_tokens"], sort=False)["bytes"].sum().reset_index()
         curves.append(totals.assign(config=name))
@@ -53,11 +78,13 @@ def render(ctx: Ctx) -> None:
         with cols[i]:
             chart(charts.overlay_lines(overlay[overlay["phase"] == phase], x="seq_len_tokens", y="bytes",
                                        series="config", title=f"{words} memory vs sequence length",
-                                       x_title=charts.SEQ_AXIS, y_title=charts.GIB_AXIS, scale=float(units.GIB)),
+                                       x_title=charts.SEQ_AXIS, y_title=charts.GIB_AXIS + ", log scale",
+                                       scale=float(units.GIB), log_y=True, ends=ends),
                   f"cmp_mem_{'training' if phase == 'train_step' else phase}")
     chart(charts.overlay_lines(overlay[overlay["phase"] == "train_step"], x="seq_len_tokens", y="fwd_flops",
                                series="config", title="Forward FLOPs vs sequence length",
-                               x_title=charts.SEQ_AXIS, y_title=charts.FLOPS_AXIS + ", log scale", log_y=True),
+                               x_title=charts.SEQ_AXIS, y_title=charts.FLOPS_AXIS + ", log scale", log_y=True,
+                               ends=ends),
           "cmp_flops_seq")
     table(overlay, "compared curves", "compare.curves")
     with st.expander("The compared configurations as x-transformers code"):

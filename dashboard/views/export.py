@@ -41,12 +41,15 @@ def render(ctx: Ctx) -> None:
     for i, (name, frame) in enumerate(measured):
         st.markdown(f"**measured: {name}** — {len(frame)} rows")
         downloads(frame, f"measured {name}", f"export.measured.{i}")
-    if not measured:
-        st.caption("Measured tables appear here after you press Measure in a view.")
+    for i, (name, frame) in enumerate(state.uploads()):
+        st.markdown(f"**uploaded or restored: {name}** — {len(frame)} rows")
+        downloads(frame, f"uploaded {name}", f"export.uploaded.{i}")
+    if not measured and not state.uploads():
+        st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too).")
 
     st.subheader("Whole session")
     snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
-                           measured + state.uploads())
+                           measured + state.uploads(), settings=state.kept_settings())
     st.download_button("Download session (JSON)", data=partial(session_io.to_json, snap), file_name="xtlens-session.json",
                        mime="application/json", key="export.session", on_click="ignore", icon=":material/download:")
     up = st.file_uploader("Load a session file", type=["json"], key="export.session_upload")

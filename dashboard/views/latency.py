@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.core.hardware import GPU_PRESETS, gpu_family
-from xtlens.dashboard import charts, jobs, tables
+from xtlens.dashboard import charts, jobs, state, tables
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
@@ -45,13 +45,16 @@ def render(ctx: Ctx) -> None:
     lens = tables.seq_len_grid(ctx.cfg.max_seq_len)
     c = st.columns([2, 3, 2, 1])
     default_max = lens[-1] if gpu else min(lens[-1], 2048)
-    max_len = c[0].select_slider("longest sequence to time (tokens)", options=lens, value=default_max,
-                                 key="latency.max_len",
+    state.tab_setting("latency.max_len", default_max, lambda v: v in lens)
+    state.tab_setting("latency.phases", list(PHASES))
+    state.tab_setting("latency.variant", True)
+    state.tab_setting("latency.repeats", 3 if not gpu else 10, lambda v: 1 <= int(v) <= 50)
+    max_len = c[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
                                  help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
-    phases = tuple(c[1].multiselect("phases", PHASES, default=list(PHASES), key="latency.phases")) or ("forward",)
-    with_variant = c[2].toggle("also time the other ALiBi setting", value=True, key="latency.variant",
+    phases = tuple(c[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)
+    with_variant = c[2].toggle("also time the other ALiBi setting", key="latency.variant",
                                help="Same configuration with alibi_pos_bias flipped: the cost of the bias.")
-    repeats = int(c[3].number_input("repeats", 1, 50, 3 if not gpu else 10, key="latency.repeats"))
+    repeats = int(c[3].number_input("repeats", 1, 50, key="latency.repeats"))
     req = request(ctx, max_len=max_len, phases=phases, with_variant=with_variant, repeats=repeats)
     frame = jobs.panel(req, key="latency", button="Measure latency",
                        help="Times every phase at every length in a child process; progress below.")
@@ -59,24 +62,29 @@ def render(ctx: Ctx) -> None:
         st.info("Charts appear here once measured: latency vs sequence length on log-log axes, with the fitted "
                 "slope (1 = linear, 2 = quadratic in length) and the attention kernel at each point.")
     else:
-        _totals(frame)
+        _totals(ctx, frame)
     breakdown_frame = _breakdown(ctx, gpu)
     _whatif(ctx)
     _roofline(ctx, breakdown_frame)
 
 
-def _totals(frame: pd.DataFrame) -> None:
+def _totals(ctx: Ctx, frame: pd.DataFrame) -> None:
     ok = frame[(frame["measurement"] == "latency") & (frame["status"] == "ok")].copy()
     ok["series"] = ok["config_name"].astype(str)
+    colours = {name: charts.SERIES[i] for i, (name, _cfg) in enumerate(variants(ctx))}  # one colour per model
     for phase in [p for p in PHASES if p in set(ok["phase"])]:
         part = ok[ok["phase"] == phase]
-        chart(charts.latency_loglog(part, title=f"{PHASE_TITLES[phase]}: median with min-max bars"),
-              f"lat_{phase}")
+        chart(charts.latency_loglog(part, title=f"{PHASE_TITLES[phase]}: median with min-max bars",
+                                    colours=colours), f"lat_{phase}")
     fwd = ok[ok["phase"].isin(["forward", "decode"])].copy()
     if not fwd.empty:
         fwd["series"] = fwd["config_name"].astype(str) + " / " + fwd["phase"].astype(str)
+        names = dict(zip(fwd["series"], fwd["config_name"].astype(str), strict=False))
+        phase_of = dict(zip(fwd["series"], fwd["phase"], strict=False))
         chart(charts.latency_loglog(fwd, y="tokens_per_s", y_title="throughput (tokens/s, log scale)",
-                                    title="Throughput: forward tokens/s and decode tokens/s", tickformat="~s"),
+                                    title="Throughput: forward tokens/s and decode tokens/s", tickformat="~s",
+                                    colours={s_: colours.get(n, charts.SERIES[0]) for s_, n in names.items()},
+                                    dashes={s_: "dot" if p == "decode" else "solid" for s_, p in phase_of.items()}),
               "lat_tps")
     st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel ran)")
     st.dataframe(_kernels(ok), hide_index=True, width="stretch", key="df.latency.kernels")
@@ -101,7 +109,7 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
     chosen = c[0].multiselect("sequence lengths (tokens)", lens, default=default or lens[:1], key="latency.bd_lens")
     phase = c[1].radio("phase", list(BREAKDOWN_PHASES), format_func=BREAKDOWN_PHASES.get, horizontal=True,
                        key="latency.bd_phase")
-    repeats = int(c[2].number_input("repeats", 1, 20, 3, key="latency.bd_repeats"))
+    repeats = int(c[2].number_input("breakdown repeats", 1, 20, 3, key="latency.bd_repeats"))
     per_layer = c[3].toggle("per layer", value=False, key="latency.bd_per_layer",
                             help="Also split every part by block (block 0 is the first attention block).")
     wls = tuple(Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype) for n in sorted(chosen or lens[:1]))

@@ -34,6 +34,8 @@ def render(ctx: Ctx) -> None:
     with right:
         chart(charts.memory_stacked(curve, phase="train_step",
                                     title="Training step (AdamW): memory by component"), "mem_train")
+    for note in activation_drops(curve):
+        st.caption(note)
     table(_wide(curve), "predicted memory by component", "memory.curve",
           caption="bytes; the components of each mode sum to the cost model's total")
 
@@ -43,17 +45,58 @@ def render(ctx: Ctx) -> None:
     if frame is not None:
         joined = tables.measured_vs_predicted_memory(frame)
         totals = joined[joined["component"] == "total"]
+        word, how = measured_words(frame)
+        if word == "simulated":
+            st.info(f"**Simulated, not measured:** on this device the peak comes from {how}: the sizes of the tensors "
+                    "a real run would allocate, without running the model. It does not see allocator overheads "
+                    "or fragmentation.")
         chart(charts.measured_vs_predicted(
             totals[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
-            title="Peak memory: measured (dots) vs predicted (dashed)"), "mem_measured")
-        err = totals["rel_err"].dropna()
+            title=f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed)",
+            measured_label=word), "mem_measured")
+        err = totals.dropna(subset=["rel_err"])
         if not err.empty:
-            st.caption(f"Largest relative difference measured vs predicted: {100 * float(err.max()):.1f}%.")
-        table(joined.drop(columns=["config_json"]), "measured vs predicted memory per component", "memory.joined",
+            worst = err.loc[err["rel_err"].astype(float).idxmax()]
+            st.caption(f"Largest relative difference {word} vs predicted: {100 * float(worst['rel_err']):.1f}%, "
+                       f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The prediction counts the tensors "
+                       "live at the peak of the training loop `loss = f(model(x)); loss.backward()` (logits freed "
+                       "before backward); it is an estimate, not a bound.")
+        table(joined.drop(columns=["config_json"]), f"{word} vs predicted memory per component", "memory.joined",
               caption="each measured component joined to the prediction of the same (phase, component, length, "
                       "batch, dtype) from core.cost_model.predictions; rel_err = |measured - predicted| / predicted",
               expanded=True)
         table(frame, "memory measurements", "memory.measured")
+
+
+def measured_words(frame: pd.DataFrame) -> tuple[str, str]:
+    """("simulated" | "measured", the method in words): MemTracker under fake tensors is a simulation."""
+    methods = [str(m) for m in frame.get("method", pd.Series(dtype=str)).dropna().unique()]
+    fake = [m for m in methods if "FakeTensorMode" in m]
+    return ("simulated", fake[0]) if fake and len(fake) == len(methods) else ("measured", "; ".join(methods))
+
+
+def activation_drops(curve: pd.DataFrame, phase: str = "inference") -> list[str]:
+    """Where the stacked activations shrink from one length to the next while the total grows: the peak moved
+    to another stage of the forward (usually where the ALiBi / attention-mask band appears or grows)."""
+    part = curve[curve["phase"] == phase].pivot_table(index="seq_len_tokens", columns="component", values="bytes",
+                                                      aggfunc="sum").fillna(0).sort_index()
+    act = next((c for c in ("activations", "other_activations") if c in part), None)
+    if act is None:
+        return []
+    total = part.sum(axis=1)
+    out = []
+    lens = list(part.index)
+    for a, b in zip(lens, lens[1:], strict=False):
+        if part.loc[b, act] < part.loc[a, act] and total.loc[b] >= total.loc[a]:
+            grew = [tables.COMPONENT_LABELS.get(c, c) for c in part.columns
+                    if c != act and part.loc[b, c] > 2.5 * part.loc[a, c]]
+            before, after = part.loc[a, act], part.loc[b, act]
+            out.append(f"Why the {tables.COMPONENT_LABELS.get(act, act)} band of the {phase} stack drops from {a:,} to "
+                       f"{b:,} tokens ({units.fmt_bytes(before, like=before)} to {units.fmt_bytes(after, like=before)}) "
+                       f"while {' and '.join(grew) or 'the total'} grows: the stack shows what is live at the peak, and "
+                       "the peak moved to another stage of the forward (the attention with its n x n tensors instead "
+                       "of the feed-forward), where fewer other activations are live.")
+    return out
 
 
 def _wide(curve: pd.DataFrame) -> pd.DataFrame:

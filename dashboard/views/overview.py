@@ -39,7 +39,7 @@ def render(ctx: Ctx) -> None:
     c[0].metric("Inference memory (one forward)", fmt_bytes(est["inference_total_bytes"]),
                 help="weights + buffers + peak activations of a no-grad forward")
     c[1].metric("Training memory (AdamW step)", fmt_bytes(est["training_total_bytes"]),
-                help="weights + gradients + AdamW state + tensors saved for backward (lower bound of the peak)")
+                help="weights + gradients + AdamW state + tensors saved for backward (an estimate of the peak of `loss = f(model(x)); loss.backward()`, not a bound: a measurement can land on either side)")
     c[2].metric("KV cache at this length", fmt_bytes(est["kv_cache_bytes"]),
                 help="2 x depth x batch x kv_heads x n x attn_dim_head x bytes per element")
 
@@ -58,7 +58,7 @@ def render(ctx: Ctx) -> None:
 
     _parity(ctx)
     _effective(ctx)
-    _facts(ctx)
+    _facts(ctx, _kernel_name(frame))
     table(tables.estimate_table(data.predictions(cfg, wl)), "closed-form estimate", "overview.estimate",
           caption="Every quantity core.cost_model computes for this configuration and workload (raw integers; "
                   "bytes in bytes, FLOPs with 1 multiply-add = 2 FLOPs).")
@@ -105,6 +105,14 @@ def _measured(frame: pd.DataFrame | None, est: dict) -> None:
         table(frame, "measurements at this length", "overview.measured")
 
 
+def _kernel_name(frame: pd.DataFrame | None) -> str | None:
+    """The SDPA backend the measured forward used, or None when not measured."""
+    if frame is None:
+        return None
+    rows = frame[(frame["measurement"] == "latency") & (frame["phase"] == "forward") & (frame["status"] == "ok")]
+    return None if rows.empty or not isinstance(rows.iloc[0]["sdpa_backend"], str) else rows.iloc[0]["sdpa_backend"]
+
+
 def _kernel(frame: pd.DataFrame | None) -> str:
     if frame is None:
         return NOT_MEASURED
@@ -135,8 +143,8 @@ def _parity(ctx: Ctx) -> None:
     if seed.num_params is not None and seed.xt1191_num_params is not None:
         current = " (the current configuration)" if ctx.cfg == PRESETS["seed"] else ""
         st.markdown(f"**The seed{current}:** {seed.num_params:,} parameters in x-transformers "
-                    f"{seed.xtransformers_version} vs {seed.xt1191_num_params:,} in 1.19.1, for which seed-analysis.md "
-                    f"was written ({seed.xt1191_num_params - seed.num_params:,} more in 1.19.1). Why, for the "
+                    f"{seed.xtransformers_version} vs {seed.xt1191_num_params:,} in 1.19.1, the version the seed "
+                    f"configuration was written for ({seed.xt1191_num_params - seed.num_params:,} more in 1.19.1). Why, for the "
                     "configuration in the sidebar:")
     if view.differences:
         lines = []
@@ -175,12 +183,13 @@ def _effective(ctx: Ctx) -> None:
         st.caption(note)
 
 
-def _facts(ctx: Ctx) -> None:
-    st.subheader("What each flag really does (and where seed-analysis.md is wrong)")
-    items = facts.facts(ctx.cfg)
+def _facts(ctx: Ctx, kernel: str | None = None) -> None:
+    st.subheader("What each flag really does (and where the seed's written analysis is wrong)")
+    items = facts.facts(ctx.cfg, kernel)
     cols = st.columns(2)
     for i, fact in enumerate(items):
         with cols[i % 2].container(border=True):
             st.markdown(f"**{fact.keyword}** — {fact.does}")
             if fact.correction:
-                st.warning("**Correction to seed-analysis.md:** " + fact.correction)
+                st.warning(f"**Claim** ({facts.CLAIM_SOURCE}): {fact.claim or ''}\n\n**Correction:** "
+                           + fact.correction)

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import ModelConfig
-from xtlens.dashboard import charts, data, jobs, proxies, tables
+from xtlens.dashboard import charts, data, jobs, proxies, state, tables
 from xtlens.dashboard.views import Ctx, benefits
 from xtlens.dashboard.views.common import chart, table
 
@@ -17,11 +17,14 @@ COSTS = (
     ("inference_total_bytes", "Inference memory", "GiB (2^30 bytes)", float(units.GIB), False),
     ("training_total_bytes", "Training memory (AdamW)", "GiB (2^30 bytes)", float(units.GIB), False),
 )
-CLAIMS = {
-    "dim": "seed-analysis.md: larger dim = 'better representation' but more compute, memory and overfitting risk.",
-    "depth": "seed-analysis.md: deeper = 'hierarchical representation' but more compute, memory and overfitting risk.",
-    "heads": "seed-analysis.md: more heads = 'diverse attention' with more compute and memory. In x-transformers each "
-             "head is attn_dim_head wide, so heads add parameters and FLOPs in proportion.",
+CLAIMS = {  # what the written analysis that came with the seed says, in our words, and what the curves show
+    "dim": "The seed's written analysis says a larger dim gives a better representation at the price of compute, "
+           "memory and over-fitting risk: the curves below show the price.",
+    "depth": "The seed's written analysis says more depth gives more hierarchical representations at the price of "
+             "compute, memory and over-fitting risk: the curves below show the price.",
+    "heads": "The seed's written analysis says more heads give more diverse attention at some compute and memory. "
+             "Correction: in x-transformers each head is attn_dim_head wide (heads do not split dim), so heads add "
+             "parameters and FLOPs in proportion.",
 }
 
 
@@ -34,10 +37,12 @@ def request(ctx: Ctx, axis: str, frame: pd.DataFrame) -> jobs.Request:
 
 def render(ctx: Ctx) -> None:
     c = st.columns([2, 3])
+    state.tab_setting("tradeoffs.axis", tables.SWEEP_AXES[0], lambda v: v in tables.SWEEP_AXES)
+    state.tab_setting("tradeoffs.dataset_btokens", 1.0, lambda v: 0.001 <= float(v) <= 100000.0)
     axis = c[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
                       help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
     dataset_btokens = c[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
-                                        value=1.0, step=0.5, format="%g", key="tradeoffs.dataset_btokens",
+                                        step=0.5, format="%g", key="tradeoffs.dataset_btokens",
                                         help="Used by the tokens-per-parameter indicator and the loss proxy.")
     dataset_tokens = dataset_btokens * 1e9
     frame, skipped = data.sweep(ctx.cfg, ctx.wl, axis, dataset_tokens)

@@ -29,3 +29,12 @@ def measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, 
             rows.append(ProfileRecord(**base, predicted_bytes=1000 * n, measured_bytes=1100 * n,
                                       memory_rel_err=0.1, method="fake measure for tests"))
     return rows
+
+
+def slow_measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, config_name: str,
+                 progress=None) -> list[ProfileRecord]:
+    """``measure`` after a 2 s pause per point: a job that is still running while the test switches tabs."""
+    import time
+
+    time.sleep(2.0)
+    return measure(what, cfg, wl, device=device, options=options, config_name=config_name, progress=progress)

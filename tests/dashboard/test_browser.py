@@ -140,7 +140,8 @@ def test_browser_seed_slider_compare_download(server: str, browser, tmp_path: Pa
     # move the sequence-length slider with the keyboard: FLOPs per sequence follow
     per_seq = _metric(page, "Forward FLOPs per sequence")
     before = per_seq.inner_text()
-    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="sequence length").locator(
+        'input[type="range"], [role="slider"]').first
     thumb.focus()
     thumb.press("ArrowRight")
     expect(per_seq).not_to_have_text(before, timeout=TIMEOUT_MS)
@@ -175,4 +176,60 @@ def test_browser_seed_slider_compare_download(server: str, browser, tmp_path: Pa
         _open_tab(page, name)
         _no_exception(page)
         _shot(page, name.lower())
+    page.close()
+
+
+def test_browser_tab_switch_keeps_settings_and_job_and_names_an_out_of_range_value(server: str, browser) -> None:
+    """Issue 9 in a real browser: Latency settings and its running measurement survive a trip to Trade-offs
+    (whose own setting survives the trip back), and dim = 5 gets the message under dim with 8..32768."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server + "/?seq_len=128")
+    expect(_metric(page, "Parameters")).to_have_text("36,629,504", timeout=TIMEOUT_MS)
+    _settle(page)
+
+    _open_tab(page, "Latency")
+    repeats = page.get_by_role("spinbutton", name="repeats", exact=True)
+    repeats.fill("1")
+    repeats.press("Enter")
+    _settle(page)
+    longest = page.locator('[data-testid="stSlider"]').filter(has_text="longest sequence").locator(
+        'input[type="range"], [role="slider"]').first
+    longest.focus()
+    longest.press("Home")  # 128 tokens: a short real measurement
+    _settle(page)
+    page.get_by_text("also time the other ALiBi setting").click()
+    _settle(page)
+    page.get_by_role("button", name="Measure latency").click()
+    page.wait_for_timeout(1500)
+
+    _open_tab(page, "Trade-offs")
+    data_size = page.get_by_role("spinbutton", name="your data set size (billions of tokens)")
+    data_size.fill("50")
+    data_size.press("Enter")
+    _settle(page)
+    _open_tab(page, "Latency")
+    _no_exception(page)
+    expect(page.get_by_role("spinbutton", name="repeats", exact=True)).to_have_value("1")
+    # the job is still shown (the breakdown and what-if panels further down have their own "press Measure")
+    assert page.get_by_text("not measured yet — press Measure. latency sweep").count() == 0
+    assert "lat_rep=1" in page.url and "lat_max=128" in page.url
+    expect(page.get_by_text("measured now")).to_be_visible(timeout=TIMEOUT_MS)  # its result, once done
+    _settle(page)
+    _shot(page, "latency_after_tab_switch")
+    _open_tab(page, "Trade-offs")
+    expect(page.get_by_role("spinbutton", name="your data set size (billions of tokens)")).to_have_value("50")
+
+    # an out-of-range dim: the message under the control names dim and its range; no numbers are shown
+    dim = page.get_by_role("spinbutton", name="dim (model width)")
+    dim.fill("5")
+    dim.press("Enter")
+    _settle(page)
+    message = page.locator('[data-testid="stSidebar"] [data-testid="stAlert"]').filter(has_text="8..32768")
+    expect(message).to_be_visible(timeout=TIMEOUT_MS)
+    assert "dim" in message.first.inner_text()
+    assert page.locator('[data-testid="stMetric"]').count() == 0
+    _shot(page, "dim_out_of_range")
     page.close()
