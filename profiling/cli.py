@@ -30,7 +30,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload, XtlensError, parse_snippet
+from xtlens.core.config import (
+    MAX_CONFIG_TEXT_CHARS,
+    PRESETS,
+    ConfigError,
+    ModelConfig,
+    Workload,
+    XtlensError,
+    parse_snippet,
+    untrusted_text,
+)
 from xtlens.core.units import fmt_value, unit_of
 
 __all__ = ["main", "build_parser", "load_config"]
@@ -68,10 +77,13 @@ def load_config(*, preset: str | None = None, config: str | None = None, snippet
 
 
 def _read(path: str, option: str) -> str:
+    """The file at ``path`` as text, through the one untrusted-text boundary (size cap, strict UTF-8)."""
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_TEXT_CHARS + 1)
     except OSError as exc:
         raise ConfigError(option, path, f"a readable file (cannot read it: {exc.strerror or exc})") from None
+    return untrusted_text(f"{option} {path}", data)
 
 
 def _int_list(text: str, name: str) -> list[int]:
