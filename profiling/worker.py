@@ -47,13 +47,18 @@ from pathlib import Path
 from typing import Any
 
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.errors import ProfileError
 from xtlens.profiling.plan import ConfigGrid, SweepOptions, SweepPoint, check_whats, plan_sweep
 from xtlens.profiling.records import ProfileRecord
 from xtlens.profiling.sweep import failure_rows
 
-__all__ = ["JobSpec", "Job", "JobManager", "DEFAULT_TIME_LIMIT_S", "main"]
+__all__ = ["JobSpec", "Job", "JobManager", "QueueFull", "DEFAULT_TIME_LIMIT_S", "main"]
 
 DEFAULT_TIME_LIMIT_S = 600.0
+
+
+class QueueFull(ProfileError):
+    """A session asked for more unfinished jobs than ``JobManager.max_per_owner``; the message says what to do."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -382,34 +387,59 @@ class Job:
 
 
 class JobManager:
-    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit)."""
+    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit).
 
-    def __init__(self, *, max_running: int = 1, python: str | None = None, executor: Any = None):
+    Jobs are owned: ``owner`` (the dashboard passes its browser session's id; ``""`` is the anonymous
+    caller of scripts and tests) names who asked. A job another owner asked for too is shared, its rows are
+    immutable and every reader builds its own table from them; ``get``, ``cancel`` and ``forget`` act only
+    for an owner of the job, and a job is cancelled or dropped only when its last owner lets it go. An
+    owner may have at most ``max_per_owner`` unfinished jobs (``QueueFull`` beyond that).
+    """
+
+    def __init__(self, *, max_running: int = 1, python: str | None = None, executor: Any = None,
+                 max_per_owner: int = 2):
         self.max_running = max_running
+        self.max_per_owner = max_per_owner
         self._python = python
         self.executor = executor  # a profiling.executor engine; None: a child process here (Job)
         self._jobs: dict[str, Job] = {}
+        self._owners: dict[str, set[str]] = {}
         self._queue: list[Job] = []
         self._lock = threading.RLock()
 
     def submit(self, what: str | Iterable[str], configs: ModelConfig | ConfigGrid | Iterable[Any],
                workloads: Sequence[Workload], options: SweepOptions | None = None, *, config_name: str = "",
-               time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, measure: str | None = None) -> Job:
+               time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, measure: str | None = None,
+               owner: str = "") -> Job:
         return self.submit_spec(JobSpec.make(what, configs, workloads, options, config_name=config_name,
-                                             time_limit_s=time_limit_s, measure=measure))
+                                             time_limit_s=time_limit_s, measure=measure), owner=owner)
 
-    def submit_spec(self, spec: JobSpec) -> Job:
-        """Start (or queue) the job ``spec`` describes; the running or finished job when it was submitted before."""
+    def submit_spec(self, spec: JobSpec, *, owner: str = "") -> Job:
+        """Start (or queue) the job ``spec`` describes for ``owner``; the running or finished job when it was
+        submitted before (by anyone: the rows are shared, read-only). Raises ``QueueFull`` when ``owner``
+        already has ``max_per_owner`` unfinished jobs."""
         with self._lock:
             job = self._jobs.get(spec.key())
             if job is not None and job.outcome in ("pending", "running", "finished"):
+                if owner not in self._owners[job.key] and not job.done():
+                    self._check_quota(owner)
+                self._owners[job.key].add(owner)
                 return job
+            self._check_quota(owner)
             job = Job(spec, python=self._python, start=False) if self.executor is None else self.executor.job(spec)
             job._exit_callbacks.append(lambda _job: self._pump())
             self._jobs[job.key] = job
+            self._owners[job.key] = {owner}
             self._queue.append(job)
         self._pump()
         return job
+
+    def _check_quota(self, owner: str) -> None:
+        mine = [j for k, j in self._jobs.items() if owner in self._owners.get(k, ()) and not j.done()]
+        if len(mine) >= self.max_per_owner:
+            raise QueueFull(f"You already have {len(mine)} measurement(s) running or queued (at most "
+                            f"{self.max_per_owner} per session): wait for one to finish or cancel it, then "
+                            "press Measure again.")
 
     def _pump(self) -> None:
         with self._lock:
@@ -419,17 +449,55 @@ class JobManager:
                 self._queue.pop(0).start()
                 running += 1
 
-    def get(self, key: str) -> Job | None:
-        return self._jobs.get(key)
+    def get(self, key: str, owner: str | None = "") -> Job | None:
+        """The job ``key`` if ``owner`` asked for it (``owner=None``: whoever asked)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or (owner is not None and owner not in self._owners.get(key, ())):
+                return None
+            return job
+
+    def queue_position(self, key: str) -> int:
+        """0 when the job runs or ended, else its place (1 = next) in the queue."""
+        with self._lock:
+            waiting = [j.key for j in self._queue if not j.started and j.outcome == "pending"]
+            return waiting.index(key) + 1 if key in waiting else 0
 
     def jobs(self) -> list[Job]:
         with self._lock:
             return list(self._jobs.values())
 
-    def forget(self, key: str) -> None:
-        """Drop a job (cancelling it if it still runs) so the next submit measures again."""
+    def _release(self, key: str, owner: str | None) -> Job | None:
+        """Remove ``owner`` from job ``key``; the job when nobody else owns it (None: not ``owner``'s job)."""
         with self._lock:
-            job = self._jobs.pop(key, None)
+            owners = self._owners.get(key)
+            if owners is None or (owner is not None and owner not in owners):
+                return None
+            if owner is None:
+                owners.clear()
+            else:
+                owners.discard(owner)
+            if owners:
+                return None
+            self._owners.pop(key, None)
+            return self._jobs.pop(key, None)
+
+    def cancel(self, key: str, owner: str = "") -> bool:
+        """Stop ``owner``'s interest in job ``key``: the job is cancelled only when no other owner waits for it.
+        False when ``key`` is not ``owner``'s job."""
+        with self._lock:
+            if owner not in self._owners.get(key, ()):
+                return False
+            job = self._release(key, owner)
+        if job is not None and not job.done():
+            job.cancel()
+        self._pump()
+        return True
+
+    def forget(self, key: str, owner: str | None = "") -> None:
+        """Drop ``owner``'s job ``key`` so its next submit measures again; another owner keeps its own copy
+        (the job, cancelled only if nobody else owns it). ``owner=None``: drop it for everyone."""
+        job = self._release(key, owner)
         if job is not None and not job.done():
             job.cancel()
         self._pump()
