@@ -126,16 +126,40 @@ class JobSpec:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _describe_exit(returncode: int) -> tuple[str, str]:
-    """(status, words) for a child that ended without saying it was done."""
+def _oom_kills() -> int:
+    """The kernel's count of OOM kills in this process's memory cgroup (0 where it cannot be read)."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            for line in Path(path).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads (the child and anything it started); quiet if it is gone."""
+    if os.name == "posix":
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]:
+    """(status, words) for a child that ended without saying it was done: a SIGKILL is labelled ``oom`` only
+    when the kernel recorded an OOM kill during the job, otherwise ``error`` naming the signal."""
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
         if -returncode == signal.SIGKILL:
-            return "oom", (f"the measurement process was killed by {name} (not by xtlens): most likely the operating "
-                           "system ran out of memory and stopped it")
+            if _oom_kills() > oom_kills_before:
+                return "oom", (f"the measurement process was killed by {name} by the operating system's out-of-memory "
+                               "killer (its memory cgroup counted an OOM kill during the job)")
+            return "error", (f"the measurement process was killed by {name} from outside xtlens (a user, a process "
+                             "manager, or the operating system's out-of-memory killer; no OOM kill was recorded)")
         return "error", f"the measurement process crashed ({name})"
     return "error", f"the measurement process stopped unexpectedly (exit code {returncode})"
 
@@ -167,6 +191,7 @@ class Job:
         self._finished_at: float | None = None
         self._exit_callbacks: list[Any] = []
         self._kill_reason: str | None = None
+        self._oom_kills_before = 0
         if start:
             self.start()
 
@@ -186,6 +211,7 @@ class Job:
             env = dict(os.environ)
             env["PYTHONUNBUFFERED"] = "1"
             self._started_at = time.monotonic()
+            self._oom_kills_before = _oom_kills()
             try:
                 with open(self._dir / "stderr.txt", "wb") as err:
                     self._proc = subprocess.Popen(
@@ -212,6 +238,7 @@ class Job:
         except subprocess.TimeoutExpired:
             self._kill("timeout")
             proc.wait()
+        _kill_group(proc.pid)  # whatever the child started dies with it, however the child ended
         self._finished_at = time.monotonic()
         self.poll()
         for callback in list(self._exit_callbacks):
@@ -223,13 +250,11 @@ class Job:
             if proc is None or proc.poll() is not None:
                 return
             self._kill_reason = self._kill_reason or reason
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:  # pragma: no cover
+        if os.name == "posix":
+            _kill_group(proc.pid)
+        else:  # pragma: no cover
+            with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        except ProcessLookupError:
-            pass
 
     def cancel(self) -> None:
         """Stop the job now (rows of finished points are kept, the rest say "cancelled")."""
@@ -295,7 +320,7 @@ class Job:
         reason = self._kill_reason
         crash: tuple[str, str] | None = None
         if reason is None and not self._done_event and self._fatal is None and returncode is not None:
-            crash = _describe_exit(returncode)
+            crash = _describe_exit(returncode, self._oom_kills_before)
         first_missing = True
         for i, point in enumerate(self._points):
             if i in self._rows:
@@ -526,10 +551,13 @@ def _load_measure(ref: str):
     return getattr(module, name)
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent(parent: int, job_dir: Path) -> None:
     while True:
-        time.sleep(1.0)
+        time.sleep(0.5)
         if os.getppid() != parent:  # the parent died: nobody will read the results
+            shutil.rmtree(job_dir, ignore_errors=True)
+            if os.name == "posix" and os.getpgid(0) == os.getpid():  # we lead our own group: end all of it
+                os.killpg(0, signal.SIGKILL)
             os._exit(3)
 
 
@@ -544,7 +572,7 @@ def _child(job_dir: Path) -> int:
         events.write(json.dumps(event) + "\n")
         events.flush()
 
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(os.getppid(), job_dir), daemon=True).start()
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
         device, device_name = resolve(spec.options.device)
