@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 from xtlens.core.config import Workload
-from xtlens.dashboard import controls, data, run_on, state
+from xtlens.dashboard import controls, data, guard, run_on, state
 from xtlens.dashboard.views import Ctx, compare, export, flops, history, latency, memory, overview, tradeoffs
 
 VIEWS = {
@@ -25,6 +25,7 @@ VIEWS = {
 }
 
 st.set_page_config(page_title="xtlens: x-transformers decoder costs", page_icon=":material/memory:", layout="wide")
+guard.hide_error_details()
 
 device_labels = dict(data.devices())
 state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
@@ -51,7 +52,7 @@ else:
     st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
                + f" — workload: batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}, measurements on {device}")
     tabs = st.tabs(list(VIEWS), key=state.VIEW_KEY, on_change="rerun")
-    for tab, render in zip(tabs, VIEWS.values(), strict=True):
+    for tab, (name, render) in zip(tabs, VIEWS.items(), strict=True):
         if tab.open:
-            with tab:
+            with tab, guard.view(name):
                 render(ctx)

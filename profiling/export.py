@@ -95,7 +95,25 @@ def format_for(path_or_format: str | Path) -> str:
 
 # --- writers ------------------------------------------------------------------------------------
 
-XX
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def neutralise(text: str) -> str:
+    """``text`` as a spreadsheet shows it without running it: a leading ``'`` before ``=``, ``+``, ``-``, ``@``,
+    tab or CR (and before text that already starts with ``'`` and one of them, so ``restore`` is exact)."""
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def restore(text: str) -> str:
+    """The inverse of ``neutralise``."""
+    return text[1:] if text.startswith("'") and _FORMULA.match(text[1:]) else text
+
+
+def _csv_field(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return '"' + neutralise(value).replace('"', '""') + '"'
     if isinstance(value, float):
         return repr(value)
     return str(value)

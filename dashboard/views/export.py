@@ -10,7 +10,7 @@ import streamlit as st
 from xtlens.dashboard import charts, data, exporting, jobs, session_io, state, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads
-from xtlens.profiling import uploads
+from xtlens.profiling import uploads as upload_boundary
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.uploads import MAX_UPLOAD_BYTES
 
@@ -55,7 +55,7 @@ def render(ctx: Ctx) -> None:
                           help=f"At most {MAX_UPLOAD_BYTES // 2**20} MiB.")
     if up is not None:
         try:
-            loaded = uploads.cached("session file", up.name, up.getvalue(), session_io.from_json)
+            loaded = upload_boundary.cached("session file", up.name, up.getvalue(), session_io.from_json)
         except ValueError as exc:
             st.error(f"{up.name}: {exc}")
         else:
@@ -70,7 +70,7 @@ def render(ctx: Ctx) -> None:
                              key="export.results_upload")
     for f in files or []:
         try:
-            frame = uploads.read_table_upload(f.name, f.getvalue(), f.name.rsplit(".", 1)[-1].lower())
+            frame = upload_boundary.read_table_upload(f.name, f.getvalue(), f.name.rsplit(".", 1)[-1].lower())
         except ValueError as exc:
             st.error(str(exc))
             continue

@@ -94,7 +94,7 @@ def test_cancel_ends_the_whole_group(marks) -> None:
 
 
 def test_death_of_the_parent_leaves_no_process_and_no_folder(marks, tmp_path) -> None:
-    parent_script = textwrap.dedent(f"""
+    parent_script = textwrap.dedent("""
         import sys, time
         from xtlens.profiling.worker import Job, JobSpec
         spec = JobSpec.from_dict(__import__("json").loads(sys.argv[1]))
