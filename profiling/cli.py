@@ -44,6 +44,8 @@ from xtlens.core.units import fmt_value, unit_of
 
 __all__ = ["main", "build_parser", "load_config"]
 
+DEFAULT_TIME_LIMIT_S = 600.0  # profiling.worker.DEFAULT_TIME_LIMIT_S (not imported: the CLI starts without torch)
+
 # xtlens.profiling and xtlens.dashboard are sibling packages (repository folders profiling/ and dashboard/)
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
@@ -193,7 +195,7 @@ def _profile(args: argparse.Namespace) -> int:
         rows = _profile_on_ray(args, whats, cfg, workloads, options, name, bar)
         if rows is None:
             return 1
-    elif args.time_limit is not None:
+    elif args.time_limit > 0:
         from xtlens.profiling.worker import Job, JobSpec
 
         job = Job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
@@ -226,7 +228,7 @@ def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, na
     from xtlens.profiling.worker import JobSpec
 
     executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
-    job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
+    job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None))
     job.start()
     try:
         while not job.done():
@@ -384,8 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")
     prof.add_argument("--sdpa-backend", default=None, choices=("flash", "efficient", "cudnn", "math"))
     prof.add_argument("--no-cache", action="store_true", help="measure again even when a cached result exists")
-    prof.add_argument("--time-limit", type=float, default=None, metavar="S",
-                      help="run in a child process killed after S seconds (unfinished points: status timeout)")
+    prof.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+                      help=f"run in a child process killed after S seconds (unfinished points: status timeout; "
+                      f"default {DEFAULT_TIME_LIMIT_S:g}); 0 = no limit, measure in this process")
     prof.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: Markdown "
                       "on stdout)")
     prof.add_argument("--ray", default=None, metavar="ADDRESS", help="run one Ray task per point on the cluster at "

@@ -202,7 +202,7 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a row; SystemExit from a profiler too
-        status, message = failure_message(exc, what=f"the {point.what} measurement", device_name=device_name,
+        status, message = failure_message(exc, what=f"the {point.what} measurement", device_name=device_name, cfg=point.cfg,
                                           wl=point.workload)
         release(exc, device)  # the frames hold the tensors of the failed attempt
         rows = failure_rows(point, status, message, device=device, device_name=device_name, options=options)

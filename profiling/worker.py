@@ -576,7 +576,14 @@ def _child(job_dir: Path) -> int:
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
         device, device_name = resolve(spec.options.device)
-        emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid()})
+        limit = None
+        if device == "cpu":  # bounded by the predicted peak (profiling.limits); CUDA maps far more address space
+            from xtlens.profiling.limits import address_space_limit, apply_address_space_limit
+
+            points = [(p.cfg, p.workload) for p in spec.points() if p.cfg is not None]
+            limit = apply_address_space_limit(address_space_limit(points))
+        emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid(),
+              "address_space_limit_bytes": limit})
         measure = _load_measure(spec.measure) if spec.measure else measure_point
     except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
         emit({"type": "fatal", "message": str(exc) or type(exc).__name__})
