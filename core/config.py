@@ -489,10 +489,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: typing.Mapping[str, object]) -> ModelConfig:
+        if not isinstance(data, typing.Mapping):
+            raise ConfigError("config", data, "a mapping of ModelConfig fields")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted((k for k in data if k not in known), key=str)
         if unknown:
-            raise ConfigError(unknown[0], data[unknown[0]], f"a known field; unknown keyword(s): {_names(unknown)}")
+            first = str(unknown[0]) or "config"
+            raise ConfigError(first, data[unknown[0]] if first != "config" else None,
+                              f"a known field; unknown keyword(s): {_names([repr(str(k)) for k in unknown])}")
         missing = [f.name for f in fields(cls) if f.name not in data and f.default is dataclasses.MISSING]
         if missing:
             raise ConfigError(missing[0], None, "a value: this field is required")
@@ -595,7 +599,7 @@ class Workload:
     def __post_init__(self) -> None:
         _check_int("batch", self.batch, 1, 4096)
         _check_int("seq_len", self.seq_len, 1, LIMITS["max_seq_len"][1])
-        if self.dtype not in DTYPE_BYTES:
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPE_BYTES:
             raise ConfigError("dtype", self.dtype, f"one of {', '.join(DTYPE_BYTES)}")
 
     @property
