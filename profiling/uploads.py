@@ -44,7 +44,9 @@ _cache: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
 _lock = threading.Lock()
 
 
-def check_size(name: str, data: bytes, limit: int = MAX_UPLOAD_BYTES) -> None:
+def check_size(name: str, data: bytes, limit: int | None = None) -> None:
+    """Refuse ``data`` larger than ``limit`` (default ``MAX_UPLOAD_BYTES``) before anything parses it."""
+    limit = MAX_UPLOAD_BYTES if limit is None else limit
     if len(data) > limit:
         raise ConfigError(f"file {name}", None, f"at most {limit / 2**20:g} MiB (it has {len(data) / 2**20:,.1f} MiB)")
 
