@@ -206,6 +206,22 @@ def int_array(col: str, values: Iterable[Any]):
     return pd.array(ints, dtype=object)
 
 
+def arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` ready for Arrow (``st.dataframe``, Parquet via pandas): a column holding an integer beyond int64
+    becomes text with every digit (exact; ``int(text)`` gives the count back). Other columns are unchanged."""
+    out = frame
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        values = frame[col].tolist()
+        if any(isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX
+               for v in values):
+            if out is frame:
+                out = frame.copy()
+            out[col] = [None if is_missing(v) else str(v) for v in values]
+    return out
+
+
 def float_array(col: str, values: Iterable[Any]):
     """A ``Float64`` column where a missing value is ``<NA>`` and NaN stays NaN (a value, e.g. a 0/0 ratio)."""
     import numpy as np

@@ -12,6 +12,7 @@ from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads
 from xtlens.profiling import uploads as upload_boundary
 from xtlens.profiling.export import as_frame
+from xtlens.profiling.records import arrow_safe
 from xtlens.profiling.uploads import MAX_UPLOAD_BYTES
 
 
@@ -109,4 +110,4 @@ def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tup
         mem["phase"] = mem["device_name"].astype(str) + " / " + mem["phase"].astype(str)
         chart(charts.measured_vs_predicted(mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
                                            title="Peak memory by machine: measured vs predicted"), "upload_mem")
-    st.dataframe(allrows, hide_index=True, width="stretch", key="df.export.uploads")
+    st.dataframe(arrow_safe(allrows), hide_index=True, width="stretch", key="df.export.uploads")

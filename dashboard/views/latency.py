@@ -9,6 +9,7 @@ from xtlens.core.config import Workload
 from xtlens.dashboard import charts, jobs, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
+from xtlens.profiling.records import arrow_safe
 
 PHASES = ("forward", "attention", "train_step", "decode")
 PHASE_TITLES = {
@@ -69,7 +70,7 @@ def render(ctx: Ctx) -> None:
                                     title="Throughput: forward tokens/s and decode tokens/s", tickformat="~s"),
               "lat_tps")
     st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel ran)")
-    st.dataframe(_kernels(ok), hide_index=True, width="stretch", key="df.latency.kernels")
+    st.dataframe(arrow_safe(_kernels(ok)), hide_index=True, width="stretch", key="df.latency.kernels")
     table(frame, "latency measurements", "latency.measured")
 
 
