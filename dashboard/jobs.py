@@ -78,11 +78,8 @@ class Request:
 
 
 def owner() -> str:
-    """The id of this browser session: the owner of the jobs it submits."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else ""
+    """This browser session's id (``state.session_owner``): the owner of the jobs it submits."""
+    return state.session_owner()
 
 
 def find(req: Request) -> Job | None:
