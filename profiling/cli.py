@@ -250,20 +250,24 @@ def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, na
 # --- results (the SQLite result store) ------------------------------------------------------------------
 
 def _results(args: argparse.Namespace) -> int:
-    from xtlens.profiling.export import read_records, to_markdown, write_table
+    from xtlens.profiling.export import format_for, frame_to_records, to_markdown, write_table
     from xtlens.profiling.store import open_store
+    from xtlens.profiling.uploads import MAX_UPLOAD_BYTES, read_table_upload
 
     store = open_store(args.db)
     if args.action == "import":
         total = 0
         for path in args.files:
             try:
-                rows = read_records(path)
-                content = Path(path).read_bytes()
+                fmt = format_for(path)
+                with open(path, "rb") as fh:
+                    content = fh.read(MAX_UPLOAD_BYTES + 1)
             except FileNotFoundError:
                 raise ConfigError("FILE", path, "a results table that exists (no such file)") from None
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError) as exc:
                 raise ConfigError("FILE", path, f"a results table xtlens can read ({exc})") from None
+            # the one upload boundary: size cap, any parse failure a ConfigError naming the file, validated rows
+            rows = frame_to_records(read_table_upload(str(path), content, fmt))
             if store.import_once(rows, content, name=str(path)) is None:
                 print(f"{path}: already imported (a file with the same bytes), skipped", file=sys.stderr)
                 continue
