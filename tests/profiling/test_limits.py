@@ -47,7 +47,7 @@ def test_oom_advice_names_the_weights_when_the_model_itself_does_not_fit() -> No
     weights = memory_estimate(BIG, wl).weights_bytes
     assert f"weights alone are predicted to need {weights / GIB:.2f} GiB" in advice
     assert "a shorter sequence will not help" in advice
-    small = what_does_not_fit(TINY, Workload(batch=4096, seq_len=256), training=True, available=GIB // 1024)
+    small = what_does_not_fit(TINY, Workload(batch=4096, seq_len=256), training=True, available=1)
     assert small.startswith("The model's weights, gradients and AdamW state alone")
     assert "activations" in what_does_not_fit(TINY, Workload(batch=4096, seq_len=256), training=True,
                                               available=24 * GIB)
