@@ -220,3 +220,18 @@ def test_session_files_with_bad_rows_are_value_errors() -> None:
         session_io.from_json(json.dumps(doc))
     with pytest.raises(ValueError, match="nested"):
         session_io.from_json("[" * 100_000)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "md"])
+def test_plain_page_tables_with_big_counts_download_in_every_format(fmt) -> None:
+    from xtlens.dashboard import exporting
+
+    frame = pd.DataFrame({"seq_len_tokens": [8192, 16384], "forward_flops": [HUGE, 12], "ratio": [math.inf, 0.5]})
+    data = exporting.table_bytes(frame, fmt)
+    if fmt == "json":
+        assert _strict_json(data.decode())[0]["forward_flops"] == HUGE
+    elif fmt == "parquet":
+        back = pq.read_table(io.BytesIO(data)).column("forward_flops").to_pylist()
+        assert [int(v) for v in back] == [HUGE, 12]
+    else:
+        assert str(HUGE) in data.decode().replace(",", "")
