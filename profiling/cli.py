@@ -196,7 +196,10 @@ def _profile(args: argparse.Namespace) -> int:
         if rows is None:
             return 1
     elif args.time_limit > 0:
+        from xtlens.profiling.device import resolve
         from xtlens.profiling.worker import Job, JobSpec
+
+        resolve(options.device)  # an unknown or absent device is a message and exit 2 here, as in-process
 
         job = Job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
         try:
