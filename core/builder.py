@@ -379,14 +379,25 @@ def _available_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
+    avail = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
     except OSError:
-        return None
-    return None
+        pass
+    try:  # a measurement child runs under an address-space limit (profiling.limits): what is left of it
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as fh:
+                used = next((int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:")), 0)
+            avail = max(soft - used, 0) if avail is None else min(avail, max(soft - used, 0))
+    except (ImportError, OSError, ValueError):
+        pass
+    return avail
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -428,7 +439,9 @@ def build_model(
     kw = effective_kwargs(cfg)
 
     count = num_params(cfg)  # also surfaces x-transformers assertions before any memory is used
-    need_cpu_bytes = count * 4
+    need_cpu_bytes = count * 4  # initialised in float32 on the CPU ...
+    if dev.type == "cpu" and dtype != "float32":
+        need_cpu_bytes += count * DTYPE_BYTES[dtype]  # ... and cast: both copies live during .to()
     need_dev_bytes = count * DTYPE_BYTES[dtype] if dev.type == "cuda" else 0
     for where, need, avail in (
         ("CPU", need_cpu_bytes, _available_bytes(torch.device("cpu"))),
@@ -437,7 +450,8 @@ def build_model(
         if avail is not None and need > avail:
             raise BuildError(
                 f"This model has {count:,} parameters and needs {need / 2**30:.2f} GiB on {where} to build, "
-                f"but only {avail / 2**30:.2f} GiB is available."
+                f"but only {avail / 2**30:.2f} GiB is available. The weights themselves do not fit, so a shorter "
+                "sequence or a smaller batch will not help: try a smaller dim, depth or num_tokens."
             )
 
     try:

@@ -59,8 +59,77 @@ class ConfigError(XtlensError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        shown = f"{field} = {value!r}" if value is not None else field
-        super().__init__(f"{shown} is not allowed: {allowed}")
+        shown = f"{field} = {_short_repr(value)}" if value is not None else field
+        super().__init__(f"{_shorten(shown, 300)} is not allowed: {_shorten(allowed, MAX_MESSAGE_CHARS)}")
+
+
+# --- the one boundary for untrusted text (paste box, URL, uploads, CLI files) ---
+
+#: Largest snippet, JSON configuration or URL query accepted (characters). A real configuration is < 2 KiB.
+MAX_CONFIG_TEXT_CHARS = 64 * 1024
+#: Longest part of an error message (an echoed value or a list of names) sent back to the user.
+MAX_MESSAGE_CHARS = 2_000
+#: Most nesting accepted in a snippet or a JSON document (a real configuration nests 2-3 deep).
+MAX_NESTING = 50
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters in all)"
+
+
+def _short_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int beyond Python's 4300-digit repr limit, a deep structure
+        text = f"<{type(value).__name__}>"
+    return _shorten(text, 120)
+
+
+def _names(names: typing.Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
+
+
+def untrusted_text(field: str, data: str | bytes, *, limit: int = MAX_CONFIG_TEXT_CHARS) -> str:
+    """``data`` (text or raw file bytes) checked at the boundary: at most ``limit`` characters (bytes for
+    raw data), strict UTF-8 (no lone surrogates), no NUL. Raises ``ConfigError`` naming ``field``."""
+    if len(data) > limit:
+        raise ConfigError(field, None, f"at most {limit:,} {'bytes' if isinstance(data, bytes) else 'characters'} "
+                                       f"(got {len(data):,})")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        text.encode("utf-8")
+    except UnicodeError as exc:
+        raise ConfigError(field, None, f"UTF-8 text (undecodable character at position {exc.start})") from None
+    if "\x00" in text:
+        raise ConfigError(field, None, "text without NUL characters")
+    return text
+
+
+def _nesting(text: str) -> int:
+    """Upper bound of the bracket nesting of ``text`` (brackets inside strings count too: conservative)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
+def _check_nesting(field: str, text: str) -> None:
+    if _nesting(text) > MAX_NESTING:
+        raise ConfigError(field, None, f"at most {MAX_NESTING} nested brackets")
+
+
+def _no_duplicates(field: str, pairs: typing.Iterable[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(key, None, f"given once in the {field}: it appears more than once")
+        seen[key] = value
+    return seen
 
 
 # Size limits: generous for real models, small enough to keep the dashboard's math meaningful.
@@ -420,10 +489,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: typing.Mapping[str, object]) -> ModelConfig:
+        if not isinstance(data, typing.Mapping):
+            raise ConfigError("config", data, "a mapping of ModelConfig fields")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted((k for k in data if k not in known), key=str)
         if unknown:
-            raise ConfigError(unknown[0], data[unknown[0]], f"a known field; unknown keyword(s): {', '.join(unknown)}")
+            first = str(unknown[0]) or "config"
+            raise ConfigError(first, data[unknown[0]] if first != "config" else None,
+                              f"a known field; unknown keyword(s): {_names([repr(str(k)) for k in unknown])}")
         missing = [f.name for f in fields(cls) if f.name not in data and f.default is dataclasses.MISSING]
         if missing:
             raise ConfigError(missing[0], None, "a value: this field is required")
@@ -433,11 +506,26 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
+    def from_json(cls, text: str | bytes) -> ModelConfig:
+        """Parse a JSON object of fields; oversized, non-UTF-8, deeply nested, non-standard (NaN, Infinity) or
+        duplicate-key input raises ``ConfigError``."""
+        text = untrusted_text("json", text)
+        _check_nesting("json", text)
+
+        def constant(name: str) -> object:
+            raise ConfigError("json", name, "standard JSON (no NaN or Infinity)")
+
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates("JSON object", pairs),
+                              parse_constant=constant)
+        except ConfigError:
+            raise
         except json.JSONDecodeError as exc:
             raise ConfigError("json", text[:40], f"valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError("json", None, f"at most {MAX_NESTING} nested brackets") from None
+        except ValueError as exc:  # an integer beyond Python's digit limit
+            raise ConfigError("json", None, f"valid JSON numbers ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError("json", data, "a JSON object of ModelConfig fields")
         return cls.from_dict(data)
@@ -448,12 +536,28 @@ class ModelConfig:
 
     @classmethod
     def from_query(cls, query: str | typing.Mapping[str, str]) -> ModelConfig:
-        pairs = dict(parse_qsl(query.lstrip("?"), keep_blank_values=True)) if isinstance(query, str) else dict(query)
+        """Parse ``name=value&...`` (or a mapping); empty, repeated or unknown names raise ``ConfigError``."""
+        if isinstance(query, str):
+            query = untrusted_text("query", query)
+            try:
+                items = parse_qsl(query.lstrip("?"), keep_blank_values=True, max_num_fields=1_000)
+            except ValueError:
+                raise ConfigError("query", None, "at most 1,000 name=value pairs") from None
+            for key, value in items:
+                if not key.strip():
+                    raise ConfigError("query", f"={value}", "name=value pairs with a field name before '='")
+            pairs = _no_duplicates("query", items)
+        else:
+            pairs = dict(query)
         types_ = typing.get_type_hints(cls)
+        for key, value in pairs.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ConfigError(str(key), value, "text values")
+            untrusted_text(key, value)
         known = {k: v for k, v in pairs.items() if k in types_}
         unknown = sorted(set(pairs) - set(types_))
         if unknown:
-            raise ConfigError(unknown[0], pairs[unknown[0]], f"a known field; unknown keyword(s): {', '.join(unknown)}")
+            raise ConfigError(unknown[0], pairs[unknown[0]], f"a known field; unknown keyword(s): {_names(unknown)}")
         return cls.from_dict({k: decode_value(k, v, types_[k]) for k, v in known.items()})
 
     def replace(self, **changes: object) -> ModelConfig:
@@ -495,7 +599,7 @@ class Workload:
     def __post_init__(self) -> None:
         _check_int("batch", self.batch, 1, 4096)
         _check_int("seq_len", self.seq_len, 1, LIMITS["max_seq_len"][1])
-        if self.dtype not in DTYPE_BYTES:
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPE_BYTES:
             raise ConfigError("dtype", self.dtype, f"one of {', '.join(DTYPE_BYTES)}")
 
     @property
@@ -615,10 +719,21 @@ def _call_name(node: ast.AST) -> str | None:
 
 
 def _literal(name: str, node: ast.AST) -> object:
+    if not isinstance(node, ast.Constant) and not (
+            isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
+            and isinstance(node.operand, ast.Constant)):
+        raise ConfigError(name, _unparse(node), "a literal value (number, True/False, None); expressions are not evaluated")
     try:
         return ast.literal_eval(node)
     except (ValueError, SyntaxError, TypeError):
-        raise ConfigError(name, ast.unparse(node), "a literal value (number, True/False, None); expressions are not evaluated") from None
+        raise ConfigError(name, _unparse(node), "a literal value (number, True/False, None); expressions are not evaluated") from None
+
+
+def _unparse(node: ast.AST) -> str:
+    try:
+        return _shorten(ast.unparse(node), 120)
+    except (RecursionError, ValueError, MemoryError):
+        return f"<{type(node).__name__} expression>"
 
 
 def parse_snippet(text: str) -> ModelConfig:
@@ -628,26 +743,38 @@ def parse_snippet(text: str) -> ModelConfig:
     x-transformers leaves at their defaults may be omitted. Only ``Decoder`` is accepted (xtlens
     models a causal decoder; ``rotary_xpos`` in particular needs one).
     """
+    text = untrusted_text("snippet", text)
+    _check_nesting("snippet", text)
+    try:
+        return _parse_snippet(text)
+    except (RecursionError, MemoryError):
+        raise ConfigError("snippet", None, f"an expression nested at most {MAX_NESTING} deep") from None
+
+
+def _parse_snippet(text: str) -> ModelConfig:
     try:
         tree = ast.parse(text.strip())
     except SyntaxError as exc:
         raise ConfigError("snippet", (exc.text or "").strip(), f"valid Python (syntax error at line {exc.lineno})") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise ConfigError("snippet", None, f"valid Python ({exc})") from None
     wrapper = next((n for n in ast.walk(tree) if _call_name(n) in _WRAPPER_NAMES), None)
     if wrapper is None:
         raise ConfigError("snippet", text.strip()[:60], "code containing a TransformerWrapper(...) call")
     if wrapper.args:
-        raise ConfigError("snippet", ast.unparse(wrapper.args[0]), "keyword arguments only in TransformerWrapper(...)")
+        raise ConfigError("snippet", _unparse(wrapper.args[0]), "keyword arguments only in TransformerWrapper(...)")
     known = {f.name for f in fields(ModelConfig)}
     values: dict[str, object] = {}
     unknown: list[str] = []
     decoder: ast.Call | None = None
+    _no_duplicates("TransformerWrapper(...) call", [(kw.arg, None) for kw in wrapper.keywords if kw.arg])
     for kw in wrapper.keywords:
         if kw.arg is None:
-            raise ConfigError("snippet", ast.unparse(kw.value), "explicit keywords (no **kwargs)")
+            raise ConfigError("snippet", _unparse(kw.value), "explicit keywords (no **kwargs)")
         if kw.arg == "attn_layers":
             kind = _call_name(kw.value)
             if kind not in _DECODER_NAMES:
-                raise ConfigError("attn_layers", ast.unparse(kw.value)[:60],
+                raise ConfigError("attn_layers", _unparse(kw.value)[:60],
                                   "a Decoder(...) call: xtlens models a causal decoder (Encoder is not causal; rotary_xpos needs causal)")
             decoder = kw.value  # type: ignore[assignment]
         elif kw.arg in WRAPPER_FIELDS:
@@ -657,16 +784,17 @@ def parse_snippet(text: str) -> ModelConfig:
     if decoder is None:
         raise ConfigError("attn_layers", None, "a Decoder(...) call passed as attn_layers=")
     if decoder.args:
-        raise ConfigError("snippet", ast.unparse(decoder.args[0]), "keyword arguments only in Decoder(...)")
+        raise ConfigError("snippet", _unparse(decoder.args[0]), "keyword arguments only in Decoder(...)")
+    _no_duplicates("Decoder(...) call", [(kw.arg, None) for kw in decoder.keywords if kw.arg])
     for kw in decoder.keywords:
         if kw.arg is None:
-            raise ConfigError("snippet", ast.unparse(kw.value), "explicit keywords (no **kwargs)")
+            raise ConfigError("snippet", _unparse(kw.value), "explicit keywords (no **kwargs)")
         if kw.arg in known and kw.arg not in WRAPPER_FIELDS:
             values[kw.arg] = _literal(kw.arg, kw.value)
         else:
             unknown.append(f"Decoder(..., {kw.arg}=)")
     if unknown:
-        raise ConfigError(unknown[0], None, "a keyword xtlens models; unknown: " + ", ".join(unknown)
+        raise ConfigError(unknown[0], None, "a keyword xtlens models; unknown: " + _names(unknown)
                           + f". Supported: {', '.join(sorted(known))}")
     return ModelConfig.from_dict(values)
 

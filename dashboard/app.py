@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 from xtlens.core.config import Workload
-from xtlens.dashboard import controls, data, jobs, run_on, state
+from xtlens.dashboard import controls, data, guard, jobs, run_on, state
 from xtlens.dashboard.views import (
     Ctx,
     benefits,
@@ -39,6 +39,7 @@ VIEWS = {
 }
 
 st.set_page_config(page_title="xtlens: x-transformers decoder costs", page_icon=":material/memory:", layout="wide")
+guard.hide_error_details()
 
 device_labels = dict(data.devices())
 state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
@@ -66,9 +67,9 @@ else:
     st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
                + f" — workload: batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}, measurements on {device}")
     tabs = st.tabs(list(VIEWS), key=state.VIEW_KEY, on_change="rerun")
-    for tab, render in zip(tabs, VIEWS.values(), strict=True):
+    for tab, (name, render) in zip(tabs, VIEWS.items(), strict=True):
         if tab.open:
-            with tab:
+            with tab, guard.view(name):
                 render(ctx)
     state.sync_url(cfg, wl, device, state.current_view("Overview"))  # again: the view's own settings
 with tray_slot:

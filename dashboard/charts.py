@@ -267,14 +267,14 @@ def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_t
     """``metric`` against the swept ``axis`` value; the current configuration is a larger marker."""
     if frame.empty:
         return _empty(title, "no valid configuration on this axis")
-    data = frame.sort_values("value")
-    xs = data["value"].astype(float).tolist()
+    data = frame.sort_values("axis_value")
+    xs = data["axis_value"].astype(float).tolist()
     ys = (data[metric].astype(float) / scale).tolist()
     fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name=metric, line={"color": SERIES[0]},
                                hovertemplate=axis + "=%{x}: %{y:.4g}<extra></extra>"))
     cur = data[data["is_current"]]
     if not cur.empty:
-        fig.add_trace(go.Scatter(x=cur["value"].astype(float).tolist(), y=(cur[metric].astype(float) / scale).tolist(),
+        fig.add_trace(go.Scatter(x=cur["axis_value"].astype(float).tolist(), y=(cur[metric].astype(float) / scale).tolist(),
                                  mode="markers", name="current config",
                                  marker={"size": 14, "color": SERIES[3], "symbol": "diamond"},
                                  hovertemplate=axis + "=%{x}: %{y:.4g}<extra>current</extra>"))

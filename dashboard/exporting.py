@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 from xtlens.profiling import export
-from xtlens.profiling.records import COLUMNS
+from xtlens.profiling.records import COLUMNS, arrow_safe, json_safe
 
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet", "md")
 LABELS = {"csv": "CSV", "json": "JSON", "parquet": "Parquet", "md": "Markdown"}
@@ -59,10 +59,10 @@ def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
         return frame.to_csv(index=False).encode("utf-8")
     if fmt == "json":
         rows = [{str(k): _plain(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
-        return json.dumps(rows, indent=1, ensure_ascii=False).encode("utf-8")
+        return json.dumps(json_safe(rows), indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8")
     if fmt == "parquet":
         sink = io.BytesIO()
-        frame.to_parquet(sink, index=False)
+        arrow_safe(frame).to_parquet(sink, index=False)  # a count beyond int64 as exact digit text
         return sink.getvalue()
     return _markdown(frame).encode("utf-8")
 

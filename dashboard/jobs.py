@@ -3,9 +3,10 @@
 A job runs in a child process (``profiling.worker``), so a long CPU sweep never blocks the page and
 never takes the server down; or, when the sidebar says "Ray cluster", as Ray tasks on that cluster
 (``profiling.executor``; one manager per place). The manager keys jobs by (configurations, workloads, device, what,
-options): pressing Measure again, in this or another browser session, returns the running or finished
-job, so results are cached per (config, workload, device). Only immutable rows are shared; no model
-lives in this process.
+options) and by owner, the browser session that pressed Measure: a session sees, cancels and replaces only
+its own jobs; when two sessions ask for the same measurement they share one run and its immutable rows
+(each builds its own table from them), and "Measure again" or Cancel in one session never removes the other's
+result. A session may have ``JobManager.max_per_owner`` unfinished jobs. No model lives in this process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from xtlens.dashboard import provenance, state
 from xtlens.profiling.executor import executor_for
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.plan import SweepOptions
-from xtlens.profiling.worker import Job, JobManager, JobSpec
+from xtlens.profiling.worker import Job, JobManager, JobSpec, QueueFull
 
 TIME_LIMIT_S = 600.0
 POLL_S = 1.0
@@ -80,21 +81,27 @@ class Request:
         return len(self.configs) * len(self.workloads) * len(self.what)
 
 
+def owner() -> str:
+    """This browser session's id (``state.session_owner``): the owner of the jobs it submits."""
+    return state.session_owner()
+
+
 def find(req: Request) -> Job | None:
     mgr, req = _where(req)
-    return mgr.get(req.key())
+    return mgr.get(req.key(), owner())
 
 
 def submit(req: Request) -> Job:
+    """Submit for this session; raises ``QueueFull`` (a ProfileError with the message) past the session's limit."""
     mgr, req = _where(req)
-    job = mgr.submit_spec(req.spec())
+    job = mgr.submit_spec(req.spec(), owner=owner())
     state.remember_job(job.key, req.label)
     return job
 
 
 def measure_again(req: Request, job: Job) -> Job:
     """Drop ``job`` and measure ``req`` afresh, bypassing the results database (its rows stay as history)."""
-    _where(req)[0].forget(job.key)
+    _where(req)[0].forget(job.key, owner())
     return submit(dataclasses.replace(req, use_cache=False))
 
 
@@ -107,7 +114,7 @@ def results(job_keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
     out = []
     for key in job_keys:
         for mgr in [manager(), *_managers().values()]:
-            job = mgr.get(key)
+            job = mgr.get(key, owner())
             if job is not None and job.done():
                 out.append((key, frame_of(job)))
                 break
@@ -133,7 +140,11 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
                        "the page stays usable.")
         if not pressed:
             return None
-        job = submit(req)
+        try:
+            job = submit(req)
+        except QueueFull as exc:
+            st.warning(str(exc))
+            return None
     if not job.done():
         _progress(job.key, req.label)
         return None
@@ -171,17 +182,23 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
 
 def _progress(job_key: str, label: str) -> None:
     mgr = _where_manager()
+    me = owner()
 
     @st.fragment(run_every=POLL_S)
     def poll() -> None:
-        job = mgr.get(job_key)
+        job = mgr.get(job_key, me)
         if job is None:
             return
         fraction, message = job.progress()
+        place = mgr.queue_position(job_key)
+        if place:
+            message = (f"queued, place {place}: another measurement on this server runs first (one at a time); "
+                       "this one starts when it ends")
         st.progress(min(max(fraction, 0.0), 1.0), text=f"{label} — {message} ({job.elapsed_s:.0f} s)")
         cols = st.columns([1, 4])
         if cols[0].button("Cancel", key=f"cancel.{job_key}"):
-            job.cancel()
+            mgr.cancel(job_key, me)
+            st.rerun(scope="app")
         if job.done():
             st.rerun(scope="app")
 

@@ -29,7 +29,7 @@ SOURCES: dict[str, str] = {
     "tokens_per_param": "Your data set size D / parameters, against the Chinchilla ratio ~20 (Hoffmann et al. 2022).",
     "train_compute_flops": "Training compute C = 6 x N x D FLOPs (Kaplan et al. 2020, sec. 2.1), N = "
                            "non-embedding parameters, D = your data set in tokens.",
-    "chinchilla_loss": "Predicted loss L(N, D) = 1.69 + 406.4 / N^0.34 + 410.7 / D^0.28 (Hoffmann et al. 2022, "
+    "chinchilla_loss_nats": "Predicted loss L(N, D) = 1.69 + 406.4 / N^0.34 + 410.7 / D^0.28 (Hoffmann et al. 2022, "
                        "eq. 10, approach 3), N = all parameters, D = your data set in tokens. Fitted on MassiveText "
                        "with their tokenizer: read differences between configurations, not the absolute value.",
 }

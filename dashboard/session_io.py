@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from xtlens.core.config import ConfigError, ModelConfig, Workload
 from xtlens.profiling import export
+from xtlens.profiling.uploads import validate_table
 
 VERSION = 1
 
@@ -51,7 +52,7 @@ def to_json(snapshot: Snapshot) -> str:
         "results": results,
         "settings": dict(snapshot.settings),
     }
-    return json.dumps(doc, indent=1)
+    return json.dumps(doc, indent=1, allow_nan=False)  # standard JSON: non-finite floats are strings in the rows
 
 
 def from_json(text: str | bytes) -> Snapshot:
@@ -60,6 +61,8 @@ def from_json(text: str | bytes) -> Snapshot:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"not a JSON file: {exc}") from None
+    except RecursionError:
+        raise ValueError("not a session file: it is nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("xtlens_session") != VERSION:
         raise ValueError("not an xtlens session file (no \"xtlens_session\": 1): use the Export tab's session download")
     try:
@@ -75,8 +78,12 @@ def from_json(text: str | bytes) -> Snapshot:
         settings = tuple((str(k), v) for k, v in settings.items() if isinstance(v, (str, int, float, bool, list)))
     except ConfigError as exc:
         raise ValueError(f"the session holds an invalid configuration: {exc}") from None
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise ValueError(f"the session file is incomplete (missing {exc})") from None
+    except (TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"the session file is malformed ({type(exc).__name__}: {str(exc)[:200]})") from None
+    for name, frame in results:
+        validate_table(frame, f"session table {name!r}")
     return Snapshot(config=cfg, workload=wl, device=str(doc.get("device", "cpu")), pins=pins, results=results,
                     settings=settings)
 

@@ -251,6 +251,18 @@ def on_clear_pins() -> None:
 
 # --- measurement jobs this session asked for ---------------------------------------------------------
 
+def session_owner() -> str:
+    """A random id of this browser session, made on first use: the owner of the jobs it submits."""
+    if _OWNER not in st.session_state:
+        import uuid
+
+        st.session_state[_OWNER] = uuid.uuid4().hex
+    return str(st.session_state[_OWNER])
+
+
+_OWNER = "_xtlens_job_owner"
+
+
 def remember_job(job_id: str, label: str) -> None:
     jobs = dict(st.session_state.get(_JOBS, {}))
     jobs[job_id] = label

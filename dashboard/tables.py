@@ -177,7 +177,7 @@ def sweep_table(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, axis: str,
         n_all, n_ne = int(est["num_params"]), int(est["non_embedding_params"])
         rows.append({
             "axis": axis,
-            "value": int(v),
+            "axis_value": int(v),
             "is_current": int(v) == getattr(cfg, axis),
             "num_params": n_all,
             "non_embedding_params": n_ne,
@@ -190,7 +190,7 @@ def sweep_table(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, axis: str,
             "compute_optimal_tokens": proxies.compute_optimal_tokens(n_all),
             "tokens_per_param": proxies.tokens_per_param(dataset_tokens, n_all),
             "train_compute_flops": proxies.train_compute_flops(n_ne, dataset_tokens),
-            "chinchilla_loss": proxies.chinchilla_loss(n_all, dataset_tokens),
+            "chinchilla_loss_nats": proxies.chinchilla_loss(n_all, dataset_tokens),
         })
     return pd.DataFrame(rows), skipped
 

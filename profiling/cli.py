@@ -33,10 +33,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload, XtlensError, parse_snippet
+from xtlens.core.config import (
+    MAX_CONFIG_TEXT_CHARS,
+    PRESETS,
+    ConfigError,
+    ModelConfig,
+    Workload,
+    XtlensError,
+    parse_snippet,
+    untrusted_text,
+)
 from xtlens.core.units import fmt_value, unit_of
 
 __all__ = ["main", "build_parser", "load_config"]
+
+DEFAULT_TIME_LIMIT_S = 600.0  # profiling.worker.DEFAULT_TIME_LIMIT_S (not imported: the CLI starts without torch)
 
 # xtlens.profiling and xtlens.dashboard are sibling packages (repository folders profiling/ and dashboard/)
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -71,10 +82,13 @@ def load_config(*, preset: str | None = None, config: str | None = None, snippet
 
 
 def _read(path: str, option: str) -> str:
+    """The file at ``path`` as text, through the one untrusted-text boundary (size cap, strict UTF-8)."""
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_TEXT_CHARS + 1)
     except OSError as exc:
         raise ConfigError(option, path, f"a readable file (cannot read it: {exc.strerror or exc})") from None
+    return untrusted_text(f"{option} {path}", data)
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -297,8 +311,11 @@ def _profile(args: argparse.Namespace) -> int:
         rows = _profile_on_ray(args, whats, cfg, workloads, options, name, bar)
         if rows is None:
             return 1
-    elif args.time_limit is not None:
+    elif args.time_limit > 0:
+        from xtlens.profiling.device import resolve
         from xtlens.profiling.worker import Job, JobSpec
+
+        resolve(options.device)  # an unknown or absent device is a message and exit 2 here, as in-process
 
         job = Job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
         try:
@@ -330,7 +347,7 @@ def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, na
     from xtlens.profiling.worker import JobSpec
 
     executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
-    job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
+    job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None))
     job.start()
     try:
         while not job.done():
@@ -352,20 +369,24 @@ def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, na
 # --- results (the SQLite result store) ------------------------------------------------------------------
 
 def _results(args: argparse.Namespace) -> int:
-    from xtlens.profiling.export import read_records, to_markdown, write_table
+    from xtlens.profiling.export import format_for, frame_to_records, to_markdown, write_table
     from xtlens.profiling.store import open_store
+    from xtlens.profiling.uploads import MAX_UPLOAD_BYTES, read_table_upload
 
     store = open_store(args.db)
     if args.action == "import":
         total = 0
         for path in args.files:
             try:
-                rows = read_records(path)
-                content = Path(path).read_bytes()
+                fmt = format_for(path)
+                with open(path, "rb") as fh:
+                    content = fh.read(MAX_UPLOAD_BYTES + 1)
             except FileNotFoundError:
                 raise ConfigError("FILE", path, "a results table that exists (no such file)") from None
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError) as exc:
                 raise ConfigError("FILE", path, f"a results table xtlens can read ({exc})") from None
+            # the one upload boundary: size cap, any parse failure a ConfigError naming the file, validated rows
+            rows = frame_to_records(read_table_upload(str(path), content, fmt))
             if store.import_once(rows, content, name=str(path)) is None:
                 print(f"{path}: already imported (a file with the same bytes), skipped", file=sys.stderr)
                 continue
@@ -525,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")
     prof.add_argument("--sdpa-backend", default=None, choices=("flash", "efficient", "cudnn", "math"))
     prof.add_argument("--no-cache", action="store_true", help="measure again even when a cached result exists")
-    prof.add_argument("--time-limit", type=float, default=None, metavar="S",
-                      help="run in a child process killed after S seconds (unfinished points: status timeout)")
+    prof.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+                      help=f"run in a child process killed after S seconds (unfinished points: status timeout; "
+                      f"default {DEFAULT_TIME_LIMIT_S:g}); 0 = no limit, measure in this process")
     prof.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: Markdown "
                       "on stdout)")
     prof.add_argument("--ray", default=None, metavar="ADDRESS", help="run one Ray task per point on the cluster at "

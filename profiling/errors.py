@@ -59,7 +59,8 @@ def short_message(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def failure_message(exc: BaseException, *, what: str, device_name: str, wl: Workload) -> tuple[str, str]:
+def failure_message(exc: BaseException, *, what: str, device_name: str, wl: Workload,
+                    cfg: ModelConfig | None = None) -> tuple[str, str]:
     """``(status, message)`` for an exception raised while measuring ``what`` (e.g. "the training step"):
     ``oom`` with the shape and what to try, the page-ready text of a ``ProfileError`` / ``ConfigError`` /
     ``BuildError``, or ``error`` with the exception type and its first line. The one wording of every
@@ -69,8 +70,16 @@ def failure_message(exc: BaseException, *, what: str, device_name: str, wl: Work
     detail = short_message(exc)
     shape = f"batch {wl.batch} x {wl.seq_len} tokens in {wl.dtype}"
     if is_oom(exc):
-        return "oom", (f"Out of memory on {device_name} during {what} ({shape}). Try a shorter sequence, a smaller "
-                       f"batch or a 2-byte dtype. Details: {detail}")
+        advice = "Try a shorter sequence, a smaller batch or a 2-byte dtype."
+        if cfg is not None:  # name the part that does not fit: the model itself, or the activations
+            from xtlens.profiling.limits import available_bytes, what_does_not_fit
+
+            try:
+                advice = what_does_not_fit(cfg, wl, training="train" in what or "memory" in what,
+                                           available=available_bytes())
+            except Exception:  # noqa: BLE001 - advice is a courtesy; the OOM row must still be written
+                pass
+        return "oom", f"Out of memory on {device_name} during {what} ({shape}). {advice} Details: {detail}"
     if isinstance(exc, (ProfileError, ConfigError, BuildError)):
         return "error", str(exc)
     return "error", f"{type(exc).__name__} during {what} on {device_name} ({shape}): {detail}"

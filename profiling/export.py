@@ -13,7 +13,15 @@ How each format keeps that promise:
   ``repr`` (``inf`` and ``-inf`` included). Any CSV reader loads it; ours tells ``""`` from missing.
 * JSON: a list of row objects (the same shape as ``records.records_to_json``), ``null`` for missing.
   Python's ``json`` keeps integers exact and floats at ``repr`` precision.
-* Parquet: ``int64``, ``double`` and ``string`` columns with nulls (pyarrow).
+* Parquet: ``int64``, ``double`` and ``string`` columns with nulls (pyarrow). An integer column with a value
+  beyond int64 (a FLOP count of a huge configuration can reach 10**27) is written as ``decimal128(38, 0)``
+  (exact up to 10**38 - 1), and beyond that as decimal text; both read back as exact Python integers.
+* JSON is standard JSON (no ``NaN``/``Infinity`` tokens): a non-finite float is written as the string
+  ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` and read back as that float; integers of any size are JSON
+  numbers. CSV writes integers of any size in full.
+* Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or
+  carriage return) are written to CSV and Parquet with a leading ``'`` (OWASP's CSV-injection advice);
+  the reader removes it again, so the round trip is exact.
 * Markdown: for reading only (not read back). Columns that are empty in every row and the long
   ``config_json`` are left out; headers carry the unit (``measured (GiB)``, ``latency median (ms)``).
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,9 +42,11 @@ from xtlens.core.units import GIB
 from xtlens.profiling.records import (
     COLUMNS,
     FLOAT_COLUMNS,
+    INT64_MAX,
     INT_COLUMNS,
     ProfileRecord,
     frame_from_columns,
+    json_safe,
     python_rows,
     rows_to_columns,
 )
@@ -84,11 +95,25 @@ def format_for(path_or_format: str | Path) -> str:
 
 # --- writers ------------------------------------------------------------------------------------
 
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def neutralise(text: str) -> str:
+    """``text`` as a spreadsheet shows it without running it: a leading ``'`` before ``=``, ``+``, ``-``, ``@``,
+    tab or CR (and before text that already starts with ``'`` and one of them, so ``restore`` is exact)."""
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def restore(text: str) -> str:
+    """The inverse of ``neutralise``."""
+    return text[1:] if text.startswith("'") and _FORMULA.match(text[1:]) else text
+
+
 def _csv_field(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return '"' + value.replace('"', '""') + '"'
+        return '"' + neutralise(value).replace('"', '""') + '"'
     if isinstance(value, float):
         return repr(value)
     return str(value)
@@ -102,17 +127,40 @@ def _to_csv(frame: pd.DataFrame) -> bytes:
 
 
 def _to_json(frame: pd.DataFrame) -> bytes:
-    return json.dumps(python_rows(frame), indent=1, ensure_ascii=False).encode("utf-8")
+    return json.dumps(json_safe(python_rows(frame)), indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+DECIMAL_DIGITS = 38  # pyarrow decimal128's precision
+
+
+def _int_arrow_type(values: list[int | None]):
+    """int64 when every value fits; else decimal128(38, 0) (exact to 10**38 - 1); else text (any size)."""
+    import pyarrow as pa
+
+    present = [v for v in values if v is not None]
+    if all(-INT64_MAX - 1 <= v <= INT64_MAX for v in present):
+        return pa.int64()
+    if all(abs(v) < 10**DECIMAL_DIGITS for v in present):
+        return pa.decimal128(DECIMAL_DIGITS, 0)
+    return pa.string()
 
 
 def _arrow_table(frame: pd.DataFrame):
+    import decimal
+
     import pyarrow as pa
 
     rows = python_rows(frame)
     arrays = []
     for c in COLUMNS:
-        kind = pa.int64() if c in INT_COLUMNS else pa.float64() if c in FLOAT_COLUMNS else pa.string()
-        arrays.append(pa.array([r[c] for r in rows], type=kind))
+        values = [r[c] for r in rows]
+        kind = _int_arrow_type(values) if c in INT_COLUMNS else pa.float64() if c in FLOAT_COLUMNS else pa.string()
+        if c not in INT_COLUMNS and c not in FLOAT_COLUMNS:
+            values = [None if v is None else neutralise(v) for v in values]
+        if c in INT_COLUMNS and kind != pa.int64():
+            values = [None if v is None else (decimal.Decimal(v) if pa.types.is_decimal(kind) else str(v))
+                      for v in values]
+        arrays.append(pa.array(values, type=kind))
     return pa.Table.from_arrays(arrays, names=list(COLUMNS))
 
 
@@ -209,7 +257,13 @@ def _from_csv(data: bytes) -> pd.DataFrame:
                                   quoted_strings_can_be_null=False, null_values=[""])
     table = pcsv.read_csv(io.BytesIO(text.encode("utf-8")), convert_options=options,
                           parse_options=pcsv.ParseOptions(newlines_in_values=True))
-    return frame_from_columns(table.to_pydict())
+    return frame_from_columns(_restored(table.to_pydict()))
+
+
+def _restored(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Text columns with ``neutralise``'s quote removed."""
+    return {c: [restore(v) if isinstance(v, str) else v for v in values]
+            if c not in INT_COLUMNS and c not in FLOAT_COLUMNS else values for c, values in columns.items()}
 
 
 def _from_json(data: bytes) -> pd.DataFrame:
@@ -227,7 +281,7 @@ def _from_json(data: bytes) -> pd.DataFrame:
 def _from_parquet(data: bytes) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
-    return frame_from_columns(pq.read_table(io.BytesIO(data)).to_pydict())
+    return frame_from_columns(_restored(pq.read_table(io.BytesIO(data)).to_pydict()))
 
 
 def from_bytes(data: bytes, fmt: str) -> pd.DataFrame:

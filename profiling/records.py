@@ -179,6 +179,14 @@ def rel_err(measured: float | None, predicted: float | None) -> float | None:
 
 # --- DataFrame conversion: exact (integers never pass through a float) -------------------------------------------------------------------
 
+INT64_MAX = 2**63 - 1
+
+
+def _shown(value: Any) -> str:
+    text = str(value) if not isinstance(value, int) or abs(value) < 10**60 else f"an integer of {len(str(abs(value)))} digits"
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def _int_value(col: str, value: Any) -> int | None:
     if is_missing(value):
         return None
@@ -187,6 +195,8 @@ def _int_value(col: str, value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"column {col}: expected a whole number, got {value!r}")
         return int(round(value))
     text = str(value).strip()
     if text == "":
@@ -197,11 +207,49 @@ def _int_value(col: str, value: Any) -> int | None:
         try:
             return int(round(float(text)))
         except (ValueError, OverflowError):
-            raise ValueError(f"column {col}: expected an integer, got {value!r}") from None
+            raise ValueError(f"column {col}: expected a whole number, got {_shown(value)!r}") from None
+
+
+def int_array(col: str, values: Iterable[Any]):
+    """An exact integer column: pandas ``Int64`` when every value fits in int64, else ``object`` holding Python
+    ints (counts beyond 2**63 - 1 stay exact; None for missing). Never through a float."""
+    import pandas as pd
+
+    ints = [_int_value(col, v) for v in values]
+    if all(v is None or -INT64_MAX - 1 <= v <= INT64_MAX for v in ints):
+        return pd.array(ints, dtype="Int64")
+    return pd.array(ints, dtype=object)
+
+
+def arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` ready for Arrow (``st.dataframe``, Parquet via pandas): a column holding an integer beyond int64
+    becomes text with every digit (exact; ``int(text)`` gives the count back). Other columns are unchanged."""
+    out = frame
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        values = frame[col].tolist()
+        if any(isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX
+               for v in values):
+            if out is frame:
+                out = frame.copy()
+            out[col] = [None if is_missing(v) else str(v) for v in values]
+    return out
+
+
+def float_array(col: str, values: Iterable[Any]):
+    """A ``Float64`` column where a missing value is ``<NA>`` and NaN stays NaN (a value, e.g. a 0/0 ratio)."""
+    import numpy as np
+    import pandas as pd
+
+    floats = [_float_value(col, v) for v in values]
+    data = np.array([np.nan if v is None else v for v in floats], dtype="float64")
+    mask = np.array([v is None for v in floats], dtype=bool)
+    return pd.arrays.FloatingArray(data, mask)
 
 
 def _float_value(col: str, value: Any) -> float | None:
-    if is_missing(value):
+    if value is None or _is_na(value):
         return None
     if isinstance(value, str) and value.strip() == "":
         return None
@@ -213,6 +261,19 @@ def _float_value(col: str, value: Any) -> float | None:
 
 def _str_value(value: Any) -> str | None:
     return None if is_missing(value) else str(value)
+
+
+def _float_value_missing(value: Any) -> bool:
+    return value is None or _is_na(value)
+
+
+def _is_na(value: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return value is pd.NA
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return False
 
 
 def is_missing(value: Any) -> bool:
@@ -241,9 +302,9 @@ def frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
     for col in COLUMNS:
         values = columns[col]
         if col in INT_COLUMNS:
-            data[col] = pd.array([_int_value(col, v) for v in values], dtype="Int64")
+            data[col] = int_array(col, values)
         elif col in FLOAT_COLUMNS:
-            data[col] = pd.array([_float_value(col, v) for v in values], dtype="Float64")
+            data[col] = float_array(col, values)
         else:
             data[col] = pd.Series([_str_value(v) for v in values], dtype=object).astype("string").array
     return pd.DataFrame(data, columns=list(COLUMNS))
@@ -286,7 +347,9 @@ def python_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
         row = {}
         for c in COLUMNS:
             v = cols[c][i]
-            if is_missing(v):
+            if c in FLOAT_COLUMNS and not _float_value_missing(v):
+                v = float(v)  # NaN stays NaN: it is a value here, <NA> is missing
+            elif is_missing(v):
                 v = None
             elif c in INT_COLUMNS:
                 v = int(v)
@@ -297,12 +360,30 @@ def python_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+NONFINITE_JSON = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` for standard JSON: a non-finite float becomes the string ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"`` (read back by the float columns' parser); integers of any size stay JSON numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def records_to_json(records: list[ProfileRecord]) -> str:
-    return json.dumps([r.to_dict() for r in records], indent=1, sort_keys=False)
+    """Standard JSON (``allow_nan=False``): non-finite floats as strings, see ``json_safe``."""
+    return json.dumps([json_safe(r.to_dict()) for r in records], indent=1, sort_keys=False, allow_nan=False)
 
 
 def records_from_json(text: str) -> list[ProfileRecord]:
-    return [ProfileRecord(**row) for row in json.loads(text)]
+    rows = json.loads(text)
+    return [ProfileRecord(**{k: NONFINITE_JSON.get(v, v) if k in FLOAT_COLUMNS and isinstance(v, str) else v
+                             for k, v in row.items()}) for row in rows]
 
 
 # --- predictions as rows ------------------------------------------------------------------------------

@@ -399,8 +399,8 @@ class ResultStore:
             for path in sorted(root.glob("*/*.json")):
                 try:
                     rows = records_from_json(path.read_text())
-                except (OSError, ValueError, TypeError):
-                    continue  # a torn or foreign file: skipped, left in place
+                except (OSError, ValueError, TypeError, AttributeError, RecursionError, MemoryError):
+                    continue  # a torn, foreign or deeply nested file: skipped, left in place
                 for row in rows:
                     data = row.to_dict()
                     con.execute(sql, [now_iso(), "json-cache", "", 1, path.stem, f"json:{path}",

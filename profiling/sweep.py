@@ -93,6 +93,7 @@ def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepO
         "device": device,
         "device_name": device_name,
         "what": point.what,
+        "config_name": point.config_name,  # rows carry the name: --name B must not get rows labelled A
         "versions": versions(),
         "warmup": options.warmup,
         "repeats": options.repeats,
@@ -205,7 +206,7 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a row; SystemExit from a profiler too
-        status, message = failure_message(exc, what=f"the {point.what} measurement", device_name=device_name,
+        status, message = failure_message(exc, what=f"the {point.what} measurement", device_name=device_name, cfg=point.cfg,
                                           wl=point.workload)
         release(exc, device)  # the frames hold the tensors of the failed attempt
         rows = failure_rows(point, status, message, device=device, device_name=device_name, options=options)
@@ -219,8 +220,8 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
 
         try:
             cache_write(key, rows)
-        except (StoreError, OSError):  # the CLI and the page report an unusable store; the rows are still returned
-            pass
+        except (StoreError, OSError, ValueError, TypeError, OverflowError):
+            pass  # an unusable store or a row it cannot hold: nothing is cached, the rows are still returned
     return rows, False
 
 

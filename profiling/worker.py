@@ -47,13 +47,18 @@ from pathlib import Path
 from typing import Any
 
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.errors import ProfileError
 from xtlens.profiling.plan import ConfigGrid, SweepOptions, SweepPoint, check_whats, plan_sweep
 from xtlens.profiling.records import ProfileRecord
 from xtlens.profiling.sweep import failure_rows
 
-__all__ = ["JobSpec", "Job", "JobManager", "DEFAULT_TIME_LIMIT_S", "main"]
+__all__ = ["JobSpec", "Job", "JobManager", "QueueFull", "DEFAULT_TIME_LIMIT_S", "main"]
 
 DEFAULT_TIME_LIMIT_S = 600.0
+
+
+class QueueFull(ProfileError):
+    """A session asked for more unfinished jobs than ``JobManager.max_per_owner``; the message says what to do."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,16 +126,40 @@ class JobSpec:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _describe_exit(returncode: int) -> tuple[str, str]:
-    """(status, words) for a child that ended without saying it was done."""
+def _oom_kills() -> int:
+    """The kernel's count of OOM kills in this process's memory cgroup (0 where it cannot be read)."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            for line in Path(path).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads (the child and anything it started); quiet if it is gone."""
+    if os.name == "posix":
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]:
+    """(status, words) for a child that ended without saying it was done: a SIGKILL is labelled ``oom`` only
+    when the kernel recorded an OOM kill during the job, otherwise ``error`` naming the signal."""
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
         if -returncode == signal.SIGKILL:
-            return "oom", (f"the measurement process was killed by {name} (not by xtlens): most likely the operating "
-                           "system ran out of memory and stopped it")
+            if _oom_kills() > oom_kills_before:
+                return "oom", (f"the measurement process was killed by {name} by the operating system's out-of-memory "
+                               "killer (its memory cgroup counted an OOM kill during the job)")
+            return "error", (f"the measurement process was killed by {name} from outside xtlens (a user, a process "
+                             "manager, or the operating system's out-of-memory killer; no OOM kill was recorded)")
         return "error", f"the measurement process crashed ({name})"
     return "error", f"the measurement process stopped unexpectedly (exit code {returncode})"
 
@@ -166,6 +195,7 @@ class Job:
         self._finished_at: float | None = None
         self._exit_callbacks: list[Any] = []
         self._kill_reason: str | None = None
+        self._oom_kills_before = 0
         if start:
             self.start()
 
@@ -186,6 +216,7 @@ class Job:
             env["PYTHONUNBUFFERED"] = "1"
             self._started_at = time.monotonic()
             self._started_wall = time.time()
+            self._oom_kills_before = _oom_kills()
             try:
                 with open(self._dir / "stderr.txt", "wb") as err:
                     self._proc = subprocess.Popen(
@@ -212,6 +243,7 @@ class Job:
         except subprocess.TimeoutExpired:
             self._kill("timeout")
             proc.wait()
+        _kill_group(proc.pid)  # whatever the child started dies with it, however the child ended
         self._finished_at = time.monotonic()
         self.poll()
         for callback in list(self._exit_callbacks):
@@ -223,13 +255,11 @@ class Job:
             if proc is None or proc.poll() is not None:
                 return
             self._kill_reason = self._kill_reason or reason
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:  # pragma: no cover
+        if os.name == "posix":
+            _kill_group(proc.pid)
+        else:  # pragma: no cover
+            with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        except ProcessLookupError:
-            pass
 
     def cancel(self) -> None:
         """Stop the job now (rows of finished points are kept, the rest say "cancelled")."""
@@ -295,7 +325,7 @@ class Job:
         reason = self._kill_reason
         crash: tuple[str, str] | None = None
         if reason is None and not self._done_event and self._fatal is None and returncode is not None:
-            crash = _describe_exit(returncode)
+            crash = _describe_exit(returncode, self._oom_kills_before)
         first_missing = True
         for i, point in enumerate(self._points):
             if i in self._rows:
@@ -392,34 +422,59 @@ class Job:
 
 
 class JobManager:
-    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit)."""
+    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit).
 
-    def __init__(self, *, max_running: int = 1, python: str | None = None, executor: Any = None):
+    Jobs are owned: ``owner`` (the dashboard passes its browser session's id; ``""`` is the anonymous
+    caller of scripts and tests) names who asked. A job another owner asked for too is shared, its rows are
+    immutable and every reader builds its own table from them; ``get``, ``cancel`` and ``forget`` act only
+    for an owner of the job, and a job is cancelled or dropped only when its last owner lets it go. An
+    owner may have at most ``max_per_owner`` unfinished jobs (``QueueFull`` beyond that).
+    """
+
+    def __init__(self, *, max_running: int = 1, python: str | None = None, executor: Any = None,
+                 max_per_owner: int = 2):
         self.max_running = max_running
+        self.max_per_owner = max_per_owner
         self._python = python
         self.executor = executor  # a profiling.executor engine; None: a child process here (Job)
         self._jobs: dict[str, Job] = {}
+        self._owners: dict[str, set[str]] = {}
         self._queue: list[Job] = []
         self._lock = threading.RLock()
 
     def submit(self, what: str | Iterable[str], configs: ModelConfig | ConfigGrid | Iterable[Any],
                workloads: Sequence[Workload], options: SweepOptions | None = None, *, config_name: str = "",
-               time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, measure: str | None = None) -> Job:
+               time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, measure: str | None = None,
+               owner: str = "") -> Job:
         return self.submit_spec(JobSpec.make(what, configs, workloads, options, config_name=config_name,
-                                             time_limit_s=time_limit_s, measure=measure))
+                                             time_limit_s=time_limit_s, measure=measure), owner=owner)
 
-    def submit_spec(self, spec: JobSpec) -> Job:
-        """Start (or queue) the job ``spec`` describes; the running or finished job when it was submitted before."""
+    def submit_spec(self, spec: JobSpec, *, owner: str = "") -> Job:
+        """Start (or queue) the job ``spec`` describes for ``owner``; the running or finished job when it was
+        submitted before (by anyone: the rows are shared, read-only). Raises ``QueueFull`` when ``owner``
+        already has ``max_per_owner`` unfinished jobs."""
         with self._lock:
             job = self._jobs.get(spec.key())
             if job is not None and job.outcome in ("pending", "running", "finished"):
+                if owner not in self._owners[job.key] and not job.done():
+                    self._check_quota(owner)
+                self._owners[job.key].add(owner)
                 return job
+            self._check_quota(owner)
             job = Job(spec, python=self._python, start=False) if self.executor is None else self.executor.job(spec)
             job._exit_callbacks.append(lambda _job: self._pump())
             self._jobs[job.key] = job
+            self._owners[job.key] = {owner}
             self._queue.append(job)
         self._pump()
         return job
+
+    def _check_quota(self, owner: str) -> None:
+        mine = [j for k, j in self._jobs.items() if owner in self._owners.get(k, ()) and not j.done()]
+        if len(mine) >= self.max_per_owner:
+            raise QueueFull(f"You already have {len(mine)} measurement(s) running or queued (at most "
+                            f"{self.max_per_owner} per session): wait for one to finish or cancel it, then "
+                            "press Measure again.")
 
     def _pump(self) -> None:
         with self._lock:
@@ -429,17 +484,55 @@ class JobManager:
                 self._queue.pop(0).start()
                 running += 1
 
-    def get(self, key: str) -> Job | None:
-        return self._jobs.get(key)
+    def get(self, key: str, owner: str | None = "") -> Job | None:
+        """The job ``key`` if ``owner`` asked for it (``owner=None``: whoever asked)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or (owner is not None and owner not in self._owners.get(key, ())):
+                return None
+            return job
+
+    def queue_position(self, key: str) -> int:
+        """0 when the job runs or ended, else its place (1 = next) in the queue."""
+        with self._lock:
+            waiting = [j.key for j in self._queue if not j.started and j.outcome == "pending"]
+            return waiting.index(key) + 1 if key in waiting else 0
 
     def jobs(self) -> list[Job]:
         with self._lock:
             return list(self._jobs.values())
 
-    def forget(self, key: str) -> None:
-        """Drop a job (cancelling it if it still runs) so the next submit measures again."""
+    def _release(self, key: str, owner: str | None) -> Job | None:
+        """Remove ``owner`` from job ``key``; the job when nobody else owns it (None: not ``owner``'s job)."""
         with self._lock:
-            job = self._jobs.pop(key, None)
+            owners = self._owners.get(key)
+            if owners is None or (owner is not None and owner not in owners):
+                return None
+            if owner is None:
+                owners.clear()
+            else:
+                owners.discard(owner)
+            if owners:
+                return None
+            self._owners.pop(key, None)
+            return self._jobs.pop(key, None)
+
+    def cancel(self, key: str, owner: str = "") -> bool:
+        """Stop ``owner``'s interest in job ``key``: the job is cancelled only when no other owner waits for it.
+        False when ``key`` is not ``owner``'s job."""
+        with self._lock:
+            if owner not in self._owners.get(key, ()):
+                return False
+            job = self._release(key, owner)
+        if job is not None and not job.done():
+            job.cancel()
+        self._pump()
+        return True
+
+    def forget(self, key: str, owner: str | None = "") -> None:
+        """Drop ``owner``'s job ``key`` so its next submit measures again; another owner keeps its own copy
+        (the job, cancelled only if nobody else owns it). ``owner=None``: drop it for everyone."""
+        job = self._release(key, owner)
         if job is not None and not job.done():
             job.cancel()
         self._pump()
@@ -468,10 +561,13 @@ def _load_measure(ref: str):
     return getattr(module, name)
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent(parent: int, job_dir: Path) -> None:
     while True:
-        time.sleep(1.0)
+        time.sleep(0.5)
         if os.getppid() != parent:  # the parent died: nobody will read the results
+            shutil.rmtree(job_dir, ignore_errors=True)
+            if os.name == "posix" and os.getpgid(0) == os.getpid():  # we lead our own group: end all of it
+                os.killpg(0, signal.SIGKILL)
             os._exit(3)
 
 
@@ -486,11 +582,18 @@ def _child(job_dir: Path) -> int:
         events.write(json.dumps(event) + "\n")
         events.flush()
 
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(os.getppid(), job_dir), daemon=True).start()
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
         device, device_name = resolve(spec.options.device)
-        emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid()})
+        limit = None
+        if device == "cpu":  # bounded by the predicted peak (profiling.limits); CUDA maps far more address space
+            from xtlens.profiling.limits import address_space_limit, apply_address_space_limit
+
+            points = [(p.cfg, p.workload) for p in spec.points() if p.cfg is not None]
+            limit = apply_address_space_limit(address_space_limit(points))
+        emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid(),
+              "address_space_limit_bytes": limit})
         measure = _load_measure(spec.measure) if spec.measure else measure_point
     except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
         emit({"type": "fatal", "message": str(exc) or type(exc).__name__})

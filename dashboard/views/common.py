@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from xtlens.dashboard import exporting
+from xtlens.profiling.records import arrow_safe
 
 
 def downloads(frame: pd.DataFrame, title: str, key: str) -> None:
@@ -32,7 +33,7 @@ def table(frame: pd.DataFrame, title: str, key: str, *, caption: str | None = No
     with st.expander(f"Table: {title}", expanded=expanded):
         if caption:
             st.caption(caption)
-        st.dataframe(frame, hide_index=True, width="stretch", column_config=column_config, key=f"df.{key}")
+        st.dataframe(arrow_safe(frame), hide_index=True, width="stretch", column_config=column_config, key=f"df.{key}")
         downloads(frame, title, key)
 
 

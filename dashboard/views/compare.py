@@ -9,6 +9,7 @@ from xtlens.core.config import PRESETS, ConfigError, Workload, parse_snippet
 from xtlens.dashboard import charts, data, state, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
+from xtlens.profiling.records import arrow_safe
 
 
 def entries(ctx: Ctx, include_current: bool) -> list[tuple[str, object]]:
@@ -53,7 +54,7 @@ def render(ctx: Ctx) -> None:
     st.caption(f"Deltas (Δ) are against **{items[0][0]}**. One unit per row (GiB = 2^30 bytes, MiB = 2^20 bytes); "
                "FLOPs with 1 multiply-add = 2 FLOPs. Each configuration keeps its colour in every chart below.")
     wide = tables.compare_wide(long)
-    st.dataframe(wide, hide_index=True, width="stretch", key="df.compare.wide", height=35 * (len(wide) + 1) + 3)
+    st.dataframe(arrow_safe(wide), hide_index=True, width="stretch", key="df.compare.wide", height=35 * (len(wide) + 1) + 3)
     downloads(long, "comparison", "compare.long")
     cols = st.columns(2)
     with cols[0]:

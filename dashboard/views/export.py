@@ -10,7 +10,10 @@ import streamlit as st
 from xtlens.dashboard import charts, data, exporting, jobs, session_io, state, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads
+from xtlens.profiling import uploads as upload_boundary
 from xtlens.profiling.export import as_frame
+from xtlens.profiling.records import arrow_safe
+from xtlens.profiling.uploads import MAX_UPLOAD_BYTES
 
 
 def closed_form_tables(ctx: Ctx) -> dict[str, pd.DataFrame]:
@@ -52,25 +55,28 @@ def render(ctx: Ctx) -> None:
                            measured + state.uploads(), settings=state.kept_settings())
     st.download_button("Download session (JSON)", data=partial(session_io.to_json, snap), file_name="xtlens-session.json",
                        mime="application/json", key="export.session", on_click="ignore", icon=":material/download:")
-    up = st.file_uploader("Load a session file", type=["json"], key="export.session_upload")
+    up = st.file_uploader("Load a session file", type=["json"], key="export.session_upload",
+                          help=f"At most {MAX_UPLOAD_BYTES // 2**20} MiB.")
     if up is not None:
         try:
-            loaded = session_io.from_json(up.getvalue())
+            loaded = upload_boundary.cached("session file", up.name, up.getvalue(), session_io.from_json)
         except ValueError as exc:
-            st.error(str(exc))
+            st.error(f"{up.name}: {exc}")
         else:
             st.button(f"Restore it ({len(loaded.pins)} pin(s), {len(loaded.results)} table(s))",
                       key="export.restore", on_click=state.on_restore_session, args=(loaded,), type="primary")
 
     st.subheader("Compare with results from another machine")
-    st.caption("Upload a .csv, .json or .parquet written by `xtlens profile --out FILE` (or downloaded here).")
+    st.caption("Upload a .csv, .json or .parquet written by `xtlens profile --out FILE` (or downloaded here); at most "
+               f"{MAX_UPLOAD_BYTES // 2**20} MiB per file. Each file is checked (columns, statuses, non-negative "
+               "counts) and a file that fails is named and skipped; the others are still read.")
     files = st.file_uploader("Result tables", type=["csv", "json", "parquet"], accept_multiple_files=True,
                              key="export.results_upload")
     for f in files or []:
         try:
-            frame = exporting.table_from_bytes(f.getvalue(), f.name.rsplit(".", 1)[-1].lower(), records=True)
-        except (ValueError, KeyError) as exc:
-            st.error(f"{f.name}: {exc}")
+            frame = upload_boundary.read_table_upload(f.name, f.getvalue(), f.name.rsplit(".", 1)[-1].lower())
+        except ValueError as exc:
+            st.error(str(exc))
             continue
         state.add_upload(f.name, frame)
         _store_upload(f.name, f.getvalue(), frame)
@@ -107,4 +113,4 @@ def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tup
         mem["phase"] = mem["device_name"].astype(str) + " / " + mem["phase"].astype(str)
         chart(charts.measured_vs_predicted(mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
                                            title="Peak memory by machine: measured vs predicted"), "upload_mem")
-    st.dataframe(allrows, hide_index=True, width="stretch", key="df.export.uploads")
+    st.dataframe(arrow_safe(allrows), hide_index=True, width="stretch", key="df.export.uploads")

@@ -10,6 +10,7 @@ from xtlens.dashboard import charts, data, jobs, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling import flops as fb
+from xtlens.profiling.records import arrow_safe
 
 COUNTERS = (
     ("predicted_flops", "closed form (core.cost_model)"),
@@ -67,7 +68,7 @@ def render(ctx: Ctx) -> None:
         st.dataframe(counter_table(totals), hide_index=True, width="stretch", key="df.flops.counters")
         show = totals[["phase", "predicted_flops", "torch_counter_flops", "fvcore_macs", "fvcore_flops",
                        "flops_rel_err", "method"]]
-        st.dataframe(show, hide_index=True, width="stretch", key="df.flops.totals",
+        st.dataframe(arrow_safe(show), hide_index=True, width="stretch", key="df.flops.totals",
                      column_config={"fvcore_macs": st.column_config.NumberColumn("fvcore raw count (MACs)"),
                                     "flops_rel_err": st.column_config.NumberColumn("max rel. error",
                                                                                    format="percent")})

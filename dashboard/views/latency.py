@@ -12,6 +12,7 @@ from xtlens.dashboard import charts, jobs, state, tables
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
+from xtlens.profiling.records import arrow_safe
 
 PHASES = ("forward", "attention", "train_step", "decode")
 PHASE_TITLES = {
@@ -87,7 +88,7 @@ def _totals(ctx: Ctx, frame: pd.DataFrame) -> None:
                                     dashes={s_: "dot" if p == "decode" else "solid" for s_, p in phase_of.items()}),
               "lat_tps")
     st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel ran)")
-    st.dataframe(_kernels(ok), hide_index=True, width="stretch", key="df.latency.kernels")
+    st.dataframe(arrow_safe(_kernels(ok)), hide_index=True, width="stretch", key="df.latency.kernels")
     table(frame, "latency measurements", "latency.measured")
 
 
@@ -134,7 +135,7 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
         st.markdown(f"At **{longest:,} tokens**, building the ALiBi bias and preparing the dense mask take "
                     f"**{share:.0f} %** of this {phase.replace('_', ' ')}; the attention kernel itself "
                     f"**{kernel:.0f} %**.")
-    st.dataframe(tbl, hide_index=True, width="stretch", key="df.latency.breakdown",
+    st.dataframe(arrow_safe(tbl), hide_index=True, width="stretch", key="df.latency.breakdown",
                  column_config={"share_%": st.column_config.NumberColumn(format="%.1f"),
                                 "measured_ms": st.column_config.NumberColumn(format="%.4g"),
                                 "predicted_ms": st.column_config.NumberColumn(format="%.4g")})
@@ -158,7 +159,7 @@ def _whatif(ctx: Ctx) -> None:
                        help="Builds one fresh model per implementation in a child process and times it.")
     if frame is None:
         return
-    st.dataframe(lp.whatif_table(frame), hide_index=True, width="stretch", key="df.latency.whatif",
+    st.dataframe(arrow_safe(lp.whatif_table(frame)), hide_index=True, width="stretch", key="df.latency.whatif",
                  column_config={"speedup_vs_asbuilt": st.column_config.NumberColumn(format="%.2fx"),
                                 "logits_rel_err": st.column_config.NumberColumn(format="%.1e"),
                                 "median_ms": st.column_config.NumberColumn(format="%.4g")})
@@ -215,7 +216,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     total = float(pts["predicted_ms"].sum()) if not pts.empty else 0.0
     st.markdown(f"Predicted {phase.replace('_', ' ')} at {seq:,} tokens on **{hw.name}**: **{total:.3g} ms** "
                 f"(sum of the parts' roofline times; {hw.source}).")
-    st.dataframe(pts.drop(columns=["attainable_flops_per_s"]), hide_index=True, width="stretch",
+    st.dataframe(arrow_safe(pts.drop(columns=["attainable_flops_per_s"])), hide_index=True, width="stretch",
                  key="df.latency.roofline",
                  column_config={"predicted_ms": st.column_config.NumberColumn(format="%.4g"),
                                 "flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
@@ -226,7 +227,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     if not pvm.empty:
         st.markdown("**Predicted against measured** (roofline of the measuring device: the calibrated CPU or the "
                     "GPU's datasheet preset)")
-        st.dataframe(pvm, hide_index=True, width="stretch", key="df.latency.pvm",
+        st.dataframe(arrow_safe(pvm), hide_index=True, width="stretch", key="df.latency.pvm",
                      column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
 
 

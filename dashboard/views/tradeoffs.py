@@ -29,7 +29,7 @@ CLAIMS = {  # what the written analysis that came with the seed says, in our wor
 
 
 def request(ctx: Ctx, axis: str, frame: pd.DataFrame) -> jobs.Request:
-    configs = tuple((f"{axis}={int(v)}", ctx.cfg.replace(**{axis: int(v)})) for v in frame["value"])
+    configs = tuple((f"{axis}={int(v)}", ctx.cfg.replace(**{axis: int(v)})) for v in frame["axis_value"])
     return jobs.Request(label=f"forward latency across {axis} at {ctx.wl.seq_len} tokens", what=("latency",),
                         configs=configs, workloads=(ctx.wl,), device=ctx.device, phases=("forward",), repeats=3,
                         warmup=1)
@@ -61,7 +61,8 @@ def render(ctx: Ctx) -> None:
     if lat is not None:
         ok = lat[(lat["status"] == "ok") & (lat["phase"] == "forward")]
         swept = ok["config_json"].map(lambda text: getattr(ModelConfig.from_json(text), axis))  # the row's own config
-        merged = frame.merge(ok.assign(value=swept.astype(int))[["value", "latency_median_ms"]], on="value", how="left")
+        merged = frame.merge(ok.assign(axis_value=swept.astype(int))[["axis_value", "latency_median_ms"]],
+                             on="axis_value", how="left")
         chart(charts.sweep_metric(merged.dropna(subset=["latency_median_ms"]), axis=axis, metric="latency_median_ms",
                                   title=f"Forward latency vs {axis} (median, {ctx.device_label})",
                                   y_title="latency (ms)"), "sweep_latency")
@@ -77,7 +78,7 @@ def render(ctx: Ctx) -> None:
                                   reference=proxies.CHINCHILLA_TOKENS_PER_PARAM,
                                   reference_label="Chinchilla compute-optimal ~20"), "proxy_tpp")
     with cols[1]:
-        chart(charts.sweep_metric(frame, axis=axis, metric="chinchilla_loss",
+        chart(charts.sweep_metric(frame, axis=axis, metric="chinchilla_loss_nats",
                                   title=f"Literature fit (Chinchilla L(N, D), not measured) vs {axis}",
                                   y_title="predicted loss (nats/token, their data)"), "proxy_loss")
     cols = st.columns(2)

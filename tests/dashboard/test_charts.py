@@ -92,7 +92,7 @@ def test_sweep_metric_marks_the_current_config_and_reference_line() -> None:
     fig = charts.sweep_metric(frame, axis="heads", metric="tokens_per_param", title="t", y_title="tokens per parameter",
                               log_y=True, reference=20, reference_label="Chinchilla ~20")
     line, current, reference = fig.data
-    assert list(line.x) == [float(v) for v in frame.sort_values("value")["value"]]
+    assert list(line.x) == [float(v) for v in frame.sort_values("axis_value")["axis_value"]]
     assert list(current.x) == [8.0]
     assert current.y[0] == pytest.approx(1e9 / cost_model.param_counts(SEED).num_params)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
