@@ -317,15 +317,8 @@ def _profile(args: argparse.Namespace) -> int:
 
         resolve(options.device)  # an unknown or absent device is a message and exit 2 here, as in-process
 
-        job = Job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit))
-        try:
-            while not job.done():
-                bar(*job.progress())
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            job.cancel()
-            raise
-        bar(*job.progress())
+        job = follow(Job(JobSpec.make(whats, cfg, workloads, options, config_name=name,
+                                      time_limit_s=args.time_limit)), bar)
         rows = job.result()
     else:
         rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar)
@@ -341,6 +334,19 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def follow(job, bar, *, interval_s: float = 0.2):
+    """Show a running job's progress on ``bar`` until it is done; Ctrl-C cancels it. Returns the job."""
+    try:
+        while not job.done():
+            bar(*job.progress())
+            time.sleep(interval_s)
+    except KeyboardInterrupt:
+        job.cancel()
+        raise
+    bar(*job.progress())
+    return job
+
+
 def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, name: str, bar) -> list | None:
     """One Ray task per point on the cluster at ``--ray`` (``profiling.executor``); None when it failed."""
     from xtlens.profiling.executor import RayExecutor
@@ -349,14 +355,7 @@ def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, na
     executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
     job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None))
     job.start()
-    try:
-        while not job.done():
-            bar(*job.progress())
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        job.cancel()
-        raise
-    bar(*job.progress())
+    follow(job, bar)
     if job.outcome == "crashed":
         print(f"xtlens profile: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
         return None

@@ -65,7 +65,7 @@ def _probe(args: argparse.Namespace) -> int:
     from xtlens.profiling.benefit.corpus import load_corpus, tokenize
     from xtlens.profiling.benefit.probes import ProbeInputError, plan
     from xtlens.profiling.benefit.records import probe_frame, probe_markdown, write_probe_table
-    from xtlens.profiling.cli import _ProgressBar
+    from xtlens.profiling.cli import _ProgressBar, follow
     from xtlens.profiling.export import format_for
 
     if args.out is not None:
@@ -95,15 +95,8 @@ def _probe(args: argparse.Namespace) -> int:
     if args.time_limit is not None:
         from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec
 
-        job = ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not args.no_cache))
-        try:
-            while not job.done():
-                bar(*job.progress())
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            job.cancel()
-            raise
-        bar(*job.progress())
+        job = follow(ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not args.no_cache)), bar,
+                     interval_s=0.5)
         rows = job.result()
     else:
         from xtlens.profiling.benefit.probes import run_probe
