@@ -571,18 +571,26 @@ def _watch_parent(parent: int, job_dir: Path) -> None:
             os._exit(3)
 
 
-def _child(job_dir: Path) -> int:
-    from xtlens.profiling.device import resolve
-    from xtlens.profiling.measure import measure_point
-    from xtlens.profiling.sweep import run_sweep
-
-    events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+def child_events(job_dir: Path):
+    """The child side of a job (this worker's and the benefit lab's probe child): starts the thread that ends
+    the child, its process group and its folder when the parent dies, and returns ``emit(event)``, which
+    appends one JSON line to ``job_dir/events.jsonl`` (flushed, so the parent reads it at once)."""
+    events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the child's life
 
     def emit(event: dict[str, Any]) -> None:
         events.write(json.dumps(event) + "\n")
         events.flush()
 
     threading.Thread(target=_watch_parent, args=(os.getppid(), job_dir), daemon=True).start()
+    return emit
+
+
+def _child(job_dir: Path) -> int:
+    from xtlens.profiling.device import resolve
+    from xtlens.profiling.measure import measure_point
+    from xtlens.profiling.sweep import run_sweep
+
+    emit = child_events(job_dir)
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
         device, device_name = resolve(spec.options.device)
@@ -602,7 +610,6 @@ def _child(job_dir: Path) -> int:
               progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
               on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}))
     emit({"type": "done"})
-    events.close()
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from xtlens.profiling.benefit.probes import ProbeOptions, failure_rows_for, plan
 from xtlens.profiling.benefit.records import ProbeRecord
-from xtlens.profiling.worker import Job, _describe_exit, _watch_parent
+from xtlens.profiling.worker import Job, _describe_exit, child_events
 
 __all__ = ["ProbeSpec", "ProbeJob", "ProbeJobManager", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
 
@@ -154,13 +154,7 @@ def _child(job_dir: Path) -> int:
     from xtlens.profiling.benefit.probes import run_probe
     from xtlens.profiling.device import device_name, resolve_device
 
-    events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
-
-    def emit(event: dict[str, Any]) -> None:
-        events.write(json.dumps(event) + "\n")
-        events.flush()
-
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    emit = child_events(job_dir)  # also ends this child (and its folder) when the parent dies
     spec = ProbeSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
         device = resolve_device(spec.options.device)
@@ -172,7 +166,6 @@ def _child(job_dir: Path) -> int:
         emit({"type": "fatal", "message": str(exc) or type(exc).__name__})
         return 0
     emit({"type": "done"})
-    events.close()
     return 0
 
 

@@ -177,3 +177,23 @@ def test_a_job_without_a_time_limit_finishes_with_its_message() -> None:
     job = Job(_spec("fake_slow", [32], time_limit_s=None))
     job.wait(timeout=60)
     assert job.outcome == "finished" and job.progress() == (1.0, "done: 1 point(s)")
+
+
+def test_child_events_write_json_lines_and_watch_the_parent(tmp_path) -> None:
+    """The one child-side helper (the sweep child and the probe child use it): each event is a flushed JSON
+    line, and a daemon thread watches the parent (it took the job folder since issue 8; the probe child
+    had passed the old arguments, so its watcher died with a TypeError)."""
+    import json
+    import threading
+
+    from xtlens.profiling import worker
+    from xtlens.profiling.benefit import jobs as probe_jobs
+
+    assert probe_jobs.child_events is worker.child_events
+    before = {t.ident for t in threading.enumerate()}
+    emit = worker.child_events(tmp_path)
+    emit({"type": "progress", "fraction": 0.5, "message": "half"})
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [{"type": "progress", "fraction": 0.5, "message": "half"}]
+    watchers = [t for t in threading.enumerate() if t.ident not in before and t.daemon]
+    assert len(watchers) == 1 and watchers[0].is_alive()  # still alive: it did not fail on its arguments
