@@ -43,7 +43,22 @@ DTYPES = ("float32", "bfloat16")
 QUICK_SEQ_LENS = (32,)
 PARTS_SEQ_LENS = (1024, 2048, 4096, 8192)
 WHATIF_IMPLS = ("asbuilt", "flex", "cudnn", "compile", "cudagraphs")
+WHATIF_PHASES = ("forward", "train_step", "decode")
 FLEX_CRITERION = 1.3  # issue 11: the seed's FlexAttention forward within 1.3x of seed-no-alibi's
+
+
+class Deadline:
+    """A time budget for the whole run: once spent, no new point starts (each skipped point is listed)."""
+
+    def __init__(self, seconds: float | None):
+        self.end = None if seconds is None else time.monotonic() + seconds
+        self.skipped: list[str] = []
+
+    def passed(self, what: str) -> bool:
+        if self.end is not None and time.monotonic() > self.end:
+            self.skipped.append(what)
+            return True
+        return False
 
 
 def _quick(cfg: ModelConfig) -> ModelConfig:
@@ -167,26 +182,41 @@ def criteria(rows: list[ProfileRecord]) -> str:
 
 
 def latency_parts(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[str, ...], warmup: int,
-                  repeats: int, impls: tuple[str, ...], log=print) -> list[ProfileRecord]:
+                  repeats: int, impls: tuple[str, ...], log=print, phases: tuple[str, ...] = WHATIF_PHASES,
+                  breakdown: bool = True, on_point=None, deadline: Deadline | None = None) -> list[ProfileRecord]:
     from xtlens.profiling.breakdown import measure_breakdown
     from xtlens.profiling.whatif import measure_whatif
 
     rows: list[ProfileRecord] = []
     for name, cfg, wl in _points(quick, dtypes, seq_lens):
+        if deadline is not None and deadline.passed(f"parts {name} {wl.dtype} {wl.seq_len}"):
+            continue
         t0 = time.perf_counter()
-        rows += measure_breakdown(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name)
-        rows += measure_whatif(cfg, wl, device=device, implementations=impls, phases=("forward", "train_step", "decode"),
-                               warmup=warmup, repeats=repeats, config_name=name)
+        if breakdown:
+            rows += measure_breakdown(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name)
+        if impls:
+            rows += measure_whatif(cfg, wl, device=device, implementations=impls, phases=phases, warmup=warmup,
+                                   repeats=repeats, config_name=name)
         log(f"  parts {name} {wl.dtype} {wl.seq_len}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if on_point is not None:
+            on_point(rows)
     return rows
+
+
+def gpu_test_files(root: Path) -> list[str]:
+    """The test files that hold a ``@pytest.mark.gpu`` test: ``pytest -m gpu`` on these alone needs none of the
+    dashboard's packages (Streamlit, Plotly, Ray, Playwright), which a bare GPU machine may lack."""
+    return sorted(str(f.relative_to(root)) for f in (root / "tests").rglob("test_*.py")
+                  if "@pytest.mark.gpu" in f.read_text())
 
 
 def pytest_gpu() -> str:
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], cwd=root,
-                          capture_output=True, text=True, timeout=1800)
+    files = gpu_test_files(root)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *files],
+                          cwd=root, capture_output=True, text=True, timeout=1800)
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-    return f"exit status {proc.returncode}\n\n```\n{tail}\n```"
+    return f"`pytest -m gpu {' '.join(files)}`: exit status {proc.returncode}\n\n```\n{tail}\n```"
 
 
 def errors_list(rows: list[ProfileRecord]) -> str:
@@ -196,9 +226,11 @@ def errors_list(rows: list[ProfileRecord]) -> str:
 
 
 def run(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[str, ...], warmup: int, repeats: int,
-        forced: tuple[str, ...], log=print) -> list[ProfileRecord]:
+        forced: tuple[str, ...], log=print, on_point=None, deadline: Deadline | None = None) -> list[ProfileRecord]:
     rows: list[ProfileRecord] = []
     for name, cfg, wl in _points(quick, dtypes, seq_lens):
+        if deadline is not None and deadline.passed(f"{name} {wl.dtype} {wl.seq_len}"):
+            continue
         t0 = time.perf_counter()
         rows += measure_memory(cfg, wl, device=device, config_name=name)
         rows += measure_latency(cfg, wl, device=device, warmup=warmup, repeats=repeats, config_name=name,
@@ -207,15 +239,19 @@ def run(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[st
             rows += measure_latency(cfg, wl, device=device, phases=("forward",), warmup=warmup, repeats=repeats,
                                     sdpa_backend=backend, config_name=name)
         log(f"  {name} {wl.dtype} {wl.seq_len}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if on_point is not None:
+            on_point(rows)
     return rows
 
 
 def _points(quick: bool, dtypes: tuple[str, ...], seq_lens: tuple[int, ...]):
-    """(name, config, workload) for both configurations, every dtype and length (batch 1)."""
-    for name in CONFIGS:
-        cfg = _quick(PRESETS[name]) if quick else PRESETS[name]
-        for dtype in dtypes:
-            for n in seq_lens:
+    """(name, config, workload) for both configurations, every dtype and length (batch 1), in the order given
+    (dtype, then length, then configuration): under a time budget the lengths listed first are measured for both
+    configurations before the next length starts."""
+    for dtype in dtypes:
+        for n in seq_lens:
+            for name in CONFIGS:
+                cfg = _quick(PRESETS[name]) if quick else PRESETS[name]
                 yield name, cfg, Workload(batch=1, seq_len=n, dtype=dtype)
 
 
@@ -227,20 +263,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", default=None, help="comma-separated dtypes (float32, bfloat16, float16)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--out", default=None, help="write all rows to this .csv / .json / .parquet file")
-    p.add_argument("--md-out", default=None, help="also write the Markdown report to this file (docs/gpu-results.md)")
+    p.add_argument("--out", default=None, help="write all rows to this .csv / .json / .parquet file (after every point)")
+    p.add_argument("--md-out", default=None,
+                   help="also write the Markdown report to this file, after every point (docs/gpu-results.md)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="the memory and latency check with forced SDPA backends (default on)")
     p.add_argument("--latency-parts", action=argparse.BooleanOptionalAction, default=None,
                    help="latency breakdown, what-if table and the issue-11 criteria (default: on with CUDA)")
+    p.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --latency-parts: the breakdown by part (default on; off = the what-if table alone)")
     p.add_argument("--parts-seq-lens", default=None, help="lengths for the breakdown and what-if (default 1024..8192)")
-    p.add_argument("--attention", default=",".join(WHATIF_IMPLS), help="what-if implementations")
+    p.add_argument("--attention", default=",".join(WHATIF_IMPLS), help="what-if implementations ('' for none)")
+    p.add_argument("--whatif-phases", default=",".join(WHATIF_PHASES), help="what-if phases (default all three)")
     p.add_argument("--pytest-gpu", action=argparse.BooleanOptionalAction, default=None,
                    help="run pytest -m gpu and record the result (default: on with CUDA)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: once spent, no new point starts; the report lists what was skipped")
     args = p.parse_args(argv)
     report: list[str] = []
+    rows: list[ProfileRecord] = []
 
     def emit(text: str = "") -> None:
         print(text)
         report.append(text)
+
+    def flush(extra: str = "") -> None:
+        """Write what is measured so far: a run stopped from outside still leaves every finished point."""
+        if args.md_out:
+            Path(args.md_out).write_text("\n".join(report) + "\n" + extra)
+        if args.out and rows:
+            from xtlens.profiling.export import write_table
+
+            write_table(rows, args.out)
 
     device = resolve_device(args.device)
     if device == "cpu" and not args.quick:
@@ -251,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     forced = ("flash", "efficient", "cudnn", "math") if device.startswith("cuda") else ("flash", "math")
+    deadline = Deadline(args.time_budget)
 
     cuda = device.startswith("cuda")
     parts_on = args.latency_parts if args.latency_parts is not None else cuda
@@ -260,34 +315,53 @@ def main(argv: list[str] | None = None) -> int:
     emit(f"# xtlens GPU check\n\ndevice: {device_name(device)} ({device}); {date}; torch {v['torch']}; "
          f"x-transformers {v['x-transformers']}; warmup {warmup}, repeats {repeats}"
          + ("; quick (toy sizes)" if args.quick else "") + "\n")
-    rows = run(device=device, quick=args.quick, seq_lens=seq_lens, dtypes=dtypes, warmup=warmup, repeats=repeats,
-               forced=forced)
-    emit("## Latency\n\n" + latency_table([r for r in rows if r.measurement == "latency"]) + "\n")
-    emit("## Memory\n\n" + memory_table([r for r in rows if r.measurement == "memory"]) + "\n")
-    emit("## SDPA backend per point\n\n" + reasons_table(rows) + "\n")
+    if args.check:
+        def partial_check(done: list[ProfileRecord]) -> None:
+            rows[:] = done
+            flush("\n## Latency (so far)\n\n" + latency_table([r for r in done if r.measurement == "latency"]) + "\n")
+
+        rows += run(device=device, quick=args.quick, seq_lens=seq_lens, dtypes=dtypes, warmup=warmup, repeats=repeats,
+                    forced=forced, on_point=partial_check, deadline=deadline)
+        emit("## Latency\n\n" + latency_table([r for r in rows if r.measurement == "latency"]) + "\n")
+        emit("## Memory\n\n" + memory_table([r for r in rows if r.measurement == "memory"]) + "\n")
+        emit("## SDPA backend per point\n\n" + reasons_table(rows) + "\n")
+        flush()
     if parts_on:
         parts_lens = tuple(int(x) for x in args.parts_seq_lens.split(",")) if args.parts_seq_lens else (
             seq_lens if args.quick else PARTS_SEQ_LENS)
         impls = tuple(x.strip() for x in args.attention.split(",") if x.strip())
+        phases = tuple(x.strip() for x in args.whatif_phases.split(",") if x.strip())
+        before = list(rows)
+
+        def partial_parts(done: list[ProfileRecord]) -> None:
+            rows[:] = before + done
+            flush("\n## Latency breakdown by part (so far)\n\n"
+                  + breakdown_table([r for r in done if r.measurement == "breakdown"])
+                  + "\n\n## What-if (so far)\n\n" + whatif_table([r for r in done if r.measurement == "whatif"]) + "\n")
+
         parts = latency_parts(device=device, quick=args.quick, seq_lens=parts_lens, dtypes=dtypes, warmup=warmup,
-                              repeats=repeats, impls=impls)
-        rows += parts
-        emit("## Latency breakdown by part\n\n" + breakdown_table([r for r in parts if r.measurement == "breakdown"])
-             + "\n")
-        emit("## What-if attention implementations (what-if: not what x-transformers runs)\n\n"
-             + whatif_table([r for r in parts if r.measurement == "whatif"]) + "\n")
+                              repeats=repeats, impls=impls, phases=phases, breakdown=args.breakdown,
+                              on_point=partial_parts, deadline=deadline)
+        rows[:] = before + parts
+        if args.breakdown:
+            emit("## Latency breakdown by part\n\n"
+                 + breakdown_table([r for r in parts if r.measurement == "breakdown"]) + "\n")
+        if impls:
+            emit("## What-if attention implementations (what-if: not what x-transformers runs)\n\n"
+                 + whatif_table([r for r in parts if r.measurement == "whatif"]) + "\n")
         emit("## Issue 11 criteria\n\n" + criteria(rows) + "\n")
+        flush()
     if pytest_on:
         emit("## pytest -m gpu\n\n" + pytest_gpu() + "\n")
     emit("## Failures (out of memory, unsupported)\n\n" + errors_list(rows))
+    if deadline.skipped:
+        emit(f"\n## Not run (the {args.time_budget:g} s time budget was spent)\n\n"
+             + "\n".join(f"- {w}" for w in deadline.skipped))
+    flush()
     if args.md_out:
-        Path(args.md_out).write_text("\n".join(report) + "\n")
         print(f"\nwrote the report to {args.md_out}", file=sys.stderr)
     if args.out:
-        from xtlens.profiling.export import write_table
-
-        path = write_table(rows, args.out)
-        print(f"\nwrote {len(rows)} rows to {path}", file=sys.stderr)
+        print(f"\nwrote {len(rows)} rows to {args.out}", file=sys.stderr)
     return 0
 
 
