@@ -181,6 +181,67 @@ def criteria(rows: list[ProfileRecord]) -> str:
     return "\n".join(lines)
 
 
+INTERLEAVED = (("seed", "asbuilt"), ("seed", "flex"), ("seed-no-alibi", "asbuilt"), ("seed-no-alibi", "flex"))
+
+
+def interleaved_criterion(*, device: str, n: int, dtype: str, rounds: int, calls: int, quick: bool = False) -> str:
+    """The issue-11 criterion measured fairly: the four forwards (seed and seed-no-alibi, as built and with the
+    FlexAttention what-if) built once, then timed in turns, round after round, so that a slow spell of the machine
+    falls on all four alike; each round times ``calls`` forwards back to back. Beside the wall time: the GPU's
+    kernel time of one forward (torch.profiler, CUDA activity), which no launch overhead inflates."""
+    import torch
+    from xtlens.profiling.device import synchronize
+    from xtlens.profiling.whatif import build_variant
+
+    runners = {}
+    for name, impl in INTERLEAVED:
+        cfg = _quick(PRESETS[name]) if quick else PRESETS[name]
+        model, runner = build_variant(impl, cfg, device=device, dtype=dtype)
+        model.eval()
+        ids = torch.randint(0, cfg.num_tokens, (1, n), generator=torch.Generator().manual_seed(0)).to(device)
+        runners[(name, impl)] = (runner, ids)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
+    with torch.no_grad():
+        for runner, ids in runners.values():  # compile, autotune, warm the allocator
+            for _ in range(3):
+                runner(ids)
+        synchronize(device)
+        for _ in range(rounds):
+            for key, (runner, ids) in runners.items():
+                synchronize(device)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    runner(ids)
+                synchronize(device)
+                times[key].append((time.perf_counter() - t0) * 1e3 / calls)
+        kernel_ms: dict[tuple[str, str], float | None] = {}
+        for key, (runner, ids) in runners.items():
+            kernel_ms[key] = None
+            if device.startswith("cuda"):
+                from torch.profiler import ProfilerActivity, profile
+
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    runner(ids)
+                    synchronize(device)
+                kernel_ms[key] = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = [f"{rounds} rounds x {calls} forwards each, the four models in turn; batch 1, {n} tokens, {dtype}; "
+           "median of the rounds (min..max); kernel ms: the GPU's kernel time of one forward (torch.profiler).\n",
+           "| config | implementation | wall ms (median) | min..max | kernel ms | wall / seed-no-alibi as built |",
+           "|---|---|---:|---:|---:|---:|"]
+    ref = med[("seed-no-alibi", "asbuilt")]
+    for key in runners:
+        k = kernel_ms[key]
+        out.append(f"| {key[0]} | {key[1]} | {med[key]:.3f} | {min(times[key]):.3f}..{max(times[key]):.3f} | "
+                   f"{'' if k is None else f'{k:.3f}'} | {med[key] / ref:.2f} |")
+    ratio = med[("seed", "flex")] / ref
+    per_round = sorted(a / b for a, b in zip(times[("seed", "flex")], times[("seed-no-alibi", "asbuilt")], strict=True))
+    verdict = "PASS" if ratio <= FLEX_CRITERION else "FAIL"
+    out.append(f"\n- criterion: seed with the FlexAttention what-if / seed-no-alibi as built = {ratio:.2f} "
+               f"(per-round ratios {per_round[0]:.2f}..{per_round[-1]:.2f}; criterion <= {FLEX_CRITERION}): **{verdict}**")
+    return "\n".join(out)
+
+
 def latency_parts(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[str, ...], warmup: int,
                   repeats: int, impls: tuple[str, ...], log=print, phases: tuple[str, ...] = WHATIF_PHASES,
                   breakdown: bool = True, on_point=None, deadline: Deadline | None = None) -> list[ProfileRecord]:
@@ -277,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whatif-phases", default=",".join(WHATIF_PHASES), help="what-if phases (default all three)")
     p.add_argument("--pytest-gpu", action=argparse.BooleanOptionalAction, default=None,
                    help="run pytest -m gpu and record the result (default: on with CUDA)")
+    p.add_argument("--interleaved", type=int, default=None, metavar="N",
+                   help="the issue-11 criterion at N tokens, the four forwards timed in turns (see interleaved_criterion)")
+    p.add_argument("--rounds", type=int, default=15, help="rounds of --interleaved (default 15)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds: once spent, no new point starts; the report lists what was skipped")
     args = p.parse_args(argv)
@@ -351,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
                  + whatif_table([r for r in parts if r.measurement == "whatif"]) + "\n")
         emit("## Issue 11 criteria\n\n" + criteria(rows) + "\n")
         flush()
+    if args.interleaved:
+        for dtype in dtypes:
+            emit(f"## Issue 11 criterion, interleaved ({args.interleaved} tokens, {dtype})\n\n"
+                 + interleaved_criterion(device=device, n=args.interleaved, dtype=dtype, rounds=args.rounds,
+                                         calls=1 if args.quick else 5, quick=args.quick) + "\n")
+            flush()
     if pytest_on:
         emit("## pytest -m gpu\n\n" + pytest_gpu() + "\n")
     emit("## Failures (out of memory, unsupported)\n\n" + errors_list(rows))

@@ -17,12 +17,14 @@ __all__ = ["final_evals", "seed_spread", "PowerLaw", "fit_power_law", "overfit_g
 
 def final_evals(frame: pd.DataFrame) -> pd.DataFrame:
     """The last ``eval`` row of every run (its status says ok / diverged), one row per run."""
-    ev = frame[frame["row_kind"] == "eval"]
+    # a run that never trained (timeout, cancel, crash): one row with no run key and no step
+    unrun = (frame["run_key"].fillna("") == "") & frame["step"].isna()
+    ev = frame[(frame["row_kind"] == "eval") & ~unrun]
+    failed = frame[unrun & (frame["status"] != "ok")]
     if ev.empty:
-        return ev
+        return failed
     # one training can serve two labelled runs (equal-FLOP and equal-token budgets buying the same steps)
     idx = ev.groupby(["run_key", "variant", "config_name", "budget_kind"], dropna=False)["step"].idxmax()
-    failed = frame[(frame["run_key"].fillna("") == "") & (frame["status"] != "ok")]
     return pd.concat([ev.loc[idx.values], failed]).sort_values(["probe", "config_name", "budget_kind", "seed"])
 
 

@@ -268,6 +268,21 @@ def test_probe_job_time_limit_and_cancel_become_rows() -> None:
     assert job.outcome == "cancelled" and all(r.status == "cancelled" for r in job.result())
 
 
+def test_final_evals_keeps_a_run_that_never_trained_beside_finished_ones(data) -> None:
+    """A probe stopped at its time limit (seen on an H200: 10 of 15 runs done): the finished runs give their last
+    evaluation, the unfinished one its timeout row, and the summary does not fail on the row without a step."""
+    from xtlens.profiling.benefit.probes import failure_rows_for
+
+    done = tiny_run(data)
+    runs = plan(_tiny_options())
+    stopped = failure_rows_for(runs[0], "timeout", "stopped at the time limit of 64 s")
+    fin = analysis.final_evals(probe_frame(done + stopped))
+    assert sorted(fin["status"]) == ["ok", "timeout"]
+    last = max((r for r in done if r.row_kind == "eval"), key=lambda r: r.step)
+    assert fin[fin["status"] == "ok"]["val_loss_nats"].iloc[0] == pytest.approx(last.val_loss_nats)
+    assert list(analysis.final_evals(probe_frame(stopped))["status"]) == ["timeout"]
+
+
 @pytest.mark.slow
 def test_probe_job_runs_in_a_child_with_progress() -> None:
     from xtlens.profiling.benefit.jobs import ProbeJobManager

@@ -140,7 +140,8 @@ def test_bad_arguments():
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_cuda_breakdown_kernel_times():
-    rows = _by(pbd.measure_breakdown(TINY_SEED, Workload(batch=1, seq_len=256, dtype="bfloat16"), device="cuda",
+    rows = _by(pbd.measure_breakdown(TINY_SEED.replace(max_seq_len=256), Workload(batch=1, seq_len=256, dtype="bfloat16"),
+                                     device="cuda",
                                      phases=("forward",), repeats=3), "forward")
     assert all(r.status == "ok" for r in rows.values()), [r.error for r in rows.values()]
     total = rows["total"].latency_median_ms
