@@ -384,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[:] = done
             flush("\n## Latency (so far)\n\n" + latency_table([r for r in done if r.measurement == "latency"]) + "\n")
 
-        rows += run(device=device, quick=args.quick, seq_lens=seq_lens, dtypes=dtypes, warmup=warmup, repeats=repeats,
-                    forced=forced, on_point=partial_check, deadline=deadline)
+        rows[:] = run(device=device, quick=args.quick, seq_lens=seq_lens, dtypes=dtypes, warmup=warmup, repeats=repeats,
+                      forced=forced, on_point=partial_check, deadline=deadline)  # (partial_check filled rows too)
         emit("## Latency\n\n" + latency_table([r for r in rows if r.measurement == "latency"]) + "\n")
         emit("## Memory\n\n" + memory_table([r for r in rows if r.measurement == "memory"]) + "\n")
         emit("## SDPA backend per point\n\n" + reasons_table(rows) + "\n")

@@ -206,15 +206,24 @@ def attribute_events(events, *, device_time: bool, einsum_attention: bool) -> tu
     roots: dict[int, int] = {}
     calls: list[dict[str, float]] = []
     kernels: set[str] = set()
+    events = [ev for ev in events
+              # GPU-side copies of user annotations: their time is counted on the CPU-side op
+              if not (getattr(ev, "device_type", None) is not None and str(ev.device_type).endswith("CUDA"))]
+    spans = [(_span(ev), ev) for ev in events if ev.name == _ROOT]
     for ev in events:
-        if getattr(ev, "device_type", None) is not None and str(ev.device_type).endswith("CUDA"):
-            continue  # GPU-side copies of user annotations: their time is counted on the CPU-side op
         chain = []
         node = ev
         while node is not None:
             chain.append(node)
             node = node.cpu_parent
         root = next((n for n in reversed(chain) if n.name == _ROOT), None)
+        backward = any(n.name.startswith("autograd::engine::evaluate_function") for n in chain)
+        if root is None and backward:
+            # On CUDA the autograd engine runs the backward in its own thread: its ops have no xtlens root.
+            # They belong to the call whose root range holds their start.
+            start = _span(ev)[0]
+            root = next((r for (lo, hi), r in spans if start is not None and lo is not None and lo <= start <= hi),
+                        None)
         if root is None:
             continue
         index = roots.setdefault(id(root), len(roots))
@@ -244,6 +253,12 @@ def attribute_events(events, *, device_time: bool, einsum_attention: bool) -> tu
                 break
         calls[index][part or "framework_other"] += us
     return [dict(c) for c in calls], kernels
+
+
+def _span(ev) -> tuple[float | None, float | None]:
+    """(start, end) of an event in microseconds (``FunctionEvent.time_range``), or (None, None)."""
+    tr = getattr(ev, "time_range", None)
+    return (tr.start, tr.end) if tr is not None else (None, None)
 
 
 def _kernel_label(kernels: set[str]) -> str:

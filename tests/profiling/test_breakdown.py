@@ -86,6 +86,7 @@ class _Ev:
     self_cpu_time_total: float = 0.0
     self_device_time_total: float = 0.0
     device_type: str = "DeviceType.CPU"
+    time_range: object = None
 
 
 def test_attribution_on_device_times():
@@ -113,6 +114,31 @@ def test_attribution_on_device_times():
     ein = _Ev("aten::einsum", attend, self_cpu_time_total=40)
     calls, kernels = pbd.attribute_events([root, attend, ein], device_time=False, einsum_attention=True)
     assert calls == [{"mask_prep": 50, "attention": 40}] and kernels == {"aten::einsum"}
+
+
+@dataclass
+class _Span:
+    start: float
+    end: float
+
+
+def test_backward_in_the_autograd_thread_goes_to_its_call():
+    """On CUDA the autograd engine runs loss.backward() in its own thread: its ops have no xtlens root (seen on an
+    H200: the training step's backward kernels landed in the remainder and "backward" read 0.0007 ms). They are
+    the backward of the call whose root range holds their start; outside every call they are dropped."""
+    r1 = _Ev("xtlens::total", time_range=_Span(0, 100))
+    r2 = _Ev("xtlens::total", time_range=_Span(200, 300))
+    fwd = _Ev("aten::mm", _Ev("xtlens::feedforward", r1), self_device_time_total=40, time_range=_Span(10, 20))
+    node1 = _Ev("autograd::engine::evaluate_function: MmBackward0", time_range=_Span(50, 60))
+    mm1 = _Ev("aten::mm", node1, self_device_time_total=80, time_range=_Span(51, 59))
+    node2 = _Ev("autograd::engine::evaluate_function: AddmmBackward0", time_range=_Span(250, 260))
+    mm2 = _Ev("aten::mm", node2, self_device_time_total=70, time_range=_Span(251, 259))
+    stray = _Ev("aten::mm", _Ev("autograd::engine::evaluate_function: X", time_range=_Span(500, 510)),
+                self_device_time_total=999, time_range=_Span(501, 509))
+    other = _Ev("aten::add", self_device_time_total=5, time_range=_Span(55, 56))  # no root, not backward
+    calls, _ = pbd.attribute_events([r1, fwd.cpu_parent, fwd, node1, mm1, r2, node2, mm2, stray, stray.cpu_parent,
+                                     other], device_time=True, einsum_attention=False)
+    assert calls == [{"feedforward": 40, "backward": 80}, {"backward": 70}]
 
 
 def test_module_parts():

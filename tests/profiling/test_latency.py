@@ -244,6 +244,9 @@ def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
     assert {r.measurement for r in rows} == {"memory", "latency"}
     tables = text.split("## SDPA backend per point")[0]
     assert len(rows) == len([line for line in tables.splitlines() if line.startswith("| seed")])
+    # each point once (the report is written after every point; the rows written so far are not added twice)
+    keys = [(r.config_name, r.dtype, r.seq_len_tokens, r.measurement, r.phase, r.component, r.method) for r in rows]
+    assert len(set(keys)) == len(keys)
 
 
 @pytest.mark.slow
@@ -272,3 +275,31 @@ def test_gpu_check_latency_parts_on_cpu_quick(tmp_path, capsys):
     rows = read_records(out)
     assert {r.measurement for r in rows} == {"memory", "latency", "breakdown", "whatif"}
     assert {r.config_name for r in rows if r.measurement == "whatif"} == {"seed", "seed-no-alibi"}
+
+
+@pytest.mark.slow
+def test_gpu_check_interleaved_criterion_on_cpu_quick(tmp_path, capsys):
+    """The issue-11 criterion timed in turns (the H200 run's fair comparison), exercised on the CPU at toy sizes:
+    the four forwards in one table, the criterion's ratio the seed-with-FlexAttention row's own ratio."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_interleaved", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    md = tmp_path / "criterion.md"
+    assert module.main(["--device", "cpu", "--quick", "--no-check", "--no-latency-parts", "--interleaved", "16",
+                        "--rounds", "2", "--dtypes", "float32", "--md-out", str(md)]) == 0
+    text = md.read_text()
+    assert "## Issue 11 criterion, interleaved (16 tokens, float32)" in text
+    table = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+             for line in text.splitlines() if line.startswith("| seed")}
+    assert set(table) == {("seed", "asbuilt"), ("seed", "flex"), ("seed-no-alibi", "asbuilt"), ("seed-no-alibi", "flex")}
+    assert table[("seed-no-alibi", "asbuilt")][3] == "1.00" and all(row[2] == "" for row in table.values())  # no kernel time on CPU
+    wall = {k: float(v[0]) for k, v in table.items()}
+    ratio = float(re.search(r"as built = ([0-9.]+)", text).group(1))
+    assert ratio == pytest.approx(wall[("seed", "flex")] / wall[("seed-no-alibi", "asbuilt")], abs=0.006)
+    assert f"{ratio:.2f}" == table[("seed", "flex")][3]
+    assert ("PASS" if ratio <= 1.3 else "FAIL") in text
