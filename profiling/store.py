@@ -186,6 +186,15 @@ class ResultStore:
         con.execute("PRAGMA synchronous = NORMAL")
         return con
 
+    def connection(self) -> sqlite3.Connection:
+        """A new connection to this database (WAL, busy timeout); the caller closes it. For tables kept
+        beside ``results`` in the same file (``profiling.benefit.probe_store``)."""
+        return self._connect()
+
+    def transaction(self):
+        """``with store.transaction() as con:`` one ``BEGIN IMMEDIATE`` write transaction (committed on exit)."""
+        return self._write()
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         con = self._connect()

@@ -13,6 +13,7 @@ message naming the option.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -92,17 +93,33 @@ def _probe(args: argparse.Namespace) -> int:
           f"{data.val_tokens:,} validation tokens, vocabulary {data.vocab_size})", file=sys.stderr)
     bar = _ProgressBar()
     started = time.monotonic()
-    if args.time_limit is not None:
+    fresh = args.fresh or args.no_cache
+    if args.ray is not None:
+        from xtlens.profiling.benefit.jobs import ProbeSpec
+        from xtlens.profiling.executor import RayExecutor
+
+        executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
+        job = executor.job(ProbeSpec(options=opt, time_limit_s=args.time_limit or None, use_cache=not fresh))
+        follow(job.start(), bar, interval_s=0.5)
+        if job.outcome == "crashed":
+            print(f"xtlens probe: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
+            return 1
+        hosts = ", ".join(sorted(job.hosts)) or "none (every run came from the result store)"
+        retried = f"; {len(job.retried)} run(s) retried after a worker died" if job.retried else ""
+        print(f"trained on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
+        rows = job.result()
+    elif args.time_limit is not None:
         from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec
 
-        job = follow(ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not args.no_cache)), bar,
+        job = follow(ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not fresh)), bar,
                      interval_s=0.5)
         rows = job.result()
     else:
         from xtlens.profiling.benefit.probes import run_probe
 
-        rows = run_probe(opt, progress=bar, use_cache=not args.no_cache, runs=runs)
+        rows = run_probe(opt, progress=bar, use_cache=not fresh, runs=runs)
     wall = time.monotonic() - started
+    print(_provenance(rows), file=sys.stderr)
     frame = probe_frame(rows)
     final = analysis.final_evals(frame)
     bad = final[final["status"] != "ok"]
@@ -112,12 +129,29 @@ def _probe(args: argparse.Namespace) -> int:
               + (f" ({len(bad)} run(s) not ok)" if len(bad) else ""), file=sys.stderr)
     else:
         cols = [c for c in ("config_name", "budget_kind", "seed", "step", "tokens_seen", "train_flops",
-                            "train_loss_nats", "val_loss_nats", "val_bits_per_byte", "status") if c in final]
+                            "train_loss_nats", "val_loss_nats", "val_bits_per_byte", "status", "source") if c in final]
         sys.stdout.write(probe_markdown(final[cols].reset_index(drop=True).assign(probe=opt.probe)))
         print(f"{len(runs)} run(s) in {wall:.1f} s; write every row with --out FILE", file=sys.stderr)
     for r in bad.itertuples():
         print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
     return 0
+
+
+def _provenance(rows) -> str:
+    """``3 run(s) measured now; 2 from the result store (measured 2026-11-26 05:12:03 UTC, stored ...)``."""
+    runs: dict[tuple, tuple[str, str, str]] = {}
+    for r in rows:
+        runs.setdefault((r.run_key or id(r), r.config_name, r.budget_kind, r.seed), (r.source, r.timestamp, r.stored_at))
+    cached = [v for v in runs.values() if v[0] == "cache"]
+    fresh = sum(1 for v in runs.values() if v[0] == "measured")
+    text = f"{fresh} run(s) measured now"
+    if cached:
+        measured = sorted(v[1] for v in cached if v[1])
+        stored = sorted(v[2] for v in cached if v[2])
+        when = (f"measured {measured[0]}" + (f" .. {measured[-1]}" if measured[-1] != measured[0] else "")) if measured else ""
+        text += (f"; {len(cached)} from the result store ({when}; stored {stored[-1] if stored else '?'}); "
+                 "--fresh trains them again")
+    return text
 
 
 def add_probe_parser(sub: argparse._SubParsersAction) -> None:
@@ -151,7 +185,11 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full-size", action="store_true", help="train the configuration's own sizes (not scaled down)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S", help="run in a child process stopped "
                    "after S seconds (unfinished runs: status timeout)")
-    p.add_argument("--no-cache", action="store_true", help="train again even when a cached run exists")
+    p.add_argument("--fresh", action="store_true", help="measure again: train every run even when the result store "
+                   "holds it (the new rows are stored and served next time)")
+    p.add_argument("--no-cache", action="store_true", help="the same as --fresh")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help="run one Ray task per training run (configuration "
+                   "point and seed) on the cluster at ADDRESS (host:port, ray://host:10001, or auto)")
     p.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: a summary "
                    "on stdout)")
     p.set_defaults(run=_probe)
