@@ -329,3 +329,25 @@ def test_each_probe_runs_tiny_and_its_summary_is_complete() -> None:
     outside = pos[pos["position_start_tokens"] >= 16]
     absolute = outside[outside["variant"] == "absolute"]["loss_change_vs_train_len_nats"].astype(float)
     assert absolute.abs().min() > 1e-3  # untrained position embeddings past 16 change the loss
+
+
+def test_reported_train_flops_equal_a_flop_counter_on_the_real_training_step(data) -> None:
+    """The FLOPs a run reports (cost model x steps) against torch's FlopCounterMode on the harness's own model
+    and batch: forward, cross-entropy and backward of one real training step (einsum attention: the fused
+    kernel's backward would recompute the scores, which the cost model's train_step_flops leaves out)."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+    from xtlens.core.builder import build_model
+    from xtlens.profiling.benefit.harness import make_batch
+    from xtlens.profiling.flops import SDPA_FLOP_FORMULAS
+
+    cfg = TINY.replace(attn_flash=False)
+    rows = [r for r in tiny_run(data, cfg=cfg) if r.row_kind == "eval"]
+    model = build_model(cfg, seed=0).model.train()
+    x, y = make_batch(data.train_ids, torch.Generator().manual_seed(0), 8, 32)
+    counter = FlopCounterMode(display=False, custom_mapping=SDPA_FLOP_FORMULAS)
+    with counter:
+        logits = model(x)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    counted = int(counter.get_total_flops())
+    assert counted > 0 and [r.train_flops for r in rows] == [counted * r.step for r in rows]
