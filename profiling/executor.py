@@ -25,6 +25,10 @@ point ends with at least one row, and every measured row lands in the result sto
   Ray installs those, except torch, into the runtime environment). Ray's own automatic retries are off
   (``max_retries=0``): the driver retries, so it can record it.
 
+  A probe (``profiling.benefit.jobs.ProbeSpec``) runs through the same engines: its spec names its job
+  classes (``ProbeJob``, ``ProbeRayJob``), and on Ray each training run (configuration point and seed) is
+  one task.
+
   Unlike the local engine, a Ray sweep does not skip the larger workloads after an out-of-memory point
   (they run at the same time); each gets its own row.
 """

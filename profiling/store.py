@@ -14,6 +14,10 @@ the row came from:
   ``ok`` is served from here instead of being measured again. Failure rows are stored too, but never
   served as cache.
 
+Probe rows (``profiling.benefit.records.ProbeRecord``, another row type) are kept in the same file, in the
+table ``probe_results`` that ``profiling.benefit.probe_store`` adds (through ``connection()`` and
+``transaction()``).
+
 Indexed by ``config_key``, the workload (``measurement``, ``batch``, ``seq_len_tokens``, ``dtype``), the
 device (``device``, ``device_name``), the versions and ``cache_key``.
 

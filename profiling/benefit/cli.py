@@ -64,6 +64,7 @@ def options_from_args(args: argparse.Namespace):
 def _probe(args: argparse.Namespace) -> int:
     from xtlens.profiling.benefit import analysis
     from xtlens.profiling.benefit.corpus import load_corpus, tokenize
+    from xtlens.profiling.benefit.probe_store import describe_sources
     from xtlens.profiling.benefit.probes import ProbeInputError, plan
     from xtlens.profiling.benefit.records import probe_frame, probe_markdown, write_probe_table
     from xtlens.profiling.cli import _ProgressBar, follow
@@ -119,7 +120,8 @@ def _probe(args: argparse.Namespace) -> int:
 
         rows = run_probe(opt, progress=bar, use_cache=not fresh, runs=runs)
     wall = time.monotonic() - started
-    print(_provenance(rows), file=sys.stderr)
+    print(describe_sources(rows) + ("; --fresh trains them again" if any(r.source == "cache" for r in rows) else ""),
+          file=sys.stderr)
     frame = probe_frame(rows)
     final = analysis.final_evals(frame)
     bad = final[final["status"] != "ok"]
@@ -135,23 +137,6 @@ def _probe(args: argparse.Namespace) -> int:
     for r in bad.itertuples():
         print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
     return 0
-
-
-def _provenance(rows) -> str:
-    """``3 run(s) measured now; 2 from the result store (measured 2026-11-26 05:12:03 UTC, stored ...)``."""
-    runs: dict[tuple, tuple[str, str, str]] = {}
-    for r in rows:
-        runs.setdefault((r.run_key or id(r), r.config_name, r.budget_kind, r.seed), (r.source, r.timestamp, r.stored_at))
-    cached = [v for v in runs.values() if v[0] == "cache"]
-    fresh = sum(1 for v in runs.values() if v[0] == "measured")
-    text = f"{fresh} run(s) measured now"
-    if cached:
-        measured = sorted(v[1] for v in cached if v[1])
-        stored = sorted(v[2] for v in cached if v[2])
-        when = (f"measured {measured[0]}" + (f" .. {measured[-1]}" if measured[-1] != measured[0] else "")) if measured else ""
-        text += (f"; {len(cached)} from the result store ({when}; stored {stored[-1] if stored else '?'}); "
-                 "--fresh trains them again")
-    return text
 
 
 def add_probe_parser(sub: argparse._SubParsersAction) -> None:

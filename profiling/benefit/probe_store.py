@@ -32,7 +32,7 @@ from xtlens.profiling.benefit.records import PROBE_COLUMNS, ProbeRecord
 from xtlens.profiling.records import now_iso
 from xtlens.profiling.store import ResultStore, open_store
 
-__all__ = ["store_run", "cached_run", "rows_count", "SERVED_STATUSES"]
+__all__ = ["store_run", "cached_run", "rows_count", "describe_sources", "SERVED_STATUSES"]
 
 SERVED_STATUSES = ("ok", "diverged")
 _INDEXED = ("probe", "config_key", "seed", "corpus_sha256", "device_name", "torch_version", "xtransformers_version",
@@ -116,3 +116,19 @@ def rows_count(store: ResultStore | None = None) -> int:
     finally:
         con.close()
 
+
+
+def describe_sources(rows: Sequence[ProbeRecord]) -> str:
+    """``2 run(s) measured now; 3 from the result store (measured 2026-11-26T05:12:03+00:00; stored ...)``:
+    which runs of a probe were trained by this call and which were served from the store, with their times."""
+    runs: dict[tuple, tuple[str, str, str]] = {}
+    for i, r in enumerate(rows):
+        runs.setdefault((r.run_key or i, r.config_name, r.budget_kind, r.seed), (r.source, r.timestamp, r.stored_at))
+    cached = [v for v in runs.values() if v[0] == "cache"]
+    text = f"{sum(1 for v in runs.values() if v[0] == 'measured')} run(s) measured now"
+    if cached:
+        measured = sorted(v[1] for v in cached if v[1])
+        stored = sorted(v[2] for v in cached if v[2])
+        when = f"measured {measured[0]}" + (f" .. {measured[-1]}" if measured and measured[-1] != measured[0] else "")
+        text += f"; {len(cached)} from the result store ({when}; stored {stored[-1] if stored else 'earlier'})"
+    return text
