@@ -118,17 +118,26 @@ def rows_count(store: ResultStore | None = None) -> int:
 
 
 
+def _utc(stamp: str) -> str:
+    return stamp.replace("T", " ").replace("+00:00", " UTC")
+
+
 def describe_sources(rows: Sequence[ProbeRecord]) -> str:
-    """``2 run(s) measured now; 3 from the result store (measured 2026-11-26T05:12:03+00:00; stored ...)``:
-    which runs of a probe were trained by this call and which were served from the store, with their times."""
-    runs: dict[tuple, tuple[str, str, str]] = {}
+    """``1 run(s) measured now; 3 from the result store (measured 2026-11-26 05:12:03 – 05:14:40 UTC)``: which
+    runs of a probe were trained by this call and which were served from the store, and when those were
+    measured."""
+    runs: dict[tuple, tuple[str, str]] = {}
     for i, r in enumerate(rows):
-        runs.setdefault((r.run_key or i, r.config_name, r.budget_kind, r.seed), (r.source, r.timestamp, r.stored_at))
-    cached = [v for v in runs.values() if v[0] == "cache"]
+        runs.setdefault((r.run_key or i, r.config_name, r.budget_kind, r.seed), (r.source, r.timestamp))
+    cached = sorted(v[1] for v in runs.values() if v[0] == "cache" and v[1])
     text = f"{sum(1 for v in runs.values() if v[0] == 'measured')} run(s) measured now"
     if cached:
-        measured = sorted(v[1] for v in cached if v[1])
-        stored = sorted(v[2] for v in cached if v[2])
-        when = f"measured {measured[0]}" + (f" .. {measured[-1]}" if measured and measured[-1] != measured[0] else "")
-        text += f"; {len(cached)} from the result store ({when}; stored {stored[-1] if stored else 'earlier'})"
+        first, last = _utc(cached[0]), _utc(cached[-1])
+        if last == first:
+            when = first
+        elif last[:10] == first[:10]:  # the same day: 2026-11-26 05:40:55 – 05:41:30 UTC
+            when = f"{first.removesuffix(' UTC')} – {last[11:]}"
+        else:
+            when = f"{first} – {last}"
+        text += f"; {len(cached)} from the result store (measured {when})"
     return text

@@ -347,14 +347,18 @@ def run_key(run: RunSpec, corpus_sha256: str, device_name: str, versions: dict[s
 
 def run_one(run: RunSpec, data, *, device: str, device_name: str, versions: dict[str, str],
             progress: Callable[[float, str], None] | None = None, use_cache: bool = True,
-            store: bool = True) -> list[ProbeRecord]:
+            store: bool = True, done: dict[str, list[ProbeRecord]] | None = None) -> list[ProbeRecord]:
     """One run: from the result store (``probe_store``) when the same run was stored before and ``use_cache``,
     else trained here (rows ``source="measured"``) and, with ``store``, stored (a fresh run replaces the
-    cached one: the latest stored run of a key is the one served)."""
+    cached one: the latest stored run of a key is the one served). ``done`` (run key -> rows) holds the runs
+    already trained by this call: a probe that plans the same training twice (the heads probe's full-K/V run
+    at the family's head count) trains it once, also when fresh."""
     from xtlens.profiling.benefit.harness import train_run
     from xtlens.profiling.benefit.probe_store import cached_run, store_run
 
     key = run_key(run, data.corpus_sha256, device_name, versions)
+    if done is not None and key in done:
+        return [replace(r, **_labels(run)) for r in done[key]]
     if use_cache:
         cached = cached_run(key)
         if cached is not None:
@@ -364,19 +368,21 @@ def run_one(run: RunSpec, data, *, device: str, device_name: str, versions: dict
     rows = [replace(r, source="measured") for r in rows]
     if store:
         store_run(key, rows, source="local")
+    if done is not None and all(r.status in ("ok", "diverged") for r in rows):
+        done[key] = rows
     return rows
 
 
 def run_or_failure(run: RunSpec, data, *, device: str, device_name: str, versions: dict[str, str],
                    progress: Callable[[float, str], None] | None = None, use_cache: bool = True,
-                   store: bool = True) -> list[ProbeRecord]:
+                   store: bool = True, done: dict[str, list[ProbeRecord]] | None = None) -> list[ProbeRecord]:
     """``run_one``, with a failed run (out of memory, an exception in the model) as an ``error`` row instead of
     an exception; bad input (``BudgetError``, ``ProbeInputError``) still raises."""
     import torch
 
     try:
         return run_one(run, data, device=device, device_name=device_name, versions=versions, progress=progress,
-                       use_cache=use_cache, store=store)
+                       use_cache=use_cache, store=store, done=done)
     except (BudgetError, ProbeInputError):
         raise
     except torch.OutOfMemoryError as exc:
@@ -427,6 +433,7 @@ def run_probe(opt: ProbeOptions, *, progress: Callable[[float, str], None] | Non
     device = resolve_device(opt.device)
     dname, vers = name_of(device), versions()
     rows: list[ProbeRecord] = []
+    done: dict[str, list[ProbeRecord]] = {}
     for i, run in enumerate(runs):
         def inner(f: float, m: str, _i: int = i, _run: RunSpec = run) -> None:
             if progress is not None:
@@ -435,7 +442,7 @@ def run_probe(opt: ProbeOptions, *, progress: Callable[[float, str], None] | Non
         if progress is not None:
             progress(i / len(runs), f"run {i + 1}/{len(runs)} {run.config_name} seed {run.seed}")
         out = run_or_failure(run, data, device=device, device_name=dname, versions=vers, progress=inner,
-                             use_cache=use_cache)
+                             use_cache=use_cache, done=done)
         rows.extend(out)
         if on_rows is not None:
             on_rows(i, out)
