@@ -4,10 +4,13 @@ the same model, and the wall time of each default CPU probe.
 Part 1 (ratio): ``profiling.benefit.harness.train_run`` (one evaluation at the end, per-layer statistics
 off, which is what its ``tokens_per_s`` column times: the training steps only) against a bare loop written
 here: the same model (``core.builder.build_model``, same seed), the same batches, AdamW, cross-entropy,
-``clip_grad_norm_``, ``step``, nothing else between the clock reads. The two are interleaved over
-``--rounds`` rounds; the ratio is max(harness tokens/s) / max(bare tokens/s) (on a shared machine other
-processes only ever slow a run down, so the fastest round is the least disturbed), the ratio of medians is
-printed too. Target: within 5 % (0.95 .. 1.05). The harness's wall-clock rate including its default
+``clip_grad_norm_``, ``step``, nothing else between the clock reads (and, like the harness's step 0, one
+untimed forward and backward before the clock starts). The two are interleaved over
+``--rounds`` rounds (the order alternates; each round gives one harness / bare ratio of two neighbouring runs);
+the ratio is max(harness tokens/s) / max(bare tokens/s) (on a shared machine other processes only ever slow a
+run down, so the fastest round is the least disturbed), the median of the per-round ratios and their range
+(the spread) and the ratio of medians are printed too, with the load average (``os.getloadavg``) before and
+after: the same process, threads, model, seed and batches for both. Target: within 5 % (0.95 .. 1.05). The harness's wall-clock rate including its default
 evaluations and per-layer statistics is printed as well (what a probe really costs).
 
 Part 2 (``--probes``): each default probe (``xtlens probe NAME`` with its defaults on the seed's family),
@@ -21,6 +24,7 @@ cache off, its wall time. Target: each under ~5 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -41,6 +45,11 @@ def bare_tokens_per_s(cfg, data, s: TrainSettings, steps: int, seed: int) -> flo
     rest = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay}, {"params": rest, "weight_decay": 0.0}],
                             lr=s.lr, betas=(0.9, 0.95))
+    # untimed, like the harness's step 0 (the loss and gradient norms at initialisation): one forward and backward
+    # before the clock starts, so neither loop pays the first step's one-off costs inside its timing
+    x, y = make_batch(data.train_ids, torch.Generator().manual_seed(seed + 1_000_003), s.batch, s.seq_len)
+    F.cross_entropy(model(x).float().reshape(-1, cfg.num_tokens), y.reshape(-1)).backward()
+    opt.zero_grad(set_to_none=True)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(steps):
@@ -86,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: the scaling probe's default family member of the seed (dim {cfg.dim}, depth {cfg.depth}, heads "
           f"{cfg.heads} x {cfg.attn_dim_head}, vocabulary {cfg.num_tokens}), batch {s.batch} x {s.seq_len} tokens, "
           f"{steps} steps, {rounds} rounds")
+    load_before = os.getloadavg()
     bare, harness, wall = [], [], []
     for r in range(rounds):
         order = ("bare", "harness") if r % 2 == 0 else ("harness", "bare")
@@ -95,18 +105,24 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 harness.append(harness_tokens_per_s(cfg, data, s, steps, seed=r)[0])
         wall.append(harness_tokens_per_s(cfg, data, full, steps, seed=r)[1])
-        print(f"  round {r + 1}: bare {bare[-1]:,.0f} tokens/s, harness {harness[-1]:,.0f} tokens/s, harness with "
-              f"default evaluations and layer statistics (wall clock) {wall[-1]:,.0f} tokens/s")
+        print(f"  round {r + 1} ({order[0]} first): bare {bare[-1]:,.0f} tokens/s, harness {harness[-1]:,.0f} tokens/s, harness with "
+              f"default evaluations and layer statistics (wall clock) {wall[-1]:,.0f} tokens/s", flush=True)
     ratio = max(harness) / max(bare)
+    per_round = [h / b for h, b in zip(harness, bare, strict=True)]
     print(f"harness / bare tokens/s: {ratio:.3f} (best rounds), {statistics.median(harness) / statistics.median(bare):.3f}"
-          f" (medians); target 0.95 .. 1.05")
+          f" (medians), per-round ratios median {statistics.median(per_round):.3f}, range {min(per_round):.3f} .. "
+          f"{max(per_round):.3f}; target 0.95 .. 1.05")
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(
+        *load_before, *os.getloadavg()))
     print(f"harness wall clock incl. evaluations / bare: {max(wall) / max(bare):.3f} (best rounds)")
     if args.probes:
         for name in ("scaling", "stability", "extrapolation", "heads"):
             t0 = time.perf_counter()
+            load = os.getloadavg()[0]
             rows = run_probe(ProbeOptions(probe=name, base=PRESETS["seed"]), use_cache=False)
             bad = sum(1 for r in rows if r.status not in ("ok", "diverged"))
-            print(f"probe {name}: {time.perf_counter() - t0:.0f} s wall ({len(rows)} rows, {bad} failed)")
+            print(f"probe {name}: {time.perf_counter() - t0:.0f} s wall ({len(rows)} rows, {bad} failed; load "
+                  f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after)", flush=True)
     return 0
 
 

@@ -25,6 +25,10 @@ point ends with at least one row, and every measured row lands in the result sto
   Ray installs those, except torch, into the runtime environment). Ray's own automatic retries are off
   (``max_retries=0``): the driver retries, so it can record it.
 
+  A probe (``profiling.benefit.jobs.ProbeSpec``) runs through the same engines: its spec names its job
+  classes (``ProbeJob``, ``ProbeRayJob``), and on Ray each training run (configuration point and seed) is
+  one task.
+
   Unlike the local engine, a Ray sweep does not skip the larger workloads after an out-of-memory point
   (they run at the same time); each gets its own row.
 """
@@ -81,7 +85,8 @@ class LocalExecutor:
     name: str = "local"
 
     def job(self, spec: JobSpec) -> Job:
-        return Job(spec, python=self.python, start=False)
+        cls = getattr(spec, "local_job_class", None) or Job  # a probe's spec asks for its own (ProbeJob)
+        return cls(spec, python=self.python, start=False)
 
     def describe(self) -> str:
         return "this machine"
@@ -96,7 +101,8 @@ class RayExecutor:
     name: str = "ray"
 
     def job(self, spec: JobSpec) -> RayJob:
-        return RayJob(spec, self, start=False)
+        cls = getattr(spec, "ray_job_class", None) or RayJob  # a probe's spec asks for its own (ProbeRayJob)
+        return cls(spec, self, start=False)
 
     def describe(self) -> str:
         return f"Ray cluster at {self.address}"
@@ -197,11 +203,13 @@ def describe(address: str) -> dict[str, Any]:
 
 # --- the remote side -------------------------------------------------------------------------------------
 
-def _where(device: str) -> dict[str, str]:
+def _where(device: str) -> dict[str, Any]:
     from xtlens.profiling.device import resolve as resolve_device_name
+    from xtlens.profiling.device import versions
 
     resolved, name = resolve_device_name(device)
-    return {"device": resolved, "device_name": name, "host": socket.gethostname(), "pid": str(os.getpid())}
+    return {"device": resolved, "device_name": name, "host": socket.gethostname(), "pid": str(os.getpid()),
+            "versions": versions()}
 
 
 def _measure_on_worker(point: SweepPoint, device: str, options: SweepOptions, measure_ref: str | None) -> dict[str, Any]:
@@ -218,9 +226,11 @@ def _measure_on_worker(point: SweepPoint, device: str, options: SweepOptions, me
 _REMOTE: dict[str, Any] = {}
 
 
-def _remote(ray, name: str):
+def _remote(ray, name: str, fn: Any = None):
+    """The Ray remote function ``name`` (``probe``: where a task runs; ``point``: one sweep point; another name:
+    ``fn``, e.g. ``profiling.benefit.jobs``'s training run), made once per process."""
     if name not in _REMOTE:
-        fn = {"probe": _where, "point": _measure_on_worker}[name]
+        fn = fn or {"probe": _where, "point": _measure_on_worker}[name]
         _REMOTE[name] = ray.remote(max_retries=0)(fn)
     return _REMOTE[name]
 
@@ -228,7 +238,13 @@ def _remote(ray, name: str):
 # --- a job on Ray ----------------------------------------------------------------------------------------
 
 class RayJob:
-    """A sweep as Ray tasks, driven by a thread of this process. Same polling API as ``worker.Job``."""
+    """A sweep as Ray tasks, driven by a thread of this process. Same polling API as ``worker.Job``.
+
+    What a point is and how its rows are made, cached and stored are the hooks below (``_prepare``,
+    ``_immediate``, ``_submit``, ``_accept``, ``_give_up``, ``_failure``, ``_describe``); connecting, the
+    device, submitting, waiting, retrying a dead worker once, cancel and the time limit are this class's.
+    ``profiling.benefit.jobs.ProbeRayJob`` runs a probe's training runs through the same driver.
+    """
 
     def __init__(self, spec: JobSpec, executor: RayExecutor, *, start: bool = True):
         self.spec = spec
@@ -286,9 +302,57 @@ class RayJob:
             return "cuda", 1.0  # Ray gives the task one GPU, visible to it as cuda:0
         return "cpu", 0.0
 
-    def _drive(self) -> None:
+    # --- the hooks (a sweep's points; a probe overrides them) ---
+
+    def _prepare(self, ray, device: str) -> None:
+        """Before any point is submitted: what the points share (here the measure function and options)."""
         from xtlens.profiling.measure import measure_point
 
+        self._measure = _load_measure(self.spec.measure) if self.spec.measure else measure_point
+        self._remote_opts = dataclasses.replace(self.spec.options, device=device)
+
+    def _immediate(self, i: int, point: Any) -> list | None:
+        """Rows for a point that needs no worker (cannot run, or in the result store), else None."""
+        probe = self._probe
+        runnable = point.cfg is not None and point.workload.seq_len <= point.cfg.max_seq_len
+        if not runnable:  # no worker needed: the failure row says why
+            return run_point(point, device=probe["device"], device_name=probe["device_name"],
+                             options=self._remote_opts, store=False)[0]
+        if self.spec.options.use_cache:
+            return cache_read(cache_key(point, probe["device"], probe["device_name"], self._remote_opts,
+                                        self._measure)) or None
+        return None
+
+    def _submit(self, ray, opts: dict[str, Any], device: str, point: Any):
+        return _remote(ray, "point").options(**opts).remote(point, device, self._remote_opts, self.spec.measure)
+
+    def _accept(self, i: int, point: Any, out: dict[str, Any], attempts: int) -> list:
+        """The rows of a finished task, stored (``attempts`` 2: the point was retried once)."""
+        rows = [ProfileRecord(**r) for r in out["rows"]]
+        if i in self.retried:
+            note = f"Ray: attempt 2 on {out['host']}; attempt 1 failed: {self.retried[i]}"
+            rows = [dataclasses.replace(r, method=f"{r.method}; {note}" if r.method else note) for r in rows]
+        key = cache_key(point, out["device"], out["device_name"], self._remote_opts, self._measure)
+        cache_write(key, rows, source="ray", host=out["host"], attempts=attempts)
+        return rows
+
+    def _give_up(self, i: int, point: Any, status: str, message: str) -> list:
+        """The rows of a point whose worker died twice (stored as history, never served as cache)."""
+        rows = failure_rows(point, status, message, device=self._probe["device"],
+                            device_name=self._probe["device_name"], options=self._remote_opts)
+        cache_write(None, rows, source="ray", host="", attempts=2)
+        return rows
+
+    def _failure(self, point: Any, status: str, message: str, device: str, device_name: str) -> list:
+        """A row for a point that did not finish (cancelled, time limit, the driver failed)."""
+        return failure_rows(point, status, message, device=device, device_name=device_name, options=self.spec.options)
+
+    def _describe(self, point: Any) -> str:
+        return point.describe()
+
+    # --- the driver ---
+
+    def _drive(self) -> None:
         try:
             ray = connect(self.executor.address, pip_deps=self.executor.pip_deps)
             device, gpus = self._resources(ray)
@@ -297,26 +361,17 @@ class RayJob:
             return
         opts = dict(num_gpus=gpus, num_cpus=0 if gpus else 1)
         self._set_progress(0.0, "asking the cluster which device it has")
-        probe = ray.get(_remote(ray, "probe").options(**opts).remote(device))
-        self._probe = probe
-        measure = _load_measure(self.spec.measure) if self.spec.measure else measure_point
-        remote_opts = dataclasses.replace(self.spec.options, device=device)
+        self._probe = ray.get(_remote(ray, "probe").options(**opts).remote(device))
+        self._prepare(ray, device)
         pending: dict[Any, int] = {}
         attempts: dict[int, int] = {}
         total = max(len(self._points), 1)
         for i, point in enumerate(self._points):
-            runnable = point.cfg is not None and point.workload.seq_len <= point.cfg.max_seq_len
-            if not runnable:  # no worker needed: the failure row says why
-                self._rows[i] = run_point(point, device=probe["device"], device_name=probe["device_name"],
-                                          options=remote_opts, store=False)[0]
+            rows = self._immediate(i, point)
+            if rows is not None:
+                self._rows[i] = rows
                 continue
-            if self.spec.options.use_cache:
-                cached = cache_read(cache_key(point, probe["device"], probe["device_name"], remote_opts, measure))
-                if cached:
-                    self._rows[i] = cached
-                    continue
-            ref = _remote(ray, "point").options(**opts).remote(point, device, remote_opts, self.spec.measure)
-            pending[ref] = i
+            pending[self._submit(ray, opts, device, point)] = i
             attempts[i] = 1
         self._set_progress(len(self._rows) / total, f"{len(pending)} task(s) submitted, {len(self._rows)} from the "
                            "result store")
@@ -340,28 +395,18 @@ class RayJob:
                     if attempts[i] == 1:
                         self.retried[i] = why
                         attempts[i] = 2
-                        again = _remote(ray, "point").options(**opts).remote(point, device, remote_opts, self.spec.measure)
-                        pending[again] = i
-                        self._set_progress(len(self._rows) / total, f"retrying {point.describe()}: {why}")
+                        pending[self._submit(ray, opts, device, point)] = i
+                        self._set_progress(len(self._rows) / total, f"retrying {self._describe(point)}: {why}")
                         continue
                     status = "oom" if type(exc).__name__ == "OutOfMemoryError" else "error"
-                    rows = failure_rows(point, status, f"the Ray worker failed twice (retried once): first {self.retried[i]}; "
-                                        f"then {why}", device=probe["device"], device_name=probe["device_name"],
-                                        options=remote_opts)
-                    cache_write(None, rows, source="ray", host="", attempts=2)
-                    self._rows[i] = rows
+                    self._rows[i] = self._give_up(i, point, status, f"the Ray worker failed twice (retried once): "
+                                                  f"first {self.retried[i]}; then {why}")
                 else:
-                    rows = [ProfileRecord(**r) for r in out["rows"]]
-                    if i in self.retried:
-                        note = f"Ray: attempt 2 on {out['host']}; attempt 1 failed: {self.retried[i]}"
-                        rows = [dataclasses.replace(r, method=f"{r.method}; {note}" if r.method else note) for r in rows]
-                    key = cache_key(point, out["device"], out["device_name"], remote_opts, measure)
-                    cache_write(key, rows, source="ray", host=out["host"], attempts=attempts[i])
+                    self._rows[i] = self._accept(i, point, out, attempts[i])
                     self.hosts.add(out["host"])
-                    self._rows[i] = rows
                     where = f" on {out['host']}"
                 self._set_progress(len(self._rows) / total,
-                                   f"{len(self._rows)}/{len(self._points)} done: {point.describe()}{where}")
+                                   f"{len(self._rows)}/{len(self._points)} done: {self._describe(point)}{where}")
         self._finish("finished", "")
 
     def _set_progress(self, fraction: float, message: str) -> None:
@@ -391,8 +436,7 @@ class RayJob:
                 else:
                     status, message = "error", why or "the Ray driver ended without measuring this point"
                 first = False
-                rows.extend(failure_rows(point, status, message, device=device, device_name=name,
-                                         options=self.spec.options))
+                rows.extend(self._failure(point, status, message, device, name))
             self._final = rows
             self._ended = outcome
             self._finished_at = time.monotonic()

@@ -14,6 +14,10 @@ the row came from:
   ``ok`` is served from here instead of being measured again. Failure rows are stored too, but never
   served as cache.
 
+Probe rows (``profiling.benefit.records.ProbeRecord``, another row type) are kept in the same file, in the
+table ``probe_results`` that ``profiling.benefit.probe_store`` adds (through ``connection()`` and
+``transaction()``).
+
 Indexed by ``config_key``, the workload (``measurement``, ``batch``, ``seq_len_tokens``, ``dtype``), the
 device (``device``, ``device_name``), the versions and ``cache_key``.
 
@@ -185,6 +189,15 @@ class ResultStore:
             con.execute("PRAGMA journal_mode = DELETE")
         con.execute("PRAGMA synchronous = NORMAL")
         return con
+
+    def connection(self) -> sqlite3.Connection:
+        """A new connection to this database (WAL, busy timeout); the caller closes it. For tables kept
+        beside ``results`` in the same file (``profiling.benefit.probe_store``)."""
+        return self._connect()
+
+    def transaction(self):
+        """``with store.transaction() as con:`` one ``BEGIN IMMEDIATE`` write transaction (committed on exit)."""
+        return self._write()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

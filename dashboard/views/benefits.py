@@ -12,6 +12,7 @@ from xtlens.dashboard.views.common import chart
 from xtlens.profiling.benefit import analysis
 from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, CorpusError
 from xtlens.profiling.benefit.harness import BudgetError, steps_for
+from xtlens.profiling.benefit.probe_store import describe_sources
 from xtlens.profiling.benefit.probes import (
     DEFAULTS,
     SCALING_AXES,
@@ -151,7 +152,8 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
         cols = st.columns([1, 3])
         pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
         cols[1].caption(f"Not run yet. Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
-                        "progress and Cancel; the page stays usable. Finished runs are cached.")
+                        "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
+                        "served from there next time (Measure again trains them again).")
         if not pressed:
             return None
         job = benefit_data.submit(opt, f"{opt.probe} probe")
@@ -160,9 +162,11 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
         return None
     frame = benefit_data.frame_of(job)
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.caption(f"{opt.probe} probe: {job.outcome} in {job.elapsed_s:.1f} s; {len(frame)} row(s).")
-        if st.button("Run again", key=f"benefits.rerun.{opt.probe}", type="tertiary"):
-            benefit_data.manager().forget(job.key)
+        st.caption(f"{opt.probe} probe: {job.outcome} in {job.elapsed_s:.1f} s; {len(frame)} row(s); "
+                   f"{describe_sources(job.result())}.")
+        if st.button("Measure again", key=f"benefits.rerun.{opt.probe}", type="tertiary",
+                     help="Train every run again instead of serving stored runs from the result store."):
+            benefit_data.manager().submit(opt, time_limit_s=benefit_data.TIME_LIMIT_S, fresh=True)
             st.rerun()
     return frame
 

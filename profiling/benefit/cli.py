@@ -13,6 +13,7 @@ message naming the option.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -63,6 +64,7 @@ def options_from_args(args: argparse.Namespace):
 def _probe(args: argparse.Namespace) -> int:
     from xtlens.profiling.benefit import analysis
     from xtlens.profiling.benefit.corpus import load_corpus, tokenize
+    from xtlens.profiling.benefit.probe_store import describe_sources
     from xtlens.profiling.benefit.probes import ProbeInputError, plan
     from xtlens.profiling.benefit.records import probe_frame, probe_markdown, write_probe_table
     from xtlens.profiling.cli import _ProgressBar, follow
@@ -92,17 +94,34 @@ def _probe(args: argparse.Namespace) -> int:
           f"{data.val_tokens:,} validation tokens, vocabulary {data.vocab_size})", file=sys.stderr)
     bar = _ProgressBar()
     started = time.monotonic()
-    if args.time_limit is not None:
+    fresh = args.fresh or args.no_cache
+    if args.ray is not None:
+        from xtlens.profiling.benefit.jobs import ProbeSpec
+        from xtlens.profiling.executor import RayExecutor
+
+        executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
+        job = executor.job(ProbeSpec(options=opt, time_limit_s=args.time_limit or None, use_cache=not fresh))
+        follow(job.start(), bar, interval_s=0.5)
+        if job.outcome == "crashed":
+            print(f"xtlens probe: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
+            return 1
+        hosts = ", ".join(sorted(job.hosts)) or "none (every run came from the result store)"
+        retried = f"; {len(job.retried)} run(s) retried after a worker died" if job.retried else ""
+        print(f"trained on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
+        rows = job.result()
+    elif args.time_limit is not None:
         from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec
 
-        job = follow(ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not args.no_cache)), bar,
+        job = follow(ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not fresh)), bar,
                      interval_s=0.5)
         rows = job.result()
     else:
         from xtlens.profiling.benefit.probes import run_probe
 
-        rows = run_probe(opt, progress=bar, use_cache=not args.no_cache, runs=runs)
+        rows = run_probe(opt, progress=bar, use_cache=not fresh, runs=runs)
     wall = time.monotonic() - started
+    print(describe_sources(rows) + ("; --fresh trains them again" if any(r.source == "cache" for r in rows) else ""),
+          file=sys.stderr)
     frame = probe_frame(rows)
     final = analysis.final_evals(frame)
     bad = final[final["status"] != "ok"]
@@ -112,7 +131,7 @@ def _probe(args: argparse.Namespace) -> int:
               + (f" ({len(bad)} run(s) not ok)" if len(bad) else ""), file=sys.stderr)
     else:
         cols = [c for c in ("config_name", "budget_kind", "seed", "step", "tokens_seen", "train_flops",
-                            "train_loss_nats", "val_loss_nats", "val_bits_per_byte", "status") if c in final]
+                            "train_loss_nats", "val_loss_nats", "val_bits_per_byte", "status", "source") if c in final]
         sys.stdout.write(probe_markdown(final[cols].reset_index(drop=True).assign(probe=opt.probe)))
         print(f"{len(runs)} run(s) in {wall:.1f} s; write every row with --out FILE", file=sys.stderr)
     for r in bad.itertuples():
@@ -151,7 +170,11 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full-size", action="store_true", help="train the configuration's own sizes (not scaled down)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S", help="run in a child process stopped "
                    "after S seconds (unfinished runs: status timeout)")
-    p.add_argument("--no-cache", action="store_true", help="train again even when a cached run exists")
+    p.add_argument("--fresh", action="store_true", help="measure again: train every run even when the result store "
+                   "holds it (the new rows are stored and served next time)")
+    p.add_argument("--no-cache", action="store_true", help="the same as --fresh")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help="run one Ray task per training run (configuration "
+                   "point and seed) on the cluster at ADDRESS (host:port, ray://host:10001, or auto)")
     p.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: a summary "
                    "on stdout)")
     p.set_defaults(run=_probe)

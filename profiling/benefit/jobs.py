@@ -1,12 +1,21 @@
-"""Probes in a child process, through ``profiling.worker``'s machinery: progress, Cancel, a time limit.
+"""Probes run like every other measurement: in a child process through ``profiling.worker``'s machinery
+(progress, Cancel, a time limit), or as Ray tasks through ``profiling.executor``'s (one task per training run).
 
 ``ProbeJob`` is a ``profiling.worker.Job`` whose child is this module (``python -m
 xtlens.profiling.benefit.jobs JOB_DIR``): it runs ``probes.run_probe`` and writes the same events
 (``start``, ``progress`` with step and loss, ``rows`` per finished run, ``fatal``, ``done``). Everything else
 is the worker's: the watchdog kills the child's process group at the time limit, ``cancel()`` kills it now,
 a crash becomes rows. Every planned run ends with rows: the finished runs' own, ``timeout`` / ``cancelled`` /
-``error`` for the rest. Finished runs are also cached on disk (``probes.run_one``), so a repeat (or a run
-that a time limit cut short, restarted) reuses them.
+``error`` for the rest. Finished runs are stored in the result store (``probe_store``), so a repeat (or a
+probe that a time limit cut short, restarted) is served from there (rows ``source="cache"``) unless the
+spec says ``use_cache=False`` (``--fresh``, the page's Measure again).
+
+``ProbeRayJob`` is a ``profiling.executor.RayJob`` whose points are the probe's training runs (one per
+configuration point and seed): the driver tokenises the corpus once and puts it in Ray's object store,
+serves stored runs from the result store, submits the rest as Ray tasks (``probes.run_or_failure`` on the
+worker) and stores what they return (``source`` ``ray``, the worker's host). Retry of a dead worker, Cancel
+and the time limit are the executor's. ``executor_for(address).job(ProbeSpec(...))`` picks the local or the
+Ray job.
 
 ``ProbeJobManager`` keys jobs by the probe's options (configuration, probe, sizes, budget, seeds, corpus,
 device): submitting the same probe again returns the running or finished job.
@@ -15,6 +24,7 @@ device): submitting the same probe again returns the running or finished job.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from xtlens.profiling.benefit.probes import ProbeOptions, failure_rows_for, plan
-from xtlens.profiling.benefit.records import ProbeRecord
+from xtlens.profiling.benefit.records import STATUSES, ProbeRecord
+from xtlens.profiling.executor import RayJob, _remote
 from xtlens.profiling.worker import Job, _describe_exit, child_events
 
-__all__ = ["ProbeSpec", "ProbeJob", "ProbeJobManager", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
+__all__ = ["ProbeSpec", "ProbeJob", "ProbeRayJob", "ProbeJobManager", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
 
 DEFAULT_PROBE_TIME_LIMIT_S = 900.0
 
@@ -54,6 +65,15 @@ class ProbeSpec:
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.options.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    # ``profiling.executor``'s executors build the job a spec asks for (a sweep's JobSpec: worker.Job / RayJob)
+    @property
+    def local_job_class(self) -> type:
+        return ProbeJob
+
+    @property
+    def ray_job_class(self) -> type:
+        return ProbeRayJob
 
 
 class ProbeJob(Job):
@@ -128,11 +148,14 @@ class ProbeJobManager:
         self._jobs: dict[str, ProbeJob] = {}
         self._lock = threading.RLock()
 
-    def submit(self, options: ProbeOptions, *, time_limit_s: float | None = DEFAULT_PROBE_TIME_LIMIT_S) -> ProbeJob:
-        spec = ProbeSpec(options=options, time_limit_s=time_limit_s)
+    def submit(self, options: ProbeOptions, *, time_limit_s: float | None = DEFAULT_PROBE_TIME_LIMIT_S,
+               fresh: bool = False) -> ProbeJob:
+        """The probe's job: the pending, running or finished one, or a new one. ``fresh`` (Measure again):
+        a finished job is replaced by one that trains every run again instead of serving it from the store."""
+        spec = ProbeSpec(options=options, time_limit_s=time_limit_s, use_cache=not fresh)
         with self._lock:
             job = self._jobs.get(spec.key())
-            if job is not None and job.outcome in ("pending", "running", "finished"):
+            if job is not None and (job.outcome in ("pending", "running") or (job.outcome == "finished" and not fresh)):
                 return job
             job = ProbeJob(spec, python=self._python)
             self._jobs[job.key] = job
@@ -146,6 +169,68 @@ class ProbeJobManager:
             job = self._jobs.pop(key, None)
         if job is not None and not job.done():
             job.cancel()
+
+
+# --- on a Ray cluster -----------------------------------------------------------------------------
+
+def _train_on_worker(run, data, device: str) -> dict[str, Any]:
+    """Runs in a Ray worker: one training run, never raising (a failed run is an ``error`` row), nothing stored
+    there (the driver stores)."""
+    from xtlens.profiling.benefit.probes import run_or_failure
+    from xtlens.profiling.executor import _where
+
+    where = _where(device)
+    rows = run_or_failure(run, data, device=where["device"], device_name=where["device_name"],
+                          versions=where["versions"], use_cache=False, store=False)
+    return {**where, "rows": [r.to_dict() for r in rows]}
+
+
+class ProbeRayJob(RayJob):
+    """A probe's training runs as Ray tasks (see the module docstring). ``result()`` gives ``ProbeRecord`` rows."""
+
+    def _prepare(self, ray, device: str) -> None:
+        from xtlens.profiling.benefit.probes import load_data
+
+        self._set_progress(0.0, "tokenising the corpus")
+        self._data = load_data(self.spec.options)
+        self._data_ref = ray.put(self._data)
+
+    def _immediate(self, i: int, run: Any) -> list | None:
+        from xtlens.profiling.benefit.probe_store import cached_run
+        from xtlens.profiling.benefit.probes import _labels, run_key
+
+        if not self.spec.use_cache:
+            return None
+        key = run_key(run, self._data.corpus_sha256, self._probe["device_name"], self._probe["versions"])
+        cached = cached_run(key)
+        return None if cached is None else [dataclasses.replace(r, **_labels(run)) for r in cached]
+
+    def _submit(self, ray, opts: dict[str, Any], device: str, run: Any):
+        return _remote(ray, "probe_run", _train_on_worker).options(**opts).remote(run, self._data_ref, device)
+
+    def _accept(self, i: int, run: Any, out: dict[str, Any], attempts: int) -> list:
+        from xtlens.profiling.benefit.probe_store import store_run
+
+        rows = [ProbeRecord(**r) for r in out["rows"]]
+        store_run(rows[0].run_key if rows else None, rows, source="ray", host=out["host"])
+        return rows
+
+    def _give_up(self, i: int, run: Any, status: str, message: str) -> list:
+        from xtlens.profiling.benefit.probe_store import store_run
+
+        rows = self._failure(run, "error", message, self._probe["device"], self._probe["device_name"])
+        store_run(None, rows, source="ray", host="")
+        return rows
+
+    def _failure(self, run: Any, status: str, message: str, device: str, device_name: str) -> list:
+        if status == "error" and message.startswith("cancelled"):
+            status = "cancelled"
+        return failure_rows_for(run, status if status in STATUSES else "error", message,
+                                corpus_sha256=getattr(getattr(self, "_data", None), "corpus_sha256", ""),
+                                device=device, device_name=device_name)
+
+    def _describe(self, run: Any) -> str:
+        return f"{run.config_name} seed {run.seed}"
 
 
 # --- the child ------------------------------------------------------------------------------------

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from xtlens.core.config import ConfigError, ModelConfig, XtlensError
@@ -42,7 +40,7 @@ from xtlens.profiling.benefit.harness import (
 from xtlens.profiling.benefit.records import PROBES, ProbeRecord
 
 __all__ = ["ProbeOptions", "ProbeInputError", "family", "plan", "run_probe", "run_one", "run_key", "build_post_norm",
-           "DEFAULTS", "SCALING_AXES", "NORMS", "POSITIONS"]
+           "run_or_failure", "DEFAULTS", "SCALING_AXES", "NORMS", "POSITIONS"]
 
 SCALING_AXES = ("dim", "depth", "heads")
 NORMS = ("deepnorm", "pre_norm", "post_norm")
@@ -337,39 +335,62 @@ def build_post_norm(cfg: ModelConfig, seed: int, device: str):
 
 
 def run_key(run: RunSpec, corpus_sha256: str, device_name: str, versions: dict[str, str]) -> str:
-    """Identity of the training itself: a token and a FLOP budget that buy the same steps share one key
-    (the run is done once; its rows are relabelled with each budget)."""
+    """The cache key of a run in the result store: identity of the training itself (configuration and how it is
+    built, the optimizer steps the budget buys, seed, training settings, corpus SHA-256, device name, torch and
+    x-transformers versions). A token and a FLOP budget that buy the same steps share one key, and so do two
+    probes that train the same run (it is done once; its rows are relabelled with each probe and budget)."""
     payload = {"cfg": run.cfg.to_dict(), "build": run.build, "steps": steps_for(run.cfg, run.budget, run.settings),
                "seed": run.seed, "settings": run.settings.to_dict(),
                "corpus": corpus_sha256, "device_name": device_name, "versions": versions, "format": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _cache_path(key: str) -> Path:
-    from xtlens.profiling.benefit.corpus import cache_dir
-
-    return cache_dir("probes") / f"{key}.json"
-
-
 def run_one(run: RunSpec, data, *, device: str, device_name: str, versions: dict[str, str],
-            progress: Callable[[float, str], None] | None = None, use_cache: bool = True) -> list[ProbeRecord]:
-    """One run, from the cache when the same run was done before (ok or diverged rows only are cached)."""
+            progress: Callable[[float, str], None] | None = None, use_cache: bool = True,
+            store: bool = True, done: dict[str, list[ProbeRecord]] | None = None) -> list[ProbeRecord]:
+    """One run: from the result store (``probe_store``) when the same run was stored before and ``use_cache``,
+    else trained here (rows ``source="measured"``) and, with ``store``, stored (a fresh run replaces the
+    cached one: the latest stored run of a key is the one served). ``done`` (run key -> rows) holds the runs
+    already trained by this call: a probe that plans the same training twice (the heads probe's full-K/V run
+    at the family's head count) trains it once, also when fresh."""
     from xtlens.profiling.benefit.harness import train_run
+    from xtlens.profiling.benefit.probe_store import cached_run, store_run
 
     key = run_key(run, data.corpus_sha256, device_name, versions)
-    path = _cache_path(key)
-    if use_cache and path.exists():
-        try:
-            return [replace(ProbeRecord(**r), **_labels(run)) for r in json.loads(path.read_text())]
-        except (ValueError, TypeError):
-            pass
+    if done is not None and key in done:
+        return [replace(r, **_labels(run)) for r in done[key]]
+    if use_cache:
+        cached = cached_run(key)
+        if cached is not None:
+            return [replace(r, **_labels(run)) for r in cached]
     rows = train_run(run, data, device=device, device_name=device_name, versions=versions, run_key=key,
                      build=build_post_norm if run.build == "post_norm" else None, progress=progress)
-    if use_cache:
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([r.to_dict() for r in rows]))
-        tmp.replace(path)
+    rows = [replace(r, source="measured") for r in rows]
+    if store:
+        store_run(key, rows, source="local")
+    if done is not None and all(r.status in ("ok", "diverged") for r in rows):
+        done[key] = rows
     return rows
+
+
+def run_or_failure(run: RunSpec, data, *, device: str, device_name: str, versions: dict[str, str],
+                   progress: Callable[[float, str], None] | None = None, use_cache: bool = True,
+                   store: bool = True, done: dict[str, list[ProbeRecord]] | None = None) -> list[ProbeRecord]:
+    """``run_one``, with a failed run (out of memory, an exception in the model) as an ``error`` row instead of
+    an exception; bad input (``BudgetError``, ``ProbeInputError``) still raises."""
+    import torch
+
+    try:
+        return run_one(run, data, device=device, device_name=device_name, versions=versions, progress=progress,
+                       use_cache=use_cache, store=store, done=done)
+    except (BudgetError, ProbeInputError):
+        raise
+    except torch.OutOfMemoryError as exc:
+        return failure_rows_for(run, "error", f"out of memory: {exc}", corpus_sha256=data.corpus_sha256,
+                                device=device, device_name=device_name)
+    except Exception as exc:  # noqa: BLE001 - a failed run is a row, the probe goes on
+        return failure_rows_for(run, "error", f"{type(exc).__name__}: {exc}"[:300], corpus_sha256=data.corpus_sha256,
+                                device=device, device_name=device_name)
 
 
 def _labels(run: RunSpec) -> dict[str, Any]:
@@ -402,8 +423,8 @@ def load_data(opt: ProbeOptions):
 def run_probe(opt: ProbeOptions, *, progress: Callable[[float, str], None] | None = None,
               on_rows: Callable[[int, list[ProbeRecord]], None] | None = None, use_cache: bool = True,
               runs: Sequence[RunSpec] | None = None) -> list[ProbeRecord]:
-    """Plan and run a probe in this process (the CLI without a time limit, tests); see ``jobs`` for the worker."""
-    import torch
+    """Plan and run a probe in this process (the CLI without a time limit, tests); see ``jobs`` for the worker
+    and for Ray. Runs found in the result store are served from it unless ``use_cache`` is False."""
     from xtlens.profiling.device import device_name as name_of
     from xtlens.profiling.device import resolve_device, versions
 
@@ -412,6 +433,7 @@ def run_probe(opt: ProbeOptions, *, progress: Callable[[float, str], None] | Non
     device = resolve_device(opt.device)
     dname, vers = name_of(device), versions()
     rows: list[ProbeRecord] = []
+    done: dict[str, list[ProbeRecord]] = {}
     for i, run in enumerate(runs):
         def inner(f: float, m: str, _i: int = i, _run: RunSpec = run) -> None:
             if progress is not None:
@@ -419,17 +441,8 @@ def run_probe(opt: ProbeOptions, *, progress: Callable[[float, str], None] | Non
 
         if progress is not None:
             progress(i / len(runs), f"run {i + 1}/{len(runs)} {run.config_name} seed {run.seed}")
-        try:
-            out = run_one(run, data, device=device, device_name=dname, versions=vers, progress=inner,
-                          use_cache=use_cache)
-        except (BudgetError, ProbeInputError):
-            raise
-        except torch.OutOfMemoryError as exc:
-            out = failure_rows_for(run, "error", f"out of memory: {exc}", corpus_sha256=data.corpus_sha256,
-                                   device=device, device_name=dname)
-        except Exception as exc:  # noqa: BLE001 - a failed run is a row, the probe goes on
-            out = failure_rows_for(run, "error", f"{type(exc).__name__}: {exc}"[:300],
-                                   corpus_sha256=data.corpus_sha256, device=device, device_name=dname)
+        out = run_or_failure(run, data, device=device, device_name=dname, versions=vers, progress=inner,
+                             use_cache=use_cache, done=done)
         rows.extend(out)
         if on_rows is not None:
             on_rows(i, out)

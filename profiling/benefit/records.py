@@ -19,6 +19,10 @@ long window minus their loss when the text is cut into windows of the training l
 positions of a window, which see the same context either way; below 0 where the longer context helps, above
 0 where the model breaks past the length it was trained on).
 
+``source`` is ``measured`` (trained by this call) or ``cache`` (served from the result store,
+``profiling.benefit.probe_store``; ``stored_at`` is when it was stored, ``timestamp`` still when it was
+measured).
+
 ``status`` is ``ok``, ``diverged`` (non-finite or exploding loss: the run stopped there, a result not a
 crash), ``error``, ``timeout`` or ``cancelled``.
 
@@ -116,6 +120,10 @@ class ProbeRecord:
     timestamp: str = ""
     status: str = "ok"
     error: str | None = None
+    # where this row came from: "measured" (trained by this call) or "cache" (the result store; stored_at says
+    # when it was stored, timestamp when it was measured); "" in tables from before the store
+    source: str = ""
+    stored_at: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -344,3 +344,52 @@ def test_each_probe_runs_tiny_and_its_summary_is_complete() -> None:
     outside = pos[pos["position_start_tokens"] >= 16]
     absolute = outside[outside["variant"] == "absolute"]["loss_change_vs_train_len_nats"].astype(float)
     assert absolute.abs().min() > 1e-3  # untrained position embeddings past 16 change the loss
+
+
+def test_reported_train_flops_equal_a_flop_counter_on_the_real_training_step(data) -> None:
+    """The FLOPs a run reports (cost model x steps) against torch's FlopCounterMode on the harness's own model
+    and batch: forward, cross-entropy and backward of one real training step (einsum attention: the fused
+    kernel's backward would recompute the scores, which the cost model's train_step_flops leaves out)."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+    from xtlens.core.builder import build_model
+    from xtlens.profiling.benefit.harness import make_batch
+    from xtlens.profiling.flops import SDPA_FLOP_FORMULAS
+
+    cfg = TINY.replace(attn_flash=False)
+    rows = [r for r in tiny_run(data, cfg=cfg) if r.row_kind == "eval"]
+    model = build_model(cfg, seed=0).model.train()
+    x, y = make_batch(data.train_ids, torch.Generator().manual_seed(0), 8, 32)
+    counter = FlopCounterMode(display=False, custom_mapping=SDPA_FLOP_FORMULAS)
+    with counter:
+        logits = model(x)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    counted = int(counter.get_total_flops())
+    assert counted > 0 and [r.train_flops for r in rows] == [counted * r.step for r in rows]
+
+
+def test_bits_per_byte_recomputed_independently_from_the_initial_model(data) -> None:
+    """Step 0 evaluates the model as built (no update yet): rebuild it with the same seed, compute the loss of
+    the same validation targets with a hand-written loop, count their bytes by decoding them, and get the
+    row's nats per token and bits per byte back. The byte table also adds up to the split's UTF-8 size."""
+    import torch.nn.functional as F
+    from tokenizers import Tokenizer
+    from xtlens.core.builder import build_model
+
+    assert int(data.token_bytes[data.val_ids].sum()) == data.val_bytes
+    assert int(data.token_bytes[data.train_ids].sum()) == data.train_bytes
+    row = next(r for r in tiny_run(data) if r.row_kind == "eval" and r.step == 0)
+    n = row.eval_tokens
+    assert n == 1024
+    model = build_model(TINY, seed=0).model.eval()
+    nats = 0.0
+    with torch.no_grad():
+        for start in range(0, n, 32):
+            x = data.val_ids[start:start + 32][None]
+            y = data.val_ids[start + 1:start + 33]
+            nats += float(F.cross_entropy(model(x)[0].double(), y, reduction="sum"))
+    targets = data.val_ids[1:n + 1].tolist()
+    decoded_bytes = len(Tokenizer.from_file(data.tokenizer_path).decode(targets).encode("utf-8"))
+    assert row.val_loss_nats == pytest.approx(nats / n, rel=1e-5)
+    assert abs(decoded_bytes - row.eval_bytes) <= 6  # a character cut at either end decodes as U+FFFD
+    assert row.val_bits_per_byte == pytest.approx(nats / math.log(2) / decoded_bytes, rel=2e-3)

@@ -1,0 +1,143 @@
+"""Probe runs in the result store: the SQLite database of every measurement (``profiling.store``).
+
+A probe's training runs are cached like every other measurement: in the same file as the sweep rows
+(``$XTLENS_DB`` or ``<cache folder>/results.sqlite``), in a table of their own, ``probe_results``, because a
+probe row (``ProbeRecord``) has other columns than a profile row. One database row per ``ProbeRecord``:
+
+* ``id`` (increasing), ``stored_at`` (UTC ISO time it was written), ``source`` (``local``: this machine, in
+  process or in the probe's child; ``ray``: a Ray task, stored by the driver), ``host`` (the machine that
+  trained it), ``write_id`` (one per stored run);
+* ``run_key``: the run's cache key (``probes.run_key``: the configuration and how it is built, the optimizer
+  steps its budget buys, the seed, the training settings, the corpus's SHA-256, the device name and the torch
+  and x-transformers versions); indexed, with ``probe``, ``config_key``, ``seed``, ``corpus_sha256``,
+  ``device_name``, the versions, ``status`` and the measurement ``timestamp``;
+* ``row_json``: the whole row as JSON (exact integers, every column, columns added later included).
+
+A run whose latest stored rows are all ``ok`` or ``diverged`` (a divergence is a result) is served from
+here; ``error`` / ``timeout`` / ``cancelled`` rows are stored as history but never served. Rows served
+from here say so: ``source = "cache"`` and ``stored_at`` = when they were stored; their ``timestamp`` is
+still the time they were measured.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+
+from xtlens.profiling.benefit.records import PROBE_COLUMNS, ProbeRecord
+from xtlens.profiling.records import now_iso
+from xtlens.profiling.store import ResultStore, open_store
+
+__all__ = ["store_run", "cached_run", "rows_count", "describe_sources", "SERVED_STATUSES"]
+
+SERVED_STATUSES = ("ok", "diverged")
+_INDEXED = ("probe", "config_key", "seed", "corpus_sha256", "device_name", "torch_version", "xtransformers_version",
+            "status", "timestamp")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS probe_results (id INTEGER PRIMARY KEY AUTOINCREMENT, stored_at TEXT NOT NULL, "
+    "source TEXT NOT NULL, host TEXT, write_id TEXT NOT NULL, run_key TEXT, probe TEXT, config_key TEXT, "
+    "seed INTEGER, corpus_sha256 TEXT, device_name TEXT, torch_version TEXT, xtransformers_version TEXT, "
+    "status TEXT, timestamp TEXT, row_json TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS probe_results_run ON probe_results (run_key)",
+    "CREATE INDEX IF NOT EXISTS probe_results_config ON probe_results (config_key, probe, seed)",
+    "CREATE INDEX IF NOT EXISTS probe_results_corpus ON probe_results (corpus_sha256)",
+    "CREATE INDEX IF NOT EXISTS probe_results_device ON probe_results (device_name, torch_version, "
+    "xtransformers_version)",
+)
+_READY: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def _store(store: ResultStore | None) -> ResultStore:
+    store = store if store is not None else open_store()
+    key = str(store.path.resolve())
+    with _LOCK:
+        if key not in _READY or not store.path.exists():
+            with store.transaction() as con:
+                for stmt in _SCHEMA:
+                    con.execute(stmt)
+            _READY.add(key)
+    return store
+
+
+def store_run(run_key: str | None, rows: Sequence[ProbeRecord], *, source: str = "local", host: str | None = None,
+              store: ResultStore | None = None) -> str:
+    """Store one run's rows in one transaction; returns the ``stored_at`` time written."""
+    if source not in ("local", "ray"):
+        raise ValueError(f"source = {source!r} is not allowed: local or ray")
+    rows = list(rows)
+    stamp = now_iso()
+    if not rows:
+        return stamp
+    host = socket.gethostname() if host is None else host
+    write_id = uuid.uuid4().hex
+    sql = ("INSERT INTO probe_results (stored_at, source, host, write_id, run_key, " + ", ".join(_INDEXED)
+           + ", row_json) VALUES (" + ", ".join("?" * (6 + len(_INDEXED))) + ")")
+    with _store(store).transaction() as con:
+        for row in rows:
+            data = row.to_dict()
+            data.update(source="", stored_at="")  # provenance is the table's, not the row's
+            con.execute(sql, [stamp, source, host, write_id, run_key or None, *(data[c] for c in _INDEXED),
+                              json.dumps(data, sort_keys=True)])
+    return stamp
+
+
+def cached_run(run_key: str, *, store: ResultStore | None = None) -> list[ProbeRecord] | None:
+    """The rows of the latest stored run ``run_key`` when all are ``ok`` / ``diverged`` (labelled
+    ``source="cache"`` with their ``stored_at``), else None."""
+    con = _store(store).connection()
+    try:
+        last = con.execute("SELECT write_id FROM probe_results WHERE run_key = ? ORDER BY id DESC LIMIT 1",
+                           (run_key,)).fetchone()
+        if last is None:
+            return None
+        got = con.execute("SELECT stored_at, row_json FROM probe_results WHERE write_id = ? ORDER BY id",
+                          (last[0],)).fetchall()
+    finally:
+        con.close()
+    rows = []
+    for stored_at, text in got:
+        data = {k: v for k, v in json.loads(text).items() if k in PROBE_COLUMNS}
+        rows.append(replace(ProbeRecord(**data), source="cache", stored_at=stored_at))
+    if not rows or any(r.status not in SERVED_STATUSES for r in rows):
+        return None
+    return rows
+
+
+def rows_count(store: ResultStore | None = None) -> int:
+    """How many probe rows the store holds (every stored run, served or not)."""
+    con = _store(store).connection()
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM probe_results").fetchone()[0])
+    finally:
+        con.close()
+
+
+
+def _utc(stamp: str) -> str:
+    return stamp.replace("T", " ").replace("+00:00", " UTC")
+
+
+def describe_sources(rows: Sequence[ProbeRecord]) -> str:
+    """``1 run(s) measured now; 3 from the result store (measured 2026-11-26 05:12:03 – 05:14:40 UTC)``: which
+    runs of a probe were trained by this call and which were served from the store, and when those were
+    measured."""
+    runs: dict[tuple, tuple[str, str]] = {}
+    for i, r in enumerate(rows):
+        runs.setdefault((r.run_key or i, r.config_name, r.budget_kind, r.seed), (r.source, r.timestamp))
+    cached = sorted(v[1] for v in runs.values() if v[0] == "cache" and v[1])
+    text = f"{sum(1 for v in runs.values() if v[0] == 'measured')} run(s) measured now"
+    if cached:
+        first, last = _utc(cached[0]), _utc(cached[-1])
+        if last == first:
+            when = first
+        elif last[:10] == first[:10]:  # the same day: 2026-11-26 05:40:55 – 05:41:30 UTC
+            when = f"{first.removesuffix(' UTC')} – {last[11:]}"
+        else:
+            when = f"{first} – {last}"
+        text += f"; {len(cached)} from the result store (measured {when})"
+    return text
