@@ -219,17 +219,23 @@ def test_cuda_latency_and_backends():
     assert forced.status == "error" and "flash" in forced.error
 
 
-def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
-    """benchmarks/gpu_check.py --device cpu --quick: every table printed, every row written."""
+def _gpu_check(name: str):
+    """benchmarks/gpu_check.py loaded as a module (it is a script, not part of the package)."""
     import importlib.util
     from pathlib import Path
 
-    from xtlens.profiling.export import read_records
-
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
+    """benchmarks/gpu_check.py --device cpu --quick: every table printed, every row written."""
+    from xtlens.profiling.export import read_records
+
+    module = _gpu_check("gpu_check")
     out = tmp_path / "rows.csv"
     assert module.main(["--device", "cpu", "--quick", "--seq-lens", "16", "--dtypes", "float32",
                         "--repeats", "1", "--warmup", "0", "--out", str(out)]) == 0
@@ -252,15 +258,9 @@ def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
 @pytest.mark.slow
 def test_gpu_check_latency_parts_on_cpu_quick(tmp_path, capsys):
     """The GPU run's breakdown, what-if and issue-11 criteria sections, exercised on the CPU at toy sizes."""
-    import importlib.util
-    from pathlib import Path
-
     from xtlens.profiling.export import read_records
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check_parts", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _gpu_check("gpu_check_parts")
     out, md = tmp_path / "rows.csv", tmp_path / "gpu-results.md"
     assert module.main(["--device", "cpu", "--quick", "--seq-lens", "16", "--dtypes", "float32", "--repeats", "1",
                         "--warmup", "0", "--latency-parts", "--attention", "asbuilt,flex,cudagraphs",
@@ -281,14 +281,9 @@ def test_gpu_check_latency_parts_on_cpu_quick(tmp_path, capsys):
 def test_gpu_check_interleaved_criterion_on_cpu_quick(tmp_path, capsys):
     """The issue-11 criterion timed in turns (the H200 run's fair comparison), exercised on the CPU at toy sizes:
     the four forwards in one table, the criterion's ratio the seed-with-FlexAttention row's own ratio."""
-    import importlib.util
     import re
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check_interleaved", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _gpu_check("gpu_check_interleaved")
     md = tmp_path / "criterion.md"
     assert module.main(["--device", "cpu", "--quick", "--no-check", "--no-latency-parts", "--interleaved", "16",
                         "--rounds", "2", "--dtypes", "float32", "--md-out", str(md)]) == 0
