@@ -48,6 +48,7 @@ def render(ctx: Ctx) -> None:
     est = [(name, data.estimate(cfg, Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype)))
            for name, cfg, n in evaluated]
     long = tables.compare_table(est)
+    colours = state.config_colours([(label, cfg) for label, cfg, _n in evaluated])  # as in every other chart
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
     for note in notes:
         st.warning(note)
@@ -58,11 +59,12 @@ def render(ctx: Ctx) -> None:
     downloads(long, "comparison", "compare.long")
     cols = st.columns(2)
     with cols[0]:
-        chart(charts.compare_bars(long, metric="num_params", title="Parameters (count)", y_title="parameters"),
+        chart(charts.compare_bars(long, metric="num_params", title="Parameters (count)", y_title="parameters",
+                                  colours=colours),
               "cmp_params")
     with cols[1]:
         chart(charts.compare_bars(long, metric="fwd_flops_per_token", title="Forward FLOPs per token",
-                                  y_title=charts.FLOPS_AXIS), "cmp_flops")
+                                  y_title=charts.FLOPS_AXIS, colours=colours), "cmp_flops")
     longest = max(c.max_seq_len for _, c in items)
     ends = {label: f"max_seq_len {cfg.max_seq_len:,}" for label, cfg, _n in evaluated if cfg.max_seq_len < longest}
     curves = []
@@ -80,12 +82,12 @@ def render(ctx: Ctx) -> None:
             chart(charts.overlay_lines(overlay[overlay["phase"] == phase], x="seq_len_tokens", y="bytes",
                                        series="config", title=f"{words} memory vs sequence length",
                                        x_title=charts.SEQ_AXIS, y_title=charts.GIB_AXIS + ", log scale",
-                                       scale=float(units.GIB), log_y=True, ends=ends),
+                                       scale=float(units.GIB), log_y=True, ends=ends, colours=colours),
                   f"cmp_mem_{'training' if phase == 'train_step' else phase}")
     chart(charts.overlay_lines(overlay[overlay["phase"] == "train_step"], x="seq_len_tokens", y="fwd_flops",
                                series="config", title="Forward FLOPs vs sequence length",
                                x_title=charts.SEQ_AXIS, y_title=charts.FLOPS_AXIS + ", log scale", log_y=True,
-                               ends=ends),
+                               ends=ends, colours=colours),
           "cmp_flops_seq")
     table(overlay, "compared curves", "compare.curves")
     with st.expander("The compared configurations as x-transformers code"):
