@@ -33,6 +33,15 @@ def measured_tables() -> list[tuple[str, pd.DataFrame]]:
     return [(labels.get(key, key), frame) for key, frame in jobs.results(list(labels))]
 
 
+def probe_tables() -> list[tuple[str, pd.DataFrame]]:
+    """Every benefit-probe table the Benefits view can show this session: its finished probe jobs (also one another
+    session started, once shown here) and uploaded probe tables."""
+    from xtlens.dashboard import benefit_data
+    from xtlens.profiling.benefit.records import PROBES
+
+    return [(f"{probe}: {label}", frame) for probe in PROBES for label, frame in benefit_data.finished_tables(probe)]
+
+
 def render(ctx: Ctx) -> None:
     st.subheader("Tables")
     st.caption("Each table as CSV, JSON, Parquet (read back exactly) or Markdown (for reading). Measurement tables use "
@@ -45,10 +54,18 @@ def render(ctx: Ctx) -> None:
         st.markdown(f"**measured: {name}** — {len(frame)} rows")
         downloads(frame, f"measured {name}", f"export.measured.{i}")
     for i, (name, frame) in enumerate(state.uploads()):
-        st.markdown(f"**uploaded or restored: {name}** — {len(frame)} rows")
-        downloads(frame, f"uploaded {name}", f"export.uploaded.{i}")
-    if not measured and not state.uploads():
-        st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too).")
+        origin = state.upload_origin(name)
+        drawn = _drawn_in(frame)
+        st.markdown(f"**{origin}: {name}** — {len(frame)} rows" + (f"; drawn in {drawn}" if drawn else ""))
+        downloads(frame, f"{'restored' if origin == 'restored session' else 'uploaded'} {name}",
+                  f"export.uploaded.{i}")
+    probes = probe_tables()
+    for i, (name, frame) in enumerate(probes):
+        st.markdown(f"**benefit probe: {name}** — {len(frame)} rows (shown in the Benefits view)")
+        downloads(frame, f"probe {name}", f"export.probe.{i}")
+    if not measured and not state.uploads() and not probes:
+        st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too, "
+                   "which the Latency, Memory and FLOPs views also draw).")
 
     st.subheader("Whole session")
     snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
@@ -86,6 +103,16 @@ def render(ctx: Ctx) -> None:
         _compare_uploads(uploads, measured)
 
 
+VIEW_OF = {"latency": "Latency", "memory": "Memory", "flops": "FLOPs"}
+
+
+def _drawn_in(frame: pd.DataFrame) -> str:
+    """The views that draw this table's rows (``other_runs``): Latency, Memory, FLOPs."""
+    ok = frame[frame["status"] == "ok"] if "status" in frame else frame.iloc[0:0]
+    present = set(ok["measurement"]) if "measurement" in ok else set()
+    return ", ".join(f"the {v} view" for m, v in VIEW_OF.items() if m in present)
+
+
 def _store_upload(name: str, content: bytes, frame: pd.DataFrame) -> None:
     """Uploaded results go into the results database too (once per file content; see the History tab)."""
     from xtlens.profiling.records import from_frame
@@ -98,7 +125,7 @@ def _store_upload(name: str, content: bytes, frame: pd.DataFrame) -> None:
 
 
 def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tuple[str, pd.DataFrame]]) -> None:
-    frames = [as_frame(f).assign(source=f"uploaded: {n}") for n, f in uploads]
+    frames = [as_frame(f).assign(source=f"{state.upload_origin(n)}: {n}") for n, f in uploads]
     frames += [as_frame(f).assign(source="this machine") for _, f in measured]
     allrows = pd.concat(frames, ignore_index=True)
     ok = allrows[allrows["status"] == "ok"]
