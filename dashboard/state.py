@@ -303,6 +303,22 @@ def add_upload(name: str, frame: Any, origin: str | None = None) -> None:
     st.session_state[_ORIGINS] = {**st.session_state.get(_ORIGINS, {}), name: origin or f"uploaded {name}"}
 
 
+_UPLOAD_IDS = "_xtlens_upload_ids"
+
+
+def new_upload(file_id: str) -> bool:
+    """True the first time the uploader hands over the file ``file_id`` (then remembered)."""
+    seen = st.session_state.setdefault(_UPLOAD_IDS, set())
+    if file_id in seen:
+        return False
+    seen.add(file_id)
+    return True
+
+
+def forget_upload_id(file_id: str) -> None:
+    st.session_state.setdefault(_UPLOAD_IDS, set()).discard(file_id)
+
+
 def uploads() -> list[tuple[str, Any]]:
     return list(st.session_state.get(_UPLOADS, []))
 

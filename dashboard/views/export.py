@@ -43,20 +43,38 @@ def probe_tables() -> list[tuple[str, pd.DataFrame]]:
 
 
 def render(ctx: Ctx) -> None:
+    # the sections top to bottom; the uploads are read first, so a table uploaded in this run is already listed
+    # under Tables and saved with the session
+    tables_box, session_box, upload_box = st.container(), st.container(), st.container()
+    with upload_box:
+        _upload_tables()
+    measured = measured_tables()
+    with tables_box:
+        _tables(ctx, measured)
+    with session_box:
+        _session(ctx, measured)
+    uploads = state.uploads()
+    if uploads:
+        with upload_box:
+            st.button("Forget uploaded tables", key="export.clear_uploads", on_click=state.on_clear_uploads)
+            _compare_uploads(uploads, measured)
+
+
+def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     st.subheader("Tables")
     st.caption("Each table as CSV, JSON, Parquet (read back exactly) or Markdown (for reading). Measurement tables use "
                "the same columns as `xtlens profile`.")
     for name, frame in closed_form_tables(ctx).items():
         st.markdown(f"**{name}** — {len(frame)} rows")
         downloads(frame, name, f"export.{exporting.file_stem(name)}")
-    measured = measured_tables()
     for i, (name, frame) in enumerate(measured):
         st.markdown(f"**measured: {name}** — {len(frame)} rows")
         downloads(frame, f"measured {name}", f"export.measured.{i}")
     for i, (name, frame) in enumerate(state.uploads()):
         origin = state.upload_origin(name)
         drawn = _drawn_in(frame)
-        st.markdown(f"**{origin}: {name}** — {len(frame)} rows" + (f"; drawn in {drawn}" if drawn else ""))
+        title = origin if origin == f"uploaded {name}" else f"{origin}: {name}"
+        st.markdown(f"**{title}** — {len(frame)} rows" + (f"; drawn in {drawn}" if drawn else ""))
         downloads(frame, f"{'restored' if origin == 'restored session' else 'uploaded'} {name}",
                   f"export.uploaded.{i}")
     probes = probe_tables()
@@ -67,6 +85,8 @@ def render(ctx: Ctx) -> None:
         st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too, "
                    "which the Latency, Memory and FLOPs views also draw).")
 
+
+def _session(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     st.subheader("Whole session")
     snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
                            measured + state.uploads(), settings=state.kept_settings())
@@ -83,24 +103,26 @@ def render(ctx: Ctx) -> None:
             st.button(f"Restore it ({len(loaded.pins)} pin(s), {len(loaded.results)} table(s))",
                       key="export.restore", on_click=state.on_restore_session, args=(loaded,), type="primary")
 
+
+def _upload_tables() -> None:
     st.subheader("Compare with results from another machine")
     st.caption("Upload a .csv, .json or .parquet written by `xtlens profile --out FILE` (or downloaded here); at most "
                f"{MAX_UPLOAD_BYTES // 2**20} MiB per file. Each file is checked (columns, statuses, non-negative "
-               "counts) and a file that fails is named and skipped; the others are still read.")
+               "counts) and a file that fails is named and skipped; the others are still read. Latency, memory and "
+               "FLOP rows are drawn in their views, labelled by configuration and file.")
     files = st.file_uploader("Result tables", type=["csv", "json", "parquet"], accept_multiple_files=True,
                              key="export.results_upload")
     for f in files or []:
+        if not state.new_upload(f.file_id):  # read once: "Forget uploaded tables" is not undone by the next rerun
+            continue
         try:
             frame = upload_boundary.read_table_upload(f.name, f.getvalue(), f.name.rsplit(".", 1)[-1].lower())
         except ValueError as exc:
             st.error(str(exc))
+            state.forget_upload_id(f.file_id)  # the message stays while the file is in the box
             continue
         state.add_upload(f.name, frame)
         _store_upload(f.name, f.getvalue(), frame)
-    uploads = state.uploads()
-    if uploads:
-        st.button("Forget uploaded tables", key="export.clear_uploads", on_click=state.on_clear_uploads)
-        _compare_uploads(uploads, measured)
 
 
 VIEW_OF = {"latency": "Latency", "memory": "Memory", "flops": "FLOPs"}
