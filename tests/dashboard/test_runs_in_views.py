@@ -158,3 +158,23 @@ def test_sequence_length_slider_stops_are_powers_of_two_up_to_max_seq_len() -> N
         errors = [e.value for e in at.sidebar.error]
         assert any(e.startswith("**seq_len** (allowed 1..8192)") for e in errors), errors
         assert not at.metric  # stale numbers are not shown
+
+
+def test_overview_puts_key_numbers_and_facts_first_and_long_text_in_expanders() -> None:
+    from xtlens.dashboard import facts
+    from xtlens.dashboard.views import overview
+
+    at = show(app(), "Overview")
+    heads = [h.value for h in at.subheader]
+    assert heads[:3] == ["Key numbers (closed form: update on every change, nothing is run)",
+                         "What each flag really does (and where the seed's written analysis is wrong)",
+                         "Measured on CPU: " + heads[2].removeprefix("Measured on CPU: ")]
+    table = overview.facts_table(facts.facts(SEED))
+    rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()[2:]}
+    assert len(rows) == len(facts.facts(SEED))
+    assert "*heads split the model's representation (dim) between them.* → in x-transformers" in rows["heads"]
+    assert rows["rotary_xpos"].endswith("|  |")  # no claim to correct
+    assert table in [m.value for m in at.markdown]
+    labels = [e.label for e in at.expander]
+    assert {"Each flag in full", "Why the counts differ",
+            "The keywords as written and as passed, with every translation explained"} <= set(labels)
