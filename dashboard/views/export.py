@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.dashboard import charts, data, exporting, jobs, session_io, state, tables
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, downloads
+from xtlens.dashboard.views.common import EAGER_ROWS, chart, download_data, downloads
 from xtlens.profiling import uploads as upload_boundary
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.records import arrow_safe
@@ -90,7 +90,9 @@ def _session(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     st.subheader("Whole session")
     snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
                            measured + state.uploads(), settings=state.kept_settings())
-    st.download_button("Download session (JSON)", data=partial(session_io.to_json, snap), file_name="xtlens-session.json",
+    rows = sum(len(f) for _, f in snap.results)
+    st.download_button("Download session (JSON)", data=download_data(partial(session_io.to_json, snap), rows <= EAGER_ROWS),
+                       file_name="xtlens-session.json",
                        mime="application/json", key="export.session", on_click="ignore", icon=":material/download:")
     up = st.file_uploader("Load a session file", type=["json"], key="export.session_upload",
                           help=f"At most {MAX_UPLOAD_BYTES // 2**20} MiB.")
