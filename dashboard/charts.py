@@ -42,10 +42,11 @@ def assign_colours(seen: list[str], keys: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def colour_by_series(fig: go.Figure, colours: dict[str, str]) -> go.Figure:
+def colour_by_series(fig: go.Figure, colours: dict[str, str], *, keep_symbols: bool = False) -> go.Figure:
     """Recolour the traces of ``fig`` by series: a trace whose name starts with a key of ``colours`` takes that
     colour; what follows the key in its name (a phase, ``/ forward``) picks the marker symbol and the dash, so
-    the phases of one series differ by shape, not colour. The legend is always shown."""
+    the phases of one series differ by shape, not colour (``keep_symbols``: a marker symbol the chart set stays).
+    The legend is always shown."""
     shapes: dict[str, int] = {}
     names = sorted(colours, key=len, reverse=True)  # the longest matching key wins ("a (2)" before "a")
     for trace in fig.data:
@@ -61,7 +62,7 @@ def colour_by_series(fig: go.Figure, colours: dict[str, str]) -> go.Figure:
                 trace.line.dash = PHASE_DASHES[k % len(PHASE_DASHES)]
         if trace.marker is not None:
             trace.marker.color = colours[key]
-            if trace.mode and "markers" in trace.mode:
+            if trace.mode and "markers" in trace.mode and not (keep_symbols and trace.marker.symbol):
                 trace.marker.symbol = PHASE_SYMBOLS[k % len(PHASE_SYMBOLS)]
         if getattr(trace, "textfont", None) is not None and trace.text is not None:
             trace.textfont.color = colours[key]
@@ -79,6 +80,9 @@ def _layout(fig: go.Figure, title: str, *, x: str, y: str, height: int = 420) ->
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
         hovermode="closest",
     )
+    # SI prefixes on every axis (k, M, G, T): the page writes GFLOPs, so an axis must not say "B" for 10^9
+    fig.update_xaxes(exponentformat="SI")
+    fig.update_yaxes(exponentformat="SI")
     return fig
 
 
@@ -168,7 +172,7 @@ def flops_vs_seq(frame: pd.DataFrame, *, title: str = "Closed-form FLOPs vs sequ
                                  name=name, line={"color": SERIES[i]},
                                  hovertemplate="n=%{x}: %{y:.4s} FLOPs<extra>" + name + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
-    fig.update_yaxes(type="log", dtick=1)
+    _log_yaxis(fig, [float(v) for c, _ in series for v in frame[c]])
     return _layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
 
 
@@ -282,7 +286,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
         color = SERIES[i % len(SERIES)]
         pred = group["predicted_bytes"].astype(float)
         meas = group["measured_bytes"].astype(float)
-        err = [f"{100 * (m - p) / p:+.1f}%" if p and m == m else "" for m, p in zip(meas, pred, strict=True)]
+        err = [f"{100 * (m - p) / p:+.1f}%" if p == p and p and m == m else "" for m, p in zip(meas, pred, strict=True)]
         fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(pred / GIB).tolist(),
                                  name=f"{phase}: predicted", mode="lines", line={"dash": "dash", "color": color},
                                  hovertemplate="n=%{x}: %{y:.4g} GiB<extra>predicted</extra>"))
@@ -339,6 +343,7 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
     if y == "latency_median_ms" and {"latency_min_ms", "latency_max_ms"} <= set(data.columns):
         values += data["latency_min_ms"].dropna().astype(float).tolist() + data["latency_max_ms"].dropna().tolist()
     _log_yaxis(fig, values)
+    fig.update_layout(showlegend=True)  # the slope and its words are in the legend, also for a single line
     return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
 
 

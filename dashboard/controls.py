@@ -13,7 +13,8 @@ import streamlit as st
 from xtlens.core.config import GROUPS, PRESETS, SEED_SNIPPET
 from xtlens.dashboard import schema, state
 
-SLIDER_FIELDS = {"dim": "pow2", "depth": "linear", "heads": "linear"}  # sizes: a slider with the exact box beside
+# sizes: a slider with the exact box beside (power-of-two stops for widths and lengths, every integer for counts)
+SLIDER_FIELDS = {"dim": "pow2", "depth": "linear", "heads": "linear", "attn_dim_head": "pow2", "max_seq_len": "pow2"}
 WORKLOAD_SLIDERS = {"seq_len": "pow2"}  # the workload's sequence length: the same slider + exact box
 SLIDER_TOP = {"depth": 64, "heads": 64}  # the slider's end; the exact box takes any allowed value
 

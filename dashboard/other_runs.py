@@ -54,8 +54,8 @@ def run_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return list(frame.drop_duplicates("run")[["run", "config_key"]].itertuples(index=False, name=None))
 
 
-def caption(frame: pd.DataFrame, what: str) -> str:
-    """One sentence naming the runs drawn besides this session's own measurement."""
+def caption(frame: pd.DataFrame, what: str, style: str) -> str:
+    """One sentence naming the runs drawn besides this session's own measurement (``style``: how they are drawn)."""
     runs = list(dict.fromkeys(frame["run"]))
     return (f"Also drawn: {what} from {len(runs)} uploaded or restored run(s) — " + "; ".join(runs)
-            + " (dashed; listed with their downloads on the Export tab).")
+            + f" ({style}; listed with their downloads on the Export tab).")

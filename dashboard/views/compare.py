@@ -34,6 +34,18 @@ def at_length(items: list[tuple[str, object]], seq_len: int) -> tuple[list[tuple
     return out, notes
 
 
+def identical(evaluated: list[tuple[str, object, int]]) -> list[tuple[str, str]]:
+    """``(name, first name)`` for every compared entry whose configuration equals an earlier one's."""
+    out, first = [], {}
+    for name, cfg, _n in evaluated:
+        key = cfg.to_json()
+        if key in first:
+            out.append((name, first[key]))
+        else:
+            first[key] = name
+    return out
+
+
 def render(ctx: Ctx) -> None:
     _pin_controls(ctx)
     state.tab_setting("compare.include_current", True)
@@ -49,6 +61,7 @@ def render(ctx: Ctx) -> None:
            for name, cfg, n in evaluated]
     long = tables.compare_table(est)
     colours = state.config_colours([(label, cfg) for label, cfg, _n in evaluated])  # as in every other chart
+    twins = identical(evaluated)
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
     for note in notes:
         st.warning(note)
@@ -89,6 +102,9 @@ def render(ctx: Ctx) -> None:
                                x_title=charts.SEQ_AXIS, y_title=charts.FLOPS_AXIS + ", log scale", log_y=True,
                                ends=ends, colours=colours),
           "cmp_flops_seq")
+    for name, first in twins:
+        st.caption(f"**{name}** is the same configuration as **{first}**: the same colour (one colour per "
+                   "configuration), its line drawn dashed with other markers on top of the first.")
     table(overlay, "compared curves", "compare.curves")
     with st.expander("The compared configurations as x-transformers code"):
         for name, cfg in items:

@@ -159,9 +159,14 @@ def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tup
     if not lat.empty:
         lat["series"] = lat["device_name"].astype(str) + " / " + lat["config_name"].astype(str)
         chart(charts.latency_loglog(lat, title="Forward latency by machine (median)"), "upload_lat")
-    mem = ok[(ok["measurement"] == "memory") & (ok["component"] == "total")].copy()
-    if not mem.empty:
-        mem["phase"] = mem["device_name"].astype(str) + " / " + mem["phase"].astype(str)
-        chart(charts.measured_vs_predicted(mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
+    mem = ok[ok["measurement"] == "memory"]
+    if not mem.empty:  # each machine's rows joined to their configuration's prediction (not the file's own column)
+        parts = []
+        for device, rows in mem.groupby(mem["device_name"].astype(str), sort=False):
+            joined = tables.measured_vs_predicted_memory(rows)
+            joined = joined[joined["component"] == "total"]
+            parts.append(joined.assign(phase=device + " / " + joined["phase"].astype(str)))
+        both = pd.concat(parts, ignore_index=True)
+        chart(charts.measured_vs_predicted(both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
                                            title="Peak memory by machine: measured vs predicted"), "upload_mem")
     st.dataframe(arrow_safe(allrows), hide_index=True, width="stretch", key="df.export.uploads")

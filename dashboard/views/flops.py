@@ -120,7 +120,7 @@ def _other_runs(ctx: Ctx, frame: pd.DataFrame | None) -> None:
     if others.empty:
         return
     st.markdown("**FLOP counts of uploaded and restored runs** (with this session's count when there is one)")
-    st.caption(other_runs.caption(others, "FLOP totals"))
+    st.caption(other_runs.caption(others, "FLOP totals", "one colour per configuration"))
     mine = f"{ctx.config_name} (this session)"
     parts = [others.assign(series=others["run"] + " / " + others["phase"].astype(str))]
     if frame is not None:
@@ -129,7 +129,8 @@ def _other_runs(ctx: Ctx, frame: pd.DataFrame | None) -> None:
     both = pd.concat(parts, ignore_index=True)
     colours = state.config_colours([(mine, ctx.cfg), *other_runs.run_keys(others)])
     chart(charts.colour_by_series(charts.flops_counted_vs_predicted(
-        both, title="FLOPs counted (markers, labelled with the difference) vs closed form (dashed)"), colours),
+        both, title="FLOPs counted (markers, labelled with the difference) vs closed form (dashed)"), colours,
+        keep_symbols=True),
         "flops_runs")
     tbl = pd.concat([counter_table(g).assign(run=run) for run, g in others.groupby("run", sort=False)],
                     ignore_index=True)

@@ -84,7 +84,7 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
         colours.update(state.config_colours(other_runs.run_keys(others)))
         dashes = {run: "dash" for run in others["run"]}
         ok = pd.concat([ok, others.assign(series=others["run"])], ignore_index=True)
-        st.caption(other_runs.caption(others, "latency rows"))
+        st.caption(other_runs.caption(others, "latency rows", "dashed lines"))
     for phase in [p for p in PHASES if p in set(ok["phase"])]:
         part = ok[ok["phase"] == phase]
         chart(charts.latency_loglog(part, title=f"{PHASE_TITLES[phase]}: median with min-max bars",
@@ -101,8 +101,11 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
                                     dashes={s_: "dot" if p == "decode" else dashes.get(names[s_], "solid")
                                             for s_, p in phase_of.items()}),
               "lat_tps")
-    st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel ran)")
-    st.dataframe(arrow_safe(_kernels(ok)), hide_index=True, width="stretch", key="df.latency.kernels")
+    kernels = _kernels(ok)
+    if len(kernels.columns) > 1:  # uploaded tables may not record the kernel
+        st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel "
+                    "ran)")
+        st.dataframe(arrow_safe(kernels), hide_index=True, width="stretch", key="df.latency.kernels")
     if frame is not None:
         table(frame, "latency measurements", "latency.measured")
 

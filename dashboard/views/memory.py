@@ -57,7 +57,7 @@ def render(ctx: Ctx) -> None:
     if others.empty:
         fig = charts.measured_vs_predicted(shown, title=title, measured_label=word)
     else:
-        st.caption(other_runs.caption(others, "memory rows"))
+        st.caption(other_runs.caption(others, "memory rows", "one colour per configuration, phases by marker"))
         fig = runs_chart(ctx, shown, word, others, title=title)
     chart(fig, "mem_measured")
     err = totals.dropna(subset=["rel_err"])
@@ -83,11 +83,15 @@ def runs_chart(ctx: Ctx, own: pd.DataFrame, word: str, others: pd.DataFrame, *, 
     rows = [own.assign(run=mine)] if not own.empty else []
     for run, part in others.groupby("run", sort=False):  # each run joined to its own configuration's prediction
         joined = tables.measured_vs_predicted_memory(part)
+        if measured_words(part)[0] == "simulated":
+            run += " (simulated)"
         rows.append(joined[joined["component"] == "total"].assign(run=run)[
             ["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes", "run"]])
     both = pd.concat(rows, ignore_index=True)
     both["phase"] = both["run"] + " / " + both["phase"].astype(str)
-    colours = state.config_colours([(mine, ctx.cfg), *other_runs.run_keys(others)])
+    keys = dict(other_runs.run_keys(others))
+    colours = state.config_colours([(mine, ctx.cfg), *[(r, keys.get(r.removesuffix(" (simulated)"), r))
+                                                          for r in both["run"].unique() if r != mine]])
     fig = charts.measured_vs_predicted(both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
                                        title=title)
     return charts.colour_by_series(fig, colours)

@@ -12,6 +12,7 @@ from xtlens.dashboard import charts, data, facts, jobs, tables
 from xtlens.dashboard.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
+from xtlens.dashboard.views.memory import measured_words
 from xtlens.profiling.records import arrow_safe
 
 
@@ -89,25 +90,28 @@ def _measured(frame: pd.DataFrame | None, est: dict) -> None:
     mem_inf = jobs.measured_value(frame, measurement="memory", phase="inference", column="measured_bytes")
     mem_train = jobs.measured_value(frame, measurement="memory", phase="train_step", column="measured_bytes")
     kernel = _kernel(frame)
+    word, how = measured_words(frame) if frame is not None else ("measured", "")  # MemTracker on CPU: simulated
+    inf_label, train_label = f"Peak memory, inference ({word})", f"Peak memory, training ({word})"
     shown = {
         "Forward latency (median)": ms("forward"),
         "Training-step latency (median)": ms("train_step"),
         "Decode latency per token (median)": ms("decode"),
         "Forward throughput": NOT_MEASURED if tok is None else f"{tok:,.0f} tokens/s",
-        "Peak memory, inference (measured)": NOT_MEASURED if mem_inf is None else fmt_bytes(mem_inf),
-        "Peak memory, training (measured)": NOT_MEASURED if mem_train is None else fmt_bytes(mem_train),
+        inf_label: NOT_MEASURED if mem_inf is None else fmt_bytes(mem_inf),
+        train_label: NOT_MEASURED if mem_train is None else fmt_bytes(mem_train),
     }
     if frame is None:
         with st.expander("What Measure gives (nothing measured yet)"):
             st.markdown("| measured quantity | value |\n|---|---|\n"
                         + "\n".join(f"| {label} | {value} |" for label, value in shown.items()))
     else:
-        predicted = {"Peak memory, inference (measured)": est["inference_total_bytes"],
-                     "Peak memory, training (measured)": est["training_total_bytes"]}
+        predicted = {inf_label: est["inference_total_bytes"], train_label: est["training_total_bytes"]}
+        sim = f"; simulated: {how} (the tensors' sizes, no run)" if word == "simulated" else ""
         for row in (list(shown.items())[:3], list(shown.items())[3:]):
             c = st.columns(3)
             for col, (label, value) in zip(c, row, strict=True):
-                col.metric(label, value, help=f"predicted {fmt_bytes(predicted[label])}" if label in predicted else None)
+                col.metric(label, value,
+                           help=f"predicted {fmt_bytes(predicted[label])}{sim}" if label in predicted else None)
     if frame is not None:
         st.markdown(f"**Attention kernel that ran:** {kernel}")
         table(frame, "measurements at this length", "overview.measured")

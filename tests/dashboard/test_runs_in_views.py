@@ -139,6 +139,9 @@ def test_one_colour_per_configuration_in_compare_tradeoffs_and_latency() -> None
     at = show(at, "Trade-offs")
     current = traces(figure(at, "sweep_num_params"))["current config"]
     assert current["marker"]["color"] == charts.SERIES[0]
+    from xtlens.dashboard.views import compare
+
+    assert compare.identical([("a", SEED, 1), ("b", MHA, 1), ("c", SEED, 1)]) == [("c", "a")]  # said in a caption
     # the same seed-mha uploaded later is drawn in seed-mha's colour (not the next free one)
     assert charts.assign_colours([config_key(SEED), config_key(MHA)], [config_key(MHA)]) == {
         config_key(MHA): charts.SERIES[1]}
@@ -178,3 +181,31 @@ def test_overview_puts_key_numbers_and_facts_first_and_long_text_in_expanders() 
     labels = [e.label for e in at.expander]
     assert {"Each flag in full", "Why the counts differ",
             "The keywords as written and as passed, with every translation explained"} <= set(labels)
+
+
+def test_head_width_and_max_seq_len_are_power_of_two_sliders_with_exact_boxes() -> None:
+    at = app()
+    head = at.select_slider(key="cfg.attn_dim_head.slider")
+    assert head.options == [str(2**k) for k in range(2, 11)] and head.value == 64  # 4..1024
+    longest = at.select_slider(key="cfg.max_seq_len.slider")
+    assert longest.options == [str(2**k) for k in range(21)] and longest.value == 8192  # 1..1048576
+    longest.set_value(4096).run()
+    assert at.number_input(key="cfg.max_seq_len").value == 4096
+    assert at.select_slider(key="wl.seq_len.slider").options[-1] == "4096"  # the workload slider ends there too
+    at.number_input(key="cfg.attn_dim_head").set_value(48).run()  # any width in the exact box
+    assert at.select_slider(key="cfg.attn_dim_head.slider").value == 32  # nearest stop (ties go down)
+    assert [m.value for m in at.metric if m.label == "Parameters"] == [
+        f"{cost_model.estimate(SEED.replace(max_seq_len=4096, attn_dim_head=48), Workload())['num_params']:,}"]
+
+
+def test_a_simulated_upload_is_labelled_simulated_in_the_memory_view() -> None:
+    table = _rows()
+    table.loc[table["measurement"] == "memory", "method"] = \
+        "torch MemTracker under FakeTensorMode (tensor sizes; no memory used)"
+    at = show(app({"seq_len": "256"}), "Export")
+    at.file_uploader(key="export.results_upload").set_value(
+        ("cpu.json", exporting.table_bytes(table, "json"), "application/json")).run()
+    at = show(at, "Memory")
+    no_exception(at)
+    names = set(traces(figure(at, "mem_measured")))
+    assert "seed-mha · uploaded cpu.json (simulated) / inference: measured" in names, names
