@@ -63,6 +63,7 @@ else:
     device = state.read_device()
     state.sync_url(cfg, wl, device, state.current_view("Overview"))
     ctx = Ctx(cfg=cfg, wl=wl, device=device, device_label=device_labels.get(device, device))
+    state.config_colours([("current", cfg)])  # the sidebar's configuration takes the first free colour
     keywords = {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}
     st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
                + f" — workload: batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}, measurements on {device}")

@@ -31,7 +31,12 @@ def key_of(options: ProbeOptions) -> str:
 
 
 def find(options: ProbeOptions) -> ProbeJob | None:
-    return manager().get(key_of(options))
+    """The probe job of ``options``, whoever started it; a job the page shows is remembered as this session's, so
+    its table is on the Export tab too."""
+    job = manager().get(key_of(options))
+    if job is not None and job.key not in state.session_probes():
+        state.remember_probe(job.key, options.probe, f"{options.probe} probe")
+    return job
 
 
 def submit(options: ProbeOptions, label: str) -> ProbeJob:

@@ -23,6 +23,51 @@ PALETTE = {
     "KV cache": "#B279A2", "loss (log-softmax)": "#EECA3B", "ALiBi bias": "#E45756", "other": "#9D9D9D",
 }
 SERIES = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D"]
+NEUTRAL = "#5F6B7A"  # lines that are not one configuration (a sweep over an axis)
+PHASE_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")
+PHASE_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot", "solid")
+
+
+# --- one colour per configuration ---------------------------------------------------------------------
+
+def assign_colours(seen: list[str], keys: Sequence[str]) -> dict[str, str]:
+    """The colour of each configuration key: its place in ``seen`` (the keys in the order the session first
+    drew them; new keys are appended to ``seen``). Every chart asks with the same ``seen`` list, so a
+    configuration keeps one colour in Trade-offs, Compare and the measured charts."""
+    out = {}
+    for key in keys:
+        if key not in seen:
+            seen.append(key)
+        out[key] = SERIES[seen.index(key) % len(SERIES)]
+    return out
+
+
+def colour_by_series(fig: go.Figure, colours: dict[str, str], *, keep_symbols: bool = False) -> go.Figure:
+    """Recolour the traces of ``fig`` by series: a trace whose name starts with a key of ``colours`` takes that
+    colour; what follows the key in its name (a phase, ``/ forward``) picks the marker symbol and the dash, so
+    the phases of one series differ by shape, not colour (``keep_symbols``: a marker symbol the chart set stays).
+    The legend is always shown."""
+    shapes: dict[str, int] = {}
+    names = sorted(colours, key=len, reverse=True)  # the longest matching key wins ("a (2)" before "a")
+    for trace in fig.data:
+        name = str(trace.name or "")
+        key = next((k for k in names if name.startswith(k)), None)
+        if key is None:
+            continue
+        rest = name[len(key):].split(":")[0].strip(" /·")
+        k = shapes.setdefault(rest, len(shapes)) if rest and not rest.startswith("—") else 0
+        if trace.line is not None:
+            trace.line.color = colours[key]
+            if trace.line.dash is not None:
+                trace.line.dash = PHASE_DASHES[k % len(PHASE_DASHES)]
+        if trace.marker is not None:
+            trace.marker.color = colours[key]
+            if trace.mode and "markers" in trace.mode and not (keep_symbols and trace.marker.symbol):
+                trace.marker.symbol = PHASE_SYMBOLS[k % len(PHASE_SYMBOLS)]
+        if getattr(trace, "textfont", None) is not None and trace.text is not None:
+            trace.textfont.color = colours[key]
+    fig.update_layout(showlegend=True)
+    return fig
 
 
 def _layout(fig: go.Figure, title: str, *, x: str, y: str, height: int = 420) -> go.Figure:
@@ -35,6 +80,9 @@ def _layout(fig: go.Figure, title: str, *, x: str, y: str, height: int = 420) ->
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
         hovermode="closest",
     )
+    # SI prefixes on every axis (k, M, G, T): the page writes GFLOPs, so an axis must not say "B" for 10^9
+    fig.update_xaxes(exponentformat="SI")
+    fig.update_yaxes(exponentformat="SI")
     return fig
 
 
@@ -124,7 +172,46 @@ def flops_vs_seq(frame: pd.DataFrame, *, title: str = "Closed-form FLOPs vs sequ
                                  name=name, line={"color": SERIES[i]},
                                  hovertemplate="n=%{x}: %{y:.4s} FLOPs<extra>" + name + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
-    fig.update_yaxes(type="log", dtick=1)
+    _log_yaxis(fig, [float(v) for c, _ in series for v in frame[c]])
+    return _layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
+
+
+COUNTER_COLUMNS = (("torch_counter_flops", "torch FlopCounterMode"), ("fvcore_flops", "fvcore (2 x MACs)"))
+
+
+def flops_counted_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Per ``series`` (a run and phase, ``"<run> / <phase>"``): the closed form as a dashed line and each
+    counter's total as markers labelled with its difference from the closed form, vs sequence length (log-log).
+
+    ``frame``: series, seq_len_tokens, predicted_flops, torch_counter_flops, fvcore_flops (FLOPs: 1 multiply-add
+    = 2 FLOPs). Trace names are ``"<series>: closed form"`` / ``"<series>: <counter>"``."""
+    if frame.empty:
+        return _empty(title, "no FLOP rows")
+    fig = go.Figure()
+    values: list[float] = []
+    for i, (name, group) in enumerate(frame.groupby("series", sort=False)):
+        group = group.sort_values("seq_len_tokens")
+        colour = SERIES[i % len(SERIES)]
+        xs = group["seq_len_tokens"].astype(float).tolist()
+        pred = [float(v) if pd.notna(v) else None for v in group["predicted_flops"]]
+        fig.add_trace(go.Scatter(x=xs, y=pred, name=f"{name}: closed form", mode="lines",
+                                 line={"dash": "dash", "color": colour},
+                                 hovertemplate="n=%{x}: %{y:.6s} FLOPs<extra>closed form</extra>"))
+        values += [v for v in pred if v]
+        for j, (col, label) in enumerate(COUNTER_COLUMNS):
+            if col not in group or group[col].isna().all():
+                continue
+            ys = [float(v) if pd.notna(v) else None for v in group[col]]
+            diff = [f"{100 * (y - p) / p:+.3f}%" if y is not None and p else "" for y, p in zip(ys, pred, strict=True)]
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name}: {label}", mode="markers+text", text=diff,
+                                     textposition="bottom center" if j else "top center",
+                                     textfont={"color": colour, "size": 10},
+                                     marker={"size": 10 - 3 * j, "color": colour, "symbol": PHASE_SYMBOLS[j]},
+                                     hovertemplate="n=%{x}: %{y:.6s} FLOPs (%{text} vs closed form)<extra>"
+                                                   + label + "</extra>"))
+            values += [v for v in ys if v]
+    _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
+    _log_yaxis(fig, values)
     return _layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
 
 
@@ -199,7 +286,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
         color = SERIES[i % len(SERIES)]
         pred = group["predicted_bytes"].astype(float)
         meas = group["measured_bytes"].astype(float)
-        err = [f"{100 * (m - p) / p:+.1f}%" if p and m == m else "" for m, p in zip(meas, pred, strict=True)]
+        err = [f"{100 * (m - p) / p:+.1f}%" if p == p and p and m == m else "" for m, p in zip(meas, pred, strict=True)]
         fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(pred / GIB).tolist(),
                                  name=f"{phase}: predicted", mode="lines", line={"dash": "dash", "color": color},
                                  hovertemplate="n=%{x}: %{y:.4g} GiB<extra>predicted</extra>"))
@@ -256,6 +343,7 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
     if y == "latency_median_ms" and {"latency_min_ms", "latency_max_ms"} <= set(data.columns):
         values += data["latency_min_ms"].dropna().astype(float).tolist() + data["latency_max_ms"].dropna().tolist()
     _log_yaxis(fig, values)
+    fig.update_layout(showlegend=True)  # the slope and its words are in the legend, also for a single line
     return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
 
 
@@ -263,20 +351,22 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
 
 def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_title: str,
                  scale: float = 1.0, log_y: bool = False, reference: float | None = None,
-                 reference_label: str = "") -> go.Figure:
-    """``metric`` against the swept ``axis`` value; the current configuration is a larger marker."""
+                 reference_label: str = "", current_colour: str = SERIES[0]) -> go.Figure:
+    """``metric`` against the swept ``axis`` value (a neutral line: the sweep is many configurations); the current
+    configuration is a larger diamond in its own colour (``current_colour``, the one it has in every chart)."""
     if frame.empty:
         return _empty(title, "no valid configuration on this axis")
     data = frame.sort_values("axis_value")
     xs = data["axis_value"].astype(float).tolist()
     ys = (data[metric].astype(float) / scale).tolist()
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name=metric, line={"color": SERIES[0]},
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name=metric, line={"color": NEUTRAL},
                                hovertemplate=axis + "=%{x}: %{y:.4g}<extra></extra>"))
     cur = data[data["is_current"]]
     if not cur.empty:
         fig.add_trace(go.Scatter(x=cur["axis_value"].astype(float).tolist(), y=(cur[metric].astype(float) / scale).tolist(),
                                  mode="markers", name="current config",
-                                 marker={"size": 14, "color": SERIES[3], "symbol": "diamond"},
+                                 marker={"size": 14, "color": current_colour, "symbol": "diamond",
+                                         "line": {"width": 1, "color": "#222222"}},
                                  hovertemplate=axis + "=%{x}: %{y:.4g}<extra>current</extra>"))
     if reference is not None:  # a trace, not a shape: shapes on a log axis take log10 coordinates
         fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[reference / scale] * 2, mode="lines+text",
@@ -291,13 +381,17 @@ def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_t
 
 # --- compare ------------------------------------------------------------------------------------------
 
-def compare_bars(long: pd.DataFrame, *, metric: str, title: str, y_title: str, scale: float = 1.0) -> go.Figure:
-    """One bar per configuration for ``metric`` (rows of ``tables.compare_table``)."""
+def compare_bars(long: pd.DataFrame, *, metric: str, title: str, y_title: str, scale: float = 1.0,
+                 colours: dict[str, str] | None = None) -> go.Figure:
+    """One bar per configuration for ``metric`` (rows of ``tables.compare_table``); ``colours``: configuration ->
+    colour (``assign_colours``), else by order."""
     data = long[long["metric"] == metric]
     if data.empty:
         return _empty(title, "nothing to compare")
-    fig = go.Figure(go.Bar(x=data["config"].tolist(), y=(data["value"].astype(float) / scale).tolist(),
-                           marker_color=SERIES[: len(data)], hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
+    names = data["config"].astype(str).tolist()
+    fig = go.Figure(go.Bar(x=names, y=(data["value"].astype(float) / scale).tolist(),
+                           marker_color=[(colours or {}).get(n, SERIES[i % len(SERIES)]) for i, n in enumerate(names)],
+                           hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
     return _layout(fig, title, x="configuration", y=y_title, height=320)
 
 
@@ -307,10 +401,10 @@ SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")
 
 def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, x_title: str, y_title: str,
                   scale: float = 1.0, log_x: bool = True, log_y: bool = False,
-                  ends: dict[str, str] | None = None) -> go.Figure:
+                  ends: dict[str, str] | None = None, colours: dict[str, str] | None = None) -> go.Figure:
     """One line per ``series`` value (e.g. configuration) of ``y`` against ``x``.
 
-    Each series has its own colour (by order, as in ``compare_bars``), dash and marker, so identical
+    Each series has its own colour (``colours``: series -> colour, else by order), dash and marker, so identical
     curves stay visible on top of each other. ``ends``: series -> why its curve stops early; its last
     point gets an X marker and that reason next to it.
     """
@@ -320,7 +414,7 @@ def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: st
     for i, (name, group) in enumerate(frame.groupby(series, sort=False)):
         group = group.sort_values(x)
         xs, ys = group[x].astype(float).tolist(), (group[y].astype(float) / scale).tolist()
-        colour = SERIES[i % len(SERIES)]
+        colour = (colours or {}).get(str(name), SERIES[i % len(SERIES)])
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=str(name),
                                  line={"color": colour, "dash": DASHES[i % len(DASHES)], "width": 2 + (i == 0)},
                                  marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 8 - i % 3},

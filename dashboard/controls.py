@@ -13,7 +13,9 @@ import streamlit as st
 from xtlens.core.config import GROUPS, PRESETS, SEED_SNIPPET
 from xtlens.dashboard import schema, state
 
-SLIDER_FIELDS = {"dim": "pow2", "depth": "linear", "heads": "linear"}  # sizes: a slider with the exact box beside
+# sizes: a slider with the exact box beside (power-of-two stops for widths and lengths, every integer for counts)
+SLIDER_FIELDS = {"dim": "pow2", "depth": "linear", "heads": "linear", "attn_dim_head": "pow2", "max_seq_len": "pow2"}
+WORKLOAD_SLIDERS = {"seq_len": "pow2"}  # the workload's sequence length: the same slider + exact box
 SLIDER_TOP = {"depth": 64, "heads": 64}  # the slider's end; the exact box takes any allowed value
 
 
@@ -41,23 +43,28 @@ def _range_words(spec: schema.FieldSpec) -> str:
     return f" Allowed: {fmt(spec.lo)}..{fmt(spec.hi)}."
 
 
-def slider_options(spec: schema.FieldSpec) -> list[int]:
-    """The slider's stops: powers of two for widths (``dim``), every integer for counts (``depth``, ``heads``)."""
+def slider_options(spec: schema.FieldSpec, top: int | None = None) -> list[int]:
+    """The slider's stops: powers of two for widths (``dim``) and lengths (``seq_len``), every integer for counts
+    (``depth``, ``heads``); ``top`` caps the stops (the sequence length at the configuration's ``max_seq_len``)."""
     lo, hi = int(spec.lo), int(SLIDER_TOP.get(spec.name, spec.hi))
-    if SLIDER_FIELDS.get(spec.name) == "pow2":
+    if top is not None:
+        hi = max(lo, min(hi, int(top)))
+    if SLIDER_FIELDS.get(spec.name, WORKLOAD_SLIDERS.get(spec.name)) == "pow2":
         return [2**k for k in range(0, 31) if lo <= 2**k <= hi]
     return list(range(lo, hi + 1))
 
 
-def _sized(spec: schema.FieldSpec, key: str) -> None:
-    """A slider over the usual values and, beside it, the exact number box (the configuration's key)."""
-    options = slider_options(spec)
+def _sized(spec: schema.FieldSpec, key: str, top: int | None = None) -> None:
+    """A slider over the usual values and, beside it, the exact number box (the configuration's or the
+    workload's key: the URL and the session file keep the exact value)."""
+    options = slider_options(spec, top)
     state.sync_slider(key, options)
     c = st.columns([3, 2], vertical_alignment="bottom")
     with c[0]:
         st.select_slider(spec.label, options=options, key=key + ".slider", on_change=state.on_slider, args=(key,),
                          help=spec.help + (" Steps are powers of two; type any other value in the box beside."
-                                           if SLIDER_FIELDS[spec.name] == "pow2" else ""))
+                                           if SLIDER_FIELDS.get(spec.name, WORKLOAD_SLIDERS.get(spec.name)) == "pow2"
+                                           else ""))
     with c[1]:
         _number(spec, key, beside_slider=True)
 
@@ -84,9 +91,7 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
                         _number(spec, state.cfg_key(spec.name))
                     slots[spec.name] = st.empty()
         st.header("Workload")
-        seq = schema.WORKLOAD_SPECS["seq_len"]
-        st.slider(seq.label, min_value=int(seq.lo), max_value=int(seq.hi), step=int(seq.step),
-                  key=state.wl_key("seq_len"), help=seq.help)
+        _sized(schema.WORKLOAD_SPECS["seq_len"], state.wl_key("seq_len"), top=state.slider_max_seq_len())
         slots["seq_len"] = st.empty()
         batch = schema.WORKLOAD_SPECS["batch"]
         st.number_input(batch.label, step=1, key=state.wl_key("batch"),

@@ -129,12 +129,31 @@ def read_config() -> tuple[ModelConfig | None, ConfigError | None]:
 def read_workload(cfg: ModelConfig | None) -> tuple[Workload | None, ConfigError | None]:
     ss = st.session_state
     try:
-        wl = Workload(seq_len=int(ss[wl_key("seq_len")]), batch=int(ss[wl_key("batch")]), dtype=ss[wl_key("dtype")])
+        seq_len = _int_or_none(ss.get(wl_key("seq_len")))
+        if seq_len is None or not 1 <= seq_len <= schema.MAX_SEQ_LEN_UI:
+            raise ConfigError("seq_len", ss.get(wl_key("seq_len")),
+                              f"an integer from 1 to {schema.MAX_SEQ_LEN_UI} (the page's longest; at most max_seq_len)")
+        wl = Workload(seq_len=seq_len, batch=int(ss[wl_key("batch")]), dtype=ss[wl_key("dtype")])
         if cfg is not None:
             wl.check_against(cfg)
         return wl, None
     except ConfigError as exc:
         return None, exc
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if f.is_integer() else None
+
+
+def slider_max_seq_len() -> int:
+    """The sequence-length slider's last stop: the configuration's max_seq_len (as typed; the page's longest,
+    8192, when it is not a valid number)."""
+    value = _int_or_none(st.session_state.get(cfg_key("max_seq_len")))
+    return schema.MAX_SEQ_LEN_UI if value is None or value < 1 else min(value, schema.MAX_SEQ_LEN_UI)
 
 
 def read_device() -> str:
@@ -275,10 +294,29 @@ def session_jobs() -> dict[str, str]:
 
 # --- uploaded result tables ------------------------------------------------------------------------
 
-def add_upload(name: str, frame: Any) -> None:
+def add_upload(name: str, frame: Any, origin: str | None = None) -> None:
+    """Keep an uploaded result table (``origin``: where it came from, see ``upload_origin``; default
+    ``uploaded <name>``). A table of the same name replaces the older one."""
     uploads = [u for u in st.session_state.get(_UPLOADS, []) if u[0] != name]
     uploads.append((name, frame))
     st.session_state[_UPLOADS] = uploads
+    st.session_state[_ORIGINS] = {**st.session_state.get(_ORIGINS, {}), name: origin or f"uploaded {name}"}
+
+
+_UPLOAD_IDS = "_xtlens_upload_ids"
+
+
+def new_upload(file_id: str) -> bool:
+    """True the first time the uploader hands over the file ``file_id`` (then remembered)."""
+    seen = st.session_state.setdefault(_UPLOAD_IDS, set())
+    if file_id in seen:
+        return False
+    seen.add(file_id)
+    return True
+
+
+def forget_upload_id(file_id: str) -> None:
+    st.session_state.setdefault(_UPLOAD_IDS, set()).discard(file_id)
 
 
 def uploads() -> list[tuple[str, Any]]:
@@ -287,6 +325,7 @@ def uploads() -> list[tuple[str, Any]]:
 
 def on_clear_uploads() -> None:
     st.session_state[_UPLOADS] = []
+    st.session_state[_ORIGINS] = {}
 
 
 # --- whole-session restore ---------------------------------------------------------------------------
@@ -302,7 +341,7 @@ def on_restore_session(snapshot: Any) -> None:
         ss[wl_key("device")] = snapshot.device
     ss[_PINS] = [(p.name, p.config.to_json()) for p in snapshot.pins][:MAX_PINS]
     for name, frame in snapshot.results:
-        add_upload(name, frame)
+        add_upload(name, frame, origin="restored session")
     restore_settings(dict(getattr(snapshot, "settings", ()) or ()))
     ss[_SOURCE_NOTE] = ("ok", f"Restored a saved session ({len(snapshot.pins)} pinned configuration(s), "
                               f"{len(snapshot.results)} result table(s)).")
@@ -460,3 +499,31 @@ def _tab_settings_from_url(params: dict[str, Any], notes: list[str]) -> None:
         except ValueError:
             notes.append(f"The link's value was not used: {short} = {raw!r} is not a number.")
     restore_settings(settings)
+
+
+# --- one colour per configuration (charts.assign_colours over this session's first-seen order) -----------
+
+_COLOURS = "_xtlens_config_colours"
+
+
+def config_colours(items: Sequence[tuple[str, Any]]) -> dict[str, str]:
+    """``{label: colour}`` for ``(label, configuration)`` pairs; a configuration is a ``ModelConfig`` or its
+    ``config_key`` (a row's column). The same configuration has the same colour in every chart of the session;
+    the first configuration drawn (the sidebar's, at the start) gets the first colour."""
+    from xtlens.dashboard.charts import assign_colours
+    from xtlens.profiling.records import config_key
+
+    seen = st.session_state.setdefault(_COLOURS, [])
+    keys = [c if isinstance(c, str) else config_key(c) for _, c in items]
+    colours = assign_colours(seen, keys)
+    return {label: colours[k] for (label, _), k in zip(items, keys, strict=True)}
+
+
+# --- where an uploaded or restored table came from -------------------------------------------------------
+
+_ORIGINS = "_xtlens_upload_origins"
+
+
+def upload_origin(name: str) -> str:
+    """Where the table ``name`` of ``uploads()`` came from, in words: ``uploaded FILE`` or ``restored session``."""
+    return str(st.session_state.get(_ORIGINS, {}).get(name) or f"uploaded {name}")

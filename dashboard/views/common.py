@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import pandas as pd
@@ -10,18 +11,38 @@ import streamlit as st
 from xtlens.dashboard import exporting
 from xtlens.profiling.records import arrow_safe
 
+EAGER_ROWS = 2_000  # tables up to this size are encoded on every run (a few ms); larger ones when clicked
+
+
+def download_data(make: Callable[[], bytes], eager: bool) -> bytes | Callable[[], bytes]:
+    """What a download button gets: the bytes themselves (``eager``) or ``make`` to run on click.
+
+    Eager bytes are a stored file whose link survives the next rerun, so a click that lands while the page
+    reruns (a widget changed, a job finished) still gets its file; a callable's link is replaced by every
+    rerun and such a click got no file ("4 of 48 download clicks produced no file"). Large tables stay lazy:
+    encoding them on every rerun would slow the page."""
+    return make() if eager else make
+
 
 def downloads(frame: pd.DataFrame, title: str, key: str) -> None:
     """Four download buttons (CSV, JSON, Parquet, Markdown) for ``frame``.
 
-    The bytes are made when a button is clicked (a callable ``data``), not on every rerun.
+    Tables up to ``EAGER_ROWS`` rows are encoded now (see ``download_data``); larger ones when clicked. A format
+    that cannot hold the table is a disabled button that says why, not a click without a file.
     """
     stem = exporting.file_stem(title)
+    eager = len(frame) <= EAGER_ROWS
     cols = st.columns(len(exporting.FORMATS))
     for col, fmt in zip(cols, exporting.FORMATS, strict=True):
         with col:
+            try:
+                data = download_data(partial(exporting.table_bytes, frame, fmt), eager)
+            except (ValueError, TypeError, OverflowError) as exc:
+                st.button(exporting.LABELS[fmt], key=f"dl.{key}.{fmt}", disabled=True, width="stretch",
+                          help=f"This table cannot be written as {exporting.LABELS[fmt]}: {str(exc)[:200]}")
+                continue
             st.download_button(
-                exporting.LABELS[fmt], data=partial(exporting.table_bytes, frame, fmt), file_name=f"{stem}.{fmt}",
+                exporting.LABELS[fmt], data=data, file_name=f"{stem}.{fmt}",
                 mime=exporting.MIME[fmt], key=f"dl.{key}.{fmt}", on_click="ignore", width="stretch",
                 icon=":material/download:",
             )

@@ -34,6 +34,18 @@ def at_length(items: list[tuple[str, object]], seq_len: int) -> tuple[list[tuple
     return out, notes
 
 
+def identical(evaluated: list[tuple[str, object, int]]) -> list[tuple[str, str]]:
+    """``(name, first name)`` for every compared entry whose configuration equals an earlier one's."""
+    out, first = [], {}
+    for name, cfg, _n in evaluated:
+        key = cfg.to_json()
+        if key in first:
+            out.append((name, first[key]))
+        else:
+            first[key] = name
+    return out
+
+
 def render(ctx: Ctx) -> None:
     _pin_controls(ctx)
     state.tab_setting("compare.include_current", True)
@@ -48,6 +60,8 @@ def render(ctx: Ctx) -> None:
     est = [(name, data.estimate(cfg, Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype)))
            for name, cfg, n in evaluated]
     long = tables.compare_table(est)
+    colours = state.config_colours([(label, cfg) for label, cfg, _n in evaluated])  # as in every other chart
+    twins = identical(evaluated)
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
     for note in notes:
         st.warning(note)
@@ -58,11 +72,12 @@ def render(ctx: Ctx) -> None:
     downloads(long, "comparison", "compare.long")
     cols = st.columns(2)
     with cols[0]:
-        chart(charts.compare_bars(long, metric="num_params", title="Parameters (count)", y_title="parameters"),
+        chart(charts.compare_bars(long, metric="num_params", title="Parameters (count)", y_title="parameters",
+                                  colours=colours),
               "cmp_params")
     with cols[1]:
         chart(charts.compare_bars(long, metric="fwd_flops_per_token", title="Forward FLOPs per token",
-                                  y_title=charts.FLOPS_AXIS), "cmp_flops")
+                                  y_title=charts.FLOPS_AXIS, colours=colours), "cmp_flops")
     longest = max(c.max_seq_len for _, c in items)
     ends = {label: f"max_seq_len {cfg.max_seq_len:,}" for label, cfg, _n in evaluated if cfg.max_seq_len < longest}
     curves = []
@@ -80,13 +95,16 @@ def render(ctx: Ctx) -> None:
             chart(charts.overlay_lines(overlay[overlay["phase"] == phase], x="seq_len_tokens", y="bytes",
                                        series="config", title=f"{words} memory vs sequence length",
                                        x_title=charts.SEQ_AXIS, y_title=charts.GIB_AXIS + ", log scale",
-                                       scale=float(units.GIB), log_y=True, ends=ends),
+                                       scale=float(units.GIB), log_y=True, ends=ends, colours=colours),
                   f"cmp_mem_{'training' if phase == 'train_step' else phase}")
     chart(charts.overlay_lines(overlay[overlay["phase"] == "train_step"], x="seq_len_tokens", y="fwd_flops",
                                series="config", title="Forward FLOPs vs sequence length",
                                x_title=charts.SEQ_AXIS, y_title=charts.FLOPS_AXIS + ", log scale", log_y=True,
-                               ends=ends),
+                               ends=ends, colours=colours),
           "cmp_flops_seq")
+    for name, first in twins:
+        st.caption(f"**{name}** is the same configuration as **{first}**: the same colour (one colour per "
+                   "configuration), its line drawn dashed with other markers on top of the first.")
     table(overlay, "compared curves", "compare.curves")
     with st.expander("The compared configurations as x-transformers code"):
         for name, cfg in items:

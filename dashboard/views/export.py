@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.dashboard import charts, data, exporting, jobs, session_io, state, tables
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, downloads
+from xtlens.dashboard.views.common import EAGER_ROWS, chart, download_data, downloads
 from xtlens.profiling import uploads as upload_boundary
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.records import arrow_safe
@@ -33,27 +33,66 @@ def measured_tables() -> list[tuple[str, pd.DataFrame]]:
     return [(labels.get(key, key), frame) for key, frame in jobs.results(list(labels))]
 
 
+def probe_tables() -> list[tuple[str, pd.DataFrame]]:
+    """Every benefit-probe table the Benefits view can show this session: its finished probe jobs (also one another
+    session started, once shown here) and uploaded probe tables."""
+    from xtlens.dashboard import benefit_data
+    from xtlens.profiling.benefit.records import PROBES
+
+    return [(f"{probe}: {label}", frame) for probe in PROBES for label, frame in benefit_data.finished_tables(probe)]
+
+
 def render(ctx: Ctx) -> None:
+    # the sections top to bottom; the uploads are read first, so a table uploaded in this run is already listed
+    # under Tables and saved with the session
+    tables_box, session_box, upload_box = st.container(), st.container(), st.container()
+    with upload_box:
+        _upload_tables()
+    measured = measured_tables()
+    with tables_box:
+        _tables(ctx, measured)
+    with session_box:
+        _session(ctx, measured)
+    uploads = state.uploads()
+    if uploads:
+        with upload_box:
+            st.button("Forget uploaded tables", key="export.clear_uploads", on_click=state.on_clear_uploads)
+            _compare_uploads(uploads, measured)
+
+
+def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     st.subheader("Tables")
     st.caption("Each table as CSV, JSON, Parquet (read back exactly) or Markdown (for reading). Measurement tables use "
                "the same columns as `xtlens profile`.")
     for name, frame in closed_form_tables(ctx).items():
         st.markdown(f"**{name}** — {len(frame)} rows")
         downloads(frame, name, f"export.{exporting.file_stem(name)}")
-    measured = measured_tables()
     for i, (name, frame) in enumerate(measured):
         st.markdown(f"**measured: {name}** — {len(frame)} rows")
         downloads(frame, f"measured {name}", f"export.measured.{i}")
     for i, (name, frame) in enumerate(state.uploads()):
-        st.markdown(f"**uploaded or restored: {name}** — {len(frame)} rows")
-        downloads(frame, f"uploaded {name}", f"export.uploaded.{i}")
-    if not measured and not state.uploads():
-        st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too).")
+        origin = state.upload_origin(name)
+        drawn = _drawn_in(frame)
+        title = origin if origin == f"uploaded {name}" else f"{origin}: {name}"
+        st.markdown(f"**{title}** — {len(frame)} rows" + (f"; drawn in {drawn}" if drawn else ""))
+        downloads(frame, f"{'restored' if origin == 'restored session' else 'uploaded'} {name}",
+                  f"export.uploaded.{i}")
+    probes = probe_tables()
+    for i, (name, frame) in enumerate(probes):
+        st.markdown(f"**benefit probe: {name}** — {len(frame)} rows (shown in the Benefits view)")
+        downloads(frame, f"probe {name}", f"export.probe.{i}")
+    if not measured and not state.uploads() and not probes:
+        st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too, "
+                   "which the Latency, Memory and FLOPs views also draw).")
 
+
+def _session(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     st.subheader("Whole session")
     snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
                            measured + state.uploads(), settings=state.kept_settings())
-    st.download_button("Download session (JSON)", data=partial(session_io.to_json, snap), file_name="xtlens-session.json",
+    rows = sum(len(f) for _, f in snap.results)
+    st.download_button("Download session (JSON)", data=download_data(partial(session_io.to_json, snap), rows <= EAGER_ROWS),
+                       file_name="xtlens-session.json",
                        mime="application/json", key="export.session", on_click="ignore", icon=":material/download:")
     up = st.file_uploader("Load a session file", type=["json"], key="export.session_upload",
                           help=f"At most {MAX_UPLOAD_BYTES // 2**20} MiB.")
@@ -66,24 +105,36 @@ def render(ctx: Ctx) -> None:
             st.button(f"Restore it ({len(loaded.pins)} pin(s), {len(loaded.results)} table(s))",
                       key="export.restore", on_click=state.on_restore_session, args=(loaded,), type="primary")
 
+
+def _upload_tables() -> None:
     st.subheader("Compare with results from another machine")
     st.caption("Upload a .csv, .json or .parquet written by `xtlens profile --out FILE` (or downloaded here); at most "
                f"{MAX_UPLOAD_BYTES // 2**20} MiB per file. Each file is checked (columns, statuses, non-negative "
-               "counts) and a file that fails is named and skipped; the others are still read.")
+               "counts) and a file that fails is named and skipped; the others are still read. Latency, memory and "
+               "FLOP rows are drawn in their views, labelled by configuration and file.")
     files = st.file_uploader("Result tables", type=["csv", "json", "parquet"], accept_multiple_files=True,
                              key="export.results_upload")
     for f in files or []:
+        if not state.new_upload(f.file_id):  # read once: "Forget uploaded tables" is not undone by the next rerun
+            continue
         try:
             frame = upload_boundary.read_table_upload(f.name, f.getvalue(), f.name.rsplit(".", 1)[-1].lower())
         except ValueError as exc:
             st.error(str(exc))
+            state.forget_upload_id(f.file_id)  # the message stays while the file is in the box
             continue
         state.add_upload(f.name, frame)
         _store_upload(f.name, f.getvalue(), frame)
-    uploads = state.uploads()
-    if uploads:
-        st.button("Forget uploaded tables", key="export.clear_uploads", on_click=state.on_clear_uploads)
-        _compare_uploads(uploads, measured)
+
+
+VIEW_OF = {"latency": "Latency", "memory": "Memory", "flops": "FLOPs"}
+
+
+def _drawn_in(frame: pd.DataFrame) -> str:
+    """The views that draw this table's rows (``other_runs``): Latency, Memory, FLOPs."""
+    ok = frame[frame["status"] == "ok"] if "status" in frame else frame.iloc[0:0]
+    present = set(ok["measurement"]) if "measurement" in ok else set()
+    return ", ".join(f"the {v} view" for m, v in VIEW_OF.items() if m in present)
 
 
 def _store_upload(name: str, content: bytes, frame: pd.DataFrame) -> None:
@@ -98,7 +149,7 @@ def _store_upload(name: str, content: bytes, frame: pd.DataFrame) -> None:
 
 
 def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tuple[str, pd.DataFrame]]) -> None:
-    frames = [as_frame(f).assign(source=f"uploaded: {n}") for n, f in uploads]
+    frames = [as_frame(f).assign(source=f"{state.upload_origin(n)}: {n}") for n, f in uploads]
     frames += [as_frame(f).assign(source="this machine") for _, f in measured]
     allrows = pd.concat(frames, ignore_index=True)
     ok = allrows[allrows["status"] == "ok"]
@@ -108,9 +159,14 @@ def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tup
     if not lat.empty:
         lat["series"] = lat["device_name"].astype(str) + " / " + lat["config_name"].astype(str)
         chart(charts.latency_loglog(lat, title="Forward latency by machine (median)"), "upload_lat")
-    mem = ok[(ok["measurement"] == "memory") & (ok["component"] == "total")].copy()
-    if not mem.empty:
-        mem["phase"] = mem["device_name"].astype(str) + " / " + mem["phase"].astype(str)
-        chart(charts.measured_vs_predicted(mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
+    mem = ok[ok["measurement"] == "memory"]
+    if not mem.empty:  # each machine's rows joined to their configuration's prediction (not the file's own column)
+        parts = []
+        for device, rows in mem.groupby(mem["device_name"].astype(str), sort=False):
+            joined = tables.measured_vs_predicted_memory(rows)
+            joined = joined[joined["component"] == "total"]
+            parts.append(joined.assign(phase=device + " / " + joined["phase"].astype(str)))
+        both = pd.concat(parts, ignore_index=True)
+        chart(charts.measured_vs_predicted(both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
                                            title="Peak memory by machine: measured vs predicted"), "upload_mem")
     st.dataframe(arrow_safe(allrows), hide_index=True, width="stretch", key="df.export.uploads")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from xtlens.core import units
-from xtlens.dashboard import charts, data, jobs, tables
+from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling import flops as fb
@@ -58,6 +58,7 @@ def render(ctx: Ctx) -> None:
     frame = jobs.panel(request(ctx), key="flops", button="Count FLOPs",
                        help="Builds the real x-transformers model (fake tensors for torch's counter; a traced "
                             "forward for fvcore) in a child process.")
+    _other_runs(ctx, frame)
     if frame is None:
         return
     ok = frame[(frame["measurement"] == "flops") & (frame["status"] == "ok")]
@@ -105,7 +106,33 @@ def counter_table(totals: pd.DataFrame) -> pd.DataFrame:
             if pd.notna(row[col]):
                 value = int(row[col])
                 diff = 100.0 * (value - float(ref)) / float(ref) if pd.notna(ref) and ref else None
-                rows.append({"phase": row["phase"], "counter": name, "FLOPs": f"{value:,}",
+                at = {"tokens": int(row["seq_len_tokens"])} if pd.notna(row.get("seq_len_tokens")) else {}
+                rows.append({**at, "phase": row["phase"], "counter": name, "FLOPs": f"{value:,}",
                              "vs closed form": "reference" if col == "predicted_flops" else
                              ("n/a" if diff is None else f"{diff:+.3f}%")})
     return pd.DataFrame(rows)
+
+
+def _other_runs(ctx: Ctx, frame: pd.DataFrame | None) -> None:
+    """FLOP totals of uploaded or restored runs, charted against their closed form with this session's count."""
+    others = other_runs.for_view("flops")
+    others = others[others["component"] == "total"]
+    if others.empty:
+        return
+    st.markdown("**FLOP counts of uploaded and restored runs** (with this session's count when there is one)")
+    st.caption(other_runs.caption(others, "FLOP totals", "one colour per configuration"))
+    mine = f"{ctx.config_name} (this session)"
+    parts = [others.assign(series=others["run"] + " / " + others["phase"].astype(str))]
+    if frame is not None:
+        own = frame[(frame["measurement"] == "flops") & (frame["status"] == "ok") & (frame["component"] == "total")]
+        parts.insert(0, own.assign(series=mine + " / " + own["phase"].astype(str)))
+    both = pd.concat(parts, ignore_index=True)
+    colours = state.config_colours([(mine, ctx.cfg), *other_runs.run_keys(others)])
+    chart(charts.colour_by_series(charts.flops_counted_vs_predicted(
+        both, title="FLOPs counted (markers, labelled with the difference) vs closed form (dashed)"), colours,
+        keep_symbols=True),
+        "flops_runs")
+    tbl = pd.concat([counter_table(g).assign(run=run) for run, g in others.groupby("run", sort=False)],
+                    ignore_index=True)
+    st.dataframe(tbl[["run", *[c for c in tbl.columns if c != "run"]]], hide_index=True, width="stretch",
+                 key="df.flops.runs")

@@ -197,31 +197,10 @@ def _charts(points: pd.DataFrame, chosen: list[str]) -> None:
             y_title=charts.FLOPS_AXIS + ", log scale", log_y=True)), "history_flops")
 
 
-SYMBOLS = ("circle", "diamond", "square", "triangle-up")
-DASHES = ("dash", "dot", "dashdot", "longdash")
-
-
 def _legend(chosen: list[str], fig):
     """One colour per series in every chart (by its place in ``chosen``); phases of one series differ by marker
-    symbol and dash. The legend is always shown: with one line plotly hides it, and nobody can tell which it is."""
-    phases: dict[str, int] = {}
-    for trace in fig.data:
-        name = str(trace.name or "")
-        index = next((i for i, s in enumerate(chosen) if name.startswith(s)), None)
-        if index is None:
-            continue
-        color = charts.SERIES[index % len(charts.SERIES)]
-        rest = name[len(chosen[index]):].split(":")[0].strip(" /")
-        k = phases.setdefault(rest, len(phases)) if rest and not rest.startswith("—") else 0
-        if trace.line is not None:
-            trace.line.color = color
-            if trace.line.dash is not None:
-                trace.line.dash = DASHES[k % len(DASHES)]
-        if trace.marker is not None:
-            trace.marker.color = color
-            trace.marker.symbol = SYMBOLS[k % len(SYMBOLS)]
-    fig.update_layout(showlegend=True)
-    return fig
+    symbol and dash (``charts.colour_by_series``). The legend is always shown: with one line plotly hides it."""
+    return charts.colour_by_series(fig, {s: charts.SERIES[i % len(charts.SERIES)] for i, s in enumerate(chosen)})
 
 
 def _import_box(path: str) -> None:

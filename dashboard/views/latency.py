@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.core.hardware import GPU_PRESETS, gpu_family
-from xtlens.dashboard import charts, jobs, state, tables
+from xtlens.dashboard import charts, jobs, other_runs, state, tables
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
@@ -59,37 +59,55 @@ def render(ctx: Ctx) -> None:
     req = request(ctx, max_len=max_len, phases=phases, with_variant=with_variant, repeats=repeats)
     frame = jobs.panel(req, key="latency", button="Measure latency",
                        help="Times every phase at every length in a child process; progress below.")
-    if frame is None:
+    others = other_runs.for_view("latency")
+    others = others[others["phase"].isin(PHASES)]
+    if frame is None and others.empty:
         st.info("Charts appear here once measured: latency vs sequence length on log-log axes, with the fitted "
-                "slope (1 = linear, 2 = quadratic in length) and the attention kernel at each point.")
+                "slope (1 = linear, 2 = quadratic in length) and the attention kernel at each point. Result tables "
+                "uploaded on the Export tab (or restored from a session file) are drawn here too.")
     else:
-        _totals(ctx, frame)
+        _totals(ctx, frame, others)
     breakdown_frame = _breakdown(ctx, gpu)
     _whatif(ctx)
     _roofline(ctx, breakdown_frame)
 
 
-def _totals(ctx: Ctx, frame: pd.DataFrame) -> None:
-    ok = frame[(frame["measurement"] == "latency") & (frame["status"] == "ok")].copy()
+def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = None) -> None:
+    """Per-phase log-log charts and throughput of this session's sweep (``frame``) and of uploaded or restored
+    runs (``others``, ``other_runs.for_view``: drawn dashed, labelled by run)."""
+    own = frame if frame is not None else other_runs.as_frame([])
+    ok = own[(own["measurement"] == "latency") & (own["status"] == "ok")].copy()
     ok["series"] = ok["config_name"].astype(str)
-    colours = {name: charts.SERIES[i] for i, (name, _cfg) in enumerate(variants(ctx))}  # one colour per model
+    colours = state.config_colours(list(variants(ctx)))  # one colour per configuration, as in every chart
+    dashes: dict[str, str] = {}
+    if others is not None and not others.empty:
+        colours.update(state.config_colours(other_runs.run_keys(others)))
+        dashes = {run: "dash" for run in others["run"]}
+        ok = pd.concat([ok, others.assign(series=others["run"])], ignore_index=True)
+        st.caption(other_runs.caption(others, "latency rows", "dashed lines"))
     for phase in [p for p in PHASES if p in set(ok["phase"])]:
         part = ok[ok["phase"] == phase]
         chart(charts.latency_loglog(part, title=f"{PHASE_TITLES[phase]}: median with min-max bars",
-                                    colours=colours), f"lat_{phase}")
+                                    colours=colours, dashes=dashes), f"lat_{phase}")
     fwd = ok[ok["phase"].isin(["forward", "decode"])].copy()
     if not fwd.empty:
-        fwd["series"] = fwd["config_name"].astype(str) + " / " + fwd["phase"].astype(str)
-        names = dict(zip(fwd["series"], fwd["config_name"].astype(str), strict=False))
+        base = fwd["series"].astype(str)
+        fwd["series"] = base + " / " + fwd["phase"].astype(str)
+        names = dict(zip(fwd["series"], base, strict=False))
         phase_of = dict(zip(fwd["series"], fwd["phase"], strict=False))
         chart(charts.latency_loglog(fwd, y="tokens_per_s", y_title="throughput (tokens/s, log scale)",
                                     title="Throughput: forward tokens/s and decode tokens/s", tickformat="~s",
                                     colours={s_: colours.get(n, charts.SERIES[0]) for s_, n in names.items()},
-                                    dashes={s_: "dot" if p == "decode" else "solid" for s_, p in phase_of.items()}),
+                                    dashes={s_: "dot" if p == "decode" else dashes.get(names[s_], "solid")
+                                            for s_, p in phase_of.items()}),
               "lat_tps")
-    st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel ran)")
-    st.dataframe(arrow_safe(_kernels(ok)), hide_index=True, width="stretch", key="df.latency.kernels")
-    table(frame, "latency measurements", "latency.measured")
+    kernels = _kernels(ok)
+    if len(kernels.columns) > 1:  # uploaded tables may not record the kernel
+        st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel "
+                    "ran)")
+        st.dataframe(arrow_safe(kernels), hide_index=True, width="stretch", key="df.latency.kernels")
+    if frame is not None:
+        table(frame, "latency measurements", "latency.measured")
 
 
 BREAKDOWN_PHASES = {"forward": "forward (no grad)", "train_step": "training step (forward, loss, backward, AdamW)"}
@@ -235,7 +253,7 @@ def _kernels(ok: pd.DataFrame) -> pd.DataFrame:
     rows = ok[ok["phase"] == "forward"] if (ok["phase"] == "forward").any() else ok
     if rows.empty:
         return pd.DataFrame()
-    pivot = rows.pivot_table(index="seq_len_tokens", columns="config_name", values="sdpa_backend",
+    pivot = rows.pivot_table(index="seq_len_tokens", columns="series", values="sdpa_backend",
                              aggfunc="first").reset_index()
     pivot.columns.name = None
     return pivot

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import Workload
-from xtlens.dashboard import charts, data, jobs, tables
+from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 
@@ -42,30 +42,59 @@ def render(ctx: Ctx) -> None:
     st.subheader(f"Measured vs predicted on {ctx.device_label}")
     frame = jobs.panel(request(ctx), key="memory", button="Measure memory",
                        help="Peak memory of a forward and of a training step at each length (child process).")
+    others = other_runs.for_view("memory")
+    if frame is None and others.empty:
+        return
+    joined = tables.measured_vs_predicted_memory(frame if frame is not None else other_runs.as_frame([]))
+    totals = joined[joined["component"] == "total"]
+    word, how = measured_words(frame) if frame is not None else ("measured", "")
+    if word == "simulated":
+        st.info(f"**Simulated, not measured:** on this device the peak comes from {how}: the sizes of the tensors "
+                "a real run would allocate, without running the model. It does not see allocator overheads "
+                "or fragmentation.")
+    shown = totals[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]]
+    title = f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed)"
+    if others.empty:
+        fig = charts.measured_vs_predicted(shown, title=title, measured_label=word)
+    else:
+        st.caption(other_runs.caption(others, "memory rows", "one colour per configuration, phases by marker"))
+        fig = runs_chart(ctx, shown, word, others, title=title)
+    chart(fig, "mem_measured")
+    err = totals.dropna(subset=["rel_err"])
+    if not err.empty:
+        worst = err.loc[err["rel_err"].astype(float).idxmax()]
+        st.caption(f"Largest relative difference {word} vs predicted: {100 * float(worst['rel_err']):.1f}%, "
+                   f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The prediction counts the tensors "
+                   "live at the peak of the training loop `loss = f(model(x)); loss.backward()` (logits freed "
+                   "before backward); it is an estimate, not a bound.")
     if frame is not None:
-        joined = tables.measured_vs_predicted_memory(frame)
-        totals = joined[joined["component"] == "total"]
-        word, how = measured_words(frame)
-        if word == "simulated":
-            st.info(f"**Simulated, not measured:** on this device the peak comes from {how}: the sizes of the tensors "
-                    "a real run would allocate, without running the model. It does not see allocator overheads "
-                    "or fragmentation.")
-        chart(charts.measured_vs_predicted(
-            totals[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
-            title=f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed)",
-            measured_label=word), "mem_measured")
-        err = totals.dropna(subset=["rel_err"])
-        if not err.empty:
-            worst = err.loc[err["rel_err"].astype(float).idxmax()]
-            st.caption(f"Largest relative difference {word} vs predicted: {100 * float(worst['rel_err']):.1f}%, "
-                       f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The prediction counts the tensors "
-                       "live at the peak of the training loop `loss = f(model(x)); loss.backward()` (logits freed "
-                       "before backward); it is an estimate, not a bound.")
         table(joined.drop(columns=["config_json"]), f"{word} vs predicted memory per component", "memory.joined",
               caption="each measured component joined to the prediction of the same (phase, component, length, "
                       "batch, dtype) from core.cost_model.predictions; rel_err = |measured - predicted| / predicted",
               expanded=True)
         table(frame, "memory measurements", "memory.measured")
+
+
+def runs_chart(ctx: Ctx, own: pd.DataFrame, word: str, others: pd.DataFrame, *, title: str):
+    """This session's totals (``own``: seq_len_tokens, phase, predicted_bytes, measured_bytes) and every uploaded
+    or restored run's, measured vs predicted (each run's prediction from its own configuration); one colour per
+    configuration, the phase by marker and dash."""
+    mine = f"{ctx.config_name} (this session, {word})"
+    rows = [own.assign(run=mine)] if not own.empty else []
+    for run, part in others.groupby("run", sort=False):  # each run joined to its own configuration's prediction
+        joined = tables.measured_vs_predicted_memory(part)
+        if measured_words(part)[0] == "simulated":
+            run += " (simulated)"
+        rows.append(joined[joined["component"] == "total"].assign(run=run)[
+            ["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes", "run"]])
+    both = pd.concat(rows, ignore_index=True)
+    both["phase"] = both["run"] + " / " + both["phase"].astype(str)
+    keys = dict(other_runs.run_keys(others))
+    colours = state.config_colours([(mine, ctx.cfg), *[(r, keys.get(r.removesuffix(" (simulated)"), r))
+                                                          for r in both["run"].unique() if r != mine]])
+    fig = charts.measured_vs_predicted(both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
+                                       title=title)
+    return charts.colour_by_series(fig, colours)
 
 
 def measured_words(frame: pd.DataFrame) -> tuple[str, str]:

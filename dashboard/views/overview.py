@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 from xtlens.core.config import PRESETS
@@ -9,7 +11,9 @@ from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
 from xtlens.dashboard import charts, data, facts, jobs, tables
 from xtlens.dashboard.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table
+from xtlens.dashboard.views.common import chart, downloads, table
+from xtlens.dashboard.views.memory import measured_words
+from xtlens.profiling.records import arrow_safe
 
 
 def request(ctx: Ctx) -> jobs.Request:
@@ -18,9 +22,11 @@ def request(ctx: Ctx) -> jobs.Request:
 
 
 def render(ctx: Ctx) -> None:
+    """Key numbers and the facts first; the measurement, charts, parity and keywords after; every long explanation
+    in an expander."""
     cfg, wl = ctx.cfg, ctx.wl
     est = data.estimate(cfg, wl)
-    st.subheader("Closed form (updates on every change, nothing is run)")
+    st.subheader("Key numbers (closed form: update on every change, nothing is run)")
     st.caption(f"batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}. FLOPs: 1 multiply-add = 2 FLOPs, attention "
                "over the full n x n square (what the kernels compute with a dense mask). Memory: GiB = 2^30 bytes.")
     c = st.columns(3)
@@ -43,11 +49,14 @@ def render(ctx: Ctx) -> None:
     c[2].metric("KV cache at this length", fmt_bytes(est["kv_cache_bytes"]),
                 help="2 x depth x batch x kv_heads x n x attn_dim_head x bytes per element")
 
+    facts_box = st.container()  # drawn after the measurement: the attention-kernel fact names the kernel that ran
     st.subheader(f"Measured on {ctx.device_label}")
     frame = jobs.panel(request(ctx), key="overview", button="Measure",
                        help="Latency (forward, attention, training step, decode) and peak memory, this config and "
                             "length, on the device chosen in the sidebar.")
     _measured(frame, est)
+    with facts_box:
+        _facts(ctx, _kernel_name(frame))
 
     left, right = st.columns(2)
     with left:
@@ -58,7 +67,6 @@ def render(ctx: Ctx) -> None:
 
     _parity(ctx)
     _effective(ctx)
-    _facts(ctx, _kernel_name(frame))
     table(tables.estimate_table(data.predictions(cfg, wl)), "closed-form estimate", "overview.estimate",
           caption="Every quantity core.cost_model computes for this configuration and workload (raw integers; "
                   "bytes in bytes, FLOPs with 1 multiply-add = 2 FLOPs).")
@@ -82,26 +90,30 @@ def _measured(frame: pd.DataFrame | None, est: dict) -> None:
     mem_inf = jobs.measured_value(frame, measurement="memory", phase="inference", column="measured_bytes")
     mem_train = jobs.measured_value(frame, measurement="memory", phase="train_step", column="measured_bytes")
     kernel = _kernel(frame)
+    word, how = measured_words(frame) if frame is not None else ("measured", "")  # MemTracker on CPU: simulated
+    inf_label, train_label = f"Peak memory, inference ({word})", f"Peak memory, training ({word})"
     shown = {
         "Forward latency (median)": ms("forward"),
         "Training-step latency (median)": ms("train_step"),
         "Decode latency per token (median)": ms("decode"),
         "Forward throughput": NOT_MEASURED if tok is None else f"{tok:,.0f} tokens/s",
-        "Peak memory, inference (measured)": NOT_MEASURED if mem_inf is None else fmt_bytes(mem_inf),
-        "Peak memory, training (measured)": NOT_MEASURED if mem_train is None else fmt_bytes(mem_train),
+        inf_label: NOT_MEASURED if mem_inf is None else fmt_bytes(mem_inf),
+        train_label: NOT_MEASURED if mem_train is None else fmt_bytes(mem_train),
     }
     if frame is None:
-        st.markdown("| measured quantity | value |\n|---|---|\n"
-                    + "\n".join(f"| {label} | {value} |" for label, value in shown.items()))
+        with st.expander("What Measure gives (nothing measured yet)"):
+            st.markdown("| measured quantity | value |\n|---|---|\n"
+                        + "\n".join(f"| {label} | {value} |" for label, value in shown.items()))
     else:
-        predicted = {"Peak memory, inference (measured)": est["inference_total_bytes"],
-                     "Peak memory, training (measured)": est["training_total_bytes"]}
+        predicted = {inf_label: est["inference_total_bytes"], train_label: est["training_total_bytes"]}
+        sim = f"; simulated: {how} (the tensors' sizes, no run)" if word == "simulated" else ""
         for row in (list(shown.items())[:3], list(shown.items())[3:]):
             c = st.columns(3)
             for col, (label, value) in zip(c, row, strict=True):
-                col.metric(label, value, help=f"predicted {fmt_bytes(predicted[label])}" if label in predicted else None)
-    st.markdown(f"**Attention kernel that ran:** {kernel}")
+                col.metric(label, value,
+                           help=f"predicted {fmt_bytes(predicted[label])}{sim}" if label in predicted else None)
     if frame is not None:
+        st.markdown(f"**Attention kernel that ran:** {kernel}")
         table(frame, "measurements at this length", "overview.measured")
 
 
@@ -139,16 +151,21 @@ def _parity(ctx: Ctx) -> None:
     c[0].metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))
     c[1].metric("x-transformers 1.19.1", fmt_count(view.xt1191_num_params))
     c[2].metric("Difference (1.19.1 - 2.31)", fmt_count(diff))
-    seed = data.builder_view(PRESETS["seed"].to_json())
-    if seed.num_params is not None and seed.xt1191_num_params is not None:
-        current = " (the current configuration)" if ctx.cfg == PRESETS["seed"] else ""
-        st.markdown(f"**The seed{current}:** {seed.num_params:,} parameters in x-transformers "
-                    f"{seed.xtransformers_version} vs {seed.xt1191_num_params:,} in 1.19.1, the version the seed "
-                    f"configuration was written for ({seed.xt1191_num_params - seed.num_params:,} more in 1.19.1). Why, for the "
-                    "configuration in the sidebar:")
-    if view.differences:
+    if not view.differences:
+        return
+    ln = [d for d in view.differences if d.cause.startswith("LayerNorm")]
+    parts = ([f"{len(ln)} LayerNorm biases ({sum(d.count for d in ln):,})"] if ln else []) + [
+        f"{d.role} ({d.count:,})" for d in view.differences if d not in ln]
+    st.markdown(f"1.19.1 has {diff:,} more: " + ", ".join(parts) + ".")
+    with st.expander("Why the counts differ"):
+        seed = data.builder_view(PRESETS["seed"].to_json())
+        if seed.num_params is not None and seed.xt1191_num_params is not None:
+            current = " (the current configuration)" if ctx.cfg == PRESETS["seed"] else ""
+            st.markdown(f"**The seed{current}:** {seed.num_params:,} parameters in x-transformers "
+                        f"{seed.xtransformers_version} vs {seed.xt1191_num_params:,} in 1.19.1, the version the seed "
+                        f"configuration was written for ({seed.xt1191_num_params - seed.num_params:,} more in 1.19.1). "
+                        "Why, for the configuration in the sidebar:")
         lines = []
-        ln = [d for d in view.differences if d.cause.startswith("LayerNorm")]
         if ln:
             lines.append(f"- **{len(ln)} LayerNorm biases of {_shape(ln[0])}** = {sum(d.count for d in ln):,} parameters: "
                          "x-transformers 2.x LayerNorm has a gain only (no bias); 1.19.1 used torch.nn.LayerNorm "
@@ -159,7 +176,8 @@ def _parity(ctx: Ctx) -> None:
         st.markdown("\n".join(lines))
         diffs = pd.DataFrame([{"role_in_1_19_1": d.role, "shape": _shape(d), "num_params": d.count, "cause": d.cause}
                               for d in view.differences])
-        table(diffs, "parameters present in 1.19.1 only", "overview.parity")
+        st.dataframe(arrow_safe(diffs), hide_index=True, width="stretch", key="df.overview.parity")
+        downloads(diffs, "parameters present in 1.19.1 only", "overview.parity")
 
 
 def _shape(d) -> str:
@@ -169,26 +187,51 @@ def _shape(d) -> str:
 def _effective(ctx: Ctx) -> None:
     st.subheader("Effective x-transformers keywords")
     view = data.builder_view(ctx.cfg.to_json())
-    left, right = st.columns(2)
-    with left:
-        st.caption("As written (x-transformers <= 1.19.1 spelling)")
-        st.code(ctx.cfg.to_snippet(), language="python", wrap_lines=True)
-    with right:
-        st.caption(f"What xtlens passes to x-transformers {view.xtransformers_version}")
-        st.code(view.code, language="python", wrap_lines=True)
     for t in view.translations:
         effective = ", ".join(f"{k}={v!r}" for k, v in t.effective.items())
-        st.info(f"**{t.keyword}={t.requested!r}** becomes **{effective}**. {t.reason}")
-    for note in view.notes:
-        st.caption(note)
+        st.markdown(f"**{t.keyword}={t.requested!r}** becomes **{effective}** (x-transformers "
+                    f"{view.xtransformers_version} has no `{t.keyword}`; the expander says why and how).")
+    if not view.translations:
+        st.caption(f"Passed to x-transformers {view.xtransformers_version} as written.")
+    with st.expander("The keywords as written and as passed, with every translation explained"):
+        left, right = st.columns(2)
+        with left:
+            st.caption("As written (x-transformers <= 1.19.1 spelling)")
+            st.code(ctx.cfg.to_snippet(), language="python", wrap_lines=True)
+        with right:
+            st.caption(f"What xtlens passes to x-transformers {view.xtransformers_version}")
+            st.code(view.code, language="python", wrap_lines=True)
+        for t in view.translations:
+            effective = ", ".join(f"{k}={v!r}" for k, v in t.effective.items())
+            st.info(f"**{t.keyword}={t.requested!r}** becomes **{effective}**. {t.reason}")
+        for note in view.notes:
+            st.caption(note)
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=\.)\s+", text.strip(), maxsplit=1)[0]
+
+
+def facts_table(items: list[facts.Fact]) -> str:
+    """The facts as one Markdown table: the keyword, its first sentence, and where the seed's written analysis
+    says otherwise, that claim (in our words) beside the correction."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = ["| keyword | what it does here | the seed's written analysis said → correction |", "|---|---|---|"]
+    for f in items:
+        fix = f"*{cell(f.claim or '')}* → {cell(f.correction)}" if f.correction else ""
+        rows.append(f"| **{cell(f.keyword)}** | {cell(_first_sentence(f.does))} | {fix} |")
+    return "\n".join(rows)
 
 
 def _facts(ctx: Ctx, kernel: str | None = None) -> None:
     st.subheader("What each flag really does (and where the seed's written analysis is wrong)")
     items = facts.facts(ctx.cfg, kernel)
-    cols = st.columns(2)
-    for i, fact in enumerate(items):
-        with cols[i % 2].container(border=True):
+    st.markdown(facts_table(items))
+    st.caption(f"Claims in italics: {facts.CLAIM_SOURCE}, in our words.")
+    with st.expander("Each flag in full"):
+        for fact in items:
             st.markdown(f"**{fact.keyword}** — {fact.does}")
             if fact.correction:
                 st.warning(f"**Claim** ({facts.CLAIM_SOURCE}): {fact.claim or ''}\n\n**Correction:** "

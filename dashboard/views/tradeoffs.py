@@ -3,6 +3,8 @@ and capacity / benefit proxies (with their sources) so the seed analysis's claim
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 from xtlens.core import units
@@ -45,14 +47,16 @@ def render(ctx: Ctx) -> None:
                                         step=0.5, format="%g", key="tradeoffs.dataset_btokens",
                                         help="Used by the tokens-per-parameter indicator and the loss proxy.")
     dataset_tokens = dataset_btokens * 1e9
+    (mine,) = state.config_colours([("current", ctx.cfg)]).values()  # its colour in every chart of the page
+    sweep = partial(charts.sweep_metric, current_colour=mine)
     frame, skipped = data.sweep(ctx.cfg, ctx.wl, axis, dataset_tokens)
     st.caption(CLAIMS[axis] + f" Costs below: closed form at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, "
-               f"{ctx.wl.dtype}; the diamond is the current configuration.")
+               f"{ctx.wl.dtype}; the diamond is the current configuration, in its colour in every chart of the page.")
     st.subheader(f"Costs against {axis}")
     cols = st.columns(2)
     for i, (metric, title, y_title, scale, log_y) in enumerate(COSTS):
         with cols[i % 2]:
-            chart(charts.sweep_metric(frame, axis=axis, metric=metric, title=f"{title} vs {axis}", y_title=y_title,
+            chart(sweep(frame, axis=axis, metric=metric, title=f"{title} vs {axis}", y_title=y_title,
                                       scale=scale, log_y=log_y), f"sweep_{metric}")
 
     st.subheader(f"Measured forward latency against {axis}")
@@ -63,7 +67,7 @@ def render(ctx: Ctx) -> None:
         swept = ok["config_json"].map(lambda text: getattr(ModelConfig.from_json(text), axis))  # the row's own config
         merged = frame.merge(ok.assign(axis_value=swept.astype(int))[["axis_value", "latency_median_ms"]],
                              on="axis_value", how="left")
-        chart(charts.sweep_metric(merged.dropna(subset=["latency_median_ms"]), axis=axis, metric="latency_median_ms",
+        chart(sweep(merged.dropna(subset=["latency_median_ms"]), axis=axis, metric="latency_median_ms",
                                   title=f"Forward latency vs {axis} (median, {ctx.device_label})",
                                   y_title="latency (ms)"), "sweep_latency")
 
@@ -72,22 +76,22 @@ def render(ctx: Ctx) -> None:
     st.subheader("Capacity and benefit proxies (literature fits and rules of thumb, not measurements of this model)")
     cols = st.columns(2)
     with cols[0]:
-        chart(charts.sweep_metric(frame, axis=axis, metric="tokens_per_param",
+        chart(sweep(frame, axis=axis, metric="tokens_per_param",
                                   title=f"Your data: tokens per parameter vs {axis}",
                                   y_title="tokens per parameter (log scale)", log_y=True,
                                   reference=proxies.CHINCHILLA_TOKENS_PER_PARAM,
                                   reference_label="Chinchilla compute-optimal ~20"), "proxy_tpp")
     with cols[1]:
-        chart(charts.sweep_metric(frame, axis=axis, metric="chinchilla_loss_nats",
+        chart(sweep(frame, axis=axis, metric="chinchilla_loss_nats",
                                   title=f"Literature fit (Chinchilla L(N, D), not measured) vs {axis}",
                                   y_title="predicted loss (nats/token, their data)"), "proxy_loss")
     cols = st.columns(2)
     with cols[0]:
-        chart(charts.sweep_metric(frame, axis=axis, metric="non_embedding_params",
+        chart(sweep(frame, axis=axis, metric="non_embedding_params",
                                   title=f"Capacity: non-embedding parameters vs {axis}",
                                   y_title="non-embedding parameters (count)"), "proxy_ne")
     with cols[1]:
-        chart(charts.sweep_metric(frame, axis=axis, metric="compute_optimal_tokens",
+        chart(sweep(frame, axis=axis, metric="compute_optimal_tokens",
                                   title=f"Compute-optimal training tokens (20 x N) vs {axis}",
                                   y_title="tokens (log scale)", log_y=True, reference=dataset_tokens,
                                   reference_label="your data set"), "proxy_dopt")

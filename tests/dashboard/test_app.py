@@ -109,10 +109,17 @@ def test_widget_changes_update_the_metrics() -> None:
     cfg = SEED.replace(dim=768)
     est = cost_model.estimate(cfg, Workload())
     assert metric(at, "Parameters") == fmt_count(est["num_params"])
-    at.slider(key="wl.seq_len").set_value(4096).run()
+    at.select_slider(key="wl.seq_len.slider").set_value(4096).run()  # the power-of-two slider sets the exact value
+    assert at.number_input(key="wl.seq_len").value == 4096
     est = cost_model.estimate(cfg, Workload(seq_len=4096))
     assert metric(at, "Forward FLOPs per sequence") == fmt_flops(est["fwd_flops"])
     assert metric(at, "KV cache at this length") == fmt_bytes(est["kv_cache_bytes"])
+    at.number_input(key="wl.seq_len").set_value(3000).run()  # any length in the exact box; the slider follows
+    assert at.select_slider(key="wl.seq_len.slider").value == 2048
+    assert metric(at, "Forward FLOPs per sequence") == fmt_flops(
+        cost_model.estimate(cfg, Workload(seq_len=3000))["fwd_flops"])
+    assert at.query_params["seq_len"] == "3000"
+    at.select_slider(key="wl.seq_len.slider").set_value(4096).run()
     at.selectbox(key="wl.dtype").set_value("bfloat16").run()
     at.checkbox(key="cfg.attn_one_kv_head").uncheck().run()
     cfg = cfg.replace(attn_one_kv_head=False)
@@ -132,7 +139,8 @@ def test_url_round_trips_the_configuration() -> None:
     assert at.number_input(key="cfg.attn_kv_heads").value == 4
     assert at.checkbox(key="cfg.ff_glu").value is True
     assert at.checkbox(key="cfg.tie_embedding").value is True
-    assert at.slider(key="wl.seq_len").value == 768
+    assert at.number_input(key="wl.seq_len").value == 768  # the exact value (the slider's nearest stop is 512)
+    assert at.select_slider(key="wl.seq_len.slider").value == 512
     assert at.session_state["view"] == "Memory"
     assert {k: str(v) for k, v in at.query_params.items()} == query
 

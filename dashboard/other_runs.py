@@ -1,0 +1,61 @@
+"""Results that are not this session's measurements: result tables uploaded on the Export tab and the tables of
+a restored session file. Each view draws the rows that belong to it (latency rows in Latency, memory rows in
+Memory, FLOP rows in FLOPs) beside its own measurement, every row labelled by its *run*: the configuration's
+name and where the rows came from (``seed · uploaded gpu.csv``, ``seed · restored session``). The same tables are
+listed, with their downloads, on the Export tab.
+
+``runs_frame`` is pure pandas; ``for_view`` reads the session's tables (``dashboard.state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+from xtlens.profiling.export import as_frame
+
+# the columns that identify one point of one run: a later table's row replaces an earlier one
+POINT = ("run", "measurement", "phase", "component", "method", "batch", "seq_len_tokens", "dtype")
+
+
+def run_label(config_name: object, origin: str) -> str:
+    """``<config name> · <where it came from>``."""
+    return f"{config_name} · {origin}"
+
+
+def runs_frame(tables: Sequence[tuple[str, pd.DataFrame]], measurement: str) -> pd.DataFrame:
+    """The ``ok`` rows of ``measurement`` from ``(origin, table)`` pairs, with a ``run`` column; one row per
+    point and run (the last table that has the point wins, so a file uploaded twice is not drawn twice)."""
+    parts = []
+    for origin, table in tables:
+        frame = as_frame(table)
+        rows = frame[(frame["measurement"] == measurement) & (frame["status"] == "ok")]
+        if rows.empty:
+            continue
+        parts.append(rows.assign(run=[run_label(n, origin) for n in rows["config_name"]]))
+    if not parts:
+        return pd.DataFrame(columns=[*as_frame([]).columns, "run"])
+    out = pd.concat(parts, ignore_index=True)
+    key = [c for c in POINT if c in out.columns]
+    return out.drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def for_view(measurement: str) -> pd.DataFrame:
+    """``runs_frame`` of this session's uploaded and restored tables."""
+    from xtlens.dashboard import state
+
+    return runs_frame([(state.upload_origin(name), frame) for name, frame in state.uploads()], measurement)
+
+
+def run_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(run, config_key)`` of each run in ``frame``, in order of first appearance."""
+    if frame.empty:
+        return []
+    return list(frame.drop_duplicates("run")[["run", "config_key"]].itertuples(index=False, name=None))
+
+
+def caption(frame: pd.DataFrame, what: str, style: str) -> str:
+    """One sentence naming the runs drawn besides this session's own measurement (``style``: how they are drawn)."""
+    runs = list(dict.fromkeys(frame["run"]))
+    return (f"Also drawn: {what} from {len(runs)} uploaded or restored run(s) — " + "; ".join(runs)
+            + f" ({style}; listed with their downloads on the Export tab).")
