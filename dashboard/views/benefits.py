@@ -25,7 +25,7 @@ from xtlens.profiling.benefit.records import PROBES, probe_bytes, probe_from_byt
 from xtlens.profiling.export import MIME_TYPES
 
 CLAIMS = {
-    "scaling": "Claim (seed-analysis.md): a larger dim gives 'better representation', more depth a 'hierarchical "
+    "scaling": "Claim (the written analysis that came with the seed configuration): a larger dim gives 'better representation', more depth a 'hierarchical "
                "representation', and larger models 'risk overfitting'. Measured: validation loss of each size at an "
                "equal token budget and at an equal training-FLOP budget, a power law fitted to your points, and the "
                "train/validation gap after repeated epochs on a small subset.",

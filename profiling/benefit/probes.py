@@ -1,4 +1,4 @@
-"""The four probes, each answering one claim of ``shared/seed-analysis.md`` with training runs.
+"""The four probes, each answering one claim of the written analysis that came with the seed configuration, with training runs.
 
 All sizes are the user's; the defaults are scaled-down members of the current configuration's family
 (``family``: every flag of the configuration kept, ``dim``/``depth``/``heads``/vocabulary scaled down) sized

@@ -32,7 +32,9 @@ def test_benefits_view_says_what_it_trains_and_names_bad_input() -> None:
     at = benefits()
     assert not at.exception, [e.value for e in at.exception]
     captions = " ".join(c.value for c in at.caption)
-    assert "Claim (seed-analysis.md)" in captions
+    # the claim is attributed in words: users do not have the analysis file (issue 9)
+    assert "Claim (the written analysis that came with the seed configuration)" in captions
+    assert "seed-analysis" not in captions
     assert "Scaled-down member of the current family: dim 64, depth 2, heads 4 x 16 wide, vocabulary 512" in captions
     assert "ALiBi on 2 of 4 heads" in captions and "15 training run(s)" in captions
     assert any(b.label == "Run probe" for b in at.button)
