@@ -44,3 +44,15 @@ def test_the_launch_bound_and_whatif_figures_on_the_page_are_the_rows(rows):
             and r.status == "ok"]
     assert flex and max(r.logits_rel_err for r in flex if r.dtype == "bfloat16") < 3e-2
     assert max(r.logits_rel_err for r in flex if r.dtype == "float32") < 1e-4
+
+
+def test_the_latency_view_quotes_the_roofline_check_of_the_rows(rows):
+    """The Latency view's roofline caption quotes the H200 check (measured / roofline-predicted forward): the
+    quoted ratios are the shipped rows' own."""
+    source = (Path(__file__).resolve().parents[2] / "dashboard" / "views" / "latency.py").read_text()
+    total = {(r.config_name, r.seq_len_tokens): r for r in rows if r.measurement == "breakdown"
+             and r.component == "total" and r.phase == "forward" and r.dtype == "bfloat16"}
+    ratio = {k: r.latency_median_ms / r.predicted_latency_ms for k, r in total.items()}
+    assert f"was {ratio[('seed', 8192)]:.1f}x this bound at 8192 tokens" in source
+    assert f"and {ratio[('seed', 1024)]:.0f}x at 1024 tokens" in source
+    assert f"without ALiBi, {ratio[('seed-no-alibi', 8192)]:.0f}x at 8192 tokens" in source
