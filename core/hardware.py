@@ -42,6 +42,7 @@ __all__ = [
     "MEM_BANDWIDTH_BYTES_PER_S",
     "Hardware",
     "GPU_PRESETS",
+    "GPU_MEMORY",
     "hardware_preset",
     "gpu_family",
     "peak_flops_per_s",
@@ -135,6 +136,21 @@ GPU_PRESETS: dict[str, Hardware] = {
                    mem_bandwidth_bytes_per_s=MEM_BANDWIDTH_BYTES_PER_S[name],
                    source=f"NVIDIA {name} datasheet (dense peaks: half the 'with sparsity' figures)")
     for name in PEAK_FLOPS_PER_S
+}
+
+
+#: The GPUs a user picks by memory (Setups, ``--device-memory-gib``): device memory in GiB (2**30 bytes) as
+#: ``nvidia-smi``'s memory.total shows it, and the ``GPU_PRESETS`` family of the part's ceilings (None: no preset).
+#: Read off real machines: NVIDIA H200 143,771 MiB (2026-11-26, docs/gpu-results.md); H100 80GB HBM3 81,559 MiB.
+GPU_MEMORY: dict[str, tuple[float, str | None]] = {
+    "H100 80GB": (79.6, "H100 SXM"),
+    "H200 141GB": (140.4, "H200 SXM"),
+    "A100 80GB": (79.2, "A100"),
+    "A100 40GB": (39.4, "A100"),
+    "L40S 48GB": (44.4, "L40S"),
+    "RTX 4090 24GB": (23.6, None),
+    "A10G 24GB": (22.0, None),  # AWS's A10G: the A10's memory, not its datasheet ceilings
+    "T4 16GB": (14.6, "T4"),
 }
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, fields
 from urllib.parse import parse_qsl, urlencode
 
 from xtlens.core.config import ConfigError, ModelConfig, Workload, decode_value
+from xtlens.core.hardware import GPU_MEMORY
 
 __all__ = [
     "PRECISIONS",
@@ -57,17 +58,9 @@ WEIGHT_BITS = (16, 8, 4)
 KV_CACHE = ("16", "fp8", "int8")
 MAX_DEGREE = 65_536
 
-#: Device memory of common accelerators, GiB (2**30 bytes) as the vendors' totals (what ``nvidia-smi`` shows).
-GPU_PRESETS_GIB: dict[str, float] = {
-    "H100 80GB": 79.6,
-    "H200 141GB": 139.8,
-    "A100 80GB": 79.2,
-    "A100 40GB": 39.4,
-    "L40S 48GB": 44.4,
-    "RTX 4090 24GB": 23.6,
-    "A10G 24GB": 22.0,
-    "T4 16GB": 14.6,
-}
+#: Device memory of common accelerators, GiB (2**30 bytes), from the one table of GPUs (``core.hardware.GPU_MEMORY``,
+#: which also names each part's compute and bandwidth ceilings).
+GPU_PRESETS_GIB: dict[str, float] = {name: gib for name, (gib, _family) in GPU_MEMORY.items()}
 
 PRECISION_TEXT = {
     "auto": "workload dtype for everything",
