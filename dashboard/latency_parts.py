@@ -193,18 +193,36 @@ def measured_on_roofline(table: pd.DataFrame, points: pd.DataFrame, *, config: s
 
 
 def predicted_vs_measured(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (config, phase, length): measured total, roofline prediction on the measuring device, ratio."""
+    """Per (config, phase, length, dtype): measured total, roofline prediction on the measuring device, ratio."""
     ok = _ok(frame, "breakdown")
     tot = ok[ok["component"] == "total"]
     if tot.empty:
         return pd.DataFrame(columns=["config", "phase", "seq_len_tokens", "measured_ms", "predicted_ms",
-                                     "measured_over_predicted", "device"])
+                                     "measured_over_predicted", "device", "dtype"])
     out = pd.DataFrame({
         "config": tot["config_name"].astype(str), "phase": tot["phase"].astype(str),
         "seq_len_tokens": tot["seq_len_tokens"].astype(int), "measured_ms": tot["latency_median_ms"].astype(float),
-        "predicted_ms": tot["predicted_latency_ms"].astype(float), "device": tot["device_name"].astype(str)})
+        "predicted_ms": tot["predicted_latency_ms"].astype(float), "device": tot["device_name"].astype(str),
+        "dtype": tot["dtype"].astype(str)})
     out.insert(5, "measured_over_predicted", out["measured_ms"] / out["predicted_ms"])
-    return out.sort_values(["config", "phase", "seq_len_tokens"]).reset_index(drop=True)
+    return out.sort_values(["config", "dtype", "phase", "seq_len_tokens"]).reset_index(drop=True)
+
+
+def alibi_share(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (phase, length, dtype) of a breakdown: the total and the share of ALiBi bias construction + mask
+    preparation and of the attention kernel (the two numbers that say where an ALiBi model's time goes)."""
+    ok = _ok(frame, "breakdown")
+    rows = []
+    for (phase, n, dtype), g in ok.groupby(["phase", "seq_len_tokens", "dtype"]):
+        ms = dict(zip(g["component"].astype(str), g["latency_median_ms"].astype(float), strict=True))
+        total = ms.get("total")
+        if not total:
+            continue
+        alibi = ms.get("alibi_bias", 0.0) + ms.get("mask_prep", 0.0)
+        rows.append({"phase": phase, "seq_len_tokens": int(n), "dtype": dtype, "total_ms": total,
+                     "alibi_and_mask_ms": alibi, "alibi_and_mask_share": alibi / total,
+                     "attention_kernel_ms": ms.get("attention", 0.0), "attention_kernel_share": ms.get("attention", 0.0) / total})
+    return pd.DataFrame(rows)
 
 
 def ceilings_of(frame: pd.DataFrame | None, phase: str) -> Hardware | None:

@@ -250,6 +250,34 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
                     "GPU's datasheet preset)")
         st.dataframe(arrow_safe(pvm), hide_index=True, width="stretch", key="df.latency.pvm",
                      column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
+    _reference(ctx, hw_name)
+
+
+def _reference(ctx: Ctx, hw_name: str) -> None:
+    """A GPU run shipped with xtlens, when it measured this very configuration on the chosen preset's GPU."""
+    from xtlens.profiling.records import to_frame
+    from xtlens.profiling.reference import REFERENCE_RUNS, reference_for
+
+    rows = reference_for(ctx.cfg, hw_name) if hw_name in REFERENCE_RUNS else []
+    frame = to_frame(rows) if rows else pd.DataFrame()
+    if frame.empty or (frame["measurement"] == "breakdown").sum() == 0:
+        return
+    what = REFERENCE_RUNS[hw_name][1]
+    st.markdown(f"**Measured on that GPU: this configuration in xtlens's reference run** ({what}; "
+                "docs/gpu-results.md). Kernel times per part from torch.profiler; the total from CUDA events.")
+    pvm = lp.predicted_vs_measured(frame)
+    st.dataframe(arrow_safe(pvm), hide_index=True, width="stretch", key="df.latency.reference",
+                 column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx"),
+                                "measured_ms": st.column_config.NumberColumn(format="%.4g"),
+                                "predicted_ms": st.column_config.NumberColumn(format="%.4g")})
+    share = lp.alibi_share(frame)
+    if ctx.cfg.alibi_pos_bias and not share.empty:
+        st.dataframe(arrow_safe(share), hide_index=True, width="stretch", key="df.latency.reference_share",
+                     column_config={"alibi_and_mask_share": st.column_config.NumberColumn(format="percent"),
+                                    "attention_kernel_share": st.column_config.NumberColumn(format="percent"),
+                                    "total_ms": st.column_config.NumberColumn(format="%.4g"),
+                                    "alibi_and_mask_ms": st.column_config.NumberColumn(format="%.4g"),
+                                    "attention_kernel_ms": st.column_config.NumberColumn(format="%.4g")})
 
 
 def _kernels(ok: pd.DataFrame) -> pd.DataFrame:

@@ -313,3 +313,32 @@ def test_latency_breakdown_whatif_and_roofline_from_real_measurements(monkeypatc
     pvm = next(df.value for df in at.dataframe if "measured_over_predicted" in df.value.columns
                and "device" in df.value.columns)
     assert (pvm["measured_over_predicted"] > 0).all() and set(pvm["seq_len_tokens"]) == {128, 256}
+
+
+def test_latency_shows_the_shipped_h200_run_of_this_configuration() -> None:
+    """No GPU here, but the seed was measured on an H200: with the H200 preset chosen, the Latency tab shows that
+    run's measured totals against the preset's roofline and the ALiBi share, the rows' own values; a
+    configuration that run did not measure shows nothing of it."""
+    from xtlens.profiling.reference import reference_for
+
+    at = show(app(), "Latency")
+    no_exception(at)
+    assert at.selectbox(key="latency.hw").value == "H200 SXM"
+    ref = next(df.value for df in at.dataframe if "measured_over_predicted" in df.value.columns
+               and (df.value["device"] == "NVIDIA H200").all())
+    rows = {(r.phase, r.seq_len_tokens, r.dtype): r for r in reference_for(SEED, "H200 SXM")
+            if r.measurement == "breakdown" and r.component == "total"}
+    assert len(ref) == len(rows) > 0
+    for _, x in ref.iterrows():
+        r = rows[(x["phase"], x["seq_len_tokens"], x["dtype"])]
+        assert x["measured_ms"] == r.latency_median_ms and x["device"] == "NVIDIA H200"
+        assert x["measured_over_predicted"] == pytest.approx(r.latency_median_ms / r.predicted_latency_ms)
+    share = next(df.value for df in at.dataframe if "alibi_and_mask_share" in df.value.columns).set_index(
+        ["phase", "seq_len_tokens", "dtype"])
+    assert share.loc[("forward", 8192, "bfloat16"), "alibi_and_mask_share"] == pytest.approx(0.717, abs=0.005)
+    assert any("reference run" in m.value for m in at.markdown)
+    other = show(app({"dim": "256"}), "Latency")  # a configuration the reference run did not measure
+    no_exception(other)
+    assert not any("measured_over_predicted" in df.value.columns or "alibi_and_mask_share" in df.value.columns
+                   for df in other.dataframe)
+    assert not any("reference run" in m.value for m in other.markdown)

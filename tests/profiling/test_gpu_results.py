@@ -1,19 +1,21 @@
-"""docs/gpu-results.md states figures of a GPU run; its rows ship beside it (docs/gpu/h200-rows.parquet). The
-headline numbers of the page are recomputed here from those rows, so the page and its data cannot drift apart."""
+"""docs/gpu-results.md states figures of a GPU run; its rows ship with the package (xtlens.profiling.reference,
+h200-rows.parquet). The headline numbers of the page are recomputed here from those rows, so the page and its
+data cannot drift apart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from xtlens.profiling.export import read_records
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return read_records(DOCS / "gpu" / "h200-rows.parquet")
+    from xtlens.profiling.reference import reference_rows
+
+    return list(reference_rows("H200 SXM"))
 
 
 def _parts(rows, config: str, n: int, phase: str = "forward", dtype: str = "bfloat16") -> dict[str, float]:
