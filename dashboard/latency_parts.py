@@ -222,7 +222,8 @@ def alibi_share(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append({"phase": phase, "seq_len_tokens": int(n), "dtype": dtype, "total_ms": total,
                      "alibi_and_mask_ms": alibi, "alibi_and_mask_share": alibi / total,
                      "attention_kernel_ms": ms.get("attention", 0.0), "attention_kernel_share": ms.get("attention", 0.0) / total})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out.sort_values(["dtype", "phase", "seq_len_tokens"]).reset_index(drop=True) if rows else out
 
 
 def ceilings_of(frame: pd.DataFrame | None, phase: str) -> Hardware | None:

@@ -272,6 +272,8 @@ def _reference(ctx: Ctx, hw_name: str) -> None:
                                 "predicted_ms": st.column_config.NumberColumn(format="%.4g")})
     share = lp.alibi_share(frame)
     if ctx.cfg.alibi_pos_bias and not share.empty:
+        st.caption("Where that run's time went: ALiBi bias construction + mask preparation, and the attention kernel, "
+                   "as shares of the measured total (the rest: the other parts and time in which no kernel ran).")
         st.dataframe(arrow_safe(share), hide_index=True, width="stretch", key="df.latency.reference_share",
                      column_config={"alibi_and_mask_share": st.column_config.NumberColumn(format="percent"),
                                     "attention_kernel_share": st.column_config.NumberColumn(format="percent"),
