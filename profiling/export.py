@@ -34,7 +34,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -243,7 +243,10 @@ def to_bytes(table: pd.DataFrame | Sequence[ProfileRecord], fmt: str) -> bytes:
 
 # --- readers ------------------------------------------------------------------------------------
 
-def _from_csv(data: bytes) -> pd.DataFrame:
+def csv_text_columns(data: bytes) -> dict[str, list[str | None]]:
+    """A CSV file as columns of text: a quoted ``""`` kept as an empty string, an unquoted empty field as
+    missing. The typed conversion is the caller's (in python, so that integers never pass through a double).
+    The one CSV reader of result tables and probe tables; ``restored`` undoes the writer's ``neutralise``."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -251,19 +254,24 @@ def _from_csv(data: bytes) -> pd.DataFrame:
     if not text.strip():
         raise ValueError("the CSV file is empty (no header row)")
     header = next(csv.reader(io.StringIO(text)))
-    # Every column as text, quoted "" kept as an empty string and an unquoted empty field as missing;
-    # the typed conversion happens in python so that integers never pass through a double.
     options = pcsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True,
                                   quoted_strings_can_be_null=False, null_values=[""])
     table = pcsv.read_csv(io.BytesIO(text.encode("utf-8")), convert_options=options,
                           parse_options=pcsv.ParseOptions(newlines_in_values=True))
-    return frame_from_columns(_restored(table.to_pydict()))
+    return table.to_pydict()
 
 
-def _restored(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Text columns with ``neutralise``'s quote removed."""
-    return {c: [restore(v) if isinstance(v, str) else v for v in values]
-            if c not in INT_COLUMNS and c not in FLOAT_COLUMNS else values for c, values in columns.items()}
+def restored(columns: dict[str, list[Any]], *, numeric: Collection[str]) -> dict[str, list[Any]]:
+    """The text columns (every column not in ``numeric``) with ``neutralise``'s quote removed."""
+    return {c: values if c in numeric else [restore(v) if isinstance(v, str) else v for v in values]
+            for c, values in columns.items()}
+
+
+_NUMERIC = frozenset((*INT_COLUMNS, *FLOAT_COLUMNS))
+
+
+def _from_csv(data: bytes) -> pd.DataFrame:
+    return frame_from_columns(restored(csv_text_columns(data), numeric=_NUMERIC))
 
 
 def _from_json(data: bytes) -> pd.DataFrame:
@@ -281,7 +289,7 @@ def _from_json(data: bytes) -> pd.DataFrame:
 def _from_parquet(data: bytes) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
-    return frame_from_columns(_restored(pq.read_table(io.BytesIO(data)).to_pydict()))
+    return frame_from_columns(restored(pq.read_table(io.BytesIO(data)).to_pydict(), numeric=_NUMERIC))
 
 
 def from_bytes(data: bytes, fmt: str) -> pd.DataFrame:

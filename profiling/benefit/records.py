@@ -32,7 +32,6 @@ Files: the same exact-integer machinery as ``profiling.export`` (integers never 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import json
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xtlens.profiling.export import _csv_field, _md_header, format_for
+from xtlens.profiling.export import _csv_field, _md_header, csv_text_columns, format_for, restored
 from xtlens.profiling.records import _float_value, _int_value, _str_value, is_missing
 
 if TYPE_CHECKING:
@@ -137,6 +136,7 @@ _FIELDS = dataclasses.fields(ProbeRecord)
 PROBE_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
 PROBE_INT_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if f.type in ("int", "int | None"))
 PROBE_FLOAT_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if f.type == "float | None")
+_PROBE_NUMERIC = PROBE_INT_COLUMNS | PROBE_FLOAT_COLUMNS
 #: a file without these is not a probe table; any other missing column (a table from an older xtlens) reads as missing
 REQUIRED_COLUMNS: tuple[str, ...] = ("probe", "run_key", "config_key", "seed", "row_kind", "status")
 
@@ -270,19 +270,8 @@ def probe_bytes(table: pd.DataFrame | Sequence[ProbeRecord], fmt: str) -> bytes:
 def probe_from_bytes(data: bytes, fmt: str) -> pd.DataFrame:
     """Read a probe table written by ``probe_bytes`` (csv, json, parquet) back into the canonical frame."""
     fmt = format_for(fmt)
-    if fmt == "csv":
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
-        text = data.decode("utf-8-sig")
-        if not text.strip():
-            raise ValueError("the CSV file is empty (no header row)")
-        header = next(csv.reader(io.StringIO(text)))
-        options = pcsv.ConvertOptions(column_types={n: pa.string() for n in header}, strings_can_be_null=True,
-                                      quoted_strings_can_be_null=False, null_values=[""])
-        table = pcsv.read_csv(io.BytesIO(text.encode("utf-8")), convert_options=options,
-                              parse_options=pcsv.ParseOptions(newlines_in_values=True))
-        return _frame_from_columns(table.to_pydict())
+    if fmt == "csv":  # written with export's CSV writer (text neutralised): read with its reader
+        return _frame_from_columns(restored(csv_text_columns(data), numeric=_PROBE_NUMERIC))
     if fmt == "json":
         rows = json.loads(data.decode("utf-8"))
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):

@@ -192,7 +192,10 @@ def test_power_law_fit_recovers_a_known_exponent() -> None:
 def test_probe_rows_round_trip_exactly_through_csv_json_parquet(data) -> None:
     rows = tiny_run(data)
     big = dataclasses.replace(rows[0], train_flops=2**62 + 1, error="a \"quoted\", comma", variant="")
-    frame = probe_frame([big, *rows])
+    # text a spreadsheet would run is written neutralised ('=...) and read back as it was
+    formula = dataclasses.replace(rows[0], config_name="=SUM(A1)", error="-inf loss at step 3", variant="'+x")
+    frame = probe_frame([big, formula, *rows])
+    assert "\"'=SUM(A1)\"" in probe_bytes(frame, "csv").decode()
     for fmt in ("csv", "json", "parquet"):
         back = probe_from_bytes(probe_bytes(frame, fmt), fmt)
         assert probe_rows(back) == probe_rows(frame), fmt
