@@ -56,7 +56,7 @@ from xtlens.profiling.sweep import (
     failure_rows,
     run_point,
 )
-from xtlens.profiling.worker import Job, JobSpec, _load_measure
+from xtlens.profiling.worker import Job, JobSpec, JobState, _load_measure
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "RayJob", "executor_for", "describe", "RayUnavailable"]
 
@@ -237,7 +237,7 @@ def _remote(ray, name: str, fn: Any = None):
 
 # --- a job on Ray ----------------------------------------------------------------------------------------
 
-class RayJob:
+class RayJob(JobState):
     """A sweep as Ray tasks, driven by a thread of this process. Same polling API as ``worker.Job``.
 
     What a point is and how its rows are made, cached and stored are the hooks below (``_prepare``,
@@ -448,26 +448,7 @@ class RayJob:
             else:
                 self._message = "cancelled" if outcome == "cancelled" else f"failed: {why}"
 
-    # --- the page's API (as profiling.worker.Job) ---
-
-    def progress(self) -> tuple[float, str]:
-        with self._lock:
-            return self._fraction, self._message
-
-    def done(self) -> bool:
-        return self._final is not None
-
-    @property
-    def outcome(self) -> str:
-        if self._ended is not None:
-            return self._ended
-        return "running" if self.started else "pending"
-
-    def result(self) -> list[ProfileRecord]:
-        with self._lock:
-            if self._final is not None:
-                return list(self._final)
-            return [r for i in sorted(self._rows) for r in self._rows[i]]
+    # --- the page's API: profiling.worker.JobState's, plus ---
 
     def cancel(self) -> None:
         """Cancel the tasks not finished yet (finished points keep their rows)."""
@@ -480,20 +461,6 @@ class RayJob:
             time.sleep(0.05)
         if not self.done():
             self._finish("cancelled", "")
-
-    def wait(self, timeout: float | None = None, *, interval: float = 0.05) -> list[ProfileRecord]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.key} still running after {timeout} s")
-            time.sleep(interval)
-        return self.result()
-
-    @property
-    def elapsed_s(self) -> float:
-        if self._started_at is None:
-            return 0.0
-        return (self._finished_at or time.monotonic()) - self._started_at
 
     def stderr_tail(self) -> str:
         return self._stderr

@@ -164,7 +164,61 @@ def _describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str
     return "error", f"the measurement process stopped unexpectedly (exit code {returncode})"
 
 
-class Job:
+class JobState:
+    """The page's, the CLI's and the manager's API of a job, shared by the child-process job (``Job``) and the
+    Ray job (``executor.RayJob``). A subclass keeps ``_lock``, ``_fraction``, ``_message``, ``_rows`` (point
+    index -> rows), ``_final``, ``_ended``, ``_started_at`` and ``_finished_at``, says whether it ``started``,
+    and brings its state up to date in ``poll`` (the child's events; a Ray job's thread needs none)."""
+
+    key: str
+    started: bool
+
+    def poll(self) -> None:
+        """Bring the state up to date (nothing to do by default)."""
+
+    def progress(self) -> tuple[float, str]:
+        """``(fraction in [0, 1], message)``."""
+        self.poll()
+        with self._lock:
+            return self._fraction, self._message
+
+    def done(self) -> bool:
+        self.poll()
+        return self._final is not None
+
+    @property
+    def outcome(self) -> str:
+        """``pending``, ``running``, ``finished``, ``timeout``, ``cancelled`` or ``crashed``."""
+        self.poll()
+        if self._ended is not None:
+            return self._ended
+        return "running" if self.started else "pending"
+
+    def result(self) -> list[ProfileRecord]:
+        """All rows once done; before that, the rows of the points finished so far."""
+        self.poll()
+        with self._lock:
+            if self._final is not None:
+                return list(self._final)
+            return [r for i in sorted(self._rows) for r in self._rows[i]]
+
+    def wait(self, timeout: float | None = None, *, interval: float = 0.05) -> list[ProfileRecord]:
+        """Block until done (for the CLI and tests); raises ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.key} still running after {timeout} s")
+            time.sleep(interval)
+        return self.result()
+
+    @property
+    def elapsed_s(self) -> float:
+        if self._started_at is None:
+            return 0.0
+        return (self._finished_at or time.monotonic()) - self._started_at
+
+
+class Job(JobState):
     """One measurement job in a child process. Non-blocking; safe to poll from several threads."""
 
     #: the module run as ``python -m CHILD_MODULE JOB_DIR`` (a subclass may run another child, e.g. the probes)
@@ -364,53 +418,12 @@ class Job:
                 self._stderr_tail = (self._dir / "stderr.txt").read_bytes()[-4000:].decode("utf-8", "replace")
             shutil.rmtree(self._dir, ignore_errors=True)
 
-    # --- the page's API ---
-
-    def progress(self) -> tuple[float, str]:
-        """``(fraction in [0, 1], message)``."""
-        self.poll()
-        with self._lock:
-            return self._fraction, self._message
-
-    def done(self) -> bool:
-        self.poll()
-        return self._final is not None
-
-    @property
-    def outcome(self) -> str:
-        """``pending``, ``running``, ``finished``, ``timeout``, ``cancelled`` or ``crashed``."""
-        self.poll()
-        if self._ended is not None:
-            return self._ended
-        return "running" if self.started else "pending"
-
-    def result(self) -> list[ProfileRecord]:
-        """All rows once done; before that, the rows of the points finished so far."""
-        self.poll()
-        with self._lock:
-            if self._final is not None:
-                return list(self._final)
-            return [r for i in sorted(self._rows) for r in self._rows[i]]
-
-    def wait(self, timeout: float | None = None, *, interval: float = 0.05) -> list[ProfileRecord]:
-        """Block until done (for the CLI and tests); raises ``TimeoutError`` after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.key} still running after {timeout} s")
-            time.sleep(interval)
-        return self.result()
+    # --- the page's API: JobState's, plus ---
 
     @property
     def started_wall(self) -> float | None:
         """Wall-clock time (``time.time()``) the job started; None while it waits in the queue."""
         return self._started_wall
-
-    @property
-    def elapsed_s(self) -> float:
-        if self._started_at is None:
-            return 0.0
-        return (self._finished_at or time.monotonic()) - self._started_at
 
     def stderr_tail(self) -> str:
         """The end of the child's stderr (for logs, never for the page's rows)."""
