@@ -129,3 +129,23 @@ def devices() -> tuple[tuple[str, str], ...]:
             out.append((f"cuda:{i}", f"GPU {i}: {dev.device_name(f'cuda:{i}')}"))
     out.append(("cpu", f"CPU: {dev.cpu_name()}"))
     return tuple(out)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _reference(cfg_json: str, preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from xtlens.dashboard import latency_parts as lp
+    from xtlens.profiling.records import to_frame
+    from xtlens.profiling.reference import reference_for
+
+    rows = [r for r in reference_for(_cfg(cfg_json), preset) if r.measurement == "breakdown"]
+    if not rows:
+        return pd.DataFrame(), pd.DataFrame()
+    frame = to_frame(rows)
+    return lp.predicted_vs_measured(frame), lp.alibi_share(frame)
+
+
+def reference(cfg: ModelConfig, preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A shipped GPU run's breakdown of this very configuration on ``preset``'s GPU (``profiling.reference``):
+    measured against predicted per phase, length and dtype, and the ALiBi share; empty frames when that run
+    did not measure it (cached: the Latency view asks on every rerun)."""
+    return _reference(cfg.to_json(), preset)

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.core.hardware import GPU_PRESETS, gpu_family
-from xtlens.dashboard import charts, jobs, other_runs, state, tables
+from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
@@ -255,22 +255,20 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
 
 def _reference(ctx: Ctx, hw_name: str) -> None:
     """A GPU run shipped with xtlens, when it measured this very configuration on the chosen preset's GPU."""
-    from xtlens.profiling.records import to_frame
-    from xtlens.profiling.reference import REFERENCE_RUNS, reference_for
+    from xtlens.profiling.reference import REFERENCE_RUNS
 
-    rows = reference_for(ctx.cfg, hw_name) if hw_name in REFERENCE_RUNS else []
-    frame = to_frame(rows) if rows else pd.DataFrame()
-    if frame.empty or (frame["measurement"] == "breakdown").sum() == 0:
+    if hw_name not in REFERENCE_RUNS:
+        return
+    pvm, share = data.reference(ctx.cfg, hw_name)
+    if pvm.empty:
         return
     what = REFERENCE_RUNS[hw_name][1]
     st.markdown(f"**Measured on that GPU: this configuration in xtlens's reference run** ({what}; "
                 "docs/gpu-results.md). Kernel times per part from torch.profiler; the total from CUDA events.")
-    pvm = lp.predicted_vs_measured(frame)
     st.dataframe(arrow_safe(pvm), hide_index=True, width="stretch", key="df.latency.reference",
                  column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx"),
                                 "measured_ms": st.column_config.NumberColumn(format="%.4g"),
                                 "predicted_ms": st.column_config.NumberColumn(format="%.4g")})
-    share = lp.alibi_share(frame)
     if ctx.cfg.alibi_pos_bias and not share.empty:
         st.caption("Where that run's time went: ALiBi bias construction + mask preparation, and the attention kernel, "
                    "as shares of the measured total (the rest: the other parts and time in which no kernel ran).")
