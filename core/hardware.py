@@ -42,7 +42,7 @@ __all__ = [
     "MEM_BANDWIDTH_BYTES_PER_S",
     "Hardware",
     "GPU_PRESETS",
-    "GPU_MEMORY",
+    "GPU_MEMORY_GIB",
     "hardware_preset",
     "gpu_family",
     "peak_flops_per_s",
@@ -142,7 +142,7 @@ GPU_PRESETS: dict[str, Hardware] = {
 #: The GPUs a user picks by memory (Setups, ``--device-memory-gib``): device memory in GiB (2**30 bytes) as
 #: ``nvidia-smi``'s memory.total shows it, and the ``GPU_PRESETS`` family of the part's ceilings (None: no preset).
 #: Read off real machines: NVIDIA H200 143,771 MiB (2026-11-26, docs/gpu-results.md); H100 80GB HBM3 81,559 MiB.
-GPU_MEMORY: dict[str, tuple[float, str | None]] = {
+GPU_MEMORY_GIB: dict[str, tuple[float, str | None]] = {
     "H100 80GB": (79.6, "H100 SXM"),
     "H200 141GB": (140.4, "H200 SXM"),
     "A100 80GB": (79.2, "A100"),

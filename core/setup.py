@@ -35,7 +35,7 @@ from dataclasses import dataclass, fields
 from urllib.parse import parse_qsl, urlencode
 
 from xtlens.core.config import ConfigError, ModelConfig, Workload, decode_value
-from xtlens.core.hardware import GPU_MEMORY
+from xtlens.core.hardware import GPU_MEMORY_GIB
 
 __all__ = [
     "PRECISIONS",
@@ -58,9 +58,9 @@ WEIGHT_BITS = (16, 8, 4)
 KV_CACHE = ("16", "fp8", "int8")
 MAX_DEGREE = 65_536
 
-#: Device memory of common accelerators, GiB (2**30 bytes), from the one table of GPUs (``core.hardware.GPU_MEMORY``,
+#: Device memory of common accelerators, GiB (2**30 bytes), from the one table of GPUs (``core.hardware.GPU_MEMORY_GIB``,
 #: which also names each part's compute and bandwidth ceilings).
-GPU_PRESETS_GIB: dict[str, float] = {name: gib for name, (gib, _family) in GPU_MEMORY.items()}
+GPU_PRESETS_GIB: dict[str, float] = {name: gib for name, (gib, _family) in GPU_MEMORY_GIB.items()}
 
 PRECISION_TEXT = {
     "auto": "workload dtype for everything",

@@ -107,12 +107,12 @@ def test_allocator_rounding_matches_the_real_parameters():
 def test_one_table_of_gpus_memory_and_ceilings_agree():
     """The GPUs a user picks by memory (Setups, --device-memory-gib) name the family of their ceilings; the family
     the table names is the one the CUDA-name matcher finds for the same product name (two ways, one answer)."""
-    from xtlens.core.hardware import GPU_MEMORY, GPU_PRESETS, gpu_family
+    from xtlens.core.hardware import GPU_MEMORY_GIB, GPU_PRESETS, gpu_family
     from xtlens.core.setup import GPU_PRESETS_GIB
 
-    assert GPU_PRESETS_GIB == {name: gib for name, (gib, _) in GPU_MEMORY.items()}
-    for name, (_gib, family) in GPU_MEMORY.items():
+    assert GPU_PRESETS_GIB == {name: gib for name, (gib, _) in GPU_MEMORY_GIB.items()}
+    for name, (_gib, family) in GPU_MEMORY_GIB.items():
         assert family is None or family in GPU_PRESETS
         assert gpu_family(name) == family, name
     # read off the H200 of docs/gpu-results.md: nvidia-smi memory.total 143,771 MiB
-    assert GPU_MEMORY["H200 141GB"][0] == round(143_771 / 1024, 1)
+    assert GPU_MEMORY_GIB["H200 141GB"][0] == round(143_771 / 1024, 1)
