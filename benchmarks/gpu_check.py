@@ -200,7 +200,7 @@ def interleaved_criterion(*, device: str, n: int, dtype: str, rounds: int, calls
         model.eval()
         ids = torch.randint(0, cfg.num_tokens, (1, n), generator=torch.Generator().manual_seed(0)).to(device)
         runners[(name, impl)] = (runner, ids)
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
+    wall_ms: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
     with torch.no_grad():
         for runner, ids in runners.values():  # compile, autotune, warm the allocator
             for _ in range(3):
@@ -213,7 +213,7 @@ def interleaved_criterion(*, device: str, n: int, dtype: str, rounds: int, calls
                 for _ in range(calls):
                     runner(ids)
                 synchronize(device)
-                times[key].append((time.perf_counter() - t0) * 1e3 / calls)
+                wall_ms[key].append((time.perf_counter() - t0) * 1e3 / calls)
         kernel_ms: dict[tuple[str, str], float | None] = {}
         for key, (runner, ids) in runners.items():
             kernel_ms[key] = None
@@ -224,18 +224,18 @@ def interleaved_criterion(*, device: str, n: int, dtype: str, rounds: int, calls
                     runner(ids)
                     synchronize(device)
                 kernel_ms[key] = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
-    med = {k: statistics.median(v) for k, v in times.items()}
+    median_ms = {k: statistics.median(v) for k, v in wall_ms.items()}
     out = [f"{rounds} rounds x {calls} forwards each, the four models in turn; batch 1, {n} tokens, {dtype}; "
            "median of the rounds (min..max); kernel ms: the GPU's kernel time of one forward (torch.profiler).\n",
            "| config | implementation | wall ms (median) | min..max | kernel ms | wall / seed-no-alibi as built |",
            "|---|---|---:|---:|---:|---:|"]
-    ref = med[("seed-no-alibi", "asbuilt")]
+    ref = median_ms[("seed-no-alibi", "asbuilt")]
     for key in runners:
         k = kernel_ms[key]
-        out.append(f"| {key[0]} | {key[1]} | {med[key]:.3f} | {min(times[key]):.3f}..{max(times[key]):.3f} | "
-                   f"{'' if k is None else f'{k:.3f}'} | {med[key] / ref:.2f} |")
-    ratio = med[("seed", "flex")] / ref
-    per_round = sorted(a / b for a, b in zip(times[("seed", "flex")], times[("seed-no-alibi", "asbuilt")], strict=True))
+        out.append(f"| {key[0]} | {key[1]} | {median_ms[key]:.3f} | {min(wall_ms[key]):.3f}..{max(wall_ms[key]):.3f} | "
+                   f"{'' if k is None else f'{k:.3f}'} | {median_ms[key] / ref:.2f} |")
+    ratio = median_ms[("seed", "flex")] / ref
+    per_round = sorted(a / b for a, b in zip(wall_ms[("seed", "flex")], wall_ms[("seed-no-alibi", "asbuilt")], strict=True))
     verdict = "PASS" if ratio <= FLEX_CRITERION else "FAIL"
     out.append(f"\n- criterion: seed with the FlexAttention what-if / seed-no-alibi as built = {ratio:.2f} "
                f"(per-round ratios {per_round[0]:.2f}..{per_round[-1]:.2f}; criterion <= {FLEX_CRITERION}): **{verdict}**")
