@@ -110,3 +110,19 @@ def test_cuda_whatif_implementations():
         assert row.logits_rel_err < pwi.TOLERANCE["bfloat16"]
     assert by[("train_step", "flex")].status == "ok"  # FlexAttention has a backward on CUDA
     assert by[("train_step", "cudagraphs")].status == "error" and "only the forward" in by[("train_step", "cudagraphs")].error
+
+
+def test_compiled_flex_is_allowed_a_graph_per_shape_of_a_whole_table():
+    """dynamo runs a function eagerly once it has compiled 8 graphs of it (its default limit); a what-if table
+    compiles FlexAttention once per length, phase and configuration, so the what-if raises the limit (on an H200
+    the 1024-token rows measured after 8 compiled shapes ran eager, 3.5x slow)."""
+    import torch._dynamo
+
+    name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    before = getattr(torch._dynamo.config, name)
+    try:
+        setattr(torch._dynamo.config, name, 8)
+        pwi._allow_recompiles()
+        assert getattr(torch._dynamo.config, name) >= 2 * 4 * 3 * 2  # 2 configs x 4 lengths x 3 phases x 2 dtypes
+    finally:
+        setattr(torch._dynamo.config, name, before)
