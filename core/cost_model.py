@@ -86,7 +86,7 @@ from xtlens.core.serving import (
     serving_memory,
     serving_weight_bytes,
 )
-from xtlens.core.tensors import ParamTensor, numel, param_tensors
+from xtlens.core.tensors import BufferTensor, ParamTensor, buffer_tensors, numel, param_tensors
 from xtlens.core.tensors import numel as _numel  # noqa: F401  (older name, used by tests)
 from xtlens.core.training import (
     BNB_BLOCK,
@@ -101,7 +101,7 @@ from xtlens.core.training import (
 
 __all__ = [
     # tensors and parameters
-    "ParamTensor", "param_tensors", "numel", "ParamCounts", "param_counts", "param_shapes", "linear_shapes",
+    "ParamTensor", "param_tensors", "BufferTensor", "buffer_tensors", "numel", "ParamCounts", "param_counts", "param_shapes", "linear_shapes",
     "tp_params", "buffer_elements", "ceil_div", "hyper_connection_params_per_layer", "norm_params_each", "num_norms",
     "REL_POS_NUM_BUCKETS",
     # FLOPs

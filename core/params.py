@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xtlens.core.config import ModelConfig
-from xtlens.core.tensors import REL_POS_NUM_BUCKETS, ParamTensor, norm_params_each, num_norms, param_tensors
+from xtlens.core.tensors import (
+    REL_POS_NUM_BUCKETS,
+    ParamTensor,
+    buffer_tensors,
+    norm_params_each,
+    num_norms,
+    param_tensors,
+)
 
 __all__ = ["ParamCounts", "param_counts", "param_shapes", "linear_shapes", "tp_params", "tp_elements",
            "hyper_connection_params_per_layer", "buffer_elements", "ceil_div", "norm_params_each", "num_norms",
@@ -56,9 +63,9 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def buffer_elements(cfg: ModelConfig) -> int:
-    """Floating buffer elements: rotary ``inv_freq`` ``rotary_dim / 2`` and xpos ``scale`` as many
-    (x_transformers.py:851, 861), ALiBi ``slopes`` one per ALiBi head."""
-    return (cfg.rotary_dim // 2) * (2 if cfg.rotary_xpos else 1) + cfg.alibi_heads
+    """Floating buffer elements (``core.tensors.buffer_tensors``): rotary ``inv_freq`` ``rotary_dim / 2`` and xpos
+    ``scale`` as many, ALiBi ``slopes`` one per ALiBi head."""
+    return sum(t.numel for t in buffer_tensors(cfg))
 
 
 def _by_role(tensors: list[ParamTensor]) -> dict[str, int]:

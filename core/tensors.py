@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from xtlens.core.config import ModelConfig
 
-__all__ = ["ParamTensor", "param_tensors", "ROLES", "TP_SPLITS", "REL_POS_NUM_BUCKETS", "numel", "norm_params_each",
+__all__ = ["ParamTensor", "param_tensors", "BufferTensor", "buffer_tensors", "ROLES", "TP_SPLITS", "REL_POS_NUM_BUCKETS", "numel", "norm_params_each",
            "num_norms"]
 
 #: what a tensor is; ``ParamCounts`` sums the tensors by role
@@ -185,4 +185,34 @@ def param_tensors(cfg: ModelConfig) -> list[ParamTensor]:
         out += _norm(cfg, "attn_layers.final_norm")
     if not cfg.tie_embedding:
         out += _linear("to_logits", V, d, "logits", "vocab", bias=False)
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class BufferTensor:
+    """One floating buffer of the built model (moved to the model's dtype with it): ``role`` is ``rotary`` or
+    ``alibi_slopes``."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+
+    @property
+    def numel(self) -> int:
+        return numel(self.shape)
+
+
+def buffer_tensors(cfg: ModelConfig) -> list[BufferTensor]:
+    """The model's buffers after construction, in ``named_buffers()`` order: rotary ``inv_freq`` ``(rot / 2,)`` and
+    the xpos ``scale`` as many (``RotaryEmbedding``, x_transformers.py:851, 861), ALiBi ``slopes`` ``(ha, 1, 1)``
+    (``AlibiPositionalBias``, 650ff). Not listed: ALiBi's non-persistent ``bias`` cache, which exists only after a
+    forward without rotary (``core.memory.alibi_tensors``' ``cached``)."""
+    out = []
+    if cfg.uses_rotary:
+        half = (cfg.rotary_dim // 2,)
+        out.append(BufferTensor(name="attn_layers.rotary_pos_emb.inv_freq", shape=half, role="rotary"))
+        if cfg.rotary_xpos:
+            out.append(BufferTensor(name="attn_layers.rotary_pos_emb.scale", shape=half, role="rotary"))
+    if cfg.alibi_pos_bias:
+        out.append(BufferTensor(name="attn_layers.rel_pos.slopes", shape=(cfg.alibi_heads, 1, 1), role="alibi_slopes"))
     return out

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from xtlens.core import cost_model
 from xtlens.core.builder import build_model
 from xtlens.core.config import PRESETS, ModelConfig
-from xtlens.core.tensors import ROLES, TP_SPLITS, param_tensors
+from xtlens.core.tensors import ROLES, TP_SPLITS, buffer_tensors, param_tensors
 
 BASE = ModelConfig(num_tokens=50, max_seq_len=16, dim=16, depth=2, heads=4, attn_dim_head=8)
 
@@ -73,6 +73,8 @@ def test_names_shapes_and_order_are_the_real_models(built) -> None:
     table = [(t.name, t.shape) for t in param_tensors(cfg)]
     assert table == real
     assert len({name for name, _ in table}) == len(table)
+    buffers = [(name, tuple(b.shape)) for name, b in model.named_buffers()]
+    assert [(t.name, t.shape) for t in buffer_tensors(cfg)] == buffers
 
 
 # the x-transformers module that owns a tensor -> its role (read from the module types, not from the names)
