@@ -10,10 +10,10 @@ Standard library only. Module paths (x_transformers.py 2.31.10 line numbers):
   416; only without rotary and T5 bias, ``disable_abs_pos_emb`` 2892), ``to_logits.weight`` (untied, 4162);
 * ``attn_layers.stream_emb`` (hyper-connections, 2878), then ``attn_layers.layers.<i>``, one per sub-layer
   (``a, f`` per block, ``f, a, f`` with ``macaron``): ``.0.<k>`` its norms (``k`` = 0 pre-branch with pre-norm,
-  1 post-branch with ``sandwich_norm``, 2 post-main with post-norm; 3301-3311), ``.1`` the block (wrapped in
+  1 post-branch with ``sandwich_norm``, 2 post-main with post-norm; 3301-3319), ``.1`` the block (wrapped in
   ``ShiftTokens`` ``.fn`` with ``shift_tokens``, and a macaron feed-forward in ``Scale`` ``.fn``; 3237-3245), ``.2``
   the residual (``Residual.residual_scale`` with DeepNorm, 1189; ``HyperConnection`` with several streams, 1376);
-* ``attn_layers.rel_pos.relative_attention_bias.weight`` (T5 bias, 474), ``attn_layers.final_norm`` (pre-norm).
+* ``attn_layers.rel_pos.relative_attention_bias.weight`` (T5 bias, 474), ``attn_layers.final_norm`` (pre-norm, 3157).
 
 Norms: ``LayerNorm.gamma`` ``(d,)`` (1017), ``RMSNorm.g`` ``(d,)`` (1076), ``ScaleNorm.g`` ``(1,)`` (1059),
 ``SimpleRMSNorm`` none (1114). The rotary, xpos and ALiBi tables are buffers, not parameters.
@@ -107,7 +107,7 @@ def _linear(name: str, out_features: int, in_features: int, role: str, split: st
 
 
 def _attention(cfg: ModelConfig, prefix: str) -> list[ParamTensor]:
-    """``Attention`` (x_transformers.py:2013-2241): its own parameters first (``mem_k``, ``mem_v``
+    """``Attention`` (x_transformers.py:2013-2242): its own parameters first (``mem_k``, ``mem_v``
     ``(g, m, dh)``, 2190), then ``to_q``, ``to_k``, ``to_v``, ``to_v_gate`` (2048), ``to_out`` in the order they are
     registered, all bias-free. Heads do not split ``dim``: ``to_q`` is ``(h*dh, d)``."""
     d, h, g, dh, m = cfg.dim, cfg.heads, cfg.kv_heads, cfg.attn_dim_head, cfg.attn_num_mem_kv
@@ -149,7 +149,7 @@ def _hyper_connection(cfg: ModelConfig, prefix: str) -> list[ParamTensor]:
 
 
 def _layer_types(cfg: ModelConfig) -> list[str]:
-    """``a`` attention / ``f`` feed-forward, one per sub-layer (``AttentionLayers.layer_types``, 3050-3070)."""
+    """``a`` attention / ``f`` feed-forward, one per sub-layer (``AttentionLayers.layer_types``, 3088)."""
     return list(("f", "a", "f") if cfg.macaron else ("a", "f")) * cfg.depth
 
 
@@ -204,8 +204,8 @@ class BufferTensor:
 
 def buffer_tensors(cfg: ModelConfig) -> list[BufferTensor]:
     """The model's buffers after construction, in ``named_buffers()`` order: rotary ``inv_freq`` ``(rot / 2,)`` and
-    the xpos ``scale`` as many (``RotaryEmbedding``, x_transformers.py:851, 861), ALiBi ``slopes`` ``(ha, 1, 1)``
-    (``AlibiPositionalBias``, 650ff). Not listed: ALiBi's non-persistent ``bias`` cache, which exists only after a
+    the xpos ``scale`` as many (``RotaryEmbedding``, x_transformers.py:852, 864), ALiBi ``slopes`` ``(ha, 1, 1)``
+    (``AlibiPositionalBias``, 646). Not listed: ALiBi's non-persistent ``bias`` cache, which exists only after a
     forward without rotary (``core.memory.alibi_tensors``' ``cached``)."""
     out = []
     if cfg.uses_rotary:
