@@ -17,6 +17,7 @@ from x_transformers.x_transformers import AlibiPositionalBias
 from xtlens.core import cost_model
 from xtlens.core.builder import build_model, effective_kwargs
 from xtlens.core.config import PRESETS, ModelConfig, Workload
+from xtlens.core.tensors import param_tensors
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = PRESETS["seed"]
@@ -32,40 +33,20 @@ def _meta_model(cfg: ModelConfig) -> torch.nn.Module:
         return TransformerWrapper(**kw.wrapper, attn_layers=Decoder(**kw.decoder))
 
 
-_HYPER_NAMES = (".static_beta", ".static_alpha", ".dynamic_alpha_fn", ".dynamic_alpha_scale", ".dynamic_beta_fn",
-                ".dynamic_beta_scale", ".norm.weight")
+# ParamCounts' parts by the role ``core.tensors.param_tensors`` gives each tensor of the real model
+_PART_OF_ROLE = {"token_embedding": "token", "abs_pos_embedding": "abs_pos", "attention": "attention",
+                 "attn_gate": "gate", "mem_kv": "mem_kv", "feedforward": "feedforward", "norm": "norm",
+                 "residual_scale": "residual", "logits": "logits", "rel_pos_bias": "rel_pos",
+                 "hyper_connection": "hyper"}
 
 
-def _measured_parts(model: torch.nn.Module) -> dict[str, int]:
-    parts = dict.fromkeys(("token", "abs_pos", "attention", "feedforward", "norm", "residual", "logits", "rel_pos",
-                           "hyper", "gate", "mem_kv"), 0)
+def _measured_parts(cfg: ModelConfig, model: torch.nn.Module) -> dict[str, int]:
+    role_of = {t.name: t.role for t in param_tensors(cfg)}
+    parts = dict.fromkeys(_PART_OF_ROLE.values(), 0)
     for name, p in model.named_parameters():
-        if name == "attn_layers.stream_emb" or (name.startswith("attn_layers.layers.")
-                                                 and name.endswith(_HYPER_NAMES)):
-            key = "hyper"
-        elif name.startswith("attn_layers.rel_pos."):
-            key = "rel_pos"
-        elif name.startswith("token_emb."):
-            key = "token"
-        elif name.startswith("pos_emb."):
-            key = "abs_pos"
-        elif name.startswith("to_logits."):
-            key = "logits"
-        elif name.endswith((".gamma", ".g")):  # LayerNorm gamma, RMSNorm / ScaleNorm g
-            key = "norm"
-        elif name.endswith(".residual_scale"):
-            key = "residual"
-        elif ".ff." in name:
-            key = "feedforward"
-        elif any(s in name for s in (".to_q.", ".to_k.", ".to_v.", ".to_out.")):
-            key = "attention"
-        elif ".to_v_gate." in name:
-            key = "gate"
-        elif name.endswith((".mem_k", ".mem_v")):
-            key = "mem_kv"
-        else:
-            raise AssertionError(f"unclassified parameter {name}")
-        parts[key] += p.numel()
+        if name not in role_of:
+            raise AssertionError(f"unclassified parameter {name}: not in core.tensors.param_tensors")
+        parts[_PART_OF_ROLE[role_of[name]]] += p.numel()
     # to_v_gate and mem_k / mem_v live in the Attention module: attention_params includes them
     parts["attention"] += parts["gate"] + parts["mem_kv"]
     return parts
@@ -73,7 +54,7 @@ def _measured_parts(model: torch.nn.Module) -> dict[str, int]:
 
 def _assert_params_match(cfg: ModelConfig, model: torch.nn.Module) -> None:
     pc = cost_model.param_counts(cfg)
-    parts = _measured_parts(model)
+    parts = _measured_parts(cfg, model)
     assert pc.num_params == sum(p.numel() for p in model.parameters())
     assert pc.num_param_tensors == len(list(model.parameters()))
     assert parts == {
