@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from xtlens.dashboard import benefit_charts as bc
-from xtlens.dashboard import benefit_data, state
+from xtlens.dashboard.charts import benefits as bc
+from xtlens.dashboard.session import probe_jobs, uploads, widgets
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart
 from xtlens.profiling.benefit import analysis
@@ -65,12 +65,11 @@ def _default_values(probe: str, axis: str) -> str:
 
 
 def options_from_widgets(ctx: Ctx, probe: str, corpus_path: str | None) -> ProbeOptions:
-    ss = st.session_state
-    axis = ss.get("benefits.axis", "dim") if probe == "scaling" else None
+    axis = widgets.value("benefits.axis", "dim") if probe == "scaling" else None
     return ProbeOptions(probe=probe, base=ctx.cfg, axis=axis,
-                        values=_parse_ints(ss.get(f"benefits.{probe}.values", ""), "values"),
-                        tokens=int(ss.get(f"benefits.{probe}.tokens", DEFAULTS[probe]["tokens"])),
-                        seeds=_parse_ints(ss.get(f"benefits.{probe}.seeds", ""), "seeds"),
+                        values=_parse_ints(widgets.value(f"benefits.{probe}.values", ""), "values"),
+                        tokens=int(widgets.value(f"benefits.{probe}.tokens", DEFAULTS[probe]["tokens"])),
+                        seeds=_parse_ints(widgets.value(f"benefits.{probe}.seeds", ""), "seeds"),
                         corpus=corpus_path, device="cuda" if ctx.device.startswith("cuda") else "cpu")
 
 
@@ -79,7 +78,7 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
     cols = st.columns([1, 2, 1, 1])
     if probe == "scaling":
         cols[0].radio("field to sweep", SCALING_AXES, horizontal=True, key="benefits.axis")
-    axis = st.session_state.get("benefits.axis", "dim")
+    axis = widgets.value("benefits.axis", "dim")
     default = _default_values(probe, axis)
     cols[1].text_input("values", key=f"benefits.{probe}.values", placeholder=default,
                        help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
@@ -98,7 +97,7 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
         if up is None:
             c[1].caption("No file yet: the default corpus is used.")
             return None
-        return benefit_data.save_upload(up.name, up.getvalue())
+        return probe_jobs.save_upload(up.name, up.getvalue())
     c[1].caption(f"{DEFAULT_CORPUS_NAME}: about 465 KB of English prose shipped with every Python; 10 % of its "
                  "paragraph chunks (chosen by hash) are the validation split.")
     return None
@@ -135,7 +134,7 @@ def render(ctx: Ctx) -> None:
     st.caption(line)
     frame = _job_panel(opt)
     _uploads(probe)
-    tables = benefit_data.finished_tables(probe)
+    tables = probe_jobs.finished_tables(probe)
     if frame is None and tables:
         labels = [label for label, _ in tables]
         pick = st.selectbox("results to show", labels, index=len(labels) - 1, key=f"benefits.show.{probe}",
@@ -147,26 +146,26 @@ def render(ctx: Ctx) -> None:
 
 
 def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
-    job = benefit_data.find(opt)
+    job = probe_jobs.find(opt)
     if job is None:
         cols = st.columns([1, 3])
         pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
-        cols[1].caption(f"Not run yet. Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
+        cols[1].caption(f"Not run yet. Runs in a separate process (time limit {probe_jobs.TIME_LIMIT_S:g} s) with "
                         "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
                         "served from there next time (Measure again trains them again).")
         if not pressed:
             return None
-        job = benefit_data.submit(opt, f"{opt.probe} probe")
+        job = probe_jobs.submit(opt, f"{opt.probe} probe")
     if not job.done():
         _progress(job.key, f"{opt.probe} probe")
         return None
-    frame = benefit_data.frame_of(job)
+    frame = probe_jobs.frame_of(job)
     with st.container(horizontal=True, vertical_alignment="center"):
         st.caption(f"{opt.probe} probe: {job.outcome} in {job.elapsed_s:.1f} s; {len(frame)} row(s); "
                    f"{describe_sources(job.result())}.")
         if st.button("Measure again", key=f"benefits.rerun.{opt.probe}", type="tertiary",
                      help="Train every run again instead of serving stored runs from the result store."):
-            benefit_data.manager().submit(opt, time_limit_s=benefit_data.TIME_LIMIT_S, fresh=True)
+            probe_jobs.manager().submit(opt, time_limit_s=probe_jobs.TIME_LIMIT_S, fresh=True)
             st.rerun()
     return frame
 
@@ -174,7 +173,7 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
 def _progress(job_key: str, label: str) -> None:
     @st.fragment(run_every=1.0)
     def poll() -> None:
-        job = benefit_data.manager().get(job_key)
+        job = probe_jobs.manager().get(job_key)
         if job is None:
             return
         fraction, message = job.progress()
@@ -311,7 +310,7 @@ def _uploads(probe: str) -> None:
             except ValueError as exc:
                 st.error(f"{up.name}: {exc}")
             else:
-                state.add_probe_upload(up.name, frame)
+                uploads.add_probe_upload(up.name, frame)
                 st.caption(f"Loaded {len(frame)} row(s) from {up.name}; probes: "
                            f"{', '.join(sorted(frame['probe'].dropna().unique()))}.")
 
@@ -348,7 +347,7 @@ def tradeoff_panel(ctx: Ctx, axis: str) -> None:
     st.caption("Trained in the Benefits tab: scaled-down members of this configuration's family (their own, smaller "
                f"{axis} values, shown on each point), on real text. Compare their order and slopes, not their "
                "absolute sizes, with the full-size costs above.")
-    tables = [(label, f) for label, f in benefit_data.finished_tables("scaling") if (f["axis"] == axis).any()]
+    tables = [(label, f) for label, f in probe_jobs.finished_tables("scaling") if (f["axis"] == axis).any()]
     if not tables:
         st.caption(f"No scaling probe over {axis} yet: run one in the Benefits tab (probe 'scaling', field {axis}) or "
                    "load a table written by `xtlens probe scaling`. It trains scaled-down members of this "

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from xtlens.core import units
-from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
+from xtlens.dashboard import charts, data, tables
+from xtlens.dashboard.session import jobs, other_runs
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling import flops as fb
@@ -127,7 +129,7 @@ def _other_runs(ctx: Ctx, frame: pd.DataFrame | None) -> None:
         own = frame[(frame["measurement"] == "flops") & (frame["status"] == "ok") & (frame["component"] == "total")]
         parts.insert(0, own.assign(series=mine + " / " + own["phase"].astype(str)))
     both = pd.concat(parts, ignore_index=True)
-    colours = state.config_colours([(mine, ctx.cfg), *other_runs.run_keys(others)])
+    colours = config_colours([(mine, ctx.cfg), *other_runs.run_keys(others)])
     chart(charts.colour_by_series(charts.flops_counted_vs_predicted(
         both, title="FLOPs counted (markers, labelled with the difference) vs closed form (dashed)"), colours,
         keep_symbols=True),

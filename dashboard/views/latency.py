@@ -8,8 +8,11 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.core.hardware import GPU_PRESETS, gpu_family
-from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
+from xtlens.dashboard import charts, data, tables
 from xtlens.dashboard import latency_parts as lp
+from xtlens.dashboard.charts import latency as latency_charts
+from xtlens.dashboard.session import jobs, other_runs, tab_settings
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling.records import arrow_safe
@@ -46,10 +49,10 @@ def render(ctx: Ctx) -> None:
     lens = tables.seq_len_grid(ctx.cfg.max_seq_len)
     c = st.columns([2, 3, 2, 1])
     default_max = lens[-1] if gpu else min(lens[-1], 2048)
-    state.tab_setting("latency.max_len", default_max, lambda v: v in lens)
-    state.tab_setting("latency.phases", list(PHASES))
-    state.tab_setting("latency.variant", True)
-    state.tab_setting("latency.repeats", 3 if not gpu else 10, lambda v: 1 <= int(v) <= 50)
+    tab_settings.tab_setting("latency.max_len", default_max, lambda v: v in lens)
+    tab_settings.tab_setting("latency.phases", list(PHASES))
+    tab_settings.tab_setting("latency.variant", True)
+    tab_settings.tab_setting("latency.repeats", 3 if not gpu else 10, lambda v: 1 <= int(v) <= 50)
     max_len = c[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
                                  help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
     phases = tuple(c[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)
@@ -78,10 +81,10 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
     own = frame if frame is not None else other_runs.as_frame([])
     ok = own[(own["measurement"] == "latency") & (own["status"] == "ok")].copy()
     ok["series"] = ok["config_name"].astype(str)
-    colours = state.config_colours(list(variants(ctx)))  # one colour per configuration, as in every chart
+    colours = config_colours(list(variants(ctx)))  # one colour per configuration, as in every chart
     dashes: dict[str, str] = {}
     if others is not None and not others.empty:
-        colours.update(state.config_colours(other_runs.run_keys(others)))
+        colours.update(config_colours(other_runs.run_keys(others)))
         dashes = {run: "dash" for run in others["run"]}
         ok = pd.concat([ok, others.assign(series=others["run"])], ignore_index=True)
         st.caption(other_runs.caption(others, "latency rows", "dashed lines"))
@@ -96,7 +99,7 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
         names = dict(zip(fwd["series"], base, strict=False))
         phase_of = dict(zip(fwd["series"], fwd["phase"], strict=False))
         chart(charts.latency_loglog(fwd, y="tokens_per_s", y_title="throughput (tokens/s, log scale)",
-                                    title="Throughput: forward tokens/s and decode tokens/s", tickformat="~s",
+                                    title="Throughput: forward tokens/s and decode tokens/s",
                                     colours={s_: colours.get(n, charts.SERIES[0]) for s_, n in names.items()},
                                     dashes={s_: "dot" if p == "decode" else dashes.get(names[s_], "solid")
                                             for s_, p in phase_of.items()}),
@@ -140,7 +143,7 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
     if frame is None:
         return None
     tbl = lp.breakdown_table(frame, phase)
-    chart(lp.breakdown_stacked(tbl, title=f"{BREAKDOWN_PHASES[phase]}: measured time per part (ms)"
+    chart(latency_charts.breakdown_stacked(tbl, title=f"{BREAKDOWN_PHASES[phase]}: measured time per part (ms)"
                                + (", per block" if per_layer else "")), "lat_breakdown")
     base = tbl["part"].str.split("@").str[0]  # per layer: qkv_proj@0 -> qkv_proj
     alibi = tbl[base == "alibi_bias"]
@@ -223,7 +226,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
         names_measured = measured["device_name"].dropna().astype(str)
         if hw_name == MEASURING or any(gpu_family(n) == hw.name for n in names_measured):
             on_device = lp.measured_on_roofline(tbl, pts, config="current", seq_len=seq)
-    chart(lp.roofline_chart(pts, hw, ctx.wl.dtype, measured=on_device,
+    chart(latency_charts.roofline_chart(pts, hw, ctx.wl.dtype, measured=on_device,
                             title=f"Roofline: {hw.name.removeprefix('measuring device: ')}, {ctx.wl.dtype}, "
                                   f"{phase.replace('_', ' ')} at {seq:,} tokens"),
           "lat_roofline")

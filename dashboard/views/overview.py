@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import PRESETS
 from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
-from xtlens.dashboard import charts, data, facts, jobs, tables
-from xtlens.dashboard.jobs import NOT_MEASURED
+from xtlens.dashboard import charts, data, facts, tables
+from xtlens.dashboard.session import jobs
+from xtlens.dashboard.session.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
 from xtlens.dashboard.views.memory import measured_words

@@ -18,7 +18,9 @@ from xtlens.core.setup import (
     ServingSetup,
     TrainingSetup,
 )
-from xtlens.dashboard import budget, setup_charts, state
+from xtlens.dashboard import budget
+from xtlens.dashboard.charts import setups as setup_charts
+from xtlens.dashboard.session import url
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 
@@ -34,7 +36,7 @@ def _index(options: list, value) -> int:
 def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, list[ConfigError]]:
     """The setup widgets, seeded from the URL; returns the setups (None where invalid), the device memory in bytes
     and the errors (each names its field)."""
-    params = state.setup_params()
+    params = url.setup_params()
     errors: list[ConfigError] = []
     try:
         t0 = TrainingSetup.from_query(params)
@@ -98,7 +100,7 @@ def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, 
     except ConfigError as exc:
         errors.append(exc)
     if training is not None and serving is not None:
-        state.remember_setups({**training.to_query_params(), **serving.to_query_params()})
+        url.remember_setups({**training.to_query_params(), **serving.to_query_params()})
     return training, serving, budget_bytes, errors
 
 

@@ -11,7 +11,8 @@ from streamlit.testing.v1 import AppTest
 from xtlens.core import cost_model, units
 from xtlens.core.config import PRESETS, Workload
 from xtlens.core.setup import ServingSetup, TrainingSetup
-from xtlens.dashboard import budget, setup_charts
+from xtlens.dashboard import budget
+from xtlens.dashboard.charts import setups as setup_charts
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 SEED = PRESETS["seed"]

@@ -304,7 +304,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
 # --- latency -------------------------------------------------------------------------------------------
 
 def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_ms",
-                   y_title: str = MS_AXIS, series: str = "series", tickformat: str | None = None,
+                   y_title: str = MS_AXIS, series: str = "series",
                    colours: dict[str, str] | None = None, dashes: dict[str, str] | None = None) -> go.Figure:
     """Log-log latency vs sequence length, one line per ``series`` with its fitted slope in the legend.
 
