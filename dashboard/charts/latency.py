@@ -68,16 +68,16 @@ def roofline_chart(points: pd.DataFrame, hw: Hardware, dtype: str, *, measured: 
     log axis: they are memory-bound by definition and listed in the table."""
     fig = go.Figure()
     peak = hw.peak(dtype)
-    bw = hw.mem_bandwidth_bytes_per_s
+    bandwidth = hw.mem_bandwidth_bytes_per_s
     pts = points[(points["flops"] > 0)] if not points.empty else points
-    lo, hi = 0.1, 1e4
+    x_lo, x_hi = 0.1, 1e4
     if not pts.empty:
-        lo = min(lo, float(pts["intensity_flops_per_byte"].min()) / 2)
-        hi = max(hi, float(pts["intensity_flops_per_byte"].max()) * 2)
+        x_lo = min(x_lo, float(pts["intensity_flops_per_byte"].min()) / 2)
+        x_hi = max(x_hi, float(pts["intensity_flops_per_byte"].max()) * 2)
     if peak:
-        ridge = peak / bw
-        xs = [lo, ridge, hi]
-        fig.add_trace(go.Scatter(x=xs, y=[min(peak, x * bw) for x in xs], mode="lines", name=f"{hw.name} roof",
+        ridge = peak / bandwidth
+        xs = [x_lo, ridge, x_hi]
+        fig.add_trace(go.Scatter(x=xs, y=[min(peak, x * bandwidth) for x in xs], mode="lines", name=f"{hw.name} roof",
                                  line={"color": "#333333"},
                                  hovertemplate="%{x:.3g} FLOP/byte: %{y:.3s}FLOP/s<extra>roof</extra>"))
         fig.add_vline(x=ridge, line_dash="dot", line_color="#888888",
@@ -89,21 +89,21 @@ def roofline_chart(points: pd.DataFrame, hw: Hardware, dtype: str, *, measured: 
             name=f"{PART_LABELS.get(part, part)} (predicted)",
             hovertemplate="%{x:.3g} FLOP/byte, %{y:.3s}FLOP/s predicted<extra>" + part + "</extra>"))
     if measured is not None and not measured.empty:
-        m = measured[(measured["flops"] > 0) & (measured["measured_ms"] > 0)]
-        for part, group in m.groupby("part", sort=False):
+        achieved = measured[(measured["flops"] > 0) & (measured["measured_ms"] > 0)]
+        for part, group in achieved.groupby("part", sort=False):
             fig.add_trace(go.Scatter(
                 x=group["intensity_flops_per_byte"], y=group["flops"] / (group["measured_ms"] / 1e3), mode="markers",
                 marker={"symbol": "circle", "size": 9, "color": PART_COLORS.get(part, "#999")},
                 name=f"{PART_LABELS.get(part, part)} (measured)",
                 hovertemplate="%{x:.3g} FLOP/byte, %{y:.3s}FLOP/s achieved<extra>" + part + "</extra>"))
-    ys = [min(peak or bw * hi, lo * bw)] + ([] if pts.empty else pts["attainable_flops_per_s"].astype(float).tolist())
+    ys = [min(peak or bandwidth * x_hi, x_lo * bandwidth)] + ([] if pts.empty else pts["attainable_flops_per_s"].astype(float).tolist())
     if measured is not None and not measured.empty:
-        m = measured[(measured["flops"] > 0) & (measured["measured_ms"] > 0)]
-        ys += (m["flops"] / (m["measured_ms"] / 1e3)).astype(float).tolist()
+        achieved = measured[(measured["flops"] > 0) & (measured["measured_ms"] > 0)]
+        ys += (achieved["flops"] / (achieved["measured_ms"] / 1e3)).astype(float).tolist()
     y_lo = min(y for y in ys if y > 0) / 3
     y_hi = (peak or max(ys)) * 3
     fig.update_xaxes(type="log", title="arithmetic intensity (FLOP per byte moved, log scale)",
-                     range=[math.log10(lo), math.log10(hi)], dtick=1)
+                     range=[math.log10(x_lo), math.log10(x_hi)], dtick=1)
     fig.update_yaxes(type="log", title="FLOP/s (1 multiply-add = 2 FLOPs, log scale)", tickformat="~s",
                      range=[math.log10(y_lo), math.log10(y_hi)], dtick=1)
     fig.update_layout(title={"text": title, "x": 0}, height=480, margin={"l": 60, "r": 20, "t": 50, "b": 40},

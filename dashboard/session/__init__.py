@@ -9,7 +9,7 @@ each own one concern:
 - ``loading``: a preset or pasted code into the sidebar. ``pins``: the Compare tab's pinned configurations.
 - ``colours``: one colour per configuration for the session. ``uploads``: tables this session did not measure.
 - ``ownership``: this session's id and the jobs it submitted. ``restore``: a saved session file back in.
-- ``run_on``: this machine or a Ray cluster. ``jobs`` / ``probe_jobs``: measurement and probe jobs.
+- ``run_on``: this machine or a Ray cluster. ``jobs`` / ``benefit_data``: measurement jobs, probe jobs and tables.
 - ``session_io``: the session file (pure). ``provenance``: how and when rows were measured, in words (pure).
   ``other_runs``: uploaded and restored rows for the views.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from xtlens.dashboard.charts import benefits as bc
-from xtlens.dashboard.session import probe_jobs, uploads, widgets
+from xtlens.dashboard.session import benefit_data, uploads, widgets
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart
 from xtlens.profiling.benefit import analysis
@@ -97,7 +97,7 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
         if up is None:
             c[1].caption("No file yet: the default corpus is used.")
             return None
-        return probe_jobs.save_upload(up.name, up.getvalue())
+        return benefit_data.save_upload(up.name, up.getvalue())
     c[1].caption(f"{DEFAULT_CORPUS_NAME}: about 465 KB of English prose shipped with every Python; 10 % of its "
                  "paragraph chunks (chosen by hash) are the validation split.")
     return None
@@ -134,7 +134,7 @@ def render(ctx: Ctx) -> None:
     st.caption(line)
     frame = _job_panel(opt)
     _uploads(probe)
-    tables = probe_jobs.finished_tables(probe)
+    tables = benefit_data.finished_tables(probe)
     if frame is None and tables:
         labels = [label for label, _ in tables]
         pick = st.selectbox("results to show", labels, index=len(labels) - 1, key=f"benefits.show.{probe}",
@@ -146,26 +146,26 @@ def render(ctx: Ctx) -> None:
 
 
 def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
-    job = probe_jobs.find(opt)
+    job = benefit_data.find(opt)
     if job is None:
         cols = st.columns([1, 3])
         pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
-        cols[1].caption(f"Not run yet. Runs in a separate process (time limit {probe_jobs.TIME_LIMIT_S:g} s) with "
+        cols[1].caption(f"Not run yet. Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
                         "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
                         "served from there next time (Measure again trains them again).")
         if not pressed:
             return None
-        job = probe_jobs.submit(opt, f"{opt.probe} probe")
+        job = benefit_data.submit(opt, f"{opt.probe} probe")
     if not job.done():
         _progress(job.key, f"{opt.probe} probe")
         return None
-    frame = probe_jobs.frame_of(job)
+    frame = benefit_data.frame_of(job)
     with st.container(horizontal=True, vertical_alignment="center"):
         st.caption(f"{opt.probe} probe: {job.outcome} in {job.elapsed_s:.1f} s; {len(frame)} row(s); "
                    f"{describe_sources(job.result())}.")
         if st.button("Measure again", key=f"benefits.rerun.{opt.probe}", type="tertiary",
                      help="Train every run again instead of serving stored runs from the result store."):
-            probe_jobs.manager().submit(opt, time_limit_s=probe_jobs.TIME_LIMIT_S, fresh=True)
+            benefit_data.manager().submit(opt, time_limit_s=benefit_data.TIME_LIMIT_S, fresh=True)
             st.rerun()
     return frame
 
@@ -173,7 +173,7 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
 def _progress(job_key: str, label: str) -> None:
     @st.fragment(run_every=1.0)
     def poll() -> None:
-        job = probe_jobs.manager().get(job_key)
+        job = benefit_data.manager().get(job_key)
         if job is None:
             return
         fraction, message = job.progress()
@@ -347,7 +347,7 @@ def tradeoff_panel(ctx: Ctx, axis: str) -> None:
     st.caption("Trained in the Benefits tab: scaled-down members of this configuration's family (their own, smaller "
                f"{axis} values, shown on each point), on real text. Compare their order and slopes, not their "
                "absolute sizes, with the full-size costs above.")
-    tables = [(label, f) for label, f in probe_jobs.finished_tables("scaling") if (f["axis"] == axis).any()]
+    tables = [(label, f) for label, f in benefit_data.finished_tables("scaling") if (f["axis"] == axis).any()]
     if not tables:
         st.caption(f"No scaling probe over {axis} yet: run one in the Benefits tab (probe 'scaling', field {axis}) or "
                    "load a table written by `xtlens probe scaling`. It trains scaled-down members of this "

@@ -117,13 +117,13 @@ def render(ctx: Ctx) -> None:
 def _pin_controls(ctx: Ctx) -> None:
     pinned = pins.pinned()
     full = len(pinned) >= pins.MAX_PINS
-    c = st.columns([2, 1, 2, 1])
-    c[0].text_input("name for the pin", value=f"pin {len(pinned) + 1}", key="compare.pin_name")
-    c[1].button("Pin current", key="compare.pin_current", on_click=pins.on_pin_current, args=("compare.pin_name", ctx.cfg),
-                disabled=full, width="stretch")
-    c[2].selectbox("preset", list(PRESETS), key="compare.preset")
-    c[3].button("Add preset", key="compare.add_preset", on_click=pins.on_pin_preset, args=("compare.preset",),
-                disabled=full, width="stretch")
+    cols = st.columns([2, 1, 2, 1])
+    cols[0].text_input("name for the pin", value=f"pin {len(pinned) + 1}", key="compare.pin_name")
+    cols[1].button("Pin current", key="compare.pin_current", on_click=pins.on_pin_current, args=("compare.pin_name", ctx.cfg),
+                   disabled=full, width="stretch")
+    cols[2].selectbox("preset", list(PRESETS), key="compare.preset")
+    cols[3].button("Add preset", key="compare.add_preset", on_click=pins.on_pin_preset, args=("compare.preset",),
+                   disabled=full, width="stretch")
     with st.expander("Add pasted x-transformers code"):
         text = st.text_area("TransformerWrapper(...) code", key="compare.snippet", height=140)
         try:
@@ -142,8 +142,8 @@ def _pin_controls(ctx: Ctx) -> None:
         for i, (col, pin) in enumerate(zip(cols, pinned, strict=True)):
             with col:
                 st.markdown(f"**{pin.name}**: dim {pin.config.dim}, depth {pin.config.depth}, heads {pin.config.heads}")
-                b = st.columns(2)
-                b[0].button("Remove", key=f"compare.remove.{i}", on_click=pins.on_remove_pin, args=(i,))
-                b[1].button("Load", key=f"compare.load.{i}", on_click=loading.on_load_config,
-                            args=(pin.config, f"Loaded pin {pin.name!r} into the sidebar."),
-                            help="Put this configuration into the sidebar controls")
+                buttons = st.columns(2)
+                buttons[0].button("Remove", key=f"compare.remove.{i}", on_click=pins.on_remove_pin, args=(i,))
+                buttons[1].button("Load", key=f"compare.load.{i}", on_click=loading.on_load_config,
+                                  args=(pin.config, f"Loaded pin {pin.name!r} into the sidebar."),
+                                  help="Put this configuration into the sidebar controls")

@@ -37,10 +37,10 @@ def measured_tables() -> list[tuple[str, pd.DataFrame]]:
 def probe_tables() -> list[tuple[str, pd.DataFrame]]:
     """Every benefit-probe table the Benefits view can show this session: its finished probe jobs (also one another
     session started, once shown here) and uploaded probe tables."""
-    from xtlens.dashboard.session import probe_jobs
+    from xtlens.dashboard.session import benefit_data
     from xtlens.profiling.benefit.records import PROBES
 
-    return [(f"{probe}: {label}", frame) for probe in PROBES for label, frame in probe_jobs.finished_tables(probe)]
+    return [(f"{probe}: {label}", frame) for probe in PROBES for label, frame in benefit_data.finished_tables(probe)]
 
 
 def render(ctx: Ctx) -> None:

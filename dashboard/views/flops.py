@@ -31,13 +31,13 @@ def render(ctx: Ctx) -> None:
     st.caption("Every FLOP number here counts one multiply-add as 2 FLOPs (torch's convention). fvcore counts a "
                "multiply-add as one 'flop': its raw count is shown as MACs. Only matrix multiplications are counted "
                "(norms, softmax, rotary, ALiBi are element-wise).")
-    c = st.columns(2) + st.columns(2)
-    c[0].metric("Forward, full n x n", units.fmt_flops(est["fwd_flops"]),
-                help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
-    c[1].metric("Forward, causal half", units.fmt_flops(est["fwd_flops_causal"]),
-                help="the n(n+1)/2 query-key pairs a causal decoder needs")
-    c[2].metric("Training step", units.fmt_flops(est["train_step_flops"]), help="3 x forward")
-    c[3].metric("Forward per token", units.fmt_flops(est["fwd_flops_per_token"]))
+    cols = st.columns(2) + st.columns(2)
+    cols[0].metric("Forward, full n x n", units.fmt_flops(est["fwd_flops"]),
+                   help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
+    cols[1].metric("Forward, causal half", units.fmt_flops(est["fwd_flops_causal"]),
+                   help="the n(n+1)/2 query-key pairs a causal decoder needs")
+    cols[2].metric("Training step", units.fmt_flops(est["train_step_flops"]), help="3 x forward")
+    cols[3].metric("Forward per token", units.fmt_flops(est["fwd_flops_per_token"]))
     curve = data.flops_curve(ctx.cfg, ctx.wl, tuple(tables.seq_len_grid(ctx.cfg.max_seq_len)))
     left, right = st.columns(2)
     with left:

@@ -47,18 +47,18 @@ def request(ctx: Ctx, *, max_len: int, phases: tuple[str, ...], with_variant: bo
 def render(ctx: Ctx) -> None:
     gpu = ctx.device.startswith("cuda")
     lens = tables.seq_len_grid(ctx.cfg.max_seq_len)
-    c = st.columns([2, 3, 2, 1])
+    cols = st.columns([2, 3, 2, 1])
     default_max = lens[-1] if gpu else min(lens[-1], 2048)
     tab_settings.tab_setting("latency.max_len", default_max, lambda v: v in lens)
     tab_settings.tab_setting("latency.phases", list(PHASES))
     tab_settings.tab_setting("latency.variant", True)
     tab_settings.tab_setting("latency.repeats", 3 if not gpu else 10, lambda v: 1 <= int(v) <= 50)
-    max_len = c[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
-                                 help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
-    phases = tuple(c[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)
-    with_variant = c[2].toggle("also time the other ALiBi setting", key="latency.variant",
-                               help="Same configuration with alibi_pos_bias flipped: the cost of the bias.")
-    repeats = int(c[3].number_input("repeats", 1, 50, key="latency.repeats"))
+    max_len = cols[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
+                                    help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
+    phases = tuple(cols[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)
+    with_variant = cols[2].toggle("also time the other ALiBi setting", key="latency.variant",
+                                  help="Same configuration with alibi_pos_bias flipped: the cost of the bias.")
+    repeats = int(cols[3].number_input("repeats", 1, 50, key="latency.repeats"))
     req = request(ctx, max_len=max_len, phases=phases, with_variant=with_variant, repeats=repeats)
     frame = jobs.panel(req, key="latency", button="Measure latency",
                        help="Times every phase at every length in a child process; progress below.")
@@ -126,14 +126,14 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
                "GPU, self CPU times on a CPU, attributed to modules by hooks). The parts add up to the measured "
                "total; what no part explains is shown as the remainder.")
     lens = [n for n in tables.seq_len_grid(ctx.cfg.max_seq_len)]
-    c = st.columns([3, 3, 1, 1])
+    cols = st.columns([3, 3, 1, 1])
     default = lens if gpu else [n for n in lens if n <= 512]
-    chosen = c[0].multiselect("sequence lengths (tokens)", lens, default=default or lens[:1], key="latency.bd_lens")
-    phase = c[1].radio("phase", list(BREAKDOWN_PHASES), format_func=BREAKDOWN_PHASES.get, horizontal=True,
-                       key="latency.bd_phase")
-    repeats = int(c[2].number_input("breakdown repeats", 1, 20, 3, key="latency.bd_repeats"))
-    per_layer = c[3].toggle("per layer", value=False, key="latency.bd_per_layer",
-                            help="Also split every part by block (block 0 is the first attention block).")
+    chosen = cols[0].multiselect("sequence lengths (tokens)", lens, default=default or lens[:1], key="latency.bd_lens")
+    phase = cols[1].radio("phase", list(BREAKDOWN_PHASES), format_func=BREAKDOWN_PHASES.get, horizontal=True,
+                          key="latency.bd_phase")
+    repeats = int(cols[2].number_input("breakdown repeats", 1, 20, 3, key="latency.bd_repeats"))
+    per_layer = cols[3].toggle("per layer", value=False, key="latency.bd_per_layer",
+                               help="Also split every part by block (block 0 is the first attention block).")
     wls = tuple(Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype) for n in sorted(chosen or lens[:1]))
     req = jobs.Request(label=f"latency breakdown ({phase}) at {', '.join(str(w.seq_len) for w in wls)} tokens",
                        what=("breakdown",), configs=(("current", ctx.cfg),), workloads=wls, device=ctx.device,
@@ -201,16 +201,16 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
                "ALiBi bias moves far more than the minimum bytes) and 62x at 1024 tokens, where kernel launches, not "
                "the GPU, set the time; without ALiBi, 9x at 8192 tokens.")
     names = list(GPU_PRESETS)
-    c = st.columns([2, 2, 2])
-    phase = c[2].radio("phase", ["forward", "train_step"], horizontal=True, key="latency.rf_phase")
+    cols = st.columns([2, 2, 2])
+    phase = cols[2].radio("phase", ["forward", "train_step"], horizontal=True, key="latency.rf_phase")
     own = lp.ceilings_of(measured, phase)
     if own is not None:
         names = [MEASURING, *names]
-    hw_name = c[0].selectbox("hardware", names, index=0 if own is not None else names.index("H200 SXM"),
-                             key="latency.hw", help="GPU presets from datasheets; after a breakdown, the measuring "
-                             "device with the ceilings its measurement used (a CPU is calibrated there).")
-    variant = c[1].radio("attention", ["asbuilt", "fused"], horizontal=True, key="latency.rf_variant",
-                         format_func={"asbuilt": "as built", "fused": "ALiBi inside the kernel (what-if)"}.get)
+    hw_name = cols[0].selectbox("hardware", names, index=0 if own is not None else names.index("H200 SXM"),
+                                key="latency.hw", help="GPU presets from datasheets; after a breakdown, the measuring "
+                                "device with the ceilings its measurement used (a CPU is calibrated there).")
+    variant = cols[1].radio("attention", ["asbuilt", "fused"], horizontal=True, key="latency.rf_variant",
+                            format_func={"asbuilt": "as built", "fused": "ALiBi inside the kernel (what-if)"}.get)
     hw = own if hw_name == MEASURING else GPU_PRESETS[hw_name]
     if hw.peak(ctx.wl.dtype) is None:
         st.warning(f"{hw.name} has no {ctx.wl.dtype} units; choose another dtype or device.")

@@ -14,7 +14,7 @@ from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.dashboard import budget
 from xtlens.dashboard.charts import setups as setup_charts
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 SEED = PRESETS["seed"]
 
 

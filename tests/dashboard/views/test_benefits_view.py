@@ -15,7 +15,7 @@ from xtlens.profiling.benefit import analysis
 from xtlens.profiling.benefit.probes import ProbeOptions, run_probe
 from xtlens.profiling.benefit.records import probe_frame
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 SEED = PRESETS["seed"]
 SMALL = {"dim": 32, "depth": 1, "heads": 2, "eval_tokens": 512}
 
