@@ -2,6 +2,11 @@
 
 Every axis title carries its unit: bytes are shown in GiB (2**30 bytes), FLOPs count one
 multiply-add as 2 FLOPs, latencies are in milliseconds. Sequence-length axes are logarithmic.
+
+This module holds the house style (axes, palette, one colour per configuration, layout) and the figures that
+several views share; the figures of one view sit beside it: ``charts.latency`` (breakdown, roofline),
+``charts.setups`` (memory by stage, budget explorer), ``charts.benefits`` (the probes). Nothing here imports
+Streamlit or ``dashboard.session`` (``tests/dashboard/test_layout.py``).
 """
 
 from __future__ import annotations
