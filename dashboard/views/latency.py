@@ -100,9 +100,9 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
         phase_of = dict(zip(fwd["series"], fwd["phase"], strict=False))
         chart(charts.latency_loglog(fwd, y="tokens_per_s", y_title="throughput (tokens/s, log scale)",
                                     title="Throughput: forward tokens/s and decode tokens/s",
-                                    colours={s_: colours.get(n, charts.SERIES[0]) for s_, n in names.items()},
-                                    dashes={s_: "dot" if p == "decode" else dashes.get(names[s_], "solid")
-                                            for s_, p in phase_of.items()}),
+                                    colours={label: colours.get(n, charts.SERIES[0]) for label, n in names.items()},
+                                    dashes={label: "dot" if p == "decode" else dashes.get(names[label], "solid")
+                                            for label, p in phase_of.items()}),
               "lat_tps")
     kernels = _kernels(ok)
     if len(kernels.columns) > 1:  # uploaded tables may not record the kernel
