@@ -1,7 +1,7 @@
 """xtlens dashboard entry point: ``xtlens dashboard`` (or ``streamlit run dashboard/app.py``; the
 installed package ``xtlens`` provides every import, no ``sys.path`` edit).
 
-Page setup and navigation only: the sidebar (``controls``) fills the configuration, ``state`` turns
+Page setup and navigation only: the sidebar (``controls``) fills the configuration, ``session.widgets`` turns
 it into a ``ModelConfig`` and ``Workload`` (or the error that names the field), and the open tab's
 view renders. Only the open tab runs.
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import streamlit as st
 from xtlens.core.config import Workload
-from xtlens.dashboard import controls, data, guard, jobs, run_on, state
+from xtlens.dashboard import controls, data, guard
+from xtlens.dashboard.session import jobs, run_on, url, widgets
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import (
     Ctx,
     benefits,
@@ -42,17 +44,17 @@ st.set_page_config(page_title="xtlens: x-transformers decoder costs", page_icon=
 guard.hide_error_details()
 
 device_labels = dict(data.devices())
-state.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
+url.start_session(default_wl=Workload(), devices=list(device_labels), views=list(VIEWS))
 slots = controls.sidebar(device_labels)
 run_on.sidebar()
 tray_slot = st.sidebar.container()  # the job tray, drawn after the view (which may have just started a job)
-cfg, cfg_error = state.read_config()
-wl, wl_error = state.read_workload(cfg)
+cfg, cfg_error = widgets.read_config()
+wl, wl_error = widgets.read_workload(cfg)
 errors = [e for e in (cfg_error, wl_error) if e is not None]
 controls.show_errors(slots, errors)
 
 st.title("xtlens: what an x-transformers decoder costs")
-for note in state.url_notes():
+for note in url.url_notes():
     st.warning(note)
 
 if errors or cfg is None or wl is None:
@@ -60,18 +62,18 @@ if errors or cfg is None or wl is None:
              + "\n\n".join(f"- **{getattr(e, 'field', '')}**: {e}" for e in errors)
              + "\n\nThe message is also shown next to the control in the sidebar.")
 else:
-    device = state.read_device()
-    state.sync_url(cfg, wl, device, state.current_view("Overview"))
+    device = widgets.read_device()
+    url.sync_url(cfg, wl, device, widgets.current_view("Overview"))
     ctx = Ctx(cfg=cfg, wl=wl, device=device, device_label=device_labels.get(device, device))
-    state.config_colours([("current", cfg)])  # the sidebar's configuration takes the first free colour
+    config_colours([("current", cfg)])  # the sidebar's configuration takes the first free colour
     keywords = {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}
     st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
                + f" — workload: batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}, measurements on {device}")
-    tabs = st.tabs(list(VIEWS), key=state.VIEW_KEY, on_change="rerun")
+    tabs = st.tabs(list(VIEWS), key=widgets.VIEW_KEY, on_change="rerun")
     for tab, (name, render) in zip(tabs, VIEWS.items(), strict=True):
         if tab.open:
             with tab, guard.view(name):
                 render(ctx)
-    state.sync_url(cfg, wl, device, state.current_view("Overview"))  # again: the view's own settings
+    url.sync_url(cfg, wl, device, widgets.current_view("Overview"))  # again: the view's own settings
 with tray_slot:
     jobs.tray()

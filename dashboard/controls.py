@@ -1,7 +1,7 @@
 """The sidebar: configuration source (preset / pasted code), one section per ``ModelConfig`` field group
 (drawn from ``dashboard.schema``, itself derived from the field metadata), workload.
 
-Draws widgets whose values live under the keys of ``dashboard.state``; returns nothing but the
+Draws widgets whose values live under the keys of ``dashboard.session.widgets``; returns nothing but the
 per-field error slots, so a ``ConfigError`` is shown right under the control it names.
 """
 
@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import streamlit as st
 from xtlens.core.config import GROUPS, PRESETS, SEED_SNIPPET
-from xtlens.dashboard import schema, state
+from xtlens.dashboard import schema
+from xtlens.dashboard.session import loading, widgets
 
 # sizes: a slider with the exact box beside (power-of-two stops for widths and lengths, every integer for counts)
 SLIDER_FIELDS = {"dim": "pow2", "depth": "linear", "heads": "linear", "attn_dim_head": "pow2", "max_seq_len": "pow2"}
@@ -58,10 +59,10 @@ def _sized(spec: schema.FieldSpec, key: str, top: int | None = None) -> None:
     """A slider over the usual values and, beside it, the exact number box (the configuration's or the
     workload's key: the URL and the session file keep the exact value)."""
     options = slider_options(spec, top)
-    state.sync_slider(key, options)
+    widgets.sync_slider(key, options)
     c = st.columns([3, 2], vertical_alignment="bottom")
     with c[0]:
-        st.select_slider(spec.label, options=options, key=key + ".slider", on_change=state.on_slider, args=(key,),
+        st.select_slider(spec.label, options=options, key=key + ".slider", on_change=widgets.on_slider, args=(key,),
                          help=spec.help + (" Steps are powers of two; type any other value in the box beside."
                                            if SLIDER_FIELDS.get(spec.name, WORKLOAD_SLIDERS.get(spec.name)) == "pow2"
                                            else ""))
@@ -84,34 +85,34 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
             with st.expander(title, expanded=group != "no_cost"):  # every setting that costs is visible
                 for spec in specs:
                     if spec.kind == "bool":
-                        st.checkbox(spec.label, key=state.cfg_key(spec.name), help=spec.help)
+                        st.checkbox(spec.label, key=widgets.cfg_key(spec.name), help=spec.help)
                     elif spec.name in SLIDER_FIELDS:
-                        _sized(spec, state.cfg_key(spec.name))
+                        _sized(spec, widgets.cfg_key(spec.name))
                     else:
-                        _number(spec, state.cfg_key(spec.name))
+                        _number(spec, widgets.cfg_key(spec.name))
                     slots[spec.name] = st.empty()
         st.header("Workload")
-        _sized(schema.WORKLOAD_SPECS["seq_len"], state.wl_key("seq_len"), top=state.slider_max_seq_len())
+        _sized(schema.WORKLOAD_SPECS["seq_len"], widgets.wl_key("seq_len"), top=widgets.slider_max_seq_len())
         slots["seq_len"] = st.empty()
         batch = schema.WORKLOAD_SPECS["batch"]
-        st.number_input(batch.label, step=1, key=state.wl_key("batch"),
+        st.number_input(batch.label, step=1, key=widgets.wl_key("batch"),
                         help=batch.help + f" Allowed: {int(batch.lo):,}..{int(batch.hi):,}.")
         slots["batch"] = st.empty()
-        st.selectbox("dtype (weights and activations)", schema.DTYPES, key=state.wl_key("dtype"),
+        st.selectbox("dtype (weights and activations)", schema.DTYPES, key=widgets.wl_key("dtype"),
                      help="Bytes per element: float32 = 4, bfloat16 / float16 = 2.")
         _device(device_labels)
     return slots
 
 
 def _source() -> None:
-    st.selectbox("Preset", list(PRESETS), key=state.PRESET_KEY,
+    st.selectbox("Preset", list(PRESETS), key=widgets.PRESET_KEY,
                  help="seed = the reference configuration (the TransformerWrapper shown in the README).")
-    st.button("Load preset", key="src.load_preset", on_click=state.on_load_preset, width="stretch")
+    st.button("Load preset", key="src.load_preset", on_click=loading.on_load_preset, width="stretch")
     with st.expander("Paste x-transformers code"):
-        st.text_area("TransformerWrapper(...) code", key=state.SNIPPET_KEY, height=170, placeholder=SEED_SNIPPET,
+        st.text_area("TransformerWrapper(...) code", key=widgets.SNIPPET_KEY, height=170, placeholder=SEED_SNIPPET,
                      help="Parsed with Python's ast, never executed. Only literal keyword values are read.")
-        st.button("Load code", key="src.load_snippet", on_click=state.on_load_snippet, width="stretch")
-    note = state.source_note()
+        st.button("Load code", key="src.load_snippet", on_click=loading.on_load_snippet, width="stretch")
+    note = loading.source_note()
     if note:
         kind, message = note
         (st.success if kind == "ok" else st.error)(message)
@@ -119,7 +120,7 @@ def _source() -> None:
 
 def _device(device_labels: dict[str, str]) -> None:
     options = list(device_labels)
-    st.selectbox("device (for measurements)", options, key=state.wl_key("device"),
+    st.selectbox("device (for measurements)", options, key=widgets.wl_key("device"),
                  format_func=lambda d: device_labels.get(d, d),
                  help="Closed-form numbers need no device. Measurements run on this device.")
     if not any(d.startswith("cuda") for d in options):

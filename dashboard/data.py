@@ -3,7 +3,7 @@
 Closed-form numbers (``core.cost_model``) are microseconds each and recomputed on every widget
 change; anything that imports torch (the builder's effective kwargs, exact parameter counts on the
 meta device) is cached per configuration. Measurements never run here: they are submitted to the
-worker (``dashboard.jobs``). Nothing returned here is a model: a cached model could be mutated by one
+worker (``dashboard.session.jobs``). Nothing returned here is a model: a cached model could be mutated by one
 session and seen by another, so only numbers and tables are cached.
 """
 

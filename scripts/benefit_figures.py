@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from xtlens.dashboard import benefit_charts as bc
+from xtlens.dashboard.charts import benefits as bc
 from xtlens.profiling.benefit import analysis
 from xtlens.profiling.benefit.records import read_probe_table
 

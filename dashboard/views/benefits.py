@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from xtlens.dashboard import benefit_charts as bc
-from xtlens.dashboard import benefit_data, state
+from xtlens.dashboard.charts import benefits as bc
+from xtlens.dashboard.session import benefit_data, uploads, widgets
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart
 from xtlens.profiling.benefit import analysis
@@ -65,12 +65,11 @@ def _default_values(probe: str, axis: str) -> str:
 
 
 def options_from_widgets(ctx: Ctx, probe: str, corpus_path: str | None) -> ProbeOptions:
-    ss = st.session_state
-    axis = ss.get("benefits.axis", "dim") if probe == "scaling" else None
+    axis = widgets.value("benefits.axis", "dim") if probe == "scaling" else None
     return ProbeOptions(probe=probe, base=ctx.cfg, axis=axis,
-                        values=_parse_ints(ss.get(f"benefits.{probe}.values", ""), "values"),
-                        tokens=int(ss.get(f"benefits.{probe}.tokens", DEFAULTS[probe]["tokens"])),
-                        seeds=_parse_ints(ss.get(f"benefits.{probe}.seeds", ""), "seeds"),
+                        values=_parse_ints(widgets.value(f"benefits.{probe}.values", ""), "values"),
+                        tokens=int(widgets.value(f"benefits.{probe}.tokens", DEFAULTS[probe]["tokens"])),
+                        seeds=_parse_ints(widgets.value(f"benefits.{probe}.seeds", ""), "seeds"),
                         corpus=corpus_path, device="cuda" if ctx.device.startswith("cuda") else "cpu")
 
 
@@ -79,7 +78,7 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
     cols = st.columns([1, 2, 1, 1])
     if probe == "scaling":
         cols[0].radio("field to sweep", SCALING_AXES, horizontal=True, key="benefits.axis")
-    axis = st.session_state.get("benefits.axis", "dim")
+    axis = widgets.value("benefits.axis", "dim")
     default = _default_values(probe, axis)
     cols[1].text_input("values", key=f"benefits.{probe}.values", placeholder=default,
                        help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
@@ -311,7 +310,7 @@ def _uploads(probe: str) -> None:
             except ValueError as exc:
                 st.error(f"{up.name}: {exc}")
             else:
-                state.add_probe_upload(up.name, frame)
+                uploads.add_probe_upload(up.name, frame)
                 st.caption(f"Loaded {len(frame)} row(s) from {up.name}; probes: "
                            f"{', '.join(sorted(frame['probe'].dropna().unique()))}.")
 

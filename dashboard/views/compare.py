@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import PRESETS, ConfigError, Workload, parse_snippet
-from xtlens.dashboard import charts, data, state, tables
+from xtlens.dashboard import charts, data, tables
+from xtlens.dashboard.session import loading, pins, tab_settings
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
 from xtlens.profiling.records import arrow_safe
@@ -15,7 +17,7 @@ from xtlens.profiling.records import arrow_safe
 def entries(ctx: Ctx, include_current: bool) -> list[tuple[str, object]]:
     """Every pinned configuration, after the live one when asked: up to ``MAX_PINS + 1``, none dropped."""
     out = [("current (sidebar)", ctx.cfg)] if include_current else []
-    return out + [(p.name, p.config) for p in state.pins()]
+    return out + [(p.name, p.config) for p in pins.pinned()]
 
 
 def at_length(items: list[tuple[str, object]], seq_len: int) -> tuple[list[tuple[str, object, Workload]], list[str]]:
@@ -48,19 +50,19 @@ def identical(evaluated: list[tuple[str, object, int]]) -> list[tuple[str, str]]
 
 def render(ctx: Ctx) -> None:
     _pin_controls(ctx)
-    state.tab_setting("compare.include_current", True)
+    tab_settings.tab_setting("compare.include_current", True)
     include = st.toggle("include the live configuration from the sidebar", key="compare.include_current")
     items = entries(ctx, include)
     if len(items) < 2:
         st.info("Pin at least one more configuration to compare (the buttons above): from the sidebar, a preset or "
-                f"pasted x-transformers code. Up to {state.MAX_PINS} pins and the live configuration are compared; "
+                f"pasted x-transformers code. Up to {pins.MAX_PINS} pins and the live configuration are compared; "
                 "the first is the reference for the deltas.")
         return
     evaluated, notes = at_length(items, ctx.wl.seq_len)
     est = [(name, data.estimate(cfg, Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype)))
            for name, cfg, n in evaluated]
     long = tables.compare_table(est)
-    colours = state.config_colours([(label, cfg) for label, cfg, _n in evaluated])  # as in every other chart
+    colours = config_colours([(label, cfg) for label, cfg, _n in evaluated])  # as in every other chart
     twins = identical(evaluated)
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
     for note in notes:
@@ -113,15 +115,15 @@ def render(ctx: Ctx) -> None:
 
 
 def _pin_controls(ctx: Ctx) -> None:
-    pins = state.pins()
-    full = len(pins) >= state.MAX_PINS
-    c = st.columns([2, 1, 2, 1])
-    c[0].text_input("name for the pin", value=f"pin {len(pins) + 1}", key="compare.pin_name")
-    c[1].button("Pin current", key="compare.pin_current", on_click=state.on_pin_current, args=("compare.pin_name", ctx.cfg),
-                disabled=full, width="stretch")
-    c[2].selectbox("preset", list(PRESETS), key="compare.preset")
-    c[3].button("Add preset", key="compare.add_preset", on_click=state.on_pin_preset, args=("compare.preset",),
-                disabled=full, width="stretch")
+    pinned = pins.pinned()
+    full = len(pinned) >= pins.MAX_PINS
+    cols = st.columns([2, 1, 2, 1])
+    cols[0].text_input("name for the pin", value=f"pin {len(pinned) + 1}", key="compare.pin_name")
+    cols[1].button("Pin current", key="compare.pin_current", on_click=pins.on_pin_current, args=("compare.pin_name", ctx.cfg),
+                   disabled=full, width="stretch")
+    cols[2].selectbox("preset", list(PRESETS), key="compare.preset")
+    cols[3].button("Add preset", key="compare.add_preset", on_click=pins.on_pin_preset, args=("compare.preset",),
+                   disabled=full, width="stretch")
     with st.expander("Add pasted x-transformers code"):
         text = st.text_area("TransformerWrapper(...) code", key="compare.snippet", height=140)
         try:
@@ -131,17 +133,17 @@ def _pin_controls(ctx: Ctx) -> None:
             parsed, error = None, str(exc)
         if error:
             st.error(error)
-        st.button("Add pasted code", key="compare.add_snippet", on_click=state.on_pin_snippet,
+        st.button("Add pasted code", key="compare.add_snippet", on_click=pins.on_pin_snippet,
                   args=("compare.snippet",), disabled=parsed is None or full)
     if full:
-        st.caption(f"{state.MAX_PINS} pins at most: remove one to add another.")
-    if pins:
-        cols = st.columns(len(pins))
-        for i, (col, pin) in enumerate(zip(cols, pins, strict=True)):
+        st.caption(f"{pins.MAX_PINS} pins at most: remove one to add another.")
+    if pinned:
+        cols = st.columns(len(pinned))
+        for i, (col, pin) in enumerate(zip(cols, pinned, strict=True)):
             with col:
                 st.markdown(f"**{pin.name}**: dim {pin.config.dim}, depth {pin.config.depth}, heads {pin.config.heads}")
-                b = st.columns(2)
-                b[0].button("Remove", key=f"compare.remove.{i}", on_click=state.on_remove_pin, args=(i,))
-                b[1].button("Load", key=f"compare.load.{i}", on_click=state.on_load_config,
-                            args=(pin.config, f"Loaded pin {pin.name!r} into the sidebar."),
-                            help="Put this configuration into the sidebar controls")
+                buttons = st.columns(2)
+                buttons[0].button("Remove", key=f"compare.remove.{i}", on_click=pins.on_remove_pin, args=(i,))
+                buttons[1].button("Load", key=f"compare.load.{i}", on_click=loading.on_load_config,
+                                  args=(pin.config, f"Loaded pin {pin.name!r} into the sidebar."),
+                                  help="Put this configuration into the sidebar controls")

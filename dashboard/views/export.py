@@ -7,7 +7,8 @@ from functools import partial
 
 import pandas as pd
 import streamlit as st
-from xtlens.dashboard import charts, data, exporting, jobs, session_io, state, tables
+from xtlens.dashboard import charts, data, exporting, tables
+from xtlens.dashboard.session import jobs, ownership, pins, restore, session_io, tab_settings, uploads
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import EAGER_ROWS, chart, download_data, downloads
 from xtlens.profiling import uploads as upload_boundary
@@ -29,14 +30,14 @@ def closed_form_tables(ctx: Ctx) -> dict[str, pd.DataFrame]:
 
 
 def measured_tables() -> list[tuple[str, pd.DataFrame]]:
-    labels = state.session_jobs()
+    labels = ownership.session_jobs()
     return [(labels.get(key, key), frame) for key, frame in jobs.results(list(labels))]
 
 
 def probe_tables() -> list[tuple[str, pd.DataFrame]]:
     """Every benefit-probe table the Benefits view can show this session: its finished probe jobs (also one another
     session started, once shown here) and uploaded probe tables."""
-    from xtlens.dashboard import benefit_data
+    from xtlens.dashboard.session import benefit_data
     from xtlens.profiling.benefit.records import PROBES
 
     return [(f"{probe}: {label}", frame) for probe in PROBES for label, frame in benefit_data.finished_tables(probe)]
@@ -53,11 +54,11 @@ def render(ctx: Ctx) -> None:
         _tables(ctx, measured)
     with session_box:
         _session(ctx, measured)
-    uploads = state.uploads()
-    if uploads:
+    uploaded = uploads.uploads()
+    if uploaded:
         with upload_box:
-            st.button("Forget uploaded tables", key="export.clear_uploads", on_click=state.on_clear_uploads)
-            _compare_uploads(uploads, measured)
+            st.button("Forget uploaded tables", key="export.clear_uploads", on_click=uploads.on_clear_uploads)
+            _compare_uploads(uploaded, measured)
 
 
 def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
@@ -70,8 +71,8 @@ def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     for i, (name, frame) in enumerate(measured):
         st.markdown(f"**measured: {name}** — {len(frame)} rows")
         downloads(frame, f"measured {name}", f"export.measured.{i}")
-    for i, (name, frame) in enumerate(state.uploads()):
-        origin = state.upload_origin(name)
+    for i, (name, frame) in enumerate(uploads.uploads()):
+        origin = uploads.upload_origin(name)
         drawn = _drawn_in(frame)
         title = origin if origin == f"uploaded {name}" else f"{origin}: {name}"
         st.markdown(f"**{title}** — {len(frame)} rows" + (f"; drawn in {drawn}" if drawn else ""))
@@ -81,15 +82,15 @@ def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     for i, (name, frame) in enumerate(probes):
         st.markdown(f"**benefit probe: {name}** — {len(frame)} rows (shown in the Benefits view)")
         downloads(frame, f"probe {name}", f"export.probe.{i}")
-    if not measured and not state.uploads() and not probes:
+    if not measured and not uploads.uploads() and not probes:
         st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too, "
                    "which the Latency, Memory and FLOPs views also draw).")
 
 
 def _session(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     st.subheader("Whole session")
-    snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in state.pins()],
-                           measured + state.uploads(), settings=state.kept_settings())
+    snap = session_io.make(ctx.cfg, ctx.wl, ctx.device, [(p.name, p.config) for p in pins.pinned()],
+                           measured + uploads.uploads(), settings=tab_settings.kept_settings())
     rows = sum(len(f) for _, f in snap.results)
     st.download_button("Download session (JSON)", data=download_data(partial(session_io.to_json, snap), rows <= EAGER_ROWS),
                        file_name="xtlens-session.json",
@@ -103,7 +104,7 @@ def _session(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
             st.error(f"{up.name}: {exc}")
         else:
             st.button(f"Restore it ({len(loaded.pins)} pin(s), {len(loaded.results)} table(s))",
-                      key="export.restore", on_click=state.on_restore_session, args=(loaded,), type="primary")
+                      key="export.restore", on_click=restore.on_restore_session, args=(loaded,), type="primary")
 
 
 def _upload_tables() -> None:
@@ -115,15 +116,15 @@ def _upload_tables() -> None:
     files = st.file_uploader("Result tables", type=["csv", "json", "parquet"], accept_multiple_files=True,
                              key="export.results_upload")
     for f in files or []:
-        if not state.new_upload(f.file_id):  # read once: "Forget uploaded tables" is not undone by the next rerun
+        if not uploads.new_upload(f.file_id):  # read once: "Forget uploaded tables" is not undone by the next rerun
             continue
         try:
             frame = upload_boundary.read_table_upload(f.name, f.getvalue(), f.name.rsplit(".", 1)[-1].lower())
         except ValueError as exc:
             st.error(str(exc))
-            state.forget_upload_id(f.file_id)  # the message stays while the file is in the box
+            uploads.forget_upload_id(f.file_id)  # the message stays while the file is in the box
             continue
-        state.add_upload(f.name, frame)
+        uploads.add_upload(f.name, frame)
         _store_upload(f.name, f.getvalue(), frame)
 
 
@@ -148,8 +149,8 @@ def _store_upload(name: str, content: bytes, frame: pd.DataFrame) -> None:
         st.warning(f"{name} is compared here but not stored: {exc}")
 
 
-def _compare_uploads(uploads: list[tuple[str, pd.DataFrame]], measured: list[tuple[str, pd.DataFrame]]) -> None:
-    frames = [as_frame(f).assign(source=f"{state.upload_origin(n)}: {n}") for n, f in uploads]
+def _compare_uploads(uploaded: list[tuple[str, pd.DataFrame]], measured: list[tuple[str, pd.DataFrame]]) -> None:
+    frames = [as_frame(f).assign(source=f"{uploads.upload_origin(n)}: {n}") for n, f in uploaded]
     frames += [as_frame(f).assign(source="this machine") for _, f in measured]
     allrows = pd.concat(frames, ignore_index=True)
     ok = allrows[allrows["status"] == "ok"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from xtlens.core import units
-from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
+from xtlens.dashboard import charts, data, tables
+from xtlens.dashboard.session import jobs, other_runs
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling import flops as fb
@@ -29,13 +31,13 @@ def render(ctx: Ctx) -> None:
     st.caption("Every FLOP number here counts one multiply-add as 2 FLOPs (torch's convention). fvcore counts a "
                "multiply-add as one 'flop': its raw count is shown as MACs. Only matrix multiplications are counted "
                "(norms, softmax, rotary, ALiBi are element-wise).")
-    c = st.columns(2) + st.columns(2)
-    c[0].metric("Forward, full n x n", units.fmt_flops(est["fwd_flops"]),
-                help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
-    c[1].metric("Forward, causal half", units.fmt_flops(est["fwd_flops_causal"]),
-                help="the n(n+1)/2 query-key pairs a causal decoder needs")
-    c[2].metric("Training step", units.fmt_flops(est["train_step_flops"]), help="3 x forward")
-    c[3].metric("Forward per token", units.fmt_flops(est["fwd_flops_per_token"]))
+    cols = st.columns(2) + st.columns(2)
+    cols[0].metric("Forward, full n x n", units.fmt_flops(est["fwd_flops"]),
+                   help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
+    cols[1].metric("Forward, causal half", units.fmt_flops(est["fwd_flops_causal"]),
+                   help="the n(n+1)/2 query-key pairs a causal decoder needs")
+    cols[2].metric("Training step", units.fmt_flops(est["train_step_flops"]), help="3 x forward")
+    cols[3].metric("Forward per token", units.fmt_flops(est["fwd_flops_per_token"]))
     curve = data.flops_curve(ctx.cfg, ctx.wl, tuple(tables.seq_len_grid(ctx.cfg.max_seq_len)))
     left, right = st.columns(2)
     with left:
@@ -127,7 +129,7 @@ def _other_runs(ctx: Ctx, frame: pd.DataFrame | None) -> None:
         own = frame[(frame["measurement"] == "flops") & (frame["status"] == "ok") & (frame["component"] == "total")]
         parts.insert(0, own.assign(series=mine + " / " + own["phase"].astype(str)))
     both = pd.concat(parts, ignore_index=True)
-    colours = state.config_colours([(mine, ctx.cfg), *other_runs.run_keys(others)])
+    colours = config_colours([(mine, ctx.cfg), *other_runs.run_keys(others)])
     chart(charts.colour_by_series(charts.flops_counted_vs_predicted(
         both, title="FLOPs counted (markers, labelled with the difference) vs closed form (dashed)"), colours,
         keep_symbols=True),

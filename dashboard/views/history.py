@@ -22,7 +22,6 @@ DEFAULT_SERIES = 4
 SUMMARY_LABELS = {"series": "series (configuration · device · dtype)", "rows": "rows", "failed": "failed rows",
                   "shortest_tokens": "shortest (tokens)", "longest_tokens": "longest (tokens)",
                   "measured_on": "measured on", "hosts": "host(s)", "newest": "newest measurement (UTC)"}
-MEASUREMENT_TITLES = {"latency": "latency", "memory": "peak memory", "flops": "FLOP counts"}
 SOURCE_WORDS = {"local": "this machine", "ray": "Ray cluster", "import": "imported file", "json-cache": "old cache"}
 
 

@@ -8,8 +8,11 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.core.hardware import GPU_PRESETS, gpu_family
-from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
+from xtlens.dashboard import charts, data, tables
 from xtlens.dashboard import latency_parts as lp
+from xtlens.dashboard.charts import latency as latency_charts
+from xtlens.dashboard.session import jobs, other_runs, tab_settings
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling.records import arrow_safe
@@ -44,18 +47,18 @@ def request(ctx: Ctx, *, max_len: int, phases: tuple[str, ...], with_variant: bo
 def render(ctx: Ctx) -> None:
     gpu = ctx.device.startswith("cuda")
     lens = tables.seq_len_grid(ctx.cfg.max_seq_len)
-    c = st.columns([2, 3, 2, 1])
+    cols = st.columns([2, 3, 2, 1])
     default_max = lens[-1] if gpu else min(lens[-1], 2048)
-    state.tab_setting("latency.max_len", default_max, lambda v: v in lens)
-    state.tab_setting("latency.phases", list(PHASES))
-    state.tab_setting("latency.variant", True)
-    state.tab_setting("latency.repeats", 3 if not gpu else 10, lambda v: 1 <= int(v) <= 50)
-    max_len = c[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
-                                 help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
-    phases = tuple(c[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)
-    with_variant = c[2].toggle("also time the other ALiBi setting", key="latency.variant",
-                               help="Same configuration with alibi_pos_bias flipped: the cost of the bias.")
-    repeats = int(c[3].number_input("repeats", 1, 50, key="latency.repeats"))
+    tab_settings.tab_setting("latency.max_len", default_max, lambda v: v in lens)
+    tab_settings.tab_setting("latency.phases", list(PHASES))
+    tab_settings.tab_setting("latency.variant", True)
+    tab_settings.tab_setting("latency.repeats", 3 if not gpu else 10, lambda v: 1 <= int(v) <= 50)
+    max_len = cols[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
+                                    help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
+    phases = tuple(cols[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)
+    with_variant = cols[2].toggle("also time the other ALiBi setting", key="latency.variant",
+                                  help="Same configuration with alibi_pos_bias flipped: the cost of the bias.")
+    repeats = int(cols[3].number_input("repeats", 1, 50, key="latency.repeats"))
     req = request(ctx, max_len=max_len, phases=phases, with_variant=with_variant, repeats=repeats)
     frame = jobs.panel(req, key="latency", button="Measure latency",
                        help="Times every phase at every length in a child process; progress below.")
@@ -78,10 +81,10 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
     own = frame if frame is not None else other_runs.as_frame([])
     ok = own[(own["measurement"] == "latency") & (own["status"] == "ok")].copy()
     ok["series"] = ok["config_name"].astype(str)
-    colours = state.config_colours(list(variants(ctx)))  # one colour per configuration, as in every chart
+    colours = config_colours(list(variants(ctx)))  # one colour per configuration, as in every chart
     dashes: dict[str, str] = {}
     if others is not None and not others.empty:
-        colours.update(state.config_colours(other_runs.run_keys(others)))
+        colours.update(config_colours(other_runs.run_keys(others)))
         dashes = {run: "dash" for run in others["run"]}
         ok = pd.concat([ok, others.assign(series=others["run"])], ignore_index=True)
         st.caption(other_runs.caption(others, "latency rows", "dashed lines"))
@@ -96,10 +99,10 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
         names = dict(zip(fwd["series"], base, strict=False))
         phase_of = dict(zip(fwd["series"], fwd["phase"], strict=False))
         chart(charts.latency_loglog(fwd, y="tokens_per_s", y_title="throughput (tokens/s, log scale)",
-                                    title="Throughput: forward tokens/s and decode tokens/s", tickformat="~s",
-                                    colours={s_: colours.get(n, charts.SERIES[0]) for s_, n in names.items()},
-                                    dashes={s_: "dot" if p == "decode" else dashes.get(names[s_], "solid")
-                                            for s_, p in phase_of.items()}),
+                                    title="Throughput: forward tokens/s and decode tokens/s",
+                                    colours={label: colours.get(n, charts.SERIES[0]) for label, n in names.items()},
+                                    dashes={label: "dot" if p == "decode" else dashes.get(names[label], "solid")
+                                            for label, p in phase_of.items()}),
               "lat_tps")
     kernels = _kernels(ok)
     if len(kernels.columns) > 1:  # uploaded tables may not record the kernel
@@ -123,14 +126,14 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
                "GPU, self CPU times on a CPU, attributed to modules by hooks). The parts add up to the measured "
                "total; what no part explains is shown as the remainder.")
     lens = [n for n in tables.seq_len_grid(ctx.cfg.max_seq_len)]
-    c = st.columns([3, 3, 1, 1])
+    cols = st.columns([3, 3, 1, 1])
     default = lens if gpu else [n for n in lens if n <= 512]
-    chosen = c[0].multiselect("sequence lengths (tokens)", lens, default=default or lens[:1], key="latency.bd_lens")
-    phase = c[1].radio("phase", list(BREAKDOWN_PHASES), format_func=BREAKDOWN_PHASES.get, horizontal=True,
-                       key="latency.bd_phase")
-    repeats = int(c[2].number_input("breakdown repeats", 1, 20, 3, key="latency.bd_repeats"))
-    per_layer = c[3].toggle("per layer", value=False, key="latency.bd_per_layer",
-                            help="Also split every part by block (block 0 is the first attention block).")
+    chosen = cols[0].multiselect("sequence lengths (tokens)", lens, default=default or lens[:1], key="latency.bd_lens")
+    phase = cols[1].radio("phase", list(BREAKDOWN_PHASES), format_func=BREAKDOWN_PHASES.get, horizontal=True,
+                          key="latency.bd_phase")
+    repeats = int(cols[2].number_input("breakdown repeats", 1, 20, 3, key="latency.bd_repeats"))
+    per_layer = cols[3].toggle("per layer", value=False, key="latency.bd_per_layer",
+                               help="Also split every part by block (block 0 is the first attention block).")
     wls = tuple(Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype) for n in sorted(chosen or lens[:1]))
     req = jobs.Request(label=f"latency breakdown ({phase}) at {', '.join(str(w.seq_len) for w in wls)} tokens",
                        what=("breakdown",), configs=(("current", ctx.cfg),), workloads=wls, device=ctx.device,
@@ -140,7 +143,7 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
     if frame is None:
         return None
     tbl = lp.breakdown_table(frame, phase)
-    chart(lp.breakdown_stacked(tbl, title=f"{BREAKDOWN_PHASES[phase]}: measured time per part (ms)"
+    chart(latency_charts.breakdown_stacked(tbl, title=f"{BREAKDOWN_PHASES[phase]}: measured time per part (ms)"
                                + (", per block" if per_layer else "")), "lat_breakdown")
     base = tbl["part"].str.split("@").str[0]  # per layer: qkv_proj@0 -> qkv_proj
     alibi = tbl[base == "alibi_bias"]
@@ -198,16 +201,16 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
                "ALiBi bias moves far more than the minimum bytes) and 62x at 1024 tokens, where kernel launches, not "
                "the GPU, set the time; without ALiBi, 9x at 8192 tokens.")
     names = list(GPU_PRESETS)
-    c = st.columns([2, 2, 2])
-    phase = c[2].radio("phase", ["forward", "train_step"], horizontal=True, key="latency.rf_phase")
+    cols = st.columns([2, 2, 2])
+    phase = cols[2].radio("phase", ["forward", "train_step"], horizontal=True, key="latency.rf_phase")
     own = lp.ceilings_of(measured, phase)
     if own is not None:
         names = [MEASURING, *names]
-    hw_name = c[0].selectbox("hardware", names, index=0 if own is not None else names.index("H200 SXM"),
-                             key="latency.hw", help="GPU presets from datasheets; after a breakdown, the measuring "
-                             "device with the ceilings its measurement used (a CPU is calibrated there).")
-    variant = c[1].radio("attention", ["asbuilt", "fused"], horizontal=True, key="latency.rf_variant",
-                         format_func={"asbuilt": "as built", "fused": "ALiBi inside the kernel (what-if)"}.get)
+    hw_name = cols[0].selectbox("hardware", names, index=0 if own is not None else names.index("H200 SXM"),
+                                key="latency.hw", help="GPU presets from datasheets; after a breakdown, the measuring "
+                                "device with the ceilings its measurement used (a CPU is calibrated there).")
+    variant = cols[1].radio("attention", ["asbuilt", "fused"], horizontal=True, key="latency.rf_variant",
+                            format_func={"asbuilt": "as built", "fused": "ALiBi inside the kernel (what-if)"}.get)
     hw = own if hw_name == MEASURING else GPU_PRESETS[hw_name]
     if hw.peak(ctx.wl.dtype) is None:
         st.warning(f"{hw.name} has no {ctx.wl.dtype} units; choose another dtype or device.")
@@ -223,7 +226,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
         names_measured = measured["device_name"].dropna().astype(str)
         if hw_name == MEASURING or any(gpu_family(n) == hw.name for n in names_measured):
             on_device = lp.measured_on_roofline(tbl, pts, config="current", seq_len=seq)
-    chart(lp.roofline_chart(pts, hw, ctx.wl.dtype, measured=on_device,
+    chart(latency_charts.roofline_chart(pts, hw, ctx.wl.dtype, measured=on_device,
                             title=f"Roofline: {hw.name.removeprefix('measuring device: ')}, {ctx.wl.dtype}, "
                                   f"{phase.replace('_', ' ')} at {seq:,} tokens"),
           "lat_roofline")

@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import Workload
-from xtlens.dashboard import charts, data, jobs, other_runs, state, tables
+from xtlens.dashboard import charts, data, tables
+from xtlens.dashboard.session import jobs, other_runs
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 
@@ -90,7 +92,7 @@ def runs_chart(ctx: Ctx, own: pd.DataFrame, word: str, others: pd.DataFrame, *, 
     both = pd.concat(rows, ignore_index=True)
     both["phase"] = both["run"] + " / " + both["phase"].astype(str)
     keys = dict(other_runs.run_keys(others))
-    colours = state.config_colours([(mine, ctx.cfg), *[(r, keys.get(r.removesuffix(" (simulated)"), r))
+    colours = config_colours([(mine, ctx.cfg), *[(r, keys.get(r.removesuffix(" (simulated)"), r))
                                                           for r in both["run"].unique() if r != mine]])
     fig = charts.measured_vs_predicted(both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
                                        title=title)

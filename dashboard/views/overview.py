@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import PRESETS
 from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
-from xtlens.dashboard import charts, data, facts, jobs, tables
-from xtlens.dashboard.jobs import NOT_MEASURED
+from xtlens.dashboard import charts, data, facts, tables
+from xtlens.dashboard.session import jobs
+from xtlens.dashboard.session.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
 from xtlens.dashboard.views.memory import measured_words
@@ -29,25 +30,25 @@ def render(ctx: Ctx) -> None:
     st.subheader("Key numbers (closed form: update on every change, nothing is run)")
     st.caption(f"batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}. FLOPs: 1 multiply-add = 2 FLOPs, attention "
                "over the full n x n square (what the kernels compute with a dense mask). Memory: GiB = 2^30 bytes.")
-    c = st.columns(3)
-    c[0].metric("Parameters", fmt_count(est["num_params"]), help="x-transformers 2.31 model as xtlens builds it")
-    c[1].metric("Embedding parameters", fmt_count(est["embedding_params"]),
-                help="token embedding (+ learned absolute position table when present)")
-    c[2].metric("Non-embedding parameters", fmt_count(est["non_embedding_params"]),
-                help="everything else, including the output (logits) projection unless tied")
-    c = st.columns(3)
-    c[0].metric("Forward FLOPs per token", fmt_flops(est["fwd_flops_per_token"]))
-    c[1].metric("Forward FLOPs per sequence", fmt_flops(est["fwd_flops"] / wl.batch),
-                help=f"causal half instead of the full square: {fmt_flops(est['fwd_flops_causal'] / wl.batch)}")
-    c[2].metric("Training-step FLOPs per sequence", fmt_flops(est["train_step_flops"] / wl.batch),
-                help="forward + backward = 3 x forward (no recomputation)")
-    c = st.columns(3)
-    c[0].metric("Inference memory (one forward)", fmt_bytes(est["inference_total_bytes"]),
-                help="weights + buffers + peak activations of a no-grad forward")
-    c[1].metric("Training memory (AdamW step)", fmt_bytes(est["training_total_bytes"]),
-                help="weights + gradients + AdamW state + tensors saved for backward (an estimate of the peak of `loss = f(model(x)); loss.backward()`, not a bound: a measurement can land on either side)")
-    c[2].metric("KV cache at this length", fmt_bytes(est["kv_cache_bytes"]),
-                help="2 x depth x batch x kv_heads x n x attn_dim_head x bytes per element")
+    cols = st.columns(3)
+    cols[0].metric("Parameters", fmt_count(est["num_params"]), help="x-transformers 2.31 model as xtlens builds it")
+    cols[1].metric("Embedding parameters", fmt_count(est["embedding_params"]),
+                   help="token embedding (+ learned absolute position table when present)")
+    cols[2].metric("Non-embedding parameters", fmt_count(est["non_embedding_params"]),
+                   help="everything else, including the output (logits) projection unless tied")
+    cols = st.columns(3)
+    cols[0].metric("Forward FLOPs per token", fmt_flops(est["fwd_flops_per_token"]))
+    cols[1].metric("Forward FLOPs per sequence", fmt_flops(est["fwd_flops"] / wl.batch),
+                   help=f"causal half instead of the full square: {fmt_flops(est['fwd_flops_causal'] / wl.batch)}")
+    cols[2].metric("Training-step FLOPs per sequence", fmt_flops(est["train_step_flops"] / wl.batch),
+                   help="forward + backward = 3 x forward (no recomputation)")
+    cols = st.columns(3)
+    cols[0].metric("Inference memory (one forward)", fmt_bytes(est["inference_total_bytes"]),
+                   help="weights + buffers + peak activations of a no-grad forward")
+    cols[1].metric("Training memory (AdamW step)", fmt_bytes(est["training_total_bytes"]),
+                   help="weights + gradients + AdamW state + tensors saved for backward (an estimate of the peak of `loss = f(model(x)); loss.backward()`, not a bound: a measurement can land on either side)")
+    cols[2].metric("KV cache at this length", fmt_bytes(est["kv_cache_bytes"]),
+                   help="2 x depth x batch x kv_heads x n x attn_dim_head x bytes per element")
 
     facts_box = st.container()  # drawn after the measurement: the attention-kernel fact names the kernel that ran
     st.subheader(f"Measured on {ctx.device_label}")
@@ -108,8 +109,8 @@ def _measured(frame: pd.DataFrame | None, est: dict) -> None:
         predicted = {inf_label: est["inference_total_bytes"], train_label: est["training_total_bytes"]}
         sim = f"; simulated: {how} (the tensors' sizes, no run)" if word == "simulated" else ""
         for row in (list(shown.items())[:3], list(shown.items())[3:]):
-            c = st.columns(3)
-            for col, (label, value) in zip(c, row, strict=True):
+            cols = st.columns(3)
+            for col, (label, value) in zip(cols, row, strict=True):
                 col.metric(label, value,
                            help=f"predicted {fmt_bytes(predicted[label])}{sim}" if label in predicted else None)
     if frame is not None:
@@ -147,15 +148,15 @@ def _parity(ctx: Ctx) -> None:
         st.info(next(n for n in view.notes if n.startswith("x-transformers 1.19.1 comparison")))
         return
     diff = (view.xt1191_num_params or 0) - (view.num_params or 0)
-    c = st.columns(3)
-    c[0].metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))
-    c[1].metric("x-transformers 1.19.1", fmt_count(view.xt1191_num_params))
-    c[2].metric("Difference (1.19.1 - 2.31)", fmt_count(diff))
+    cols = st.columns(3)
+    cols[0].metric(f"x-transformers {view.xtransformers_version} (built, counted)", fmt_count(view.num_params))
+    cols[1].metric("x-transformers 1.19.1", fmt_count(view.xt1191_num_params))
+    cols[2].metric("Difference (1.19.1 - 2.31)", fmt_count(diff))
     if not view.differences:
         return
-    ln = [d for d in view.differences if d.cause.startswith("LayerNorm")]
-    parts = ([f"{len(ln)} LayerNorm biases ({sum(d.count for d in ln):,})"] if ln else []) + [
-        f"{d.role} ({d.count:,})" for d in view.differences if d not in ln]
+    norm_biases = [d for d in view.differences if d.cause.startswith("LayerNorm")]
+    parts = ([f"{len(norm_biases)} LayerNorm biases ({sum(d.count for d in norm_biases):,})"] if norm_biases else []) + [
+        f"{d.role} ({d.count:,})" for d in view.differences if d not in norm_biases]
     st.markdown(f"1.19.1 has {diff:,} more: " + ", ".join(parts) + ".")
     with st.expander("Why the counts differ"):
         seed = data.builder_view(PRESETS["seed"].to_json())
@@ -166,12 +167,12 @@ def _parity(ctx: Ctx) -> None:
                         f"configuration was written for ({seed.xt1191_num_params - seed.num_params:,} more in 1.19.1). "
                         "Why, for the configuration in the sidebar:")
         lines = []
-        if ln:
-            lines.append(f"- **{len(ln)} LayerNorm biases of {_shape(ln[0])}** = {sum(d.count for d in ln):,} parameters: "
+        if norm_biases:
+            lines.append(f"- **{len(norm_biases)} LayerNorm biases of {_shape(norm_biases[0])}** = {sum(d.count for d in norm_biases):,} parameters: "
                          "x-transformers 2.x LayerNorm has a gain only (no bias); 1.19.1 used torch.nn.LayerNorm "
                          "with weight and bias.")
         for d in view.differences:
-            if d not in ln:
+            if d not in norm_biases:
                 lines.append(f"- **{d.role}** ({_shape(d)}) = {d.count:,} parameters: {d.cause}")
         st.markdown("\n".join(lines))
         diffs = pd.DataFrame([{"role_in_1_19_1": d.role, "shape": _shape(d), "num_params": d.count, "cause": d.cause}

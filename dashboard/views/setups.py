@@ -18,7 +18,9 @@ from xtlens.core.setup import (
     ServingSetup,
     TrainingSetup,
 )
-from xtlens.dashboard import budget, setup_charts, state
+from xtlens.dashboard import budget
+from xtlens.dashboard.charts import setups as setup_charts
+from xtlens.dashboard.session import url
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 
@@ -34,56 +36,56 @@ def _index(options: list, value) -> int:
 def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, list[ConfigError]]:
     """The setup widgets, seeded from the URL; returns the setups (None where invalid), the device memory in bytes
     and the errors (each names its field)."""
-    params = state.setup_params()
+    params = url.setup_params()
     errors: list[ConfigError] = []
     try:
-        t0 = TrainingSetup.from_query(params)
+        linked_training = TrainingSetup.from_query(params)
     except ConfigError as exc:
-        t0, _ = TrainingSetup(), errors.append(exc)
+        linked_training, _ = TrainingSetup(), errors.append(exc)
     try:
-        s0 = ServingSetup.from_query(params)
+        linked_serving = ServingSetup.from_query(params)
     except ConfigError as exc:
-        s0, _ = ServingSetup(), errors.append(exc)
+        linked_serving, _ = ServingSetup(), errors.append(exc)
     st.markdown("**Training setup** (per device; the sidebar's batch is the micro-batch)")
-    c = st.columns(4)
-    precision = c[0].selectbox("precision", list(PRECISION_TEXT), index=_index(list(PRECISION_TEXT), t0.precision),
-                               format_func=lambda p: f"{p}: {PRECISION_TEXT[p]}", key="setups.precision")
-    optimizer = c[1].selectbox("optimizer", list(OPTIMIZER_TEXT), index=_index(list(OPTIMIZER_TEXT), t0.optimizer),
-                               format_func=lambda o: OPTIMIZER_TEXT[o], key="setups.optimizer")
-    recompute = c[2].selectbox("activation recomputation", list(RECOMPUTE_TEXT),
-                               index=_index(list(RECOMPUTE_TEXT), t0.recompute),
-                               format_func=lambda r: f"{r}: {RECOMPUTE_TEXT[r]}", key="setups.recompute")
-    loop = c[3].selectbox("training loop", list(LOOP_TEXT), index=_index(list(LOOP_TEXT), t0.loop),
-                          format_func=lambda x: LOOP_TEXT[x], key="setups.loop",
-                          help="Whether your loop keeps the logits alive through backward(): one more "
+    cols = st.columns(4)
+    precision = cols[0].selectbox("precision", list(PRECISION_TEXT), index=_index(list(PRECISION_TEXT), linked_training.precision),
+                                  format_func=lambda p: f"{p}: {PRECISION_TEXT[p]}", key="setups.precision")
+    optimizer = cols[1].selectbox("optimizer", list(OPTIMIZER_TEXT), index=_index(list(OPTIMIZER_TEXT), linked_training.optimizer),
+                                  format_func=lambda o: OPTIMIZER_TEXT[o], key="setups.optimizer")
+    recompute = cols[2].selectbox("activation recomputation", list(RECOMPUTE_TEXT),
+                                  index=_index(list(RECOMPUTE_TEXT), linked_training.recompute),
+                                  format_func=lambda r: f"{r}: {RECOMPUTE_TEXT[r]}", key="setups.recompute")
+    loop = cols[3].selectbox("training loop", list(LOOP_TEXT), index=_index(list(LOOP_TEXT), linked_training.loop),
+                             format_func=lambda x: LOOP_TEXT[x], key="setups.loop",
+                             help="Whether your loop keeps the logits alive through backward(): one more "
                                "(batch, n, vocab) tensor at the peak.")
-    c = st.columns(4)
-    grad_accum = c[0].number_input("gradient accumulation (micro-batches)", 1, 65536, t0.grad_accum,
-                                   key="setups.grad_accum")
-    dp = c[1].number_input("data-parallel degree", 1, 65536, t0.dp, key="setups.dp")
-    zero = c[2].selectbox("ZeRO stage (FSDP sharding)", [0, 1, 2, 3], index=t0.zero, key="setups.zero",
-                          help="1: optimizer state sharded over the data-parallel ranks, 2: + gradients, "
+    cols = st.columns(4)
+    grad_accum = cols[0].number_input("gradient accumulation (micro-batches)", 1, 65536, linked_training.grad_accum,
+                                      key="setups.grad_accum")
+    dp = cols[1].number_input("data-parallel degree", 1, 65536, linked_training.dp, key="setups.dp")
+    zero = cols[2].selectbox("ZeRO stage (FSDP sharding)", [0, 1, 2, 3], index=linked_training.zero, key="setups.zero",
+                             help="1: optimizer state sharded over the data-parallel ranks, 2: + gradients, "
                                "3: + weights (FSDP FULL_SHARD). Needs data-parallel degree >= 2.")
-    tp = c[3].number_input("tensor-parallel degree", 1, 512, t0.tp, key="setups.tp",
-                           help="Megatron-style: heads, feed-forward width and vocabulary split over the ranks.")
+    tp = cols[3].number_input("tensor-parallel degree", 1, 512, linked_training.tp, key="setups.tp",
+                              help="Megatron-style: heads, feed-forward width and vocabulary split over the ranks.")
     st.markdown("**Serving setup** (one device)")
-    c = st.columns(5)
+    cols = st.columns(5)
     wkeys = list(WEIGHTS)
-    weights = c[0].selectbox("weights", wkeys, index=_index(list(WEIGHTS.values()), s0.weights_bits),
-                             key="setups.weights")
-    group = c[1].number_input("quantisation group (input features)", 1, 1 << 20, s0.group_size,
-                              key="setups.group_size", help="int8 / int4 weights: one float16 scale (and zero point "
+    weights = cols[0].selectbox("weights", wkeys, index=_index(list(WEIGHTS.values()), linked_serving.weights_bits),
+                                key="setups.weights")
+    group = cols[1].number_input("quantisation group (input features)", 1, 1 << 20, linked_serving.group_size,
+                                 key="setups.group_size", help="int8 / int4 weights: one float16 scale (and zero point "
                                                             "for int4) per group of input features.")
-    kv = c[2].selectbox("KV cache", list(KV), index=_index(list(KV.values()), s0.kv_cache), key="setups.kv")
-    concurrent = c[3].number_input("concurrent sequences", 1, 4096, s0.concurrent or ctx.wl.batch,
-                                   key="setups.concurrent")
-    context = c[4].number_input("context length (tokens)", 1, ctx.cfg.max_seq_len,
-                                min(s0.context_len or ctx.wl.seq_len, ctx.cfg.max_seq_len), key="setups.context")
-    c = st.columns([2, 1, 3])
+    kv = cols[2].selectbox("KV cache", list(KV), index=_index(list(KV.values()), linked_serving.kv_cache), key="setups.kv")
+    concurrent = cols[3].number_input("concurrent sequences", 1, 4096, linked_serving.concurrent or ctx.wl.batch,
+                                      key="setups.concurrent")
+    context = cols[4].number_input("context length (tokens)", 1, ctx.cfg.max_seq_len,
+                                   min(linked_serving.context_len or ctx.wl.seq_len, ctx.cfg.max_seq_len), key="setups.context")
+    cols = st.columns([2, 1, 3])
     gpus = [*GPU_PRESETS_GIB, CUSTOM]
-    gpu = c[0].selectbox("device memory", gpus, index=0, key="setups.gpu",
-                         format_func=lambda g: g if g == CUSTOM else f"{g} ({GPU_PRESETS_GIB[g]} GiB usable)")
-    gib = c[1].number_input("GiB", 0.1, 1e6, 80.0, key="setups.gib", disabled=gpu != CUSTOM)
+    gpu = cols[0].selectbox("device memory", gpus, index=0, key="setups.gpu",
+                            format_func=lambda g: g if g == CUSTOM else f"{g} ({GPU_PRESETS_GIB[g]} GiB usable)")
+    gib = cols[1].number_input("GiB", 0.1, 1e6, 80.0, key="setups.gib", disabled=gpu != CUSTOM)
     budget_bytes = int((gib if gpu == CUSTOM else GPU_PRESETS_GIB[gpu]) * units.GIB)
     training = serving = None
     try:
@@ -98,7 +100,7 @@ def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, 
     except ConfigError as exc:
         errors.append(exc)
     if training is not None and serving is not None:
-        state.remember_setups({**training.to_query_params(), **serving.to_query_params()})
+        url.remember_setups({**training.to_query_params(), **serving.to_query_params()})
     return training, serving, budget_bytes, errors
 
 
@@ -116,31 +118,31 @@ def render(ctx: Ctx) -> None:
     if training is None or serving is None:
         return
     cfg, wl = ctx.cfg, ctx.wl
-    tm = cost_model.training_memory(cfg, wl, training)
-    sm = cost_model.serving_memory(cfg, wl, serving)
-    fl = cost_model.training_flops_for(cfg, wl, training)
+    train_memory = cost_model.training_memory(cfg, wl, training)
+    serve_memory = cost_model.serving_memory(cfg, wl, serving)
+    train_flops = cost_model.training_flops_for(cfg, wl, training)
     legacy = cost_model.memory_estimate(cfg, wl)
     st.caption(f"Training: {training.describe()}. Serving: {serving.describe()}. Closed form; GiB = 2^30 bytes; "
                "FLOPs: one multiply-add = 2 FLOPs, full n x n attention square.")
-    m = st.columns(4)
-    m[0].metric("Training peak per device", units.fmt_bytes(tm.peak_bytes),
-                help=f"At: {setup_charts.STAGE_LABELS.get(tm.peak_stage, tm.peak_stage)}. The Overview's figure "
+    metrics = st.columns(4)
+    metrics[0].metric("Training peak per device", units.fmt_bytes(train_memory.peak_bytes),
+                      help=f"At: {setup_charts.STAGE_LABELS.get(train_memory.peak_stage, train_memory.peak_stage)}. The Overview's figure "
                      f"({units.fmt_bytes(legacy.training_total_bytes)}) adds every component as if all were alive "
                      "at once; this one follows the order tensors live and die.")
-    m[1].metric("Serving memory per device", units.fmt_bytes(sm.total_bytes),
-                help="weights + buffers + KV cache of the concurrent sequences + the prefill's other activations")
-    m[2].metric("KV cache per token", f"{sm.kv_cache_bytes_per_token:,} bytes",
-                help="per sequence, all blocks, K and V (+ int8 scales)")
-    m[3].metric("Training FLOPs per micro-batch per device", units.fmt_flops(fl["train_step_flops"]),
-                help=f"recomputation adds {units.fmt_flops(fl['recompute_flops'])}; one optimizer step = "
+    metrics[1].metric("Serving memory per device", units.fmt_bytes(serve_memory.total_bytes),
+                      help="weights + buffers + KV cache of the concurrent sequences + the prefill's other activations")
+    metrics[2].metric("KV cache per token", f"{serve_memory.kv_cache_bytes_per_token:,} bytes",
+                      help="per sequence, all blocks, K and V (+ int8 scales)")
+    metrics[3].metric("Training FLOPs per micro-batch per device", units.fmt_flops(train_flops["train_step_flops"]),
+                      help=f"recomputation adds {units.fmt_flops(train_flops['recompute_flops'])}; one optimizer step = "
                      f"{training.grad_accum} micro-batches")
     fits = cost_model.what_fits(cfg, wl, budget_bytes, training=training, serving=serving)
     st.markdown(f"**What fits {units.fmt_bytes(budget_bytes)} per device** — training: "
                 f"{_fits_line(fits, 'train', wl, cfg)}. Serving: "
                 f"{_fits_line(fits, 'serve', serving.workload(wl), cfg)}.")
-    chart(setup_charts.stages_figure(tm.stages_bytes, tm.peak_parts_bytes, tm.peak_stage, budget_bytes,
+    chart(setup_charts.stages_figure(train_memory.stages_bytes, train_memory.peak_parts_bytes, train_memory.peak_stage, budget_bytes,
                                      title="Training step: live memory per device at each stage"), "setups_stages")
-    table(_sizes(tm, sm), "per-device memory by component", "setups.sizes",
+    table(_sizes(train_memory, serve_memory), "per-device memory by component", "setups.sizes",
           caption="bytes per device under the setups; 'at the peak' is what is alive at the peak stage")
     st.caption(_measured_note(training, serving) + " Loop assumed: " + LOOP_TEXT[training.loop] + ". Each step: forward, loss, backward per micro-batch, "
                "optimizer.step(), zero_grad(set_to_none=True). Measured on this model's real code: "
@@ -182,20 +184,20 @@ def _sizes(tm: cost_model.TrainingMemory, sm: cost_model.ServingMemory) -> pd.Da
 
 def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_bytes: int) -> None:
     st.subheader("Budget explorer")
-    c = st.columns([2, 2, 2, 2])
-    pair = c[0].selectbox("axes", list(budget.AXIS_PAIRS), key="setups.axes")
+    cols = st.columns([2, 2, 2, 2])
+    pair = cols[0].selectbox("axes", list(budget.AXIS_PAIRS), key="setups.axes")
     x, y = budget.AXIS_PAIRS[pair]
-    btokens = c[1].number_input("training tokens (billions)", 0.001, 1e6, 10.0, key="setups.btokens",
-                                help="The token budget: sets the training FLOPs and the loss prediction.")
-    max_fwd = c[2].number_input("max forward GFLOPs per token (0 = no limit)", 0.0, 1e9, 0.0, key="setups.max_fwd")
-    max_train = c[3].number_input("max training FLOPs, 10^x (0 = no limit)", 0.0, 40.0, 0.0, key="setups.max_train")
+    btokens = cols[1].number_input("training tokens (billions)", 0.001, 1e6, 10.0, key="setups.btokens",
+                                   help="The token budget: sets the training FLOPs and the loss prediction.")
+    max_fwd = cols[2].number_input("max forward GFLOPs per token (0 = no limit)", 0.0, 1e9, 0.0, key="setups.max_fwd")
+    max_train = cols[3].number_input("max training FLOPs, 10^x (0 = no limit)", 0.0, 40.0, 0.0, key="setups.max_train")
     benefit = st.radio("benefit", list(budget.BENEFITS), horizontal=True, key="setups.benefit",
                        help="The benefit lab's measured loss will appear here when it exists.")
-    b = budget.Budget(device_memory_bytes=budget_bytes, train_tokens=btokens * 1e9,
-                      max_fwd_flops_per_token=max_fwd * 1e9 or None, max_train_flops=10 ** max_train if max_train else None)
+    explorer_budget = budget.Budget(device_memory_bytes=budget_bytes, train_tokens=btokens * 1e9,
+                                    max_fwd_flops_per_token=max_fwd * 1e9 or None, max_train_flops=10 ** max_train if max_train else None)
     xs = sorted(set(budget.AXIS_VALUES[x]) | {getattr(ctx.cfg, x)})
     ys = sorted(set(budget.AXIS_VALUES[y]) | {getattr(ctx.cfg, y)})
-    frame = budget.grid(ctx.cfg, ctx.wl, x=x, y=y, xs=xs, ys=ys, training=training, serving=serving, budget=b,
+    frame = budget.grid(ctx.cfg, ctx.wl, x=x, y=y, xs=xs, ys=ys, training=training, serving=serving, budget=explorer_budget,
                         benefit=benefit)
     if frame.empty:
         st.info("No valid configuration on this grid.")

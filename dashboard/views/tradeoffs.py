@@ -9,7 +9,9 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import ModelConfig
-from xtlens.dashboard import charts, data, jobs, proxies, state, tables
+from xtlens.dashboard import charts, data, proxies, tables
+from xtlens.dashboard.session import jobs, tab_settings
+from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx, benefits
 from xtlens.dashboard.views.common import chart, table
 
@@ -38,16 +40,16 @@ def request(ctx: Ctx, axis: str, frame: pd.DataFrame) -> jobs.Request:
 
 
 def render(ctx: Ctx) -> None:
-    c = st.columns([2, 3])
-    state.tab_setting("tradeoffs.axis", tables.SWEEP_AXES[0], lambda v: v in tables.SWEEP_AXES)
-    state.tab_setting("tradeoffs.dataset_btokens", 1.0, lambda v: 0.001 <= float(v) <= 100000.0)
-    axis = c[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
-                      help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
-    dataset_btokens = c[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
-                                        step=0.5, format="%g", key="tradeoffs.dataset_btokens",
-                                        help="Used by the tokens-per-parameter indicator and the loss proxy.")
+    cols = st.columns([2, 3])
+    tab_settings.tab_setting("tradeoffs.axis", tables.SWEEP_AXES[0], lambda v: v in tables.SWEEP_AXES)
+    tab_settings.tab_setting("tradeoffs.dataset_btokens", 1.0, lambda v: 0.001 <= float(v) <= 100000.0)
+    axis = cols[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
+                         help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
+    dataset_btokens = cols[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
+                                           step=0.5, format="%g", key="tradeoffs.dataset_btokens",
+                                           help="Used by the tokens-per-parameter indicator and the loss proxy.")
     dataset_tokens = dataset_btokens * 1e9
-    (mine,) = state.config_colours([("current", ctx.cfg)]).values()  # its colour in every chart of the page
+    (mine,) = config_colours([("current", ctx.cfg)]).values()  # its colour in every chart of the page
     sweep = partial(charts.sweep_metric, current_colour=mine)
     frame, skipped = data.sweep(ctx.cfg, ctx.wl, axis, dataset_tokens)
     st.caption(CLAIMS[axis] + f" Costs below: closed form at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, "

@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, SEED_SNIPPET, Workload
 from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
-from xtlens.dashboard import exporting, session_io, tables
+from xtlens.dashboard import exporting, tables
+from xtlens.dashboard.session import session_io
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.records import ProfileRecord, base_fields
 
@@ -243,7 +244,7 @@ def test_export_view_offers_four_formats_and_the_session_round_trips() -> None:
 
 def test_measure_button_runs_a_worker_job_and_shows_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Press Measure: a real child process runs (with a fast fake measure), progress, then the numbers."""
-    from xtlens.dashboard import jobs
+    from xtlens.dashboard.session import jobs
     from xtlens.profiling.memory import MEMORY_PHASES
     from xtlens.profiling.worker import JobManager
 
@@ -273,7 +274,7 @@ TINY_QUERY = {"num_tokens": "97", "max_seq_len": "256", "dim": "32", "depth": "2
 
 def test_latency_breakdown_whatif_and_roofline_from_real_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Latency tab's new sections, measured for real (tiny seed flags) in worker child processes."""
-    from xtlens.dashboard import jobs
+    from xtlens.dashboard.session import jobs
     from xtlens.profiling.worker import JobManager
 
     manager = JobManager()

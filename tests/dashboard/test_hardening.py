@@ -77,7 +77,7 @@ def _buttons(at: AppTest, prefix: str) -> list[str]:
 
 
 def test_two_sessions_cannot_see_cancel_or_erase_each_others_job(monkeypatch, tmp_path) -> None:
-    from xtlens.dashboard import jobs
+    from xtlens.dashboard.session import jobs
     from xtlens.profiling.worker import JobManager
 
     release = tmp_path / "release"

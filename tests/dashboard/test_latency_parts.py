@@ -1,4 +1,4 @@
-"""dashboard.latency_parts: frames and figures of the breakdown, what-if and roofline sections."""
+"""dashboard.latency_parts (frames) and dashboard.charts.latency (figures): the breakdown, what-if and roofline sections."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from xtlens.core.config import PRESETS, Workload
 from xtlens.core.hardware import hardware_preset
 from xtlens.core.roofline import part_costs
 from xtlens.dashboard import latency_parts as lp
+from xtlens.dashboard.charts import latency as latency_charts
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.records import ProfileRecord, base_fields
 
@@ -45,7 +46,7 @@ def test_breakdown_table_shares_and_prediction_ratio():
     qkv = table[table["part"] == "qkv_proj"].iloc[0]
     assert qkv["measured_over_predicted"] == pytest.approx(qkv["measured_ms"] / qkv["predicted_ms"])
     assert list(table["part"])[-1] == "remainder"
-    fig = lp.breakdown_stacked(table, title="t")
+    fig = latency_charts.breakdown_stacked(table, title="t")
     assert fig.layout.barmode == "stack" and "ALiBi bias construction" in [t.name for t in fig.data]
     pvm = lp.predicted_vs_measured(frame)
     assert pvm.loc[0, "measured_over_predicted"] == pytest.approx(5.0)
@@ -58,6 +59,6 @@ def test_roofline_points_and_chart():
     logits = pts[pts["part"] == "logits"].iloc[0]
     assert logits["attainable_flops_per_s"] == pytest.approx(
         min(A100.peak("bfloat16"), logits["intensity_flops_per_byte"] * A100.mem_bandwidth_bytes_per_s))
-    fig = lp.roofline_chart(pts, A100, "bfloat16", title="r")
+    fig = latency_charts.roofline_chart(pts, A100, "bfloat16", title="r")
     assert fig.layout.xaxis.type == "log" and fig.data[0].name == "A100 roof"
     assert max(fig.data[0].y) == pytest.approx(A100.peak("bfloat16"))

@@ -11,7 +11,8 @@ from streamlit.testing.v1 import AppTest
 from test_app import app, no_exception, show  # the AppTest helpers of the dashboard tests
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, Workload
-from xtlens.dashboard import charts, exporting, other_runs, session_io
+from xtlens.dashboard import charts, exporting
+from xtlens.dashboard.session import other_runs, session_io
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.records import ProfileRecord, base_fields, config_key
 

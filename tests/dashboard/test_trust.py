@@ -13,7 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import _compare_table, app, no_exception, show  # the AppTest helpers of the dashboard tests
 from xtlens.core.config import PRESETS
-from xtlens.dashboard import charts, jobs, provenance, tables
+from xtlens.dashboard import charts, tables
+from xtlens.dashboard.session import jobs, provenance
 from xtlens.profiling.worker import JobManager
 
 
@@ -329,7 +330,7 @@ def test_the_session_file_keeps_the_tab_settings_and_older_files_still_load() ->
     import json
 
     from xtlens.core.config import Workload
-    from xtlens.dashboard import session_io
+    from xtlens.dashboard.session import session_io
 
     settings = {"latency.max_len": 2048, "latency.phases": ["forward"], "tradeoffs.axis": "depth",
                 "tradeoffs.dataset_btokens": 50.0}
@@ -343,16 +344,15 @@ def test_the_session_file_keeps_the_tab_settings_and_older_files_still_load() ->
 
 def test_restoring_a_session_brings_its_tab_settings_back() -> None:
     from xtlens.core.config import Workload
-    from xtlens.dashboard import session_io
+    from xtlens.dashboard.session import session_io
 
     snap = session_io.make(PRESETS["seed"], Workload(), "cpu", [], [], settings={"tradeoffs.axis": "heads"})
     at = show(app(), "Trade-offs")
     assert at.radio(key="tradeoffs.axis").value == "dim"
-    from xtlens.dashboard import state
+    from xtlens.dashboard.session import store, tab_settings
 
     at.session_state["_xtlens_kept"] = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(state.st, "session_state", at.session_state)
-        state.restore_settings(dict(snap.settings))
+    with store.use(at.session_state):
+        tab_settings.restore_settings(dict(snap.settings))
     at.run()
     assert at.radio(key="tradeoffs.axis").value == "heads"

@@ -175,7 +175,7 @@ def test_the_page_measures_on_the_ray_cluster(cluster, monkeypatch) -> None:
     import dataclasses
 
     from streamlit.testing.v1 import AppTest
-    from xtlens.dashboard import jobs
+    from xtlens.dashboard.session import jobs
 
     fake = str(Path(__file__).resolve().parents[1] / "dashboard" / "fake_measure.py") + ":measure"
     real_spec = jobs.Request.spec

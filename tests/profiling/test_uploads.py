@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from xtlens.core.config import PRESETS, ConfigError, Workload
-from xtlens.dashboard import session_io
+from xtlens.dashboard.session import session_io
 from xtlens.profiling import uploads
 from xtlens.profiling.export import as_frame, frame_to_records, from_bytes, to_bytes
 from xtlens.profiling.records import ProfileRecord, base_fields, records_from_json, records_to_json

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from xtlens.dashboard import state
+from xtlens.dashboard.session import ownership, uploads
 from xtlens.profiling.benefit.corpus import cache_dir, corpus_from_bytes
 from xtlens.profiling.benefit.jobs import DEFAULT_PROBE_TIME_LIMIT_S, ProbeJob, ProbeJobManager, ProbeSpec
 from xtlens.profiling.benefit.probes import ProbeOptions
@@ -34,14 +34,14 @@ def find(options: ProbeOptions) -> ProbeJob | None:
     """The probe job of ``options``, whoever started it; a job the page shows is remembered as this session's, so
     its table is on the Export tab too."""
     job = manager().get(key_of(options))
-    if job is not None and job.key not in state.session_probes():
-        state.remember_probe(job.key, options.probe, f"{options.probe} probe")
+    if job is not None and job.key not in ownership.session_probes():
+        ownership.remember_probe(job.key, options.probe, f"{options.probe} probe")
     return job
 
 
 def submit(options: ProbeOptions, label: str) -> ProbeJob:
     job = manager().submit(options, time_limit_s=TIME_LIMIT_S)
-    state.remember_probe(job.key, options.probe, label)
+    ownership.remember_probe(job.key, options.probe, label)
     return job
 
 
@@ -62,11 +62,11 @@ def save_upload(name: str, data: bytes) -> str:
 def finished_tables(probe: str) -> list[tuple[str, pd.DataFrame]]:
     """(label, rows) of every finished probe job of this session for ``probe``, and of uploaded probe tables."""
     out = []
-    for key, (name, label) in state.session_probes().items():
+    for key, (name, label) in ownership.session_probes().items():
         job = manager().get(key)
         if name == probe and job is not None and job.done():
             out.append((label, frame_of(job)))
-    for name, frame in state.probe_uploads():
+    for name, frame in uploads.probe_uploads():
         sel = frame[frame["probe"] == probe]
         if not sel.empty:
             out.append((f"uploaded: {name}", sel))

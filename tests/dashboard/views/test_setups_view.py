@@ -11,9 +11,10 @@ from streamlit.testing.v1 import AppTest
 from xtlens.core import cost_model, units
 from xtlens.core.config import PRESETS, Workload
 from xtlens.core.setup import ServingSetup, TrainingSetup
-from xtlens.dashboard import budget, setup_charts
+from xtlens.dashboard import budget
+from xtlens.dashboard.charts import setups as setup_charts
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 SEED = PRESETS["seed"]
 
 

@@ -2,6 +2,11 @@
 
 Every axis title carries its unit: bytes are shown in GiB (2**30 bytes), FLOPs count one
 multiply-add as 2 FLOPs, latencies are in milliseconds. Sequence-length axes are logarithmic.
+
+This module holds the house style (axes, palette, one colour per configuration, layout) and the figures that
+several views share; the figures of one view sit beside it: ``charts.latency`` (breakdown, roofline),
+``charts.setups`` (memory by stage, budget explorer), ``charts.benefits`` (the probes). Nothing here imports
+Streamlit or ``dashboard.session`` (``tests/dashboard/test_layout.py``).
 """
 
 from __future__ import annotations
@@ -304,7 +309,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
 # --- latency -------------------------------------------------------------------------------------------
 
 def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_ms",
-                   y_title: str = MS_AXIS, series: str = "series", tickformat: str | None = None,
+                   y_title: str = MS_AXIS, series: str = "series",
                    colours: dict[str, str] | None = None, dashes: dict[str, str] | None = None) -> go.Figure:
     """Log-log latency vs sequence length, one line per ``series`` with its fitted slope in the legend.
 

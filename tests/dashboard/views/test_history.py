@@ -13,7 +13,7 @@ from xtlens.dashboard.views import history
 from xtlens.profiling.records import ProfileRecord, base_fields
 from xtlens.profiling.store import ResultStore
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 CPU = "AMD EPYC (2 logical CPUs)"
 GPU = "NVIDIA H100 80GB HBM3"

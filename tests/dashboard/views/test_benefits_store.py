@@ -11,7 +11,7 @@ from xtlens.core.config import PRESETS
 from xtlens.profiling.benefit import probe_store
 from xtlens.profiling.benefit.probes import ProbeOptions, run_probe
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 
 
 def _wait_for(at: AppTest, text: str, timeout_s: float = 240) -> str:

@@ -4,7 +4,7 @@ Memory, FLOP rows in FLOPs) beside its own measurement, every row labelled by it
 name and where the rows came from (``seed · uploaded gpu.csv``, ``seed · restored session``). The same tables are
 listed, with their downloads, on the Export tab.
 
-``runs_frame`` is pure pandas; ``for_view`` reads the session's tables (``dashboard.state``).
+``runs_frame`` is pure pandas; ``for_view`` reads the session's tables (``session.uploads``).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def runs_frame(tables: Sequence[tuple[str, pd.DataFrame]], measurement: str) -> 
 
 def for_view(measurement: str) -> pd.DataFrame:
     """``runs_frame`` of this session's uploaded and restored tables."""
-    from xtlens.dashboard import state
+    from xtlens.dashboard.session import uploads
 
-    return runs_frame([(state.upload_origin(name), frame) for name, frame in state.uploads()], measurement)
+    return runs_frame([(uploads.upload_origin(name), frame) for name, frame in uploads.uploads()], measurement)
 
 
 def run_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:

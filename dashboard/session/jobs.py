@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.dashboard import provenance, state
+from xtlens.dashboard.session import ownership, provenance, run_on
 from xtlens.profiling.executor import executor_for
 from xtlens.profiling.export import as_frame
 from xtlens.profiling.plan import SweepOptions
@@ -44,7 +44,7 @@ def manager(address: str | None = None) -> JobManager:
 
 def _where(req: Request) -> tuple[JobManager, Request]:
     """The manager of the page's "run on" choice and the request as it runs there (the cluster's device)."""
-    address, device = state.run_on()
+    address, device = run_on.run_on()
     if address is None:
         return manager(), req
     return manager(address), dataclasses.replace(req, device=device or "auto")
@@ -82,8 +82,8 @@ class Request:
 
 
 def owner() -> str:
-    """This browser session's id (``state.session_owner``): the owner of the jobs it submits."""
-    return state.session_owner()
+    """This browser session's id (``ownership.session_owner``): the owner of the jobs it submits."""
+    return ownership.session_owner()
 
 
 def find(req: Request) -> Job | None:
@@ -95,7 +95,7 @@ def submit(req: Request) -> Job:
     """Submit for this session; raises ``QueueFull`` (a ProfileError with the message) past the session's limit."""
     mgr, req = _where(req)
     job = mgr.submit_spec(req.spec(), owner=owner())
-    state.remember_job(job.key, req.label)
+    ownership.remember_job(job.key, req.label)
     return job
 
 
@@ -133,7 +133,7 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
         with cols[0]:
             pressed = st.button(button, key=f"measure.{key}", type="primary", help=help, width="stretch")
         with cols[1]:
-            address, device = state.run_on()
+            address, device = run_on.run_on()
             where = (f"{req.device}; runs in a separate process" if address is None else
                      f"device {device} of the Ray cluster at {address}; one Ray task per point")
             st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {where} (time limit {TIME_LIMIT_S:g} s), "
@@ -206,7 +206,7 @@ def _progress(job_key: str, label: str) -> None:
 
 
 def _where_manager() -> JobManager:
-    address = state.run_on()[0]
+    address = run_on.run_on()[0]
     return manager() if address is None else manager(address)
 
 
@@ -226,7 +226,7 @@ def measured_value(frame: pd.DataFrame | None, *, measurement: str, phase: str, 
 def tray_rows() -> list[dict[str, str]]:
     """This session's jobs with their state: queued (position, and the job it waits for), running, done,
     cancelled, timed out, failed. Every place (this machine, each Ray cluster) runs one job at a time."""
-    labels = state.session_jobs()
+    labels = ownership.session_jobs()
     rows = []
     places = {"": manager(), **{a: m for a, m in _managers().items() if a}}
     for place, mgr in places.items():
@@ -255,7 +255,7 @@ def tray_rows() -> list[dict[str, str]]:
 
 def tray() -> None:
     """The sidebar's job tray: every measurement this session asked for, wherever its tab is."""
-    if not state.session_jobs():
+    if not ownership.session_jobs():
         return
     busy = any(r["state"].startswith(("running", "queued")) for r in tray_rows())
 

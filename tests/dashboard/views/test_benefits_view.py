@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 from xtlens.core.config import PRESETS
-from xtlens.dashboard import benefit_charts as bc
+from xtlens.dashboard.charts import benefits as bc
 from xtlens.profiling.benefit import analysis
 from xtlens.profiling.benefit.probes import ProbeOptions, run_probe
 from xtlens.profiling.benefit.records import probe_frame
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 SEED = PRESETS["seed"]
 SMALL = {"dim": 32, "depth": 1, "heads": 2, "eval_tokens": 512}
 

@@ -35,7 +35,7 @@ class Snapshot:
     device: str
     pins: tuple[PinnedConfig, ...] = ()
     results: tuple[tuple[str, pd.DataFrame], ...] = ()
-    settings: tuple[tuple[str, object], ...] = ()  # the tabs' settings (``state.kept_settings``)
+    settings: tuple[tuple[str, object], ...] = ()  # the tabs' settings (``tab_settings.kept_settings``)
 
 
 def to_json(snapshot: Snapshot) -> str:

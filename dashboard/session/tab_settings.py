@@ -1,0 +1,78 @@
+"""A tab's settings survive a tab switch, and those that change what a view shows go into the URL and the
+session file.
+
+Streamlit drops a widget's value when its tab is not drawn; ``tab_setting`` copies the value to a plain key
+on every run and puts it back when the widget comes back. ``URL_TAB_SETTINGS`` names the settings that are
+part of a link (under a short URL name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from xtlens.dashboard.session import store
+
+_KEPT = "_xtlens_kept"
+# the tab settings that change what a view shows: they go into the URL (short name) and the session file
+URL_TAB_SETTINGS = {"latency.max_len": "lat_max", "latency.repeats": "lat_rep", "tradeoffs.axis": "axis",
+                    "tradeoffs.dataset_btokens": "data_bt"}
+_URL_KINDS: dict[str, Callable[[str], Any]] = {"latency.max_len": int, "latency.repeats": int,
+                                               "tradeoffs.axis": str, "tradeoffs.dataset_btokens": float}
+
+
+def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = None) -> None:
+    """Call before drawing a tab's widget ``key`` (drawn without ``value=``): the value survives a tab switch.
+
+    The value is set from the URL on the first run (``settings_from_url``), else from what was kept, else
+    ``default``. ``valid(value)`` rejects a kept value the widget cannot show now (``default`` is used instead).
+    """
+    kept = store.setdefault(_KEPT, {})
+    if store.has(key):
+        kept[key] = store.get(key)
+        return
+    value = kept.get(key, default)
+    if valid is not None and not valid(value):
+        value = default  # a value from an old link that this configuration does not allow
+    store.put(key, value)
+    kept[key] = value
+
+
+def kept_settings() -> dict[str, Any]:
+    """Every tab setting of this session (for the session file)."""
+    out = dict(store.get(_KEPT, {}))
+    out.update({k: store.get(k) for k in out if store.has(k)})
+    return out
+
+
+def restore_settings(settings: dict[str, Any]) -> None:
+    """Put tab settings (from a session file or the URL) back; the widgets read them when drawn."""
+    kept = store.setdefault(_KEPT, {})
+    for key, value in settings.items():
+        kept[key] = value
+        store.put(key, value)
+
+
+def tab_url_params() -> dict[str, str]:
+    """The URL parameters of the tab settings that change what is shown."""
+    kept = kept_settings()
+    out = {}
+    for key, short in URL_TAB_SETTINGS.items():
+        if kept.get(key) is not None:
+            value = kept[key]
+            out[short] = f"{value:g}" if isinstance(value, float) else str(value)
+    return out
+
+
+def settings_from_url(params: dict[str, Any], notes: list[str]) -> None:
+    """Restore the tab settings a link carries; a value that is not a number adds a note for the page."""
+    settings = {}
+    for key, short in URL_TAB_SETTINGS.items():
+        raw = params.get(short)
+        if raw is None:
+            continue
+        try:
+            settings[key] = _URL_KINDS[key](raw)
+        except ValueError:
+            notes.append(f"The link's value was not used: {short} = {raw!r} is not a number.")
+    restore_settings(settings)
