@@ -69,6 +69,10 @@ __all__ = [
     "read_table",
     "read_records",
     "to_markdown",
+    "csv_field",
+    "md_header",
+    "csv_text_columns",
+    "restored",
 ]
 
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet", "md")
@@ -109,7 +113,9 @@ def restore(text: str) -> str:
     return text[1:] if text.startswith("'") and _FORMULA.match(text[1:]) else text
 
 
-def _csv_field(value: Any) -> str:
+def csv_field(value: Any) -> str:
+    """One CSV field as xtlens writes it: missing -> empty, text double-quoted (formula-neutralised), floats
+    with ``repr``, integers in full. ``csv_text_columns`` reads it back."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -122,7 +128,7 @@ def _csv_field(value: Any) -> str:
 def _to_csv(frame: pd.DataFrame) -> bytes:
     lines = [",".join(COLUMNS)]
     for row in python_rows(frame):
-        lines.append(",".join(_csv_field(row[c]) for c in COLUMNS))
+        lines.append(",".join(csv_field(row[c]) for c in COLUMNS))
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -188,7 +194,8 @@ _MD_SUFFIX_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _md_header(col: str) -> str:
+def md_header(col: str) -> str:
+    """The Markdown header of column ``col``, with its unit (``measured_bytes`` -> ``measured (GiB)``)."""
     if col == "peak_fraction":
         return "peak fraction (%)"
     for suffix, template in _MD_SUFFIX_HEADERS:
@@ -221,7 +228,7 @@ def to_markdown(table: pd.DataFrame | Sequence[ProfileRecord]) -> str:
     if not shown:
         shown = [c for c in COLUMNS if c != "config_json"]
     right = set(INT_COLUMNS) | set(FLOAT_COLUMNS)
-    lines = ["| " + " | ".join(_md_header(c) for c in shown) + " |",
+    lines = ["| " + " | ".join(md_header(c) for c in shown) + " |",
              "|" + "|".join("---:" if c in right else "---" for c in shown) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(_md_value(c, r[c]) for c in shown) + " |")

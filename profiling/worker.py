@@ -52,7 +52,8 @@ from xtlens.profiling.plan import ConfigGrid, SweepOptions, SweepPoint, check_wh
 from xtlens.profiling.records import ProfileRecord
 from xtlens.profiling.sweep import failure_rows
 
-__all__ = ["JobSpec", "Job", "JobManager", "QueueFull", "DEFAULT_TIME_LIMIT_S", "main"]
+__all__ = ["JobSpec", "Job", "JobManager", "QueueFull", "DEFAULT_TIME_LIMIT_S", "main",
+           "describe_exit", "load_measure", "child_events"]
 
 DEFAULT_TIME_LIMIT_S = 600.0
 
@@ -146,7 +147,7 @@ def _kill_group(pid: int) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
-def _describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]:
+def describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]:
     """(status, words) for a child that ended without saying it was done: a SIGKILL is labelled ``oom`` only
     when the kernel recorded an OOM kill during the job, otherwise ``error`` naming the signal."""
     if returncode < 0:
@@ -379,7 +380,7 @@ class Job(JobState):
         reason = self._kill_reason
         crash: tuple[str, str] | None = None
         if reason is None and not self._done_event and self._fatal is None and returncode is not None:
-            crash = _describe_exit(returncode, self._oom_kills_before)
+            crash = describe_exit(returncode, self._oom_kills_before)
         first_missing = True
         for i, point in enumerate(self._points):
             if i in self._rows:
@@ -558,7 +559,9 @@ class JobManager:
 
 # --- the child --------------------------------------------------------------------------------------
 
-def _load_measure(ref: str):
+def load_measure(ref: str):
+    """The measurement function a ``JobSpec.measure`` reference names: ``module:function`` or
+    ``file.py:function`` (a test's fake measurement)."""
     module_ref, _, name = ref.rpartition(":")
     if not module_ref or not name:
         raise ValueError(f"measure {ref!r} is not 'module:function' or 'file.py:function'")
@@ -615,7 +618,7 @@ def _child(job_dir: Path) -> int:
             limit = apply_address_space_limit(address_space_limit(points))
         emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid(),
               "address_space_limit_bytes": limit})
-        measure = _load_measure(spec.measure) if spec.measure else measure_point
+        measure = load_measure(spec.measure) if spec.measure else measure_point
     except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
         emit({"type": "fatal", "message": str(exc) or type(exc).__name__})
         return 0

@@ -39,7 +39,7 @@ from typing import Any
 from xtlens.profiling.benefit.probes import ProbeOptions, failure_rows_for, plan
 from xtlens.profiling.benefit.records import STATUSES, ProbeRecord
 from xtlens.profiling.executor import RayJob, _remote
-from xtlens.profiling.worker import Job, _describe_exit, child_events
+from xtlens.profiling.worker import Job, describe_exit, child_events
 
 __all__ = ["ProbeSpec", "ProbeJob", "ProbeRayJob", "ProbeJobManager", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
 
@@ -104,7 +104,7 @@ class ProbeJob(Job):
         reason = self._kill_reason
         crash = None
         if reason is None and not self._done_event and self._fatal is None and returncode is not None:
-            crash = _describe_exit(returncode)
+            crash = describe_exit(returncode)
         first = True
         for i, run in enumerate(self._points):
             if i in self._rows:
@@ -177,9 +177,9 @@ def _train_on_worker(run, data, device: str) -> dict[str, Any]:
     """Runs in a Ray worker: one training run, never raising (a failed run is an ``error`` row), nothing stored
     there (the driver stores)."""
     from xtlens.profiling.benefit.probes import run_or_failure
-    from xtlens.profiling.executor import _where
+    from xtlens.profiling.executor import task_place
 
-    where = _where(device)
+    where = task_place(device)
     rows = run_or_failure(run, data, device=where["device"], device_name=where["device_name"],
                           versions=where["versions"], use_cache=False, store=False)
     return {**where, "rows": [r.to_dict() for r in rows]}
@@ -197,16 +197,16 @@ class ProbeRayJob(RayJob):
 
     def _immediate(self, i: int, run: Any) -> list | None:
         from xtlens.profiling.benefit.probe_store import cached_run
-        from xtlens.profiling.benefit.probes import _labels, run_key
+        from xtlens.profiling.benefit.probes import run_labels, run_key
 
         if not self.spec.use_cache:
             return None
         key = run_key(run, self._data.corpus_sha256, self._probe["device_name"], self._probe["versions"])
         cached = cached_run(key)
-        return None if cached is None else [dataclasses.replace(r, **_labels(run)) for r in cached]
+        return None if cached is None else [dataclasses.replace(r, **run_labels(run)) for r in cached]
 
     def _submit(self, ray, opts: dict[str, Any], device: str, run: Any):
-        return _remote(ray, "probe_run", _train_on_worker).options(**opts).remote(run, self._data_ref, device)
+        return remote_function(ray, "probe_run", _train_on_worker).options(**opts).remote(run, self._data_ref, device)
 
     def _accept(self, i: int, run: Any, out: dict[str, Any], attempts: int) -> list:
         from xtlens.profiling.benefit.probe_store import store_run

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xtlens.profiling.export import _csv_field, _md_header, csv_text_columns, format_for, restored
+from xtlens.profiling.export import csv_field, md_header, csv_text_columns, format_for, restored
 from xtlens.profiling.records import _float_value, _int_value, _str_value, is_missing
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def probe_markdown(table: pd.DataFrame | Sequence[ProbeRecord]) -> str:
                    "val_loss_nats": "val loss (nats/token)", "val_bits_per_byte": "val (bits/byte)",
                    "unigram_entropy_nats": "unigram entropy (nats/token)", "kv_cache_bytes_per_token":
                    "KV cache (bytes/token)", "elapsed_s": "elapsed (s)"}
-        return special.get(c) or (c.replace("_", " ") + " (bytes)" if c.endswith("_bytes") else _md_header(c))
+        return special.get(c) or (c.replace("_", " ") + " (bytes)" if c.endswith("_bytes") else md_header(c))
 
     lines = ["| " + " | ".join(header(c) for c in shown) + " |",
              "|" + "|".join("---:" if c in right else "---" for c in shown) + "|"]
@@ -253,7 +253,7 @@ def probe_bytes(table: pd.DataFrame | Sequence[ProbeRecord], fmt: str) -> bytes:
         return probe_markdown(frame).encode("utf-8")
     rows = probe_rows(frame)
     if fmt == "csv":
-        lines = [",".join(PROBE_COLUMNS)] + [",".join(_csv_field(r[c]) for c in PROBE_COLUMNS) for r in rows]
+        lines = [",".join(PROBE_COLUMNS)] + [",".join(csv_field(r[c]) for c in PROBE_COLUMNS) for r in rows]
         return ("\n".join(lines) + "\n").encode("utf-8")
     if fmt == "json":
         return json.dumps(rows, indent=1, ensure_ascii=False).encode("utf-8")
