@@ -35,7 +35,7 @@ from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.profiling.device import device_name as _device_name
 from xtlens.profiling.device import resolve_device, versions
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.memory import cuda_peak_start, model_in, tensor_bytes, snapshot_totals, train_step_parts
+from xtlens.profiling.memory import cuda_peak_start, model_in, snapshot_totals, tensor_bytes, train_step_parts
 from xtlens.profiling.records import ProfileRecord, base_fields, rel_err, setup_json
 
 __all__ = ["Checkpointed", "apply_recompute", "make_optimizer", "measure_training_setup", "train_setup_parts",

@@ -38,8 +38,8 @@ from typing import Any
 
 from xtlens.profiling.benefit.probes import ProbeOptions, failure_rows_for, plan
 from xtlens.profiling.benefit.records import STATUSES, ProbeRecord
-from xtlens.profiling.executor import RayJob, _remote
-from xtlens.profiling.worker import Job, describe_exit, child_events
+from xtlens.profiling.executor import RayJob, remote_function
+from xtlens.profiling.worker import Job, child_events, describe_exit
 
 __all__ = ["ProbeSpec", "ProbeJob", "ProbeRayJob", "ProbeJobManager", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
 
@@ -197,7 +197,7 @@ class ProbeRayJob(RayJob):
 
     def _immediate(self, i: int, run: Any) -> list | None:
         from xtlens.profiling.benefit.probe_store import cached_run
-        from xtlens.profiling.benefit.probes import run_labels, run_key
+        from xtlens.profiling.benefit.probes import run_key, run_labels
 
         if not self.spec.use_cache:
             return None

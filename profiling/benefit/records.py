@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xtlens.profiling.export import csv_field, md_header, csv_text_columns, format_for, restored
+from xtlens.profiling.export import csv_field, csv_text_columns, format_for, md_header, restored
 from xtlens.profiling.records import _float_value, _int_value, _str_value, is_missing
 
 if TYPE_CHECKING:

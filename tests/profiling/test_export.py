@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from xtlens.core.config import PRESETS, Workload
 from xtlens.profiling.export import (
     FORMATS,
-    md_header,
     as_frame,
     format_for,
     frame_to_records,
     from_bytes,
+    md_header,
     read_records,
     read_table,
     to_bytes,
