@@ -133,7 +133,7 @@ class AlibiCapture:
             self.bias_shape = tuple(bias.shape)
         return None
 
-    def _post(self, module, args, output):
+    def _post(self, module, args, _output):
         self._in_block = False
 
     def finish(self) -> None:

@@ -4,6 +4,8 @@ Every row says what configuration and workload it is about, how it was measured 
 versions, SDPA backend, warm-up and repeats, spread) and holds predicted and measured columns side
 by side. ``to_frame`` turns rows (or a frame read from a file) into the canonical typed pandas DataFrame
 (``Int64``, ``Float64``, ``string``; integers never pass through a float); ``from_frame`` reverses it.
+The machinery (frames, files, SQLite values) is the row-table base's, ``profiling.rowtable.RowSchema``:
+``RESULT_ROWS`` here, ``benefit.records.PROBE_ROWS`` for the training-probe rows.
 
 Column families (a row fills the ones its ``measurement`` concerns; the rest stay None):
 

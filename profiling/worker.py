@@ -22,7 +22,9 @@ Whatever happens, every planned point ends with at least one row:
 job again returns the running or finished one, so a repeat is instant. Failed runs (timeout, cancel,
 crash) are retried on the next submit. At most ``max_running`` jobs run at once (default 1: concurrent
 jobs would distort each other's latency and memory figures); the others wait in order. ``executor``
-(``profiling.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster.
+(``profiling.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster. The same manager runs
+the benefit lab's training probes (``submit_spec(benefit.jobs.ProbeSpec(...))``), with the same owners and
+per-owner limit.
 """
 
 from __future__ import annotations
@@ -436,7 +438,8 @@ class Job(JobState):
 
 
 class JobManager:
-    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit).
+    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit). The one manager
+    of measurement jobs (``JobSpec``) and training-probe jobs (``benefit.jobs.ProbeSpec``).
 
     Jobs are owned: ``owner`` (the dashboard passes its browser session's id; ``""`` is the anonymous
     caller of scripts and tests) names who asked. A job another owner asked for too is shared, its rows are
@@ -463,10 +466,12 @@ class JobManager:
         return self.submit_spec(JobSpec.make(what, configs, workloads, options, config_name=config_name,
                                              time_limit_s=time_limit_s, measure=measure), owner=owner)
 
-    def submit_spec(self, spec: JobSpec, *, owner: str = "") -> Job:
+    def submit_spec(self, spec: Any, *, owner: str = "") -> Job:
         """Start (or queue) the job ``spec`` describes for ``owner``; the running or finished job when it was
         submitted before (by anyone: the rows are shared, read-only). Raises ``QueueFull`` when ``owner``
-        already has ``max_per_owner`` unfinished jobs."""
+        already has ``max_per_owner`` unfinished jobs. ``spec`` is a sweep's ``JobSpec`` or a training probe's
+        ``benefit.jobs.ProbeSpec`` (anything with ``key()`` and the job classes ``local_job_class`` /
+        ``ray_job_class``)."""
         with self._lock:
             job = self._jobs.get(spec.key())
             if job is not None and job.outcome in ("pending", "running", "finished"):
@@ -475,13 +480,21 @@ class JobManager:
                 self._owners[job.key].add(owner)
                 return job
             self._check_quota(owner)
-            job = Job(spec, python=self._python, start=False) if self.executor is None else self.executor.job(spec)
+            job = self._new_job(spec)
             job._exit_callbacks.append(lambda _job: self._pump())
             self._jobs[job.key] = job
             self._owners[job.key] = {owner}
             self._queue.append(job)
         self._pump()
         return job
+
+    def _new_job(self, spec: Any) -> JobState:
+        """The job of ``spec``, not started: the executor's, else the spec's own child-process job class
+        (``local_job_class``: ``benefit.jobs.ProbeJob`` for a probe's spec), else ``Job``."""
+        if self.executor is not None:
+            return self.executor.job(spec)
+        cls = getattr(spec, "local_job_class", None) or Job
+        return cls(spec, python=self._python, start=False)
 
     def _check_quota(self, owner: str) -> None:
         mine = [j for k, j in self._jobs.items() if owner in self._owners.get(k, ()) and not j.done()]
