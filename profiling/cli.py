@@ -38,7 +38,15 @@ from xtlens.core.config import (
     XtlensError,
 )
 from xtlens.core.units import fmt_value, unit_of
-from xtlens.profiling.cli_common import ProgressBar, add_config_options, config_from_args, follow, load_config
+from xtlens.profiling.cli_common import (
+    ProgressBar,
+    add_config_options,
+    config_from_args,
+    follow,
+    load_config,
+    print_error,
+    run_on_ray,
+)
 
 __all__ = ["main", "build_parser", "load_config"]
 
@@ -240,8 +248,11 @@ def _profile(args: argparse.Namespace) -> int:
     open_store()  # every measured row is stored: a corrupt or foreign database stops here (StoreError), untouched
     bar = ProgressBar()
     name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
-    if args.ray is not None:
-        rows = _profile_on_ray(args, whats, cfg, workloads, options, name, bar)
+    if args.ray is not None:  # one Ray task per point on the cluster at --ray (profiling.executor)
+        from xtlens.profiling.worker import JobSpec
+
+        spec = JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None)
+        rows = run_on_ray("profile", args.ray, spec, bar, noun="point", verb="measured")
         if rows is None:
             return 1
     elif args.time_limit > 0:
@@ -265,24 +276,6 @@ def _profile(args: argparse.Namespace) -> int:
         print(f"  {row.measurement} {row.phase} batch={row.batch} seq_len={row.seq_len_tokens}: {row.status}: "
               f"{row.error}", file=sys.stderr)
     return 0
-
-
-def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, name: str, bar) -> list | None:
-    """One Ray task per point on the cluster at ``--ray`` (``profiling.executor``); None when it failed."""
-    from xtlens.profiling.executor import RayExecutor
-    from xtlens.profiling.worker import JobSpec
-
-    executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
-    job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None))
-    job.start()
-    follow(job, bar)
-    if job.outcome == "crashed":
-        print(f"xtlens profile: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
-        return None
-    hosts = ", ".join(sorted(job.hosts)) or "none (every point came from the result store)"
-    retried = f"; {len(job.retried)} point(s) retried after a worker died" if job.retried else ""
-    print(f"measured on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
-    return job.result()
 
 
 # --- results (the SQLite result store) ------------------------------------------------------------------
@@ -505,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except XtlensError as exc:  # ConfigError, BuildError, ProfileError: a message for the user, exit 2
-        print(f"xtlens {args.command}: error: {exc}", file=sys.stderr)
+        print_error(args.command, str(exc))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,5 +1,5 @@
 """What the ``xtlens`` command line's modules share: the configuration options and how they are read, the
-progress bar, and following a job until it ends.
+progress bar, following a job until it ends (here or on a Ray cluster), and how an error is printed.
 
 ``profiling.cli`` (estimate, profile, results, dashboard) and ``profiling.benefit.cli`` (probe) both import this
 module and neither imports the other's internals. It imports only the standard library and ``core.config``, so
@@ -9,6 +9,7 @@ module and neither imports the other's internals. It imports only the standard l
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from xtlens.core.config import (
     untrusted_text,
 )
 
-__all__ = ["load_config", "read_text_option", "add_config_options", "config_from_args", "ProgressBar", "follow"]
+__all__ = ["load_config", "read_text_option", "add_config_options", "config_from_args", "ProgressBar", "follow",
+           "print_error", "run_on_ray"]
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -117,3 +119,30 @@ def follow(job, bar, *, interval_s: float = 0.2):
         raise
     bar(*job.progress())
     return job
+
+
+# --- errors and Ray ---------------------------------------------------------------------------------------
+
+def print_error(command: str, message: str) -> None:
+    """``xtlens COMMAND: error: MESSAGE`` on stderr: how every command reports what stopped it (``main`` then
+    exits 2 for bad input, a command 1 for a run that failed)."""
+    print(f"xtlens {command}: error: {message}", file=sys.stderr)
+
+
+def run_on_ray(command: str, address: str, spec, bar, *, noun: str, verb: str, interval_s: float = 0.2):
+    """Run ``spec`` (a sweep's ``JobSpec`` or a probe's ``ProbeSpec``) as Ray tasks on the cluster at ``address``
+    (``profiling.executor.RayExecutor``; ``$XTLENS_RAY_PIP`` ships the dependencies too), showing progress on
+    ``bar``; then say where it ran (``VERB on CLUSTER (hosts: ...)``, retried ``NOUN``s). The rows, or None when
+    the job failed (the reason printed as ``print_error``)."""
+    from xtlens.profiling.executor import RayExecutor
+
+    executor = RayExecutor(address=address, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
+    job = executor.job(spec)
+    follow(job.start(), bar, interval_s=interval_s)
+    if job.outcome == "crashed":
+        print_error(command, job.progress()[1].removeprefix("failed: "))
+        return None
+    hosts = ", ".join(sorted(job.hosts)) or f"none (every {noun} came from the result store)"
+    retried = f"; {len(job.retried)} {noun}(s) retried after a worker died" if job.retried else ""
+    print(f"{verb} on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
+    return job.result()

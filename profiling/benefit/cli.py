@@ -13,11 +13,10 @@ message naming the option.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from xtlens.profiling.cli_common import ProgressBar, add_config_options, config_from_args, follow
+from xtlens.profiling.cli_common import ProgressBar, add_config_options, config_from_args, follow, run_on_ray
 
 __all__ = ["add_probe_parser"]
 
@@ -97,18 +96,11 @@ def _probe(args: argparse.Namespace) -> int:
     fresh = args.fresh or args.no_cache
     if args.ray is not None:
         from xtlens.profiling.benefit.jobs import ProbeSpec
-        from xtlens.profiling.executor import RayExecutor
 
-        executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
-        job = executor.job(ProbeSpec(options=opt, time_limit_s=args.time_limit or None, use_cache=not fresh))
-        follow(job.start(), bar, interval_s=0.5)
-        if job.outcome == "crashed":
-            print(f"xtlens probe: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
+        spec = ProbeSpec(options=opt, time_limit_s=args.time_limit or None, use_cache=not fresh)
+        rows = run_on_ray("probe", args.ray, spec, bar, noun="run", verb="trained", interval_s=0.5)
+        if rows is None:
             return 1
-        hosts = ", ".join(sorted(job.hosts)) or "none (every run came from the result store)"
-        retried = f"; {len(job.retried)} run(s) retried after a worker died" if job.retried else ""
-        print(f"trained on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
-        rows = job.result()
     elif args.time_limit is not None:
         from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec
 
