@@ -28,22 +28,25 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 from xtlens.core.config import (
-    MAX_CONFIG_TEXT_CHARS,
-    PRESETS,
     ConfigError,
     ModelConfig,
     Workload,
     XtlensError,
-    parse_snippet,
-    untrusted_text,
 )
 from xtlens.core.units import fmt_value, unit_of
+from xtlens.profiling.cli_common import (
+    ProgressBar,
+    add_config_options,
+    config_from_args,
+    follow,
+    load_config,
+    print_error,
+    run_on_ray,
+)
 
 __all__ = ["main", "build_parser", "load_config"]
 
@@ -51,44 +54,6 @@ DEFAULT_TIME_LIMIT_S = 600.0  # profiling.worker.DEFAULT_TIME_LIMIT_S (not impor
 
 # xtlens.profiling and xtlens.dashboard are sibling packages (repository folders profiling/ and dashboard/)
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-
-
-# --- configuration ----------------------------------------------------------------------------------
-
-def load_config(*, preset: str | None = None, config: str | None = None, snippet: str | None = None,
-                sets: Sequence[str] = ()) -> ModelConfig:
-    """The ``ModelConfig`` named by the CLI options (see the module docstring). Raises ``ConfigError``."""
-    given = [x for x in (preset, config, snippet) if x is not None]
-    if len(given) > 1:
-        raise ConfigError("--preset/--config/--snippet", None, "give only one of --preset, --config and --snippet")
-    if config is not None:
-        cfg = ModelConfig.from_json(_read(config, "--config"))
-    elif snippet is not None:
-        cfg = parse_snippet(_read(snippet, "--snippet"))
-    else:
-        name = preset or "seed"
-        if name not in PRESETS:
-            raise ConfigError("preset", name, f"one of {', '.join(PRESETS)}")
-        cfg = PRESETS[name]
-    if not sets:
-        return cfg
-    query = dict(parse_qsl(cfg.to_query(), keep_blank_values=True))
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError("--set", item, "key=value, e.g. --set depth=12")
-        query[key.strip()] = value.strip()
-    return ModelConfig.from_query(query)
-
-
-def _read(path: str, option: str) -> str:
-    """The file at ``path`` as text, through the one untrusted-text boundary (size cap, strict UTF-8)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CONFIG_TEXT_CHARS + 1)
-    except OSError as exc:
-        raise ConfigError(option, path, f"a readable file (cannot read it: {exc.strerror or exc})") from None
-    return untrusted_text(f"{option} {path}", data)
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -106,7 +71,7 @@ def _int_list(text: str, name: str) -> list[int]:
 def _estimate(args: argparse.Namespace) -> int:
     from xtlens.core.cost_model import predictions
 
-    cfg = _config_from(args)
+    cfg = config_from_args(args)
     wl = Workload(batch=args.batch, seq_len=args.seq_len if args.seq_len is not None else cfg.max_seq_len,
                   dtype=args.dtype).check_against(cfg)
     if args.hardware is not None and args.hardware.strip().lower() == "list":
@@ -255,36 +220,12 @@ def _estimate_table(cfg: ModelConfig, wl: Workload, values: dict[str, int | floa
 
 # --- profile ------------------------------------------------------------------------------------------
 
-class _ProgressBar:
-    """A one-line progress bar on stderr (a new line per message when stderr is not a terminal)."""
-
-    def __init__(self, stream=None, width: int = 30):
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last = ""
-        self.start = time.monotonic()
-
-    def __call__(self, fraction: float, message: str) -> None:
-        fraction = min(max(fraction, 0.0), 1.0)
-        filled = int(round(fraction * self.width))
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:5.1f}% {time.monotonic() - self.start:6.1f}s {message}"
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line[:200])
-            if fraction >= 1.0:
-                self.stream.write("\n")
-        elif message != self.last:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self.last = message
-
-
 def _profile(args: argparse.Namespace) -> int:
     from xtlens.profiling.export import format_for, to_markdown, write_table
     from xtlens.profiling.plan import DEFAULT_SEQ_LENS, SweepOptions, check_whats, workload_grid
     from xtlens.profiling.sweep import run_sweep
 
-    cfg = _config_from(args)
+    cfg = config_from_args(args)
     whats = check_whats(args.what)
     if args.out is not None:
         try:
@@ -305,10 +246,13 @@ def _profile(args: argparse.Namespace) -> int:
     from xtlens.profiling.store import open_store
 
     open_store()  # every measured row is stored: a corrupt or foreign database stops here (StoreError), untouched
-    bar = _ProgressBar()
+    bar = ProgressBar()
     name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
-    if args.ray is not None:
-        rows = _profile_on_ray(args, whats, cfg, workloads, options, name, bar)
+    if args.ray is not None:  # one Ray task per point on the cluster at --ray (profiling.executor)
+        from xtlens.profiling.worker import JobSpec
+
+        spec = JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None)
+        rows = run_on_ray("profile", args.ray, spec, bar, noun="point", verb="measured")
         if rows is None:
             return 1
     elif args.time_limit > 0:
@@ -332,37 +276,6 @@ def _profile(args: argparse.Namespace) -> int:
         print(f"  {row.measurement} {row.phase} batch={row.batch} seq_len={row.seq_len_tokens}: {row.status}: "
               f"{row.error}", file=sys.stderr)
     return 0
-
-
-def follow(job, bar, *, interval_s: float = 0.2):
-    """Show a running job's progress on ``bar`` until it is done; Ctrl-C cancels it. Returns the job."""
-    try:
-        while not job.done():
-            bar(*job.progress())
-            time.sleep(interval_s)
-    except KeyboardInterrupt:
-        job.cancel()
-        raise
-    bar(*job.progress())
-    return job
-
-
-def _profile_on_ray(args: argparse.Namespace, whats, cfg, workloads, options, name: str, bar) -> list | None:
-    """One Ray task per point on the cluster at ``--ray`` (``profiling.executor``); None when it failed."""
-    from xtlens.profiling.executor import RayExecutor
-    from xtlens.profiling.worker import JobSpec
-
-    executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
-    job = executor.job(JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None))
-    job.start()
-    follow(job, bar)
-    if job.outcome == "crashed":
-        print(f"xtlens profile: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
-        return None
-    hosts = ", ".join(sorted(job.hosts)) or "none (every point came from the result store)"
-    retried = f"; {len(job.retried)} point(s) retried after a worker died" if job.retried else ""
-    print(f"measured on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
-    return job.result()
 
 
 # --- results (the SQLite result store) ------------------------------------------------------------------
@@ -463,15 +376,6 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 # --- parser -------------------------------------------------------------------------------------------
 
-def _add_config_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (default: --preset seed)")
-    g.add_argument("--preset", help=f"a built-in configuration: {', '.join(PRESETS)}")
-    g.add_argument("--config", metavar="FILE.json", help="a JSON object of ModelConfig fields")
-    g.add_argument("--snippet", metavar="FILE.py", help="a TransformerWrapper(...) call (parsed, never run)")
-    g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one field, e.g. --set depth=12 --set attn_flash=false (repeatable)")
-
-
 def _add_setup_options(p: argparse.ArgumentParser) -> None:
     from xtlens.core.setup import KV_CACHE, LOOPS, OPTIMIZERS, PRECISIONS, RECOMPUTE
 
@@ -498,10 +402,6 @@ def _add_setup_options(p: argparse.ArgumentParser) -> None:
                    "length that fit, for training and serving (fits_* keys)")
 
 
-def _config_from(args: argparse.Namespace) -> ModelConfig:
-    return load_config(preset=args.preset, config=args.config, snippet=args.snippet, sets=args.sets)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xtlens", description="Parameters, FLOPs, memory and latency of an "
                                      "x-transformers decoder.")
@@ -509,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     est = sub.add_parser("estimate", help="closed-form parameters, FLOPs and memory (instant, no torch)",
                          description="Closed-form cost model (core.cost_model.estimate) for one configuration.")
-    _add_config_options(est)
+    add_config_options(est)
     est.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the model's max_seq_len)")
     est.add_argument("--batch", type=int, default=1)
     est.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -526,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="measure FLOPs, memory and latency of the real model",
                           description="Sweep the real model over sequence lengths and batch sizes; write a table "
                                       "the dashboard can load.")
-    _add_config_options(prof)
+    add_config_options(prof)
     prof.add_argument("--name", help="config_name in the rows (default: the preset name)")
     prof.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     prof.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -598,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except XtlensError as exc:  # ConfigError, BuildError, ProfileError: a message for the user, exit 2
-        print(f"xtlens {args.command}: error: {exc}", file=sys.stderr)
+        print_error(args.command, str(exc))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -56,9 +56,10 @@ from xtlens.profiling.sweep import (
     failure_rows,
     run_point,
 )
-from xtlens.profiling.worker import Job, JobSpec, JobState, _load_measure
+from xtlens.profiling.worker import Job, JobSpec, JobState, load_measure
 
-__all__ = ["Executor", "LocalExecutor", "RayExecutor", "RayJob", "executor_for", "describe", "RayUnavailable"]
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "RayJob", "executor_for", "describe", "RayUnavailable",
+           "remote_function", "task_place"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder that holds core/ and profiling/
 _PIP_DEPS = ["x-transformers>=2.31,<2.32", "einops>=0.8", "fvcore>=0.1.5.post20221221", "pandas>=2.0", "pyarrow>=14"]
@@ -203,7 +204,8 @@ def describe(address: str) -> dict[str, Any]:
 
 # --- the remote side -------------------------------------------------------------------------------------
 
-def _where(device: str) -> dict[str, Any]:
+def task_place(device: str) -> dict[str, Any]:
+    """Where a Ray task runs: its resolved device and device name, host, process id and versions."""
     from xtlens.profiling.device import resolve as resolve_device_name
     from xtlens.profiling.device import versions
 
@@ -216,8 +218,8 @@ def _measure_on_worker(point: SweepPoint, device: str, options: SweepOptions, me
     """Runs in a Ray worker: one point, never raising (failures are rows), nothing stored there."""
     from xtlens.profiling.measure import measure_point
 
-    where = _where(device)
-    measure = _load_measure(measure_ref) if measure_ref else measure_point
+    where = task_place(device)
+    measure = load_measure(measure_ref) if measure_ref else measure_point
     rows, _ = run_point(point, device=where["device"], device_name=where["device_name"], options=options,
                         measure=measure, store=False)
     return {**where, "rows": [r.to_dict() for r in rows]}
@@ -226,11 +228,11 @@ def _measure_on_worker(point: SweepPoint, device: str, options: SweepOptions, me
 _REMOTE: dict[str, Any] = {}
 
 
-def _remote(ray, name: str, fn: Any = None):
+def remote_function(ray, name: str, fn: Any = None):
     """The Ray remote function ``name`` (``probe``: where a task runs; ``point``: one sweep point; another name:
     ``fn``, e.g. ``profiling.benefit.jobs``'s training run), made once per process."""
     if name not in _REMOTE:
-        fn = fn or {"probe": _where, "point": _measure_on_worker}[name]
+        fn = fn or {"probe": task_place, "point": _measure_on_worker}[name]
         _REMOTE[name] = ray.remote(max_retries=0)(fn)
     return _REMOTE[name]
 
@@ -308,7 +310,7 @@ class RayJob(JobState):
         """Before any point is submitted: what the points share (here the measure function and options)."""
         from xtlens.profiling.measure import measure_point
 
-        self._measure = _load_measure(self.spec.measure) if self.spec.measure else measure_point
+        self._measure = load_measure(self.spec.measure) if self.spec.measure else measure_point
         self._remote_opts = dataclasses.replace(self.spec.options, device=device)
 
     def _immediate(self, i: int, point: Any) -> list | None:
@@ -324,7 +326,7 @@ class RayJob(JobState):
         return None
 
     def _submit(self, ray, opts: dict[str, Any], device: str, point: Any):
-        return _remote(ray, "point").options(**opts).remote(point, device, self._remote_opts, self.spec.measure)
+        return remote_function(ray, "point").options(**opts).remote(point, device, self._remote_opts, self.spec.measure)
 
     def _accept(self, i: int, point: Any, out: dict[str, Any], attempts: int) -> list:
         """The rows of a finished task, stored (``attempts`` 2: the point was retried once)."""
@@ -361,7 +363,7 @@ class RayJob(JobState):
             return
         opts = dict(num_gpus=gpus, num_cpus=0 if gpus else 1)
         self._set_progress(0.0, "asking the cluster which device it has")
-        self._probe = ray.get(_remote(ray, "probe").options(**opts).remote(device))
+        self._probe = ray.get(remote_function(ray, "probe").options(**opts).remote(device))
         self._prepare(ray, device)
         pending: dict[Any, int] = {}
         attempts: dict[int, int] = {}

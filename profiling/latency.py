@@ -84,7 +84,7 @@ class _AttendTimer:
         else:
             self._start = time.perf_counter()
 
-    def _post(self, module, args, output):
+    def _post(self, module, args, _output):
         if self.cuda:
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()

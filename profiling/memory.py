@@ -62,7 +62,8 @@ from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
 from xtlens.profiling.sdpa import SdpaProbe, explain_backend
 
-__all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_cache_bytes", "AlibiCapture"]
+__all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_cache_bytes", "AlibiCapture",
+           "tensor_bytes", "model_in", "snapshot_totals", "cuda_peak_start"]
 
 MEMORY_PHASES = ("inference", "train_step")
 METHODS = ("auto", "fake", "real", "cuda")
@@ -79,7 +80,7 @@ _METHOD_TEXT = {
 }
 
 
-def _nbytes(t: torch.Tensor) -> int:
+def tensor_bytes(t: torch.Tensor) -> int:
     """Logical size of a tensor (numel x element size); works for fake tensors."""
     return t.numel() * t.element_size()
 
@@ -116,7 +117,7 @@ class AlibiCapture:
                 def wrapped(*args, _orig=original, **kwargs):
                     out = _orig(*args, **kwargs)
                     if self._in_block:
-                        self.causal_mask_bytes = max(self.causal_mask_bytes, _nbytes(out))
+                        self.causal_mask_bytes = max(self.causal_mask_bytes, tensor_bytes(out))
                     return out
 
                 module.create_causal_mask = wrapped
@@ -128,11 +129,11 @@ class AlibiCapture:
         first = self.bias_bytes is None
         self._in_block = first and bias is not None and getattr(module, "flash", False)
         if first and bias is not None:
-            self.bias_bytes = _nbytes(bias)
+            self.bias_bytes = tensor_bytes(bias)
             self.bias_shape = tuple(bias.shape)
         return None
 
-    def _post(self, module, args, output):
+    def _post(self, module, args, _output):
         self._in_block = False
 
     def finish(self) -> None:
@@ -142,7 +143,7 @@ class AlibiCapture:
             if type(module).__name__ == "AlibiPositionalBias":
                 buf = getattr(module, "bias", None)
                 if isinstance(buf, torch.Tensor):
-                    self.cached_buffer_bytes = _nbytes(buf)
+                    self.cached_buffer_bytes = tensor_bytes(buf)
 
 
 def kv_cache_bytes(intermediates: Any) -> int:
@@ -152,7 +153,7 @@ def kv_cache_bytes(intermediates: Any) -> int:
         kv = getattr(inter, "cached_kv", None)
         if kv is None:
             continue
-        total += sum(_nbytes(t) for t in kv)
+        total += sum(tensor_bytes(t) for t in kv)
     return total
 
 
@@ -162,7 +163,7 @@ def kv_cache_bytes(intermediates: Any) -> int:
 
 
 @contextmanager
-def _model_in(cfg: ModelConfig, wl: Workload, dev: str, mode: str):
+def model_in(cfg: ModelConfig, wl: Workload, dev: str, mode: str):
     """Yield a fresh model: built on fake tensors inside ``FakeTensorMode`` (everything run inside the
     ``with`` is fake too), or a real one from ``core.builder.build_model``."""
     if mode == "fake":
@@ -177,7 +178,7 @@ def _model_in(cfg: ModelConfig, wl: Workload, dev: str, mode: str):
 # --------------------------------------------------------------------------------------------------
 
 
-def _snap_total(snapshot: dict) -> dict[str, int]:
+def snapshot_totals(snapshot: dict) -> dict[str, int]:
     """Sum a MemTracker snapshot over devices into {category name: bytes} (+ "Total")."""
     out: dict[str, int] = {}
     for dev_snap in snapshot.values():
@@ -187,7 +188,7 @@ def _snap_total(snapshot: dict) -> dict[str, int]:
     return out
 
 
-def _cuda_peak_start(dev: str) -> int:
+def cuda_peak_start(dev: str) -> int:
     """Open a CUDA peak window: wait for queued work, reset the peak counter, return the bytes allocated now."""
     synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
@@ -196,7 +197,7 @@ def _cuda_peak_start(dev: str) -> int:
 
 def _totals(tracked_peak_bytes: int, dev: str, cuda_base_bytes: int | None) -> dict[str, int]:
     """``total`` (and on CUDA ``total_tracked``): the tracker's peak, or the CUDA peak growth since
-    ``_cuda_peak_start`` with the tracker's peak beside it."""
+    ``cuda_peak_start`` with the tracker's peak beside it."""
     if cuda_base_bytes is None:
         return {"total": tracked_peak_bytes}
     synchronize(dev)
@@ -209,10 +210,10 @@ def _inference(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[dic
     parts: dict[str, int] = {}
     info: dict[str, Any] = {}
     cuda = mode == "cuda"
-    base = _cuda_peak_start(dev) if cuda else None
-    with _model_in(cfg, wl, dev, mode) as model:
+    base = cuda_peak_start(dev) if cuda else None
+    with model_in(cfg, wl, dev, mode) as model:
         model.eval()
-        buffers0 = sum(_nbytes(b) for b in model.buffers())
+        buffers0 = sum(tensor_bytes(b) for b in model.buffers())
         ids = torch.randint(0, cfg.num_tokens, (wl.batch, wl.seq_len), device=dev)
         capture = AlibiCapture().attach(model) if cfg.alibi_pos_bias else None
         probe = SdpaProbe()
@@ -223,8 +224,8 @@ def _inference(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[dic
             del out
         if capture is not None:
             capture.finish()
-        peak = _snap_total(tracker.get_tracker_snapshot("peak"))
-        now = _snap_total(tracker.get_tracker_snapshot("current"))
+        peak = snapshot_totals(tracker.get_tracker_snapshot("peak"))
+        now = snapshot_totals(tracker.get_tracker_snapshot("current"))
         parts.update(_totals(peak["Total"], dev, base))
         parts["weights"] = now.get("Parameter", 0)
         # buffers as built; the ALiBi bias x-transformers caches as a buffer during the forward (no
@@ -256,10 +257,10 @@ def _train_step(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[di
     from torch.distributed._tools.mem_tracker import MemTracker
 
     parts: dict[str, int] = {}
-    base = _cuda_peak_start(dev) if mode == "cuda" else None
-    with _model_in(cfg, wl, dev, mode) as model:
+    base = cuda_peak_start(dev) if mode == "cuda" else None
+    with model_in(cfg, wl, dev, mode) as model:
         model.train()
-        buffers0 = sum(_nbytes(b) for b in model.buffers())
+        buffers0 = sum(tensor_bytes(b) for b in model.buffers())
         targets = torch.randint(0, cfg.num_tokens, (wl.batch * wl.seq_len,), device=dev)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         tracker = MemTracker()
@@ -270,17 +271,17 @@ def _train_step(cfg: ModelConfig, wl: Workload, dev: str, mode: str) -> tuple[di
             for step in range(2):
                 logits = model(ids)
                 if step == 1:
-                    snaps["forward"] = _snap_total(tracker.get_tracker_snapshot("current"))
+                    snaps["forward"] = snapshot_totals(tracker.get_tracker_snapshot("current"))
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
                 del logits
                 loss.backward()
                 del loss
                 if step == 1:
-                    snaps["backward"] = _snap_total(tracker.get_tracker_snapshot("current"))
+                    snaps["backward"] = snapshot_totals(tracker.get_tracker_snapshot("current"))
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 if step == 1:
-                    snaps["step"] = _snap_total(tracker.get_tracker_snapshot("current"))
+                    snaps["step"] = snapshot_totals(tracker.get_tracker_snapshot("current"))
                 tracker.reset_mod_stats()  # MemTracker raises on a second iteration without it
         parts.update(train_step_parts(tracker, snaps, buffers0, dev, base))
         del model, opt
@@ -292,7 +293,7 @@ def train_step_parts(tracker: Any, snaps: dict[str, dict[str, int]], buffers0: i
     """The ``train_step`` components from a tracked run: ``total`` (peak), ``weights`` and ``optimizer`` (after the
     step), ``gradients`` (after backward), ``activations`` (alive after the forward, buffers excluded), ``buffers``;
     ``snaps`` holds the tracker's ``current`` snapshots ``forward``, ``backward`` and ``step``."""
-    peak = _snap_total(tracker.get_tracker_snapshot("peak"))
+    peak = snapshot_totals(tracker.get_tracker_snapshot("peak"))
     parts = _totals(peak["Total"], dev, cuda_base_bytes)
     parts["weights"] = snaps["step"].get("Parameter", 0)
     parts["buffers"] = buffers0

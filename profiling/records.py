@@ -4,6 +4,8 @@ Every row says what configuration and workload it is about, how it was measured 
 versions, SDPA backend, warm-up and repeats, spread) and holds predicted and measured columns side
 by side. ``to_frame`` turns rows (or a frame read from a file) into the canonical typed pandas DataFrame
 (``Int64``, ``Float64``, ``string``; integers never pass through a float); ``from_frame`` reverses it.
+The machinery (frames, files, SQLite values) is the row-table base's, ``profiling.rowtable.RowSchema``:
+``RESULT_ROWS`` here, ``benefit.records.PROBE_ROWS`` for the training-probe rows.
 
 Column families (a row fills the ones its ``measurement`` concerns; the rest stay None):
 
@@ -37,12 +39,21 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.profiling.rowtable import (  # noqa: F401 - re-exported: the names every row table uses
+    INT64_MAX,
+    NONFINITE_JSON,
+    RowSchema,
+    arrow_safe,
+    float_array,
+    int_array,
+    is_missing,
+    json_safe,
+)
 
 if TYPE_CHECKING:  # pandas is imported lazily: the CLI's estimate path does not need it
     import pandas as pd
@@ -177,158 +188,26 @@ def rel_err(measured: float | None, predicted: float | None) -> float | None:
     return abs(measured - predicted) / abs(predicted)
 
 
-# --- DataFrame conversion: exact (integers never pass through a float) -------------------------------------------------------------------
+# --- tables: the row-table base (profiling.rowtable) over ProfileRecord ------------------------------------------
 
-INT64_MAX = 2**63 - 1
-
-
-def _shown(value: Any) -> str:
-    text = str(value) if not isinstance(value, int) or abs(value) < 10**60 else f"an integer of {len(str(abs(value)))} digits"
-    return text if len(text) <= 60 else text[:60] + "..."
-
-
-def _int_value(col: str, value: Any) -> int | None:
-    if is_missing(value):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"column {col}: expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"column {col}: expected a whole number, got {value!r}")
-        return int(round(value))
-    text = str(value).strip()
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return int(round(float(text)))
-        except (ValueError, OverflowError):
-            raise ValueError(f"column {col}: expected a whole number, got {_shown(value)!r}") from None
-
-
-def int_array(col: str, values: Iterable[Any]):
-    """An exact integer column: pandas ``Int64`` when every value fits in int64, else ``object`` holding Python
-    ints (counts beyond 2**63 - 1 stay exact; None for missing). Never through a float."""
-    import pandas as pd
-
-    ints = [_int_value(col, v) for v in values]
-    if all(v is None or -INT64_MAX - 1 <= v <= INT64_MAX for v in ints):
-        return pd.array(ints, dtype="Int64")
-    return pd.array(ints, dtype=object)
-
-
-def arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` ready for Arrow (``st.dataframe``, Parquet via pandas): a column holding an integer beyond int64
-    becomes text with every digit (exact; ``int(text)`` gives the count back). Other columns are unchanged."""
-    out = frame
-    for col in frame.columns:
-        if frame[col].dtype != object:
-            continue
-        values = frame[col].tolist()
-        if any(isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX
-               for v in values):
-            if out is frame:
-                out = frame.copy()
-            out[col] = [None if is_missing(v) else str(v) for v in values]
-    return out
-
-
-def float_array(col: str, values: Iterable[Any]):
-    """A ``Float64`` column where a missing value is ``<NA>`` and NaN stays NaN (a value, e.g. a 0/0 ratio)."""
-    import numpy as np
-    import pandas as pd
-
-    floats = [_float_value(col, v) for v in values]
-    data = np.array([np.nan if v is None else v for v in floats], dtype="float64")
-    mask = np.array([v is None for v in floats], dtype=bool)
-    return pd.arrays.FloatingArray(data, mask)
-
-
-def _float_value(col: str, value: Any) -> float | None:
-    if value is None or _is_na(value):
-        return None
-    if isinstance(value, str) and value.strip() == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"column {col}: expected a number, got {value!r}") from None
-
-
-def _str_value(value: Any) -> str | None:
-    return None if is_missing(value) else str(value)
-
-
-def _float_value_missing(value: Any) -> bool:
-    return value is None or _is_na(value)
-
-
-def _is_na(value: Any) -> bool:
-    try:
-        import pandas as pd
-
-        return value is pd.NA
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        return False
-
-
-def is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        import pandas as pd
-
-        if value is pd.NA:
-            return True
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
-    return isinstance(value, float) and math.isnan(value)
+#: the table machinery of result rows: frames, CSV / JSON / Parquet, SQLite columns (``profiling.rowtable``);
+#: a table written before ``LATER_COLUMNS`` joined reads back with them empty
+RESULT_ROWS = RowSchema(record=ProfileRecord, title="table", optional=LATER_COLUMNS)
 
 
 def frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
     """Typed canonical frame from python values per column, never passing integers through a float."""
-    import pandas as pd
-
-    missing = [c for c in COLUMNS if c not in columns and c not in LATER_COLUMNS]
-    if missing:
-        raise ValueError(f"table is missing column(s): {', '.join(missing)}")
-    length = len(next(iter(columns.values()), []))
-    columns = {**{c: [None] * length for c in LATER_COLUMNS}, **columns}
-    data = {}
-    for col in COLUMNS:
-        values = columns[col]
-        if col in INT_COLUMNS:
-            data[col] = int_array(col, values)
-        elif col in FLOAT_COLUMNS:
-            data[col] = float_array(col, values)
-        else:
-            data[col] = pd.Series([_str_value(v) for v in values], dtype=object).astype("string").array
-    return pd.DataFrame(data, columns=list(COLUMNS))
+    return RESULT_ROWS.frame(columns)
 
 
 def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
-    rows = list(rows)
-    names = list(COLUMNS) + [k for row in rows[:1] for k in row if k not in COLUMNS]
-    out: dict[str, list[Any]] = {c: [] for c in names}
-    for row in rows:
-        for c in names:
-            out[c].append(row.get(c))
-    if not rows:  # an empty table still has its columns
-        return {c: [] for c in COLUMNS}
-    return out
+    """Columns of python values from row dicts (a key a row lacks is missing)."""
+    return RESULT_ROWS.columns_of(rows)
 
 
 def to_frame(table: pd.DataFrame | Sequence[ProfileRecord]) -> pd.DataFrame:
     """The canonical typed frame of records or of a frame (extra columns dropped, ints kept exact)."""
-    import pandas as pd
-
-    if isinstance(table, pd.DataFrame):
-        return frame_from_columns({c: table[c].astype(object).tolist() for c in COLUMNS if c in table.columns})
-    return frame_from_columns(rows_to_columns(r.to_dict() for r in table))
+    return RESULT_ROWS.to_frame(table)
 
 
 def from_frame(frame: pd.DataFrame) -> list[ProfileRecord]:
@@ -341,38 +220,8 @@ def from_frame(frame: pd.DataFrame) -> list[ProfileRecord]:
 
 
 def python_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    cols = {c: frame[c].astype(object).tolist() for c in COLUMNS}
-    rows = []
-    for i in range(len(frame)):
-        row = {}
-        for c in COLUMNS:
-            v = cols[c][i]
-            if c in FLOAT_COLUMNS and not _float_value_missing(v):
-                v = float(v)  # NaN stays NaN: it is a value here, <NA> is missing
-            elif is_missing(v):
-                v = None
-            elif c in INT_COLUMNS:
-                v = int(v)
-            elif c in FLOAT_COLUMNS:
-                v = float(v)
-            row[c] = v
-        rows.append(row)
-    return rows
-
-
-NONFINITE_JSON = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` for standard JSON: a non-finite float becomes the string ``"NaN"``, ``"Infinity"`` or
-    ``"-Infinity"`` (read back by the float columns' parser); integers of any size stay JSON numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+    """Python values per row of a canonical frame (ints exact, missing -> None, NaN kept)."""
+    return RESULT_ROWS.python_rows(frame)
 
 
 def records_to_json(records: list[ProfileRecord]) -> str:

@@ -35,7 +35,7 @@ from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.profiling.device import device_name as _device_name
 from xtlens.profiling.device import resolve_device, versions
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.memory import _cuda_peak_start, _model_in, _nbytes, _snap_total, train_step_parts
+from xtlens.profiling.memory import cuda_peak_start, model_in, snapshot_totals, tensor_bytes, train_step_parts
 from xtlens.profiling.records import ProfileRecord, base_fields, rel_err, setup_json
 
 __all__ = ["Checkpointed", "apply_recompute", "make_optimizer", "measure_training_setup", "train_setup_parts",
@@ -119,8 +119,8 @@ def _loop(model: nn.Module, opt: torch.optim.Optimizer, ids, targets, setup: Tra
                 del logits
             last = snaps is not None and step == steps - 1
             if last:
-                snaps["forward"] = _snap_total(tracker.get_tracker_snapshot("current"))
-                snaps["peak_forward"] = _snap_total(tracker.get_tracker_snapshot("peak"))
+                snaps["forward"] = snapshot_totals(tracker.get_tracker_snapshot("current"))
+                snaps["peak_forward"] = snapshot_totals(tracker.get_tracker_snapshot("peak"))
             (loss / setup.grad_accum).backward()
             del loss
             if setup.loop == "keep_logits":
@@ -128,13 +128,13 @@ def _loop(model: nn.Module, opt: torch.optim.Optimizer, ids, targets, setup: Tra
             if tracker is not None:
                 tracker.reset_mod_stats()  # MemTracker raises on a second iteration without it
         if last:
-            snaps["backward"] = _snap_total(tracker.get_tracker_snapshot("current"))
-            snaps["peak_backward"] = _snap_total(tracker.get_tracker_snapshot("peak"))
+            snaps["backward"] = snapshot_totals(tracker.get_tracker_snapshot("current"))
+            snaps["peak_backward"] = snapshot_totals(tracker.get_tracker_snapshot("peak"))
         opt.step()
         opt.zero_grad(set_to_none=True)
         if last:
-            snaps["step"] = _snap_total(tracker.get_tracker_snapshot("current"))
-            snaps["peak_step"] = _snap_total(tracker.get_tracker_snapshot("peak"))
+            snaps["step"] = snapshot_totals(tracker.get_tracker_snapshot("current"))
+            snaps["peak_step"] = snapshot_totals(tracker.get_tracker_snapshot("peak"))
 
 
 def _prepare_state(model: nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -161,12 +161,12 @@ def train_setup_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, d
     mode = ("cuda" if dev.startswith("cuda") else "fake") if method == "auto" else method
     dtype = _PURE.get(setup.precision, "float32" if setup.mixed else wl.dtype)
     model_wl = Workload(batch=wl.batch, seq_len=wl.seq_len, dtype=dtype)
-    base = _cuda_peak_start(dev) if mode == "cuda" else None
+    base = cuda_peak_start(dev) if mode == "cuda" else None
     parts: dict[str, int] = {}
-    with _model_in(cfg, model_wl, dev, mode) as model:
+    with model_in(cfg, model_wl, dev, mode) as model:
         model.train()
         apply_recompute(model, setup.recompute)
-        buffers0 = sum(_nbytes(b) for b in model.buffers())
+        buffers0 = sum(tensor_bytes(b) for b in model.buffers())
         targets = torch.randint(0, cfg.num_tokens, (wl.batch * wl.seq_len,), device=dev)
         ids = torch.randint(0, cfg.num_tokens, (wl.batch, wl.seq_len), device=dev)
         opt = make_optimizer(setup.optimizer, model.parameters())
@@ -253,8 +253,8 @@ def _fsdp_rank(rank: int, world: int, init_file: str, payload: dict, out: Any) -
         snaps: dict[str, dict[str, int]] = {}
         with tracker:
             _loop(model, opt, ids, targets, setup, tracker, snaps)
-        peak = _snap_total(tracker.get_tracker_snapshot("peak"))
-        local = sum(p.to_local().numel() * p.element_size() if hasattr(p, "to_local") else _nbytes(p)
+        peak = snapshot_totals(tracker.get_tracker_snapshot("peak"))
+        local = sum(p.to_local().numel() * p.element_size() if hasattr(p, "to_local") else tensor_bytes(p)
                     for p in model.parameters())
         out.put({"rank": rank, "total": peak["Total"], "weights": local,
                  "optimizer": snaps["step"].get("Optstate", 0)})
@@ -335,7 +335,7 @@ def quantised_sizes(cfg: ModelConfig, wl: Workload, serving: ServingSetup) -> di
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     for module in model.modules():
         if isinstance(module, nn.Linear) and serving.quantised:
-            weights += sum(_nbytes(t) for t in quantise_weight(module.weight.detach(), serving.weights_bits,
+            weights += sum(tensor_bytes(t) for t in quantise_weight(module.weight.detach(), serving.weights_bits,
                                                                serving.group_size).values())
     seen = set()
     for p in model.parameters():
@@ -350,10 +350,10 @@ def quantised_sizes(cfg: ModelConfig, wl: Workload, serving: ServingSetup) -> di
     for attn in inter.attn_intermediates or []:
         for t in attn.cached_kv or ():
             if serving.kv_cache == "fp8":
-                kv += _nbytes(t.to(torch.float8_e4m3fn))
+                kv += tensor_bytes(t.to(torch.float8_e4m3fn))
             elif serving.kv_cache == "int8":
                 scale = t.abs().amax(-1, keepdim=True).half()  # one per (batch, K/V head, token)
-                kv += _nbytes((t / scale.float().clamp(min=1e-8) * 127).round().to(torch.int8)) + _nbytes(scale)
+                kv += tensor_bytes((t / scale.float().clamp(min=1e-8) * 127).round().to(torch.int8)) + tensor_bytes(scale)
             else:
                 kv += t.numel() * kv_e
     return {"weights": weights, "kv_cache": kv}

@@ -30,7 +30,8 @@ database that is not xtlens's raises ``StoreError`` with the path and what to do
 written to, moved or replaced.
 
 Integers are stored exactly (SQLite INTEGER is 64-bit; a count beyond 2**63 - 1 is stored as its
-decimal text and read back as an int).
+decimal digits in a BLOB and read back as an int): the column mapping is the row-table base's (``records.RESULT_ROWS``,
+``profiling.rowtable.RowSchema.sql_type`` / ``sql_value`` / ``python_value``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,7 @@ from typing import TYPE_CHECKING, Any
 from xtlens.profiling.errors import ProfileError
 from xtlens.profiling.records import (
     COLUMNS,
-    FLOAT_COLUMNS,
-    INT_COLUMNS,
+    RESULT_ROWS,
     ProfileRecord,
     frame_from_columns,
     now_iso,
@@ -66,7 +66,6 @@ SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PROVENANCE: tuple[str, ...] = ("id", "stored_at", "source", "host", "attempts", "cache_key")
 SOURCES: tuple[str, ...] = ("local", "ray", "import", "json-cache")
-_MAX_INT = 2**63 - 1
 
 
 class StoreError(ProfileError):
@@ -84,19 +83,11 @@ def db_path() -> Path:
     return Path(env) if env else cache_folder() / "results.sqlite"
 
 
-def _sql_type(col: str) -> str:
-    if col in INT_COLUMNS:
-        return "INTEGER"
-    if col in FLOAT_COLUMNS:
-        return "REAL"
-    return "TEXT"
-
-
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY AUTOINCREMENT, stored_at TEXT NOT NULL, "
     "source TEXT NOT NULL, host TEXT, attempts INTEGER NOT NULL DEFAULT 1, cache_key TEXT, write_id TEXT, "
-    + ", ".join(f'"{c}" {_sql_type(c)}' for c in COLUMNS) + ")",
+    + ", ".join(f'"{c}" {RESULT_ROWS.sql_type(c)}' for c in COLUMNS) + ")",
     "CREATE INDEX IF NOT EXISTS results_config ON results (config_key)",
     "CREATE INDEX IF NOT EXISTS results_workload ON results (measurement, batch, seq_len_tokens, dtype)",
     "CREATE INDEX IF NOT EXISTS results_device ON results (device, device_name)",
@@ -104,18 +95,6 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS results_cache ON results (cache_key)",
     "CREATE INDEX IF NOT EXISTS results_time ON results (timestamp)",
 ]
-
-
-def _encode(col: str, value: Any) -> Any:
-    if value is not None and col in INT_COLUMNS and abs(int(value)) > _MAX_INT:
-        return str(int(value))
-    return value
-
-
-def _decode(col: str, value: Any) -> Any:
-    if value is not None and col in INT_COLUMNS and not isinstance(value, int):
-        return int(value)
-    return value
 
 
 class ResultStore:
@@ -243,7 +222,7 @@ class ResultStore:
         if missing:
             with self._write() as w:
                 for c in missing:
-                    w.execute(f'ALTER TABLE results ADD COLUMN "{c}" {_sql_type(c)}')
+                    w.execute(f'ALTER TABLE results ADD COLUMN "{c}" {RESULT_ROWS.sql_type(c)}')
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -264,15 +243,9 @@ class ResultStore:
             for row in rows:
                 data = row.to_dict()
                 cur = con.execute(sql, [stamp, source, host, attempts, cache_key, write_id,
-                                        *(_encode(c, data[c]) for c in COLUMNS)])
+                                        *(RESULT_ROWS.sql_value(c, data[c]) for c in COLUMNS)])
                 ids.append(int(cur.lastrowid))
         return ids
-
-    def add_frame(self, frame: pd.DataFrame, *, source: str = "import", host: str | None = None) -> list[int]:
-        """Store the rows of a result table (a file from ``xtlens profile --out`` or an upload)."""
-        from xtlens.profiling.records import from_frame
-
-        return self.add(from_frame(frame), source=source, host=host or "")
 
     def import_once(self, rows: Iterable[ProfileRecord], content: bytes, *, name: str = "") -> list[int] | None:
         """Store the rows of a file unless a file with the same bytes was imported before (then None).
@@ -309,7 +282,7 @@ class ResultStore:
                               "WHERE cache_key = ? AND write_id IS ? ORDER BY id", (cache_key, last[0])).fetchall()
         finally:
             con.close()
-        rows = [ProfileRecord(**{c: _decode(c, v) for c, v in zip(COLUMNS, r, strict=True)}) for r in got]
+        rows = [ProfileRecord(**{c: RESULT_ROWS.python_value(c, v) for c, v in zip(COLUMNS, r, strict=True)}) for r in got]
         if not rows or any(r.status != "ok" for r in rows):
             return None
         return rows
@@ -417,7 +390,7 @@ class ResultStore:
                 for row in rows:
                     data = row.to_dict()
                     con.execute(sql, [now_iso(), "json-cache", "", 1, path.stem, f"json:{path}",
-                                      *(_encode(c, data[c]) for c in COLUMNS)])
+                                      *(RESULT_ROWS.sql_value(c, data[c]) for c in COLUMNS)])
                     added += 1
             con.execute("INSERT INTO meta VALUES (?, ?)", (marker, json.dumps({"rows": added, "at": now_iso()})))
         return added
@@ -427,7 +400,7 @@ def _frame(got: list[tuple]) -> pd.DataFrame:
     import pandas as pd
 
     n = len(COLUMNS)
-    columns: dict[str, list[Any]] = {c: [_decode(c, r[i]) for r in got] for i, c in enumerate(COLUMNS)}
+    columns: dict[str, list[Any]] = {c: [RESULT_ROWS.python_value(c, r[i]) for r in got] for i, c in enumerate(COLUMNS)}
     frame = frame_from_columns(columns)
     for j, name in enumerate(PROVENANCE):
         values = [r[n + j] for r in got]

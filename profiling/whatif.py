@@ -132,6 +132,7 @@ def install_flex_attention(model: torch.nn.Module, cfg: ModelConfig, *, compiled
 
         def forward(q, k, v, mask=None, attn_bias=None, prev_attn=None, attn_delta=None, row_mask=None,
                     flash_pack_seq_kwargs=None, causal=None, _scale=scale):
+            del prev_attn, attn_delta, row_mask, flash_pack_seq_kwargs  # Attend.forward's keywords, unused here
             from x_transformers.attend import Intermediates
 
             if mask is not None or attn_bias is not None:

@@ -22,7 +22,9 @@ Whatever happens, every planned point ends with at least one row:
 job again returns the running or finished one, so a repeat is instant. Failed runs (timeout, cancel,
 crash) are retried on the next submit. At most ``max_running`` jobs run at once (default 1: concurrent
 jobs would distort each other's latency and memory figures); the others wait in order. ``executor``
-(``profiling.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster.
+(``profiling.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster. The same manager runs
+the benefit lab's training probes (``submit_spec(benefit.jobs.ProbeSpec(...))``), with the same owners and
+per-owner limit.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from xtlens.profiling.plan import ConfigGrid, SweepOptions, SweepPoint, check_wh
 from xtlens.profiling.records import ProfileRecord
 from xtlens.profiling.sweep import failure_rows
 
-__all__ = ["JobSpec", "Job", "JobManager", "QueueFull", "DEFAULT_TIME_LIMIT_S", "main"]
+__all__ = ["JobSpec", "Job", "JobManager", "QueueFull", "DEFAULT_TIME_LIMIT_S", "main",
+           "describe_exit", "load_measure", "child_events"]
 
 DEFAULT_TIME_LIMIT_S = 600.0
 
@@ -146,7 +149,7 @@ def _kill_group(pid: int) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
-def _describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]:
+def describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]:
     """(status, words) for a child that ended without saying it was done: a SIGKILL is labelled ``oom`` only
     when the kernel recorded an OOM kill during the job, otherwise ``error`` naming the signal."""
     if returncode < 0:
@@ -379,7 +382,7 @@ class Job(JobState):
         reason = self._kill_reason
         crash: tuple[str, str] | None = None
         if reason is None and not self._done_event and self._fatal is None and returncode is not None:
-            crash = _describe_exit(returncode, self._oom_kills_before)
+            crash = describe_exit(returncode, self._oom_kills_before)
         first_missing = True
         for i, point in enumerate(self._points):
             if i in self._rows:
@@ -435,7 +438,8 @@ class Job(JobState):
 
 
 class JobManager:
-    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit).
+    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit). The one manager
+    of measurement jobs (``JobSpec``) and training-probe jobs (``benefit.jobs.ProbeSpec``).
 
     Jobs are owned: ``owner`` (the dashboard passes its browser session's id; ``""`` is the anonymous
     caller of scripts and tests) names who asked. A job another owner asked for too is shared, its rows are
@@ -462,10 +466,12 @@ class JobManager:
         return self.submit_spec(JobSpec.make(what, configs, workloads, options, config_name=config_name,
                                              time_limit_s=time_limit_s, measure=measure), owner=owner)
 
-    def submit_spec(self, spec: JobSpec, *, owner: str = "") -> Job:
+    def submit_spec(self, spec: Any, *, owner: str = "") -> Job:
         """Start (or queue) the job ``spec`` describes for ``owner``; the running or finished job when it was
         submitted before (by anyone: the rows are shared, read-only). Raises ``QueueFull`` when ``owner``
-        already has ``max_per_owner`` unfinished jobs."""
+        already has ``max_per_owner`` unfinished jobs. ``spec`` is a sweep's ``JobSpec`` or a training probe's
+        ``benefit.jobs.ProbeSpec`` (anything with ``key()`` and the job classes ``local_job_class`` /
+        ``ray_job_class``)."""
         with self._lock:
             job = self._jobs.get(spec.key())
             if job is not None and job.outcome in ("pending", "running", "finished"):
@@ -474,13 +480,21 @@ class JobManager:
                 self._owners[job.key].add(owner)
                 return job
             self._check_quota(owner)
-            job = Job(spec, python=self._python, start=False) if self.executor is None else self.executor.job(spec)
+            job = self._new_job(spec)
             job._exit_callbacks.append(lambda _job: self._pump())
             self._jobs[job.key] = job
             self._owners[job.key] = {owner}
             self._queue.append(job)
         self._pump()
         return job
+
+    def _new_job(self, spec: Any) -> JobState:
+        """The job of ``spec``, not started: the executor's, else the spec's own child-process job class
+        (``local_job_class``: ``benefit.jobs.ProbeJob`` for a probe's spec), else ``Job``."""
+        if self.executor is not None:
+            return self.executor.job(spec)
+        cls = getattr(spec, "local_job_class", None) or Job
+        return cls(spec, python=self._python, start=False)
 
     def _check_quota(self, owner: str) -> None:
         mine = [j for k, j in self._jobs.items() if owner in self._owners.get(k, ()) and not j.done()]
@@ -558,7 +572,9 @@ class JobManager:
 
 # --- the child --------------------------------------------------------------------------------------
 
-def _load_measure(ref: str):
+def load_measure(ref: str):
+    """The measurement function a ``JobSpec.measure`` reference names: ``module:function`` or
+    ``file.py:function`` (a test's fake measurement)."""
     module_ref, _, name = ref.rpartition(":")
     if not module_ref or not name:
         raise ValueError(f"measure {ref!r} is not 'module:function' or 'file.py:function'")
@@ -615,7 +631,7 @@ def _child(job_dir: Path) -> int:
             limit = apply_address_space_limit(address_space_limit(points))
         emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid(),
               "address_space_limit_bytes": limit})
-        measure = _load_measure(spec.measure) if spec.measure else measure_point
+        measure = load_measure(spec.measure) if spec.measure else measure_point
     except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
         emit({"type": "fatal", "message": str(exc) or type(exc).__name__})
         return 0

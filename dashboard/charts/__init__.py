@@ -75,7 +75,8 @@ def colour_by_series(fig: go.Figure, colours: dict[str, str], *, keep_symbols: b
     return fig
 
 
-def _layout(fig: go.Figure, title: str, *, x: str, y: str, height: int = 420) -> go.Figure:
+def figure_layout(fig: go.Figure, title: str, *, x: str, y: str, height: int = 420) -> go.Figure:
+    """The house style of every chart (left-aligned title, axis titles, legend below), applied to ``fig``."""
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"},
         xaxis_title=x,
@@ -131,12 +132,13 @@ def _log_yaxis(fig: go.Figure, values: Sequence[float]) -> None:
         fig.update_yaxes(type="log")
 
 
-def _empty(title: str, message: str) -> go.Figure:
+def empty_figure(title: str, message: str) -> go.Figure:
+    """A chart with no data: ``title`` and ``message`` in its middle (what to do to fill it)."""
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, title, x="", y="", height=240)
+    return figure_layout(fig, title, x="", y="", height=240)
 
 
 # --- overview ----------------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ def params_bar(frame: pd.DataFrame, *, title: str = "Parameters: embedding vs no
         marker_color=SERIES[: len(frame)],
         hovertemplate="%{y}: %{x:,} parameters<extra></extra>",
     ))
-    return _layout(fig, title, x="parameters (count)", y="", height=220)
+    return figure_layout(fig, title, x="parameters (count)", y="", height=220)
 
 
 def flops_split_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
@@ -162,7 +164,7 @@ def flops_split_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
         hovertemplate="%{y}: %{x:.4s} FLOPs<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, title, x=FLOPS_AXIS, y="", height=300)
+    return figure_layout(fig, title, x=FLOPS_AXIS, y="", height=300)
 
 
 # --- FLOPs ---------------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ def flops_vs_seq(frame: pd.DataFrame, *, title: str = "Closed-form FLOPs vs sequ
                                  hovertemplate="n=%{x}: %{y:.4s} FLOPs<extra>" + name + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
     _log_yaxis(fig, [float(v) for c, _ in series for v in frame[c]])
-    return _layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
+    return figure_layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
 
 
 COUNTER_COLUMNS = (("torch_counter_flops", "torch FlopCounterMode"), ("fvcore_flops", "fvcore (2 x MACs)"))
@@ -191,7 +193,7 @@ def flops_counted_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
     ``frame``: series, seq_len_tokens, predicted_flops, torch_counter_flops, fvcore_flops (FLOPs: 1 multiply-add
     = 2 FLOPs). Trace names are ``"<series>: closed form"`` / ``"<series>: <counter>"``."""
     if frame.empty:
-        return _empty(title, "no FLOP rows")
+        return empty_figure(title, "no FLOP rows")
     fig = go.Figure()
     values: list[float] = []
     for i, (name, group) in enumerate(frame.groupby("series", sort=False)):
@@ -217,25 +219,25 @@ def flops_counted_vs_predicted(frame: pd.DataFrame, *, title: str) -> go.Figure:
             values += [v for v in ys if v]
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
     _log_yaxis(fig, values)
-    return _layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
+    return figure_layout(fig, title, x=SEQ_AXIS, y=FLOPS_AXIS + ", log scale")
 
 
 def breakdown_bar(frame: pd.DataFrame, *, label: str, value: str, title: str, x_title: str,
                   top: int = 25) -> go.Figure:
     """Horizontal bars of the ``top`` largest ``value`` per ``label`` (per-module / per-operator breakdowns)."""
     if frame.empty:
-        return _empty(title, "no rows")
+        return empty_figure(title, "no rows")
     data = frame[[label, value]].dropna().sort_values(value, ascending=False).head(top)
     fig = go.Figure(go.Bar(x=data[value].astype(float).tolist(), y=data[label].astype(str).tolist(), orientation="h",
                            marker_color=SERIES[0], hovertemplate="%{y}: %{x:.4s}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, title, x=x_title, y="", height=max(260, 24 * len(data) + 100))
+    return figure_layout(fig, title, x=x_title, y="", height=max(260, 24 * len(data) + 100))
 
 
 def crosscheck_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
     """Grouped bars, one group per ``phase``: ``frame`` columns phase, method, flops."""
     if frame.empty:
-        return _empty(title, "no rows")
+        return empty_figure(title, "no rows")
     fig = go.Figure()
     reference = frame.groupby("phase", sort=False)["flops"].first()  # the first method is the reference
     for i, (method, group) in enumerate(frame.groupby("method", sort=False)):
@@ -247,7 +249,7 @@ def crosscheck_bar(frame: pd.DataFrame, *, title: str) -> go.Figure:
                              marker_color=SERIES[i % len(SERIES)],
                              hovertemplate="%{x}: %{y:.5s} FLOPs<extra>" + str(method) + "</extra>"))
     fig.update_layout(barmode="group")
-    return _layout(fig, title, x="phase", y=FLOPS_AXIS)
+    return figure_layout(fig, title, x="phase", y=FLOPS_AXIS)
 
 
 # --- memory --------------------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ def memory_stacked(frame: pd.DataFrame, *, phase: str, title: str | None = None)
             hovertemplate="n=%{x}: %{y:.3f} GiB<extra>" + comp + "</extra>",
         ))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
-    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
+    return figure_layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS)
 
 
 def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: str = "measured") -> go.Figure:
@@ -284,7 +286,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
     (``simulated`` for MemTracker under fake tensors).
     """
     if frame.empty:
-        return _empty(title, "not measured yet — press Measure")
+        return empty_figure(title, "not measured yet — press Measure")
     fig = go.Figure()
     for i, (phase, group) in enumerate(frame.groupby("phase", sort=False)):
         group = group.sort_values("seq_len_tokens")
@@ -303,7 +305,7 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
                                                + measured_label + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
     _log_yaxis(fig, [v / GIB for v in pd.concat([frame["predicted_bytes"], frame["measured_bytes"]]).dropna()])
-    return _layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS + ", log scale")
+    return figure_layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS + ", log scale")
 
 
 # --- latency -------------------------------------------------------------------------------------------
@@ -319,7 +321,7 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
     """
     data = frame.dropna(subset=[y])
     if data.empty:
-        return _empty(title, "not measured yet — press Measure")
+        return empty_figure(title, "not measured yet — press Measure")
     fig = go.Figure()
     for i, (name, group) in enumerate(data.groupby(series, sort=False)):
         group = group.sort_values("seq_len_tokens")
@@ -349,7 +351,7 @@ def latency_loglog(frame: pd.DataFrame, *, title: str, y: str = "latency_median_
         values += data["latency_min_ms"].dropna().astype(float).tolist() + data["latency_max_ms"].dropna().tolist()
     _log_yaxis(fig, values)
     fig.update_layout(showlegend=True)  # the slope and its words are in the legend, also for a single line
-    return _layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
+    return figure_layout(fig, title, x=SEQ_AXIS, y=y_title, height=460)
 
 
 # --- trade-offs ------------------------------------------------------------------------------------------
@@ -360,7 +362,7 @@ def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_t
     """``metric`` against the swept ``axis`` value (a neutral line: the sweep is many configurations); the current
     configuration is a larger diamond in its own colour (``current_colour``, the one it has in every chart)."""
     if frame.empty:
-        return _empty(title, "no valid configuration on this axis")
+        return empty_figure(title, "no valid configuration on this axis")
     data = frame.sort_values("axis_value")
     xs = data["axis_value"].astype(float).tolist()
     ys = (data[metric].astype(float) / scale).tolist()
@@ -381,7 +383,7 @@ def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_t
     if log_y:
         fig.update_yaxes(type="log", dtick=1)
     fig.update_layout(showlegend=False)
-    return _layout(fig, title, x=f"{axis} (log scale)", y=y_title, height=320)
+    return figure_layout(fig, title, x=f"{axis} (log scale)", y=y_title, height=320)
 
 
 # --- compare ------------------------------------------------------------------------------------------
@@ -392,12 +394,12 @@ def compare_bars(long: pd.DataFrame, *, metric: str, title: str, y_title: str, s
     colour (``assign_colours``), else by order."""
     data = long[long["metric"] == metric]
     if data.empty:
-        return _empty(title, "nothing to compare")
+        return empty_figure(title, "nothing to compare")
     names = data["config"].astype(str).tolist()
     fig = go.Figure(go.Bar(x=names, y=(data["value"].astype(float) / scale).tolist(),
                            marker_color=[(colours or {}).get(n, SERIES[i % len(SERIES)]) for i, n in enumerate(names)],
                            hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
-    return _layout(fig, title, x="configuration", y=y_title, height=320)
+    return figure_layout(fig, title, x="configuration", y=y_title, height=320)
 
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -414,7 +416,7 @@ def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: st
     point gets an X marker and that reason next to it.
     """
     if frame.empty:
-        return _empty(title, "nothing to show")
+        return empty_figure(title, "nothing to show")
     fig = go.Figure()
     for i, (name, group) in enumerate(frame.groupby(series, sort=False)):
         group = group.sort_values(x)
@@ -434,7 +436,7 @@ def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: st
         _seq_xaxis(fig, frame[x].astype(float).tolist())
     if log_y:
         _log_yaxis(fig, (frame[y].astype(float) / scale).tolist())
-    return _layout(fig, title, x=x_title, y=y_title)
+    return figure_layout(fig, title, x=x_title, y=y_title)
 
 
 def nice_ticks(values: Sequence[float]) -> list[float]:

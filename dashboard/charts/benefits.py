@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 import plotly.graph_objects as go
-from xtlens.dashboard.charts import SERIES, _empty, _layout
+from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout
 from xtlens.profiling.benefit import analysis
 
 LOSS_AXIS = "validation loss (nats/token)"
@@ -32,7 +32,7 @@ def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str,
     fin = analysis.final_evals(frame)
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == budget_kind) & (fin["status"] == "ok")]
     if fin.empty:
-        return _empty(title, f"no finished {budget_kind}-budget runs")
+        return empty_figure(title, f"no finished {budget_kind}-budget runs")
     fin = fin.assign(_x=_float(fin[x]), _y=_float(fin["val_loss_nats"]))
     g = fin.groupby("axis_value").agg(x=("_x", "mean"), y=("_y", "mean"), lo=("_y", "min"), hi=("_y", "max"),
                                       seeds=("seed", "count")).reset_index()
@@ -52,7 +52,7 @@ def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str,
         fig.add_trace(go.Scatter(x=[row["x"]], y=[row["y"]], mode="markers", name=f"current ({axis}={current})",
                                  marker={"size": 20, "symbol": "circle-open", "color": "#E45756", "line": {"width": 3}}))
     fig.update_xaxes(type="log")
-    return _layout(fig, title, x=x_title, y=LOSS_AXIS)
+    return figure_layout(fig, title, x=x_title, y=LOSS_AXIS)
 
 
 def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens_seen",
@@ -63,7 +63,7 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
     if budget_kind is not None:
         ev = ev[ev["budget_kind"] == budget_kind]
     if ev.empty:
-        return _empty(title, "no evaluation rows")
+        return empty_figure(title, "no evaluation rows")
     fig = go.Figure()
     for i, (name, grp) in enumerate(ev.groupby("config_name", sort=True)):
         if x != "tokens_seen":
@@ -90,7 +90,7 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
     losses = pd.concat([_float(ev["val_loss_nats"]), _float(ev["train_loss_nats"])]).dropna()
     if not losses.empty:
         fig.update_yaxes(range=[float(losses.min()) * 0.97, float(losses.max()) * 1.03])
-    return _layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    return figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
 
 
 def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,
@@ -100,7 +100,7 @@ def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,
     rows = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "layer") & (frame["variant"] == variant)
                  & (frame["axis_value"] == depth)]
     if rows.empty:
-        return _empty(title, "no layer rows")
+        return empty_figure(title, "no layer rows")
     rows = rows[rows["seed"] == rows["seed"].min()]
     order = sorted(rows["layer"].unique(), key=_layer_order)
     piv = rows.assign(g=_float(rows["grad_norm"])).pivot_table(index="layer", columns="step", values="g",
@@ -111,7 +111,7 @@ def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,
                                colorbar={"title": "log10 ‖grad‖"}, hovertemplate="layer %{y}<br>step %{x}<br>"
                                "log10 grad norm %{z:.2f}<extra></extra>"))
     fig.update_xaxes(type="category")
-    return _layout(fig, title, x="optimizer step (0 = at initialisation, before any update)",
+    return figure_layout(fig, title, x="optimizer step (0 = at initialisation, before any update)",
                    y="layer (input at the bottom)", height=max(320, 14 * len(order) + 120))
 
 
@@ -136,7 +136,7 @@ def grad_profile(frame: pd.DataFrame, *, depth: int, step: int, title: str) -> g
     rows = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "layer") & (frame["axis_value"] == depth)
                  & (frame["step"] == step)]
     if rows.empty:
-        return _empty(title, "no layer rows at this step")
+        return empty_figure(title, "no layer rows at this step")
     fig = go.Figure()
     for i, (variant, grp) in enumerate(rows.groupby("variant")):
         grp = grp[grp["layer"].str.startswith("layers.")]
@@ -145,7 +145,7 @@ def grad_profile(frame: pd.DataFrame, *, depth: int, step: int, title: str) -> g
         fig.add_trace(go.Scatter(x=s["i"], y=s["g"], mode="lines+markers", name=variant,
                                  line={"color": SERIES[i % len(SERIES)]}))
     fig.update_yaxes(type="log")
-    return _layout(fig, title, x="layer index (0 = first attention block; attention and feed-forward alternate)",
+    return figure_layout(fig, title, x="layer index (0 = first attention block; attention and feed-forward alternate)",
                    y="gradient norm (L2, before clipping; log)")
 
 
@@ -157,7 +157,7 @@ def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
     fall back to the absolute loss per position."""
     pos = frame[(frame["probe"] == "extrapolation") & (frame["row_kind"] == "position")]
     if pos.empty:
-        return _empty(title, "no position rows")
+        return empty_figure(title, "no position rows")
     longest = int(pos["eval_seq_len_tokens"].max())
     pos = pos[pos["eval_seq_len_tokens"] == longest]
     train_len = int(pos["train_seq_len_tokens"].dropna().iloc[0])
@@ -172,10 +172,10 @@ def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
     fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
                   annotation_text=f"trained at {train_len} tokens", annotation_position="top right")
     if col == "val_loss_nats":
-        return _layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
+        return figure_layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
                        y="validation loss at that position (nats/token)")
     fig.add_hline(y=0, line_color="#444", line_width=1)
-    return _layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
+    return figure_layout(fig, title, x=f"position in a {longest}-token window (bucket centre, tokens)",
                    y=f"Δ loss vs {train_len}-token windows (nats; < 0: helps)")
 
 
@@ -183,27 +183,27 @@ def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
     """Heads probe, K/V part: validation loss against KV-cache bytes per token (float32, all layers)."""
     kv = table[table["variant"] == "kv_heads"]
     if kv.empty:
-        return _empty(title, "no K/V-heads runs")
+        return empty_figure(title, "no K/V-heads runs")
     fig = go.Figure(go.Scatter(x=kv["kv_cache_bytes_per_token"], y=kv["val_loss_nats"], mode="markers+text",
                                text=kv["config_name"], textposition="top center", marker={"size": 11},
                                name="measured"))
     xmax = float(kv["kv_cache_bytes_per_token"].max())
     fig.update_xaxes(range=[-0.15 * xmax, 1.25 * xmax])
-    return _layout(fig, title, x="KV cache per token (bytes, float32, all layers; closed form)", y=LOSS_AXIS)
+    return figure_layout(fig, title, x="KV cache per token (bytes, float32, all layers; closed form)", y=LOSS_AXIS)
 
 
 def heads_bars(table: pd.DataFrame, *, title: str) -> go.Figure:
     """Heads probe, equal-parameter part: validation loss per head count."""
     eq = table[table["variant"] == "equal_params"]
     if eq.empty:
-        return _empty(title, "no equal-parameter runs")
+        return empty_figure(title, "no equal-parameter runs")
     width = _width(eq)
     fig = go.Figure(go.Bar(x=[f"{int(h)} × {width // int(h)}" for h in eq["axis_value"]], y=eq["val_loss_nats"], text=[f"{v:.3f}" for v in eq["val_loss_nats"]],
                            textposition="outside", marker_color=SERIES[0]))
     fig.update_xaxes(type="category")
     lo = float(eq["val_loss_nats"].min())
     fig.update_yaxes(range=[lo * 0.97, float(eq["val_loss_nats"].max()) * 1.01])
-    return _layout(fig, title, x="heads × head width (channels; the product is constant: equal parameters)",
+    return figure_layout(fig, title, x="heads × head width (channels; the product is constant: equal parameters)",
                    y=LOSS_AXIS + " (axis does not start at 0)")
 
 
@@ -217,7 +217,7 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
                  log_x: bool = True) -> go.Figure:
     """Trade-offs: measured validation loss (seed mean) of each swept value against one cost column."""
     if points.empty:
-        return _empty(title, "no measured points")
+        return empty_figure(title, "no measured points")
     fig = go.Figure(go.Scatter(x=points[x], y=points["val_loss_nats"], mode="markers+text",
                                text=[f"{axis}={int(v)}" for v in points["axis_value"]], textposition="top center",
                                marker={"size": 10}, name="measured"))
@@ -228,6 +228,6 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
     if log_x:
         fig.update_xaxes(type="log", tickformat=".2s")
     fig.update_xaxes(tickangle=0, nticks=5)
-    fig = _layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
+    fig = figure_layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
     fig.update_layout(legend={"y": -0.32})
     return fig

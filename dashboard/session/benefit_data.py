@@ -1,8 +1,11 @@
-"""Probe jobs and probe tables for the Benefits view: one ``ProbeJobManager`` per server, uploads, corpora.
+"""Probe jobs and probe tables for the Benefits view: the server's one job manager, uploads, corpora.
 
-A probe runs in a child process (``profiling.benefit.jobs``): the page polls it, shows step and loss, and can
-cancel it; submitting the same probe again (this or another browser session) returns the running or
-finished job, and finished runs are cached on disk. No model lives in the server process.
+A probe runs in a child process (``profiling.benefit.jobs``) managed by the same ``profiling.worker.JobManager`` as
+every measurement of this machine (``dashboard.jobs.manager()``): one job at a time, queued in order, owned by
+the browser session that pressed Run (a session sees, cancels and replaces only its own jobs; two sessions asking
+for the same probe share one run, which ends only when both let go), at most ``JobManager.max_per_owner``
+unfinished jobs per session. The page polls the job, shows step and loss, and can cancel it; finished runs are
+cached in the result store. No model lives in the server process.
 """
 
 from __future__ import annotations
@@ -11,19 +14,19 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
-import streamlit as st
-from xtlens.dashboard.session import ownership, uploads
+from xtlens.dashboard.session import jobs, ownership, uploads
 from xtlens.profiling.benefit.corpus import cache_dir, corpus_from_bytes
-from xtlens.profiling.benefit.jobs import DEFAULT_PROBE_TIME_LIMIT_S, ProbeJob, ProbeJobManager, ProbeSpec
+from xtlens.profiling.benefit.jobs import DEFAULT_PROBE_TIME_LIMIT_S, ProbeJob, ProbeSpec
 from xtlens.profiling.benefit.probes import ProbeOptions
 from xtlens.profiling.benefit.records import probe_frame
+from xtlens.profiling.worker import JobManager
 
 TIME_LIMIT_S = DEFAULT_PROBE_TIME_LIMIT_S
 
 
-@st.cache_resource(show_spinner=False)
-def manager() -> ProbeJobManager:
-    return ProbeJobManager()
+def manager() -> JobManager:
+    """The server's job manager of this machine (measurements and probes)."""
+    return jobs.manager()
 
 
 def key_of(options: ProbeOptions) -> str:
@@ -31,18 +34,33 @@ def key_of(options: ProbeOptions) -> str:
 
 
 def find(options: ProbeOptions) -> ProbeJob | None:
-    """The probe job of ``options``, whoever started it; a job the page shows is remembered as this session's, so
-    its table is on the Export tab too."""
-    job = manager().get(key_of(options))
-    if job is not None and job.key not in ownership.session_probes():
-        ownership.remember_probe(job.key, options.probe, f"{options.probe} probe")
-    return job
+    """This session's probe job of ``options`` (None when this session has not asked for it)."""
+    return manager().get(key_of(options), jobs.owner())
 
 
-def submit(options: ProbeOptions, label: str) -> ProbeJob:
-    job = manager().submit(options, time_limit_s=TIME_LIMIT_S)
+def submit(options: ProbeOptions, label: str, *, fresh: bool = False) -> ProbeJob:
+    """Submit the probe for this session; raises ``QueueFull`` (a ProfileError with the message) past the session's
+    limit. ``fresh``: train every run again instead of serving stored runs from the result store."""
+    spec = ProbeSpec(options=options, time_limit_s=TIME_LIMIT_S, use_cache=not fresh)
+    job = manager().submit_spec(spec, owner=jobs.owner())
     ownership.remember_probe(job.key, options.probe, label)
     return job
+
+
+def measure_again(options: ProbeOptions, job: ProbeJob, label: str) -> ProbeJob:
+    """Drop this session's ``job`` and train ``options`` afresh (another session keeps its own copy)."""
+    manager().forget(job.key, jobs.owner())
+    return submit(options, label, fresh=True)
+
+
+def cancel(job_key: str) -> bool:
+    """Stop this session's interest in the probe job: it is cancelled only when no other session waits for it."""
+    return manager().cancel(job_key, jobs.owner())
+
+
+def get(job_key: str) -> ProbeJob | None:
+    """This session's probe job ``job_key`` (None when it is not this session's)."""
+    return manager().get(job_key, jobs.owner())
 
 
 def frame_of(job: ProbeJob) -> pd.DataFrame:
@@ -63,7 +81,7 @@ def finished_tables(probe: str) -> list[tuple[str, pd.DataFrame]]:
     """(label, rows) of every finished probe job of this session for ``probe``, and of uploaded probe tables."""
     out = []
     for key, (name, label) in ownership.session_probes().items():
-        job = manager().get(key)
+        job = get(key)
         if name == probe and job is not None and job.done():
             out.append((label, frame_of(job)))
     for name, frame in uploads.probe_uploads():

@@ -223,10 +223,16 @@ def measured_value(frame: pd.DataFrame | None, *, measurement: str, phase: str, 
 
 
 
+def _session_labels() -> dict[str, str]:
+    """Job key -> label of every job this session asked for: measurements and training probes (the Benefits view
+    submits probes to the same manager, ``dashboard.benefit_data``)."""
+    return {**{key: label for key, (_probe, label) in ownership.session_probes().items()}, **ownership.session_jobs()}
+
+
 def tray_rows() -> list[dict[str, str]]:
     """This session's jobs with their state: queued (position, and the job it waits for), running, done,
     cancelled, timed out, failed. Every place (this machine, each Ray cluster) runs one job at a time."""
-    labels = ownership.session_jobs()
+    labels = _session_labels()
     rows = []
     places = {"": manager(), **{a: m for a, m in _managers().items() if a}}
     for place, mgr in places.items():
@@ -254,8 +260,8 @@ def tray_rows() -> list[dict[str, str]]:
 
 
 def tray() -> None:
-    """The sidebar's job tray: every measurement this session asked for, wherever its tab is."""
-    if not ownership.session_jobs():
+    """The sidebar's job tray: every measurement and probe this session asked for, wherever its tab is."""
+    if not _session_labels():
         return
     busy = any(r["state"].startswith(("running", "queued")) for r in tray_rows())
 

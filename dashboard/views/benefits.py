@@ -23,6 +23,7 @@ from xtlens.profiling.benefit.probes import (
 )
 from xtlens.profiling.benefit.records import PROBES, probe_bytes, probe_from_bytes
 from xtlens.profiling.export import MIME_TYPES
+from xtlens.profiling.worker import QueueFull
 
 CLAIMS = {
     "scaling": "Claim (the written analysis that came with the seed configuration): a larger dim gives 'better representation', more depth a 'hierarchical "
@@ -155,7 +156,11 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
                         "served from there next time (Measure again trains them again).")
         if not pressed:
             return None
-        job = benefit_data.submit(opt, f"{opt.probe} probe")
+        try:
+            job = benefit_data.submit(opt, f"{opt.probe} probe")
+        except QueueFull as exc:
+            st.warning(str(exc))
+            return None
     if not job.done():
         _progress(job.key, f"{opt.probe} probe")
         return None
@@ -165,7 +170,11 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
                    f"{describe_sources(job.result())}.")
         if st.button("Measure again", key=f"benefits.rerun.{opt.probe}", type="tertiary",
                      help="Train every run again instead of serving stored runs from the result store."):
-            benefit_data.manager().submit(opt, time_limit_s=benefit_data.TIME_LIMIT_S, fresh=True)
+            try:
+                benefit_data.measure_again(opt, job, f"{opt.probe} probe")
+            except QueueFull as exc:
+                st.warning(str(exc))
+                return frame
             st.rerun()
     return frame
 
@@ -173,13 +182,18 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
 def _progress(job_key: str, label: str) -> None:
     @st.fragment(run_every=1.0)
     def poll() -> None:
-        job = benefit_data.manager().get(job_key)
+        job = benefit_data.get(job_key)
         if job is None:
             return
         fraction, message = job.progress()
+        place = benefit_data.manager().queue_position(job_key)
+        if place:
+            message = (f"queued, place {place}: another job on this server runs first (one at a time); this one "
+                       "starts when it ends")
         st.progress(min(max(fraction, 0.0), 1.0), text=f"{label} — {message} ({job.elapsed_s:.0f} s)")
         if st.button("Cancel", key=f"benefits.cancel.{job_key}"):
-            job.cancel()
+            benefit_data.cancel(job_key)
+            st.rerun(scope="app")
         if job.done():
             st.rerun(scope="app")
 

@@ -13,9 +13,10 @@ message naming the option.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+
+from xtlens.profiling.cli_common import ProgressBar, add_config_options, config_from_args, follow, run_on_ray
 
 __all__ = ["add_probe_parser"]
 
@@ -51,9 +52,8 @@ def _number(text: str | None, option: str) -> int | None:
 def options_from_args(args: argparse.Namespace):
     """``ProbeOptions`` from the parsed command line (raises the errors that name the option)."""
     from xtlens.profiling.benefit.probes import ProbeOptions
-    from xtlens.profiling.cli import _config_from
 
-    return ProbeOptions(probe=args.probe, base=_config_from(args), axis=args.axis, values=_ints(args.values, "--values"),
+    return ProbeOptions(probe=args.probe, base=config_from_args(args), axis=args.axis, values=_ints(args.values, "--values"),
                         tokens=_number(args.tokens, "--tokens"), train_flops=_number(args.train_flops, "--train-flops"),
                         seeds=_ints(args.seeds, "--seeds"), seq_len=args.seq_len, batch=args.batch,
                         num_tokens=args.vocab, lr=args.lr, evals=args.evals, corpus=args.corpus, device=args.device,
@@ -67,7 +67,6 @@ def _probe(args: argparse.Namespace) -> int:
     from xtlens.profiling.benefit.probe_store import describe_sources
     from xtlens.profiling.benefit.probes import ProbeInputError, plan
     from xtlens.profiling.benefit.records import probe_frame, probe_markdown, write_probe_table
-    from xtlens.profiling.cli import _ProgressBar, follow
     from xtlens.profiling.export import format_for
 
     if args.out is not None:
@@ -92,23 +91,16 @@ def _probe(args: argparse.Namespace) -> int:
                               "validation); give more text or a shorter --seq-len")
     print(f"probe {opt.probe}: {len(runs)} run(s) on {data.corpus_name} ({data.train_tokens:,} training / "
           f"{data.val_tokens:,} validation tokens, vocabulary {data.vocab_size})", file=sys.stderr)
-    bar = _ProgressBar()
+    bar = ProgressBar()
     started = time.monotonic()
     fresh = args.fresh or args.no_cache
     if args.ray is not None:
         from xtlens.profiling.benefit.jobs import ProbeSpec
-        from xtlens.profiling.executor import RayExecutor
 
-        executor = RayExecutor(address=args.ray, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
-        job = executor.job(ProbeSpec(options=opt, time_limit_s=args.time_limit or None, use_cache=not fresh))
-        follow(job.start(), bar, interval_s=0.5)
-        if job.outcome == "crashed":
-            print(f"xtlens probe: error: {job.progress()[1].removeprefix('failed: ')}", file=sys.stderr)
+        spec = ProbeSpec(options=opt, time_limit_s=args.time_limit or None, use_cache=not fresh)
+        rows = run_on_ray("probe", args.ray, spec, bar, noun="run", verb="trained", interval_s=0.5)
+        if rows is None:
             return 1
-        hosts = ", ".join(sorted(job.hosts)) or "none (every run came from the result store)"
-        retried = f"; {len(job.retried)} run(s) retried after a worker died" if job.retried else ""
-        print(f"trained on {executor.describe()} (hosts: {hosts}){retried}", file=sys.stderr)
-        rows = job.result()
     elif args.time_limit is not None:
         from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec
 
@@ -142,12 +134,11 @@ def _probe(args: argparse.Namespace) -> int:
 def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``probe`` to the ``xtlens`` command line (called by ``profiling.cli.build_parser``)."""
     from xtlens.profiling.benefit.records import PROBES
-    from xtlens.profiling.cli import _add_config_options
 
     p = sub.add_parser("probe", help="train the real decoder on real text: what dim, depth, heads and flags buy",
                        description="Training probes on the configuration's family (see docs/benefits.md).")
     p.add_argument("probe", choices=PROBES, help="which claim to measure")
-    _add_config_options(p)
+    add_config_options(p)
     p.add_argument("--axis", default=None, help="scaling: dim, depth or heads (default dim)")
     p.add_argument("--values", default=None, metavar="N,N,...", help="scaling: the axis values; stability: depths "
                    "(default 6,24,48); extrapolation: evaluation lengths as multiples of --seq-len (default 1,2,4,8); "

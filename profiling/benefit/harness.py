@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -355,9 +355,3 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
                                     val_loss_nats=loss, loss_change_vs_train_len_nats=float(delta[:, a:b].mean())
                                     if delta is not None else None))
     return rows
-
-
-def with_max_seq_len(cfg: ModelConfig, settings: TrainSettings) -> ModelConfig:
-    """``cfg`` with ``max_seq_len`` covering the training and every evaluation length."""
-    need = max((settings.seq_len, *settings.eval_seq_lens))
-    return cfg if cfg.max_seq_len == need else replace(cfg, max_seq_len=need)

@@ -17,8 +17,10 @@ worker) and stores what they return (``source`` ``ray``, the worker's host). Ret
 and the time limit are the executor's. ``executor_for(address).job(ProbeSpec(...))`` picks the local or the
 Ray job.
 
-``ProbeJobManager`` keys jobs by the probe's options (configuration, probe, sizes, budget, seeds, corpus,
-device): submitting the same probe again returns the running or finished job.
+Probe jobs are managed like measurement jobs, by ``profiling.worker.JobManager`` (``submit_spec(ProbeSpec(...),
+owner=...)``): keyed by the probe's options (configuration, probe, sizes, budget, seeds, corpus, device), so
+submitting the same probe again returns the running or finished job; owned (only an owner sees or cancels a job,
+a shared run ends when its last owner lets go); at most ``max_per_owner`` unfinished jobs per owner.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,10 @@ from typing import Any
 
 from xtlens.profiling.benefit.probes import ProbeOptions, failure_rows_for, plan
 from xtlens.profiling.benefit.records import STATUSES, ProbeRecord
-from xtlens.profiling.executor import RayJob, _remote
-from xtlens.profiling.worker import Job, _describe_exit, child_events
+from xtlens.profiling.executor import RayJob, remote_function
+from xtlens.profiling.worker import Job, child_events, describe_exit
 
-__all__ = ["ProbeSpec", "ProbeJob", "ProbeRayJob", "ProbeJobManager", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
+__all__ = ["ProbeSpec", "ProbeJob", "ProbeRayJob", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
 
 DEFAULT_PROBE_TIME_LIMIT_S = 900.0
 
@@ -64,6 +65,7 @@ class ProbeSpec:
                    use_cache=d.get("use_cache", True))
 
     def key(self) -> str:
+        """Stable identity: the probe's options (not the time limit, not ``use_cache``)."""
         return hashlib.sha256(json.dumps(self.options.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     # ``profiling.executor``'s executors build the job a spec asks for (a sweep's JobSpec: worker.Job / RayJob)
@@ -104,7 +106,7 @@ class ProbeJob(Job):
         reason = self._kill_reason
         crash = None
         if reason is None and not self._done_event and self._fatal is None and returncode is not None:
-            crash = _describe_exit(returncode)
+            crash = describe_exit(returncode)
         first = True
         for i, run in enumerate(self._points):
             if i in self._rows:
@@ -140,46 +142,15 @@ class ProbeJob(Job):
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class ProbeJobManager:
-    """Probe jobs by key; a repeat submit returns the pending, running or finished job. Plain class."""
-
-    def __init__(self, *, python: str | None = None):
-        self._python = python
-        self._jobs: dict[str, ProbeJob] = {}
-        self._lock = threading.RLock()
-
-    def submit(self, options: ProbeOptions, *, time_limit_s: float | None = DEFAULT_PROBE_TIME_LIMIT_S,
-               fresh: bool = False) -> ProbeJob:
-        """The probe's job: the pending, running or finished one, or a new one. ``fresh`` (Measure again):
-        a finished job is replaced by one that trains every run again instead of serving it from the store."""
-        spec = ProbeSpec(options=options, time_limit_s=time_limit_s, use_cache=not fresh)
-        with self._lock:
-            job = self._jobs.get(spec.key())
-            if job is not None and (job.outcome in ("pending", "running") or (job.outcome == "finished" and not fresh)):
-                return job
-            job = ProbeJob(spec, python=self._python)
-            self._jobs[job.key] = job
-            return job
-
-    def get(self, key: str) -> ProbeJob | None:
-        return self._jobs.get(key)
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            job = self._jobs.pop(key, None)
-        if job is not None and not job.done():
-            job.cancel()
-
-
 # --- on a Ray cluster -----------------------------------------------------------------------------
 
 def _train_on_worker(run, data, device: str) -> dict[str, Any]:
     """Runs in a Ray worker: one training run, never raising (a failed run is an ``error`` row), nothing stored
     there (the driver stores)."""
     from xtlens.profiling.benefit.probes import run_or_failure
-    from xtlens.profiling.executor import _where
+    from xtlens.profiling.executor import task_place
 
-    where = _where(device)
+    where = task_place(device)
     rows = run_or_failure(run, data, device=where["device"], device_name=where["device_name"],
                           versions=where["versions"], use_cache=False, store=False)
     return {**where, "rows": [r.to_dict() for r in rows]}
@@ -197,16 +168,16 @@ class ProbeRayJob(RayJob):
 
     def _immediate(self, i: int, run: Any) -> list | None:
         from xtlens.profiling.benefit.probe_store import cached_run
-        from xtlens.profiling.benefit.probes import _labels, run_key
+        from xtlens.profiling.benefit.probes import run_key, run_labels
 
         if not self.spec.use_cache:
             return None
         key = run_key(run, self._data.corpus_sha256, self._probe["device_name"], self._probe["versions"])
         cached = cached_run(key)
-        return None if cached is None else [dataclasses.replace(r, **_labels(run)) for r in cached]
+        return None if cached is None else [dataclasses.replace(r, **run_labels(run)) for r in cached]
 
     def _submit(self, ray, opts: dict[str, Any], device: str, run: Any):
-        return _remote(ray, "probe_run", _train_on_worker).options(**opts).remote(run, self._data_ref, device)
+        return remote_function(ray, "probe_run", _train_on_worker).options(**opts).remote(run, self._data_ref, device)
 
     def _accept(self, i: int, run: Any, out: dict[str, Any], attempts: int) -> list:
         from xtlens.profiling.benefit.probe_store import store_run

@@ -11,7 +11,8 @@ probe row (``ProbeRecord``) has other columns than a profile row. One database r
   steps its budget buys, the seed, the training settings, the corpus's SHA-256, the device name and the torch
   and x-transformers versions); indexed, with ``probe``, ``config_key``, ``seed``, ``corpus_sha256``,
   ``device_name``, the versions, ``status`` and the measurement ``timestamp``;
-* ``row_json``: the whole row as JSON (exact integers, every column, columns added later included).
+* ``row_json``: the whole row as JSON (exact integers, every column, columns added later included; on reading,
+  a key that is not a ``ProbeRecord`` column is dropped: ``records.PROBE_ROWS.known``).
 
 A run whose latest stored rows are all ``ok`` or ``diverged`` (a divergence is a result) is served from
 here; ``error`` / ``timeout`` / ``cancelled`` rows are stored as history but never served. Rows served
@@ -28,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
-from xtlens.profiling.benefit.records import PROBE_COLUMNS, ProbeRecord
+from xtlens.profiling.benefit.records import PROBE_ROWS, ProbeRecord
 from xtlens.profiling.records import now_iso
 from xtlens.profiling.store import ResultStore, open_store
 
@@ -81,7 +82,7 @@ def store_run(run_key: str | None, rows: Sequence[ProbeRecord], *, source: str =
         for row in rows:
             data = row.to_dict()
             data.update(source="", stored_at="")  # provenance is the table's, not the row's
-            con.execute(sql, [stamp, source, host, write_id, run_key or None, *(data[c] for c in _INDEXED),
+            con.execute(sql, [stamp, source, host, write_id, run_key or None, *(PROBE_ROWS.sql_value(c, data[c]) for c in _INDEXED),
                               json.dumps(data, sort_keys=True)])
     return stamp
 
@@ -101,8 +102,7 @@ def cached_run(run_key: str, *, store: ResultStore | None = None) -> list[ProbeR
         con.close()
     rows = []
     for stored_at, text in got:
-        data = {k: v for k, v in json.loads(text).items() if k in PROBE_COLUMNS}
-        rows.append(replace(ProbeRecord(**data), source="cache", stored_at=stored_at))
+        rows.append(replace(ProbeRecord(**PROBE_ROWS.known(json.loads(text))), source="cache", stored_at=stored_at))
     if not rows or any(r.status not in SERVED_STATUSES for r in rows):
         return None
     return rows

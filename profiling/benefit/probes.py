@@ -40,7 +40,8 @@ from xtlens.profiling.benefit.harness import (
 from xtlens.profiling.benefit.records import PROBES, ProbeRecord
 
 __all__ = ["ProbeOptions", "ProbeInputError", "family", "plan", "run_probe", "run_one", "run_key", "build_post_norm",
-           "run_or_failure", "DEFAULTS", "SCALING_AXES", "NORMS", "POSITIONS"]
+           "run_or_failure", "DEFAULTS", "SCALING_AXES", "NORMS", "POSITIONS",
+           "run_labels"]
 
 SCALING_AXES = ("dim", "depth", "heads")
 NORMS = ("deepnorm", "pre_norm", "post_norm")
@@ -358,11 +359,11 @@ def run_one(run: RunSpec, data, *, device: str, device_name: str, versions: dict
 
     key = run_key(run, data.corpus_sha256, device_name, versions)
     if done is not None and key in done:
-        return [replace(r, **_labels(run)) for r in done[key]]
+        return [replace(r, **run_labels(run)) for r in done[key]]
     if use_cache:
         cached = cached_run(key)
         if cached is not None:
-            return [replace(r, **_labels(run)) for r in cached]
+            return [replace(r, **run_labels(run)) for r in cached]
     rows = train_run(run, data, device=device, device_name=device_name, versions=versions, run_key=key,
                      build=build_post_norm if run.build == "post_norm" else None, progress=progress)
     rows = [replace(r, source="measured") for r in rows]
@@ -393,7 +394,9 @@ def run_or_failure(run: RunSpec, data, *, device: str, device_name: str, version
                                 device=device, device_name=device_name)
 
 
-def _labels(run: RunSpec) -> dict[str, Any]:
+def run_labels(run: RunSpec) -> dict[str, Any]:
+    """The columns that say which run of a probe a row belongs to (probe, variant, axis, budget): set on rows
+    served from the result store, whose stored labels may come from another probe with the same run."""
     return {"probe": run.probe, "variant": run.variant, "axis": run.axis, "axis_value": run.axis_value,
             "config_name": run.config_name or run.variant, "budget_kind": run.budget_kind_label or run.budget.kind,
             "budget_tokens": run.budget.value if run.budget.kind == "tokens" else None,

@@ -26,29 +26,29 @@ measured).
 ``status`` is ``ok``, ``diverged`` (non-finite or exploding loss: the run stopped there, a result not a
 crash), ``error``, ``timeout`` or ``cancelled``.
 
-Files: the same exact-integer machinery as ``profiling.export`` (integers never pass through a float,
-``""`` told from missing in CSV, Parquet typed columns), over ``PROBE_COLUMNS``.
+Frames, files and the SQLite values: the row-table base (``profiling.rowtable.RowSchema``, here
+``PROBE_ROWS``) that the result tables use too: integers exact at any size (never through a float), ``""`` told
+from missing in CSV, typed Parquet columns, formula cells neutralised. Probe-specific: a NaN reads as missing, a
+frame may hold a subset of the columns (a summary), and a table needs only ``REQUIRED_COLUMNS``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xtlens.profiling.export import _csv_field, _md_header, csv_text_columns, format_for, restored
-from xtlens.profiling.records import _float_value, _int_value, _str_value, is_missing
+from xtlens.profiling.export import md_header
+from xtlens.profiling.rowtable import RowSchema
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["ProbeRecord", "PROBE_COLUMNS", "PROBE_INT_COLUMNS", "PROBE_FLOAT_COLUMNS", "PROBES", "STATUSES",
            "probe_frame", "probe_rows", "probe_bytes", "probe_from_bytes", "write_probe_table", "read_probe_table",
-           "probe_markdown"]
+           "probe_markdown", "PROBE_ROWS", "REQUIRED_COLUMNS"]
 
 PROBES = ("scaling", "stability", "extrapolation", "heads")
 STATUSES = ("ok", "diverged", "error", "timeout", "cancelled")
@@ -132,95 +132,33 @@ class ProbeRecord:
         return dataclasses.asdict(self)
 
 
-_FIELDS = dataclasses.fields(ProbeRecord)
-PROBE_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
-PROBE_INT_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if f.type in ("int", "int | None"))
-PROBE_FLOAT_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if f.type == "float | None")
-_PROBE_NUMERIC = PROBE_INT_COLUMNS | PROBE_FLOAT_COLUMNS
 #: a file without these is not a probe table; any other missing column (a table from an older xtlens) reads as missing
 REQUIRED_COLUMNS: tuple[str, ...] = ("probe", "run_key", "config_key", "seed", "row_kind", "status")
+#: the table machinery of probe rows (``profiling.rowtable``)
+PROBE_ROWS = RowSchema(record=ProbeRecord, title="probe table", required=REQUIRED_COLUMNS, partial_frames=True,
+                       nan_is_missing=True)
+PROBE_COLUMNS: tuple[str, ...] = PROBE_ROWS.columns
+PROBE_INT_COLUMNS: frozenset[str] = PROBE_ROWS.int_columns
+PROBE_FLOAT_COLUMNS: frozenset[str] = PROBE_ROWS.float_columns
 
 
 # --- frames -------------------------------------------------------------------------------------------
 
-def _columns_of(rows: Iterable[ProbeRecord | dict[str, Any]]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {c: [] for c in PROBE_COLUMNS}
-    for row in rows:
-        d = row.to_dict() if isinstance(row, ProbeRecord) else row
-        for c in PROBE_COLUMNS:
-            out[c].append(d.get(c))
-    return out
-
-
-def _frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    import pandas as pd
-
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise ValueError(f"not a probe table: missing column(s) {', '.join(missing)}")
-    n = len(next(iter(columns.values()), []))
-    columns = {c: columns[c] if c in columns else [None] * n for c in PROBE_COLUMNS}  # older tables: fewer columns
-    data = {}
-    for c in PROBE_COLUMNS:
-        values = columns[c]
-        if c in PROBE_INT_COLUMNS:
-            data[c] = pd.array([_int_value(c, v) for v in values], dtype="Int64")
-        elif c in PROBE_FLOAT_COLUMNS:
-            data[c] = pd.array([_float_value(c, v) for v in values], dtype="Float64")
-        else:
-            data[c] = pd.Series([_str_value(v) for v in values], dtype=object).astype("string").array
-    return pd.DataFrame(data, columns=list(PROBE_COLUMNS))
-
-
 def probe_frame(table: pd.DataFrame | Sequence[ProbeRecord]) -> pd.DataFrame:
-    """The canonical typed frame (``Int64``, ``Float64``, ``string``) of probe rows or of a frame."""
-    import pandas as pd
-
-    if isinstance(table, pd.DataFrame):
-        # a frame may hold a subset of the columns (a summary): the others are missing values
-        return _frame_from_columns({c: table[c].astype(object).tolist() if c in table else [None] * len(table)
-                                    for c in PROBE_COLUMNS})
-    return _frame_from_columns(_columns_of(table))
+    """The canonical typed frame (``Int64``, ``Float64``, ``string``) of probe rows or of a frame (a frame may
+    hold a subset of the columns, a summary: the others are missing values)."""
+    return PROBE_ROWS.to_frame(table)
 
 
 def probe_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Python values per row (ints exact, missing -> None)."""
-    cols = {c: frame[c].astype(object).tolist() for c in PROBE_COLUMNS}
-    rows = []
-    for i in range(len(frame)):
-        row = {}
-        for c in PROBE_COLUMNS:
-            v = cols[c][i]
-            if is_missing(v):
-                v = None
-            elif c in PROBE_INT_COLUMNS:
-                v = int(v)
-            elif c in PROBE_FLOAT_COLUMNS:
-                v = float(v)
-            row[c] = v
-        rows.append(row)
-    return rows
-
-
-def records_of(frame: pd.DataFrame) -> list[ProbeRecord]:
-    out = []
-    for row in probe_rows(probe_frame(frame)):
-        for c in PROBE_COLUMNS:
-            if row[c] is None and c not in PROBE_INT_COLUMNS and c not in PROBE_FLOAT_COLUMNS and c != "error":
-                row[c] = ""
-        out.append(ProbeRecord(**row))
-    return out
+    return PROBE_ROWS.python_rows(frame)
 
 
 # --- files --------------------------------------------------------------------------------------------
 
 def probe_markdown(table: pd.DataFrame | Sequence[ProbeRecord]) -> str:
     """A Markdown table for reading: columns empty in every row and ``config_json`` left out, units in headers."""
-    rows = probe_rows(probe_frame(table))
-    shown = [c for c in PROBE_COLUMNS if c not in ("config_json", "run_key")
-             and any(r[c] not in (None, "") for r in rows)] or ["probe", "status"]
-    right = PROBE_INT_COLUMNS | PROBE_FLOAT_COLUMNS
-
     def cell(c: str, v: Any) -> str:
         if v is None:
             return ""
@@ -237,63 +175,25 @@ def probe_markdown(table: pd.DataFrame | Sequence[ProbeRecord]) -> str:
                    "val_loss_nats": "val loss (nats/token)", "val_bits_per_byte": "val (bits/byte)",
                    "unigram_entropy_nats": "unigram entropy (nats/token)", "kv_cache_bytes_per_token":
                    "KV cache (bytes/token)", "elapsed_s": "elapsed (s)"}
-        return special.get(c) or (c.replace("_", " ") + " (bytes)" if c.endswith("_bytes") else _md_header(c))
+        return special.get(c) or (c.replace("_", " ") + " (bytes)" if c.endswith("_bytes") else md_header(c))
 
-    lines = ["| " + " | ".join(header(c) for c in shown) + " |",
-             "|" + "|".join("---:" if c in right else "---" for c in shown) + "|"]
-    lines += ["| " + " | ".join(cell(c, r[c]) for c in shown) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return PROBE_ROWS.markdown(probe_frame(table), header=header, cell=cell, hidden=("config_json", "run_key"),
+                               fallback=("probe", "status"))
 
 
 def probe_bytes(table: pd.DataFrame | Sequence[ProbeRecord], fmt: str) -> bytes:
     """The probe table as csv, json, parquet or md (exact integers; CSV text always quoted)."""
-    fmt = format_for(fmt)
-    frame = probe_frame(table)
-    if fmt == "md":
-        return probe_markdown(frame).encode("utf-8")
-    rows = probe_rows(frame)
-    if fmt == "csv":
-        lines = [",".join(PROBE_COLUMNS)] + [",".join(_csv_field(r[c]) for c in PROBE_COLUMNS) for r in rows]
-        return ("\n".join(lines) + "\n").encode("utf-8")
-    if fmt == "json":
-        return json.dumps(rows, indent=1, ensure_ascii=False).encode("utf-8")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrays = [pa.array([r[c] for r in rows], type=pa.int64() if c in PROBE_INT_COLUMNS else pa.float64()
-                       if c in PROBE_FLOAT_COLUMNS else pa.string()) for c in PROBE_COLUMNS]
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_arrays(arrays, names=list(PROBE_COLUMNS)), sink)
-    return sink.getvalue()
+    return PROBE_ROWS.to_bytes(table, fmt, markdown=probe_markdown)
 
 
 def probe_from_bytes(data: bytes, fmt: str) -> pd.DataFrame:
     """Read a probe table written by ``probe_bytes`` (csv, json, parquet) back into the canonical frame."""
-    fmt = format_for(fmt)
-    if fmt == "csv":  # written with export's CSV writer (text neutralised): read with its reader
-        return _frame_from_columns(restored(csv_text_columns(data), numeric=_PROBE_NUMERIC))
-    if fmt == "json":
-        rows = json.loads(data.decode("utf-8"))
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ValueError("a JSON probe table is a list of row objects")
-        return _frame_from_columns(_columns_of(rows))
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return _frame_from_columns(pq.read_table(io.BytesIO(data)).to_pydict())
-    raise ValueError("Markdown tables are for reading only: load a .csv, .json or .parquet file")
+    return PROBE_ROWS.from_bytes(data, fmt)
 
 
 def write_probe_table(table: pd.DataFrame | Sequence[ProbeRecord], path: str | Path) -> Path:
-    path = Path(path)
-    payload = probe_bytes(table, format_for(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(path)
-    return path
+    return PROBE_ROWS.write(table, path, markdown=probe_markdown)
 
 
 def read_probe_table(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    return probe_from_bytes(path.read_bytes(), format_for(path))
+    return PROBE_ROWS.read(path)

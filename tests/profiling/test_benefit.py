@@ -288,11 +288,12 @@ def test_final_evals_keeps_a_run_that_never_trained_beside_finished_ones(data) -
 
 @pytest.mark.slow
 def test_probe_job_runs_in_a_child_with_progress() -> None:
-    from xtlens.profiling.benefit.jobs import ProbeJobManager
+    from xtlens.profiling.benefit.jobs import ProbeSpec
+    from xtlens.profiling.worker import JobManager
 
-    mgr = ProbeJobManager()
-    job = mgr.submit(_tiny_options(seeds=(3,)), time_limit_s=300)
-    assert mgr.submit(_tiny_options(seeds=(3,))) is job  # the same probe again: the same job
+    mgr = JobManager()  # the one manager of measurement and probe jobs
+    job = mgr.submit_spec(ProbeSpec(options=_tiny_options(seeds=(3,)), time_limit_s=300))
+    assert mgr.submit_spec(ProbeSpec(options=_tiny_options(seeds=(3,)))) is job  # the same probe again: the same job
     rows = job.wait(300)
     assert job.outcome == "finished", job.stderr_tail()
     fin = analysis.final_evals(probe_frame(rows))

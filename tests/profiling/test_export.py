@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from xtlens.core.config import PRESETS, Workload
 from xtlens.profiling.export import (
     FORMATS,
-    _md_header,
     as_frame,
     format_for,
     frame_to_records,
     from_bytes,
+    md_header,
     read_records,
     read_table,
     to_bytes,
@@ -151,7 +151,7 @@ def test_markdown_has_units_and_gib() -> None:
     ("device_name", "device name"),
 ])
 def test_markdown_header_units(column: str, header: str) -> None:
-    assert _md_header(column) == header
+    assert md_header(column) == header
 
 
 def test_empty_table_round_trips() -> None:

@@ -197,3 +197,43 @@ def test_child_events_write_json_lines_and_watch_the_parent(tmp_path) -> None:
     assert [json.loads(x) for x in lines] == [{"type": "progress", "fraction": 0.5, "message": "half"}]
     watchers = [t for t in threading.enumerate() if t.ident not in before and t.daemon]
     assert len(watchers) == 1 and watchers[0].is_alive()  # still alive: it did not fail on its arguments
+
+
+def _probe_spec(**kw):
+    from xtlens.core.config import PRESETS
+    from xtlens.profiling.benefit.jobs import ProbeSpec
+    from xtlens.profiling.benefit.probes import ProbeOptions
+
+    options = ProbeOptions(probe="heads", base=PRESETS["seed"], values=(2,), tokens=1024, seq_len=32, batch=8,
+                           evals=2, seeds=(0,), extra={"eval_tokens": 512}, **kw)
+    return ProbeSpec(options=options, time_limit_s=60)
+
+
+def test_probe_jobs_have_the_measurement_jobs_owners_and_limits() -> None:
+    """One manager for measurement and probe jobs: two sessions submitting the same probe share one run, but B
+    never sees or cancels A's job as its own; the run is cancelled only when its last owner lets go; a session
+    may hold ``max_per_owner`` unfinished probe jobs. (The jobs stay queued: ``max_running=0``; the same rules
+    hold while they run, see test_worker_faults.)"""
+    from xtlens.profiling.benefit.jobs import ProbeJob
+    from xtlens.profiling.worker import QueueFull
+
+    mgr = JobManager(max_running=0, max_per_owner=1)
+    job = mgr.submit_spec(_probe_spec(), owner="A")
+    assert isinstance(job, ProbeJob) and job.outcome == "pending"
+    # B has not asked: it does not see A's job, and its cancel is refused without touching A's
+    assert mgr.get(job.key, "B") is None and mgr.get(job.key, "A") is job
+    assert mgr.cancel(job.key, "B") is False and job.outcome == "pending"
+    mgr.forget(job.key, "B")
+    assert mgr.get(job.key, "A") is job and job.outcome == "pending"
+    # B asks for the same probe: one shared run; B letting go leaves A's run alone
+    assert mgr.submit_spec(_probe_spec(), owner="B") is job
+    assert mgr.cancel(job.key, "B") is True
+    assert job.outcome == "pending" and mgr.get(job.key, "A") is job and mgr.get(job.key, "B") is None
+    # the per-owner limit applies to probes as to measurements
+    with pytest.raises(QueueFull, match="at most 1 per session"):
+        mgr.submit_spec(_probe_spec(device="cpu", full_size=True), owner="A")
+    # the last owner lets go: now the run is cancelled, every planned run ends with a "cancelled" row
+    assert mgr.cancel(job.key, "A") is True
+    assert job.outcome == "cancelled" and mgr.get(job.key, "A") is None
+    rows = job.result()
+    assert len(rows) == len(_probe_spec().points()) == 4 and {r.status for r in rows} == {"cancelled"}
