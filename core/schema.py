@@ -43,6 +43,7 @@ __all__ = [
     "GROUPS",
     "decode_value",
     "field_type",
+    "missing_metadata",
 ]
 
 
@@ -114,6 +115,16 @@ def _dropout(description: str) -> typing.Any:
         "float", "no_cost", description + " Changes no parameter or FLOP count; xtlens' training-memory estimate "
         "assumes dropout 0 (a dropout > 0 also keeps its masks for backward).", lo=lo, hi=hi, step=0.05,
         cost_neutral=True))
+
+
+def missing_metadata(field: dataclasses.Field) -> list[str]:
+    """The metadata keys a ``ModelConfig`` field lacks to get its control, URL parameter and help text
+    (``kind``, ``group`` one of ``GROUPS``, ``description``); empty when it has them all."""
+    meta = field.metadata
+    missing = [key for key in ("kind", "description") if not meta.get(key)]
+    if meta.get("group") not in GROUPS:
+        missing.insert(1, "group")
+    return missing
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
