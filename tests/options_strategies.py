@@ -10,6 +10,7 @@ here without a test edit. Import it as the Ray tests import ``ray_cluster``::
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 from hypothesis import strategies as st
 from xtlens.core import options
@@ -46,19 +47,23 @@ def candidate_values(name: str, sizes: ModelConfig) -> list[object]:
 
 
 @st.composite
-def option_settings(draw, sizes: ModelConfig, *, exclude: tuple[str, ...] = ()) -> dict[str, object]:
+def option_settings(draw, sizes: ModelConfig, *, exclude: tuple[str, ...] = (),
+                    values: typing.Mapping[str, st.SearchStrategy] | None = None) -> dict[str, object]:
     """Every option of the registry (but ``exclude``), each drawn independently: off, or on with one of its
-    values valid for these sizes. Combinations x-transformers rejects are resolved by ``options.resolve``."""
-    return {name: draw(st.sampled_from(candidate_values(name, sizes))) for name in OPTION_NAMES
-            if name not in exclude}
+    values valid for these sizes (``values`` may give an option a wider strategy of its own). Combinations
+    x-transformers rejects are resolved by ``options.resolve``."""
+    values = values or {}
+    return {name: draw(values[name] if name in values else st.sampled_from(candidate_values(name, sizes)))
+            for name in OPTION_NAMES if name not in exclude}
 
 
 @st.composite
-def model_configs(draw, sizes: st.SearchStrategy[dict[str, object]], *,
-                  exclude: tuple[str, ...] = ()) -> ModelConfig:
+def model_configs(draw, sizes: st.SearchStrategy[dict[str, object]], *, exclude: tuple[str, ...] = (),
+                  values: typing.Mapping[str, st.SearchStrategy] | None = None) -> ModelConfig:
     """A valid ``ModelConfig``: the sizes ``sizes`` draws (every required field, plus e.g. ``heads``) and every
     registered option drawn by ``option_settings``, resolved by ``core.options.resolve`` (an option that does
-    not combine with the ones before it in field order stays at its default)."""
+    not combine with the ones before it in field order, or whose drawn value is invalid, stays at its
+    default)."""
     size_kw = draw(sizes)
     base = ModelConfig(**size_kw)
-    return options.resolve({**size_kw, **draw(option_settings(base, exclude=exclude))})
+    return options.resolve({**size_kw, **draw(option_settings(base, exclude=exclude, values=values))})
