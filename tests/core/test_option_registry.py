@@ -13,7 +13,6 @@ import pytest
 from xtlens.core import cost_model, options
 from xtlens.core.builder import build_model
 from xtlens.core.config import PRESETS, ConfigError, ModelConfig
-from xtlens.core.schema import _bool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from options_strategies import OPTION_NAMES  # noqa: E402
@@ -84,7 +83,7 @@ def test_rules_agree_with_modelconfig_validation_for_every_pair(base):
 
 
 def test_enable_fixes_x_transformers_conflicts():
-    assert options.enable(SEED, "rel_pos_bias").replace() == SEED.replace(
+    assert options.enable(SEED, "rel_pos_bias") == SEED.replace(
         rel_pos_bias=True, alibi_pos_bias=False, attn_flash=False, rotary_xpos=False)
     assert options.enable(SEED, "sandwich_norm") == SEED.replace(sandwich_norm=True, deepnorm=False)
     assert options.enable(SEED, "num_residual_streams") == SEED.replace(num_residual_streams=2, deepnorm=False)
@@ -123,6 +122,10 @@ def test_resolve_keeps_what_combines_and_drops_the_later_conflict():
 
 # --- a field without metadata or without an entry fails naming it -----------------------------------------
 
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(ModelConfig) if f.name == name)
+
+
 def _with_field(field_name: str, field: dataclasses.Field) -> type:
     return dataclasses.make_dataclass("Extended", [(field_name, bool, field)], bases=(ModelConfig,), frozen=True,
                                       kw_only=True)
@@ -140,7 +143,8 @@ def test_a_bare_field_fails_naming_it():
 
 
 def test_a_field_with_metadata_but_no_entry_fails_naming_it():
-    described = _with_field("attn_head_scale", _bool(False, "attention", "A learned scale per head."))
+    meta = {**_field("attn_gate_values").metadata, "description": "A learned scale per head."}
+    described = _with_field("attn_head_scale", dataclasses.field(default=False, metadata=meta))
     with pytest.raises(options.OptionRegistryError,
                        match="'attn_head_scale' has no entry in core.options.OPTIONS"):
         options.check_fields(dataclasses.fields(described))
@@ -182,3 +186,14 @@ def test_cost_neutral_option_changes_no_parameter_of_the_real_model(name):
     off, on = options.switched(TINY, name)
     assert _real_params(on) == _real_params(off)
     assert cost_model.param_counts(on) == cost_model.param_counts(off)
+
+
+@pytest.mark.parametrize("name", list(options.OPTIONS))
+def test_every_option_reaches_x_transformers_verbatim_or_through_a_translation(name):
+    from xtlens.core.builder import effective_kwargs
+
+    cfg = options.enable(TINY, name)
+    kw = effective_kwargs(cfg)
+    passed = {**kw.wrapper, **kw.decoder}
+    translated = {t.keyword for t in kw.translations}
+    assert passed.get(name, None) == getattr(cfg, name) or name in translated, (name, passed.get(name))
