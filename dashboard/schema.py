@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass
 
 from xtlens.core.config import DTYPE_BYTES, GROUPS, ConfigError, ModelConfig, decode_value
+from xtlens.core.options import check_field_metadata
 
 MAX_SEQ_LEN_UI = 8192  # the workload slider's upper end (the seed's max_seq_len)
 KINDS = ("int", "opt_int", "float", "bool")
@@ -34,7 +35,9 @@ class FieldSpec:
 
 
 def spec_from_field(cls: type, field: dataclasses.Field) -> FieldSpec:
-    """The control spec of one dataclass field, from its ``metadata`` (raises ``KeyError`` if it has none)."""
+    """The control spec of one dataclass field, from its ``metadata`` (``core.options.OptionRegistryError`` naming
+    the field if it has none)."""
+    check_field_metadata(field)
     meta = field.metadata
     return FieldSpec(
         name=field.name, label=meta.get("label") or field.name, kind=meta["kind"], lo=meta.get("lo"),
@@ -115,9 +118,6 @@ def _required_values(cls: type) -> dict[str, object]:
 
 CONFIG_FIELDS: tuple[FieldSpec, ...] = tuple(spec_from_field(ModelConfig, f) for f in dataclasses.fields(ModelConfig))
 CONFIG_SPECS: dict[str, FieldSpec] = {s.name: s for s in CONFIG_FIELDS}
-# numbers and booleans (the sidebar draws them by group; these two views are kept for callers)
-SIZE_FIELDS: tuple[FieldSpec, ...] = tuple(s for s in CONFIG_FIELDS if s.kind != "bool")
-FLAG_FIELDS: tuple[FieldSpec, ...] = tuple(s for s in CONFIG_FIELDS if s.kind == "bool")
 FIELDS_BY_GROUP: dict[str, tuple[FieldSpec, ...]] = {
     g: tuple(s for s in CONFIG_FIELDS if s.group == g) for g in GROUPS
 }

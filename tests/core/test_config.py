@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,9 @@ from xtlens.core.config import (
     Workload,
     parse_snippet,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from options_strategies import model_configs  # noqa: E402
 
 SEED = PRESETS["seed"]
 
@@ -116,46 +120,20 @@ def test_workload_longer_than_the_model_accepts():
 
 # --- round trips ---
 
-valid_configs = st.builds(
-    lambda dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new: _make(
-        dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new
-    ),
-    dim=st.integers(8, 4096),
-    depth=st.integers(1, 64),
-    heads=st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16]),
-    dh_mult=st.integers(2, 64),
-    ff_mult=st.one_of(st.integers(1, 8), st.sampled_from([0.5, 1.5, 2.6666666666666665, 3.25])),
-    flags=st.fixed_dictionaries({k: st.booleans() for k in (
-        "use_abs_pos_emb", "tie_embedding", "ff_glu", "attn_flash", "alibi_pos_bias", "rotary_pos_emb",
-        "rotary_xpos", "deepnorm")}),
-    alibi=st.one_of(st.none(), st.integers(1, 16)),
-    kv=st.sampled_from(["one", "none", "div"]),
-    shift=st.integers(0, 4),
-    vocab=st.integers(2, 100_000),
-    new=st.fixed_dictionaries({
-        **{k: st.booleans() for k in ("ff_swish", "ff_relu_squared", "ff_no_bias", "attn_qk_norm",
-                                      "attn_gate_values", "macaron", "residual_attn", "sandwich_norm", "pre_norm",
-                                      "rel_pos_bias", "use_rmsnorm")},
-        "attn_num_mem_kv": st.integers(0, 16), "num_residual_streams": st.integers(1, 4),
-        "emb_dropout": st.sampled_from([0.0, 0.1, 0.5]), "layer_dropout": st.sampled_from([0.0, 0.25]),
-    }),
-)
+@st.composite
+def _round_trip_sizes(draw) -> dict[str, object]:
+    return {"num_tokens": draw(st.integers(2, 100_000)), "max_seq_len": 8192, "dim": draw(st.integers(8, 4096)),
+            "depth": draw(st.integers(1, 64)), "heads": draw(st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16])),
+            "attn_dim_head": 4 * draw(st.integers(2, 64)),
+            "ff_mult": draw(st.one_of(st.integers(1, 8), st.sampled_from([0.5, 1.5, 2.6666666666666665, 3.25])))}
 
 
-def _make(dim, depth, heads, dh_mult, ff_mult, flags, alibi, kv, shift, vocab, new=None) -> ModelConfig:
-    kv_kwargs = {"one": {"attn_one_kv_head": True}, "none": {}, "div": {"attn_kv_heads": max(1, heads // 2) if heads % max(1, heads // 2) == 0 else 1}}[kv]
-    new = dict(new or {})
-    rotary = flags["rotary_pos_emb"] or flags["rotary_xpos"]
-    new["rel_pos_bias"] = new.get("rel_pos_bias", False) and not (flags["alibi_pos_bias"] or flags["attn_flash"] or rotary)
-    new["residual_attn"] = new.get("residual_attn", False) and not flags["attn_flash"]
-    new["sandwich_norm"] = new.get("sandwich_norm", False) and new.get("pre_norm", True) and not flags["deepnorm"]
-    if flags["deepnorm"]:
-        new["num_residual_streams"] = 1
-    return ModelConfig(
-        num_tokens=vocab, max_seq_len=8192, dim=dim, depth=depth, heads=heads, attn_dim_head=4 * dh_mult,
-        ff_mult=ff_mult, alibi_num_heads=None if alibi is None else min(alibi, heads), shift_tokens=min(shift, dim - 1),
-        **flags, **kv_kwargs, **new,
-    )
+# every registered option (tests/options_strategies.py), with wider numbers where a round trip could break
+valid_configs = model_configs(_round_trip_sizes(), values={
+    "alibi_num_heads": st.one_of(st.none(), st.integers(1, 16)), "shift_tokens": st.integers(0, 4),
+    "attn_num_mem_kv": st.integers(0, 16), "num_residual_streams": st.integers(1, 4),
+    "emb_dropout": st.sampled_from([0.0, 0.1, 0.5]), "layer_dropout": st.sampled_from([0.0, 0.25]),
+})
 
 
 @settings(max_examples=150, deadline=None)

@@ -3,6 +3,7 @@ ALiBi tensors captured from the model, and the torch-free import."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -14,10 +15,13 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from x_transformers.x_transformers import AlibiPositionalBias
-from xtlens.core import cost_model
+from xtlens.core import cost_model, options
 from xtlens.core.builder import build_model, effective_kwargs
 from xtlens.core.config import PRESETS, ModelConfig, Workload
 from xtlens.core.tensors import param_tensors
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from options_strategies import OPTION_NAMES, model_configs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = PRESETS["seed"]
@@ -101,26 +105,10 @@ def test_params_single_head_has_output_projection():
     _assert_params_match(cfg, build_model(cfg).model)
 
 
-# every modelled x-transformers 2.31 option, on (off is the base): each alone and in combinations
-XT231_OPTIONS: dict[str, dict[str, object]] = {
-    "use_rmsnorm": {"use_rmsnorm": True},
-    "use_simple_rmsnorm": {"use_simple_rmsnorm": True},
-    "use_scalenorm": {"use_scalenorm": True},
-    "ff_swish": {"ff_swish": True},
-    "ff_relu_squared": {"ff_relu_squared": True},
-    "ff_no_bias": {"ff_no_bias": True},
+# every modelled option on (core.options.enable, conflicts fixed), compared with the same configuration without
+# it (core.options.switched); and combinations
+COMBINATIONS: dict[str, dict[str, object]] = {
     "ff_no_bias+glu": {"ff_no_bias": True, "ff_glu": True},
-    "attn_qk_norm": {"attn_qk_norm": True},
-    "attn_gate_values": {"attn_gate_values": True},
-    "attn_num_mem_kv": {"attn_num_mem_kv": 3},
-    "rotary_emb_dim": {"rotary_pos_emb": True, "rotary_emb_dim": 4},
-    "rel_pos_bias": {"rel_pos_bias": True, "use_abs_pos_emb": True},
-    "sandwich_norm": {"sandwich_norm": True},
-    "residual_attn": {"residual_attn": True},
-    "macaron": {"macaron": True},
-    "pre_norm=False": {"pre_norm": False},
-    "num_residual_streams": {"num_residual_streams": 3},
-    "dropouts": {"emb_dropout": 0.1, "attn_dropout": 0.1, "ff_dropout": 0.1, "layer_dropout": 0.1},
     "macaron+deepnorm+mem": {"macaron": True, "deepnorm": True, "attn_num_mem_kv": 2, "shift_tokens": 1},
     "streams+macaron+post": {"num_residual_streams": 2, "macaron": True, "pre_norm": False, "use_scalenorm": True},
     "sandwich+rms+gate+qk": {"sandwich_norm": True, "use_rmsnorm": True, "attn_gate_values": True,
@@ -133,17 +121,20 @@ XT231_OPTIONS: dict[str, dict[str, object]] = {
 _OPT_BASE = ModelConfig(num_tokens=97, max_seq_len=33, dim=32, depth=2, heads=4, attn_dim_head=8, ff_mult=1.5)
 
 
-@pytest.mark.parametrize("option", list(XT231_OPTIONS))
+@pytest.mark.parametrize("option", [*OPTION_NAMES, *COMBINATIONS])
 def test_params_new_options_real_model(option):
-    """Each modelled x-transformers 2.31 option (and combinations) on, against the real model's tensors."""
-    cfg = _OPT_BASE.replace(**XT231_OPTIONS[option])
+    """Each modelled option (and combinations) on, against the real model's tensors."""
+    if option in COMBINATIONS:
+        off, cfg = _OPT_BASE, _OPT_BASE.replace(**COMBINATIONS[option])
+    else:
+        off, cfg = options.switched(_OPT_BASE, option)
     model = build_model(cfg).model
     _assert_params_match(cfg, model)
-    pc, off = cost_model.param_counts(cfg), cost_model.param_counts(_OPT_BASE)
-    if option in ("ff_swish", "ff_relu_squared", "attn_qk_norm", "residual_attn", "dropouts"):
+    pc, off = cost_model.param_counts(cfg), cost_model.param_counts(off)
+    if option in OPTION_NAMES and options.OPTIONS[option].cost_neutral:
         assert pc == off  # no parameter changes
-    elif option == "use_rmsnorm":
-        assert pc.num_params == off.num_params and pc.num_param_tensors == off.num_param_tensors  # g for gamma
+    elif option in OPTION_NAMES and options.PARAMS not in options.OPTIONS[option].changes:
+        assert dataclasses.replace(pc, buffer_elements=0) == dataclasses.replace(off, buffer_elements=0)  # buffers only
     else:
         assert pc.num_params != off.num_params
 
@@ -171,79 +162,19 @@ def test_params_new_options_known_values():
 
 
 @st.composite
-def model_configs(draw) -> ModelConfig:
-    heads = draw(st.integers(1, 6))
-    kv_choice = draw(st.sampled_from(["mha", "one", "gqa"]))
-    kv: dict[str, object] = {}
-    if kv_choice == "one":
-        kv["attn_one_kv_head"] = True
-    elif kv_choice == "gqa":
-        kv["attn_kv_heads"] = draw(st.sampled_from([d for d in range(1, heads + 1) if heads % d == 0]))
-    rotary_xpos = draw(st.booleans())
-    rotary = draw(st.booleans())
-    dim = draw(st.integers(8, 48))
-    alibi = draw(st.booleans())
-    return _config(
-        num_tokens=draw(st.integers(2, 300)),
-        max_seq_len=draw(st.integers(1, 64)),
-        use_abs_pos_emb=draw(st.booleans()),
-        tie_embedding=draw(st.booleans()),
-        dim=dim,
-        depth=draw(st.integers(1, 3)),
-        heads=heads,
-        # with rotary, ModelConfig requires attn_dim_head >= 8 (x-transformers 2.31 divides by rotary width - 2)
-        attn_dim_head=draw(st.sampled_from([8, 12, 16, 20] if rotary or rotary_xpos else [4, 8, 12, 16, 20])),
-        ff_mult=draw(st.sampled_from([0.5, 1, 1.5, 2, 3.7, 4])),
-        ff_glu=draw(st.booleans()),
-        attn_flash=draw(st.booleans()),
-        alibi_pos_bias=alibi,
-        alibi_num_heads=draw(st.one_of(st.none(), st.integers(1, heads))) if alibi else None,
-        rotary_pos_emb=rotary,
-        rotary_xpos=rotary_xpos,
-        deepnorm=draw(st.booleans()),
-        shift_tokens=draw(st.integers(0, min(3, dim - 1))),
-        **kv,
-        **draw(xt231_options()),
-    )
-
-
-def _config(**kw: object) -> ModelConfig:
-    return ModelConfig(**fix_option_conflicts(kw))
-
-
-@st.composite
-def xt231_options(draw) -> dict[str, object]:
-    """The modelled x-transformers 2.31 options, drawn independently (invalid combinations dropped later)."""
-    norm = draw(st.sampled_from([None, "use_rmsnorm", "use_simple_rmsnorm", "use_scalenorm"]))
-    return {
-        **({norm: True} if norm else {}),
-        "ff_swish": draw(st.booleans()), "ff_relu_squared": draw(st.booleans()), "ff_no_bias": draw(st.booleans()),
-        "attn_qk_norm": draw(st.booleans()), "attn_gate_values": draw(st.booleans()),
-        "attn_num_mem_kv": draw(st.sampled_from([0, 0, 1, 4])), "rel_pos_bias": draw(st.booleans()),
-        "sandwich_norm": draw(st.booleans()), "residual_attn": draw(st.booleans()), "macaron": draw(st.booleans()),
-        "pre_norm": draw(st.booleans()), "num_residual_streams": draw(st.sampled_from([1, 1, 2, 3])),
-    }
-
-
-def fix_option_conflicts(kw: dict[str, object]) -> dict[str, object]:
-    """Turn off the options x-transformers rejects together (the rules ModelConfig enforces)."""
-    kw = dict(kw)
-    if kw.get("rel_pos_bias") and (kw.get("alibi_pos_bias") or kw.get("attn_flash") or kw.get("rotary_pos_emb")
-                                   or kw.get("rotary_xpos")):
-        kw["rel_pos_bias"] = False
-    if kw.get("residual_attn") and kw.get("attn_flash"):
-        kw["residual_attn"] = False
-    if kw.get("sandwich_norm") and (kw.get("deepnorm") or not kw.get("pre_norm", True)):
-        kw["sandwich_norm"] = False
-    if kw.get("deepnorm"):
-        kw["num_residual_streams"] = 1
-    return kw
+def _sizes(draw) -> dict[str, object]:
+    return {"num_tokens": draw(st.integers(2, 300)), "max_seq_len": draw(st.integers(1, 64)),
+            "dim": draw(st.integers(8, 48)), "depth": draw(st.integers(1, 3)), "heads": draw(st.integers(1, 6)),
+            # with rotary, ModelConfig requires attn_dim_head >= 8 and a multiple of 4 (options.resolve then
+            # leaves rotary off)
+            "attn_dim_head": draw(st.sampled_from([4, 8, 12, 16, 20])),
+            "ff_mult": draw(st.sampled_from([0.5, 1, 1.5, 2, 3.7, 4]))}
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=model_configs())
+@given(cfg=model_configs(_sizes()))
 def test_params_hypothesis_meta_model(cfg):
-    """Old and new options together (the strategy draws every modelled x-transformers 2.31 option)."""
+    """Every registered option drawn together (tests/options_strategies.py), against the meta-device model."""
     _assert_params_match(cfg, _meta_model(cfg))
 
 

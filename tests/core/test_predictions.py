@@ -7,10 +7,15 @@ memory rows against the predicted column the measurement wrote itself (two indep
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 from xtlens.core import cost_model, units
 from xtlens.core.config import PRESETS, Workload
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from options_strategies import option_grid  # noqa: E402
 
 LENGTHS = (1, 64, 1024, 8192)
 CASES = [(name, n) for name in PRESETS for n in LENGTHS if n <= PRESETS[name].max_seq_len]
@@ -98,18 +103,14 @@ def test_every_field_needs_a_place_in_the_vocabulary() -> None:
         cost_model._rows_of(extended, cost_model._PARAM_ROWS)
 
 
-OPTIONS = [{"use_rmsnorm": True}, {"use_simple_rmsnorm": True}, {"use_scalenorm": True}, {"ff_swish": True},
-           {"ff_relu_squared": True}, {"ff_no_bias": True}, {"attn_qk_norm": True}, {"attn_gate_values": True},
-           {"attn_num_mem_kv": 3}, {"rel_pos_bias": True, "rotary_xpos": False, "alibi_pos_bias": False,
-                                    "alibi_num_heads": None, "attn_flash": False},
-           {"sandwich_norm": True, "deepnorm": False}, {"residual_attn": True, "attn_flash": False}, {"macaron": True},
-           {"deepnorm": False, "pre_norm": False}, {"deepnorm": False, "num_residual_streams": 3}]
+# the seed with each registered option switched on (core.options.enable fixes what conflicts with the seed)
+OPTIONS = option_grid(PRESETS["seed"])
 
 
-@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: ",".join(o))
+@pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("n", [64, 2048])
-def test_every_modelled_option_emits_rows_whose_stack_sums(option: dict, n: int) -> None:
-    cfg = PRESETS["seed"].replace(**option)
+def test_every_modelled_option_emits_rows_whose_stack_sums(option: str, n: int) -> None:
+    cfg = OPTIONS[option]
     wl = Workload(seq_len=n, batch=2)
     rows = cost_model.predictions(cfg, wl)
     mem = cost_model.memory_estimate(cfg, wl)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +15,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, ModelConfig, Workload
 from xtlens.profiling import flops
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from options_strategies import model_configs, option_grid  # noqa: E402
 
 SEED = PRESETS["seed"]
 SMALL_SEED = SEED.replace(num_tokens=512, max_seq_len=256, dim=128, depth=2)  # heads 8, dh 64 like the seed
@@ -188,44 +194,24 @@ def test_bfloat16_fake_count():
     assert flops.torch_flop_count(SMALL_SEED, wl).total_flops == cost_model.flop_counts(SMALL_SEED, wl).fwd_flops
 
 
-def _combine(_xt231: dict[str, object], **kw: object) -> ModelConfig:
-    """Base fields plus the drawn 2.31 options, dropping the ones x-transformers rejects with the base."""
-    opts = dict(_xt231)
-    if kw.get("alibi_pos_bias") or kw.get("attn_flash") or kw.get("rotary_pos_emb") or kw.get("rotary_xpos"):
-        opts["rel_pos_bias"] = False
-    if kw.get("attn_flash"):
-        opts["residual_attn"] = False
-    if kw.get("deepnorm") or not opts.get("pre_norm", True):
-        opts["sandwich_norm"] = False
-    if kw.get("deepnorm"):
-        opts["num_residual_streams"] = 1
-    return ModelConfig(**kw, **opts)
-
-
-# every modelled x-transformers 2.31 option on (the base has them off), alone and combined
-XT231_OPTIONS: dict[str, dict[str, object]] = {
-    "use_rmsnorm": {"use_rmsnorm": True}, "use_simple_rmsnorm": {"use_simple_rmsnorm": True},
-    "use_scalenorm": {"use_scalenorm": True}, "ff_swish": {"ff_swish": True},
-    "ff_relu_squared": {"ff_relu_squared": True}, "ff_no_bias": {"ff_no_bias": True},
-    "attn_qk_norm": {"attn_qk_norm": True}, "attn_gate_values": {"attn_gate_values": True},
-    "attn_num_mem_kv": {"attn_num_mem_kv": 3}, "rotary_emb_dim": {"rotary_pos_emb": True, "rotary_emb_dim": 4},
-    "rel_pos_bias": {"rel_pos_bias": True, "attn_flash": False}, "sandwich_norm": {"sandwich_norm": True},
-    "residual_attn": {"residual_attn": True, "attn_flash": False}, "macaron": {"macaron": True},
-    "pre_norm=False": {"pre_norm": False}, "num_residual_streams": {"num_residual_streams": 3},
-    "dropouts": {"emb_dropout": 0.1, "attn_dropout": 0.1, "ff_dropout": 0.1, "layer_dropout": 0.1},
+# every modelled option on (core.options.enable: ``rel_pos_bias`` and ``residual_attn`` turn flash off), and
+# combinations
+COMBINATIONS: dict[str, dict[str, object]] = {
     "mem+alibi+flash": {"attn_num_mem_kv": 2, "alibi_pos_bias": True, "alibi_num_heads": 1},
     "streams+macaron+gate+glu": {"num_residual_streams": 2, "macaron": True, "attn_gate_values": True,
                                  "ff_glu": True, "attn_kv_heads": 1},
 }
 _FLOP_BASE = ModelConfig(num_tokens=50, max_seq_len=64, dim=16, depth=2, heads=2, attn_dim_head=8, attn_flash=True)
+XT231_OPTIONS: dict[str, ModelConfig] = {**option_grid(_FLOP_BASE),
+                                         **{k: _FLOP_BASE.replace(**kw) for k, kw in COMBINATIONS.items()}}
 
 
 @pytest.mark.parametrize("option", list(XT231_OPTIONS))
 @pytest.mark.parametrize("train_step", [False, True], ids=["forward", "train_step"])
 def test_new_options_flops_exact(option, train_step):
     """FlopCounterMode on the real (fake-tensor) model equals the closed form with each option on."""
-    cfg = _FLOP_BASE.replace(**XT231_OPTIONS[option])
-    if train_step and option == "dropouts":
+    cfg = XT231_OPTIONS[option]
+    if train_step and cfg.layer_dropout:
         cfg = cfg.replace(layer_dropout=0.0)  # stochastic depth skips random layers: see the next test
     wl = Workload(seq_len=12, batch=2)
     closed = cost_model.flop_counts(cfg, wl)
@@ -273,51 +259,16 @@ def test_new_options_flops_known_values():
 
 
 @st.composite
-def small_configs(draw) -> ModelConfig:
-    heads = draw(st.integers(1, 4))
-    kv = draw(st.sampled_from(["mha", "one", "gqa"]))
-    extra: dict[str, object] = {}
-    if kv == "one":
-        extra["attn_one_kv_head"] = True
-    elif kv == "gqa":
-        extra["attn_kv_heads"] = draw(st.sampled_from([d for d in range(1, heads + 1) if heads % d == 0]))
-    alibi = draw(st.booleans())
-    dim = draw(st.sampled_from([16, 24, 32]))
-    return _combine(
-        num_tokens=draw(st.integers(2, 100)), max_seq_len=64, use_abs_pos_emb=draw(st.booleans()),
-        tie_embedding=draw(st.booleans()), dim=dim, depth=draw(st.integers(1, 2)), heads=heads,
-        attn_dim_head=draw(st.sampled_from([8, 16])), ff_mult=draw(st.sampled_from([1, 1.5, 4])),
-        ff_glu=draw(st.booleans()), attn_flash=draw(st.booleans()), alibi_pos_bias=alibi,
-        alibi_num_heads=draw(st.one_of(st.none(), st.integers(1, heads))) if alibi else None,
-        rotary_pos_emb=draw(st.booleans()), rotary_xpos=draw(st.booleans()), deepnorm=draw(st.booleans()),
-        shift_tokens=draw(st.integers(0, 2)), **extra, **_valid(draw(xt231_flop_options())),
-    )
-
-
-@st.composite
-def xt231_flop_options(draw) -> dict[str, object]:
-    norm = draw(st.sampled_from([None, "use_rmsnorm", "use_simple_rmsnorm", "use_scalenorm"]))
-    return {
-        **({norm: True} if norm else {}),
-        "ff_swish": draw(st.booleans()), "ff_no_bias": draw(st.booleans()), "attn_qk_norm": draw(st.booleans()),
-        "attn_gate_values": draw(st.booleans()), "attn_num_mem_kv": draw(st.sampled_from([0, 1, 3])),
-        "rel_pos_bias": draw(st.booleans()), "sandwich_norm": draw(st.booleans()),
-        "residual_attn": draw(st.booleans()), "macaron": draw(st.booleans()), "pre_norm": draw(st.booleans()),
-        "num_residual_streams": draw(st.sampled_from([1, 2, 3])),
-    }
-
-
-def _valid(kw: dict[str, object]) -> dict[str, object]:
-    """Mark options for removal where x-transformers rejects the combination (resolved in ``_combine``)."""
-    return {"_xt231": kw}
-
-
+def _small_sizes(draw) -> dict[str, object]:
+    return {"num_tokens": draw(st.integers(2, 100)), "max_seq_len": 64, "dim": draw(st.sampled_from([16, 24, 32])),
+            "depth": draw(st.integers(1, 2)), "heads": draw(st.integers(1, 4)),
+            "attn_dim_head": draw(st.sampled_from([8, 16])), "ff_mult": draw(st.sampled_from([1, 1.5, 4]))}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=small_configs(), n=st.integers(2, 40), b=st.integers(1, 2))
+@given(cfg=model_configs(_small_sizes()), n=st.integers(2, 40), b=st.integers(1, 2))
 def test_fake_count_matches_closed_form_hypothesis(cfg, n, b):
-    """Old and new options together (every modelled x-transformers 2.31 option is drawn)."""
+    """Every registered option drawn together (tests/options_strategies.py); a forward in eval mode."""
     wl = Workload(seq_len=n, batch=b)
     assert flops.torch_flop_count(cfg, wl).total_flops == cost_model.flop_counts(cfg, wl).fwd_flops
 

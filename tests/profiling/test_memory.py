@@ -7,12 +7,18 @@ totals within 12% (the closed form leaves out small transients, the loss and bac
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from xtlens.core import cost_model
+from xtlens.core import cost_model, options
 from xtlens.core.config import PRESETS, Workload
 from xtlens.profiling import memory as pmem
 from xtlens.profiling.errors import ProfileError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from options_strategies import OPTION_NAMES  # noqa: E402
 
 TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
 TINY_NO_ALIBI = TINY_SEED.replace(alibi_pos_bias=False, alibi_num_heads=None)
@@ -153,15 +159,9 @@ def test_every_measured_component_joins_a_prediction(seed_rows):
 # step with dropout keeps masks (here +69% training activations).
 TINY_PLAIN = TINY_SEED.replace(deepnorm=False, alibi_pos_bias=False, alibi_num_heads=None, rotary_xpos=False,
                                attn_one_kv_head=False, shift_tokens=0)
-XT231_MEMORY_OPTIONS = {
-    "use_rmsnorm": {"use_rmsnorm": True}, "use_simple_rmsnorm": {"use_simple_rmsnorm": True},
-    "use_scalenorm": {"use_scalenorm": True}, "ff_swish": {"ff_swish": True},
-    "ff_relu_squared": {"ff_relu_squared": True}, "ff_no_bias": {"ff_no_bias": True},
-    "attn_qk_norm": {"attn_qk_norm": True}, "attn_gate_values": {"attn_gate_values": True},
-    "attn_num_mem_kv": {"attn_num_mem_kv": 3}, "rotary_emb_dim": {"rotary_pos_emb": True, "rotary_emb_dim": 8},
-    "rel_pos_bias": {"rel_pos_bias": True, "attn_flash": False}, "sandwich_norm": {"sandwich_norm": True},
-    "residual_attn": {"residual_attn": True, "attn_flash": False}, "macaron": {"macaron": True},
-    "pre_norm=False": {"pre_norm": False}, "num_residual_streams": {"num_residual_streams": 3},
+# every registered option but the dropouts (asserted apart below), switched on by core.options.enable
+XT231_MEMORY_OPTIONS: dict[str, object] = {
+    **{n: n for n in OPTION_NAMES if not options.OPTIONS[n].training_assumption},
     "seed+rms+gate+mem+macaron": "seed",
 }
 ACT_TOL = {"inference": 0.12, "train_step": 0.12}
@@ -174,7 +174,7 @@ def test_new_options_memory_against_tracker(option):
     if spec == "seed":
         cfg = TINY_SEED.replace(use_rmsnorm=True, attn_gate_values=True, attn_num_mem_kv=2, macaron=True)
     else:
-        cfg = TINY_PLAIN.replace(**spec)
+        cfg = options.enable(TINY_PLAIN, spec)
     rows = _rows(cfg)
     for (phase, comp), row in rows.items():
         if comp in EXACT:
