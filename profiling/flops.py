@@ -28,9 +28,12 @@ Two independent counters, cross-checked against the closed form of ``core.cost_m
   forward feeds both counters); every table is interpolated exactly (rational Lagrange interpolation),
   checked to reproduce an exact fourth trace (``ValueError`` otherwise), and the fit is cached per
   (configuration, batch) in the process, so a sweep over lengths traces four times in all.
-  One known inexactness: fvcore's ``einsum`` handle uses numpy's ``einsum_path`` cost estimate, which is
-  not exactly polynomial in ``n``; for the rotary outer product at 8192 tokens the extrapolation gives
-  65,536 multiply-adds where a real trace gives 65,550 (14 of ~6.3e11 for the seed, below 1e-10).
+  One known inexactness: fvcore's ``einsum`` handle uses numpy's ``einsum_path`` cost estimate, printed to
+  four digits, which is not exactly polynomial in ``n``; for the rotary outer product at 8192 tokens the
+  extrapolation gives 65,536 multiply-adds where a real trace gives 65,550 (14 of ~6.3e11 for the seed,
+  below 1e-10). Where the rounding already shows at 32 tokens (einsum attention, ``rel_pos_bias``,
+  hyper-connections) the check fails: fvcore's extrapolation raises ``ValueError`` (as it always did) and
+  torch's, exact, still stands.
 
 Everything returns frozen dataclasses with unit-suffixed fields; nothing prints.
 """
@@ -444,6 +447,10 @@ class FlopPolynomials:
     skipped calls) as an exact polynomial of degree <= 2 in the sequence length, for one configuration and
     batch: each held as its values at ``probe_seq_lens`` (Lagrange form), verified against a trace at
     ``check_seq_len``. ``tables``: table name -> key -> values at the probes (read-only).
+    ``fvcore_error``: why fvcore's counts are not such polynomials for this configuration (None when they
+    are): fvcore's generic ``einsum`` handle reports numpy's ``einsum_path`` estimate rounded to four digits
+    (x-transformers' einsum attention, ``rel_pos_bias``, hyper-connections), which no polynomial reproduces;
+    ``fvcore_count`` then raises and ``torch_count`` still works.
     ``fit_elapsed_s``: what the four traces cost (paid once per configuration and batch per process)."""
 
     batch: int
@@ -452,6 +459,7 @@ class FlopPolynomials:
     tables: Mapping[str, Mapping[str, tuple[int, ...]]]
     uncalled_modules: tuple[str, ...]
     handles_added: tuple[str, ...]
+    fvcore_error: str | None
     fit_elapsed_s: float
 
     def at(self, table: str, seq_len: int) -> dict[str, int]:
@@ -460,6 +468,8 @@ class FlopPolynomials:
 
     def fvcore_count(self, wl: Workload, *, start: float | None = None) -> FvcoreFlopCount:
         self._check_batch(wl)
+        if self.fvcore_error is not None:
+            raise ValueError(self.fvcore_error)
         return _fvcore_result(self.at("fvcore operator", wl.seq_len), self.at("fvcore module", wl.seq_len),
                               self.at("fvcore unsupported", wl.seq_len), self.uncalled_modules, self.handles_added,
                               wl, "extrapolated", (*self.probe_seq_lens, self.check_seq_len),
@@ -490,6 +500,7 @@ def _fit(model: nn.Module, cfg: ModelConfig, batch: int, probe_seq_lens: tuple[i
     traces = [_trace_both(model, cfg, batch, n) for n in probe_seq_lens]
     check = _trace_both(model, cfg, batch, check_seq_len)
     tables: dict[str, Mapping[str, tuple[int, ...]]] = {}
+    fvcore_error = None
     for name in check.tables():
         keys = sorted(set().union(*(t.tables()[name] for t in traces)))
         tables[name] = MappingProxyType({k: tuple(t.tables()[name].get(k, 0) for t in traces) for k in keys})
@@ -497,15 +508,19 @@ def _fit(model: nn.Module, cfg: ModelConfig, batch: int, probe_seq_lens: tuple[i
         actual = check.tables()[name]
         for key in sorted(set(predicted) | set(actual)):
             if predicted.get(key, 0) != actual.get(key, 0):
-                raise ValueError(f"{name} {key!r} is not quadratic in the sequence length: predicted "
-                                 f"{predicted.get(key, 0)} at n={check_seq_len}, traced {actual.get(key, 0)}")
+                message = (f"{name} {key!r} is not quadratic in the sequence length: predicted "
+                           f"{predicted.get(key, 0)} at n={check_seq_len}, traced {actual.get(key, 0)}")
+                if not name.startswith("fvcore"):
+                    raise ValueError(message)
+                fvcore_error = fvcore_error or message
     for t in traces:
         if t.uncalled_modules != check.uncalled_modules:
-            raise ValueError(f"fvcore's uncalled modules change with the sequence length: {t.uncalled_modules} "
-                             f"vs {check.uncalled_modules} at n={check_seq_len}")
+            fvcore_error = fvcore_error or (f"fvcore's uncalled modules change with the sequence length: "
+                                            f"{t.uncalled_modules} vs {check.uncalled_modules} at n={check_seq_len}")
     return FlopPolynomials(batch=batch, probe_seq_lens=tuple(probe_seq_lens), check_seq_len=check_seq_len,
                            tables=MappingProxyType(tables), uncalled_modules=check.uncalled_modules,
-                           handles_added=check.handles_added, fit_elapsed_s=time.perf_counter() - start)
+                           handles_added=check.handles_added, fvcore_error=fvcore_error,
+                           fit_elapsed_s=time.perf_counter() - start)
 
 
 @functools.lru_cache(maxsize=32)

@@ -216,10 +216,29 @@ class _CubicModel(nn.Module):
 
 def test_fit_refuses_a_count_that_is_not_quadratic():
     # the quadratic through n = 8, 16, 24 misses n**3 by (n - 8)(n - 16)(n - 24): 24 * 16 * 8 = 3072 at n = 32
-    predicted, traced = 32**3 + 32**2 - 3072, 32**3 + 32**2
-    with pytest.raises(ValueError, match=rf"fvcore operator 'matmul' is not quadratic.*predicted {predicted} at n=32, "
+    # (torch's counter, checked first, counts 2 FLOPs per multiply-add)
+    predicted, traced = 2 * (32**3 + 32**2 - 3072), 2 * (32**3 + 32**2)
+    wl = Workload(seq_len=64)
+    with pytest.raises(ValueError, match=rf"torch operator 'mm' is not quadratic.*predicted {predicted} at n=32, "
                                          rf"traced {traced}"):
-        flops._fit(_CubicModel(), SMALL_SEED, 1, (8, 16, 24), 32)
+        flops.torch_flop_count_extrapolated(SMALL_SEED, wl, model=_CubicModel())
+    with pytest.raises(ValueError, match=r"torch operator 'mm' is not quadratic"):
+        flops.fvcore_flop_count_extrapolated(SMALL_SEED, wl, model=_CubicModel())
+
+
+def test_fvcore_einsum_estimates_are_refused_and_torch_still_extrapolates():
+    """fvcore's einsum handle reports numpy's einsum_path estimate rounded to four digits (here the relative
+    position bias): not a polynomial in n, so fvcore's extrapolation refuses, while torch's counter, exact,
+    still extrapolates to a direct count."""
+    cfg = _FLOP_BASE.replace(rel_pos_bias=True, attn_flash=False)
+    wl = Workload(seq_len=40, batch=2)
+    poly = flops.flop_polynomials(cfg, 2)
+    assert poly.fvcore_error is not None and "'einsum' is not quadratic" in poly.fvcore_error
+    with pytest.raises(ValueError, match="'einsum' is not quadratic"):
+        flops.fvcore_flop_count_extrapolated(cfg, wl)
+    fitted, direct = flops.torch_flop_count_extrapolated(cfg, wl), flops.torch_flop_count(cfg, wl)
+    assert fitted.by_module_flops == direct.by_module_flops and fitted.by_operator_flops == direct.by_operator_flops
+    assert fitted.total_flops == cost_model.flop_counts(cfg, wl).fwd_flops
 
 
 def test_cross_check_small():
