@@ -36,6 +36,7 @@ def test_a_two_point_sweep_validates_plans_opens_and_imports_once(tmp_path, monk
     import xtlens.profiling.limits as limits
 
     monkeypatch.setattr(limits, "apply_address_space_limit", lambda limit: limit)  # not on the test process
+    monkeypatch.setattr(worker, "_watch_parent", lambda parent, job_dir: None)  # nor the orphan watchdog
 
     spec = worker.JobSpec.make("latency", TINY, [Workload(seq_len=8), Workload(seq_len=16)],
                                SweepOptions(device="cpu", phases=("forward",), warmup=0, repeats=1))
