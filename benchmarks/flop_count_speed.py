@@ -48,6 +48,12 @@ def _timed(fn: Callable[[], object]) -> tuple[object, float, float, float]:
     return result, time.perf_counter() - start, time.process_time() - cpu_start, _load()
 
 
+def _runs(fn: Callable[[], object], repeats: int) -> tuple[object, list[float], list[float], list[float]]:
+    """``(last result, wall_s per run, cpu_s per run, load average after each run)``."""
+    runs = [_timed(fn) for _ in range(repeats)]
+    return runs[-1][0], [r[1] for r in runs], [r[2] for r in runs], [r[3] for r in runs]
+
+
 def _cold_count(cfg, wl):
     flop_polynomials.cache_clear()
     return cross_check(cfg, wl, fvcore_method="extrapolated")
@@ -79,21 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     cross_check(tiny, Workload(batch=1, seq_len=48), fvcore_method="extrapolated")  # imports, first use
     torch_flop_count(tiny, Workload(batch=1, seq_len=16))
 
-    cold_times, cold_cpu, cold_loads = [], [], []
-    for _ in range(args.repeats):
-        check, wall_s, cpu_s, load = _timed(lambda: _cold_count(cfg, wl))
-        cold_times.append(wall_s)
-        cold_cpu.append(cpu_s)
-        cold_loads.append(load)
+    check, cold_times, cold_cpu, cold_loads = _runs(lambda: _cold_count(cfg, wl), args.repeats)
     other = Workload(batch=wl.batch, seq_len=wl.seq_len // 2)
     _, cached_s, _, cached_load = _timed(lambda: cross_check(cfg, other, fvcore_method="extrapolated"))
     fake, fake_s, fake_cpu_s, fake_load = _timed(lambda: torch_flop_count(cfg, wl))
-    ref_times, ref_cpu, ref_loads = [], [], []
-    for _ in range(args.ref_repeats):
-        ref, wall_s, cpu_s, load = _timed(lambda: fvcore_flop_count(cfg, wl))
-        ref_times.append(wall_s)
-        ref_cpu.append(cpu_s)
-        ref_loads.append(load)
+    ref, ref_times, ref_cpu, ref_loads = _runs(lambda: fvcore_flop_count(cfg, wl), args.ref_repeats)
 
     fv, tc = check.fvcore, check.torch
     ref_matmul = 2 * ref.matmul_macs
