@@ -524,11 +524,21 @@ def _fit(model: nn.Module, cfg: ModelConfig, batch: int, probe_seq_lens: tuple[i
 
 
 @functools.lru_cache(maxsize=32)
+def _fitted(cfg: ModelConfig, batch: int, probe_seq_lens: tuple[int, ...], check_seq_len: int) -> FlopPolynomials:
+    return _fit(counting_model(cfg), cfg, batch, probe_seq_lens, check_seq_len)
+
+
 def flop_polynomials(cfg: ModelConfig, batch: int = 1, *, probe_seq_lens: tuple[int, int, int] = (8, 16, 24),
                      check_seq_len: int = 32) -> FlopPolynomials:
-    """The fitted polynomials of ``cfg`` at ``batch`` (cached per process: the configuration is frozen and
-    hashable): four traces of ``counting_model(cfg)``, see the module docstring."""
-    return _fit(counting_model(cfg), cfg, batch, tuple(probe_seq_lens), check_seq_len)
+    """The fitted polynomials of ``cfg`` at ``batch`` (cached per process and per (configuration, batch,
+    lengths), however the arguments are spelled: the configuration is frozen and hashable): four traces of
+    ``counting_model(cfg)``, see the module docstring. ``flop_polynomials.cache_clear()`` /
+    ``cache_info()`` reach the cache."""
+    return _fitted(cfg, int(batch), tuple(probe_seq_lens), int(check_seq_len))
+
+
+flop_polynomials.cache_clear = _fitted.cache_clear  # type: ignore[attr-defined]
+flop_polynomials.cache_info = _fitted.cache_info  # type: ignore[attr-defined]
 
 
 def fvcore_flop_count_extrapolated(cfg: ModelConfig, wl: Workload, *, probe_seq_lens: tuple[int, int, int] = (8, 16, 24),

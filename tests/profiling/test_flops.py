@@ -192,6 +192,10 @@ def test_extrapolated_counts_equal_direct_counts_at_a_held_out_length():
     assert flops.flop_polynomials.cache_info().misses == 1
     with pytest.raises(ValueError, match="batch 2, not 1"):
         flops.flop_polynomials(SMALL_SEED, 2).torch_count(Workload(seq_len=96))
+    # however spelled, the same configuration, batch and lengths are the same entry
+    flops.cross_check(SMALL_SEED, Workload(seq_len=160, batch=2), fvcore_method="extrapolated")
+    flops.flop_polynomials(SMALL_SEED, batch=2, probe_seq_lens=[8, 16, 24])
+    assert flops.flop_polynomials.cache_info().misses == 1
 
 
 def test_counting_model_has_the_real_shapes_and_buffers_and_zero_weights():
