@@ -6,7 +6,8 @@ Timed in one run, on one configuration (default: the seed) at ``--seq-len`` toke
    ``FlopCounterMode``, with per-module and per-operator tables) after ``flop_polynomials.cache_clear()``:
    the zero-weight model is built and traced by fvcore at 8, 16, 24 tokens (checked at 32) with
    ``FlopCounterMode`` counting the same traced forwards, every table interpolated exactly. ``--repeats``
-   runs, min and median reported;
+   runs, min and median reported (each run listed: the first also pays einx solving the shapes of the four
+   probe lengths for this model, which einx then keeps);
 2. the same count, cached: the fit is kept per (configuration, batch), so another length costs no trace;
 3. for context: ``torch_flop_count`` (``FlopCounterMode`` on the real model built under ``FakeTensorMode``);
 4. the reference: ``profiling.flops.fvcore_flop_count``, fvcore's ``FlopCountAnalysis`` tracing a real
@@ -61,7 +62,8 @@ def _cold_count(cfg, wl):
 
 def _spread(times: list[float], cpu: list[float], loads: list[float]) -> str:
     return (f"wall min {min(times):7.2f} s  median {statistics.median(times):7.2f} s; CPU min {min(cpu):7.2f} s  "
-            f"median {statistics.median(cpu):7.2f} s  ({len(times)} run(s), load {min(loads):.1f}..{max(loads):.1f})")
+            f"median {statistics.median(cpu):7.2f} s  ({len(times)} run(s): {', '.join(f'{t:.2f}' for t in times)} s; "
+            f"load {min(loads):.1f}..{max(loads):.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:
