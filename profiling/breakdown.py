@@ -23,7 +23,10 @@ close ``torch.profiler.record_function`` ranges named after the part; for the du
 module-level functions are patched in x-transformers' module and restored on exit: do not run another
 model in the same process meanwhile). ``torch.profiler`` records every op; each op's *self* time goes to the
 innermost part range around it (an SDPA op and everything under it to ``attention``, every op run by the
-autograd engine to ``backward``).
+autograd engine to ``backward``). On a CPU the ops are read from the profiler's raw events and nested by one
+sort and one sweep per thread (``cpu_intervals``), not through ``prof.events()``, whose full event objects cost
+more than the profiled calls themselves; ``attribute_events`` decides each op's part once per enclosing range
+(linear in the number of ops).
 
 * CPU: self CPU times of the profiled calls; ``total`` is the wall time of the same profiled calls
   (``time.perf_counter``), and a ``total_unprofiled`` row holds the median of unprofiled calls
@@ -40,13 +43,17 @@ achieved FLOP rate and fraction of peak when the part does matrix products.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.roofline import LATENCY_PARTS, TRAIN_PARTS, part_costs
 from xtlens.profiling.device import synchronize, time_calls, timed_measurement_setup
@@ -54,8 +61,8 @@ from xtlens.profiling.errors import ProfileError, failure_record
 from xtlens.profiling.records import ProfileRecord, base_fields
 from xtlens.profiling.sdpa import SDPA_OPS
 
-__all__ = ["BREAKDOWN_PHASES", "MEASURED_ONLY_PARTS", "PartLabeller", "attribute_events", "measure_breakdown",
-           "module_part"]
+__all__ = ["BREAKDOWN_PHASES", "MEASURED_ONLY_PARTS", "CpuInterval", "PartLabeller", "attribute_events",
+           "cpu_intervals", "measure_breakdown", "module_part", "profiled_events"]
 
 BREAKDOWN_PHASES = ("forward", "train_step")
 MEASURED_ONLY_PARTS = ("attention_other", "framework_other", "remainder")
@@ -194,14 +201,29 @@ def _is_kernel_op(name: str) -> bool:
     return name.startswith(_KERNEL_OP_PREFIXES)
 
 
+_BACKWARD_NODE = "autograd::engine::evaluate_function"
+
+
+def _decides(name: str) -> bool:
+    """An event whose name fixes the part of everything under it (the innermost such wins)."""
+    return (name.startswith(_BACKWARD_NODE) or _is_kernel_op(name) or (name.startswith(_PREFIX) and name != _ROOT)
+            or name.startswith("Optimizer."))
+
+
 def attribute_events(events, *, device_time: bool, einsum_attention: bool) -> tuple[list[dict[str, float]], set[str]]:
     """Per ``xtlens::total`` range (one per profiled call, in order): ``{part: microseconds}`` of the self
     times of the events under it, and the names of the attention-kernel ops seen.
 
-    ``events``: ``torch.profiler.profile(...).events()`` (FunctionEvents with ``cpu_parent`` links).
-    ``device_time``: use self device (kernel) time instead of self CPU time. ``einsum_attention``: the
-    model computes attention with einsum/softmax (``attn_flash=False``), whose ops inside ``Attend`` are
-    the attention kernel. Pure over the event objects (tests pass simple stand-ins).
+    ``events``: ``torch.profiler.profile(...).events()`` or ``cpu_intervals(...)`` (objects with ``name``,
+    ``cpu_parent`` links, ``self_cpu_time_total`` / ``self_device_time_total`` in microseconds, ``device_type``,
+    ``time_range``). ``device_time``: use self device (kernel) time instead of self CPU time.
+    ``einsum_attention``: the model computes attention with einsum/softmax (``attn_flash=False``), whose ops
+    inside ``Attend`` are the attention kernel. Each event's part is decided by the innermost deciding event
+    around it (a part range, an attention-kernel op, an autograd node, the optimizer); the context of every
+    event (its outermost ``xtlens::total``, whether it is under an autograd node, its deciding event) is
+    computed once and shared with its children, so the attribution is linear in the number of events
+    (ops of the autograd thread are matched to their call by bisection). Pure over the event objects (tests
+    pass simple stand-ins).
     """
     roots: dict[int, int] = {}
     calls: list[dict[str, float]] = []
@@ -209,21 +231,38 @@ def attribute_events(events, *, device_time: bool, einsum_attention: bool) -> tu
     events = [ev for ev in events
               # GPU-side copies of user annotations: their time is counted on the CPU-side op
               if not (getattr(ev, "device_type", None) is not None and str(ev.device_type).endswith("CUDA"))]
-    spans = [(_span(ev), ev) for ev in events if ev.name == _ROOT]
-    for ev in events:
-        chain = []
+    spans = sorted(((lo, hi, index, ev) for index, ev in enumerate(events) if ev.name == _ROOT
+                    for lo, hi in (_span(ev),) if lo is not None), key=lambda s: (s[0], s[2]))
+    span_starts = [s[0] for s in spans]
+    # id(event) -> (outermost xtlens::total above or at it, under an autograd node?, innermost deciding event)
+    context: dict[int, tuple[object, bool, object]] = {}
+
+    def context_of(ev) -> tuple[object, bool, object]:
+        path = []
         node = ev
-        while node is not None:
-            chain.append(node)
+        while node is not None and id(node) not in context:
+            path.append(node)
             node = node.cpu_parent
-        root = next((n for n in reversed(chain) if n.name == _ROOT), None)
-        backward = any(n.name.startswith("autograd::engine::evaluate_function") for n in chain)
+        root, backward, decider = context[id(node)] if node is not None else (None, False, None)
+        for n in reversed(path):  # outermost first
+            if root is None and n.name == _ROOT:
+                root = n
+            backward = backward or n.name.startswith(_BACKWARD_NODE)
+            if _decides(n.name):
+                decider = n
+            context[id(n)] = (root, backward, decider)
+        return context[id(ev)]
+
+    for ev in events:
+        root, backward, decider = context_of(ev)
         if root is None and backward:
             # On CUDA the autograd engine runs the backward in its own thread: its ops have no xtlens root.
             # They belong to the call whose root range holds their start.
             start = _span(ev)[0]
-            root = next((r for (lo, hi), r in spans if start is not None and lo is not None and lo <= start <= hi),
-                        None)
+            if start is not None:
+                i = bisect.bisect_right(span_starts, start) - 1
+                if i >= 0 and start <= spans[i][1]:
+                    root = spans[i][3]
         if root is None:
             continue
         index = roots.setdefault(id(root), len(roots))
@@ -232,27 +271,100 @@ def attribute_events(events, *, device_time: bool, einsum_attention: bool) -> tu
         us = ev.self_device_time_total if device_time else ev.self_cpu_time_total
         if not us:
             continue
-        part = None
-        for node in chain:  # innermost first
-            if node.name.startswith("autograd::engine::evaluate_function"):
-                part = "backward"
-                break
-            if _is_kernel_op(node.name):
-                kernels.add(node.name)
-                part = "attention"
-                break
-            if node.name.startswith(_PREFIX) and node.name != _ROOT:
-                part = node.name.removeprefix(_PREFIX)
-                base = part.split("@")[0]
-                if einsum_attention and base == "mask_prep" and ev.name in _EINSUM_PATH_OPS:
-                    part = part.replace("mask_prep", "attention", 1)
-                    kernels.add(ev.name)
-                break
-            if node.name.startswith("Optimizer."):
-                part = "optimizer"
-                break
-        calls[index][part or "framework_other"] += us
+        calls[index][_part(decider, ev, kernels, einsum_attention)] += us
     return [dict(c) for c in calls], kernels
+
+
+def _part(decider, ev, kernels: set[str], einsum_attention: bool) -> str:
+    if decider is None:
+        return "framework_other"
+    name = decider.name
+    if name.startswith(_BACKWARD_NODE):
+        return "backward"
+    if _is_kernel_op(name):
+        kernels.add(name)
+        return "attention"
+    if name.startswith(_PREFIX):
+        part = name.removeprefix(_PREFIX)
+        if einsum_attention and part.split("@")[0] == "mask_prep" and ev.name in _EINSUM_PATH_OPS:
+            kernels.add(ev.name)
+            return part.replace("mask_prep", "attention", 1)
+        return part
+    return "optimizer"  # Optimizer.*
+
+
+# names torch.profiler leaves out of its events (torch.autograd.profiler_util._filter_name)
+_UNLISTED_OPS = frozenset({"[memory]", "[OutOfMemory]", "profiler::_record_function_enter",
+                           "profiler::_record_function_enter_new", "profiler::_record_function_exit",
+                           "aten::is_leaf", "aten::output_nr", "aten::_version"})
+
+
+@dataclass(eq=False, slots=True)
+class CpuInterval:
+    """One op or range on a CPU thread, from the profiler's raw (kineto) events: what ``attribute_events``
+    reads of a ``FunctionEvent``, without building one. Times in nanoseconds; ``*_total`` in microseconds."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    cpu_parent: CpuInterval | None = None
+    children_ns: int = 0
+    device_type: ClassVar[None] = None
+    self_device_time_total: ClassVar[float] = 0.0
+
+    @property
+    def self_cpu_time_total(self) -> float:
+        return (self.end_ns - self.start_ns - self.children_ns) / 1e3
+
+    @property
+    def time_range(self) -> _Range:
+        return _Range(self.start_ns / 1e3, self.end_ns / 1e3)
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    start: float
+    end: float
+
+
+def cpu_intervals(raw_events) -> list[CpuInterval]:
+    """The synchronous CPU events of ``raw_events`` (``prof.profiler.kineto_results.events()``: objects with
+    ``name()``, ``start_ns()``, ``end_ns()``, ``device_type()``, ``start_thread_id()``, ``end_thread_id()``,
+    ``is_async()``) nested as ``torch.profiler`` nests them (an interval is the child of the innermost one on
+    its thread that contains it), each with its parent and its direct children's total time: per thread one
+    sort by (start, -end) and one sweep with a stack, O(n log n). Returned in (start, -end) order.
+
+    ``prof.events()`` builds the same tree from full ``FunctionEvent`` objects (shapes, stacks, memory,
+    several passes): for a training step of a small model on a CPU that took most of a breakdown's time."""
+    by_thread: dict[int, list[CpuInterval]] = defaultdict(list)
+    for ev in raw_events:
+        name = ev.name()
+        if (name in _UNLISTED_OPS or ev.device_type() != DeviceType.CPU or ev.is_async()
+                or ev.start_thread_id() != ev.end_thread_id()):
+            continue
+        by_thread[ev.start_thread_id()].append(CpuInterval(name=name, start_ns=ev.start_ns(), end_ns=ev.end_ns()))
+    out: list[CpuInterval] = []
+    for intervals in by_thread.values():
+        intervals.sort(key=lambda iv: (iv.start_ns, -iv.end_ns))
+        open_: list[CpuInterval] = []
+        for iv in intervals:
+            while open_ and (iv.start_ns >= open_[-1].end_ns or iv.end_ns > open_[-1].end_ns):
+                open_.pop()
+            if open_:
+                iv.cpu_parent = open_[-1]
+                open_[-1].children_ns += iv.end_ns - iv.start_ns
+            open_.append(iv)
+        out += intervals
+    out.sort(key=lambda iv: (iv.start_ns, -iv.end_ns))
+    return out
+
+
+def profiled_events(prof, *, device_time: bool) -> list:
+    """The events ``attribute_events`` reads: ``cpu_intervals`` of the raw events for CPU times, torch's
+    ``FunctionEvent`` list (with the kernels linked to their ops) for device times."""
+    if device_time:
+        return list(prof.events())
+    return cpu_intervals(prof.profiler.kineto_results.events())
 
 
 def _span(ev) -> tuple[float | None, float | None]:
@@ -356,7 +468,8 @@ def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name
     unprofiled = time_calls(call, device=dev, warmup=warmup, repeats=repeats)
     with PartLabeller(model, per_layer=per_layer):
         prof, walls = _profile_calls(call, dev=dev, warmup=0, repeats=repeats)
-    calls, kernels = attribute_events(prof.events(), device_time=cuda, einsum_attention=not cfg.attn_flash)
+    calls, kernels = attribute_events(profiled_events(prof, device_time=cuda), device_time=cuda,
+                                      einsum_attention=not cfg.attn_flash)
     if len(calls) != repeats:
         raise ProfileError(f"the profiler recorded {len(calls)} of {repeats} calls; cannot attribute the parts.")
     # the parts of one call, the call whose wall time is the median: its parts and the remainder add up to
@@ -371,7 +484,7 @@ def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name
     chosen_ms = {p: per_part[p][chosen] for p in parts}
     remainder = total_ms - sum(chosen_ms.values())
 
-    hw = hardware_for(dev, name)
+    hw = hardware_for(dev, name, dtype=wl.dtype)
     costs = {c.component: c for c in part_costs(cfg, wl, phase=phase)}
     kernel = _kernel_label(kernels)
     clock = ("self device (kernel) time per part from torch.profiler; total: unprofiled calls timed with CUDA events"

@@ -18,29 +18,40 @@ Two independent counters, cross-checked against the closed form of ``core.cost_m
   ``is_causal=True`` call a causal flash kernel does about half of it. fvcore's raw numbers are multiply-adds
   (``*_macs``); ``*_flops = 2 * macs``. fvcore also counts layer norms (4 or 5 per element) and einsum
   outer products (the rotary frequency table), which torch does not: ``FlopCrossCheck`` quantifies them.
-* ``fvcore_flop_count_extrapolated``: fvcore at long sequences without a real long forward. For a fixed
-  batch every fvcore operator count is a polynomial of degree <= 2 in the sequence length ``n`` (linear
-  layers, norms and the rotary outer product are linear in ``n``, attention is quadratic, nothing is
-  constant but it is allowed). The model is traced at three short lengths, the per-operator and
-  per-module counts are interpolated exactly (rational Lagrange interpolation), the interpolant is
-  checked to reproduce an exact fourth trace (``ValueError`` otherwise), then evaluated at ``wl.seq_len``.
-  One known inexactness: fvcore's ``einsum`` handle uses numpy's ``einsum_path`` cost estimate, which is
-  not exactly polynomial in ``n``; for the rotary outer product at 8192 tokens the extrapolation gives
-  65,536 multiply-adds where a real trace gives 65,550 (14 of ~6.3e11 for the seed, below 1e-10).
+* ``flop_polynomials`` / ``fvcore_flop_count_extrapolated`` / ``torch_flop_count_extrapolated``: both
+  counters at long sequences without a long forward. For a fixed batch every operator, module and
+  unsupported-call count is a polynomial of degree <= 2 in the sequence length ``n`` (linear layers, norms
+  and the rotary outer product are linear in ``n``, attention is quadratic, nothing is constant but it is
+  allowed). The model is built once with zero weights (``counting_model``: the real structure and buffers,
+  every random initialiser replaced by zeros, so the full vocabulary costs no initialisation) and traced
+  by fvcore at three short lengths with ``FlopCounterMode`` active during the same traced forward (one
+  forward feeds both counters); every table is interpolated exactly (rational Lagrange interpolation),
+  checked to reproduce an exact fourth trace (``ValueError`` otherwise), and the fit is cached per
+  (configuration, batch) in the process, so a sweep over lengths traces four times in all.
+  One known inexactness: fvcore's ``einsum`` handle uses numpy's ``einsum_path`` cost estimate, printed to
+  four digits, which is not exactly polynomial in ``n``; for the rotary outer product at 8192 tokens the
+  extrapolation gives 65,536 multiply-adds where a real trace gives 65,550 (14 of ~6.3e11 for the seed,
+  below 1e-10). Where the rounding already shows at 32 tokens (einsum attention, ``rel_pos_bias``,
+  hyper-connections) the check fails: fvcore's extrapolation raises ``ValueError`` (as it always did) and
+  torch's, exact, still stands.
 
 Everything returns frozen dataclasses with unit-suffixed fields; nothing prints.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from types import MappingProxyType
 
 import torch
 from torch import nn
+from torch.nn import init
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import (
     FlopCounterMode,
     flop_registry,
@@ -48,7 +59,7 @@ from torch.utils.flop_counter import (
     sdpa_backward_flop_count,
 )
 from xtlens.core import cost_model
-from xtlens.core.builder import fake_model
+from xtlens.core.builder import build_model, fake_model
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.profiling.errors import ProfileError
 from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
@@ -65,6 +76,10 @@ __all__ = [
     "FVCORE_EXTRA_HANDLES",
     "fvcore_flop_count",
     "fvcore_flop_count_extrapolated",
+    "counting_model",
+    "FlopPolynomials",
+    "flop_polynomials",
+    "torch_flop_count_extrapolated",
     "cross_check",
     "FLOPS_PHASES",
     "leaves",
@@ -183,12 +198,38 @@ def torch_flop_count(cfg: ModelConfig, wl: Workload, *, train_step: bool = False
         else:
             with counter, torch.no_grad():
                 model(ids)
+    by_op, by_module = _torch_tables(counter)
+    return _torch_result(by_op, by_module, wl, train_step=train_step,
+                         method="torch.utils.flop_counter.FlopCounterMode under FakeTensorMode (+ SDPA_FLOP_FORMULAS)",
+                         start=start)
+
+
+# FlopCounterMode names the modules of a ``torch.jit`` trace under the tracer's wrapper
+_TRACED_ROOT = "ONNXTracedModule"
+_TRACED_INNER = _TRACED_ROOT + ".inner"
+
+
+def _torch_tables(counter: FlopCounterMode, *, traced_root: str | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """``(by_operator_flops, by_module_flops)`` of a finished counter. ``traced_root``: the counter ran
+    during a ``torch.jit`` trace of a model of that class; its module names are given back as a direct
+    count names them (``ONNXTracedModule.inner.x`` -> ``<traced_root>.x``, the tracer's wrapper dropped)."""
     counts = counter.get_flop_counts()
     by_op = {_op_name(k): int(v) for k, v in counts.get("Global", {}).items()}
     by_module = {name: int(sum(ops.values())) for name, ops in counts.items() if name != "Global"}
+    if traced_root is not None:
+        if by_module and _TRACED_INNER not in by_module:
+            raise ProfileError(f"FlopCounterMode named the traced modules {sorted(by_module)[:3]}, not "
+                               f"{_TRACED_INNER}.*: this torch version wraps traced modules differently.")
+        by_module = {traced_root + name.removeprefix(_TRACED_INNER): v for name, v in by_module.items()
+                     if name.startswith(_TRACED_INNER)}
+    return by_op, by_module
+
+
+def _torch_result(by_op: dict[str, int], by_module: dict[str, int], wl: Workload, *, train_step: bool,
+                  method: str, start: float) -> TorchFlopCount:
     attention = sum(v for k, v in by_op.items() if "scaled_dot_product" in k or k.startswith("bmm"))
     return TorchFlopCount(
-        total_flops=int(counter.get_total_flops()),
+        total_flops=sum(by_op.values()),
         attention_flops=attention,
         by_operator_flops=by_op,
         by_module_flops=by_module,
@@ -196,7 +237,7 @@ def torch_flop_count(cfg: ModelConfig, wl: Workload, *, train_step: bool = False
         batch=wl.batch,
         seq_len_tokens=wl.seq_len,
         dtype=wl.dtype,
-        method="torch.utils.flop_counter.FlopCounterMode under FakeTensorMode (+ SDPA_FLOP_FORMULAS)",
+        method=method,
         elapsed_s=time.perf_counter() - start,
     )
 
@@ -320,6 +361,71 @@ def fvcore_flop_count(cfg: ModelConfig, wl: Workload, *, with_sdpa_handle: bool 
     return _fvcore_result(by_op, by_module, unsupported, uncalled, handles, wl, "trace", (wl.seq_len,), start)
 
 
+# --------------------------------------------------------------------------------------------------
+# both counters at long sequences: exact polynomials in n fitted from short traces
+# --------------------------------------------------------------------------------------------------
+
+# in-place random initialisers (as ``torch.nn.init`` and the modules' ``reset_parameters`` call them)
+_RANDOM_INITS = frozenset({
+    torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.random_, torch.Tensor.bernoulli_,
+    torch.Tensor.exponential_, torch.Tensor.geometric_, torch.Tensor.log_normal_, torch.Tensor.cauchy_,
+    init.normal_, init.uniform_, init.trunc_normal_, init.kaiming_normal_, init.kaiming_uniform_,
+    init.xavier_normal_, init.xavier_uniform_, init.orthogonal_, init.sparse_,
+})
+
+
+class _ZeroInit(TorchFunctionMode):
+    """Every in-place random initialiser fills zeros instead: a model built under it has the real structure
+    and buffers (rotary frequencies, ALiBi slopes are computed, not drawn) at a fraction of the cost."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RANDOM_INITS:
+            tensor = args[0] if args else kwargs["tensor"]
+            with torch.no_grad():
+                return tensor.zero_()
+        return func(*args, **kwargs)
+
+
+def counting_model(cfg: ModelConfig) -> nn.Module:
+    """The model ``build_model`` builds (float32, CPU, eval), every random initialiser replaced by zeros.
+
+    For counting only: every count in this module depends on shapes alone, and the shapes are the real
+    model's (the tests compare the counts with a seeded build). The seed's 20,000-token embedding and
+    logits cost no random draws (about 0.3 s instead of 0.7 s to build)."""
+    with _ZeroInit():
+        return build_model(cfg, device="cpu", dtype="float32", seed=0).model
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Trace:
+    """One traced forward, counted by fvcore (its graph) and by FlopCounterMode (the aten ops as they ran)."""
+
+    fvcore_by_operator_macs: dict[str, int]
+    fvcore_by_module_macs: dict[str, int]
+    unsupported_ops: dict[str, int]
+    uncalled_modules: tuple[str, ...]
+    handles_added: tuple[str, ...]
+    torch_by_operator_flops: dict[str, int]
+    torch_by_module_flops: dict[str, int]
+
+    def tables(self) -> dict[str, dict[str, int]]:
+        """The counts that are polynomials in the sequence length, by table name."""
+        return {"fvcore operator": self.fvcore_by_operator_macs, "fvcore module": self.fvcore_by_module_macs,
+                "fvcore unsupported": self.unsupported_ops, "torch operator": self.torch_by_operator_flops,
+                "torch module": self.torch_by_module_flops}
+
+
+def _trace_both(model: nn.Module, cfg: ModelConfig, batch: int, seq_len: int) -> _Trace:
+    counter = FlopCounterMode(display=False, custom_mapping=SDPA_FLOP_FORMULAS)
+    with counter:
+        by_op, by_module, unsupported, uncalled, handles = _fvcore_raw(model, cfg, batch, seq_len, True)
+    torch_by_op, torch_by_module = _torch_tables(counter, traced_root=type(model).__name__)
+    return _Trace(fvcore_by_operator_macs=by_op, fvcore_by_module_macs=by_module, unsupported_ops=unsupported,
+                  uncalled_modules=uncalled, handles_added=handles, torch_by_operator_flops=torch_by_op,
+                  torch_by_module_flops=torch_by_module)
+
+
 def _lagrange(points: list[tuple[int, int]], x: int) -> Fraction:
     total = Fraction(0)
     for i, (xi, yi) in enumerate(points):
@@ -331,6 +437,110 @@ def _lagrange(points: list[tuple[int, int]], x: int) -> Fraction:
     return total
 
 
+def _evaluate(samples: Mapping[str, tuple[int, ...]], probes: tuple[int, ...], n: int) -> dict[str, int]:
+    return {k: _as_int(_lagrange(list(zip(probes, ys, strict=True)), n)) for k, ys in samples.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlopPolynomials:
+    """Every count of one forward (fvcore and FlopCounterMode, per operator and per module, and fvcore's
+    skipped calls) as an exact polynomial of degree <= 2 in the sequence length, for one configuration and
+    batch: each held as its values at ``probe_seq_lens`` (Lagrange form), verified against a trace at
+    ``check_seq_len``. ``tables``: table name -> key -> values at the probes (read-only).
+    ``fvcore_error``: why fvcore's counts are not such polynomials for this configuration (None when they
+    are): fvcore's generic ``einsum`` handle reports numpy's ``einsum_path`` estimate rounded to four digits
+    (x-transformers' einsum attention, ``rel_pos_bias``, hyper-connections), which no polynomial reproduces;
+    ``fvcore_count`` then raises and ``torch_count`` still works.
+    ``fit_elapsed_s``: what the four traces cost (paid once per configuration and batch per process)."""
+
+    batch: int
+    probe_seq_lens: tuple[int, ...]
+    check_seq_len: int
+    tables: Mapping[str, Mapping[str, tuple[int, ...]]]
+    uncalled_modules: tuple[str, ...]
+    handles_added: tuple[str, ...]
+    fvcore_error: str | None
+    fit_elapsed_s: float
+
+    def at(self, table: str, seq_len: int) -> dict[str, int]:
+        """The table's exact counts at ``seq_len`` tokens (every key any probe trace had)."""
+        return _evaluate(self.tables[table], self.probe_seq_lens, seq_len)
+
+    def fvcore_count(self, wl: Workload, *, start: float | None = None) -> FvcoreFlopCount:
+        self._check_batch(wl)
+        if self.fvcore_error is not None:
+            raise ValueError(self.fvcore_error)
+        return _fvcore_result(self.at("fvcore operator", wl.seq_len), self.at("fvcore module", wl.seq_len),
+                              self.at("fvcore unsupported", wl.seq_len), self.uncalled_modules, self.handles_added,
+                              wl, "extrapolated", (*self.probe_seq_lens, self.check_seq_len),
+                              time.perf_counter() if start is None else start)
+
+    def torch_count(self, wl: Workload, *, start: float | None = None) -> TorchFlopCount:
+        self._check_batch(wl)
+        lens = ", ".join(map(str, self.probe_seq_lens))
+        return _torch_result(
+            self.at("torch operator", wl.seq_len), self.at("torch module", wl.seq_len), wl, train_step=False,
+            method=(f"torch.utils.flop_counter.FlopCounterMode (+ SDPA_FLOP_FORMULAS) during fvcore's float32 "
+                    f"traces at {lens} tokens, checked at {self.check_seq_len}, interpolated exactly"),
+            start=time.perf_counter() if start is None else start)
+
+    def _check_batch(self, wl: Workload) -> None:
+        if wl.batch != self.batch:
+            raise ValueError(f"these polynomials were fitted at batch {self.batch}, not {wl.batch}")
+
+
+def _fit(model: nn.Module, cfg: ModelConfig, batch: int, probe_seq_lens: tuple[int, ...],
+         check_seq_len: int) -> FlopPolynomials:
+    start = time.perf_counter()
+    if len(set(probe_seq_lens)) != 3 or check_seq_len in probe_seq_lens:
+        raise ValueError("need three distinct probe lengths and a different check length")
+    for n in (*probe_seq_lens, check_seq_len):
+        if n > cfg.max_seq_len or n < 2:
+            raise ValueError(f"probe length {n} outside 2..max_seq_len={cfg.max_seq_len}")
+    traces = [_trace_both(model, cfg, batch, n) for n in probe_seq_lens]
+    check = _trace_both(model, cfg, batch, check_seq_len)
+    tables: dict[str, Mapping[str, tuple[int, ...]]] = {}
+    fvcore_error = None
+    for name in check.tables():
+        keys = sorted(set().union(*(t.tables()[name] for t in traces)))
+        tables[name] = MappingProxyType({k: tuple(t.tables()[name].get(k, 0) for t in traces) for k in keys})
+        predicted = _evaluate(tables[name], probe_seq_lens, check_seq_len)
+        actual = check.tables()[name]
+        for key in sorted(set(predicted) | set(actual)):
+            if predicted.get(key, 0) != actual.get(key, 0):
+                message = (f"{name} {key!r} is not quadratic in the sequence length: predicted "
+                           f"{predicted.get(key, 0)} at n={check_seq_len}, traced {actual.get(key, 0)}")
+                if not name.startswith("fvcore"):
+                    raise ValueError(message)
+                fvcore_error = fvcore_error or message
+    for t in traces:
+        if t.uncalled_modules != check.uncalled_modules:
+            fvcore_error = fvcore_error or (f"fvcore's uncalled modules change with the sequence length: "
+                                            f"{t.uncalled_modules} vs {check.uncalled_modules} at n={check_seq_len}")
+    return FlopPolynomials(batch=batch, probe_seq_lens=tuple(probe_seq_lens), check_seq_len=check_seq_len,
+                           tables=MappingProxyType(tables), uncalled_modules=check.uncalled_modules,
+                           handles_added=check.handles_added, fvcore_error=fvcore_error,
+                           fit_elapsed_s=time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=32)
+def _fitted(cfg: ModelConfig, batch: int, probe_seq_lens: tuple[int, ...], check_seq_len: int) -> FlopPolynomials:
+    return _fit(counting_model(cfg), cfg, batch, probe_seq_lens, check_seq_len)
+
+
+def flop_polynomials(cfg: ModelConfig, batch: int = 1, *, probe_seq_lens: tuple[int, int, int] = (8, 16, 24),
+                     check_seq_len: int = 32) -> FlopPolynomials:
+    """The fitted polynomials of ``cfg`` at ``batch`` (cached per process and per (configuration, batch,
+    lengths), however the arguments are spelled: the configuration is frozen and hashable): four traces of
+    ``counting_model(cfg)``, see the module docstring. ``flop_polynomials.cache_clear()`` /
+    ``cache_info()`` reach the cache."""
+    return _fitted(cfg, int(batch), tuple(probe_seq_lens), int(check_seq_len))
+
+
+flop_polynomials.cache_clear = _fitted.cache_clear  # type: ignore[attr-defined]
+flop_polynomials.cache_info = _fitted.cache_info  # type: ignore[attr-defined]
+
+
 def fvcore_flop_count_extrapolated(cfg: ModelConfig, wl: Workload, *, probe_seq_lens: tuple[int, int, int] = (8, 16, 24),
                                    check_seq_len: int = 32, model: nn.Module | None = None) -> FvcoreFlopCount:
     """fvcore's count at ``wl.seq_len`` from exact traces at short lengths (no long forward).
@@ -338,32 +548,25 @@ def fvcore_flop_count_extrapolated(cfg: ModelConfig, wl: Workload, *, probe_seq_
     Traces at ``probe_seq_lens`` (three lengths: a degree-2 polynomial in ``n`` per operator and per
     module), verifies that the interpolant reproduces a fourth trace at ``check_seq_len`` exactly (raises
     ``ValueError`` if any operator or module count differs), then evaluates it at ``wl.seq_len``.
-    ``unsupported_ops`` and ``uncalled_modules`` are those of the check trace."""
+    ``unsupported_ops`` are interpolated (and checked) the same way; ``uncalled_modules`` are the same in
+    every trace (checked). Without ``model`` the fit is ``flop_polynomials`` (cached); with one, fitted on it."""
     start = time.perf_counter()
-    if len(set(probe_seq_lens)) != 3 or check_seq_len in probe_seq_lens:
-        raise ValueError("need three distinct probe lengths and a different check length")
-    for n in (*probe_seq_lens, check_seq_len):
-        if n > cfg.max_seq_len or n < 2:
-            raise ValueError(f"probe length {n} outside 2..max_seq_len={cfg.max_seq_len}")
-    model = model if model is not None else _build_real(cfg)
-    traces = {n: _fvcore_raw(model, cfg, wl.batch, n, True) for n in (*probe_seq_lens, check_seq_len)}
+    return _polynomials(cfg, wl, probe_seq_lens, check_seq_len, model).fvcore_count(wl, start=start)
 
-    def fit(index: int, x: int) -> dict[str, Fraction]:
-        keys = set().union(*(traces[n][index] for n in probe_seq_lens))
-        return {k: _lagrange([(n, traces[n][index].get(k, 0)) for n in probe_seq_lens], x) for k in keys}
 
-    for index, what in ((0, "operator"), (1, "module")):
-        predicted = fit(index, check_seq_len)
-        actual = traces[check_seq_len][index]
-        for key in set(predicted) | set(actual):
-            if predicted.get(key, 0) != actual.get(key, 0):
-                raise ValueError(f"fvcore {what} {key!r} is not quadratic in the sequence length: predicted "
-                                 f"{predicted.get(key, 0)} at n={check_seq_len}, traced {actual.get(key, 0)}")
-    by_op = {k: _as_int(v) for k, v in fit(0, wl.seq_len).items()}
-    by_module = {k: _as_int(v) for k, v in fit(1, wl.seq_len).items()}
-    _, _, unsupported, uncalled, handles = traces[check_seq_len]
-    return _fvcore_result(by_op, by_module, unsupported, uncalled, handles, wl, "extrapolated",
-                          (*probe_seq_lens, check_seq_len), start)
+def torch_flop_count_extrapolated(cfg: ModelConfig, wl: Workload, *, probe_seq_lens: tuple[int, int, int] = (8, 16, 24),
+                                  check_seq_len: int = 32, model: nn.Module | None = None) -> TorchFlopCount:
+    """``FlopCounterMode``'s forward count at ``wl.seq_len`` from the same short traces as
+    ``fvcore_flop_count_extrapolated`` (float32; equal to ``torch_flop_count`` per operator and per module)."""
+    start = time.perf_counter()
+    return _polynomials(cfg, wl, probe_seq_lens, check_seq_len, model).torch_count(wl, start=start)
+
+
+def _polynomials(cfg: ModelConfig, wl: Workload, probe_seq_lens: tuple[int, ...], check_seq_len: int,
+                 model: nn.Module | None) -> FlopPolynomials:
+    if model is not None:
+        return _fit(model, cfg, wl.batch, tuple(probe_seq_lens), check_seq_len)
+    return flop_polynomials(cfg, wl.batch, probe_seq_lens=tuple(probe_seq_lens), check_seq_len=check_seq_len)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -376,7 +579,7 @@ class FlopCrossCheck:
     """Three forward counts of the same configuration and workload (FLOPs, 2 per multiply-add).
 
     ``closed_form_flops``: ``core.cost_model`` full-square forward. ``torch_counter_flops``:
-    FlopCounterMode on the fake model. ``fvcore_flops``: ``2 * fvcore_macs`` (fvcore total, including
+    FlopCounterMode during fvcore's trace(s) (``torch.method`` says how). ``fvcore_flops``: ``2 * fvcore_macs`` (fvcore total, including
     ``fvcore_extra_flops`` = layer norms and the rotary einsum outer product, which the other two leave
     out); ``fvcore_matmul_flops`` is fvcore's matmul-only part. Relative errors are
     ``|x - closed_form| / closed_form``; ``max_rel_err`` is the largest of the torch and fvcore totals.
@@ -406,20 +609,30 @@ def cross_check(cfg: ModelConfig, wl: Workload, *, fvcore_method: str = "auto",
                 fvcore_trace_max_seq_len: int = 256) -> FlopCrossCheck:
     """Compare fvcore, torch's counter and the closed form for one forward.
 
-    ``fvcore_method``: ``trace`` (real forward at ``wl``), ``extrapolated`` (short traces, see
-    ``fvcore_flop_count_extrapolated``) or ``auto`` (trace up to ``fvcore_trace_max_seq_len`` tokens,
-    extrapolate beyond)."""
+    ``fvcore_method``: ``trace`` (one forward at ``wl``), ``extrapolated`` (the cached short-trace fit,
+    ``flop_polynomials``) or ``auto`` (trace up to ``fvcore_trace_max_seq_len`` tokens, extrapolate
+    beyond). Both counters come from the same traced forward(s) of ``counting_model``: fvcore reads the
+    graph, ``FlopCounterMode`` counts the aten ops as they run. The traced forward is float32; for another
+    ``wl.dtype`` torch's count is ``torch_flop_count`` under fake tensors in that dtype."""
+    start = time.perf_counter()
     closed = cost_model.flop_counts(cfg, wl).fwd_flops
-    tc = torch_flop_count(cfg, wl)
     method = fvcore_method
     if method == "auto":
         method = "trace" if wl.seq_len <= fvcore_trace_max_seq_len else "extrapolated"
     if method == "trace":
-        fv = fvcore_flop_count(cfg, wl)
+        trace = _trace_both(counting_model(cfg), cfg, wl.batch, wl.seq_len)
+        fv = _fvcore_result(trace.fvcore_by_operator_macs, trace.fvcore_by_module_macs, trace.unsupported_ops,
+                            trace.uncalled_modules, trace.handles_added, wl, "trace", (wl.seq_len,), start)
+        tc = _torch_result(trace.torch_by_operator_flops, trace.torch_by_module_flops, wl, train_step=False,
+                           method="torch.utils.flop_counter.FlopCounterMode (+ SDPA_FLOP_FORMULAS) during "
+                                  "fvcore's float32 trace", start=start)
     elif method == "extrapolated":
-        fv = fvcore_flop_count_extrapolated(cfg, wl)
+        poly = flop_polynomials(cfg, wl.batch)
+        fv, tc = poly.fvcore_count(wl, start=start), poly.torch_count(wl, start=start)
     else:
         raise ValueError(f"fvcore_method must be auto, trace or extrapolated, not {fvcore_method!r}")
+    if wl.dtype != "float32":
+        tc = torch_flop_count(cfg, wl)
 
     def rel(x: int) -> float:
         return abs(x - closed) / closed
@@ -493,7 +706,7 @@ def measure_flops(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] = ("f
     per-module and per-operator rows of both counters (from the same count).
 
     ``forward``: ``predicted_flops`` is ``core.cost_model``'s full-square forward; ``torch_counter_flops``
-    is ``FlopCounterMode`` on the fake model; ``fvcore_macs`` / ``fvcore_flops`` are fvcore's totals (a
+    is ``FlopCounterMode`` during fvcore's trace(s); ``fvcore_macs`` / ``fvcore_flops`` are fvcore's totals (a
     traced forward up to 256 tokens, exact extrapolation from short traces beyond, see ``cross_check``),
     which include layer norms and the rotary outer product; ``flops_rel_err`` is the largest relative
     disagreement of the two against the prediction.
@@ -518,7 +731,7 @@ def measure_flops(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] = ("f
                 **base, **provenance, predicted_flops=check.closed_form_flops,
                 torch_counter_flops=check.torch_counter_flops, fvcore_macs=check.fvcore_macs,
                 fvcore_flops=check.fvcore_flops, flops_rel_err=check.max_rel_err,
-                method=(f"core.cost_model full square; FlopCounterMode under FakeTensorMode ({check.torch_elapsed_s:.2f} s); "
+                method=(f"core.cost_model full square; {check.torch.method} ({check.torch_elapsed_s:.2f} s); "
                         f"fvcore {check.fvcore_method} ({check.fvcore_elapsed_s:.2f} s, includes "
                         f"{check.fvcore_extra_flops:,} FLOPs of norms and rotary outer products)"),
             ))

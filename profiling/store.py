@@ -106,6 +106,7 @@ class ResultStore:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else db_path()
+        self._json_cache_checked: set[str] = set()  # folders import_json_cache has dealt with (this object)
         self._check_file()
         with self._connect() as con:
             self._init_schema(con)
@@ -361,14 +362,20 @@ class ResultStore:
     def import_json_cache(self, root: Path) -> int:
         """Import ``root/<what>/<key>.json`` (the old per-point cache) once per folder; returns rows added.
 
-        The files are left where they are; ``meta`` remembers the folder so a second call does nothing.
+        The files are left where they are; ``meta`` remembers the folder so a second call does nothing, and
+        this object remembers it too, so a second call in the same process does not even ask the database.
         """
         from xtlens.profiling.records import records_from_json
 
         root = Path(root)
         marker = f"json_cache_imported:{root.resolve()}"
-        if not root.is_dir():
+        if marker in self._json_cache_checked or not root.is_dir():
             return 0
+        added = self._import_json_folder(root, marker, records_from_json)
+        self._json_cache_checked.add(marker)
+        return added
+
+    def _import_json_folder(self, root: Path, marker: str, records_from_json) -> int:
         con = self._connect()
         try:
             if con.execute("SELECT 1 FROM meta WHERE key = ?", (marker,)).fetchone() is not None:

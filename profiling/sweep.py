@@ -57,6 +57,7 @@ from xtlens.profiling.records import (
 
 __all__ = [
     "run_sweep",
+    "run_points",
     "run_point",
     "failure_rows",
     "cache_root",
@@ -132,18 +133,33 @@ def _store():
     return store
 
 
-def cache_read(key: str) -> list[ProfileRecord] | None:
-    """The stored rows of the point ``key`` when its latest run is all ``ok`` (else None)."""
+class _SweepStore:
+    """The result store of one sweep: opened (and the old JSON cache looked for) at its first use, then the
+    same object for every point; an unusable store is tried again at the next use."""
+
+    def __init__(self) -> None:
+        self._store = None
+
+    def __call__(self):
+        if self._store is None:
+            self._store = _store()
+        return self._store
+
+
+def cache_read(key: str, *, store=None) -> list[ProfileRecord] | None:
+    """The stored rows of the point ``key`` when its latest run is all ``ok`` (else None). ``store``: a
+    callable giving the result store (default: open it)."""
     try:
-        return _store().cached(key)
+        return (store or _store)().cached(key)
     except Exception:  # noqa: BLE001 - an unusable store (StoreError: the CLI and page say why) must not fail a measurement
         return None
 
 
 def cache_write(key: str | None, rows: list[ProfileRecord], *, source: str = "local", host: str | None = None,
-                attempts: int = 1) -> None:
-    """Store the rows of one point (failures too: they are history, never served as cache)."""
-    _store().add(rows, source=source, host=host, attempts=attempts, cache_key=key)
+                attempts: int = 1, store=None) -> None:
+    """Store the rows of one point (failures too: they are history, never served as cache). ``store``: as
+    for ``cache_read``."""
+    (store or _store)().add(rows, source=source, host=host, attempts=attempts, cache_key=key)
 
 
 def clear_cache() -> int:
@@ -182,10 +198,11 @@ def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, d
 
 def run_point(point: SweepPoint, *, device: str, device_name: str, options: SweepOptions,
               measure: Measure = measure_point, progress: Progress | None = None,
-              store: bool = True) -> tuple[list[ProfileRecord], bool]:
+              store: bool = True, results=None) -> tuple[list[ProfileRecord], bool]:
     """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row.
 
-    ``store=False`` neither reads nor writes the result store (a Ray task: its driver does both)."""
+    ``store=False`` neither reads nor writes the result store (a Ray task: its driver does both).
+    ``results``: a callable giving the result store (a sweep opens it once for all its points)."""
     if point.cfg is None:
         return failure_rows(point, "error", point.invalid or "invalid configuration", device=device,
                             device_name=device_name, options=options), False
@@ -195,7 +212,7 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
         return failure_rows(point, "error", str(exc), device=device, device_name=device_name, options=options), False
     key = _cache_key(point, device, device_name, options, _measure_id(measure)) if store else None
     if key is not None and options.use_cache:
-        cached = cache_read(key)
+        cached = cache_read(key, store=results)
         if cached:
             return cached, True
     status, message = "ok", ""
@@ -219,7 +236,7 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
         from xtlens.profiling.store import StoreError
 
         try:
-            cache_write(key, rows)
+            cache_write(key, rows, store=results)
         except (StoreError, OSError, ValueError, TypeError, OverflowError):
             pass  # an unusable store or a row it cannot hold: nothing is cached, the rows are still returned
     return rows, False
@@ -251,11 +268,20 @@ def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[s
     each point, during latency repeats and with 1.0 at the end; ``on_rows(index, point, rows)`` after
     each point (the worker streams rows with it).
     """
-    options = options or SweepOptions()
     wls = list(workloads) if workloads is not None else seq_len_workloads()
-    points = plan_sweep(configs, wls, what)
+    return run_points(plan_sweep(configs, wls, what), options=options, progress=progress, measure=measure,
+                      on_rows=on_rows)
+
+
+def run_points(points: list[SweepPoint], *, options: SweepOptions | None = None, progress: Progress | None = None,
+               measure: Measure = measure_point,
+               on_rows: Callable[[int, SweepPoint, list[ProfileRecord]], None] | None = None) -> list[ProfileRecord]:
+    """``run_sweep`` on a plan already made (``plan.plan_sweep``; the worker's child makes it once, for its
+    memory limit and for the sweep). The result store is opened once for all the points."""
+    options = options or SweepOptions()
     total = max(len(points), 1)
     device, device_name = resolve(options.device)  # once per sweep: auto becomes cuda or cpu
+    results = _SweepStore()
     oom = _OomTracker()
     out: list[ProfileRecord] = []
     for i, point in enumerate(points):
@@ -273,7 +299,7 @@ def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[s
                                 "out of memory", device=device, device_name=device_name, options=options)
         else:
             rows, _cached = run_point(point, device=device, device_name=device_name, options=options,
-                                      measure=measure, progress=inner)
+                                      measure=measure, progress=inner, results=results)
             if any(r.status == "oom" for r in rows):
                 oom.add(point)
         out.extend(rows)

@@ -617,17 +617,18 @@ def child_events(job_dir: Path):
 def _child(job_dir: Path) -> int:
     from xtlens.profiling.device import resolve
     from xtlens.profiling.measure import measure_point
-    from xtlens.profiling.sweep import run_sweep
+    from xtlens.profiling.sweep import run_points
 
     emit = child_events(job_dir)
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
+        plan = spec.points()  # once: for the memory limit and the sweep
         device, device_name = resolve(spec.options.device)
         limit = None
         if device == "cpu":  # bounded by the predicted peak (profiling.limits); CUDA maps far more address space
             from xtlens.profiling.limits import address_space_limit, apply_address_space_limit
 
-            points = [(p.cfg, p.workload) for p in spec.points() if p.cfg is not None]
+            points = [(p.cfg, p.workload) for p in plan if p.cfg is not None]
             limit = apply_address_space_limit(address_space_limit(points))
         emit({"type": "start", "device": device, "device_name": device_name, "pid": os.getpid(),
               "address_space_limit_bytes": limit})
@@ -635,9 +636,9 @@ def _child(job_dir: Path) -> int:
     except Exception as exc:  # noqa: BLE001 - reported as rows by the parent
         emit({"type": "fatal", "message": str(exc) or type(exc).__name__})
         return 0
-    run_sweep(spec._grid(), spec.workloads, what=spec.what, options=spec.options, measure=measure,
-              progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
-              on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}))
+    run_points(plan, options=spec.options, measure=measure,
+               progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
+               on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}))
     emit({"type": "done"})
     return 0
 

@@ -179,3 +179,103 @@ def test_cuda_breakdown_kernel_times():
 
     if gpu_family(rows["total"].device_name):  # a GPU with a datasheet preset: the roofline is beside it
         assert rows["total"].predicted_latency_ms > 0 and rows["qkv_proj"].predicted_latency_ms > 0
+
+
+@dataclass
+class _Raw:
+    """A raw (kineto) profiler event as ``prof.profiler.kineto_results.events()`` gives it."""
+
+    _name: str
+    start: int
+    end: int
+    thread: int = 1
+    end_thread: int | None = None
+    on_gpu: bool = False
+    asynchronous: bool = False
+
+    def name(self):
+        return self._name
+
+    def start_ns(self):
+        return self.start
+
+    def end_ns(self):
+        return self.end
+
+    def start_thread_id(self):
+        return self.thread
+
+    def end_thread_id(self):
+        return self.thread if self.end_thread is None else self.end_thread
+
+    def is_async(self):
+        return self.asynchronous
+
+    def device_type(self):
+        from torch.autograd import DeviceType
+
+        return DeviceType.CUDA if self.on_gpu else DeviceType.CPU
+
+
+def test_cpu_intervals_nest_and_attribute_by_hand():
+    """Two calls with known intervals (nanoseconds), listed out of order. By hand, call 1 (0..10,000):
+    feedforward range 1,000..5,000 holds addmm 1,500..4,500 which holds copy_ 2,000..2,600: feedforward's own
+    4,000 - 3,000 = 1,000, addmm's 3,000 - 600 = 2,400, copy_'s 600 -> feedforward 4,000 ns; the attention
+    kernel 6,000..8,000 under mask_prep 5,500..9,000: attention 2,000, mask_prep 3,500 - 2,000 = 1,500; the
+    root's own 10,000 - 4,000 - 3,500 = 2,500 -> framework_other. The record_function exit marker inside
+    feedforward is not an event (torch leaves it out), nor are the GPU, async and cross-thread ones.
+    Call 2 (20,000..21,000): a backward node 20,100..20,900 holding mm 20,200..20,700: backward 800, root 200."""
+    raw = [
+        _Raw("aten::copy_", 2_000, 2_600), _Raw("xtlens::total", 0, 10_000), _Raw("xtlens::feedforward", 1_000, 5_000),
+        _Raw("aten::addmm", 1_500, 4_500), _Raw("profiler::_record_function_exit", 4_600, 4_700),
+        _Raw("xtlens::mask_prep", 5_500, 9_000), _Raw("aten::_scaled_dot_product_flash_attention_for_cpu", 6_000, 8_000),
+        _Raw("kernel on the GPU", 6_100, 7_900, on_gpu=True), _Raw("aten::add", 3_000, 3_100, asynchronous=True),
+        _Raw("aten::mul", 3_000, 3_200, end_thread=2),
+        _Raw("xtlens::total", 20_000, 21_000), _Raw("autograd::engine::evaluate_function: MmBackward0", 20_100, 20_900),
+        _Raw("aten::mm", 20_200, 20_700),
+        _Raw("aten::relu", 30_000, 30_500, thread=7),  # another thread, outside every call: dropped
+    ]
+    intervals = pbd.cpu_intervals(raw)
+    assert [iv.name for iv in intervals][:4] == ["xtlens::total", "xtlens::feedforward", "aten::addmm", "aten::copy_"]
+    by_name = {iv.name: iv for iv in intervals}
+    assert by_name["aten::copy_"].cpu_parent is by_name["aten::addmm"]
+    assert by_name["aten::addmm"].self_cpu_time_total == 2.4  # microseconds
+    assert by_name["aten::relu"].cpu_parent is None and len(intervals) == 10
+    calls, kernels = pbd.attribute_events(intervals, device_time=False, einsum_attention=False)
+    assert calls == [{"feedforward": 4.0, "mask_prep": 1.5, "attention": 2.0, "framework_other": 2.5},
+                     {"backward": 0.8, "framework_other": 0.2}]
+    assert kernels == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
+
+
+def test_raw_cpu_events_attribute_as_torch_events_do():
+    """A profiled training step of a tiny model, attributed from ``cpu_intervals`` of the raw events and from
+    torch's own ``prof.events()`` tree: the same parts, the same microseconds, the same kernels."""
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import record_function
+    from xtlens.core.builder import build_model
+
+    model = build_model(TINY_SEED).model.train()
+    ids = torch.randint(0, TINY_SEED.num_tokens, (2, 32))
+    targets = torch.randint(0, TINY_SEED.num_tokens, (64,))
+    opt = torch.optim.AdamW(model.parameters())
+
+    def call():
+        logits = model(ids)
+        with record_function("xtlens::loss"):
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+        with record_function("xtlens::backward"):
+            loss.backward()
+        with record_function("xtlens::optimizer"):
+            opt.step()
+            opt.zero_grad()
+
+    with pbd.PartLabeller(model, per_layer=True):
+        prof, _ = pbd._profile_calls(call, dev="cpu", warmup=1, repeats=2)
+    fast, fast_kernels = pbd.attribute_events(pbd.profiled_events(prof, device_time=False), device_time=False,
+                                              einsum_attention=False)
+    slow, slow_kernels = pbd.attribute_events(prof.events(), device_time=False, einsum_attention=False)
+    assert len(fast) == len(slow) == 2 and fast_kernels == slow_kernels
+    for a, b in zip(fast, slow, strict=True):
+        assert set(a) == set(b) and {"feedforward@1", "backward", "optimizer", "loss"} <= set(a)
+        assert all(a[k] == pytest.approx(b[k], abs=1e-6) for k in a)

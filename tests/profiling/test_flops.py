@@ -172,6 +172,85 @@ def test_fvcore_extrapolated_seed_at_8192():
     assert 0 < fv.total_flops - closed < 0.01 * closed
 
 
+def test_extrapolated_counts_equal_direct_counts_at_a_held_out_length():
+    """Both counters fitted from traces at 8, 16, 24 (checked at 32) tokens of the zero-weight model equal
+    direct counts at 96 tokens: torch's under fake tensors, fvcore's on a traced seeded real model; every
+    table (per operator, per module, fvcore's skipped calls and uncalled modules)."""
+    wl = Workload(seq_len=96, batch=2)
+    flops.flop_polynomials.cache_clear()
+    torch_fit = flops.torch_flop_count_extrapolated(SMALL_SEED, wl)
+    torch_direct = flops.torch_flop_count(SMALL_SEED, wl)
+    assert torch_fit.total_flops == torch_direct.total_flops == cost_model.flop_counts(SMALL_SEED, wl).fwd_flops
+    assert torch_fit.by_operator_flops == torch_direct.by_operator_flops
+    assert torch_fit.by_module_flops == torch_direct.by_module_flops
+    assert torch_fit.attention_flops == torch_direct.attention_flops > 0
+    fv_fit = flops.fvcore_flop_count_extrapolated(SMALL_SEED, wl)
+    fv_direct = flops.fvcore_flop_count(SMALL_SEED, wl)
+    assert fv_fit.by_operator_macs == fv_direct.by_operator_macs
+    assert fv_fit.by_module_macs == fv_direct.by_module_macs
+    assert fv_fit.unsupported_ops == fv_direct.unsupported_ops and fv_fit.unsupported_ops
+    assert fv_fit.uncalled_modules == fv_direct.uncalled_modules
+    # one fit served both counters (the second call was a cache hit), and a second length costs no trace
+    info = flops.flop_polynomials.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    assert flops.fvcore_flop_count_extrapolated(SMALL_SEED, Workload(seq_len=200, batch=2)).total_macs == (
+        flops.fvcore_flop_count(SMALL_SEED, Workload(seq_len=200, batch=2)).total_macs)
+    assert flops.flop_polynomials.cache_info().misses == 1
+    with pytest.raises(ValueError, match="batch 2, not 1"):
+        flops.flop_polynomials(SMALL_SEED, 2).torch_count(Workload(seq_len=96))
+    # however spelled, the same configuration, batch and lengths are the same entry
+    flops.cross_check(SMALL_SEED, Workload(seq_len=160, batch=2), fvcore_method="extrapolated")
+    flops.flop_polynomials(SMALL_SEED, batch=2, probe_seq_lens=[8, 16, 24])
+    assert flops.flop_polynomials.cache_info().misses == 1
+
+
+def test_counting_model_has_the_real_shapes_and_buffers_and_zero_weights():
+    real = flops._build_real(SMALL_SEED)
+    zero = flops.counting_model(SMALL_SEED)
+    real_params, zero_params = dict(real.named_parameters()), dict(zero.named_parameters())
+    assert {k: p.shape for k, p in zero_params.items()} == {k: p.shape for k, p in real_params.items()}
+    for name, buf in real.named_buffers():  # rotary frequencies, xpos scale, ALiBi slopes: computed, kept
+        assert torch.equal(dict(zero.named_buffers())[name], buf), name
+    drawn = [k for k, p in real_params.items() if p.dim() == 2]  # matrices are drawn at random
+    assert drawn and all(not zero_params[k].any() for k in drawn)
+    assert not zero.training
+
+
+class _CubicModel(nn.Module):
+    """(n, 1) @ (1, n) then (n, n) @ (n, n): n**2 + n**3 multiply-adds, which no quadratic fits."""
+
+    def forward(self, ids):
+        x = ids.float().transpose(0, 1) @ torch.ones(1, ids.shape[1])
+        return x @ x
+
+
+def test_fit_refuses_a_count_that_is_not_quadratic():
+    # the quadratic through n = 8, 16, 24 misses n**3 by (n - 8)(n - 16)(n - 24): 24 * 16 * 8 = 3072 at n = 32
+    # (torch's counter, checked first, counts 2 FLOPs per multiply-add)
+    predicted, traced = 2 * (32**3 + 32**2 - 3072), 2 * (32**3 + 32**2)
+    wl = Workload(seq_len=64)
+    with pytest.raises(ValueError, match=rf"torch operator 'mm' is not quadratic.*predicted {predicted} at n=32, "
+                                         rf"traced {traced}"):
+        flops.torch_flop_count_extrapolated(SMALL_SEED, wl, model=_CubicModel())
+    with pytest.raises(ValueError, match=r"torch operator 'mm' is not quadratic"):
+        flops.fvcore_flop_count_extrapolated(SMALL_SEED, wl, model=_CubicModel())
+
+
+def test_fvcore_einsum_estimates_are_refused_and_torch_still_extrapolates():
+    """fvcore's einsum handle reports numpy's einsum_path estimate rounded to four digits (here the relative
+    position bias): not a polynomial in n, so fvcore's extrapolation refuses, while torch's counter, exact,
+    still extrapolates to a direct count."""
+    cfg = _FLOP_BASE.replace(rel_pos_bias=True, attn_flash=False)
+    wl = Workload(seq_len=40, batch=2)
+    poly = flops.flop_polynomials(cfg, 2)
+    assert poly.fvcore_error is not None and "'einsum' is not quadratic" in poly.fvcore_error
+    with pytest.raises(ValueError, match="'einsum' is not quadratic"):
+        flops.fvcore_flop_count_extrapolated(cfg, wl)
+    fitted, direct = flops.torch_flop_count_extrapolated(cfg, wl), flops.torch_flop_count(cfg, wl)
+    assert fitted.by_module_flops == direct.by_module_flops and fitted.by_operator_flops == direct.by_operator_flops
+    assert fitted.total_flops == cost_model.flop_counts(cfg, wl).fwd_flops
+
+
 def test_cross_check_small():
     check = flops.cross_check(SMALL_SEED, Workload(seq_len=48))
     assert check.fvcore_method == "trace"
