@@ -3,15 +3,15 @@
 For each size of the seed's family (dim x depth at ``--seq-len`` tokens, default 256) and each phase (forward,
 training step), interleaved ``--rounds`` times:
 
-* plain: ``profiling.latency.measure_latency`` (build the model, warm-up, timed calls);
-* breakdown: ``profiling.breakdown.measure_breakdown`` with the same warm-up and repeats (build, the same
+* plain: ``profiling.measure.latency.measure_latency`` (build the model, warm-up, timed calls);
+* breakdown: ``profiling.measure.breakdown.measure_breakdown`` with the same warm-up and repeats (build, the same
   unprofiled timed calls, the profiled calls, attribution of the profiler's events to parts, the rows);
 * breakdown as before: the same with the events read through torch's ``prof.events()`` (full
   ``FunctionEvent`` objects) instead of ``cpu_intervals`` of the raw events.
 
 Reported per size and phase: wall times (min / median over rounds), the ratio breakdown / plain (target: at most
 a few times) and the 1-minute load average. Once per process a breakdown also calibrates the CPU's ceilings
-(``profiling.roofline``) for the roofline columns: its cost is printed separately, with ``--old-calibration``
+(``profiling.measure.roofline``) for the roofline columns: its cost is printed separately, with ``--old-calibration``
 beside the calibration as it was (2048 x 2048 products in float32 and bfloat16, 1 + 3 each, whatever the
 dtype measured: on a CPU without fast bfloat16 one such product took over a minute, the "5 minutes" of issue 20).
 
@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--old-calibration", action="store_true", help="also time the calibration as it was")
     args = p.parse_args(argv)
     import torch
-    from xtlens.profiling import breakdown
-    from xtlens.profiling.latency import measure_latency
-    from xtlens.profiling.roofline import calibrate_cpu
+    from xtlens.profiling.measure import breakdown
+    from xtlens.profiling.measure.latency import measure_latency
+    from xtlens.profiling.measure.roofline import calibrate_cpu
 
     wl = Workload(batch=1, seq_len=args.seq_len)
     print(f"seed family at {wl.seq_len} tokens, batch 1, warmup {args.warmup}, repeats {args.repeats}, "

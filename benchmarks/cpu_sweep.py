@@ -1,4 +1,4 @@
-"""How long does a CPU sweep of the seed take? ``profiling.sweep.run_sweep`` over 512..8192 tokens in bf16.
+"""How long does a CPU sweep of the seed take? ``profiling.run.sweep.run_sweep`` over 512..8192 tokens in bf16.
 
 Runs the real sweep the CLI and the dashboard run (FLOP counts, memory on fake tensors, forward latency),
 with the on-disk cache off, on the CPU, and prints the wall time of each point and of the whole sweep,
@@ -15,8 +15,8 @@ import sys
 import time
 
 from xtlens.core.config import PRESETS
-from xtlens.profiling.plan import SweepOptions, seq_len_workloads
-from xtlens.profiling.sweep import run_sweep
+from xtlens.profiling.run.plan import SweepOptions, seq_len_workloads
+from xtlens.profiling.run.sweep import run_sweep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in failed:
         print(f"  not ok: {r.measurement} {r.phase} {r.seq_len_tokens}: {r.status}: {r.error}")
     if args.out:
-        from xtlens.profiling.export import write_table
+        from xtlens.profiling.results.export import write_table
 
         write_table(rows, args.out)
     print(f"CPU sweep of {args.preset} in {args.dtype} over {seq_lens}: {total:.1f} s wall, {len(rows)} rows, "

@@ -2,7 +2,7 @@
 
 Timed in one run, on one configuration (default: the seed) at ``--seq-len`` tokens (default 8192):
 
-1. the three-way count, cold: ``profiling.flops.cross_check`` (closed form, fvcore MACs / FLOPs and torch's
+1. the three-way count, cold: ``profiling.measure.flops.cross_check`` (closed form, fvcore MACs / FLOPs and torch's
    ``FlopCounterMode``, with per-module and per-operator tables) after ``flop_polynomials.cache_clear()``:
    the zero-weight model is built and traced by fvcore at 8, 16, 24 tokens (checked at 32) with
    ``FlopCounterMode`` counting the same traced forwards, every table interpolated exactly. ``--repeats``
@@ -10,7 +10,7 @@ Timed in one run, on one configuration (default: the seed) at ``--seq-len`` toke
    probe lengths for this model, which einx then keeps);
 2. the same count, cached: the fit is kept per (configuration, batch), so another length costs no trace;
 3. for context: ``torch_flop_count`` (``FlopCounterMode`` on the real model built under ``FakeTensorMode``);
-4. the reference: ``profiling.flops.fvcore_flop_count``, fvcore's ``FlopCountAnalysis`` tracing a real
+4. the reference: ``profiling.measure.flops.fvcore_flop_count``, fvcore's ``FlopCountAnalysis`` tracing a real
    float32 CPU forward at the full length (with the SDPA handle fvcore lacks), ``--ref-repeats`` runs.
 
 Reported: wall and CPU (this process) times with the 1-minute load average beside each (on a shared machine
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling.flops import cross_check, flop_polynomials, fvcore_flop_count, torch_flop_count
+from xtlens.profiling.measure.flops import cross_check, flop_polynomials, fvcore_flop_count, torch_flop_count
 
 
 def _load() -> float:

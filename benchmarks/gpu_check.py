@@ -8,8 +8,8 @@ math; a backend that cannot run gives an error row). Prints Markdown tables; ``-
 .json/.parquet) writes every row.
 
 With ``--latency-parts`` (on by default on CUDA) the same run adds, at 1024 .. 8192 tokens: the latency
-breakdown by part (``profiling.breakdown``: forward and training step) with the roofline prediction of
-the GPU's preset, the what-if table (``profiling.whatif``: as built, FlexAttention, cuDNN, torch.compile,
+breakdown by part (``profiling.measure.breakdown``: forward and training step) with the roofline prediction of
+the GPU's preset, the what-if table (``profiling.measure.whatif``: as built, FlexAttention, cuDNN, torch.compile,
 CUDA graphs; forward, training step, decode), the issue-11 criterion (the seed's FlexAttention forward
 within 1.3x of the seed-no-alibi forward at the longest length in bfloat16) and the ALiBi share of the
 seed's forward. With ``--pytest-gpu`` (on by default on CUDA) it runs ``pytest -m gpu`` and records the
@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 from xtlens.core.config import PRESETS, ModelConfig, Workload
-from xtlens.profiling.device import device_name, resolve_device, versions
-from xtlens.profiling.latency import measure_latency
-from xtlens.profiling.memory import measure_memory
-from xtlens.profiling.records import ProfileRecord
+from xtlens.profiling.measure.latency import measure_latency
+from xtlens.profiling.measure.memory import measure_memory
+from xtlens.profiling.results.records import ProfileRecord
+from xtlens.profiling.run.device import device_name, resolve_device, versions
 
 CONFIGS = ("seed", "seed-no-alibi")
 SEQ_LENS = (512, 1024, 2048, 4096, 8192)
@@ -190,8 +190,8 @@ def interleaved_criterion(*, device: str, n: int, dtype: str, rounds: int, calls
     falls on all four alike; each round times ``calls`` forwards back to back. Beside the wall time: the GPU's
     kernel time of one forward (torch.profiler, CUDA activity), which no launch overhead inflates."""
     import torch
-    from xtlens.profiling.device import synchronize
-    from xtlens.profiling.whatif import build_variant
+    from xtlens.profiling.measure.whatif import build_variant
+    from xtlens.profiling.run.device import synchronize
 
     runners = {}
     for name, impl in INTERLEAVED:
@@ -245,8 +245,8 @@ def interleaved_criterion(*, device: str, n: int, dtype: str, rounds: int, calls
 def latency_parts(*, device: str, quick: bool, seq_lens: tuple[int, ...], dtypes: tuple[str, ...], warmup: int,
                   repeats: int, impls: tuple[str, ...], log=print, phases: tuple[str, ...] = WHATIF_PHASES,
                   breakdown: bool = True, on_point=None, deadline: Deadline | None = None) -> list[ProfileRecord]:
-    from xtlens.profiling.breakdown import measure_breakdown
-    from xtlens.profiling.whatif import measure_whatif
+    from xtlens.profiling.measure.breakdown import measure_breakdown
+    from xtlens.profiling.measure.whatif import measure_whatif
 
     rows: list[ProfileRecord] = []
     for name, cfg, wl in _points(quick, dtypes, seq_lens):
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.md_out:
             Path(args.md_out).write_text("\n".join(report) + "\n" + extra)
         if args.out and rows:
-            from xtlens.profiling.export import write_table
+            from xtlens.profiling.results.export import write_table
 
             write_table(rows, args.out)
 

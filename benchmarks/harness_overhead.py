@@ -23,8 +23,8 @@ import time
 import torch
 from xtlens.core.builder import build_model
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling.device import device_name, resolve_device, synchronize
-from xtlens.profiling.latency import measure_latency
+from xtlens.profiling.measure.latency import measure_latency
+from xtlens.profiling.run.device import device_name, resolve_device, synchronize
 
 
 def bare_forward_ms(model, ids, *, device: str, warmup: int, repeats: int) -> list[float]:

@@ -36,7 +36,7 @@ from xtlens.core.config import PRESETS
 from xtlens.profiling.benefit.corpus import default_corpus, tokenize
 from xtlens.profiling.benefit.harness import Budget, RunSpec, TrainSettings, make_batch, train_run
 from xtlens.profiling.benefit.probes import DEFAULTS, ProbeOptions, base_member, run_probe
-from xtlens.profiling.device import cpu_name
+from xtlens.profiling.run.device import cpu_name
 
 
 def bare_tokens_per_s(cfg, data, s: TrainSettings, steps: int, seed: int) -> float:

@@ -2,7 +2,7 @@
 
 In one run:
 
-1. the local engine (``profiling.executor.LocalExecutor``: one child process, points one after the
+1. the local engine (``profiling.run.executor.LocalExecutor``: one child process, points one after the
    other) runs a 16-point FLOP sweep: the seed with dim in {256, 384, 512, 768} x depth in {2, 4, 6, 8},
    forward FLOPs at ``--seq-len`` tokens (fvcore + FlopCounterMode + the closed form per point);
 2. a real Ray cluster starts on 127.0.0.1 with 2 CPUs (``ray start --head``, as the tests do), and the
@@ -45,7 +45,7 @@ def _local_ray_cluster():
 
 def noop(what, cfg, wl, *, device, options, config_name, progress):
     """A measurement that costs nothing: one row, at once (loaded by path in the workers)."""
-    from xtlens.profiling.records import ProfileRecord, base_fields
+    from xtlens.profiling.results.records import ProfileRecord, base_fields
 
     return [ProfileRecord(**base_fields(cfg, wl, config_name=config_name, measurement=what, phase="forward",
                                         device=device, device_name="noop"), predicted_flops=wl.tokens)]
@@ -70,9 +70,9 @@ def main() -> int:
 
     LocalRayCluster = _local_ray_cluster()  # noqa: N806 - a class
     from xtlens.core.config import PRESETS, Workload
-    from xtlens.profiling.executor import LocalExecutor, RayExecutor
-    from xtlens.profiling.plan import SweepOptions, config_grid
-    from xtlens.profiling.worker import JobSpec
+    from xtlens.profiling.run.executor import LocalExecutor, RayExecutor
+    from xtlens.profiling.run.plan import SweepOptions, config_grid
+    from xtlens.profiling.run.worker import JobSpec
 
     grid = config_grid(PRESETS["seed"], name="seed", dim=[256, 384, 512, 768], depth=[2, 4, 6, 8])
     opts = SweepOptions(device="cpu", use_cache=False)

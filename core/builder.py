@@ -387,7 +387,7 @@ def _available_bytes(device: torch.device) -> int | None:
                     avail = int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:  # a measurement child runs under an address-space limit (profiling.limits): what is left of it
+    try:  # a measurement child runs under an address-space limit (profiling.run.limits): what is left of it
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]

@@ -3,7 +3,7 @@
 norms, activations, softmax, rotary, ALiBi, residual adds and masking is not counted; so the norm kind,
 ``attn_qk_norm`` (``F.normalize``), ``rel_pos_bias`` (an embedding lookup), ``residual_attn`` (an add), token
 shifting, embeddings and dropouts add nothing). fvcore counts multiply-adds (``*_macs``) and also layer norms
-and einsum outer products: see ``profiling.flops``.
+and einsum outer products: see ``profiling.measure.flops``.
 
 Checked exactly against ``FlopCounterMode`` and within 1% of fvcore by ``tests/profiling/test_flops.py``.
 """
@@ -141,7 +141,7 @@ FUSED_SDPA_BACKENDS = ("flash", "efficient", "cudnn", "cpu_flash", "overrideable
 def fused_sdpa_backward(cfg: ModelConfig, backend: str | None = None) -> bool:
     """Whether the training step's attention backward recomputes ``Q K^T`` (one rule for every caller).
 
-    ``backend`` is the SDPA kernel that ran (``profiling.sdpa``'s label) when it is known: fused for
+    ``backend`` is the SDPA kernel that ran (``profiling.measure.sdpa``'s label) when it is known: fused for
     flash / efficient / cuDNN / the CPU flash kernel, not for ``math`` or x-transformers' einsum path.
     Unknown (a prediction, or a count under fake tensors): ``cfg.attn_flash``, since x-transformers then
     calls SDPA and PyTorch picks a fused kernel whenever one can run (on the CPU always

@@ -1,8 +1,8 @@
 """Device ceilings: datasheet peak FLOP/s and memory bandwidth of common GPUs (the one table of them).
 
-Standard library only. ``profiling.device`` reads the peak rates from here to turn a measured FLOP rate
+Standard library only. ``profiling.run.device`` reads the peak rates from here to turn a measured FLOP rate
 into a ``peak_fraction``; ``core.roofline`` predicts latency from both ceilings; ``xtlens estimate
---hardware NAME`` lists ``GPU_PRESETS``. The CPU has no preset: ``profiling.roofline.calibrate_cpu``
+--hardware NAME`` lists ``GPU_PRESETS``. The CPU has no preset: ``profiling.measure.roofline.calibrate_cpu``
 measures its ceilings (a large matrix product and a large copy) and returns a ``Hardware`` of the same type.
 
 Peak rates (``PEAK_FLOPS_PER_S``) are *dense* tensor-core / CUDA-core rates from NVIDIA's datasheets,

@@ -42,7 +42,7 @@ class Prediction:
 
     ``quantity`` is the unit-suffixed key of ``estimate()`` (``kv_cache_bytes``, ``fwd_flops``,
     ``num_params``); ``phase`` and ``component`` use the vocabulary of the measured rows
-    (``profiling.memory`` / ``flops`` / ``latency``), so predicted-vs-measured is a join on
+    (``profiling.measure.memory`` / ``flops`` / ``latency``), so predicted-vs-measured is a join on
     ``(phase, component, unit)``. ``unit``: ``params``, ``flops``, ``bytes``, ``flops_per_token``,
     ``bytes_per_token``, ``tokens`` or ``count``. ``variant``: which counting convention (``full_square``,
     ``causal``, ``fused_backward``) for FLOPs, empty otherwise.

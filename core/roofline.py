@@ -2,7 +2,7 @@
 part's kernels move, against a device's compute and bandwidth ceilings (``core.hardware.Hardware``).
 
 Standard library only. One row per (phase, part) in the vocabulary of the measured latency breakdown
-(``profiling.breakdown``): ``phase`` is ``forward``, ``train_step`` or ``decode``, ``component`` one of
+(``profiling.measure.breakdown``): ``phase`` is ``forward``, ``train_step`` or ``decode``, ``component`` one of
 ``LATENCY_PARTS``. The predicted time of a part is ``max(flops / peak, bytes / bandwidth)``, the time of a
 phase the sum of its parts: a lower bound that assumes every kernel runs at a ceiling and nothing else
 costs time. It ignores kernel-launch and Python overhead (which dominate small models on a GPU: the

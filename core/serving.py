@@ -1,7 +1,7 @@
 """Per-device memory of serving under a ``core.setup.ServingSetup``: weights as served (16 bits, or the
 ``nn.Linear`` weights of ``core.tensors.param_tensors`` quantised to 8 / 4 bits), the KV cache at its precision,
 and the prefill's activations beyond the cache. Quantised sizes are checked exactly against
-``profiling.setups.quantise_weight`` on the real model."""
+``profiling.measure.setups.quantise_weight`` on the real model."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def quantised_linear_bytes(out_features: int, in_features: int, bits: int, group
     """One ``(out, in)`` linear weight quantised in groups of ``group_size`` input features: ``out * in * bits / 8``
     bytes of codes (int4 packed two per byte) plus a float16 scale per group, and for 4 bits a float16 zero
     point per group (GPTQ / AWQ layout): ``out*in*bits/8 + out*(in/group)*2*(2 if bits == 4 else 1)`` bytes.
-    Checked exactly against ``profiling.setups.quantise_weight`` on the real model."""
+    Checked exactly against ``profiling.measure.setups.quantise_weight`` on the real model."""
     groups = out_features * (in_features // group_size)
     return out_features * in_features * bits // 8 + groups * QUANT_SCALE_BYTES * (2 if bits == 4 else 1)
 

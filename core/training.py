@@ -6,7 +6,7 @@ re-typed and cut as the setup does, and the peak over the step's stages (``train
 Symbols besides ``core.memory``'s: ``P`` parameters per device before ZeRO (``tp_params``), ``se`` bytes of the
 state dtype (weights, gradients, optimizer state), ``ce`` bytes of the compute dtype (matmul outputs), ``dp`` /
 ``tp`` the data- and tensor-parallel degrees, ``k`` the gradient-accumulation micro-batches. Measured by
-``profiling.setups`` (``tests/profiling/test_setups.py``).
+``profiling.measure.setups`` (``tests/profiling/test_setups.py``).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def builder_view(cfg_json: str) -> BuilderView:
 def devices() -> tuple[tuple[str, str], ...]:
     """(device, plain description) pairs: every CUDA GPU first when present, then the CPU."""
     import torch
-    from xtlens.profiling import device as dev
+    from xtlens.profiling.run import device as dev
 
     out = []
     if torch.cuda.is_available():
@@ -134,8 +134,8 @@ def devices() -> tuple[tuple[str, str], ...]:
 @st.cache_data(max_entries=64, show_spinner=False)
 def _reference(cfg_json: str, preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     from xtlens.dashboard import latency_parts as lp
-    from xtlens.profiling.records import to_frame
-    from xtlens.profiling.reference import reference_for
+    from xtlens.profiling.results.records import to_frame
+    from xtlens.profiling.results.reference import reference_for
 
     rows = [r for r in reference_for(_cfg(cfg_json), preset) if r.measurement == "breakdown"]
     if not rows:
@@ -145,7 +145,7 @@ def _reference(cfg_json: str, preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def reference(cfg: ModelConfig, preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A shipped GPU run's breakdown of this very configuration on ``preset``'s GPU (``profiling.reference``):
+    """A shipped GPU run's breakdown of this very configuration on ``preset``'s GPU (``profiling.results.reference``):
     measured against predicted per phase, length and dtype, and the ALiBi share; empty frames when that run
     did not measure it (cached: the Latency view asks on every rerun)."""
     return _reference(cfg.to_json(), preset)

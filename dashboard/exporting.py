@@ -1,6 +1,6 @@
 """Every table of the page as CSV, JSON, Parquet or Markdown bytes, and back. Pure (no Streamlit).
 
-Measurement tables (the canonical ``ProfileRecord`` columns) go through ``profiling.export`` so a
+Measurement tables (the canonical ``ProfileRecord`` columns) go through ``profiling.results.export`` so a
 file from the dashboard and one from ``xtlens profile`` are the same format. Other tables (closed-form
 curves, sweeps, comparisons) are written column for column: CSV with a header, JSON as a list of row
 objects, Parquet via pyarrow, Markdown for reading. ``table_from_bytes`` reads the first three back.
@@ -13,8 +13,8 @@ import json
 import math
 
 import pandas as pd
-from xtlens.profiling import export
-from xtlens.profiling.records import COLUMNS, arrow_safe, json_safe
+from xtlens.profiling.results import export
+from xtlens.profiling.results.records import COLUMNS, arrow_safe, json_safe
 
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet", "md")
 LABELS = {"csv": "CSV", "json": "JSON", "parquet": "Parquet", "md": "Markdown"}
@@ -71,7 +71,7 @@ def table_from_bytes(data: bytes, fmt: str, *, records: bool | None = None) -> p
     """Read a table written by ``table_bytes`` (csv, json, parquet).
 
     ``records=None`` detects a measurement table (canonical columns) and reads it exactly with
-    ``profiling.export``; otherwise pandas reads it.
+    ``profiling.results.export``; otherwise pandas reads it.
     """
     if fmt == "md":
         raise ValueError("Markdown tables are for reading only: load a .csv, .json or .parquet file")

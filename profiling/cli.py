@@ -50,7 +50,7 @@ from xtlens.profiling.cli_common import (
 
 __all__ = ["main", "build_parser", "load_config"]
 
-DEFAULT_TIME_LIMIT_S = 600.0  # profiling.worker.DEFAULT_TIME_LIMIT_S (not imported: the CLI starts without torch)
+DEFAULT_TIME_LIMIT_S = 600.0  # profiling.run.worker.DEFAULT_TIME_LIMIT_S (not imported: the CLI starts without torch)
 
 # xtlens.profiling and xtlens.dashboard are sibling packages (repository folders profiling/ and dashboard/)
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -135,7 +135,9 @@ def _latency_predictions(cfg: ModelConfig, wl: Workload, name: str):
     from xtlens.core.roofline import part_costs, predict
 
     if name.strip().lower() == "cpu":
-        from xtlens.profiling.roofline import calibrate_cpu  # imports torch: the calibration runs here
+        from xtlens.profiling.measure.roofline import (
+            calibrate_cpu,  # imports torch: the calibration runs here
+        )
 
         hw = calibrate_cpu()
     else:
@@ -222,9 +224,9 @@ def _estimate_table(cfg: ModelConfig, wl: Workload, values: dict[str, int | floa
 # --- profile ------------------------------------------------------------------------------------------
 
 def _profile(args: argparse.Namespace) -> int:
-    from xtlens.profiling.export import format_for, to_markdown, write_table
-    from xtlens.profiling.plan import DEFAULT_SEQ_LENS, SweepOptions, check_whats, workload_grid
-    from xtlens.profiling.sweep import run_sweep
+    from xtlens.profiling.results.export import format_for, to_markdown, write_table
+    from xtlens.profiling.run.plan import DEFAULT_SEQ_LENS, SweepOptions, check_whats, workload_grid
+    from xtlens.profiling.run.sweep import run_sweep
 
     cfg = config_from_args(args)
     whats = check_whats(args.what)
@@ -238,27 +240,27 @@ def _profile(args: argparse.Namespace) -> int:
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
     attention = None
     if args.attention:
-        from xtlens.profiling.whatif import check_implementations
+        from xtlens.profiling.measure.whatif import check_implementations
 
         attention = check_implementations(args.attention)
     options = SweepOptions(device=args.device, warmup=args.warmup, repeats=args.repeats, phases=phases,
                            sdpa_backend=args.sdpa_backend, attention=attention, per_layer=args.per_layer,
                            use_cache=not args.no_cache)
-    from xtlens.profiling.store import open_store
+    from xtlens.profiling.results.store import open_store
 
     open_store()  # every measured row is stored: a corrupt or foreign database stops here (StoreError), untouched
     bar = ProgressBar()
     name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
-    if args.ray is not None:  # one Ray task per point on the cluster at --ray (profiling.executor)
-        from xtlens.profiling.worker import JobSpec
+    if args.ray is not None:  # one Ray task per point on the cluster at --ray (profiling.run.executor)
+        from xtlens.profiling.run.worker import JobSpec
 
         spec = JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None)
         rows = run_on_ray("profile", args.ray, spec, bar, noun="point", verb="measured")
         if rows is None:
             return 1
     elif args.time_limit > 0:
-        from xtlens.profiling.device import resolve
-        from xtlens.profiling.worker import Job, JobSpec
+        from xtlens.profiling.run.device import resolve
+        from xtlens.profiling.run.worker import Job, JobSpec
 
         resolve(options.device)  # an unknown or absent device is a message and exit 2 here, as in-process
 
@@ -282,9 +284,9 @@ def _profile(args: argparse.Namespace) -> int:
 # --- results (the SQLite result store) ------------------------------------------------------------------
 
 def _results(args: argparse.Namespace) -> int:
-    from xtlens.profiling.export import format_for, frame_to_records, to_markdown, write_table
-    from xtlens.profiling.store import open_store
-    from xtlens.profiling.uploads import MAX_UPLOAD_BYTES, read_table_upload
+    from xtlens.profiling.results.export import format_for, frame_to_records, to_markdown, write_table
+    from xtlens.profiling.results.store import open_store
+    from xtlens.profiling.results.uploads import MAX_UPLOAD_BYTES, read_table_upload
 
     store = open_store(args.db)
     if args.action == "import":

@@ -131,10 +131,10 @@ def print_error(command: str, message: str) -> None:
 
 def run_on_ray(command: str, address: str, spec, bar, *, noun: str, verb: str, interval_s: float = 0.2):
     """Run ``spec`` (a sweep's ``JobSpec`` or a probe's ``ProbeSpec``) as Ray tasks on the cluster at ``address``
-    (``profiling.executor.RayExecutor``; ``$XTLENS_RAY_PIP`` ships the dependencies too), showing progress on
+    (``profiling.run.executor.RayExecutor``; ``$XTLENS_RAY_PIP`` ships the dependencies too), showing progress on
     ``bar``; then say where it ran (``VERB on CLUSTER (hosts: ...)``, retried ``NOUN``s). The rows, or None when
     the job failed (the reason printed as ``print_error``)."""
-    from xtlens.profiling.executor import RayExecutor
+    from xtlens.profiling.run.executor import RayExecutor
 
     executor = RayExecutor(address=address, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
     job = executor.job(spec)

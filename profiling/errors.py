@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from xtlens.core.config import ConfigError, ModelConfig, Workload, XtlensError
-from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.results.records import ProfileRecord, base_fields
 
 __all__ = ["ProfileError", "is_oom", "free_memory", "failure_message", "failure_row", "failure_record", "release",
            "short_message"]
@@ -72,7 +72,7 @@ def failure_message(exc: BaseException, *, what: str, device_name: str, wl: Work
     if is_oom(exc):
         advice = "Try a shorter sequence, a smaller batch or a 2-byte dtype."
         if cfg is not None:  # name the part that does not fit: the model itself, or the activations
-            from xtlens.profiling.limits import available_bytes, what_does_not_fit
+            from xtlens.profiling.run.limits import available_bytes, what_does_not_fit
 
             try:
                 advice = what_does_not_fit(cfg, wl, training="train" in what or "memory" in what,

@@ -13,10 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_subpackages_map_to_repository_folders():
     import xtlens.core.config
     import xtlens.dashboard.views
-    import xtlens.profiling.records
+    import xtlens.profiling.results.records
 
     assert Path(xtlens.core.config.__file__).resolve() == REPO / "core" / "config.py"
-    assert Path(xtlens.profiling.records.__file__).resolve() == REPO / "profiling" / "records.py"
+    assert Path(xtlens.profiling.results.records.__file__).resolve() == REPO / "profiling" / "results" / "records.py"
     assert Path(xtlens.dashboard.views.__file__).resolve() == REPO / "dashboard" / "views" / "__init__.py"
 
 

@@ -130,10 +130,10 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_the_scan_sees_every_package_and_the_imports_it_should() -> None:
     # the scan is not vacuous: it finds the modules and a known import of each kind
-    assert {"xtlens.core.config", "xtlens.profiling.records", "xtlens.profiling.benefit.records",
+    assert {"xtlens.core.config", "xtlens.profiling.results.records", "xtlens.profiling.benefit.records",
             "xtlens.dashboard.charts"} <= set(MODULES)
     graph = import_graph()
-    assert "xtlens.profiling.records" in graph["xtlens.profiling.export"]  # module level
+    assert "xtlens.profiling.results.records" in graph["xtlens.profiling.results.export"]  # module level
     assert "xtlens.profiling.benefit.cli" in graph["xtlens.profiling.cli"]  # inside a function
 
 

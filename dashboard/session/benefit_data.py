@@ -1,6 +1,6 @@
 """Probe jobs and probe tables for the Benefits view: the server's one job manager, uploads, corpora.
 
-A probe runs in a child process (``profiling.benefit.jobs``) managed by the same ``profiling.worker.JobManager`` as
+A probe runs in a child process (``profiling.benefit.jobs``) managed by the same ``profiling.run.worker.JobManager`` as
 every measurement of this machine (``dashboard.jobs.manager()``): one job at a time, queued in order, owned by
 the browser session that pressed Run (a session sees, cancels and replaces only its own jobs; two sessions asking
 for the same probe share one run, which ends only when both let go), at most ``JobManager.max_per_owner``
@@ -19,7 +19,7 @@ from xtlens.profiling.benefit.corpus import cache_dir, corpus_from_bytes
 from xtlens.profiling.benefit.jobs import DEFAULT_PROBE_TIME_LIMIT_S, ProbeJob, ProbeSpec
 from xtlens.profiling.benefit.probes import ProbeOptions
 from xtlens.profiling.benefit.records import probe_frame
-from xtlens.profiling.worker import JobManager
+from xtlens.profiling.run.worker import JobManager
 
 TIME_LIMIT_S = DEFAULT_PROBE_TIME_LIMIT_S
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from xtlens.dashboard.charts import assign_colours
 from xtlens.dashboard.session import store
-from xtlens.profiling.records import config_key
+from xtlens.profiling.results.records import config_key
 
 _COLOURS = "_xtlens_config_colours"
 

@@ -1,8 +1,8 @@
-"""Measurements on request: one ``profiling.worker.JobManager`` per server, jobs polled from fragments.
+"""Measurements on request: one ``profiling.run.worker.JobManager`` per server, jobs polled from fragments.
 
-A job runs in a child process (``profiling.worker``), so a long CPU sweep never blocks the page and
+A job runs in a child process (``profiling.run.worker``), so a long CPU sweep never blocks the page and
 never takes the server down; or, when the sidebar says "Ray cluster", as Ray tasks on that cluster
-(``profiling.executor``; one manager per place). The manager keys jobs by (configurations, workloads, device, what,
+(``profiling.run.executor``; one manager per place). The manager keys jobs by (configurations, workloads, device, what,
 options) and by owner, the browser session that pressed Measure: a session sees, cancels and replaces only
 its own jobs; when two sessions ask for the same measurement they share one run and its immutable rows
 (each builds its own table from them), and "Measure again" or Cancel in one session never removes the other's
@@ -19,10 +19,10 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.dashboard.session import ownership, provenance, run_on
-from xtlens.profiling.executor import executor_for
-from xtlens.profiling.export import as_frame
-from xtlens.profiling.plan import SweepOptions
-from xtlens.profiling.worker import Job, JobManager, JobSpec, QueueFull
+from xtlens.profiling.results.export import as_frame
+from xtlens.profiling.run.executor import executor_for
+from xtlens.profiling.run.plan import SweepOptions
+from xtlens.profiling.run.worker import Job, JobManager, JobSpec, QueueFull
 
 TIME_LIMIT_S = 600.0
 POLL_S = 1.0

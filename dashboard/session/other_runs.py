@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-from xtlens.profiling.export import as_frame
+from xtlens.profiling.results.export import as_frame
 
 # the columns that identify one point of one run: a later table's row replaces an earlier one
 POINT = ("run", "measurement", "phase", "component", "method", "batch", "seq_len_tokens", "dtype")

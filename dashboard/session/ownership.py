@@ -1,4 +1,4 @@
-"""Which jobs this browser session owns: its random id (the owner ``profiling.worker.JobManager`` keys jobs
+"""Which jobs this browser session owns: its random id (the owner ``profiling.run.worker.JobManager`` keys jobs
 by) and the measurement and probe jobs it submitted, with the labels the page shows."""
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ _MACHINE = re.compile(r"torch threads \d+, \d+ CPUs, load average \(1 min\) [\d.
 
 
 def machine_state(frame: pd.DataFrame) -> str | None:
-    """The thread count and load recorded with the timings (``profiling.latency``), first and last point."""
+    """The thread count and load recorded with the timings (``profiling.measure.latency``), first and last point."""
     if frame is None or "method" not in frame:
         return None
     found = [m.group(0) for m in (_MACHINE.search(str(t)) for t in frame["method"].dropna()) if m]

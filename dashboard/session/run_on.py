@@ -23,7 +23,7 @@ RAY_DEVICES = {"auto": "auto (a GPU per point when the cluster has GPUs)", "cuda
 @st.cache_data(ttl=30, show_spinner="asking the Ray cluster what it has")
 def cluster_info(address: str) -> tuple[dict | None, str | None]:
     """(nodes/cpus/gpus/hosts, None) or (None, the reason it cannot be used)."""
-    from xtlens.profiling.executor import RayUnavailable, describe
+    from xtlens.profiling.run.executor import RayUnavailable, describe
 
     try:
         return describe(address), None

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 from xtlens.core.config import ConfigError, ModelConfig, Workload
-from xtlens.profiling import export
-from xtlens.profiling.uploads import validate_table
+from xtlens.profiling.results import export
+from xtlens.profiling.results.uploads import validate_table
 
 VERSION = 1
 

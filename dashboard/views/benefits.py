@@ -22,8 +22,8 @@ from xtlens.profiling.benefit.probes import (
     plan,
 )
 from xtlens.profiling.benefit.records import PROBES, probe_bytes, probe_from_bytes
-from xtlens.profiling.export import MIME_TYPES
-from xtlens.profiling.worker import QueueFull
+from xtlens.profiling.results.export import MIME_TYPES
+from xtlens.profiling.run.worker import QueueFull
 
 CLAIMS = {
     "scaling": "Claim (the written analysis that came with the seed configuration): a larger dim gives 'better representation', more depth a 'hierarchical "

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from xtlens.dashboard import exporting
-from xtlens.profiling.records import arrow_safe
+from xtlens.profiling.results.records import arrow_safe
 
 EAGER_ROWS = 2_000  # tables up to this size are encoded on every run (a few ms); larger ones when clicked
 

@@ -11,7 +11,7 @@ from xtlens.dashboard.session import loading, pins, tab_settings
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
-from xtlens.profiling.records import arrow_safe
+from xtlens.profiling.results.records import arrow_safe
 
 
 def entries(ctx: Ctx, include_current: bool) -> list[tuple[str, object]]:

@@ -11,10 +11,10 @@ from xtlens.dashboard import charts, data, exporting, tables
 from xtlens.dashboard.session import jobs, ownership, pins, restore, session_io, tab_settings, uploads
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import EAGER_ROWS, chart, download_data, downloads
-from xtlens.profiling import uploads as upload_boundary
-from xtlens.profiling.export import as_frame
-from xtlens.profiling.records import arrow_safe
-from xtlens.profiling.uploads import MAX_UPLOAD_BYTES
+from xtlens.profiling.results import uploads as upload_boundary
+from xtlens.profiling.results.export import as_frame
+from xtlens.profiling.results.records import arrow_safe
+from xtlens.profiling.results.uploads import MAX_UPLOAD_BYTES
 
 
 def closed_form_tables(ctx: Ctx) -> dict[str, pd.DataFrame]:
@@ -140,8 +140,8 @@ def _drawn_in(frame: pd.DataFrame) -> str:
 
 def _store_upload(name: str, content: bytes, frame: pd.DataFrame) -> None:
     """Uploaded results go into the results database too (once per file content; see the History tab)."""
-    from xtlens.profiling.records import from_frame
-    from xtlens.profiling.store import StoreError, open_store
+    from xtlens.profiling.results.records import from_frame
+    from xtlens.profiling.results.store import StoreError, open_store
 
     try:
         open_store().import_once(from_frame(frame), content, name=name)

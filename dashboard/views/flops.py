@@ -11,8 +11,8 @@ from xtlens.dashboard.session import jobs, other_runs
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
-from xtlens.profiling import flops as fb
-from xtlens.profiling.records import arrow_safe
+from xtlens.profiling.measure import flops as fb
+from xtlens.profiling.results.records import arrow_safe
 
 COUNTERS = (
     ("predicted_flops", "closed form (core.cost_model)"),

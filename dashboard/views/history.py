@@ -1,4 +1,4 @@
-"""History: every result in the result database (``profiling.store``), filtered, and series from different
+"""History: every result in the result database (``profiling.results.store``), filtered, and series from different
 machines compared in the usual charts.
 
 A *series* is the rows of one configuration measured on one device (by name) in one dtype, e.g.
@@ -15,7 +15,7 @@ import streamlit as st
 from xtlens.dashboard import charts
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
-from xtlens.profiling.records import arrow_safe
+from xtlens.profiling.results.records import arrow_safe
 
 MAX_ROWS = 50_000
 DEFAULT_SERIES = 4
@@ -27,7 +27,7 @@ SOURCE_WORDS = {"local": "this machine", "ray": "Ray cluster", "import": "import
 
 @st.cache_data(ttl=5, show_spinner=False)
 def _load(path: str, mtime: float) -> tuple[pd.DataFrame | None, str | None]:
-    from xtlens.profiling.store import ResultStore, StoreError
+    from xtlens.profiling.results.store import ResultStore, StoreError
 
     try:
         return ResultStore(path).query(limit=MAX_ROWS), None
@@ -36,7 +36,7 @@ def _load(path: str, mtime: float) -> tuple[pd.DataFrame | None, str | None]:
 
 
 def _db_state() -> tuple[str, float]:
-    from xtlens.profiling.store import db_path
+    from xtlens.profiling.results.store import db_path
 
     path = db_path().resolve()
     try:
@@ -210,8 +210,8 @@ def _import_box(path: str) -> None:
                                  key="history.upload")
         if files and st.button(f"Add {len(files)} file(s)", key="history.import", type="primary"):
             from xtlens.dashboard import exporting
-            from xtlens.profiling.records import from_frame
-            from xtlens.profiling.store import ResultStore, StoreError
+            from xtlens.profiling.results.records import from_frame
+            from xtlens.profiling.results.store import ResultStore, StoreError
 
             store = ResultStore(path)
             for f in files:

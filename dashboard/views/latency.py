@@ -15,7 +15,7 @@ from xtlens.dashboard.session import jobs, other_runs, tab_settings
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
-from xtlens.profiling.records import arrow_safe
+from xtlens.profiling.results.records import arrow_safe
 
 PHASES = ("forward", "attention", "train_step", "decode")
 PHASE_TITLES = {
@@ -258,7 +258,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
 
 def _reference(ctx: Ctx, hw_name: str) -> None:
     """A GPU run shipped with xtlens, when it measured this very configuration on the chosen preset's GPU."""
-    from xtlens.profiling.reference import REFERENCE_RUNS
+    from xtlens.profiling.results.reference import REFERENCE_RUNS
 
     if hw_name not in REFERENCE_RUNS:
         return

@@ -14,7 +14,7 @@ from xtlens.dashboard.session.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, downloads, table
 from xtlens.dashboard.views.memory import measured_words
-from xtlens.profiling.records import arrow_safe
+from xtlens.profiling.results.records import arrow_safe
 
 
 def request(ctx: Ctx) -> jobs.Request:

@@ -146,7 +146,7 @@ def render(ctx: Ctx) -> None:
           caption="bytes per device under the setups; 'at the peak' is what is alive at the peak stage")
     st.caption(_measured_note(training, serving) + " Loop assumed: " + LOOP_TEXT[training.loop] + ". Each step: forward, loss, backward per micro-batch, "
                "optimizer.step(), zero_grad(set_to_none=True). Measured on this model's real code: "
-               "`xtlens.profiling.setups` (see docs/peers.md).")
+               "`xtlens.profiling.measure.setups` (see docs/peers.md).")
     _explorer(ctx, training, serving, budget_bytes)
 
 

@@ -67,7 +67,7 @@ def _probe(args: argparse.Namespace) -> int:
     from xtlens.profiling.benefit.probe_store import describe_sources
     from xtlens.profiling.benefit.probes import ProbeInputError, plan
     from xtlens.profiling.benefit.records import probe_frame, probe_markdown, write_probe_table
-    from xtlens.profiling.export import format_for
+    from xtlens.profiling.results.export import format_for
 
     if args.out is not None:
         try:
@@ -80,7 +80,7 @@ def _probe(args: argparse.Namespace) -> int:
         raise ProbeInputError("--eval-tokens", args.eval_tokens, "an integer of at least 1")
     opt = options_from_args(args)
     runs = plan(opt)
-    from xtlens.profiling.device import resolve_device
+    from xtlens.profiling.run.device import resolve_device
 
     resolve_device(opt.device)
     data = tokenize(load_corpus(opt.corpus), opt.num_tokens)

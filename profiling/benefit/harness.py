@@ -37,7 +37,7 @@ from xtlens.core.config import ModelConfig, Workload, XtlensError
 from xtlens.core.cost_model import flop_counts, memory_estimate, param_counts
 from xtlens.profiling.benefit.corpus import TokenizedCorpus, unigram_entropy_nats
 from xtlens.profiling.benefit.records import ProbeRecord
-from xtlens.profiling.records import config_key, now_iso
+from xtlens.profiling.results.records import config_key, now_iso
 
 __all__ = ["BudgetError", "Budget", "TrainSettings", "RunSpec", "train_run", "steps_for", "step_flops",
            "layer_of", "make_batch", "Builder"]

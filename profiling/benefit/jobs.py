@@ -1,7 +1,7 @@
-"""Probes run like every other measurement: in a child process through ``profiling.worker``'s machinery
-(progress, Cancel, a time limit), or as Ray tasks through ``profiling.executor``'s (one task per training run).
+"""Probes run like every other measurement: in a child process through ``profiling.run.worker``'s machinery
+(progress, Cancel, a time limit), or as Ray tasks through ``profiling.run.executor``'s (one task per training run).
 
-``ProbeJob`` is a ``profiling.worker.Job`` whose child is this module (``python -m
+``ProbeJob`` is a ``profiling.run.worker.Job`` whose child is this module (``python -m
 xtlens.profiling.benefit.jobs JOB_DIR``): it runs ``probes.run_probe`` and writes the same events
 (``start``, ``progress`` with step and loss, ``rows`` per finished run, ``fatal``, ``done``). Everything else
 is the worker's: the watchdog kills the child's process group at the time limit, ``cancel()`` kills it now,
@@ -10,14 +10,14 @@ a crash becomes rows. Every planned run ends with rows: the finished runs' own, 
 probe that a time limit cut short, restarted) is served from there (rows ``source="cache"``) unless the
 spec says ``use_cache=False`` (``--fresh``, the page's Measure again).
 
-``ProbeRayJob`` is a ``profiling.executor.RayJob`` whose points are the probe's training runs (one per
+``ProbeRayJob`` is a ``profiling.run.executor.RayJob`` whose points are the probe's training runs (one per
 configuration point and seed): the driver tokenises the corpus once and puts it in Ray's object store,
 serves stored runs from the result store, submits the rest as Ray tasks (``probes.run_or_failure`` on the
 worker) and stores what they return (``source`` ``ray``, the worker's host). Retry of a dead worker, Cancel
 and the time limit are the executor's. ``executor_for(address).job(ProbeSpec(...))`` picks the local or the
 Ray job.
 
-Probe jobs are managed like measurement jobs, by ``profiling.worker.JobManager`` (``submit_spec(ProbeSpec(...),
+Probe jobs are managed like measurement jobs, by ``profiling.run.worker.JobManager`` (``submit_spec(ProbeSpec(...),
 owner=...)``): keyed by the probe's options (configuration, probe, sizes, budget, seeds, corpus, device), so
 submitting the same probe again returns the running or finished job; owned (only an owner sees or cancels a job,
 a shared run ends when its last owner lets go); at most ``max_per_owner`` unfinished jobs per owner.
@@ -39,8 +39,8 @@ from typing import Any
 
 from xtlens.profiling.benefit.probes import ProbeOptions, failure_rows_for, plan
 from xtlens.profiling.benefit.records import STATUSES, ProbeRecord
-from xtlens.profiling.executor import RayJob, remote_function
-from xtlens.profiling.worker import Job, child_events, describe_exit
+from xtlens.profiling.run.executor import RayJob, remote_function
+from xtlens.profiling.run.worker import Job, child_events, describe_exit
 
 __all__ = ["ProbeSpec", "ProbeJob", "ProbeRayJob", "DEFAULT_PROBE_TIME_LIMIT_S", "main"]
 
@@ -68,7 +68,7 @@ class ProbeSpec:
         """Stable identity: the probe's options (not the time limit, not ``use_cache``)."""
         return hashlib.sha256(json.dumps(self.options.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
-    # ``profiling.executor``'s executors build the job a spec asks for (a sweep's JobSpec: worker.Job / RayJob)
+    # ``profiling.run.executor``'s executors build the job a spec asks for (a sweep's JobSpec: worker.Job / RayJob)
     @property
     def local_job_class(self) -> type:
         return ProbeJob
@@ -148,7 +148,7 @@ def _train_on_worker(run, data, device: str) -> dict[str, Any]:
     """Runs in a Ray worker: one training run, never raising (a failed run is an ``error`` row), nothing stored
     there (the driver stores)."""
     from xtlens.profiling.benefit.probes import run_or_failure
-    from xtlens.profiling.executor import task_place
+    from xtlens.profiling.run.executor import task_place
 
     where = task_place(device)
     rows = run_or_failure(run, data, device=where["device"], device_name=where["device_name"],
@@ -208,7 +208,7 @@ class ProbeRayJob(RayJob):
 
 def _child(job_dir: Path) -> int:
     from xtlens.profiling.benefit.probes import run_probe
-    from xtlens.profiling.device import device_name, resolve_device
+    from xtlens.profiling.run.device import device_name, resolve_device
 
     emit = child_events(job_dir)  # also ends this child (and its folder) when the parent dies
     spec = ProbeSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))

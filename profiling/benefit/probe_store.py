@@ -1,4 +1,4 @@
-"""Probe runs in the result store: the SQLite database of every measurement (``profiling.store``).
+"""Probe runs in the result store: the SQLite database of every measurement (``profiling.results.store``).
 
 A probe's training runs are cached like every other measurement: in the same file as the sweep rows
 (``$XTLENS_DB`` or ``<cache folder>/results.sqlite``), in a table of their own, ``probe_results``, because a
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from xtlens.profiling.benefit.records import PROBE_ROWS, ProbeRecord
-from xtlens.profiling.records import now_iso
-from xtlens.profiling.store import ResultStore, open_store
+from xtlens.profiling.results.records import now_iso
+from xtlens.profiling.results.store import ResultStore, open_store
 
 __all__ = ["store_run", "cached_run", "rows_count", "describe_sources", "SERVED_STATUSES"]
 

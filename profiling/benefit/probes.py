@@ -405,7 +405,7 @@ def run_labels(run: RunSpec) -> dict[str, Any]:
 
 def failure_rows_for(run: RunSpec, status: str, message: str, *, corpus_sha256: str = "", device: str = "",
                      device_name: str = "") -> list[ProbeRecord]:
-    from xtlens.profiling.records import config_key, now_iso
+    from xtlens.profiling.results.records import config_key, now_iso
 
     return [ProbeRecord(probe=run.probe, run_key="", config_name=run.config_name, config_key=config_key(run.cfg),
                         config_json=run.cfg.to_json(), variant=run.variant, axis=run.axis, axis_value=run.axis_value,
@@ -428,8 +428,8 @@ def run_probe(opt: ProbeOptions, *, progress: Callable[[float, str], None] | Non
               runs: Sequence[RunSpec] | None = None) -> list[ProbeRecord]:
     """Plan and run a probe in this process (the CLI without a time limit, tests); see ``jobs`` for the worker
     and for Ray. Runs found in the result store are served from it unless ``use_cache`` is False."""
-    from xtlens.profiling.device import device_name as name_of
-    from xtlens.profiling.device import resolve_device, versions
+    from xtlens.profiling.run.device import device_name as name_of
+    from xtlens.profiling.run.device import resolve_device, versions
 
     runs = list(runs if runs is not None else plan(opt))
     data = load_data(opt)

@@ -26,7 +26,7 @@ measured).
 ``status`` is ``ok``, ``diverged`` (non-finite or exploding loss: the run stopped there, a result not a
 crash), ``error``, ``timeout`` or ``cancelled``.
 
-Frames, files and the SQLite values: the row-table base (``profiling.rowtable.RowSchema``, here
+Frames, files and the SQLite values: the row-table base (``profiling.results.rowtable.RowSchema``, here
 ``PROBE_ROWS``) that the result tables use too: integers exact at any size (never through a float), ``""`` told
 from missing in CSV, typed Parquet columns, formula cells neutralised. Probe-specific: a NaN reads as missing, a
 frame may hold a subset of the columns (a summary), and a table needs only ``REQUIRED_COLUMNS``.
@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xtlens.profiling.export import md_header
-from xtlens.profiling.rowtable import RowSchema
+from xtlens.profiling.results.export import md_header
+from xtlens.profiling.results.rowtable import RowSchema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,7 +134,7 @@ class ProbeRecord:
 
 #: a file without these is not a probe table; any other missing column (a table from an older xtlens) reads as missing
 REQUIRED_COLUMNS: tuple[str, ...] = ("probe", "run_key", "config_key", "seed", "row_kind", "status")
-#: the table machinery of probe rows (``profiling.rowtable``)
+#: the table machinery of probe rows (``profiling.results.rowtable``)
 PROBE_ROWS = RowSchema(record=ProbeRecord, title="probe table", required=REQUIRED_COLUMNS, partial_frames=True,
                        nan_is_missing=True)
 PROBE_COLUMNS: tuple[str, ...] = PROBE_ROWS.columns

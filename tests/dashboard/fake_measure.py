@@ -1,4 +1,4 @@
-"""A fast stand-in for ``profiling.sweep.measure_point`` used by the dashboard tests (run in the worker's child).
+"""A fast stand-in for ``profiling.run.sweep.measure_point`` used by the dashboard tests (run in the worker's child).
 
 Rows are plainly synthetic (``method="fake measure for tests"``); the latency grows with the square of
 the sequence length so slopes are known: forward median = 1e-6 * n^2 ms.
@@ -7,7 +7,7 @@ the sequence length so slopes are known: forward median = 1e-6 * n^2 ms.
 from __future__ import annotations
 
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.results.records import ProfileRecord, base_fields
 
 
 def measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, config_name: str,
@@ -23,7 +23,7 @@ def measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, 
                                       tokens_per_s=wl.tokens / (ms / 1000), sdpa_backend="math",
                                       sdpa_backend_reason="fake", method="fake measure for tests", repeats=3, warmup=1))
     elif what == "memory":
-        for phase in ("inference", "train_step"):  # profiling.memory.MEMORY_PHASES
+        for phase in ("inference", "train_step"):  # profiling.measure.memory.MEMORY_PHASES
             base = base_fields(cfg, wl, config_name=config_name, measurement="memory", phase=phase, device=device,
                                device_name="Fake CPU")
             rows.append(ProfileRecord(**base, predicted_bytes=1000 * n, measured_bytes=1100 * n,

@@ -16,8 +16,8 @@ from xtlens.core.config import PRESETS, SEED_SNIPPET, Workload
 from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
 from xtlens.dashboard import exporting, tables
 from xtlens.dashboard.session import session_io
-from xtlens.profiling.export import as_frame
-from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.results.export import as_frame
+from xtlens.profiling.results.records import ProfileRecord, base_fields
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 VIEWS = ["Overview", "FLOPs", "Memory", "Latency", "Trade-offs", "Setups", "Benefits", "Compare", "Export", "History"]
@@ -245,8 +245,8 @@ def test_export_view_offers_four_formats_and_the_session_round_trips() -> None:
 def test_measure_button_runs_a_worker_job_and_shows_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Press Measure: a real child process runs (with a fast fake measure), progress, then the numbers."""
     from xtlens.dashboard.session import jobs
-    from xtlens.profiling.memory import MEMORY_PHASES
-    from xtlens.profiling.worker import JobManager
+    from xtlens.profiling.measure.memory import MEMORY_PHASES
+    from xtlens.profiling.run.worker import JobManager
 
     assert MEMORY_PHASES == ("inference", "train_step")  # the memory phases fake_measure writes
 
@@ -275,7 +275,7 @@ TINY_QUERY = {"num_tokens": "97", "max_seq_len": "256", "dim": "32", "depth": "2
 def test_latency_breakdown_whatif_and_roofline_from_real_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Latency tab's new sections, measured for real (tiny seed flags) in worker child processes."""
     from xtlens.dashboard.session import jobs
-    from xtlens.profiling.worker import JobManager
+    from xtlens.profiling.run.worker import JobManager
 
     manager = JobManager()
     monkeypatch.setattr(jobs, "manager", lambda: manager)
@@ -320,7 +320,7 @@ def test_latency_shows_the_shipped_h200_run_of_this_configuration() -> None:
     """No GPU here, but the seed was measured on an H200: with the H200 preset chosen, the Latency tab shows that
     run's measured totals against the preset's roofline and the ALiBi share, the rows' own values; a
     configuration that run did not measure shows nothing of it."""
-    from xtlens.profiling.reference import reference_for
+    from xtlens.profiling.results.reference import reference_for
 
     at = show(app(), "Latency")
     no_exception(at)

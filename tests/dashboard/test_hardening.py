@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.results.records import ProfileRecord, base_fields
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 VIEWS = ["Overview", "FLOPs", "Memory", "Latency", "Trade-offs", "Setups", "Benefits", "Compare", "Export", "History"]
@@ -48,7 +48,7 @@ def _app(query: dict[str, str]) -> AppTest:
 @pytest.mark.parametrize("name", list(HUGE))
 def test_every_view_renders_the_huge_configurations(name, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("XTLENS_DB", str(tmp_path / "r.sqlite"))
-    from xtlens.profiling.store import open_store
+    from xtlens.profiling.results.store import open_store
 
     row = ProfileRecord(**base_fields(PRESETS["seed"], Workload(batch=4096, seq_len=8192), config_name="big",
                                       measurement="flops", phase="forward", device="cpu", device_name="CPU"),
@@ -78,7 +78,7 @@ def _buttons(at: AppTest, prefix: str) -> list[str]:
 
 def test_two_sessions_cannot_see_cancel_or_erase_each_others_job(monkeypatch, tmp_path) -> None:
     from xtlens.dashboard.session import jobs
-    from xtlens.profiling.worker import JobManager
+    from xtlens.profiling.run.worker import JobManager
 
     release = tmp_path / "release"
     monkeypatch.setenv("XTLENS_TEST_RELEASE", str(release))

@@ -8,8 +8,8 @@ from xtlens.core.hardware import hardware_preset
 from xtlens.core.roofline import part_costs
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.charts import latency as latency_charts
-from xtlens.profiling.export import as_frame
-from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.results.export import as_frame
+from xtlens.profiling.results.records import ProfileRecord, base_fields
 
 SEED = PRESETS["seed"]
 WL = Workload(seq_len=1024, dtype="bfloat16")

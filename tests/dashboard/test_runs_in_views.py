@@ -13,8 +13,8 @@ from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, Workload
 from xtlens.dashboard import charts, exporting
 from xtlens.dashboard.session import other_runs, session_io
-from xtlens.profiling.export import as_frame
-from xtlens.profiling.records import ProfileRecord, base_fields, config_key
+from xtlens.profiling.results.export import as_frame
+from xtlens.profiling.results.records import ProfileRecord, base_fields, config_key
 
 SEED = PRESETS["seed"]
 MHA = PRESETS["seed-mha"]

@@ -15,7 +15,7 @@ from test_app import _compare_table, app, no_exception, show  # the AppTest help
 from xtlens.core.config import PRESETS
 from xtlens.dashboard import charts, tables
 from xtlens.dashboard.session import jobs, provenance
-from xtlens.profiling.worker import JobManager
+from xtlens.profiling.run.worker import JobManager
 
 
 def captions(at: AppTest) -> str:

@@ -10,7 +10,7 @@ import signal
 import time
 from pathlib import Path
 
-from xtlens.profiling.records import ProfileRecord, base_fields
+from xtlens.profiling.results.records import ProfileRecord, base_fields
 
 
 def _dir(config_name: str) -> Path:

@@ -289,7 +289,7 @@ def test_final_evals_keeps_a_run_that_never_trained_beside_finished_ones(data) -
 @pytest.mark.slow
 def test_probe_job_runs_in_a_child_with_progress() -> None:
     from xtlens.profiling.benefit.jobs import ProbeSpec
-    from xtlens.profiling.worker import JobManager
+    from xtlens.profiling.run.worker import JobManager
 
     mgr = JobManager()  # the one manager of measurement and probe jobs
     job = mgr.submit_spec(ProbeSpec(options=_tiny_options(seeds=(3,)), time_limit_s=300))
@@ -358,7 +358,7 @@ def test_reported_train_flops_equal_a_flop_counter_on_the_real_training_step(dat
     from torch.utils.flop_counter import FlopCounterMode
     from xtlens.core.builder import build_model
     from xtlens.profiling.benefit.harness import make_batch
-    from xtlens.profiling.flops import SDPA_FLOP_FORMULAS
+    from xtlens.profiling.measure.flops import SDPA_FLOP_FORMULAS
 
     cfg = TINY.replace(attn_flash=False)
     rows = [r for r in tiny_run(data, cfg=cfg) if r.row_kind == "eval"]

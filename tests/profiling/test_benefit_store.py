@@ -18,8 +18,8 @@ from xtlens.profiling.benefit.jobs import ProbeJob, ProbeRayJob, ProbeSpec
 from xtlens.profiling.benefit.probes import ProbeOptions, plan, run_probe
 from xtlens.profiling.benefit.records import read_probe_table
 from xtlens.profiling.cli import main
-from xtlens.profiling.executor import LocalExecutor, RayExecutor, executor_for
-from xtlens.profiling.store import db_path, open_store
+from xtlens.profiling.results.store import db_path, open_store
+from xtlens.profiling.run.executor import LocalExecutor, RayExecutor, executor_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ray_cluster import LocalRayCluster  # noqa: E402

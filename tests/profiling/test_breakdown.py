@@ -1,4 +1,4 @@
-"""profiling.breakdown: the latency split into parts of the model adds up to the measured total; the
+"""profiling.measure.breakdown: the latency split into parts of the model adds up to the measured total; the
 attribution of profiler events (the CUDA device-time path included) checked on recorded stand-ins."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from xtlens.core import roofline
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling import breakdown as pbd
+from xtlens.profiling.measure import breakdown as pbd
 
 TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
 TINY_NO_ALIBI = TINY_SEED.replace(alibi_pos_bias=False, alibi_num_heads=None)

@@ -1,10 +1,10 @@
-"""profiling.roofline: the CPU calibration measures only the dtypes asked for, and a slow product stops it small."""
+"""profiling.measure.roofline: the CPU calibration measures only the dtypes asked for, and a slow product stops it small."""
 
 from __future__ import annotations
 
 import time
 
-from xtlens.profiling import roofline
+from xtlens.profiling.measure import roofline
 
 
 def test_a_slow_product_stops_the_matrix_small():

@@ -97,7 +97,7 @@ def test_bad_input_in_a_real_process_has_no_traceback() -> None:
 
 def test_profile_writes_a_table_the_dashboard_can_load(tmp_path, monkeypatch, capsys) -> None:
     from xtlens.core.cost_model import flop_counts
-    from xtlens.profiling.export import read_records
+    from xtlens.profiling.results.export import read_records
 
     monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "seed.csv"
@@ -134,7 +134,7 @@ def test_dashboard_command() -> None:
 
 
 def test_profile_with_a_time_limit_runs_in_a_child(tmp_path, monkeypatch, capsys) -> None:
-    from xtlens.profiling.export import read_table
+    from xtlens.profiling.results.export import read_table
 
     monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path / "cache"))
     cfg = ModelConfig(num_tokens=64, max_seq_len=64, dim=32, depth=1, heads=2, attn_dim_head=16)
@@ -178,7 +178,7 @@ TINY_SETS = ["--set", "num_tokens=97", "--set", "max_seq_len=64", "--set", "dim=
 
 
 def test_profile_breakdown_and_whatif_write_tidy_rows(tmp_path, monkeypatch, capsys) -> None:
-    from xtlens.profiling.export import read_records
+    from xtlens.profiling.results.export import read_records
 
     monkeypatch.setenv("XTLENS_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "latency.csv"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from xtlens.profiling.cli import DEFAULT_TIME_LIMIT_S, build_parser, main
-from xtlens.profiling.export import read_table
+from xtlens.profiling.results.export import read_table
 
 
 @pytest.mark.parametrize(("option", "content", "words"), [

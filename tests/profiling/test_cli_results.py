@@ -7,9 +7,9 @@ import sys
 
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.profiling.cli import main
-from xtlens.profiling.export import read_records, write_table
-from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.store import ResultStore
+from xtlens.profiling.results.export import read_records, write_table
+from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.results.store import ResultStore
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 

@@ -1,4 +1,4 @@
-"""profiling.device and profiling.errors: device resolution, peak rates, OOM detection and failure rows."""
+"""profiling.run.device and profiling.errors: device resolution, peak rates, OOM detection and failure rows."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from xtlens.core.builder import BuildError
 from xtlens.core.builder import resolve_device as build_resolve_device
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import memory_estimate
-from xtlens.profiling import device as pdev
 from xtlens.profiling import errors as perr
-from xtlens.profiling import latency as plat
-from xtlens.profiling import memory as pmem
+from xtlens.profiling.measure import latency as plat
+from xtlens.profiling.measure import memory as pmem
+from xtlens.profiling.run import device as pdev
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=64, dim=16, depth=1, heads=2, attn_dim_head=8, attn_flash=True,
                    use_abs_pos_emb=False, rotary_pos_emb=True)

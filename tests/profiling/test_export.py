@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling.export import (
+from xtlens.profiling.results.export import (
     FORMATS,
     as_frame,
     format_for,
@@ -22,7 +22,7 @@ from xtlens.profiling.export import (
     to_markdown,
     write_table,
 )
-from xtlens.profiling.records import (
+from xtlens.profiling.results.records import (
     COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,

@@ -1,4 +1,4 @@
-"""profiling.flops: torch FlopCounterMode (fake tensors) and fvcore against the closed form."""
+"""profiling.measure.flops: torch FlopCounterMode (fake tensors) and fvcore against the closed form."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, ModelConfig, Workload
-from xtlens.profiling import flops
+from xtlens.profiling.measure import flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from options_strategies import model_configs, option_grid  # noqa: E402

@@ -1,4 +1,4 @@
-"""docs/gpu-results.md states figures of a GPU run; its rows ship with the package (xtlens.profiling.reference,
+"""docs/gpu-results.md states figures of a GPU run; its rows ship with the package (xtlens.profiling.results.reference,
 h200-rows.parquet). The headline numbers of the page are recomputed here from those rows, so the page and its
 data cannot drift apart."""
 
@@ -13,7 +13,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 @pytest.fixture(scope="module")
 def rows():
-    from xtlens.profiling.reference import reference_rows
+    from xtlens.profiling.results.reference import reference_rows
 
     return list(reference_rows("H200 SXM"))
 

@@ -1,4 +1,4 @@
-"""profiling.latency on CPU with tiny configurations; CUDA-only logic through recorded/faked inputs."""
+"""profiling.measure.latency on CPU with tiny configurations; CUDA-only logic through recorded/faked inputs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling import latency as plat
-from xtlens.profiling import sdpa as psdpa
-from xtlens.profiling.sdpa import NO_SDPA, SdpaCall, SdpaProbe
+from xtlens.profiling.measure import latency as plat
+from xtlens.profiling.measure import sdpa as psdpa
+from xtlens.profiling.measure.sdpa import NO_SDPA, SdpaCall, SdpaProbe
 
 # the seed's shape, shrunk: ALiBi on 4 of 8 heads + xpos rotary + flash + deepnorm + shift + one KV head
 TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
@@ -233,7 +233,7 @@ def _gpu_check(name: str):
 
 def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
     """benchmarks/gpu_check.py --device cpu --quick: every table printed, every row written."""
-    from xtlens.profiling.export import read_records
+    from xtlens.profiling.results.export import read_records
 
     module = _gpu_check("gpu_check")
     out = tmp_path / "rows.csv"
@@ -258,7 +258,7 @@ def test_gpu_check_script_runs_on_cpu_quick(tmp_path, capsys):
 @pytest.mark.slow
 def test_gpu_check_latency_parts_on_cpu_quick(tmp_path, capsys):
     """The GPU run's breakdown, what-if and issue-11 criteria sections, exercised on the CPU at toy sizes."""
-    from xtlens.profiling.export import read_records
+    from xtlens.profiling.results.export import read_records
 
     module = _gpu_check("gpu_check_parts")
     out, md = tmp_path / "rows.csv", tmp_path / "gpu-results.md"

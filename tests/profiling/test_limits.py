@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import memory_estimate, param_counts
-from xtlens.profiling.limits import BASE_BYTES, PEAK_MARGIN, address_space_limit, what_does_not_fit
-from xtlens.profiling.plan import SweepOptions, seq_len_workloads
-from xtlens.profiling.worker import Job, JobSpec
+from xtlens.profiling.run.limits import BASE_BYTES, PEAK_MARGIN, address_space_limit, what_does_not_fit
+from xtlens.profiling.run.plan import SweepOptions, seq_len_workloads
+from xtlens.profiling.run.worker import Job, JobSpec
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 BIG = ModelConfig(num_tokens=128000, max_seq_len=8192, dim=8192, depth=80, heads=64, rotary_pos_emb=True)

@@ -8,9 +8,10 @@ import json
 from collections import Counter
 
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling import plan, store, sweep, worker
-from xtlens.profiling.plan import SweepOptions
-from xtlens.profiling.records import records_from_json
+from xtlens.profiling.results import store
+from xtlens.profiling.results.records import records_from_json
+from xtlens.profiling.run import plan, sweep, worker
+from xtlens.profiling.run.plan import SweepOptions
 
 TINY = ModelConfig(num_tokens=32, max_seq_len=64, dim=16, depth=1, heads=2, attn_dim_head=8)
 
@@ -33,7 +34,7 @@ def test_a_two_point_sweep_validates_plans_opens_and_imports_once(tmp_path, monk
     monkeypatch.setattr(store.ResultStore, "import_json_cache",
                         counting("json import", store.ResultStore.import_json_cache))
     monkeypatch.setattr(ModelConfig, "__post_init__", counting("validate", ModelConfig.__post_init__))
-    import xtlens.profiling.limits as limits
+    import xtlens.profiling.run.limits as limits
 
     monkeypatch.setattr(limits, "apply_address_space_limit", lambda limit: limit)  # not on the test process
     monkeypatch.setattr(worker, "_watch_parent", lambda parent, job_dir: None)  # nor the orphan watchdog

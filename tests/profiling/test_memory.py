@@ -1,4 +1,4 @@
-"""profiling.memory on CPU with tiny configurations: breakdown rows, measured against the closed form.
+"""profiling.measure.memory on CPU with tiny configurations: breakdown rows, measured against the closed form.
 
 Tolerances: tensor-size components (weights, buffers, gradients, AdamW state, KV cache, ALiBi tensors)
 must match exactly; training activations (saved for backward) within 1%; inference activations and the
@@ -14,8 +14,8 @@ import pytest
 import torch
 from xtlens.core import cost_model, options
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling import memory as pmem
 from xtlens.profiling.errors import ProfileError
+from xtlens.profiling.measure import memory as pmem
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from options_strategies import OPTION_NAMES  # noqa: E402
@@ -137,7 +137,7 @@ def test_every_measured_component_joins_a_prediction(seed_rows):
     measured component has its prediction, and the join (dashboard.tables) gives the same number the
     measurement wrote into its own predicted column (two independent paths to the prediction)."""
     from xtlens.dashboard import tables
-    from xtlens.profiling.records import to_frame
+    from xtlens.profiling.results.records import to_frame
 
     joined = tables.measured_vs_predicted_memory(to_frame(list(seed_rows.values())))
     assert len(joined) == len(seed_rows) and joined["predicted_bytes"].notna().all()

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from xtlens.core import cost_model, options
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling import flops
-from xtlens.profiling import memory as pmem
+from xtlens.profiling.measure import flops
+from xtlens.profiling.measure import memory as pmem
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from options_strategies import NEUTRAL_OPTIONS  # noqa: E402

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from xtlens.core.config import ModelConfig
-from xtlens.profiling.executor import LocalExecutor, RayExecutor, executor_for
-from xtlens.profiling.plan import SweepOptions, seq_len_workloads
-from xtlens.profiling.store import open_store
-from xtlens.profiling.sweep import run_sweep
-from xtlens.profiling.worker import JobManager, JobSpec
+from xtlens.profiling.results.store import open_store
+from xtlens.profiling.run.executor import LocalExecutor, RayExecutor, executor_for
+from xtlens.profiling.run.plan import SweepOptions, seq_len_workloads
+from xtlens.profiling.run.sweep import run_sweep
+from xtlens.profiling.run.worker import JobManager, JobSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ray_cluster import LocalRayCluster  # noqa: E402
@@ -154,7 +154,7 @@ def test_cli_profile_on_ray(cluster, tmp_path) -> None:
                           str(out)], capture_output=True, text=True, env=env, timeout=180)
     assert run.returncode == 0, run.stderr
     assert "on Ray cluster at 127.0.0.1" in run.stderr
-    from xtlens.profiling.export import read_records
+    from xtlens.profiling.results.export import read_records
 
     rows = read_records(out)
     assert [(r.seq_len_tokens, r.status) for r in rows] == [(16, "ok"), (32, "ok")]

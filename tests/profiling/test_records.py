@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from xtlens.core.config import PRESETS, Workload
-from xtlens.profiling.records import (
+from xtlens.profiling.results.records import (
     COLUMNS,
     ProfileRecord,
     base_fields,
@@ -75,7 +75,7 @@ def test_integers_beyond_2_pow_53_survive_the_frame():
 def test_estimate_records_are_the_predictions_as_rows():
     from xtlens.core import cost_model
     from xtlens.core.config import PRESETS, Workload
-    from xtlens.profiling.records import estimate_records, from_frame, to_frame
+    from xtlens.profiling.results.records import estimate_records, from_frame, to_frame
 
     cfg, wl = PRESETS["seed"], Workload(seq_len=8192, batch=2)
     rows = estimate_records(cfg, wl, config_name="seed")
@@ -94,7 +94,7 @@ def test_estimate_records_are_the_predictions_as_rows():
 
 def test_tables_without_the_later_columns_still_read():
     import pandas as pd
-    from xtlens.profiling.records import LATER_COLUMNS, to_frame
+    from xtlens.profiling.results.records import LATER_COLUMNS, to_frame
 
     frame = to_frame(_rows())
     old = frame.drop(columns=list(LATER_COLUMNS))

@@ -1,4 +1,4 @@
-"""The one row-table base (``profiling.rowtable.RowSchema``) under both row types: result rows
+"""The one row-table base (``profiling.results.rowtable.RowSchema``) under both row types: result rows
 (``records.RESULT_ROWS``) and probe rows (``benefit.records.PROBE_ROWS``).
 
 Each type declares only its columns; frames, files and SQLite values come from the base, so a probe table now
@@ -29,8 +29,8 @@ from xtlens.profiling.benefit.records import (
     probe_from_bytes,
     probe_rows,
 )
-from xtlens.profiling.export import from_bytes, to_bytes
-from xtlens.profiling.records import (
+from xtlens.profiling.results.export import from_bytes, to_bytes
+from xtlens.profiling.results.records import (
     COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,
@@ -38,8 +38,8 @@ from xtlens.profiling.records import (
     ProfileRecord,
     base_fields,
 )
-from xtlens.profiling.rowtable import RowSchema
-from xtlens.profiling.store import ResultStore
+from xtlens.profiling.results.rowtable import RowSchema
+from xtlens.profiling.results.store import ResultStore
 
 SEED = PRESETS["seed"]
 HUGE = 3 * 2**70 + 7  # beyond int64 and beyond a double's exact integers

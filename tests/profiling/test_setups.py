@@ -12,8 +12,8 @@ import torch
 from xtlens.core import cost_model as cm
 from xtlens.core.config import PRESETS, Workload
 from xtlens.core.setup import ServingSetup, TrainingSetup
-from xtlens.profiling import setups as ps
 from xtlens.profiling.errors import ProfileError
+from xtlens.profiling.measure import setups as ps
 
 TINY = PRESETS["seed"].replace(num_tokens=512, max_seq_len=128, dim=64, depth=2, attn_dim_head=16)
 SETUPS = {"fp32": TrainingSetup(), "amp_bf16": TrainingSetup(precision="amp_bf16"),
@@ -148,7 +148,7 @@ def test_bad_setups_become_errors() -> None:
 
 
 def test_estimate_rows_carry_the_setup_and_read_back() -> None:
-    from xtlens.profiling.records import estimate_records, from_frame, to_frame
+    from xtlens.profiling.results.records import estimate_records, from_frame, to_frame
 
     setup, serving = TrainingSetup(precision="amp_bf16", dp=2, zero=2), ServingSetup(kv_cache="fp8")
     rows = estimate_records(TINY, Workload(seq_len=32), training=setup, serving=serving)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling.records import ProfileRecord, base_fields, from_frame
-from xtlens.profiling.store import ResultStore, StoreError, db_path, open_store
+from xtlens.profiling.results.records import ProfileRecord, base_fields, from_frame
+from xtlens.profiling.results.store import ResultStore, StoreError, db_path, open_store
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 
@@ -137,8 +137,8 @@ def test_a_database_from_before_a_new_column_gets_it(tmp_path):
     """Columns join records.COLUMNS over time (LATER_COLUMNS): an older database is extended, its rows kept."""
     import sqlite3
 
-    from xtlens.profiling.records import LATER_COLUMNS
-    from xtlens.profiling.store import open_store
+    from xtlens.profiling.results.records import LATER_COLUMNS
+    from xtlens.profiling.results.store import open_store
 
     path = tmp_path / "old.sqlite"
     store = open_store(path)
@@ -148,7 +148,7 @@ def test_a_database_from_before_a_new_column_gets_it(tmp_path):
         con.execute(f'ALTER TABLE results DROP COLUMN "{c}"')
     con.commit()
     con.close()
-    from xtlens.profiling.store import ResultStore
+    from xtlens.profiling.results.store import ResultStore
 
     again = ResultStore(path)  # a new process opening the old file (open_store caches per process)
     again.add(_rows_for_migration())
@@ -159,7 +159,7 @@ def test_a_database_from_before_a_new_column_gets_it(tmp_path):
 
 def _rows_for_migration():
     from xtlens.core.config import PRESETS, Workload
-    from xtlens.profiling.records import ProfileRecord, base_fields
+    from xtlens.profiling.results.records import ProfileRecord, base_fields
 
     base = base_fields(PRESETS["seed"], Workload(seq_len=64), measurement="flops", phase="forward", device="cpu",
                        device_name="test cpu")

@@ -6,9 +6,11 @@ import json
 
 import pytest
 from xtlens.core.config import PRESETS, ConfigError, ModelConfig, Workload
-from xtlens.profiling.device import resolve as resolve_device_name
-from xtlens.profiling.device import versions
-from xtlens.profiling.plan import (
+from xtlens.profiling.results.records import ProfileRecord, base_fields, records_to_json
+from xtlens.profiling.results.store import open_store
+from xtlens.profiling.run.device import resolve as resolve_device_name
+from xtlens.profiling.run.device import versions
+from xtlens.profiling.run.plan import (
     DEFAULT_SEQ_LENS,
     SweepOptions,
     config_grid,
@@ -16,9 +18,7 @@ from xtlens.profiling.plan import (
     seq_len_workloads,
     workload_grid,
 )
-from xtlens.profiling.records import ProfileRecord, base_fields, records_to_json
-from xtlens.profiling.store import open_store
-from xtlens.profiling.sweep import _measure_id, cache_path, cache_root, clear_cache, run_sweep
+from xtlens.profiling.run.sweep import _measure_id, cache_path, cache_root, clear_cache, run_sweep
 
 SEED = PRESETS["seed"]
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from xtlens.core.config import PRESETS, ConfigError, Workload
 from xtlens.dashboard.session import session_io
-from xtlens.profiling import uploads
-from xtlens.profiling.export import as_frame, frame_to_records, from_bytes, to_bytes
-from xtlens.profiling.records import ProfileRecord, base_fields, records_from_json, records_to_json
+from xtlens.profiling.results import uploads
+from xtlens.profiling.results.export import as_frame, frame_to_records, from_bytes, to_bytes
+from xtlens.profiling.results.records import ProfileRecord, base_fields, records_from_json, records_to_json
 
 HUGE = 3 * 10**26 + 7  # a FLOP count of a 70B-class shape: far beyond int64, exact
 BEYOND_DECIMAL = 10**45 + 1  # beyond decimal128(38): Parquet keeps it as text

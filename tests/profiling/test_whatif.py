@@ -1,4 +1,4 @@
-"""profiling.whatif: FlexAttention with ALiBi as a score_mod gives the as-built logits; the implementations
+"""profiling.measure.whatif: FlexAttention with ALiBi as a score_mod gives the as-built logits; the implementations
 a CPU cannot run say so in their rows; the CUDA-only rules checked as logic."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from xtlens.core.config import PRESETS, ConfigError, Workload
-from xtlens.profiling import whatif as pwi
+from xtlens.profiling.measure import whatif as pwi
 
 TINY_SEED = PRESETS["seed"].replace(num_tokens=97, max_seq_len=64, dim=32, depth=2, attn_dim_head=16)
 WL = Workload(batch=2, seq_len=24)

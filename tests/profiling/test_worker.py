@@ -11,9 +11,9 @@ import time
 
 import pytest
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling.plan import SweepOptions, config_grid, seq_len_workloads
-from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.worker import Job, JobManager, JobSpec
+from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.run.plan import SweepOptions, config_grid, seq_len_workloads
+from xtlens.profiling.run.worker import Job, JobManager, JobSpec
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 CPU = SweepOptions(device="cpu", use_cache=False)
@@ -159,7 +159,7 @@ def test_real_flops_job_in_a_child_process(tmp_path, monkeypatch) -> None:
     assert [(r.seq_len_tokens, r.status) for r in rows] == [(16, "ok"), (32, "ok")]
     assert [r.torch_counter_flops for r in rows] == [flop_counts(TINY, Workload(seq_len=n)).fwd_flops for n in (16, 32)]
     assert job.progress() == (1.0, "done: 2 point(s)")
-    from xtlens.profiling.store import ResultStore
+    from xtlens.profiling.results.store import ResultStore
 
     stored = ResultStore(tmp_path / "results.sqlite").query()  # the child stored the rows (and filled the cache)
     assert sorted(stored["seq_len_tokens"]) == [16, 32] and stored["cache_key"].notna().all()
@@ -186,8 +186,8 @@ def test_child_events_write_json_lines_and_watch_the_parent(tmp_path) -> None:
     import json
     import threading
 
-    from xtlens.profiling import worker
     from xtlens.profiling.benefit import jobs as probe_jobs
+    from xtlens.profiling.run import worker
 
     assert probe_jobs.child_events is worker.child_events
     before = {t.ident for t in threading.enumerate()}
@@ -215,7 +215,7 @@ def test_probe_jobs_have_the_measurement_jobs_owners_and_limits() -> None:
     may hold ``max_per_owner`` unfinished probe jobs. (The jobs stay queued: ``max_running=0``; the same rules
     hold while they run, see test_worker_faults.)"""
     from xtlens.profiling.benefit.jobs import ProbeJob
-    from xtlens.profiling.worker import QueueFull
+    from xtlens.profiling.run.worker import QueueFull
 
     mgr = JobManager(max_running=0, max_per_owner=1)
     job = mgr.submit_spec(_probe_spec(), owner="A")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from xtlens.core.config import ModelConfig
-from xtlens.profiling.plan import SweepOptions, seq_len_workloads
-from xtlens.profiling.worker import Job, JobManager, JobSpec, QueueFull
+from xtlens.profiling.run.plan import SweepOptions, seq_len_workloads
+from xtlens.profiling.run.worker import Job, JobManager, JobSpec, QueueFull
 
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 CPU = SweepOptions(device="cpu", use_cache=False)
@@ -96,7 +96,7 @@ def test_cancel_ends_the_whole_group(marks) -> None:
 def test_death_of_the_parent_leaves_no_process_and_no_folder(marks, tmp_path) -> None:
     parent_script = textwrap.dedent("""
         import sys, time
-        from xtlens.profiling.worker import Job, JobSpec
+        from xtlens.profiling.run.worker import Job, JobSpec
         spec = JobSpec.from_dict(__import__("json").loads(sys.argv[1]))
         job = Job(spec)
         print(job._dir, flush=True)

@@ -10,8 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.dashboard.views import history
-from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.store import ResultStore
+from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.results.store import ResultStore
 
 APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)

@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 
 from xtlens.core.config import ModelConfig
-from xtlens.profiling.records import ProfileRecord, config_key
+from xtlens.profiling.results.records import ProfileRecord, config_key
 
 __all__ = ["REFERENCE_RUNS", "reference_rows", "reference_for"]
 
@@ -25,7 +25,7 @@ REFERENCE_RUNS: dict[str, tuple[str, str]] = {
 @cache
 def reference_rows(preset: str) -> tuple[ProfileRecord, ...]:
     """Every row of the reference run on ``preset`` (empty when there is none)."""
-    from xtlens.profiling.export import read_records
+    from xtlens.profiling.results.export import read_records
 
     if preset not in REFERENCE_RUNS:
         return ()

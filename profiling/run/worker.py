@@ -1,7 +1,7 @@
 """Run measurement jobs in a child process, so the caller (the Streamlit server) never freezes or dies.
 
-A job is (what, configurations, workloads, options). ``Job`` starts ``python -m xtlens.profiling.worker DIR``
-with the job written to ``DIR/spec.json``; the child runs ``profiling.sweep.run_sweep`` and appends
+A job is (what, configurations, workloads, options). ``Job`` starts ``python -m xtlens.profiling.run.worker DIR``
+with the job written to ``DIR/spec.json``; the child runs ``profiling.run.sweep.run_sweep`` and appends
 JSON lines to ``DIR/events.jsonl`` as it goes (its resolved device, progress, the rows of each finished
 point, then ``done``). The parent never blocks: ``job.progress()``, ``job.done()`` and ``job.result()``
 read whatever the child has written so far, so a page can poll them on every rerun.
@@ -16,13 +16,13 @@ Whatever happens, every planned point ends with at least one row:
   gets an ``error`` row saying how the process ended (``oom`` when it was killed by SIGKILL, which on
   Linux is almost always the out-of-memory killer), the rest say they were not run. No traceback ever
   reaches a row; the child's stderr is kept in ``job.stderr_tail()`` for logs;
-* an exception or out-of-memory inside a measurement is already a row (``profiling.sweep``).
+* an exception or out-of-memory inside a measurement is already a row (``profiling.run.sweep``).
 
 ``JobManager`` keys jobs by (configurations, workloads, device, what and options): submitting the same
 job again returns the running or finished one, so a repeat is instant. Failed runs (timeout, cancel,
 crash) are retried on the next submit. At most ``max_running`` jobs run at once (default 1: concurrent
 jobs would distort each other's latency and memory figures); the others wait in order. ``executor``
-(``profiling.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster. The same manager runs
+(``profiling.run.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster. The same manager runs
 the benefit lab's training probes (``submit_spec(benefit.jobs.ProbeSpec(...))``), with the same owners and
 per-owner limit.
 """
@@ -50,9 +50,9 @@ from typing import Any
 
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.profiling.errors import ProfileError
-from xtlens.profiling.plan import ConfigGrid, SweepOptions, SweepPoint, check_whats, plan_sweep
-from xtlens.profiling.records import ProfileRecord
-from xtlens.profiling.sweep import failure_rows
+from xtlens.profiling.results.records import ProfileRecord
+from xtlens.profiling.run.plan import ConfigGrid, SweepOptions, SweepPoint, check_whats, plan_sweep
+from xtlens.profiling.run.sweep import failure_rows
 
 __all__ = ["JobSpec", "Job", "JobManager", "QueueFull", "DEFAULT_TIME_LIMIT_S", "main",
            "describe_exit", "load_measure", "child_events"]
@@ -225,7 +225,7 @@ class Job(JobState):
     """One measurement job in a child process. Non-blocking; safe to poll from several threads."""
 
     #: the module run as ``python -m CHILD_MODULE JOB_DIR`` (a subclass may run another child, e.g. the probes)
-    child_module = "xtlens.profiling.worker"
+    child_module = "xtlens.profiling.run.worker"
 
     def __init__(self, spec: JobSpec, *, python: str | None = None, start: bool = True):
         self.spec = spec
@@ -453,7 +453,7 @@ class JobManager:
         self.max_running = max_running
         self.max_per_owner = max_per_owner
         self._python = python
-        self.executor = executor  # a profiling.executor engine; None: a child process here (Job)
+        self.executor = executor  # a profiling.run.executor engine; None: a child process here (Job)
         self._jobs: dict[str, Job] = {}
         self._owners: dict[str, set[str]] = {}
         self._queue: list[Job] = []
@@ -615,9 +615,9 @@ def child_events(job_dir: Path):
 
 
 def _child(job_dir: Path) -> int:
-    from xtlens.profiling.device import resolve
-    from xtlens.profiling.measure import measure_point
-    from xtlens.profiling.sweep import run_points
+    from xtlens.profiling.run.device import resolve
+    from xtlens.profiling.run.measure import measure_point
+    from xtlens.profiling.run.sweep import run_points
 
     emit = child_events(job_dir)
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
@@ -625,8 +625,8 @@ def _child(job_dir: Path) -> int:
         plan = spec.points()  # once: for the memory limit and the sweep
         device, device_name = resolve(spec.options.device)
         limit = None
-        if device == "cpu":  # bounded by the predicted peak (profiling.limits); CUDA maps far more address space
-            from xtlens.profiling.limits import address_space_limit, apply_address_space_limit
+        if device == "cpu":  # bounded by the predicted peak (profiling.run.limits); CUDA maps far more address space
+            from xtlens.profiling.run.limits import address_space_limit, apply_address_space_limit
 
             points = [(p.cfg, p.workload) for p in plan if p.cfg is not None]
             limit = apply_address_space_limit(address_space_limit(points))
@@ -646,7 +646,7 @@ def _child(job_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m xtlens.profiling.worker JOB_DIR (JOB_DIR/spec.json written by profiling.worker.Job)",
+        print("usage: python -m xtlens.profiling.run.worker JOB_DIR (JOB_DIR/spec.json written by profiling.run.worker.Job)",
               file=sys.stderr)
         return 2
     return _child(Path(args[0]))

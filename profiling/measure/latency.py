@@ -28,7 +28,7 @@ FLOP rates: ``achieved_flops_per_s`` = closed-form FLOPs of the phase (``core.co
 the einsum path). A fused SDPA backward recomputes the scores: ``train_step`` then uses
 ``3 * fwd + attn / 2``. Decode: projections, feed-forward and logits of one token per sequence plus
 ``4 * b * h * (context + 1) * dh`` per block for the scores and values. ``peak_fraction`` = achieved /
-the datasheet dense peak of a known GPU (``profiling.device.PEAK_FLOPS_PER_S``), None on a CPU.
+the datasheet dense peak of a known GPU (``profiling.run.device.PEAK_FLOPS_PER_S``), None on a CPU.
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ import torch
 import torch.nn.functional as F
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import decode_flops, flop_counts, fused_sdpa_backward, train_step_flops
-from xtlens.profiling.device import device_name as _device_name
-from xtlens.profiling.device import peak_flops_per_s, resolve_device, time_calls, versions
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.sdpa import (
+from xtlens.profiling.measure.sdpa import (
     FORCEABLE,
     SdpaProbe,
     attend_modules,
     explain_backend,
     force_sdpa_backend,
 )
+from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.run.device import device_name as _device_name
+from xtlens.profiling.run.device import peak_flops_per_s, resolve_device, time_calls, versions
 
 __all__ = ["PHASES", "time_calls", "measure_latency"]
 

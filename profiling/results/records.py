@@ -4,7 +4,7 @@ Every row says what configuration and workload it is about, how it was measured 
 versions, SDPA backend, warm-up and repeats, spread) and holds predicted and measured columns side
 by side. ``to_frame`` turns rows (or a frame read from a file) into the canonical typed pandas DataFrame
 (``Int64``, ``Float64``, ``string``; integers never pass through a float); ``from_frame`` reverses it.
-The machinery (frames, files, SQLite values) is the row-table base's, ``profiling.rowtable.RowSchema``:
+The machinery (frames, files, SQLite values) is the row-table base's, ``profiling.results.rowtable.RowSchema``:
 ``RESULT_ROWS`` here, ``benefit.records.PROBE_ROWS`` for the training-probe rows.
 
 Column families (a row fills the ones its ``measurement`` concerns; the rest stay None):
@@ -44,7 +44,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling.rowtable import (  # noqa: F401 - re-exported: the names every row table uses
+from xtlens.profiling.results.rowtable import (  # noqa: F401 - re-exported: the names every row table uses
     INT64_MAX,
     NONFINITE_JSON,
     RowSchema,
@@ -116,7 +116,7 @@ class ProfileRecord:
     tokens_per_s: float | None = None
     achieved_flops_per_s: float | None = None
     peak_fraction: float | None = None
-    # latency breakdown, what-if implementations and roofline predictions (profiling.breakdown / whatif)
+    # latency breakdown, what-if implementations and roofline predictions (profiling.measure.breakdown / whatif)
     predicted_latency_ms: float | None = None
     bytes_moved: int | None = None
     logits_rel_err: float | None = None
@@ -188,9 +188,9 @@ def rel_err(measured: float | None, predicted: float | None) -> float | None:
     return abs(measured - predicted) / abs(predicted)
 
 
-# --- tables: the row-table base (profiling.rowtable) over ProfileRecord ------------------------------------------
+# --- tables: the row-table base (profiling.results.rowtable) over ProfileRecord ------------------------------------------
 
-#: the table machinery of result rows: frames, CSV / JSON / Parquet, SQLite columns (``profiling.rowtable``);
+#: the table machinery of result rows: frames, CSV / JSON / Parquet, SQLite columns (``profiling.results.rowtable``);
 #: a table written before ``LATER_COLUMNS`` joined reads back with them empty
 RESULT_ROWS = RowSchema(record=ProfileRecord, title="table", optional=LATER_COLUMNS)
 

@@ -1,6 +1,6 @@
 """Bounds of a measurement child: its address space is limited to the cost model's predicted peak plus a margin.
 
-``address_space_limit`` is what ``profiling.worker`` gives each CPU job's child (``RLIMIT_AS``): the largest
+``address_space_limit`` is what ``profiling.run.worker`` gives each CPU job's child (``RLIMIT_AS``): the largest
 predicted training peak over the job's points (``core.cost_model.memory_estimate``: weights, buffers,
 gradients, AdamW state and activations), plus the float32 copy of the weights the builder initialises first,
 times ``PEAK_MARGIN``, plus ``BASE_BYTES`` for the interpreter, torch, its thread pools and the profilers. An

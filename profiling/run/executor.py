@@ -1,12 +1,12 @@
 """Where measurement jobs run: one interface, two engines.
 
-An *executor* turns a ``profiling.worker.JobSpec`` (what, configurations, workloads, options) into a
+An *executor* turns a ``profiling.run.worker.JobSpec`` (what, configurations, workloads, options) into a
 *job*: an object the page and the CLI poll without blocking (``start()``, ``progress()``, ``done()``,
 ``outcome``, ``result()``, ``cancel()``, ``wait()``, ``elapsed_s``). Whatever happens, every planned
 point ends with at least one row, and every measured row lands in the result store
-(``profiling.store``).
+(``profiling.results.store``).
 
-* ``LocalExecutor`` (the default: nothing to install or start): ``profiling.worker.Job``, one child
+* ``LocalExecutor`` (the default: nothing to install or start): ``profiling.run.worker.Job``, one child
   process on this machine that measures the points one after the other.
 * ``RayExecutor(address)``: one Ray task per point, on a Ray cluster (``address`` is ``host:port``,
   ``ray://host:10001`` or ``auto`` = ``$RAY_ADDRESS`` or the cluster started on this machine by
@@ -47,16 +47,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from xtlens.profiling.errors import ProfileError
-from xtlens.profiling.plan import SweepOptions, SweepPoint
-from xtlens.profiling.records import ProfileRecord
-from xtlens.profiling.sweep import (
+from xtlens.profiling.results.records import ProfileRecord
+from xtlens.profiling.run.plan import SweepOptions, SweepPoint
+from xtlens.profiling.run.sweep import (
     cache_key,
     cache_read,
     cache_write,
     failure_rows,
     run_point,
 )
-from xtlens.profiling.worker import Job, JobSpec, JobState, load_measure
+from xtlens.profiling.run.worker import Job, JobSpec, JobState, load_measure
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "RayJob", "executor_for", "describe", "RayUnavailable",
            "remote_function", "task_place"]
@@ -80,7 +80,7 @@ class Executor(Protocol):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LocalExecutor:
-    """A child process on this machine (``profiling.worker.Job``)."""
+    """A child process on this machine (``profiling.run.worker.Job``)."""
 
     python: str | None = None
     name: str = "local"
@@ -206,8 +206,8 @@ def describe(address: str) -> dict[str, Any]:
 
 def task_place(device: str) -> dict[str, Any]:
     """Where a Ray task runs: its resolved device and device name, host, process id and versions."""
-    from xtlens.profiling.device import resolve as resolve_device_name
-    from xtlens.profiling.device import versions
+    from xtlens.profiling.run.device import resolve as resolve_device_name
+    from xtlens.profiling.run.device import versions
 
     resolved, name = resolve_device_name(device)
     return {"device": resolved, "device_name": name, "host": socket.gethostname(), "pid": str(os.getpid()),
@@ -216,7 +216,7 @@ def task_place(device: str) -> dict[str, Any]:
 
 def _measure_on_worker(point: SweepPoint, device: str, options: SweepOptions, measure_ref: str | None) -> dict[str, Any]:
     """Runs in a Ray worker: one point, never raising (failures are rows), nothing stored there."""
-    from xtlens.profiling.measure import measure_point
+    from xtlens.profiling.run.measure import measure_point
 
     where = task_place(device)
     measure = load_measure(measure_ref) if measure_ref else measure_point
@@ -308,7 +308,7 @@ class RayJob(JobState):
 
     def _prepare(self, ray, device: str) -> None:
         """Before any point is submitted: what the points share (here the measure function and options)."""
-        from xtlens.profiling.measure import measure_point
+        from xtlens.profiling.run.measure import measure_point
 
         self._measure = load_measure(self.spec.measure) if self.spec.measure else measure_point
         self._remote_opts = dataclasses.replace(self.spec.options, device=device)
@@ -450,7 +450,7 @@ class RayJob(JobState):
             else:
                 self._message = "cancelled" if outcome == "cancelled" else f"failed: {why}"
 
-    # --- the page's API: profiling.worker.JobState's, plus ---
+    # --- the page's API: profiling.run.worker.JobState's, plus ---
 
     def cancel(self) -> None:
         """Cancel the tasks not finished yet (finished points keep their rows)."""

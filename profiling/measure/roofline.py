@@ -79,7 +79,7 @@ def _cpu_bandwidth(repeats: int) -> float:
 @functools.cache
 def calibrate_cpu(repeats: int = 3, dtypes: tuple[str, ...] = CALIBRATION_DTYPES) -> Hardware:
     """This CPU's ceilings for ``dtypes`` (each measured once per process), see the module docstring."""
-    from xtlens.profiling.device import cpu_name
+    from xtlens.profiling.run.device import cpu_name
 
     peaks = {dtype: _cpu_peak(dtype, repeats) for dtype in dtypes if dtype in CALIBRATION_DTYPES}
     sizes = ", ".join(f"{n}x{n} in {dtype}" for dtype, (_, n) in peaks.items())

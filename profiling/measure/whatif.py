@@ -42,10 +42,10 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.profiling.device import synchronize, time_calls, timed_measurement_setup
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.sdpa import attend_modules
+from xtlens.profiling.measure.sdpa import attend_modules
+from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.run.device import synchronize, time_calls, timed_measurement_setup
 
 __all__ = ["IMPLEMENTATIONS", "WHATIF_PHASES", "TOLERANCE", "WHATIF_LABEL", "measure_whatif", "build_variant",
            "install_flex_attention", "logits_rel_err", "check_implementations", "unsupported_reason",

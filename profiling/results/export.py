@@ -1,7 +1,7 @@
 """Write profiling tables to CSV, JSON, Parquet and Markdown, and read the first three back exactly.
 
 Round-trip guarantee for CSV, JSON and Parquet: ``read_table(write_table(frame))`` gives the same
-columns (``profiling.records.COLUMNS``, in that order), the same dtypes (``Int64`` for integer
+columns (``profiling.results.records.COLUMNS``, in that order), the same dtypes (``Int64`` for integer
 columns, ``Float64`` for float columns, ``string`` for text) and the same values, including missing
 values (``<NA>``) and integers beyond 2**53 (FLOP counts are never routed through a float). Floats
 are written with ``repr`` precision (the shortest text that parses back to the same double).
@@ -27,7 +27,7 @@ How each format keeps that promise:
 
 Only the canonical columns are written; a frame missing one of them is rejected with the names.
 
-The machinery is the row-table base's (``profiling.rowtable.RowSchema``, here ``records.RESULT_ROWS``), shared with
+The machinery is the row-table base's (``profiling.results.rowtable.RowSchema``, here ``records.RESULT_ROWS``), shared with
 the probe tables; this module adds the result tables' Markdown (headers with units, bytes in GiB).
 """
 
@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xtlens.core.units import GIB
-from xtlens.profiling.records import INT_COLUMNS, RESULT_ROWS, ProfileRecord
-from xtlens.profiling.records import from_frame as frame_to_records
-from xtlens.profiling.records import to_frame as as_frame
-from xtlens.profiling.rowtable import (  # noqa: F401 - re-exported: the file machinery of every row table
+from xtlens.profiling.results.records import INT_COLUMNS, RESULT_ROWS, ProfileRecord
+from xtlens.profiling.results.records import from_frame as frame_to_records
+from xtlens.profiling.results.records import to_frame as as_frame
+from xtlens.profiling.results.rowtable import (  # noqa: F401 - re-exported: the file machinery of every row table
     DECIMAL_DIGITS,
     FORMATS,
     MIME_TYPES,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from xtlens.core.config import ConfigError
-from xtlens.profiling.records import FLOAT_COLUMNS, INT_COLUMNS, MEASUREMENTS, STATUSES
+from xtlens.profiling.results.records import FLOAT_COLUMNS, INT_COLUMNS, MEASUREMENTS, STATUSES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,7 +99,7 @@ def _reason(exc: BaseException) -> str:
 def read_table_upload(name: str, data: bytes, fmt: str) -> pd.DataFrame:
     """The uploaded measurement table ``name`` (csv, json or parquet) as the canonical frame, validated.
     Raises ``ConfigError`` naming the file (and the column and row where one is at fault)."""
-    from xtlens.profiling.export import from_bytes
+    from xtlens.profiling.results.export import from_bytes
 
     def parse(content: bytes) -> pd.DataFrame:
         try:

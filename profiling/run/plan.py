@@ -5,10 +5,10 @@ per measurement, workloads ascending (dtype, batch, then sequence length). A gri
 not validate stays in the plan as a point without a configuration (``invalid`` says why), so that it
 still gives a row. ``what`` is one of ``WHATS``: ``flops`` (the three-way count), ``flops_breakdown``
 (the same count with its per-module and per-operator rows), ``memory``, ``latency``, ``breakdown`` (the
-latency split into parts of the model, ``profiling.breakdown``), ``whatif`` (other attention
-implementations on the same weights, ``profiling.whatif``).
+latency split into parts of the model, ``profiling.measure.breakdown``), ``whatif`` (other attention
+implementations on the same weights, ``profiling.measure.whatif``).
 
-No measurement here: ``profiling.measure`` measures a point, ``profiling.sweep`` runs the plan.
+No measurement here: ``profiling.run.measure`` measures a point, ``profiling.run.sweep`` runs the plan.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xtlens.core.config import ConfigError, ModelConfig, Workload
-from xtlens.profiling.records import config_key
+from xtlens.profiling.results.records import config_key
 
 __all__ = [
     "WHATS",
@@ -46,7 +46,7 @@ class SweepOptions:
     """How each point is measured. ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 
     ``phases=None`` lets each measurement use its default phases. ``attention`` names the what-if
-    implementations (``profiling.whatif.IMPLEMENTATIONS``; None: its defaults); ``per_layer`` splits the
+    implementations (``profiling.measure.whatif.IMPLEMENTATIONS``; None: its defaults); ``per_layer`` splits the
     latency breakdown by block too. ``warmup`` and ``repeats`` and
     ``sdpa_backend`` concern latency only (but are part of every cache key, so keep them at their
     defaults for other measurements if you want to share cache entries).

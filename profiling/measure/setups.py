@@ -2,14 +2,14 @@
 x-transformers model next to ``core.cost_model``'s per-device prediction.
 
 ``measure_training_setup`` runs the training loop the setup describes on the real model, under torch's
-``MemTracker`` (``FakeTensorMode`` on the CPU, as ``profiling.memory``; CUDA: real tensors and
+``MemTracker`` (``FakeTensorMode`` on the CPU, as ``profiling.measure.memory``; CUDA: real tensors and
 ``torch.cuda.max_memory_allocated``): ``torch.autocast`` for the ``amp_*`` precisions (the loss inside the
 autocast region, as the PyTorch AMP recipe writes it), the model cast to 16 bits for the pure precisions,
 ``torch.utils.checkpoint`` (non-reentrant) around every attention / feed-forward block (``block``) or around
 x-transformers' ``Attend`` (``selective``), ``grad_accum`` micro-batches, the optimizer the setup names, and
 ``zero_grad(set_to_none=True)``. The optimizer state is created before tracking; the tracked step is a
 steady-state step. Rows: phase ``train_step``,
-components ``total``, ``weights``, ``gradients``, ``optimizer``, ``activations`` (as ``profiling.memory``).
+components ``total``, ``weights``, ``gradients``, ``optimizer``, ``activations`` (as ``profiling.measure.memory``).
 
 ``measure_fsdp_ranks`` runs ``world`` CPU processes (``torch.distributed``, gloo) training a small model
 wrapped with FSDP2's ``fully_shard`` (ZeRO-3) and reports each rank's tracked peak and its sharded state.
@@ -32,11 +32,17 @@ from torch.utils.checkpoint import checkpoint
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import predicted, predictions, training_memory
 from xtlens.core.setup import ServingSetup, TrainingSetup
-from xtlens.profiling.device import device_name as _device_name
-from xtlens.profiling.device import resolve_device, versions
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.memory import cuda_peak_start, model_in, snapshot_totals, tensor_bytes, train_step_parts
-from xtlens.profiling.records import ProfileRecord, base_fields, rel_err, setup_json
+from xtlens.profiling.measure.memory import (
+    cuda_peak_start,
+    model_in,
+    snapshot_totals,
+    tensor_bytes,
+    train_step_parts,
+)
+from xtlens.profiling.results.records import ProfileRecord, base_fields, rel_err, setup_json
+from xtlens.profiling.run.device import device_name as _device_name
+from xtlens.profiling.run.device import resolve_device, versions
 
 __all__ = ["Checkpointed", "apply_recompute", "make_optimizer", "measure_training_setup", "train_setup_parts",
            "measure_fsdp_ranks", "quantise_weight", "quantised_sizes"]

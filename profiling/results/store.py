@@ -10,7 +10,7 @@ the row came from:
 * ``host``: the machine that measured it (the Ray node's host name for Ray rows);
 * ``attempts``: how many times the point was started (2 when a Ray worker died and the point was
   retried once);
-* ``cache_key``: the sweep cache key (``profiling.sweep``) of the point; a point whose rows are all
+* ``cache_key``: the sweep cache key (``profiling.run.sweep``) of the point; a point whose rows are all
   ``ok`` is served from here instead of being measured again. Failure rows are stored too, but never
   served as cache.
 
@@ -31,7 +31,7 @@ written to, moved or replaced.
 
 Integers are stored exactly (SQLite INTEGER is 64-bit; a count beyond 2**63 - 1 is stored as its
 decimal digits in a BLOB and read back as an int): the column mapping is the row-table base's (``records.RESULT_ROWS``,
-``profiling.rowtable.RowSchema.sql_type`` / ``sql_value`` / ``python_value``).
+``profiling.results.rowtable.RowSchema.sql_type`` / ``sql_value`` / ``python_value``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xtlens.profiling.errors import ProfileError
-from xtlens.profiling.records import (
+from xtlens.profiling.results.records import (
     COLUMNS,
     RESULT_ROWS,
     ProfileRecord,
@@ -365,7 +365,7 @@ class ResultStore:
         The files are left where they are; ``meta`` remembers the folder so a second call does nothing, and
         this object remembers it too, so a second call in the same process does not even ask the database.
         """
-        from xtlens.profiling.records import records_from_json
+        from xtlens.profiling.results.records import records_from_json
 
         root = Path(root)
         marker = f"json_cache_imported:{root.resolve()}"

@@ -56,10 +56,10 @@ import torch.nn.functional as F
 from torch.autograd import DeviceType
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.roofline import LATENCY_PARTS, TRAIN_PARTS, part_costs
-from xtlens.profiling.device import synchronize, time_calls, timed_measurement_setup
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.records import ProfileRecord, base_fields
-from xtlens.profiling.sdpa import SDPA_OPS
+from xtlens.profiling.measure.sdpa import SDPA_OPS
+from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.run.device import synchronize, time_calls, timed_measurement_setup
 
 __all__ = ["BREAKDOWN_PHASES", "MEASURED_ONLY_PARTS", "CpuInterval", "PartLabeller", "attribute_events",
            "cpu_intervals", "measure_breakdown", "module_part", "profiled_events"]
@@ -438,7 +438,7 @@ def measure_breakdown(
 def _measure_phase(phase: str, cfg: ModelConfig, wl: Workload, *, dev: str, name: str, warmup: int, repeats: int,
                    per_layer: bool, config_name: str, provenance: dict) -> list[ProfileRecord]:
     from xtlens.core.builder import build_model
-    from xtlens.profiling.roofline import hardware_for
+    from xtlens.profiling.measure.roofline import hardware_for
 
     model = build_model(cfg, device=dev, dtype=wl.dtype, seed=0).model
     gen = torch.Generator(device="cpu").manual_seed(0)

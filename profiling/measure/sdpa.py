@@ -3,7 +3,7 @@
 ``SdpaProbe`` records every ``F.scaled_dot_product_attention`` call (shapes, mask, ``is_causal``) and the
 fused kernel ops dispatched below it; ``backend_from_ops`` names the kernel; ``explain_backend`` says in
 words why that kernel (and not flash) ran; ``force_sdpa_backend`` makes one model instance use a given
-backend. Used by ``profiling.latency`` and ``profiling.memory`` (their rows' ``sdpa_backend`` and
+backend. Used by ``profiling.measure.latency`` and ``profiling.measure.memory`` (their rows' ``sdpa_backend`` and
 ``sdpa_backend_reason`` columns).
 """
 

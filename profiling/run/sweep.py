@@ -13,7 +13,7 @@ least one ``ProfileRecord`` row, whatever happens:
 * any other exception gives an ``error`` row with its message (no traceback).
 
 Every measured point's rows (failures too) are stored in the SQLite result store
-(``profiling.store``: ``$XTLENS_DB`` or ``results.sqlite`` in the ``.xtlens-cache`` folder, which is
+(``profiling.results.store``: ``$XTLENS_DB`` or ``results.sqlite`` in the ``.xtlens-cache`` folder, which is
 ``$XTLENS_CACHE_DIR`` when set), under a cache key made of the configuration, the workload, the device
 (and its name), the measurement, the torch and x-transformers versions and the measurement options
 (warm-up, repeats, phases, SDPA backend) and, for a measurement function other than ``measure_point``
@@ -23,8 +23,8 @@ The pre-SQLite cache (one JSON file per point under ``.xtlens-cache/results/``) 
 store once, then left alone.
 
 The measurement itself is a function ``measure(what, cfg, wl, *, device, options, config_name,
-progress) -> list[ProfileRecord]``; the default, ``measure_point``, calls ``profiling.flops``,
-``profiling.memory`` and ``profiling.latency``. Tests and the worker may pass another.
+progress) -> list[ProfileRecord]``; the default, ``measure_point``, calls ``profiling.measure.flops``,
+``profiling.measure.memory`` and ``profiling.measure.latency``. Tests and the worker may pass another.
 """
 
 from __future__ import annotations
@@ -37,22 +37,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xtlens.core.config import ConfigError, ModelConfig, Workload
-from xtlens.profiling.device import resolve, versions
 from xtlens.profiling.errors import failure_message, failure_row, free_memory, release
-from xtlens.profiling.measure import Measure, Progress, measure_point
-from xtlens.profiling.plan import (
+from xtlens.profiling.results.records import (
+    ProfileRecord,
+    base_fields,
+    config_key,
+    measurement_of,
+)
+from xtlens.profiling.run.device import resolve, versions
+from xtlens.profiling.run.measure import Measure, Progress, measure_point
+from xtlens.profiling.run.plan import (
     ConfigGrid,
     SweepOptions,
     SweepPoint,
     phase_label,
     plan_sweep,
     seq_len_workloads,
-)
-from xtlens.profiling.records import (
-    ProfileRecord,
-    base_fields,
-    config_key,
-    measurement_of,
 )
 
 __all__ = [
@@ -85,7 +85,7 @@ def cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOp
 
 def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
                measure_id: str | None = None) -> str:
-    from xtlens.profiling.device import versions
+    from xtlens.profiling.run.device import versions
 
     wl = point.workload
     payload = {
@@ -112,7 +112,7 @@ def _cache_key(point: SweepPoint, device: str, device_name: str, options: SweepO
 
 def cache_path(point: SweepPoint, device: str, device_name: str, options: SweepOptions,
                measure_id: str | None = None) -> Path:
-    """Where the pre-SQLite cache kept this point (read once by ``profiling.store``, never written now)."""
+    """Where the pre-SQLite cache kept this point (read once by ``profiling.results.store``, never written now)."""
     return cache_root() / point.what / f"{_cache_key(point, device, device_name, options, measure_id)}.json"
 
 
@@ -125,8 +125,8 @@ def _measure_id(measure: Measure) -> str | None:
 
 
 def _store():
-    """The result store, after importing the old JSON cache folder once (``profiling.store``)."""
-    from xtlens.profiling.store import open_store
+    """The result store, after importing the old JSON cache folder once (``profiling.results.store``)."""
+    from xtlens.profiling.results.store import open_store
 
     store = open_store()
     store.import_json_cache(cache_root())
@@ -233,7 +233,7 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
     elif status == "ok" and any(r.status == "oom" for r in rows):
         free_memory(device)
     if key is not None:
-        from xtlens.profiling.store import StoreError
+        from xtlens.profiling.results.store import StoreError
 
         try:
             cache_write(key, rows, store=results)

@@ -62,7 +62,7 @@ from xtlens.core import cost_model
 from xtlens.core.builder import build_model, fake_model
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.profiling.errors import ProfileError
-from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
+from xtlens.profiling.results.records import ProfileRecord, base_fields, rel_err
 
 __all__ = [
     "TorchFlopCount",
@@ -714,7 +714,7 @@ def measure_flops(cfg: ModelConfig, wl: Workload, *, phases: Sequence[str] = ("f
     ``core.cost_model.train_step_flops`` with the fused-backward rule ``fused_sdpa_backward`` (no fvcore: it
     traces forwards only). Counts do not depend on the device; the row records the device the sweep targets.
     """
-    from xtlens.profiling.device import resolve, versions
+    from xtlens.profiling.run.device import resolve, versions
 
     vers = versions()
     provenance = {"torch_version": vers["torch"], "xtransformers_version": vers["x-transformers"]}

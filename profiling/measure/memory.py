@@ -56,11 +56,11 @@ from xtlens.core.builder import TORCH_DTYPES as _TORCH_DTYPES
 from xtlens.core.builder import build_model, fake_model
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import Prediction, predicted, predictions
-from xtlens.profiling.device import device_name as _device_name
-from xtlens.profiling.device import resolve_device, synchronize, versions
 from xtlens.profiling.errors import ProfileError, failure_record
-from xtlens.profiling.records import ProfileRecord, base_fields, rel_err
-from xtlens.profiling.sdpa import SdpaProbe, explain_backend
+from xtlens.profiling.measure.sdpa import SdpaProbe, explain_backend
+from xtlens.profiling.results.records import ProfileRecord, base_fields, rel_err
+from xtlens.profiling.run.device import device_name as _device_name
+from xtlens.profiling.run.device import resolve_device, synchronize, versions
 
 __all__ = ["MEMORY_PHASES", "METHODS", "measure_memory", "rss_peak_bytes", "kv_cache_bytes", "AlibiCapture",
            "tensor_bytes", "model_in", "snapshot_totals", "cuda_peak_start"]
@@ -355,7 +355,7 @@ def rss_peak_bytes(cfg: ModelConfig, wl: Workload, phase: str, *, timeout_s: flo
     payload = json.dumps({"cfg": cfg.to_dict(), "wl": wl.to_dict(), "phase": phase})
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")])))
-    proc = subprocess.run([sys.executable, "-m", "xtlens.profiling.memory", "--rss-child", payload], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "xtlens.profiling.measure.memory", "--rss-child", payload], capture_output=True,
                           text=True, timeout=timeout_s, env=env, cwd=root)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
@@ -469,4 +469,4 @@ if __name__ == "__main__":  # pragma: no cover - the RSS subprocess entry point
     if len(sys.argv) == 3 and sys.argv[1] == "--rss-child":
         print(json.dumps(_rss_child(sys.argv[2])))
     else:
-        sys.exit("usage: python -m profiling.memory --rss-child JSON")
+        sys.exit("usage: python -m profiling.measure.memory --rss-child JSON")

@@ -1,0 +1,1 @@
+"""what is measured: (config, workload) -> rows (FLOPs, memory, latency, breakdown, what-if, setups)."""
