@@ -47,6 +47,7 @@ import sys
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -353,7 +354,7 @@ def _rss_child(payload: str) -> dict[str, int]:
 def rss_peak_bytes(cfg: ModelConfig, wl: Workload, phase: str, *, timeout_s: float = 600) -> int:
     """Peak RSS growth (bytes) of a real CPU run of ``phase`` in a fresh Python subprocess."""
     payload = json.dumps({"cfg": cfg.to_dict(), "wl": wl.to_dict(), "phase": phase})
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds core/ and profiling/
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")])))
     proc = subprocess.run([sys.executable, "-m", "xtlens.profiling.measure.memory", "--rss-child", payload], capture_output=True,
                           text=True, timeout=timeout_s, env=env, cwd=root)

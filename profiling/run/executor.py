@@ -61,7 +61,7 @@ from xtlens.profiling.run.worker import Job, JobSpec, JobState, load_measure
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "RayJob", "executor_for", "describe", "RayUnavailable",
            "remote_function", "task_place"]
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder that holds core/ and profiling/
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds core/ and profiling/
 _PIP_DEPS = ["x-transformers>=2.31,<2.32", "einops>=0.8", "fvcore>=0.1.5.post20221221", "pandas>=2.0", "pyarrow>=14"]
 
 
