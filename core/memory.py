@@ -20,7 +20,7 @@ from xtlens.core.params import param_counts
 
 __all__ = ["MemoryEstimate", "memory_estimate", "ADAMW_STEP_BYTES", "INDEX_BYTES", "BOOL_BYTES", "FP32_BYTES",
            "weights_bytes", "buffers_bytes", "grads_bytes", "optimizer_state_bytes", "kv_bytes_per_token",
-           "kv_cache_bytes", "alibi_tensors", "rel_pos_bias_bytes", "activation_tensor_bytes",
+           "kv_cache_bytes", "alibi_tensors", "rel_pos_bias_bytes", "activation_tensor_bytes", "shift_copies_bytes",
            "inference_activation_bytes", "training_activation_bytes", "hyper_connection_saved_bytes", "loss_bytes"]
 
 ADAMW_STEP_BYTES = 4  # torch.optim.AdamW keeps one float32 scalar ``step`` tensor per parameter tensor
@@ -197,6 +197,17 @@ def activation_tensor_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
     )
 
 
+def shift_copies_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Token-shift tensors alive while a shifted sub-layer runs (0 without ``shift_tokens``): the concatenated
+    ``(T, d)`` input and the ``k`` padded segments of ``d // (k+1)`` features each, ``k = shift_tokens``
+    (causal shifts ``0..k``, x_transformers.py:3243-3245; ``ShiftTokens.forward``, 1608-1617):
+    ``T * (d + k * (d // (k+1))) * e`` bytes."""
+    k = cfg.shift_tokens
+    if k <= 0:
+        return 0
+    return wl.tokens * (cfg.dim + k * (cfg.dim // (k + 1))) * wl.dtype_bytes
+
+
 def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dict[str, int]]:
     """Peak of live activations in bytes during one ``torch.no_grad()`` forward, beyond weights and buffers, and its
     breakdown: ``max(retained_at_stage + transient_stage)`` over three stages (the last attention block at its
@@ -233,8 +244,11 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
     if s > 1:
         retained["residual_streams"] = stream  # the (b*s, n, d) stream entering the current layer
     # (3) attention transient: shifted and normed copies of the input, rotated q (and k; the pre-rotary k is
-    #     retained)
-    input_copies = (hidden if cfg.shift_tokens > 0 else 0) + (hidden if cfg.uses_pre_norm else 0)
+    #     retained). Token shifting (``ShiftTokens.forward``, x_transformers.py:1608-1617) splits the input into
+    #     ``k+1`` segments of ``d // (k+1)`` features, pads the ``k`` shifted ones into copies (``shift``, 1600)
+    #     and concatenates them into the ``(T, d)`` input; the list of padded copies stays referenced while the
+    #     wrapped sub-layer runs (1617), so both are alive through it
+    input_copies = shift_copies_bytes(cfg, wl) + (hidden if cfg.uses_pre_norm else 0)
     attn_t = input_copies + q_bytes
     if cfg.uses_rotary:
         attn_t += kv_one
