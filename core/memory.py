@@ -211,7 +211,8 @@ def shift_copies_bytes(cfg: ModelConfig, wl: Workload) -> int:
 def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dict[str, int]]:
     """Peak of live activations in bytes during one ``torch.no_grad()`` forward, beyond weights and buffers, and its
     breakdown: ``max(retained_at_stage + transient_stage)`` over three stages (the last attention block at its
-    SDPA / ``P V`` call, the last feed-forward block after its activation, the logits)."""
+    SDPA / ``P V`` call, the last feed-forward block after its activation, the logits; with hyper-connections a
+    fourth: the last layer's stream mixing)."""
     sh = activation_tensor_bytes(cfg, wl)
     b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
     T = b * n
@@ -226,14 +227,17 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
     #     (``cached_kv``) and, without flash, each block's three ``(b, h, n, n)`` score tensors kept in
     #     ``Intermediates`` (``qk_similarities``, ``pre_softmax_attn``, ``post_softmax_attn``; attend.py:592-596)
     #     stay alive, with the rotary tables ``(n, rot)`` (two with xpos) and the int64 positions
-    # (2) hyper-connections: each stream tensor is ``(b * s, n, d)``; the attention layers' stream inputs are
-    #     kept in ``hiddens`` beside the branch inputs in ``layer_hiddens`` (3651, 3662), and each branch input is
-    #     a view of its ``(b, n, s+1, d)`` mix, which stays alive with it
+    # (2) hyper-connections: each stream tensor is ``(b * s, n, d)``; each branch input kept in ``layer_hiddens``
+    #     (3662) is a view of its ``(b, n, s+1, d)`` mix, which stays alive with it. After the layers, the
+    #     attention layers' stream inputs (``hiddens``, 3651) and the last stream (``layer_hiddens``, 3735) are
+    #     returned; ``TransformerWrapper`` keeps its ``(b, n, d)`` input ``x`` (4418) beside the streams
+    #     expanded from it (3534). See (12) for the streams alive while the layers run
     stream = hidden * s
+    N = cfg.num_layers
     rotary_tables = (n * rot * e * (2 if cfg.rotary_xpos else 1) + n * INDEX_BYTES) if cfg.uses_rotary else 0
     retained = {
         "token_embeddings": hidden,
-        "layer_inputs": cfg.num_layers * hidden * (s + 1 if s > 1 else 1) + (L * stream if s > 1 else 0),
+        "layer_inputs": N * hidden * (s + 1 if s > 1 else 1),
         "final_hidden": hidden,
         "abs_pos_embedding": n * d * e if cfg.has_abs_pos_emb else 0,
         "cached_k_v": 2 * L * kv_one,
@@ -242,7 +246,8 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
         "alibi_cached_buffer": al["cached"],
     }
     if s > 1:
-        retained["residual_streams"] = stream  # the (b*s, n, d) stream entering the current layer
+        retained["residual_streams"] = (L + 1) * stream
+        retained["stream_input"] = hidden
     # (3) attention transient: shifted and normed copies of the input, rotated q (and k; the pre-rotary k is
     #     retained). Token shifting (``ShiftTokens.forward``, x_transformers.py:1608-1617) splits the input into
     #     ``k+1`` segments of ``d // (k+1)`` features, pads the ``k`` shifted ones into copies (``shift``, 1600)
@@ -280,10 +285,28 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
         ff_t += sh["ff_hidden"]
     # (11) logits ``T * V``, twice with the tied path's ``* tie_embedding_scale`` copy
     logits_t = T * V * e * (2 if cfg.tie_embedding else 1)
-    # (12) the last attention block runs before the last feed-forward input and the final hidden exist
-    attn_retained = dict(retained, layer_inputs=retained["layer_inputs"] - hidden, final_hidden=0)
+    # (12) the last attention block runs before the last feed-forward input and the final hidden exist. With
+    #      hyper-connections, while the layers run every layer's stream input is kept in ``skip_hiddens``
+    #      (``skip_hiddens.append(x)``, 3638), and the current layer's ``(b, n, s)`` ``beta`` from
+    #      ``HyperConnection.prepare`` (1446) waits in ``residual_kwargs`` for the residual (3717)
+    attn_retained = dict(retained, layer_inputs=retained["layer_inputs"] - (hidden * (s + 1) if s > 1 else hidden),
+                         final_hidden=0)
     ff_retained = dict(retained, final_hidden=0)
-    candidates = [
+    candidates = []
+    if s > 1:
+        beta = T * s * e
+        attn_retained["residual_streams"] = (N - 1) * stream + beta
+        ff_retained["residual_streams"] = N * stream + beta
+        # (13) hyper-connections: the last layer's ``HyperConnection.prepare`` (1417-1452) at its mixing ``einsum``
+        #      (1450): the stream's ``nn.LayerNorm`` output and the contiguous copy of the streams the einsum
+        #      makes (``2 * stream``), beside its locals ``wc_weight``, ``dynamic_alpha`` and the concatenated
+        #      ``alpha`` ``(T, s, s+1)``, the Sinkhorn output ``(T, s, s)``, ``alpha_input``, ``dc_weight``,
+        #      ``dynamic_beta``, ``beta`` ``(T, s)`` and the previous layer's ``beta``, still in ``residual_kwargs``;
+        #      the new mix (in ``layer_inputs``) is being written
+        hc_retained = dict(ff_retained, residual_streams=N * stream)
+        hc_t = 2 * stream + T * e * (3 * s * (s + 1) + s * s + 5 * s)
+        candidates.append((sum(hc_retained.values()) + hc_t, hc_retained, "transient_hyper_connection", hc_t))
+    candidates += [
         (sum(attn_retained.values()) + attn_t, attn_retained, "transient_attention", attn_t),
         (sum(ff_retained.values()) + ff_t, ff_retained, "transient_feedforward", ff_t),
         (sum(retained.values()) + logits_t, retained, "transient_logits", logits_t),
