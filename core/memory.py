@@ -378,12 +378,16 @@ def training_activation_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
         "rotary": L * rotary_saved,
         "feedforward": cfg.num_ff_layers * ff_saved,
         "final_hidden": hidden,
-        "logits": T * V * e,  # (10) the logits ``(T, V)`` and the int64 ids kept by the embedding
+        # (10) pre-norm only: the final norm (``final_norm``, x_transformers.py:3155-3157, applied at 3750) saves
+        #      its input, the last residual sum (no other op saves it), and its own tensors; post-norm
+        #      (``deepnorm``, ``pre_norm=False``) ends with the last sub-layer's norm and no final one
+        "final_norm": hidden + norm_saved if cfg.uses_pre_norm else 0,
+        "logits": T * V * e,  # (11) the logits ``(T, V)`` and the int64 ids kept by the embedding
         "token_ids": T * INDEX_BYTES,
         "alibi_cached_buffer": al["cached"],
     }
     if cfg.rel_pos_bias:
-        out["rel_pos_bias"] = L * n * n * INDEX_BYTES  # (11) int64 bucket ids saved by the embedding lookup
+        out["rel_pos_bias"] = L * n * n * INDEX_BYTES  # (12) int64 bucket ids saved by the embedding lookup
     if s > 1:
         out["hyper_connections"] = cfg.num_layers * hyper_connection_saved_bytes(cfg, wl)
     return out

@@ -34,9 +34,6 @@ ACT_TOL = 0.12
 FLOOR_SHARE = 0.01
 #: (option, measure) -> what the closed form misses (measured on this tiny model, bytes)
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("deepnorm", "train_step.activations"): "predicted 0, measured -8,576: the post-norm layout saves less "
-                                            "than the estimate's post-norm branch on the einsum path",
-    ("pre_norm", "train_step.activations"): "as deepnorm (post-norm): predicted 0, measured -8,576",
     ("attn_flash", "train_step.activations"): "predicted -7,680, measured -15,872 (about half)",
 }
 
