@@ -352,12 +352,20 @@ def training_activation_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
     #     ``1 < g < h``, with the memory slots concatenated)
     kv_saved = q_bytes * 2 if gqa_expand else (2 * sh["kv_mem"] if cfg.attn_num_mem_kv else 2 * kv_one)
     if cfg.attn_num_mem_kv and cfg.attn_flash:
-        # measured on CPU: one more (b, g, n+m, dh) tensor and the bool causal mask and its negation
-        kv_saved += sh["kv_mem"] + 2 * sh["causal_mask"]
+        # with memory slots SDPA saves its ``attn_mask``, the causal mask as an additive float ``(n, n+m)``
+        # (k_len > q_len, attend.py:408-414), and an ``(n, 1)`` bool (measured on CPU)
+        kv_saved += n * (n + cfg.attn_num_mem_kv) * e + n * BOOL_BYTES
     if cfg.attn_flash:
         # (5) SDPA: its output and log-sum-exp, its ``attn_mask`` (the dense ALiBi mask, ``(b, h, n, n)`` per
-        #     block), and the merged-heads copy saved by ``to_out``
-        attn_saved = (q_bytes + kv_saved + q_bytes + sh["lse"] + al["mask"] + q_bytes)
+        #     block), and the merged-heads input of ``to_out`` (x_transformers.py:2745). The CPU SDPA kernel
+        #     returns its output in the memory layout of q: when q reaches it as the ``(b, n, h, dh)``-strided
+        #     view of ``to_q``'s output (``split_q_heads``, 2019, 2401), ``merge_heads`` (2023, 2699) is a view
+        #     and ``to_out`` saves the SDPA output itself; rotary writes q afresh in the contiguous
+        #     ``(b, h, n, dh)`` layout (``apply_rotary_pos_emb``), and the merge is then a copy, as it is with
+        #     memory slots (measured, torch 2.13 CPU; with value gating ``to_out`` saves the gated product,
+        #     counted in (7))
+        merged_copy = q_bytes if (cfg.uses_rotary or cfg.attn_num_mem_kv) else 0
+        attn_saved = (q_bytes + kv_saved + q_bytes + sh["lse"] + al["mask"] + merged_copy)
     else:
         # (5') einsum path: the float32 softmax output (and its ``e``-byte copy when ``e != 4``) and the bool
         #      causal mask
