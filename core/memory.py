@@ -1,7 +1,8 @@
 """Memory of the model on one device in one dtype, in bytes (integers), one small function per term:
 ``weights_bytes``, ``buffers_bytes``, ``grads_bytes``, ``optimizer_state_bytes``, ``kv_bytes_per_token`` /
-``kv_cache_bytes``, ``alibi_tensors``, ``rel_pos_bias_bytes``, ``inference_activation_bytes``,
-``training_activation_bytes``, ``hyper_connection_saved_bytes``, ``loss_bytes``; ``memory_estimate`` adds them up.
+``kv_cache_bytes``, ``alibi_tensors``, ``rel_pos_bias_bytes``, ``shift_copies_bytes``,
+``inference_activation_bytes``, ``training_activation_bytes``, ``hyper_connection_saved_bytes``, ``loss_bytes``;
+``memory_estimate`` adds them up.
 
 Symbols: ``b`` batch, ``n`` length, ``T = b * n``, ``d`` dim, ``L`` depth, ``h`` heads, ``g`` K/V heads, ``dh``
 head width, ``f`` feed-forward width, ``V`` vocabulary, ``e`` bytes per element of the workload dtype, ``ha``
