@@ -1,7 +1,8 @@
 """Memory of the model on one device in one dtype, in bytes (integers), one small function per term:
 ``weights_bytes``, ``buffers_bytes``, ``grads_bytes``, ``optimizer_state_bytes``, ``kv_bytes_per_token`` /
-``kv_cache_bytes``, ``alibi_tensors``, ``rel_pos_bias_bytes``, ``inference_activation_bytes``,
-``training_activation_bytes``, ``hyper_connection_saved_bytes``, ``loss_bytes``; ``memory_estimate`` adds them up.
+``kv_cache_bytes``, ``alibi_tensors``, ``rel_pos_bias_bytes``, ``shift_copies_bytes``,
+``inference_activation_bytes``, ``training_activation_bytes``, ``hyper_connection_saved_bytes``, ``loss_bytes``;
+``memory_estimate`` adds them up.
 
 Symbols: ``b`` batch, ``n`` length, ``T = b * n``, ``d`` dim, ``L`` depth, ``h`` heads, ``g`` K/V heads, ``dh``
 head width, ``f`` feed-forward width, ``V`` vocabulary, ``e`` bytes per element of the workload dtype, ``ha``
@@ -20,7 +21,7 @@ from xtlens.core.params import param_counts
 
 __all__ = ["MemoryEstimate", "memory_estimate", "ADAMW_STEP_BYTES", "INDEX_BYTES", "BOOL_BYTES", "FP32_BYTES",
            "weights_bytes", "buffers_bytes", "grads_bytes", "optimizer_state_bytes", "kv_bytes_per_token",
-           "kv_cache_bytes", "alibi_tensors", "rel_pos_bias_bytes", "activation_tensor_bytes",
+           "kv_cache_bytes", "alibi_tensors", "rel_pos_bias_bytes", "activation_tensor_bytes", "shift_copies_bytes",
            "inference_activation_bytes", "training_activation_bytes", "hyper_connection_saved_bytes", "loss_bytes"]
 
 ADAMW_STEP_BYTES = 4  # torch.optim.AdamW keeps one float32 scalar ``step`` tensor per parameter tensor
@@ -197,10 +198,22 @@ def activation_tensor_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
     )
 
 
+def shift_copies_bytes(cfg: ModelConfig, wl: Workload) -> int:
+    """Token-shift tensors alive while a shifted sub-layer runs (0 without ``shift_tokens``): the concatenated
+    ``(T, d)`` input and the ``k`` padded segments of ``d // (k+1)`` features each, ``k = shift_tokens``
+    (causal shifts ``0..k``, x_transformers.py:3243-3245; ``ShiftTokens.forward``, 1608-1617):
+    ``T * (d + k * (d // (k+1))) * e`` bytes."""
+    k = cfg.shift_tokens
+    if k <= 0:
+        return 0
+    return wl.tokens * (cfg.dim + k * (cfg.dim // (k + 1))) * wl.dtype_bytes
+
+
 def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dict[str, int]]:
     """Peak of live activations in bytes during one ``torch.no_grad()`` forward, beyond weights and buffers, and its
     breakdown: ``max(retained_at_stage + transient_stage)`` over three stages (the last attention block at its
-    SDPA / ``P V`` call, the last feed-forward block after its activation, the logits)."""
+    SDPA / ``P V`` call, the last feed-forward block after its activation, the logits; with hyper-connections a
+    fourth: the last layer's stream mixing)."""
     sh = activation_tensor_bytes(cfg, wl)
     b, n, e = wl.batch, wl.seq_len, wl.dtype_bytes
     T = b * n
@@ -215,14 +228,17 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
     #     (``cached_kv``) and, without flash, each block's three ``(b, h, n, n)`` score tensors kept in
     #     ``Intermediates`` (``qk_similarities``, ``pre_softmax_attn``, ``post_softmax_attn``; attend.py:592-596)
     #     stay alive, with the rotary tables ``(n, rot)`` (two with xpos) and the int64 positions
-    # (2) hyper-connections: each stream tensor is ``(b * s, n, d)``; the attention layers' stream inputs are
-    #     kept in ``hiddens`` beside the branch inputs in ``layer_hiddens`` (3651, 3662), and each branch input is
-    #     a view of its ``(b, n, s+1, d)`` mix, which stays alive with it
+    # (2) hyper-connections: each stream tensor is ``(b * s, n, d)``; each branch input kept in ``layer_hiddens``
+    #     (3662) is a view of its ``(b, n, s+1, d)`` mix, which stays alive with it. After the layers, the
+    #     attention layers' stream inputs (``hiddens``, 3651) and the last stream (``layer_hiddens``, 3735) are
+    #     returned; ``TransformerWrapper`` keeps its ``(b, n, d)`` input ``x`` (4418) beside the streams
+    #     expanded from it (3534). See (12) for the streams alive while the layers run
     stream = hidden * s
+    N = cfg.num_layers
     rotary_tables = (n * rot * e * (2 if cfg.rotary_xpos else 1) + n * INDEX_BYTES) if cfg.uses_rotary else 0
     retained = {
         "token_embeddings": hidden,
-        "layer_inputs": cfg.num_layers * hidden * (s + 1 if s > 1 else 1) + (L * stream if s > 1 else 0),
+        "layer_inputs": N * hidden * (s + 1 if s > 1 else 1),
         "final_hidden": hidden,
         "abs_pos_embedding": n * d * e if cfg.has_abs_pos_emb else 0,
         "cached_k_v": 2 * L * kv_one,
@@ -231,10 +247,14 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
         "alibi_cached_buffer": al["cached"],
     }
     if s > 1:
-        retained["residual_streams"] = stream  # the (b*s, n, d) stream entering the current layer
+        retained["residual_streams"] = (L + 1) * stream
+        retained["stream_input"] = hidden
     # (3) attention transient: shifted and normed copies of the input, rotated q (and k; the pre-rotary k is
-    #     retained)
-    input_copies = (hidden if cfg.shift_tokens > 0 else 0) + (hidden if cfg.uses_pre_norm else 0)
+    #     retained). Token shifting (``ShiftTokens.forward``, x_transformers.py:1608-1617) splits the input into
+    #     ``k+1`` segments of ``d // (k+1)`` features, pads the ``k`` shifted ones into copies (``shift``, 1600)
+    #     and concatenates them into the ``(T, d)`` input; the list of padded copies stays referenced while the
+    #     wrapped sub-layer runs (1617), so both are alive through it
+    input_copies = shift_copies_bytes(cfg, wl) + (hidden if cfg.uses_pre_norm else 0)
     attn_t = input_copies + q_bytes
     if cfg.uses_rotary:
         attn_t += kv_one
@@ -266,10 +286,28 @@ def inference_activation_bytes(cfg: ModelConfig, wl: Workload) -> tuple[int, dic
         ff_t += sh["ff_hidden"]
     # (11) logits ``T * V``, twice with the tied path's ``* tie_embedding_scale`` copy
     logits_t = T * V * e * (2 if cfg.tie_embedding else 1)
-    # (12) the last attention block runs before the last feed-forward input and the final hidden exist
-    attn_retained = dict(retained, layer_inputs=retained["layer_inputs"] - hidden, final_hidden=0)
+    # (12) the last attention block runs before the last feed-forward input and the final hidden exist. With
+    #      hyper-connections, while the layers run every layer's stream input is kept in ``skip_hiddens``
+    #      (``skip_hiddens.append(x)``, 3638), and the current layer's ``(b, n, s)`` ``beta`` from
+    #      ``HyperConnection.prepare`` (1446) waits in ``residual_kwargs`` for the residual (3717)
+    attn_retained = dict(retained, layer_inputs=retained["layer_inputs"] - (hidden * (s + 1) if s > 1 else hidden),
+                         final_hidden=0)
     ff_retained = dict(retained, final_hidden=0)
-    candidates = [
+    candidates = []
+    if s > 1:
+        beta = T * s * e
+        attn_retained["residual_streams"] = (N - 1) * stream + beta
+        ff_retained["residual_streams"] = N * stream + beta
+        # (13) hyper-connections: the last layer's ``HyperConnection.prepare`` (1417-1452) at its mixing ``einsum``
+        #      (1450): the stream's ``nn.LayerNorm`` output and the contiguous copy of the streams the einsum
+        #      makes (``2 * stream``), beside its locals ``wc_weight``, ``dynamic_alpha`` and the concatenated
+        #      ``alpha`` ``(T, s, s+1)``, the Sinkhorn output ``(T, s, s)``, ``alpha_input``, ``dc_weight``,
+        #      ``dynamic_beta``, ``beta`` ``(T, s)`` and the previous layer's ``beta``, still in ``residual_kwargs``;
+        #      the new mix (in ``layer_inputs``) is being written
+        hc_retained = dict(ff_retained, residual_streams=N * stream)
+        hc_t = 2 * stream + T * e * (3 * s * (s + 1) + s * s + 5 * s)
+        candidates.append((sum(hc_retained.values()) + hc_t, hc_retained, "transient_hyper_connection", hc_t))
+    candidates += [
         (sum(attn_retained.values()) + attn_t, attn_retained, "transient_attention", attn_t),
         (sum(ff_retained.values()) + ff_t, ff_retained, "transient_feedforward", ff_t),
         (sum(retained.values()) + logits_t, retained, "transient_logits", logits_t),
@@ -315,12 +353,20 @@ def training_activation_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
     #     ``1 < g < h``, with the memory slots concatenated)
     kv_saved = q_bytes * 2 if gqa_expand else (2 * sh["kv_mem"] if cfg.attn_num_mem_kv else 2 * kv_one)
     if cfg.attn_num_mem_kv and cfg.attn_flash:
-        # measured on CPU: one more (b, g, n+m, dh) tensor and the bool causal mask and its negation
-        kv_saved += sh["kv_mem"] + 2 * sh["causal_mask"]
+        # with memory slots SDPA saves its ``attn_mask``, the causal mask as an additive float ``(n, n+m)``
+        # (k_len > q_len, attend.py:408-414), and an ``(n, 1)`` bool (measured on CPU)
+        kv_saved += n * (n + cfg.attn_num_mem_kv) * e + n * BOOL_BYTES
     if cfg.attn_flash:
         # (5) SDPA: its output and log-sum-exp, its ``attn_mask`` (the dense ALiBi mask, ``(b, h, n, n)`` per
-        #     block), and the merged-heads copy saved by ``to_out``
-        attn_saved = (q_bytes + kv_saved + q_bytes + sh["lse"] + al["mask"] + q_bytes)
+        #     block), and the merged-heads input of ``to_out`` (x_transformers.py:2745). The CPU SDPA kernel
+        #     returns its output in the memory layout of q: when q reaches it as the ``(b, n, h, dh)``-strided
+        #     view of ``to_q``'s output (``split_q_heads``, 2019, 2401), ``merge_heads`` (2023, 2699) is a view
+        #     and ``to_out`` saves the SDPA output itself; rotary writes q afresh in the contiguous
+        #     ``(b, h, n, dh)`` layout (``apply_rotary_pos_emb``), and the merge is then a copy, as it is with
+        #     memory slots (measured, torch 2.13 CPU; with value gating ``to_out`` saves the gated product,
+        #     counted in (7))
+        merged_copy = q_bytes if (cfg.uses_rotary or cfg.attn_num_mem_kv) else 0
+        attn_saved = (q_bytes + kv_saved + q_bytes + sh["lse"] + al["mask"] + merged_copy)
     else:
         # (5') einsum path: the float32 softmax output (and its ``e``-byte copy when ``e != 4``) and the bool
         #      causal mask
@@ -341,12 +387,16 @@ def training_activation_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
         "rotary": L * rotary_saved,
         "feedforward": cfg.num_ff_layers * ff_saved,
         "final_hidden": hidden,
-        "logits": T * V * e,  # (10) the logits ``(T, V)`` and the int64 ids kept by the embedding
+        # (10) pre-norm only: the final norm (``final_norm``, x_transformers.py:3155-3157, applied at 3750) saves
+        #      its input, the last residual sum (no other op saves it), and its own tensors; post-norm
+        #      (``deepnorm``, ``pre_norm=False``) ends with the last sub-layer's norm and no final one
+        "final_norm": hidden + norm_saved if cfg.uses_pre_norm else 0,
+        "logits": T * V * e,  # (11) the logits ``(T, V)`` and the int64 ids kept by the embedding
         "token_ids": T * INDEX_BYTES,
         "alibi_cached_buffer": al["cached"],
     }
     if cfg.rel_pos_bias:
-        out["rel_pos_bias"] = L * n * n * INDEX_BYTES  # (11) int64 bucket ids saved by the embedding lookup
+        out["rel_pos_bias"] = L * n * n * INDEX_BYTES  # (12) int64 bucket ids saved by the embedding lookup
     if s > 1:
         out["hyper_connections"] = cfg.num_layers * hyper_connection_saved_bytes(cfg, wl)
     return out
