@@ -6,7 +6,9 @@ files in such a folder) and, for the permission bits, with a child that drops to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import resource
@@ -18,10 +20,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.profiling.cli import main
 from xtlens.profiling.results.export import read_records, write_table
-from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.results.records import COLUMNS, ProfileRecord, base_fields
 from xtlens.profiling.results.store import ResultStore, StoreError, open_store
 
 PY = sys.executable
@@ -179,9 +183,6 @@ def test_permission_bits_as_an_unprivileged_user_are_read_only_too(env, which) -
         os.close(read)
         code = 99
         try:
-            import contextlib
-            import io
-
             os.setgid(65534)
             os.setuid(65534)
             err = io.StringIO()
@@ -312,3 +313,30 @@ def test_open_store_reports_a_hand_edited_store(env) -> None:
     db = _edited(env, "UPDATE meta SET value='abc' WHERE key='schema_version'")
     with pytest.raises(StoreError, match="schema_version"):
         open_store(db)
+
+
+# --- fuzz: any value in any stored cell, through results show / export ---------------------------------------
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(col=st.sampled_from(COLUMNS), value=st.one_of(
+    st.none(), st.text(max_size=24), st.binary(max_size=24), st.floats(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.sampled_from(["1e400", "-1e400", "nan", "1.5", " 7 ", "0x10"])))
+def test_fuzz_a_hand_edited_cell_is_shown_or_named(tmp_path_factory, col, value) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    db = folder / "f.sqlite"
+    ResultStore(db).add(_rows("cpu"))
+    con = sqlite3.connect(db)
+    try:
+        con.execute(f'UPDATE results SET "{col}" = ? WHERE id = 1', (value,))
+        con.commit()
+    except sqlite3.Error:
+        return  # a constraint of the table refuses the value: nothing to read back
+    finally:
+        con.close()
+    for action in ("show", "export"):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["results", "--db", str(db), action, *([str(folder / "x.json")] if action == "export" else [])])
+        assert code in (0, 2), err.getvalue()
+        if code == 2:
+            assert str(db) in err.getvalue() and col in err.getvalue(), err.getvalue()
