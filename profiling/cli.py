@@ -301,7 +301,7 @@ def _results(args: argparse.Namespace) -> int:
     from xtlens.profiling.results.store import open_store
     from xtlens.profiling.results.uploads import MAX_UPLOAD_BYTES, read_table_upload
 
-    store = open_store(args.db)
+    store = open_store(args.db, write=args.action == "import")  # reading a read-only store is fine
     if args.action == "import":
         total = 0
         for path in args.files:

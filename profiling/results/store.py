@@ -168,12 +168,17 @@ class ResultStore:
     threads (the Streamlit server) and the file between processes.
     """
 
-    def __init__(self, path: str | Path | None = None, *, lock_timeout_s: float = LOCK_TIMEOUT_S):
+    def __init__(self, path: str | Path | None = None, *, lock_timeout_s: float = LOCK_TIMEOUT_S,
+                 readonly: bool = False):
         self.path = Path(path) if path is not None else db_path()
         self.lock_timeout_s = float(lock_timeout_s)
+        self.readonly = readonly  # opened for reading only (``open_store(write=False)`` of a read-only store)
         self.spool_stored = 0  # rows of the spool stored when open_store opened this store
         self._json_cache_checked: set[str] = set()  # folders import_json_cache has dealt with (this object)
-        if not self.path.is_dir():
+        if readonly and not self.path.is_file():
+            raise StoreError(f"there is no result database at {self.path} (and it cannot be made: "
+                             f"{not_writable(self.path) or 'opened read-only'})")
+        if not readonly and not self.path.is_dir():
             why = not_writable(self.path)
             if why is not None:
                 raise StoreError(f"cannot write to the result database {self.path}: {why}. Nothing was measured or "
@@ -213,7 +218,7 @@ class ResultStore:
         if head != SQLITE_MAGIC:
             raise self._refuse("is not an SQLite database (it is corrupt or another kind of file)")
         try:
-            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            con = sqlite3.connect(self._ro_uri(), uri=True, timeout=30)
             try:
                 check = con.execute("PRAGMA quick_check").fetchone()
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -255,8 +260,26 @@ class ResultStore:
             cause = f"SQLite says: {text}"
         return StoreError(f"cannot write to the result database {self.path}: {cause}; nothing of this write was stored")
 
+    def _ro_uri(self) -> str:
+        """The read-only URI of the file; ``immutable`` where SQLite could not make its shared-memory file (a
+        read-only folder without one), which a read-only store's readers need."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        shm = self.path.with_name(self.path.name + "-shm")
+        if self.readonly and not shm.exists() and not_writable(self.path.with_name(".xtlens-folder-check")):
+            uri += "&immutable=1"
+        return uri
+
     def _connect(self) -> sqlite3.Connection:
         con = None
+        if self.readonly:
+            try:
+                con = sqlite3.connect(self._ro_uri(), uri=True, timeout=self.lock_timeout_s, isolation_level=None)
+                con.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
+            except sqlite3.DatabaseError as exc:
+                if con is not None:
+                    con.close()
+                raise self._refuse(f"cannot be opened for reading ({exc})") from None
+            return con
         try:
             con = sqlite3.connect(self.path, timeout=self.lock_timeout_s, isolation_level=None)
             con.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
@@ -344,7 +367,8 @@ class ResultStore:
             if con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='results'").fetchone() is None:
                 raise self._refuse("is damaged: it has xtlens's table meta but no table results (dropped or renamed "
                                    "by hand?)")
-            self._add_later_columns(con)
+            if not self.readonly:
+                self._add_later_columns(con)
             return
         with self._write() as w:
             for stmt in _SCHEMA:
@@ -661,12 +685,15 @@ def store_spool(store: ResultStore) -> int:
     return added
 
 
-def open_store(path: str | Path | None = None) -> ResultStore:
+def open_store(path: str | Path | None = None, *, write: bool = True) -> ResultStore:
     """The store at ``path`` (default ``db_path()``), opened and checked once per process and path (a file or
     folder that cannot be written is a ``StoreError`` here, before anything is measured); rows spooled for it
-    by an earlier run that could not write are stored then."""
+    by an earlier run that could not write are stored then. ``write=False`` (reading only: ``results list``,
+    ``show``, ``export``): a store that cannot be written is opened read-only instead of refused."""
     resolved = str(Path(path if path is not None else db_path()).resolve())
     store = _STORES.get(resolved)
+    if not write and store is None and Path(resolved).is_file() and not_writable(Path(resolved)) is not None:
+        return ResultStore(resolved, readonly=True)
     if store is None or not Path(resolved).exists():
         store = ResultStore(resolved)
         _STORES[resolved] = store

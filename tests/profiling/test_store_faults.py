@@ -159,6 +159,12 @@ def test_a_read_only_store_is_refused_before_measuring(env, frozen, monkeypatch,
     assert f"cannot write to the result database {db}" in err and "Nothing was measured" in err
     assert ("the file is read-only" if which == "file" else f"its folder {folder} is read-only") in err
     assert not out.exists()
+    # reading a read-only store still works; writing to it is the same message
+    assert main(["results", "show"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3  # the header and the 2 rows
+    assert main(["results", "export", str(env / "all.json")]) == 0 and len(read_records(env / "all.json")) == 2
+    assert main(["results", "import", str(env / "all.json")]) == 2
+    assert "read-only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("which", ["file", "folder"])
