@@ -248,7 +248,13 @@ def _profile(args: argparse.Namespace) -> int:
                            use_cache=not args.no_cache)
     from xtlens.profiling.results.store import open_store
 
-    open_store()  # every measured row is stored: a corrupt or foreign database stops here (StoreError), untouched
+    # every measured row is stored: a corrupt, foreign or unwritable database stops here (StoreError), untouched,
+    # before anything is measured; rows an earlier run had to spool are stored now
+    store = open_store()
+    if store.spool_stored:
+        print(f"stored {store.spool_stored} row(s) an earlier run had kept in the spool into {store.path}",
+              file=sys.stderr)
+    store_failures: list[str] = []
     bar = ProgressBar()
     name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
     if args.ray is not None:  # one Ray task per point on the cluster at --ray (profiling.run.executor)
@@ -267,8 +273,10 @@ def _profile(args: argparse.Namespace) -> int:
         job = follow(Job(JobSpec.make(whats, cfg, workloads, options, config_name=name,
                                       time_limit_s=args.time_limit)), bar)
         rows = job.result()
+        store_failures = job.store_failures
     else:
-        rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar)
+        rows = run_sweep([(name, cfg)], workloads, what=whats, options=options, progress=bar,
+                         on_store_error=lambda exc: store_failures.append(str(exc)))
     failed = [r for r in rows if r.status != "ok"]
     if args.out is not None:
         path = write_table(rows, args.out)
@@ -278,6 +286,11 @@ def _profile(args: argparse.Namespace) -> int:
     for row in failed:
         print(f"  {row.measurement} {row.phase} batch={row.batch} seq_len={row.seq_len_tokens}: {row.status}: "
               f"{row.error}", file=sys.stderr)
+    if store_failures:  # the rows are in --out (or on stdout) and in the spool, but not in the store: exit 2
+        more = (f" (and {len(store_failures) - 1} more point(s) likewise, each in its own file in the same spool "
+                "folder)" if len(store_failures) > 1 else "")
+        print_error("profile", f"{store_failures[0]}{more}")
+        return 2
     return 0
 
 
@@ -288,7 +301,7 @@ def _results(args: argparse.Namespace) -> int:
     from xtlens.profiling.results.store import open_store
     from xtlens.profiling.results.uploads import MAX_UPLOAD_BYTES, read_table_upload
 
-    store = open_store(args.db)
+    store = open_store(args.db, write=args.action == "import")  # reading a read-only store is fine
     if args.action == "import":
         total = 0
         for path in args.files:

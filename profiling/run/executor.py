@@ -266,6 +266,7 @@ class RayJob(JobState):
         self._stderr = ""
         self.retried: dict[int, str] = {}
         self.hosts: set[str] = set()
+        self.store_failures: list[str] = []  # rows the driver could not store (kept in the spool each message names)
         if start:
             self.start()
 
@@ -335,14 +336,23 @@ class RayJob(JobState):
             note = f"Ray: attempt 2 on {out['host']}; attempt 1 failed: {self.retried[i]}"
             rows = [dataclasses.replace(r, method=f"{r.method}; {note}" if r.method else note) for r in rows]
         key = cache_key(point, out["device"], out["device_name"], self._remote_opts, self._measure)
-        cache_write(key, rows, source="ray", host=out["host"], attempts=attempts)
+        self._store(key, rows, source="ray", host=out["host"], attempts=attempts)
         return rows
+
+    def _store(self, key: str | None, rows: list, **provenance: Any) -> None:
+        """``cache_write``; rows the store cannot take are spooled and the message kept in ``store_failures``."""
+        from xtlens.profiling.results.store import StoreError
+
+        try:
+            cache_write(key, rows, **provenance)
+        except StoreError as exc:
+            self.store_failures.append(str(exc))
 
     def _give_up(self, i: int, point: Any, status: str, message: str) -> list:
         """The rows of a point whose worker died twice (stored as history, never served as cache)."""
         rows = failure_rows(point, status, message, device=self._probe["device"],
                             device_name=self._probe["device_name"], options=self._remote_opts)
-        cache_write(None, rows, source="ray", host="", attempts=2)
+        self._store(None, rows, source="ray", host="", attempts=2)
         return rows
 
     def _failure(self, point: Any, status: str, message: str, device: str, device_name: str) -> list:

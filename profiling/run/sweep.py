@@ -158,8 +158,18 @@ def cache_read(key: str, *, store=None) -> list[ProfileRecord] | None:
 def cache_write(key: str | None, rows: list[ProfileRecord], *, source: str = "local", host: str | None = None,
                 attempts: int = 1, store=None) -> None:
     """Store the rows of one point (failures too: they are history, never served as cache). ``store``: as
-    for ``cache_read``."""
-    (store or _store)().add(rows, source=source, host=host, attempts=attempts, cache_key=key)
+    for ``cache_read``. When the store cannot take them (``StoreError``: disk full, read-only, locked), the
+    rows are kept in the spool (``profiling.results.store.spool_rows``) and a ``StoreError`` naming the
+    spool file is raised."""
+    from xtlens.profiling.results.store import StoreError, db_path, spool_rows
+
+    opened = None
+    try:
+        opened = (store or _store)()
+        opened.add(rows, source=source, host=host, attempts=attempts, cache_key=key)
+    except StoreError as exc:
+        raise spool_rows(rows, exc, store_path=opened.path if opened is not None else db_path(), source=source,
+                         host=host, attempts=attempts, cache_key=key) from None
 
 
 def clear_cache() -> int:
@@ -198,11 +208,14 @@ def failure_rows(point: SweepPoint, status: str, message: str, *, device: str, d
 
 def run_point(point: SweepPoint, *, device: str, device_name: str, options: SweepOptions,
               measure: Measure = measure_point, progress: Progress | None = None,
-              store: bool = True, results=None) -> tuple[list[ProfileRecord], bool]:
+              store: bool = True, results=None,
+              on_store_error: Callable[[Exception], None] | None = None) -> tuple[list[ProfileRecord], bool]:
     """Measure one point, never raising: ``(rows, from_cache)``; failures become one status row.
 
     ``store=False`` neither reads nor writes the result store (a Ray task: its driver does both).
-    ``results``: a callable giving the result store (a sweep opens it once for all its points)."""
+    ``results``: a callable giving the result store (a sweep opens it once for all its points).
+    ``on_store_error(error)``: called when the rows could not be stored (they are in the spool, the error's
+    message says where); by default a warning is logged."""
     if point.cfg is None:
         return failure_rows(point, "error", point.invalid or "invalid configuration", device=device,
                             device_name=device_name, options=options), False
@@ -237,8 +250,15 @@ def run_point(point: SweepPoint, *, device: str, device_name: str, options: Swee
 
         try:
             cache_write(key, rows, store=results)
-        except (StoreError, OSError, ValueError, TypeError, OverflowError):
-            pass  # an unusable store or a row it cannot hold: nothing is cached, the rows are still returned
+        except StoreError as exc:  # kept in the spool; the caller says so (the CLI exits 2 after writing --out)
+            if on_store_error is not None:
+                on_store_error(exc)
+            else:
+                import logging
+
+                logging.getLogger(__name__).warning("%s", exc)
+        except (OSError, ValueError, TypeError, OverflowError):
+            pass  # a row the store cannot hold: nothing is cached, the rows are still returned
     return rows, False
 
 
@@ -260,8 +280,10 @@ def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[s
               workloads: Iterable[Workload] | None = None, *, what: Iterable[str] | str = ("flops",),
               options: SweepOptions | None = None, progress: Progress | None = None,
               measure: Measure = measure_point,
-              on_rows: Callable[[int, SweepPoint, list[ProfileRecord]], None] | None = None) -> list[ProfileRecord]:
+              on_rows: Callable[[int, SweepPoint, list[ProfileRecord]], None] | None = None,
+              on_store_error: Callable[[Exception], None] | None = None) -> list[ProfileRecord]:
     """Run every point of the sweep; returns all rows (see the module docstring for failures).
+    ``on_store_error``: see ``run_point``.
 
     ``workloads`` defaults to batch 1, float32, sequence lengths 128..8192 (clipped to nothing: a length
     above a model's ``max_seq_len`` gives an error row). ``progress(fraction, message)`` is called before
@@ -270,12 +292,13 @@ def run_sweep(configs: ModelConfig | ConfigGrid | Iterable[ModelConfig | tuple[s
     """
     wls = list(workloads) if workloads is not None else seq_len_workloads()
     return run_points(plan_sweep(configs, wls, what), options=options, progress=progress, measure=measure,
-                      on_rows=on_rows)
+                      on_rows=on_rows, on_store_error=on_store_error)
 
 
 def run_points(points: list[SweepPoint], *, options: SweepOptions | None = None, progress: Progress | None = None,
                measure: Measure = measure_point,
-               on_rows: Callable[[int, SweepPoint, list[ProfileRecord]], None] | None = None) -> list[ProfileRecord]:
+               on_rows: Callable[[int, SweepPoint, list[ProfileRecord]], None] | None = None,
+               on_store_error: Callable[[Exception], None] | None = None) -> list[ProfileRecord]:
     """``run_sweep`` on a plan already made (``plan.plan_sweep``; the worker's child makes it once, for its
     memory limit and for the sweep). The result store is opened once for all the points."""
     options = options or SweepOptions()
@@ -299,7 +322,8 @@ def run_points(points: list[SweepPoint], *, options: SweepOptions | None = None,
                                 "out of memory", device=device, device_name=device_name, options=options)
         else:
             rows, _cached = run_point(point, device=device, device_name=device_name, options=options,
-                                      measure=measure, progress=inner, results=results)
+                                      measure=measure, progress=inner, results=results,
+                                      on_store_error=on_store_error)
             if any(r.status == "oom" for r in rows):
                 oom.add(point)
         out.extend(rows)

@@ -243,6 +243,7 @@ class Job(JobState):
         self._device = spec.options.device
         self._device_name = "unknown"
         self._fatal: str | None = None
+        self._store_failures: list[str] = []
         self._done_event = False
         self._ended: str | None = None  # "finished", "timeout", "cancelled", "crashed"
         self._final: list[ProfileRecord] | None = None
@@ -332,6 +333,13 @@ class Job(JobState):
                 self._finished_at = self._finished_at or time.monotonic()
         self.poll()
 
+    @property
+    def store_failures(self) -> list[str]:
+        """The child's messages for rows it could not store in the result store (each names its spool file)."""
+        self.poll()
+        with self._lock:
+            return list(self._store_failures)
+
     # --- polling ---
 
     def poll(self) -> None:
@@ -376,6 +384,8 @@ class Job(JobState):
             self._fatal = str(event["message"])
         elif kind == "done":
             self._done_event = True
+        elif kind == "store_failed":  # rows the child could not store: kept in the spool its message names
+            self._store_failures.append(str(event["message"]))
 
     def _finalize(self, *, returncode: int | None) -> None:
         rows: list[ProfileRecord] = []
@@ -638,7 +648,8 @@ def _child(job_dir: Path) -> int:
         return 0
     run_points(plan, options=spec.options, measure=measure,
                progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
-               on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}))
+               on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}),
+               on_store_error=lambda exc: emit({"type": "store_failed", "message": str(exc)}))
     emit({"type": "done"})
     return 0
 
