@@ -1,16 +1,18 @@
 """Run measurement jobs in a child process, so the caller (the Streamlit server) never freezes or dies.
 
-A job is (what, configurations, workloads, options). ``Job`` starts ``python -m xtlens.profiling.run.worker DIR``
-with the job written to ``DIR/spec.json``; the child runs ``profiling.run.sweep.run_sweep`` and appends
-JSON lines to ``DIR/events.jsonl`` as it goes (its resolved device, progress, the rows of each finished
+A job is (what, configurations, workloads, options). ``Job`` starts ``python -m xtlens.profiling.run.child
+--parent-pid PID --time-limit-s S xtlens.profiling.run.worker DIR`` with the job written to ``DIR/spec.json``:
+``profiling.run.child`` (standard library only) checks and watches the parent and enforces the child's own time
+limit before anything heavy is imported, then runs this module's ``main``. The child runs
+``profiling.run.sweep.run_sweep`` and appends JSON lines to ``DIR/events.jsonl`` as it goes (its resolved device, progress, the rows of each finished
 point, then ``done``). The parent never blocks: ``job.progress()``, ``job.done()`` and ``job.result()``
 read whatever the child has written so far, so a page can poll them on every rerun.
 
 Whatever happens, every planned point ends with at least one row:
 
 * time limit (``time_limit_s``, wall clock from the start): a watchdog thread kills the child's whole
-  process group; rows of finished points are kept, the point that was running and the rest get
-  ``status="timeout"``;
+  process group (the child ends itself ``child.GRACE_S`` later if the parent could not: dead or frozen);
+  rows of finished points are kept, the point that was running and the rest get ``status="timeout"``;
 * ``job.cancel()``: the same, with ``status="error"`` and "cancelled";
 * a crash of the child (segfault, killed by the operating system, an import error): the running point
   gets an ``error`` row saying how the process ended (``oom`` when it was killed by SIGKILL, which on
@@ -51,6 +53,8 @@ from typing import Any
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.profiling.errors import ProfileError
 from xtlens.profiling.results.records import ProfileRecord
+from xtlens.profiling.run.child import command as child_command
+from xtlens.profiling.run.child import parent_pid
 from xtlens.profiling.run.plan import ConfigGrid, SweepOptions, SweepPoint, check_whats, plan_sweep
 from xtlens.profiling.run.sweep import failure_rows
 
@@ -277,7 +281,7 @@ class Job(JobState):
             try:
                 with open(self._dir / "stderr.txt", "wb") as err:
                     self._proc = subprocess.Popen(
-                        [self._python, "-m", self.child_module, str(self._dir)],
+                        child_command(self._python, self.child_module, self._dir, time_limit_s=self.spec.time_limit_s),
                         stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=os.getcwd(),
                         start_new_session=(os.name == "posix"),
                     )
@@ -376,6 +380,8 @@ class Job(JobState):
             self._fatal = str(event["message"])
         elif kind == "done":
             self._done_event = True
+        elif kind == "timeout":  # the child ended itself at its own time limit (profiling.run.child)
+            self._kill_reason = self._kill_reason or "timeout"
 
     def _finalize(self, *, returncode: int | None) -> None:
         rows: list[ProfileRecord] = []
@@ -610,7 +616,10 @@ def child_events(job_dir: Path):
         events.write(json.dumps(event) + "\n")
         events.flush()
 
-    threading.Thread(target=_watch_parent, args=(os.getppid(), job_dir), daemon=True).start()
+    # the parent's PID as the parent gave it (profiling.run.child), not as the child finds it now: a parent that
+    # died while the child imported torch has already handed the child to PID 1
+    parent = parent_pid() or os.getppid()
+    threading.Thread(target=_watch_parent, args=(parent, job_dir), daemon=True).start()
     return emit
 
 
