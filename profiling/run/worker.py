@@ -270,8 +270,16 @@ class Job(JobState):
         with self._lock:
             if self._proc is not None or self._ended is not None:
                 return self
+            refused = self._refuse_what_does_not_fit()
+            if refused and len(refused) == len(self._points):  # nothing would fit: no child at all
+                self._started_at = self._finished_at = time.monotonic()
+                self._started_wall = time.time()
+                self._finalize(returncode=None)
+                return self
             self._dir = Path(tempfile.mkdtemp(prefix="xtlens-job-"))
             (self._dir / "spec.json").write_text(json.dumps(self.spec.to_dict()))
+            if refused:  # the child runs the rest (profiling.run.worker._child)
+                (self._dir / "refused.json").write_text(json.dumps(sorted(refused)))
             (self._dir / "events.jsonl").touch()
             env = dict(os.environ)
             env["PYTHONUNBUFFERED"] = "1"
@@ -293,6 +301,35 @@ class Job(JobState):
             self._message = "starting the measurement process"
             threading.Thread(target=self._watch, name=f"xtlens-job-{self.key}", daemon=True).start()
         return self
+
+    def _refuse_what_does_not_fit(self) -> set[int]:
+        """Before a CPU measurement job's child starts: an ``oom`` row for each point predicted not to fit in the
+        machine's available memory (``limits.refusal``: the predicted need, the available memory, the part that
+        does not fit); the indices of those points, which the child never runs."""
+        if not isinstance(self.spec, JobSpec):
+            return set()
+        from xtlens.profiling.run.device import resolve
+        from xtlens.profiling.run.limits import machine_available_bytes, refusal
+
+        try:
+            device, device_name = resolve(self.spec.options.device)
+        except Exception:  # noqa: BLE001 - an unusable device is the child's error row
+            return set()
+        available = machine_available_bytes()
+        if device != "cpu" or available is None:
+            return set()
+        refused = set()
+        for i, point in enumerate(self._points):
+            if point.cfg is None or point.workload.seq_len > point.cfg.max_seq_len:
+                continue  # the sweep's own error row
+            message = refusal(point.cfg, point.workload, point.what, self.spec.options.phases, available=available)
+            if message is not None:
+                refused.add(i)
+                self._rows[i] = failure_rows(point, "oom", message, device=device, device_name=device_name,
+                                             options=self.spec.options)
+        if refused:
+            self._device, self._device_name = device, device_name
+        return refused
 
     def _watch(self) -> None:
         """Watchdog: kill at the time limit, then record how the child ended."""
@@ -632,6 +669,10 @@ def _child(job_dir: Path) -> int:
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
         plan = spec.points()  # once: for the memory limit and the sweep
+        refused = set(json.loads((job_dir / "refused.json").read_text())) if (job_dir / "refused.json").exists() \
+            else set()
+        index = [i for i in range(len(plan)) if i not in refused]  # the parent refused the others (limits.refusal)
+        plan = [plan[i] for i in index]
         device, device_name = resolve(spec.options.device)
         limit = None
         if device == "cpu":  # bounded by the predicted peak (profiling.run.limits); CUDA maps far more address space
@@ -647,7 +688,7 @@ def _child(job_dir: Path) -> int:
         return 0
     run_points(plan, options=spec.options, measure=measure,
                progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
-               on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}))
+               on_rows=lambda i, p, rows: emit({"type": "rows", "index": index[i], "rows": [r.to_dict() for r in rows]}))
     emit({"type": "done"})
     return 0
 
