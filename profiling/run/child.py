@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["GRACE_S", "PARENT_CHECK_S", "command", "guard", "parent_pid", "main"]
+__all__ = ["GRACE_S", "PARENT_CHECK_S", "command", "guard", "parent_pid", "parse", "main"]
 
 #: The child's own limit is the job's time limit plus this (the parent's watchdog stops it first when alive).
 GRACE_S = 2.0
@@ -129,12 +129,20 @@ def _limit(text: str) -> float | None:
     return value
 
 
+def parse(args: list[str]) -> tuple[int, float | None, str, Path]:
+    """``(parent PID > 0, time limit in s or None, module, job folder)``; ``ValueError`` for anything else."""
+    if len(args) != 6 or args[0] != "--parent-pid" or args[2] != "--time-limit-s" or not args[4] or not args[5]:
+        raise ValueError("arguments")
+    parent = int(args[1])
+    if parent <= 0:
+        raise ValueError(args[1])
+    return parent, _limit(args[3]), args[4], Path(args[5])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if len(args) != 6 or args[0] != "--parent-pid" or args[2] != "--time-limit-s":
-            raise ValueError("arguments")
-        parent, limit, module, job_dir = int(args[1]), _limit(args[3]), args[4], Path(args[5])
+        parent, limit, module, job_dir = parse(args)
     except ValueError:
         print("usage: python -m xtlens.profiling.run.child --parent-pid PID --time-limit-s SECONDS|none MODULE "
               "JOB_DIR (started by profiling.run.worker.Job)", file=sys.stderr)

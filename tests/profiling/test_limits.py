@@ -3,6 +3,8 @@ an allocation beyond it is an ``oom`` row, and OOM advice names the part that do
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.core.cost_model import memory_estimate, param_counts
 from xtlens.profiling.run.limits import BASE_BYTES, PEAK_MARGIN, address_space_limit, what_does_not_fit
@@ -159,3 +161,60 @@ def test_an_oom_row_of_every_measurement_kind_names_the_part(monkeypatch) -> Non
             state = "weights, gradients and AdamW state" if r.phase == "train_step" else "weights"
             assert f"GiB of {state}" in r.error, (kind, r.phase, r.error)
             assert "Details: fake: cannot allocate memory" in r.error
+
+
+# --- fuzz (bounded): the new entry points never escape ------------------------------------------------------
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def _points(draw):
+    from xtlens.core.config import ConfigError
+
+    heads = draw(st.sampled_from([1, 2, 8, 64]))
+    try:
+        cfg = ModelConfig(num_tokens=draw(st.integers(2, 256_000)), max_seq_len=8192, depth=draw(st.integers(1, 96)),
+                          dim=heads * draw(st.sampled_from([8, 64, 128])), heads=heads,
+                          attn_dim_head=draw(st.sampled_from([16, 64, 128])))
+        wl = Workload(batch=draw(st.integers(1, 4096)), seq_len=draw(st.integers(1, 8192)),
+                      dtype=draw(st.sampled_from(["float32", "bfloat16", "float16"])))
+    except ConfigError:
+        return TINY, Workload()
+    return cfg, wl
+
+
+@FUZZ
+@given(_points(), st.sampled_from(["flops", "flops_breakdown", "memory", "latency", "breakdown", "whatif"]),
+       st.sampled_from([None, ("forward",), ("train_step",), ("inference", "train_step")]),
+       st.one_of(st.none(), st.integers(0, 2**50)))
+def test_fuzz_refusal_and_limit(point, what, phases, available) -> None:
+    from xtlens.profiling.run.limits import predicted_need_bytes, refusal
+
+    cfg, wl = point
+    need = predicted_need_bytes(cfg, wl, what, phases)
+    message = refusal(cfg, wl, what, phases, available=available)
+    assert need > 0
+    assert (message is not None) == (available is not None and need > available)
+    if message is not None:
+        assert message.startswith(f"Not started: measuring {what} at batch {wl.batch} x {wl.seq_len} tokens")
+        assert "does not fit" in message or "too big for this machine" in message
+    limit = address_space_limit([(cfg, wl)], available=available)
+    assert available is None or limit <= available
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["--parent-pid", "--time-limit-s", "none", "nan",
+                                                                  "-1", "0", "1e400", "3", "inf", "x.y"])),
+                max_size=7))
+def test_fuzz_the_child_guard_arguments(args) -> None:
+    """The child's first code parses its command line (``profiling.run.child.parse``): a parent PID > 0, a time limit
+    that is ``none`` or a non-negative number, a module and a folder; anything else is ``ValueError`` (usage,
+    exit 2), never another exception."""
+    from xtlens.profiling.run.child import parse
+
+    try:
+        parent, limit, module, job_dir = parse(args)
+    except ValueError:
+        return
+    assert parent > 0 and (limit is None or limit >= 0) and module and str(job_dir)
