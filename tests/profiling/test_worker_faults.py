@@ -254,3 +254,26 @@ def test_the_guard_refuses_bad_arguments_and_a_parent_that_is_already_gone(tmp_p
                             capture_output=True, text=True, timeout=60)
     assert orphan.returncode == 3 and not job_dir.exists()
     assert time.monotonic() - start < 5  # it never imported the worker (torch: several seconds)
+
+
+def test_a_job_started_from_a_thread_that_ends_keeps_running(marks) -> None:
+    """A server starts jobs from short-lived threads (Streamlit: one per rerun). Linux sends the parent-death
+    signal when the *thread* that started the child ends; the child checks that the parent process is really
+    gone before it ends itself, so the job runs on."""
+    import threading
+
+    started = []
+
+    def server_thread() -> None:  # starts the job, stays until the child is past its guard, then ends
+        started.append(Job(_spec()))
+        _pids(marks)
+
+    thread = threading.Thread(target=server_thread)
+    thread.start()
+    thread.join()
+    (job,) = started
+    child, grandchild = _pids(marks)
+    time.sleep(1.0)  # the thread ended: the child got its parent-death signal and checked the parent
+    assert job.outcome == "running" and _alive(child) and _alive(grandchild)
+    job.cancel()
+    assert job.outcome == "cancelled" and _wait_for(lambda: not _alive(child) and not _alive(grandchild))
