@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -51,7 +52,9 @@ def parent_pid() -> int | None:
 
 def command(python: str, module: str, job_dir: Path | str, *, time_limit_s: float | None) -> list[str]:
     """The command line that starts a guarded child of this process running ``module``'s ``main([job_dir])``."""
-    limit = "none" if time_limit_s is None else repr(float(time_limit_s))
+    # the parent's own limit is checked where it is set; here only a finite, non-negative one is passed on
+    finite = time_limit_s is not None and math.isfinite(float(time_limit_s))
+    limit = repr(max(float(time_limit_s), 0.0)) if finite else "none"
     return [python, "-m", "xtlens.profiling.run.child", "--parent-pid", str(os.getpid()), "--time-limit-s", limit, module, str(job_dir)]
 
 

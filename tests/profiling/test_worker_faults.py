@@ -277,3 +277,12 @@ def test_a_job_started_from_a_thread_that_ends_keeps_running(marks) -> None:
     assert job.outcome == "running" and _alive(child) and _alive(grandchild)
     job.cancel()
     assert job.outcome == "cancelled" and _wait_for(lambda: not _alive(child) and not _alive(grandchild))
+
+
+def test_the_guard_command_passes_only_a_usable_time_limit() -> None:
+    from xtlens.profiling.run.child import command, parse
+
+    for given, passed in ((3, 3.0), (0.5, 0.5), (None, None), (float("inf"), None), (float("nan"), None), (-5, 0.0)):
+        argv = command("python", "xtlens.profiling.run.worker", "/tmp/job", time_limit_s=given)
+        assert argv[:3] == ["python", "-m", "xtlens.profiling.run.child"]
+        assert parse(argv[3:]) == (os.getpid(), passed, "xtlens.profiling.run.worker", Path("/tmp/job")), given
