@@ -171,6 +171,21 @@ def describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]
     return "error", f"the measurement process stopped unexpectedly (exit code {returncode})"
 
 
+def _with_what_does_not_fit(message: str, point: SweepPoint, options: SweepOptions) -> str:
+    """An OOM kill's words and the part of the point's predicted footprint that does not fit in the machine's
+    available memory (``limits.what_does_not_fit``), like every other ``oom`` row."""
+    if point.cfg is None:
+        return message
+    from xtlens.profiling.run.limits import machine_available_bytes, what_does_not_fit
+
+    training = not point.what.startswith("flops") and (options.phases is None or "train_step" in options.phases)
+    try:
+        return f"{message}. " + what_does_not_fit(point.cfg, point.workload, training=training,
+                                                  available=machine_available_bytes())
+    except Exception:  # noqa: BLE001 - advice is a courtesy; the row must still be written
+        return message
+
+
 class JobState:
     """The page's, the CLI's and the manager's API of a job, shared by the child-process job (``Job``) and the
     Ray job (``executor.RayJob``). A subclass keeps ``_lock``, ``_fraction``, ``_message``, ``_rows`` (point
@@ -442,6 +457,8 @@ class Job(JobState):
                 status, message = "error", "cancelled before this point finished"
             elif crash is not None:
                 status, message = crash if first_missing else ("error", "not run: " + crash[1])
+                if status == "oom":
+                    message = _with_what_does_not_fit(message, point, self.spec.options)
             else:
                 status, message = "error", "the measurement process ended without measuring this point"
             first_missing = False

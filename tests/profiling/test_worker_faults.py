@@ -286,3 +286,18 @@ def test_the_guard_command_passes_only_a_usable_time_limit() -> None:
         argv = command("python", "xtlens.profiling.run.worker", "/tmp/job", time_limit_s=given)
         assert argv[:3] == ["python", "-m", "xtlens.profiling.run.child"]
         assert parse(argv[3:]) == (os.getpid(), passed, "xtlens.profiling.run.worker", Path("/tmp/job")), given
+
+
+def test_an_oom_kill_of_the_child_names_the_part_that_does_not_fit(marks, monkeypatch) -> None:
+    """The kernel's OOM killer (its cgroup count rises during the job, here simulated) SIGKILLs the child: the
+    ``oom`` row says so and, like every other ``oom`` row, which part of the prediction does not fit."""
+    from xtlens.profiling.run import worker
+
+    counts = iter([0])
+    monkeypatch.setattr(worker, "_oom_kills", lambda: next(counts, 1))
+    job = Job(_spec())
+    child, grandchild = _pids(marks)
+    os.kill(child, signal.SIGKILL)
+    (row,) = job.wait(timeout=30)
+    assert row.status == "oom" and "out-of-memory killer" in row.error
+    assert "activations at this shape are the part that does not fit" in row.error, row.error
