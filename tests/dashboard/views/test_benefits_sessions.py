@@ -5,6 +5,7 @@ sidebar's job tray), B's Cancel of the shared run withdraws only B, and a sessio
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -47,6 +48,10 @@ def test_two_sessions_probe_jobs_are_isolated(monkeypatch, tmp_path) -> None:
         cancel = f"benefits.cancel.{job.key}"
         assert job.outcome == "running" and _keys(a, cancel) and any("scaling probe" in t for t in _progress_texts(a))
         assert "scaling probe" in _tray(a)
+        # the probe's child is guarded like a measurement's: it knows the server's PID and its own time limit
+        argv = Path(f"/proc/{job._proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"xtlens.profiling.run.child" in argv and argv[argv.index(b"--parent-pid") + 1] == str(os.getpid()).encode()
+        assert b"xtlens.profiling.benefit.jobs" in argv
         # B, same settings, has not asked: no progress, no Cancel, nothing in its tray; its own Run probe button
         b.run()
         assert not b.exception
