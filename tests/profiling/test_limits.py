@@ -218,3 +218,16 @@ def test_fuzz_the_child_guard_arguments(args) -> None:
     except ValueError:
         return
     assert parent > 0 and (limit is None or limit >= 0) and module and str(job_dir)
+
+
+def test_an_in_process_sweep_refuses_a_point_predicted_not_to_fit(monkeypatch) -> None:
+    """``xtlens profile --time-limit 0`` runs the sweep in its own process: the same refusal, before measuring."""
+    from xtlens.core.config import PRESETS
+    from xtlens.profiling.run import sweep
+
+    monkeypatch.setattr(sweep, "machine_available_bytes", lambda: 8 * GIB)
+    rows = sweep.run_sweep([("seed", PRESETS["seed"])], [Workload(batch=1, seq_len=64), SEED_BIG], what="memory",
+                           options=SweepOptions(device="cpu", use_cache=False), measure=fake_ok)
+    assert [(r.batch, r.status) for r in rows] == [(1, "ok"), (64, "oom")]
+    assert rows[1].error.startswith("Not started: measuring memory at batch 64 x 8192 tokens in float32")
+    assert "8.00 GiB of memory available" in rows[1].error
