@@ -215,9 +215,10 @@ def test_a_parent_killed_at_once_leaves_no_process_and_no_folder(marks) -> None:
         for parent in parents:
             with __import__("contextlib").suppress(ProcessLookupError):
                 os.killpg(parent.pid, signal.SIGKILL)
-        for _, child, _, _ in seen:
+        for _, child, job_dir, _ in seen:
             with __import__("contextlib").suppress(ProcessLookupError):
                 os.killpg(child, signal.SIGKILL)
+            __import__("shutil").rmtree(job_dir, ignore_errors=True)  # only left when the test failed
 
 
 def test_the_child_ends_itself_at_its_own_time_limit_when_the_parent_does_not(marks, monkeypatch) -> None:
