@@ -60,9 +60,11 @@ def short_message(exc: BaseException, limit: int = 300) -> str:
 
 
 def failure_message(exc: BaseException, *, what: str, device_name: str, wl: Workload,
-                    cfg: ModelConfig | None = None) -> tuple[str, str]:
+                    cfg: ModelConfig | None = None, training: bool | None = None) -> tuple[str, str]:
     """``(status, message)`` for an exception raised while measuring ``what`` (e.g. "the training step"):
-    ``oom`` with the shape and what to try, the page-ready text of a ``ProfileError`` / ``ConfigError`` /
+    ``oom`` with the shape and, given the configuration ``cfg``, the part that does not fit (the model's state
+    or the activations, ``limits.what_does_not_fit``; ``training``: whether gradients and AdamW state count,
+    guessed from ``what`` when None), the page-ready text of a ``ProfileError`` / ``ConfigError`` /
     ``BuildError``, or ``error`` with the exception type and its first line. The one wording of every
     failure row."""
     from xtlens.core.builder import BuildError
@@ -75,8 +77,8 @@ def failure_message(exc: BaseException, *, what: str, device_name: str, wl: Work
             from xtlens.profiling.run.limits import available_bytes, what_does_not_fit
 
             try:
-                advice = what_does_not_fit(cfg, wl, training="train" in what or "memory" in what,
-                                           available=available_bytes())
+                advice = what_does_not_fit(cfg, wl, training=("train" in what or "memory" in what) if training is None
+                                           else training, available=available_bytes())
             except Exception:  # noqa: BLE001 - advice is a courtesy; the OOM row must still be written
                 pass
         return "oom", f"Out of memory on {device_name} during {what} ({shape}). {advice} Details: {detail}"
@@ -109,11 +111,12 @@ def failure_record(
 
     Frees memory first: clears the frames of the exception's traceback (so the tensors they hold die),
     runs ``gc.collect()`` and, on CUDA, ``torch.cuda.empty_cache()``. ``context`` names what was being
-    measured (e.g. "the training step"); extra keyword ``columns`` (provenance: versions, method, warmup,
+    measured (e.g. "the training step"); an out-of-memory row names the part of ``cfg``'s predicted footprint
+    that does not fit (``failure_message``); extra keyword ``columns`` (provenance: versions, method, warmup,
     repeats, sdpa_backend, predicted_bytes, ...) are copied into the row.
     """
     status, message = failure_message(exc, what=context or f"the {phase} {measurement} measurement",
-                                      device_name=device_name, wl=wl)
+                                      device_name=device_name, wl=wl, cfg=cfg, training="train" in phase)
     release(exc, device)
     identity = base_fields(cfg, wl, config_name=config_name, measurement=measurement, phase=phase,
                            device=device, device_name=device_name)

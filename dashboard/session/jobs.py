@@ -230,7 +230,7 @@ def _session_labels() -> dict[str, str]:
 
 
 def tray_rows() -> list[dict[str, str]]:
-    """This session's jobs with their state: queued (position, and the job it waits for), running, done,
+    """This session's jobs (those it asked for and still owns) with their state: queued (position, and the job it waits for), running, done,
     cancelled, timed out, failed. Every place (this machine, each Ray cluster) runs one job at a time."""
     labels = _session_labels()
     rows = []
@@ -240,7 +240,9 @@ def tray_rows() -> list[dict[str, str]]:
         running = [j for j in all_jobs if j.outcome == "running"]
         queued = [j for j in all_jobs if j.outcome == "pending"]
         for job in all_jobs:
-            if job.key not in labels:
+            # only the jobs this session still owns: a job it asked for once and let go of (Cancel, "Measure
+            # again") may run on for another session, whose progress this session must not see
+            if job.key not in labels or mgr.get(job.key, owner()) is not job:
                 continue
             outcome = job.outcome
             if outcome == "pending":

@@ -1,12 +1,20 @@
-"""Bounds of a measurement child: its address space is limited to the cost model's predicted peak plus a margin.
+"""Bounds of a measurement child: its address space is limited to the cost model's predicted peak plus a margin,
+and never beyond the memory the machine has available; a point predicted not to fit is refused before it starts.
 
 ``address_space_limit`` is what ``profiling.run.worker`` gives each CPU job's child (``RLIMIT_AS``): the largest
 predicted training peak over the job's points (``core.cost_model.memory_estimate``: weights, buffers,
 gradients, AdamW state and activations), plus the float32 copy of the weights the builder initialises first,
-times ``PEAK_MARGIN``, plus ``BASE_BYTES`` for the interpreter, torch, its thread pools and the profilers. An
-allocation beyond it fails in the child as ``MemoryError`` (an ``oom`` row that names the part that does not
-fit, ``profiling.errors.failure_message``) instead of pushing the machine into swap or the kernel's OOM
-killer. CUDA jobs get no ``RLIMIT_AS`` (the CUDA driver reserves address space far beyond device memory).
+times ``PEAK_MARGIN``, plus ``BASE_BYTES`` for the interpreter, torch, its thread pools and the profilers; and at
+most the machine's available memory (``/proc/meminfo`` ``MemAvailable``), so the bound bounds something (the
+seed at batch 64 x 8192 would otherwise get 3,563 GiB on a 23.5 GiB machine). An allocation beyond it fails in
+the child as ``MemoryError`` (an ``oom`` row that names the part that does not fit,
+``profiling.errors.failure_message``) instead of pushing the machine into swap or the kernel's OOM killer.
+
+``refusal`` is the check the parent makes before it starts a CPU job's child: a point whose predicted need
+(``predicted_need_bytes``: what the measurement itself allocates, without the margin) exceeds the available
+memory gets an ``oom`` row naming the predicted need, the available memory and the part that does not fit,
+and is never run; a job whose every point is refused starts no child. CUDA jobs get neither (the CUDA driver
+reserves address space far beyond device memory; device memory is the measurement's own ``oom`` row).
 """
 
 from __future__ import annotations
@@ -16,13 +24,17 @@ from collections.abc import Iterable
 
 from xtlens.core.config import ModelConfig, Workload
 
-__all__ = ["BASE_BYTES", "PEAK_MARGIN", "address_space_limit", "apply_address_space_limit", "what_does_not_fit"]
+__all__ = ["BASE_BYTES", "PEAK_MARGIN", "FLOPS_TRACE_TOKENS", "address_space_limit", "apply_address_space_limit",
+           "machine_available_bytes", "predicted_need_bytes", "refusal", "what_does_not_fit"]
 
 #: Address space of a child before it measures anything: Python, torch, x-transformers, fvcore, thread
 #: stacks and malloc arenas (a child that imported everything maps ~0.8 GiB; arenas and OpenMP add more).
 BASE_BYTES = 6 * 2**30
 #: Predicted peak times this: allocator slack, profiler bookkeeping, the transient copies the model omits.
 PEAK_MARGIN = 1.5
+#: FLOP counts are fitted from forwards of at most this many tokens per sequence (``profiling.measure.flops``).
+FLOPS_TRACE_TOKENS = 128
+_GIB = 2**30
 
 
 def predicted_peak_bytes(cfg: ModelConfig, wl: Workload) -> int:
@@ -34,10 +46,58 @@ def predicted_peak_bytes(cfg: ModelConfig, wl: Workload) -> int:
     return max(est.training_total_bytes, est.inference_total_bytes) + param_counts(cfg).num_params * 4
 
 
-def address_space_limit(points: Iterable[tuple[ModelConfig, Workload]]) -> int:
-    """``BASE_BYTES + PEAK_MARGIN * max(predicted_peak_bytes)`` over ``points`` (bytes)."""
+def predicted_need_bytes(cfg: ModelConfig, wl: Workload, what: str = "memory",
+                         phases: Iterable[str] | None = None) -> int:
+    """What measuring ``what`` of ``cfg`` on ``wl`` is predicted to allocate at most: ``predicted_peak_bytes``
+    for the measurements that run the model at the full shape (memory, latency, breakdown, what-if; the
+    inference peak alone when ``phases`` name no ``train_step``); for FLOP counts, which trace forwards of at
+    most ``FLOPS_TRACE_TOKENS`` tokens, the float32 weights and such a forward."""
+    from xtlens.core.cost_model import memory_estimate, param_counts
+
+    fp32_weights = param_counts(cfg).num_params * 4
+    if what.startswith("flops"):
+        short = Workload(batch=wl.batch, seq_len=min(wl.seq_len, FLOPS_TRACE_TOKENS), dtype="float32")
+        return fp32_weights + memory_estimate(cfg, short).inference_total_bytes
+    if phases is not None and "train_step" not in tuple(phases):
+        return fp32_weights + memory_estimate(cfg, wl).inference_total_bytes
+    return predicted_peak_bytes(cfg, wl)
+
+
+def machine_available_bytes() -> int | None:
+    """The machine's available memory (``MemAvailable`` of ``/proc/meminfo``, in bytes); None where unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+_MACHINE = object()
+
+
+def address_space_limit(points: Iterable[tuple[ModelConfig, Workload]], *, available: int | None | object = _MACHINE
+                        ) -> int:
+    """``BASE_BYTES + PEAK_MARGIN * max(predicted_peak_bytes)`` over ``points``, at most ``available`` bytes
+    (default: the machine's available memory, ``machine_available_bytes``; None: no such cap)."""
     peak = max((predicted_peak_bytes(cfg, wl) for cfg, wl in points), default=0)
-    return BASE_BYTES + int(PEAK_MARGIN * peak)
+    bound = BASE_BYTES + int(PEAK_MARGIN * peak)
+    room = machine_available_bytes() if available is _MACHINE else available
+    return bound if room is None else min(bound, int(room))
+
+
+def refusal(cfg: ModelConfig, wl: Workload, what: str = "memory", phases: Iterable[str] | None = None, *,
+            available: int | None) -> str | None:
+    """The message of a point predicted not to fit in ``available`` bytes (None: it fits, or nothing is known):
+    the predicted need, the available memory and the part that does not fit (``what_does_not_fit``)."""
+    if available is None:
+        return None
+    need = predicted_need_bytes(cfg, wl, what, phases)
+    if need <= available:
+        return None
+    training = not what.startswith("flops") and (phases is None or "train_step" in tuple(phases))
+    return (f"Not started: measuring {what} at batch {wl.batch} x {wl.seq_len} tokens in {wl.dtype} is predicted to "
+            f"need {need / _GIB:,.2f} GiB, but this machine has {available / _GIB:,.2f} GiB of memory available. "
+            + what_does_not_fit(cfg, wl, training=training, available=available))
 
 
 def apply_address_space_limit(limit: int) -> int | None:

@@ -7,6 +7,9 @@ least one ``ProfileRecord`` row, whatever happens:
 * a configuration of a grid that does not validate gives rows with ``status="error"`` and the
   validation message (``config_json`` then holds the keywords that were tried, not a valid config);
 * a workload the model cannot take (``seq_len > max_seq_len``) gives an ``error`` row;
+* on the CPU, a point predicted to need more than the machine's available memory is not tried: an ``oom``
+  row gives the predicted need, the available memory and the part that does not fit
+  (``profiling.run.limits.refusal``; the worker's parent refuses such points before it starts the child);
 * out-of-memory anywhere in a measurement gives an ``oom`` row, the memory is freed (``gc`` and the
   CUDA caching allocator) and the sweep continues; with ``skip_after_oom`` the larger workloads of the
   same configuration and measurement are recorded as ``oom`` without being tried;
@@ -45,6 +48,7 @@ from xtlens.profiling.results.records import (
     measurement_of,
 )
 from xtlens.profiling.run.device import resolve, versions
+from xtlens.profiling.run.limits import machine_available_bytes, refusal
 from xtlens.profiling.run.measure import Measure, Progress, measure_point
 from xtlens.profiling.run.plan import (
     ConfigGrid,
@@ -307,6 +311,7 @@ def run_points(points: list[SweepPoint], *, options: SweepOptions | None = None,
     results = _SweepStore()
     oom = _OomTracker()
     out: list[ProfileRecord] = []
+    available = machine_available_bytes() if device == "cpu" else None  # for the refusal (profiling.run.limits)
     for i, point in enumerate(points):
         if progress is not None:
             progress(i / total, f"{i + 1}/{len(points)} {point.describe()}")
@@ -317,9 +322,13 @@ def run_points(points: list[SweepPoint], *, options: SweepOptions | None = None,
 
         runnable = point.cfg is not None and point.workload.seq_len <= point.cfg.max_seq_len
         blocker = oom.blocked_by(point) if options.skip_after_oom and runnable else None
+        refused = refusal(point.cfg, point.workload, point.what, options.phases, available=available) \
+            if runnable and point.cfg is not None else None
         if blocker is not None:
             rows = failure_rows(point, "oom", f"skipped: batch={blocker.batch} seq_len={blocker.seq_len} already ran "
                                 "out of memory", device=device, device_name=device_name, options=options)
+        elif refused is not None:  # predicted not to fit in this machine's memory: never tried
+            rows = failure_rows(point, "oom", refused, device=device, device_name=device_name, options=options)
         else:
             rows, _cached = run_point(point, device=device, device_name=device_name, options=options,
                                       measure=measure, progress=inner, results=results,

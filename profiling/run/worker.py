@@ -1,16 +1,18 @@
 """Run measurement jobs in a child process, so the caller (the Streamlit server) never freezes or dies.
 
-A job is (what, configurations, workloads, options). ``Job`` starts ``python -m xtlens.profiling.run.worker DIR``
-with the job written to ``DIR/spec.json``; the child runs ``profiling.run.sweep.run_sweep`` and appends
-JSON lines to ``DIR/events.jsonl`` as it goes (its resolved device, progress, the rows of each finished
+A job is (what, configurations, workloads, options). ``Job`` starts ``python -m xtlens.profiling.run.child
+--parent-pid PID --time-limit-s S xtlens.profiling.run.worker DIR`` with the job written to ``DIR/spec.json``:
+``profiling.run.child`` (standard library only) checks and watches the parent and enforces the child's own time
+limit before anything heavy is imported, then runs this module's ``main``. The child runs
+``profiling.run.sweep.run_sweep`` and appends JSON lines to ``DIR/events.jsonl`` as it goes (its resolved device, progress, the rows of each finished
 point, then ``done``). The parent never blocks: ``job.progress()``, ``job.done()`` and ``job.result()``
 read whatever the child has written so far, so a page can poll them on every rerun.
 
 Whatever happens, every planned point ends with at least one row:
 
 * time limit (``time_limit_s``, wall clock from the start): a watchdog thread kills the child's whole
-  process group; rows of finished points are kept, the point that was running and the rest get
-  ``status="timeout"``;
+  process group (the child ends itself ``child.GRACE_S`` later if the parent could not: dead or frozen);
+  rows of finished points are kept, the point that was running and the rest get ``status="timeout"``;
 * ``job.cancel()``: the same, with ``status="error"`` and "cancelled";
 * a crash of the child (segfault, killed by the operating system, an import error): the running point
   gets an ``error`` row saying how the process ended (``oom`` when it was killed by SIGKILL, which on
@@ -51,6 +53,8 @@ from typing import Any
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.profiling.errors import ProfileError
 from xtlens.profiling.results.records import ProfileRecord
+from xtlens.profiling.run.child import command as child_command
+from xtlens.profiling.run.child import parent_pid
 from xtlens.profiling.run.plan import ConfigGrid, SweepOptions, SweepPoint, check_whats, plan_sweep
 from xtlens.profiling.run.sweep import failure_rows
 
@@ -167,6 +171,21 @@ def describe_exit(returncode: int, oom_kills_before: int = 0) -> tuple[str, str]
     return "error", f"the measurement process stopped unexpectedly (exit code {returncode})"
 
 
+def _with_what_does_not_fit(message: str, point: SweepPoint, options: SweepOptions) -> str:
+    """An OOM kill's words and the part of the point's predicted footprint that does not fit in the machine's
+    available memory (``limits.what_does_not_fit``), like every other ``oom`` row."""
+    if point.cfg is None:
+        return message
+    from xtlens.profiling.run.limits import machine_available_bytes, what_does_not_fit
+
+    training = not point.what.startswith("flops") and (options.phases is None or "train_step" in options.phases)
+    try:
+        return f"{message}. " + what_does_not_fit(point.cfg, point.workload, training=training,
+                                                  available=machine_available_bytes())
+    except Exception:  # noqa: BLE001 - advice is a courtesy; the row must still be written
+        return message
+
+
 class JobState:
     """The page's, the CLI's and the manager's API of a job, shared by the child-process job (``Job``) and the
     Ray job (``executor.RayJob``). A subclass keeps ``_lock``, ``_fraction``, ``_message``, ``_rows`` (point
@@ -267,8 +286,16 @@ class Job(JobState):
         with self._lock:
             if self._proc is not None or self._ended is not None:
                 return self
+            refused = self._refuse_what_does_not_fit()
+            if refused and len(refused) == len(self._points):  # nothing would fit: no child at all
+                self._started_at = self._finished_at = time.monotonic()
+                self._started_wall = time.time()
+                self._finalize(returncode=None)
+                return self
             self._dir = Path(tempfile.mkdtemp(prefix="xtlens-job-"))
             (self._dir / "spec.json").write_text(json.dumps(self.spec.to_dict()))
+            if refused:  # the child runs the rest (profiling.run.worker._child)
+                (self._dir / "refused.json").write_text(json.dumps(sorted(refused)))
             (self._dir / "events.jsonl").touch()
             env = dict(os.environ)
             env["PYTHONUNBUFFERED"] = "1"
@@ -278,7 +305,7 @@ class Job(JobState):
             try:
                 with open(self._dir / "stderr.txt", "wb") as err:
                     self._proc = subprocess.Popen(
-                        [self._python, "-m", self.child_module, str(self._dir)],
+                        child_command(self._python, self.child_module, self._dir, time_limit_s=self.spec.time_limit_s),
                         stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=os.getcwd(),
                         start_new_session=(os.name == "posix"),
                     )
@@ -290,6 +317,35 @@ class Job(JobState):
             self._message = "starting the measurement process"
             threading.Thread(target=self._watch, name=f"xtlens-job-{self.key}", daemon=True).start()
         return self
+
+    def _refuse_what_does_not_fit(self) -> set[int]:
+        """Before a CPU measurement job's child starts: an ``oom`` row for each point predicted not to fit in the
+        machine's available memory (``limits.refusal``: the predicted need, the available memory, the part that
+        does not fit); the indices of those points, which the child never runs."""
+        if not isinstance(self.spec, JobSpec):
+            return set()
+        from xtlens.profiling.run.device import resolve
+        from xtlens.profiling.run.limits import machine_available_bytes, refusal
+
+        try:
+            device, device_name = resolve(self.spec.options.device)
+        except Exception:  # noqa: BLE001 - an unusable device is the child's error row
+            return set()
+        available = machine_available_bytes()
+        if device != "cpu" or available is None:
+            return set()
+        refused = set()
+        for i, point in enumerate(self._points):
+            if point.cfg is None or point.workload.seq_len > point.cfg.max_seq_len:
+                continue  # the sweep's own error row
+            message = refusal(point.cfg, point.workload, point.what, self.spec.options.phases, available=available)
+            if message is not None:
+                refused.add(i)
+                self._rows[i] = failure_rows(point, "oom", message, device=device, device_name=device_name,
+                                             options=self.spec.options)
+        if refused:
+            self._device, self._device_name = device, device_name
+        return refused
 
     def _watch(self) -> None:
         """Watchdog: kill at the time limit, then record how the child ended."""
@@ -386,6 +442,8 @@ class Job(JobState):
             self._done_event = True
         elif kind == "store_failed":  # rows the child could not store: kept in the spool its message names
             self._store_failures.append(str(event["message"]))
+        elif kind == "timeout":  # the child ended itself at its own time limit (profiling.run.child)
+            self._kill_reason = self._kill_reason or "timeout"
 
     def _finalize(self, *, returncode: int | None) -> None:
         rows: list[ProfileRecord] = []
@@ -409,6 +467,8 @@ class Job(JobState):
                 status, message = "error", "cancelled before this point finished"
             elif crash is not None:
                 status, message = crash if first_missing else ("error", "not run: " + crash[1])
+                if status == "oom":
+                    message = _with_what_does_not_fit(message, point, self.spec.options)
             else:
                 status, message = "error", "the measurement process ended without measuring this point"
             first_missing = False
@@ -620,7 +680,10 @@ def child_events(job_dir: Path):
         events.write(json.dumps(event) + "\n")
         events.flush()
 
-    threading.Thread(target=_watch_parent, args=(os.getppid(), job_dir), daemon=True).start()
+    # the parent's PID as the parent gave it (profiling.run.child), not as the child finds it now: a parent that
+    # died while the child imported torch has already handed the child to PID 1
+    parent = parent_pid() or os.getppid()
+    threading.Thread(target=_watch_parent, args=(parent, job_dir), daemon=True).start()
     return emit
 
 
@@ -633,6 +696,10 @@ def _child(job_dir: Path) -> int:
     spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
     try:
         plan = spec.points()  # once: for the memory limit and the sweep
+        refused = set(json.loads((job_dir / "refused.json").read_text())) if (job_dir / "refused.json").exists() \
+            else set()
+        index = [i for i in range(len(plan)) if i not in refused]  # the parent refused the others (limits.refusal)
+        plan = [plan[i] for i in index]
         device, device_name = resolve(spec.options.device)
         limit = None
         if device == "cpu":  # bounded by the predicted peak (profiling.run.limits); CUDA maps far more address space
@@ -648,7 +715,7 @@ def _child(job_dir: Path) -> int:
         return 0
     run_points(plan, options=spec.options, measure=measure,
                progress=lambda f, m: emit({"type": "progress", "fraction": f, "message": m}),
-               on_rows=lambda i, p, rows: emit({"type": "rows", "index": i, "rows": [r.to_dict() for r in rows]}),
+               on_rows=lambda i, p, rows: emit({"type": "rows", "index": index[i], "rows": [r.to_dict() for r in rows]}),
                on_store_error=lambda exc: emit({"type": "store_failed", "message": str(exc)}))
     emit({"type": "done"})
     return 0

@@ -142,3 +142,163 @@ def test_jobs_belong_to_their_session(marks) -> None:
     assert _wait_for(lambda: b_other.outcome == "running")
     manager.cancel(b_other.key, "B")
     assert b_other.done()
+
+
+# --- issue 22: the child learns its parent before any heavy import and enforces its own time limit ----------
+
+def _children_of(parent: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    out.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``: the child leads its own, its grandchildren are in it."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def test_a_parent_killed_at_once_leaves_no_process_and_no_folder(marks) -> None:
+    """The reproducer: SIGKILL the parent 0, 0.2, 0.5 and 1.0 s after the worker child appears (while the child
+    still imports torch). Before issue 22 the child recorded its parent only after that import, missed the
+    death and ran on under PID 1 past any time limit, its folder left behind. Now, within the child's own time
+    limit (3 s + grace), 0 processes of its group and 0 folders remain."""
+    import json
+
+    from xtlens.profiling.run.child import GRACE_S
+
+    parent_script = textwrap.dedent("""
+        import sys, time
+        from xtlens.profiling.run.worker import Job, JobSpec
+        job = Job(JobSpec.from_dict(__import__("json").loads(sys.argv[1])))
+        print(job._dir, flush=True)
+        time.sleep(300)
+    """)
+    limit_s = 3.0
+    spec = JobSpec.make("flops", TINY, seq_len_workloads([32]), CPU, config_name="tiny",
+                        measure=f"{__file__}:fake_spawning", time_limit_s=limit_s)
+    delays_s = (0.0, 0.2, 0.5, 1.0)
+    parents = [subprocess.Popen([sys.executable, "-c", parent_script, json.dumps(spec.to_dict())],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True) for _ in delays_s]
+    seen = []
+    try:
+        for parent, delay_s in zip(parents, delays_s, strict=True):
+            job_dir = Path(parent.stdout.readline().strip())
+            assert _wait_for(lambda p=parent: bool(_children_of(p.pid)), timeout=30), "no child appeared"
+            (child,) = _children_of(parent.pid)
+            appeared = time.monotonic()
+            time.sleep(max(appeared + delay_s - time.monotonic(), 0))
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait()
+            seen.append((delay_s, child, job_dir, appeared))
+        # by the child's own time limit (counted from its start, before it appeared here) everything is gone
+        last = max(appeared for *_, appeared in seen)
+        _wait_for(lambda: not any(_group_members(c) or d.exists() for _, c, d, _ in seen),
+                  timeout=max(last + limit_s + GRACE_S + 1.0 - time.monotonic(), 0.5))
+        left = {delay: (_group_members(child), job_dir.exists()) for delay, child, job_dir, _ in seen}
+        assert left == {delay: ([], False) for delay in delays_s}, f"(processes, folder) left per delay: {left}"
+    finally:
+        for parent in parents:
+            with __import__("contextlib").suppress(ProcessLookupError):
+                os.killpg(parent.pid, signal.SIGKILL)
+        for _, child, job_dir, _ in seen:
+            with __import__("contextlib").suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+            __import__("shutil").rmtree(job_dir, ignore_errors=True)  # only left when the test failed
+
+
+def test_the_child_ends_itself_at_its_own_time_limit_when_the_parent_does_not(marks, monkeypatch) -> None:
+    """A parent whose watchdog does not fire (frozen, starved): the child stops itself GRACE_S after its own time
+    limit, says so in its events, and the parent labels the rows ``timeout``. (The parent's limit here is 120 s,
+    the child is told 5 s.)"""
+    from xtlens.profiling.run import child as guard
+    from xtlens.profiling.run import worker
+
+    real = guard.command
+    monkeypatch.setattr(worker, "child_command",
+                        lambda python, module, job_dir, *, time_limit_s: real(python, module, job_dir, time_limit_s=5.0))
+    start = time.monotonic()
+    job = Job(_spec())
+    assert job._proc is not None
+    rows = job.wait(timeout=60)
+    assert 5.0 <= time.monotonic() - start < 60
+    assert job.outcome == "timeout" and [r.status for r in rows] == ["timeout"], [r.error for r in rows]
+    assert _wait_for(lambda: not _group_members(job._proc.pid))  # the grandchild too, if it had started
+    assert job._dir is not None and not job._dir.exists()
+
+
+def test_the_guard_refuses_bad_arguments_and_a_parent_that_is_already_gone(tmp_path) -> None:
+    """The child's first code (standard library only): a usage message for bad arguments; a parent PID that is
+    not its parent (the parent died before the child looked) ends it at once and removes the folder."""
+    usage = subprocess.run([sys.executable, "-m", "xtlens.profiling.run.child", "--parent-pid", "x"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage: python -m xtlens.profiling.run.child" in usage.stderr
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    start = time.monotonic()
+    orphan = subprocess.run([sys.executable, "-m", "xtlens.profiling.run.child", "--parent-pid", "1",
+                             "--time-limit-s", "30", "xtlens.profiling.run.worker", str(job_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert orphan.returncode == 3 and not job_dir.exists()
+    assert time.monotonic() - start < 5  # it never imported the worker (torch: several seconds)
+
+
+def test_a_job_started_from_a_thread_that_ends_keeps_running(marks) -> None:
+    """A server starts jobs from short-lived threads (Streamlit: one per rerun). Linux sends the parent-death
+    signal when the *thread* that started the child ends; the child checks that the parent process is really
+    gone before it ends itself, so the job runs on."""
+    import threading
+
+    started = []
+
+    def server_thread() -> None:  # starts the job, stays until the child is past its guard, then ends
+        started.append(Job(_spec()))
+        _pids(marks)
+
+    thread = threading.Thread(target=server_thread)
+    thread.start()
+    thread.join()
+    (job,) = started
+    child, grandchild = _pids(marks)
+    time.sleep(1.0)  # the thread ended: the child got its parent-death signal and checked the parent
+    assert job.outcome == "running" and _alive(child) and _alive(grandchild)
+    job.cancel()
+    assert job.outcome == "cancelled" and _wait_for(lambda: not _alive(child) and not _alive(grandchild))
+
+
+def test_the_guard_command_passes_only_a_usable_time_limit() -> None:
+    from xtlens.profiling.run.child import command, parse
+
+    for given, passed in ((3, 3.0), (0.5, 0.5), (None, None), (float("inf"), None), (float("nan"), None), (-5, 0.0)):
+        argv = command("python", "xtlens.profiling.run.worker", "/tmp/job", time_limit_s=given)
+        assert argv[:3] == ["python", "-m", "xtlens.profiling.run.child"]
+        assert parse(argv[3:]) == (os.getpid(), passed, "xtlens.profiling.run.worker", Path("/tmp/job")), given
+
+
+def test_an_oom_kill_of_the_child_names_the_part_that_does_not_fit(marks, monkeypatch) -> None:
+    """The kernel's OOM killer (its cgroup count rises during the job, here simulated) SIGKILLs the child: the
+    ``oom`` row says so and, like every other ``oom`` row, which part of the prediction does not fit."""
+    from xtlens.profiling.run import worker
+
+    counts = iter([0])
+    monkeypatch.setattr(worker, "_oom_kills", lambda: next(counts, 1))
+    job = Job(_spec())
+    child, grandchild = _pids(marks)
+    os.kill(child, signal.SIGKILL)
+    (row,) = job.wait(timeout=30)
+    assert row.status == "oom" and "out-of-memory killer" in row.error
+    assert "activations at this shape are the part that does not fit" in row.error, row.error
