@@ -23,6 +23,8 @@ from xtlens.profiling.results.rowtable import CellError
 from xtlens.profiling.results.uploads import cell_error, validate_table
 
 VERSION = 1
+#: Longest pin or table name a session file may hold.
+MAX_NAME_CHARS = 1_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,10 +111,11 @@ def _rows(name: str, rows: object) -> pd.DataFrame:
 
 
 def _name(field: str, value: object) -> str:
-    """A pin's or a table's name: UTF-8 text (no lone surrogate, no NUL) of at most 200 characters."""
+    """A pin's or a table's name: UTF-8 text (no lone surrogate, no NUL) of at most ``MAX_NAME_CHARS``
+    characters (a pin name is typed in a box of 200, a table's is a file name)."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(field, value, "a non-empty text")
-    return untrusted_text(field, value, limit=200)
+    return untrusted_text(field, value, limit=MAX_NAME_CHARS)
 
 
 def make(cfg: ModelConfig, wl: Workload, device: str, pins: Sequence[tuple[str, ModelConfig]],

@@ -120,7 +120,7 @@ def test_a_hostile_url_setting_is_named_and_every_view_keeps_working(query) -> N
 @given(st.dictionaries(st.sampled_from([*setting_values.SETTINGS, "view", "x"]),
                        st.one_of(st.floats(), st.integers(-(2**70), 2**70), st.text(max_size=8), st.booleans(),
                                  st.lists(st.text(max_size=8), max_size=3)), max_size=4),
-       st.sampled_from(["wide", "\ud800", "", "a" * 300]))
+       st.sampled_from(["wide", "\ud800", "", "a" * 300, "a" * 1001, "\x00"]))
 def test_any_session_file_is_refused_or_restores_into_one_that_exports(saved, pin_name) -> None:
     doc = _session()
     doc["settings"] = saved
@@ -132,3 +132,11 @@ def test_any_session_file_is_refused_or_restores_into_one_that_exports(saved, pi
         return
     assert set(dict(snap.settings)) <= set(setting_values.SETTINGS)
     json.loads(session_io.to_json(snap), parse_constant=lambda name: pytest.fail(f"non-standard JSON {name}"))
+
+
+def test_names_the_page_can_write_restore() -> None:
+    doc = _session()
+    doc["pins"][0]["name"] = "é" * 200  # the pin-name box takes 200 characters
+    doc["results"][0]["name"] = "r" * 250 + ".parquet"  # a long file name
+    snap = session_io.from_json(json.dumps(doc))
+    assert snap.pins[0].name == "é" * 200 and snap.results[0][0].startswith("r" * 250)
