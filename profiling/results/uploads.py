@@ -78,7 +78,7 @@ def _copy(value: Any) -> Any:
 def cached(kind: str, name: str, data: bytes, parse: Callable[[bytes], T]) -> T:
     """``parse(data)`` once per (kind, content): later calls with the same bytes return a copy of the result, or
     raise the same ``ConfigError`` again, without parsing. Every other exception of ``parse`` becomes a
-    ``ConfigError`` naming the file (logged with its traceback on the server, never shown)."""
+    ``ConfigError`` naming the file (logged in one line at info level, its traceback at debug level; never shown)."""
     check_size(name, data)
     key = kind + ":" + hashlib.sha256(data).hexdigest()
     with _lock:
@@ -91,7 +91,10 @@ def cached(kind: str, name: str, data: bytes, parse: Callable[[bytes], T]) -> T:
         except ConfigError as exc:
             hit = (False, (exc.field, exc.value, exc.allowed))
         except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - untrusted input: never escapes
-            log.warning("upload %r could not be read", name, exc_info=True)
+            # the user gets the ConfigError; the server's log one line (info) and the traceback (debug): nothing
+            # reaches the CLI's stderr but the message
+            log.info("upload %r could not be read: %s", name, _reason(exc))
+            log.debug("upload %r could not be read", name, exc_info=True)
             hit = (False, (f"file {name}", None, f"a readable {kind} ({_reason(exc)})"))
         with _lock:
             _cache[key] = hit

@@ -170,3 +170,12 @@ def test_import_refuses_a_fractional_count_naming_column_and_row_and_stores_noth
     assert ResultStore(tmp_path / "r.sqlite").count() == 0
     run = _import(tmp_path, str(good))  # the file is not marked: a good one still imports
     assert run.returncode == 0 and ResultStore(tmp_path / "r.sqlite").count() == 2
+
+
+def test_importing_a_deep_json_prints_one_message_and_no_traceback(tmp_path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    run = _import(tmp_path, str(deep))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"xtlens results: error: file {deep} is not allowed: a readable json table (it is nested too deeply)"]
