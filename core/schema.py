@@ -59,6 +59,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "attn_num_mem_kv": (0, 1_024),
     "rotary_emb_dim": (4, 1_024),
     "num_residual_streams": (1, 16),
+    "batch": (1, 4096),  # a workload's sequences (``Workload.batch``; also the largest batch of an uploaded row)
 }
 FF_MULT_RANGE = (0.125, 64.0)
 DROPOUT_RANGE = (0.0, 1.0)
@@ -522,7 +523,7 @@ class Workload:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        _check_int("batch", self.batch, 1, 4096)
+        _check_int("batch", self.batch, *LIMITS["batch"])
         _check_int("seq_len", self.seq_len, 1, LIMITS["max_seq_len"][1])
         if not isinstance(self.dtype, str) or self.dtype not in DTYPE_BYTES:
             raise ConfigError("dtype", self.dtype, f"one of {', '.join(DTYPE_BYTES)}")

@@ -248,7 +248,10 @@ class ServingSetup(_QueryMixin):
     def check_against(self, cfg: ModelConfig) -> ServingSetup:
         """Raise ``ConfigError`` (naming ``group_size``) when a quantised weight's input width is not a
         multiple of the group size: ``dim`` (q/k/v, feed-forward in, logits), ``heads * attn_dim_head``
-        (attention out) and the feed-forward width (feed-forward out)."""
+        (attention out) and the feed-forward width (feed-forward out); and (every setup) a ``context_len`` beyond
+        the model's ``max_seq_len``, naming both."""
+        if self.context_len is not None and self.context_len > cfg.max_seq_len:
+            raise ConfigError("context_len", self.context_len, f"at most the model's max_seq_len = {cfg.max_seq_len}")
         if not self.quantised:
             return self
         for what, width in (("dim", cfg.dim), ("heads x attn_dim_head", cfg.heads * cfg.attn_dim_head),
@@ -257,8 +260,6 @@ class ServingSetup(_QueryMixin):
                 raise ConfigError("group_size", self.group_size,
                                   f"a divisor of {what} = {width} (int{self.weights_bits} weights are quantised in "
                                   "groups of input features)")
-        if self.context_len is not None and self.context_len > cfg.max_seq_len:
-            raise ConfigError("context_len", self.context_len, f"at most max_seq_len = {cfg.max_seq_len}")
         return self
 
     def workload(self, wl: Workload) -> Workload:

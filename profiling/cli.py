@@ -299,19 +299,16 @@ def _profile(args: argparse.Namespace) -> int:
 def _results(args: argparse.Namespace) -> int:
     from xtlens.profiling.results.export import format_for, frame_to_records, to_markdown, write_table
     from xtlens.profiling.results.store import open_store
-    from xtlens.profiling.results.uploads import MAX_UPLOAD_BYTES, read_table_upload
+    from xtlens.profiling.results.uploads import read_table_upload, read_upload_file
 
     store = open_store(args.db, write=args.action == "import")  # reading a read-only store is fine
     if args.action == "import":
         total = 0
         for path in args.files:
+            content = read_upload_file("FILE", path)  # a regular file only: a named pipe is refused, never read
             try:
                 fmt = format_for(path)
-                with open(path, "rb") as fh:
-                    content = fh.read(MAX_UPLOAD_BYTES + 1)
-            except FileNotFoundError:
-                raise ConfigError("FILE", path, "a results table that exists (no such file)") from None
-            except (OSError, ValueError) as exc:
+            except ValueError as exc:
                 raise ConfigError("FILE", path, f"a results table xtlens can read ({exc})") from None
             # the one upload boundary: size cap, any parse failure a ConfigError naming the file, validated rows
             rows = frame_to_records(read_table_upload(str(path), content, fmt))

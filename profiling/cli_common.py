@@ -23,6 +23,7 @@ from xtlens.core.config import (
     parse_snippet,
     untrusted_text,
 )
+from xtlens.core.untrusted import read_untrusted_file
 
 __all__ = ["load_config", "read_text_option", "add_config_options", "config_from_args", "ProgressBar", "follow",
            "print_error", "run_on_ray"]
@@ -58,11 +59,7 @@ def load_config(*, preset: str | None = None, config: str | None = None, snippet
 
 def read_text_option(path: str, option: str) -> str:
     """The file at ``path`` as text, through the one untrusted-text boundary (size cap, strict UTF-8)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CONFIG_TEXT_CHARS + 1)
-    except OSError as exc:
-        raise ConfigError(option, path, f"a readable file (cannot read it: {exc.strerror or exc})") from None
+    data = read_untrusted_file(option, path, MAX_CONFIG_TEXT_CHARS)  # a named pipe or a device is refused unread
     return untrusted_text(f"{option} {path}", data)
 
 

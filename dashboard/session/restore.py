@@ -16,6 +16,7 @@ def on_restore_session(snapshot: Snapshot) -> None:
     pins.replace_pins([(p.name, p.config) for p in snapshot.pins])
     for name, frame in snapshot.results:
         uploads.add_upload(name, frame, origin="restored session")
-    tab_settings.restore_settings(dict(snapshot.settings))
+    notes: list[str] = []
+    tab_settings.restore_settings(dict(snapshot.settings), notes)  # checked again: a NaN never reaches a widget
     loading.set_source_note("ok", f"Restored a saved session ({len(snapshot.pins)} pinned configuration(s), "
-                                  f"{len(snapshot.results)} result table(s)).")
+                                  f"{len(snapshot.results)} result table(s))." + "".join(f" {n}" for n in notes))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from xtlens.dashboard.session import store
+from xtlens.core.config import ConfigError
+from xtlens.dashboard.session import setting_values, store
 
 _KEPT = "_xtlens_kept"
 # the tab settings that change what a view shows: they go into the URL (short name) and the session file
@@ -28,27 +29,55 @@ def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = No
     ``default``. ``valid(value)`` rejects a kept value the widget cannot show now (``default`` is used instead).
     """
     kept = store.setdefault(_KEPT, {})
-    if store.has(key):
+    if store.has(key) and _valid(valid, store.get(key)):
         kept[key] = store.get(key)
         return
     value = kept.get(key, default)
-    if valid is not None and not valid(value):
-        value = default  # a value from an old link that this configuration does not allow
+    if not _valid(valid, value):
+        value = default  # a value from an old link or session that this configuration does not allow
     store.put(key, value)
     kept[key] = value
 
 
+def _valid(valid: Callable[[Any], bool] | None, value: Any) -> bool:
+    if valid is None:
+        return True
+    try:
+        return bool(valid(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _clean(key: str, value: Any) -> bool:
+    try:
+        setting_values.check_setting(key, value)
+    except ConfigError:
+        return False
+    return True
+
+
 def kept_settings() -> dict[str, Any]:
-    """Every tab setting of this session (for the session file)."""
+    """Every tab setting of this session (for the session file): only values the setting can hold
+    (``setting_values``), so the session file is always standard JSON."""
     out = dict(store.get(_KEPT, {}))
     out.update({k: store.get(k) for k in out if store.has(k)})
-    return out
+    return {k: v for k, v in out.items() if not setting_values.known(k) or _clean(k, v)}
 
 
-def restore_settings(settings: dict[str, Any]) -> None:
-    """Put tab settings (from a session file or the URL) back; the widgets read them when drawn."""
+def restore_settings(settings: dict[str, Any], notes: list[str] | None = None) -> None:
+    """Put tab settings (from a session file or the URL) back; the widgets read them when drawn. A setting
+    ``setting_values`` does not know is not restored; a value it cannot hold (NaN, out of range) is not used and
+    adds a note naming the setting to ``notes``."""
     kept = store.setdefault(_KEPT, {})
     for key, value in settings.items():
+        if not setting_values.known(key):
+            continue
+        try:
+            value = setting_values.check_setting(key, value)
+        except ConfigError as exc:
+            if notes is not None:
+                notes.append(f"The saved value was not used: {exc}.")
+            continue
         kept[key] = value
         store.put(key, value)
 
@@ -72,7 +101,9 @@ def settings_from_url(params: dict[str, Any], notes: list[str]) -> None:
         if raw is None:
             continue
         try:
-            settings[key] = _URL_KINDS[key](raw)
-        except ValueError:
+            settings[key] = setting_values.check_setting(key, _URL_KINDS[key](raw), field=short)
+        except ConfigError as exc:
+            notes.append(f"The link's value was not used: {exc}.")
+        except (ValueError, OverflowError):
             notes.append(f"The link's value was not used: {short} = {raw!r} is not a number.")
-    restore_settings(settings)
+    restore_settings(settings, notes)

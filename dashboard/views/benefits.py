@@ -21,7 +21,8 @@ from xtlens.profiling.benefit.probes import (
     base_member,
     plan,
 )
-from xtlens.profiling.benefit.records import PROBES, probe_bytes, probe_from_bytes
+from xtlens.profiling.benefit.records import PROBES, probe_bytes
+from xtlens.profiling.results import uploads as upload_boundary
 from xtlens.profiling.results.export import MIME_TYPES
 from xtlens.profiling.run.worker import QueueFull
 
@@ -319,10 +320,10 @@ def _uploads(probe: str) -> None:
     with st.expander("Load probe rows written by `xtlens probe` (CSV, JSON or Parquet)"):
         up = st.file_uploader("probe table", type=["csv", "json", "parquet"], key="benefits.upload")
         if up is not None:
-            try:
-                frame = probe_from_bytes(up.getvalue(), up.name)
+            try:  # the one upload boundary: size cap, nesting, exact counts, a named failure
+                frame = upload_boundary.read_probe_upload(up.name, up.getvalue(), up.name.rsplit(".", 1)[-1].lower())
             except ValueError as exc:
-                st.error(f"{up.name}: {exc}")
+                st.error(str(exc))
             else:
                 uploads.add_probe_upload(up.name, frame)
                 st.caption(f"Loaded {len(frame)} row(s) from {up.name}; probes: "

@@ -118,7 +118,7 @@ def _pin_controls(ctx: Ctx) -> None:
     pinned = pins.pinned()
     full = len(pinned) >= pins.MAX_PINS
     cols = st.columns([2, 1, 2, 1])
-    cols[0].text_input("name for the pin", value=f"pin {len(pinned) + 1}", key="compare.pin_name")
+    cols[0].text_input("name for the pin", value=f"pin {len(pinned) + 1}", key="compare.pin_name", max_chars=200)
     cols[1].button("Pin current", key="compare.pin_current", on_click=pins.on_pin_current, args=("compare.pin_name", ctx.cfg),
                    disabled=full, width="stretch")
     cols[2].selectbox("preset", list(PRESETS), key="compare.preset")

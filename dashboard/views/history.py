@@ -209,14 +209,14 @@ def _import_box(path: str) -> None:
         files = st.file_uploader("result files", type=["csv", "json", "parquet"], accept_multiple_files=True,
                                  key="history.upload")
         if files and st.button(f"Add {len(files)} file(s)", key="history.import", type="primary"):
-            from xtlens.dashboard import exporting
             from xtlens.profiling.results.records import from_frame
             from xtlens.profiling.results.store import ResultStore, StoreError
+            from xtlens.profiling.results.uploads import read_table_upload
 
             store = ResultStore(path)
             for f in files:
-                try:
-                    frame = exporting.table_from_bytes(f.getvalue(), f.name.rsplit(".", 1)[-1].lower(), records=True)
+                try:  # the one upload boundary, as `xtlens results import`: size cap, exact counts, validated rows
+                    frame = read_table_upload(f.name, f.getvalue(), f.name.rsplit(".", 1)[-1].lower())
                     added = store.import_once(from_frame(frame), f.getvalue(), name=f.name)
                 except (ValueError, KeyError, StoreError) as exc:
                     st.error(f"{f.name}: {exc}")

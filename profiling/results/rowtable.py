@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import decimal
 import io
 import json
 import math
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas is imported lazily: the CLI's estimate path does not need it
     import pandas as pd
 
-__all__ = ["RowSchema", "INT64_MAX", "NONFINITE_JSON", "FORMATS", "READABLE_FORMATS", "MIME_TYPES", "format_for",
+__all__ = ["RowSchema", "CellError", "INT64_MAX", "NONFINITE_JSON", "FORMATS", "READABLE_FORMATS", "MIME_TYPES", "format_for",
            "is_missing", "int_value", "float_value", "str_value", "int_array", "float_array", "arrow_safe",
            "json_safe", "neutralise", "restore", "csv_field", "csv_text_columns", "restored", "int_arrow_type"]
 
@@ -75,6 +76,19 @@ def format_for(path_or_format: str | Path) -> str:
 
 # --- one value ------------------------------------------------------------------------------------------
 
+class CellError(ValueError):
+    """A value of a table that its column cannot hold: ``column``, ``row`` (1-based, None when not known),
+    the ``value`` and what the column ``allowed``. A ``ValueError``, so every reader's handling still holds."""
+
+    def __init__(self, column: str, value: Any, allowed: str, row: int | None = None):
+        self.column, self.value, self.allowed, self.row = column, value, allowed, row
+        where = f"column {column}" + (f", row {row}" if row is not None else "")
+        super().__init__(f"{where}: expected {allowed}, got {_shown(value)!r}")
+
+    def at_row(self, row: int) -> CellError:
+        return CellError(self.column, self.value, self.allowed, row)
+
+
 def _is_na(value: Any) -> bool:
     try:
         import pandas as pd
@@ -97,28 +111,37 @@ def _shown(value: Any) -> str:
 
 
 def int_value(col: str, value: Any) -> int | None:
-    """``value`` of the integer column ``col`` as an exact int (None when missing); a whole-number float or
-    text is accepted, anything else raises ``ValueError`` naming the column."""
+    """``value`` of the integer column ``col`` as an exact int (None when missing). A whole number written as a
+    float, a decimal or text (``2``, ``2.0``, ``"2e3"``) is accepted exactly; anything else (``1.5``, ``inf``,
+    ``NaN`` text, ``"12abc"``, a boolean, text beyond ``1e308`` in exponent form) raises ``ValueError`` naming
+    the column: a count is never rounded."""
     if is_missing(value):
         return None
     if isinstance(value, bool):
-        raise ValueError(f"column {col}: expected an integer, got {value!r}")
+        raise CellError(col, value, "a whole number")
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"column {col}: expected a whole number, got {value!r}")
-        return int(round(value))
-    text = str(value).strip()
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
+        if not math.isfinite(value) or not value.is_integer():
+            raise CellError(col, value, "a whole number")
+        return int(value)
+    if isinstance(value, decimal.Decimal):
+        exact = value
+    else:
+        text = str(value).strip()
+        if text == "":
+            return None
         try:
-            return int(round(float(text)))
-        except (ValueError, OverflowError):
-            raise ValueError(f"column {col}: expected a whole number, got {_shown(value)!r}") from None
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            exact = decimal.Decimal(text)
+        except (decimal.InvalidOperation, ValueError):
+            raise CellError(col, value, "a whole number") from None
+    if not exact.is_finite() or exact.adjusted() > 308 or exact != exact.to_integral_value():
+        raise CellError(col, value, "a whole number")
+    return int(exact)
 
 
 def float_value(col: str, value: Any) -> float | None:
@@ -130,8 +153,8 @@ def float_value(col: str, value: Any) -> float | None:
         return None
     try:
         return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"column {col}: expected a number, got {value!r}") from None
+    except (TypeError, ValueError, ArithmeticError):
+        raise CellError(col, value, "a number") from None
 
 
 def str_value(value: Any) -> str | None:
@@ -139,14 +162,36 @@ def str_value(value: Any) -> str | None:
     return None if is_missing(value) else str(value)
 
 
+def _text_value(col: str, value: Any) -> str | None:
+    """``str_value``, refusing text that is not UTF-8 (a lone surrogate from a JSON ``\\ud800`` escape)."""
+    text = str_value(value)
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CellError(col, value, "UTF-8 text (without a lone surrogate such as \\ud800)") from None
+    return text
+
+
 # --- columns ----------------------------------------------------------------------------------------------
+
+def _each(col: str, convert: Callable[[str, Any], Any], values: Iterable[Any]) -> list[Any]:
+    """``convert(col, v)`` of every value; a ``CellError`` says its row (1-based)."""
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(convert(col, v))
+        except CellError as exc:
+            raise exc.at_row(i + 1) from None
+    return out
+
 
 def int_array(col: str, values: Iterable[Any]):
     """An exact integer column: pandas ``Int64`` when every value fits in int64, else ``object`` holding Python
     ints (counts beyond 2**63 - 1 stay exact; None for missing). Never through a float."""
     import pandas as pd
 
-    ints = [int_value(col, v) for v in values]
+    ints = _each(col, int_value, values)
     if all(v is None or -INT64_MAX - 1 <= v <= INT64_MAX for v in ints):
         return pd.array(ints, dtype="Int64")
     return pd.array(ints, dtype=object)
@@ -158,7 +203,7 @@ def float_array(col: str, values: Iterable[Any], *, nan_is_missing: bool = False
     import numpy as np
     import pandas as pd
 
-    floats = [float_value(col, v) for v in values]
+    floats = _each(col, float_value, values)
     data = np.array([np.nan if v is None else v for v in floats], dtype="float64")
     mask = np.array([v is None or (nan_is_missing and math.isnan(v)) for v in floats], dtype=bool)
     return pd.arrays.FloatingArray(data, mask)
@@ -317,7 +362,7 @@ class RowSchema:
             elif col in self.float_columns:
                 data[col] = float_array(col, values, nan_is_missing=self.nan_is_missing)
             else:
-                data[col] = pd.Series([str_value(v) for v in values], dtype=object).astype("string").array
+                data[col] = pd.Series(_each(col, _text_value, values), dtype=object).astype("string").array
         return pd.DataFrame(data, columns=list(self.columns))
 
     def columns_of(self, rows: Iterable[Any]) -> dict[str, list[Any]]:
@@ -386,8 +431,6 @@ class RowSchema:
         return self._parquet(rows)
 
     def _parquet(self, rows: list[dict[str, Any]]) -> bytes:
-        import decimal
-
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -416,7 +459,9 @@ class RowSchema:
             return self.frame(restored(csv_text_columns(data), numeric=self.numeric_columns))
         if fmt == "json":
             try:
-                rows = json.loads(data.decode("utf-8"))
+                # numbers with a point or an exponent as exact decimals: a whole count written ``1.0e25`` stays
+                # exact in an integer column, ``1.5`` is refused there (never rounded); float columns take float()
+                rows = json.loads(data.decode("utf-8"), parse_float=decimal.Decimal)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ValueError(f"not a JSON {self.title}: {exc}") from None
             if isinstance(rows, dict) and "records" in rows:

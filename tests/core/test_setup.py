@@ -222,3 +222,19 @@ def test_what_fits_is_fast_enough_for_a_slider() -> None:
     for depth in (4, 6, 8, 12):
         cm.what_fits(SEED.replace(depth=depth), Workload(seq_len=2048), 80 * 2**30)
     assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("weights_bits", [None, 16, 8])
+def test_a_context_longer_than_max_seq_len_is_refused_naming_both(weights_bits) -> None:
+    short = dataclasses.replace(SEED, max_seq_len=1024)
+    with pytest.raises(ConfigError, match=r"context_len = 8192 .*max_seq_len = 1024"):
+        ServingSetup(weights_bits=weights_bits, context_len=8192).check_against(short)
+    assert ServingSetup(weights_bits=weights_bits, context_len=1024).check_against(short).context_len == 1024
+
+
+def test_the_cli_refuses_context_len_beyond_max_seq_len(capsys) -> None:
+    from xtlens.profiling.cli import main
+
+    assert main(["estimate", "--set", "max_seq_len=1024", "--context-len", "8192"]) == 2
+    err = capsys.readouterr().err
+    assert "8192" in err and "max_seq_len = 1024" in err and "Traceback" not in err

@@ -156,3 +156,56 @@ def test_nonstandard_json_constants_are_refused() -> None:
 def test_the_seed_snippet_still_parses() -> None:
     assert parse_snippet(SEED_SNIPPET).alibi_num_heads == 4
     assert ModelConfig.from_json(parse_snippet(SEED_SNIPPET).to_json()) == parse_snippet(SEED_SNIPPET)
+
+
+# --- issue 22: a byte-order mark, lone surrogates, special files -----------------------------------------------
+
+def test_a_snippet_file_with_a_utf8_bom_is_read_not_called_a_syntax_error(tmp_path) -> None:
+    from xtlens.profiling.cli import main
+
+    assert untrusted_text("snippet", "\ufeff" + SEED_SNIPPET) == SEED_SNIPPET
+    assert untrusted_text("snippet", ("\ufeff" + SEED_SNIPPET).encode()) == SEED_SNIPPET
+    assert parse_snippet(untrusted_text("snippet", b"\xef\xbb\xbf" + SEED_SNIPPET.encode())).dim == 512
+    path = tmp_path / "bom.py"
+    path.write_bytes(b"\xef\xbb\xbf" + SEED_SNIPPET.encode())
+    assert main(["estimate", "--snippet", str(path), "--format", "json"]) == 0
+    cfg = tmp_path / "bom.json"
+    cfg.write_bytes(b"\xef\xbb\xbf" + parse_snippet(SEED_SNIPPET).to_json().encode())
+    assert main(["estimate", "--config", str(cfg), "--format", "json"]) == 0
+
+
+def test_a_lone_surrogate_is_named_as_one() -> None:
+    with pytest.raises(ConfigError, match="lone surrogate"):
+        untrusted_text("name", "a\ud800")
+
+
+def test_special_files_are_refused_before_reading(tmp_path) -> None:
+    import os
+
+    from xtlens.core.untrusted import read_untrusted_file
+
+    pipe = tmp_path / "p.py"
+    os.mkfifo(pipe)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="named pipe"):
+        read_untrusted_file("--snippet", pipe, 100)
+    assert time.monotonic() - started < 5
+    with pytest.raises(ConfigError, match="character device"):
+        read_untrusted_file("--snippet", "/dev/zero", 100)
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    with pytest.raises(ConfigError, match="symlink loop"):
+        read_untrusted_file("--snippet", tmp_path / "loop", 100)
+    with pytest.raises(ConfigError, match="no such file"):
+        read_untrusted_file("--snippet", tmp_path / "nope", 100)
+    (tmp_path / "big").write_bytes(b"x" * 1000)
+    assert len(read_untrusted_file("f", tmp_path / "big", 100)) == 101  # the caller sees it is too large
+
+
+def test_a_snippet_option_naming_a_pipe_exits_2_at_once(tmp_path, capsys) -> None:
+    import os
+
+    from xtlens.profiling.cli import main
+
+    os.mkfifo(tmp_path / "s.py")
+    assert main(["estimate", "--snippet", str(tmp_path / "s.py")]) == 2
+    assert "named pipe" in capsys.readouterr().err

@@ -111,3 +111,71 @@ def test_the_same_file_is_imported_once(tmp_path, monkeypatch, capsys) -> None:
 
 
 CPU_NAME = "AMD EPYC (2 logical CPUs)"
+
+
+# --- issue 22: special files, symlink loops and counts that are not whole numbers ----------------------------
+
+def _import(tmp_path, *files: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "XTLENS_DB": str(tmp_path / "r.sqlite")}
+    return subprocess.run([sys.executable, "-m", "xtlens.profiling.cli", "results", "import", *files],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_importing_a_named_pipe_returns_at_once_with_a_message(tmp_path) -> None:
+    import os
+    import time
+
+    pipe = tmp_path / "rows.csv"
+    os.mkfifo(pipe)  # no writer: reading it would block for ever
+    started = time.monotonic()
+    run = _import(tmp_path, str(pipe), timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "rows.csv" in run.stderr and "named pipe" in run.stderr
+    assert time.monotonic() - started < 30  # it did not wait for a writer
+
+
+def test_importing_a_device_or_a_folder_is_refused_unread(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("XTLENS_DB", str(tmp_path / "r.sqlite"))
+    assert main(["results", "import", "/dev/zero"]) == 2  # read, it would never end
+    assert "character device" in capsys.readouterr().err
+    (tmp_path / "d.csv").mkdir()
+    assert main(["results", "import", str(tmp_path / "d.csv")]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+
+
+def test_a_symlink_loop_is_called_a_symlink_loop(tmp_path, monkeypatch, capsys) -> None:
+    import os
+
+    monkeypatch.setenv("XTLENS_DB", str(tmp_path / "r.sqlite"))
+    os.symlink(tmp_path / "b.csv", tmp_path / "a.csv")
+    os.symlink(tmp_path / "a.csv", tmp_path / "b.csv")
+    assert main(["results", "import", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "symlink loop" in err and "no such file" not in err
+    os.symlink(tmp_path / "gone.csv", tmp_path / "dangling.csv")
+    assert main(["results", "import", str(tmp_path / "dangling.csv")]) == 2
+    assert "symlink to a missing file" in capsys.readouterr().err
+
+
+def test_import_refuses_a_fractional_count_naming_column_and_row_and_stores_nothing(tmp_path) -> None:
+    good = tmp_path / "good.csv"
+    write_table(_rows("cpu", lens=(32, 64)), good)
+    header, *rows = good.read_text().splitlines()
+    assert rows[1].count(",5,") == 1  # repeats=5 is the only cell holding 5
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([header, rows[0], rows[1].replace(",5,", ",1.5,", 1)]) + "\n")
+    run = _import(tmp_path, str(bad))
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "column repeats, row 2 = '1.5'" in run.stderr and "never rounded" in run.stderr, run.stderr
+    assert ResultStore(tmp_path / "r.sqlite").count() == 0
+    run = _import(tmp_path, str(good))  # the file is not marked: a good one still imports
+    assert run.returncode == 0 and ResultStore(tmp_path / "r.sqlite").count() == 2
+
+
+def test_importing_a_deep_json_prints_one_message_and_no_traceback(tmp_path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    run = _import(tmp_path, str(deep))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"xtlens results: error: file {deep} is not allowed: a readable json table (it is nested too deeply)"]

@@ -3,6 +3,8 @@ boundary for uploaded tables and session files (size cap, validation, content-ha
 
 from __future__ import annotations
 
+import csv
+import decimal
 import io
 import json
 import math
@@ -17,7 +19,14 @@ from xtlens.core.config import PRESETS, ConfigError, Workload
 from xtlens.dashboard.session import session_io
 from xtlens.profiling.results import uploads
 from xtlens.profiling.results.export import as_frame, frame_to_records, from_bytes, to_bytes
-from xtlens.profiling.results.records import ProfileRecord, base_fields, records_from_json, records_to_json
+from xtlens.profiling.results.records import (
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    ProfileRecord,
+    base_fields,
+    records_from_json,
+    records_to_json,
+)
 
 HUGE = 3 * 10**26 + 7  # a FLOP count of a 70B-class shape: far beyond int64, exact
 BEYOND_DECIMAL = 10**45 + 1  # beyond decimal128(38): Parquet keeps it as text
@@ -235,3 +244,155 @@ def test_plain_page_tables_with_big_counts_download_in_every_format(fmt) -> None
         assert [int(v) for v in back] == [HUGE, 12]
     else:
         assert str(HUGE) in data.decode().replace(",", "")
+
+
+# --- issue 22: counts kept exactly or refused, never rounded ------------------------------------------------
+
+def _with_value(fmt: str, column: str, value) -> bytes:
+    """A one-row table in ``fmt`` whose ``column`` holds ``value`` as that format writes such a number: CSV text,
+    a JSON number, a Parquet double (or decimal for an integer beyond int64)."""
+    if fmt == "csv":
+        header, row = csv.reader(io.StringIO(to_bytes([_row()], "csv").decode()))
+        row[header.index(column)] = repr(value) if isinstance(value, float) else str(value)
+        numeric = INT_COLUMNS + FLOAT_COLUMNS
+        cells = [v if c in numeric or v == "" else '"' + v.replace('"', '""') + '"' for c, v in zip(header, row, strict=True)]
+        return (",".join(header) + "\n" + ",".join(cells) + "\n").encode()
+    if fmt == "json":
+        rows = json.loads(to_bytes([_row()], "json"))
+        rows[0][column] = value
+        return json.dumps(rows).encode()
+    table = pq.read_table(io.BytesIO(to_bytes([_row()], "parquet")))
+    kind = pa.float64() if isinstance(value, float) else pa.decimal128(38, 0)
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array([value], type=kind))
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+@pytest.mark.parametrize("column", ["batch", "predicted_flops", "measured_bytes"])
+def test_a_count_of_1_5_is_refused_naming_column_row_and_range_never_rounded(fmt, column) -> None:
+    exc = _upload_error(f"half.{fmt}", _with_value(fmt, column, 1.5), fmt)
+    assert f"column {column}, row 1 = " in str(exc) and "1.5" in str(exc)
+    assert "never rounded" in str(exc)
+    assert ("from 1 to 4,096" if column == "batch" else "whole number >= 0") in str(exc)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_a_batch_of_2_pow_70_is_refused_naming_the_limit(fmt) -> None:
+    exc = _upload_error(f"big.{fmt}", _with_value(fmt, "batch", 2**70), fmt)
+    assert f"column batch, row 1 = {2**70}" in str(exc) and "from 1 to 4,096" in str(exc)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_a_sequence_length_beyond_the_largest_max_seq_len_is_refused(fmt) -> None:
+    exc = _upload_error(f"long.{fmt}", _with_value(fmt, "seq_len_tokens", 2**21), fmt)
+    assert "column seq_len_tokens, row 1" in str(exc) and "1,048,576" in str(exc)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_whole_counts_written_as_floats_are_kept_exactly(fmt) -> None:
+    frame = uploads.read_table_upload(f"whole.{fmt}", _with_value(fmt, "batch", 8.0), fmt)
+    assert frame["batch"].tolist() == [8]
+    frame = uploads.read_table_upload(f"huge.{fmt}", _with_value(fmt, "predicted_flops", HUGE), fmt)
+    assert frame["predicted_flops"].tolist() == [HUGE]
+
+
+def test_whole_counts_in_decimal_or_exponent_text_are_exact() -> None:
+    huge_point = f"{HUGE}.0"
+    data = _csv().replace(str(HUGE).encode(), huge_point.encode(), 1)
+    assert uploads.read_table_upload("p.csv", data, "csv")["predicted_flops"].tolist() == [HUGE]
+    rows = json.loads(to_bytes([_row()], "json"))
+    text = json.dumps(rows).replace(str(HUGE), "3.00000000000000000000000007e26")  # exact in JSON too
+    assert uploads.read_table_upload("e.json", text.encode(), "json")["predicted_flops"].tolist() == [HUGE]
+    near = json.dumps(rows).replace(str(HUGE), "3.000000000000000000000000075e26")  # not whole: refused
+    assert "never rounded" in str(_upload_error("n.json", near.encode(), "json"))
+
+
+def test_session_rows_with_a_huge_or_fractional_batch_are_refused_naming_the_table() -> None:
+    snap = session_io.make(PRESETS["seed"], Workload(), "cpu", [], [("mine", as_frame([_row()]))])
+    for bad, words in ((2**70, "from 1 to 4,096"), (1.5, "never rounded")):
+        doc = json.loads(session_io.to_json(snap))
+        doc["results"][0]["rows"][0]["batch"] = bad
+        with pytest.raises(ValueError, match="session table 'mine': column batch, row 1") as info:
+            session_io.from_json(json.dumps(doc))
+        assert words in str(info.value)
+
+
+def test_a_lone_surrogate_in_a_text_cell_is_refused_naming_column_and_row() -> None:
+    rows = json.loads(to_bytes([_row(), _row()], "json"))
+    rows[1]["config_name"] = "\ud800"
+    data = json.dumps(rows).encode()  # ASCII JSON with the escape \ud800: valid JSON, not valid text
+    assert "column config_name, row 2" in str(_upload_error("s.json", data, "json"))
+
+
+# --- issue 22: the Benefits tab's probe-table upload goes through the same boundary ---------------------------
+
+def _probe_csv() -> bytes:
+    from xtlens.profiling.benefit.records import PROBE_ROWS
+
+    return (",".join(PROBE_ROWS.columns) + "\n").encode()
+
+
+def test_a_deep_json_probe_table_is_a_named_failure() -> None:
+    with pytest.raises(ConfigError, match="file deep.json.*nested too deeply"):
+        uploads.read_probe_upload("deep.json", b"[" * 100_000 + b"]" * 100_000, "json")
+
+
+def test_a_probe_table_with_a_128_kib_header_field_is_a_named_failure() -> None:
+    data = _probe_csv().replace(b"probe", b"p" * 200_000, 1)
+    with pytest.raises(ConfigError, match="file wide.csv"):
+        uploads.read_probe_upload("wide.csv", data, "csv")
+
+
+def test_an_oversized_probe_table_is_refused_before_parsing(monkeypatch) -> None:
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 100)
+    with pytest.raises(ConfigError, match="at most"):
+        uploads.read_probe_upload("big.csv", _probe_csv() + b"x" * 200, "csv")
+
+
+def test_a_probe_table_count_of_1_5_is_refused_naming_column_and_row() -> None:
+    from xtlens.profiling.benefit.records import PROBE_ROWS
+
+    count = sorted(PROBE_ROWS.int_columns)[0]
+    row = {c: ("x" if c not in PROBE_ROWS.numeric_columns else 1) for c in PROBE_ROWS.columns}
+    row[count] = 1.5
+    with pytest.raises(ConfigError, match=f"file p.json: column {count}, row 1"):
+        uploads.read_probe_upload("p.json", json.dumps([row]).encode(), "json")
+
+
+def test_the_benefits_view_reads_probe_uploads_through_the_boundary() -> None:
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[2] / "dashboard" / "views" / "benefits.py").read_text()
+    assert "upload_boundary.read_probe_upload(" in source and "probe_from_bytes" not in source
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400), st.sampled_from(["csv", "json", "parquet"]))
+def test_any_bytes_give_a_probe_table_or_a_config_error(data, fmt) -> None:
+    try:
+        uploads.read_probe_upload("fuzz." + fmt, data, fmt)
+    except ConfigError as exc:
+        assert exc.field.startswith("file fuzz.")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["batch", "seq_len_tokens", "predicted_flops", "warmup"]),
+       st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**80), 2**80),
+                 st.text(max_size=12)))
+def test_any_value_in_a_count_column_is_kept_exactly_or_refused(column, value) -> None:
+    rows = json.loads(to_bytes([_row()], "json"))
+    rows[0][column] = value
+    try:
+        frame = uploads.read_table_upload("v.json", json.dumps(rows).encode(), "json")
+    except ConfigError as exc:
+        assert f"column {column}" in str(exc)
+        return
+    kept = frame[column].tolist()[0]
+    if isinstance(value, str) and not value.strip():
+        assert kept is pd.NA  # an empty cell is missing
+        return
+    written = json.dumps(value)  # what the file says: a JSON number is read exactly as written, never rounded
+    assert kept == (int(decimal.Decimal(written)) if isinstance(value, float) else
+                    int(decimal.Decimal(value)) if isinstance(value, str) else value)
