@@ -525,5 +525,7 @@ class RowSchema:
     def python_value(self, col: str, value: Any) -> Any:
         """The inverse of ``sql_value`` (also reads the decimal text and the REAL of databases written before)."""
         if value is not None and col in self.int_columns and not isinstance(value, int):
+            if isinstance(value, float) and not value.is_integer():  # a count is never rounded (1.5 is not 1)
+                raise ValueError(f"{value!r} is not a whole number")
             return int(value.decode("ascii") if isinstance(value, bytes) else value)
         return value

@@ -304,6 +304,7 @@ def _edited(env: Path, sql: str) -> Path:
     ("UPDATE results SET batch='abc' WHERE id=2", "table results, column batch, row id 2 holds 'abc'"),
     ("UPDATE results SET predicted_flops='1e400' WHERE id=1", "table results, column predicted_flops, row id 1"),
     ("UPDATE results SET latency_median_ms='fast' WHERE id=1", "column latency_median_ms, row id 1"),
+    ("UPDATE results SET batch=1.5 WHERE id=2", "table results, column batch, row id 2 holds '1.5', not a whole"),
 ])
 @pytest.mark.parametrize("action", ["show", "export"])
 def test_a_hand_edited_store_is_a_message(env, capsys, sql, expected, action) -> None:
