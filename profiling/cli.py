@@ -46,6 +46,7 @@ from xtlens.profiling.cli_common import (
     load_config,
     print_error,
     run_on_ray,
+    time_limit_s,
 )
 
 __all__ = ["main", "build_parser", "load_config"]
@@ -448,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")
     prof.add_argument("--sdpa-backend", default=None, choices=("flash", "efficient", "cudnn", "math"))
     prof.add_argument("--no-cache", action="store_true", help="measure again even when a cached result exists")
-    prof.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+    prof.add_argument("--time-limit", type=time_limit_s, default=DEFAULT_TIME_LIMIT_S, metavar="S",
                       help=f"run in a child process killed after S seconds (unfinished points: status timeout; "
                       f"default {DEFAULT_TIME_LIMIT_S:g}); 0 = no limit, measure in this process")
     prof.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: Markdown "

@@ -72,7 +72,9 @@ def cached(kind: str, name: str, data: bytes, parse: Callable[[bytes], T]) -> T:
         except ConfigError as exc:
             hit = (False, (exc.field, exc.value, exc.allowed))
         except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - untrusted input: never escapes
-            log.warning("upload %r could not be read", name, exc_info=True)
+            # the reason on the console, the traceback only at debug level (a CLI prints warnings on stderr)
+            log.warning("upload %r could not be read: %s", name, _reason(exc))
+            log.debug("upload %r could not be read", name, exc_info=True)
             hit = (False, (f"file {name}", None, f"a readable {kind} ({_reason(exc)})"))
         with _lock:
             _cache[key] = hit
