@@ -9,10 +9,11 @@ that are not UTF-8 text are skipped and listed).
 
 Size cap: at most ``MAX_CORPUS_BYTES`` (64 MB) of files, checked on disk before anything is read (a file, or the
 sum over a folder's files); an upload likewise. Why: loading, splitting, training the tokenizer and encoding
-hold about 20 bytes of memory per corpus byte at their peak (measured on generated English-like text of 1, 5
-and 20 MB: see ``docs/benefits.md``, "Corpus size"), so 64 MB is about 1.3 GB on top of torch, within a small
-machine, and its tokenisation takes a few minutes on 2 cores. Encoding runs in batches of ``ENCODE_BATCH``
-chunks (not the whole split at once, which held about 70 bytes per byte). Named pipes, devices and sockets
+hold at most about 15 bytes of memory per corpus byte above the process's baseline (measured on generated
+English-like text: 14.4 at 20 MB, 11.2 at 50 MB; see ``docs/benefits.md``, "Corpus size"), so 64 MB is about
+1 GB on top of torch, within a small machine, and its tokenisation takes one to three minutes on 2 cores.
+Encoding runs in batches of ``ENCODE_BATCH`` chunks (encoding the whole split at once held 67 to 91 bytes per
+byte: 1.5 GB for 20 MB, about 7 GB for 200 MB). Named pipes, devices and sockets
 are refused before they are opened (reading one would block or never end); inside a folder they are skipped
 and listed.
 
@@ -69,9 +70,9 @@ DEFAULT_CORPUS_NAME = "pydoc_data.topics (CPython reference documentation, PSF L
 CHUNK_BYTES = 2048
 DEFAULT_VAL_PERMILLE = 100
 MIN_CORPUS_BYTES = 2_000
-#: the largest corpus (bytes on disk, or an upload): about 20 bytes of memory per corpus byte (module docstring)
+#: the largest corpus (bytes on disk, or an upload): about 15 bytes of memory per corpus byte (module docstring)
 MAX_CORPUS_BYTES = 64_000_000
-MEMORY_BYTES_PER_CORPUS_BYTE = 20
+MEMORY_BYTES_PER_CORPUS_BYTE = 15
 #: a paragraph longer than this is cut at line ends, sentence ends, then fixed windows (module docstring)
 LONG_PARAGRAPH_BYTES = 16_384
 #: chunks encoded per call of the tokenizer (memory: the encodings of one batch, not of the whole split)
