@@ -152,9 +152,9 @@ def check_ray_address(address: str) -> None:
             pass
     except (OSError, UnicodeError, ValueError) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc))
-        raise ConfigError("--ray", address, f"{allowed}: nothing accepts a connection at {host}:{port_text} within "
-                          f"{RAY_CONNECT_TIMEOUT_S:g} s ({reason}); start one with `ray start --head` or fix the "
-                          "address") from None
+        raise ConfigError("--ray", address, f"{allowed}: could not connect to the Ray cluster at {hostport}: nothing "
+                          f"answers there within {RAY_CONNECT_TIMEOUT_S:g} s ({reason}); start one with `ray start "
+                          "--head` or fix the address") from None
 
 
 # --- progress -----------------------------------------------------------------------------------------
