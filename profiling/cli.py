@@ -41,11 +41,13 @@ from xtlens.core.units import fmt_value, unit_of
 from xtlens.profiling.cli_common import (
     ProgressBar,
     add_config_options,
+    bounded_int,
     config_from_args,
     follow,
     load_config,
     print_error,
     run_on_ray,
+    time_limit_s,
 )
 
 __all__ = ["main", "build_parser", "load_config"]
@@ -458,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (default 2)")
     prof.add_argument("--sdpa-backend", default=None, choices=("flash", "efficient", "cudnn", "math"))
     prof.add_argument("--no-cache", action="store_true", help="measure again even when a cached result exists")
-    prof.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+    prof.add_argument("--time-limit", type=time_limit_s, default=DEFAULT_TIME_LIMIT_S, metavar="S",
                       help=f"run in a child process killed after S seconds (unfinished points: status timeout; "
                       f"default {DEFAULT_TIME_LIMIT_S:g}); 0 = no limit, measure in this process")
     prof.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: Markdown "
@@ -479,16 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp = rsub.add_parser("export", help="write the matching rows to FILE (.csv, .json, .parquet or .md)")
     exp.add_argument("file", metavar="FILE")
     for p in (show, exp):
-        p.add_argument("--id", action="append", default=[], metavar="N", help="only this row id (repeatable)")
+        p.add_argument("--id", action="append", default=[], metavar="N", type=bounded_int(1, 2**63 - 1),
+                       help="only this row id (repeatable)")
         p.add_argument("--config", default=None, help="config key prefix or part of the config name")
         p.add_argument("--device", default=None, help="part of the device or device name, e.g. H100 or cpu")
         p.add_argument("--dtype", default=None)
-        p.add_argument("--seq-len", type=int, default=None)
+        p.add_argument("--seq-len", type=bounded_int(1, 2**63 - 1), default=None)
         p.add_argument("--measurement", default=None, choices=("flops", "memory", "latency", "estimate"))
         p.add_argument("--status", default=None, choices=("ok", "oom", "error", "timeout"))
         p.add_argument("--since", default=None, metavar="DATE", help="measured on or after, e.g. 2026-11-01")
         p.add_argument("--until", default=None, metavar="DATE", help="measured on or before, e.g. 2026-11-30")
-        p.add_argument("--limit", type=int, default=None)
+        p.add_argument("--limit", type=bounded_int(1, 2**63 - 1), default=None, help="at most N rows")
     imp = rsub.add_parser("import", help="add the rows of tables written by xtlens profile --out (or the dashboard)")
     imp.add_argument("files", nargs="+", metavar="FILE", help=".csv, .json or .parquet")
     res.set_defaults(run=_results)

@@ -9,7 +9,9 @@ module and neither imports the other's internals. It imports only the standard l
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -26,7 +28,11 @@ from xtlens.core.config import (
 from xtlens.core.untrusted import read_untrusted_file
 
 __all__ = ["load_config", "read_text_option", "add_config_options", "config_from_args", "ProgressBar", "follow",
-           "print_error", "run_on_ray"]
+           "print_error", "run_on_ray", "bounded_int", "bounded_float", "time_limit_s", "check_ray_address",
+           "MAX_TIME_LIMIT_S", "RAY_CONNECT_TIMEOUT_S"]
+
+MAX_TIME_LIMIT_S = 10_000_000.0  # about 116 days: beyond it a limit is no limit (and overflows process limits)
+RAY_CONNECT_TIMEOUT_S = 3.0  # how long --ray's address gets to accept a connection before it is called unreachable
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -77,6 +83,75 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The configuration the parsed options of ``add_config_options`` name (raises ``ConfigError``)."""
     return load_config(preset=args.preset, config=args.config, snippet=args.snippet, sets=args.sets)
 
+
+
+# --- bounded numeric options (argparse types: a bad value exits 2 naming the option) -------------------
+
+def bounded_int(lo: int, hi: int):
+    """An argparse ``type``: an integer from ``lo`` to ``hi`` (``1e6`` notation accepted when whole)."""
+    def parse(text: str) -> int:
+        allowed = f"an integer from {lo:,} to {hi:,}"
+        try:
+            value = int(text.replace("_", "")) if len(text) <= 40 else None
+        except ValueError:
+            try:
+                f = float(text)
+            except ValueError:
+                f = math.nan
+            value = int(f) if math.isfinite(f) and f == int(f) else None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
+        return value
+    return parse
+
+
+def bounded_float(lo: float, hi: float, *, lo_open: bool = False):
+    """An argparse ``type``: a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (lo < value if lo_open else lo <= value) and value <= hi):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a finite number {'above' if lo_open else 'from'} "
+                                             f"{lo:g} {'and at most' if lo_open else 'to'} {hi:g}")
+        return value
+    return parse
+
+
+def time_limit_s(text: str) -> float:
+    """``--time-limit``: a finite number of seconds from 0 to ``MAX_TIME_LIMIT_S``; 0 = no limit, in this process."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= MAX_TIME_LIMIT_S):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a finite number of seconds from 0 to "
+                                         f"{MAX_TIME_LIMIT_S:,.0f} (0 = no time limit: run in this process)")
+    return value
+
+
+def check_ray_address(address: str) -> None:
+    """``--ray ADDRESS``: ``auto``, or ``host:port`` / ``ray://host:port`` that accepts a TCP connection within
+    ``RAY_CONNECT_TIMEOUT_S``. Raises ``ConfigError`` naming ``--ray`` (exit 2) for a malformed or unreachable
+    address, before any work starts."""
+    text = address.strip()
+    if text == "auto":
+        return
+    hostport = text.removeprefix("ray://")
+    host, sep, port_text = hostport.rpartition(":")
+    host = host.strip("[]")
+    allowed = "auto, host:port or ray://host:port of a running Ray cluster"
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError("--ray", address, allowed + " (port 1 to 65535)")
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=RAY_CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, UnicodeError, ValueError) as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc))
+        raise ConfigError("--ray", address, f"{allowed}: could not connect to the Ray cluster at {hostport}: nothing "
+                          f"answers there within {RAY_CONNECT_TIMEOUT_S:g} s ({reason}); start one with `ray start "
+                          "--head` or fix the address") from None
 
 
 # --- progress -----------------------------------------------------------------------------------------
@@ -133,6 +208,7 @@ def run_on_ray(command: str, address: str, spec, bar, *, noun: str, verb: str, i
     the job failed (the reason printed as ``print_error``)."""
     from xtlens.profiling.run.executor import RayExecutor
 
+    check_ray_address(address)
     executor = RayExecutor(address=address, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
     job = executor.job(spec)
     follow(job.start(), bar, interval_s=interval_s)

@@ -16,9 +16,35 @@ import argparse
 import sys
 import time
 
-from xtlens.profiling.cli_common import ProgressBar, add_config_options, config_from_args, follow, run_on_ray
+from xtlens.profiling.cli_common import (
+    ProgressBar,
+    add_config_options,
+    bounded_float,
+    bounded_int,
+    check_ray_address,
+    config_from_args,
+    follow,
+    run_on_ray,
+    time_limit_s,
+)
 
-__all__ = ["add_probe_parser"]
+__all__ = ["add_probe_parser", "LIMITS"]
+
+#: the allowed range of each numeric option (inclusive). Counts that reach the probe table (tokens, FLOPs, seeds)
+#: stay within its 64-bit integer columns; sizes stay within what a probe can build; ``_check_table_fits``
+#: checks the planned runs' totals too (the FLOPs of a run grow with its model).
+LIMITS: dict[str, tuple[int, int]] = {
+    "--values": (1, 1_048_576),
+    "--seeds": (0, 2**32 - 1),  # torch.Generator and numpy seeds
+    "--tokens": (1, 10**12),  # the Benefits page's own maximum
+    "--train-flops": (1, 10**18),  # below 2**63 - 1 (about 9.2e18), the probe table's integer range
+    "--seq-len": (8, 1_048_576),
+    "--batch": (1, 65_536),
+    "--vocab": (257, 65_536),
+    "--evals": (1, 10_000),
+    "--eval-tokens": (1, 10**9),
+}
+MAX_TABLE_INT = 2**63 - 1
 
 
 def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -26,13 +52,19 @@ def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
 
     if text is None:
         return None
-    try:
-        values = tuple(int(float(x)) if "e" in x.lower() else int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise ProbeInputError(option, text, "comma-separated integers, e.g. 32,64,128") from None
+    lo, hi = LIMITS[option]
+    allowed = f"comma-separated integers from {lo:,} to {hi:,}, e.g. {'32,64,128' if option == '--values' else '0,1,2'}"
+    values = []
+    for x in text.replace(" ", "").split(","):
+        if not x:
+            continue
+        try:
+            values.append(bounded_int(lo, hi)(x))
+        except Exception:  # noqa: BLE001 - argparse.ArgumentTypeError: the message names the whole option
+            raise ProbeInputError(option, text, allowed) from None
     if not values:
         raise ProbeInputError(option, text, "at least one integer")
-    return values
+    return tuple(values)
 
 
 def _number(text: str | None, option: str) -> int | None:
@@ -40,13 +72,31 @@ def _number(text: str | None, option: str) -> int | None:
 
     if text is None:
         return None
+    lo, hi = LIMITS[option]
     try:
         value = float(text.replace("_", ""))
     except ValueError:
-        raise ProbeInputError(option, text, "a positive number, e.g. 131072 or 1.2e11") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ProbeInputError(option, text, "a positive number, e.g. 131072 or 1.2e11")
+        value = float("nan")
+    if not lo <= value <= hi:  # nan and inf fail here too
+        raise ProbeInputError(option, text, f"a number from {lo:,} to {hi:.0e}, e.g. 131072 or 1.2e11")
     return int(value)
+
+
+def _check_table_fits(runs) -> None:
+    """Every run's tokens seen and training FLOPs must fit the probe table's 64-bit integers (refused before
+    any training, naming the budget option)."""
+    from xtlens.profiling.benefit.harness import step_flops, steps_for
+    from xtlens.profiling.benefit.probes import ProbeInputError
+
+    for r in runs:
+        steps = steps_for(r.cfg, r.budget, r.settings)
+        tokens = steps * r.settings.batch * r.settings.seq_len
+        flops = steps * step_flops(r.cfg, r.settings)
+        if max(tokens, flops) > MAX_TABLE_INT:
+            option = "--tokens" if r.budget.kind == "tokens" else "--train-flops"
+            raise ProbeInputError(option, r.budget.value, f"a budget whose runs stay within 2**63 - 1 tokens and "
+                                  f"training FLOPs (this one: {tokens:.3g} tokens, {flops:.3g} FLOPs for "
+                                  f"{r.config_name or 'a run'}); give a smaller budget")
 
 
 def options_from_args(args: argparse.Namespace):
@@ -80,6 +130,9 @@ def _probe(args: argparse.Namespace) -> int:
         raise ProbeInputError("--eval-tokens", args.eval_tokens, "an integer of at least 1")
     opt = options_from_args(args)
     runs = plan(opt)
+    _check_table_fits(runs)
+    if args.ray is not None:
+        check_ray_address(args.ray)  # an unreachable cluster: exit 2 now, not after the corpus is tokenised
     from xtlens.profiling.run.device import resolve_device
 
     resolve_device(opt.device)
@@ -101,7 +154,7 @@ def _probe(args: argparse.Namespace) -> int:
         rows = run_on_ray("probe", args.ray, spec, bar, noun="run", verb="trained", interval_s=0.5)
         if rows is None:
             return 1
-    elif args.time_limit is not None:
+    elif args.time_limit:  # None or 0: in this process, no limit
         from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec
 
         job = follow(ProbeJob(ProbeSpec(options=opt, time_limit_s=args.time_limit, use_cache=not fresh)), bar,
@@ -148,19 +201,19 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--train-flops", default=None, metavar="F", help="training FLOPs per run (cost model: 3 x "
                    "forward, 1 multiply-add = 2 FLOPs), e.g. 1.2e11")
     p.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (model init and batch order)")
-    p.add_argument("--seq-len", type=int, default=None, help="training sequence length in tokens")
-    p.add_argument("--batch", type=int, default=None, help="sequences per step")
-    p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary = the model's num_tokens (default 512)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
-    p.add_argument("--evals", type=int, default=8, help="evaluations per run (default 8)")
-    p.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="validation tokens per evaluation "
+    p.add_argument("--seq-len", type=bounded_int(*LIMITS["--seq-len"]), default=None, help="training sequence length in tokens")
+    p.add_argument("--batch", type=bounded_int(*LIMITS["--batch"]), default=None, help="sequences per step")
+    p.add_argument("--vocab", type=bounded_int(*LIMITS["--vocab"]), default=512, help="BPE vocabulary = the model's num_tokens (default 512)")
+    p.add_argument("--lr", type=bounded_float(0.0, 10.0, lo_open=True), default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--evals", type=bounded_int(*LIMITS["--evals"]), default=8, help="evaluations per run (default 8)")
+    p.add_argument("--eval-tokens", type=bounded_int(*LIMITS["--eval-tokens"]), default=None, metavar="N", help="validation tokens per evaluation "
                    "(default: the probe's, 2,048 to 8,192)")
     p.add_argument("--corpus", default=None, metavar="PATH", help="a UTF-8 text file or a folder of them (default: "
                    "CPython's pydoc_data.topics)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--full-size", action="store_true", help="train the configuration's own sizes (not scaled down)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="S", help="run in a child process stopped "
-                   "after S seconds (unfinished runs: status timeout)")
+    p.add_argument("--time-limit", type=time_limit_s, default=None, metavar="S", help="run in a child process "
+                   "stopped after S seconds (unfinished runs: status timeout); 0 or none: in this process, no limit")
     p.add_argument("--fresh", action="store_true", help="measure again: train every run even when the result store "
                    "holds it (the new rows are stored and served next time)")
     p.add_argument("--no-cache", action="store_true", help="the same as --fresh")

@@ -7,8 +7,23 @@ Python Software Foundation License Version 2 like CPython itself). Nothing is do
 Your corpus: a UTF-8 text file, or a folder of them (every file under it, recursively, in path order; files
 that are not UTF-8 text are skipped and listed).
 
+Size cap: at most ``MAX_CORPUS_BYTES`` (64 MB) of files, checked on disk before anything is read (a file, or the
+sum over a folder's files); an upload likewise. Why: loading, splitting, training the tokenizer and encoding
+hold at most about 15 bytes of memory per corpus byte above the process's baseline (measured on generated
+English-like text: 14.4 at 20 MB, 11.2 at 50 MB; see ``docs/benefits.md``, "Corpus size"), so 64 MB is about
+1 GB on top of torch, within a small machine, and its tokenisation takes one to three minutes on 2 cores.
+Encoding runs in batches of ``ENCODE_BATCH`` chunks (encoding the whole split at once held 67 to 91 bytes per
+byte: 1.5 GB for 20 MB, about 7 GB for 200 MB). Named pipes, devices and sockets
+are refused before they are opened (reading one would block or never end); inside a folder they are skipped
+and listed.
+
 Split (deterministic, by hash): every document is cut into chunks at blank lines (paragraphs, grouped up to
-``CHUNK_BYTES`` bytes). A chunk goes to validation when ``int(sha256(chunk text)[:8], 16) % 1000 <
+``CHUNK_BYTES`` bytes). A paragraph longer than ``LONG_PARAGRAPH_BYTES`` (16 KB; none in the default corpus,
+whose longest is 6 KB) is first cut into pieces of at most ``CHUNK_BYTES``: at line ends, then a line still
+too long at sentence ends (``.``, ``!`` or ``?`` followed by white space), then a sentence still too long in
+fixed windows of ``CHUNK_BYTES`` bytes (at a character boundary); consecutive pieces are regrouped up to
+``CHUNK_BYTES``, so the chunks concatenate back to the paragraph exactly. So a single-paragraph file of 1 MB
+gives about 500 chunks, not one. A chunk goes to validation when ``int(sha256(chunk text)[:8], 16) % 1000 <
 val_permille`` (default 100, i.e. about 10 %), otherwise to training. The split depends only on the text, not
 on file order or on the machine; identical chunks always land on the same side (no leak by duplication).
 
@@ -24,6 +39,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import stat
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +70,13 @@ DEFAULT_CORPUS_NAME = "pydoc_data.topics (CPython reference documentation, PSF L
 CHUNK_BYTES = 2048
 DEFAULT_VAL_PERMILLE = 100
 MIN_CORPUS_BYTES = 2_000
+#: the largest corpus (bytes on disk, or an upload): about 15 bytes of memory per corpus byte (module docstring)
+MAX_CORPUS_BYTES = 64_000_000
+MEMORY_BYTES_PER_CORPUS_BYTE = 15
+#: a paragraph longer than this is cut at line ends, sentence ends, then fixed windows (module docstring)
+LONG_PARAGRAPH_BYTES = 16_384
+#: chunks encoded per call of the tokenizer (memory: the encodings of one batch, not of the whole split)
+ENCODE_BATCH = 512
 
 
 class CorpusError(XtlensError, ValueError):
@@ -104,19 +128,76 @@ def default_corpus() -> Corpus:
     return Corpus(name=DEFAULT_CORPUS_NAME, documents=docs)
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB ({n:,} bytes)"
+
+
+def _too_big(name: str, size: int, option: str) -> CorpusError:
+    return CorpusError(f"{name!r} is {_mb(size)}; at most {_mb(MAX_CORPUS_BYTES)} is allowed (a probe holds about "
+                       f"{MEMORY_BYTES_PER_CORPUS_BYTE} bytes of memory per corpus byte while it splits and tokenises "
+                       "it; give a part of it)", option)
+
+
+def _kind(mode: int) -> str:
+    return ("a named pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
 def corpus_from_path(path: str | Path) -> Corpus:
-    """A text file or every UTF-8 text file under a folder (recursively, sorted by relative path)."""
+    """A text file or every UTF-8 text file under a folder (recursively, sorted by relative path).
+
+    The size on disk is checked against ``MAX_CORPUS_BYTES`` and special files are refused before anything is
+    read; every ``CorpusError`` names the path."""
     p = Path(path).expanduser()
-    if not p.exists():
-        raise CorpusError(f"{str(path)!r} does not exist (give a UTF-8 text file or a folder of them)")
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    docs, skipped = [], []
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise CorpusError(f"{str(path)!r} does not exist (give a UTF-8 text file or a folder of them)") from None
+    except OSError as exc:  # a symlink loop, a name too long, no permission
+        raise CorpusError(f"{str(path)!r} cannot be read ({exc.strerror or exc}; give a UTF-8 text file or a folder "
+                          "of them)") from None
+    skipped: list[str] = []
+    if stat.S_ISDIR(st.st_mode):
+        files, total = [], 0
+        for f in sorted(p.rglob("*")):
+            try:
+                fst = f.stat()
+            except OSError:
+                skipped.append(str(f))
+                continue
+            if stat.S_ISDIR(fst.st_mode):
+                continue
+            if not stat.S_ISREG(fst.st_mode):
+                skipped.append(f"{f} ({_kind(fst.st_mode)})")
+                continue
+            files.append(f)
+            total += fst.st_size
+            if total > MAX_CORPUS_BYTES:
+                raise _too_big(str(p), total, "--corpus") from None
+    elif stat.S_ISREG(st.st_mode):
+        if st.st_size > MAX_CORPUS_BYTES:
+            raise _too_big(str(p), st.st_size, "--corpus")
+        files = [p]
+    else:
+        raise CorpusError(f"{str(path)!r} is {_kind(st.st_mode)}; give a UTF-8 text file or a folder of them (a pipe "
+                          "or a device is not read: it could block or never end)")
+    docs, budget = [], MAX_CORPUS_BYTES
     for f in files:
         try:
-            text = f.read_bytes().decode("utf-8")
-        except (UnicodeDecodeError, OSError):
+            with open(f, "rb") as fh:
+                data = fh.read(budget + 1)  # bounded: a file that grew after the size check stops here
+        except OSError:
             skipped.append(str(f))
             continue
+        if len(data) > budget:
+            raise _too_big(str(p), MAX_CORPUS_BYTES - budget + len(data), "--corpus")
+        budget -= len(data)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped.append(str(f))
+            continue
+        del data
         if "\0" in text:
             skipped.append(str(f))
             continue
@@ -128,7 +209,9 @@ def corpus_from_path(path: str | Path) -> Corpus:
 
 
 def corpus_from_bytes(name: str, data: bytes) -> Corpus:
-    """An uploaded file (the dashboard's upload), UTF-8 text."""
+    """An uploaded file (the dashboard's upload), UTF-8 text of at most ``MAX_CORPUS_BYTES``."""
+    if len(data) > MAX_CORPUS_BYTES:
+        raise _too_big(name, len(data), "upload")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -156,12 +239,55 @@ def load_corpus(path: str | Path | None) -> Corpus:
 
 # --- split ------------------------------------------------------------------------------------------
 
+_SENTENCE = re.compile(r".*?[.!?]+(?:\s+|$)|.+", re.S)
+
+
+def _window(text: str, max_bytes: int) -> list[str]:
+    """``text`` in consecutive pieces of at most ``max_bytes`` UTF-8 bytes, cut at character boundaries."""
+    data, out, start = text.encode("utf-8"), [], 0
+    while start < len(data):
+        end = min(start + max_bytes, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not inside a character
+            end -= 1
+        out.append(data[start:end].decode("utf-8"))
+        start = end
+    return out
+
+
+def _pieces(paragraph: str, max_bytes: int) -> list[str]:
+    """A long paragraph in pieces of at most ``max_bytes``: lines, then sentences, then fixed windows (each piece
+    keeps its separators, so the pieces concatenate back to the paragraph)."""
+    out = []
+    for line in paragraph.splitlines(keepends=True):
+        if len(line.encode("utf-8")) <= max_bytes:
+            out.append(line)
+            continue
+        for sentence in _SENTENCE.findall(line):
+            out.extend([sentence] if len(sentence.encode("utf-8")) <= max_bytes else _window(sentence, max_bytes))
+    return out
+
+
 def split_chunks(text: str, max_bytes: int = CHUNK_BYTES) -> list[str]:
-    """Paragraphs (cut at blank lines) grouped greedily up to ``max_bytes`` UTF-8 bytes per chunk."""
+    """Paragraphs (cut at blank lines) grouped greedily up to ``max_bytes`` UTF-8 bytes per chunk; a paragraph of
+    more than ``LONG_PARAGRAPH_BYTES`` is cut into pieces (``_pieces``) regrouped up to ``max_bytes``."""
     paragraphs = [p for p in text.split("\n\n") if p.strip()]
     chunks, current, size = [], [], 0
     for para in paragraphs:
         n = len(para.encode("utf-8")) + 2
+        if n - 2 > max(LONG_PARAGRAPH_BYTES, max_bytes):
+            if current:
+                chunks.append("\n\n".join(current) + "\n\n")
+                current, size = [], 0
+            group, gsize = [], 0
+            for piece in _pieces(para, max_bytes):
+                m = len(piece.encode("utf-8"))
+                if group and gsize + m > max_bytes:
+                    chunks.append("".join(group))
+                    group, gsize = [], 0
+                group.append(piece)
+                gsize += m
+            chunks.append("".join(group) + "\n\n")
+            continue
         if current and size + n > max_bytes:
             chunks.append("\n\n".join(current) + "\n\n")
             current, size = [], 0
@@ -184,7 +310,8 @@ def split_corpus(corpus: Corpus, val_permille: int = DEFAULT_VAL_PERMILLE) -> tu
             (val if is_val_chunk(chunk, val_permille) else train).append(chunk)
     if not train or not val:
         raise CorpusError(f"{corpus.name!r} is too small to split: {len(train)} training and {len(val)} validation "
-                          "chunk(s) (chunks are paragraphs up to 2 KB; give more text)")
+                          "chunk(s) (chunks are paragraphs up to 2 KB, long paragraphs cut at lines and sentences; give "
+                          "more text)")
     return train, val
 
 
@@ -254,10 +381,10 @@ def tokenize(corpus: Corpus, vocab_size: int, *, val_permille: int = DEFAULT_VAL
             data = None
     if data is None:
         def encode(chunks: list[str]) -> torch.Tensor:
-            out: list[int] = []
-            for enc in tok.encode_batch(chunks):
-                out.extend(enc.ids)
-            return torch.tensor(out, dtype=torch.long)
+            # in batches: the tokenizer's encodings (ids, offsets, token strings) of one batch at a time
+            parts = [torch.tensor([i for enc in tok.encode_batch(chunks[start:start + ENCODE_BATCH]) for i in enc.ids],
+                                  dtype=torch.long) for start in range(0, len(chunks), ENCODE_BATCH)]
+            return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
         vocab = tok.get_vocab()
         lengths = torch.zeros(vocab_size, dtype=torch.long)

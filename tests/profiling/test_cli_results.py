@@ -95,9 +95,10 @@ def test_profile_with_a_foreign_database_exits_2(tmp_path, monkeypatch, capsys) 
 
 
 def test_profile_on_an_unreachable_ray_cluster_says_so(tmp_path, capsys) -> None:
-    assert main(["profile", "--what", "flops", "--seq-lens", "16", "--ray", "127.0.0.1:9"]) == 1
+    assert main(["profile", "--what", "flops", "--seq-lens", "16", "--ray", "127.0.0.1:9"]) == 2  # bad input: 2
     err = capsys.readouterr().err
     assert "could not connect to the Ray cluster at 127.0.0.1:9: nothing answers there" in err
+    assert "--ray" in err and "Traceback" not in err
 
 
 def test_the_same_file_is_imported_once(tmp_path, monkeypatch, capsys) -> None:
