@@ -95,7 +95,7 @@ def cached(kind: str, name: str, data: bytes, parse: Callable[[bytes], T]) -> T:
             # reaches the CLI's stderr but the message
             log.info("upload %r could not be read: %s", name, _reason(exc))
             log.debug("upload %r could not be read", name, exc_info=True)
-            hit = (False, (f"file {name}", None, f"a readable {kind} ({_reason(exc)})"))
+            hit = (False, ("", None, f"a readable {kind} ({_reason(exc)})"))  # named at each call: same bytes, other name
         with _lock:
             _cache[key] = hit
             while len(_cache) > _CACHE_ENTRIES:
@@ -103,7 +103,7 @@ def cached(kind: str, name: str, data: bytes, parse: Callable[[bytes], T]) -> T:
     ok, value = hit
     if not ok:
         field, shown, allowed = value
-        raise ConfigError(field if field.startswith("file ") else f"file {name}: {field}", shown, allowed)
+        raise ConfigError(f"file {name}: {field}" if field else f"file {name}", shown, allowed)
     return _copy(value)
 
 

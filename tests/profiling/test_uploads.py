@@ -396,3 +396,11 @@ def test_any_value_in_a_count_column_is_kept_exactly_or_refused(column, value) -
     written = json.dumps(value)  # what the file says: a JSON number is read exactly as written, never rounded
     assert kept == (int(decimal.Decimal(written)) if isinstance(value, float) else
                     int(decimal.Decimal(value)) if isinstance(value, str) else value)
+
+
+def test_the_same_unreadable_bytes_under_another_name_are_named_by_that_name() -> None:
+    # the content cache keeps the reason, not the first caller's file name
+    data = b"[" * 5_000 + b"]" * 5_000
+    assert "file first.json" in str(_upload_error("first.json", data, "json"))
+    second = str(_upload_error("second.json", data, "json"))
+    assert "file second.json" in second and "first.json" not in second and "nested too deeply" in second
