@@ -105,12 +105,12 @@ def _sdpa_shapes_flops(query_shape, key_shape, value_shape) -> int:
     return 2 * math.prod(lead) * n_q * n_k * (d_qk + d_v)
 
 
-def _sdpa_fwd_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_fwd_flop(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     """SDPA forward on CPU / MPS / overrideable backends: scores ``Q K^T`` plus values ``P V``, full square."""
     return _sdpa_shapes_flops(query_shape, key_shape, value_shape)
 
 
-def _sdpa_cpu_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_cpu_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     """CPU flash SDPA backward: torch's own SDPA backward count (recomputes ``Q K^T``, then dV, dP, dQ, dK:
     5 matmuls = 2.5x the forward)."""
     if len(query_shape) == 4:
@@ -118,7 +118,7 @@ def _sdpa_cpu_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape, *arg
     return _sdpa_shapes_flops(query_shape, key_shape, value_shape) * 5 // 2
 
 
-def _sdpa_overrideable_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+def _sdpa_overrideable_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
                                 **kwargs) -> int:
     return _sdpa_cpu_bwd_flop(grad_out_shape, query_shape, key_shape, value_shape)
 

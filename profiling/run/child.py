@@ -110,7 +110,7 @@ def guard(parent: int, job_dir: Path, time_limit_s: float | None) -> None:
     _parent = parent
     deadline = None if time_limit_s is None else _started + time_limit_s + GRACE_S
 
-    def on_parent_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    def on_parent_signal(_signum, _frame) -> None:  # a signal handler's signature
         if _parent_gone(parent):
             _end(job_dir, remove=True, code=3)
 
