@@ -263,7 +263,8 @@ def _profile(args: argparse.Namespace) -> int:
         from xtlens.profiling.run.worker import JobSpec
 
         spec = JobSpec.make(whats, cfg, workloads, options, config_name=name, time_limit_s=args.time_limit or None)
-        rows = run_on_ray("profile", args.ray, spec, bar, noun="point", verb="measured")
+        rows = run_on_ray("profile", args.ray, spec, bar, noun="point", verb="measured",
+                          store_failures=store_failures)
         if rows is None:
             return 1
     elif args.time_limit > 0:

@@ -201,17 +201,21 @@ def print_error(command: str, message: str) -> None:
     print(f"xtlens {command}: error: {message}", file=sys.stderr)
 
 
-def run_on_ray(command: str, address: str, spec, bar, *, noun: str, verb: str, interval_s: float = 0.2):
+def run_on_ray(command: str, address: str, spec, bar, *, noun: str, verb: str, interval_s: float = 0.2,
+               store_failures: list[str] | None = None):
     """Run ``spec`` (a sweep's ``JobSpec`` or a probe's ``ProbeSpec``) as Ray tasks on the cluster at ``address``
     (``profiling.run.executor.RayExecutor``; ``$XTLENS_RAY_PIP`` ships the dependencies too), showing progress on
     ``bar``; then say where it ran (``VERB on CLUSTER (hosts: ...)``, retried ``NOUN``s). The rows, or None when
-    the job failed (the reason printed as ``print_error``)."""
+    the job failed (the reason printed as ``print_error``). ``store_failures`` receives the messages of rows the
+    driver measured but could not store (kept in the spool each message names)."""
     from xtlens.profiling.run.executor import RayExecutor
 
     check_ray_address(address)
     executor = RayExecutor(address=address, pip_deps=os.environ.get("XTLENS_RAY_PIP", "") not in ("", "0"))
     job = executor.job(spec)
     follow(job.start(), bar, interval_s=interval_s)
+    if store_failures is not None:
+        store_failures.extend(getattr(job, "store_failures", []))
     if job.outcome == "crashed":
         print_error(command, job.progress()[1].removeprefix("failed: "))
         return None

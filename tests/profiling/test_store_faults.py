@@ -347,3 +347,43 @@ def test_fuzz_a_hand_edited_cell_is_shown_or_named(tmp_path_factory, col, value)
         assert code in (0, 2), err.getvalue()
         if code == 2:
             assert str(db) in err.getvalue() and col in err.getvalue(), err.getvalue()
+
+
+def test_profile_on_ray_exits_2_when_the_driver_could_not_store_its_rows(env, monkeypatch, capsys) -> None:
+    # the Ray driver spools rows it cannot store (RayJob.store_failures); `xtlens profile --ray` must say so and
+    # exit 2 as the local paths do, with the rows still in --out
+    from xtlens.profiling import cli_common
+    from xtlens.profiling.run import executor as executor_module
+
+    rows = _rows("cpu")
+
+    class FakeRayJob:
+        outcome, hosts, retried = "done", {"node-a"}, {}
+        store_failures = ["cannot write to the result database X: read-only; kept in the spool at S"]
+
+        def start(self):
+            return self
+
+        def result(self):
+            return rows
+
+    class FakeExecutor:
+        def __init__(self, **_kwargs) -> None:
+            pass
+
+        def job(self, _spec):
+            return FakeRayJob()
+
+        def describe(self) -> str:
+            return "the Ray cluster at 127.0.0.1:1"
+
+    monkeypatch.setattr(cli_common, "check_ray_address", lambda _address: None)
+    monkeypatch.setattr(cli_common, "follow", lambda job, _bar, **_kw: job)
+    monkeypatch.setattr(executor_module, "RayExecutor", FakeExecutor)
+    out = env / "rows.csv"
+    code = main(["profile", "--preset", "seed", "--set", "dim=32", "--what", "flops", "--seq-lens", "32",
+                 "--ray", "127.0.0.1:1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "read-only; kept in the spool at S" in err and "Traceback" not in err
+    assert len(read_records(out)) == len(rows)
