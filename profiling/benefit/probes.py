@@ -386,12 +386,26 @@ def run_or_failure(run: RunSpec, data, *, device: str, device_name: str, version
                        use_cache=use_cache, store=store, done=done)
     except (BudgetError, ProbeInputError):
         raise
-    except torch.OutOfMemoryError as exc:
-        return failure_rows_for(run, "error", f"out of memory: {exc}", corpus_sha256=data.corpus_sha256,
+    except (torch.OutOfMemoryError, MemoryError) as exc:  # the row names the part that does not fit
+        return failure_rows_for(run, "error", _oom_message(exc, run, device_name), corpus_sha256=data.corpus_sha256,
                                 device=device, device_name=device_name)
     except Exception as exc:  # noqa: BLE001 - a failed run is a row, the probe goes on
         return failure_rows_for(run, "error", f"{type(exc).__name__}: {exc}"[:300], corpus_sha256=data.corpus_sha256,
                                 device=device, device_name=device_name)
+
+
+def _oom_message(exc: BaseException, run: RunSpec, device_name: str) -> str:
+    """The one out-of-memory wording (``profiling.errors.failure_message``) for a training run: its shape and the
+    part that does not fit (the model's weights, gradients and AdamW state, or the activations)."""
+    from xtlens.core.config import ConfigError, Workload
+    from xtlens.profiling.errors import failure_message
+
+    try:
+        wl = Workload(batch=run.settings.batch, seq_len=run.settings.seq_len)
+    except ConfigError:  # a shape beyond the workload's limits: the plain wording
+        return f"out of memory: {exc}"
+    return failure_message(exc, what="a training run", device_name=device_name or "this device", wl=wl, cfg=run.cfg,
+                           training=True)[1]
 
 
 def run_labels(run: RunSpec) -> dict[str, Any]:

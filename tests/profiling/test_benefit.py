@@ -172,6 +172,23 @@ def test_divergence_is_a_row_not_a_crash(data) -> None:
     assert last.step < 40
 
 
+def test_an_out_of_memory_training_run_is_a_row_naming_the_part(data, monkeypatch) -> None:
+    # issue 22: every out-of-memory row names the part that does not fit (the probe's said "out of memory: ...")
+    from xtlens.profiling.benefit import probes
+
+    def oom(*_args, **_kwargs):
+        raise MemoryError("fake: cannot allocate memory")
+
+    monkeypatch.setattr(probes, "run_one", oom)
+    run = RunSpec(probe="scaling", cfg=TINY, budget=Budget(kind="tokens", value=6 * 8 * 32), seed=0,
+                  settings=TINY_SETTINGS)
+    rows = probes.run_or_failure(run, data, device="cpu", device_name="cpu", versions={})
+    assert [r.status for r in rows] == ["error"]
+    assert "Out of memory on cpu during a training run (batch 8 x 32 tokens in float32)" in rows[0].error
+    assert "activations at this shape are the part that does not fit" in rows[0].error
+    assert "GiB of weights, gradients and AdamW state" in rows[0].error
+
+
 def test_a_budget_too_small_names_its_option() -> None:
     with pytest.raises(BudgetError, match="^--tokens: 100 tokens buys 0"):
         plan(ProbeOptions(probe="heads", base=SEED, tokens=100))
