@@ -142,6 +142,8 @@ def flops_curve(cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.D
 
 # --- trade-off sweeps -----------------------------------------------------------------------------------
 
+#: the phases the Latency view measures and draws, in order (profiling.measure.latency.PHASES, without its torch import)
+LATENCY_PHASES = ("forward", "attention", "train_step", "decode")
 SWEEP_AXES = ("dim", "depth", "heads")
 
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from xtlens.core.config import LIMITS, ConfigError
+from xtlens.dashboard.tables import LATENCY_PHASES, SWEEP_AXES
 
 __all__ = ["SETTINGS", "known", "check_setting"]
 
-_PHASES = ("forward", "attention", "train_step", "decode")  # dashboard.views.latency.PHASES
-_AXES = ("dim", "depth", "heads")  # dashboard.tables.SWEEP_AXES
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,9 @@ def _bool(value: Any) -> bool:
 SETTINGS: dict[str, _Rule] = {
     "latency.max_len": _int_in(1, LIMITS["max_seq_len"][1]),
     "latency.repeats": _int_in(1, 50),
-    "latency.phases": _subset_of(_PHASES),
+    "latency.phases": _subset_of(LATENCY_PHASES),
     "latency.variant": _Rule("true or false", _bool),
-    "tradeoffs.axis": _one_of(_AXES),
+    "tradeoffs.axis": _one_of(SWEEP_AXES),
     "tradeoffs.dataset_btokens": _float_in(0.001, 100_000.0),
     "compare.include_current": _Rule("true or false", _bool),
 }

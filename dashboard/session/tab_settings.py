@@ -26,20 +26,23 @@ def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = No
     """Call before drawing a tab's widget ``key`` (drawn without ``value=``): the value survives a tab switch.
 
     The value is set from the URL on the first run (``settings_from_url``), else from what was kept, else
-    ``default``. ``valid(value)`` rejects a kept value the widget cannot show now (``default`` is used instead).
+    ``default``. A kept value the setting cannot hold (``setting_values``), or that ``valid(value)`` rejects (what
+    the current configuration allows, e.g. lengths up to its ``max_seq_len``), gives way to ``default``.
     """
     kept = store.setdefault(_KEPT, {})
-    if store.has(key) and _valid(valid, store.get(key)):
+    if store.has(key) and _valid(key, valid, store.get(key)):
         kept[key] = store.get(key)
         return
     value = kept.get(key, default)
-    if not _valid(valid, value):
+    if not _valid(key, valid, value):
         value = default  # a value from an old link or session that this configuration does not allow
     store.put(key, value)
     kept[key] = value
 
 
-def _valid(valid: Callable[[Any], bool] | None, value: Any) -> bool:
+def _valid(key: str, valid: Callable[[Any], bool] | None, value: Any) -> bool:
+    if setting_values.known(key) and not _clean(key, value):
+        return False
     if valid is None:
         return True
     try:

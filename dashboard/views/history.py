@@ -12,7 +12,7 @@ import datetime as dt
 
 import pandas as pd
 import streamlit as st
-from xtlens.dashboard import charts
+from xtlens.dashboard import charts, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling.results.records import arrow_safe
@@ -175,7 +175,7 @@ def _charts(points: pd.DataFrame, chosen: list[str]) -> None:
         return
     lat = points[points["measurement"] == "latency"]
     if not lat.empty:
-        phases = [p for p in ("forward", "attention", "train_step", "decode") if p in set(lat["phase"])]
+        phases = [p for p in tables.LATENCY_PHASES if p in set(lat["phase"])]
         phase = st.radio("latency phase", phases, horizontal=True, key="history.latency_phase") if len(phases) > 1 \
             else phases[0]
         chart(_legend(chosen, charts.latency_loglog(lat[lat["phase"] == phase],

@@ -17,7 +17,7 @@ from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 from xtlens.profiling.results.records import arrow_safe
 
-PHASES = ("forward", "attention", "train_step", "decode")
+PHASES = tables.LATENCY_PHASES
 PHASE_TITLES = {
     "forward": "Forward latency (whole model, no grad)",
     "attention": "Attention-core latency (SDPA / einsum, summed over blocks)",
@@ -52,7 +52,7 @@ def render(ctx: Ctx) -> None:
     tab_settings.tab_setting("latency.max_len", default_max, lambda v: v in lens)
     tab_settings.tab_setting("latency.phases", list(PHASES))
     tab_settings.tab_setting("latency.variant", True)
-    tab_settings.tab_setting("latency.repeats", 3 if not gpu else 10, lambda v: 1 <= int(v) <= 50)
+    tab_settings.tab_setting("latency.repeats", 3 if not gpu else 10)  # allowed values: session.setting_values
     max_len = cols[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
                                     help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
     phases = tuple(cols[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)

@@ -41,8 +41,8 @@ def request(ctx: Ctx, axis: str, frame: pd.DataFrame) -> jobs.Request:
 
 def render(ctx: Ctx) -> None:
     cols = st.columns([2, 3])
-    tab_settings.tab_setting("tradeoffs.axis", tables.SWEEP_AXES[0], lambda v: v in tables.SWEEP_AXES)
-    tab_settings.tab_setting("tradeoffs.dataset_btokens", 1.0, lambda v: 0.001 <= float(v) <= 100000.0)
+    tab_settings.tab_setting("tradeoffs.axis", tables.SWEEP_AXES[0])  # allowed values: session.setting_values
+    tab_settings.tab_setting("tradeoffs.dataset_btokens", 1.0)
     axis = cols[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
                          help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
     dataset_btokens = cols[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,

@@ -70,8 +70,11 @@ def test_an_unknown_setting_is_not_restored_into_the_page_state() -> None:
 
 
 def test_the_setting_rules_know_every_choice_the_views_offer() -> None:
-    assert setting_values._AXES == tables.SWEEP_AXES
-    assert setting_values._PHASES == latency.PHASES
+    for axis in tables.SWEEP_AXES:
+        assert setting_values.check_setting("tradeoffs.axis", axis) == axis
+    assert setting_values.check_setting("latency.phases", list(latency.PHASES)) == list(latency.PHASES)
+    with pytest.raises(ValueError, match="tradeoffs.axis"):
+        setting_values.check_setting("tradeoffs.axis", "ff_mult")
 
 
 def test_a_refused_session_leaves_compare_and_export_working() -> None:
