@@ -60,7 +60,6 @@ from xtlens.core.params import (
     param_shapes,
     tp_params,
 )
-from xtlens.core.params import linear_shapes as _linear_shapes  # noqa: F401  (older name, used by tests)
 from xtlens.core.predictions import (
     FLOP_ROWS,
     MEMORY_ROWS,
@@ -75,8 +74,6 @@ from xtlens.core.predictions import (
     predictions,
     rows_of,
 )
-from xtlens.core.predictions import PARAM_ROWS as _PARAM_ROWS  # noqa: F401  (older name, used by tests)
-from xtlens.core.predictions import rows_of as _rows_of  # noqa: F401  (older name, used by tests)
 from xtlens.core.serving import (
     KV_ELEMENT_BYTES,
     QUANT_SCALE_BYTES,
@@ -87,7 +84,6 @@ from xtlens.core.serving import (
     serving_weight_bytes,
 )
 from xtlens.core.tensors import BufferTensor, ParamTensor, buffer_tensors, numel, param_tensors
-from xtlens.core.tensors import numel as _numel  # noqa: F401  (older name, used by tests)
 from xtlens.core.training import (
     BNB_BLOCK,
     BNB_MIN_8BIT_SIZE,

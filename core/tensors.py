@@ -21,6 +21,7 @@ Norms: ``LayerNorm.gamma`` ``(d,)`` (1017), ``RMSNorm.g`` ``(d,)`` (1076), ``Sca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from xtlens.core.config import ModelConfig
@@ -64,10 +65,7 @@ class ParamTensor:
 
 def numel(shape: tuple[int, ...]) -> int:
     """Elements of a tensor of ``shape`` (1 for a scalar ``()``)."""
-    out = 1
-    for s in shape:
-        out *= s
-    return out
+    return math.prod(shape)
 
 
 def norm_params_each(cfg: ModelConfig) -> int:

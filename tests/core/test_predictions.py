@@ -100,7 +100,7 @@ def test_every_field_needs_a_place_in_the_vocabulary() -> None:
     pc = cost_model.param_counts(PRESETS["seed"])
     extended = Extended(**dataclasses.asdict(pc))
     with pytest.raises(KeyError, match="new_widget_params has no"):
-        cost_model._rows_of(extended, cost_model._PARAM_ROWS)
+        cost_model.rows_of(extended, cost_model.PARAM_ROWS)
 
 
 # the seed with each registered option switched on (core.options.enable fixes what conflicts with the seed)

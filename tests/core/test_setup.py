@@ -147,7 +147,7 @@ def test_param_shapes_add_up_to_the_parameter_count() -> None:
                                                         macaron=True, ff_no_bias=True, tie_embedding=True)):
         shapes = cm.param_shapes(cfg)
         pc = cm.param_counts(cfg)
-        assert sum(cm._numel(s) for s in shapes) == pc.num_params and len(shapes) == pc.num_param_tensors
+        assert sum(cm.numel(s) for s in shapes) == pc.num_params and len(shapes) == pc.num_param_tensors
 
 
 def test_optimizers_state_formulas() -> None:
@@ -184,7 +184,7 @@ def test_quantised_serving_sizes() -> None:
     P = cm.param_counts(SEED).num_params
     assert cm.serving_weight_bytes(SEED, wl, ServingSetup()) == 4 * P
     assert cm.serving_weight_bytes(SEED, wl, ServingSetup(weights_bits=16)) == 2 * P
-    linear = sum(o * i for o, i in cm._linear_shapes(SEED))
+    linear = sum(o * i for o, i in cm.linear_shapes(SEED))
     int8 = cm.serving_weight_bytes(SEED, wl, ServingSetup(weights_bits=8, group_size=128))
     int4 = cm.serving_weight_bytes(SEED, wl, ServingSetup(weights_bits=4, group_size=128))
     assert int8 == linear + linear // 128 * 2 + (P - linear) * 2
