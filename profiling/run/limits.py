@@ -118,11 +118,7 @@ def apply_address_space_limit(limit: int) -> int | None:
 
 def available_bytes() -> int | None:
     """What this process may still allocate on the CPU: MemAvailable, lowered by an address-space limit."""
-    avail = None
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
+    avail = machine_available_bytes()
     try:
         import resource
 
