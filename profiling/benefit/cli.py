@@ -27,6 +27,7 @@ from xtlens.profiling.cli_common import (
     run_on_ray,
     time_limit_s,
 )
+from xtlens.profiling.results.rowtable import INT64_MAX
 
 __all__ = ["add_probe_parser", "LIMITS"]
 
@@ -44,7 +45,6 @@ LIMITS: dict[str, tuple[int, int]] = {
     "--evals": (1, 10_000),
     "--eval-tokens": (1, 10**9),
 }
-MAX_TABLE_INT = 2**63 - 1
 
 
 def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -92,7 +92,7 @@ def _check_table_fits(runs) -> None:
         steps = steps_for(r.cfg, r.budget, r.settings)
         tokens = steps * r.settings.batch * r.settings.seq_len
         flops = steps * step_flops(r.cfg, r.settings)
-        if max(tokens, flops) > MAX_TABLE_INT:
+        if max(tokens, flops) > INT64_MAX:
             option = "--tokens" if r.budget.kind == "tokens" else "--train-flops"
             raise ProbeInputError(option, r.budget.value, f"a budget whose runs stay within 2**63 - 1 tokens and "
                                   f"training FLOPs (this one: {tokens:.3g} tokens, {flops:.3g} FLOPs for "

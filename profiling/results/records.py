@@ -39,7 +39,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -198,11 +198,6 @@ RESULT_ROWS = RowSchema(record=ProfileRecord, title="table", optional=LATER_COLU
 def frame_from_columns(columns: dict[str, list[Any]]) -> pd.DataFrame:
     """Typed canonical frame from python values per column, never passing integers through a float."""
     return RESULT_ROWS.frame(columns)
-
-
-def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Columns of python values from row dicts (a key a row lacks is missing)."""
-    return RESULT_ROWS.columns_of(rows)
 
 
 def to_frame(table: pd.DataFrame | Sequence[ProfileRecord]) -> pd.DataFrame:

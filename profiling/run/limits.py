@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from xtlens.core.config import ModelConfig, Workload
 
 __all__ = ["BASE_BYTES", "PEAK_MARGIN", "FLOPS_TRACE_TOKENS", "address_space_limit", "apply_address_space_limit",
-           "machine_available_bytes", "predicted_need_bytes", "refusal", "what_does_not_fit"]
+           "machine_available_bytes", "measures_training", "predicted_need_bytes", "refusal", "what_does_not_fit"]
 
 #: Address space of a child before it measures anything: Python, torch, x-transformers, fvcore, thread
 #: stacks and malloc arenas (a child that imported everything maps ~0.8 GiB; arenas and OpenMP add more).
@@ -94,10 +94,14 @@ def refusal(cfg: ModelConfig, wl: Workload, what: str = "memory", phases: Iterab
     need = predicted_need_bytes(cfg, wl, what, phases)
     if need <= available:
         return None
-    training = not what.startswith("flops") and (phases is None or "train_step" in tuple(phases))
     return (f"Not started: measuring {what} at batch {wl.batch} x {wl.seq_len} tokens in {wl.dtype} is predicted to "
             f"need {need / _GIB:,.2f} GiB, but this machine has {available / _GIB:,.2f} GiB of memory available. "
-            + what_does_not_fit(cfg, wl, training=training, available=available))
+            + what_does_not_fit(cfg, wl, training=measures_training(what, phases), available=available))
+
+
+def measures_training(what: str, phases: Iterable[str] | None = None) -> bool:
+    """Whether measuring ``what`` (with ``phases``) runs a training step: gradients and AdamW state count."""
+    return not what.startswith("flops") and (phases is None or "train_step" in tuple(phases))
 
 
 def apply_address_space_limit(limit: int) -> int | None:
@@ -118,11 +122,7 @@ def apply_address_space_limit(limit: int) -> int | None:
 
 def available_bytes() -> int | None:
     """What this process may still allocate on the CPU: MemAvailable, lowered by an address-space limit."""
-    avail = None
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
+    avail = machine_available_bytes()
     try:
         import resource
 

@@ -176,11 +176,11 @@ def _with_what_does_not_fit(message: str, point: SweepPoint, options: SweepOptio
     available memory (``limits.what_does_not_fit``), like every other ``oom`` row."""
     if point.cfg is None:
         return message
-    from xtlens.profiling.run.limits import machine_available_bytes, what_does_not_fit
+    from xtlens.profiling.run.limits import machine_available_bytes, measures_training, what_does_not_fit
 
-    training = not point.what.startswith("flops") and (options.phases is None or "train_step" in options.phases)
     try:
-        return f"{message}. " + what_does_not_fit(point.cfg, point.workload, training=training,
+        return f"{message}. " + what_does_not_fit(point.cfg, point.workload,
+                                                  training=measures_training(point.what, options.phases),
                                                   available=machine_available_bytes())
     except Exception:  # noqa: BLE001 - advice is a courtesy; the row must still be written
         return message
