@@ -12,7 +12,7 @@ sum over a folder's files); an upload likewise. Why: loading, splitting, trainin
 hold at most about 15 bytes of memory per corpus byte above the process's baseline (measured on generated
 English-like text: 14.4 at 20 MB, 11.2 at 50 MB; see ``docs/benefits.md``, "Corpus size"), so 64 MB is about
 1 GB on top of torch, within a small machine, and its tokenisation takes one to three minutes on 2 cores.
-Encoding runs in batches of ``ENCODE_BATCH`` chunks (encoding the whole split at once held 67 to 91 bytes per
+Encoding runs in batches of ``ENCODE_BATCH_CHUNKS`` chunks (encoding the whole split at once held 67 to 91 bytes per
 byte: 1.5 GB for 20 MB, about 7 GB for 200 MB). Named pipes, devices and sockets
 are refused before they are opened (reading one would block or never end); inside a folder they are skipped
 and listed.
@@ -76,7 +76,7 @@ MEMORY_BYTES_PER_CORPUS_BYTE = 15
 #: a paragraph longer than this is cut at line ends, sentence ends, then fixed windows (module docstring)
 LONG_PARAGRAPH_BYTES = 16_384
 #: chunks encoded per call of the tokenizer (memory: the encodings of one batch, not of the whole split)
-ENCODE_BATCH = 512
+ENCODE_BATCH_CHUNKS = 512
 
 
 class CorpusError(XtlensError, ValueError):
@@ -382,8 +382,8 @@ def tokenize(corpus: Corpus, vocab_size: int, *, val_permille: int = DEFAULT_VAL
     if data is None:
         def encode(chunks: list[str]) -> torch.Tensor:
             # in batches: the tokenizer's encodings (ids, offsets, token strings) of one batch at a time
-            parts = [torch.tensor([i for enc in tok.encode_batch(chunks[start:start + ENCODE_BATCH]) for i in enc.ids],
-                                  dtype=torch.long) for start in range(0, len(chunks), ENCODE_BATCH)]
+            parts = [torch.tensor([i for enc in tok.encode_batch(chunks[start:start + ENCODE_BATCH_CHUNKS]) for i in enc.ids],
+                                  dtype=torch.long) for start in range(0, len(chunks), ENCODE_BATCH_CHUNKS)]
             return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
         vocab = tok.get_vocab()

@@ -22,10 +22,9 @@ from collections.abc import Callable
 
 import torch
 from xtlens.core.builder import TORCH_DTYPES
-from xtlens.core.hardware import GPU_PRESETS, Hardware, gpu_family, hardware_preset
-from xtlens.profiling.errors import ProfileError
+from xtlens.core.hardware import GPU_PRESETS, Hardware, gpu_family
 
-__all__ = ["calibrate_cpu", "hardware_for", "hardware_named", "matmul_flops_per_s", "CALIBRATION_DTYPES",
+__all__ = ["calibrate_cpu", "hardware_for", "matmul_flops_per_s", "CALIBRATION_DTYPES",
            "MATMUL_SIZES", "GROW_BELOW_S"]
 
 CALIBRATION_DTYPES = ("float32", "bfloat16")
@@ -97,15 +96,3 @@ def hardware_for(device: str, device_name: str, *, dtype: str | None = None) -> 
         return calibrate_cpu(dtypes=(dtype,) if dtype is not None else CALIBRATION_DTYPES)
     family = gpu_family(device_name)
     return GPU_PRESETS.get(family) if family else None
-
-
-def hardware_named(name: str) -> Hardware:
-    """``cpu`` (calibrates this machine) or a GPU preset name (``h200``, ``H100 PCIe``...); raises
-    ``ProfileError`` naming the presets otherwise."""
-    if name.strip().lower() == "cpu":
-        return calibrate_cpu()
-    hw = hardware_preset(name)
-    if hw is None:
-        raise ProfileError(f"Unknown hardware {name!r}: use 'cpu' (calibrates this machine) or one of "
-                           f"{', '.join(GPU_PRESETS)}.")
-    return hw

@@ -41,7 +41,7 @@ MAX_UPLOAD_BYTES = 50 * 2**20
 _CACHE_ENTRIES = 16
 
 #: Integer and float columns that can never be negative (counts, sizes, times, rates).
-NON_NEGATIVE = tuple(c for c in (*INT_COLUMNS, *FLOAT_COLUMNS))
+NON_NEGATIVE = (*INT_COLUMNS, *FLOAT_COLUMNS)
 #: Columns every row must fill.
 REQUIRED_TEXT = ("config_json", "measurement", "phase", "component", "dtype", "device", "status")
 POSITIVE = ("batch", "seq_len_tokens")
