@@ -334,6 +334,14 @@ class TokenizedCorpus:
     val_bytes: int
     tokenizer_path: str
     val_permille: int
+    #: share of validation tokens inside 64-byte strings that also occur in the training split (None: not measured)
+    val_leak_fraction: float | None = None
+    #: the same share under the previous rule (hashing 2 KB chunks), reported beside it (None: not measured)
+    val_leak_fraction_before: float | None = None
+    #: cross-entropy of the validation split under a unigram fitted on the training split (nats/token)
+    unigram_val_nats: float | None = None
+    #: the split rule's name (part of every run key: a new rule never serves runs of an old split)
+    split_version: str = "hash-chunks-v1"
 
     @property
     def train_tokens(self) -> int:

@@ -12,7 +12,20 @@ versions). Each run writes rows of four kinds (``row_kind``):
   optimizer step);
 * ``position``: extrapolation probe: validation loss per position bucket ``[position_start_tokens,
   position_end_tokens)`` at ``eval_seq_len_tokens``;
-* ``eval_length``: validation loss over whole windows of ``eval_seq_len_tokens`` (extrapolation probe).
+* ``eval_length``: validation loss over whole windows of ``eval_seq_len_tokens`` (extrapolation probe);
+* ``window``: after the last step, one row per validation window (``window_index``, 0-based, in split order) at
+  ``eval_seq_len_tokens`` (the training length, and each extrapolation length): ``val_loss_nats`` (mean over the
+  window's targets), ``eval_tokens``, ``eval_bytes``, ``context_gain_nats`` and, past the training length,
+  ``beyond_train_len_loss_nats``. Runs evaluated on the same split share windows: the statistics pair arms per
+  window and resample seeds and windows (``profiling.benefit.stats``).
+
+``unigram_entropy_nats`` is the validation split's cross-entropy under a unigram fitted on the training split (the
+loss of the best model that ignores context: the "learned nothing" line; a run that ends above it is
+``not_learned``). ``val_leak_fraction`` is the share of validation tokens inside 64-byte strings that also occur
+in the training split (``profiling.benefit.corpus``); ``split_version`` names the split rule. ``context_gain_nats``
+is the mean loss of the first ``CONTEXT_HEAD_TOKENS`` positions of a window minus the mean loss of its second half
+(above 0 when the model uses context). ``peak_lr`` is the run's peak learning rate; ``tokens_per_param`` the
+training tokens of the run's budget per parameter (``num_params``).
 
 Extrapolation rows also carry ``loss_change_vs_train_len_nats``: the loss of the same target tokens in the
 long window minus their loss when the text is cut into windows of the training length (0 for the first L
@@ -69,6 +82,7 @@ class ProbeRecord:
     seed: int
     row_kind: str = "eval"
     layer: str = ""
+    window_index: int | None = None
     # progress
     step: int | None = None
     steps_total: int | None = None
@@ -81,8 +95,11 @@ class ProbeRecord:
     val_loss_nats: float | None = None
     val_bits_per_byte: float | None = None
     unigram_entropy_nats: float | None = None
+    context_gain_nats: float | None = None
+    beyond_train_len_loss_nats: float | None = None
     # optimisation
     lr: float | None = None
+    peak_lr: float | None = None
     grad_norm: float | None = None
     clip_fraction: float | None = None
     grad_clip: float | None = None
@@ -98,6 +115,7 @@ class ProbeRecord:
     num_params: int | None = None
     non_embedding_params: int | None = None
     kv_cache_bytes_per_token: int | None = None
+    tokens_per_param: float | None = None
     # speed
     tokens_per_s: float | None = None
     elapsed_s: float | None = None
@@ -110,6 +128,8 @@ class ProbeRecord:
     val_split_bytes: int | None = None
     eval_tokens: int | None = None
     eval_bytes: int | None = None
+    val_leak_fraction: float | None = None
+    split_version: str = ""
     # provenance
     device: str = ""
     device_name: str = ""
