@@ -40,7 +40,7 @@ from xtlens.profiling.benefit.harness import (
 from xtlens.profiling.benefit.records import PROBES, ProbeRecord
 
 __all__ = ["ProbeOptions", "ProbeInputError", "family", "plan", "run_probe", "run_one", "run_key", "build_post_norm",
-           "run_or_failure", "DEFAULTS", "SCALING_AXES", "NORMS", "POSITIONS",
+           "run_or_failure", "DEFAULTS", "QUICK", "SCALING_AXES", "NORMS", "POSITIONS",
            "run_labels"]
 
 SCALING_AXES = ("dim", "depth", "heads")
@@ -58,6 +58,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                       "tokens": 393_216, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 8192},
     "heads": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
               "tokens": 131_072, "seeds": (0, 1), "values": (1, 2, 4, 8), "eval_tokens": 8192},
+}
+#: ``--quick`` (tests, a first look): each probe's settings that differ from ``DEFAULTS`` (the rest is kept)
+QUICK: dict[str, dict[str, Any]] = {
+    "scaling": {"tokens": 16_384, "seeds": (0,), "eval_tokens": 2048},
+    "stability": {"tokens": 4_096, "values": (2, 6), "eval_tokens": 1024},
+    "extrapolation": {"tokens": 16_384, "values": (1, 2), "eval_tokens": 2048},
+    "heads": {"tokens": 16_384, "seeds": (0,), "values": (1, 4), "eval_tokens": 2048},
 }
 DEFAULT_VOCAB = 512
 OVERFIT_TOKENS = 8_192
@@ -91,6 +98,7 @@ class ProbeOptions:
     corpus: str | None = None  # a path; None = the default corpus
     device: str = "cpu"
     full_size: bool = False  # keep the base configuration's sizes (GPU): no scaling down
+    quick: bool = False  # ``--quick``: ``QUICK``'s smaller settings over ``DEFAULTS`` (tests, a first look)
     extra: dict[str, Any] = field(default_factory=dict)  # family sizes (dim, depth, heads, attn_dim_head), overfit_*, eval_tokens
 
     def __post_init__(self) -> None:
@@ -111,8 +119,13 @@ class ProbeOptions:
         if not 257 <= self.num_tokens <= 65536:
             raise ProbeInputError("--vocab", self.num_tokens, "an integer from 257 to 65,536 (byte-level BPE)")
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """This probe's defaults: ``DEFAULTS``, with ``QUICK``'s entries over them when ``quick``."""
+        return DEFAULTS[self.probe] | (QUICK[self.probe] if self.quick else {})
+
     def default(self, key: str) -> Any:
-        return DEFAULTS[self.probe][key]
+        return self.defaults[key]
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -124,7 +137,7 @@ class ProbeOptions:
                 "train_flops": self.train_flops, "seeds": list(self.seeds) if self.seeds is not None else None,
                 "seq_len": self.seq_len, "batch": self.batch, "num_tokens": self.num_tokens, "lr": self.lr,
                 "evals": self.evals, "corpus": self.corpus, "device": self.device, "full_size": self.full_size,
-                "extra": dict(self.extra)}
+                "quick": self.quick, "extra": dict(self.extra)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProbeOptions:
@@ -160,10 +173,10 @@ def family(base: ModelConfig, *, dim: int, depth: int, heads: int, attn_dim_head
 def _settings(opt: ProbeOptions, **over: Any) -> TrainSettings:
     kw: dict[str, Any] = {"seq_len": opt.seq_len or opt.default("seq_len"), "batch": opt.batch or opt.default("batch"),
                           "evals": opt.evals}
-    lr = opt.lr if opt.lr is not None else DEFAULTS[opt.probe].get("lr")
+    lr = opt.lr if opt.lr is not None else opt.defaults.get("lr")
     if lr is not None:
         kw["lr"] = lr
-    kw["eval_tokens"] = int(opt.extra.get("eval_tokens", DEFAULTS[opt.probe]["eval_tokens"]))
+    kw["eval_tokens"] = int(opt.extra.get("eval_tokens", opt.default("eval_tokens")))
     kw.update(over)
     return TrainSettings(**kw)
 
@@ -174,7 +187,7 @@ def _member(opt: ProbeOptions, settings: TrainSettings, **sizes: int) -> ModelCo
         sz = {"dim": b.dim, "depth": b.depth, "heads": b.heads, "attn_dim_head": b.attn_dim_head} | sizes
         vocab = opt.num_tokens
     else:
-        d = DEFAULTS[opt.probe] | {k: v for k, v in opt.extra.items() if k in ("dim", "depth", "heads", "attn_dim_head")}
+        d = opt.defaults | {k: v for k, v in opt.extra.items() if k in ("dim", "depth", "heads", "attn_dim_head")}
         sz = {k: d[k] for k in ("dim", "depth", "heads", "attn_dim_head")} | sizes
         vocab = opt.num_tokens
     need = max((settings.seq_len, *settings.eval_seq_lens))
