@@ -12,6 +12,9 @@ sum over a folder's files); an upload likewise. Why: loading, splitting, trainin
 hold at most about 15 bytes of memory per corpus byte above the process's baseline (measured on generated
 English-like text: 14.4 at 20 MB, 11.2 at 50 MB; see ``docs/benefits.md``, "Corpus size"), so 64 MB is about
 1 GB on top of torch, within a small machine, and its tokenisation takes one to three minutes on 2 cores.
+The split and its leak measure (below) add about 4 bytes per corpus byte to that peak and about a third to
+the time: ``benchmarks/split_scale.py`` at 20 MB, the whole of ``tokenize``, measured +516 MiB and 61 s against
++433 MiB and 42 s for the previous split in the same harness (2026-12-03, load average 6 to 9 on 2 CPUs).
 Encoding runs in batches of ``ENCODE_BATCH_CHUNKS`` chunks (encoding the whole split at once held 67 to 91 bytes per
 byte: 1.5 GB for 20 MB, about 7 GB for 200 MB). Named pipes, devices and sockets
 are refused before they are opened (reading one would block or never end); inside a folder they are skipped
@@ -340,8 +343,8 @@ def split_chunks(text: str, max_bytes: int = CHUNK_BYTES) -> list[str]:
 
 
 def is_val_chunk(chunk: str, val_permille: int = DEFAULT_VAL_PERMILLE) -> bool:
-    """Validation iff ``int(sha256(chunk)[:8], 16) % 1000 < val_permille`` (the old rule for a chunk; the new rule
-    applies it to a group's key, ``_group_key``, which for a group of one chunk is the same number)."""
+    """Validation iff ``int(sha256(chunk)[:8], 16) % 1000 < val_permille``: the previous rule for a chunk, and the
+    current rule's side for a chunk alone in its group (a group's key is the smallest of its chunks' keys)."""
     return _chunk_key(chunk) % 1000 < val_permille
 
 
