@@ -10,6 +10,7 @@ Stages: ``split`` (``split_corpus_groups``: normalise, deduplicate, group, assig
 stand-in for BPE tokens that costs the same to measure); ``tokenize`` (the whole of ``tokenize``: split, BPE
 training, encoding, both leak measures, the unigram line).
 
+    .venv/bin/python benchmarks/split_scale.py --quick               # 2 MB
     .venv/bin/python benchmarks/split_scale.py --mb 20               # split and leak
     .venv/bin/python benchmarks/split_scale.py --mb 20 --stages split leak tokenize
 """
@@ -92,9 +93,12 @@ def child(stage: str, mb: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=20.0, help="corpus size in MB (1e6 bytes)")
+    ap.add_argument("--quick", action="store_true", help="2 MB (seconds)")
     ap.add_argument("--stages", nargs="+", default=["split", "leak"], choices=["split", "leak", "tokenize"])
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.mb = 2.0
     if args.child:
         print(json.dumps(child(args.child, args.mb)))
         return 0
