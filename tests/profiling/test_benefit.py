@@ -434,4 +434,4 @@ def test_bits_per_byte_recomputed_independently_from_the_initial_model(data) -> 
             decoded_bytes += len(tok.decode(y.tolist()).encode("utf-8"))
     assert row.val_loss_nats == pytest.approx(nats / n, rel=1e-5)
     assert abs(decoded_bytes - row.eval_bytes) <= 6 * 32  # a character cut at either end decodes as U+FFFD
-    assert row.val_bits_per_byte == pytest.approx(nats / math.log(2) / decoded_bytes, rel=2e-2)
+    assert row.val_bits_per_byte == pytest.approx(nats / math.log(2) / decoded_bytes, rel=2e-3)
