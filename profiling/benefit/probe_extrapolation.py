@@ -15,8 +15,8 @@ Arms (``variant`` = the scheme; every other flag of the family member kept, its 
 * ``rotary_full``: rotary on every channel of a head (``rotary_emb_dim = attn_dim_head``);
 * ``xpos``: rotary with xPos scaling at the family's rotary width. xPos multiplies the score of a query-key pair
   at distance d by ``b_i ** (d / scale_base)`` per channel pair i, ``b_i = (2i + 0.4 w) / (1.4 w)`` (0.29 for the
-  fastest-decaying pair, about 1 for the slowest): with x-transformers' ``scale_base`` 512 and L = 128 the
-  strongest decay at distance L is 0.29 ** (128 / 512) = 0.73, barely a decay inside the training window
+  fastest-decaying pair, about 1 for the slowest): with x-transformers' ``scale_base`` 512 and the default L = 64
+  the strongest decay at distance L is 0.29 ** (64 / 512) = 0.86, barely a decay inside the training window
   (``xpos_decay``). ``extra["xpos_scale_base"]`` (tokens) or ``extra["xpos_scale_base_per_train_len"]`` (a
   multiple of L) sets it (x-transformers' ``rotary_xpos_scale_base``, which ``ModelConfig`` does not expose: the
   run is built with that keyword, ``RunSpec.build`` names it);
