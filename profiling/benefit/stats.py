@@ -225,8 +225,8 @@ def _satterthwaite(v: np.ndarray) -> float:
 def bootstrap_mean(values: Any, *, level: float = 0.95, reps: int = 2000, rng_seed: int = 0) -> Interval:
     """The mean of ``values`` ((seeds, windows); 1-D = one seed) with its hierarchical bootstrap interval.
 
-    Each replicate draws S seeds with replacement and W window indices with replacement (the same window indices
-    for every seed), as multinomial counts, and takes the mean over the drawn cells; the small-sample corrections
+    Each replicate draws S seeds with replacement (multinomial counts) and W window indices with replacement (the
+    same window indices for every seed), and takes the mean over the drawn cells; the small-sample corrections
     of the module docstring apply. ``numpy.random.default_rng(rng_seed)``: the same call gives the same interval.
     NaN or infinite entries are refused."""
     v = _values(values)
@@ -244,9 +244,12 @@ def bootstrap_mean(values: Any, *, level: float = 0.95, reps: int = 2000, rng_se
     for start in range(0, reps, chunk):
         r = min(chunk, reps - start)
         cs = rng.multinomial(s, np.full(s, 1.0 / s), size=r) / s if s > 1 else np.ones((r, 1))
-        cw = rng.multinomial(w, np.full(w, 1.0 / w), size=r) / w if w > 1 else np.ones((r, 1))
         seed_part = cs @ dev
-        window_part = np.einsum("rw,rw->r", cs @ within, cw)
+        if w > 1:  # the drawn seeds' mean at each drawn window index (a gather: cheaper than window counts)
+            drawn = rng.integers(0, w, size=(r, w))
+            window_part = np.take_along_axis(cs @ within, drawn, axis=1).mean(1)
+        else:
+            window_part = np.zeros(r)
         out[start:start + r] = est + k_s * seed_part + k_w * window_part
     se = float(np.std(out, ddof=1))
     q = (1.0 - level) / 2.0
