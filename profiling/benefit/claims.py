@@ -92,7 +92,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = SUMMARY_ROWS.columns
 
 
 class ClaimsUnavailable(ImportError):
-    """A probe present in the frame whose claims module is not installed (``xtlens.profiling.benefit.probe_<probe>``)."""
+    """A probe present in the frame whose claims module (``xtlens.profiling.benefit.probe_<probe>``) is not
+    installed."""
 
 
 def _probe_module(probe: str) -> Any:
