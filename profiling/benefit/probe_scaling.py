@@ -37,6 +37,7 @@ analysis's scaling claims into ``claims.Claim`` rows with verdicts from the inte
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -192,6 +193,10 @@ def _lr_of(row: Any) -> float | None:
 def _finals(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per labelled scaling run (the final evaluation), with ``peak_lr``, the point's budget and the
     tokens per parameter (total and non-embedding) filled in."""
+    return _cached(frame, "_finals", lambda: _finals_uncached(frame)).copy()
+
+
+def _finals_uncached(frame: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
     from xtlens.profiling.benefit.analysis import final_evals
 
@@ -213,6 +218,35 @@ def _finals(frame: pd.DataFrame) -> pd.DataFrame:
     return fin
 
 
+_LOCAL = threading.local()
+
+
+def _cached(frame: pd.DataFrame, key: str, compute: Any) -> Any:
+    """``compute()`` once per frame object (a one-frame cache per thread: the tables, charts and claims of one
+    frame share the sweep's selection, the bootstrap intervals and the fits instead of redoing them)."""
+    if getattr(_LOCAL, "frame", None) is not frame or getattr(_LOCAL, "shape", None) != frame.shape:
+        _LOCAL.frame, _LOCAL.shape, _LOCAL.values = frame, frame.shape, {}
+    if key not in _LOCAL.values:
+        _LOCAL.values[key] = compute()
+    return _LOCAL.values[key]
+
+
+def _windows(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """run_key -> validation loss per window index (``window`` rows at the training length)."""
+    import pandas as pd
+
+    if "window_index" not in frame.columns:
+        return {}
+    w = frame.loc[frame["row_kind"] == "window", ["run_key", "window_index", "val_loss_nats", "eval_seq_len_tokens",
+                                                   "train_seq_len_tokens"]]
+    w = w[w["eval_seq_len_tokens"].astype(float) == w["train_seq_len_tokens"].astype(float)]
+    out = {}
+    for k, g in w.groupby("run_key", sort=False):
+        out[str(k)] = pd.Series(g["val_loss_nats"].to_numpy(dtype=float, na_value=math.nan),
+                                index=g["window_index"].to_numpy(dtype=int)).groupby(level=0).first()
+    return out
+
+
 def _window_matrix(frame: pd.DataFrame, runs: pd.DataFrame) -> tuple[Any, list[int]]:
     """``(seeds, windows)`` validation losses of ``runs`` (one per seed) from their ``window`` rows at the
     training length (the windows common to every seed); ``(seeds, 1)`` final losses when no window rows."""
@@ -220,16 +254,12 @@ def _window_matrix(frame: pd.DataFrame, runs: pd.DataFrame) -> tuple[Any, list[i
 
     runs = runs.sort_values("seed")
     seeds = [int(s) for s in runs["seed"]]
-    if "window_index" in frame.columns:
-        w = frame[(frame["row_kind"] == "window") & frame["run_key"].isin(set(runs["run_key"]))]
-        w = w[w["eval_seq_len_tokens"].astype(float) == w["train_seq_len_tokens"].astype(float)]
-        if not w.empty:
-            per = {k: g.drop_duplicates("window_index").set_index("window_index")["val_loss_nats"].astype(float)
-                   for k, g in w.groupby("run_key")}
-            if all(k in per for k in runs["run_key"]):
-                common = sorted(set.intersection(*(set(per[k].index) for k in runs["run_key"])))
-                if common:
-                    return np.array([[per[k][i] for i in common] for k in runs["run_key"]]), seeds
+    per = _cached(frame, "windows", lambda: _windows(frame))
+    keys = [str(k) for k in runs["run_key"]]
+    if keys and all(k in per for k in keys):
+        common = sorted(set.intersection(*(set(per[k].index) for k in keys)))
+        if common:
+            return np.array([per[k].loc[common].to_numpy() for k in keys]), seeds
     return runs["val_loss_nats"].to_numpy(dtype=float)[:, None], seeds
 
 
@@ -238,6 +268,10 @@ def points_table(frame: pd.DataFrame) -> pd.DataFrame:
     interval (seeds x windows, ``stats.bootstrap_mean``), parameters (total and non-embedding), training tokens
     and tokens per parameter, and ``role``: ``best lr`` (the rate with the lowest seed-mean loss at that size and
     budget: the point's result) or ``lr sweep``. ``lr_at_edge``: the best rate is the smallest or largest swept."""
+    return _cached(frame, "points_table", lambda: _points_table_uncached(frame)).copy()
+
+
+def _points_table_uncached(frame: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
     from xtlens.profiling.benefit.stats import bootstrap_mean
 
@@ -293,6 +327,10 @@ def points_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def best_lr_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The final rows (one per seed) of each point's best learning rate (``points_table``'s ``best lr``)."""
+    return _cached(frame, "best_lr_rows", lambda: _best_lr_rows_uncached(frame)).copy()
+
+
+def _best_lr_rows_uncached(frame: pd.DataFrame) -> pd.DataFrame:
     fin = _finals(frame)
     pts = points_table(frame)
     best = pts[pts["role"] == "best lr"][["axis_value", "budget_kind", "budget", "peak_lr"]]
@@ -340,6 +378,10 @@ def _law_fit(rows: pd.DataFrame, *, joint: bool):
 def laws(frame: pd.DataFrame) -> dict[str, Any]:
     """``{"power": LawFit | None, "joint": LawFit | None}``: ``E + A N^-alpha`` on the equal-token points and
     ``E + A/N^a + B/D^b`` on every best-lr point (both N and D vary there), N = non-embedding parameters."""
+    return _cached(frame, "laws", lambda: _laws_uncached(frame))
+
+
+def _laws_uncached(frame: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"power": None, "joint": None}
     eq = equal_token_points(frame)
     if eq["axis_value"].nunique() >= 2:
