@@ -19,7 +19,7 @@ The plan (``plan``), a full grid so that it runs as independent runs (locally or
 * IsoFLOP: ``isoflop_budgets`` budgets (default 3), the training FLOPs of the ``isoflop_values`` sizes at the
   main token budget (so each budget shares one run with the main points); at each budget every size that gets
   at least ``MIN_STEPS`` steps (``budget_kind="flops"``);
-* a learning-rate sweep at EVERY point: ``lrs`` (default 1e-3, 3e-3, 1e-2) x ``seeds`` (default 3). The best
+* a learning-rate sweep at EVERY point: ``lrs`` (default 1.5e-2, 3e-2, 6e-2) x ``seeds`` (default 3). The best
   learning rate of a point is the one with the lowest seed-mean validation loss (the final evaluation); the
   rows at that rate are the point's "main" rows (``role="best lr"``), the others are the sweep
   (``role="lr sweep"``): both are in the table, and every fit, IsoFLOP and claim uses the best-lr rows only.
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["plan", "claims", "points_table", "lr_sweep_table", "law_table", "isoflop_table", "equal_token_points",
            "best_lr_rows", "DEFAULT_LRS", "MIN_STEPS", "METHOD", "lr_label"]
 
-DEFAULT_LRS = (1e-3, 3e-3, 1e-2)
+DEFAULT_LRS = (1.5e-2, 3e-2, 6e-2)
 MIN_STEPS = 8  # an IsoFLOP point with fewer optimizer steps is left out (warm-up alone would be most of it)
 METHOD = ("Kaplan et al. 2020 (non-embedding parameters; L = E + A N^-alpha) and Hoffmann et al. 2022 "
           "(IsoFLOP parabolas; joint L = E + A/N^a + B/D^b); learning rate swept per point, best on validation")
@@ -388,6 +388,9 @@ def _laws_uncached(frame: pd.DataFrame) -> dict[str, Any]:
         out["power"] = _law_fit(eq, joint=False)
     rows = best_lr_rows(frame)
     rows = rows[rows["budget_kind"].isin(["tokens", "flops"])]
+    # a run shared by an equal-token and an equal-FLOP point (the same steps) is one observation
+    rows = rows.sort_values("budget_kind", ascending=False).drop_duplicates(
+        ["non_embedding_params", "train_tokens", "seed"])
     if len(rows) and rows["train_tokens"].nunique() > 1 and rows["axis_value"].nunique() > 1:
         out["joint"] = _law_fit(rows, joint=True)
     return out

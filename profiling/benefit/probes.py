@@ -51,7 +51,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 32,
                 "tokens": 131_072, "seeds": (0, 1, 2), "values": {"dim": (16, 32, 48, 64), "depth": (1, 2, 3, 4),
                                                                     "heads": (1, 2, 4, 8)}, "axis": "dim",
-                "eval_tokens": 2048, "lrs": (1e-3, 3e-3, 1e-2), "isoflop_budgets": 3},
+                "eval_tokens": 2048, "lrs": (1.5e-2, 3e-2, 6e-2), "isoflop_budgets": 3},
     "stability": {"dim": 32, "depth": 6, "heads": 2, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
                   "tokens": 30_720, "seeds": (0,), "values": (6, 24, 48), "lr": 3e-3, "eval_tokens": 2048},
     "extrapolation": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 16,
@@ -62,7 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 #: ``--quick`` (tests, a first look): each probe's settings that differ from ``DEFAULTS`` (the rest is kept)
 QUICK: dict[str, dict[str, Any]] = {
     "scaling": {"tokens": 8_192, "seeds": (0, 1), "values": {"dim": (16, 32, 48), "depth": (1, 2, 3), "heads": (1, 2, 4)},
-                "dim": 32, "heads": 2, "depth": 1, "seq_len": 32, "batch": 8, "eval_tokens": 512, "lrs": (3e-3, 1e-2),
+                "dim": 32, "heads": 2, "depth": 1, "seq_len": 32, "batch": 8, "eval_tokens": 512, "lrs": (3e-2, 6e-2),
                 "isoflop_budgets": 3},
     "stability": {"tokens": 4_096, "values": (2, 6), "eval_tokens": 1024},
     "extrapolation": {"tokens": 16_384, "values": (1, 2), "eval_tokens": 2048},
