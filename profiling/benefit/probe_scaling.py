@@ -111,8 +111,9 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
     lrs = _lrs(opt)
     main = _budget(opt, base, s)
     iso_n = int(opt.extra.get("isoflop_budgets", opt.defaults.get("isoflop_budgets", 3)))
-    if iso_n < 0 or iso_n > len(sizes):
-        raise ProbeInputError("isoflop_budgets", iso_n, f"0 to the number of sizes ({len(sizes)})")
+    if iso_n < 0:
+        raise ProbeInputError("isoflop_budgets", iso_n, "0 (no IsoFLOP runs) or more")
+    iso_n = min(iso_n, len(sizes))  # one budget per size at most
 
     def name(v: int, lr: float, extra: str = "") -> str:
         return f"{axis}={v}{' (current)' if v == current else ''}, {lr_label(lr)}{extra}"
@@ -202,7 +203,7 @@ def _finals_uncached(frame: pd.DataFrame) -> pd.DataFrame:
 
     sc = frame[frame["probe"] == "scaling"]
     if sc.empty:
-        return sc.copy()
+        return sc.assign(budget=None, train_tokens=None, tokens_per_non_embedding_param=None)
     fin = final_evals(sc).copy()
     fin = fin[fin["budget_kind"].isin(["tokens", "flops", "epochs"])]
     fin["peak_lr"] = [_lr_of(r) for r in fin.itertuples(index=False)]

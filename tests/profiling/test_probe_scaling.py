@@ -199,3 +199,10 @@ def test_quick_probe_end_to_end() -> None:
     assert any(c.claim.startswith("a larger dim") for c in claims)
     assert all(c.verdict in ("supported", "contradicted", "not_detectable", "not_learned") for c in claims)
     assert not ps.law_table(frame).empty
+
+
+def test_a_frame_without_scaling_rows_gives_no_claims_and_empty_tables() -> None:
+    other = synthetic_frame(sizes=(16, 32))
+    other["probe"] = "heads"
+    assert ps.claims(other) == []
+    assert ps.points_table(other).empty and ps.law_table(other).empty and ps.isoflop_table(other).empty
