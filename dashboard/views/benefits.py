@@ -87,7 +87,8 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
                        help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
     cols[2].number_input("training tokens per run", min_value=1, max_value=10**12, step=4096,
                          value=DEFAULTS[probe]["tokens"], key=f"benefits.{probe}.tokens",
-                         help="The token budget of every run (the scaling probe adds an equal-FLOP budget).")
+                         help="The token budget of every run (the scaling probe adds three IsoFLOP budgets and trains every "
+                              "point at each learning rate of its sweep).")
     cols[3].text_input("seeds", key=f"benefits.{probe}.seeds",
                        placeholder=",".join(map(str, DEFAULTS[probe]["seeds"])),
                        help="Several seeds give the spread (min..max bars and bands).")
