@@ -12,20 +12,46 @@ sum over a folder's files); an upload likewise. Why: loading, splitting, trainin
 hold at most about 15 bytes of memory per corpus byte above the process's baseline (measured on generated
 English-like text: 14.4 at 20 MB, 11.2 at 50 MB; see ``docs/benefits.md``, "Corpus size"), so 64 MB is about
 1 GB on top of torch, within a small machine, and its tokenisation takes one to three minutes on 2 cores.
+The split and its leak measure (below) add about 4 bytes per corpus byte to that peak and about a third to
+the time: ``benchmarks/split_scale.py`` at 20 MB, the whole of ``tokenize``, measured +516 MiB and 61 s against
++433 MiB and 42 s for the previous split in the same harness (2026-12-03, load average 6 to 9 on 2 CPUs).
 Encoding runs in batches of ``ENCODE_BATCH_CHUNKS`` chunks (encoding the whole split at once held 67 to 91 bytes per
 byte: 1.5 GB for 20 MB, about 7 GB for 200 MB). Named pipes, devices and sockets
 are refused before they are opened (reading one would block or never end); inside a folder they are skipped
 and listed.
 
-Split (deterministic, by hash): every document is cut into chunks at blank lines (paragraphs, grouped up to
-``CHUNK_BYTES`` bytes). A paragraph longer than ``LONG_PARAGRAPH_BYTES`` (16 KB; none in the default corpus,
-whose longest is 6 KB) is first cut into pieces of at most ``CHUNK_BYTES``: at line ends, then a line still
-too long at sentence ends (``.``, ``!`` or ``?`` followed by white space), then a sentence still too long in
-fixed windows of ``CHUNK_BYTES`` bytes (at a character boundary); consecutive pieces are regrouped up to
-``CHUNK_BYTES``, so the chunks concatenate back to the paragraph exactly. So a single-paragraph file of 1 MB
-gives about 500 chunks, not one. A chunk goes to validation when ``int(sha256(chunk text)[:8], 16) % 1000 <
-val_permille`` (default 100, i.e. about 10 %), otherwise to training. The split depends only on the text, not
-on file order or on the machine; identical chunks always land on the same side (no leak by duplication).
+Split (``SPLIT_VERSION`` = ``"dedup-groups-v1"``; deterministic, independent of document order and of the machine).
+It follows the deduplication of Lee et al. (2022), "Deduplicating Training Data Makes Language Models Better"
+(ACL): exact duplicates removed, and text sharing a long exact substring kept on one side of the split.
+
+1. Documents are taken in a canonical order (by the SHA-256 of their text, then name) and cut into paragraphs at
+   blank lines (surrounding newlines dropped; each paragraph is followed by one blank line in the split's text).
+   A paragraph longer than ``LONG_PARAGRAPH_BYTES`` (16 KB; none in the default corpus, whose longest is 6 KB) is
+   first cut into pieces of at most ``CHUNK_BYTES``: at line ends, then a line still too long at sentence ends
+   (``.``, ``!`` or ``?`` followed by white space), then fixed windows of ``CHUNK_BYTES`` bytes (at a character
+   boundary); the pieces concatenate back to the paragraph exactly, so a one-paragraph file of 1 MB splits too.
+2. Normalise and deduplicate: a paragraph (or piece) whose normalised form (Unicode NFKC, case folded, white space
+   runs as one space) was seen before is dropped; the first in the canonical order is kept.
+3. Each document's remaining paragraphs are grouped greedily into chunks of up to ``CHUNK_BYTES`` (2 KB).
+4. Group: two chunks that share a ``LEAK_WINDOW_BYTES``-byte (64) string are in one group, and so on
+   transitively (connected components; every 64-byte window of every chunk is hashed with a polynomial rolling
+   hash modulo 2**64 in numpy, and equal hashes joined; memory bounded by cutting the hash space into partitions).
+   This groups near-duplicates (a paragraph copied with a word changed keeps 64-byte runs in common) and
+   paragraphs sharing a boilerplate line of 64 bytes or more.
+5. Assign: a group goes to validation when ``key % 1000 < val_permille`` (default 100, about 10 %), where ``key``
+   is the smallest ``int(sha256(chunk)[:8], 16)`` over its chunks (for a chunk alone in its group, the previous
+   rule, ``is_val_chunk``); a group is never cut. A corpus whose chunks all land on one side (one group holding
+   everything, or too little text) is refused with a ``CorpusError`` naming ``--corpus``.
+
+Measured on every tokenisation (``TokenizedCorpus``): ``val_leak_fraction``, the share of validation tokens that
+lie wholly inside a 64-byte string of the validation text that also occurs in the training text (the contamination
+measure of Brown et al. (2020), section 4, on bytes instead of 13-grams); ``val_leak_fraction_before``, the same under
+the previous rule (``split_corpus_v1``: each document's 2 KB chunks hashed one by one; its validation text
+encoded with the same tokenizer); ``unigram_val_nats``, the validation tokens' cross-entropy under a unigram fitted
+on the training tokens with add-one (Laplace) smoothing over the vocabulary. On the default corpus:
+``val_leak_fraction`` 0.0 (before: 0.362), 2,608 paragraphs of which 538 duplicates (92,135 bytes) are dropped,
+241 chunks in 203 groups, 336,582 training and 37,350 validation bytes (9.99 %). Only strings that cross a chunk
+boundary (of either split's text) can still leak: none in the default corpus.
 
 Tokenizer: a byte-level BPE (Hugging Face ``tokenizers``) trained on the training split only, to the probe's
 vocabulary size (``num_tokens``), cached under ``.xtlens-cache/tokenizers/`` by (corpus sha256, vocabulary
@@ -317,8 +343,8 @@ def split_chunks(text: str, max_bytes: int = CHUNK_BYTES) -> list[str]:
 
 
 def is_val_chunk(chunk: str, val_permille: int = DEFAULT_VAL_PERMILLE) -> bool:
-    """Validation iff ``int(sha256(chunk)[:8], 16) % 1000 < val_permille`` (the old rule for a chunk; the new rule
-    applies it to a group's key, ``_group_key``, which for a group of one chunk is the same number)."""
+    """Validation iff ``int(sha256(chunk)[:8], 16) % 1000 < val_permille``: the previous rule for a chunk, and the
+    current rule's side for a chunk alone in its group (a group's key is the smallest of its chunks' keys)."""
     return _chunk_key(chunk) % 1000 < val_permille
 
 
@@ -444,8 +470,9 @@ def _check_split(corpus: Corpus, split: Split) -> None:
 #: the polynomial rolling hash's base (odd, so invertible modulo 2**64) and the block it runs over
 _BASE = np.uint64(0x100000001B3)
 _BASE_INV = np.uint64(pow(0x100000001B3, -1, 2**64))
-HASH_BLOCK_BYTES = 1 << 20
-#: bytes of text per partition of the hash space when grouping (memory: about 28 bytes per partition byte)
+HASH_BLOCK_BYTES = 1 << 18
+#: windows per partition of the hash space when grouping, at most (memory: about 36 bytes per window of one
+#: partition; the number of partitions is the power of two that keeps each under this)
 GROUP_PARTITION_BYTES = 4_000_000
 _POWERS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -464,17 +491,9 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return have[0][:n], have[1][:n]
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-    """A bijection of uint64 that spreads every input bit over the low bits (splitmix64's finaliser)."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(0xBF58476D1CE4E5B9)
-    h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
-
-
 def _hash_block(x: np.ndarray, width: int) -> np.ndarray:
-    """Hashes of every ``width``-byte window of ``x`` (uint8): ``mix(sum_k x[i+k] B**(width-1-k) mod 2**64)``.
+    """Hashes of every ``width``-byte window of ``x`` (uint8): ``sum_k x[i+k] B**(width-1-k) mod 2**64`` (the high
+    bits depend on every byte through the carries: partitions are cut by the top bits, not the low ones).
 
     Vectorised through prefix sums: with ``S[j] = sum_{t<j} x[t] B**-t``, the window at ``i`` is
     ``(S[i+width] - S[i]) * B**(i+width-1)``."""
@@ -484,7 +503,7 @@ def _hash_block(x: np.ndarray, width: int) -> np.ndarray:
     up, down = _powers(len(x))
     prefix = np.zeros(len(x) + 1, dtype=np.uint64)
     np.cumsum(x.astype(np.uint64) * down, dtype=np.uint64, out=prefix[1:])
-    return _mix((prefix[width:] - prefix[:n]) * up[width - 1:])
+    return (prefix[width:] - prefix[:n]) * up[width - 1:]
 
 
 def window_hashes(data: bytes | np.ndarray, width: int = 64) -> np.ndarray:
@@ -525,35 +544,37 @@ def shared_string_groups(chunks: Sequence[str], width: int = LEAK_WINDOW_BYTES) 
     as one label per chunk (the smallest chunk index of its component).
 
     Exact up to 64-bit hash collisions: every window's hash is computed, the windows are sorted by hash, and two
-    chunks holding the same hash are joined. Memory is bounded by cutting the hash space into partitions of
-    about ``GROUP_PARTITION_BYTES`` windows (one pass over the text per partition)."""
+    chunks holding the same hash are joined. Memory is bounded by cutting the hash space (by its top bits) into
+    partitions of at most about ``GROUP_PARTITION_BYTES`` windows (one pass over the text per partition)."""
     sizes = np.array([len(c.encode("utf-8")) for c in chunks], dtype=np.int64)
     ends = np.cumsum(sizes)
     starts = ends - sizes
     total = int(ends[-1]) if len(chunks) else 0
-    parts = max(1, -(-total // GROUP_PARTITION_BYTES))
+    bits = max(0, math.ceil(math.log2(max(1, total) / GROUP_PARTITION_BYTES)))
+    parts = 1 << bits
     edges = []
     for part in range(parts):
         hs, cs = [], []
         for offset, block in _blocks(chunks, width):
             h = window_hashes(block, width)
-            pos = np.flatnonzero(h % np.uint64(parts) == part) if parts > 1 else np.arange(len(h))
+            pos = np.flatnonzero((h >> np.uint64(64 - bits)) == part) if bits else np.arange(len(h))
             h = h[pos]
-            pos = pos + offset
+            pos += offset
             chunk = np.searchsorted(starts, pos, side="right") - 1
             inside = pos + width <= ends[chunk]
             hs.append(h[inside])
-            cs.append(chunk[inside])
+            cs.append(chunk[inside].astype(np.int32))
+            del h, pos, chunk, inside
         if not hs:
             continue
         h, c = np.concatenate(hs), np.concatenate(cs)
         del hs, cs
-        order = np.lexsort((c, h))
+        order = np.argsort(h)  # equal hashes adjacent; consecutive pairs of a run link all its chunks
         h, c = h[order], c[order]
         del order
-        same = h[1:] == h[:-1]
-        pair = same & (c[1:] != c[:-1])
-        edges.append(np.stack([c[:-1][pair], c[1:][pair]], axis=1))
+        pair = (h[1:] == h[:-1]) & (c[1:] != c[:-1])
+        edges.append(np.stack([c[:-1][pair], c[1:][pair]], axis=1).astype(np.int64))
+        del h, c, pair
     label = np.arange(len(chunks), dtype=np.int64)
     if edges:
         e = np.unique(np.concatenate(edges), axis=0)
@@ -589,7 +610,7 @@ def leaked_tokens(val_chunks: Sequence[str], train_chunks: Sequence[str], val_to
     found = np.zeros(len(uniq), dtype=bool)
     if len(uniq):
         for _, block in _blocks(train_chunks, width):
-            th = window_hashes(block, width)
+            th = np.sort(window_hashes(block, width))  # sorted needles: the binary searches walk forward (7x faster)
             idx = np.searchsorted(uniq, th)
             idx[idx == len(uniq)] = 0
             found[idx[uniq[idx] == th]] = True

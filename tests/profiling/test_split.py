@@ -227,6 +227,16 @@ def test_a_corpus_that_is_one_group_cannot_be_split() -> None:
         tokenize(corpus, 300)
 
 
+def test_the_command_line_refuses_a_one_group_corpus_with_exit_2(tmp_path, capsys) -> None:
+    from xtlens.profiling.cli import main
+
+    rng = random.Random(4)
+    (tmp_path / "one.txt").write_text("\n\n".join(_words(rng, 20) + "\n" + BOILERPLATE for _ in range(60)))
+    assert main(["probe", "scaling", "--corpus", str(tmp_path / "one.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--corpus" in err and "cannot be split without leakage" in err, err
+
+
 def test_default_corpus_meets_the_target() -> None:
     corpus = default_corpus()
     train, val = split_corpus(corpus)
