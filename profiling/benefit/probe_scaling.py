@@ -63,6 +63,9 @@ def lr_label(lr: float) -> str:
 
 
 def _sizes(opt: ProbeOptions, axis: str) -> tuple[int, ...]:
+    if opt.values is None and opt.full_size and axis == "dim":  # the configuration's own sizes: around its dim
+        dh = opt.base.attn_dim_head
+        return tuple(sorted({max(dh, round(opt.base.dim * f / dh) * dh) for f in (0.5, 1.0, 1.5, 2.0)}))
     values = opt.values or opt.default("values")
     if isinstance(values, dict):
         values = values[axis]
@@ -106,10 +109,10 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
     sizes = _sizes(opt, axis)
     s = _settings(opt)
     base = _member(opt, s)
+    main = _budget(opt, base, s)
     current = getattr(base, axis)
     cfgs = {v: _size_cfg(base, axis, v) for v in sizes}
     lrs = _lrs(opt)
-    main = _budget(opt, base, s)
     iso_n = int(opt.extra.get("isoflop_budgets", opt.defaults.get("isoflop_budgets", 3)))
     if iso_n < 0:
         raise ProbeInputError("isoflop_budgets", iso_n, "0 (no IsoFLOP runs) or more")

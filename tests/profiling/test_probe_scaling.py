@@ -231,3 +231,10 @@ def test_charts_show_the_points_the_fit_the_isoflop_minima_and_the_unigram_line(
     table = ps.isoflop_table(frame)
     assert star.x[0] == pytest.approx(table["n_opt_non_embedding"].iloc[0])
     assert iso.layout.shapes[0].y0 == UNIGRAM
+
+
+def test_full_size_sweeps_around_the_configurations_own_dim() -> None:
+    runs = plan(ProbeOptions(probe="scaling", base=SEED, full_size=True, tokens=2 ** 20, seq_len=512, batch=8))
+    widths = {r.axis_value: (r.cfg.heads, r.cfg.attn_dim_head) for r in runs}
+    assert sorted(widths) == [256, 512, 768, 1024] and widths[512] == (SEED.heads, SEED.attn_dim_head)
+    assert all(h * dh == d for d, (h, dh) in widths.items())

@@ -37,7 +37,8 @@ def test_benefits_view_says_what_it_trains_and_names_bad_input() -> None:
     assert "Claim (the written analysis that came with the seed configuration)" in captions
     assert "seed-analysis" not in captions
     assert "Scaled-down member of the current family: dim 64, depth 2, heads 4 x 16 wide, vocabulary 512" in captions
-    assert "ALiBi on 2 of 4 heads" in captions and "15 training run(s)" in captions
+    # scaling: 4 sizes at equal tokens + 3 IsoFLOP budgets x 4 sizes, each at 3 learning rates x 3 seeds
+    assert "ALiBi on 2 of 4 heads" in captions and f"{(4 + 3 * 4) * 3 * 3} training run(s)" in captions
     assert any(b.label == "Run probe" for b in at.button)
     at.text_input(key="benefits.scaling.values").set_value("32,x").run()
     assert any("values = '32,x' is not allowed" in e.value for e in at.error), [e.value for e in at.error]
