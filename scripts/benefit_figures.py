@@ -47,20 +47,25 @@ def main(argv: list[str]) -> int:
     text = []
     if "scaling" in frames:
         f = frames["scaling"]
-        cur = next(int(v) for n, v in zip(f["config_name"], f["axis_value"], strict=True) if "(current)" in str(n))
-        figs["scaling_params"] = bc.scaling_points(f, x="num_params", budget_kind="tokens", current=cur,
-                                                   x_title=bc.PARAMS_AXIS, title="Equal tokens: val loss vs parameters")
-        figs["scaling_isoflop"] = bc.scaling_points(f, x="num_params", budget_kind="flops", current=cur, fit=False,
-                                                    x_title=bc.PARAMS_AXIS, title="IsoFLOP: val loss vs parameters")
+        from xtlens.profiling.benefit import probe_scaling as ps
+
+        figs["scaling_params"] = bc.scaling_law(f, title="Equal tokens: val loss vs non-embedding parameters")
+        figs["scaling_isoflop"] = bc.isoflop_curves(f, title="IsoFLOP: val loss vs non-embedding parameters")
         figs["scaling_curves_flops"] = bc.loss_curves(f, probe="scaling", budget_kind="tokens", x="train_flops",
                                                       title="Loss vs training FLOPs spent (equal tokens)")
+        pts = ps.points_table(f)
+        cols = ["budget_kind", "budget", "axis_value", "peak_lr", "lr_at_edge", "seeds", "num_params",
+                "non_embedding_params", "train_tokens", "tokens_per_param", "tokens_per_non_embedding_param",
+                "val_loss_nats", "ci95_low", "ci95_high", "learned"]
+        text += ["### scaling: each point at its best learning rate (seed mean, 95% bootstrap interval)\n",
+                 _md(pts[pts["role"] == "best lr"][cols]), ""]
+        text += ["### scaling: the learning-rate sweep (seed-mean val loss, nats/token)\n", _md(ps.lr_sweep_table(f)), ""]
+        text += ["### scaling: fitted laws (seed bootstrap)\n", _md(ps.law_table(f).drop(columns=["method"])), ""]
+        text += ["### scaling: IsoFLOP minima\n", _md(ps.isoflop_table(f)), ""]
         fin = analysis.final_evals(f)
-        s = analysis.seed_spread(fin, ["budget_kind", "config_name", "num_params", "train_flops"])
-        text += ["### scaling: final validation loss (mean, min, max over seeds)\n", _md(s), ""]
-        text += ["### scaling: over-fitting (one seed)\n", _md(analysis.overfit_gaps(fin)), ""]
-        ok = fin[(fin["status"] == "ok") & (fin["budget_kind"] == "tokens")]
-        fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
-        text += [f"Power law (equal tokens): {fit.describe() if fit else 'n/a'}\n", "Scope: " + analysis.describe_scope(f), ""]
+        if (fin["budget_kind"] == "epochs").any():
+            text += ["### scaling: over-fitting (one seed)\n", _md(analysis.overfit_gaps(fin)), ""]
+        text += ["Scope: " + analysis.describe_scope(f), ""]
     if "stability" in frames:
         f = frames["stability"]
         depth = int(f["axis_value"].max())

@@ -33,6 +33,11 @@ def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str,
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == budget_kind) & (fin["status"] == "ok")]
     if fin.empty:
         return empty_figure(title, f"no finished {budget_kind}-budget runs")
+    from xtlens.profiling.benefit.probe_scaling import best_lr_rows
+
+    best = best_lr_rows(frame)  # with a learning-rate sweep: each point at its best rate
+    if not best.empty:
+        fin = fin[fin["run_key"].isin(set(best["run_key"]))]
     fin = fin.assign(_x=_float(fin[x]), _y=_float(fin["val_loss_nats"]))
     g = fin.groupby("axis_value").agg(x=("_x", "mean"), y=("_y", "mean"), lo=("_y", "min"), hi=("_y", "max"),
                                       seeds=("seed", "count")).reset_index()
@@ -179,6 +184,41 @@ def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
                    y=f"Δ loss vs {train_len}-token windows (nats; < 0: helps)")
 
 
+def extrapolation_position_loss(frame: pd.DataFrame, *, shift: int, title: str) -> go.Figure:
+    """Extrapolation probe (``probe_extrapolation.position_curves``): validation loss by position in the longest
+    window each position scheme was evaluated in (seed mean), at one ``shift_tokens`` setting; the training length
+    marked, the unigram "learned nothing" line drawn. The learned absolute table stops at the training length (its
+    rows past it were never trained). Log position axis: the first positions (the least context) are buckets of
+    1, 1, 2, 4, ... tokens."""
+    from xtlens.profiling.benefit import probe_extrapolation as pe
+
+    curves = pe.position_curves(frame)
+    if curves.empty or not (curves["shift_tokens"] == shift).any():
+        return empty_figure(title, f"no position rows at shift_tokens={shift}")
+    curves = curves[curves["shift_tokens"] == shift]
+    train_len = pe.train_len_of(frame)
+    fig = go.Figure()
+    for i, scheme in enumerate(s for s in pe.SCHEMES if (curves["scheme"] == s).any()):
+        c = curves[curves["scheme"] == scheme].sort_values("position_start_tokens")
+        mid = (c["position_start_tokens"] + c["position_end_tokens"] - 1) / 2 + 1  # 1-based centre: log axis
+        fig.add_trace(go.Scatter(x=mid, y=c["val_loss_nats"], mode="lines+markers", name=scheme,
+                                 customdata=c[["position_start_tokens", "position_end_tokens", "seeds"]],
+                                 hovertemplate="positions %{customdata[0]}-%{customdata[1]}: %{y:.3f} nats/token "
+                                               "(mean of %{customdata[2]} seed(s))<extra>" + scheme + "</extra>",
+                                 line={"color": SERIES[i % len(SERIES)], "dash": "dot" if scheme == "nope" else None}))
+    uni = frame.loc[frame["probe"] == "extrapolation", "unigram_entropy_nats"].dropna()
+    if len(uni):
+        fig.add_hline(y=float(uni.astype(float).mean()), line_dash="dash", line_color="#444",
+                      annotation_text="unigram (learned nothing)", annotation_position="bottom right")
+    if train_len:
+        fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
+                      annotation_text=f"trained at L = {train_len} tokens", annotation_position="top left")
+    fig.update_xaxes(type="log")
+    longest = int(curves["eval_len_tokens"].max())
+    return figure_layout(fig, title, x=f"position in the window (tokens, 1-based bucket centre, log; windows of up to "
+                                       f"{longest})", y="validation loss at that position (nats/token)")
+
+
 def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
     """Heads probe, K/V part: validation loss against KV-cache bytes per token (float32, all layers)."""
     kv = table[table["variant"] == "kv_heads"]
@@ -231,3 +271,103 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
     fig = figure_layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
     fig.update_layout(legend={"y": -0.32})
     return fig
+
+
+# --- the scaling probe (issue 17 item 4: probe_scaling) -----------------------------------------------
+
+NON_EMB_AXIS = "non-embedding parameters N (count, log)"
+UNIGRAM_TEXT = "unigram line: validation loss of a context-free model (learned nothing above it)"
+
+
+def _unigram_line(fig: go.Figure, frame: pd.DataFrame) -> float | None:
+    ent = _float(frame.loc[frame["probe"] == "scaling", "unigram_entropy_nats"]).dropna() \
+        if "unigram_entropy_nats" in frame.columns else pd.Series(dtype=float)
+    if ent.empty:
+        return None
+    y = float(ent.iloc[0])
+    fig.add_hline(y=y, line_dash="dash", line_color="#9D9D9D", annotation_text=UNIGRAM_TEXT,
+                  annotation_position="top right")
+    return y
+
+
+def scaling_law(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Equal-token points of the scaling probe: validation loss (best learning rate per size: seed mean with
+    its 95% bootstrap interval) against non-embedding parameters, the learning-rate sweep's other rates as
+    hollow markers, the fitted ``E + A N^-alpha`` with its 95% seed-bootstrap band, and the unigram line."""
+    from xtlens.profiling.benefit import probe_scaling as ps
+
+    pts = ps.points_table(frame)
+    eq = ps.equal_token_points(frame)
+    if pts.empty or eq.empty:
+        return empty_figure(title, "no finished equal-token runs")
+    kind, budget = str(eq["budget_kind"].iloc[0]), eq["budget"].iloc[0]
+    at = pts[(pts["budget_kind"] == kind) & (pts["budget"] == budget)]
+    fig = go.Figure()
+    sweep = at[at["role"] == "lr sweep"]
+    for i, (lr, g) in enumerate(sweep.groupby("peak_lr")):
+        fig.add_trace(go.Scatter(x=_float(g["non_embedding_params"]), y=g["val_loss_nats"], mode="markers",
+                                 name=f"lr sweep: {ps.lr_label(lr)} (not the best at these sizes)",
+                                 marker={"symbol": "circle-open", "size": 8, "color": SERIES[(i + 2) % len(SERIES)]}))
+    best = at[at["role"] == "best lr"].sort_values("non_embedding_params")
+    fig.add_trace(go.Scatter(
+        x=_float(best["non_embedding_params"]), y=best["val_loss_nats"], mode="markers+text",
+        name=f"best lr per size (mean of {int(best['seeds'].max())} seeds, 95% bootstrap interval)",
+        text=[f"{a}={int(v)}, {ps.lr_label(lr)}" for a, v, lr in zip(best["axis"], best["axis_value"], best["peak_lr"],
+                                                                    strict=True)],
+        textposition="top center",
+        error_y={"type": "data", "symmetric": False, "array": best["ci95_high"] - best["val_loss_nats"],
+                 "arrayminus": best["val_loss_nats"] - best["ci95_low"]},
+        marker={"size": 11, "color": SERIES[0]}))
+    fit = ps.laws(frame)["power"]
+    if fit is not None and fit.law.identifiable:
+        lo, hi = float(best["non_embedding_params"].min()), float(best["non_embedding_params"].max())
+        xs = [lo * (hi / lo) ** (k / 40) for k in range(41)]
+        band = [fit.forecast(x, level=0.95) for x in xs]
+        if all(b is not None for b in band):
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[b.high for b in band] + [b.low for b in band][::-1],
+                                     fill="toself", line={"width": 0}, fillcolor=SERIES[1], opacity=0.18,
+                                     hoverinfo="skip", name="fit: 95% seed-bootstrap band"))
+        law = fit.law
+        alpha = f"{law.alpha:.3g}" + (f" (95% {fit.alpha.low:.3g}..{fit.alpha.high:.3g})" if fit.alpha else "")
+        fig.add_trace(go.Scatter(x=xs, y=[law.predict(x) for x in xs], mode="lines", line={"dash": "dash",
+                                 "color": SERIES[1]}, name=f"fit: L = {law.E:.3g} + {law.A:.3g} N^-alpha, alpha {alpha}"))
+    elif fit is not None:
+        fig.add_annotation(text=f"no law fitted: {fit.law.reason}", showarrow=False, x=0.5, y=0.95, xref="paper",
+                           yref="paper")
+    _unigram_line(fig, frame)
+    fig.update_xaxes(type="log")
+    return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)
+
+
+def isoflop_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """IsoFLOP profiles (Hoffmann et al. 2022, approach 2): per training-FLOP budget, validation loss (best
+    learning rate per size, 95% bootstrap interval) against non-embedding parameters; the fitted compute-optimal
+    size of each budget (parabola in log N, seed-bootstrap 95% interval) as a star with a horizontal bar."""
+    from xtlens.profiling.benefit import probe_scaling as ps
+
+    pts = ps.points_table(frame)
+    best = pts[(pts["budget_kind"] == "flops") & (pts["role"] == "best lr")]
+    if best.empty:
+        return empty_figure(title, "no finished equal-FLOP runs")
+    iso = ps.isoflop_table(frame).set_index("budget_flops") if not best.empty else None
+    fig = go.Figure()
+    for i, (budget, g) in enumerate(best.groupby("budget")):
+        g = g.sort_values("non_embedding_params")
+        color = SERIES[i % len(SERIES)]
+        fig.add_trace(go.Scatter(
+            x=_float(g["non_embedding_params"]), y=g["val_loss_nats"], mode="lines+markers",
+            name=f"{float(budget):.3g} training FLOPs", line={"color": color},
+            error_y={"type": "data", "symmetric": False, "array": g["ci95_high"] - g["val_loss_nats"],
+                     "arrayminus": g["val_loss_nats"] - g["ci95_low"]}))
+        row = iso.loc[int(budget)] if iso is not None and int(budget) in iso.index else None
+        if row is not None and bool(row["identifiable"]):
+            n_opt = float(row["n_opt_non_embedding"])
+            y = float(g["val_loss_nats"].min())
+            fig.add_trace(go.Scatter(
+                x=[n_opt], y=[y], mode="markers", marker={"symbol": "star", "size": 14, "color": color},
+                error_x={"type": "data", "symmetric": False, "array": [float(row["n_opt_ci95_high"]) - n_opt],
+                         "arrayminus": [n_opt - float(row["n_opt_ci95_low"])]},
+                name=f"fitted optimum at {float(budget):.3g} FLOPs: N = {n_opt:,.0f}"))
+    _unigram_line(fig, frame)
+    fig.update_xaxes(type="log")
+    return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)

@@ -29,14 +29,17 @@ from xtlens.profiling.run.worker import QueueFull
 CLAIMS = {
     "scaling": "Claim (the written analysis that came with the seed configuration): a larger dim gives 'better representation', more depth a 'hierarchical "
                "representation', and larger models 'risk overfitting'. Measured: validation loss of each size at an "
-               "equal token budget and at an equal training-FLOP budget, a power law fitted to your points, and the "
-               "train/validation gap after repeated epochs on a small subset.",
+               "equal token budget (with a learning-rate sweep per size, the best rate used) and at three or more "
+               "training-FLOP budgets (IsoFLOP), L = E + A N^-alpha fitted on non-embedding parameters with seed "
+               "bootstrap intervals, and (optional) the train/validation gap after repeated epochs on a subset.",
     "stability": "Claim: deeper models 'may suffer from vanishing/exploding gradients' (DeepNorm exists to tame "
                  "them). Measured: per-layer gradient norms at initialisation and during training for DeepNorm (the "
                  "seed's flag), pre-norm and plain post-norm at increasing depth; divergences counted.",
     "extrapolation": "Claim: ALiBi / xpos let the model handle sequences longer than it was trained on (Press et al. "
                      "2022 report ALiBi staying flat past the training length). Measured: loss per position at 1-8x the "
-                     "training length for ALiBi, rotary, xpos, ALiBi + xpos (the seed) and learned absolute positions.",
+                     "training length for ALiBi, rotary (the family's width and full width), xpos, ALiBi + xpos (the "
+                     "seed), sinusoidal, learned absolute (up to L only) and no position encoding (NoPE), each with "
+                     "and without the token shift; the mean loss past L paired per window against ALiBi.",
     "heads": "Claim: more heads give 'diverse attention' with 'diminishing returns'; attn_one_kv_head saves KV cache. "
              "Measured: loss for several head counts at equal parameters, and 1 vs grouped vs full K/V heads next to "
              "the KV-cache bytes each needs.",
@@ -86,7 +89,8 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
                        help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
     cols[2].number_input("training tokens per run", min_value=1, max_value=10**12, step=4096,
                          value=DEFAULTS[probe]["tokens"], key=f"benefits.{probe}.tokens",
-                         help="The token budget of every run (the scaling probe adds an equal-FLOP budget).")
+                         help="The token budget of every run (the scaling probe adds three IsoFLOP budgets and trains every "
+                              "point at each learning rate of its sweep).")
     cols[3].text_input("seeds", key=f"benefits.{probe}.seeds",
                        placeholder=",".join(map(str, DEFAULTS[probe]["seeds"])),
                        help="Several seeds give the spread (min..max bars and bands).")
@@ -232,27 +236,37 @@ def _results(ctx: Ctx, probe: str, frame: pd.DataFrame) -> None:
 
 
 def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    from xtlens.profiling.benefit import probe_scaling as ps
+
     axis = frame["axis"].dropna().iloc[0]
-    current = next((int(v) for n, v in zip(final["config_name"], final["axis_value"], strict=True)
-                    if "(current)" in str(n)), None)
     cols = st.columns(2)
     with cols[0]:
-        chart(bc.scaling_points(frame, x="num_params", budget_kind="tokens", current=current, x_title=bc.PARAMS_AXIS,
-                                title=f"Equal tokens: val loss vs parameters ({axis} swept)"),
+        chart(bc.scaling_law(frame, title=f"Equal tokens: val loss vs non-embedding parameters ({axis} swept)"),
               "benefits.scaling.params")
     with cols[1]:
-        flops = frame.loc[frame["budget_kind"] == "flops", "budget_flops"].dropna()
-        budget = f"{float(flops.iloc[0]):.3g} FLOPs" if not flops.empty else "equal FLOPs"
-        chart(bc.scaling_points(frame, x="num_params", budget_kind="flops", current=current, x_title=bc.PARAMS_AXIS,
-                                fit=False, title=f"IsoFLOP ({budget} each): val loss vs parameters"),
+        chart(bc.isoflop_curves(frame, title="IsoFLOP: val loss vs non-embedding parameters per FLOP budget"),
               "benefits.scaling.flops")
-    ok = final[(final["status"] == "ok") & (final["budget_kind"] == "tokens")]
-    fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
-    if fit is not None:
-        st.caption("Power law on your points (equal tokens, left chart): " + fit.describe() + ". A fit over a few "
-                   "sizes of a tiny model on a small corpus: read it as the local slope, not a law.")
-    st.caption("Equal FLOPs: a smaller model takes more steps for the same compute. The lowest point of the "
-               "IsoFLOP curve is the compute-optimal size for that budget; the ringed point is the current value.")
+    st.caption("Method: Kaplan et al. 2020 (size = non-embedding parameters N; L = E + A N^-alpha with an "
+               "irreducible term E) and Hoffmann et al. 2022 (IsoFLOP parabolas in log N, approach 2; the joint law "
+               "E + A/N^a + B/D^b, approach 3). Every point is trained at each learning rate of a sweep; the best rate "
+               "on validation (seed mean) is the point's result, the others are shown hollow. Bars and bands: 95% "
+               "bootstrap over seeds (and validation windows). Along dim the attention width grows with it "
+               "(heads x attn_dim_head = dim, as in the seed: 8 x 64 = 512).")
+    laws = ps.law_table(frame)
+    if not laws.empty:
+        st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)")
+        st.dataframe(laws.drop(columns=["method"]), hide_index=True, width="stretch", key="benefits.df.scaling_laws")
+    iso = ps.isoflop_table(frame)
+    if not iso.empty:
+        st.markdown("**IsoFLOP minima** (the compute-optimal non-embedding size per budget, 95% interval)")
+        st.dataframe(iso, hide_index=True, width="stretch", key="benefits.df.scaling_iso")
+    with st.expander("Table: every point (size x budget x learning rate), tokens per parameter, role", expanded=False):
+        st.dataframe(ps.points_table(frame), hide_index=True, width="stretch", key="benefits.df.scaling_points")
+        sweep = ps.lr_sweep_table(frame)
+        if not sweep.empty:
+            st.caption("The learning-rate sweep (seed-mean val loss, nats/token); a best rate at the sweep's edge "
+                       "means the sweep should be widened.")
+            st.dataframe(sweep, hide_index=True, width="stretch", key="benefits.df.scaling_sweep")
     cols = st.columns(2)
     with cols[0]:
         chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens",
@@ -293,6 +307,31 @@ def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    from xtlens.profiling.benefit import probe_extrapolation as pe
+
+    shifts = sorted({int(v) for v in frame.loc[frame["probe"] == "extrapolation", "axis_value"].dropna()}, reverse=True)
+    cols = st.columns(max(1, len(shifts)))
+    for col, shift in zip(cols, shifts, strict=False):
+        with col:
+            chart(bc.extrapolation_position_loss(frame, shift=shift, title=f"Loss by position, shift_tokens={shift}"),
+                  f"benefits.extrapolation.positions.{shift}")
+    st.caption("Trained at L; every scheme scores the same validation text in windows of up to 8L (learned absolute "
+               "positions only up to L: their rows past L were never trained). The token shift hands each position a "
+               "slice of the previous position's features, order information of its own: compare the schemes at "
+               "shift_tokens=0. Method: Press et al. 2022, 'Train Short, Test Long'.")
+    try:
+        head, gains = pe.headline(frame), pe.context_gains(frame)
+    except ImportError:  # the statistics module is not there: the curves only
+        head = gains = pd.DataFrame()
+    if not gains.empty:
+        st.markdown("**Does the model use its context at L?** Context gain = loss at positions 0-3 minus loss at "
+                    "positions L/2..L-1 (nats/token; 95 % interval over seeds and windows). Not significantly above 0: "
+                    "the extrapolation claims of that setting are not_detectable.")
+        st.dataframe(gains, hide_index=True, key="benefits.df.extrap.gain")
+    if not head.empty:
+        st.markdown("**Headline**: mean loss at positions >= L (nats/token), and each scheme minus ALiBi paired per "
+                    "window (same text, same seeds; 95 % interval; minimum detectable effect at this budget).")
+        st.dataframe(head, hide_index=True, key="benefits.df.extrap.headline")
     chart(bc.extrapolation_curves(frame, title="Past the training length: does the longer window help or hurt?"),
           "benefits.extrapolation.curves")
     st.caption("Each point: the validation tokens at those positions of the longest window, scored in that window "
@@ -342,6 +381,11 @@ def tradeoff_points(frame: pd.DataFrame) -> pd.DataFrame:
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == "tokens") & (fin["status"] == "ok")]
     if fin.empty:
         return pd.DataFrame()
+    from xtlens.profiling.benefit.probe_scaling import best_lr_rows
+
+    best = best_lr_rows(frame)  # a learning-rate sweep: each size at its best rate only
+    if not best.empty:
+        fin = fin[fin["run_key"].isin(set(best["run_key"]))]
     rows = []
     for value, grp in fin.groupby("axis_value"):
         r = grp.iloc[0]

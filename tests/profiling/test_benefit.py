@@ -151,15 +151,19 @@ def test_bits_per_byte_is_nats_per_token_times_tokens_over_bytes(data) -> None:
     from tokenizers import Tokenizer
 
     rows = tiny_run(data, settings=dataclasses.replace(TINY_SETTINGS, eval_tokens=4096))
-    last = [r for r in rows if r.row_kind == "eval"][-1]
-    assert last.eval_tokens == 4096
+    evals = [r for r in rows if r.row_kind == "eval"]
+    last = evals[-1]
+    assert [r.eval_tokens for r in evals[:-1]] == [4096, 4096]  # during training: the fixed sample
+    whole = (data.val_tokens - 1) // 32 * 32  # the final evaluation: the whole split in windows of 32
+    assert last.eval_tokens == whole
     assert last.val_bits_per_byte == pytest.approx(last.val_loss_nats * last.eval_tokens / last.eval_bytes / math.log(2),
                                                    rel=1e-12)
     # the bytes of the evaluated targets, counted a second way: decode them and encode as UTF-8
-    targets = data.val_ids[1:4097].tolist()
+    targets = data.val_ids[1:whole + 1].tolist()
     decoded = Tokenizer.from_file(data.tokenizer_path).decode(targets).encode("utf-8")
     assert abs(len(decoded) - last.eval_bytes) <= 6  # a character cut at either end decodes as U+FFFD
-    assert last.unigram_entropy_nats == pytest.approx(unigram_entropy_nats(data.val_ids))
+    unigram = data.unigram_val_nats if data.unigram_val_nats is not None else unigram_entropy_nats(data.val_ids)
+    assert last.unigram_entropy_nats == pytest.approx(unigram)
 
 
 def test_per_layer_gradient_norms_add_up_to_the_global_norm(data) -> None:
@@ -360,20 +364,24 @@ def test_each_probe_runs_tiny_and_its_summary_is_complete() -> None:
     deep4 = st[(st["row_kind"] == "layer") & (st["axis_value"] == 4) & (st["step"] == 0)]
     assert deep4["layer"].str.startswith("layers.").sum() == 3 * 8  # 3 norms x 2 x depth layers at init
     ex = probe_frame(run_probe(ProbeOptions(probe="extrapolation", base=SEED, values=(1, 2), tokens=1024,
-                                            seq_len=16, batch=8, evals=1, extra=small)))
+                                            seq_len=16, batch=8, evals=1,
+                                            extra=small | {"schemes": ("alibi", "rotary", "absolute", "nope")})))
     table = analysis.extrapolation_table(ex)
-    assert set(table["variant"]) == {"alibi", "rotary", "xpos", "alibi+xpos", "absolute"}
-    assert list(table.columns[1:]) == ["val loss @ 16 tokens (nats)", "val loss @ 32 tokens (nats)",
+    assert set(zip(table["variant"], table["shift_tokens"], strict=True)) == {
+        (s, k) for s in ("alibi", "rotary", "absolute", "nope") for k in (0, 1)}
+    assert list(table.columns[2:]) == ["val loss @ 16 tokens (nats)", "val loss @ 32 tokens (nats)",
                                        "change vs 16-token windows @ 32 (nats)"]
+    assert table[table["variant"] == "absolute"]["val loss @ 32 tokens (nats)"].isna().all()  # only up to L
     pos = ex[(ex["row_kind"] == "position") & (ex["eval_seq_len_tokens"] == 32)]
     assert set(pos["position_end_tokens"].dropna().astype(int)) >= {16, 32}
     # positions inside the training length see the same context in a 32-token window as in 16-token windows:
     # the loss change there is 0 (up to float rounding), for every position scheme
+    from xtlens.profiling.benefit.harness import position_edges
+
+    inside_buckets = sum(1 for b in position_edges(32, 16)[1:] if b <= 16)
     inside = pos[pos["position_end_tokens"] <= 16]
-    assert len(inside) == 5 * 4 and inside["loss_change_vs_train_len_nats"].astype(float).abs().max() < 1e-4
-    outside = pos[pos["position_start_tokens"] >= 16]
-    absolute = outside[outside["variant"] == "absolute"]["loss_change_vs_train_len_nats"].astype(float)
-    assert absolute.abs().min() > 1e-3  # untrained position embeddings past 16 change the loss
+    assert len(inside) == 3 * 2 * inside_buckets and inside["loss_change_vs_train_len_nats"].astype(float).abs().max() < 1e-4
+    assert ex[(ex["variant"] == "absolute")]["eval_seq_len_tokens"].dropna().max() == 16
 
 
 def test_reported_train_flops_equal_a_flop_counter_on_the_real_training_step(data) -> None:
@@ -413,13 +421,17 @@ def test_bits_per_byte_recomputed_independently_from_the_initial_model(data) -> 
     assert n == 1024
     model = build_model(TINY, seed=0).model.eval()
     nats = 0.0
+    # the stated fixed sample: 1024 // 32 windows spread evenly over the W windows of the split
+    total = (data.val_tokens - 1) // 32
+    starts = [j * total // 32 * 32 for j in range(32)]
+    tok = Tokenizer.from_file(data.tokenizer_path)
+    decoded_bytes = 0
     with torch.no_grad():
-        for start in range(0, n, 32):
+        for start in starts:
             x = data.val_ids[start:start + 32][None]
             y = data.val_ids[start + 1:start + 33]
             nats += float(F.cross_entropy(model(x)[0].double(), y, reduction="sum"))
-    targets = data.val_ids[1:n + 1].tolist()
-    decoded_bytes = len(Tokenizer.from_file(data.tokenizer_path).decode(targets).encode("utf-8"))
+            decoded_bytes += len(tok.decode(y.tolist()).encode("utf-8"))
     assert row.val_loss_nats == pytest.approx(nats / n, rel=1e-5)
-    assert abs(decoded_bytes - row.eval_bytes) <= 6  # a character cut at either end decodes as U+FFFD
+    assert abs(decoded_bytes - row.eval_bytes) <= 6 * 32  # a character cut at either end decodes as U+FFFD
     assert row.val_bits_per_byte == pytest.approx(nats / math.log(2) / decoded_bytes, rel=2e-3)

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from xtlens.core.config import PRESETS
 from xtlens.dashboard.charts import benefits as bc
 from xtlens.profiling.benefit import analysis
+from xtlens.profiling.benefit import probe_scaling as ps
 from xtlens.profiling.benefit.probes import ProbeOptions, run_probe
 from xtlens.profiling.benefit.records import probe_frame
 
@@ -36,7 +37,8 @@ def test_benefits_view_says_what_it_trains_and_names_bad_input() -> None:
     assert "Claim (the written analysis that came with the seed configuration)" in captions
     assert "seed-analysis" not in captions
     assert "Scaled-down member of the current family: dim 64, depth 2, heads 4 x 16 wide, vocabulary 512" in captions
-    assert "ALiBi on 2 of 4 heads" in captions and "15 training run(s)" in captions
+    # scaling: 4 sizes at equal tokens + 3 IsoFLOP budgets x 4 sizes, each at 3 learning rates x 3 seeds
+    assert "ALiBi on 2 of 4 heads" in captions and f"{(4 + 3 * 4) * 3 * 3} training run(s)" in captions
     assert any(b.label == "Run probe" for b in at.button)
     at.text_input(key="benefits.scaling.values").set_value("32,x").run()
     assert any("values = '32,x' is not allowed" in e.value for e in at.error), [e.value for e in at.error]
@@ -54,7 +56,8 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
         "scaling": run_probe(ProbeOptions(probe="scaling", values=(16, 32), **common | {
             "seeds": (0, 1), "extra": SMALL | {"overfit_tokens": 512, "overfit_epochs": 2}})),
         "stability": run_probe(ProbeOptions(probe="stability", values=(3,), **common)),
-        "extrapolation": run_probe(ProbeOptions(probe="extrapolation", values=(1, 2), **common | {"seq_len": 16})),
+        "extrapolation": run_probe(ProbeOptions(probe="extrapolation", values=(1, 2), **common | {
+            "seq_len": 16, "extra": SMALL | {"schemes": ("alibi", "rotary", "absolute", "nope")}})),
         "heads": run_probe(ProbeOptions(probe="heads", values=(2,), **common)),
     }
     mp.undo()
@@ -68,7 +71,7 @@ def test_chart_builders_on_real_probe_rows(frames) -> None:
     names = [t.name for t in fig.data]
     assert names[0].startswith("measured (mean of 2 seed(s))") and names[1].startswith("your fit: val loss")
     assert names[2] == "current (dim=32)"
-    fin = analysis.final_evals(sc)
+    fin = ps.best_lr_rows(sc)  # the probe sweeps the learning rate: each size's best rate is its point
     tok = fin[fin["budget_kind"] == "tokens"]
     means = tok.assign(v=tok["val_loss_nats"].astype(float)).groupby("axis_value")["v"].mean()
     assert list(fig.data[0].y) == pytest.approx(list(means))  # markers are the seed means
@@ -79,7 +82,13 @@ def test_chart_builders_on_real_probe_rows(frames) -> None:
     assert len(z) == 2 * 3 + 2 and len(z[0]) == 5
     assert heat.data[0].y[0] == "embedding"
     ex = bc.extrapolation_curves(frames["extrapolation"], title="t")
-    assert {t.name for t in ex.data} == {"alibi", "rotary", "xpos", "alibi+xpos (current)", "absolute"}
+    # the learned absolute table is evaluated only at the training length: no curve past it
+    assert {t.name for t in ex.data} == {f"{s}, shift_tokens={k}" for s in ("alibi", "rotary", "nope") for k in (0, 1)}
+    pos = bc.extrapolation_position_loss(frames["extrapolation"], shift=0, title="t")
+    assert [t.name for t in pos.data] == ["alibi", "rotary", "absolute", "nope"]
+    assert max(pos.data[2].x) <= 16 < max(pos.data[0].x) and pos.layout.xaxis.title.text.startswith("position")
+    unigram = float(frames["extrapolation"]["unigram_entropy_nats"].dropna().iloc[0])
+    assert any(sh.y0 == pytest.approx(unigram) for sh in pos.layout.shapes)  # the "learned nothing" line
     table = analysis.heads_table(frames["heads"])
     kv = bc.kv_tradeoff(table, title="t")
     assert sorted(kv.data[0].x) == sorted(table[table["variant"] == "kv_heads"]["kv_cache_bytes_per_token"])
