@@ -231,3 +231,57 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
     fig = figure_layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
     fig.update_layout(legend={"y": -0.32})
     return fig
+
+
+# --- generic: the unigram "learned nothing" line and not_learned labels on every loss chart -----------------
+
+#: the verdicts' colours on the claims table (each cell also says the verdict in words: never colour alone)
+VERDICT_COLOURS = {"supported": "#CDEBD3", "contradicted": "#F6CFCF", "not_detectable": "#E4E4E4",
+                   "not_learned": "#FBE7B5"}
+UNIGRAM_LINE_COLOUR = "#7F7F7F"
+_RELATIVE_WORDS = ("δ", "change", "gain", "difference", " minus ", " - ", "ratio")
+
+
+def is_loss_chart(fig: go.Figure) -> bool:
+    """True when the figure's y axis is an absolute loss in nats (a validation or training loss), where the
+    unigram line belongs; False for differences of losses (Δ loss, context gain), gradients and others."""
+    title = (fig.layout.yaxis.title.text or "").lower()
+    return "loss" in title and "nats" in title and not any(w in title for w in _RELATIVE_WORDS)
+
+
+def unigram_shapes(fig: go.Figure) -> list[float]:
+    """The y values of the horizontal lines drawn on ``fig`` (``add_hline`` shapes)."""
+    return [float(s.y0) for s in fig.layout.shapes or () if s.type == "line" and s.y0 is not None and s.y0 == s.y1
+            and (s.xref or "").endswith("domain")]
+
+
+def add_unigram_line(fig: go.Figure, unigram_nats: float | None) -> go.Figure:
+    """Draw the unigram "learned nothing" line (the validation loss of a unigram fitted on the training split) on a
+    loss chart (``is_loss_chart``), once, and widen a fixed y range to show it. Other charts are returned as they
+    are."""
+    if unigram_nats is None or not math.isfinite(unigram_nats) or not is_loss_chart(fig):
+        return fig
+    if any(abs(y - unigram_nats) <= 1e-9 * max(1.0, abs(unigram_nats)) for y in unigram_shapes(fig)):
+        return fig
+    fig.add_hline(y=unigram_nats, line_dash="dash", line_color=UNIGRAM_LINE_COLOUR,
+                  annotation_text=f"unigram line {unigram_nats:.3f} nats/token: learned nothing",
+                  annotation_position="bottom right")
+    rng = fig.layout.yaxis.range
+    if rng is not None:
+        lo, hi = float(rng[0]), float(rng[1])
+        y = math.log10(unigram_nats) if fig.layout.yaxis.type == "log" and unigram_nats > 0 else unigram_nats
+        pad = 0.03 * max(hi - lo, 1e-9)
+        fig.update_yaxes(range=[min(lo, y - pad), max(hi, y + pad)])
+    return fig
+
+
+def label_not_learned(fig: go.Figure, config_names: set[str] | frozenset[str]) -> go.Figure:
+    """Append " — not_learned" to the legend name of every trace of a configuration whose runs all ended above
+    the unigram line (a trace named ``config_name`` or ``config_name (...)``)."""
+    if not config_names:
+        return fig
+    for trace in fig.data:
+        name = trace.name or ""
+        if "not_learned" not in name and any(name == n or name.startswith(n + " (") for n in config_names):
+            trace.name = name + " — not_learned"
+    return fig
