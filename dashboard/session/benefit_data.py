@@ -104,7 +104,7 @@ def claims_of(frame: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
     the page, not a traceback)."""
     try:
         return claims_frame(frame), None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, ImportError) as exc:  # ImportError: claims.ClaimsUnavailable
         return None, f"not computed from these rows ({type(exc).__name__}: {str(exc)[:200]})"
 
 

@@ -192,11 +192,10 @@ def _probe(args: argparse.Namespace) -> int:
         print(f"{len(runs)} run(s) in {wall:.1f} s; write every row with --out FILE", file=sys.stderr)
     for r in bad.itertuples():
         print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
-    _print_claims(frame, final, args.summary_out)
-    return 0
+    return _print_claims(frame, final, args.summary_out)
 
 
-def _print_claims(frame, final, summary_out: str | None) -> None:
+def _print_claims(frame, final, summary_out: str | None) -> int:
     """The split and unigram line of the rows, the runs that learned nothing (``not_learned``), and each claim of
     the seed analysis with its verdict, interval and scale (stdout); with ``summary_out`` the claims table too."""
     from dataclasses import asdict
@@ -209,13 +208,18 @@ def _print_claims(frame, final, summary_out: str | None) -> None:
     line = report.not_learned_line(final)
     if line is not None:
         out.write(line + "\n")
-    claims = claims_for(frame)
+    try:
+        claims = claims_for(frame)
+    except ImportError as exc:  # claims.ClaimsUnavailable: a probe of the rows without its claims module
+        print(f"claims: {exc}", file=sys.stderr)
+        return 1 if summary_out is not None else 0
     out.write(f"\n{len(claims)} claim(s) of the seed analysis (verdict, estimate with its 95% interval, scale):\n")
     for c in claims:
         out.write(report.claim_line(asdict(c)) + "\n")
     if summary_out is not None:
         path = write_summary(claims, summary_out)
         print(f"wrote {len(claims)} claim(s) to {path}", file=sys.stderr)
+    return 0
 
 
 def add_probe_parser(sub: argparse._SubParsersAction) -> None:
