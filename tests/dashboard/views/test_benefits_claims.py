@@ -186,3 +186,49 @@ def test_unigram_line_goes_on_loss_charts_only_once_and_inside_a_fixed_range() -
     named = bc.label_not_learned(go.Figure([go.Scatter(name="dim=32 (val)"), go.Scatter(name="dim=320 (val)"),
                                             go.Scatter(name="dim=32")]), {"dim=32"})
     assert [t.name for t in named.data] == ["dim=32 (val) — not_learned", "dim=320 (val)", "dim=32 — not_learned"]
+
+
+@pytest.fixture(scope="module")
+def real_frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    """Tiny real probes (each probe's quick settings, shrunk further): the rows the harness writes today."""
+    from xtlens.profiling.benefit.probes import run_probe
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XTLENS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    small = {"dim": 32, "depth": 1, "heads": 2, "eval_tokens": 512}
+    common = dict(base=SEED, tokens=1024, seq_len=32, batch=8, evals=2, extra=small, seeds=(0,), quick=True)
+    out = {"scaling": run_probe(ProbeOptions(probe="scaling", values=(16, 32), **common | {"seeds": (0, 1)})),
+           "stability": run_probe(ProbeOptions(probe="stability", values=(3,), **common)),
+           "extrapolation": run_probe(ProbeOptions(probe="extrapolation", values=(1, 2), **common | {"seq_len": 16})),
+           "heads": run_probe(ProbeOptions(probe="heads", values=(2,), **common))}
+    mp.undo()
+    return {k: probe_frame(v) for k, v in out.items()}
+
+
+def _absolute_loss_axis(fig: dict) -> bool:
+    title = _y_title(fig).lower()
+    return "nats" in title and "loss" in title and not title.startswith(("δ", "change")) and "gain" not in title
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learned", [True, False])
+def test_every_loss_chart_of_every_probe_carries_the_unigram_line(real_frames, learned) -> None:
+    """The unigram line is put where every run ended below it (the probe's own charts are drawn) or above it
+    (conclusions withheld): on every chart of the tab whose y axis is a loss in nats, the line at that value."""
+    drawn = 0
+    for probe, frame in real_frames.items():
+        loss = frame["val_loss_nats"].astype(float)
+        line = round(float(loss.max()) + 0.25 if learned else float(loss.min()) - 0.25, 4)
+        at = benefits(**{"benefits.probe": probe,
+                         "_xtlens_probe_uploads": [(f"{probe}.parquet", frame.assign(unigram_entropy_nats=line))]})
+        assert not at.exception, (probe, [e.value for e in at.exception])
+        losses = [f for f in _figures(at) if _absolute_loss_axis(f)]
+        for fig in losses:
+            assert line in [pytest.approx(y) for y in _hlines(fig)], (probe, _y_title(fig), _hlines(fig))
+        drawn += len(losses)
+        warned = any("not_learned — every run" in w.value for w in at.warning)
+        assert warned is not learned, probe
+        if not learned:
+            assert len(losses) == len(_figures(at)) == 1  # the loss curves alone: the conclusions withheld
+    # today's sections: scaling 4 loss charts, heads 2; withheld: the loss curves of each of the 4 probes
+    assert drawn >= 6 if learned else drawn == 4
