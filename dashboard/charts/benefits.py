@@ -12,7 +12,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout
-from xtlens.profiling.benefit import analysis
+from xtlens.profiling.benefit import analysis, report
 
 LOSS_AXIS = "validation loss (nats/token)"
 FLOPS_AXIS = "training FLOPs spent (cost model; 1 multiply-add = 2 FLOPs; log)"
@@ -78,11 +78,6 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
                                  line={"color": color}))
         fig.add_trace(go.Scatter(x=s["_x"], y=s["t"], mode="lines", name=f"{name} (train)",
                                  line={"color": color, "dash": "dot"}, showlegend=False))
-    ent = _float(ev["unigram_entropy_nats"]).dropna()
-    if not ent.empty:
-        fig.add_hline(y=float(ent.iloc[0]), line_dash="dash", line_color="#9D9D9D",
-                      annotation_text="unigram entropy of the validation split (a context-free model)",
-                      annotation_position="top right")
     x_title = "tokens seen (training)" if x == "tokens_seen" else FLOPS_AXIS
     if x != "tokens_seen":
         ev = ev[ev["step"] > 0]
@@ -90,7 +85,8 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
     losses = pd.concat([_float(ev["val_loss_nats"]), _float(ev["train_loss_nats"])]).dropna()
     if not losses.empty:
         fig.update_yaxes(range=[float(losses.min()) * 0.97, float(losses.max()) * 1.03])
-    return figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    fig = figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    return add_unigram_line(fig, report.unigram_nats(ev))
 
 
 def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,

@@ -232,3 +232,12 @@ def test_every_loss_chart_of_every_probe_carries_the_unigram_line(real_frames, l
             assert len(losses) == len(_figures(at)) == 1  # the loss curves alone: the conclusions withheld
     # today's sections: scaling 4 loss charts, heads 2; withheld: the loss curves of each of the 4 probes
     assert drawn >= 6 if learned else drawn == 4
+
+
+def test_loss_curves_draw_the_unigram_line_inside_their_range_once() -> None:
+    frame = _rows({"1 head": 3.0, "4 heads": 2.9}, unigram=UNIGRAM)  # losses 2.9 .. 3.8: the line above them all
+    fig = bc.loss_curves(frame, probe="heads", title="t")
+    assert bc.unigram_shapes(fig) == [UNIGRAM]
+    lo, hi = fig.layout.yaxis.range
+    assert lo < 2.9 and hi > UNIGRAM
+    assert bc.unigram_shapes(bc.add_unigram_line(fig, UNIGRAM)) == [UNIGRAM]
