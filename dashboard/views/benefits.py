@@ -170,7 +170,7 @@ def _family_line(opt: ProbeOptions) -> str:
             + (f", ALiBi on {cfg.alibi_heads} of {cfg.heads} heads" if cfg.alibi_pos_bias else "")
             + f", shift_tokens={cfg.shift_tokens}; flags on: {', '.join(flags) or 'none'}. "
             + report.wall_time_line(opt.probe, opt.quick)
-            + "; `xtlens probe --full-size` trains the configuration's own sizes (GPU).")
+            + "; `xtlens probe --full-size` trains the configuration's own sizes (GPU). " + report.FULL_SIZE_NOTE)
 
 
 def render(ctx: Ctx) -> None:

@@ -103,6 +103,7 @@ def test_quick_uses_the_quick_settings_and_the_wall_time_comes_from_one_place() 
     at = benefits(**{"benefits.probe": "heads"})
     full = " ".join(c.value for c in at.caption)
     assert "a few minutes" not in full and report.wall_time_line("heads", False) in full
+    assert report.FULL_SIZE_NOTE in full  # what the full size on a GPU showed, said before anything is run
     at.checkbox(key="benefits.quick").check().run()
     assert not at.exception
     quick = ProbeOptions(probe="heads", base=SEED, quick=True)
