@@ -135,8 +135,6 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
     ok &= _bounded_box(cols[3], "seeds", key=f"benefits.{probe}.seeds",
                        placeholder=",".join(map(str, defaults["seeds"])),
                        help="Several seeds give the 95% intervals (seeds and validation windows resampled)")
-    if not ok:
-        raise _ShownUnderControl
     c = st.columns([1, 2])
     source = c[0].radio("corpus", ("default", "upload"), horizontal=True, key="benefits.corpus",
                         format_func=lambda s: "default: CPython docs" if s == "default" else "upload a text file")
@@ -144,11 +142,18 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
         up = c[1].file_uploader("a UTF-8 text file (the split and tokenizer are made from it)", type=None,
                                 key="benefits.corpus_file")
         if up is None:
-            c[1].caption("No file yet: the default corpus is used.")
-            return None
-        return benefit_data.save_upload(up.name, up.getvalue())
-    c[1].caption(f"{DEFAULT_CORPUS_NAME}: about 465 KB of English prose shipped with every Python. " + SPLIT_CAPTION)
-    return None
+            c[1].caption("No file yet: the default corpus is used. " + SPLIT_CAPTION)
+            path = None
+        else:
+            c[1].caption(SPLIT_CAPTION)
+            path = benefit_data.save_upload(up.name, up.getvalue())
+    else:
+        c[1].caption(f"{DEFAULT_CORPUS_NAME}: about 465 KB of English prose shipped with every Python. "
+                     + SPLIT_CAPTION)
+        path = None
+    if not ok:
+        raise _ShownUnderControl
+    return path
 
 
 #: the split in words (the rule's name is the corpus module's; the measured leak is shown with the results)

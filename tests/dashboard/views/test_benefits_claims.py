@@ -89,6 +89,7 @@ def test_values_and_seeds_boxes_are_bounded_like_the_cli_and_say_so_under_the_co
     col = next(c for c in at.columns if any(t.key == "benefits.heads.values" for t in c.text_input))
     assert [e.value for e in col.error] == [err]
     assert not any(b.label == "Run probe" for b in at.button)
+    assert at.radio(key="benefits.corpus").value == "default"  # the rest of the settings stay on the page
     at.text_input(key="benefits.heads.values").set_value("").run()
     at.text_input(key="benefits.heads.seeds").set_value(f"0,{2**32}").run()
     assert [e.value for e in at.error] == [f"seeds = '0,{2**32}' is not allowed: comma-separated integers from 0 to "
