@@ -333,7 +333,7 @@ def claims_display(claims: pd.DataFrame) -> pd.DataFrame:
         return None if pd.isna(f) else float(f)
 
     rows = []
-    for r in claims.to_dict(orient="records"):
+    for r in claims.astype(object).where(claims.notna(), None).to_dict(orient="records"):
         verdict, unit = str(r.get("verdict") or ""), str(r.get("unit") or "")
         est, lo, hi, mde = (num(r.get(k)) for k in ("estimate", "ci95_low", "ci95_high", "min_detectable_effect"))
         if verdict == "not_learned":

@@ -128,7 +128,7 @@ def _num(v: object) -> float | None:
 def claim_line(row: dict[str, object] | pd.Series) -> str:
     """One claim as text: verdict first (in words), then estimate [95% interval] with its unit, seeds, minimum
     detectable effect, scale and method. A ``not_learned`` claim shows no estimate: it is withheld."""
-    r = dict(row)
+    r = {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v) for k, v in dict(row).items()}
     verdict = str(r.get("verdict") or "")
     unit = str(r.get("unit") or "")
     head = f"[{verdict}] {r.get('probe', '')}: {r.get('claim', '')}"

@@ -75,3 +75,18 @@ def test_wall_time_is_quoted_only_for_the_settings_it_was_measured_with(monkeypa
     assert report.settings_fingerprint("heads", quick) != fp
     assert "not measured yet" in report.wall_time_line("heads", quick)
     assert "took" not in report.wall_time_line("heads", quick)
+
+
+def test_claim_line_reads_rows_of_the_typed_claims_table() -> None:
+    from xtlens.profiling.benefit.claims import Claim, summary_frame
+
+    kw = dict(probe="stability", claim="DeepNorm trains at higher lr", metric="log10 largest stable lr, deepnorm - "
+              "post_norm", unit="log10 lr", seeds=3, windows=None, num_params=None, non_embedding_params=None,
+              train_tokens=None, tokens_per_param=None, corpus="c", scale="s", method="m")
+    frame = summary_frame([Claim(estimate=0.5, ci95_low=0.2, ci95_high=0.8, min_detectable_effect=0.3,
+                                 verdict="supported", **kw),
+                           Claim(estimate=None, ci95_low=None, ci95_high=None, min_detectable_effect=None,
+                                 verdict="not_learned", note="every run above the unigram line", **kw)])
+    first, second = (report.claim_line(r) for _, r in frame.iterrows())
+    assert "+0.5000 log10 lr (95% interval +0.2000 .. +0.8000); 3 seed(s);" in first and "windows" not in first
+    assert second.startswith("[not_learned] stability: DeepNorm trains at higher lr") and "withheld" in second

@@ -49,19 +49,21 @@ def _rows(losses: dict[str, float], *, unigram: float = UNIGRAM) -> pd.DataFrame
 
 
 def _claims(verdicts: list[str]) -> pd.DataFrame:
-    """A claims table as ``claims.summary_frame`` writes it (the contract's columns, the issue's first)."""
+    """A claims table as ``claims.summary_frame`` writes it (typed columns, missing values as <NA>)."""
+    from xtlens.profiling.benefit.claims import Claim, summary_frame
+
     rows = []
     for i, v in enumerate(verdicts):
         learned = v != "not_learned"
-        rows.append({"probe": "heads", "claim": f"claim {i}: more heads give diverse attention",
-                     "metric": "mean val loss, 4 heads - 1 head", "unit": "nats/token",
-                     "estimate": -0.0123 if learned else None, "ci95_low": -0.0201 if learned else None,
-                     "ci95_high": -0.0042 if learned else None, "seeds": 5, "windows": 235,
-                     "min_detectable_effect": 0.0061 if learned else None, "verdict": v, "num_params": 100_000,
-                     "non_embedding_params": 60_000, "train_tokens": 8192, "tokens_per_param": 0.08,
-                     "corpus": "pydoc_data.topics", "scale": "100,000 parameters, 8,192 tokens, 0.08 tokens/param",
-                     "method": "Shazeer (2019); paired bootstrap over 5 seeds x 235 windows", "note": ""})
-    return pd.DataFrame(rows)
+        rows.append(Claim(probe="heads", claim=f"claim {i}: more heads give diverse attention",
+                          metric="mean val loss, 4 heads - 1 head", unit="nats/token",
+                          estimate=-0.0123 if learned else None, ci95_low=-0.0201 if learned else None,
+                          ci95_high=-0.0042 if learned else None, seeds=5, windows=235,
+                          min_detectable_effect=0.0061 if learned else None, verdict=v, num_params=100_000,
+                          non_embedding_params=60_000, train_tokens=8192, tokens_per_param=0.08,
+                          corpus="pydoc_data.topics", scale="100,000 parameters, 8,192 tokens, 0.08 tokens/param",
+                          method="Shazeer (2019); paired bootstrap over 5 seeds x 235 windows"))
+    return summary_frame(rows)
 
 
 def _figures(at: AppTest) -> list[dict]:
