@@ -53,10 +53,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
                 "tokens": 131_072, "seeds": (0, 1), "values": {"dim": (32, 64, 128), "depth": (1, 2, 4),
                                                                 "heads": (2, 4, 8)}, "axis": "dim", "eval_tokens": 8192},
-    # stability (probe_stability): 160 steps of 8 x 64 tokens (enough to leave the unigram plateau at a
+    # stability (probe_stability): 128 steps of 8 x 64 tokens (enough to leave the unigram plateau at a
     # stable lr), lr sweep with clipping off, 3 seeds
     "stability": {"dim": 32, "depth": 6, "heads": 2, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
-                  "tokens": 81_920, "seeds": (0, 1, 2), "values": (2, 8), "lrs": (3e-3, 1e-2, 3e-2, 1e-1),
+                  "tokens": 65_536, "seeds": (0, 1, 2), "values": (2, 8), "lrs": (3e-3, 1e-2, 3e-2, 1e-1),
                   "eval_tokens": 1024},
     "extrapolation": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 16,
                       "tokens": 393_216, "seeds": (0,), "values": (1, 2, 4, 8), "eval_tokens": 8192},
