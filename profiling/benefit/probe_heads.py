@@ -18,9 +18,10 @@ Arms (every seed; ``variant`` / ``axis`` / ``axis_value``):
   (full; the same training as ``equal_params`` at the family's head count, trained once), each with the
   KV-cache bytes per token it needs (``kv_cache_bytes_per_token``);
 * ``shuffled_context`` / ``heads`` / the family's h: the context-ablation control, the reference model
-  (family head count, full K/V) trained identically (same seed, same batches) but evaluated with its inputs
-  permuted within each window, targets kept (``build_shuffled_context``): the loss a model pays when it cannot
-  use the order of its context. Its effect and interval stand next to the probe's minimum detectable effect.
+  (family head count, full K/V) trained identically (same seed, same batches) but evaluated with the (input,
+  target) pairs of each window permuted, as ``harness.evaluate(shuffle_context=True)`` does
+  (``build_shuffled_context``): every target still follows its own input token, the context before it is shuffled:
+  the loss a model pays when it cannot use the order of its context. Its effect and interval stand next to the probe's minimum detectable effect.
 
 Every comparison is paired per validation window against the reference (family head count, full K/V) and
 bootstrapped over seeds and windows (``stats.paired_difference``); the minimum detectable effect is
@@ -125,10 +126,12 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
 
 
 def build_shuffled_context(cfg: ModelConfig, seed: int, device: str) -> nn.Module:
-    """The model ``core.builder`` builds for ``cfg`` (the same weights for the same seed), whose forward, in eval
-    mode only, permutes each window's input tokens (``torch.Generator(seed + SHUFFLE_SEED_OFFSET)``); the harness
-    keeps the targets. Training is untouched: the run trains exactly as the reference run and is evaluated with
-    its context order destroyed (the context-ablation control)."""
+    """The model ``core.builder`` builds for ``cfg`` (the same weights for the same seed) whose forward, in eval
+    mode only, permutes each window's (input, target) pairs, as ``harness.evaluate(shuffle_context=True)`` does:
+    the model reads the window's tokens in a random order (``torch.Generator(seed + SHUFFLE_SEED_OFFSET)``) and
+    each output is put back at its input's position, so every target is still predicted right after its own input
+    token, with the tokens before it shuffled. Training is untouched: the run trains exactly as the reference run
+    (same seed, same batches) and is evaluated with its context order destroyed (the context-ablation control)."""
     import torch
     from xtlens.profiling.benefit.harness import default_builder
 
@@ -137,10 +140,12 @@ def build_shuffled_context(cfg: ModelConfig, seed: int, device: str) -> nn.Modul
     gen = torch.Generator().manual_seed(seed + SHUFFLE_SEED_OFFSET)
 
     def forward(x, *args, **kwargs):
-        if not model.training:
-            perm = torch.argsort(torch.rand(x.shape, generator=gen), dim=-1).to(x.device)
-            x = torch.gather(x, -1, perm)
-        return inner(x, *args, **kwargs)
+        if model.training:
+            return inner(x, *args, **kwargs)
+        perm = torch.argsort(torch.rand(x.shape, generator=gen), dim=-1).to(x.device)
+        out = inner(torch.gather(x, -1, perm), *args, **kwargs)
+        back = torch.argsort(perm, dim=-1)  # output j belongs to position perm[j]
+        return torch.gather(out, 1, back[..., None].expand(-1, -1, out.shape[-1]))
 
     model.forward = forward
     return model
