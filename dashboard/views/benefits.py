@@ -36,15 +36,21 @@ CLAIMS = {
                "representation', and larger models 'risk overfitting'. Measured: validation loss of each size at an "
                "equal token budget and at an equal training-FLOP budget, a power law fitted to your points, and the "
                "train/validation gap after repeated epochs on a small subset.",
-    "stability": "Claim: deeper models 'may suffer from vanishing/exploding gradients' (DeepNorm exists to tame "
-                 "them). Measured: per-layer gradient norms at initialisation and during training for DeepNorm (the "
-                 "seed's flag), pre-norm and plain post-norm at increasing depth; divergences counted.",
+    "stability": "Claim: deeper models 'may suffer from vanishing/exploding gradients'; DeepNorm exists to tame them. "
+                 "DeepNet (Wang et al. 2022) states it as trainability: deep post-norm diverges at learning rates where "
+                 "DeepNorm still trains. Measured: for DeepNorm (the seed's flag), pre-norm and plain post-norm at each "
+                 "depth, a learning-rate sweep with gradient clipping off over several seeds: the largest learning "
+                 "rate at which every seed trains (no divergence, ends below the unigram line), and the first/last "
+                 "block gradient ratio with its interval over seeds.",
     "extrapolation": "Claim: ALiBi / xpos let the model handle sequences longer than it was trained on (Press et al. "
                      "2022 report ALiBi staying flat past the training length). Measured: loss per position at 1-8x the "
                      "training length for ALiBi, rotary, xpos, ALiBi + xpos (the seed) and learned absolute positions.",
-    "heads": "Claim: more heads give 'diverse attention' with 'diminishing returns'; attn_one_kv_head saves KV cache. "
-             "Measured: loss for several head counts at equal parameters, and 1 vs grouped vs full K/V heads next to "
-             "the KV-cache bytes each needs.",
+    "heads": "Claim: more heads give 'diverse attention' with 'diminishing returns'; attn_one_kv_head (multi-query, "
+             "Shazeer 2019) saves KV cache at little cost; grouped K/V (Ainslie et al. 2023) sits between. Measured over "
+             "5 seeds, paired per validation window: head counts at equal parameters with the ALiBi share and the "
+             "rotary width held fixed (the rotary rule as its own arm), 1 vs grouped vs full K/V heads next to the "
+             "KV-cache bytes each needs, and a shuffled-context control that shows what size of difference the probe "
+             "can see.",
 }
 LABELS = {"scaling": "scaling (dim / depth / heads)", "stability": "stability (DeepNorm vs pre/post-norm)",
           "extrapolation": "extrapolation (positions)", "heads": "heads and K/V heads"}
@@ -274,9 +280,9 @@ def _downloads(frame: pd.DataFrame, probe: str) -> None:
 
 def chart(fig: go.Figure, key: str) -> None:
     """Every chart of the tab: the unigram "learned nothing" line on each loss chart and ``not_learned`` on the
-    legend of configurations whose runs all ended above it (``bc.add_unigram_line``, ``bc.label_not_learned``)."""
+    legend of configurations whose runs all ended above it (``bc.with_unigram_line``, ``bc.label_not_learned``)."""
     unigram, not_learned = _LOSS_LINE.get()
-    view_common.chart(bc.label_not_learned(bc.add_unigram_line(fig, unigram), not_learned), key)
+    view_common.chart(bc.label_not_learned(bc.with_unigram_line(fig, unigram), not_learned), key)
 
 
 def _results(ctx: Ctx, probe: str, frame: pd.DataFrame) -> None:
@@ -418,25 +424,55 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
 
 
 def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
-    div = analysis.divergences(frame)
-    depths = sorted(int(d) for d in frame["axis_value"].dropna().unique())
-    cols = st.columns([1, 1, 2])
+    from xtlens.profiling.benefit import probe_stability as ps
+
+    outcomes = ps.run_outcomes(frame)
+    if outcomes.empty:
+        st.info("No stability runs to show.")
+        return
+    largest = ps.largest_stable_lr(outcomes)
+    ratios = ps.grad_ratio_table(ps.grad_ratios(frame))
+    cols = st.columns(2)
+    with cols[0]:
+        chart(bc.stable_lr_chart(outcomes, largest, title="Largest stable learning rate per norm and depth"),
+              "benefits.stability.lr")
+    with cols[1]:
+        chart(bc.grad_ratio_chart(ratios, when="init", title="Gradient ratio first / last block at initialisation"),
+              "benefits.stability.ratio")
+    st.caption("Left: each swept (depth, peak lr) cell per norm: filled = every seed trained (ended below the unigram "
+               "line), open = a seed stayed on the unigram plateau, x = a seed diverged (clipping off); the line joins "
+               "the largest stable lr. Right: geometric mean over seeds, bars = 95% seed-bootstrap interval; at step 0 "
+               "the ratio does not depend on the learning rate.")
+    table = ps.stability_table(frame)
+    st.dataframe(table.rename(columns={"largest_stable_lr": "largest stable lr",
+                                       "first_step_below_unigram": "first step below unigram (mean)",
+                                       "val_loss_nats_at_largest_stable_lr": "val loss at it (nats/token)",
+                                       "unigram_entropy_nats": "unigram (nats/token)"}),
+                 hide_index=True, key="benefits.df.stab")
+    depths = sorted(int(d) for d in outcomes["depth"].dropna().unique())
+    lrs = sorted(float(v) for v in outcomes["lr"].dropna().unique())
+    cols = st.columns(2)
     depth = cols[0].selectbox("depth", depths, index=len(depths) - 1, key="benefits.stability.depth")
-    steps = sorted(int(s) for s in frame.loc[frame["row_kind"] == "layer", "step"].dropna().unique())
-    step = cols[1].selectbox("step for the profile", steps, index=0, key="benefits.stability.step",
-                             help="0 = at initialisation, before any update")
-    cols[2].dataframe(div.rename(columns={"val_loss_nats": "final val loss (nats/token)"}), hide_index=True,
-                      key="benefits.df.div")
-    chart(bc.grad_profile(frame, depth=depth, step=step,
-                          title=f"Gradient norm per layer at step {step}, depth {depth}"), "benefits.stability.profile")
-    st.caption("Heat maps: log10 of each layer's gradient norm (before clipping) at every evaluated step, one colour "
-               "scale for all three so that they compare; dark = vanishing.")
-    zrange = bc.grad_range(frame, depth=depth)
-    cols = st.columns(3)
-    for col, variant in zip(cols, ("deepnorm", "pre_norm", "post_norm"), strict=True):
-        with col:
-            chart(bc.grad_heatmap(frame, variant=variant, depth=depth, zrange=zrange,
-                                  title=f"{variant}, depth {depth}"), f"benefits.stability.heat.{variant}")
+    lr = cols[1].selectbox("peak learning rate", lrs, index=0, key="benefits.stability.lr_pick",
+                           format_func=lambda v: f"{v:g}")
+    chart(bc.stability_curves(frame, depth=depth, lr=lr, title=f"Validation loss, depth {depth}, peak lr {lr:g}"),
+          "benefits.stability.curves")
+    sub = frame[ps.peak_lrs(frame) == lr] if "config_name" in frame else frame
+    steps = sorted(int(s) for s in sub.loc[sub["row_kind"] == "layer", "step"].dropna().unique())
+    if steps:
+        step = st.selectbox("step for the profile", steps, index=0, key="benefits.stability.step",
+                            help="0 = at initialisation, before any update")
+        chart(bc.grad_profile(sub, depth=depth, step=step,
+                              title=f"Gradient norm per layer at step {step}, depth {depth}, lr {lr:g}"),
+              "benefits.stability.profile")
+        zrange = bc.grad_range(sub, depth=depth)
+        cols = st.columns(3)
+        for col, variant in zip(cols, ("deepnorm", "pre_norm", "post_norm"), strict=True):
+            with col:
+                chart(bc.grad_heatmap(sub, variant=variant, depth=depth, zrange=zrange,
+                                      title=f"{variant}, depth {depth}, lr {lr:g}"), f"benefits.stability.heat.{variant}")
+        st.caption("Heat maps: log10 of each layer's gradient norm (clipping off) at every evaluated step of the first "
+                   "seed, one colour scale for all three so that they compare; dark = vanishing.")
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
@@ -450,7 +486,22 @@ def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
 
 
 def _heads(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
-    table = analysis.heads_table(frame)
+    from xtlens.profiling.benefit import probe_heads as ph
+
+    table = ph.heads_table(frame)
+    chart(bc.heads_effects(table, title="Loss difference vs the reference (family head count, full K/V), "
+                                         "next to KV-cache bytes per token"), "benefits.heads.effects")
+    st.caption("Each arm minus the reference, paired per validation window; bars = 95% interval (seeds and windows "
+               "resampled); grey band = ± the probe's largest minimum detectable effect (80% power, 5% level): a "
+               "difference inside it cannot be told from 0 at this budget. The shuffled-context control shows the size "
+               "of a difference the probe does detect. Grey markers: an arm that did not get below the unigram line.")
+    ctl = ph.control_table(frame)
+    if not ctl.empty:
+        r = ctl.iloc[0]
+        st.caption(f"Control (context shuffled at evaluation): {r['effect_nats']:+.4f} nats/token "
+                   f"[{r['ci95_low']:+.4f}, {r['ci95_high']:+.4f}]; the probe's minimum detectable effect: "
+                   + (f"{r['probe_min_detectable_effect_nats']:.4f}" if pd.notna(r["probe_min_detectable_effect_nats"])
+                      else "?") + " nats/token.")
     cols = st.columns(2)
     with cols[0]:
         chart(bc.heads_bars(table, title="Equal parameters: validation loss per head count"), "benefits.heads.bars")
@@ -458,8 +509,10 @@ def _heads(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
         chart(bc.kv_tradeoff(table, title="K/V heads: validation loss vs KV-cache bytes per token"),
               "benefits.heads.kv")
     st.dataframe(table.rename(columns={"kv_cache_bytes_per_token": "KV cache (bytes/token, float32)",
-                                       "val_loss_nats": "val loss (nats/token)",
-                                       "val_bits_per_byte": "val (bits/byte)", "num_params": "parameters"}),
+                                       "val_loss_nats": "val loss (nats/token)", "num_params": "parameters",
+                                       "diff_vs_reference_nats": "Δ vs reference (nats/token)",
+                                       "min_detectable_effect_nats": "min detectable (nats/token)",
+                                       "unigram_entropy_nats": "unigram (nats/token)"}),
                  hide_index=True, key="benefits.df.heads")
 
 

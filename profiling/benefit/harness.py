@@ -7,7 +7,8 @@ Recipe (what every probe uses unless told otherwise):
 * batches of ``batch`` windows of ``seq_len + 1`` tokens at positions drawn from ``torch.Generator(seed)``
   over the training split; next-token cross-entropy (``logits[:, t]`` predicts token ``t + 1``);
 * global gradient-norm clipping at ``grad_clip`` (the pre-clip norm and the share of clipped steps are
-  reported);
+  reported); ``grad_clip=None`` switches clipping off (the norm is still measured and reported, ``clip_fraction``
+  is then missing);
 * bf16 autocast on CUDA, float32 on CPU; the model is built with ``build_model(cfg, seed=seed)`` and the
   batch order uses the same seed, so a run is a pure function of (configuration, data, budget, settings,
   seed) on a given device;
@@ -15,9 +16,22 @@ Recipe (what every probe uses unless told otherwise):
   (``steps = flops // train_step_flops``, the cost model's ``flop_counts(cfg, Workload(batch, seq_len))
   .train_step_flops``: forward + backward = 3 x forward, full-square attention, 1 multiply-add = 2 FLOPs).
   ``train_flops`` in every row is that per-step number times the steps done.
-* validation: non-overlapping windows of the validation split (up to ``eval_tokens`` targets), loss in nats
-  per token, and bits per byte = total nats / ln 2 / UTF-8 bytes of the evaluated target tokens (exact for
-  byte-level BPE).
+* validation: non-overlapping windows of the training length L over the validation split (window ``i``
+  predicts targets ``i L + 1 .. (i + 1) L``), loss in nats per token, and bits per byte = total nats / ln 2 /
+  UTF-8 bytes of the evaluated target tokens (exact for byte-level BPE). The evaluations during training read a
+  stated fixed sample: ``eval_tokens // L`` windows spread evenly over the split (window indices
+  ``floor(k W / n)``, ``k = 0 .. n-1`` of the ``W = floor((val_tokens - 1) / L)`` windows), the same for every
+  run and step. The FINAL evaluation (after the last step) reads the WHOLE split: all ``W`` windows, one
+  ``window`` row each (``window_index``, its loss, bytes and ``context_gain_nats``), and the same at each
+  length of ``eval_seq_lens`` (windows of that length; past L also ``beyond_train_len_loss_nats``, the mean
+  loss at positions >= L). Every run on a split evaluates the same windows, so two arms pair per window.
+* ``context_gain_nats`` = mean loss at positions ``[0, CONTEXT_HEAD_TOKENS)`` minus mean loss at positions
+  ``[L/2, L)`` of a window: above 0 when the model uses the context it was trained on.
+  ``evaluate(..., shuffle_context=True)`` is its control (inputs permuted within each window).
+* every row carries ``peak_lr``, ``tokens_per_param`` (the tokens the run trains on, ``steps x batch x L``,
+  per parameter of the built model), the split's ``val_leak_fraction`` and ``split_version``, and
+  ``unigram_entropy_nats`` (the split's ``unigram_val_nats``, a unigram fitted on training; when the corpus
+  object has none, the old measure: the empirical entropy of the validation split itself).
 * divergence: a non-finite loss or gradient, or a training loss more than ``diverge_nats`` above
   ``max(ln V, first loss)``, ends the run with a ``diverged`` row at that step.
 """
@@ -40,7 +54,11 @@ from xtlens.profiling.benefit.records import ProbeRecord
 from xtlens.profiling.results.records import config_key, now_iso
 
 __all__ = ["BudgetError", "Budget", "TrainSettings", "RunSpec", "train_run", "steps_for", "step_flops",
-           "layer_of", "make_batch", "Builder"]
+           "layer_of", "make_batch", "Builder", "evaluate", "window_indices", "position_edges", "context_gain",
+           "CONTEXT_HEAD_TOKENS", "final_row"]
+
+#: ``context_gain_nats``: the first positions of a window (the least context) against its second half
+CONTEXT_HEAD_TOKENS = 4
 
 Progress = Callable[[float, str], None]
 Builder = Callable[[ModelConfig, int, str], nn.Module]
@@ -77,9 +95,9 @@ class TrainSettings:
     warmup_frac: float = 0.1  # linear warm-up over this share of the steps (at least 1 step)
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    grad_clip: float | None = 1.0  # None: clipping off (the pre-clip norm is still reported)
     evals: int = 8  # evaluation points after step 0 (evenly spaced, the last step always included)
-    eval_tokens: int = 8192
+    eval_tokens: int = 8192  # evaluations during training: this many tokens, a fixed sample of windows
     eval_seq_lens: tuple[int, ...] = ()  # extrapolation: also evaluate at these lengths (per position)
     position_buckets: int = 8
     layer_stats: bool = True
@@ -172,42 +190,97 @@ def _autocast(device: str):
     return contextlib.nullcontext()
 
 
+def window_indices(n_tokens: int, seq_len: int, max_tokens: int | None = None) -> torch.Tensor:
+    """Which windows of ``seq_len`` an evaluation reads: all ``W = floor((n_tokens - 1) / seq_len)`` of them
+    (``max_tokens`` None, or at least ``W * seq_len``), else the stated fixed sample of ``k = max(1, max_tokens //
+    seq_len)`` windows spread evenly over the split (indices ``floor(j W / k)``, ``j = 0 .. k-1``)."""
+    total = (n_tokens - 1) // seq_len
+    if total < 1:
+        raise BudgetError(f"the validation split has {n_tokens:,} tokens, fewer than one window of {seq_len} (+1 "
+                          "target)", "--seq-len")
+    if max_tokens is None or max_tokens // seq_len >= total:
+        return torch.arange(total)
+    k = max(1, max_tokens // seq_len)
+    return torch.arange(k) * total // k
+
+
+def position_edges(seq_len: int, buckets: int) -> list[int]:
+    """Position buckets of a window: ``buckets`` equal buckets, the first split at powers of two (0, 1, 2, 4, ...)
+    so the loss of the first positions (the least context) is shown on its own."""
+    uniform = {round(seq_len * k / buckets) for k in range(buckets + 1)}
+    head = {0}
+    p = 1
+    first = min(e for e in uniform if e > 0)
+    while p < first:
+        head.add(p)
+        p *= 2
+    return sorted(uniform | head)
+
+
+def context_gain(nll: torch.Tensor, train_len: int) -> torch.Tensor | None:
+    """Per window (rows of ``nll``, loss per position): mean loss at positions ``[0, CONTEXT_HEAD_TOKENS)`` minus
+    mean loss at positions ``[train_len / 2, train_len)``; None when ``train_len < 2 * CONTEXT_HEAD_TOKENS``."""
+    if train_len < 2 * CONTEXT_HEAD_TOKENS or nll.shape[1] < train_len:
+        return None
+    return nll[:, :CONTEXT_HEAD_TOKENS].mean(1) - nll[:, train_len // 2: train_len].mean(1)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, ids: torch.Tensor, token_bytes: torch.Tensor, *, seq_len: int, max_tokens: int,
-             device: str, buckets: int = 0, batch: int = 16, keep_nll: bool = False) -> dict[str, Any]:
-    """Validation loss over non-overlapping windows of ``seq_len`` (at least one window) covering the first
-    ``windows * seq_len + 1`` tokens; ``keep_nll`` also returns every target's loss in order (``nll``)."""
-    windows = max(1, min(max_tokens // seq_len, (ids.numel() - 1) // seq_len))
-    if (ids.numel() - 1) < seq_len:
-        raise BudgetError(f"the validation split has {ids.numel():,} tokens, fewer than one window of {seq_len}",
-                          "--seq-len")
-    x_all = ids[: windows * seq_len].view(windows, seq_len)
-    y_all = ids[1: windows * seq_len + 1].view(windows, seq_len)
+def evaluate(model: nn.Module, ids: torch.Tensor, token_bytes: torch.Tensor, *, seq_len: int,
+             max_tokens: int | None = None, device: str = "cpu", buckets: int = 0, batch: int = 16,
+             train_len: int | None = None, shuffle_context: bool = False, shuffle_seed: int = 0) -> dict[str, Any]:
+    """Validation loss over non-overlapping windows of ``seq_len`` (``window_indices``: the whole split when
+    ``max_tokens`` is None, else the fixed sample). Returns ``loss`` (nats/token), ``bpb``, ``tokens``, ``bytes``,
+    ``windows``, ``window_index`` (the windows read), ``nll`` (windows x seq_len, float64: each target's loss),
+    ``window_bytes``, ``context_gain`` (mean over windows, with ``train_len``, default ``seq_len``; and
+    ``context_gain_windows``), ``beyond`` (per window, mean loss at positions >= ``train_len``; None unless
+    ``seq_len > train_len``) and, with ``buckets``, ``buckets`` = [(start, end, mean loss)] (``position_edges``).
+
+    ``shuffle_context`` is the context-ablation control: within each window the (input, target) pairs are
+    permuted (a fixed permutation per window from ``torch.Generator(shuffle_seed)``): every target is still
+    predicted from its own input token, but the tokens before it are the window's tokens in random order. A
+    model that uses the order of its context loses its context gain; the same targets (and bytes) are scored.
+    """
+    train_len = train_len or seq_len
+    idx = window_indices(ids.numel(), seq_len, max_tokens)
+    pos = idx[:, None] * seq_len + torch.arange(seq_len)[None, :]
+    x_all, y_all = ids[pos], ids[pos + 1]
+    if shuffle_context:
+        perm = torch.rand(x_all.shape, generator=torch.Generator().manual_seed(shuffle_seed)).argsort(dim=1)
+        x_all, y_all = x_all.gather(1, perm), y_all.gather(1, perm)
+    windows = int(idx.numel())
     was_training = model.training
     model.eval()
-    nats_pos = torch.zeros(seq_len, dtype=torch.float64)
-    kept = []
+    parts = []
     for i in range(0, windows, batch):
         x, y = x_all[i:i + batch].to(device), y_all[i:i + batch].to(device)
         with _autocast(device):
             logits = model(x)
         nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-        nats_pos += nll.view(-1, seq_len).double().sum(0).cpu()
-        if keep_nll:
-            kept.append(nll.double().cpu())
+        parts.append(nll.view(-1, seq_len).double().cpu())
     model.train(was_training)
-    total_nats = float(nats_pos.sum())
-    n_targets = windows * seq_len
-    n_bytes = int(token_bytes[y_all.reshape(-1)].sum())
-    out: dict[str, Any] = {"loss": total_nats / n_targets, "bpb": total_nats / math.log(2) / n_bytes,
-                           "tokens": n_targets, "bytes": n_bytes, "windows": windows}
-    if keep_nll:
-        out["nll"] = torch.cat(kept)
+    nll = torch.cat(parts)
+    total_nats = float(nll.sum())
+    window_bytes = token_bytes[y_all].sum(1)
+    n_bytes = int(window_bytes.sum())
+    gain = context_gain(nll, train_len)
+    out: dict[str, Any] = {"loss": total_nats / (windows * seq_len), "bpb": total_nats / math.log(2) / n_bytes,
+                           "tokens": windows * seq_len, "bytes": n_bytes, "windows": windows, "window_index": idx,
+                           "nll": nll, "window_bytes": window_bytes, "context_gain_windows": gain,
+                           "context_gain": float(gain.mean()) if gain is not None else None,
+                           "beyond": nll[:, train_len:].mean(1) if seq_len > train_len else None}
     if buckets:
-        edges = [round(seq_len * k / buckets) for k in range(buckets + 1)]
-        out["buckets"] = [(a, b, float(nats_pos[a:b].sum()) / (windows * (b - a))) for a, b in zip(edges, edges[1:], strict=False)
-                          if b > a]
+        per_pos = nll.mean(0)
+        edges = position_edges(seq_len, buckets)
+        out["buckets"] = [(a, b, float(per_pos[a:b].mean())) for a, b in zip(edges, edges[1:], strict=False) if b > a]
     return out
+
+
+def _global_norm(params: Sequence[torch.nn.Parameter], clip: float | None) -> torch.Tensor:
+    """The global L2 gradient norm before clipping; clips to ``clip`` unless it is None (clipping off)."""
+    if clip is None:
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return torch.nn.utils.clip_grad_norm_(params, clip)
 
 
 def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", device_name: str = "",
@@ -221,28 +294,37 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
     if train_ids.numel() < s.seq_len + 2:
         raise BudgetError(f"the training data has {train_ids.numel():,} tokens, fewer than one window of "
                           f"{s.seq_len + 1}", "--seq-len")
+    if s.grad_clip is not None and not s.grad_clip > 0:
+        raise BudgetError(f"{s.grad_clip} is not allowed: a positive gradient-norm limit, or None (clipping off)",
+                          "grad_clip")
+    window_indices(data.val_tokens, s.seq_len)  # a validation split shorter than one window: refused up front
     versions = versions or {}
     pc = param_counts(cfg)
     kv = memory_estimate(cfg, Workload(batch=1, seq_len=1)).kv_cache_bytes_per_token
-    unigram = unigram_entropy_nats(data.val_ids)
+    unigram = data.unigram_val_nats if data.unigram_val_nats is not None else unigram_entropy_nats(data.val_ids)
+    model = (build or default_builder)(cfg, run.seed, device)
+    model.train()
+    num_params = sum(p.numel() for p in model.parameters())  # the built model (a custom builder may differ)
+    trained_tokens = steps * s.batch * s.seq_len
     common = dict(probe=run.probe, run_key=run_key, config_name=run.config_name or run.variant,
                   config_key=config_key(cfg), config_json=cfg.to_json(), variant=run.variant, axis=run.axis,
                   axis_value=run.axis_value, budget_kind=run.budget_kind_label or run.budget.kind, seed=run.seed,
                   steps_total=steps, budget_tokens=run.budget.value if run.budget.kind == "tokens" else None,
                   budget_flops=run.budget.value if run.budget.kind == "flops" else None,
                   unigram_entropy_nats=unigram, grad_clip=s.grad_clip, train_seq_len_tokens=s.seq_len,
-                  batch=s.batch, num_params=pc.num_params, non_embedding_params=pc.non_embedding_params,
+                  batch=s.batch, num_params=num_params, non_embedding_params=pc.non_embedding_params,
                   kv_cache_bytes_per_token=kv, corpus_name=data.corpus_name, corpus_sha256=data.corpus_sha256,
                   vocab_size=data.vocab_size, train_split_tokens=int(train_ids.numel()),
                   val_split_tokens=data.val_tokens, val_split_bytes=data.val_bytes, device=device,
                   device_name=device_name, autocast_dtype="bfloat16" if device.startswith("cuda") else "float32",
                   torch_version=versions.get("torch", torch.__version__),
-                  xtransformers_version=versions.get("x-transformers", ""))
+                  xtransformers_version=versions.get("x-transformers", ""), peak_lr=s.lr,
+                  tokens_per_param=trained_tokens / num_params, val_leak_fraction=data.val_leak_fraction,
+                  split_version=data.split_version)
     rows: list[ProbeRecord] = []
-    model = (build or default_builder)(cfg, run.seed, device)
-    model.train()
     layer_types = list(getattr(model.attn_layers, "layer_types", ()))
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    plist = [p for _, p in params]
     groups: dict[str, list[torch.nn.Parameter]] = {}
     for n, p in params:
         groups.setdefault(layer_of(n, layer_types), []).append(p)
@@ -259,23 +341,45 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
     window_clipped = 0
     train_time = 0.0
     started = time.perf_counter()
+    final: dict[str, Any] = {}
+
+    def window_rows(base: dict[str, Any], ev: dict[str, Any], length: int, change: torch.Tensor | None) -> None:
+        nats = ev["nll"].sum(1)
+        gain, beyond = ev["context_gain_windows"], ev["beyond"]
+        for j, w in enumerate(ev["window_index"].tolist()):
+            nb = int(ev["window_bytes"][j])
+            rows.append(ProbeRecord(**base, row_kind="window", window_index=w, eval_seq_len_tokens=length,
+                                    val_loss_nats=float(nats[j]) / length,
+                                    val_bits_per_byte=float(nats[j]) / math.log(2) / nb if nb else None,
+                                    eval_tokens=length, eval_bytes=nb,
+                                    context_gain_nats=float(gain[j]) if gain is not None else None,
+                                    beyond_train_len_loss_nats=float(beyond[j]) if beyond is not None else None,
+                                    loss_change_vs_train_len_nats=float(change[j]) if change is not None else None))
 
     def eval_rows(step: int, *, train_loss: float | None, grad_norm: float | None, clip_fraction: float | None,
                   lr: float | None, layer_stats: dict[str, tuple[float, float | None]] | None,
                   status: str = "ok", error: str | None = None) -> None:
-        ev = evaluate(model, data.val_ids, data.token_bytes, seq_len=s.seq_len, max_tokens=s.eval_tokens,
-                      device=device) if status == "ok" else None
+        last = step == steps and status == "ok"
+        ev = None
+        if status == "ok":  # the last step reads the whole split; the others the fixed sample
+            ev = evaluate(model, data.val_ids, data.token_bytes, seq_len=s.seq_len,
+                          max_tokens=None if last else s.eval_tokens, device=device, batch=16,
+                          buckets=s.position_buckets if last else 0)
         base = dict(common, step=step, tokens_seen=step * s.batch * s.seq_len, train_flops=step * per_step_flops,
                     elapsed_s=time.perf_counter() - started, timestamp=now_iso(),
                     tokens_per_s=(step * s.batch * s.seq_len / train_time) if train_time > 0 else None)
         rows.append(ProbeRecord(**base, row_kind="eval", train_loss_nats=train_loss,
                                 val_loss_nats=ev["loss"] if ev else None, val_bits_per_byte=ev["bpb"] if ev else None,
+                                context_gain_nats=ev["context_gain"] if ev else None,
                                 eval_seq_len_tokens=s.seq_len, eval_tokens=ev["tokens"] if ev else None,
                                 eval_bytes=ev["bytes"] if ev else None, grad_norm=grad_norm,
                                 clip_fraction=clip_fraction, lr=lr, status=status, error=error))
         for layer, (gnorm, ratio) in (layer_stats or {}).items():
             rows.append(ProbeRecord(**base, row_kind="layer", layer=layer, grad_norm=gnorm,
                                     update_to_weight_ratio=ratio, status=status))
+        if last:
+            final["ev"] = ev
+            window_rows(base | {"elapsed_s": time.perf_counter() - started}, ev, s.seq_len, None)
 
     def layer_grad_norms() -> dict[str, float]:
         return {layer: float(torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in ps if p.grad is not None)
@@ -302,7 +406,7 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
             logits = model(x.to(device, non_blocking=True))
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1))
         loss.backward()
-        gnorm_t = torch.nn.utils.clip_grad_norm_([p for _, p in params], s.grad_clip)
+        gnorm_t = _global_norm(plist, s.grad_clip)
         done = step + 1
         is_eval = done in eval_steps
         stats = None
@@ -321,7 +425,7 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
                 stats[k] = (grads[k], dw / w if w > 0 else None)
         first_loss = loss_v if first_loss is None else first_loss
         window_losses.append(loss_v)
-        window_clipped += int(gnorm > s.grad_clip)
+        window_clipped += int(s.grad_clip is not None and gnorm > s.grad_clip)
         if not (math.isfinite(loss_v) and math.isfinite(gnorm)) or loss_v > max(limit, first_loss) + s.diverge_nats:
             why = ("a non-finite loss or gradient" if not (math.isfinite(loss_v) and math.isfinite(gnorm)) else
                    f"training loss {loss_v:.3g} nats > max(ln V, first loss) + {s.diverge_nats:g}")
@@ -331,27 +435,44 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
             return rows
         if is_eval:
             eval_rows(done, train_loss=sum(window_losses) / len(window_losses), grad_norm=gnorm,
-                      clip_fraction=window_clipped / len(window_losses), lr=lr, layer_stats=stats)
+                      clip_fraction=window_clipped / len(window_losses) if s.grad_clip is not None else None, lr=lr,
+                      layer_stats=stats)
             window_losses, window_clipped = [], 0
             if progress is not None:
-                last = rows[-1 - (len(stats) if stats else 0)]
+                last = final_row(rows)
                 progress(done / steps, f"step {done}/{steps}, train {last.train_loss_nats:.3f}, val "
                                        f"{last.val_loss_nats:.3f} nats/token")
+    short = final["ev"]  # the whole split in windows of the training length
     for length in s.eval_seq_lens:
-        ev = evaluate(model, data.val_ids, data.token_bytes, seq_len=length, max_tokens=max(s.eval_tokens, length),
-                      device=device, buckets=s.position_buckets, batch=max(1, 16 * s.seq_len // length), keep_nll=True)
-        # the same target tokens, evaluated in windows of the training length: the per-token difference is what
-        # the longer window changes (0 for the first seq_len positions of a window, which see the same context)
-        short = evaluate(model, data.val_ids, data.token_bytes, seq_len=s.seq_len, max_tokens=ev["tokens"],
-                         device=device, keep_nll=True) if length % s.seq_len == 0 else None
-        delta = (ev["nll"] - short["nll"]).view(-1, length) if short is not None else None
         base = dict(common, step=steps, tokens_seen=steps * s.batch * s.seq_len, train_flops=steps * per_step_flops,
-                    eval_seq_len_tokens=length, timestamp=now_iso(), elapsed_s=time.perf_counter() - started)
+                    eval_seq_len_tokens=length, timestamp=now_iso())
+        if length == s.seq_len:
+            ev, delta = short, torch.zeros_like(short["nll"])
+        else:
+            ev = evaluate(model, data.val_ids, data.token_bytes, seq_len=length, max_tokens=None, device=device,
+                          buckets=s.position_buckets, batch=max(1, 16 * s.seq_len // length), train_len=s.seq_len)
+            # the same target tokens in windows of the training length (a prefix of the final evaluation's
+            # windows): the per-token difference is what the longer window changes (0 for its first seq_len
+            # positions, which see the same context)
+            m = length // s.seq_len
+            delta = (ev["nll"] - short["nll"][: ev["windows"] * m].reshape(ev["windows"], length)
+                     if length % s.seq_len == 0 else None)
+        base["elapsed_s"] = time.perf_counter() - started
         rows.append(ProbeRecord(**base, row_kind="eval_length", val_loss_nats=ev["loss"], val_bits_per_byte=ev["bpb"],
-                                eval_tokens=ev["tokens"], eval_bytes=ev["bytes"],
+                                eval_tokens=ev["tokens"], eval_bytes=ev["bytes"], context_gain_nats=ev["context_gain"],
+                                beyond_train_len_loss_nats=float(ev["beyond"].mean()) if ev["beyond"] is not None
+                                else None,
                                 loss_change_vs_train_len_nats=float(delta.mean()) if delta is not None else None))
         for a, b, loss in ev["buckets"]:
             rows.append(ProbeRecord(**base, row_kind="position", position_start_tokens=a, position_end_tokens=b,
                                     val_loss_nats=loss, loss_change_vs_train_len_nats=float(delta[:, a:b].mean())
                                     if delta is not None else None))
+        if length != s.seq_len:
+            window_rows({k: v for k, v in base.items() if k != "eval_seq_len_tokens"}, ev, length,
+                        delta.mean(1) if delta is not None else None)
     return rows
+
+
+def final_row(rows: Sequence[ProbeRecord]) -> ProbeRecord:
+    """The last ``eval`` row of a run's rows."""
+    return next(r for r in reversed(rows) if r.row_kind == "eval")

@@ -176,14 +176,14 @@ def test_the_export_tab_lists_the_claims_table(monkeypatch) -> None:
 def test_unigram_line_goes_on_loss_charts_only_once_and_inside_a_fixed_range() -> None:
     fig = go.Figure(go.Bar(x=["a"], y=[4.0]))
     fig.update_yaxes(range=[3.9, 4.1], title_text=bc.LOSS_AXIS)
-    bc.add_unigram_line(fig, UNIGRAM)
-    bc.add_unigram_line(fig, UNIGRAM)
+    bc.with_unigram_line(fig, UNIGRAM)
+    bc.with_unigram_line(fig, UNIGRAM)
     assert bc.unigram_shapes(fig) == [UNIGRAM]
     lo, hi = fig.layout.yaxis.range
     assert lo == 3.9 and hi > UNIGRAM  # widened to show it
     delta = go.Figure(go.Scatter(x=[1], y=[0.1]))
     delta.update_yaxes(title_text="Δ loss vs 64-token windows (nats; < 0: helps)")
-    assert bc.unigram_shapes(bc.add_unigram_line(delta, UNIGRAM)) == []
+    assert bc.unigram_shapes(bc.with_unigram_line(delta, UNIGRAM)) == []
     grads = go.Figure(go.Scatter(x=[1], y=[0.1]))
     grads.update_yaxes(title_text="gradient norm (L2, before clipping; log)")
     assert not bc.is_loss_chart(grads)
@@ -244,4 +244,4 @@ def test_loss_curves_draw_the_unigram_line_inside_their_range_once() -> None:
     assert bc.unigram_shapes(fig) == [UNIGRAM]
     lo, hi = fig.layout.yaxis.range
     assert lo < 2.9 and hi > UNIGRAM
-    assert bc.unigram_shapes(bc.add_unigram_line(fig, UNIGRAM)) == [UNIGRAM]
+    assert bc.unigram_shapes(bc.with_unigram_line(fig, UNIGRAM)) == [UNIGRAM]
