@@ -14,7 +14,7 @@ from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views import common as view_common
 from xtlens.profiling.benefit import analysis, report
 from xtlens.profiling.benefit.cli import LIMITS, int_list
-from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, CorpusError, TokenizedCorpus
+from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, LEAK_WINDOW_BYTES, SPLIT_VERSION, CorpusError
 from xtlens.profiling.benefit.harness import BudgetError, steps_for
 from xtlens.profiling.benefit.probe_store import describe_sources
 from xtlens.profiling.benefit.probes import (
@@ -163,10 +163,11 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
 
 
 #: the split in words (the rule's name is the corpus module's; the measured leak is shown with the results)
-SPLIT_CAPTION = (f"Split rule `{TokenizedCorpus.__dataclass_fields__['split_version'].default}` (about 10 % of the "
-                 "text is validation; docs/benefits.md describes the rule): its measured leak, `val_leak_fraction` "
-                 "(the share of validation tokens inside 64-byte strings that also occur in training), and the "
-                 "unigram line are shown with the results.")
+SPLIT_CAPTION = (f"Split rule `{SPLIT_VERSION}`: paragraphs normalised and deduplicated, chunks that share a "
+                 f"{LEAK_WINDOW_BYTES}-byte string kept together on one side, each group assigned by hash (about 10 % "
+                 "validation). Its measured leak, `val_leak_fraction` (the share of validation tokens inside "
+                 f"{LEAK_WINDOW_BYTES}-byte strings that also occur in training), and the unigram line are shown with "
+                 "the results.")
 
 
 def _family_line(opt: ProbeOptions) -> str:

@@ -166,7 +166,8 @@ class WallTime:
 #: measurement: time the probe (``xtlens probe NAME --fresh [--quick]``), then add its seconds here with
 #: ``python -m xtlens.profiling.benefit.report`` (prints the current fingerprints) and the load average.
 MEASURED_WALL_TIMES: dict[str, WallTime] = {
-    # docs/benefits.md, "Wall time of each default probe": 2026-11-26, 1 torch thread, AMD EPYC, 2 shared CPUs
+    # docs/benefits.md, "Wall time of each default probe": 2026-11-26, 1 torch thread, AMD EPYC, 2 shared CPUs;
+    # measured with the earlier split (hash-chunks-v1) and settings: quoted only while those fingerprints match
     "scaling": WallTime(wall_s=94, settings_fingerprint="014927d5c2d9",
                         how="2026-11-26, 1 torch thread on 2 shared CPU cores, load 3.9 -> 3.0"),
     "stability": WallTime(wall_s=119, settings_fingerprint="051bdf0d8161",
@@ -181,12 +182,11 @@ MEASURED_WALL_TIMES: dict[str, WallTime] = {
 def settings_fingerprint(probe: str, quick: bool = False) -> str:
     """A short hash of the settings a probe runs with by default (``DEFAULTS``, with ``QUICK`` over them when
     ``quick``) and the split rule's default name: a recorded wall time belongs to these settings only."""
-    from xtlens.profiling.benefit.corpus import TokenizedCorpus
+    from xtlens.profiling.benefit.corpus import SPLIT_VERSION
     from xtlens.profiling.benefit.probes import DEFAULTS, QUICK
 
     settings = DEFAULTS[probe] | (QUICK[probe] if quick else {})
-    split = TokenizedCorpus.__dataclass_fields__["split_version"].default
-    text = json.dumps({"settings": settings, "split": split}, sort_keys=True, default=str)
+    text = json.dumps({"settings": settings, "split": SPLIT_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

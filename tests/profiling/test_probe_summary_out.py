@@ -47,28 +47,37 @@ def test_quick_sets_the_probe_options_quick() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suffix", ["csv", "json"])
-def test_summary_out_writes_one_row_per_claim_with_the_issue_columns(tmp_path, capsys, suffix) -> None:
-    """A real quick probe run end to end (the smallest probe: extrapolation at its quick settings, one seed)."""
+def test_summary_out_writes_one_row_per_claim_with_the_issue_columns(tmp_path, capsys) -> None:
+    """A real quick probe run end to end (heads at its quick settings, one seed, a smaller budget); then the same
+    probe again, served from the result store, writing Markdown."""
     from xtlens.profiling.benefit.claims import VERDICTS, read_summary
 
-    out = tmp_path / f"claims.{suffix}"
+    out = tmp_path / "claims.csv"
     rows = tmp_path / "rows.csv"
-    assert main(["probe", "extrapolation", "--quick", "--seeds", "0", "--out", str(rows),
-                 "--summary-out", str(out)]) == 0
+    argv = ["probe", "heads", "--quick", "--seeds", "0", "--tokens", "4096"]
+    assert main([*argv, "--out", str(rows), "--summary-out", str(out)]) == 0
     captured = capsys.readouterr()
     claims = read_summary(out)
     assert list(claims.columns[: len(ISSUE_COLUMNS)]) == list(ISSUE_COLUMNS)  # the issue's columns first
     assert len(claims) >= 1 and set(claims["verdict"]) <= set(VERDICTS)
-    assert (claims["seeds"] == 1).all()
+    assert (claims["probe"] == "heads").all() and (claims["seeds"] <= 1).all()
     assert f"wrote {len(claims)} claim(s) to {out}" in captured.err
     # printed: the split rule and its leak, the unigram line, and each claim's verdict with its scale
-    assert "split rule " in captured.out and "val_leak_fraction " in captured.out
-    assert "unigram line (learned nothing" in captured.out and "nats/token" in captured.out
-    for verdict, claim in zip(claims["verdict"], claims["claim"], strict=True):
-        assert f"[{verdict}] extrapolation: {claim}" in captured.out
     probe_rows = pd.read_csv(rows)
-    final_unigram = probe_rows["unigram_entropy_nats"].dropna()
-    assert f"{final_unigram.iloc[0]:.3f} nats/token" in captured.out
-    if (claims["verdict"] == "not_learned").any():
+    split = probe_rows["split_version"].dropna().iloc[0]
+    leak = float(probe_rows["val_leak_fraction"].dropna().iloc[0])
+    unigram = float(probe_rows["unigram_entropy_nats"].dropna().iloc[0])
+    assert f"split rule {split}; val_leak_fraction {leak:.2%}" in captured.out
+    assert f"unigram line (learned nothing: the validation loss of a unigram fitted on training) {unigram:.3f} " \
+           "nats/token" in captured.out
+    assert f"split rule {split}; val_leak_fraction {leak:.2%}" in captured.err  # before training, from the corpus
+    for verdict, claim in zip(claims["verdict"], claims["claim"], strict=True):
+        assert f"[{verdict}] heads: {claim}" in captured.out
+    final = probe_rows[probe_rows["row_kind"] == "eval"].groupby("run_key").tail(1)
+    if (final["val_loss_nats"] >= final["unigram_entropy_nats"]).any():
         assert "not_learned — " in captured.out and "nothing learned yet" in captured.out
+    # again, from the result store, as Markdown: the same claims
+    md = tmp_path / "claims.md"
+    assert main([*argv, "--summary-out", str(md)]) == 0
+    text = md.read_text()
+    assert all(str(c) in text for c in claims["claim"])
