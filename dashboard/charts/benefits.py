@@ -417,3 +417,103 @@ def heads_effects(table: pd.DataFrame, *, title: str) -> go.Figure:
                         height=max(360, 34 * len(t) + 140))
     fig.update_xaxes(title_text="KV cache per token (bytes, float32, all layers)", row=1, col=2)
     return fig
+
+
+# --- the scaling probe (issue 17 item 4: probe_scaling) -----------------------------------------------
+
+NON_EMB_AXIS = "non-embedding parameters N (count, log)"
+UNIGRAM_TEXT = "unigram line: validation loss of a context-free model (learned nothing above it)"
+
+
+def _unigram_line(fig: go.Figure, frame: pd.DataFrame) -> float | None:
+    ent = _float(frame.loc[frame["probe"] == "scaling", "unigram_entropy_nats"]).dropna() \
+        if "unigram_entropy_nats" in frame.columns else pd.Series(dtype=float)
+    if ent.empty:
+        return None
+    y = float(ent.iloc[0])
+    fig.add_hline(y=y, line_dash="dash", line_color="#9D9D9D", annotation_text=UNIGRAM_TEXT,
+                  annotation_position="top right")
+    return y
+
+
+def scaling_law(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Equal-token points of the scaling probe: validation loss (best learning rate per size: seed mean with
+    its 95% bootstrap interval) against non-embedding parameters, the learning-rate sweep's other rates as
+    hollow markers, the fitted ``E + A N^-alpha`` with its 95% seed-bootstrap band, and the unigram line."""
+    from xtlens.profiling.benefit import probe_scaling as ps
+
+    pts = ps.points_table(frame)
+    eq = ps.equal_token_points(frame)
+    if pts.empty or eq.empty:
+        return empty_figure(title, "no finished equal-token runs")
+    kind, budget = str(eq["budget_kind"].iloc[0]), eq["budget"].iloc[0]
+    at = pts[(pts["budget_kind"] == kind) & (pts["budget"] == budget)]
+    fig = go.Figure()
+    sweep = at[at["role"] == "lr sweep"]
+    for i, (lr, g) in enumerate(sweep.groupby("peak_lr")):
+        fig.add_trace(go.Scatter(x=_float(g["non_embedding_params"]), y=g["val_loss_nats"], mode="markers",
+                                 name=f"lr sweep: {ps.lr_label(lr)} (not the best at these sizes)",
+                                 marker={"symbol": "circle-open", "size": 8, "color": SERIES[(i + 2) % len(SERIES)]}))
+    best = at[at["role"] == "best lr"].sort_values("non_embedding_params")
+    fig.add_trace(go.Scatter(
+        x=_float(best["non_embedding_params"]), y=best["val_loss_nats"], mode="markers+text",
+        name=f"best lr per size (mean of {int(best['seeds'].max())} seeds, 95% bootstrap interval)",
+        text=[f"{a}={int(v)}, {ps.lr_label(lr)}" for a, v, lr in zip(best["axis"], best["axis_value"], best["peak_lr"],
+                                                                    strict=True)],
+        textposition="top center",
+        error_y={"type": "data", "symmetric": False, "array": best["ci95_high"] - best["val_loss_nats"],
+                 "arrayminus": best["val_loss_nats"] - best["ci95_low"]},
+        marker={"size": 11, "color": SERIES[0]}))
+    fit = ps.laws(frame)["power"]
+    if fit is not None and fit.law.identifiable:
+        lo, hi = float(best["non_embedding_params"].min()), float(best["non_embedding_params"].max())
+        xs = [lo * (hi / lo) ** (k / 40) for k in range(41)]
+        band = [fit.forecast(x, level=0.95) for x in xs]
+        if all(b is not None for b in band):
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[b.high for b in band] + [b.low for b in band][::-1],
+                                     fill="toself", line={"width": 0}, fillcolor=SERIES[1], opacity=0.18,
+                                     hoverinfo="skip", name="fit: 95% seed-bootstrap band"))
+        law = fit.law
+        alpha = f"{law.alpha:.3g}" + (f" (95% {fit.alpha.low:.3g}..{fit.alpha.high:.3g})" if fit.alpha else "")
+        fig.add_trace(go.Scatter(x=xs, y=[law.predict(x) for x in xs], mode="lines", line={"dash": "dash",
+                                 "color": SERIES[1]}, name=f"fit: L = {law.E:.3g} + {law.A:.3g} N^-alpha, alpha {alpha}"))
+    elif fit is not None:
+        fig.add_annotation(text=f"no law fitted: {fit.law.reason}", showarrow=False, x=0.5, y=0.95, xref="paper",
+                           yref="paper")
+    _unigram_line(fig, frame)
+    fig.update_xaxes(type="log")
+    return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)
+
+
+def isoflop_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """IsoFLOP profiles (Hoffmann et al. 2022, approach 2): per training-FLOP budget, validation loss (best
+    learning rate per size, 95% bootstrap interval) against non-embedding parameters; the fitted compute-optimal
+    size of each budget (parabola in log N, seed-bootstrap 95% interval) as a star with a horizontal bar."""
+    from xtlens.profiling.benefit import probe_scaling as ps
+
+    pts = ps.points_table(frame)
+    best = pts[(pts["budget_kind"] == "flops") & (pts["role"] == "best lr")]
+    if best.empty:
+        return empty_figure(title, "no finished equal-FLOP runs")
+    iso = ps.isoflop_table(frame).set_index("budget_flops") if not best.empty else None
+    fig = go.Figure()
+    for i, (budget, g) in enumerate(best.groupby("budget")):
+        g = g.sort_values("non_embedding_params")
+        color = SERIES[i % len(SERIES)]
+        fig.add_trace(go.Scatter(
+            x=_float(g["non_embedding_params"]), y=g["val_loss_nats"], mode="lines+markers",
+            name=f"{float(budget):.3g} training FLOPs", line={"color": color},
+            error_y={"type": "data", "symmetric": False, "array": g["ci95_high"] - g["val_loss_nats"],
+                     "arrayminus": g["val_loss_nats"] - g["ci95_low"]}))
+        row = iso.loc[int(budget)] if iso is not None and int(budget) in iso.index else None
+        if row is not None and bool(row["identifiable"]):
+            n_opt = float(row["n_opt_non_embedding"])
+            y = float(g["val_loss_nats"].min())
+            fig.add_trace(go.Scatter(
+                x=[n_opt], y=[y], mode="markers", marker={"symbol": "star", "size": 14, "color": color},
+                error_x={"type": "data", "symmetric": False, "array": [float(row["n_opt_ci95_high"]) - n_opt],
+                         "arrayminus": [n_opt - float(row["n_opt_ci95_low"])]},
+                name=f"fitted optimum at {float(budget):.3g} FLOPs: N = {n_opt:,.0f}"))
+    _unigram_line(fig, frame)
+    fig.update_xaxes(type="log")
+    return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)

@@ -34,8 +34,9 @@ from xtlens.profiling.run.worker import QueueFull
 CLAIMS = {
     "scaling": "Claim (the written analysis that came with the seed configuration): a larger dim gives 'better representation', more depth a 'hierarchical "
                "representation', and larger models 'risk overfitting'. Measured: validation loss of each size at an "
-               "equal token budget and at an equal training-FLOP budget, a power law fitted to your points, and the "
-               "train/validation gap after repeated epochs on a small subset.",
+               "equal token budget (with a learning-rate sweep per size, the best rate used) and at three or more "
+               "training-FLOP budgets (IsoFLOP), L = E + A N^-alpha fitted on non-embedding parameters with seed "
+               "bootstrap intervals, and (optional) the train/validation gap after repeated epochs on a subset.",
     "stability": "Claim: deeper models 'may suffer from vanishing/exploding gradients'; DeepNorm exists to tame them. "
                  "DeepNet (Wang et al. 2022) states it as trainability: deep post-norm diverges at learning rates where "
                  "DeepNorm still trains. Measured: for DeepNorm (the seed's flag), pre-norm and plain post-norm at each "
@@ -386,27 +387,37 @@ def _claims_table(probe: str, frame: pd.DataFrame) -> None:
 
 
 def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    from xtlens.profiling.benefit import probe_scaling as ps
+
     axis = frame["axis"].dropna().iloc[0]
-    current = next((int(v) for n, v in zip(final["config_name"], final["axis_value"], strict=True)
-                    if "(current)" in str(n)), None)
     cols = st.columns(2)
     with cols[0]:
-        chart(bc.scaling_points(frame, x="num_params", budget_kind="tokens", current=current, x_title=bc.PARAMS_AXIS,
-                                title=f"Equal tokens: val loss vs parameters ({axis} swept)"),
+        chart(bc.scaling_law(frame, title=f"Equal tokens: val loss vs non-embedding parameters ({axis} swept)"),
               "benefits.scaling.params")
     with cols[1]:
-        flops = frame.loc[frame["budget_kind"] == "flops", "budget_flops"].dropna()
-        budget = f"{float(flops.iloc[0]):.3g} FLOPs" if not flops.empty else "equal FLOPs"
-        chart(bc.scaling_points(frame, x="num_params", budget_kind="flops", current=current, x_title=bc.PARAMS_AXIS,
-                                fit=False, title=f"IsoFLOP ({budget} each): val loss vs parameters"),
+        chart(bc.isoflop_curves(frame, title="IsoFLOP: val loss vs non-embedding parameters per FLOP budget"),
               "benefits.scaling.flops")
-    ok = final[(final["status"] == "ok") & (final["budget_kind"] == "tokens")]
-    fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
-    if fit is not None:
-        st.caption("Power law on your points (equal tokens, left chart): " + fit.describe() + ". A fit over a few "
-                   "sizes of a tiny model on a small corpus: read it as the local slope, not a law.")
-    st.caption("Equal FLOPs: a smaller model takes more steps for the same compute. The lowest point of the "
-               "IsoFLOP curve is the compute-optimal size for that budget; the ringed point is the current value.")
+    st.caption("Method: Kaplan et al. 2020 (size = non-embedding parameters N; L = E + A N^-alpha with an "
+               "irreducible term E) and Hoffmann et al. 2022 (IsoFLOP parabolas in log N, approach 2; the joint law "
+               "E + A/N^a + B/D^b, approach 3). Every point is trained at each learning rate of a sweep; the best rate "
+               "on validation (seed mean) is the point's result, the others are shown hollow. Bars and bands: 95% "
+               "bootstrap over seeds (and validation windows). Along dim the attention width grows with it "
+               "(heads x attn_dim_head = dim, as in the seed: 8 x 64 = 512).")
+    laws = ps.law_table(frame)
+    if not laws.empty:
+        st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)")
+        st.dataframe(laws.drop(columns=["method"]), hide_index=True, width="stretch", key="benefits.df.scaling_laws")
+    iso = ps.isoflop_table(frame)
+    if not iso.empty:
+        st.markdown("**IsoFLOP minima** (the compute-optimal non-embedding size per budget, 95% interval)")
+        st.dataframe(iso, hide_index=True, width="stretch", key="benefits.df.scaling_iso")
+    with st.expander("Table: every point (size x budget x learning rate), tokens per parameter, role", expanded=False):
+        st.dataframe(ps.points_table(frame), hide_index=True, width="stretch", key="benefits.df.scaling_points")
+        sweep = ps.lr_sweep_table(frame)
+        if not sweep.empty:
+            st.caption("The learning-rate sweep (seed-mean val loss, nats/token); a best rate at the sweep's edge "
+                       "means the sweep should be widened.")
+            st.dataframe(sweep, hide_index=True, width="stretch", key="benefits.df.scaling_sweep")
     cols = st.columns(2)
     with cols[0]:
         chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens",
@@ -543,6 +554,11 @@ def tradeoff_points(frame: pd.DataFrame) -> pd.DataFrame:
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == "tokens") & (fin["status"] == "ok")]
     if fin.empty:
         return pd.DataFrame()
+    from xtlens.profiling.benefit.probe_scaling import best_lr_rows
+
+    best = best_lr_rows(frame)  # a learning-rate sweep: each size at its best rate only
+    if not best.empty:
+        fin = fin[fin["run_key"].isin(set(best["run_key"]))]
     rows = []
     for value, grp in fin.groupby("axis_value"):
         r = grp.iloc[0]

@@ -36,7 +36,6 @@ from xtlens.profiling.benefit.harness import (
     BudgetError,
     RunSpec,
     TrainSettings,
-    step_flops,
     steps_for,
 )
 from xtlens.profiling.benefit.records import PROBES, ProbeRecord
@@ -51,9 +50,10 @@ POSITIONS = ("alibi", "rotary", "xpos", "alibi+xpos", "absolute")
 
 # Default sizes per probe (CPU, 2 cores, a few minutes each): the family member and the training recipe.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
-                "tokens": 131_072, "seeds": (0, 1), "values": {"dim": (32, 64, 128), "depth": (1, 2, 4),
-                                                                "heads": (2, 4, 8)}, "axis": "dim", "eval_tokens": 8192},
+    "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 32,
+                "tokens": 131_072, "seeds": (0, 1, 2), "values": {"dim": (16, 32, 48, 64), "depth": (1, 2, 3, 4),
+                                                                    "heads": (1, 2, 4, 8)}, "axis": "dim",
+                "eval_tokens": 2048, "lrs": (1.5e-2, 3e-2, 6e-2), "isoflop_budgets": 3},
     # stability (probe_stability): 128 steps of 8 x 64 tokens (enough to leave the unigram plateau at a
     # stable lr), lr sweep with clipping off, 3 seeds
     "stability": {"dim": 32, "depth": 6, "heads": 2, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
@@ -67,7 +67,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: ``--quick`` (tests, a first look): each probe's settings that differ from ``DEFAULTS`` (the rest is kept)
 QUICK: dict[str, dict[str, Any]] = {
-    "scaling": {"tokens": 16_384, "seeds": (0,), "eval_tokens": 2048},
+    "scaling": {"tokens": 8_192, "seeds": (0, 1), "values": {"dim": (16, 32, 48), "depth": (1, 2, 3), "heads": (1, 2, 4)},
+                "dim": 32, "heads": 2, "depth": 1, "seq_len": 32, "batch": 8, "eval_tokens": 512, "lrs": (3e-2, 6e-2),
+                "isoflop_budgets": 3},
     "stability": {"tokens": 8_192, "seeds": (0, 1), "values": (1, 2), "lrs": (3e-3, 3.0),
                   "eval_tokens": 512},
     "extrapolation": {"tokens": 16_384, "values": (1, 2), "eval_tokens": 2048},
@@ -240,45 +242,9 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
 
 
 def _plan_scaling(opt: ProbeOptions) -> list[RunSpec]:
-    axis = opt.axis or opt.default("axis")
-    values = opt.values or opt.default("values")[axis]
-    if isinstance(values, dict):
-        values = values[axis]
-    s = _settings(opt)
-    base = _member(opt, s)
-    current = getattr(base, axis)
-    cfgs = {v: _axis_cfg(base, axis, v) for v in sorted(set(values))}
-    budget = _budget(opt, base, s)
-    runs: list[RunSpec] = []
-    for seed in opt.seed_list:
-        for v, cfg in cfgs.items():
-            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=budget, seed=seed, settings=s, variant=f"{axis}={v}",
-                                axis=axis, axis_value=v, config_name=f"{axis}={v}" + (" (current)" if v == current else ""),
-                                budget_kind_label=budget.kind))
-        # the other budget kind at the current value's cost: equal FLOPs (or equal tokens)
-        if budget.kind == "tokens":
-            ref_steps = budget.value // (s.batch * s.seq_len)
-            other = Budget(kind="flops", value=ref_steps * step_flops(base, s))
-        else:
-            other = Budget(kind="tokens", value=steps_for(base, budget, s) * s.batch * s.seq_len)
-        for v, cfg in cfgs.items():
-            try:
-                steps_for(cfg, other, s)
-            except BudgetError:
-                continue
-            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=other, seed=seed, settings=s, variant=f"{axis}={v}",
-                                axis=axis, axis_value=v, config_name=f"{axis}={v}" + (" (current)" if v == current else ""),
-                                budget_kind_label=other.kind))
-    sub = int(opt.extra.get("overfit_tokens", OVERFIT_TOKENS))
-    epochs = int(opt.extra.get("overfit_epochs", OVERFIT_EPOCHS))
-    if sub > 0 and epochs > 0:
-        so = replace(s, train_subset_tokens=sub)
-        for v, cfg in cfgs.items():
-            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=Budget(kind="tokens", value=sub * epochs),
-                                seed=opt.seed_list[0], settings=so, variant=f"{axis}={v}", axis=axis, axis_value=v,
-                                config_name=f"{axis}={v}, {sub:,}-token subset x {epochs} epochs",
-                                budget_kind_label="epochs"))
-    return runs
+    from xtlens.profiling.benefit import probe_scaling
+
+    return probe_scaling.plan(opt)
 
 
 def position_variant(cfg: ModelConfig, name: str) -> ModelConfig:
