@@ -201,7 +201,8 @@ def real_frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFr
     mp.setenv("XTLENS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     small = {"dim": 32, "depth": 1, "heads": 2, "eval_tokens": 512}
     common = dict(base=SEED, tokens=1024, seq_len=32, batch=8, evals=2, extra=small, seeds=(0,), quick=True)
-    out = {"scaling": run_probe(ProbeOptions(probe="scaling", values=(16, 32), **common | {"seeds": (0, 1)})),
+    out = {"scaling": run_probe(ProbeOptions(probe="scaling", values=(16, 32, 48),
+                                             **common | {"extra": small | {"lrs": (3e-2,)}})),
            "stability": run_probe(ProbeOptions(probe="stability", values=(3,), **common)),
            "extrapolation": run_probe(ProbeOptions(probe="extrapolation", values=(1, 2), **common | {"seq_len": 16})),
            "heads": run_probe(ProbeOptions(probe="heads", values=(2,), **common))}
