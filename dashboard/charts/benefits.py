@@ -175,6 +175,41 @@ def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
                    y=f"Δ loss vs {train_len}-token windows (nats; < 0: helps)")
 
 
+def extrapolation_position_loss(frame: pd.DataFrame, *, shift: int, title: str) -> go.Figure:
+    """Extrapolation probe (``probe_extrapolation.position_curves``): validation loss by position in the longest
+    window each position scheme was evaluated in (seed mean), at one ``shift_tokens`` setting; the training length
+    marked, the unigram "learned nothing" line drawn. The learned absolute table stops at the training length (its
+    rows past it were never trained). Log position axis: the first positions (the least context) are buckets of
+    1, 1, 2, 4, ... tokens."""
+    from xtlens.profiling.benefit import probe_extrapolation as pe
+
+    curves = pe.position_curves(frame)
+    if curves.empty or not (curves["shift_tokens"] == shift).any():
+        return empty_figure(title, f"no position rows at shift_tokens={shift}")
+    curves = curves[curves["shift_tokens"] == shift]
+    train_len = pe.train_len_of(frame)
+    fig = go.Figure()
+    for i, scheme in enumerate(s for s in pe.SCHEMES if (curves["scheme"] == s).any()):
+        c = curves[curves["scheme"] == scheme].sort_values("position_start_tokens")
+        mid = (c["position_start_tokens"] + c["position_end_tokens"] - 1) / 2 + 1  # 1-based centre: log axis
+        fig.add_trace(go.Scatter(x=mid, y=c["val_loss_nats"], mode="lines+markers", name=scheme,
+                                 customdata=c[["position_start_tokens", "position_end_tokens", "seeds"]],
+                                 hovertemplate="positions %{customdata[0]}-%{customdata[1]}: %{y:.3f} nats/token "
+                                               "(mean of %{customdata[2]} seed(s))<extra>" + scheme + "</extra>",
+                                 line={"color": SERIES[i % len(SERIES)], "dash": "dot" if scheme == "nope" else None}))
+    uni = frame.loc[frame["probe"] == "extrapolation", "unigram_entropy_nats"].dropna()
+    if len(uni):
+        fig.add_hline(y=float(uni.astype(float).mean()), line_dash="dash", line_color="#444",
+                      annotation_text="unigram (learned nothing)", annotation_position="bottom right")
+    if train_len:
+        fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
+                      annotation_text=f"trained at L = {train_len} tokens", annotation_position="top left")
+    fig.update_xaxes(type="log")
+    longest = int(curves["eval_len_tokens"].max())
+    return figure_layout(fig, title, x=f"position in the window (tokens, 1-based bucket centre, log; windows of up to "
+                                       f"{longest})", y="validation loss at that position (nats/token)")
+
+
 def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
     """Heads probe, K/V part: validation loss against KV-cache bytes per token (float32, all layers)."""
     kv = table[table["variant"] == "kv_heads"]

@@ -94,16 +94,19 @@ def divergences(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def extrapolation_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Validation loss (mean over seeds) per position variant and evaluation length."""
+    """Validation loss (mean over seeds) per position variant, token-shift setting (``shift_tokens``, the runs'
+    ``axis_value``) and evaluation length."""
     ev = frame[(frame["probe"] == "extrapolation") & (frame["row_kind"] == "eval_length")].copy()
     if ev.empty:
         return ev
     ev["val_loss_nats"] = ev["val_loss_nats"].astype(float)
     ev["delta"] = ev["loss_change_vs_train_len_nats"].astype(float)
-    t = ev.groupby(["variant", "eval_seq_len_tokens"])["val_loss_nats"].mean().unstack("eval_seq_len_tokens")
+    ev["shift_tokens"] = ev["axis_value"]
+    keys = ["variant", "shift_tokens", "eval_seq_len_tokens"]
+    t = ev.groupby(keys, dropna=False)["val_loss_nats"].mean().unstack("eval_seq_len_tokens")
     t.columns = [f"val loss @ {int(c)} tokens (nats)" for c in t.columns]
     train_len = int(ev["train_seq_len_tokens"].dropna().iloc[0])
-    d = ev[ev["eval_seq_len_tokens"] > train_len].groupby(["variant", "eval_seq_len_tokens"])["delta"].mean()
+    d = ev[ev["eval_seq_len_tokens"] > train_len].groupby(keys, dropna=False)["delta"].mean()
     if d.notna().any():
         d = d.unstack("eval_seq_len_tokens")
         d.columns = [f"change vs {train_len}-token windows @ {int(c)} (nats)" for c in d.columns]

@@ -234,7 +234,8 @@ def scale_line(frame: pd.DataFrame) -> str:
     if frame is None or len(frame) == 0:
         return "no runs"
     evals = frame[frame["row_kind"] == "eval"] if "row_kind" in frame.columns else frame
-    rows = _ok_evals(_rows(final_evals(evals) if len(evals) and "step" in evals.columns else evals))
+    needed = {"run_key", "variant", "config_name", "budget_kind", "step", "status", "probe", "seed"}
+    rows = _ok_evals(_rows(final_evals(evals) if len(evals) and needed <= set(evals.columns) else evals))
     if not rows:
         return "no finished runs"
 

@@ -39,8 +39,8 @@ Loss laws (``LossLaw``, ``LawFit``)
     in 1-D, a zoomed grid in 2-D). Hoffmann et al. minimise a Huber loss (delta 1e-3) of log-loss residuals with
     L-BFGS from a grid of starts; here the points are seed means (few, with small Gaussian noise), where plain
     least squares is the maximum-likelihood fit and the grid makes the exponent search global. A law is not
-    identifiable (``identifiable=False`` with the reason, no numbers) with fewer than 3 sizes (5 cells for the
-    joint law), seed means that do not decrease with size, E at a bound, an exponent at the edge of its grid.
+    identifiable (``identifiable=False`` with the reason, no numbers) with fewer than 3 sizes (for the joint law:
+    5 cells, and 3 distinct sizes and 3 distinct token counts), seed means that do not decrease with size, E at a bound, an exponent at the edge of its grid.
     ``bootstrap_law`` resamples seeds per size (the seed-mean of each size recomputed from seeds drawn with
     replacement, the deviation scaled by ``sqrt(S / (S - 1))``) and refits; ``LawFit.forecast`` is the
     percentile interval of the replicates' predictions. These intervals are widened by ``t_nu / z`` too, ``nu``
@@ -590,11 +590,11 @@ def _joint_checks(keys: np.ndarray, means: np.ndarray) -> str:
     if k < 5:
         return f"{k} (size, tokens) cell{'s' if k != 1 else ''}: a 5-parameter law needs at least 5"
     if len(sizes) < 2 or len(tokens) < 2:
-        return (f"{len(sizes)} size(s) x {len(tokens)} token budget(s): the joint law needs both to vary "
-                "(fit_loss_law for one budget)")
-    if len(sizes) + len(tokens) < 5:
-        return (f"{len(sizes)} sizes x {len(tokens)} token budgets: too few distinct values to separate the two "
-                "exponents (3 of one and 2 of the other at least)")
+        return (f"{len(sizes)} size(s) x {len(tokens)} token count(s): the joint law needs both to vary "
+                "(fit_loss_law for one token count)")
+    if len(sizes) < 3 or len(tokens) < 3:
+        return (f"{len(sizes)} sizes x {len(tokens)} token counts: each exponent needs at least 3 distinct values "
+                "of its variable")
     for dv in tokens:
         sel = keys[:, 1] == dv
         if sel.sum() >= 2:

@@ -246,6 +246,9 @@ def test_joint_law_recovers_planted_parameters():
     six = np.geomspace(1e4, 1e6, 6)
     one_budget = fit_joint_law(six, np.full(6, 1e6), _chin(six, np.full(6, 1e6)))
     assert not one_budget.identifiable and "both to vary" in one_budget.reason
+    n6, d6 = (a.ravel() for a in np.meshgrid(JN[:3], JD[:2], indexing="ij"))  # 3 sizes x 2 token counts
+    two_tokens = fit_joint_law(n6, d6, _chin(n6, d6))
+    assert two_tokens.reason == "3 sizes x 2 token counts: each exponent needs at least 3 distinct values of its variable"
 
 
 # --- IsoFLOP ----------------------------------------------------------------------------------------------

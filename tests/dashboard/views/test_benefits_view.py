@@ -54,7 +54,8 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
         "scaling": run_probe(ProbeOptions(probe="scaling", values=(16, 32), **common | {
             "seeds": (0, 1), "extra": SMALL | {"overfit_tokens": 512, "overfit_epochs": 2}})),
         "stability": run_probe(ProbeOptions(probe="stability", values=(3,), **common | {"lr": 3e-3})),
-        "extrapolation": run_probe(ProbeOptions(probe="extrapolation", values=(1, 2), **common | {"seq_len": 16})),
+        "extrapolation": run_probe(ProbeOptions(probe="extrapolation", values=(1, 2), **common | {
+            "seq_len": 16, "extra": SMALL | {"schemes": ("alibi", "rotary", "absolute", "nope")}})),
         "heads": run_probe(ProbeOptions(probe="heads", values=(2,), **common)),
     }
     mp.undo()
@@ -79,7 +80,13 @@ def test_chart_builders_on_real_probe_rows(frames) -> None:
     assert len(z) == 2 * 3 + 2 and len(z[0]) == 3
     assert heat.data[0].y[0] == "embedding"
     ex = bc.extrapolation_curves(frames["extrapolation"], title="t")
-    assert {t.name for t in ex.data} == {"alibi", "rotary", "xpos", "alibi+xpos (current)", "absolute"}
+    # the learned absolute table is evaluated only at the training length: no curve past it
+    assert {t.name for t in ex.data} == {f"{s}, shift_tokens={k}" for s in ("alibi", "rotary", "nope") for k in (0, 1)}
+    pos = bc.extrapolation_position_loss(frames["extrapolation"], shift=0, title="t")
+    assert [t.name for t in pos.data] == ["alibi", "rotary", "absolute", "nope"]
+    assert max(pos.data[2].x) < 16 < max(pos.data[0].x) and pos.layout.xaxis.title.text.startswith("position")
+    unigram = float(frames["extrapolation"]["unigram_entropy_nats"].dropna().iloc[0])
+    assert any(sh.y0 == pytest.approx(unigram) for sh in pos.layout.shapes)  # the "learned nothing" line
     table = analysis.heads_table(frames["heads"])
     kv = bc.kv_tradeoff(table, title="t")
     assert sorted(kv.data[0].x) == sorted(table[table["variant"] == "kv_heads"]["kv_cache_bytes_per_token"])
