@@ -41,11 +41,13 @@ import math
 import os
 import re
 import stat
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from xtlens.core.config import XtlensError
 
 __all__ = [
@@ -61,13 +63,29 @@ __all__ = [
     "corpus_from_bytes",
     "split_chunks",
     "is_val_chunk",
+    "split_corpus",
+    "split_corpus_v1",
+    "split_corpus_groups",
+    "Split",
+    "SPLIT_VERSION",
+    "LEAK_WINDOW_BYTES",
+    "window_hashes",
+    "shared_string_groups",
+    "leaked_tokens",
+    "val_leak_fraction",
     "tokenize",
     "unigram_entropy_nats",
+    "unigram_cross_entropy_nats",
+    "describe",
     "cache_dir",
 ]
 
 DEFAULT_CORPUS_NAME = "pydoc_data.topics (CPython reference documentation, PSF License)"
 CHUNK_BYTES = 2048
+#: the split rule (part of every run key and cache key: a new rule never serves runs of an old split)
+SPLIT_VERSION = "dedup-groups-v1"
+#: the length of the shared strings that group chunks and define a leak
+LEAK_WINDOW_BYTES = 64
 DEFAULT_VAL_PERMILLE = 100
 MIN_CORPUS_BYTES = 2_000
 #: the largest corpus (bytes on disk, or an upload): about 15 bytes of memory per corpus byte (module docstring)
@@ -299,20 +317,301 @@ def split_chunks(text: str, max_bytes: int = CHUNK_BYTES) -> list[str]:
 
 
 def is_val_chunk(chunk: str, val_permille: int = DEFAULT_VAL_PERMILLE) -> bool:
-    """Validation iff ``int(sha256(chunk)[:8], 16) % 1000 < val_permille``."""
-    return int(hashlib.sha256(chunk.encode("utf-8")).hexdigest()[:8], 16) % 1000 < val_permille
+    """Validation iff ``int(sha256(chunk)[:8], 16) % 1000 < val_permille`` (the old rule for a chunk; the new rule
+    applies it to a group's key, ``_group_key``, which for a group of one chunk is the same number)."""
+    return _chunk_key(chunk) % 1000 < val_permille
 
 
-def split_corpus(corpus: Corpus, val_permille: int = DEFAULT_VAL_PERMILLE) -> tuple[list[str], list[str]]:
+def _chunk_key(chunk: str) -> int:
+    return int(hashlib.sha256(chunk.encode("utf-8")).hexdigest()[:8], 16)
+
+
+def split_corpus_v1(corpus: Corpus, val_permille: int = DEFAULT_VAL_PERMILLE) -> tuple[list[str], list[str]]:
+    """The previous rule (``hash-chunks-v1``): each document's 2 KB chunks hashed one by one. Kept to measure
+    ``val_leak_fraction_before``; it leaks (a paragraph repeated in two documents lands in two different chunks)."""
     train, val = [], []
     for doc in corpus.documents:
         for chunk in split_chunks(doc.text):
             (val if is_val_chunk(chunk, val_permille) else train).append(chunk)
-    if not train or not val:
-        raise CorpusError(f"{corpus.name!r} is too small to split: {len(train)} training and {len(val)} validation "
-                          "chunk(s) (chunks are paragraphs up to 2 KB, long paragraphs cut at lines and sentences; give "
-                          "more text)")
     return train, val
+
+
+def _normalise(paragraph: str) -> str:
+    """The form two paragraphs are compared in: Unicode NFKC, case folded, every run of white space one space."""
+    return " ".join(unicodedata.normalize("NFKC", paragraph).casefold().split())
+
+
+def _units(text: str) -> list[str]:
+    """A document's paragraphs (cut at blank lines, surrounding newlines dropped, each followed by one blank line);
+    a paragraph longer than ``LONG_PARAGRAPH_BYTES`` in pieces of at most ``CHUNK_BYTES`` (``_pieces``)."""
+    out = []
+    for para in text.split("\n\n"):
+        para = para.strip("\n")
+        if not para.strip():
+            continue
+        if len(para.encode("utf-8")) > max(LONG_PARAGRAPH_BYTES, CHUNK_BYTES):
+            pieces = _pieces(para, CHUNK_BYTES)
+            out.extend(pieces[:-1] + [pieces[-1] + "\n\n"])
+        else:
+            out.append(para + "\n\n")
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Split:
+    """The split of a corpus (``split_corpus_groups``). ``chunks`` in the canonical order (documents sorted by the
+    SHA-256 of their text, then name; paragraphs in document order), ``group[i]`` the group of chunk ``i`` (the
+    smallest index of a chunk in it), ``is_val[i]`` its side."""
+
+    chunks: tuple[str, ...]
+    group: tuple[int, ...]
+    is_val: tuple[bool, ...]
+    paragraphs: int  # paragraphs (and pieces of long ones) read
+    duplicate_paragraphs: int  # of them dropped as duplicates after normalisation
+    duplicate_bytes: int  # their UTF-8 bytes
+    groups: int  # groups of chunks that share a 64-byte string (a chunk sharing none is a group of one)
+    largest_group_bytes: int
+
+    @property
+    def train(self) -> list[str]:
+        return [c for c, v in zip(self.chunks, self.is_val, strict=True) if not v]
+
+    @property
+    def val(self) -> list[str]:
+        return [c for c, v in zip(self.chunks, self.is_val, strict=True) if v]
+
+
+def split_corpus_groups(corpus: Corpus, val_permille: int = DEFAULT_VAL_PERMILLE) -> Split:
+    """The split (``SPLIT_VERSION``; the module docstring states the rule)."""
+    docs = sorted(corpus.documents, key=lambda d: (hashlib.sha256(d.text.encode("utf-8")).digest(), d.name))
+    seen: set[bytes] = set()
+    chunks: list[str] = []
+    paragraphs = dups = dup_bytes = 0
+    for doc in docs:
+        current: list[str] = []
+        size = 0
+        for unit in _units(doc.text):
+            paragraphs += 1
+            n = len(unit.encode("utf-8"))
+            key = hashlib.sha256(_normalise(unit).encode("utf-8")).digest()
+            if key in seen:
+                dups += 1
+                dup_bytes += n
+                continue
+            seen.add(key)
+            if current and size + n > CHUNK_BYTES:
+                chunks.append("".join(current))
+                current, size = [], 0
+            current.append(unit)
+            size += n
+        if current:
+            chunks.append("".join(current))
+    del seen
+    label = shared_string_groups(chunks)
+    sizes = np.array([len(c.encode("utf-8")) for c in chunks], dtype=np.int64)
+    group_bytes = np.bincount(label, weights=sizes, minlength=len(chunks)) if chunks else np.zeros(0)
+    keys = np.array([_chunk_key(c) for c in chunks], dtype=np.int64)
+    group_key = np.full(len(chunks), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(group_key, label, keys)
+    is_val = (group_key[label] % 1000) < val_permille
+    return Split(chunks=tuple(chunks), group=tuple(int(g) for g in label), is_val=tuple(bool(v) for v in is_val),
+                 paragraphs=paragraphs, duplicate_paragraphs=dups, duplicate_bytes=dup_bytes,
+                 groups=int(len(np.unique(label))), largest_group_bytes=int(group_bytes.max()) if chunks else 0)
+
+
+def split_corpus(corpus: Corpus, val_permille: int = DEFAULT_VAL_PERMILLE) -> tuple[list[str], list[str]]:
+    """The training and validation chunks of ``split_corpus_groups`` (their concatenations are the two splits'
+    text); a ``CorpusError`` naming ``--corpus`` when either side is empty."""
+    split = split_corpus_groups(corpus, val_permille)
+    _check_split(corpus, split)
+    return split.train, split.val
+
+
+def _check_split(corpus: Corpus, split: Split) -> None:
+    n_val = sum(split.is_val)
+    n_train = len(split.chunks) - n_val
+    if not n_train or not n_val:
+        raise CorpusError(
+            f"{corpus.name!r} cannot be split without leakage: {n_train} training and {n_val} validation chunk(s) "
+            f"({len(split.chunks)} chunk(s) of up to 2 KB after dropping {split.duplicate_paragraphs} duplicate "
+            f"paragraph(s), in {split.groups} group(s) of chunks sharing {LEAK_WINDOW_BYTES}-byte strings; the "
+            f"largest group holds {split.largest_group_bytes:,} of {sum(len(c.encode()) for c in split.chunks):,} "
+            "bytes and a group is never cut; give more, or less repetitive, text)")
+
+
+# --- 64-byte strings: rolling hashes, groups, the leak measure ----------------------------------------
+
+#: the polynomial rolling hash's base (odd, so invertible modulo 2**64) and the block it runs over
+_BASE = np.uint64(0x100000001B3)
+_BASE_INV = np.uint64(pow(0x100000001B3, -1, 2**64))
+HASH_BLOCK_BYTES = 1 << 20
+#: bytes of text per partition of the hash space when grouping (memory: about 28 bytes per partition byte)
+GROUP_PARTITION_BYTES = 4_000_000
+_POWERS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``B**t`` and ``B**-t`` modulo 2**64 for t < n (uint64 arithmetic wraps modulo 2**64); computed once for the
+    longest block asked so far."""
+    have = _POWERS.get("n")
+    if have is None or len(have[0]) < n:
+        m = max(n, HASH_BLOCK_BYTES + LEAK_WINDOW_BYTES)
+        up = np.full(m, _BASE, dtype=np.uint64)
+        up[0] = 1
+        down = np.full(m, _BASE_INV, dtype=np.uint64)
+        down[0] = 1
+        _POWERS["n"] = have = (np.cumprod(up, dtype=np.uint64), np.cumprod(down, dtype=np.uint64))
+    return have[0][:n], have[1][:n]
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """A bijection of uint64 that spreads every input bit over the low bits (splitmix64's finaliser)."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _hash_block(x: np.ndarray, width: int) -> np.ndarray:
+    """Hashes of every ``width``-byte window of ``x`` (uint8): ``mix(sum_k x[i+k] B**(width-1-k) mod 2**64)``.
+
+    Vectorised through prefix sums: with ``S[j] = sum_{t<j} x[t] B**-t``, the window at ``i`` is
+    ``(S[i+width] - S[i]) * B**(i+width-1)``."""
+    n = len(x) - width + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    up, down = _powers(len(x))
+    prefix = np.zeros(len(x) + 1, dtype=np.uint64)
+    np.cumsum(x.astype(np.uint64) * down, dtype=np.uint64, out=prefix[1:])
+    return _mix((prefix[width:] - prefix[:n]) * up[width - 1:])
+
+
+def window_hashes(data: bytes | np.ndarray, width: int = 64) -> np.ndarray:
+    """The hash of every ``width``-byte window of ``data`` (``len - width + 1`` of them), in blocks of
+    ``HASH_BLOCK_BYTES`` (memory: about 40 bytes per byte of one block, plus the 8-byte result per window)."""
+    x = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes | bytearray) else data
+    n = len(x) - width + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    out = np.empty(n, dtype=np.uint64)
+    for a in range(0, n, HASH_BLOCK_BYTES):
+        b = min(a + HASH_BLOCK_BYTES, n)
+        out[a:b] = _hash_block(x[a:b + width - 1], width)
+    return out
+
+
+def _blocks(chunks: Sequence[str], width: int):
+    """The UTF-8 bytes of ``"".join(chunks)`` as (offset, uint8 block) pairs whose consecutive blocks overlap by
+    ``width - 1`` bytes, so every window lies in one block exactly once (memory: one block, not the text)."""
+    carry, offset, parts, size = b"", 0, [], 0
+    for chunk in chunks:
+        data = chunk.encode("utf-8")
+        parts.append(data)
+        size += len(data)
+        if size >= HASH_BLOCK_BYTES:
+            block = carry + b"".join(parts)
+            yield offset, np.frombuffer(block, dtype=np.uint8)
+            keep = min(width - 1, len(block))
+            offset += len(block) - keep
+            carry, parts, size = block[len(block) - keep:], [], 0
+    block = carry + b"".join(parts)
+    if len(block) >= width:
+        yield offset, np.frombuffer(block, dtype=np.uint8)
+
+
+def shared_string_groups(chunks: Sequence[str], width: int = LEAK_WINDOW_BYTES) -> np.ndarray:
+    """Connected components of the chunks under "shares a ``width``-byte string" (a window wholly inside each),
+    as one label per chunk (the smallest chunk index of its component).
+
+    Exact up to 64-bit hash collisions: every window's hash is computed, the windows are sorted by hash, and two
+    chunks holding the same hash are joined. Memory is bounded by cutting the hash space into partitions of
+    about ``GROUP_PARTITION_BYTES`` windows (one pass over the text per partition)."""
+    sizes = np.array([len(c.encode("utf-8")) for c in chunks], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    total = int(ends[-1]) if len(chunks) else 0
+    parts = max(1, -(-total // GROUP_PARTITION_BYTES))
+    edges = []
+    for part in range(parts):
+        hs, cs = [], []
+        for offset, block in _blocks(chunks, width):
+            h = window_hashes(block, width)
+            pos = np.flatnonzero(h % np.uint64(parts) == part) if parts > 1 else np.arange(len(h))
+            h = h[pos]
+            pos = pos + offset
+            chunk = np.searchsorted(starts, pos, side="right") - 1
+            inside = pos + width <= ends[chunk]
+            hs.append(h[inside])
+            cs.append(chunk[inside])
+        if not hs:
+            continue
+        h, c = np.concatenate(hs), np.concatenate(cs)
+        del hs, cs
+        order = np.lexsort((c, h))
+        h, c = h[order], c[order]
+        del order
+        same = h[1:] == h[:-1]
+        pair = same & (c[1:] != c[:-1])
+        edges.append(np.stack([c[:-1][pair], c[1:][pair]], axis=1))
+    label = np.arange(len(chunks), dtype=np.int64)
+    if edges:
+        e = np.unique(np.concatenate(edges), axis=0)
+        while len(e):  # min-label propagation with pointer jumping until every edge joins equal labels
+            m = np.minimum(label[e[:, 0]], label[e[:, 1]])
+            np.minimum.at(label, e[:, 0], m)
+            np.minimum.at(label, e[:, 1], m)
+            while True:
+                jumped = label[label]
+                if np.array_equal(jumped, label):
+                    break
+                label = jumped
+            if np.array_equal(label[e[:, 0]], label[e[:, 1]]):
+                break
+    return label
+
+
+def leaked_tokens(val_chunks: Sequence[str], train_chunks: Sequence[str], val_token_bytes: np.ndarray,
+                  width: int = LEAK_WINDOW_BYTES) -> np.ndarray:
+    """Per validation token (``val_token_bytes``: the UTF-8 bytes of each, in order, summing to the validation
+    text's bytes), whether it lies wholly inside a ``width``-byte string of the validation text that also occurs
+    in the training text (each split's text is the concatenation of its chunks).
+
+    Memory: the validation windows' hashes (8 bytes per validation byte) and one block of training text at a
+    time."""
+    val = "".join(val_chunks).encode("utf-8")
+    lengths = np.asarray(val_token_bytes, dtype=np.int64)
+    if int(lengths.sum()) != len(val):
+        raise ValueError(f"the tokens stand for {int(lengths.sum()):,} bytes, the validation text has {len(val):,}")
+    vh = window_hashes(val, width)
+    uniq, inverse = np.unique(vh, return_inverse=True)
+    del vh
+    found = np.zeros(len(uniq), dtype=bool)
+    if len(uniq):
+        for _, block in _blocks(train_chunks, width):
+            th = window_hashes(block, width)
+            idx = np.searchsorted(uniq, th)
+            idx[idx == len(uniq)] = 0
+            found[idx[uniq[idx] == th]] = True
+    leaked = found[inverse]  # per window start in the validation text
+    del inverse
+    prefix = np.concatenate([[0], np.cumsum(leaked, dtype=np.int64)])
+    end = np.cumsum(lengths)
+    start = end - lengths
+    lo = np.maximum(end - width, 0)
+    hi = np.minimum(start, len(leaked) - 1)
+    ok = hi >= lo
+    out = np.zeros(len(lengths), dtype=bool)
+    out[ok] = prefix[hi[ok] + 1] - prefix[lo[ok]] > 0
+    return out
+
+
+def val_leak_fraction(val_chunks: Sequence[str], train_chunks: Sequence[str], val_token_bytes: np.ndarray,
+                      width: int = LEAK_WINDOW_BYTES) -> float:
+    """Share of validation tokens lying wholly inside a ``width``-byte string that also occurs in the training
+    text (``leaked_tokens``); 0.0 for an empty validation split."""
+    leaked = leaked_tokens(val_chunks, train_chunks, val_token_bytes, width)
+    return float(leaked.mean()) if len(leaked) else 0.0
 
 
 # --- tokenizer --------------------------------------------------------------------------------------
@@ -367,8 +666,29 @@ def _train_tokenizer(texts: Sequence[str], vocab_size: int, path: Path):
     return tok
 
 
+def _token_lengths(tok, vocab_size: int):
+    import torch
+
+    lengths = torch.zeros(vocab_size, dtype=torch.long)
+    for symbol, i in tok.get_vocab().items():
+        lengths[i] = len(symbol)  # byte-level alphabet: one symbol per byte
+    return lengths
+
+
+def _encode(tok, chunks: Sequence[str]):
+    """The token ids of ``"".join(chunks)``, each chunk encoded on its own, ``ENCODE_BATCH_CHUNKS`` at a time (the
+    tokenizer's encodings (ids, offsets, token strings) of one batch in memory, not of the whole split)."""
+    import torch
+
+    parts = [torch.tensor([i for enc in tok.encode_batch(list(chunks[start:start + ENCODE_BATCH_CHUNKS])) for i in enc.ids],
+                          dtype=torch.long) for start in range(0, len(chunks), ENCODE_BATCH_CHUNKS)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
 def tokenize(corpus: Corpus, vocab_size: int, *, val_permille: int = DEFAULT_VAL_PERMILLE) -> TokenizedCorpus:
-    """Train (or load the cached) byte-level BPE on the training split and encode both splits."""
+    """Split (``split_corpus``), train (or load the cached) byte-level BPE on the training split, encode both
+    splits, and measure the leak (``val_leak_fraction``, and ``val_leak_fraction_before`` under the old rule, its
+    validation text encoded with the same tokenizer) and the unigram cross-entropy (``unigram_val_nats``)."""
     import torch
     from tokenizers import Tokenizer
 
@@ -376,7 +696,7 @@ def tokenize(corpus: Corpus, vocab_size: int, *, val_permille: int = DEFAULT_VAL
         raise CorpusError(f"num_tokens = {vocab_size} is not allowed: the byte-level BPE needs from 257 (256 bytes + "
                           "at least one merge) to 1,048,576", "num_tokens")
     train, val = split_corpus(corpus, val_permille)
-    key = f"{corpus.sha256[:20]}-v{vocab_size}-p{val_permille}"
+    key = f"{corpus.sha256[:20]}-v{vocab_size}-p{val_permille}-{SPLIT_VERSION}"
     tdir = cache_dir("tokenizers")
     path = tdir / f"{key}.json"
     tok = Tokenizer.from_file(str(path)) if path.exists() else _train_tokenizer(train, vocab_size, path)
@@ -388,42 +708,60 @@ def tokenize(corpus: Corpus, vocab_size: int, *, val_permille: int = DEFAULT_VAL
         except Exception:  # noqa: BLE001 - a torn cache file is rebuilt
             data = None
     if data is None:
-        def encode(chunks: list[str]) -> torch.Tensor:
-            # in batches: the tokenizer's encodings (ids, offsets, token strings) of one batch at a time
-            parts = [torch.tensor([i for enc in tok.encode_batch(chunks[start:start + ENCODE_BATCH_CHUNKS]) for i in enc.ids],
-                                  dtype=torch.long) for start in range(0, len(chunks), ENCODE_BATCH_CHUNKS)]
-            return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-
-        vocab = tok.get_vocab()
-        lengths = torch.zeros(vocab_size, dtype=torch.long)
-        for symbol, i in vocab.items():
-            lengths[i] = len(symbol)  # byte-level alphabet: one symbol per byte
-        data = {"train": encode(train), "val": encode(val), "token_bytes": lengths,
+        lengths = _token_lengths(tok, vocab_size)
+        train_ids, val_ids = _encode(tok, train), _encode(tok, val)
+        leak = val_leak_fraction(val, train, lengths[val_ids].numpy())
+        old_train, old_val = split_corpus_v1(corpus, val_permille)
+        before = (val_leak_fraction(old_val, old_train, lengths[_encode(tok, old_val)].numpy())
+                  if old_val and old_train else None)
+        del old_train, old_val
+        data = {"train": train_ids, "val": val_ids, "token_bytes": lengths,
                 "train_bytes": torch.tensor(sum(len(c.encode("utf-8")) for c in train)),
-                "val_bytes": torch.tensor(sum(len(c.encode("utf-8")) for c in val))}
+                "val_bytes": torch.tensor(sum(len(c.encode("utf-8")) for c in val)),
+                "val_leak_fraction": leak, "val_leak_fraction_before": before,
+                "unigram_val_nats": unigram_cross_entropy_nats(train_ids, val_ids, vocab_size)}
         tmp = ids_path.with_name(ids_path.name + f".{os.getpid()}.tmp")
         torch.save(data, tmp)
         tmp.replace(ids_path)
     return TokenizedCorpus(corpus_name=corpus.name, corpus_sha256=corpus.sha256, vocab_size=vocab_size,
                            train_ids=data["train"], val_ids=data["val"], token_bytes=data["token_bytes"],
                            train_bytes=int(data["train_bytes"]), val_bytes=int(data["val_bytes"]),
-                           tokenizer_path=str(path), val_permille=val_permille)
+                           tokenizer_path=str(path), val_permille=val_permille,
+                           val_leak_fraction=data["val_leak_fraction"],
+                           val_leak_fraction_before=data["val_leak_fraction_before"],
+                           unigram_val_nats=data["unigram_val_nats"], split_version=SPLIT_VERSION)
 
 
 def unigram_entropy_nats(ids: Sequence[int] | object) -> float:
     """Entropy of the empirical token distribution, ``-sum p log p`` in nats per token (the loss of the
-    best model that ignores context)."""
+    best model that ignores context, fitted on the very tokens it scores: see ``unigram_cross_entropy_nats``)."""
     values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
     counts = Counter(values)
     n = len(values)
     return -sum(c / n * math.log(c / n) for c in counts.values())
 
 
+def unigram_cross_entropy_nats(train_ids: Sequence[int] | object, val_ids: Sequence[int] | object,
+                               vocab_size: int) -> float:
+    """Cross-entropy of ``val_ids`` under a unigram fitted on ``train_ids`` with add-one (Laplace) smoothing over the
+    vocabulary, ``p(i) = (count_train(i) + 1) / (N_train + vocab_size)``, in nats per token: the loss of a model
+    that learned the training split's token frequencies and nothing else (the "learned nothing" line)."""
+    train = np.asarray(train_ids.numpy() if hasattr(train_ids, "numpy") else train_ids, dtype=np.int64)
+    val = np.asarray(val_ids.numpy() if hasattr(val_ids, "numpy") else val_ids, dtype=np.int64)
+    if not len(val):
+        raise ValueError("the validation split has no tokens")
+    counts = np.bincount(train, minlength=vocab_size).astype(np.float64)
+    log_p = np.log(counts + 1.0) - math.log(len(train) + vocab_size)
+    return float(-log_p[val].mean())
+
+
 def describe(tc: TokenizedCorpus) -> dict[str, object]:
     """A JSON-able summary (what the page and the docs print)."""
     return {"corpus": tc.corpus_name, "corpus_sha256": tc.corpus_sha256, "vocab_size": tc.vocab_size,
             "train_split_tokens": tc.train_tokens, "val_split_tokens": tc.val_tokens, "train_split_bytes": tc.train_bytes,
-            "val_split_bytes": tc.val_bytes, "val_permille": tc.val_permille}
+            "val_split_bytes": tc.val_bytes, "val_permille": tc.val_permille, "split_version": tc.split_version,
+            "val_leak_fraction": tc.val_leak_fraction, "val_leak_fraction_before": tc.val_leak_fraction_before,
+            "unigram_val_nats": tc.unigram_val_nats}
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick look: python -m xtlens.profiling.benefit.corpus

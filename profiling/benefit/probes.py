@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xtlens.core.config import ConfigError, ModelConfig, XtlensError
+from xtlens.profiling.benefit.corpus import SPLIT_VERSION
 from xtlens.profiling.benefit.harness import (
     Budget,
     BudgetError,
@@ -332,12 +333,12 @@ def builder_for(build: str):
 
 def run_key(run: RunSpec, corpus_sha256: str, device_name: str, versions: dict[str, str]) -> str:
     """The cache key of a run in the result store: identity of the training itself (configuration and how it is
-    built, the optimizer steps the budget buys, seed, training settings, corpus SHA-256, device name, torch and
+    built, the optimizer steps the budget buys, seed, training settings, corpus SHA-256, split rule, device name, torch and
     x-transformers versions). A token and a FLOP budget that buy the same steps share one key, and so do two
     probes that train the same run (it is done once; its rows are relabelled with each probe and budget)."""
     payload = {"cfg": run.cfg.to_dict(), "build": run.build, "steps": steps_for(run.cfg, run.budget, run.settings),
                "seed": run.seed, "settings": run.settings.to_dict(),
-               "corpus": corpus_sha256, "device_name": device_name, "versions": versions, "format": 2}
+               "corpus": corpus_sha256, "split": SPLIT_VERSION, "device_name": device_name, "versions": versions, "format": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -23,6 +23,7 @@ from xtlens.profiling.benefit.corpus import (
     default_corpus,
     is_val_chunk,
     split_corpus,
+    split_corpus_groups,
     tokenize,
     unigram_entropy_nats,
 )
@@ -69,10 +70,18 @@ def test_default_corpus_is_cpython_prose_and_the_split_is_by_content_hash() -> N
     corpus = default_corpus()
     assert corpus.num_bytes > 400_000 and len(corpus.documents) > 50
     train, val = split_corpus(corpus)
-    # the rule, computed independently: sha256 of the chunk's UTF-8 text, first 8 hex digits, mod 1000 < 100
-    for chunk in val[:20] + train[:20]:
-        h = int(hashlib.sha256(chunk.encode()).hexdigest()[:8], 16) % 1000
-        assert (h < 100) == (chunk in val) == is_val_chunk(chunk)
+    split = split_corpus_groups(corpus)
+    assert (split.train, split.val) == (train, val)
+    # the rule, computed independently: sha256 of each chunk's UTF-8 text, first 8 hex digits; a group's key is the
+    # smallest over its chunks, mod 1000 < 100 sends the whole group to validation (alone: the old per-chunk rule)
+    keys: dict[int, int] = {}
+    for chunk, g in zip(split.chunks, split.group, strict=True):
+        keys[g] = min(keys.get(g, 2**40), int(hashlib.sha256(chunk.encode()).hexdigest()[:8], 16))
+    alone = {g for g in split.group if split.group.count(g) == 1}
+    for chunk, g, v in zip(split.chunks, split.group, split.is_val, strict=True):
+        assert (keys[g] % 1000 < 100) == v == (chunk in val)
+        if g in alone:
+            assert v == is_val_chunk(chunk)
     assert 0.05 < len(val) / (len(train) + len(val)) < 0.15
     # the split does not depend on the order of the documents
     docs = list(corpus.documents)
