@@ -310,7 +310,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
     kv_bytes = {int(a): int(b) for a, b in zip(kv["axis_value"], kv["kv_cache_bytes_per_token"], strict=True)}
 
     def make(text: str, metric: str, iv: Any, expected: int, learned: bool, method_extra: str, note: str = "",
-             margin: float | None = None) -> Claim:
+             margin: float | None = None, against: str = f"against the reference ({ref_h} heads, full K/V)") -> Claim:
         mde = min_detectable_effect(iv.se) if iv is not None else None
         v = verdict(iv, expected_sign=expected, mde=mde, learned=learned, margin=margin) if iv is not None \
             else ("not_learned" if not learned else "not_detectable")
@@ -318,7 +318,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
                      estimate=iv.estimate if iv else None, ci95_low=iv.low if iv else None,
                      ci95_high=iv.high if iv else None, seeds=iv.seeds if iv else int(h["seed"].nunique()),
                      windows=iv.windows if iv else None, min_detectable_effect=mde, verdict=v,
-                     method=("paired per validation window against the reference (" f"{ref_h} heads, full K/V); "
+                     method=(f"paired per validation window {against}; "
                              "hierarchical bootstrap, seeds and windows resampled" + (f" ({iv.seeds} seeds x "
                              f"{iv.windows} windows)" if iv else "") + "; " + method_extra),
                      note=note, **sc)
@@ -349,12 +349,11 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
             wins = sorted(set(a.columns) & set(b.columns))
             if seeds and wins:
                 iv = paired_difference(a.loc[seeds, wins].to_numpy(), b.loc[seeds, wins].to_numpy())
-        r = make(f"More heads at equal parameters help ({hi} vs {lo} heads)",
-                 f"mean val loss, {hi} heads - {lo} heads (heads x head width constant)", iv, -1,
-                 _learned(arm_rows("equal_params", hi)) and _learned(arm_rows("equal_params", lo)),
-                 "ALiBi share and rotary width held fixed", note="expected below 0 (more heads: lower loss)")
-        result.append(replace(r, method=r.method.replace(f"against the reference ({ref_h} heads, full K/V)",
-                                                         f"{hi} heads against {lo} heads")))
+        result.append(make(f"More heads at equal parameters help ({hi} vs {lo} heads)",
+                           f"mean val loss, {hi} heads - {lo} heads (heads x head width constant)", iv, -1,
+                           _learned(arm_rows("equal_params", hi)) and _learned(arm_rows("equal_params", lo)),
+                           "ALiBi share and rotary width held fixed", note="expected below 0 (more heads: lower loss)",
+                           against=f"{hi} heads against {lo} heads"))
     if not arm_rows("shuffled_context", ref_h).empty:
         iv = paired_vs_reference(frame, "shuffled_context", ref_h)
         mdes = [m for m in heads_table(frame)["min_detectable_effect_nats"].dropna()]

@@ -183,3 +183,14 @@ def test_quick_stability_probe_end_to_end(tmp_path, monkeypatch) -> None:
     table = ps.stability_table(frame)
     assert len(table) == 3 * len(q["values"]) and table["init_grad_ratio"].notna().all()
     assert all(c.verdict in VERDICTS for c in ps.claims(frame))
+
+
+def test_runs_that_never_finished_give_no_numbers() -> None:
+    from xtlens.profiling.benefit.probes import failure_rows_for
+
+    runs = plan(ProbeOptions(probe="stability", base=SEED, quick=True))
+    f = probe_frame([r for run in runs for r in failure_rows_for(run, "timeout", "stopped at the time limit")])
+    assert set(ps.run_outcomes(f)["outcome"]) == {"error"}
+    lr_claims = [c for c in ps.claims(f) if "learning rate" in c.claim]
+    assert len(lr_claims) == 2
+    assert all(c.estimate is None and c.ci95_low is None and c.verdict == "not_learned" for c in lr_claims)
