@@ -163,3 +163,19 @@ def test_quick_heads_probe_end_to_end(tmp_path, monkeypatch) -> None:
     ctl = ph.control_table(frame).iloc[0]
     assert ctl["effect_nats"] > 0  # a shuffled context costs loss even after a short training
     assert all(c.verdict in VERDICTS for c in ph.claims(frame))
+
+
+def test_effects_chart_puts_each_interval_beside_its_kv_bytes() -> None:
+    from xtlens.dashboard.charts import benefits as bc
+
+    t = ph.heads_table(_frame(ARMS))
+    fig = bc.heads_effects(t, title="t")
+    dots, bars = fig.data
+    rows = t.iloc[::-1]
+    assert list(dots.y) == list(bars.y) == list(rows["config_name"])
+    assert list(dots.x) == pytest.approx(list(rows["diff_vs_reference_nats"].astype(float)))
+    assert list(bars.x) == list(rows["kv_cache_bytes_per_token"])
+    hi = (rows["ci95_high"].astype(float) - rows["diff_vs_reference_nats"].astype(float)).fillna(0)
+    assert list(dots.error_x.array) == pytest.approx(list(hi))
+    kv = bc.kv_tradeoff(t, title="t")
+    assert any(s.y0 == UNIGRAM for s in kv.layout.shapes)

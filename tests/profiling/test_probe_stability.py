@@ -194,3 +194,26 @@ def test_runs_that_never_finished_give_no_numbers() -> None:
     lr_claims = [c for c in ps.claims(f) if "learning rate" in c.claim]
     assert len(lr_claims) == 2
     assert all(c.estimate is None and c.ci95_low is None and c.verdict == "not_learned" for c in lr_claims)
+
+
+def test_charts_show_the_largest_stable_lr_and_the_ratio_interval() -> None:
+    from xtlens.dashboard.charts import benefits as bc
+
+    out = ps.run_outcomes(_frame(GRID))
+    largest = ps.largest_stable_lr(out)
+    fig = bc.stable_lr_chart(out, largest, title="t")
+    lines = {t.name: list(t.y) for t in fig.data if t.mode == "lines"}
+    assert lines == {"deepnorm: largest stable lr": [1e-2], "pre_norm: largest stable lr": [1e-3],
+                     "post_norm: largest stable lr": [1e-3]}
+    diverged = [t for t in fig.data if t.name == "deepnorm: diverged"][0]
+    assert list(diverged.y) == [1e-1] and diverged.marker.symbol == "x"
+    assert fig.layout.yaxis.type == "log" and "learning rate" in fig.layout.yaxis.title.text
+    t = ps.grad_ratio_table(ps.grad_ratios(_frame(GRID)))
+    fig = bc.grad_ratio_chart(t, when="init", title="t")
+    dn = [tr for tr in fig.data if tr.name.startswith("deepnorm")][0]
+    row = t[(t["norm"] == "deepnorm") & (t["when"] == "init")].sort_values("depth")
+    assert list(dn.y) == pytest.approx(list(row["ratio"]))
+    assert list(dn.error_y.array) == pytest.approx(list(row["ratio_ci95_high"] - row["ratio"]))
+    f = _frame(GRID)
+    curves = bc.stability_curves(f, depth=8, lr=1e-3, title="t")
+    assert any(s.y0 == UNIGRAM for s in curves.layout.shapes)  # the unigram line
