@@ -43,13 +43,17 @@ if TYPE_CHECKING:
     from xtlens.profiling.benefit.harness import RunSpec
     from xtlens.profiling.benefit.probes import ProbeOptions
 
-__all__ = ["plan", "build_shuffled_context", "SHUFFLE_SEED_OFFSET", "window_matrix", "paired_vs_reference",
+__all__ = ["plan", "build_shuffled_context", "SHUFFLE_SEED_OFFSET", "EQUIVALENCE_MARGIN_NATS", "window_matrix", "paired_vs_reference",
            "heads_table", "control_table", "claims", "REFERENCE", "arm_label"]
 
 #: the shuffled-context control's permutations use ``torch.Generator(seed + SHUFFLE_SEED_OFFSET)``
 SHUFFLE_SEED_OFFSET = 7_919
 #: the reference arm every difference is taken against: (variant, axis_value = the family's head count)
 REFERENCE = "equal_params"
+#: "costs no measurable quality" means: the 95% interval of the cost lies inside +- this (nats/token), an equivalence
+#: margin of the size of the costs the papers report (and about 2% perplexity); the minimum detectable effect is
+#: reported beside it: where it exceeds the margin the verdict cannot be "supported" at this budget
+EQUIVALENCE_MARGIN_NATS = 0.02
 
 
 def _alibi(base: ModelConfig, h: int) -> tuple[int | None, bool]:
@@ -283,9 +287,10 @@ def arm_label(variant: str, value: int) -> str:
 
 
 def claims(frame: pd.DataFrame) -> list[Claim]:
-    """Multi-query and grouped K/V cost no measurable quality (expected sign 0, margin = the minimum detectable
-    effect: "no difference that this probe could see"); more heads at equal parameters help (largest vs smallest
-    head count, expected -1); the control is detectable (shuffled minus intact context, expected +1)."""
+    """Multi-query and grouped K/V cost no measurable quality (expected sign 0 with the margin
+    ``EQUIVALENCE_MARGIN_NATS``: the interval inside +-0.02 nats/token); more heads at equal parameters help
+    (largest vs smallest head count, expected -1); the control is detectable (shuffled minus intact context,
+    expected +1)."""
     from xtlens.profiling.benefit.claims import Claim
     from xtlens.profiling.benefit.probe_stability import _scale
     from xtlens.profiling.benefit.stats import min_detectable_effect, verdict
@@ -305,7 +310,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
     kv_bytes = {int(a): int(b) for a, b in zip(kv["axis_value"], kv["kv_cache_bytes_per_token"], strict=True)}
 
     def make(text: str, metric: str, iv: Any, expected: int, learned: bool, method_extra: str, note: str = "",
-             margin: float | None = None) -> Claim:
+             margin: float | None = None, against: str = f"against the reference ({ref_h} heads, full K/V)") -> Claim:
         mde = min_detectable_effect(iv.se) if iv is not None else None
         v = verdict(iv, expected_sign=expected, mde=mde, learned=learned, margin=margin) if iv is not None \
             else ("not_learned" if not learned else "not_detectable")
@@ -313,7 +318,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
                      estimate=iv.estimate if iv else None, ci95_low=iv.low if iv else None,
                      ci95_high=iv.high if iv else None, seeds=iv.seeds if iv else int(h["seed"].nunique()),
                      windows=iv.windows if iv else None, min_detectable_effect=mde, verdict=v,
-                     method=("paired per validation window against the reference (" f"{ref_h} heads, full K/V); "
+                     method=(f"paired per validation window {against}; "
                              "hierarchical bootstrap, seeds and windows resampled" + (f" ({iv.seeds} seeds x "
                              f"{iv.windows} windows)" if iv else "") + "; " + method_extra),
                      note=note, **sc)
@@ -329,8 +334,9 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
         result.append(make(f"{name} costs no measurable quality against full K/V heads",
                            f"mean val loss, {g} K/V head(s) - {ref_h} K/V heads", iv, 0,
                            _learned(arm_rows("kv_heads", g)) and _learned(ref_rows), paper,
-                           note="'no measurable cost' = the interval inside +-the minimum detectable effect"
-                                + saved))
+                           margin=EQUIVALENCE_MARGIN_NATS,
+                           note=f"'no measurable cost' = the 95% interval inside +-{EQUIVALENCE_MARGIN_NATS} "
+                                "nats/token (equivalence margin)" + saved))
     eq = sorted(int(v) for v in ok.loc[ok["variant"] == "equal_params", "axis_value"].dropna().unique())
     if len(eq) >= 2:
         lo, hi = eq[0], eq[-1]
@@ -343,12 +349,11 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
             wins = sorted(set(a.columns) & set(b.columns))
             if seeds and wins:
                 iv = paired_difference(a.loc[seeds, wins].to_numpy(), b.loc[seeds, wins].to_numpy())
-        r = make(f"More heads at equal parameters help ({hi} vs {lo} heads)",
-                 f"mean val loss, {hi} heads - {lo} heads (heads x head width constant)", iv, -1,
-                 _learned(arm_rows("equal_params", hi)) and _learned(arm_rows("equal_params", lo)),
-                 "ALiBi share and rotary width held fixed", note="expected below 0 (more heads: lower loss)")
-        result.append(replace(r, method=r.method.replace(f"against the reference ({ref_h} heads, full K/V)",
-                                                         f"{hi} heads against {lo} heads")))
+        result.append(make(f"More heads at equal parameters help ({hi} vs {lo} heads)",
+                           f"mean val loss, {hi} heads - {lo} heads (heads x head width constant)", iv, -1,
+                           _learned(arm_rows("equal_params", hi)) and _learned(arm_rows("equal_params", lo)),
+                           "ALiBi share and rotary width held fixed", note="expected below 0 (more heads: lower loss)",
+                           against=f"{hi} heads against {lo} heads"))
     if not arm_rows("shuffled_context", ref_h).empty:
         iv = paired_vs_reference(frame, "shuffled_context", ref_h)
         mdes = [m for m in heads_table(frame)["min_detectable_effect_nats"].dropna()]

@@ -313,7 +313,17 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
         method = ("DeepNet (Wang et al. 2022): lr sweep with gradient clipping off; per seed the largest swept lr at "
                   "which the run trained (no divergence, ended below the unigram line); bootstrap over "
                   f"{len(seeds)} seed(s) of the per-seed difference of log10 lr")
-        if not seeds:
+        # a run that failed (error, time limit) says nothing about stability: its seed is left out at that depth
+        failed = set(out.loc[(out["depth"] == deep) & out["norm"].isin([better, "post_norm"])
+                             & (out["outcome"] == "error"), "seed"])
+        seeds = [x for x in seeds if x not in failed]
+        metric = f"log10 largest stable lr, {better} - post_norm, depth {deep}"
+        if not seeds or not learned_any:
+            result.append(Claim(probe="stability", claim=text, metric=metric, unit="decades of learning rate (log10)",
+                                estimate=None, ci95_low=None, ci95_high=None, seeds=len(seeds), windows=None,
+                                min_detectable_effect=None, verdict="not_learned" if not learned_any else
+                                "not_detectable", method=method, note="no run trained (none ended below the "
+                                "unigram line)" if not learned_any else "no seed finished every run", **sc))
             continue
         diff = a.loc[seeds, "log10_lr"].to_numpy() - b.loc[seeds, "log10_lr"].to_numpy()
         iv = _log_interval(diff)
@@ -323,8 +333,8 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
                 ("; censored: " + ", ".join({"below": "a seed with no stable lr counts one grid step below the "
                                              "smallest", "at_top": "a seed stable at the largest lr counts at it "
                                              "(a lower bound)"}[c] for c in cens) if cens else ""))
-        result.append(Claim(probe="stability", claim=text, metric=f"log10 largest stable lr, {better} - post_norm, "
-                            f"depth {deep}", unit="decades of learning rate (log10)", estimate=iv.estimate,
+        result.append(Claim(probe="stability", claim=text, metric=metric, unit="decades of learning rate (log10)",
+                            estimate=iv.estimate,
                             ci95_low=iv.low, ci95_high=iv.high, seeds=iv.seeds, windows=None,
                             min_detectable_effect=mde,
                             verdict=verdict(iv, expected_sign=+1, mde=mde, learned=learned_any), method=method,

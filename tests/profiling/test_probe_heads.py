@@ -83,7 +83,7 @@ def test_shuffled_context_model_trains_as_the_reference_and_permutes_at_evaluati
     assert sorted(perm[0].tolist()) == list(range(16))
 
 
-def _frame(offsets: dict, *, seeds=(0, 1, 2, 3, 4), windows: int = 40, base: float = 4.0, noise: float = 0.05,
+def _frame(offsets: dict, *, seeds=(0, 1, 2, 3, 4), windows: int = 40, base: float = 4.0, noise: float = 0.03,
            seed_sd: float = 0.02):
     """Window rows (and a final eval row) per arm: loss = base + seed effect + window effect + offset + noise.
     ``offsets``: (variant, axis, axis_value) -> offset in nats. Pairing cancels the seed and window effects."""
@@ -127,12 +127,13 @@ def test_paired_difference_recovers_the_planted_offsets() -> None:
 
 def test_claims_from_constructed_frames() -> None:
     cl = {c.claim.split(" (")[0]: c for c in ph.claims(_frame(ARMS))}
-    assert cl["Multi-query attention"].verdict == "supported"  # interval inside +- its detectable effect
+    assert cl["Multi-query attention"].verdict == "supported"  # interval inside +- the equivalence margin
     assert cl["Grouped K/V"].verdict == "supported"
     assert cl["More heads at equal parameters help"].verdict == "supported"
     assert cl["Control: the probe detects the loss of context order"].verdict == "supported"
     mq = cl["Multi-query attention"]
     assert mq.ci95_low < 0 < mq.ci95_high and mq.seeds == 5 and mq.windows == 40
+    assert -ph.EQUIVALENCE_MARGIN_NATS < mq.ci95_low and mq.ci95_high < ph.EQUIVALENCE_MARGIN_NATS
     # (z_0.975 + z_0.8) x se, with se ~ the 95% interval's half-width / 1.96
     assert mq.min_detectable_effect == pytest.approx(2.8016 * (mq.ci95_high - mq.ci95_low) / 2 / 1.96, rel=0.25)
     # planted costs: multi-query 0.1 nats worse -> contradicted; more heads hurt -> contradicted
@@ -162,3 +163,19 @@ def test_quick_heads_probe_end_to_end(tmp_path, monkeypatch) -> None:
     ctl = ph.control_table(frame).iloc[0]
     assert ctl["effect_nats"] > 0  # a shuffled context costs loss even after a short training
     assert all(c.verdict in VERDICTS for c in ph.claims(frame))
+
+
+def test_effects_chart_puts_each_interval_beside_its_kv_bytes() -> None:
+    from xtlens.dashboard.charts import benefits as bc
+
+    t = ph.heads_table(_frame(ARMS))
+    fig = bc.heads_effects(t, title="t")
+    dots, bars = fig.data
+    rows = t.iloc[::-1]
+    assert list(dots.y) == list(bars.y) == list(rows["config_name"])
+    assert list(dots.x) == pytest.approx(list(rows["diff_vs_reference_nats"].astype(float)))
+    assert list(bars.x) == list(rows["kv_cache_bytes_per_token"])
+    hi = (rows["ci95_high"].astype(float) - rows["diff_vs_reference_nats"].astype(float)).fillna(0)
+    assert list(dots.error_x.array) == pytest.approx(list(hi))
+    kv = bc.kv_tradeoff(t, title="t")
+    assert any(s.y0 == UNIGRAM for s in kv.layout.shapes)
