@@ -33,6 +33,11 @@ def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str,
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == budget_kind) & (fin["status"] == "ok")]
     if fin.empty:
         return empty_figure(title, f"no finished {budget_kind}-budget runs")
+    from xtlens.profiling.benefit.probe_scaling import best_lr_rows
+
+    best = best_lr_rows(frame)  # with a learning-rate sweep: each point at its best rate
+    if not best.empty:
+        fin = fin[fin["run_key"].isin(set(best["run_key"]))]
     fin = fin.assign(_x=_float(fin[x]), _y=_float(fin["val_loss_nats"]))
     g = fin.groupby("axis_value").agg(x=("_x", "mean"), y=("_y", "mean"), lo=("_y", "min"), hi=("_y", "max"),
                                       seeds=("seed", "count")).reset_index()

@@ -140,7 +140,8 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
                       help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
     cols[2].number_input("training tokens per run", min_value=LIMITS["--tokens"][0], max_value=LIMITS["--tokens"][1],
                          step=4096, value=defaults["tokens"], key=_tokens_key(probe, quick),
-                         help="The token budget of every run (the scaling probe adds an equal-FLOP budget).")
+                         help="The token budget of every run (the scaling probe adds three IsoFLOP budgets and trains every "
+                              "point at each learning rate of its sweep).")
     ok &= _bounded_box(cols[3], "seeds", key=f"benefits.{probe}.seeds",
                        placeholder=",".join(map(str, defaults["seeds"])),
                        help="Several seeds give the 95% intervals (seeds and validation windows resampled)")

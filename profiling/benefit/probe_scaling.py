@@ -111,8 +111,9 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
     lrs = _lrs(opt)
     main = _budget(opt, base, s)
     iso_n = int(opt.extra.get("isoflop_budgets", opt.defaults.get("isoflop_budgets", 3)))
-    if iso_n < 0 or iso_n > len(sizes):
-        raise ProbeInputError("isoflop_budgets", iso_n, f"0 to the number of sizes ({len(sizes)})")
+    if iso_n < 0:
+        raise ProbeInputError("isoflop_budgets", iso_n, "0 (no IsoFLOP runs) or more")
+    iso_n = min(iso_n, len(sizes))  # one budget per size at most
 
     def name(v: int, lr: float, extra: str = "") -> str:
         return f"{axis}={v}{' (current)' if v == current else ''}, {lr_label(lr)}{extra}"
@@ -202,7 +203,7 @@ def _finals_uncached(frame: pd.DataFrame) -> pd.DataFrame:
 
     sc = frame[frame["probe"] == "scaling"]
     if sc.empty:
-        return sc.copy()
+        return sc.assign(budget=None, train_tokens=None, tokens_per_non_embedding_param=None)
     fin = final_evals(sc).copy()
     fin = fin[fin["budget_kind"].isin(["tokens", "flops", "epochs"])]
     fin["peak_lr"] = [_lr_of(r) for r in fin.itertuples(index=False)]
@@ -423,10 +424,11 @@ def law_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def isoflop_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per training-FLOP budget (Hoffmann et al. 2022, approach 2): the sizes run (best lr each), the lowest
-    seed-mean loss seen, and the fitted compute-optimal non-embedding size (``stats.isoflop_minimum``: the
-    minimum of a parabola of loss in log10 N, seed-bootstrap 95% interval), or why it is not identifiable."""
+    seed-mean loss seen, and the fitted compute-optimal non-embedding size (``stats.isoflop_fit``, i.e.
+    ``isoflop_minimum`` with its reason: the minimum of a parabola of loss in log10 N, seed-bootstrap 95%
+    interval), or why it is not identifiable."""
     import pandas as pd
-    from xtlens.profiling.benefit.stats import isoflop_minimum
+    from xtlens.profiling.benefit.stats import isoflop_fit
 
     rows = best_lr_rows(frame)
     rows = rows[rows["budget_kind"] == "flops"]
@@ -434,10 +436,9 @@ def isoflop_table(frame: pd.DataFrame) -> pd.DataFrame:
     for budget, g in rows.groupby("budget"):
         mean = g.groupby("axis_value")["val_loss_nats"].mean()
         n_of = g.groupby("axis_value")["non_embedding_params"].first().astype(float)
-        iv = None
-        if len(mean) >= 3:
-            iv = isoflop_minimum(g["non_embedding_params"].astype(float).to_numpy(),
-                                 g["val_loss_nats"].astype(float).to_numpy(), g["seed"].astype(int).to_numpy())
+        fit = isoflop_fit(g["non_embedding_params"].astype(float).to_numpy(),
+                          g["val_loss_nats"].astype(float).to_numpy(), g["seed"].astype(int).to_numpy())
+        iv = fit.minimum
         best_v = int(mean.idxmin())
         out.append({"budget_flops": int(budget), "sizes": ", ".join(str(int(v)) for v in mean.index),
                     "seeds": int(g["seed"].nunique()), "lowest_loss_size": best_v,
@@ -448,9 +449,7 @@ def isoflop_table(frame: pd.DataFrame) -> pd.DataFrame:
                     "n_opt_ci95_high": 10 ** iv.high if iv is not None else None,
                     "n_opt_smallest_sampled": float(n_of.min()), "n_opt_largest_sampled": float(n_of.max()),
                     "identifiable": iv is not None,
-                    "note": "" if iv is not None else (
-                        "fewer than 3 sizes" if len(mean) < 3 else
-                        "the minimum lies outside the sampled sizes (lowest loss at an edge): add sizes beyond it")})
+                    "note": fit.reason})
     return pd.DataFrame(out)
 
 
@@ -569,15 +568,15 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
     best = best_lr_rows(frame)
     iso = best[best["budget_kind"] == "flops"]
     if current is not None and not iso.empty and budget_kind == "tokens":
-        from xtlens.profiling.benefit.stats import isoflop_minimum
+        from xtlens.profiling.benefit.stats import isoflop_fit
 
         for budget, g in iso.groupby("budget"):
             if current not in set(g["axis_value"]):
                 continue
             n_cur = float(g.loc[g["axis_value"] == current, "non_embedding_params"].iloc[0])
-            iv = isoflop_minimum(g["non_embedding_params"].astype(float).to_numpy(),
-                                 g["val_loss_nats"].astype(float).to_numpy(), g["seed"].astype(int).to_numpy()) \
-                if g["axis_value"].nunique() >= 3 else None
+            fit = isoflop_fit(g["non_embedding_params"].astype(float).to_numpy(),
+                              g["val_loss_nats"].astype(float).to_numpy(), g["seed"].astype(int).to_numpy())
+            iv = fit.minimum
             margin = math.log10(NEAR_OPTIMAL_FACTOR)
             if iv is not None:
                 from dataclasses import replace as dc_replace
@@ -592,8 +591,8 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
                 mean = g.groupby("axis_value")["val_loss_nats"].mean()
                 v = "not_learned" if not _learned(g) else "not_detectable"
                 est = lo = hi = None
-                note = (f"no fitted minimum inside the sampled sizes (lowest loss at {axis}={int(mean.idxmin())} of "
-                        f"{', '.join(str(int(x)) for x in mean.index)}): add sizes beyond it")
+                note = (f"no fitted minimum: {fit.reason} (lowest seed-mean loss at {axis}={int(mean.idxmin())} of "
+                        f"{', '.join(str(int(x)) for x in mean.index)})")
             out.append(Claim(
                 probe="scaling", claim=f"at equal training FLOPs the current {axis} ({current}) is near the "
                                        f"compute-optimal size (budget {int(budget):.3g} FLOPs)",

@@ -199,3 +199,35 @@ def test_quick_probe_end_to_end() -> None:
     assert any(c.claim.startswith("a larger dim") for c in claims)
     assert all(c.verdict in ("supported", "contradicted", "not_detectable", "not_learned") for c in claims)
     assert not ps.law_table(frame).empty
+
+
+def test_a_frame_without_scaling_rows_gives_no_claims_and_empty_tables() -> None:
+    other = synthetic_frame(sizes=(16, 32))
+    other["probe"] = "heads"
+    assert ps.claims(other) == []
+    assert ps.points_table(other).empty and ps.law_table(other).empty and ps.isoflop_table(other).empty
+
+
+def test_charts_show_the_points_the_fit_the_isoflop_minima_and_the_unigram_line() -> None:
+    from xtlens.dashboard.charts import benefits as bc
+
+    n_of = {v: 1000 * v * v // 8 for v in (16, 32, 48, 64)}
+    frame = synthetic_frame(current=32, iso={10 ** 12: (16, 32, 48, 64)},
+                            loss=lambda n, d: (2.0 + 0.8 * (math.log10(n) - math.log10(n_of[32])) ** 2 if d != 131_072
+                                               else _law(n, d)))
+    fig = bc.scaling_law(frame, title="t")
+    names = [t.name for t in fig.data]
+    best = next(t for t in fig.data if t.name.startswith("best lr per size"))
+    pts = ps.points_table(frame)
+    want = pts[(pts["role"] == "best lr") & (pts["budget_kind"] == "tokens")].sort_values("non_embedding_params")
+    assert list(best.y) == pytest.approx(list(want["val_loss_nats"]))
+    assert list(best.x) == [float(n_of[v]) for v in (16, 32, 48, 64)]
+    assert sum(n.startswith("lr sweep") for n in names) == 2  # the two rates that lost
+    assert any(n.startswith("fit: L = ") for n in names) and any("band" in n for n in names)
+    assert fig.layout.shapes and fig.layout.shapes[0].y0 == UNIGRAM  # the unigram line
+    assert fig.layout.xaxis.title.text == bc.NON_EMB_AXIS and "nats/token" in fig.layout.yaxis.title.text
+    iso = bc.isoflop_curves(frame, title="t")
+    star = next(t for t in iso.data if t.name.startswith("fitted optimum"))
+    table = ps.isoflop_table(frame)
+    assert star.x[0] == pytest.approx(table["n_opt_non_embedding"].iloc[0])
+    assert iso.layout.shapes[0].y0 == UNIGRAM

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from xtlens.core.config import PRESETS
 from xtlens.dashboard.charts import benefits as bc
 from xtlens.profiling.benefit import analysis
+from xtlens.profiling.benefit import probe_scaling as ps
 from xtlens.profiling.benefit.probes import ProbeOptions, run_probe
 from xtlens.profiling.benefit.records import probe_frame
 
@@ -69,7 +70,7 @@ def test_chart_builders_on_real_probe_rows(frames) -> None:
     names = [t.name for t in fig.data]
     assert names[0].startswith("measured (mean of 2 seed(s))") and names[1].startswith("your fit: val loss")
     assert names[2] == "current (dim=32)"
-    fin = analysis.final_evals(sc)
+    fin = ps.best_lr_rows(sc)  # the probe sweeps the learning rate: each size's best rate is its point
     tok = fin[fin["budget_kind"] == "tokens"]
     means = tok.assign(v=tok["val_loss_nats"].astype(float)).groupby("axis_value")["v"].mean()
     assert list(fig.data[0].y) == pytest.approx(list(means))  # markers are the seed means
