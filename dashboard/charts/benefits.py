@@ -12,7 +12,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout
-from xtlens.profiling.benefit import analysis
+from xtlens.profiling.benefit import analysis, report
 
 LOSS_AXIS = "validation loss (nats/token)"
 FLOPS_AXIS = "training FLOPs spent (cost model; 1 multiply-add = 2 FLOPs; log)"
@@ -83,11 +83,6 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
                                  line={"color": color}))
         fig.add_trace(go.Scatter(x=s["_x"], y=s["t"], mode="lines", name=f"{name} (train)",
                                  line={"color": color, "dash": "dot"}, showlegend=False))
-    ent = _float(ev["unigram_entropy_nats"]).dropna()
-    if not ent.empty:
-        fig.add_hline(y=float(ent.iloc[0]), line_dash="dash", line_color="#9D9D9D",
-                      annotation_text="unigram entropy of the validation split (a context-free model)",
-                      annotation_position="top right")
     x_title = "tokens seen (training)" if x == "tokens_seen" else FLOPS_AXIS
     if x != "tokens_seen":
         ev = ev[ev["step"] > 0]
@@ -95,7 +90,8 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
     losses = pd.concat([_float(ev["val_loss_nats"]), _float(ev["train_loss_nats"])]).dropna()
     if not losses.empty:
         fig.update_yaxes(range=[float(losses.min()) * 0.97, float(losses.max()) * 1.03])
-    return figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    fig = figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    return with_unigram_line(fig, report.unigram_nats(ev))
 
 
 def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,
@@ -229,6 +225,8 @@ def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
                                name="measured"))
     xmax = float(kv["kv_cache_bytes_per_token"].max())
     fig.update_xaxes(range=[-0.15 * xmax, 1.25 * xmax])
+    if "unigram_entropy_nats" in kv.columns and kv["unigram_entropy_nats"].notna().any():
+        add_unigram_line(fig, float(kv["unigram_entropy_nats"].dropna().iloc[0]))
     return figure_layout(fig, title, x="KV cache per token (bytes, float32, all layers; closed form)", y=LOSS_AXIS)
 
 
@@ -270,6 +268,194 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
     fig.update_xaxes(tickangle=0, nticks=5)
     fig = figure_layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
     fig.update_layout(legend={"y": -0.32})
+    return fig
+
+
+# --- generic: the unigram "learned nothing" line and not_learned labels on every loss chart -----------------
+
+#: the verdicts' colours on the claims table (each cell also says the verdict in words: never colour alone)
+VERDICT_COLOURS = {"supported": "#CDEBD3", "contradicted": "#F6CFCF", "not_detectable": "#E4E4E4",
+                   "not_learned": "#FBE7B5"}
+UNIGRAM_LINE_COLOUR = "#7F7F7F"
+_RELATIVE_WORDS = ("δ", "change", "gain", "difference", " minus ", " - ", "ratio")
+
+
+def is_loss_chart(fig: go.Figure) -> bool:
+    """True when the figure's y axis is an absolute loss in nats (a validation or training loss), where the
+    unigram line belongs; False for differences of losses (Δ loss, context gain), gradients and others."""
+    title = (fig.layout.yaxis.title.text or "").lower()
+    return "loss" in title and "nats" in title and not any(w in title for w in _RELATIVE_WORDS)
+
+
+def unigram_shapes(fig: go.Figure) -> list[float]:
+    """The y values of the horizontal lines drawn on ``fig`` (``add_hline`` shapes)."""
+    return [float(s.y0) for s in fig.layout.shapes or () if s.type == "line" and s.y0 is not None and s.y0 == s.y1
+            and (s.xref or "").endswith("domain")]
+
+
+def with_unigram_line(fig: go.Figure, unigram_nats: float | None) -> go.Figure:
+    """Draw the unigram "learned nothing" line (the validation loss of a unigram fitted on the training split) on a
+    loss chart (``is_loss_chart``), once, and widen a fixed y range to show it. Other charts are returned as they
+    are."""
+    if unigram_nats is None or not math.isfinite(unigram_nats) or not is_loss_chart(fig):
+        return fig
+    if any(abs(y - unigram_nats) <= 1e-9 * max(1.0, abs(unigram_nats)) for y in unigram_shapes(fig)):
+        return fig
+    fig.add_hline(y=unigram_nats, line_dash="dash", line_color=UNIGRAM_LINE_COLOUR,
+                  annotation_text=f"unigram line {unigram_nats:.3f} nats/token: learned nothing",
+                  annotation_position="bottom right")
+    rng = fig.layout.yaxis.range
+    if rng is not None:
+        lo, hi = float(rng[0]), float(rng[1])
+        y = math.log10(unigram_nats) if fig.layout.yaxis.type == "log" and unigram_nats > 0 else unigram_nats
+        pad = 0.03 * max(hi - lo, 1e-9)
+        fig.update_yaxes(range=[min(lo, y - pad), max(hi, y + pad)])
+    return fig
+
+
+def label_not_learned(fig: go.Figure, config_names: set[str] | frozenset[str]) -> go.Figure:
+    """Append " — not_learned" to the legend name of every trace of a configuration whose runs all ended above
+    the unigram line (a trace named ``config_name`` or ``config_name (...)``)."""
+    if not config_names:
+        return fig
+    for trace in fig.data:
+        name = trace.name or ""
+        if "not_learned" not in name and any(name == n or name.startswith(n + " (") for n in config_names):
+            trace.name = name + " — not_learned"
+    return fig
+
+
+# --- stability (probe_stability) and heads (probe_heads) ------------------------------------------------
+
+NORM_COLORS = {"deepnorm": SERIES[0], "pre_norm": SERIES[1], "post_norm": SERIES[2]}
+OUTCOME_SYMBOLS = {"trained": "circle", "not_learned": "circle-open", "diverged": "x", "error": "square-open"}
+
+
+def stable_lr_chart(outcomes: pd.DataFrame, largest: pd.DataFrame, *, title: str) -> go.Figure:
+    """Stability: every swept (depth, peak lr) cell per norm, marked by its outcome over seeds (trained by every
+    seed, not every seed below the unigram line, or diverged in a seed), and the largest stable lr per norm and depth
+    as a line. Log lr axis."""
+    if outcomes.empty:
+        return empty_figure(title, "no stability runs")
+    fig = go.Figure()
+    norms = [n for n in NORM_COLORS if n in set(outcomes["norm"])]
+    depths = sorted(int(d) for d in outcomes["depth"].dropna().unique())
+    offset = {n: (i - (len(norms) - 1) / 2) * 0.12 for i, n in enumerate(norms)}
+    for n in norms:
+        o = outcomes[outcomes["norm"] == n]
+        cells = []
+        for (d, lr), g in o.groupby(["depth", "lr"]):
+            outs = set(g["outcome"])
+            worst = "diverged" if "diverged" in outs else "error" if "error" in outs else \
+                "not_learned" if "not_learned" in outs else "trained"
+            cells.append((depths.index(int(d)) + offset[n], lr, worst, len(g)))
+        for outcome, sym in OUTCOME_SYMBOLS.items():
+            pts = [c for c in cells if c[2] == outcome]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers",
+                                         marker={"symbol": sym, "size": 11, "color": NORM_COLORS[n]},
+                                         name=f"{n}: {outcome.replace('_', ' ')}", legendgroup=n,
+                                         hovertemplate=f"{n}<br>peak lr %{{y:.3g}}<br>{outcome}<extra></extra>"))
+        big = largest[(largest["norm"] == n) & largest["largest_stable_lr"].notna()]
+        if not big.empty:
+            fig.add_trace(go.Scatter(x=[depths.index(int(d)) + offset[n] for d in big["depth"]],
+                                     y=big["largest_stable_lr"].astype(float), mode="lines", legendgroup=n,
+                                     line={"color": NORM_COLORS[n], "width": 2}, name=f"{n}: largest stable lr"))
+    fig.update_xaxes(tickvals=list(range(len(depths))), ticktext=[str(d) for d in depths])
+    fig.update_yaxes(type="log")
+    return figure_layout(fig, title, x="depth (layers)", y="peak learning rate (log; clipping off)")
+
+
+def grad_ratio_chart(ratio_table: pd.DataFrame, *, when: str, title: str) -> go.Figure:
+    """Stability: first-block / last-block gradient norm per norm and depth (geometric mean over seeds, bars: 95%
+    seed-bootstrap interval), at ``when`` = ``init`` (step 0) or ``final``. Log y."""
+    t = ratio_table[ratio_table["when"] == when]
+    if t.empty:
+        return empty_figure(title, "no gradient ratios")
+    if when == "final" and t["lr"].notna().any():  # one lr: the smallest swept (every norm trains there)
+        t = t[t["lr"] == t["lr"].min()]
+    fig = go.Figure()
+    for n in [n for n in NORM_COLORS if n in set(t["norm"])]:
+        g = t[t["norm"] == n].sort_values("depth")
+        fig.add_trace(go.Scatter(
+            x=g["depth"], y=g["ratio"], mode="lines+markers", name=f"{n} ({int(g['seeds'].max())} seeds)",
+            line={"color": NORM_COLORS[n]},
+            error_y={"type": "data", "symmetric": False, "array": g["ratio_ci95_high"] - g["ratio"],
+                     "arrayminus": g["ratio"] - g["ratio_ci95_low"]}))
+    fig.add_hline(y=1.0, line_color="#9D9D9D", line_dash="dot")
+    fig.update_yaxes(type="log")
+    fig.update_xaxes(type="log" if t["depth"].max() / max(t["depth"].min(), 1) > 8 else "linear")
+    return figure_layout(fig, title, x="depth (layers)",
+                         y="‖grad‖ first block / last block (ratio, log; 95% CI over seeds)")
+
+
+def add_unigram_line(fig: go.Figure, unigram_nats: float | None, *, vertical: bool = False) -> go.Figure:
+    """The "learned nothing" line: the validation loss of a unigram fitted on the training split."""
+    if unigram_nats is None or not math.isfinite(float(unigram_nats)):
+        return fig
+    kw = {"line_dash": "dash", "line_color": "#E45756", "annotation_text": f"unigram {float(unigram_nats):.3f} nats "
+          "(learned nothing)"}
+    if vertical:
+        fig.add_vline(x=float(unigram_nats), **kw)
+    else:
+        fig.add_hline(y=float(unigram_nats), annotation_position="top left", **kw)
+    return fig
+
+
+def stability_curves(frame: pd.DataFrame, *, depth: int, lr: float, title: str) -> go.Figure:
+    """Stability: validation loss against tokens seen per norm at one depth and peak lr (seed mean), with the
+    unigram line; a diverged run's curve stops where it diverged."""
+    from xtlens.profiling.benefit.probe_stability import peak_lrs
+
+    ev = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "eval") & (frame["axis_value"] == depth)]
+    ev = ev[(peak_lrs(ev) == lr) & ev["val_loss_nats"].notna()]
+    if ev.empty:
+        return empty_figure(title, "no evaluation rows at this depth and lr")
+    fig = go.Figure()
+    for n in [n for n in NORM_COLORS if n in set(ev["variant"])]:
+        g = ev[ev["variant"] == n]
+        s = g.assign(x=_float(g["tokens_seen"]), v=_float(g["val_loss_nats"])).groupby("x")["v"].agg(
+            ["mean", "min", "max"]).reset_index()
+        fig.add_trace(go.Scatter(x=s["x"], y=s["mean"], mode="lines+markers", name=n,
+                                 line={"color": NORM_COLORS[n]},
+                                 error_y={"type": "data", "symmetric": False, "array": s["max"] - s["mean"],
+                                          "arrayminus": s["mean"] - s["min"]}))
+    uni = ev["unigram_entropy_nats"].dropna()
+    add_unigram_line(fig, float(uni.iloc[0]) if len(uni) else None)
+    return figure_layout(fig, title, x="training tokens seen (tokens)",
+                         y="validation loss (nats/token; bars: seed min..max)")
+
+
+def heads_effects(table: pd.DataFrame, *, title: str) -> go.Figure:
+    """Heads: each arm's loss difference against the reference (family head count, full K/V), with its 95% interval
+    (paired per window, seeds and windows resampled) and the band of +- the largest minimum detectable effect, next
+    to the KV-cache bytes per token each arm needs."""
+    from plotly.subplots import make_subplots
+
+    if table.empty:
+        return empty_figure(title, "no heads runs")
+    t = table.iloc[::-1]
+    labels = [str(n) for n in t["config_name"]]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.62, 0.38], horizontal_spacing=0.03)
+    est = t["diff_vs_reference_nats"].astype(float)
+    lo, hi = t["ci95_low"].astype(float), t["ci95_high"].astype(float)
+    colors = ["#9D9D9D" if not learned else SERIES[0] for learned in t["learned"]]
+    fig.add_trace(go.Scatter(x=est, y=labels, mode="markers", marker={"size": 10, "color": colors},
+                             name="difference vs reference (95% CI)",
+                             error_x={"type": "data", "symmetric": False, "array": (hi - est).fillna(0),
+                                      "arrayminus": (est - lo).fillna(0)}), row=1, col=1)
+    mde = table["min_detectable_effect_nats"].dropna()
+    if len(mde):
+        m = float(mde.max())
+        fig.add_vrect(x0=-m, x1=m, fillcolor="#9D9D9D", opacity=0.15, line_width=0, row=1, col=1,
+                      annotation_text=f"± min detectable {m:.3f}", annotation_position="top left")
+    fig.add_vline(x=0, line_color="#444", line_width=1, row=1, col=1)
+    fig.add_trace(go.Bar(x=t["kv_cache_bytes_per_token"], y=labels, orientation="h", marker_color=SERIES[1],
+                         name="KV cache (bytes/token)", text=[f"{int(v):,}" for v in t["kv_cache_bytes_per_token"]],
+                         textposition="auto"), row=1, col=2)
+    fig = figure_layout(fig, title, x="Δ val loss vs reference (nats/token; < 0: better)", y="arm",
+                        height=max(360, 34 * len(t) + 140))
+    fig.update_xaxes(title_text="KV cache per token (bytes, float32, all layers)", row=1, col=2)
     return fig
 
 
