@@ -237,7 +237,9 @@ def heads_table(frame: pd.DataFrame) -> pd.DataFrame:
     ref_learned = _learned(ref)
     rows = []
     for (variant, axis, value), g in ok.groupby(["variant", "axis", "axis_value"], sort=True):
-        iv = None if (variant == REFERENCE and value == ref_h) else paired_vs_reference(frame, variant, int(value))
+        # the reference itself, and the full-K/V arm at the family's head count (the same training)
+        is_ref = value == ref_h and variant in (REFERENCE, "kv_heads")
+        iv = None if is_ref else paired_vs_reference(frame, variant, int(value))
         loss = g["val_loss_nats"].astype("Float64").astype(float)
         rows.append({"variant": variant, "axis": axis, "axis_value": int(value),
                      "config_name": str(g["config_name"].iloc[0]), "num_params": int(g["num_params"].iloc[0]),
@@ -245,8 +247,7 @@ def heads_table(frame: pd.DataFrame) -> pd.DataFrame:
                      "val_loss_nats": float(loss.mean()),
                      "unigram_entropy_nats": float(g["unigram_entropy_nats"].astype(float).iloc[0]),
                      "learned": _learned(g) and ref_learned,
-                     "diff_vs_reference_nats": iv.estimate if iv else (0.0 if variant == REFERENCE and value == ref_h
-                                                                       else None),
+                     "diff_vs_reference_nats": iv.estimate if iv else (0.0 if is_ref else None),
                      "ci95_low": iv.low if iv else None, "ci95_high": iv.high if iv else None,
                      "min_detectable_effect_nats": min_detectable_effect(iv.se) if iv else None,
                      "seeds": int(g["seed"].nunique()), "windows": iv.windows if iv else None})

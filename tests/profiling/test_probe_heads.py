@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from xtlens.core.builder import build_model
@@ -114,6 +115,8 @@ def test_paired_difference_recovers_the_planted_offsets() -> None:
     f = _frame(ARMS)
     t = ph.heads_table(f).set_index(["variant", "axis_value"])
     assert t.loc[("equal_params", 4), "diff_vs_reference_nats"] == 0.0
+    # full K/V at the family's head count is the reference training: 0, no interval of a run against itself
+    assert t.loc[("kv_heads", 4), "diff_vs_reference_nats"] == 0.0 and pd.isna(t.loc[("kv_heads", 4), "ci95_low"])
     assert t.loc[("shuffled_context", 4), "diff_vs_reference_nats"] == pytest.approx(0.6, abs=0.03)
     assert t.loc[("equal_params", 8), "diff_vs_reference_nats"] == pytest.approx(-0.08, abs=0.03)
     # the paired estimate equals the plain difference of means over the same seeds and windows
