@@ -13,7 +13,7 @@ from xtlens.core.config import PRESETS
 from xtlens.dashboard.charts import benefits as bc
 from xtlens.profiling.benefit import analysis
 from xtlens.profiling.benefit import probe_scaling as ps
-from xtlens.profiling.benefit.probes import ProbeOptions, plan, run_probe
+from xtlens.profiling.benefit.probes import ProbeOptions, run_probe
 from xtlens.profiling.benefit.records import probe_frame
 
 APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
