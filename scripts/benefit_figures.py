@@ -47,46 +47,48 @@ def main(argv: list[str]) -> int:
     text = []
     if "scaling" in frames:
         f = frames["scaling"]
-        cur = next(int(v) for n, v in zip(f["config_name"], f["axis_value"], strict=True) if "(current)" in str(n))
-        figs["scaling_params"] = bc.scaling_points(f, x="num_params", budget_kind="tokens", current=cur,
-                                                   x_title=bc.PARAMS_AXIS, title="Equal tokens: val loss vs parameters")
-        figs["scaling_isoflop"] = bc.scaling_points(f, x="num_params", budget_kind="flops", current=cur, fit=False,
-                                                    x_title=bc.PARAMS_AXIS, title="IsoFLOP: val loss vs parameters")
+        from xtlens.profiling.benefit import probe_scaling as ps
+
+        figs["scaling_params"] = bc.scaling_law(f, title="Equal tokens: val loss vs non-embedding parameters")
+        figs["scaling_isoflop"] = bc.isoflop_curves(f, title="IsoFLOP: val loss vs non-embedding parameters")
         figs["scaling_curves_flops"] = bc.loss_curves(f, probe="scaling", budget_kind="tokens", x="train_flops",
                                                       title="Loss vs training FLOPs spent (equal tokens)")
+        pts = ps.points_table(f)
+        cols = ["budget_kind", "budget", "axis_value", "peak_lr", "lr_at_edge", "seeds", "num_params",
+                "non_embedding_params", "train_tokens", "tokens_per_param", "tokens_per_non_embedding_param",
+                "val_loss_nats", "ci95_low", "ci95_high", "learned"]
+        text += ["### scaling: each point at its best learning rate (seed mean, 95% bootstrap interval)\n",
+                 _md(pts[pts["role"] == "best lr"][cols]), ""]
+        text += ["### scaling: the learning-rate sweep (seed-mean val loss, nats/token)\n", _md(ps.lr_sweep_table(f)), ""]
+        text += ["### scaling: fitted laws (seed bootstrap)\n", _md(ps.law_table(f).drop(columns=["method"])), ""]
+        text += ["### scaling: IsoFLOP minima\n", _md(ps.isoflop_table(f)), ""]
         fin = analysis.final_evals(f)
-        s = analysis.seed_spread(fin, ["budget_kind", "config_name", "num_params", "train_flops"])
-        text += ["### scaling: final validation loss (mean, min, max over seeds)\n", _md(s), ""]
-        text += ["### scaling: over-fitting (one seed)\n", _md(analysis.overfit_gaps(fin)), ""]
-        ok = fin[(fin["status"] == "ok") & (fin["budget_kind"] == "tokens")]
-        fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
-        text += [f"Power law (equal tokens): {fit.describe() if fit else 'n/a'}\n", "Scope: " + analysis.describe_scope(f), ""]
+        if (fin["budget_kind"] == "epochs").any():
+            text += ["### scaling: over-fitting (one seed)\n", _md(analysis.overfit_gaps(fin)), ""]
+        text += ["Scope: " + analysis.describe_scope(f), ""]
     if "stability" in frames:
+        from xtlens.profiling.benefit import probe_stability as ps
+
         f = frames["stability"]
-        depth = int(f["axis_value"].max())
-        zrange = bc.grad_range(f, depth=depth)
+        outcomes = ps.run_outcomes(f)
+        ratios = ps.grad_ratio_table(ps.grad_ratios(f))
+        figs["stability_lr"] = bc.stable_lr_chart(outcomes, ps.largest_stable_lr(outcomes),
+                                                  title="Largest stable learning rate per norm and depth (clipping off)")
+        figs["stability_ratio"] = bc.grad_ratio_chart(ratios, when="init",
+                                                      title="Gradient ratio first / last block at initialisation")
+        depth, lr = int(outcomes["depth"].max()), float(outcomes["lr"].min())
+        figs["stability_curves"] = bc.stability_curves(f, depth=depth, lr=lr,
+                                                       title=f"Validation loss, depth {depth}, peak lr {lr:g}")
+        sub = f[ps.peak_lrs(f) == lr]
+        zrange = bc.grad_range(sub, depth=depth)
         for v in ("deepnorm", "pre_norm", "post_norm"):
-            figs[f"stability_heat_{v}"] = bc.grad_heatmap(f, variant=v, depth=depth, zrange=zrange,
-                                                          title=f"{v}, depth {depth}: log10 grad norm per layer")
-        last = int(f.loc[f["row_kind"] == "layer", "step"].max())
-        figs["stability_profile_end"] = bc.grad_profile(f, depth=depth, step=last,
-                                                        title=f"Gradient norm per layer at step {last}, depth {depth}")
-        figs["stability_profile_init"] = bc.grad_profile(f, depth=depth, step=0,
-                                                         title=f"Gradient norm per layer at initialisation, depth {depth}")
-        rows = []
-        lay = f[(f["row_kind"] == "layer") & f["layer"].str.startswith("layers.")]
-        for (v, d), g in lay.groupby(["variant", "axis_value"]):
-            for step in (0, int(g["step"].max())):
-                x = g[g["step"] == step].copy()
-                x["i"] = x["layer"].map(lambda s: int(s.split(".")[1].split(" ")[0]))
-                x = x.sort_values("i")
-                gn = x["grad_norm"].astype(float).tolist()
-                upd = x["update_to_weight_ratio"].astype(float).median() if step else float("nan")
-                rows.append({"norm": v, "depth": int(d), "step": step, "first layer grad": gn[0], "last layer grad": gn[-1],
-                             "first / last": gn[0] / gn[-1], "max / min over layers": max(gn) / min(gn),
-                             "median update/weight": upd})
-        text += ["### stability: gradient norms (L2, before clipping)\n", _md(pd.DataFrame(rows), "{:.3g}"), ""]
-        text += ["### stability: runs and divergences\n", _md(analysis.divergences(f)), "",
+            figs[f"stability_heat_{v}"] = bc.grad_heatmap(sub, variant=v, depth=depth, zrange=zrange,
+                                                          title=f"{v}, depth {depth}, lr {lr:g}: log10 grad norm")
+        text += ["### stability: largest stable learning rate, gradient ratio at initialisation\n",
+                 _md(ps.stability_table(f), "{:.3g}"), "",
+                 "### stability: gradient ratio first / last block (geometric mean over seeds, 95% interval)\n",
+                 _md(ratios, "{:.3g}"), "",
+                 "### stability: every run\n", _md(outcomes.drop(columns=["error"]), "{:.3g}"), "",
                  "Scope: " + analysis.describe_scope(f), ""]
     if "extrapolation" in frames:
         f = frames["extrapolation"]
@@ -95,13 +97,15 @@ def main(argv: list[str]) -> int:
         text += ["### extrapolation: validation loss by evaluation length\n", _md(analysis.extrapolation_table(f)), "",
                  "Scope: " + analysis.describe_scope(f), ""]
     if "heads" in frames:
+        from xtlens.profiling.benefit import probe_heads as ph
+
         f = frames["heads"]
-        t = analysis.heads_table(f)
+        t = ph.heads_table(f)
+        figs["heads_effects"] = bc.heads_effects(t, title="Loss difference vs the reference, next to KV-cache bytes")
         figs["heads_equal_params"] = bc.heads_bars(t, title="Equal parameters: val loss per head count")
         figs["heads_kv"] = bc.kv_tradeoff(t, title="K/V heads: val loss vs KV-cache bytes per token")
-        fin = analysis.final_evals(f)
-        sp = analysis.seed_spread(fin, ["variant", "config_name", "num_params", "kv_cache_bytes_per_token"])
-        text += ["### heads: final validation loss (mean, min, max over seeds)\n", _md(sp), "",
+        text += ["### heads: every arm against the reference (paired per window, 95% interval)\n", _md(t, "{:.4g}"), "",
+                 "### heads: the context-ablation control\n", _md(ph.control_table(f), "{:.4g}"), "",
                  "Scope: " + analysis.describe_scope(f), ""]
     (out / "tables.md").write_text("\n".join(text))
     try:

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout
-from xtlens.profiling.benefit import analysis
+from xtlens.profiling.benefit import analysis, report
 
 LOSS_AXIS = "validation loss (nats/token)"
 FLOPS_AXIS = "training FLOPs spent (cost model; 1 multiply-add = 2 FLOPs; log)"
@@ -33,6 +33,11 @@ def scaling_points(frame: pd.DataFrame, *, x: str, budget_kind: str, title: str,
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == budget_kind) & (fin["status"] == "ok")]
     if fin.empty:
         return empty_figure(title, f"no finished {budget_kind}-budget runs")
+    from xtlens.profiling.benefit.probe_scaling import best_lr_rows
+
+    best = best_lr_rows(frame)  # with a learning-rate sweep: each point at its best rate
+    if not best.empty:
+        fin = fin[fin["run_key"].isin(set(best["run_key"]))]
     fin = fin.assign(_x=_float(fin[x]), _y=_float(fin["val_loss_nats"]))
     g = fin.groupby("axis_value").agg(x=("_x", "mean"), y=("_y", "mean"), lo=("_y", "min"), hi=("_y", "max"),
                                       seeds=("seed", "count")).reset_index()
@@ -78,11 +83,6 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
                                  line={"color": color}))
         fig.add_trace(go.Scatter(x=s["_x"], y=s["t"], mode="lines", name=f"{name} (train)",
                                  line={"color": color, "dash": "dot"}, showlegend=False))
-    ent = _float(ev["unigram_entropy_nats"]).dropna()
-    if not ent.empty:
-        fig.add_hline(y=float(ent.iloc[0]), line_dash="dash", line_color="#9D9D9D",
-                      annotation_text="unigram entropy of the validation split (a context-free model)",
-                      annotation_position="top right")
     x_title = "tokens seen (training)" if x == "tokens_seen" else FLOPS_AXIS
     if x != "tokens_seen":
         ev = ev[ev["step"] > 0]
@@ -90,7 +90,8 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
     losses = pd.concat([_float(ev["val_loss_nats"]), _float(ev["train_loss_nats"])]).dropna()
     if not losses.empty:
         fig.update_yaxes(range=[float(losses.min()) * 0.97, float(losses.max()) * 1.03])
-    return figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    fig = figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    return with_unigram_line(fig, report.unigram_nats(ev))
 
 
 def grad_heatmap(frame: pd.DataFrame, *, variant: str, depth: int, title: str,
@@ -224,6 +225,8 @@ def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
                                name="measured"))
     xmax = float(kv["kv_cache_bytes_per_token"].max())
     fig.update_xaxes(range=[-0.15 * xmax, 1.25 * xmax])
+    if "unigram_entropy_nats" in kv.columns and kv["unigram_entropy_nats"].notna().any():
+        add_unigram_line(fig, float(kv["unigram_entropy_nats"].dropna().iloc[0]))
     return figure_layout(fig, title, x="KV cache per token (bytes, float32, all layers; closed form)", y=LOSS_AXIS)
 
 
@@ -266,3 +269,291 @@ def loss_vs_cost(points: pd.DataFrame, *, x: str, x_title: str, title: str, axis
     fig = figure_layout(fig, title, x=x_title, y=LOSS_AXIS, height=380)
     fig.update_layout(legend={"y": -0.32})
     return fig
+
+
+# --- generic: the unigram "learned nothing" line and not_learned labels on every loss chart -----------------
+
+#: the verdicts' colours on the claims table (each cell also says the verdict in words: never colour alone)
+VERDICT_COLOURS = {"supported": "#CDEBD3", "contradicted": "#F6CFCF", "not_detectable": "#E4E4E4",
+                   "not_learned": "#FBE7B5"}
+UNIGRAM_LINE_COLOUR = "#7F7F7F"
+_RELATIVE_WORDS = ("δ", "change", "gain", "difference", " minus ", " - ", "ratio")
+
+
+def is_loss_chart(fig: go.Figure) -> bool:
+    """True when the figure's y axis is an absolute loss in nats (a validation or training loss), where the
+    unigram line belongs; False for differences of losses (Δ loss, context gain), gradients and others."""
+    title = (fig.layout.yaxis.title.text or "").lower()
+    return "loss" in title and "nats" in title and not any(w in title for w in _RELATIVE_WORDS)
+
+
+def unigram_shapes(fig: go.Figure) -> list[float]:
+    """The y values of the horizontal lines drawn on ``fig`` (``add_hline`` shapes)."""
+    return [float(s.y0) for s in fig.layout.shapes or () if s.type == "line" and s.y0 is not None and s.y0 == s.y1
+            and (s.xref or "").endswith("domain")]
+
+
+def with_unigram_line(fig: go.Figure, unigram_nats: float | None) -> go.Figure:
+    """Draw the unigram "learned nothing" line (the validation loss of a unigram fitted on the training split) on a
+    loss chart (``is_loss_chart``), once, and widen a fixed y range to show it. Other charts are returned as they
+    are."""
+    if unigram_nats is None or not math.isfinite(unigram_nats) or not is_loss_chart(fig):
+        return fig
+    if any(abs(y - unigram_nats) <= 1e-9 * max(1.0, abs(unigram_nats)) for y in unigram_shapes(fig)):
+        return fig
+    fig.add_hline(y=unigram_nats, line_dash="dash", line_color=UNIGRAM_LINE_COLOUR,
+                  annotation_text=f"unigram line {unigram_nats:.3f} nats/token: learned nothing",
+                  annotation_position="bottom right")
+    rng = fig.layout.yaxis.range
+    if rng is not None:
+        lo, hi = float(rng[0]), float(rng[1])
+        y = math.log10(unigram_nats) if fig.layout.yaxis.type == "log" and unigram_nats > 0 else unigram_nats
+        pad = 0.03 * max(hi - lo, 1e-9)
+        fig.update_yaxes(range=[min(lo, y - pad), max(hi, y + pad)])
+    return fig
+
+
+def label_not_learned(fig: go.Figure, config_names: set[str] | frozenset[str]) -> go.Figure:
+    """Append " — not_learned" to the legend name of every trace of a configuration whose runs all ended above
+    the unigram line (a trace named ``config_name`` or ``config_name (...)``)."""
+    if not config_names:
+        return fig
+    for trace in fig.data:
+        name = trace.name or ""
+        if "not_learned" not in name and any(name == n or name.startswith(n + " (") for n in config_names):
+            trace.name = name + " — not_learned"
+    return fig
+
+
+# --- stability (probe_stability) and heads (probe_heads) ------------------------------------------------
+
+NORM_COLORS = {"deepnorm": SERIES[0], "pre_norm": SERIES[1], "post_norm": SERIES[2]}
+OUTCOME_SYMBOLS = {"trained": "circle", "not_learned": "circle-open", "diverged": "x", "error": "square-open"}
+
+
+def stable_lr_chart(outcomes: pd.DataFrame, largest: pd.DataFrame, *, title: str) -> go.Figure:
+    """Stability: every swept (depth, peak lr) cell per norm, marked by its outcome over seeds (trained by every
+    seed, not every seed below the unigram line, or diverged in a seed), and the largest stable lr per norm and depth
+    as a line. Log lr axis."""
+    if outcomes.empty:
+        return empty_figure(title, "no stability runs")
+    fig = go.Figure()
+    norms = [n for n in NORM_COLORS if n in set(outcomes["norm"])]
+    depths = sorted(int(d) for d in outcomes["depth"].dropna().unique())
+    offset = {n: (i - (len(norms) - 1) / 2) * 0.12 for i, n in enumerate(norms)}
+    for n in norms:
+        o = outcomes[outcomes["norm"] == n]
+        cells = []
+        for (d, lr), g in o.groupby(["depth", "lr"]):
+            outs = set(g["outcome"])
+            worst = "diverged" if "diverged" in outs else "error" if "error" in outs else \
+                "not_learned" if "not_learned" in outs else "trained"
+            cells.append((depths.index(int(d)) + offset[n], lr, worst, len(g)))
+        for outcome, sym in OUTCOME_SYMBOLS.items():
+            pts = [c for c in cells if c[2] == outcome]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers",
+                                         marker={"symbol": sym, "size": 11, "color": NORM_COLORS[n]},
+                                         name=f"{n}: {outcome.replace('_', ' ')}", legendgroup=n,
+                                         hovertemplate=f"{n}<br>peak lr %{{y:.3g}}<br>{outcome}<extra></extra>"))
+        big = largest[(largest["norm"] == n) & largest["largest_stable_lr"].notna()]
+        if not big.empty:
+            fig.add_trace(go.Scatter(x=[depths.index(int(d)) + offset[n] for d in big["depth"]],
+                                     y=big["largest_stable_lr"].astype(float), mode="lines", legendgroup=n,
+                                     line={"color": NORM_COLORS[n], "width": 2}, name=f"{n}: largest stable lr"))
+    fig.update_xaxes(tickvals=list(range(len(depths))), ticktext=[str(d) for d in depths])
+    fig.update_yaxes(type="log")
+    return figure_layout(fig, title, x="depth (layers)", y="peak learning rate (log; clipping off)")
+
+
+def grad_ratio_chart(ratio_table: pd.DataFrame, *, when: str, title: str) -> go.Figure:
+    """Stability: first-block / last-block gradient norm per norm and depth (geometric mean over seeds, bars: 95%
+    seed-bootstrap interval), at ``when`` = ``init`` (step 0) or ``final``. Log y."""
+    t = ratio_table[ratio_table["when"] == when]
+    if t.empty:
+        return empty_figure(title, "no gradient ratios")
+    if when == "final" and t["lr"].notna().any():  # one lr: the smallest swept (every norm trains there)
+        t = t[t["lr"] == t["lr"].min()]
+    fig = go.Figure()
+    for n in [n for n in NORM_COLORS if n in set(t["norm"])]:
+        g = t[t["norm"] == n].sort_values("depth")
+        fig.add_trace(go.Scatter(
+            x=g["depth"], y=g["ratio"], mode="lines+markers", name=f"{n} ({int(g['seeds'].max())} seeds)",
+            line={"color": NORM_COLORS[n]},
+            error_y={"type": "data", "symmetric": False, "array": g["ratio_ci95_high"] - g["ratio"],
+                     "arrayminus": g["ratio"] - g["ratio_ci95_low"]}))
+    fig.add_hline(y=1.0, line_color="#9D9D9D", line_dash="dot")
+    fig.update_yaxes(type="log")
+    fig.update_xaxes(type="log" if t["depth"].max() / max(t["depth"].min(), 1) > 8 else "linear")
+    return figure_layout(fig, title, x="depth (layers)",
+                         y="‖grad‖ first block / last block (ratio, log; 95% CI over seeds)")
+
+
+def add_unigram_line(fig: go.Figure, unigram_nats: float | None, *, vertical: bool = False) -> go.Figure:
+    """The "learned nothing" line: the validation loss of a unigram fitted on the training split."""
+    if unigram_nats is None or not math.isfinite(float(unigram_nats)):
+        return fig
+    kw = {"line_dash": "dash", "line_color": "#E45756", "annotation_text": f"unigram {float(unigram_nats):.3f} nats "
+          "(learned nothing)"}
+    if vertical:
+        fig.add_vline(x=float(unigram_nats), **kw)
+    else:
+        fig.add_hline(y=float(unigram_nats), annotation_position="top left", **kw)
+    return fig
+
+
+def stability_curves(frame: pd.DataFrame, *, depth: int, lr: float, title: str) -> go.Figure:
+    """Stability: validation loss against tokens seen per norm at one depth and peak lr (seed mean), with the
+    unigram line; a diverged run's curve stops where it diverged."""
+    from xtlens.profiling.benefit.probe_stability import peak_lrs
+
+    ev = frame[(frame["probe"] == "stability") & (frame["row_kind"] == "eval") & (frame["axis_value"] == depth)]
+    ev = ev[(peak_lrs(ev) == lr) & ev["val_loss_nats"].notna()]
+    if ev.empty:
+        return empty_figure(title, "no evaluation rows at this depth and lr")
+    fig = go.Figure()
+    for n in [n for n in NORM_COLORS if n in set(ev["variant"])]:
+        g = ev[ev["variant"] == n]
+        s = g.assign(x=_float(g["tokens_seen"]), v=_float(g["val_loss_nats"])).groupby("x")["v"].agg(
+            ["mean", "min", "max"]).reset_index()
+        fig.add_trace(go.Scatter(x=s["x"], y=s["mean"], mode="lines+markers", name=n,
+                                 line={"color": NORM_COLORS[n]},
+                                 error_y={"type": "data", "symmetric": False, "array": s["max"] - s["mean"],
+                                          "arrayminus": s["mean"] - s["min"]}))
+    uni = ev["unigram_entropy_nats"].dropna()
+    add_unigram_line(fig, float(uni.iloc[0]) if len(uni) else None)
+    return figure_layout(fig, title, x="training tokens seen (tokens)",
+                         y="validation loss (nats/token; bars: seed min..max)")
+
+
+def heads_effects(table: pd.DataFrame, *, title: str) -> go.Figure:
+    """Heads: each arm's loss difference against the reference (family head count, full K/V), with its 95% interval
+    (paired per window, seeds and windows resampled) and the band of +- the largest minimum detectable effect, next
+    to the KV-cache bytes per token each arm needs."""
+    from plotly.subplots import make_subplots
+
+    if table.empty:
+        return empty_figure(title, "no heads runs")
+    t = table.iloc[::-1]
+    labels = [str(n) for n in t["config_name"]]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.62, 0.38], horizontal_spacing=0.03)
+    est = t["diff_vs_reference_nats"].astype(float)
+    lo, hi = t["ci95_low"].astype(float), t["ci95_high"].astype(float)
+    colors = ["#9D9D9D" if not learned else SERIES[0] for learned in t["learned"]]
+    fig.add_trace(go.Scatter(x=est, y=labels, mode="markers", marker={"size": 10, "color": colors},
+                             name="difference vs reference (95% CI)",
+                             error_x={"type": "data", "symmetric": False, "array": (hi - est).fillna(0),
+                                      "arrayminus": (est - lo).fillna(0)}), row=1, col=1)
+    mde = table["min_detectable_effect_nats"].dropna()
+    if len(mde):
+        m = float(mde.max())
+        fig.add_vrect(x0=-m, x1=m, fillcolor="#9D9D9D", opacity=0.15, line_width=0, row=1, col=1,
+                      annotation_text=f"± min detectable {m:.3f}", annotation_position="top left")
+    fig.add_vline(x=0, line_color="#444", line_width=1, row=1, col=1)
+    fig.add_trace(go.Bar(x=t["kv_cache_bytes_per_token"], y=labels, orientation="h", marker_color=SERIES[1],
+                         name="KV cache (bytes/token)", text=[f"{int(v):,}" for v in t["kv_cache_bytes_per_token"]],
+                         textposition="auto"), row=1, col=2)
+    fig = figure_layout(fig, title, x="Δ val loss vs reference (nats/token; < 0: better)", y="arm",
+                        height=max(360, 34 * len(t) + 140))
+    fig.update_xaxes(title_text="KV cache per token (bytes, float32, all layers)", row=1, col=2)
+    return fig
+
+
+# --- the scaling probe (issue 17 item 4: probe_scaling) -----------------------------------------------
+
+NON_EMB_AXIS = "non-embedding parameters N (count, log)"
+UNIGRAM_TEXT = "unigram line: validation loss of a context-free model (learned nothing above it)"
+
+
+def _unigram_line(fig: go.Figure, frame: pd.DataFrame) -> float | None:
+    ent = _float(frame.loc[frame["probe"] == "scaling", "unigram_entropy_nats"]).dropna() \
+        if "unigram_entropy_nats" in frame.columns else pd.Series(dtype=float)
+    if ent.empty:
+        return None
+    y = float(ent.iloc[0])
+    fig.add_hline(y=y, line_dash="dash", line_color="#9D9D9D", annotation_text=UNIGRAM_TEXT,
+                  annotation_position="top right")
+    return y
+
+
+def scaling_law(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Equal-token points of the scaling probe: validation loss (best learning rate per size: seed mean with
+    its 95% bootstrap interval) against non-embedding parameters, the learning-rate sweep's other rates as
+    hollow markers, the fitted ``E + A N^-alpha`` with its 95% seed-bootstrap band, and the unigram line."""
+    from xtlens.profiling.benefit import probe_scaling as ps
+
+    pts = ps.points_table(frame)
+    eq = ps.equal_token_points(frame)
+    if pts.empty or eq.empty:
+        return empty_figure(title, "no finished equal-token runs")
+    kind, budget = str(eq["budget_kind"].iloc[0]), eq["budget"].iloc[0]
+    at = pts[(pts["budget_kind"] == kind) & (pts["budget"] == budget)]
+    fig = go.Figure()
+    sweep = at[at["role"] == "lr sweep"]
+    for i, (lr, g) in enumerate(sweep.groupby("peak_lr")):
+        fig.add_trace(go.Scatter(x=_float(g["non_embedding_params"]), y=g["val_loss_nats"], mode="markers",
+                                 name=f"lr sweep: {ps.lr_label(lr)} (not the best at these sizes)",
+                                 marker={"symbol": "circle-open", "size": 8, "color": SERIES[(i + 2) % len(SERIES)]}))
+    best = at[at["role"] == "best lr"].sort_values("non_embedding_params")
+    fig.add_trace(go.Scatter(
+        x=_float(best["non_embedding_params"]), y=best["val_loss_nats"], mode="markers+text",
+        name=f"best lr per size (mean of {int(best['seeds'].max())} seeds, 95% bootstrap interval)",
+        text=[f"{a}={int(v)}, {ps.lr_label(lr)}" for a, v, lr in zip(best["axis"], best["axis_value"], best["peak_lr"],
+                                                                    strict=True)],
+        textposition="top center",
+        error_y={"type": "data", "symmetric": False, "array": best["ci95_high"] - best["val_loss_nats"],
+                 "arrayminus": best["val_loss_nats"] - best["ci95_low"]},
+        marker={"size": 11, "color": SERIES[0]}))
+    fit = ps.laws(frame)["power"]
+    if fit is not None and fit.law.identifiable:
+        lo, hi = float(best["non_embedding_params"].min()), float(best["non_embedding_params"].max())
+        xs = [lo * (hi / lo) ** (k / 40) for k in range(41)]
+        band = [fit.forecast(x, level=0.95) for x in xs]
+        if all(b is not None for b in band):
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[b.high for b in band] + [b.low for b in band][::-1],
+                                     fill="toself", line={"width": 0}, fillcolor=SERIES[1], opacity=0.18,
+                                     hoverinfo="skip", name="fit: 95% seed-bootstrap band"))
+        law = fit.law
+        alpha = f"{law.alpha:.3g}" + (f" (95% {fit.alpha.low:.3g}..{fit.alpha.high:.3g})" if fit.alpha else "")
+        fig.add_trace(go.Scatter(x=xs, y=[law.predict(x) for x in xs], mode="lines", line={"dash": "dash",
+                                 "color": SERIES[1]}, name=f"fit: L = {law.E:.3g} + {law.A:.3g} N^-alpha, alpha {alpha}"))
+    elif fit is not None:
+        fig.add_annotation(text=f"no law fitted: {fit.law.reason}", showarrow=False, x=0.5, y=0.95, xref="paper",
+                           yref="paper")
+    _unigram_line(fig, frame)
+    fig.update_xaxes(type="log")
+    return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)
+
+
+def isoflop_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """IsoFLOP profiles (Hoffmann et al. 2022, approach 2): per training-FLOP budget, validation loss (best
+    learning rate per size, 95% bootstrap interval) against non-embedding parameters; the fitted compute-optimal
+    size of each budget (parabola in log N, seed-bootstrap 95% interval) as a star with a horizontal bar."""
+    from xtlens.profiling.benefit import probe_scaling as ps
+
+    pts = ps.points_table(frame)
+    best = pts[(pts["budget_kind"] == "flops") & (pts["role"] == "best lr")]
+    if best.empty:
+        return empty_figure(title, "no finished equal-FLOP runs")
+    iso = ps.isoflop_table(frame).set_index("budget_flops") if not best.empty else None
+    fig = go.Figure()
+    for i, (budget, g) in enumerate(best.groupby("budget")):
+        g = g.sort_values("non_embedding_params")
+        color = SERIES[i % len(SERIES)]
+        fig.add_trace(go.Scatter(
+            x=_float(g["non_embedding_params"]), y=g["val_loss_nats"], mode="lines+markers",
+            name=f"{float(budget):.3g} training FLOPs", line={"color": color},
+            error_y={"type": "data", "symmetric": False, "array": g["ci95_high"] - g["val_loss_nats"],
+                     "arrayminus": g["val_loss_nats"] - g["ci95_low"]}))
+        row = iso.loc[int(budget)] if iso is not None and int(budget) in iso.index else None
+        if row is not None and bool(row["identifiable"]):
+            n_opt = float(row["n_opt_non_embedding"])
+            y = float(g["val_loss_nats"].min())
+            fig.add_trace(go.Scatter(
+                x=[n_opt], y=[y], mode="markers", marker={"symbol": "star", "size": 14, "color": color},
+                error_x={"type": "data", "symmetric": False, "array": [float(row["n_opt_ci95_high"]) - n_opt],
+                         "arrayminus": [n_opt - float(row["n_opt_ci95_low"])]},
+                name=f"fitted optimum at {float(budget):.3g} FLOPs: N = {n_opt:,.0f}"))
+    _unigram_line(fig, frame)
+    fig.update_xaxes(type="log")
+    return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)

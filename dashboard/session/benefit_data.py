@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+import streamlit as st
 from xtlens.dashboard.session import jobs, ownership, uploads
 from xtlens.profiling.benefit.corpus import cache_dir, corpus_from_bytes
 from xtlens.profiling.benefit.jobs import DEFAULT_PROBE_TIME_LIMIT_S, ProbeJob, ProbeSpec
@@ -89,3 +90,26 @@ def finished_tables(probe: str) -> list[tuple[str, pd.DataFrame]]:
         if not sel.empty:
             out.append((f"uploaded: {name}", sel))
     return out
+
+
+def claims_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The claims table of probe rows (``profiling.benefit.claims``: one row per claim of the seed analysis, with
+    its verdict, 95% interval, minimum detectable effect, scale and method; ``SUMMARY_COLUMNS`` in order). Cached
+    per content: the bootstrap runs once per table, not on every rerun."""
+    return _claims_frame(frame)
+
+
+def claims_of(frame: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
+    """``claims_frame``, or None and why it could not be made from these rows (an older or partial table: named on
+    the page, not a traceback)."""
+    try:
+        return claims_frame(frame), None
+    except (ValueError, KeyError, TypeError, ImportError) as exc:  # ImportError: claims.ClaimsUnavailable
+        return None, f"not computed from these rows ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+@st.cache_data(max_entries=32, show_spinner="Bootstrapping the claims' intervals...")
+def _claims_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    from xtlens.profiling.benefit.claims import claims_for, summary_frame
+
+    return summary_frame(claims_for(frame))

@@ -3,18 +3,23 @@ dim, depth, heads and each flag buy (the four probes of ``profiling.benefit.prob
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from xtlens.dashboard.charts import benefits as bc
 from xtlens.dashboard.session import benefit_data, uploads, widgets
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart
-from xtlens.profiling.benefit import analysis
-from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, CorpusError
+from xtlens.dashboard.views import common as view_common
+from xtlens.profiling.benefit import analysis, report
+from xtlens.profiling.benefit.cli import LIMITS, int_list
+from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, LEAK_WINDOW_BYTES, SPLIT_VERSION, CorpusError
 from xtlens.profiling.benefit.harness import BudgetError, steps_for
 from xtlens.profiling.benefit.probe_store import describe_sources
 from xtlens.profiling.benefit.probes import (
     DEFAULTS,
+    QUICK,
     SCALING_AXES,
     ProbeInputError,
     ProbeOptions,
@@ -29,19 +34,26 @@ from xtlens.profiling.run.worker import QueueFull
 CLAIMS = {
     "scaling": "Claim (the written analysis that came with the seed configuration): a larger dim gives 'better representation', more depth a 'hierarchical "
                "representation', and larger models 'risk overfitting'. Measured: validation loss of each size at an "
-               "equal token budget and at an equal training-FLOP budget, a power law fitted to your points, and the "
-               "train/validation gap after repeated epochs on a small subset.",
-    "stability": "Claim: deeper models 'may suffer from vanishing/exploding gradients' (DeepNorm exists to tame "
-                 "them). Measured: per-layer gradient norms at initialisation and during training for DeepNorm (the "
-                 "seed's flag), pre-norm and plain post-norm at increasing depth; divergences counted.",
+               "equal token budget (with a learning-rate sweep per size, the best rate used) and at three or more "
+               "training-FLOP budgets (IsoFLOP), L = E + A N^-alpha fitted on non-embedding parameters with seed "
+               "bootstrap intervals, and (optional) the train/validation gap after repeated epochs on a subset.",
+    "stability": "Claim: deeper models 'may suffer from vanishing/exploding gradients'; DeepNorm exists to tame them. "
+                 "DeepNet (Wang et al. 2022) states it as trainability: deep post-norm diverges at learning rates where "
+                 "DeepNorm still trains. Measured: for DeepNorm (the seed's flag), pre-norm and plain post-norm at each "
+                 "depth, a learning-rate sweep with gradient clipping off over several seeds: the largest learning "
+                 "rate at which every seed trains (no divergence, ends below the unigram line), and the first/last "
+                 "block gradient ratio with its interval over seeds.",
     "extrapolation": "Claim: ALiBi / xpos let the model handle sequences longer than it was trained on (Press et al. "
                      "2022 report ALiBi staying flat past the training length). Measured: loss per position at 1-8x the "
                      "training length for ALiBi, rotary (the family's width and full width), xpos, ALiBi + xpos (the "
                      "seed), sinusoidal, learned absolute (up to L only) and no position encoding (NoPE), each with "
                      "and without the token shift; the mean loss past L paired per window against ALiBi.",
-    "heads": "Claim: more heads give 'diverse attention' with 'diminishing returns'; attn_one_kv_head saves KV cache. "
-             "Measured: loss for several head counts at equal parameters, and 1 vs grouped vs full K/V heads next to "
-             "the KV-cache bytes each needs.",
+    "heads": "Claim: more heads give 'diverse attention' with 'diminishing returns'; attn_one_kv_head (multi-query, "
+             "Shazeer 2019) saves KV cache at little cost; grouped K/V (Ainslie et al. 2023) sits between. Measured over "
+             "5 seeds, paired per validation window: head counts at equal parameters with the ALiBi share and the "
+             "rotary width held fixed (the rotary rule as its own arm), 1 vs grouped vs full K/V heads next to the "
+             "KV-cache bytes each needs, and a shuffled-context control that shows what size of difference the probe "
+             "can see.",
 }
 LABELS = {"scaling": "scaling (dim / depth / heads)", "stability": "stability (DeepNorm vs pre/post-norm)",
           "extrapolation": "extrapolation (positions)", "heads": "heads and K/V heads"}
@@ -53,45 +65,86 @@ VALUES_HELP = {
 }
 
 
-def _parse_ints(text: str, field: str) -> tuple[int, ...] | None:
+#: the page's text boxes and the command-line options they stand for (their ranges: ``cli.LIMITS``)
+CONTROLS = {"values": "--values", "seeds": "--seeds"}
+#: the unigram line and the not-learned configurations of the results being drawn (this script run's thread)
+_LOSS_LINE: ContextVar[tuple[float | None, frozenset[str]]] = ContextVar("benefits_loss_line", default=(None, frozenset()))
+
+
+class _ShownUnderControl(Exception):
+    """Bad input already shown under its control: stop drawing this run."""
+
+
+def _defaults(probe: str, quick: bool) -> dict:
+    return DEFAULTS[probe] | (QUICK[probe] if quick else {})
+
+
+def _parse_ints(text: str, control: str) -> tuple[int, ...] | None:
+    """A values/seeds box as integers within the command line's range (``cli.LIMITS``); raises
+    ``ProbeInputError`` naming the control and its range."""
     text = (text or "").strip()
     if not text:
         return None
     try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise ProbeInputError(field, text, "comma-separated integers, e.g. 32,64,128") from None
+        return int_list(text, CONTROLS[control])
+    except ProbeInputError as exc:
+        raise ProbeInputError(control, text, str(exc).split(" is not allowed: ", 1)[-1]) from None
 
 
-def _default_values(probe: str, axis: str) -> str:
-    v = DEFAULTS[probe]["values"]
+def _default_values(probe: str, axis: str, quick: bool = False) -> str:
+    v = _defaults(probe, quick)["values"]
     return ",".join(map(str, v[axis] if isinstance(v, dict) else v))
+
+
+def _tokens_key(probe: str, quick: bool) -> str:
+    return f"benefits.{probe}.quick.tokens" if quick else f"benefits.{probe}.tokens"
 
 
 def options_from_widgets(ctx: Ctx, probe: str, corpus_path: str | None) -> ProbeOptions:
     axis = widgets.value("benefits.axis", "dim") if probe == "scaling" else None
-    return ProbeOptions(probe=probe, base=ctx.cfg, axis=axis,
+    quick = bool(widgets.value("benefits.quick", False))
+    return ProbeOptions(probe=probe, base=ctx.cfg, axis=axis, quick=quick,
                         values=_parse_ints(widgets.value(f"benefits.{probe}.values", ""), "values"),
-                        tokens=int(widgets.value(f"benefits.{probe}.tokens", DEFAULTS[probe]["tokens"])),
+                        tokens=int(widgets.value(_tokens_key(probe, quick), _defaults(probe, quick)["tokens"])),
                         seeds=_parse_ints(widgets.value(f"benefits.{probe}.seeds", ""), "seeds"),
                         corpus=corpus_path, device="cuda" if ctx.device.startswith("cuda") else "cpu")
 
 
+def _bounded_box(col, control: str, *, key: str, placeholder: str, help: str) -> bool:
+    """A values/seeds text box; out-of-range or malformed input is named right under it with its range.
+    Returns whether the box holds acceptable input."""
+    lo, hi = LIMITS[CONTROLS[control]]
+    text = col.text_input(control, key=key, placeholder=placeholder, help=f"{help}; integers from {lo:,} to {hi:,}")
+    try:
+        _parse_ints(text, control)
+    except ProbeInputError as exc:
+        col.error(str(exc))
+        return False
+    return True
+
+
 def _settings_panel(ctx: Ctx, probe: str) -> str | None:
-    """Widgets; returns the corpus path (None = default) or raises CorpusError for a bad upload."""
+    """Widgets; returns the corpus path (None = default) or raises CorpusError for a bad upload, and
+    ``_ShownUnderControl`` when a text box holds bad input (said under it)."""
     cols = st.columns([1, 2, 1, 1])
     if probe == "scaling":
         cols[0].radio("field to sweep", SCALING_AXES, horizontal=True, key="benefits.axis")
+    quick = cols[0].checkbox("Quick", key="benefits.quick",
+                             help="The probe's quick settings (probes.QUICK: fewer tokens, seeds and values), as "
+                                  "`xtlens probe --quick`: a first look in a fraction of the time. Values you type "
+                                  "still win.")
+    defaults = _defaults(probe, quick)
     axis = widgets.value("benefits.axis", "dim")
-    default = _default_values(probe, axis)
-    cols[1].text_input("values", key=f"benefits.{probe}.values", placeholder=default,
-                       help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
-    cols[2].number_input("training tokens per run", min_value=1, max_value=10**12, step=4096,
-                         value=DEFAULTS[probe]["tokens"], key=f"benefits.{probe}.tokens",
-                         help="The token budget of every run (the scaling probe adds an equal-FLOP budget).")
-    cols[3].text_input("seeds", key=f"benefits.{probe}.seeds",
-                       placeholder=",".join(map(str, DEFAULTS[probe]["seeds"])),
-                       help="Several seeds give the spread (min..max bars and bands).")
+    default = _default_values(probe, axis, quick)
+    ok = _bounded_box(cols[1], "values", key=f"benefits.{probe}.values", placeholder=default,
+                      help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
+    cols[2].number_input("training tokens per run", min_value=LIMITS["--tokens"][0], max_value=LIMITS["--tokens"][1],
+                         step=4096, value=defaults["tokens"], key=_tokens_key(probe, quick),
+                         help="The token budget of every run (the scaling probe adds three IsoFLOP budgets and trains every "
+                              "point at each learning rate of its sweep).")
+    ok &= _bounded_box(cols[3], "seeds", key=f"benefits.{probe}.seeds",
+                       placeholder=",".join(map(str, defaults["seeds"])),
+                       help="Several seeds give the 95% intervals (seeds and validation windows resampled)")
     c = st.columns([1, 2])
     source = c[0].radio("corpus", ("default", "upload"), horizontal=True, key="benefits.corpus",
                         format_func=lambda s: "default: CPython docs" if s == "default" else "upload a text file")
@@ -99,12 +152,26 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
         up = c[1].file_uploader("a UTF-8 text file (the split and tokenizer are made from it)", type=None,
                                 key="benefits.corpus_file")
         if up is None:
-            c[1].caption("No file yet: the default corpus is used.")
-            return None
-        return benefit_data.save_upload(up.name, up.getvalue())
-    c[1].caption(f"{DEFAULT_CORPUS_NAME}: about 465 KB of English prose shipped with every Python; 10 % of its "
-                 "paragraph chunks (chosen by hash) are the validation split.")
-    return None
+            c[1].caption("No file yet: the default corpus is used. " + SPLIT_CAPTION)
+            path = None
+        else:
+            c[1].caption(SPLIT_CAPTION)
+            path = benefit_data.save_upload(up.name, up.getvalue())
+    else:
+        c[1].caption(f"{DEFAULT_CORPUS_NAME}: about 465 KB of English prose shipped with every Python. "
+                     + SPLIT_CAPTION)
+        path = None
+    if not ok:
+        raise _ShownUnderControl
+    return path
+
+
+#: the split in words (the rule's name is the corpus module's; the measured leak is shown with the results)
+SPLIT_CAPTION = (f"Split rule `{SPLIT_VERSION}`: paragraphs normalised and deduplicated, chunks that share a "
+                 f"{LEAK_WINDOW_BYTES}-byte string kept together on one side, each group assigned by hash (about 10 % "
+                 "validation). Its measured leak, `val_leak_fraction` (the share of validation tokens inside "
+                 f"{LEAK_WINDOW_BYTES}-byte strings that also occur in training), and the unigram line are shown with "
+                 "the results.")
 
 
 def _family_line(opt: ProbeOptions) -> str:
@@ -117,8 +184,9 @@ def _family_line(opt: ProbeOptions) -> str:
             f"{runs[0].settings.seq_len} tokens. Scaled-down member of the current family: dim {cfg.dim}, depth "
             f"{cfg.depth}, heads {cfg.heads} x {cfg.attn_dim_head} wide, vocabulary {cfg.num_tokens}"
             + (f", ALiBi on {cfg.alibi_heads} of {cfg.heads} heads" if cfg.alibi_pos_bias else "")
-            + f", shift_tokens={cfg.shift_tokens}; flags on: {', '.join(flags) or 'none'}. The default sizes finish "
-              "in a few minutes on 2 CPU cores; `xtlens probe --full-size` trains the configuration's own sizes (GPU).")
+            + f", shift_tokens={cfg.shift_tokens}; flags on: {', '.join(flags) or 'none'}. "
+            + report.wall_time_line(opt.probe, opt.quick)
+            + "; `xtlens probe --full-size` trains the configuration's own sizes (GPU). " + report.FULL_SIZE_NOTE)
 
 
 def render(ctx: Ctx) -> None:
@@ -131,6 +199,9 @@ def render(ctx: Ctx) -> None:
         corpus_path = _settings_panel(ctx, probe)
         opt = options_from_widgets(ctx, probe, corpus_path)
         line = _family_line(opt)
+    except _ShownUnderControl:
+        _uploads(probe)
+        return
     except (ProbeInputError, BudgetError, CorpusError) as exc:
         st.error(str(exc).replace("--values", "values").replace("--tokens", "training tokens per run"))
         _uploads(probe)
@@ -212,49 +283,144 @@ def _downloads(frame: pd.DataFrame, probe: str) -> None:
                             width="stretch", icon=":material/download:")
 
 
+def chart(fig: go.Figure, key: str) -> None:
+    """Every chart of the tab: the unigram "learned nothing" line on each loss chart and ``not_learned`` on the
+    legend of configurations whose runs all ended above it (``bc.with_unigram_line``, ``bc.label_not_learned``)."""
+    unigram, not_learned = _LOSS_LINE.get()
+    view_common.chart(bc.label_not_learned(bc.with_unigram_line(fig, unigram), not_learned), key)
+
+
 def _results(ctx: Ctx, probe: str, frame: pd.DataFrame) -> None:
-    scope = analysis.describe_scope(frame)
     final = analysis.final_evals(frame)
+    token = _LOSS_LINE.set((report.unigram_nats(frame), report.not_learned_configs(final)))
+    try:
+        _results_drawn(ctx, probe, frame, final)
+    finally:
+        _LOSS_LINE.reset(token)
+
+
+def _results_drawn(ctx: Ctx, probe: str, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    scope = analysis.describe_scope(frame)
     bad = final[final["status"] != "ok"]
     if len(bad):
         counts = bad["status"].value_counts().to_dict()
         st.warning("Runs not ok: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
                    + "; ".join(f"{r.config_name} seed {r.seed}: {r.error}" for r in bad.head(4).itertuples()))
-    {"scaling": _scaling, "stability": _stability, "extrapolation": _extrapolation, "heads": _heads}[probe](
-        ctx, frame, final)
+    flags = report.learned_runs(final)
+    known = flags["learned"].map(lambda x: x is not None)
+    none_learned = bool(known.any()) and not flags.loc[known, "learned"].any()
+    line = report.not_learned_line(final)
+    if line is not None:
+        st.warning(line + (" " + report.FULL_SIZE_NOTE if none_learned else ""), icon=":material/block:")
+    st.caption("Split — " + report.split_line(**report.split_of(frame)))
+    _claims_table(probe, frame)
+    if none_learned:  # every run above the unigram line: the curves, and no conclusions
+        st.info(f"{report.NOT_LEARNED_MESSAGE[0].upper()}{report.NOT_LEARNED_MESSAGE[1:]}. The probe's charts and "
+                "conclusions are withheld; the loss curves show how far the runs got.")
+        chart(bc.loss_curves(frame, probe=probe, title="Loss curves (every run ended above the unigram line)"),
+              f"benefits.{probe}.not_learned_curves")
+    else:
+        {"scaling": _scaling, "stability": _stability, "extrapolation": _extrapolation, "heads": _heads}[probe](
+            ctx, frame, final)
     st.caption("What was measured — " + scope)
     with st.expander("Table: final evaluation of every run", expanded=False):
         cols = ["config_name", "budget_kind", "seed", "step", "tokens_seen", "train_flops", "num_params",
                 "train_loss_nats", "val_loss_nats", "val_bits_per_byte", "grad_norm", "clip_fraction", "tokens_per_s",
                 "status", "error"]
-        st.dataframe(final[cols], hide_index=True, width="stretch", key=f"benefits.df.{probe}")
+        shown = flags[[c for c in cols if c in flags] + ["learned"]]
+        shown = shown.assign(learned=shown["learned"].map({True: "learned", False: "not_learned"}).fillna("—"))
+        st.dataframe(shown, hide_index=True, width="stretch", key=f"benefits.df.{probe}")
         st.caption("Every row of the probe (per evaluation step, per layer, per position bucket), as written by "
                    "`xtlens probe`:")
         _downloads(frame, probe)
 
 
+def claims_display(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims table as shown: verdict (coloured by ``claims_styler``) and its meaning in words, the claim, the
+    estimate with its 95% interval and unit (withheld for ``not_learned``), seeds x windows, the minimum
+    detectable effect, scale and method."""
+    def num(v: object) -> float | None:
+        f = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+        return None if pd.isna(f) else float(f)
+
+    rows = []
+    for r in claims.astype(object).where(claims.notna(), None).to_dict(orient="records"):
+        verdict, unit = str(r.get("verdict") or ""), str(r.get("unit") or "")
+        est, lo, hi, mde = (num(r.get(k)) for k in ("estimate", "ci95_low", "ci95_high", "min_detectable_effect"))
+        if verdict == "not_learned":
+            value = "withheld: " + report.NOT_LEARNED_MESSAGE
+        elif est is None:
+            value = "no estimate"
+        else:
+            value = f"{est:+.4f}" + (f" [{lo:+.4f}, {hi:+.4f}]" if lo is not None and hi is not None else "") + f" {unit}"
+        windows = num(r.get("windows"))
+        rows.append({"verdict": verdict, "meaning": report.VERDICT_WORDS.get(verdict, verdict),
+                     "probe": r.get("probe"), "claim": r.get("claim"), "metric": r.get("metric"),
+                     "estimate [95% interval]": value,
+                     "seeds": f"{r.get('seeds')}" + (f" x {int(windows)} windows" if windows is not None else ""),
+                     "min detectable effect": "" if mde is None else f"{mde:.4f} {unit}",
+                     "scale": r.get("scale"), "method": r.get("method"), "note": r.get("note") or ""})
+    return pd.DataFrame(rows, columns=["verdict", "meaning", "probe", "claim", "metric", "estimate [95% interval]",
+                                       "seeds", "min detectable effect", "scale", "method", "note"])
+
+
+def claims_styler(shown: pd.DataFrame):
+    """``claims_display``'s frame with each verdict cell coloured (``bc.VERDICT_COLOURS``); the cell keeps its word."""
+    return shown.style.map(lambda v: f"background-color: {bc.VERDICT_COLOURS[v]}; color: #111"
+                           if v in bc.VERDICT_COLOURS else "", subset=["verdict"])
+
+
+def _claims_table(probe: str, frame: pd.DataFrame) -> None:
+    """The claims of the seed analysis this probe tests: one row each, verdict coloured and worded, with the
+    downloads every table has (the Export tab lists it too)."""
+    claims, problem = benefit_data.claims_of(frame)
+    st.markdown("**Claims: verdict, estimate with its 95% interval, scale**")
+    if claims is None:
+        st.warning(f"Claims {problem}.")
+        return
+    if claims.empty:
+        st.caption("No claim of this probe could be evaluated from these rows.")
+        return
+    st.dataframe(claims_styler(claims_display(claims)), hide_index=True, width="stretch",
+                 key=f"benefits.claims.{probe}")
+    st.caption("supported / contradicted: the 95% interval excludes 0 on the claimed / the other side; "
+               "not_detectable: it includes 0 (the minimum detectable effect says what this budget can see); "
+               "not_learned: the runs did not get below the unigram line, so the claim is not judged.")
+    view_common.downloads(claims, f"claims {probe}", f"benefits.claims.{probe}")
+
+
 def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    from xtlens.profiling.benefit import probe_scaling as ps
+
     axis = frame["axis"].dropna().iloc[0]
-    current = next((int(v) for n, v in zip(final["config_name"], final["axis_value"], strict=True)
-                    if "(current)" in str(n)), None)
     cols = st.columns(2)
     with cols[0]:
-        chart(bc.scaling_points(frame, x="num_params", budget_kind="tokens", current=current, x_title=bc.PARAMS_AXIS,
-                                title=f"Equal tokens: val loss vs parameters ({axis} swept)"),
+        chart(bc.scaling_law(frame, title=f"Equal tokens: val loss vs non-embedding parameters ({axis} swept)"),
               "benefits.scaling.params")
     with cols[1]:
-        flops = frame.loc[frame["budget_kind"] == "flops", "budget_flops"].dropna()
-        budget = f"{float(flops.iloc[0]):.3g} FLOPs" if not flops.empty else "equal FLOPs"
-        chart(bc.scaling_points(frame, x="num_params", budget_kind="flops", current=current, x_title=bc.PARAMS_AXIS,
-                                fit=False, title=f"IsoFLOP ({budget} each): val loss vs parameters"),
+        chart(bc.isoflop_curves(frame, title="IsoFLOP: val loss vs non-embedding parameters per FLOP budget"),
               "benefits.scaling.flops")
-    ok = final[(final["status"] == "ok") & (final["budget_kind"] == "tokens")]
-    fit = analysis.fit_power_law(ok["num_params"].astype(float).tolist(), ok["val_loss_nats"].astype(float).tolist())
-    if fit is not None:
-        st.caption("Power law on your points (equal tokens, left chart): " + fit.describe() + ". A fit over a few "
-                   "sizes of a tiny model on a small corpus: read it as the local slope, not a law.")
-    st.caption("Equal FLOPs: a smaller model takes more steps for the same compute. The lowest point of the "
-               "IsoFLOP curve is the compute-optimal size for that budget; the ringed point is the current value.")
+    st.caption("Method: Kaplan et al. 2020 (size = non-embedding parameters N; L = E + A N^-alpha with an "
+               "irreducible term E) and Hoffmann et al. 2022 (IsoFLOP parabolas in log N, approach 2; the joint law "
+               "E + A/N^a + B/D^b, approach 3). Every point is trained at each learning rate of a sweep; the best rate "
+               "on validation (seed mean) is the point's result, the others are shown hollow. Bars and bands: 95% "
+               "bootstrap over seeds (and validation windows). Along dim the attention width grows with it "
+               "(heads x attn_dim_head = dim, as in the seed: 8 x 64 = 512).")
+    laws = ps.law_table(frame)
+    if not laws.empty:
+        st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)")
+        st.dataframe(laws.drop(columns=["method"]), hide_index=True, width="stretch", key="benefits.df.scaling_laws")
+    iso = ps.isoflop_table(frame)
+    if not iso.empty:
+        st.markdown("**IsoFLOP minima** (the compute-optimal non-embedding size per budget, 95% interval)")
+        st.dataframe(iso, hide_index=True, width="stretch", key="benefits.df.scaling_iso")
+    with st.expander("Table: every point (size x budget x learning rate), tokens per parameter, role", expanded=False):
+        st.dataframe(ps.points_table(frame), hide_index=True, width="stretch", key="benefits.df.scaling_points")
+        sweep = ps.lr_sweep_table(frame)
+        if not sweep.empty:
+            st.caption("The learning-rate sweep (seed-mean val loss, nats/token); a best rate at the sweep's edge "
+                       "means the sweep should be widened.")
+            st.dataframe(sweep, hide_index=True, width="stretch", key="benefits.df.scaling_sweep")
     cols = st.columns(2)
     with cols[0]:
         chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens",
@@ -273,25 +439,55 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
 
 
 def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
-    div = analysis.divergences(frame)
-    depths = sorted(int(d) for d in frame["axis_value"].dropna().unique())
-    cols = st.columns([1, 1, 2])
+    from xtlens.profiling.benefit import probe_stability as ps
+
+    outcomes = ps.run_outcomes(frame)
+    if outcomes.empty:
+        st.info("No stability runs to show.")
+        return
+    largest = ps.largest_stable_lr(outcomes)
+    ratios = ps.grad_ratio_table(ps.grad_ratios(frame))
+    cols = st.columns(2)
+    with cols[0]:
+        chart(bc.stable_lr_chart(outcomes, largest, title="Largest stable learning rate per norm and depth"),
+              "benefits.stability.lr")
+    with cols[1]:
+        chart(bc.grad_ratio_chart(ratios, when="init", title="Gradient ratio first / last block at initialisation"),
+              "benefits.stability.ratio")
+    st.caption("Left: each swept (depth, peak lr) cell per norm: filled = every seed trained (ended below the unigram "
+               "line), open = a seed stayed on the unigram plateau, x = a seed diverged (clipping off); the line joins "
+               "the largest stable lr. Right: geometric mean over seeds, bars = 95% seed-bootstrap interval; at step 0 "
+               "the ratio does not depend on the learning rate.")
+    table = ps.stability_table(frame)
+    st.dataframe(table.rename(columns={"largest_stable_lr": "largest stable lr",
+                                       "first_step_below_unigram": "first step below unigram (mean)",
+                                       "val_loss_nats_at_largest_stable_lr": "val loss at it (nats/token)",
+                                       "unigram_entropy_nats": "unigram (nats/token)"}),
+                 hide_index=True, key="benefits.df.stab")
+    depths = sorted(int(d) for d in outcomes["depth"].dropna().unique())
+    lrs = sorted(float(v) for v in outcomes["lr"].dropna().unique())
+    cols = st.columns(2)
     depth = cols[0].selectbox("depth", depths, index=len(depths) - 1, key="benefits.stability.depth")
-    steps = sorted(int(s) for s in frame.loc[frame["row_kind"] == "layer", "step"].dropna().unique())
-    step = cols[1].selectbox("step for the profile", steps, index=0, key="benefits.stability.step",
-                             help="0 = at initialisation, before any update")
-    cols[2].dataframe(div.rename(columns={"val_loss_nats": "final val loss (nats/token)"}), hide_index=True,
-                      key="benefits.df.div")
-    chart(bc.grad_profile(frame, depth=depth, step=step,
-                          title=f"Gradient norm per layer at step {step}, depth {depth}"), "benefits.stability.profile")
-    st.caption("Heat maps: log10 of each layer's gradient norm (before clipping) at every evaluated step, one colour "
-               "scale for all three so that they compare; dark = vanishing.")
-    zrange = bc.grad_range(frame, depth=depth)
-    cols = st.columns(3)
-    for col, variant in zip(cols, ("deepnorm", "pre_norm", "post_norm"), strict=True):
-        with col:
-            chart(bc.grad_heatmap(frame, variant=variant, depth=depth, zrange=zrange,
-                                  title=f"{variant}, depth {depth}"), f"benefits.stability.heat.{variant}")
+    lr = cols[1].selectbox("peak learning rate", lrs, index=0, key="benefits.stability.lr_pick",
+                           format_func=lambda v: f"{v:g}")
+    chart(bc.stability_curves(frame, depth=depth, lr=lr, title=f"Validation loss, depth {depth}, peak lr {lr:g}"),
+          "benefits.stability.curves")
+    sub = frame[ps.peak_lrs(frame) == lr] if "config_name" in frame else frame
+    steps = sorted(int(s) for s in sub.loc[sub["row_kind"] == "layer", "step"].dropna().unique())
+    if steps:
+        step = st.selectbox("step for the profile", steps, index=0, key="benefits.stability.step",
+                            help="0 = at initialisation, before any update")
+        chart(bc.grad_profile(sub, depth=depth, step=step,
+                              title=f"Gradient norm per layer at step {step}, depth {depth}, lr {lr:g}"),
+              "benefits.stability.profile")
+        zrange = bc.grad_range(sub, depth=depth)
+        cols = st.columns(3)
+        for col, variant in zip(cols, ("deepnorm", "pre_norm", "post_norm"), strict=True):
+            with col:
+                chart(bc.grad_heatmap(sub, variant=variant, depth=depth, zrange=zrange,
+                                      title=f"{variant}, depth {depth}, lr {lr:g}"), f"benefits.stability.heat.{variant}")
+        st.caption("Heat maps: log10 of each layer's gradient norm (clipping off) at every evaluated step of the first "
+                   "seed, one colour scale for all three so that they compare; dark = vanishing.")
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
@@ -330,7 +526,22 @@ def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
 
 
 def _heads(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
-    table = analysis.heads_table(frame)
+    from xtlens.profiling.benefit import probe_heads as ph
+
+    table = ph.heads_table(frame)
+    chart(bc.heads_effects(table, title="Loss difference vs the reference (family head count, full K/V), "
+                                         "next to KV-cache bytes per token"), "benefits.heads.effects")
+    st.caption("Each arm minus the reference, paired per validation window; bars = 95% interval (seeds and windows "
+               "resampled); grey band = ± the probe's largest minimum detectable effect (80% power, 5% level): a "
+               "difference inside it cannot be told from 0 at this budget. The shuffled-context control shows the size "
+               "of a difference the probe does detect. Grey markers: an arm that did not get below the unigram line.")
+    ctl = ph.control_table(frame)
+    if not ctl.empty:
+        r = ctl.iloc[0]
+        st.caption(f"Control (context shuffled at evaluation): {r['effect_nats']:+.4f} nats/token "
+                   f"[{r['ci95_low']:+.4f}, {r['ci95_high']:+.4f}]; the probe's minimum detectable effect: "
+                   + (f"{r['probe_min_detectable_effect_nats']:.4f}" if pd.notna(r["probe_min_detectable_effect_nats"])
+                      else "?") + " nats/token.")
     cols = st.columns(2)
     with cols[0]:
         chart(bc.heads_bars(table, title="Equal parameters: validation loss per head count"), "benefits.heads.bars")
@@ -338,8 +549,10 @@ def _heads(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
         chart(bc.kv_tradeoff(table, title="K/V heads: validation loss vs KV-cache bytes per token"),
               "benefits.heads.kv")
     st.dataframe(table.rename(columns={"kv_cache_bytes_per_token": "KV cache (bytes/token, float32)",
-                                       "val_loss_nats": "val loss (nats/token)",
-                                       "val_bits_per_byte": "val (bits/byte)", "num_params": "parameters"}),
+                                       "val_loss_nats": "val loss (nats/token)", "num_params": "parameters",
+                                       "diff_vs_reference_nats": "Δ vs reference (nats/token)",
+                                       "min_detectable_effect_nats": "min detectable (nats/token)",
+                                       "unigram_entropy_nats": "unigram (nats/token)"}),
                  hide_index=True, key="benefits.df.heads")
 
 
@@ -369,6 +582,11 @@ def tradeoff_points(frame: pd.DataFrame) -> pd.DataFrame:
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == "tokens") & (fin["status"] == "ok")]
     if fin.empty:
         return pd.DataFrame()
+    from xtlens.profiling.benefit.probe_scaling import best_lr_rows
+
+    best = best_lr_rows(frame)  # a learning-rate sweep: each size at its best rate only
+    if not best.empty:
+        fin = fin[fin["run_key"].isin(set(best["run_key"]))]
     rows = []
     for value, grp in fin.groupby("axis_value"):
         r = grp.iloc[0]
@@ -383,7 +601,6 @@ def tradeoff_points(frame: pd.DataFrame) -> pd.DataFrame:
 
 def tradeoff_panel(ctx: Ctx, axis: str) -> None:
     """Measured benefit beside cost for ``axis``, from this session's scaling probe (or an uploaded one)."""
-    from xtlens.dashboard import proxies
 
     st.subheader(f"Measured benefit beside cost ({axis})")
     st.caption("Trained in the Benefits tab: scaled-down members of this configuration's family (their own, smaller "
@@ -397,6 +614,16 @@ def tradeoff_panel(ctx: Ctx, axis: str) -> None:
         return
     label, frame = tables[-1]
     frame = frame[frame["axis"] == axis]
+    token = _LOSS_LINE.set((report.unigram_nats(frame), frozenset()))
+    try:
+        _tradeoff_charts(frame, label, axis)
+    finally:
+        _LOSS_LINE.reset(token)
+
+
+def _tradeoff_charts(frame: pd.DataFrame, label: str, axis: str) -> None:
+    from xtlens.dashboard import proxies
+
     pts = tradeoff_points(frame)
     current = next((int(v) for n, v in zip(frame["config_name"], frame["axis_value"], strict=True)
                     if "(current)" in str(n)), None)

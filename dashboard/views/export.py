@@ -78,10 +78,19 @@ def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
         st.markdown(f"**{title}** — {len(frame)} rows" + (f"; drawn in {drawn}" if drawn else ""))
         downloads(frame, f"{'restored' if origin == 'restored session' else 'uploaded'} {name}",
                   f"export.uploaded.{i}")
+    from xtlens.dashboard.session import benefit_data
+
     probes = probe_tables()
     for i, (name, frame) in enumerate(probes):
         st.markdown(f"**benefit probe: {name}** — {len(frame)} rows (shown in the Benefits view)")
         downloads(frame, f"probe {name}", f"export.probe.{i}")
+        claims, problem = benefit_data.claims_of(frame)
+        if claims is not None and not claims.empty:
+            st.markdown(f"**claims of {name}** — {len(claims)} claim(s): verdict, estimate, 95% interval, scale "
+                        "(the table `xtlens probe --summary-out` writes)")
+            downloads(claims, f"claims {name}", f"export.claims.{i}")
+        elif problem:
+            st.caption(f"claims of {name}: {problem}")
     if not measured and not uploads.uploads() and not probes:
         st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too, "
                    "which the Latency, Memory and FLOPs views also draw).")

@@ -92,7 +92,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = SUMMARY_ROWS.columns
 
 
 class ClaimsUnavailable(ImportError):
-    """A probe present in the frame whose claims module is not installed (``xtlens.profiling.benefit.probe_<probe>``)."""
+    """A probe present in the frame whose claims module (``xtlens.profiling.benefit.probe_<probe>``) is not
+    installed."""
 
 
 def _probe_module(probe: str) -> Any:
@@ -136,16 +137,24 @@ def summary_frame(claims: pd.DataFrame | Sequence[Claim]) -> pd.DataFrame:
 
 
 _MD_HEADERS = {
-    "estimate": "estimate (unit)", "ci95_low": "95% CI low (unit)", "ci95_high": "95% CI high (unit)",
-    "min_detectable_effect": "min. detectable effect (unit)", "num_params": "parameters",
-    "non_embedding_params": "non-embedding parameters", "train_tokens": "training tokens (tokens)",
-    "tokens_per_param": "tokens per parameter (tokens/parameter)", "windows": "windows per seed",
+    "metric": "metric (unit)", "estimate": "estimate (metric's unit)", "ci95_low": "95% CI low",
+    "ci95_high": "95% CI high", "min_detectable_effect": "min. detectable effect (metric's unit)",
+    "num_params": "parameters", "non_embedding_params": "non-embedding parameters",
+    "train_tokens": "training tokens (tokens)", "tokens_per_param": "tokens per parameter (tokens/parameter)",
+    "windows": "windows per seed",
 }
 
 
 def summary_markdown(claims: pd.DataFrame | Sequence[Claim]) -> str:
-    """A Markdown table for reading: the columns holding a value, the unit of each claim's numbers in its ``unit``
-    column (headers say "(unit)"), numbers to 4 significant digits, counts with thousands separators."""
+    """A Markdown table for reading: the columns holding a value, each metric with its unit in brackets
+    (``mean val loss ... [nats/token]``; the numbers are in that unit), numbers to 4 significant digits with a
+    sign where they are differences, counts with thousands separators."""
+    frame = summary_frame(claims)
+    units = frame["unit"].astype(object).tolist()
+    metrics = frame["metric"].astype(object).tolist()
+    frame["metric"] = _string_array([m if m is None or u in (None, "") else f"{m} [{u}]"
+                                for m, u in zip(metrics, units, strict=True)])
+
     def cell(c: str, v: Any) -> str:
         if v is None:
             return ""
@@ -155,8 +164,14 @@ def summary_markdown(claims: pd.DataFrame | Sequence[Claim]) -> str:
             return f"{v:+.4g}" if c in ("estimate", "ci95_low", "ci95_high") else f"{v:.4g}"
         return str(v).replace("|", "\\|").replace("\n", " ")
 
-    return SUMMARY_ROWS.markdown(summary_frame(claims), header=lambda c: _MD_HEADERS.get(c, c.replace("_", " ")),
-                                 cell=cell, hidden=(), fallback=("claim", "metric", "verdict"))
+    return SUMMARY_ROWS.markdown(frame, header=lambda c: _MD_HEADERS.get(c, c.replace("_", " ")), cell=cell,
+                                 hidden=("unit",), fallback=("claim", "metric", "verdict"))
+
+
+def _string_array(values: list[Any]) -> Any:
+    import pandas as pd
+
+    return pd.array(values, dtype="string")
 
 
 def summary_bytes(claims_or_frame: pd.DataFrame | Sequence[Claim], fmt: str) -> bytes:

@@ -4,6 +4,11 @@
     xtlens probe stability --values 6,24,48 --out stability.parquet
     xtlens probe extrapolation --seq-len 64 --values 1,2,4,8 --corpus my_texts/ --out extrapolation.json
     xtlens probe heads --values 1,2,4,8 --train-flops 2e11 --out heads.md
+    xtlens probe heads --quick --summary-out claims.csv
+
+``--summary-out FILE`` writes the claims table (``claims.write_summary``): one row per claim of the seed analysis
+with its verdict, 95% interval, minimum detectable effect and scale; the same claims are printed on stdout with
+the split rule, ``val_leak_fraction`` and the unigram "learned nothing" line. ``--quick`` uses ``probes.QUICK``.
 
 The configuration options (``--preset``, ``--config``, ``--snippet``, ``--set``) give the family; the probe
 trains scaled-down members of it (``--full-size`` keeps its sizes, for a GPU). Bad input exits 2 with a
@@ -29,7 +34,7 @@ from xtlens.profiling.cli_common import (
 )
 from xtlens.profiling.results.rowtable import INT64_MAX
 
-__all__ = ["add_probe_parser", "LIMITS"]
+__all__ = ["add_probe_parser", "LIMITS", "int_list"]
 
 #: the allowed range of each numeric option (inclusive). Counts that reach the probe table (tokens, FLOPs, seeds)
 #: stay within its 64-bit integer columns; sizes stay within what a probe can build; ``_check_table_fits``
@@ -47,7 +52,9 @@ LIMITS: dict[str, tuple[int, int]] = {
 }
 
 
-def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+def int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    """``text`` ("32,64,128") as integers within ``LIMITS[option]``; raises ``ProbeInputError`` naming ``option``
+    and its range (the command line and the Benefits tab's text boxes share it)."""
     from xtlens.profiling.benefit.probes import ProbeInputError
 
     if text is None:
@@ -103,27 +110,28 @@ def options_from_args(args: argparse.Namespace):
     """``ProbeOptions`` from the parsed command line (raises the errors that name the option)."""
     from xtlens.profiling.benefit.probes import ProbeOptions
 
-    return ProbeOptions(probe=args.probe, base=config_from_args(args), axis=args.axis, values=_ints(args.values, "--values"),
+    return ProbeOptions(probe=args.probe, base=config_from_args(args), axis=args.axis, values=int_list(args.values, "--values"),
                         tokens=_number(args.tokens, "--tokens"), train_flops=_number(args.train_flops, "--train-flops"),
-                        seeds=_ints(args.seeds, "--seeds"), seq_len=args.seq_len, batch=args.batch,
+                        seeds=int_list(args.seeds, "--seeds"), seq_len=args.seq_len, batch=args.batch,
                         num_tokens=args.vocab, lr=args.lr, evals=args.evals, corpus=args.corpus, device=args.device,
-                        full_size=args.full_size,
+                        full_size=args.full_size, quick=args.quick,
                         extra={"eval_tokens": args.eval_tokens} if args.eval_tokens is not None else {})
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from xtlens.profiling.benefit import analysis
+    from xtlens.profiling.benefit import analysis, report
     from xtlens.profiling.benefit.corpus import load_corpus, tokenize
     from xtlens.profiling.benefit.probe_store import describe_sources
     from xtlens.profiling.benefit.probes import ProbeInputError, plan
     from xtlens.profiling.benefit.records import probe_frame, probe_markdown, write_probe_table
     from xtlens.profiling.results.export import format_for
 
-    if args.out is not None:
-        try:
-            format_for(args.out)
-        except ValueError as exc:
-            raise ProbeInputError("--out", args.out, "a file name ending in .csv, .json, .parquet or .md") from exc
+    for option, path in (("--out", args.out), ("--summary-out", args.summary_out)):
+        if path is not None:
+            try:
+                format_for(path)
+            except ValueError as exc:
+                raise ProbeInputError(option, path, "a file name ending in .csv, .json, .parquet or .md") from exc
     if args.evals < 1:
         raise ProbeInputError("--evals", args.evals, "an integer of at least 1")
     if args.eval_tokens is not None and args.eval_tokens < 1:
@@ -142,8 +150,11 @@ def _probe(args: argparse.Namespace) -> int:
         raise ProbeInputError("--corpus", opt.corpus or "default", f"a corpus whose splits hold at least {need:,} "
                               f"tokens each (this one: {data.train_tokens:,} training, {data.val_tokens:,} "
                               "validation); give more text or a shorter --seq-len")
-    print(f"probe {opt.probe}: {len(runs)} run(s) on {data.corpus_name} ({data.train_tokens:,} training / "
-          f"{data.val_tokens:,} validation tokens, vocabulary {data.vocab_size})", file=sys.stderr)
+    print(f"probe {opt.probe}{' (--quick)' if opt.quick else ''}: {len(runs)} run(s) on {data.corpus_name} "
+          f"({data.train_tokens:,} training / {data.val_tokens:,} validation tokens, vocabulary {data.vocab_size})",
+          file=sys.stderr)
+    print("  " + report.split_line(split_version=data.split_version, val_leak_fraction=data.val_leak_fraction,
+                                   unigram_val_nats=data.unigram_val_nats), file=sys.stderr)
     bar = ProgressBar()
     started = time.monotonic()
     fresh = args.fresh or args.no_cache
@@ -181,6 +192,33 @@ def _probe(args: argparse.Namespace) -> int:
         print(f"{len(runs)} run(s) in {wall:.1f} s; write every row with --out FILE", file=sys.stderr)
     for r in bad.itertuples():
         print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
+    return _print_claims(frame, final, args.summary_out)
+
+
+def _print_claims(frame, final, summary_out: str | None) -> int:
+    """The split and unigram line of the rows, the runs that learned nothing (``not_learned``), and each claim of
+    the seed analysis with its verdict, interval and scale (stdout); with ``summary_out`` the claims table too."""
+    from dataclasses import asdict
+
+    from xtlens.profiling.benefit import report
+    from xtlens.profiling.benefit.claims import claims_for, write_summary
+
+    out = sys.stdout
+    out.write("\n" + report.split_line(**report.split_of(frame)) + "\n")
+    line = report.not_learned_line(final)
+    if line is not None:
+        out.write(line + "\n")
+    try:
+        claims = claims_for(frame)
+    except ImportError as exc:  # claims.ClaimsUnavailable: a probe of the rows without its claims module
+        print(f"claims: {exc}", file=sys.stderr)
+        return 1 if summary_out is not None else 0
+    out.write(f"\n{len(claims)} claim(s) of the seed analysis (verdict, estimate with its 95% interval, scale):\n")
+    for c in claims:
+        out.write(report.claim_line(asdict(c)) + "\n")
+    if summary_out is not None:
+        path = write_summary(claims, summary_out)
+        print(f"wrote {len(claims)} claim(s) to {path}", file=sys.stderr)
     return 0
 
 
@@ -221,4 +259,9 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
                    "point and seed) on the cluster at ADDRESS (host:port, ray://host:10001, or auto)")
     p.add_argument("--out", default=None, metavar="FILE", help=".csv, .json, .parquet or .md (default: a summary "
                    "on stdout)")
+    p.add_argument("--summary-out", default=None, metavar="FILE", help="write the claims table (one row per claim "
+                   "of the seed analysis: claim, metric, estimate, ci95_low, ci95_high, seeds, min_detectable_effect, "
+                   "verdict, scale, method) as .csv, .json, .parquet or .md")
+    p.add_argument("--quick", action="store_true", help="the probe's smaller settings (fewer tokens, seeds and "
+                   "values: a first look, and the tests); options you give still win")
     p.set_defaults(run=_probe)

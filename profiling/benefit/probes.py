@@ -9,17 +9,18 @@ to finish on 2 CPU cores in a few minutes per probe.
   trained on the first ``overfit_tokens`` tokens of the training split for ``overfit_epochs`` x that many
   tokens (random windows of the subset, so "epochs" counts tokens seen, ``budget_kind=epochs``): the train /
   validation gap (the over-fitting claim).
-* ``stability``: DeepNorm (the seed's translation), pre-norm (x-transformers' default) and plain post-norm
-  (``pre_norm=False`` without DeepNorm's residual scale and init) at each depth in ``values`` (default 6, 24,
-  48) at a small width: per-layer gradient norms at initialisation and during training; divergences counted.
+* ``stability`` (``probe_stability``, DeepNet's method): DeepNorm (the seed's translation), pre-norm
+  (x-transformers' default) and plain post-norm (``pre_norm=False`` without DeepNorm's residual scale and init) at
+  each depth in ``values`` and each peak learning rate of a sweep, gradient clipping off: the largest stable
+  learning rate per norm and depth, gradient ratios across seeds, divergences as rows.
 * ``extrapolation`` (``probe_extrapolation``, Press et al. 2022): train at ``seq_len`` L, evaluate the whole
   validation split at ``values`` x L (default 1, 2, 4, 8) for ALiBi (all heads), rotary (the family's width and
   full width), xpos, ALiBi + xpos (the seed's combination, ALiBi on half the heads), sinusoidal, learned absolute
   (at L only) and no position encoding (NoPE), each with the family's ``shift_tokens`` and with 0; paired per
   window against ALiBi.
-* ``heads``: ``values`` head counts (default 1, 2, 4, 8) at equal parameters (``heads x attn_dim_head`` kept
-  equal to the family's ``dim``, full K/V heads); then 1 K/V head (multi-query) vs grouped (half) vs full K/V
-  heads at the family's head count: validation loss next to the KV-cache bytes per token each needs.
+* ``heads`` (``probe_heads``): ``values`` head counts (default 2, 4, 8) at equal parameters with the ALiBi share
+  and the rotary width held fixed (the rotary rule as its own arm), 1 vs grouped vs full K/V heads next to the
+  KV-cache bytes per token each needs, and a shuffled-context control; paired per window, 5 seeds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from xtlens.profiling.benefit.harness import (
     BudgetError,
     RunSpec,
     TrainSettings,
-    step_flops,
     steps_for,
 )
 from xtlens.profiling.benefit.records import PROBES, ProbeRecord
@@ -53,27 +53,35 @@ POSITIONS = ("alibi", "rotary", "rotary_full", "xpos", "alibi+xpos", "sinusoidal
 
 # Default sizes per probe (CPU, 2 cores, a few minutes each): the family member and the training recipe.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
-                "tokens": 131_072, "seeds": (0, 1), "values": {"dim": (32, 64, 128), "depth": (1, 2, 4),
-                                                                "heads": (2, 4, 8)}, "axis": "dim", "eval_tokens": 8192},
+    "scaling": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 32,
+                "tokens": 131_072, "seeds": (0, 1, 2), "values": {"dim": (16, 32, 48, 64), "depth": (1, 2, 3, 4),
+                                                                    "heads": (1, 2, 4, 8)}, "axis": "dim",
+                "eval_tokens": 2048, "lrs": (1.5e-2, 3e-2, 6e-2), "isoflop_budgets": 3},
+    # stability (probe_stability): 128 steps of 8 x 64 tokens (enough to leave the unigram plateau at a
+    # stable lr), lr sweep with clipping off, 3 seeds
     "stability": {"dim": 32, "depth": 6, "heads": 2, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
-                  "tokens": 30_720, "seeds": (0,), "values": (6, 24, 48), "lr": 3e-3, "eval_tokens": 2048},
+                  "tokens": 65_536, "seeds": (0, 1, 2), "values": (2, 8), "lrs": (3e-3, 1e-2, 3e-2, 1e-1),
+                  "eval_tokens": 1024},
     # extrapolation (probe_extrapolation): 16 arms (8 schemes x 2 token-shift settings) x 3 seeds at L = 64,
     # 256 steps of 8 x 64 tokens at lr 1e-2: the model uses its context there (context gain at L of one ALiBi run
     # 0.17 +- 0.07 nats; at 98,304 tokens 0.15 +- 0.07, and with the old 16 x 64 batches at lr 3e-3 0.03 +- 0.05)
     "extrapolation": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64, "batch": 8,
                       "lr": 1e-2, "tokens": 131_072, "seeds": (0, 1, 2), "values": (1, 2, 4, 8), "eval_tokens": 2048,
                       "position_buckets": 16, "grad_clip": 1.0},
+    # heads (probe_heads): 5 seeds, head counts at equal parameters with ALiBi share and rotary width fixed
     "heads": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
-              "tokens": 131_072, "seeds": (0, 1), "values": (1, 2, 4, 8), "eval_tokens": 8192},
+              "tokens": 245_760, "seeds": (0, 1, 2, 3, 4), "values": (2, 4, 8), "eval_tokens": 4096},
 }
 #: ``--quick`` (tests, a first look): each probe's settings that differ from ``DEFAULTS`` (the rest is kept)
 QUICK: dict[str, dict[str, Any]] = {
-    "scaling": {"tokens": 16_384, "seeds": (0,), "eval_tokens": 2048},
-    "stability": {"tokens": 4_096, "values": (2, 6), "eval_tokens": 1024},
+    "scaling": {"tokens": 8_192, "seeds": (0, 1), "values": {"dim": (16, 32, 48), "depth": (1, 2, 3), "heads": (1, 2, 4)},
+                "dim": 32, "heads": 2, "depth": 1, "seq_len": 32, "batch": 8, "eval_tokens": 512, "lrs": (3e-2, 6e-2),
+                "isoflop_budgets": 3},
+    "stability": {"tokens": 8_192, "seeds": (0, 1), "values": (1, 2), "lrs": (3e-3, 3.0),
+                  "eval_tokens": 512},
     "extrapolation": {"tokens": 4_096, "seeds": (0,), "values": (1, 2), "seq_len": 16, "batch": 8, "dim": 32,
                       "depth": 1, "heads": 2, "eval_tokens": 512, "position_buckets": 4},
-    "heads": {"tokens": 16_384, "seeds": (0,), "values": (1, 4), "eval_tokens": 2048},
+    "heads": {"tokens": 16_384, "seeds": (0, 1), "values": (2, 4), "eval_tokens": 1024},
 }
 DEFAULT_VOCAB = 512
 OVERFIT_TOKENS = 8_192
@@ -230,96 +238,25 @@ def _axis_cfg(cfg: ModelConfig, axis: str, value: int) -> ModelConfig:
 
 def plan(opt: ProbeOptions) -> list[RunSpec]:
     """The runs of a probe, in order (validated: bad input raises ``ProbeInputError`` / ``BudgetError``)."""
+    if opt.probe == "stability":
+        from xtlens.profiling.benefit import probe_stability
+
+        return probe_stability.plan(opt)
+    if opt.probe == "heads":
+        from xtlens.profiling.benefit import probe_heads
+
+        return probe_heads.plan(opt)
     if opt.probe == "extrapolation":
         from xtlens.profiling.benefit import probe_extrapolation
 
         return probe_extrapolation.plan(opt)
-    return {"scaling": _plan_scaling, "stability": _plan_stability, "heads": _plan_heads}[opt.probe](opt)
+    return _plan_scaling(opt)
 
 
 def _plan_scaling(opt: ProbeOptions) -> list[RunSpec]:
-    axis = opt.axis or opt.default("axis")
-    values = opt.values or opt.default("values")[axis]
-    if isinstance(values, dict):
-        values = values[axis]
-    s = _settings(opt)
-    base = _member(opt, s)
-    current = getattr(base, axis)
-    cfgs = {v: _axis_cfg(base, axis, v) for v in sorted(set(values))}
-    budget = _budget(opt, base, s)
-    runs: list[RunSpec] = []
-    for seed in opt.seed_list:
-        for v, cfg in cfgs.items():
-            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=budget, seed=seed, settings=s, variant=f"{axis}={v}",
-                                axis=axis, axis_value=v, config_name=f"{axis}={v}" + (" (current)" if v == current else ""),
-                                budget_kind_label=budget.kind))
-        # the other budget kind at the current value's cost: equal FLOPs (or equal tokens)
-        if budget.kind == "tokens":
-            ref_steps = budget.value // (s.batch * s.seq_len)
-            other = Budget(kind="flops", value=ref_steps * step_flops(base, s))
-        else:
-            other = Budget(kind="tokens", value=steps_for(base, budget, s) * s.batch * s.seq_len)
-        for v, cfg in cfgs.items():
-            try:
-                steps_for(cfg, other, s)
-            except BudgetError:
-                continue
-            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=other, seed=seed, settings=s, variant=f"{axis}={v}",
-                                axis=axis, axis_value=v, config_name=f"{axis}={v}" + (" (current)" if v == current else ""),
-                                budget_kind_label=other.kind))
-    sub = int(opt.extra.get("overfit_tokens", OVERFIT_TOKENS))
-    epochs = int(opt.extra.get("overfit_epochs", OVERFIT_EPOCHS))
-    if sub > 0 and epochs > 0:
-        so = replace(s, train_subset_tokens=sub)
-        for v, cfg in cfgs.items():
-            runs.append(RunSpec(probe="scaling", cfg=cfg, budget=Budget(kind="tokens", value=sub * epochs),
-                                seed=opt.seed_list[0], settings=so, variant=f"{axis}={v}", axis=axis, axis_value=v,
-                                config_name=f"{axis}={v}, {sub:,}-token subset x {epochs} epochs",
-                                budget_kind_label="epochs"))
-    return runs
+    from xtlens.profiling.benefit import probe_scaling
 
-
-def _plan_stability(opt: ProbeOptions) -> list[RunSpec]:
-    depths = opt.values or opt.default("values")
-    s = _settings(opt, evals=max(opt.evals, 10))
-    runs = []
-    for seed in opt.seed_list:
-        for depth in depths:
-            base = _member(opt, s, depth=depth)
-            budget = _budget(opt, base, s)
-            for norm in NORMS:
-                cfg = replace(base, deepnorm=norm == "deepnorm")
-                runs.append(RunSpec(probe="stability", cfg=cfg, budget=budget, seed=seed, settings=s,
-                                    variant=norm, axis="depth", axis_value=depth, config_name=f"{norm}, depth {depth}",
-                                    build="post_norm" if norm == "post_norm" else "builder"))
-    return runs
-
-
-def _plan_heads(opt: ProbeOptions) -> list[RunSpec]:
-    counts = opt.values or opt.default("values")
-    s = _settings(opt)
-    base = _member(opt, s)
-    inner = base.heads * base.attn_dim_head
-    budget = _budget(opt, base, s)
-    runs = []
-    for seed in opt.seed_list:
-        for h in sorted(set(counts)):
-            if inner % h:
-                raise ProbeInputError("--values", h, f"head counts dividing heads x attn_dim_head = {inner}")
-            try:
-                cfg = replace(base, heads=h, attn_dim_head=inner // h, attn_one_kv_head=False, attn_kv_heads=None,
-                              alibi_num_heads=_scaled(base.alibi_num_heads, base.heads, h))
-            except ConfigError as exc:
-                raise ProbeInputError("--values", h, str(exc)) from None
-            runs.append(RunSpec(probe="heads", cfg=cfg, budget=budget, seed=seed, settings=s, variant="equal_params",
-                                axis="heads", axis_value=h, config_name=f"{h} heads x {inner // h} wide, full K/V"))
-        kvs = sorted({1, max(1, base.heads // 2), base.heads})
-        for g in kvs:
-            cfg = replace(base, attn_one_kv_head=g == 1, attn_kv_heads=None if g in (1, base.heads) else g)
-            label = {1: "multi-query (1 K/V head)", base.heads: f"full K/V ({g} heads)"}.get(g, f"grouped ({g} K/V heads)")
-            runs.append(RunSpec(probe="heads", cfg=cfg, budget=budget, seed=seed, settings=s, variant="kv_heads",
-                                axis="kv_heads", axis_value=g, config_name=label))
-    return runs
+    return probe_scaling.plan(opt)
 
 
 # --- running ---------------------------------------------------------------------------------------

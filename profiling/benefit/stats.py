@@ -8,8 +8,8 @@ Intervals (``Interval``)
     the Bootstrap*; Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2)). Seeds and data sampling are
     both sources of variance that a benchmark must randomise (Bouthillier et al. 2021, "Accounting for variance in
     machine learning benchmarks", MLSys). The interval is the percentile interval of the replicates, with two
-    small-sample corrections, because a probe has 3-5 seeds and the plain percentile interval of 5 resampled
-    seeds covers only ~85% of the time where seeds dominate the variance:
+    small-sample corrections, because a probe has 3-5 seeds and the plain percentile interval covers a 95%
+    mean only 89% of the time with 5 seeds and 81% with 3 where seeds weigh (``benchmarks/stats_coverage.py``):
 
     * the seed-mean deviations are scaled by ``sqrt(S / (S - 1))`` in each replicate (the plain bootstrap's
       variance of a mean over S seeds is (S - 1) / S of the unbiased one), and the within-seed window part by
@@ -40,7 +40,8 @@ Loss laws (``LossLaw``, ``LawFit``)
     L-BFGS from a grid of starts; here the points are seed means (few, with small Gaussian noise), where plain
     least squares is the maximum-likelihood fit and the grid makes the exponent search global. A law is not
     identifiable (``identifiable=False`` with the reason, no numbers) with fewer than 3 sizes (for the joint law:
-    5 cells, and 3 distinct sizes and 3 distinct token counts), seed means that do not decrease with size, E at a bound, an exponent at the edge of its grid.
+    5 cells, 3 distinct sizes and 3 distinct token counts), seed means that do not decrease with size, E at a
+    bound, an exponent at the edge of its grid.
     ``bootstrap_law`` resamples seeds per size (the seed-mean of each size recomputed from seeds drawn with
     replacement, the deviation scaled by ``sqrt(S / (S - 1))``) and refits; ``LawFit.forecast`` is the
     percentile interval of the replicates' predictions. These intervals are widened by ``t_nu / z`` too, ``nu``
@@ -50,8 +51,9 @@ Loss laws (``LossLaw``, ``LawFit``)
 
 IsoFLOP (``isoflop_fit``, ``isoflop_minimum``)
     One FLOP budget: a parabola of the seed-mean loss in ``log10 N``; its vertex is the compute-optimal size
-    (Hoffmann et al. 2022, approach 2), its interval a seed bootstrap widened as the laws' are. ``isoflop_fit`` returns an ``IsoFlop`` (the interval, or None and the
-    reason); ``isoflop_minimum`` returns just its ``minimum`` (an ``Interval`` in log10 N, or None).
+    (Hoffmann et al. 2022, approach 2), its interval a seed bootstrap widened as the laws' are. ``isoflop_fit``
+    returns an ``IsoFlop`` (the interval, or None and the reason); ``isoflop_minimum`` returns just its
+    ``minimum`` (an ``Interval`` in log10 N, or None).
 """
 
 from __future__ import annotations
@@ -225,8 +227,8 @@ def _satterthwaite(v: np.ndarray) -> float:
 def bootstrap_mean(values: Any, *, level: float = 0.95, reps: int = 2000, rng_seed: int = 0) -> Interval:
     """The mean of ``values`` ((seeds, windows); 1-D = one seed) with its hierarchical bootstrap interval.
 
-    Each replicate draws S seeds with replacement and W window indices with replacement (the same window indices
-    for every seed), as multinomial counts, and takes the mean over the drawn cells; the small-sample corrections
+    Each replicate draws S seeds with replacement (multinomial counts) and W window indices with replacement (the
+    same window indices for every seed), and takes the mean over the drawn cells; the small-sample corrections
     of the module docstring apply. ``numpy.random.default_rng(rng_seed)``: the same call gives the same interval.
     NaN or infinite entries are refused."""
     v = _values(values)
@@ -244,9 +246,12 @@ def bootstrap_mean(values: Any, *, level: float = 0.95, reps: int = 2000, rng_se
     for start in range(0, reps, chunk):
         r = min(chunk, reps - start)
         cs = rng.multinomial(s, np.full(s, 1.0 / s), size=r) / s if s > 1 else np.ones((r, 1))
-        cw = rng.multinomial(w, np.full(w, 1.0 / w), size=r) / w if w > 1 else np.ones((r, 1))
         seed_part = cs @ dev
-        window_part = np.einsum("rw,rw->r", cs @ within, cw)
+        if w > 1:  # the drawn seeds' mean at each drawn window index (a gather: cheaper than window counts)
+            drawn = rng.integers(0, w, size=(r, w))
+            window_part = np.take_along_axis(cs @ within, drawn, axis=1).mean(1)
+        else:
+            window_part = np.zeros(r)
         out[start:start + r] = est + k_s * seed_part + k_w * window_part
     se = float(np.std(out, ddof=1))
     q = (1.0 - level) / 2.0
@@ -255,7 +260,8 @@ def bootstrap_mean(values: Any, *, level: float = 0.95, reps: int = 2000, rng_se
     widen = t_quantile(1.0 - q, nu) / z_quantile(1.0 - q) if math.isfinite(nu) else 1.0
     low, high = est - widen * (est - float(p_lo)), est + widen * (float(p_hi) - est)
     what = (f"{s} seed(s) x {w} window(s)" if s > 1 and w > 1 else
-            f"{s} seeds (one value each)" if s > 1 else f"1 seed x {w} windows (window sampling only: no seed variance)")
+            f"{s} seeds (one value each)" if s > 1 else
+            f"1 seed x {w} windows (window sampling only: no seed variance)")
     method = (f"two-way bootstrap over {what}, {reps} reps, percentile interval widened to Student t "
               f"(df {nu:.1f})" if math.isfinite(nu) else f"two-way bootstrap over {what}, {reps} reps, no variance")
     if s == 1 and w == 1:

@@ -251,10 +251,11 @@ def test_cli_bad_input_exits_2_naming_the_option(argv, option, capsys) -> None:
 
 def test_cli_without_out_prints_a_summary_table(capsys) -> None:
     assert main(["probe", "stability", "--values", "2", "--tokens", "512", "--seq-len", "32", "--batch", "8",
-                 "--evals", "1"]) == 0
+                 "--evals", "1", "--lr", "3e-3", "--seeds", "0"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| probe | config name | budget kind | seed | step |")
-    assert {line.split(" | ")[1] for line in out[2:]} == {"deepnorm, depth 2", "pre_norm, depth 2", "post_norm, depth 2"}
+    assert {line.split(" | ")[1] for line in out[2:] if line.startswith("| stability")} == {
+        "deepnorm, depth 2, lr 0.003", "pre_norm, depth 2, lr 0.003", "post_norm, depth 2, lr 0.003"}
 
 
 def test_cli_empty_corpus_folder_exits_2(tmp_path, capsys) -> None:
@@ -268,7 +269,8 @@ def test_cli_tiny_heads_probe_writes_tidy_rows(tmp_path, capsys) -> None:
                  "--evals", "2", "--eval-tokens", "512", "--seeds", "0", "--out", str(out)]) == 0
     frame = read_probe_table(out)
     fin = analysis.final_evals(frame)
-    assert (fin["status"] == "ok").all() and len(fin) == 5  # 2 head counts + 1, 2 and 4 K/V heads
+    # 2 head counts + the rotary rule at each + 1, 2 and 4 K/V heads + the shuffled-context control
+    assert (fin["status"] == "ok").all() and len(fin) == 8
     table = analysis.heads_table(frame)
     kv = table[table["variant"] == "kv_heads"].set_index("axis_value")
     # KV cache per token: 2 (K and V) x layers x K/V heads x head width x 4 bytes, from the cost model
@@ -358,7 +360,7 @@ def test_each_probe_runs_tiny_and_its_summary_is_complete() -> None:
     flops = fin[fin["budget_kind"] == "flops"]
     assert flops["train_flops"].max() <= flops["budget_flops"].max()
     st = probe_frame(run_probe(ProbeOptions(probe="stability", base=SEED, values=(2, 4), tokens=1024, seq_len=32,
-                                            batch=8, evals=2, extra=small)))
+                                            batch=8, evals=2, extra=small, seeds=(0,), lr=3e-3)))
     div = analysis.divergences(st)
     assert set(div["norm"]) == {"deepnorm", "pre_norm", "post_norm"} and set(div["depth"]) == {2, 4}
     deep4 = st[(st["row_kind"] == "layer") & (st["axis_value"] == 4) & (st["step"] == 0)]

@@ -88,12 +88,17 @@ def test_csv_neutralises_formula_cells():
 
 def test_markdown_has_the_units(tmp_path):
     md = summary_bytes(_claims(), "md").decode()
-    header = md.splitlines()[0]
-    for col in ("claim", "metric", "estimate (unit)", "95% CI low (unit)", "95% CI high (unit)", "seeds",
-                "min. detectable effect (unit)", "verdict", "scale", "unit", "training tokens (tokens)",
-                "tokens per parameter (tokens/parameter)"):
-        assert col in header
-    assert "nats/token" in md and "+0.146" in md and "1,234,567" in md
+    header, _, first, second, third = md.splitlines()
+    for col in ("claim", "metric (unit)", "estimate (metric's unit)", "95% CI low", "95% CI high", "seeds",
+                "min. detectable effect (metric's unit)", "verdict", "scale", "training tokens (tokens)",
+                "tokens per parameter (tokens/parameter)", "windows per seed"):
+        assert f"| {col} |" in header
+    assert "| unit |" not in header  # the unit goes with the metric
+    assert "| mean val loss at positions >= L, rotary - ALiBi [nats/token] | +0.146 | +0.101 | +0.19 | 3 | 0.0321 |" \
+        in first
+    assert "| 1,234,567 | 456,789 | 2,000,000 | 1.62 |" in first
+    assert "1,180,591,620,717,411,303,424" in second  # 2**70 tokens, exact
+    assert "| mean val loss at positions >= L, rotary - ALiBi | +0.146 |" in third  # no unit given: no brackets
     assert write_summary(_claims(), tmp_path / "c.md").read_text() == md
 
 

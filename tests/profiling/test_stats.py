@@ -248,7 +248,8 @@ def test_joint_law_recovers_planted_parameters():
     assert not one_budget.identifiable and "both to vary" in one_budget.reason
     n6, d6 = (a.ravel() for a in np.meshgrid(JN[:3], JD[:2], indexing="ij"))  # 3 sizes x 2 token counts
     two_tokens = fit_joint_law(n6, d6, _chin(n6, d6))
-    assert two_tokens.reason == "3 sizes x 2 token counts: each exponent needs at least 3 distinct values of its variable"
+    assert two_tokens.reason == ("3 sizes x 2 token counts: each exponent needs at least 3 distinct values of its "
+                                 "variable")
 
 
 # --- IsoFLOP ----------------------------------------------------------------------------------------------
@@ -272,3 +273,16 @@ def test_isoflop_recovers_a_planted_vertex():
     assert concave.minimum is None and "curvature is not above 0" in concave.reason
     assert isoflop_fit(10 ** x[:2], [3.0, 2.9], [0, 0]).reason == "2 sizes: a parabola needs at least 3"
 
+
+
+def test_law_intervals_take_their_degrees_of_freedom_from_the_sizes_that_carry_the_variance():
+    """Satterthwaite's df of a statistic of cell means: the mean of 5 equally noisy cells of 3 seeds has 5 x 2 = 10;
+    a statistic of one cell alone has that cell's 3 - 1 = 2 (its t quantile is then 4.30, not 2.23)."""
+    from xtlens.profiling.benefit.stats import _cell_df
+
+    ys = np.random.default_rng(8).normal(0, 1, (20000, 5))
+    assert _cell_df(ys.mean(1), ys, [3] * 5) == pytest.approx(10, rel=0.05)
+    assert _cell_df(ys[:, 2] * 2.0, ys, [3] * 5) == pytest.approx(2, rel=0.01)
+    assert _cell_df(ys.mean(1), ys, [1] * 5) == math.inf  # one seed per size: nothing to widen by
+    fit = bootstrap_law(*_noisy(np.random.default_rng(2), seeds=3), reps=200)
+    assert "widened to Student t (df" in fit.alpha.method and fit.cell_seeds == (3,) * 5

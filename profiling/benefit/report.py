@@ -1,0 +1,213 @@
+"""What the CLI prints and the Benefits tab shows beside a probe's rows: the split line, the unigram "learned
+nothing" line, which runs did not get below it (``not_learned``), and one line per claim. Pure (pandas only).
+
+A run is ``not_learned`` when its final validation loss is not below ``unigram_entropy_nats``: the validation
+split's cross-entropy under a unigram fitted on the training split, the loss of the best model that ignores
+context. Such a run has learned nothing a unigram count would not give, so no conclusion is drawn from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["NOT_LEARNED_MESSAGE", "FULL_SIZE_NOTE", "VERDICT_WORDS", "learned_runs", "not_learned_configs", "not_learned_line",
+           "split_line", "split_of", "unigram_nats", "claim_line",
+           "WallTime", "MEASURED_WALL_TIMES", "settings_fingerprint", "wall_time_line"]
+
+#: the words shown for a run (or a claim) that ended above the unigram line
+NOT_LEARNED_MESSAGE = "nothing learned yet: this run ended above the unigram line; train longer or use a GPU"
+#: what the full-size runs on a GPU showed (docs/gpu-results.md): said on the page, not left to the reader
+FULL_SIZE_NOTE = ("At the full size on an H200 (docs/gpu-results.md) every width stopped above the unigram entropy "
+                  "after 128 steps (6.57 nats/token against 6.15): there, too, the page can only say \"nothing "
+                  "learned yet\".")
+#: each verdict in words (the page shows these beside its colour: never colour alone)
+VERDICT_WORDS = {
+    "supported": "supported: the 95% interval excludes 0 on the claimed side",
+    "contradicted": "contradicted: the 95% interval excludes 0 on the other side",
+    "not_detectable": "not detectable: the 95% interval includes 0 at this budget",
+    "not_learned": "not learned: the runs did not get below the unigram line; conclusion withheld (train longer "
+                   "or use a GPU)",
+}
+
+
+def _float(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce").astype(float)
+
+
+def unigram_nats(frame: pd.DataFrame) -> float | None:
+    """The "learned nothing" line of the rows (nats/token): ``unigram_entropy_nats`` of their evaluation rows
+    (one corpus and split per probe: the first finite value), or None when the rows carry none."""
+    if frame.empty or "unigram_entropy_nats" not in frame:
+        return None
+    rows = frame[frame["row_kind"] == "eval"] if "row_kind" in frame else frame
+    ent = _float(rows["unigram_entropy_nats"]).dropna()
+    ent = ent[ent.map(math.isfinite)]
+    return float(ent.iloc[0]) if not ent.empty else None
+
+
+def learned_runs(final: pd.DataFrame) -> pd.DataFrame:
+    """``final`` (one row per run, ``analysis.final_evals``) with a column ``learned``: True when the run's final
+    validation loss is below its unigram line, False when not (``not_learned``), None when either is missing
+    (a failed run, or an older table without the unigram column)."""
+    out = final.copy()
+    if out.empty:
+        return out.assign(learned=pd.Series(dtype=object))
+    v = _float(out["val_loss_nats"]) if "val_loss_nats" in out else pd.Series(math.nan, index=out.index)
+    u = _float(out["unigram_entropy_nats"]) if "unigram_entropy_nats" in out else pd.Series(math.nan, index=out.index)
+    ok = out["status"] == "ok" if "status" in out else pd.Series(True, index=out.index)
+    known = ok & v.notna() & u.notna()
+    out["learned"] = [bool(a < b) if k else None for a, b, k in zip(v, u, known, strict=True)]
+    return out
+
+
+def not_learned_configs(final: pd.DataFrame) -> frozenset[str]:
+    """The configurations (``config_name``) every one of whose runs with a known outcome ended above the unigram
+    line: their charts are labelled ``not_learned``."""
+    flags = learned_runs(final)
+    if flags.empty or "config_name" not in flags:
+        return frozenset()
+    known = flags[flags["learned"].map(lambda x: x is not None)]
+    out = known.groupby("config_name")["learned"].agg(lambda s: not any(s))
+    return frozenset(str(n) for n, none in out.items() if none)
+
+
+def not_learned_line(final: pd.DataFrame) -> str | None:
+    """One sentence naming the runs that ended above the unigram line (None when every run got below it)."""
+    flags = learned_runs(final)
+    bad = flags[flags["learned"].map(lambda x: x is False)]
+    if bad.empty:
+        return None
+    u = unigram_nats(final)
+    names = sorted({str(n) for n in bad["config_name"]}) if "config_name" in bad else []
+    where = "every run" if len(bad) == int(flags["learned"].map(lambda x: x is not None).sum()) else \
+        f"{len(bad)} of {len(flags)} run(s)"
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return (f"not_learned — {where} ({shown}) ended at or above the unigram line"
+            + (f" ({u:.3f} nats/token)" if u is not None else "") + ": nothing learned yet; train longer or use a "
+            "GPU. Their conclusions are withheld.")
+
+
+def split_line(*, split_version: str | None, val_leak_fraction: float | None, unigram_val_nats: float | None) -> str:
+    """The split rule, its measured leak and the unigram line, in one line (the CLI and the page)."""
+    leak = ("not measured" if val_leak_fraction is None or not math.isfinite(val_leak_fraction)
+            else f"{val_leak_fraction:.2%}")
+    uni = ("not measured" if unigram_val_nats is None or not math.isfinite(unigram_val_nats)
+           else f"{unigram_val_nats:.3f} nats/token")
+    return (f"split rule {split_version or 'unknown'}; val_leak_fraction {leak} (share of validation tokens inside "
+            f"64-byte strings that also occur in training); unigram line (learned nothing: the validation loss of "
+            f"a unigram fitted on training) {uni}")
+
+
+def split_of(frame: pd.DataFrame) -> dict[str, object]:
+    """``split_line``'s keywords from probe rows (their first non-empty values)."""
+    def first(col: str) -> object:
+        if col not in frame:
+            return None
+        s = frame[col].dropna()
+        s = s[s.astype(str) != ""]
+        return s.iloc[0] if not s.empty else None
+
+    leak = first("val_leak_fraction")
+    return {"split_version": first("split_version"), "val_leak_fraction": float(leak) if leak is not None else None,
+            "unigram_val_nats": unigram_nats(frame)}
+
+
+def _num(v: object) -> float | None:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def claim_line(row: dict[str, object] | pd.Series) -> str:
+    """One claim as text: verdict first (in words), then estimate [95% interval] with its unit, seeds, minimum
+    detectable effect, scale and method. A ``not_learned`` claim shows no estimate: it is withheld."""
+    r = {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v) for k, v in dict(row).items()}
+    verdict = str(r.get("verdict") or "")
+    unit = str(r.get("unit") or "")
+    head = f"[{verdict}] {r.get('probe', '')}: {r.get('claim', '')}"
+    if verdict == "not_learned":
+        return head + f"\n    {NOT_LEARNED_MESSAGE} (estimate withheld). Scale: {r.get('scale', '')}"
+    est, lo, hi = _num(r.get("estimate")), _num(r.get("ci95_low")), _num(r.get("ci95_high"))
+    mde = _num(r.get("min_detectable_effect"))
+    value = "no estimate" if est is None else f"{est:+.4f} {unit}".rstrip()
+    if lo is not None and hi is not None:
+        value += f" (95% interval {lo:+.4f} .. {hi:+.4f})"
+    seeds = r.get("seeds")
+    windows = r.get("windows")
+    n = f"{seeds} seed(s)" + (f" x {int(windows)} windows" if _num(windows) is not None else "")
+    text = (f"{head}\n    {r.get('metric', '')}: {value}; {n}"
+            + (f"; minimum detectable effect {mde:.4f} {unit}".rstrip() if mde is not None else "")
+            + f"\n    scale: {r.get('scale', '')}; method: {r.get('method', '')}")
+    note = str(r.get("note") or "")
+    return text + (f"\n    note: {note}" if note else "")
+
+
+# --- measured wall time per probe (the one place the page and the CLI read it from) ---------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class WallTime:
+    """One measured wall time of a probe at its default (or ``--quick``) settings, cache off."""
+
+    wall_s: float
+    settings_fingerprint: str  # ``settings_fingerprint(probe, quick)`` when it was measured
+    how: str  # date, threads, load average, machine
+
+
+#: measured wall time per probe ("scaling", or "scaling --quick"). The ONE place these numbers live: the Benefits
+#: tab's "how long" line reads them; when a probe's ``DEFAULTS`` / ``QUICK`` change, its fingerprint no longer
+#: matches and the page says "not measured for the current settings" instead of an old number. To record a new
+#: measurement: time the probe (``xtlens probe NAME --fresh [--quick]``), then add its seconds here with
+#: ``python -m xtlens.profiling.benefit.report`` (prints the current fingerprints) and the load average.
+MEASURED_WALL_TIMES: dict[str, WallTime] = {
+    # docs/benefits.md, "Wall time of each default probe": 2026-11-26, 1 torch thread, AMD EPYC, 2 shared CPUs;
+    # measured with the earlier split (hash-chunks-v1) and settings: quoted only while those fingerprints match
+    "scaling": WallTime(wall_s=94, settings_fingerprint="014927d5c2d9",
+                        how="2026-11-26, 1 torch thread on 2 shared CPU cores, load 3.9 -> 3.0"),
+    "stability": WallTime(wall_s=119, settings_fingerprint="051bdf0d8161",
+                          how="2026-11-26, 1 torch thread on 2 shared CPU cores, load 3.0 -> 3.4"),
+    # issue 17's probe_extrapolation (48 runs, the dedup-groups-v1 split): 317 s of process CPU
+    "extrapolation": WallTime(wall_s=447, settings_fingerprint="e7bab382922a",
+                              how="2026-12-03, 1 torch thread on 2 shared CPU cores, load 3.3 -> 2.5"),
+    "extrapolation --quick": WallTime(wall_s=51, settings_fingerprint="58bc8b4b7afc",
+                                      how="2026-12-03, 1 torch thread on 2 shared CPU cores, load about 4"),
+    "heads": WallTime(wall_s=78, settings_fingerprint="f47e02748f07",
+                      how="2026-11-26, 1 torch thread on 2 shared CPU cores, load 2.0 -> 1.5"),
+}
+
+
+def settings_fingerprint(probe: str, quick: bool = False) -> str:
+    """A short hash of the settings a probe runs with by default (``DEFAULTS``, with ``QUICK`` over them when
+    ``quick``) and the split rule's default name: a recorded wall time belongs to these settings only."""
+    from xtlens.profiling.benefit.corpus import SPLIT_VERSION
+    from xtlens.profiling.benefit.probes import DEFAULTS, QUICK
+
+    settings = DEFAULTS[probe] | (QUICK[probe] if quick else {})
+    text = json.dumps({"settings": settings, "split": SPLIT_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def wall_time_line(probe: str, quick: bool = False) -> str:
+    """How long the probe takes at its default (or quick) settings: the measured number when one is recorded for
+    the current settings (``MEASURED_WALL_TIMES``), else says that it is not measured yet."""
+    name = probe + (" --quick" if quick else "")
+    rec = MEASURED_WALL_TIMES.get(name)
+    if rec is not None and rec.settings_fingerprint == settings_fingerprint(probe, quick):
+        minutes = f"{rec.wall_s / 60:.1f} min" if rec.wall_s >= 120 else f"{rec.wall_s:.0f} s"
+        return f"The default{' quick' if quick else ''} settings took {minutes} (cache off; {rec.how})"
+    return (f"The wall time of the current {'quick ' if quick else ''}default settings is not measured yet (target: "
+            "under 10 minutes on 2 CPU cores)")
+
+
+if __name__ == "__main__":  # pragma: no cover - the fingerprints to record with a new wall time
+    from xtlens.profiling.benefit.probes import DEFAULTS
+
+    for _probe in DEFAULTS:
+        for _quick in (False, True):
+            print(f"{_probe}{' --quick' if _quick else ''}: {settings_fingerprint(_probe, _quick)}")
