@@ -329,9 +329,10 @@ def test_probe_job_runs_in_a_child_with_progress() -> None:
     rows = job.wait(300)
     assert job.outcome == "finished", job.stderr_tail()
     fin = analysis.final_evals(probe_frame(rows))
-    assert (fin["status"] == "ok").all() and len(fin) == 3
+    n = len(plan(_tiny_options(seeds=(3,))))  # 2 heads, multi-query, full K/V (the same training), the control
+    assert n == 4 and (fin["status"] == "ok").all() and len(fin) == n
     log = job.progress_log()
-    assert any(m.startswith("run 2/3") and "step 4/4, train" in m and "nats/token" in m for m in log), log
+    assert any(m.startswith(f"run 2/{n}") and "step 4/4, train" in m and "nats/token" in m for m in log), log
 
 
 # --- it learns; the probes ------------------------------------------------------------------------
