@@ -50,13 +50,13 @@ from typing import TYPE_CHECKING, Any
 
 from xtlens.core.config import ConfigError, ModelConfig
 from xtlens.profiling.benefit.harness import CONTEXT_HEAD_TOKENS, Builder, RunSpec
-from xtlens.profiling.benefit.probes import (
+from xtlens.profiling.benefit.probe_options import (
     POSITIONS,
     ProbeInputError,
     ProbeOptions,
-    _budget,
-    _member,
-    _settings,
+    budget_for,
+    member,
+    train_settings,
 )
 
 if TYPE_CHECKING:
@@ -179,10 +179,10 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
     bad = [s for s in schemes if s not in SCHEMES]
     if bad or not schemes:
         raise ProbeInputError("schemes", ",".join(map(str, schemes)), f"a non-empty subset of {', '.join(SCHEMES)}")
-    s = _settings(opt, eval_seq_lens=tuple(L * m for m in mults), position_buckets=int(opt.default("position_buckets")),
+    s = train_settings(opt, eval_seq_lens=tuple(L * m for m in mults), position_buckets=int(opt.default("position_buckets")),
                   grad_clip=opt.defaults.get("grad_clip", 1.0))
-    base = _member(opt, s)
-    budget = _budget(opt, base, s)
+    base = member(opt, s)
+    budget = budget_for(opt, base, s)
     shifts = sorted({base.shift_tokens, 0}, reverse=True)  # the family's first
     scale_base = xpos_scale_base(opt, L)
     at_l = replace(s, eval_seq_lens=(L,))  # the learned table: evaluated only where it was trained

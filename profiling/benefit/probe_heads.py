@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from xtlens.core.config import ModelConfig
     from xtlens.profiling.benefit.claims import Claim
     from xtlens.profiling.benefit.harness import RunSpec
-    from xtlens.profiling.benefit.probes import ProbeOptions
+    from xtlens.profiling.benefit.probe_options import ProbeOptions
 
 __all__ = ["plan", "build_shuffled_context", "SHUFFLE_SEED_OFFSET", "EQUIVALENCE_MARGIN_NATS", "window_matrix", "paired_vs_reference",
            "heads_table", "control_table", "claims", "REFERENCE", "arm_label"]
@@ -77,16 +77,16 @@ def _rotary_width(base: ModelConfig, widths: list[int]) -> int | None:
 def plan(opt: ProbeOptions) -> list[RunSpec]:
     from xtlens.core.config import ConfigError
     from xtlens.profiling.benefit.harness import RunSpec
-    from xtlens.profiling.benefit.probes import ProbeInputError, _budget, _member, _settings
+    from xtlens.profiling.benefit.probe_options import ProbeInputError, budget_for, member, train_settings
 
     counts = sorted(set(opt.values or opt.default("values")))
-    s = _settings(opt)
-    base = _member(opt, s)
+    s = train_settings(opt)
+    base = member(opt, s)
     inner = base.heads * base.attn_dim_head
     for h in counts:
         if inner % h:
             raise ProbeInputError("--values", h, f"head counts dividing heads x attn_dim_head = {inner}")
-    budget = _budget(opt, base, s)
+    budget = budget_for(opt, base, s)
     rot = _rotary_width(base, [inner // h for h in counts] + [base.attn_dim_head])
 
     def cfg_for(h: int, *, rotary: int | None, **kv: Any) -> ModelConfig:
@@ -293,7 +293,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
     (largest vs smallest head count, expected -1); the control is detectable (shuffled minus intact context,
     expected +1)."""
     from xtlens.profiling.benefit.claims import Claim
-    from xtlens.profiling.benefit.probe_stability import _scale
+    from xtlens.profiling.benefit.probe_stability import scale_of
     from xtlens.profiling.benefit.stats import min_detectable_effect, verdict
 
     h = _heads(frame)
@@ -302,7 +302,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
     ref_h = reference_heads(frame)
     if ok.empty or ref_h is None:
         return []
-    sc = _scale(h)
+    sc = scale_of(h)
 
     def arm_rows(variant: str, value: int) -> pd.DataFrame:
         return ok[(ok["variant"] == variant) & (ok["axis_value"].astype("Int64") == value)]

@@ -47,7 +47,7 @@ from xtlens.profiling.benefit.harness import Budget, BudgetError, RunSpec, step_
 if TYPE_CHECKING:
     import pandas as pd
     from xtlens.profiling.benefit.claims import Claim
-    from xtlens.profiling.benefit.probes import ProbeOptions
+    from xtlens.profiling.benefit.probe_options import ProbeOptions
 
 __all__ = ["plan", "claims", "points_table", "lr_sweep_table", "law_table", "isoflop_table", "equal_token_points",
            "best_lr_rows", "DEFAULT_LRS", "MIN_STEPS", "METHOD", "lr_label"]
@@ -74,10 +74,10 @@ def _sizes(opt: ProbeOptions, axis: str) -> tuple[int, ...]:
 
 def _size_cfg(base: ModelConfig, axis: str, value: int) -> ModelConfig:
     """``base`` at ``axis = value``; along ``dim`` the attention width follows (``heads = dim / attn_dim_head``)."""
-    from xtlens.profiling.benefit.probes import ProbeInputError, _axis_cfg, family
+    from xtlens.profiling.benefit.probe_options import ProbeInputError, axis_config, family
 
     if axis != "dim":
-        return _axis_cfg(base, axis, value)
+        return axis_config(base, axis, value)
     dh = base.attn_dim_head
     if value % dh:
         raise ProbeInputError("--values", value, f"dims divisible by attn_dim_head = {dh} (the attention width "
@@ -90,7 +90,7 @@ def _size_cfg(base: ModelConfig, axis: str, value: int) -> ModelConfig:
 
 
 def _lrs(opt: ProbeOptions) -> tuple[float, ...]:
-    from xtlens.profiling.benefit.probes import ProbeInputError
+    from xtlens.profiling.benefit.probe_options import ProbeInputError
 
     if opt.lr is not None:
         return (float(opt.lr),)
@@ -103,13 +103,13 @@ def _lrs(opt: ProbeOptions) -> tuple[float, ...]:
 def plan(opt: ProbeOptions) -> list[RunSpec]:
     """The scaling probe's runs (see the module docstring), validated: bad input raises ``ProbeInputError`` /
     ``BudgetError`` naming the option."""
-    from xtlens.profiling.benefit.probes import ProbeInputError, _budget, _member, _settings
+    from xtlens.profiling.benefit.probe_options import ProbeInputError, budget_for, member, train_settings
 
     axis = opt.axis or opt.default("axis")
     sizes = _sizes(opt, axis)
-    s = _settings(opt)
-    base = _member(opt, s)
-    main = _budget(opt, base, s)
+    s = train_settings(opt)
+    base = member(opt, s)
+    main = budget_for(opt, base, s)
     current = getattr(base, axis)
     cfgs = {v: _size_cfg(base, axis, v) for v in sizes}
     lrs = _lrs(opt)
@@ -161,7 +161,7 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
 def _iso_sizes(opt: ProbeOptions, sizes: tuple[int, ...], n: int) -> tuple[int, ...]:
     """The sizes whose main-budget FLOPs define the IsoFLOP budgets: ``isoflop_values`` if given, else the ``n``
     sizes around the middle of the sweep (an optimum inside the sampled sizes needs sizes on both sides)."""
-    from xtlens.profiling.benefit.probes import ProbeInputError
+    from xtlens.profiling.benefit.probe_options import ProbeInputError
 
     given = opt.extra.get("isoflop_values", opt.defaults.get("isoflop_values"))
     if given:
@@ -463,7 +463,7 @@ EXPONENT_MARGIN = 0.05  # "the exponent is 0.15" holds when alpha's interval lie
 NEAR_OPTIMAL_FACTOR = 2.0  # "near the compute-optimal size": within this factor of the fitted optimum
 
 
-def _scale(rows: pd.DataFrame) -> dict[str, Any]:
+def scale_of(rows: pd.DataFrame) -> dict[str, Any]:
     from xtlens.profiling.benefit.claims import scale_line
 
     n = rows["num_params"].dropna().astype(int)
@@ -529,7 +529,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
             min_detectable_effect=mde,
             verdict=verdict(iv, expected_sign=-1, mde=mde, learned=_learned(both)) if iv is not None else (
                 "not_learned" if not _learned(both) else "not_detectable"),
-            **_scale(both), method=f"{METHOD}; {iv.method if iv else 'no paired runs'}",
+            **scale_of(both), method=f"{METHOD}; {iv.method if iv else 'no paired runs'}",
             note="negative = the larger size is better"))
 
     if len(sizes) >= 2:
@@ -564,7 +564,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
                                    f"(seed analysis: loss ~ N^-{SEED_EXPONENT}, total parameters, no irreducible term)",
             metric=f"alpha of L = E + A N^-alpha, N = non-embedding parameters, equal {budget_word}, best lr per size",
             unit="exponent (dimensionless)", estimate=est, ci95_low=lo, ci95_high=hi,
-            seeds=int(rows["seed"].nunique()), windows=None, min_detectable_effect=None, verdict=v, **_scale(rows),
+            seeds=int(rows["seed"].nunique()), windows=None, min_detectable_effect=None, verdict=v, **scale_of(rows),
             method=f"{METHOD}; seed bootstrap ({fit.reps} reps) of the fit", note=note))
 
     # IsoFLOP: is the current size near the compute-optimal one?
@@ -601,7 +601,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
                                        f"compute-optimal size (budget {int(budget):.3g} FLOPs)",
                 metric="log10(fitted compute-optimal N / current N), N = non-embedding parameters, best lr per size",
                 unit="log10 (dimensionless)", estimate=est, ci95_low=lo, ci95_high=hi,
-                seeds=int(g["seed"].nunique()), windows=None, min_detectable_effect=None, verdict=v, **_scale(g),
+                seeds=int(g["seed"].nunique()), windows=None, min_detectable_effect=None, verdict=v, **scale_of(g),
                 method=f"Hoffmann et al. 2022 approach 2 (IsoFLOP parabola in log N), seed bootstrap; "
                        f"'near' = within a factor {NEAR_OPTIMAL_FACTOR:g}", note=note))
     return out

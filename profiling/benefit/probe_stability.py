@@ -50,7 +50,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from xtlens.profiling.benefit.claims import Claim
     from xtlens.profiling.benefit.harness import RunSpec
-    from xtlens.profiling.benefit.probes import ProbeOptions
+    from xtlens.profiling.benefit.probe_options import ProbeOptions
 
 __all__ = ["NORMS", "LRS", "RATIO_MARGIN_LOG10", "plan", "run_outcomes", "largest_stable_lr", "per_seed_largest",
            "grad_ratios", "grad_ratio_table", "stability_table", "claims", "peak_lrs"]
@@ -64,7 +64,7 @@ _LR_IN_NAME = re.compile(r"lr ([0-9.]+(?:e[-+]?[0-9]+)?)")
 
 
 def _lrs(opt: ProbeOptions) -> tuple[float, ...]:
-    from xtlens.profiling.benefit.probes import ProbeInputError
+    from xtlens.profiling.benefit.probe_options import ProbeInputError
 
     if opt.lr is not None:
         lrs: Any = (opt.lr,)
@@ -79,7 +79,7 @@ def _lrs(opt: ProbeOptions) -> tuple[float, ...]:
 def plan(opt: ProbeOptions) -> list[RunSpec]:
     """Seeds x depths x norms x learning rates, clipping off, ``axis="depth"``, ``variant`` = the norm."""
     from xtlens.profiling.benefit.harness import RunSpec
-    from xtlens.profiling.benefit.probes import _budget, _member, _settings
+    from xtlens.profiling.benefit.probe_options import budget_for, member, train_settings
 
     depths = sorted(set(opt.values or opt.default("values")))
     lrs = _lrs(opt)
@@ -87,9 +87,9 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
     for seed in opt.seed_list:
         for depth in depths:
             for lr in lrs:
-                s = _settings(opt, lr=lr, grad_clip=None)
-                base = _member(opt, s, depth=depth)
-                budget = _budget(opt, base, s)
+                s = train_settings(opt, lr=lr, grad_clip=None)
+                base = member(opt, s, depth=depth)
+                budget = budget_for(opt, base, s)
                 for norm in NORMS:
                     cfg = replace(base, deepnorm=norm == "deepnorm")
                     runs.append(RunSpec(probe="stability", cfg=cfg, budget=budget, seed=seed, settings=s,
@@ -274,7 +274,7 @@ def stability_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 # --- claims -------------------------------------------------------------------------------------------
 
-def _scale(frame: pd.DataFrame) -> dict[str, Any]:
+def scale_of(frame: pd.DataFrame) -> dict[str, Any]:
     from xtlens.profiling.benefit.claims import scale_line
 
     ev = frame[frame["row_kind"] == "eval"]
@@ -298,7 +298,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
     out = run_outcomes(st)
     if out.empty:
         return []
-    sc = _scale(st)
+    sc = scale_of(st)
     learned_any = bool((out["outcome"] == "trained").any())
     per_seed = per_seed_largest(out)
     depths = sorted(out["depth"].dropna().unique())
