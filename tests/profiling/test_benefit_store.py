@@ -44,8 +44,10 @@ def same(rows) -> list[tuple]:
 
 def test_a_second_identical_probe_is_served_from_the_result_store_unless_fresh() -> None:
     first = run_probe(tiny())
-    n_runs = len(plan(tiny()))  # 1 head count + 1, 2 and 4 K/V heads = 4 runs
-    assert n_runs == 4 and {r.source for r in first} == {"measured"} and all(r.stored_at == "" for r in first)
+    # 2 heads (fixed rotary width) and 2 heads (x-transformers' rotary rule), 1, 2 and 4 K/V heads, the
+    # shuffled-context control = 6 runs, 6 distinct trainings
+    n_runs = len(plan(tiny()))
+    assert n_runs == 6 and {r.source for r in first} == {"measured"} and all(r.stored_at == "" for r in first)
     stored = probe_store.rows_count()
     assert stored == len(first)
     # the rows are in the same SQLite file as every other measurement, keyed by the run
@@ -84,13 +86,13 @@ def test_failed_runs_are_stored_but_never_served(tmp_path) -> None:
 def test_cli_says_where_rows_came_from_and_fresh_trains_again(tmp_path, capsys) -> None:
     out = tmp_path / "heads.csv"
     assert main(["probe", "heads", *TINY_ARGS, "--out", str(out)]) == 0
-    assert "4 run(s) measured now" in capsys.readouterr().err
+    assert "6 run(s) measured now" in capsys.readouterr().err
     assert main(["probe", "heads", *TINY_ARGS, "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "0 run(s) measured now; 4 from the result store (measured 20" in err and "--fresh" in err
+    assert "0 run(s) measured now; 6 from the result store (measured 20" in err and "--fresh" in err
     assert set(read_probe_table(out)["source"]) == {"cache"}
     assert main(["probe", "heads", *TINY_ARGS, "--fresh", "--out", str(out)]) == 0
-    assert "4 run(s) measured now" in capsys.readouterr().err
+    assert "6 run(s) measured now" in capsys.readouterr().err
     assert set(read_probe_table(out)["source"]) == {"measured"}
 
 
@@ -125,7 +127,7 @@ def test_a_probe_on_a_real_ray_cluster_equals_the_local_run_and_is_cached(tmp_pa
             assert main(["probe", "heads", *TINY_ARGS, "--ray", head.address, "--out", str(out)]) == 0
             err = capsys.readouterr().err
             assert "hosts: none (every run came from the result store)" in err
-            assert "0 run(s) measured now; 4 from the result store" in err
+            assert "0 run(s) measured now; 6 from the result store" in err
             table = read_probe_table(out)
             assert set(table["source"]) == {"cache"}
             assert table["val_loss_nats"].dropna().tolist() == [r.val_loss_nats for r in rows

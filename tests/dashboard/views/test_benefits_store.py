@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from xtlens.core.config import PRESETS
 from xtlens.profiling.benefit import probe_store
-from xtlens.profiling.benefit.probes import ProbeOptions, run_probe
+from xtlens.profiling.benefit.probes import ProbeOptions, plan, run_probe
 
 APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 
@@ -31,6 +31,8 @@ def test_the_page_serves_stored_runs_says_so_and_measure_again_trains_again(tmp_
     # what the page builds from these widgets: the heads probe of the seed's family, 3 steps per run
     options = ProbeOptions(probe="heads", base=PRESETS["seed"], values=(4,), tokens=6144, seeds=(0,))
     first = run_probe(options)
+    # 4 heads (fixed rotary width) = full K/V, x-transformers' rotary rule, 1 and 2 K/V heads, the control
+    assert len(plan(options)) == 5
     stored = probe_store.rows_count()
     at = AppTest.from_file(str(APP), default_timeout=120).run()
     at.session_state["view"] = "Benefits"
@@ -42,11 +44,11 @@ def test_the_page_serves_stored_runs_says_so_and_measure_again_trains_again(tmp_
     run.click().run()
     caption = _wait_for(at, "heads probe: finished")
     when = min(r.timestamp for r in first).replace("T", " ").removesuffix("+00:00")  # 2026-11-26 05:40:55
-    assert f"0 run(s) measured now; 4 from the result store (measured {when}" in caption, caption
+    assert f"0 run(s) measured now; 5 from the result store (measured {when}" in caption, caption
     assert probe_store.rows_count() == stored  # nothing trained
     (again,) = [b for b in at.button if b.label == "Measure again"]
     again.click().run()
     caption = _wait_for(at, "heads probe: finished")
-    assert "4 run(s) measured now" in caption and "result store" not in caption, caption
+    assert "5 run(s) measured now" in caption and "result store" not in caption, caption
     assert probe_store.rows_count() == 2 * stored
     assert not at.exception
