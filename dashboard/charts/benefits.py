@@ -11,11 +11,12 @@ import math
 
 import pandas as pd
 import plotly.graph_objects as go
-from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout
+from xtlens.core.units import fmt_flops
+from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout, log_ticks
 from xtlens.profiling.benefit import analysis, report
 
 LOSS_AXIS = "validation loss (nats/token)"
-FLOPS_AXIS = "training FLOPs spent (cost model; 1 multiply-add = 2 FLOPs; log)"
+FLOPS_AXIS = "training FLOPs spent (cost model, 2 per multiply-add; log)"
 PARAMS_AXIS = "parameters (count, log)"
 
 
@@ -83,14 +84,14 @@ def loss_curves(frame: pd.DataFrame, *, probe: str, title: str, x: str = "tokens
                                  line={"color": color}))
         fig.add_trace(go.Scatter(x=s["_x"], y=s["t"], mode="lines", name=f"{name} (train)",
                                  line={"color": color, "dash": "dot"}, showlegend=False))
-    x_title = "tokens seen (training)" if x == "tokens_seen" else FLOPS_AXIS
+    x_title = "training tokens seen (tokens)" if x == "tokens_seen" else FLOPS_AXIS
     if x != "tokens_seen":
         ev = ev[ev["step"] > 0]
         fig.update_xaxes(type="log")
     losses = pd.concat([_float(ev["val_loss_nats"]), _float(ev["train_loss_nats"])]).dropna()
     if not losses.empty:
         fig.update_yaxes(range=[float(losses.min()) * 0.97, float(losses.max()) * 1.03])
-    fig = figure_layout(fig, title, x=x_title, y="loss (nats/token; solid: validation, dotted: training)")
+    fig = figure_layout(fig, title, x=x_title, y="loss (nats/token; solid val, dotted train)")
     return with_unigram_line(fig, report.unigram_nats(ev))
 
 
@@ -204,15 +205,17 @@ def extrapolation_position_loss(frame: pd.DataFrame, *, shift: int, title: str) 
                                  line={"color": SERIES[i % len(SERIES)], "dash": "dot" if scheme == "nope" else None}))
     uni = frame.loc[frame["probe"] == "extrapolation", "unigram_entropy_nats"].dropna()
     if len(uni):
-        fig.add_hline(y=float(uni.astype(float).mean()), line_dash="dash", line_color="#444",
-                      annotation_text="unigram (learned nothing)", annotation_position="bottom right")
-    if train_len:
-        fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
-                      annotation_text=f"trained at L = {train_len} tokens", annotation_position="top left")
+        u = float(uni.astype(float).mean())  # labelled at the left: the training-length label sits at the top
+        fig.add_hline(y=u, line_dash="dash", line_color=UNIGRAM_LINE_COLOUR, annotation_position="bottom left",
+                      annotation_text=f"unigram line {u:.3f} nats/token: learned nothing")
+    if train_len:  # the label placed in log10 units: Plotly reads an annotation's x on a log axis as log10(x)
+        fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D")
+        fig.add_annotation(x=math.log10(train_len), xref="x", y=1.0, yref="paper", showarrow=False, xanchor="right",
+                           yanchor="top", text=f"trained at L = {train_len:,} tokens ")
     fig.update_xaxes(type="log")
     longest = int(curves["eval_len_tokens"].max())
-    return figure_layout(fig, title, x=f"position in the window (tokens, 1-based bucket centre, log; windows of up to "
-                                       f"{longest})", y="validation loss at that position (nats/token)")
+    return figure_layout(fig, title, x=f"position in the window (tokens, log; windows up to {longest:,})",
+                         y="validation loss at that position (nats/token)")
 
 
 def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
@@ -221,7 +224,8 @@ def kv_tradeoff(table: pd.DataFrame, *, title: str) -> go.Figure:
     if kv.empty:
         return empty_figure(title, "no K/V-heads runs")
     fig = go.Figure(go.Scatter(x=kv["kv_cache_bytes_per_token"], y=kv["val_loss_nats"], mode="markers+text",
-                               text=kv["config_name"], textposition="top center", marker={"size": 11},
+                               text=kv["config_name"], marker={"size": 11},  # labels alternate: never overlap
+                               textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(kv))],
                                name="measured"))
     xmax = float(kv["kv_cache_bytes_per_token"].max())
     fig.update_xaxes(range=[-0.15 * xmax, 1.25 * xmax])
@@ -236,13 +240,15 @@ def heads_bars(table: pd.DataFrame, *, title: str) -> go.Figure:
     if eq.empty:
         return empty_figure(title, "no equal-parameter runs")
     width = _width(eq)
-    fig = go.Figure(go.Bar(x=[f"{int(h)} × {width // int(h)}" for h in eq["axis_value"]], y=eq["val_loss_nats"], text=[f"{v:.3f}" for v in eq["val_loss_nats"]],
-                           textposition="outside", marker_color=SERIES[0]))
+    # markers, not bars: the axis does not start at 0 (the differences are hundredths of a nat)
+    fig = go.Figure(go.Scatter(x=[f"{int(h)} × {width // int(h)}" for h in eq["axis_value"]], y=eq["val_loss_nats"],
+                               text=[f"{v:.3f}" for v in eq["val_loss_nats"]], mode="markers+text",
+                               textposition="top center", marker={"size": 12, "color": SERIES[0]}))
     fig.update_xaxes(type="category")
     lo = float(eq["val_loss_nats"].min())
     fig.update_yaxes(range=[lo * 0.97, float(eq["val_loss_nats"].max()) * 1.01])
-    return figure_layout(fig, title, x="heads × head width (channels; the product is constant: equal parameters)",
-                   y=LOSS_AXIS + " (axis does not start at 0)")
+    return figure_layout(fig, title, x="heads × head width (channels; equal parameters)",
+                         y=LOSS_AXIS + " (axis does not start at 0)")
 
 
 def _width(eq: pd.DataFrame) -> int:
@@ -361,8 +367,9 @@ def stable_lr_chart(outcomes: pd.DataFrame, largest: pd.DataFrame, *, title: str
             fig.add_trace(go.Scatter(x=[depths.index(int(d)) + offset[n] for d in big["depth"]],
                                      y=big["largest_stable_lr"].astype(float), mode="lines", legendgroup=n,
                                      line={"color": NORM_COLORS[n], "width": 2}, name=f"{n}: largest stable lr"))
+    lrs = sorted(float(v) for v in outcomes["lr"].dropna().unique())
     fig.update_xaxes(tickvals=list(range(len(depths))), ticktext=[str(d) for d in depths])
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", tickvals=lrs, ticktext=[f"{v:g}" for v in lrs])  # a tick at each swept rate
     return figure_layout(fig, title, x="depth (layers)", y="peak learning rate (log; clipping off)")
 
 
@@ -386,19 +393,19 @@ def grad_ratio_chart(ratio_table: pd.DataFrame, *, when: str, title: str) -> go.
     fig.update_yaxes(type="log")
     fig.update_xaxes(type="log" if t["depth"].max() / max(t["depth"].min(), 1) > 8 else "linear")
     return figure_layout(fig, title, x="depth (layers)",
-                         y="‖grad‖ first block / last block (ratio, log; 95% CI over seeds)")
+                         y="‖grad‖ first / last block (ratio, log)")
 
 
 def add_unigram_line(fig: go.Figure, unigram_nats: float | None, *, vertical: bool = False) -> go.Figure:
     """The "learned nothing" line: the validation loss of a unigram fitted on the training split."""
     if unigram_nats is None or not math.isfinite(float(unigram_nats)):
         return fig
-    kw = {"line_dash": "dash", "line_color": "#E45756", "annotation_text": f"unigram {float(unigram_nats):.3f} nats "
-          "(learned nothing)"}
+    kw = {"line_dash": "dash", "line_color": UNIGRAM_LINE_COLOUR,
+          "annotation_text": f"unigram line {float(unigram_nats):.3f} nats/token: learned nothing"}
     if vertical:
         fig.add_vline(x=float(unigram_nats), **kw)
     else:
-        fig.add_hline(y=float(unigram_nats), annotation_position="top left", **kw)
+        fig.add_hline(y=float(unigram_nats), annotation_position="bottom right", **kw)
     return fig
 
 
@@ -500,7 +507,7 @@ def scaling_law(frame: pd.DataFrame, *, title: str) -> go.Figure:
         name=f"best lr per size (mean of {int(best['seeds'].max())} seeds, 95% bootstrap interval)",
         text=[f"{a}={int(v)}, {ps.lr_label(lr)}" for a, v, lr in zip(best["axis"], best["axis_value"], best["peak_lr"],
                                                                     strict=True)],
-        textposition="top center",
+        textposition=_edge_positions(len(best)),
         error_y={"type": "data", "symmetric": False, "array": best["ci95_high"] - best["val_loss_nats"],
                  "arrayminus": best["val_loss_nats"] - best["ci95_low"]},
         marker={"size": 11, "color": SERIES[0]}))
@@ -525,6 +532,11 @@ def scaling_law(frame: pd.DataFrame, *, title: str) -> go.Figure:
     return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)
 
 
+def _edge_positions(n: int) -> list[str]:
+    """Point labels that stay inside the plot: the leftmost to the right of its point, the rightmost to the left."""
+    return ["top center"] * n if n < 2 else ["top right"] + ["top center"] * (n - 2) + ["top left"]
+
+
 def isoflop_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
     """IsoFLOP profiles (Hoffmann et al. 2022, approach 2): per training-FLOP budget, validation loss (best
     learning rate per size, 95% bootstrap interval) against non-embedding parameters; the fitted compute-optimal
@@ -542,7 +554,7 @@ def isoflop_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
         color = SERIES[i % len(SERIES)]
         fig.add_trace(go.Scatter(
             x=_float(g["non_embedding_params"]), y=g["val_loss_nats"], mode="lines+markers",
-            name=f"{float(budget):.3g} training FLOPs", line={"color": color},
+            name=f"budget {fmt_flops(float(budget))}", line={"color": color},
             error_y={"type": "data", "symmetric": False, "array": g["ci95_high"] - g["val_loss_nats"],
                      "arrayminus": g["val_loss_nats"] - g["ci95_low"]}))
         row = iso.loc[int(budget)] if iso is not None and int(budget) in iso.index else None
@@ -553,7 +565,86 @@ def isoflop_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
                 x=[n_opt], y=[y], mode="markers", marker={"symbol": "star", "size": 14, "color": color},
                 error_x={"type": "data", "symmetric": False, "array": [float(row["n_opt_ci95_high"]) - n_opt],
                          "arrayminus": [n_opt - float(row["n_opt_ci95_low"])]},
-                name=f"fitted optimum at {float(budget):.3g} FLOPs: N = {n_opt:,.0f}"))
+                name=f"fitted optimum at {fmt_flops(float(budget))}: N = {n_opt:,.0f}"))
     _unigram_line(fig, frame)
     fig.update_xaxes(type="log")
     return figure_layout(fig, title, x=NON_EMB_AXIS, y=LOSS_AXIS)
+
+
+# --- legibility of every chart of the tab (applied by the view's ``chart``) --------------------------------
+
+#: the width of a half-page chart at a 1400 px window (two charts side by side): the legend is laid out for it
+CHART_WIDTH_PX = 480
+LEGEND_ROW_PX = 20
+
+
+def _si(v: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
+def _axis_values(fig: go.Figure, axis: str) -> list[float]:
+    """Every finite value the traces of ``fig`` put on its first x or y axis (``axis`` "x" or "y")."""
+    out: list[float] = []
+    for tr in fig.data:
+        if (getattr(tr, f"{axis}axis", None) or axis) != axis:
+            continue
+        vals = getattr(tr, axis, None)
+        for v in vals if vals is not None else ():
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(f) and f > 0:
+                out.append(f)
+    return out
+
+
+def clean_log_axes(fig: go.Figure) -> go.Figure:
+    """Log axes with labelled ticks only (1-2-5 per decade, ``charts.log_ticks``) instead of Plotly's bare minor
+    digits ("5, 2, 0.01, 5"), labelled with SI prefixes; an axis with its own ticks is left alone."""
+    for axis in ("x", "y"):
+        ax = fig.layout[f"{axis}axis"]
+        if ax.type != "log" or ax.tickvals is not None:
+            continue
+        ticks = log_ticks(_axis_values(fig, axis))
+        if len(ticks) >= 2:
+            fig.update(layout={f"{axis}axis": {"tickvals": ticks, "ticktext": [_si(t) for t in ticks]}})
+    return fig
+
+
+def legend_rows(fig: go.Figure, width_px: int = CHART_WIDTH_PX) -> int:
+    """How many rows the horizontal legend below the chart takes at ``width_px`` (about 6.5 px a character and
+    40 px for the symbol of each entry)."""
+    names = [str(tr.name) for tr in fig.data if tr.showlegend is not False and tr.name
+             and (tr.showlegend or tr.type not in ("heatmap", "histogram2d", "contour"))]
+    if fig.layout.showlegend is False or (len(names) < 2 and fig.layout.showlegend is None):
+        return 0  # Plotly shows no legend for a single trace unless asked
+    rows, used = 0, width_px
+    for name in names:
+        w = 40 + 6.5 * len(name)
+        if used + w > width_px:
+            rows, used = rows + 1, 0
+        used += w
+    return rows
+
+
+def fit_legend(fig: go.Figure, width_px: int = CHART_WIDTH_PX) -> go.Figure:
+    """Put the legend below the x-axis title, never on it: the bottom margin grows by one line per legend row and
+    the figure by the same, so that the plot keeps its height."""
+    rows = legend_rows(fig, width_px)
+    if rows == 0 or fig.layout.showlegend is False:
+        return fig
+    bottom = 70 + LEGEND_ROW_PX * rows
+    height = (fig.layout.height or 420) + LEGEND_ROW_PX * rows + 30
+    fig.update_layout(height=height, margin={"b": bottom},
+                      legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0,
+                              "xanchor": "left"})
+    return fig
+
+
+def legible(fig: go.Figure) -> go.Figure:
+    """``clean_log_axes`` and ``fit_legend``: what every chart of the Benefits tab gets before it is drawn."""
+    return fit_legend(clean_log_axes(fig))

@@ -287,7 +287,49 @@ def chart(fig: go.Figure, key: str) -> None:
     """Every chart of the tab: the unigram "learned nothing" line on each loss chart and ``not_learned`` on the
     legend of configurations whose runs all ended above it (``bc.with_unigram_line``, ``bc.label_not_learned``)."""
     unigram, not_learned = _LOSS_LINE.get()
-    view_common.chart(bc.label_not_learned(bc.with_unigram_line(fig, unigram), not_learned), key)
+    view_common.chart(bc.legible(bc.label_not_learned(bc.with_unigram_line(fig, unigram), not_learned)), key)
+
+
+#: raw column names of the probe tables and the words (with units) the page shows instead
+COLUMN_WORDS = {
+    "law": "law", "points": "points", "identifiable": "identifiable", "E_nats": "E (nats/token)",
+    "E_ci95_low": "E 95% low", "E_ci95_high": "E 95% high", "alpha": "alpha", "alpha_ci95_low": "alpha 95% low",
+    "alpha_ci95_high": "alpha 95% high", "A": "A", "beta": "beta", "B": "B", "reason": "why not identifiable",
+    "budget_flops": "budget (training FLOPs)", "sizes": "sizes", "lowest_loss_size": "size with the lowest loss",
+    "lowest_loss_nats": "lowest loss (nats/token)", "lowest_at_edge": "lowest at the sweep's edge",
+    "n_opt_non_embedding": "fitted optimum N (non-embedding params)", "n_opt_ci95_low": "optimum N 95% low",
+    "n_opt_ci95_high": "optimum N 95% high", "lrs_swept": "peak lrs swept", "diverged_at_lrs": "diverged at lr",
+    "not_learned_at_lrs": "not learned at lr", "diverged_runs": "diverged runs",
+    "init_grad_ratio": "‖grad‖ first/last at init", "variant": "arm kind", "axis": "field", "axis_value": "value",
+    "config_name": "configuration", "num_params": "parameters", "non_embedding_params": "non-embedding parameters",
+    "val_loss_nats": "val loss (nats/token)", "ci95_low": "95% low", "ci95_high": "95% high",
+    "tokens_per_param": "tokens per parameter", "peak_lr": "peak lr", "budget_kind": "budget kind",
+    "train_flops": "training FLOPs", "tokens_seen": "tokens seen", "train_loss_nats": "train loss (nats/token)",
+    "val_bits_per_byte": "val bits/byte", "grad_norm": "gradient norm", "clip_fraction": "clipped fraction",
+    "tokens_per_s": "tokens/s", "config": "configuration", "seed": "seed", "step": "step",
+}
+
+
+def readable(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """A probe table as the page shows it: raw column names in words (``COLUMN_WORDS``; any other
+    ``snake_case`` name with spaces), and the column settings that write counts of 1,000 or more with thousands
+    separators (``st.dataframe(..., column_config=)``)."""
+    names = {c: COLUMN_WORDS.get(c, c.replace("_", " ")) for c in table.columns}
+    shown = table.rename(columns=names)
+    config = {}
+    for raw, word in names.items():
+        col = table[raw]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            vals = pd.to_numeric(col, errors="coerce").abs()
+            if vals.notna().any() and float(vals.max()) >= 1000:
+                config[word] = st.column_config.NumberColumn(format="localized")
+    return shown, config
+
+
+def dataframe(table: pd.DataFrame, key: str, **kw) -> None:
+    """``st.dataframe`` of a probe table, ``readable``."""
+    shown, config = readable(table)
+    st.dataframe(shown, hide_index=True, key=key, column_config=config, **kw)
 
 
 def _results(ctx: Ctx, probe: str, frame: pd.DataFrame) -> None:
@@ -329,7 +371,7 @@ def _results_drawn(ctx: Ctx, probe: str, frame: pd.DataFrame, final: pd.DataFram
                 "status", "error"]
         shown = flags[[c for c in cols if c in flags] + ["learned"]]
         shown = shown.assign(learned=shown["learned"].map({True: "learned", False: "not_learned"}).fillna("—"))
-        st.dataframe(shown, hide_index=True, width="stretch", key=f"benefits.df.{probe}")
+        dataframe(shown, f"benefits.df.{probe}", width="stretch")
         st.caption("Every row of the probe (per evaluation step, per layer, per position bucket), as written by "
                    "`xtlens probe`:")
         _downloads(frame, probe)
@@ -360,8 +402,8 @@ def claims_display(claims: pd.DataFrame) -> pd.DataFrame:
                      "seeds": f"{r.get('seeds')}" + (f" x {int(windows)} windows" if windows is not None else ""),
                      "min detectable effect": "" if mde is None else f"{mde:.4f} {unit}",
                      "scale": r.get("scale"), "method": r.get("method"), "note": r.get("note") or ""})
-    return pd.DataFrame(rows, columns=["verdict", "meaning", "probe", "claim", "metric", "estimate [95% interval]",
-                                       "seeds", "min detectable effect", "scale", "method", "note"])
+    return pd.DataFrame(rows, columns=["verdict", "claim", "estimate [95% interval]", "min detectable effect",
+                                       "seeds", "scale", "metric", "meaning", "method", "note", "probe"])
 
 
 def claims_styler(shown: pd.DataFrame):
@@ -382,11 +424,31 @@ def _claims_table(probe: str, frame: pd.DataFrame) -> None:
         st.caption("No claim of this probe could be evaluated from these rows.")
         return
     st.dataframe(claims_styler(claims_display(claims)), hide_index=True, width="stretch",
-                 key=f"benefits.claims.{probe}")
+                 key=f"benefits.claims.{probe}",
+                 column_config={"claim": st.column_config.TextColumn(width="large"),
+                                "estimate [95% interval]": st.column_config.TextColumn(width="medium")})
     st.caption("supported / contradicted: the 95% interval excludes 0 on the claimed / the other side; "
                "not_detectable: it includes 0 (the minimum detectable effect says what this budget can see); "
                "not_learned: the runs did not get below the unigram line, so the claim is not judged.")
     view_common.downloads(claims, f"claims {probe}", f"benefits.claims.{probe}")
+
+
+def _compute(what: str, frame: pd.DataFrame, title: str) -> object:
+    from xtlens.profiling.benefit import probe_extrapolation as pe
+    from xtlens.profiling.benefit import probe_scaling as ps
+
+    return {"scaling_law": lambda: bc.scaling_law(frame, title=title),
+            "isoflop_curves": lambda: bc.isoflop_curves(frame, title=title),
+            "law_table": lambda: ps.law_table(frame), "isoflop_table": lambda: ps.isoflop_table(frame),
+            "headline": lambda: pe.headline(frame), "context_gains": lambda: pe.context_gains(frame)}[what]()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def once(what: str, frame: pd.DataFrame, title: str = "") -> object:
+    """The slow analyses of a probe table (the scaling fits with their seed bootstrap, the extrapolation probe's
+    paired headline and context gains: seconds each), once per table content instead of on every rerun (each
+    rerun filters the session's table into a new frame, so the analyses' own per-frame caches miss)."""
+    return _compute(what, frame, title)
 
 
 def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
@@ -395,10 +457,10 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     axis = frame["axis"].dropna().iloc[0]
     cols = st.columns(2)
     with cols[0]:
-        chart(bc.scaling_law(frame, title=f"Equal tokens: val loss vs non-embedding parameters ({axis} swept)"),
+        chart(once("scaling_law", frame, f"Equal tokens: val loss vs non-embedding parameters ({axis} swept)"),
               "benefits.scaling.params")
     with cols[1]:
-        chart(bc.isoflop_curves(frame, title="IsoFLOP: val loss vs non-embedding parameters per FLOP budget"),
+        chart(once("isoflop_curves", frame, "IsoFLOP: val loss vs non-embedding parameters per FLOP budget"),
               "benefits.scaling.flops")
     st.caption("Method: Kaplan et al. 2020 (size = non-embedding parameters N; L = E + A N^-alpha with an "
                "irreducible term E) and Hoffmann et al. 2022 (IsoFLOP parabolas in log N, approach 2; the joint law "
@@ -406,28 +468,30 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                "on validation (seed mean) is the point's result, the others are shown hollow. Bars and bands: 95% "
                "bootstrap over seeds (and validation windows). Along dim the attention width grows with it "
                "(heads x attn_dim_head = dim, as in the seed: 8 x 64 = 512).")
-    laws = ps.law_table(frame)
+    laws = once("law_table", frame)
     if not laws.empty:
         st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)")
-        st.dataframe(laws.drop(columns=["method"]), hide_index=True, width="stretch", key="benefits.df.scaling_laws")
-    iso = ps.isoflop_table(frame)
+        dataframe(laws.drop(columns=["method"]), "benefits.df.scaling_laws", width="stretch")
+    iso = once("isoflop_table", frame)
     if not iso.empty:
         st.markdown("**IsoFLOP minima** (the compute-optimal non-embedding size per budget, 95% interval)")
-        st.dataframe(iso, hide_index=True, width="stretch", key="benefits.df.scaling_iso")
+        dataframe(iso, "benefits.df.scaling_iso", width="stretch")
     with st.expander("Table: every point (size x budget x learning rate), tokens per parameter, role", expanded=False):
-        st.dataframe(ps.points_table(frame), hide_index=True, width="stretch", key="benefits.df.scaling_points")
+        dataframe(ps.points_table(frame), "benefits.df.scaling_points", width="stretch")
         sweep = ps.lr_sweep_table(frame)
         if not sweep.empty:
             st.caption("The learning-rate sweep (seed-mean val loss, nats/token); a best rate at the sweep's edge "
                        "means the sweep should be widened.")
-            st.dataframe(sweep, hide_index=True, width="stretch", key="benefits.df.scaling_sweep")
+            dataframe(sweep, "benefits.df.scaling_sweep", width="stretch")
+    best = ps.best_lr_rows(frame)  # one curve per size: its best learning rate (the others are in the table)
+    curves = frame[frame["run_key"].isin(set(best["run_key"]))] if not best.empty else frame
     cols = st.columns(2)
     with cols[0]:
-        chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens",
-                             title="Loss curves, equal tokens (band: seed min..max)"),
+        chart(bc.loss_curves(curves, probe="scaling", budget_kind="tokens",
+                             title="Loss curves, equal tokens, best lr per size"),
               "benefits.scaling.curves")
     with cols[1]:
-        chart(bc.loss_curves(frame, probe="scaling", budget_kind="tokens", x="train_flops",
+        chart(bc.loss_curves(curves, probe="scaling", budget_kind="tokens", x="train_flops",
                              title="Same runs vs training FLOPs (lowest = best use)"),
               "benefits.scaling.curves_flops")
     gaps = analysis.overfit_gaps(final)
@@ -459,11 +523,10 @@ def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                "the largest stable lr. Right: geometric mean over seeds, bars = 95% seed-bootstrap interval; at step 0 "
                "the ratio does not depend on the learning rate.")
     table = ps.stability_table(frame)
-    st.dataframe(table.rename(columns={"largest_stable_lr": "largest stable lr",
-                                       "first_step_below_unigram": "first step below unigram (mean)",
-                                       "val_loss_nats_at_largest_stable_lr": "val loss at it (nats/token)",
-                                       "unigram_entropy_nats": "unigram (nats/token)"}),
-                 hide_index=True, key="benefits.df.stab")
+    dataframe(table.rename(columns={"largest_stable_lr": "largest stable lr",
+                                    "first_step_below_unigram": "first step below unigram (mean)",
+                                    "val_loss_nats_at_largest_stable_lr": "val loss at it (nats/token)",
+                                    "unigram_entropy_nats": "unigram (nats/token)"}), "benefits.df.stab")
     depths = sorted(int(d) for d in outcomes["depth"].dropna().unique())
     lrs = sorted(float(v) for v in outcomes["lr"].dropna().unique())
     cols = st.columns(2)
@@ -491,7 +554,6 @@ def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
-    from xtlens.profiling.benefit import probe_extrapolation as pe
 
     shifts = sorted({int(v) for v in frame.loc[frame["probe"] == "extrapolation", "axis_value"].dropna()}, reverse=True)
     cols = st.columns(max(1, len(shifts)))
@@ -504,25 +566,25 @@ def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                "slice of the previous position's features, order information of its own: compare the schemes at "
                "shift_tokens=0. Method: Press et al. 2022, 'Train Short, Test Long'.")
     try:
-        head, gains = pe.headline(frame), pe.context_gains(frame)
+        head, gains = once("headline", frame), once("context_gains", frame)
     except ImportError:  # the statistics module is not there: the curves only
         head = gains = pd.DataFrame()
     if not gains.empty:
         st.markdown("**Does the model use its context at L?** Context gain = loss at positions 0-3 minus loss at "
                     "positions L/2..L-1 (nats/token; 95 % interval over seeds and windows). Not significantly above 0: "
                     "the extrapolation claims of that setting are not_detectable.")
-        st.dataframe(gains, hide_index=True, key="benefits.df.extrap.gain")
+        dataframe(gains, "benefits.df.extrap.gain")
     if not head.empty:
         st.markdown("**Headline**: mean loss at positions >= L (nats/token), and each scheme minus ALiBi paired per "
                     "window (same text, same seeds; 95 % interval; minimum detectable effect at this budget).")
-        st.dataframe(head, hide_index=True, key="benefits.df.extrap.headline")
+        dataframe(head, "benefits.df.extrap.headline")
     chart(bc.extrapolation_curves(frame, title="Past the training length: does the longer window help or hurt?"),
           "benefits.extrapolation.curves")
     st.caption("Each point: the validation tokens at those positions of the longest window, scored in that window "
                "minus the same tokens scored with the text cut into training-length windows. Same text for every "
                "position scheme; 0 up to the training length by construction.")
     table = analysis.extrapolation_table(frame)
-    st.dataframe(table, hide_index=True, key="benefits.df.extrap")
+    dataframe(table, "benefits.df.extrap")
 
 
 def _heads(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
@@ -548,12 +610,11 @@ def _heads(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     with cols[1]:
         chart(bc.kv_tradeoff(table, title="K/V heads: validation loss vs KV-cache bytes per token"),
               "benefits.heads.kv")
-    st.dataframe(table.rename(columns={"kv_cache_bytes_per_token": "KV cache (bytes/token, float32)",
-                                       "val_loss_nats": "val loss (nats/token)", "num_params": "parameters",
-                                       "diff_vs_reference_nats": "Δ vs reference (nats/token)",
-                                       "min_detectable_effect_nats": "min detectable (nats/token)",
-                                       "unigram_entropy_nats": "unigram (nats/token)"}),
-                 hide_index=True, key="benefits.df.heads")
+    dataframe(table.rename(columns={"kv_cache_bytes_per_token": "KV cache (bytes/token, float32)",
+                                    "val_loss_nats": "val loss (nats/token)", "num_params": "parameters",
+                                    "diff_vs_reference_nats": "Δ vs reference (nats/token)",
+                                    "min_detectable_effect_nats": "min detectable (nats/token)",
+                                    "unigram_entropy_nats": "unigram (nats/token)"}), "benefits.df.heads")
 
 
 def _uploads(probe: str) -> None:
