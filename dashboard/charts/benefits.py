@@ -165,12 +165,15 @@ def extrapolation_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:
     train_len = int(pos["train_seq_len_tokens"].dropna().iloc[0])
     col = "loss_change_vs_train_len_nats" if pos["loss_change_vs_train_len_nats"].notna().any() else "val_loss_nats"
     fig = go.Figure()
-    for i, (variant, grp) in enumerate(pos.groupby("config_name")):
+    # one colour per position scheme, the token-shift setting as the line style: no two curves look alike
+    schemes = list(dict.fromkeys(str(n).split(",")[0] for n in sorted(pos["config_name"].unique())))
+    for variant, grp in pos.groupby("config_name"):
         grp = grp.assign(mid=(_float(grp["position_start_tokens"]) + _float(grp["position_end_tokens"])) / 2,
                          v=_float(grp[col]))
         s = grp.groupby("mid")["v"].mean().reset_index()
+        color = SERIES[schemes.index(str(variant).split(",")[0]) % len(SERIES)]
         fig.add_trace(go.Scatter(x=s["mid"], y=s["v"], mode="lines+markers", name=variant,
-                                 line={"color": SERIES[i % len(SERIES)]}))
+                                 line={"color": color, "dash": "dot" if "shift_tokens=0" not in str(variant) else None}))
     fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
                   annotation_text=f"trained at {train_len} tokens", annotation_position="top right")
     if col == "val_loss_nats":
@@ -205,13 +208,13 @@ def extrapolation_position_loss(frame: pd.DataFrame, *, shift: int, title: str) 
                                  line={"color": SERIES[i % len(SERIES)], "dash": "dot" if scheme == "nope" else None}))
     uni = frame.loc[frame["probe"] == "extrapolation", "unigram_entropy_nats"].dropna()
     if len(uni):
-        u = float(uni.astype(float).mean())  # labelled at the left: the training-length label sits at the top
-        fig.add_hline(y=u, line_dash="dash", line_color=UNIGRAM_LINE_COLOUR, annotation_position="bottom left",
+        u = float(uni.astype(float).mean())  # labelled at the right, under the line: the curves are lower there
+        fig.add_hline(y=u, line_dash="dash", line_color=UNIGRAM_LINE_COLOUR, annotation_position="bottom right",
                       annotation_text=f"unigram line {u:.3f} nats/token: learned nothing")
     if train_len:  # the label placed in log10 units: Plotly reads an annotation's x on a log axis as log10(x)
         fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D")
         fig.add_annotation(x=math.log10(train_len), xref="x", y=1.0, yref="paper", showarrow=False, xanchor="right",
-                           yanchor="top", text=f"trained at L = {train_len:,} tokens ")
+                           yanchor="bottom", text=f"trained at L = {train_len:,} tokens ")  # above the plot
     fig.update_xaxes(type="log")
     longest = int(curves["eval_len_tokens"].max())
     return figure_layout(fig, title, x=f"position in the window (tokens, log; windows up to {longest:,})",
@@ -533,8 +536,12 @@ def scaling_law(frame: pd.DataFrame, *, title: str) -> go.Figure:
 
 
 def _edge_positions(n: int) -> list[str]:
-    """Point labels that stay inside the plot: the leftmost to the right of its point, the rightmost to the left."""
-    return ["top center"] * n if n < 2 else ["top right"] + ["top center"] * (n - 2) + ["top left"]
+    """Point labels that stay inside the plot and apart: above and below the points in turn, the leftmost to the
+    right of its point, the rightmost to the left."""
+    pos = [("top" if i % 2 == 0 else "bottom") + " center" for i in range(n)]
+    if n >= 2:
+        pos[0], pos[-1] = pos[0].replace("center", "right"), pos[-1].replace("center", "left")
+    return pos
 
 
 def isoflop_curves(frame: pd.DataFrame, *, title: str) -> go.Figure:

@@ -307,14 +307,23 @@ COLUMN_WORDS = {
     "train_flops": "training FLOPs", "tokens_seen": "tokens seen", "train_loss_nats": "train loss (nats/token)",
     "val_bits_per_byte": "val bits/byte", "grad_norm": "gradient norm", "clip_fraction": "clipped fraction",
     "tokens_per_s": "tokens/s", "config": "configuration", "seed": "seed", "step": "step",
+    "shift_tokens": "shift_tokens", "eval_len_tokens": "evaluation length (tokens)",
 }
+
+
+def _words(column: str) -> str:
+    """``gain_ci95_low`` -> ``gain 95% low``, ``beyond_L_loss_nats`` -> ``beyond L loss (nats/token)``."""
+    for suffix, unit in (("_nats", " (nats/token)"), ("_tokens", " (tokens)"), ("_bytes", " (bytes)")):
+        if column.endswith(suffix):
+            return _words(column[: -len(suffix)]) + unit
+    return column.replace("ci95_", "95% ").replace("_", " ")
 
 
 def readable(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """A probe table as the page shows it: raw column names in words (``COLUMN_WORDS``; any other
     ``snake_case`` name with spaces), and the column settings that write counts of 1,000 or more with thousands
     separators (``st.dataframe(..., column_config=)``)."""
-    names = {c: COLUMN_WORDS.get(c, c.replace("_", " ")) for c in table.columns}
+    names = {c: COLUMN_WORDS.get(c, _words(c)) for c in table.columns}
     shown = table.rename(columns=names)
     config = {}
     for raw, word in names.items():

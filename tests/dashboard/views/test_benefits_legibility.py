@@ -105,7 +105,8 @@ def test_the_training_length_label_sits_at_the_training_length_on_the_log_positi
 def test_point_labels_do_not_overlap_or_leave_the_plot(rows) -> None:
     figs = _figures(rows)
     best = next(t for t in figs["scaling_law"].data if (t.name or "").startswith("best lr"))
-    assert best.textposition[0] == "top right" and best.textposition[-1] == "top left"
+    assert best.textposition[0].endswith("right") and best.textposition[-1].endswith("left")
+    assert all(a.split()[0] != b.split()[0] for a, b in zip(best.textposition, best.textposition[1:], strict=False))
     kv = figs["kv"].data[0]
     assert all(a != b for a, b in zip(kv.textposition, kv.textposition[1:], strict=False))
     assert figs["bars"].data[0].type == "scatter"  # markers on an axis that does not start at 0, not bars
@@ -127,3 +128,12 @@ def test_claims_table_puts_the_estimate_next_to_the_claim() -> None:
                             "min_detectable_effect": 0.004, "verdict": "supported", "scale": "s", "method": "x"}])
     cols = list(view.claims_display(claims).columns)
     assert cols[:4] == ["verdict", "claim", "estimate [95% interval]", "min detectable effect"]
+
+
+def test_no_two_extrapolation_curves_look_alike_and_table_units_are_words(rows) -> None:
+    fig = bc.extrapolation_curves(rows["extrapolation"], title="t")
+    styles = [(t.line.color, t.line.dash) for t in fig.data]
+    assert len(fig.data) > len(bc.SERIES) and len(set(styles)) == len(styles)
+    gains, _ = view.readable(pe.context_gains(rows["extrapolation"]))
+    assert "shift_tokens" in gains.columns and any(c.endswith("(nats/token)") for c in gains.columns)
+    assert not [c for c in gains.columns if c.endswith(" nats") or "ci95" in c], list(gains.columns)
