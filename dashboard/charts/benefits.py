@@ -250,8 +250,7 @@ def heads_bars(table: pd.DataFrame, *, title: str) -> go.Figure:
     fig.update_xaxes(type="category")
     lo = float(eq["val_loss_nats"].min())
     fig.update_yaxes(range=[lo * 0.97, float(eq["val_loss_nats"].max()) * 1.01])
-    return figure_layout(fig, title, x="heads × head width (channels; equal parameters)",
-                         y=LOSS_AXIS + " (axis does not start at 0)")
+    return figure_layout(fig, title, x="heads × head width (channels; equal parameters)", y=LOSS_AXIS)
 
 
 def _width(eq: pd.DataFrame) -> int:
