@@ -28,9 +28,10 @@ Recipe (what every probe uses unless told otherwise):
 * ``context_gain_nats`` = per window, the mean over the targets at positions ``[L/2, L)`` of (the target's loss
   when the model sees only its last 1, 2, .., ``CONTEXT_HEAD_TOKENS`` input tokens, averaged: the contexts of a
   window's first positions) minus (its loss with the whole window before it): what the context buys,
-  paired on the same targets, so their difficulty cancels (comparing the first positions of a window with its
-  second half, as before, left that variance in: see docs/benefits.md); above 0 when the model uses the context it
-  was trained on.
+  paired on the same targets, so their difficulty cancels: on the default corpus (the extrapolation probe's ALiBi
+  arm, shift_tokens=1, seed 0, 291 windows of 64) its per-window standard deviation is 0.108 nats against 1.31 for
+  the first positions of a window minus its second half (147 times less variance; mean 0.29 vs 0.22 nats); above 0
+  when the model uses the context it was trained on.
   ``evaluate(..., shuffle_context=True)`` is its control (inputs permuted within each window).
 * every row carries ``peak_lr``, ``tokens_per_param`` (the tokens the run trains on, ``steps x batch x L``,
   per parameter of the built model), the split's ``val_leak_fraction`` and ``split_version``, and
