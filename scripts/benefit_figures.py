@@ -77,7 +77,8 @@ def summary_table(claims: pd.DataFrame) -> pd.DataFrame:
         est = _num(r.estimate, prec)
         iv = f"[{_num(r.ci95_low, prec)}, {_num(r.ci95_high, prec)}]" if est != "—" else ""
         rows.append({"probe": r.probe, "claim": r.claim, "verdict": f"**{r.verdict}**",
-                     "estimate [95% interval]": f"{est} {iv} {r.unit}".strip(),
+                     "estimate [95% interval]": f"{est} {iv} {r.unit}".strip() if est != "—"
+                     else f"— (no estimate: {str(r.note).split(':')[0]})",
                      "MDE": _num(r.min_detectable_effect, "{:.3f}"),
                      "scale": str(r.scale).replace(", corpus pydoc_data.topics (CPython reference documentation, "
                                                    "PSF License)", ", pydoc topics")})
