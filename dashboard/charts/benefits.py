@@ -209,7 +209,10 @@ def extrapolation_position_loss(frame: pd.DataFrame, *, shift: int, title: str) 
     if train_len:
         fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D",
                       annotation_text=f"trained at L = {train_len} tokens", annotation_position="top left")
-    fig.update_xaxes(type="log")
+    # the range in log10 units, set: plotly.js autoranges a log axis with the line's x taken as a log10 value
+    # (x = 64 stretched the axis to 1e64) while it draws the line at the data value
+    mids = [float(x) for t in fig.data for x in t.x]
+    fig.update_xaxes(type="log", range=[math.log10(min(mids)) - 0.1, math.log10(max(mids + [train_len or 1])) + 0.1])
     longest = int(curves["eval_len_tokens"].max())
     return figure_layout(fig, title, x=f"position in the window (tokens, 1-based bucket centre, log; windows of up to "
                                        f"{longest})", y="validation loss at that position (nats/token)")
