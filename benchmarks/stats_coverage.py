@@ -1,5 +1,5 @@
 """Coverage and cost of the benefit lab's intervals (``profiling.benefit.stats``) on simulated data with a known
-truth: the tables of ``docs/benefits-method.md``.
+truth: the tables of ``docs/benefits.md`` (section "Method").
 
     .venv/bin/python benchmarks/stats_coverage.py --quick     # 100 data sets per row (about a minute on 2 cores)
     .venv/bin/python benchmarks/stats_coverage.py             # 400 / 300 / 400 data sets (a few minutes)

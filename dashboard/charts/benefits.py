@@ -215,7 +215,10 @@ def extrapolation_position_loss(frame: pd.DataFrame, *, shift: int, title: str) 
         fig.add_vline(x=train_len, line_dash="dash", line_color="#9D9D9D")
         fig.add_annotation(x=math.log10(train_len), xref="x", y=1.0, yref="paper", showarrow=False, xanchor="right",
                            yanchor="bottom", text=f"trained at L = {train_len:,} tokens ")  # above the plot
-    fig.update_xaxes(type="log")
+    # the range in log10 units, set: plotly.js autoranges a log axis with the line's x taken as a log10 value
+    # (x = 64 stretched the axis to 1e64) while it draws the line at the data value
+    mids = [float(x) for t in fig.data for x in t.x]
+    fig.update_xaxes(type="log", range=[math.log10(min(mids)) - 0.1, math.log10(max(mids + [train_len or 1])) + 0.1])
     longest = int(curves["eval_len_tokens"].max())
     return figure_layout(fig, title, x=f"position in the window (tokens, log; windows up to {longest:,})",
                          y="validation loss at that position (nats/token)")

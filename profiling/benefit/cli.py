@@ -34,7 +34,7 @@ from xtlens.profiling.cli_common import (
 )
 from xtlens.profiling.results.rowtable import INT64_MAX
 
-__all__ = ["add_probe_parser", "LIMITS", "int_list"]
+__all__ = ["add_probe_parser", "LIMITS", "int_list", "float_list"]
 
 #: the allowed range of each numeric option (inclusive). Counts that reach the probe table (tokens, FLOPs, seeds)
 #: stay within its 64-bit integer columns; sizes stay within what a probe can build; ``_check_table_fits``
@@ -115,7 +115,60 @@ def options_from_args(args: argparse.Namespace):
                         seeds=int_list(args.seeds, "--seeds"), seq_len=args.seq_len, batch=args.batch,
                         num_tokens=args.vocab, lr=args.lr, evals=args.evals, corpus=args.corpus, device=args.device,
                         full_size=args.full_size, quick=args.quick,
-                        extra={"eval_tokens": args.eval_tokens} if args.eval_tokens is not None else {})
+                        extra=_extra(args))
+
+
+def float_list(text: str | None, option: str, lo: float, hi: float) -> tuple[float, ...] | None:
+    """``text`` ("1e-2,3e-2") as numbers in ``(lo, hi]``; raises ``ProbeInputError`` naming ``option``."""
+    import math
+
+    from xtlens.profiling.benefit.probes import ProbeInputError
+
+    if text is None:
+        return None
+    allowed = f"comma-separated numbers above {lo:g} and at most {hi:g}, e.g. 1e-2,3e-2,6e-2"
+    values = []
+    for x in text.replace(" ", "").split(","):
+        if not x:
+            continue
+        try:
+            v = float(x)
+        except ValueError:
+            raise ProbeInputError(option, text, allowed) from None
+        if not (math.isfinite(v) and lo < v <= hi):
+            raise ProbeInputError(option, text, allowed)
+        values.append(v)
+    if not values:
+        raise ProbeInputError(option, text, "at least one number")
+    return tuple(sorted(set(values)))
+
+
+def _extra(args: argparse.Namespace) -> dict:
+    """The probe-specific settings of ``ProbeOptions.extra`` given on the command line."""
+    from xtlens.profiling.benefit.probes import ProbeInputError
+
+    extra: dict = {}
+    if args.eval_tokens is not None:
+        extra["eval_tokens"] = args.eval_tokens
+    lrs = float_list(getattr(args, "lrs", None), "--lrs", 0.0, 10.0)
+    if lrs is not None:
+        if args.probe not in ("scaling", "stability"):
+            raise ProbeInputError("--lrs", args.lrs, "only with the scaling and stability probes (their learning-rate "
+                                  "sweeps)")
+        if args.lr is not None:
+            raise ProbeInputError("--lrs", args.lrs, "unset when --lr is given (one learning rate, no sweep)")
+        extra["lrs"] = lrs
+    for option, key in (("--xpos-scale-base", "xpos_scale_base"),
+                        ("--xpos-scale-base-per-len", "xpos_scale_base_per_train_len")):
+        value = getattr(args, key, None)
+        if value is not None:
+            if args.probe != "extrapolation":
+                raise ProbeInputError(option, value, "only with the extrapolation probe (its xpos arms)")
+            extra[key] = value
+    if extra.get("xpos_scale_base") is not None and extra.get("xpos_scale_base_per_train_len") is not None:
+        raise ProbeInputError("--xpos-scale-base-per-len", extra["xpos_scale_base_per_train_len"],
+                              "unset when --xpos-scale-base is given (one scale base)")
+    return extra
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -242,7 +295,16 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=bounded_int(*LIMITS["--seq-len"]), default=None, help="training sequence length in tokens")
     p.add_argument("--batch", type=bounded_int(*LIMITS["--batch"]), default=None, help="sequences per step")
     p.add_argument("--vocab", type=bounded_int(*LIMITS["--vocab"]), default=512, help="BPE vocabulary = the model's num_tokens (default 512)")
-    p.add_argument("--lr", type=bounded_float(0.0, 10.0, lo_open=True), default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--lr", type=bounded_float(0.0, 10.0, lo_open=True), default=None,
+                   help="one peak learning rate (scaling and stability: instead of their sweeps; default: the "
+                        "probe's)")
+    p.add_argument("--lrs", default=None, metavar="LR,LR,...",
+                   help="scaling and stability: the peak learning rates of the sweep (default: the probe's)")
+    p.add_argument("--xpos-scale-base", dest="xpos_scale_base", type=bounded_int(1, 1_048_576), default=None,
+                   metavar="N", help="extrapolation: xpos's scale_base in tokens (default: x-transformers' 512)")
+    p.add_argument("--xpos-scale-base-per-len", dest="xpos_scale_base_per_train_len",
+                   type=bounded_float(0.0625, 1024.0), default=None, metavar="K",
+                   help="extrapolation: xpos's scale_base as K times the training length")
     p.add_argument("--evals", type=bounded_int(*LIMITS["--evals"]), default=8, help="evaluations per run (default 8)")
     p.add_argument("--eval-tokens", type=bounded_int(*LIMITS["--eval-tokens"]), default=None, metavar="N", help="validation tokens per evaluation "
                    "(default: the probe's, 2,048 to 8,192)")

@@ -36,9 +36,10 @@ position's features, which is order information of its own, so a scheme's effect
 Statistics (``profiling.benefit.stats``): every arm is evaluated on the same windows of the whole validation
 split; each comparison is the per-window difference (arm minus ALiBi, same seeds), with a hierarchical bootstrap
 over seeds and windows. The headline per arm: the mean loss at positions >= L in windows of 8L (and 2L, 4L).
-A training length is only informative if the model uses its context there: ``context_gain_nats`` (loss of the
-first ``CONTEXT_HEAD_TOKENS`` positions minus loss of positions [L/2, L)) must be significantly above 0, else
-the extrapolation claims of that setting are ``not_detectable``.
+A training length is only informative if the model uses its context there: ``context_gain_nats`` (the targets of
+positions [L/2, L) scored from only their last 1 .. ``CONTEXT_HEAD_TOKENS`` inputs, minus their loss with the whole
+window; ``harness.short_context_nll``) must be detectably above 0 (verdict ``supported``), else the extrapolation
+claims of that setting are ``not_detectable``.
 """
 
 from __future__ import annotations
@@ -396,13 +397,14 @@ def claims(frame: pd.DataFrame) -> list:
         seeds, windows, g = window_matrix(ex, scheme=REFERENCE, shift=shift, length=L, column="context_gain_nats")
         giv = bootstrap_mean(g) if seeds else None
         add("The model uses its context at the training length" + tag,
-            f"context gain at L = {L}: loss at positions 0-{CONTEXT_HEAD_TOKENS - 1} minus loss at positions "
-            f"{L // 2}-{L - 1}, ALiBi arm", giv, sign=+1, arms=[(REFERENCE, shift)],
+            f"context gain at L = {L}: the targets at positions {L // 2}-{L - 1} scored from only their last "
+            f"1-{CONTEXT_HEAD_TOKENS} inputs minus their loss with the whole window, ALiBi arm", giv, sign=+1, arms=[(REFERENCE, shift)],
             how="bootstrap over seeds and windows of L")
         gate = None
-        if giv is None or giv.low <= 0:
-            gate = (f"The context gain at L = {L} is not significantly above 0 at this setting: the model does not "
-                    "demonstrably use its context, so what happens past L says little.")
+        if out[-1].verdict != "supported":  # not significantly above 0, or inside its minimum detectable effect
+            gate = (f"The context gain at L = {L} is not detectably above 0 at this setting (its verdict: "
+                    f"{out[-1].verdict}): the model does not demonstrably use its context, so what happens past L "
+                    "says little.")
 
         for scheme, claim, sign, note in (
                 ("rotary", "ALiBi extrapolates better than rotary (at the family's rotary width)", +1, ""),

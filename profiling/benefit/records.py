@@ -23,8 +23,9 @@ versions). Each run writes rows of four kinds (``row_kind``):
 loss of the best model that ignores context: the "learned nothing" line; a run that ends above it is
 ``not_learned``). ``val_leak_fraction`` is the share of validation tokens inside 64-byte strings that also occur
 in the training split (``profiling.benefit.corpus``); ``split_version`` names the split rule. ``context_gain_nats``
-is the mean loss of the first ``CONTEXT_HEAD_TOKENS`` positions of a window minus the mean loss of its second half
-(above 0 when the model uses context). ``peak_lr`` is the run's peak learning rate; ``tokens_per_param`` the
+is, over the targets of a window's second half, their mean loss when the model sees only their last 1 ..
+``CONTEXT_HEAD_TOKENS`` input tokens (averaged) minus their loss with the whole window (paired on the same targets; above 0
+when the model uses context; ``harness.short_context_nll``). ``peak_lr`` is the run's peak learning rate; ``tokens_per_param`` the
 training tokens of the run's budget per parameter (``num_params``).
 
 Extrapolation rows also carry ``loss_change_vs_train_len_nats``: the loss of the same target tokens in the

@@ -166,19 +166,18 @@ class WallTime:
 #: measurement: time the probe (``xtlens probe NAME --fresh [--quick]``), then add its seconds here with
 #: ``python -m xtlens.profiling.benefit.report`` (prints the current fingerprints) and the load average.
 MEASURED_WALL_TIMES: dict[str, WallTime] = {
-    # docs/benefits.md, "Wall time of each default probe": 2026-11-26, 1 torch thread, AMD EPYC, 2 shared CPUs;
-    # measured with the earlier split (hash-chunks-v1) and settings: quoted only while those fingerprints match
-    "scaling": WallTime(wall_s=94, settings_fingerprint="014927d5c2d9",
-                        how="2026-11-26, 1 torch thread on 2 shared CPU cores, load 3.9 -> 3.0"),
-    "stability": WallTime(wall_s=119, settings_fingerprint="051bdf0d8161",
-                          how="2026-11-26, 1 torch thread on 2 shared CPU cores, load 3.0 -> 3.4"),
-    # issue 17's probe_extrapolation (48 runs, the dedup-groups-v1 split): 317 s of process CPU
-    "extrapolation": WallTime(wall_s=447, settings_fingerprint="e7bab382922a",
-                              how="2026-12-03, 1 torch thread on 2 shared CPU cores, load 3.3 -> 2.5"),
+    # docs/benefits.md, "Wall time": 2026-12-03 12:10-12:24 UTC, the merged issue-17 code, split dedup-groups-v1,
+    # `xtlens probe NAME --preset seed --fresh`, 1 torch thread each, two probes at once on the 2-core machine
+    "scaling": WallTime(wall_s=459, settings_fingerprint="cf2e665c8d7f",
+                        how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1"),
+    "stability": WallTime(wall_s=333, settings_fingerprint="0eabbb5350d6",
+                          how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 2.1 -> 3.0"),
+    "extrapolation": WallTime(wall_s=298, settings_fingerprint="e7bab382922a",
+                              how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 2.1 -> 2.1"),
     "extrapolation --quick": WallTime(wall_s=51, settings_fingerprint="58bc8b4b7afc",
                                       how="2026-12-03, 1 torch thread on 2 shared CPU cores, load about 4"),
-    "heads": WallTime(wall_s=78, settings_fingerprint="f47e02748f07",
-                      how="2026-11-26, 1 torch thread on 2 shared CPU cores, load 2.0 -> 1.5"),
+    "heads": WallTime(wall_s=491, settings_fingerprint="8fd4a8fb4eb5",
+                      how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1"),
 }
 
 

@@ -296,29 +296,29 @@ def verdict(iv: Interval | None, *, expected_sign: int, mde: float | None, learn
     """The claim's verdict from its interval (``VERDICT_NAMES``).
 
     ``not_learned`` when the runs did not get below the unigram line (the conclusion is withheld); ``not_detectable``
-    when there is no interval. ``expected_sign`` +1 / -1 (the claim says the difference is above / below 0):
-    ``supported`` if the interval excludes 0 on that side, ``contradicted`` if it excludes 0 on the other side,
-    else ``not_detectable``. ``expected_sign`` 0 (the claim says "no difference"): ``supported`` iff the interval
-    lies inside ``[-margin, +margin]`` (``margin`` defaults to ``mde``), ``contradicted`` iff it excludes 0, else
-    ``not_detectable``."""
+    when there is no interval. A difference inside the minimum detectable effect is never a win: with ``mde`` given,
+    ``supported`` and ``contradicted`` (of a signed claim) need ``|estimate| >= mde`` as well as an interval that
+    excludes 0 (an estimate between the interval's bound and the MDE is significant at this budget but smaller
+    than what the probe can reliably see: ``not_detectable``). ``expected_sign`` +1 / -1 (the claim says the
+    difference is above / below 0): ``supported`` if the interval excludes 0 on that side, ``contradicted`` if it
+    excludes 0 on the other side. ``expected_sign`` 0 (the claim says "no difference"): ``supported`` iff the
+    interval lies inside ``[-margin, +margin]`` (``margin`` defaults to ``mde``; an equivalence test, Schuirmann
+    1987), ``contradicted`` iff it excludes 0 with ``|estimate| >= mde``, else ``not_detectable``."""
     if expected_sign not in (-1, 0, 1):
         raise ValueError(f"expected_sign={expected_sign!r}: +1, -1 or 0 (no difference)")
     if not learned:
         return "not_learned"
     if iv is None:
         return "not_detectable"
+    detectable = mde is None or abs(iv.estimate) >= mde
     if expected_sign == 0:
-        if iv.excludes_zero():
-            return "contradicted"
         bound = margin if margin is not None else mde
         if bound is not None and -bound <= iv.low and iv.high <= bound:
             return "supported"
+        return "contradicted" if iv.excludes_zero() and detectable else "not_detectable"
+    if not (iv.excludes_zero() and detectable):
         return "not_detectable"
-    if (iv.low > 0.0 and expected_sign > 0) or (iv.high < 0.0 and expected_sign < 0):
-        return "supported"
-    if iv.excludes_zero():
-        return "contradicted"
-    return "not_detectable"
+    return "supported" if (iv.low > 0.0) == (expected_sign > 0) else "contradicted"
 
 
 # --- loss laws --------------------------------------------------------------------------------------------

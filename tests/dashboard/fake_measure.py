@@ -33,8 +33,10 @@ def measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, 
 
 def slow_measure(what: str, cfg: ModelConfig, wl: Workload, *, device: str, options, config_name: str,
                  progress=None) -> list[ProfileRecord]:
-    """``measure`` after a 2 s pause per point: a job that is still running while the test switches tabs."""
+    """``measure`` after a pause per point (2 s, or ``$XTLENS_TEST_PAUSE_S``): a job that is still running while the
+    test switches tabs."""
+    import os
     import time
 
-    time.sleep(2.0)
+    time.sleep(float(os.environ.get("XTLENS_TEST_PAUSE_S", "2")))
     return measure(what, cfg, wl, device=device, options=options, config_name=config_name, progress=progress)

@@ -83,6 +83,9 @@ def test_tab_settings_come_back_from_the_url() -> None:
 
 
 def test_job_tray_says_queue_position_and_why_a_job_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 30 s per point: the first job still runs when the second is queued, however loaded the machine (at 2 s a
+    # load of 7 let it finish first); both are cancelled at the end
+    monkeypatch.setenv("XTLENS_TEST_PAUSE_S", "30")
     manager = fake_jobs(monkeypatch, "slow_measure")
     at = show(app({"seq_len": "128"}), "Overview")
     at.button(key="measure.overview").click().run()

@@ -120,8 +120,21 @@ def test_evaluate_matches_a_hand_loop_on_the_sample_and_the_context_gain_definit
             nll.append(torch.nn.functional.cross_entropy(model(x)[0].double(), y, reduction="none"))
     nll = torch.stack(nll)
     assert ev["windows"] == 8 and ev["loss"] == pytest.approx(float(nll.mean()), rel=1e-5)
-    head, tail = nll[:, :CONTEXT_HEAD_TOKENS].mean(1), nll[:, L // 2:].mean(1)
-    assert ev["context_gain"] == pytest.approx(float((head - tail).mean()), rel=1e-4, abs=1e-6)
+    # the context gain, by hand: each target of a window's second half scored from its last c + 1 inputs (c = 0 ..
+    # CONTEXT_HEAD_TOKENS - 1, one forward per target and c), averaged, minus its loss in the whole window
+    gains = []
+    with torch.no_grad():
+        for j in range(8):
+            start = j * total // 8 * L
+            short = []
+            for p in range(L // 2, L):
+                losses = [torch.nn.functional.cross_entropy(
+                    model(data.val_ids[start + p - c:start + p + 1][None])[0, -1].double(),
+                    data.val_ids[start + p + 1]) for c in range(CONTEXT_HEAD_TOKENS)]
+                short.append(sum(losses) / CONTEXT_HEAD_TOKENS)
+            gains.append(float((torch.stack(short) - nll[j, L // 2:]).mean()))
+    assert ev["context_gain"] == pytest.approx(sum(gains) / 8, rel=1e-4, abs=1e-6)
+    assert [float(g) for g in ev["context_gain_windows"]] == pytest.approx(gains, rel=1e-4, abs=1e-6)
     assert ev["beyond"] is None
 
 

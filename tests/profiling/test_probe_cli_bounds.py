@@ -156,6 +156,37 @@ def test_probe_options_beyond_their_limits_exit_2(capsys, argv, words) -> None:
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.parametrize(("argv", "words"), [
+    (["heads", "--lrs", "1e-2"], ("--lrs", "only with the scaling and stability probes")),
+    (["scaling", "--lrs", "1e-2", "--lr", "3e-3"], ("--lrs", "unset when --lr is given")),
+    (["stability", "--lrs", "0,1e-2"], ("--lrs", "above 0 and at most 10")),
+    (["scaling", "--lrs", "nan"], ("--lrs", "above 0 and at most 10")),
+    (["scaling", "--xpos-scale-base", "128"], ("--xpos-scale-base", "only with the extrapolation probe")),
+    (["extrapolation", "--xpos-scale-base", "128", "--xpos-scale-base-per-len", "2"],
+     ("--xpos-scale-base-per-len", "unset when --xpos-scale-base is given")),
+])
+def test_sweep_and_xpos_options_are_refused_where_they_mean_nothing(capsys, argv, words) -> None:
+    with mock.patch("xtlens.profiling.benefit.corpus.tokenize", side_effect=_Reached("validation passed")):
+        _clean_exit_2(capsys, ["probe", *argv], *words)
+
+
+def test_sweep_and_xpos_options_reach_the_plan() -> None:
+    from xtlens.profiling.benefit.cli import options_from_args
+    from xtlens.profiling.benefit.probe_extrapolation import xpos_scale_base
+    from xtlens.profiling.benefit.probes import plan
+
+    def options(*argv: str):
+        return options_from_args(build_parser().parse_args(["probe", *argv]))
+
+    for probe in ("scaling", "stability"):
+        runs = plan(options(probe, "--quick", "--lrs", "2e-2,5e-3,2e-2"))
+        assert sorted({r.settings.lr for r in runs}) == [5e-3, 2e-2], probe  # sorted, once each
+    opt = options("extrapolation", "--quick", "--xpos-scale-base-per-len", "2")
+    L = plan(opt)[0].settings.seq_len
+    assert xpos_scale_base(opt, L) == 2 * L
+    assert xpos_scale_base(options("extrapolation", "--quick", "--xpos-scale-base", "96"), L) == 96
+
+
 @pytest.mark.parametrize("value", ["nan", "-5", "inf", "1e400"])
 def test_profile_time_limit_is_finite_and_not_negative(capsys, value) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -213,7 +244,7 @@ HOSTILE = st.one_of(
 )
 PROBE_OPTIONS = ["--axis", "--values", "--tokens", "--train-flops", "--seeds", "--seq-len", "--batch", "--vocab",
                  "--lr", "--evals", "--eval-tokens", "--corpus", "--device", "--time-limit", "--ray", "--out",
-                 "--preset", "--set"]
+                 "--preset", "--set", "--lrs", "--xpos-scale-base", "--xpos-scale-base-per-len"]
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 
 

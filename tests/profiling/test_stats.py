@@ -129,7 +129,16 @@ def test_verdicts():
     assert verdict(_iv(-0.02, 0.03), expected_sign=0, mde=0.05, learned=True) == "supported"
     assert verdict(_iv(-0.02, 0.03), expected_sign=0, mde=0.05, margin=0.025, learned=True) == "not_detectable"
     assert verdict(_iv(-0.2, 0.3), expected_sign=0, mde=0.05, learned=True) == "not_detectable"
-    assert verdict(_iv(0.01, 0.03), expected_sign=0, mde=0.05, learned=True) == "contradicted"
+    # a nonzero difference inside the margin is equivalence, not a contradiction (Schuirmann's two one-sided tests);
+    # a difference beyond the margin and the MDE contradicts "no difference"
+    assert verdict(_iv(0.01, 0.03), expected_sign=0, mde=0.05, learned=True) == "supported"
+    assert verdict(_iv(0.06, 0.12), expected_sign=0, mde=0.05, learned=True) == "contradicted"
+    assert verdict(_iv(0.01, 0.07), expected_sign=0, mde=0.05, learned=True) == "not_detectable"  # estimate 0.04 < MDE
+    # a difference inside the minimum detectable effect is not_detectable, never a win (nor a loss), even when its
+    # interval excludes 0
+    assert verdict(_iv(0.01, 0.05), expected_sign=+1, mde=0.05, learned=True) == "not_detectable"  # estimate 0.03
+    assert verdict(_iv(-0.05, -0.01), expected_sign=+1, mde=0.05, learned=True) == "not_detectable"
+    assert verdict(_iv(0.01, 0.05), expected_sign=+1, mde=0.03, learned=True) == "supported"
     assert verdict(_iv(-0.02, 0.03), expected_sign=0, mde=None, learned=True) == "not_detectable"
     with pytest.raises(ValueError, match="expected_sign"):
         verdict(_iv(0, 1), expected_sign=2, mde=None, learned=True)

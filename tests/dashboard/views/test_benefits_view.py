@@ -3,6 +3,7 @@ builders on real probe rows (tiny probes run once per module)."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def test_chart_builders_on_real_probe_rows(frames) -> None:
     assert max(pos.data[2].x) <= 16 < max(pos.data[0].x) and pos.layout.xaxis.title.text.startswith("position")
     unigram = float(frames["extrapolation"]["unigram_entropy_nats"].dropna().iloc[0])
     assert any(sh.y0 == pytest.approx(unigram) for sh in pos.layout.shapes)  # the "learned nothing" line
+    # the training length marked at L, and the log position axis spans the positions (not stretched to 10^L)
+    vlines = [sh.x0 for sh in pos.layout.shapes if sh.x0 is not None and sh.x0 == sh.x1]
+    assert vlines == [16]
+    lo, hi = pos.layout.xaxis.range
+    assert lo < 0 < math.log10(max(pos.data[0].x)) < hi < math.log10(max(pos.data[0].x)) + 0.2
     table = analysis.heads_table(frames["heads"])
     kv = bc.kv_tradeoff(table, title="t")
     assert sorted(kv.data[0].x) == sorted(table[table["variant"] == "kv_heads"]["kv_cache_bytes_per_token"])
