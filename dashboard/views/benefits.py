@@ -436,9 +436,10 @@ def _claims_table(probe: str, frame: pd.DataFrame) -> None:
                  key=f"benefits.claims.{probe}",
                  column_config={"claim": st.column_config.TextColumn(width="large"),
                                 "estimate [95% interval]": st.column_config.TextColumn(width="medium")})
-    st.caption("supported / contradicted: the 95% interval excludes 0 on the claimed / the other side; "
-               "not_detectable: it includes 0 (the minimum detectable effect says what this budget can see); "
-               "not_learned: the runs did not get below the unigram line, so the claim is not judged.")
+    st.caption("supported / contradicted: the 95% interval excludes 0 on the claimed / the other side AND the "
+               "difference is at least the minimum detectable effect (a difference inside it is never a win); a "
+               "\"no difference\" claim is supported when its interval lies inside its margin; not_detectable: "
+               "otherwise; not_learned: the runs did not get below the unigram line, so the claim is not judged.")
     view_common.downloads(claims, f"claims {probe}", f"benefits.claims.{probe}")
 
 
@@ -579,9 +580,10 @@ def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     except ImportError:  # the statistics module is not there: the curves only
         head = gains = pd.DataFrame()
     if not gains.empty:
-        st.markdown("**Does the model use its context at L?** Context gain = loss at positions 0-3 minus loss at "
-                    "positions L/2..L-1 (nats/token; 95 % interval over seeds and windows). Not significantly above 0: "
-                    "the extrapolation claims of that setting are not_detectable.")
+        st.markdown("**Does the model use its context at L?** Context gain = the loss of the targets at positions "
+                    "L/2..L-1 when the model sees only their last 1-4 input tokens, minus their loss with the whole "
+                    "window (the same targets: nats/token; 95 % interval over seeds and windows). Not detectably "
+                    "above 0: the extrapolation claims of that setting are not_detectable.")
         dataframe(gains, "benefits.df.extrap.gain")
     if not head.empty:
         st.markdown("**Headline**: mean loss at positions >= L (nats/token), and each scheme minus ALiBi paired per "

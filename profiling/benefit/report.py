@@ -27,9 +27,12 @@ FULL_SIZE_NOTE = ("At the full size on an H200 (docs/gpu-results.md) every width
                   "learned yet\".")
 #: each verdict in words (the page shows these beside its colour: never colour alone)
 VERDICT_WORDS = {
-    "supported": "supported: the 95% interval excludes 0 on the claimed side",
-    "contradicted": "contradicted: the 95% interval excludes 0 on the other side",
-    "not_detectable": "not detectable: the 95% interval includes 0 at this budget",
+    "supported": "supported: the 95% interval excludes 0 on the claimed side, and the difference is at least the "
+                 "minimum detectable effect (a \"no difference\" claim: the interval lies inside its margin)",
+    "contradicted": "contradicted: the 95% interval excludes 0 on the other side, and the difference is at least the "
+                    "minimum detectable effect",
+    "not_detectable": "not detectable: the 95% interval includes 0, or the difference is smaller than what this "
+                      "budget can reliably see (the minimum detectable effect)",
     "not_learned": "not learned: the runs did not get below the unigram line; conclusion withheld (train longer "
                    "or use a GPU)",
 }
