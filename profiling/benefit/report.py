@@ -170,17 +170,23 @@ class WallTime:
 #: ``python -m xtlens.profiling.benefit.report`` (prints the current fingerprints) and the load average.
 MEASURED_WALL_TIMES: dict[str, WallTime] = {
     # docs/benefits.md, "Wall time": 2026-12-03 12:10-12:24 UTC, the merged issue-17 code, split dedup-groups-v1,
-    # `xtlens probe NAME --preset seed --fresh`, 1 torch thread each, two probes at once on the 2-core machine
+    # `xtlens probe NAME --preset seed --fresh`, 1 torch thread each, two probes at once on the 2-core machine.
+    # Kept, though measured before the paired context gain (more evaluation work, same settings fingerprint): the
+    # reruns on the current code (commit 854c903, 12:30 UTC) ran at load 3-7 (wall 597-965 s, user CPU 393-454 s)
     "scaling": WallTime(wall_s=459, settings_fingerprint="cf2e665c8d7f",
-                        how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1"),
+                        how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1; code "
+                            "before the paired context gain"),
     "stability": WallTime(wall_s=333, settings_fingerprint="0eabbb5350d6",
-                          how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 2.1 -> 3.0"),
+                          how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 2.1 -> 3.0; code "
+                              "before the paired context gain"),
     "extrapolation": WallTime(wall_s=298, settings_fingerprint="e7bab382922a",
-                              how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 2.1 -> 2.1"),
+                              how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 2.1 -> 2.1; code "
+                                  "before the paired context gain"),
     "extrapolation --quick": WallTime(wall_s=51, settings_fingerprint="58bc8b4b7afc",
                                       how="2026-12-03, 1 torch thread on 2 shared CPU cores, load about 4"),
     "heads": WallTime(wall_s=491, settings_fingerprint="8fd4a8fb4eb5",
-                      how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1"),
+                      how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1; code "
+                          "before the paired context gain"),
 }
 
 
