@@ -237,4 +237,5 @@ def test_probe_jobs_have_the_measurement_jobs_owners_and_limits() -> None:
     assert mgr.cancel(job.key, "A") is True
     assert job.outcome == "cancelled" and mgr.get(job.key, "A") is None
     rows = job.result()
-    assert len(rows) == len(_probe_spec().points()) == 4 and {r.status for r in rows} == {"cancelled"}
+    # 2 heads (fixed and x-transformers' rotary width), 1, 2 and 4 K/V heads, the shuffled-context control
+    assert len(rows) == len(_probe_spec().points()) == 6 and {r.status for r in rows} == {"cancelled"}
