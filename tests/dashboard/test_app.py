@@ -232,12 +232,13 @@ def test_export_view_offers_four_formats_and_the_session_round_trips() -> None:
     labels = [b.proto.label for b in at.download_button]
     for label in ("CSV", "JSON", "Parquet", "Markdown", "Download session (JSON)"):
         assert label in labels
+    recs = _records()  # once: two calls stamp their rows at different seconds across a clock tick
     snap = session_io.make(SEED, Workload(seq_len=256), "cpu", [("mha", PRESETS["seed-mha"])],
-                           [("lat", _records())])
+                           [("lat", recs)])
     back = session_io.from_json(session_io.to_json(snap))
     assert back.config == SEED and back.workload == Workload(seq_len=256)
     assert back.pins[0].name == "mha" and back.pins[0].config == PRESETS["seed-mha"]
-    pd.testing.assert_frame_equal(back.results[0][1], _records())
+    pd.testing.assert_frame_equal(back.results[0][1], recs)
     with pytest.raises(ValueError, match="not an xtlens session"):
         session_io.from_json(json.dumps({"hello": 1}))
 
