@@ -88,6 +88,7 @@ class ProbeOptions:
     corpus: str | None = None  # a path; None = the default corpus
     device: str = "cpu"
     full_size: bool = False  # keep the base configuration's sizes (GPU): no scaling down
+    options: tuple[str, ...] | None = None  # atlas: the options (arm names, ``probe_atlas``) to toggle; None = default
     quick: bool = False  # ``--quick``: ``QUICK``'s smaller settings over ``DEFAULTS`` (tests, a first look)
     extra: dict[str, Any] = field(default_factory=dict)  # family sizes (dim, depth, heads, attn_dim_head), overfit_*, eval_tokens
 
@@ -127,13 +128,14 @@ class ProbeOptions:
                 "train_flops": self.train_flops, "seeds": list(self.seeds) if self.seeds is not None else None,
                 "seq_len": self.seq_len, "batch": self.batch, "num_tokens": self.num_tokens, "lr": self.lr,
                 "evals": self.evals, "corpus": self.corpus, "device": self.device, "full_size": self.full_size,
-                "quick": self.quick, "extra": dict(self.extra)}
+                "quick": self.quick, "extra": dict(self.extra),
+                "options": list(self.options) if self.options is not None else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProbeOptions:
         d = dict(d)
         d["base"] = ModelConfig.from_dict(d["base"])
-        for k in ("values", "seeds"):
+        for k in ("values", "seeds", "options"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)

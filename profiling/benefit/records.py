@@ -117,6 +117,13 @@ class ProbeRecord:
     non_embedding_params: int | None = None
     kv_cache_bytes_per_token: int | None = None
     tokens_per_param: float | None = None
+    # training peak memory of this run's step (the harness's loop: ``loss = f(model(x))``, AdamW):
+    # ``train_peak_bytes`` measured (CUDA: ``max_memory_allocated`` over the run; CPU: MemTracker over one tracked
+    # step), ``train_peak_predicted_bytes`` the closed form's ordered peak (``core.training.training_memory``),
+    # ``train_peak_method`` how the measured one was taken
+    train_peak_bytes: int | None = None
+    train_peak_predicted_bytes: int | None = None
+    train_peak_method: str = ""
     # speed
     tokens_per_s: float | None = None
     elapsed_s: float | None = None
