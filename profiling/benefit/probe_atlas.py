@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from xtlens.profiling.benefit.harness import RunSpec
     from xtlens.profiling.benefit.probe_options import ProbeOptions
 
-__all__ = ["ATLAS_OPTIONS", "CONTROL", "REFERENCE", "GROUP_ARMS", "Arm", "Skipped", "arms_for", "plan",
+__all__ = ["ATLAS_OPTIONS", "EXTRA_ARMS", "CONTROL", "REFERENCE", "GROUP_ARMS", "Arm", "Skipped", "arms_for", "plan",
            "check_names", "allowed_names", "atlas_table", "atlas_markdown", "ATLAS_COLUMNS", "skipped_table", "claims", "arm_window_matrix",
            "size_label"]
 
@@ -62,7 +62,12 @@ GROUP_ARMS: dict[str, str] = {
     "ff_mult": "feed-forward width halved (ff_mult / 2)",
     "alibi_num_heads": "ALiBi on all heads instead of the family's share (on a share of heads when the family has "
                        "it on all)",
+    "no_position": "every position signal off: ALiBi, rotary, xpos, the T5 bias, absolute positions and the token "
+                   "shift (not a default arm: the planted loss of the tests; a causal decoder keeps only what its "
+                   "mask tells it)",
 }
+#: arms ``--options`` accepts besides ``ATLAS_OPTIONS`` and the registry's options
+EXTRA_ARMS: tuple[str, ...] = ("no_position",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +213,10 @@ def _arm(ref: ModelConfig, name: str) -> Arm | Skipped:
         return _replace(ref, name, f"{key} = {value}", **{key: value}) if getattr(ref, key) != value else \
             Arm(name=name, label=f"{key} = {value} (the family's own value)", changes={},
                 note="the same configuration as the reference: a null arm")
+    if name == "no_position":
+        return _replace(ref, name, "no position signal (no ALiBi, rotary, absolute positions or token shift)",
+                        alibi_pos_bias=False, alibi_num_heads=None, rotary_pos_emb=False, rotary_xpos=False,
+                        rotary_emb_dim=None, rel_pos_bias=False, use_abs_pos_emb=False, shift_tokens=0)
     if name == "rotary":
         if ref.uses_rotary:
             return _replace(ref, name, "rotary off", rotary_pos_emb=False, rotary_xpos=False, rotary_emb_dim=None)
@@ -267,7 +276,7 @@ def allowed_names() -> list[str]:
     from xtlens.core.options import OPTIONS
 
     extra = [n for n, o in OPTIONS.items() if o.kind == "option" and n not in ATLAS_OPTIONS]
-    return [*ATLAS_OPTIONS, *extra]
+    return [*ATLAS_OPTIONS, *EXTRA_ARMS, *extra]
 
 
 def check_names(names: Sequence[str]) -> tuple[str, ...]:

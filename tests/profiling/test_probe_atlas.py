@@ -112,6 +112,15 @@ def test_an_option_that_is_off_is_switched_on_and_one_that_is_on_off():
     assert by["rotary"] == ({"rotary_pos_emb": True} if not ref.uses_rotary else by["rotary"])
 
 
+def test_no_position_removes_every_position_signal():
+    ref = _seed_member()
+    (arm,), skipped = pa.arms_for(ref, ["no_position"])
+    assert skipped == [] and arm.changes == {"alibi_pos_bias": False, "alibi_num_heads": None, "rotary_xpos": False,
+                                             "shift_tokens": 0}
+    cfg = ref.replace(**arm.changes)
+    assert not (cfg.alibi_pos_bias or cfg.uses_rotary or cfg.use_abs_pos_emb or cfg.rel_pos_bias or cfg.shift_tokens)
+
+
 def test_bad_option_names_name_the_option():
     with pytest.raises(ProbeInputError) as e:
         pa.check_names(["swiglu", "warp_drive"])
@@ -225,7 +234,7 @@ def test_notes_come_back_from_the_rows():
 
 def test_quick_atlas_end_to_end_control_detected_dropout_zero_not():
     """--quick (dims 32 and 64, 2 seeds, 32,768 tokens): the control and a dropout-0 arm (the reference's own
-    configuration: trained once, paired exactly) — about 15 s on 2 cores."""
+    configuration: trained once, paired exactly) — about 15 s on 2 cores at load 1.5, 41 s at load 6."""
     import torch
     from xtlens.profiling.benefit.probes import run_probe
 
@@ -248,6 +257,23 @@ def test_quick_atlas_end_to_end_control_detected_dropout_zero_not():
     # a repeat is served from the result store
     again = run_probe(opt)
     assert {r.source for r in again} == {"cache"} and len(again) == len(rows)
+
+
+@pytest.mark.slow
+def test_removing_every_position_signal_loses_at_the_default_budget():
+    """The issue's planted option: no ALiBi, rotary, absolute positions or token shift must lose. At dim 64 with the
+    default budget (65,536 tokens) and 3 seeds (with --quick's 2 seeds and 32,768 tokens it measured +0.058
+    bits/byte, not detectable)."""
+    import torch
+    from xtlens.profiling.benefit.probes import run_probe
+
+    torch.set_num_threads(1)
+    opt = ProbeOptions(probe="atlas", base=PRESETS["seed"], values=(64,), options=("no_position",))
+    frame = probe_frame(run_probe(opt, use_cache=False))
+    t = pa.atlas_table(frame).set_index("arm")
+    assert t.loc["no_position", "d_bits_per_byte"] > 0 and t.loc["no_position", "verdict"] == "contradicted"
+    planted = next(c for c in pa.claims(frame) if c.claim.startswith("no position signal"))
+    assert planted.verdict == "contradicted" and planted.ci95_low > 0
 
 
 # --- command line ---------------------------------------------------------------------------------------
