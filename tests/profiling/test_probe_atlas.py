@@ -374,3 +374,35 @@ def test_atlas_on_a_real_ray_cluster_equals_the_local_run():
             import ray
 
             ray.shutdown()
+
+
+# --- the harness: training peak in every probe's rows -----------------------------------------------------
+
+def test_every_probe_run_carries_its_measured_and_predicted_training_peak():
+    import torch
+    from xtlens.core.config import Workload
+    from xtlens.core.setup import TrainingSetup
+    from xtlens.core.training import training_memory
+    from xtlens.profiling.benefit.harness import Budget, RunSpec, TrainSettings, train_run
+    from xtlens.profiling.benefit.probes import load_data
+
+    torch.set_num_threads(1)
+    opt = ProbeOptions(probe="heads", base=PRESETS["seed"])
+    s = TrainSettings(seq_len=32, batch=4, evals=1, eval_tokens=256)
+    cfg = member(opt, s, dim=32, depth=1, heads=2, attn_dim_head=16)
+    rows = train_run(RunSpec(probe="heads", cfg=cfg, budget=Budget(kind="tokens", value=512), seed=0, settings=s),
+                     load_data(opt))
+    predicted = training_memory(cfg, Workload(batch=4, seq_len=32),
+                                TrainingSetup(precision="fp32", optimizer="adamw", loop="free_logits")).peak_bytes
+    assert {r.train_peak_predicted_bytes for r in rows} == {predicted}
+    measured = {r.train_peak_bytes for r in rows}
+    assert len(measured) == 1 and abs(measured.pop() / predicted - 1) < 0.01
+    assert {r.train_peak_method for r in rows} == {"torch MemTracker over training step 2 of 4 (real tensors on the "
+                                                   "CPU: weights, gradients, AdamW state, activations, temporaries)"}
+
+
+def test_settings_added_later_keep_old_run_keys():
+    from xtlens.profiling.benefit.harness import TrainSettings
+
+    assert "context_gain" not in TrainSettings().to_dict()  # runs stored before the field are still served
+    assert TrainSettings(context_gain=False).to_dict()["context_gain"] is False
