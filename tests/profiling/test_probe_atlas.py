@@ -406,3 +406,20 @@ def test_settings_added_later_keep_old_run_keys():
 
     assert "context_gain" not in TrainSettings().to_dict()  # runs stored before the field are still served
     assert TrainSettings(context_gain=False).to_dict()["context_gain"] is False
+
+
+def test_cli_atlas_run_prints_the_table_and_writes_rows_with_the_peak(tmp_path, capsys):
+    from xtlens.profiling.benefit.records import read_probe_table
+
+    out = tmp_path / "atlas.csv"
+    args = ["probe", "atlas", "--preset", "seed", "--sizes", "16", "--seeds", "0", "--options", "kv_full",
+            "--tokens", "1024", "--seq-len", "32", "--batch", "8", "--evals", "1", "--eval-tokens", "512"]
+    assert main([*args, "--out", str(out)]) == 0
+    std = capsys.readouterr()
+    assert "atlas (bits/byte change vs the reference" in std.out and "| full K/V (4 K/V heads) | 16 |" in std.out
+    assert "3 run(s) measured now" in std.err
+    t = read_probe_table(out)
+    assert set(t["variant"]) == {pa.REFERENCE, pa.CONTROL, "kv_full"}
+    assert t["train_peak_bytes"].notna().all() and t["train_peak_predicted_bytes"].notna().all()
+    assert main([*args, "--out", str(out)]) == 0  # served from the result store
+    assert "0 run(s) measured now; 3 from the result store" in capsys.readouterr().err
