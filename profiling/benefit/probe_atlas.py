@@ -202,6 +202,12 @@ _LABELS: dict[str, tuple[str, str]] = {  # (switched on, switched off)
 
 def _arm(ref: ModelConfig, name: str) -> Arm | Skipped:
     """The arm called ``name`` for the family member ``ref`` (see ``GROUP_ARMS``; ``field=value`` sets a field)."""
+    from dataclasses import replace
+
+    return replace(_arm_of(ref, name), name=name)
+
+
+def _arm_of(ref: ModelConfig, name: str) -> Arm | Skipped:
     from xtlens.core.options import OPTIONS
 
     if "=" in name:
