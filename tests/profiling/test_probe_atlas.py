@@ -110,6 +110,9 @@ def test_an_option_that_is_off_is_switched_on_and_one_that_is_on_off():
     assert by["deepnorm"] == {"deepnorm": True} if not ref.deepnorm else {"deepnorm": False}
     assert by["shift_tokens"] == ({"shift_tokens": 1} if ref.shift_tokens == 0 else {"shift_tokens": 0})
     assert by["rotary"] == ({"rotary_pos_emb": True} if not ref.uses_rotary else by["rotary"])
+    mha = _seed_member().replace(attn_one_kv_head=False)  # full K/V already: the K/V arm is multi-query
+    (arm,), _ = pa.arms_for(mha, ["kv_full"])
+    assert (arm.label, arm.changes) == ("multi-query (1 K/V head)", {"attn_one_kv_head": True})
     nope = _seed_member().replace(rotary_xpos=False)  # no rotary in the family: the rotary arm switches it on
     (arm,), _ = pa.arms_for(nope, ["rotary"])
     assert (arm.name, arm.label, arm.changes) == ("rotary", "rotary on", {"rotary_pos_emb": True})
