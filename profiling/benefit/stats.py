@@ -1105,23 +1105,61 @@ class SharedLawFit:
                                     df)
 
 
+def _paired_resampled_means(groups: list[list[np.ndarray]], seed_groups: list[list[np.ndarray]],
+                            flat: list[tuple[int, int]], reps: int, rng: np.random.Generator,
+                            step_of: dict[tuple[int, int], Any]) -> np.ndarray:
+    """(reps, cells) like ``_seed_resampled_means``, but at each size the seed numbers are drawn once for every arm
+    run with the same seeds there (runs with one seed number share its data order: their noise is correlated, and
+    drawing the seeds of each arm apart would count it as independent); other arms draw their own."""
+    out = np.empty((reps, len(flat)))
+    counts: dict[tuple[int, tuple[Any, ...]], np.ndarray] = {}
+    for j, (a_, s_) in enumerate(flat):
+        vals, labels = groups[a_][s_], seed_groups[a_][s_]
+        m, s = float(vals.mean()), len(vals)
+        if s == 1:
+            out[:, j] = m
+            continue
+        order = np.argsort(labels, kind="stable")
+        key = (step_of[(a_, s_)], tuple(np.asarray(labels)[order].tolist()))
+        if key not in counts:
+            counts[key] = rng.multinomial(s, np.full(s, 1.0 / s), size=reps)
+        out[:, j] = m + math.sqrt(s / (s - 1)) * (counts[key] @ vals[order] / s - m)
+    return out
+
+
 def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str = "alpha", reps: int = 400,
-                         rng_seed: int = 0) -> SharedLawFit:
-    """``fit_shared_law`` and its seed bootstrap: each replicate redraws the seeds of every (arm, size) cell with
-    replacement (deviations scaled by sqrt(S / (S - 1)), as ``bootstrap_law``) and refits; intervals are the
-    replicates' percentiles widened by ``t_nu / z`` (Satterthwaite ``nu`` from the cells' seeds)."""
+                         rng_seed: int = 0, paired_seeds: bool = True, size_key: Any = None) -> SharedLawFit:
+    """``fit_shared_law`` and its seed bootstrap: each replicate redraws the seeds of every size with replacement
+    (``paired_seeds``: the same seed numbers for every arm run with the same seeds at that size step; False: every
+    (arm, size) cell apart; ``size_key``, one entry per point, says which points are one size step, e.g. the
+    model width, where options change an arm's parameter count; default: ``n``), deviations scaled by sqrt(S / (S - 1)) as ``bootstrap_law``, and refits; intervals
+    are the replicates' percentiles widened by ``t_nu / z`` (Satterthwaite ``nu`` from the cells' seeds)."""
     reps = _reps(reps, least=20)
     law = fit_shared_law(arm, n, loss, share=share)
     if not law.identifiable:
         return SharedLawFit(law=law, alpha=None, reps=reps, method="not identifiable: " + law.reason)
     arms, sizes, w, means, groups, seed_groups, _ = _shared_prep(arm, n, loss, seeds)
+    n_arr = np.asarray(n, dtype=float).ravel()
     flat = [(a_, s_) for a_ in range(len(arms)) for s_ in range(len(sizes)) if w[a_, s_] > 0]
     for a_, s_ in flat:
         sv = seed_groups[a_][s_]
         if len(np.unique(sv)) != len(sv):
             raise ValueError(f"a seed appears twice for arm {arms[a_]} at one size: one point per (arm, size, seed)")
     rng = np.random.default_rng(rng_seed)
-    cm = _seed_resampled_means([groups[a_][s_] for a_, s_ in flat], reps, rng)   # (reps, cells)
+    if paired_seeds:
+        steps = n_arr if size_key is None else np.asarray(size_key).ravel()
+        if len(steps) != len(n_arr):
+            raise ValueError(f"size_key: one entry per point, got {len(steps)} for {len(n_arr)} points")
+        step_of = {}
+        for a_, s_ in flat:
+            sel = (np.asarray(arm).astype(str).ravel() == arms[a_]) & (n_arr == sizes[s_])
+            vals = np.unique(steps[sel])
+            if len(vals) != 1:
+                raise ValueError(f"size_key: arm {arms[a_]} has {len(vals)} size steps at one size n={sizes[s_]:.4g}")
+            step_of[(a_, s_)] = vals[0]
+        cm = _paired_resampled_means(groups, seed_groups, flat, reps, rng, step_of)
+    else:
+        cm = _seed_resampled_means([groups[a_][s_] for a_, s_ in flat], reps, rng)   # (reps, cells)
     ys = np.zeros((reps, len(arms), len(sizes)))
     for j, (a_, s_) in enumerate(flat):
         ys[:, a_, s_] = cm[:, j]
@@ -1129,7 +1167,8 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
     fit = _shared_batch(np.log(sizes / n0), ys, w, share)
     cell_seeds = tuple(len(groups[a_][s_]) for a_, s_ in flat)
     at_bound = int(np.count_nonzero(fit["bound"].any(-1) | fit["edge"]))
-    method = (f"seed bootstrap ({reps} reps; seeds resampled per (arm, size), {min(cell_seeds)}-{max(cell_seeds)} "
+    per = "size, the same seeds for every arm" if paired_seeds else "(arm, size)"
+    method = (f"seed bootstrap ({reps} reps; seeds resampled per {per}, {min(cell_seeds)}-{max(cell_seeds)} "
               "seeds each), refit by variable projection, percentile"
               + (f"; {at_bound} replicate(s) with an E or alpha at a bound" if at_bound else ""))
     samples_alpha = fit["alpha"]
