@@ -1074,6 +1074,25 @@ def _shared_fit_reason(fit: dict[str, np.ndarray], i: int, arms: Sequence[str], 
     return "; ".join(reasons)
 
 
+def _grouped_df(samples: np.ndarray, cell_means: np.ndarray, groups: Sequence[Sequence[int]],
+                group_seeds: Sequence[int]) -> float:
+    """``_cell_df`` where cells resampled with the same seed draw form one group (its cells' means are functions of
+    one draw of S seeds: S - 1 degrees of freedom for the group, however many cells it holds). Each group's share
+    of the variance is the variance of its part of the replicates' linear fit on the cell means."""
+    ok = np.isfinite(samples)
+    x = cell_means[ok] - cell_means[ok].mean(0)
+    y = samples[ok] - samples[ok].mean()
+    if len(y) < 3:
+        return math.inf
+    g, *_ = np.linalg.lstsq(x, y, rcond=None)
+    share = np.array([float(np.var(x[:, list(cols)] @ g[list(cols)])) for cols in groups])
+    df = np.array([s_ - 1 for s_ in group_seeds], dtype=float)
+    keep = df > 0
+    total = float(share[keep].sum())
+    denom = float((share[keep] ** 2 / df[keep]).sum())
+    return total * total / denom if denom > 0 else math.inf
+
+
 @dataclass(frozen=True, kw_only=True)
 class SharedLawFit:
     """A ``SharedLaw`` with its seed bootstrap (``bootstrap_shared_law``): ``alpha`` (95% interval) and the
@@ -1087,7 +1106,16 @@ class SharedLawFit:
     samples_alpha: np.ndarray | None = field(default=None, repr=False, compare=False)  # (reps,)
     cell_means: np.ndarray | None = field(default=None, repr=False, compare=False)     # (reps, cells)
     cell_seeds: tuple[int, ...] = ()
+    cell_groups: tuple[tuple[int, ...], ...] = ()   # cells resampled with one seed draw (paired seeds)
+    group_seeds: tuple[int, ...] = ()
     method: str = ""
+
+    def _df(self, values: np.ndarray) -> float:
+        if self.cell_means is None:
+            return math.inf
+        if self.cell_groups:
+            return _grouped_df(values, self.cell_means, self.cell_groups, self.group_seeds)
+        return _cell_df(values, self.cell_means, self.cell_seeds)
 
     def forecast(self, arm: str, n: float, level: float = 0.8) -> Interval | None:
         """Arm ``arm``'s loss at size ``n`` with the percentile interval of the replicates' predictions (widened to
@@ -1099,7 +1127,7 @@ class SharedLawFit:
         if i < 0:
             raise ValueError(f"arm {arm!r} was not fitted (arms: {', '.join(self.law.arms)})")
         pred = self.samples_E[:, i] + self.samples_A[:, i] * float(n) ** (-self.samples_alpha)
-        df = _cell_df(pred, self.cell_means, self.cell_seeds) if self.cell_means is not None else math.inf
+        df = self._df(pred)
         return _percentile_interval(pred, self.law.predict(arm, n), level, min(self.cell_seeds or (0,)),
                                     f"shared law ({self.law.share}), arm {arm} at n={float(n):.4g}: " + self.method,
                                     df)
@@ -1107,24 +1135,29 @@ class SharedLawFit:
 
 def _paired_resampled_means(groups: list[list[np.ndarray]], seed_groups: list[list[np.ndarray]],
                             flat: list[tuple[int, int]], reps: int, rng: np.random.Generator,
-                            step_of: dict[tuple[int, int], Any]) -> np.ndarray:
+                            step_of: dict[tuple[int, int], Any]) -> tuple[np.ndarray, tuple[tuple[int, ...], ...],
+                                                                          tuple[int, ...]]:
     """(reps, cells) like ``_seed_resampled_means``, but at each size the seed numbers are drawn once for every arm
     run with the same seeds there (runs with one seed number share its data order: their noise is correlated, and
-    drawing the seeds of each arm apart would count it as independent); other arms draw their own."""
+    drawing the seeds of each arm apart would count it as independent); other arms draw their own. Also returns the
+    groups of cells that share a draw and each group's seeds (for the degrees of freedom)."""
     out = np.empty((reps, len(flat)))
-    counts: dict[tuple[int, tuple[Any, ...]], np.ndarray] = {}
+    counts: dict[tuple[Any, ...], np.ndarray] = {}
+    members: dict[tuple[Any, ...], list[int]] = {}
     for j, (a_, s_) in enumerate(flat):
         vals, labels = groups[a_][s_], seed_groups[a_][s_]
         m, s = float(vals.mean()), len(vals)
+        order = np.argsort(labels, kind="stable")
+        key = (step_of[(a_, s_)], tuple(np.asarray(labels)[order].tolist()))
+        members.setdefault(key, []).append(j)
         if s == 1:
             out[:, j] = m
             continue
-        order = np.argsort(labels, kind="stable")
-        key = (step_of[(a_, s_)], tuple(np.asarray(labels)[order].tolist()))
         if key not in counts:
             counts[key] = rng.multinomial(s, np.full(s, 1.0 / s), size=reps)
         out[:, j] = m + math.sqrt(s / (s - 1)) * (counts[key] @ vals[order] / s - m)
-    return out
+    cell_groups = tuple(tuple(v) for v in members.values())
+    return out, cell_groups, tuple(len(k[1]) for k in members)
 
 
 def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str = "alpha", reps: int = 400,
@@ -1157,9 +1190,11 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
             if len(vals) != 1:
                 raise ValueError(f"size_key: arm {arms[a_]} has {len(vals)} size steps at one size n={sizes[s_]:.4g}")
             step_of[(a_, s_)] = vals[0]
-        cm = _paired_resampled_means(groups, seed_groups, flat, reps, rng, step_of)
+        cm, cell_groups, group_seeds = _paired_resampled_means(groups, seed_groups, flat, reps, rng, step_of)
     else:
         cm = _seed_resampled_means([groups[a_][s_] for a_, s_ in flat], reps, rng)   # (reps, cells)
+        cell_groups = tuple((j,) for j in range(len(flat)))
+        group_seeds = tuple(len(groups[a_][s_]) for a_, s_ in flat)
     ys = np.zeros((reps, len(arms), len(sizes)))
     for j, (a_, s_) in enumerate(flat):
         ys[:, a_, s_] = cm[:, j]
@@ -1173,7 +1208,8 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
               + (f"; {at_bound} replicate(s) with an E or alpha at a bound" if at_bound else ""))
     samples_alpha = fit["alpha"]
     alpha_iv = _percentile_interval(samples_alpha, law.alpha, 0.95, min(cell_seeds), "alpha: " + method,
-                                    _cell_df(samples_alpha, cm, cell_seeds))
+                                    _grouped_df(samples_alpha, cm, cell_groups, group_seeds))
     return SharedLawFit(law=law, alpha=alpha_iv, reps=reps, samples_E=fit["E"],
                         samples_A=fit["A"] * n0 ** samples_alpha[:, None], samples_alpha=samples_alpha,
-                        cell_means=cm, cell_seeds=cell_seeds, method=method)
+                        cell_means=cm, cell_seeds=cell_seeds, cell_groups=cell_groups, group_seeds=group_seeds,
+                        method=method)
