@@ -910,14 +910,14 @@ class SharedLaw:
 def _shared_fit_at(y: np.ndarray, w: np.ndarray, x: np.ndarray, share: str,
                    ymin_arm: np.ndarray) -> tuple[np.ndarray, ...]:
     """Least squares of the shared law for fixed exponents: y (R, K, C) cell means, w (K, C) 1 where the cell
-    was run, x (R or 1, G, C) = (n / n0)^-alpha per candidate alpha, ``ymin_arm`` (R, K) each arm's least mean (the
-    bound on E). Returns E (R, G, K), A (R, G, K), SSE (R, G), E at a bound (R, G, K)."""
-    wx = w[None, None] * x[:, :, None, :]                                      # (Rx, G, K, C)
+    was run, x (R or 1, G, K, C) = (n_kc / n0)^-alpha per candidate alpha, ``ymin_arm`` (R, K) each arm's least
+    mean (the bound on E). Returns E (R, G, K), A (R, G, K), SSE (R, G), E at a bound (R, G, K)."""
+    wx = w[None, None] * x                                                     # (Rx, G, K, C)
     n = w.sum(-1)[None, None]                                                  # (1, 1, K)
-    s1, sxx = wx.sum(-1), np.maximum((wx * x[:, :, None, :]).sum(-1), 1e-300)  # (Rx, G, K)
+    s1, sxx = wx.sum(-1), np.maximum((wx * x).sum(-1), 1e-300)                 # (Rx, G, K)
     yw = (y * w[None])[:, None]                                                # (R, 1, K, C)
     sy, syy = yw.sum(-1), (yw * y[:, None]).sum(-1)                            # (R, 1, K)
-    sxy = (yw * x[:, :, None, :]).sum(-1)                                      # (R, G, K)
+    sxy = (yw * x).sum(-1)                                                     # (R, G, K)
     if share == "E_alpha":
         ymin = ymin_arm.min(-1)[:, None]                                       # (R, 1)
         den = np.maximum((n - s1 * s1 / sxx).sum(-1), 1e-300)
@@ -941,13 +941,13 @@ def _shared_fit_at(y: np.ndarray, w: np.ndarray, x: np.ndarray, share: str,
 
 def _shared_batch(u: np.ndarray, y: np.ndarray, w: np.ndarray, share: str) -> dict[str, np.ndarray]:
     """Fit the shared law to every replicate y[r] (R, K, C): alpha on ``_alpha_grid``, then golden section in the
-    bracket of the best grid point (as ``_power_batch``). ``u = log(n / n0)`` per size column."""
+    bracket of the best grid point (as ``_power_batch``). ``u`` (K, C): ``log(n / n0)`` of each arm's sizes."""
     grid = _alpha_grid()
     ymin_arm = np.where(w[None] > 0, y, np.inf).min(-1)                        # (R, K)
     r, k, c = y.shape
     best_i = np.empty(r, dtype=int)
     chunk = max(1, _CHUNK_CELLS // (len(grid) * k * c))
-    xg = np.exp(-grid[:, None] * u[None, :])[None]                             # (1, G, C)
+    xg = np.exp(-grid[:, None, None] * u[None])[None]                          # (1, G, K, C)
     for s in range(0, r, chunk):
         sse = _shared_fit_at(y[s:s + chunk], w, xg, share, ymin_arm[s:s + chunk])[2]
         best_i[s:s + chunk] = np.argmin(sse, axis=1)
@@ -955,7 +955,7 @@ def _shared_batch(u: np.ndarray, y: np.ndarray, w: np.ndarray, share: str) -> di
     hi = grid[np.minimum(best_i + 1, len(grid) - 1)]
 
     def at(alpha: np.ndarray) -> tuple[np.ndarray, ...]:  # one alpha per replicate
-        e, a, sse, bound = _shared_fit_at(y, w, np.exp(-alpha[:, None] * u[None, :])[:, None, :], share, ymin_arm)
+        e, a, sse, bound = _shared_fit_at(y, w, np.exp(-alpha[:, None, None] * u[None])[:, None], share, ymin_arm)
         return e[:, 0], a[:, 0], sse[:, 0], bound[:, 0]
 
     cc = hi - _GOLD * (hi - lo)
@@ -983,10 +983,15 @@ def _shared_prep(arm: Any, n: Any, loss: Any, seeds: Any = None) -> tuple[Any, .
     if len(arm_arr) != len(n_arr):
         raise ValueError(f"arm must have one entry per point: {len(arm_arr)} arms for {len(n_arr)} points")
     arms = tuple(sorted(set(arm_arr.tolist())))
-    sizes = np.unique(n_arr)
-    k, c = len(arms), len(sizes)
     ki = np.searchsorted(np.array(arms), arm_arr)
-    ci = np.searchsorted(sizes, n_arr)
+    # column c of arm k: the arm's c-th smallest size (arms need not share sizes: options change the count)
+    per_arm = [np.unique(n_arr[ki == a_]) for a_ in range(len(arms))]
+    k, c = len(arms), max(len(v) for v in per_arm)
+    sizes = np.full((k, c), np.nan)
+    ci = np.empty(len(n_arr), dtype=int)
+    for a_, v in enumerate(per_arm):
+        sizes[a_, :len(v)] = v
+        ci[ki == a_] = np.searchsorted(v, n_arr[ki == a_])
     groups: list[list[np.ndarray]] = [[np.empty(0)] * c for _ in range(k)]
     seed_groups: list[list[np.ndarray]] = [[np.empty(0)] * c for _ in range(k)]
     w = np.zeros((k, c))
@@ -1004,6 +1009,7 @@ def _shared_prep(arm: Any, n: Any, loss: Any, seeds: Any = None) -> tuple[Any, .
 
 
 def _shared_reason(arms: Sequence[str], sizes: np.ndarray, w: np.ndarray, means: np.ndarray, share: str) -> str:
+    """Why the shared law cannot be fitted ("" if it can); ``sizes`` (K, C): each arm's sizes, NaN where none."""
     k = len(arms)
     cells = int(w.sum())
     params = (2 * k + 1) if share == "alpha" else (k + 2)
@@ -1013,10 +1019,10 @@ def _shared_reason(arms: Sequence[str], sizes: np.ndarray, w: np.ndarray, means:
     if cells <= params:
         what = "E, A per arm and one alpha" if share == "alpha" else "A per arm, one E and one alpha"
         return (f"{cells} (arm, size) points for {params} parameters ({what}): the fit needs more points than "
-                f"parameters ({k} arm(s) x {len(sizes)} size(s))")
+                f"parameters ({k} arm(s) x {sizes.shape[1]} size(s))")
     for a_, name in enumerate(arms):
         sel = w[a_] > 0
-        reason = _decreasing_reason(sizes[sel], means[a_, sel], f"size for arm {name}")
+        reason = _decreasing_reason(sizes[a_, sel], means[a_, sel], f"size for arm {name}")
         if reason:
             return reason
     return ""
@@ -1047,8 +1053,8 @@ def fit_shared_law(arm: Any, n: Any, loss: Any, *, share: str = "alpha") -> Shar
     reason = _shared_reason(arms, sizes, w, means, share)
     if reason:
         return bad(reason)
-    n0 = math.exp(float(np.mean(np.log(sizes))))
-    fit = _shared_batch(np.log(sizes / n0), means[None], w, share)
+    n0 = math.exp(float(np.mean(np.log(sizes[w > 0]))))
+    fit = _shared_batch(np.where(w > 0, np.log(np.where(w > 0, sizes, n0) / n0), 0.0), means[None], w, share)
     reason = _shared_fit_reason(fit, 0, arms, share)
     if reason:
         return bad(reason)
@@ -1173,7 +1179,7 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
         return SharedLawFit(law=law, alpha=None, reps=reps, method="not identifiable: " + law.reason)
     arms, sizes, w, means, groups, seed_groups, _ = _shared_prep(arm, n, loss, seeds)
     n_arr = np.asarray(n, dtype=float).ravel()
-    flat = [(a_, s_) for a_ in range(len(arms)) for s_ in range(len(sizes)) if w[a_, s_] > 0]
+    flat = [(a_, s_) for a_ in range(len(arms)) for s_ in range(sizes.shape[1]) if w[a_, s_] > 0]
     for a_, s_ in flat:
         sv = seed_groups[a_][s_]
         if len(np.unique(sv)) != len(sv):
@@ -1185,21 +1191,21 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
             raise ValueError(f"size_key: one entry per point, got {len(steps)} for {len(n_arr)} points")
         step_of = {}
         for a_, s_ in flat:
-            sel = (np.asarray(arm).astype(str).ravel() == arms[a_]) & (n_arr == sizes[s_])
+            sel = (np.asarray(arm).astype(str).ravel() == arms[a_]) & (n_arr == sizes[a_, s_])
             vals = np.unique(steps[sel])
             if len(vals) != 1:
-                raise ValueError(f"size_key: arm {arms[a_]} has {len(vals)} size steps at one size n={sizes[s_]:.4g}")
+                raise ValueError(f"size_key: arm {arms[a_]} has {len(vals)} size steps at one size n={sizes[a_, s_]:.4g}")
             step_of[(a_, s_)] = vals[0]
         cm, cell_groups, group_seeds = _paired_resampled_means(groups, seed_groups, flat, reps, rng, step_of)
     else:
         cm = _seed_resampled_means([groups[a_][s_] for a_, s_ in flat], reps, rng)   # (reps, cells)
         cell_groups = tuple((j,) for j in range(len(flat)))
         group_seeds = tuple(len(groups[a_][s_]) for a_, s_ in flat)
-    ys = np.zeros((reps, len(arms), len(sizes)))
+    ys = np.zeros((reps, len(arms), sizes.shape[1]))
     for j, (a_, s_) in enumerate(flat):
         ys[:, a_, s_] = cm[:, j]
-    n0 = math.exp(float(np.mean(np.log(sizes))))
-    fit = _shared_batch(np.log(sizes / n0), ys, w, share)
+    n0 = math.exp(float(np.mean(np.log(sizes[w > 0]))))
+    fit = _shared_batch(np.where(w > 0, np.log(np.where(w > 0, sizes, n0) / n0), 0.0), ys, w, share)
     cell_seeds = tuple(len(groups[a_][s_]) for a_, s_ in flat)
     at_bound = int(np.count_nonzero(fit["bound"].any(-1) | fit["edge"]))
     per = "size, the same seeds for every arm" if paired_seeds else "(arm, size)"
