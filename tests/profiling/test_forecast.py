@@ -264,3 +264,45 @@ def test_law_for_budget_labels_counts_and_brackets_the_truth():
     assert forecast.law_for_budget(fr.iloc[0:0], "syn") is None
     law, why = forecast.budget_law_status(fr[fr["status"] != "ok"], "syn")
     assert law is None and why
+
+
+def _scaling_frame(rng, *, iso: bool):
+    """Scaling-probe rows (one learning rate, so every point's best): loss in bits/byte = a law in TOTAL
+    parameters and tokens; the equal-token points, and with ``iso`` two more token budgets."""
+    from xtlens.profiling.benefit.records import ProbeRecord, probe_frame
+
+    rows, k = [], 0
+    budgets = [("tokens", 131_072)] + ([("flops", 40_000), ("flops", 400_000)] if iso else [])
+    for dim in (16, 32, 48, 64):
+        ne = int(_ne(dim))
+        tot = ne + 512 * dim
+        for kind, d in budgets:
+            for s in (0, 1, 2):
+                k += 1
+                y = E0 + 22.0 * tot ** -ALPHA0 + 40.0 * d ** -0.3 + rng.normal(0, 0.01)
+                rows.append(ProbeRecord(
+                    probe="scaling", run_key=f"r{k}", config_name=f"dim={dim}, lr 0.03", config_key="c",
+                    config_json="{}", variant=f"dim={dim}", axis="dim", axis_value=dim, budget_kind=kind, seed=s,
+                    budget_tokens=d if kind == "tokens" else None, budget_flops=6 * ne * d if kind == "flops" else None,
+                    num_params=tot, non_embedding_params=ne, tokens_seen=d, train_flops=6 * ne * d, step=100, peak_lr=0.03,
+                    unigram_entropy_nats=9.0, val_loss_nats=2 * y, val_bits_per_byte=y, corpus_name="toy"))
+    return probe_frame(rows)
+
+
+def test_scaling_probe_runs_are_one_arm_and_give_a_joint_budget_law_when_tokens_vary():
+    fr = _scaling_frame(np.random.default_rng(4), iso=True)
+    pts = forecast.arm_points(fr)
+    assert set(pts["arm"]) == {"reference"} and len(pts) == 4 * 3 * 3
+    assert sorted(pts["tokens"].unique()) == [40_000, 131_072, 400_000]
+    law = forecast.law_for_budget(fr, "toy")
+    assert law is not None and law.tokens_term and law.source == "the scaling probe's runs"
+    assert law.label == "fitted to your runs: 4 sizes, 3 seeds, corpus toy"
+    assert "E + A/N^a + B/D^b" in law.law and any("token term fitted from 3 budgets" in n for n in law.notes)
+    n = 2 * (_ne(64) + 512 * 64)
+    few, many = law.predict(n, 1e5), law.predict(n, 1e6)
+    assert many[0] < few[0]  # more tokens, lower loss: the token term moves it
+    true = E0 + 22.0 * n ** -ALPHA0 + 40.0 * 1e6 ** -0.3
+    assert many[1] - 0.03 <= true <= many[2] + 0.03
+    # one token budget and 4 sizes: a law of the arm alone, in N only
+    law1 = forecast.law_for_budget(_scaling_frame(np.random.default_rng(4), iso=False), "toy")
+    assert law1 is not None and not law1.tokens_term and "of this arm alone" in law1.law
