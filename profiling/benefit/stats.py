@@ -49,6 +49,15 @@ Loss laws (``LossLaw``, ``LawFit``)
     and its ``S - 1`` degrees of freedom: without it 3 seeds per size gave 89% coverage for a 95% interval of
     alpha and 74% for an 80% forecast; with it 95% and 82% (300 simulated data sets).
 
+A law shared across arms (``fit_shared_law``, ``bootstrap_shared_law``, ``SharedLaw``)
+    ``L_k(N) = E_k + A_k N^-alpha`` over arms ``k`` with one exponent (``share="alpha"``) or one exponent and one
+    irreducible loss (``share="E_alpha"``), by the same variable projection (for a fixed alpha every E and A in
+    closed form). Pooling the exponent is what identifies a law from 3 sizes (2K + 1 parameters for 3K points) or
+    2 sizes (K + 2 for 2K, K >= 3 arms) where one arm's points cannot (Kaplan et al. 2020 report one exponent per
+    model family). Its seed bootstrap draws each size's seeds ONCE for all arms run with those seed numbers (they
+    share a data order, so their noise is correlated; drawing each arm apart halved the coverage of an 80% forecast
+    when half the seed variance was shared), and counts S - 1 degrees of freedom per such draw in the t widening.
+
 IsoFLOP (``isoflop_fit``, ``isoflop_minimum``)
     One FLOP budget: a parabola of the seed-mean loss in ``log10 N``; its vertex is the compute-optimal size
     (Hoffmann et al. 2022, approach 2), its interval a seed bootstrap widened as the laws' are. ``isoflop_fit``
