@@ -182,6 +182,13 @@ def test_not_identifiable_cases_say_why_and_give_no_number():
     assert not f.identifiable and f.estimate is None and "token term" in f.reason and "131,072" in f.reason
     with pytest.raises(ValueError, match="num_params"):
         forecast.forecast_arms(_points(rng), num_params=-1)
+    # a loss that falls linearly in log N over 5 sizes (no floor in sight): E lands on its bound 0
+    rows = [{"arm": "reference", "size_dim": None, "seed": s, "non_embedding_params": n, "tokens": 1e5,
+             "val_bits_per_byte": 1.0 - 0.2 * np.log10(n / 1e4) + 0.001 * s, "val_loss_nats": 2.0,
+             "num_params": n, "learned": True, "probe": "atlas"} for n in (1e4, 3e4, 1e5, 3e5, 1e6) for s in (0, 1, 2)]
+    (f,) = forecast.forecast_arms(pd.DataFrame(rows), num_params=1e7)
+    assert not f.identifiable and f.estimate is None and "E at its lower bound 0" in f.reason
+    assert f.sizes == 5 and f.extrapolation == pytest.approx(10.0)
 
 
 def test_joint_law_when_tokens_vary():
