@@ -29,7 +29,9 @@ from the atlas's reference arm or the scaling probe's runs.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -231,7 +233,30 @@ def _pooled(group: dict[str, pd.DataFrame], ncol: str, facts: dict[str, dict[str
     return out
 
 
+_FIT_CACHE: dict[tuple[Any, ...], dict[str, _ArmFit]] = {}
+_FIT_CACHE_SIZE = 8
+_FIT_LOCK = threading.Lock()
+
+
 def _fit_arms(points: pd.DataFrame, ncol: str = "non_embedding_params", reps: int = REPS) -> dict[str, _ArmFit]:
+    """``_fit_arms_uncached``, remembered for the last few point sets (a page forecasting several sizes or budgets
+    from the same runs fits once; the fits are deterministic: the bootstrap's generator is seeded)."""
+    cols = [c for c in ("arm", "size_dim", "seed", ncol, "tokens", "val_bits_per_byte", "learned")
+            if c in points.columns]
+    digest = hashlib.sha256(pd.util.hash_pandas_object(points[cols], index=False).to_numpy().tobytes()).hexdigest()
+    key = (digest, tuple(cols), ncol, reps)
+    with _FIT_LOCK:
+        if key in _FIT_CACHE:
+            return _FIT_CACHE[key]
+    fits = _fit_arms_uncached(points, ncol, reps)
+    with _FIT_LOCK:
+        _FIT_CACHE[key] = fits
+        while len(_FIT_CACHE) > _FIT_CACHE_SIZE:
+            _FIT_CACHE.pop(next(iter(_FIT_CACHE)))
+    return fits
+
+
+def _fit_arms_uncached(points: pd.DataFrame, ncol: str, reps: int) -> dict[str, _ArmFit]:
     """Every arm's fit (see the module docstring), the points of one probe."""
     fits: dict[str, _ArmFit] = {}
     facts, pool, alone_reason = {}, {}, {}
