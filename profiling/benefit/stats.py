@@ -55,8 +55,10 @@ A law shared across arms (``fit_shared_law``, ``bootstrap_shared_law``, ``Shared
     closed form). Pooling the exponent is what identifies a law from 3 sizes (2K + 1 parameters for 3K points) or
     2 sizes (K + 2 for 2K, K >= 3 arms) where one arm's points cannot (Kaplan et al. 2020 report one exponent per
     model family). Its seed bootstrap draws each size's seeds ONCE for all arms run with those seed numbers (they
-    share a data order, so their noise is correlated; drawing each arm apart halved the coverage of an 80% forecast
-    when half the seed variance was shared), and counts S - 1 degrees of freedom per such draw in the t widening.
+    share a data order, so their noise is correlated: with half the seed variance shared, an 80% forecast at 10x the
+    largest run covered the truth 47% of the time drawing each arm apart, 89% drawing once; 75% and 79% with
+    independent noise; ``benchmarks/forecast_coverage.py``), and counts S - 1 degrees of freedom per such draw in
+    the t widening.
 
 IsoFLOP (``isoflop_fit``, ``isoflop_minimum``)
     One FLOP budget: a parabola of the seed-mean loss in ``log10 N``; its vertex is the compute-optimal size
