@@ -224,7 +224,7 @@ def _pooled(group: dict[str, pd.DataFrame], ncol: str, facts: dict[str, dict[str
     for a in names:
         words = (f"{what} {len(names)} arms (fewer than {MIN_SIZES_ALONE} sizes each: an arm alone is not "
                  f"identifiable): alpha {law.alpha:.3g}, this arm's E {law.E[a]:.3g} {UNIT}; seed bootstrap, {reps} "
-                 "reps" + (f" (alpha shared alone: {reasons[0]})" if reasons else ""))
+                 "reps" + (f" (with E per arm it was not identifiable: {reasons[0]})" if reasons else ""))
 
         def predict(nn: float, d: float | None, level: float, a: str = a) -> Interval | None:
             return fit.forecast(a, nn, level=level)
@@ -281,7 +281,12 @@ def _fit_arms_uncached(points: pd.DataFrame, ncol: str, reps: int) -> dict[str, 
                     f"differs; alone, {fits[arm].reason}"), **facts[arm])
         else:
             pool.setdefault(facts[arm]["tokens"][0], {})[arm] = pts
-    for _, group in sorted(pool.items()):
+    # arms whose budgets agree within TOKENS_RTOL are one pool
+    merged: dict[float, dict[str, pd.DataFrame]] = {}
+    for d0, group in sorted(pool.items()):
+        key = next((k for k in merged if abs(d0 - k) <= TOKENS_RTOL * k), d0)
+        merged.setdefault(key, {}).update(group)
+    for _, group in sorted(merged.items()):
         if len(group) == 1:
             (arm,) = group
             fits[arm] = _ArmFit(law="E + A N^-alpha of this arm alone", reason=alone_reason.get(arm) or (
