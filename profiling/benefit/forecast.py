@@ -367,12 +367,13 @@ def _by_probe(points: pd.DataFrame) -> list[pd.DataFrame]:
     return [g for _, g in points.groupby("probe", sort=True)]
 
 
-def _forecasts(points: pd.DataFrame, targets: Mapping[str, tuple[float, float | None]], level: float,
+def _forecasts(points: pd.DataFrame, targets: Mapping[str, list[tuple[float, float | None]]], level: float,
                reps: int = REPS) -> list[Forecast]:
+    """A forecast per (arm, target) of ``targets`` (arm -> [(non-embedding parameters, tokens or None)])."""
     out = []
     for group in _by_probe(points):
         fits = _fit_arms(group, reps=reps)
-        out += [_one(fits[a], *targets[a], level) for a in sorted(fits) if a in targets]
+        out += [_one(fits[a], n, d, level) for a in sorted(fits) if a in targets for n, d in targets[a]]
     return out
 
 
@@ -384,11 +385,11 @@ def forecast_arms(points: pd.DataFrame, *, num_params: float | Mapping[str, floa
     level = _level(level)
     arms = sorted({str(a) for a in points["arm"]}) if len(points) else []
     if isinstance(num_params, Mapping):
-        targets = {a: (float(num_params[a]), tokens) for a in arms if a in num_params}
+        targets = {a: [(float(num_params[a]), tokens)] for a in arms if a in num_params}
     else:
         if not (num_params is not None and math.isfinite(float(num_params)) and float(num_params) > 0):
             raise ValueError(f"num_params={num_params!r}: non-embedding parameters, a number above 0")
-        targets = {a: (float(num_params), tokens) for a in arms}
+        targets = {a: [(float(num_params), tokens)] for a in arms}
     if tokens is not None and not (math.isfinite(float(tokens)) and float(tokens) > 0):
         raise ValueError(f"tokens={tokens!r}: training tokens, a number above 0 (or None: the runs' own budget)")
     return _forecasts(points, targets, level)
@@ -396,16 +397,18 @@ def forecast_arms(points: pd.DataFrame, *, num_params: float | Mapping[str, floa
 
 # --- held-out coverage --------------------------------------------------------------------------------------
 
-HOLDOUT_COLUMNS = ("arm", "held_out_dim", "held_out_params", "measured", "measured_seeds", "estimate", "low", "high",
-                   "covered", "pred_low", "pred_high", "covered_prediction", "abs_error", "identifiable", "reason")
+HOLDOUT_COLUMNS = ("arm", "held_out_dim", "held_out_params", "held_out_tokens", "measured", "measured_seeds",
+                   "estimate", "low", "high", "covered", "pred_low", "pred_high", "covered_prediction", "abs_error",
+                   "identifiable", "reason")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Holdout:
     """``holdout``'s result: ``coverage`` (share of the forecast arms whose ``level`` interval covered the held-out
-    measured seed mean; None when no arm could be forecast), ``arms`` (the arms forecast), ``level``,
-    ``median_abs_error_bits`` (bits/byte, over the forecast arms), ``table`` (one row per arm: ``HOLDOUT_COLUMNS``)
-    and ``reason`` (why nothing could be held out; "" otherwise).
+    measured seed mean; None when no arm could be forecast), ``arms`` (how many arms were forecast), ``level``,
+    ``median_abs_error_bits`` (bits/byte, over the forecast arms), ``table`` (one row per arm and held-out token
+    budget: ``HOLDOUT_COLUMNS``; the atlas has one budget, the scaling probe's largest size several, each a row
+    and each counted in the coverage) and ``reason`` (why nothing could be held out; "" otherwise).
 
     The forecast interval is for the arm's TRUE loss at that size; the measured mean carries its own seed noise, so
     even a perfect interval covers it less often than ``level``. ``coverage_prediction`` compares like with like:
@@ -441,12 +444,14 @@ def holdout(points: pd.DataFrame, level: float = LEVEL, *, reps: int = REPS) -> 
     if train.empty:
         return Holdout(coverage=None, arms=0, level=level, median_abs_error_bits=None, table=empty,
                        reason="one size only: nothing left to fit once the largest is held out")
-    targets, measured = {}, {}
-    ss, dof = 0.0, 0
+    # one held-out cell per (arm, token budget): the atlas has one per arm, the scaling probe one per budget
+    cells: dict[tuple[str, float], pd.DataFrame] = {}
     for arm, g in held.groupby("arm"):
-        targets[str(arm)] = (float(g["non_embedding_params"].mean()), float(g["tokens"].mean()))
-        measured[str(arm)] = (float(g["val_bits_per_byte"].mean()),
-                              int(g["size_dim"].iloc[0]) if has_dim else None, len(g))
+        for d0 in _budgets(g["tokens"].to_numpy()):
+            sel = (g["tokens"] - d0).abs() <= TOKENS_RTOL * d0
+            cells[(str(arm), d0)] = g[sel]
+    ss, dof = 0.0, 0
+    for g in cells.values():
         if len(g) > 1:
             v = g["val_bits_per_byte"].to_numpy(float)
             ss, dof = ss + float(((v - v.mean()) ** 2).sum()), dof + len(v) - 1
@@ -454,12 +459,22 @@ def holdout(points: pd.DataFrame, level: float = LEVEL, *, reps: int = REPS) -> 
     from xtlens.profiling.benefit.stats import z_quantile
 
     z = z_quantile(0.5 + level / 2)
+    targets: dict[str, list[tuple[float, float | None]]] = {}
+    measured: dict[tuple[str, int], tuple[float, int | None, int, float]] = {}
+    for (arm, _), g in sorted(cells.items()):
+        targets.setdefault(arm, []).append((float(g["non_embedding_params"].mean()), float(g["tokens"].mean())))
+        measured[(arm, len(targets[arm]) - 1)] = (float(g["val_bits_per_byte"].mean()),
+                                                  int(g["size_dim"].iloc[0]) if has_dim else None, len(g),
+                                                  float(g["tokens"].mean()))
     rows = []
+    seen: dict[str, int] = {}
     for f in _forecasts(train, targets, level, reps=reps):
-        m, dim, s_ = measured[f.arm]
-        row = {"arm": f.arm, "held_out_dim": dim, "held_out_params": f.num_params, "measured": m,
-               "measured_seeds": s_, "estimate": f.estimate, "low": f.low, "high": f.high, "covered": None,
-               "pred_low": None, "pred_high": None, "covered_prediction": None, "abs_error": None,
+        i = seen.get(f.arm, 0)
+        seen[f.arm] = i + 1
+        m, dim, s_, d = measured[(f.arm, i)]
+        row = {"arm": f.arm, "held_out_dim": dim, "held_out_params": f.num_params, "held_out_tokens": d,
+               "measured": m, "measured_seeds": s_, "estimate": f.estimate, "low": f.low, "high": f.high,
+               "covered": None, "pred_low": None, "pred_high": None, "covered_prediction": None, "abs_error": None,
                "identifiable": f.identifiable, "reason": f.reason}
         if f.identifiable:
             noise = z * seed_sd / math.sqrt(s_)
@@ -468,16 +483,19 @@ def holdout(points: pd.DataFrame, level: float = LEVEL, *, reps: int = REPS) -> 
             row.update(covered=bool(f.low <= m <= f.high), pred_low=lo, pred_high=hi,
                        covered_prediction=bool(lo <= m <= hi), abs_error=abs(f.estimate - m))
         rows.append(row)
-    for arm in sorted(set(targets) - {r["arm"] for r in rows}):
-        m, dim, s_ = measured[arm]
-        rows.append({"arm": arm, "held_out_dim": dim, "held_out_params": targets[arm][0], "measured": m,
-                     "measured_seeds": s_, "identifiable": False, "reason": "no run of this arm at the smaller sizes"})
-    table = pd.DataFrame(rows, columns=list(HOLDOUT_COLUMNS)).sort_values("arm").reset_index(drop=True)
+    for arm in sorted(set(targets) - set(seen)):
+        for i, (n, _) in enumerate(targets[arm]):
+            m, dim, s_, d = measured[(arm, i)]
+            rows.append({"arm": arm, "held_out_dim": dim, "held_out_params": n, "held_out_tokens": d, "measured": m,
+                         "measured_seeds": s_, "identifiable": False,
+                         "reason": "no run of this arm at the smaller sizes"})
+    table = pd.DataFrame(rows, columns=list(HOLDOUT_COLUMNS)).sort_values(["arm", "held_out_tokens"])
+    table = table.reset_index(drop=True)
     ok = table[table["identifiable"].astype(bool)]
     if ok.empty:
         return Holdout(coverage=None, arms=0, level=level, median_abs_error_bits=None, table=table,
                        reason="no arm's law was identifiable from the smaller sizes (see the table's reasons)")
-    return Holdout(coverage=float(ok["covered"].astype(bool).mean()), arms=len(ok), level=level,
+    return Holdout(coverage=float(ok["covered"].astype(bool).mean()), arms=int(ok["arm"].nunique()), level=level,
                    median_abs_error_bits=float(np.median(ok["abs_error"].astype(float))), table=table,
                    coverage_prediction=float(ok["covered_prediction"].astype(bool).mean()))
 
