@@ -310,6 +310,11 @@ def test_scaling_probe_runs_are_one_arm_and_give_a_joint_budget_law_when_tokens_
     assert many[0] < few[0]  # more tokens, lower loss: the token term moves it
     true = E0 + 22.0 * n ** -ALPHA0 + 40.0 * 1e6 ** -0.3
     assert many[1] - 0.03 <= true <= many[2] + 0.03
+    # held out: the largest width at each of its 3 token budgets, forecast by the joint law of the 3 smaller widths
+    h = forecast.holdout(pts)
+    assert h.arms == 1 and list(h.table["held_out_tokens"]) == [40_000, 131_072, 400_000]
+    assert h.table["identifiable"].all() and set(h.table["held_out_dim"]) == {64}
+    assert h.median_abs_error_bits < 0.05
     # one token budget and 4 sizes: a law of the arm alone, in N only
     law1 = forecast.law_for_budget(_scaling_frame(np.random.default_rng(4), iso=False), "toy")
     assert law1 is not None and not law1.tokens_term and "of this arm alone" in law1.law
