@@ -1,10 +1,17 @@
-"""``xtlens probe {scaling,stability,extrapolation,heads}``: train the real decoder on real text, write rows.
+"""``xtlens probe {scaling,stability,extrapolation,heads,atlas}``: train the real decoder on real text, write rows.
 
     xtlens probe scaling --axis dim --values 32,64,128 --tokens 131072 --seeds 0,1 --out scaling.csv
     xtlens probe stability --values 6,24,48 --out stability.parquet
     xtlens probe extrapolation --seq-len 64 --values 1,2,4,8 --corpus my_texts/ --out extrapolation.json
     xtlens probe heads --values 1,2,4,8 --train-flops 2e11 --out heads.md
     xtlens probe heads --quick --summary-out claims.csv
+    xtlens probe atlas --sizes 16,32,64 --options alibi_pos_bias,swiglu,kv_full --out atlas.csv
+    xtlens probe atlas --list-options
+
+``xtlens probe atlas`` (``probe_atlas``) toggles each option of ``--options`` (default: ``ATLAS_OPTIONS``) against the
+family at each of ``--sizes`` (model dims) and prints the atlas table (bits/byte change with its 95% interval and
+verdict, and the cost changes); ``--list-options`` lists the arms and the options skipped with x-transformers'
+reason, without training.
 
 ``--summary-out FILE`` writes the claims table (``claims.write_summary``): one row per claim of the seed analysis
 with its verdict, 95% interval, minimum detectable effect and scale; the same claims are printed on stdout with
@@ -41,6 +48,7 @@ __all__ = ["add_probe_parser", "LIMITS", "int_list", "float_list"]
 #: checks the planned runs' totals too (the FLOPs of a run grow with its model).
 LIMITS: dict[str, tuple[int, int]] = {
     "--values": (1, 1_048_576),
+    "--sizes": (2, 1_048_576),  # the atlas's model dims
     "--seeds": (0, 2**32 - 1),  # torch.Generator and numpy seeds
     "--tokens": (1, 10**12),  # the Benefits page's own maximum
     "--train-flops": (1, 10**18),  # below 2**63 - 1 (about 9.2e18), the probe table's integer range
@@ -60,7 +68,8 @@ def int_list(text: str | None, option: str) -> tuple[int, ...] | None:
     if text is None:
         return None
     lo, hi = LIMITS[option]
-    allowed = f"comma-separated integers from {lo:,} to {hi:,}, e.g. {'32,64,128' if option == '--values' else '0,1,2'}"
+    allowed = (f"comma-separated integers from {lo:,} to {hi:,}, e.g. "
+               f"{'32,64,128' if option in ('--values', '--sizes') else '0,1,2'}")
     values = []
     for x in text.replace(" ", "").split(","):
         if not x:
@@ -108,9 +117,26 @@ def _check_table_fits(runs) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """``ProbeOptions`` from the parsed command line (raises the errors that name the option)."""
-    from xtlens.profiling.benefit.probes import ProbeOptions
+    from xtlens.profiling.benefit.probes import ProbeInputError, ProbeOptions
 
-    return ProbeOptions(probe=args.probe, base=config_from_args(args), axis=args.axis, values=int_list(args.values, "--values"),
+    values = int_list(args.values, "--values")
+    sizes = int_list(getattr(args, "sizes", None), "--sizes")
+    arms = getattr(args, "options", None)
+    if args.probe == "atlas":
+        if values is not None:
+            raise ProbeInputError("--values", args.values, "unset for the atlas: give its model dims with --sizes")
+        values = sizes
+        if arms is not None:
+            from xtlens.profiling.benefit.probe_atlas import check_names
+
+            arms = check_names(arms.split(","))
+    else:
+        if sizes is not None:
+            raise ProbeInputError("--sizes", args.sizes, "only with the atlas probe (its model dims); the other "
+                                  "probes take --values")
+        if arms is not None:
+            raise ProbeInputError("--options", arms, "only with the atlas probe (the options it toggles)")
+    return ProbeOptions(probe=args.probe, base=config_from_args(args), axis=args.axis, values=values, options=arms,
                         tokens=_number(args.tokens, "--tokens"), train_flops=_number(args.train_flops, "--train-flops"),
                         seeds=int_list(args.seeds, "--seeds"), seq_len=args.seq_len, batch=args.batch,
                         num_tokens=args.vocab, lr=args.lr, evals=args.evals, corpus=args.corpus, device=args.device,
@@ -190,6 +216,8 @@ def _probe(args: argparse.Namespace) -> int:
     if args.eval_tokens is not None and args.eval_tokens < 1:
         raise ProbeInputError("--eval-tokens", args.eval_tokens, "an integer of at least 1")
     opt = options_from_args(args)
+    if getattr(args, "list_options", False):
+        return _list_options(opt)
     runs = plan(opt)
     _check_table_fits(runs)
     if args.ray is not None:
@@ -245,7 +273,45 @@ def _probe(args: argparse.Namespace) -> int:
         print(f"{len(runs)} run(s) in {wall:.1f} s; write every row with --out FILE", file=sys.stderr)
     for r in bad.itertuples():
         print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
+    if opt.probe == "atlas":
+        _print_atlas(frame)
     return _print_claims(frame, final, args.summary_out)
+
+
+def _list_options(opt) -> int:
+    """``--list-options``: the atlas's arms for the family at each size, and the options skipped with the reason."""
+    from xtlens.profiling.benefit.probe_atlas import CONTROL, REFERENCE, arms_for, size_label
+    from xtlens.profiling.benefit.probe_options import ProbeInputError, member, train_settings
+
+    if opt.probe != "atlas":
+        raise ProbeInputError("--list-options", True, "only with the atlas probe")
+    s = train_settings(opt)
+    out = sys.stdout
+    for dim in sorted(set(opt.values or opt.default("sizes"))):
+        ref = member(opt, s, dim=dim)
+        arms, skipped = arms_for(ref, opt.options)
+        out.write(f"{size_label(dim)}: {REFERENCE} (the family) and {CONTROL} (context shuffled at evaluation), "
+                  f"{len(arms)} arm(s), {len(skipped)} skipped\n")
+        for a in arms:
+            changes = ", ".join(f"{k}={v}" for k, v in a.changes.items())
+            out.write(f"  {a.name}: {a.label} [{changes}]" + (f" (note: {a.note})" if a.note else "") + "\n")
+        for k in skipped:
+            out.write(f"  skipped {k.name}: {k.reason}\n")
+    return 0
+
+
+def _print_atlas(frame) -> None:
+    """The atlas table on stdout (the main columns; ``--out`` keeps every row)."""
+    from xtlens.profiling.benefit.probe_atlas import atlas_markdown, atlas_table
+
+    t = atlas_table(frame)
+    if t.empty:
+        return
+    cols = ["label", "size_dim", "val_bits_per_byte", "d_bits_per_byte", "ci95_low", "ci95_high",
+            "min_detectable_effect_bits", "verdict", "d_num_params", "d_train_flops_pct", "d_tokens_per_s_pct",
+            "train_peak_bytes", "d_kv_cache_bytes_per_token", "note"]
+    sys.stdout.write("\natlas (bits/byte change vs the reference at the same size, paired per window; d_* = arm minus "
+                     "reference):\n" + atlas_markdown(t[cols]) + "\n")
 
 
 def _print_claims(frame, final, summary_out: str | None) -> int:
@@ -292,6 +358,12 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--train-flops", default=None, metavar="F", help="training FLOPs per run (cost model: 3 x "
                    "forward, 1 multiply-add = 2 FLOPs), e.g. 1.2e11")
     p.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (model init and batch order)")
+    p.add_argument("--sizes", default=None, metavar="D,D,...", help="atlas: the model dims (default 16,32,64)")
+    p.add_argument("--options", default=None, metavar="NAME,NAME,...", help="atlas: the options to toggle against "
+                   "the family (default: every modelled option that changes cost or quality; --list-options lists "
+                   "them; FIELD=VALUE sets any field, e.g. attn_dropout=0.0)")
+    p.add_argument("--list-options", action="store_true", help="atlas: list the arms for the family at each size "
+                   "and the options skipped with x-transformers' reason, then exit (no training)")
     p.add_argument("--seq-len", type=bounded_int(*LIMITS["--seq-len"]), default=None, help="training sequence length in tokens")
     p.add_argument("--batch", type=bounded_int(*LIMITS["--batch"]), default=None, help="sequences per step")
     p.add_argument("--vocab", type=bounded_int(*LIMITS["--vocab"]), default=512, help="BPE vocabulary = the model's num_tokens (default 512)")

@@ -60,7 +60,7 @@ from xtlens.profiling.results.records import config_key, now_iso
 
 __all__ = ["BudgetError", "Budget", "TrainSettings", "RunSpec", "train_run", "steps_for", "step_flops",
            "layer_of", "make_batch", "Builder", "evaluate", "window_indices", "position_edges",
-           "CONTEXT_HEAD_TOKENS", "final_row", "context_gain_of", "short_context_nll"]
+           "CONTEXT_HEAD_TOKENS", "final_row", "context_gain_of", "short_context_nll", "predicted_train_peak_bytes"]
 
 #: ``context_gain_nats``: the second half of a window's targets, each scored from only its last 1 .. this many
 #: input tokens (the contexts of a window's first positions) against the whole window before it
@@ -109,11 +109,17 @@ class TrainSettings:
     layer_stats: bool = True
     train_subset_tokens: int | None = None  # over-fitting probe: train on the first N tokens only (epochs)
     diverge_nats: float = 3.0
+    context_gain: bool = True  # False: no ``context_gain_nats`` (the atlas: the short-context passes cost ~25% of a run)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a dict (part of the result store's run key): fields added after the store existed
+        (``context_gain``) appear only when not at their default, so runs stored before them are still served."""
         from dataclasses import asdict
 
-        return asdict(self)
+        d = asdict(self)
+        if d["context_gain"]:
+            del d["context_gain"]
+        return d
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -377,6 +383,7 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
     train_time = 0.0
     started = time.perf_counter()
     final: dict[str, Any] = {}
+    peak: dict[str, Any] = {"predicted": predicted_train_peak_bytes(cfg, s, device)}
 
     def window_rows(base: dict[str, Any], ev: dict[str, Any], length: int, change: torch.Tensor | None) -> None:
         nats = ev["nll"].sum(1)
@@ -399,7 +406,7 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
         if status == "ok":  # the last step reads the whole split; the others the fixed sample
             ev = evaluate(model, data.val_ids, data.token_bytes, seq_len=s.seq_len,
                           max_tokens=None if last else s.eval_tokens, device=device, batch=16,
-                          buckets=s.position_buckets if last else 0)
+                          buckets=s.position_buckets if last else 0, context_gain=s.context_gain)
         base = dict(common, step=step, tokens_seen=step * s.batch * s.seq_len, train_flops=step * per_step_flops,
                     elapsed_s=time.perf_counter() - started, timestamp=now_iso(),
                     tokens_per_s=(step * s.batch * s.seq_len / train_time) if train_time > 0 else None)
@@ -431,15 +438,25 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
     opt.zero_grad(set_to_none=True)
     eval_rows(0, train_loss=float(loss0.detach()), grad_norm=gn0, clip_fraction=None, lr=None, layer_stats=init_stats)
 
+    # the measured training peak: CUDA over the whole run; CPU one tracked steady-state step (the first step after
+    # the first that evaluates nothing: the optimizer state exists, no weight copies for the layer statistics)
+    cuda = device.startswith("cuda")
+    tracked_step = next((i for i in range(1, steps) if i + 1 not in eval_steps), 1)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     for step in range(steps):
         t0 = time.perf_counter()
         lr = lr_at(step, steps, s)
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = make_batch(train_ids, gen, s.batch, s.seq_len)
+        tracker = _step_tracker(model, opt) if step == tracked_step and not cuda else None
+        if tracker is not None:
+            tracker.__enter__()
         with _autocast(device):
             logits = model(x.to(device, non_blocking=True))
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1))
+        del logits  # the logits die after the loss (the closed form's ``free_logits`` loop)
         loss.backward()
         gnorm_t = _global_norm(plist, s.grad_clip)
         done = step + 1
@@ -450,6 +467,12 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
             before = {k: [p.detach().clone() for p in ps] for k, ps in groups.items()}
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if tracker is not None:
+            tracker.__exit__(None, None, None)
+            peak["measured"] = _tracker_peak_bytes(tracker)
+            peak["method"] = (f"torch MemTracker over training step {step + 1} of {steps} (real tensors on the CPU: "
+                              "weights, gradients, AdamW state, activations, temporaries)")
+            del tracker
         loss_v, gnorm = float(loss.detach()), float(gnorm_t)  # synchronises (CUDA) before the clock is read
         train_time += time.perf_counter() - t0
         if is_eval and s.layer_stats:
@@ -467,7 +490,7 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
             eval_rows(done, train_loss=loss_v if math.isfinite(loss_v) else None,
                       grad_norm=gnorm if math.isfinite(gnorm) else None, clip_fraction=None, lr=lr, layer_stats=stats,
                       status="diverged", error=f"diverged at step {done} of {steps}: {why}")
-            return rows
+            return _with_peak(rows, peak, device)
         if is_eval:
             eval_rows(done, train_loss=sum(window_losses) / len(window_losses), grad_norm=gnorm,
                       clip_fraction=window_clipped / len(window_losses) if s.grad_clip is not None else None, lr=lr,
@@ -485,7 +508,8 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
             ev, delta = short, torch.zeros_like(short["nll"])
         else:
             ev = evaluate(model, data.val_ids, data.token_bytes, seq_len=length, max_tokens=None, device=device,
-                          buckets=s.position_buckets, batch=max(1, 16 * s.seq_len // length), train_len=s.seq_len)
+                          buckets=s.position_buckets, batch=max(1, 16 * s.seq_len // length), train_len=s.seq_len,
+                          context_gain=s.context_gain)
             # the same target tokens in windows of the training length (a prefix of the final evaluation's
             # windows): the per-token difference is what the longer window changes (0 for its first seq_len
             # positions, which see the same context)
@@ -505,7 +529,53 @@ def train_run(run: RunSpec, data: TokenizedCorpus, *, device: str = "cpu", devic
         if length != s.seq_len:
             window_rows({k: v for k, v in base.items() if k != "eval_seq_len_tokens"}, ev, length,
                         delta.mean(1) if delta is not None else None)
-    return rows
+    return _with_peak(rows, peak, device)
+
+
+def predicted_train_peak_bytes(cfg: ModelConfig, settings: TrainSettings, device: str) -> int | None:
+    """The closed form's ordered training peak of this harness's step (``core.training.training_memory``): batch x
+    seq_len, float32 on the CPU and bf16 autocast on CUDA, AdamW, the logits freed after the loss (``free_logits``);
+    the single-tensor AdamW path (the CPU default; CUDA runs fused AdamW, which has no per-tensor temporaries
+    either way of the order of the largest tensor). None where the closed form does not cover the model."""
+    from xtlens.core.setup import TrainingSetup
+    from xtlens.core.training import training_memory
+
+    try:
+        setup = TrainingSetup(precision="amp_bf16" if device.startswith("cuda") else "fp32", optimizer="adamw",
+                              loop="free_logits")
+        return int(training_memory(cfg, Workload(batch=settings.batch, seq_len=settings.seq_len), setup).peak_bytes)
+    except Exception:  # noqa: BLE001 - a prediction the closed form cannot make is missing, not a failed run
+        return None
+
+
+def _step_tracker(model: nn.Module, opt: torch.optim.Optimizer):
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(model, opt)
+    return tracker
+
+
+def _tracker_peak_bytes(tracker) -> int:
+    """The peak of a MemTracker run over all devices ("Total" of its peak snapshot)."""
+    total = 0
+    for dev_snap in tracker.get_tracker_snapshot("peak").values():
+        for key, value in dev_snap.items():
+            if getattr(key, "value", key) == "Total":
+                total += int(value)
+    return total
+
+
+def _with_peak(rows: list[ProbeRecord], peak: dict[str, Any], device: str) -> list[ProbeRecord]:
+    """Every row of the run with its training peak: measured (CUDA: ``max_memory_allocated`` over the run; CPU: the
+    tracked step), predicted and how it was measured."""
+    from dataclasses import replace
+
+    if device.startswith("cuda"):
+        peak["measured"] = int(torch.cuda.max_memory_allocated(device))
+        peak["method"] = "torch.cuda.max_memory_allocated over the run (training and evaluation)"
+    return [replace(r, train_peak_bytes=peak.get("measured"), train_peak_predicted_bytes=peak.get("predicted"),
+                    train_peak_method=peak.get("method", "")) for r in rows]
 
 
 def final_row(rows: Sequence[ProbeRecord]) -> ProbeRecord:

@@ -44,6 +44,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # heads (probe_heads): 5 seeds, head counts at equal parameters with ALiBi share and rotary width fixed
     "heads": {"dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 128, "batch": 16,
               "tokens": 245_760, "seeds": (0, 1, 2, 3, 4), "values": (2, 4, 8), "eval_tokens": 4096},
+    # atlas (probe_atlas): every arm (ATLAS_OPTIONS) + reference + control at 3 dims x 3 seeds, 4 heads x 16 wide
+    # (heads do not split dim), the extrapolation probe's recipe (8 x 64 tokens per step, lr 1e-2); ``dim`` is the
+    # member the probe is centred on (the largest size)
+    "atlas": {"sizes": (16, 32, 64), "dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64,
+              "batch": 8, "lr": 1e-2, "tokens": 65_536, "seeds": (0, 1, 2), "eval_tokens": 1024},
 }
 #: ``--quick`` (tests, a first look): each probe's settings that differ from ``DEFAULTS`` (the rest is kept)
 QUICK: dict[str, dict[str, Any]] = {
@@ -55,6 +60,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "extrapolation": {"tokens": 4_096, "seeds": (0,), "values": (1, 2), "seq_len": 16, "batch": 8, "dim": 32,
                       "depth": 1, "heads": 2, "eval_tokens": 512, "position_buckets": 4},
     "heads": {"tokens": 16_384, "seeds": (0, 1), "values": (2, 4), "eval_tokens": 1024},
+    "atlas": {"sizes": (32, 64), "dim": 64, "tokens": 32_768, "seeds": (0, 1), "eval_tokens": 512},
 }
 DEFAULT_VOCAB = 512
 OVERFIT_TOKENS = 8_192

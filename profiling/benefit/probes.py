@@ -80,6 +80,10 @@ def plan(opt: ProbeOptions) -> list[RunSpec]:
         from xtlens.profiling.benefit import probe_extrapolation
 
         return probe_extrapolation.plan(opt)
+    if opt.probe == "atlas":
+        from xtlens.profiling.benefit import probe_atlas
+
+        return probe_atlas.plan(opt)
     return _plan_scaling(opt)
 
 

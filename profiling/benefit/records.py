@@ -64,7 +64,7 @@ __all__ = ["ProbeRecord", "PROBE_COLUMNS", "PROBE_INT_COLUMNS", "PROBE_FLOAT_COL
            "probe_frame", "probe_rows", "probe_bytes", "probe_from_bytes", "write_probe_table", "read_probe_table",
            "probe_markdown", "PROBE_ROWS", "REQUIRED_COLUMNS"]
 
-PROBES = ("scaling", "stability", "extrapolation", "heads")
+PROBES = ("scaling", "stability", "extrapolation", "heads", "atlas")
 STATUSES = ("ok", "diverged", "error", "timeout", "cancelled")
 
 
