@@ -91,3 +91,67 @@ def holdout_frame() -> pd.DataFrame:
                          covered=bool(ok and abs(measured - est) <= 0.05), identifiable=ok,
                          reason="" if ok else "2 sizes: too few for 3 parameters"))
     return pd.DataFrame(rows)
+
+
+# --- synthetic stored runs of a real atlas plan -------------------------------------------------------------
+
+#: arm -> planted change in every window's validation bits/byte (the others: 0)
+PLANTED = {"swiglu": -0.05, "shift_tokens": 0.08}
+
+
+def stored_atlas_runs(opt, *, windows: int = 24, rng_seed: int = 0):
+    """Store synthetic rows for every run of ``opt``'s atlas plan in the result store, keyed as the page keys them
+    (``probes.run_key`` with the default corpus's SHA-256 and this CPU's name); returns the rows as the probe
+    would serve them (a ``probe_frame``). Per run: a step-0 and a final evaluation, ``windows`` validation
+    windows whose bits/byte are a shared per-(seed, window) level + ``PLANTED[arm]`` + small noise; the costs
+    from the run's own configuration (``core.params.param_counts``)."""
+    import numpy as np
+    from xtlens.core.params import param_counts
+    from xtlens.profiling.benefit import probe_store
+    from xtlens.profiling.benefit.corpus import load_corpus
+    from xtlens.profiling.benefit.harness import steps_for
+    from xtlens.profiling.benefit.probes import plan, run_key, run_labels
+    from xtlens.profiling.benefit.records import ProbeRecord, probe_frame
+    from xtlens.profiling.results.records import config_key
+    from xtlens.profiling.run.device import device_name, resolve_device, versions
+
+    sha, name, vers = load_corpus(None).sha256, device_name(resolve_device("cpu")), versions()
+    rng = np.random.default_rng(rng_seed)
+    level = {}
+    out = []
+    for run in plan(opt):
+        key = run_key(run, sha, name, vers)
+        pc = param_counts(run.cfg)
+        steps = steps_for(run.cfg, run.budget, run.settings)
+        tokens = steps * run.settings.batch * run.settings.seq_len
+        lab = run_labels(run)
+        shift = PLANTED.get(run.variant, 0.0) + (0.5 if run.variant.startswith("control") else 0.0)
+        size = 64 / int(run.axis_value)  # smaller models: higher loss
+        base = dict(probe="atlas", run_key=key, config_name=lab["config_name"], config_key=config_key(run.cfg),
+                    config_json=run.cfg.to_json(), variant=run.variant, axis="dim", axis_value=run.axis_value,
+                    budget_kind="tokens", seed=run.seed, budget_tokens=tokens, train_seq_len_tokens=run.settings.seq_len,
+                    batch=run.settings.batch, num_params=pc.num_params, non_embedding_params=pc.non_embedding_params,
+                    tokens_per_param=tokens / pc.num_params, corpus_name="pydoc_data.topics", corpus_sha256=sha,
+                    device="cpu", device_name=name, timestamp="2026-12-03T10:00:00+00:00", status="ok",
+                    unigram_entropy_nats=6.0, split_version="dedup-groups-v1", val_leak_fraction=0.004)
+        wins = []
+        for w in range(windows):
+            lv = level.setdefault((run.seed, int(run.axis_value), w), 1.6 + 0.2 * size + rng.normal(0, 0.05))
+            bits = lv + shift + rng.normal(0, 0.004)
+            wins.append(ProbeRecord(**base, row_kind="window", window_index=w, step=steps, val_bits_per_byte=bits,
+                                    val_loss_nats=bits * 1.2, eval_seq_len_tokens=run.settings.seq_len,
+                                    eval_tokens=run.settings.seq_len, eval_bytes=int(run.settings.seq_len * 1.2 / 0.69)))
+        mean = float(np.mean([r.val_bits_per_byte for r in wins]))
+        peak = 1_000_000 + 40 * pc.num_params
+        evals = [ProbeRecord(**base, row_kind="eval", step=s, tokens_seen=tokens * s // steps,
+                             train_flops=6 * pc.num_params * tokens * s // steps,
+                             val_bits_per_byte=mean if s else 3.0, val_loss_nats=(mean if s else 3.0) * 1.2,
+                             tokens_per_s=20_000.0 * 100_000 / pc.num_params, train_peak_bytes=peak,
+                             train_peak_predicted_bytes=int(peak * 0.97), train_peak_method="synthetic",
+                             kv_cache_bytes_per_token=4 * 2 * run.cfg.depth * (1 if run.cfg.attn_one_kv_head else
+                                                                               run.cfg.heads) * run.cfg.attn_dim_head)
+                 for s in (0, steps)]
+        rows = evals + wins
+        probe_store.store_run(key, rows)
+        out.extend(rows)
+    return probe_frame(out)

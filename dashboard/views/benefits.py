@@ -211,7 +211,8 @@ def render(ctx: Ctx) -> None:
     st.markdown("**What each hyperparameter buys, measured.** Each probe trains the real x-transformers decoder "
                 "(built like everywhere else in xtlens) on real text and reports validation loss in nats per token "
                 "and bits per byte. Costs are on the other tabs; the Trade-offs tab puts both side by side.")
-    probe = st.radio("probe", PROBES, horizontal=True, key="benefits.probe", format_func=LABELS.get)
+    first = PROBES.index("atlas") if widgets.value("benefits.probe") is None and _atlas_stored(ctx) else 0
+    probe = st.radio("probe", PROBES, horizontal=True, key="benefits.probe", format_func=LABELS.get, index=first)
     st.caption(CLAIMS[probe])
     try:
         corpus_path = _settings_panel(ctx, probe)
@@ -238,6 +239,16 @@ def render(ctx: Ctx) -> None:
         st.caption(f"Showing {pick}.")
     if frame is not None and not frame.empty:
         _results(ctx, probe, frame)
+
+
+def _atlas_stored(ctx: Ctx) -> bool:
+    """Whether runs of this configuration's default atlas are in the result store (then the tab opens on the
+    atlas)."""
+    try:
+        opt = ProbeOptions(probe="atlas", base=ctx.cfg, device="cuda" if ctx.device.startswith("cuda") else "cpu")
+        return benefit_data.stored_atlas_runs(opt) is not None
+    except (ProbeInputError, BudgetError, CorpusError):
+        return False
 
 
 def _stored_atlas(ctx: Ctx, opt: ProbeOptions) -> bool:
