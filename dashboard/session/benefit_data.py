@@ -135,6 +135,7 @@ class StoredAtlas:
     runs_found: int
     runs_planned: int
     measured: tuple[str, str]
+    digest: str  # names the stored runs (``derived_store.runs_digest``): the forecasts are kept under it
 
 
 def atlas_run_keys(opt: ProbeOptions) -> tuple[tuple[str, str], ...]:
@@ -199,7 +200,7 @@ def _stored_atlas(keys: tuple[tuple[str, str], ...], state: tuple[str, int]) -> 
         ds.store_derived(ATLAS_FINALS, digest, finals)
     when = sorted(str(t) for t in finals["timestamp"].dropna() if str(t)) if "timestamp" in finals else []
     return StoredAtlas(table=table, finals=finals, runs_found=len(runs), runs_planned=len(keys),
-                       measured=(when[0], when[-1]) if when else ("", ""))
+                       measured=(when[0], when[-1]) if when else ("", ""), digest=digest)
 
 
 def _atlas_from_rows(runs: dict[str, str], labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -234,3 +235,63 @@ def atlas_tables() -> list[tuple[str, pd.DataFrame]]:
     from xtlens.dashboard.session import store
 
     return [(f"{name} ({source})", t) for (source, name), t in store.get(_ATLAS_TABLES, {}).items()]
+
+
+ATLAS_FORECASTS = "atlas_forecasts/1"
+ATLAS_HOLDOUT = "atlas_holdout/1"
+
+
+def atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None, *,
+                    digest: str | None = None) -> pd.DataFrame:
+    """``forecast.forecast_arms`` of the atlas runs ``finals`` at ``num_params`` non-embedding parameters and
+    ``tokens`` (None: the runs' own budget), one row per arm (``Forecast``'s fields). Fitted once per input: kept
+    in this process, and with ``digest`` (a stored atlas's runs) in the result store too, so that a stored atlas
+    opens without fitting again."""
+    return _atlas_forecasts(finals, float(num_params), None if tokens is None else float(tokens), digest)
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting the loss laws per option (seed bootstrap)...")
+def _atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None,
+                     digest: str | None) -> pd.DataFrame:
+    import dataclasses
+
+    from xtlens.profiling.benefit import derived_store as ds
+    from xtlens.profiling.benefit import forecast
+
+    name = f"{ATLAS_FORECASTS}/{num_params!r}/{tokens!r}"
+    if digest is not None:
+        kept = ds.derived(name, digest)
+        if kept is not None:
+            return kept
+    out = pd.DataFrame([dataclasses.asdict(f) for f in forecast.forecast_arms(
+        forecast.arm_points(finals), num_params=num_params, tokens=tokens)])
+    if digest is not None and not out.empty:
+        ds.store_derived(name, digest, out)
+    return out
+
+
+def atlas_holdout(finals: pd.DataFrame, *, digest: str | None = None):
+    """``forecast.holdout`` of the atlas runs ``finals`` (the largest size forecast from the smaller ones), kept as
+    ``atlas_forecasts`` keeps the forecasts."""
+    return _atlas_holdout(finals, digest)
+
+
+@st.cache_data(max_entries=16, show_spinner="Held-out check: forecasting the largest size from the smaller ones...")
+def _atlas_holdout(finals: pd.DataFrame, digest: str | None):
+    from xtlens.profiling.benefit import derived_store as ds
+    from xtlens.profiling.benefit import forecast
+
+    if digest is not None:
+        table, summary = ds.derived(ATLAS_HOLDOUT, digest), ds.derived(ATLAS_HOLDOUT + "/summary", digest)
+        if table is not None and summary is not None:
+            r = summary.astype(object).where(summary.notna(), None).iloc[0].to_dict()
+            return forecast.Holdout(coverage=r["coverage"], arms=int(r["arms"]), level=float(r["level"]),
+                                    median_abs_error_bits=r["median_abs_error_bits"], table=table,
+                                    reason=str(r["reason"] or ""))
+    h = forecast.holdout(forecast.arm_points(finals))
+    if digest is not None:
+        ds.store_derived(ATLAS_HOLDOUT, digest, h.table)
+        ds.store_derived(ATLAS_HOLDOUT + "/summary", digest, pd.DataFrame([{
+            "coverage": h.coverage, "arms": h.arms, "level": h.level,
+            "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason}]))
+    return h

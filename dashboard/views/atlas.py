@@ -9,8 +9,6 @@ Drawn from a finished atlas job of this session or from the atlas runs already i
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import streamlit as st
 from xtlens.dashboard.charts import atlas as ac
@@ -21,7 +19,7 @@ from xtlens.dashboard.views import common as view_common
 from xtlens.profiling.benefit import report
 from xtlens.profiling.benefit.probes import ProbeOptions
 
-__all__ = ["render", "settings", "display_table", "forecast_frame", "coverage_line", "TABLE_WORDS",
+__all__ = ["render", "settings", "display_table", "coverage_line", "TABLE_WORDS",
            "DEFAULT_TOKENS_PER_PARAM"]
 
 DEFAULT_TOKENS_PER_PARAM = 20.0
@@ -85,12 +83,6 @@ def _number_config(shown: pd.DataFrame) -> dict:
         "option": st.column_config.TextColumn(pinned=True), "verdict": st.column_config.TextColumn(width="medium")}
 
 
-def forecast_frame(forecasts) -> pd.DataFrame:
-    """``forecast.forecast_arms``' list of ``Forecast`` as a table (one row per arm, the dataclass's fields)."""
-    rows = [dataclasses.asdict(f) for f in forecasts]
-    return pd.DataFrame(rows)
-
-
 def coverage_line(h) -> str:
     """``80% intervals covered 17 of 21 arms at the largest size (dim 64), median error 0.012 bits/byte`` from a
     ``forecast.Holdout``; why nothing was held out otherwise."""
@@ -106,20 +98,6 @@ def coverage_line(h) -> str:
 
 # --- cached computations (once per table content and input) -------------------------------------------------
 
-@st.cache_data(max_entries=16, show_spinner="Fitting the loss laws per option (seed bootstrap)...")
-def _forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None) -> pd.DataFrame:
-    from xtlens.profiling.benefit import forecast
-
-    return forecast_frame(forecast.forecast_arms(forecast.arm_points(finals), num_params=num_params, tokens=tokens))
-
-
-@st.cache_data(max_entries=16, show_spinner="Held-out check: forecasting the largest size from the smaller ones...")
-def _holdout(finals: pd.DataFrame):
-    from xtlens.profiling.benefit import forecast
-
-    return forecast.holdout(forecast.arm_points(finals))
-
-
 @st.cache_data(max_entries=16, show_spinner=False)
 def _skipped(opt_json: str) -> pd.DataFrame:
     import json
@@ -134,11 +112,12 @@ def _skipped(opt_json: str) -> pd.DataFrame:
 # --- the panel ---------------------------------------------------------------------------------------------
 
 def render(ctx: Ctx, opt: ProbeOptions | None, table: pd.DataFrame, finals: pd.DataFrame, *, key: str,
-           source: str) -> None:
+           source: str, digest: str | None = None) -> None:
     """The atlas panel for ``table`` (``probe_atlas.atlas_table``) and ``finals`` (the final evaluation row of each
     run): chart and table, control, skipped options, scale, forecasts, held-out check, downloads (the Export tab
     lists them too, as drawn from ``source``). ``opt``: the atlas the widgets describe (its skipped options), None
-    for an uploaded table. ``key``: widget keys' suffix."""
+    for an uploaded table. ``key``: widget keys' suffix; ``digest``: the stored runs drawn (their forecasts are
+    kept in the result store)."""
     if table.empty:
         st.info("No atlas row could be made from these runs (no finished run of the reference and an option at "
                 "the same size).")
@@ -174,7 +153,7 @@ def render(ctx: Ctx, opt: ProbeOptions | None, table: pd.DataFrame, finals: pd.D
                          key=f"benefits.atlas.skipped.{key}", width="stretch")
         else:
             st.caption("Every chosen option combines with this family: none skipped.")
-    fc, held = _forecast_section(ctx, finals, key)
+    fc, held = _forecast_section(ctx, finals, key, digest)
     benefit_data.remember_atlas_tables(source, {"atlas table": table, "atlas forecasts": fc,
                                                 "atlas held-out check": None if held is None else held.table})
     st.markdown("**Downloads**")
@@ -221,7 +200,7 @@ def _your_size(ctx: Ctx) -> int:
     return int(param_counts(ctx.cfg).non_embedding_params)
 
 
-def _forecast_section(ctx: Ctx, finals: pd.DataFrame, key: str):
+def _forecast_section(ctx: Ctx, finals: pd.DataFrame, key: str, digest: str | None):
     st.markdown("**Forecast at your size** (a loss law per option fitted to the sizes run, 80% seed-bootstrap "
                 "interval)")
     c = st.columns([2, 2, 2])
@@ -237,23 +216,25 @@ def _forecast_section(ctx: Ctx, finals: pd.DataFrame, key: str):
                                  "about 20).")
     tokens = None if own else float(n) * float(tpp)
     try:
-        fc = _forecasts(finals, float(n), tokens)
+        fc = benefit_data.atlas_forecasts(finals, float(n), tokens, digest=digest)
     except (ValueError, KeyError) as exc:
         st.warning(f"No forecast from these runs: {exc}")
         fc = None
     labels = _labels(finals)
     if fc is not None and not fc.empty:
-        view_common.chart(ac.forecast_chart(fc, labels=labels), f"benefits.atlas.forecast.{key}")
         bad = fc[~fc["identifiable"].astype(bool)]
-        if len(bad) == len(fc):
-            st.info("No option's forecast is identifiable at this input (each row says why). With runs at one token "
-                    "budget, tick \"at the atlas's own token budget\" to forecast the size alone.")
+        reasons = sorted(set(bad["reason"].astype(str)))
+        if len(bad) == len(fc) and len(reasons) == 1:  # one reason for every option: said once, not 20 times
+            st.info(f"No forecast at this input, for any option: {reasons[0]}. Tick \"at the atlas's own token "
+                    "budget\" to forecast the size alone, or run the atlas at 2 or more token budgets.")
+        else:
+            view_common.chart(ac.forecast_chart(fc, labels=labels), f"benefits.atlas.forecast.{key}")
         st.caption("Extrapolating far past the sizes run widens the interval, and the interval only covers the "
                    "seeds' spread under the fitted law: the held-out check below says how often such intervals "
                    "were right here.")
     held = None
     try:
-        held = _holdout(finals)
+        held = benefit_data.atlas_holdout(finals, digest=digest)
     except (ValueError, KeyError) as exc:
         st.warning(f"No held-out check from these runs: {exc}")
     if held is not None:

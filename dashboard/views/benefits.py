@@ -245,7 +245,7 @@ def _atlas_stored(ctx: Ctx) -> bool:
     """Whether runs of this configuration's default atlas are in the result store (then the tab opens on the
     atlas)."""
     try:
-        opt = ProbeOptions(probe="atlas", base=ctx.cfg, device="cuda" if ctx.device.startswith("cuda") else "cpu")
+        opt = options_from_widgets(ctx, "atlas", None)  # the atlas the tab draws when it opens on it
         return benefit_data.stored_atlas_runs(opt) is not None
     except (ProbeInputError, BudgetError, CorpusError):
         return False
@@ -266,7 +266,8 @@ def _stored_atlas(ctx: Ctx, opt: ProbeOptions) -> bool:
                "ones.")
     token = _LOSS_LINE.set((report.unigram_nats(stored.finals), report.not_learned_configs(stored.finals)))
     try:
-        atlas_view.render(ctx, opt, stored.table, stored.finals, key="stored", source="runs in the result store")
+        atlas_view.render(ctx, opt, stored.table, stored.finals, key="stored", source="runs in the result store",
+                          digest=stored.digest)
     finally:
         _LOSS_LINE.reset(token)
     return True
