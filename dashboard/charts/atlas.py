@@ -28,7 +28,7 @@ __all__ = ["Cost", "COSTS", "DEFAULT_COST", "VERDICT_STYLE", "SIZE_SYMBOLS", "QU
            "cost_values", "chart_rows", "scale_words", "quality_vs_cost", "forecast_chart", "holdout_chart"]
 
 MIB = 2**20
-Y_AXIS = "change in validation bits/byte vs the reference (< 0: the option lowers the loss)"
+Y_AXIS = "Δ validation loss vs the reference (bits/byte)<br>below 0 = the option lowers the loss"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,20 +46,20 @@ class Cost:
 
 COSTS: dict[str, Cost] = {c.key: c for c in (
     Cost(key="d_train_flops_pct", label="training FLOPs (%)",
-         axis="change in training FLOPs vs the reference (%, cost model, 2 FLOPs per multiply-add)", unit="%"),
+         axis="Δ training FLOPs vs the reference (%)<br>cost model, 2 FLOPs per multiply-add", unit="%"),
     Cost(key="d_num_params_pct", label="parameters (%)",
-         axis="change in parameters vs the reference (% of the reference's count)", unit="%"),
-    Cost(key="d_num_params", label="parameters (count)", axis="change in parameters vs the reference (count)",
+         axis="Δ parameters vs the reference (% of its count)", unit="%"),
+    Cost(key="d_num_params", label="parameters (count)", axis="Δ parameters vs the reference (count)",
          unit="parameters"),
     Cost(key="d_tokens_per_s_pct", label="measured training speed (tokens/s, %)",
-         axis="change in measured training speed vs the reference (tokens/s, %; reversed: left = faster)", unit="%",
+         axis="Δ measured training speed vs the reference (tokens/s, %)<br>axis reversed: faster is left, with the other savings", unit="%",
          reversed_axis=True),
     Cost(key="d_train_peak_bytes", label="training peak memory, measured (MiB)",
-         axis="change in training peak memory, measured (MiB = 2^20 bytes)", unit="MiB"),
+         axis="Δ training peak memory, measured (MiB = 2^20 bytes)", unit="MiB"),
     Cost(key="d_train_peak_predicted_bytes", label="training peak memory, predicted (MiB)",
-         axis="change in training peak memory, predicted by the closed form (MiB = 2^20 bytes)", unit="MiB"),
+         axis="Δ training peak memory, predicted (MiB = 2^20 bytes)<br>closed form, ordered peak of one AdamW step", unit="MiB"),
     Cost(key="d_kv_cache_bytes_per_token", label="KV cache (bytes/token)",
-         axis="change in KV cache per generated token (bytes/token, all layers)", unit="bytes/token"),
+         axis="Δ KV cache per generated token (bytes/token, all layers)", unit="bytes/token"),
 )}
 DEFAULT_COST = "d_train_flops_pct"
 
@@ -143,6 +143,12 @@ def scale_words(table: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+def _two_lines(text: str) -> str:
+    """``scale_words`` broken after the sizes (a chart half the page wide shows it whole)."""
+    head, sep, rest = text.partition("), ")
+    return f"{head}){sep and ','}<br>{rest}" if sep else text
+
+
 def _fmt(v: float, unit: str) -> str:
     if v is None or not math.isfinite(v):
         return "n/a"
@@ -186,12 +192,21 @@ def _padded(values: list[float], frac: float = 0.08) -> tuple[float, float]:
     return min(lo - pad, -0.25 * span), max(hi + pad, 0.25 * span)
 
 
-def quality_vs_cost(table: pd.DataFrame, cost: str = DEFAULT_COST, *, title: str | None = None,
-                    label_size: int | None = None) -> go.Figure:
+def _labelled(rows: pd.DataFrame) -> set[tuple[str, int]]:
+    """The points that carry their option's name: each option with a detectable change (supported or
+    contradicted), at the largest size where it has one (the others are in the hover and the table)."""
+    out = set()
+    hits = rows[rows["verdict"].astype(str).isin(["supported", "contradicted"])]
+    for arm, g in hits.groupby(hits["arm"].astype(str)):
+        out.add((arm, int(g["size_dim"].astype(int).max())))
+    return out
+
+
+def quality_vs_cost(table: pd.DataFrame, cost: str = DEFAULT_COST, *, title: str | None = None) -> go.Figure:
     """The atlas as one chart: each option at each size (``chart_rows``) at (change in ``cost``, change in
     validation bits/byte) with its 95% interval as the y bar; the marker symbol says the size, the colour and the
-    legend the verdict. ``label_size``: the size whose points carry the option's name as text (default: the
-    largest). The quadrants are named in their corners; both zero lines are drawn."""
+    legend the verdict; options with a detectable change are named beside their point (``_labelled``). The
+    quadrants are named in their corners; both zero lines are drawn; the title's second line states the scale."""
     c = COSTS.get(cost)
     if c is None:
         raise ValueError(f"cost = {cost!r} is not allowed: one of {', '.join(COSTS)}")
@@ -202,7 +217,7 @@ def quality_vs_cost(table: pd.DataFrame, cost: str = DEFAULT_COST, *, title: str
     rows = rows.assign(_x=cost_values(table, cost).loc[rows.index], _y=_num(rows["d_bits_per_byte"]),
                        _lo=_num(rows["ci95_low"]), _hi=_num(rows["ci95_high"]))
     sizes = sorted({int(v) for v in rows["size_dim"]})
-    label_size = sizes[-1] if label_size is None else label_size
+    named = _labelled(rows)
     symbol = {s: SIZE_SYMBOLS[i % len(SIZE_SYMBOLS)] for i, s in enumerate(sizes)}
     fig = go.Figure()
     order = list(VERDICT_STYLE) + sorted(set(rows["verdict"].astype(str)) - set(VERDICT_STYLE))
@@ -216,9 +231,10 @@ def quality_vs_cost(table: pd.DataFrame, cost: str = DEFAULT_COST, *, title: str
             g = g[known]
             if g.empty:
                 continue
+            text = [str(lab) if (str(a), size) in named else "" for a, lab in zip(g["arm"], g["label"], strict=True)]
             fig.add_trace(go.Scatter(
-                x=g["_x"].tolist(), y=g["_y"].tolist(), mode="markers+text" if size == label_size else "markers",
-                text=[str(v) for v in g["label"]] if size == label_size else None, textposition="middle right",
+                x=g["_x"].tolist(), y=g["_y"].tolist(), mode="markers+text" if any(text) else "markers",
+                text=text if any(text) else None, textposition="middle right",
                 textfont={"size": 10, "color": "#333"},
                 name=f"{words}, dim {size}", legendgroup=verdict, showlegend=False,
                 marker={"symbol": symbol[size], "size": 11, "color": colour, "line": {"width": 1, "color": "#222"}},
@@ -248,10 +264,12 @@ def quality_vs_cost(table: pd.DataFrame, cost: str = DEFAULT_COST, *, title: str
         x0 -= 0.25 * (x1 - x0)
     else:
         x1 += 0.25 * (x1 - x0)
-    y0, y1 = _padded(ys)
+    y0, y1 = _padded(ys, frac=0.3)  # head- and footroom: the quadrant names sit in the corners, clear of points
     fig.add_hline(y=0, line_color="#444", line_width=1)
     fig.add_vline(x=0, line_color="#444", line_width=1)
-    fig = figure_layout(fig, head + f" — {scale_words(table)}", x=c.axis, y=Y_AXIS, height=560)
+    fig = figure_layout(fig, f"{head}<br><sup>{_two_lines(scale_words(table))}</sup>", x=c.axis, y=Y_AXIS,
+                        height=580)
+    fig.update_layout(margin={"t": 90})
     fig.update_xaxes(range=[x1, x0] if c.reversed_axis else [x0, x1], zeroline=False)
     fig.update_yaxes(range=[y0, y1], zeroline=False)
     # the quadrants: cheaper is left (a reversed speed axis puts the faster side left too), lower loss is down

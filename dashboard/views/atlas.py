@@ -9,6 +9,8 @@ Drawn from a finished atlas job of this session or from the atlas runs already i
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 from xtlens.dashboard.charts import atlas as ac
@@ -44,6 +46,11 @@ TABLE_WORDS = {
 }
 
 
+#: the verdicts in the table's narrow column (the chart's legend has them in full: ``charts.atlas.VERDICT_STYLE``)
+VERDICT_SHORT = {"supported": "lowers loss", "contradicted": "raises loss", "not_detectable": "none detected",
+                 "not_learned": "not learned"}
+
+
 def settings(col) -> tuple[str, ...] | None:
     """The options to toggle (a multiselect of ``probe_atlas.ATLAS_OPTIONS``); None = every default option."""
     from xtlens.profiling.benefit.probe_atlas import ATLAS_OPTIONS
@@ -63,13 +70,15 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     control left out: they are stated under the chart), the verdict in words, costs with their units."""
     rows = ac.chart_rows(table)
     pred = ac.cost_values(table, "d_train_peak_predicted_bytes").loc[rows.index]
-    out = rows.assign(verdict_words=[ac.VERDICT_STYLE.get(str(v), (str(v),))[0] for v in rows["verdict"]],
+    out = rows.assign(verdict_words=[VERDICT_SHORT.get(str(v), str(v)) for v in rows["verdict"]],
                       d_train_peak_mib=pd.to_numeric(rows["d_train_peak_bytes"], errors="coerce") / ac.MIB,
                       d_train_peak_predicted_mib=pred)
     cols = ["label", "size_dim", "verdict_words", "d_bits_per_byte", "ci95_low", "ci95_high",
             "min_detectable_effect_bits", "d_train_flops_pct", "d_num_params", "d_tokens_per_s_pct",
             "d_train_peak_mib", "d_train_peak_predicted_mib", "d_kv_cache_bytes_per_token", "val_bits_per_byte",
             "non_embedding_params", "seeds", "windows", "note", "arm"]
+    out = out.assign(_d=pd.to_numeric(out["d_bits_per_byte"], errors="coerce"))
+    out = out.sort_values(["size_dim", "_d"], ascending=[False, True])  # largest size first, best change first
     return out[cols].rename(columns=TABLE_WORDS).reset_index(drop=True)
 
 
@@ -222,13 +231,21 @@ def _forecast_section(ctx: Ctx, finals: pd.DataFrame, key: str, digest: str | No
         fc = None
     labels = _labels(finals)
     if fc is not None and not fc.empty:
+        fc = fc[~fc["arm"].astype(str).str.startswith("control")]  # the detectability control is no option
+        ok = fc[fc["identifiable"].astype(bool)]
+        if len(ok):
+            view_common.chart(ac.forecast_chart(ok, labels=labels), f"benefits.atlas.forecast.{key}")
         bad = fc[~fc["identifiable"].astype(bool)]
-        reasons = sorted(set(bad["reason"].astype(str)))
-        if len(bad) == len(fc) and len(reasons) == 1:  # one reason for every option: said once, not 20 times
-            st.info(f"No forecast at this input, for any option: {reasons[0]}. Tick \"at the atlas's own token "
-                    "budget\" to forecast the size alone, or run the atlas at 2 or more token budgets.")
-        else:
-            view_common.chart(ac.forecast_chart(fc, labels=labels), f"benefits.atlas.forecast.{key}")
+        if len(bad):
+            why = bad.groupby(bad["reason"].astype(str).map(_plain_reason), sort=False)["arm"].agg(list)
+            st.markdown(f"**Not forecast: {len(bad)} of {len(fc)} option(s)** (not identifiable), each reason once:\n"
+                        + "\n".join(f"- {reason} — *{len(arms)} option(s): "
+                                     f"{', '.join(labels.get(str(a), str(a)) for a in arms)}*"
+                                     for reason, arms in why.items()))
+            if len(ok) == 0:
+                st.info("No option's forecast is identifiable at this input. With runs at one token budget, tick "
+                        "\"at the atlas's own token budget\" to forecast the size alone (or run the atlas at 2 or "
+                        "more budgets).")
         st.caption("Extrapolating far past the sizes run widens the interval, and the interval only covers the "
                    "seeds' spread under the fitted law: the held-out check below says how often such intervals "
                    "were right here.")
@@ -239,10 +256,17 @@ def _forecast_section(ctx: Ctx, finals: pd.DataFrame, key: str, digest: str | No
         st.warning(f"No held-out check from these runs: {exc}")
     if held is not None:
         st.markdown("**Held-out check:** " + coverage_line(held))
-        if not held.table.empty and held.coverage is not None:
-            view_common.chart(ac.holdout_chart(held.table, level=held.level, labels=labels),
+        shown = held.table[~held.table["arm"].astype(str).str.startswith("control")]
+        if not shown.empty and held.coverage is not None:
+            view_common.chart(ac.holdout_chart(shown, level=held.level, labels=labels),
                               f"benefits.atlas.holdout.{key}")
     return fc, held
+
+
+def _plain_reason(reason: str) -> str:
+    """A forecast's reason in the page's words (the library names its argument, the page its checkbox)."""
+    return re.sub(r"\(tokens=None forecasts at ([\d,]+)\)",
+                  "(tick \"at the atlas's own token budget\" to forecast at \\1 tokens)", reason)
 
 
 def _labels(finals: pd.DataFrame) -> dict[str, str]:
