@@ -228,9 +228,9 @@ def render(ctx: Ctx) -> None:
     st.caption(line)
     frame = _job_panel(opt)
     _uploads(probe)
-    if probe == "atlas" and frame is None and _stored_atlas(ctx, opt):
-        return
     tables = benefit_data.finished_tables(probe)
+    if probe == "atlas" and frame is None and not tables and _stored_atlas(ctx, opt):
+        return
     if frame is None and tables:
         labels = [label for label, _ in tables]
         pick = st.selectbox("results to show", labels, index=len(labels) - 1, key=f"benefits.show.{probe}",

@@ -137,3 +137,26 @@ def test_holdout_chart_counts_what_its_intervals_covered() -> None:
 def test_empty_tables_say_what_to_do() -> None:
     assert "run the atlas probe" in ac.quality_vs_cost(pd.DataFrame()).layout.annotations[0].text
     assert "2 or more sizes" in ac.forecast_chart(pd.DataFrame()).layout.annotations[0].text
+
+
+def test_the_pages_table_and_coverage_line() -> None:
+    from xtlens.dashboard.views import atlas as av
+    from xtlens.profiling.benefit.forecast import Holdout
+
+    shown = av.display_table(atlas_table())
+    assert len(shown) == len(ARMS) * len(SIZES)  # no reference, no control
+    assert list(shown["size (dim)"])[: len(ARMS)] == [32] * len(ARMS)  # largest size first
+    top = shown[shown["size (dim)"] == 32]
+    assert list(top["Δ val (bits/byte)"]) == sorted(top["Δ val (bits/byte)"])  # best change first
+    sw = shown[(shown["option name"] == "swiglu") & (shown["size (dim)"] == 16)].iloc[0]
+    assert sw["verdict"] == "lowers loss" and sw["Δ training peak, measured (MiB)"] == pytest.approx(0.25)
+    assert sw["Δ training peak, predicted (MiB)"] == pytest.approx(0.9 * 0.25, abs=1e-6)
+    assert all("(" in c for c in shown.columns if c.startswith("Δ"))  # every change with its unit
+    h = holdout_frame()
+    ok = h[h["identifiable"]]
+    line = av.coverage_line(Holdout(coverage=float(ok["covered"].mean()), arms=len(ok), level=0.8,
+                                    median_abs_error_bits=0.0123, table=h))
+    assert line.startswith("80% intervals covered 4 of 5 arms at the largest size (dim 64), median error 0.012 "
+                           "bits/byte"), line
+    assert av.coverage_line(Holdout(coverage=None, arms=0, level=0.8, median_abs_error_bits=None, table=h.iloc[:0],
+                                    reason="one size only")) == "Held-out check not possible: one size only."

@@ -92,3 +92,37 @@ def test_stored_atlas_opens_with_the_tab_shows_the_tables_numbers_and_is_fast_fr
           f"new process, derived tables stored {cold_s:.2f} s")
     # the target is under 2 s (benchmark-style, reported above with the load); a generous bound here
     assert cold_s < 8.0, cold_s
+
+
+@pytest.mark.slow
+def test_a_real_tiny_atlas_is_drawn_from_its_rows(tmp_path, monkeypatch) -> None:
+    """The job / upload path: a tiny atlas trained here (2 options, 2 sizes, 2 seeds), its rows loaded on the page:
+    the chart has one point per option and size at the atlas table's numbers, the forecast inputs default to the
+    sidebar configuration's non-embedding parameters."""
+    from xtlens.core.params import param_counts
+    from xtlens.profiling.benefit.probes import run_probe
+    from xtlens.profiling.benefit.records import probe_frame
+
+    opt = ProbeOptions(probe="atlas", base=PRESETS["seed"], values=(16, 32), options=("swiglu", "shift_tokens"),
+                       tokens=1024, seq_len=16, batch=8, seeds=(0, 1), evals=2,
+                       extra={"depth": 1, "heads": 2, "eval_tokens": 256})
+    frame = probe_frame(run_probe(opt))
+    # these runs are too short to learn: the unigram line is raised above them so that the atlas is drawn
+    frame = frame.assign(unigram_entropy_nats=float(frame["val_loss_nats"].astype(float).max()) + 0.5)
+    table = atlas_table(frame)
+    at = AppTest.from_file(str(APP), default_timeout=180).run()
+    at.session_state["view"] = "Benefits"
+    at.session_state["_xtlens_probe_uploads"] = [("atlas.parquet", frame)]
+    at.session_state["benefits.probe"] = "atlas"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    chart = _atlas_chart(at)
+    pts = {(a, int(s)): y for tr in chart["data"] for (a, s), y in zip(tr.get("customdata") or [], tr.get("y", []),
+                                                                       strict=False)}
+    rows = table[table["arm"].isin(["swiglu", "shift_tokens"])]
+    assert len(pts) == len(rows) == 4
+    for r in rows.itertuples():
+        assert pts[(r.arm, int(r.size_dim))] == pytest.approx(r.d_bits_per_byte)
+    assert at.number_input(key="benefits.atlas.forecast_params").value == param_counts(PRESETS["seed"]).non_embedding_params
+    assert at.number_input(key="benefits.atlas.forecast_tpp").value == 20.0
+    assert any("Held-out check" in m.value for m in at.markdown)
