@@ -295,3 +295,21 @@ def _atlas_holdout(finals: pd.DataFrame, digest: str | None):
             "coverage": h.coverage, "arms": h.arms, "level": h.level,
             "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason}]))
     return h
+
+
+def keep_atlas(opt: ProbeOptions, table: pd.DataFrame, finals: pd.DataFrame) -> bool:
+    """After an atlas job of this page: keep its atlas table and final evaluations beside its runs in the result
+    store (``derived_store``), so that the next visit, or a restarted server, draws the stored atlas without reading
+    the runs' rows again. Kept only when the runs stored for ``opt``'s plan are exactly the job's ok runs (by run
+    key); returns whether they were kept."""
+    from xtlens.profiling.benefit import derived_store as ds
+
+    runs = ds.latest_runs([k for k, _ in atlas_run_keys(opt)])
+    ok = finals[finals["status"] == "ok"] if "status" in finals else finals
+    if not runs or set(runs) != {str(k) for k in ok["run_key"].dropna()}:
+        return False
+    digest = ds.runs_digest(runs)
+    if ds.derived(ATLAS_TABLE, digest) is None:
+        ds.store_derived(ATLAS_TABLE, digest, table)
+        ds.store_derived(ATLAS_FINALS, digest, finals.reset_index(drop=True))
+    return True

@@ -629,8 +629,10 @@ def _atlas(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
         opt = options_from_widgets(ctx, "atlas", None)
     except (ProbeInputError, BudgetError, CorpusError):
         pass
-    atlas_view.render(ctx, opt, once("atlas_table", frame), final[final["probe"] == "atlas"], key="job",
-                      source="the atlas shown")
+    table, finals = once("atlas_table", frame), final[final["probe"] == "atlas"]
+    if opt is not None and benefit_data.find(opt) is not None:  # this page's job: its runs are in the store
+        benefit_data.keep_atlas(opt, table, finals)
+    atlas_view.render(ctx, opt, table, finals, key="job", source="the atlas shown")
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:

@@ -95,7 +95,7 @@ def test_stored_atlas_opens_with_the_tab_shows_the_tables_numbers_and_is_fast_fr
 
 
 @pytest.mark.slow
-def test_a_real_tiny_atlas_is_drawn_from_its_rows(tmp_path, monkeypatch) -> None:
+def test_a_real_tiny_atlas_is_drawn_from_its_rows(monkeypatch) -> None:
     """The job / upload path: a tiny atlas trained here (2 options, 2 sizes, 2 seeds), its rows loaded on the page:
     the chart has one point per option and size at the atlas table's numbers, the forecast inputs default to the
     sidebar configuration's non-embedding parameters."""
@@ -106,7 +106,17 @@ def test_a_real_tiny_atlas_is_drawn_from_its_rows(tmp_path, monkeypatch) -> None
     opt = ProbeOptions(probe="atlas", base=PRESETS["seed"], values=(16, 32), options=("swiglu", "shift_tokens"),
                        tokens=1024, seq_len=16, batch=8, seeds=(0, 1), evals=2,
                        extra={"depth": 1, "heads": 2, "eval_tokens": 256})
-    frame = probe_frame(run_probe(opt))
+    frame = probe_frame(run_probe(opt))  # stored in this test's result store as it trains
+    # the page keeps what it drew of its own job beside the runs: the stored atlas is then served without
+    # reading the runs' rows (the slow path is made to fail here)
+    from xtlens.dashboard.session import benefit_data
+    from xtlens.profiling.benefit.analysis import final_evals
+
+    kept = atlas_table(frame)
+    assert benefit_data.keep_atlas(opt, kept, final_evals(frame))
+    with monkeypatch.context() as m:
+        m.setattr(benefit_data, "_atlas_from_rows", lambda *a: pytest.fail("read the rows again"))
+        pd.testing.assert_frame_equal(benefit_data.stored_atlas(opt), kept, check_dtype=False)
     # these runs are too short to learn: the unigram line is raised above them so that the atlas is drawn
     frame = frame.assign(unigram_entropy_nats=float(frame["val_loss_nats"].astype(float).max()) + 0.5)
     table = atlas_table(frame)
