@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from xtlens.profiling.benefit.harness import RunSpec
     from xtlens.profiling.benefit.probe_options import ProbeOptions
 
-__all__ = ["ATLAS_OPTIONS", "CONTROL", "REFERENCE", "GROUP_ARMS", "Arm", "Skipped", "arms_for", "plan",
+__all__ = ["ATLAS_OPTIONS", "EXTRA_ARMS", "CONTROL", "REFERENCE", "GROUP_ARMS", "Arm", "Skipped", "arms_for", "plan",
            "check_names", "allowed_names", "atlas_table", "atlas_markdown", "ATLAS_COLUMNS", "skipped_table", "claims", "arm_window_matrix",
            "size_label"]
 
@@ -62,7 +62,12 @@ GROUP_ARMS: dict[str, str] = {
     "ff_mult": "feed-forward width halved (ff_mult / 2)",
     "alibi_num_heads": "ALiBi on all heads instead of the family's share (on a share of heads when the family has "
                        "it on all)",
+    "no_position": "every position signal off: ALiBi, rotary, xpos, the T5 bias, absolute positions and the token "
+                   "shift (not a default arm: the planted loss of the tests; a causal decoder keeps only what its "
+                   "mask tells it)",
 }
+#: arms ``--options`` accepts besides ``ATLAS_OPTIONS`` and the registry's options
+EXTRA_ARMS: tuple[str, ...] = ("no_position",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +213,10 @@ def _arm(ref: ModelConfig, name: str) -> Arm | Skipped:
         return _replace(ref, name, f"{key} = {value}", **{key: value}) if getattr(ref, key) != value else \
             Arm(name=name, label=f"{key} = {value} (the family's own value)", changes={},
                 note="the same configuration as the reference: a null arm")
+    if name == "no_position":
+        return _replace(ref, name, "no position signal (no ALiBi, rotary, absolute positions or token shift)",
+                        alibi_pos_bias=False, alibi_num_heads=None, rotary_pos_emb=False, rotary_xpos=False,
+                        rotary_emb_dim=None, rel_pos_bias=False, use_abs_pos_emb=False, shift_tokens=0)
     if name == "rotary":
         if ref.uses_rotary:
             return _replace(ref, name, "rotary off", rotary_pos_emb=False, rotary_xpos=False, rotary_emb_dim=None)
@@ -267,7 +276,7 @@ def allowed_names() -> list[str]:
     from xtlens.core.options import OPTIONS
 
     extra = [n for n, o in OPTIONS.items() if o.kind == "option" and n not in ATLAS_OPTIONS]
-    return [*ATLAS_OPTIONS, *extra]
+    return [*ATLAS_OPTIONS, *EXTRA_ARMS, *extra]
 
 
 def check_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -363,48 +372,70 @@ def _atlas(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["probe"] == "atlas"] if "probe" in frame.columns else frame
 
 
-def arm_window_matrix(frame: pd.DataFrame, arm: str, dim: int, value: str = "val_bits_per_byte") -> pd.DataFrame:
-    """Per-window ``value`` of one arm at one size: a (seed x window_index) frame."""
+def _window_matrices(frame: pd.DataFrame, value: str = "val_bits_per_byte") -> dict[tuple[str, int], pd.DataFrame]:
+    """Per (arm, dim): the (seed x window_index) frame of ``value`` over the final evaluation's windows at the training
+    length (one pass over the rows, plain numpy dtypes: fast on a full default atlas)."""
     w = _atlas(frame)
-    w = w[(w["row_kind"] == "window") & (w["status"] == "ok") & (w["variant"] == arm)
-          & (w["axis_value"].astype("Int64") == dim)]
+    w = w[(w["row_kind"] == "window") & (w["status"] == "ok")]
     if "eval_seq_len_tokens" in w.columns and "train_seq_len_tokens" in w.columns:
         w = w[w["eval_seq_len_tokens"].astype("Int64") == w["train_seq_len_tokens"].astype("Int64")]
-    w = w[w[value].notna()]
+    w = w[w[value].notna() & w["axis_value"].notna() & w["window_index"].notna()]
     if w.empty:
-        return pd.DataFrame()
-    w = w.assign(_v=w[value].astype("Float64").astype(float), _s=w["seed"].astype(int), _w=w["window_index"].astype(int))
-    return w.pivot_table(index="_s", columns="_w", values="_v", aggfunc="mean")
+        return {}
+    plain = pd.DataFrame({"arm": w["variant"].astype(str).to_numpy(dtype=object),
+                          "dim": w["axis_value"].astype("Int64").to_numpy(dtype=np.int64),
+                          "seed": w["seed"].astype("Int64").to_numpy(dtype=np.int64),
+                          "win": w["window_index"].astype("Int64").to_numpy(dtype=np.int64),
+                          "v": w[value].astype("Float64").to_numpy(dtype=float)})
+    out = {}
+    for (arm, dim), g in plain.groupby(["arm", "dim"], sort=False):
+        out[(str(arm), int(dim))] = g.groupby(["seed", "win"])["v"].mean().unstack("win")
+    return out
 
 
-def _paired(frame: pd.DataFrame, arm: str, dim: int) -> Any:
+def arm_window_matrix(frame: pd.DataFrame, arm: str, dim: int, value: str = "val_bits_per_byte") -> pd.DataFrame:
+    """Per-window ``value`` of one arm at one size: a (seed x window_index) frame."""
+    a = _atlas(frame)
+    a = a[(a["variant"] == arm) & (a["axis_value"].astype("Int64") == dim)]
+    return _window_matrices(a, value).get((arm, dim), pd.DataFrame())
+
+
+def _paired(mats: dict[tuple[str, int], pd.DataFrame], arm: str, dim: int) -> Any:
+    """``stats.paired_difference`` of the arm minus the reference at ``dim`` on their shared seeds and windows."""
     from xtlens.profiling.benefit.stats import paired_difference
 
-    a, b = arm_window_matrix(frame, arm, dim), arm_window_matrix(frame, REFERENCE, dim)
-    if a.empty or b.empty:
+    a, b = mats.get((arm, dim)), mats.get((REFERENCE, dim))
+    if a is None or b is None or a.empty or b.empty:
         return None
     seeds = sorted(set(a.index) & set(b.index))
     wins = sorted(set(a.columns) & set(b.columns))
     if not seeds or not wins:
         return None
-    av, bv = a.loc[seeds, wins].to_numpy(), b.loc[seeds, wins].to_numpy()
+    av, bv = a.loc[seeds, wins].to_numpy(dtype=float), b.loc[seeds, wins].to_numpy(dtype=float)
     keep = ~(np.isnan(av).any(axis=0) | np.isnan(bv).any(axis=0))
     if not keep.any():
         return None
     return paired_difference(av[:, keep], bv[:, keep])
 
 
+_LEARNED_COLUMNS = ("status", "row_kind", "val_loss_nats", "unigram_entropy_nats")
+_NUMERIC = ("num_params", "non_embedding_params", "tokens_seen", "tokens_per_param", "val_bits_per_byte", "train_flops",
+            "tokens_per_s", "train_peak_predicted_bytes", "train_peak_bytes", "kv_cache_bytes_per_token",
+            "val_loss_nats", "unigram_entropy_nats")
+
+
 def _learned(rows: pd.DataFrame) -> bool:
     from xtlens.profiling.benefit.claims import learned
 
-    return bool(len(rows)) and bool(learned(rows))
+    return bool(len(rows)) and bool(learned(rows[[c for c in _LEARNED_COLUMNS if c in rows.columns]]))
 
 
-def _mean(g: pd.DataFrame, col: str) -> float | None:
-    if col not in g.columns:
+def _mean(g: pd.DataFrame | None, col: str) -> float | None:
+    if g is None or col not in g.columns:
         return None
-    v = g[col].dropna()
-    return float(v.astype(float).mean()) if len(v) else None
+    v = g[col].to_numpy(dtype=float)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else None
 
 
 def _int(g: pd.DataFrame, col: str) -> int | None:
@@ -418,7 +449,10 @@ def _notes(frame: pd.DataFrame) -> dict[tuple[str, int], str]:
 
     out: dict[tuple[str, int], str] = {}
     a = _atlas(frame)
-    ref = a[(a["variant"] == REFERENCE) & a["config_json"].notna()] if "config_json" in a.columns else a.iloc[:0]
+    a = a[a["row_kind"] == "eval"] if "row_kind" in a.columns else a
+    if "config_json" not in a.columns:
+        return out
+    ref = a[(a["variant"] == REFERENCE) & a["config_json"].notna()]
     for dim, g in ref.groupby(ref["axis_value"].astype("Int64")):
         try:
             cfg = ModelConfig.from_json(str(g["config_json"].iloc[0]))
@@ -436,52 +470,64 @@ def _notes(frame: pd.DataFrame) -> dict[tuple[str, int], str]:
     return out
 
 
-def atlas_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (arm, size) (``ATLAS_COLUMNS``): the arm's mean final validation bits/byte and its difference
-    from the reference at the same size, paired per validation window and bootstrapped over seeds and windows,
-    with the 95% interval, minimum detectable effect and verdict (expected sign -1: the option lowers the loss),
-    and from the same runs the cost differences (``d_*`` = arm minus reference): parameters, training FLOPs,
-    measured tokens/s, training peak memory (predicted and measured) and KV-cache bytes per token."""
+def _final_plain(a: pd.DataFrame) -> pd.DataFrame:
+    """The final ok evaluation of every atlas run, with plain dtypes (numbers float64, missing NaN)."""
     from xtlens.profiling.benefit.analysis import final_evals
+
+    fin = final_evals(a[a["row_kind"] == "eval"]) if "row_kind" in a.columns else a.iloc[:0]
+    ok = fin[(fin["status"] == "ok") & fin["axis_value"].notna()] if len(fin) else fin
+    if ok.empty:
+        return pd.DataFrame()
+    cols = {"arm": ok["variant"].astype(str).to_numpy(dtype=object),
+            "dim": ok["axis_value"].astype("Int64").to_numpy(dtype=np.int64),
+            "seed": ok["seed"].astype("Int64").to_numpy(dtype=np.int64),
+            "config_name": ok["config_name"].astype(str).to_numpy(dtype=object),
+            "status": ok["status"].astype(str).to_numpy(dtype=object),
+            "row_kind": ok["row_kind"].astype(str).to_numpy(dtype=object)}
+    for c in _NUMERIC:
+        cols[c] = ok[c].astype("Float64").to_numpy(dtype=float, na_value=np.nan) if c in ok.columns else np.nan
+    return pd.DataFrame(cols)
+
+
+def _table_and_intervals(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, int], Any]]:
     from xtlens.profiling.benefit.stats import min_detectable_effect, verdict
 
     a = _atlas(frame)
+    empty = pd.DataFrame(columns=list(ATLAS_COLUMNS))
     if a.empty:
-        return pd.DataFrame(columns=list(ATLAS_COLUMNS))
-    fin = final_evals(a)
-    ok = fin[fin["status"] == "ok"]
+        return empty, {}
+    ok = _final_plain(a)
     if ok.empty:
-        return pd.DataFrame(columns=list(ATLAS_COLUMNS))
-    ok = ok.assign(_dim=ok["axis_value"].astype("Int64"))
+        return empty, {}
+    mats = _window_matrices(a)
     notes = _notes(a)
-    refs = {int(d): g for d, g in ok[ok["variant"] == REFERENCE].groupby("_dim")}
+    refs = {int(d): g for d, g in ok[ok["arm"] == REFERENCE].groupby("dim")}
+    ref_learned = {d: _learned(g) for d, g in refs.items()}
     rows = []
-    for (arm, dim), g in ok.groupby(["variant", "_dim"], sort=False):
-        dim = int(dim)
+    intervals: dict[tuple[str, int], Any] = {}
+    for (arm, dim), g in ok.groupby(["arm", "dim"], sort=False):
+        arm, dim = str(arm), int(dim)
         ref = refs.get(dim)
         is_ref = arm == REFERENCE
-        iv = None if is_ref or ref is None else _paired(a, str(arm), dim)
+        iv = None if is_ref or ref is None else _paired(mats, arm, dim)
+        intervals[(arm, dim)] = iv
         mde = min_detectable_effect(iv.se) if iv is not None else None
-        learned = _learned(g) and ref is not None and _learned(ref)
+        learned = _learned(g) and ref_learned.get(dim, False)
         v = "" if is_ref else (verdict(iv, expected_sign=-1, mde=mde, learned=learned) if iv is not None
                                else ("not_learned" if not learned else "not_detectable"))
 
         def d(col: str, _g: pd.DataFrame = g, _ref: pd.DataFrame | None = ref) -> float | None:
-            x, y = _mean(_g, col), (_mean(_ref, col) if _ref is not None else None)
+            x, y = _mean(_g, col), _mean(_ref, col)
             return None if x is None or y is None else x - y
 
         def pct(col: str, _ref: pd.DataFrame | None = ref) -> float | None:
-            y = _mean(_ref, col) if _ref is not None else None
-            dd = d(col)
+            y, dd = _mean(_ref, col), d(col)
             return None if dd is None or not y else 100.0 * dd / y
 
-        flops = _mean(g, "train_flops")
-        tokens = _int(g, "tokens_seen")
-        name = str(g["config_name"].iloc[0])
-        label = name.rsplit(f" ({size_label(dim)})", 1)[0]
+        label = str(g["config_name"].iloc[0]).rsplit(f" ({size_label(dim)})", 1)[0]
         rows.append({
-            "arm": str(arm), "label": label, "size_dim": dim, "num_params": _int(g, "num_params"),
-            "non_embedding_params": _int(g, "non_embedding_params"), "tokens": tokens,
+            "arm": arm, "label": label, "size_dim": dim, "num_params": _int(g, "num_params"),
+            "non_embedding_params": _int(g, "non_embedding_params"), "tokens": _int(g, "tokens_seen"),
             "tokens_per_param": _mean(g, "tokens_per_param"), "seeds": int(g["seed"].nunique()),
             "windows": iv.windows if iv is not None else None, "val_bits_per_byte": _mean(g, "val_bits_per_byte"),
             "d_bits_per_byte": 0.0 if is_ref else (iv.estimate if iv is not None else None),
@@ -489,17 +535,26 @@ def atlas_table(frame: pd.DataFrame) -> pd.DataFrame:
             "ci95_high": 0.0 if is_ref else (iv.high if iv is not None else None),
             "min_detectable_effect_bits": mde, "verdict": v, "learned": learned,
             "d_num_params": _rnd(d("num_params")), "d_train_flops": _rnd(d("train_flops")),
-            "d_train_flops_pct": pct("train_flops") if flops is not None else None,
+            "d_train_flops_pct": pct("train_flops"),
             "tokens_per_s": _mean(g, "tokens_per_s"), "d_tokens_per_s_pct": pct("tokens_per_s"),
             "train_peak_predicted_bytes": _int(g, "train_peak_predicted_bytes"),
             "train_peak_bytes": _int(g, "train_peak_bytes"), "d_train_peak_bytes": _rnd(d("train_peak_bytes")),
             "kv_cache_bytes_per_token": _int(g, "kv_cache_bytes_per_token"),
             "d_kv_cache_bytes_per_token": _rnd(d("kv_cache_bytes_per_token")),
-            "note": notes.get((str(arm), dim), "")})
+            "note": notes.get((arm, dim), "")})
     t = pd.DataFrame(rows, columns=list(ATLAS_COLUMNS))
     order = {REFERENCE: 0, CONTROL: 1} | {n: i + 2 for i, n in enumerate(ATLAS_OPTIONS)}
     t["_o"] = t["arm"].map(lambda n: order.get(n, len(order) + 1))
-    return t.sort_values(["size_dim", "_o", "arm"]).drop(columns="_o").reset_index(drop=True)
+    return t.sort_values(["size_dim", "_o", "arm"]).drop(columns="_o").reset_index(drop=True), intervals
+
+
+def atlas_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (arm, size) (``ATLAS_COLUMNS``): the arm's mean final validation bits/byte and its difference
+    from the reference at the same size, paired per validation window and bootstrapped over seeds and windows,
+    with the 95% interval, minimum detectable effect and verdict (expected sign -1: the option lowers the loss),
+    and from the same runs the cost differences (``d_*`` = arm minus reference): parameters, training FLOPs,
+    measured tokens/s, training peak memory (predicted and measured) and KV-cache bytes per token."""
+    return _table_and_intervals(frame)[0]
 
 
 def atlas_markdown(table: pd.DataFrame) -> str:
@@ -533,7 +588,6 @@ def _rnd(x: float | None) -> int | None:
 def claims(frame: pd.DataFrame) -> list[Claim]:
     """Per arm at the largest size: "<arm> lowers the validation loss" (bits/byte, expected sign -1); and the
     control: shuffling the context raises it (expected +1, the probe can see an effect)."""
-    from xtlens.profiling.benefit.analysis import final_evals
     from xtlens.profiling.benefit.claims import Claim
     from xtlens.profiling.benefit.probe_stability import scale_of
     from xtlens.profiling.benefit.stats import min_detectable_effect, verdict
@@ -541,26 +595,24 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
     a = _atlas(frame)
     if a.empty:
         return []
-    t = atlas_table(a)
+    t, intervals = _table_and_intervals(a)
     if t.empty:
         return []
     dim = int(t["size_dim"].max())
     at = t[t["size_dim"] == dim]
-    fin = final_evals(a)
-    at_rows = a[a["axis_value"].astype("Int64") == dim]
-    sc = scale_of(at_rows)
+    ev = a[a["row_kind"] == "eval"]
+    sc = scale_of(ev[ev["axis_value"].astype("Int64") == dim])
     out = []
     for r in at.itertuples():
         if r.arm == REFERENCE:
             continue
-        iv = _paired(a, r.arm, dim)
+        iv = intervals.get((r.arm, dim))
         control = r.arm == CONTROL
         expected = +1 if control else -1
         mde = min_detectable_effect(iv.se) if iv is not None else None
         learned = bool(r.learned)
         v = verdict(iv, expected_sign=expected, mde=mde, learned=learned) if iv is not None else \
             ("not_learned" if not learned else "not_detectable")
-        ok = fin[(fin["variant"] == r.arm) & (fin["axis_value"].astype("Int64") == dim) & (fin["status"] == "ok")]
         text = ("Control: the probe detects the loss of context order (shuffled context raises the loss)" if control
                 else f"{r.label} lowers the validation loss")
         cost = (f"; cost vs reference: {r.d_num_params:+,} parameters, {r.d_train_flops_pct:+.1f}% training FLOPs"
@@ -568,7 +620,7 @@ def claims(frame: pd.DataFrame) -> list[Claim]:
         out.append(Claim(probe="atlas", claim=f"{text} ({size_label(dim)})",
                          metric=f"val bits/byte, {r.label} - reference", unit="bits/byte",
                          estimate=iv.estimate if iv else None, ci95_low=iv.low if iv else None,
-                         ci95_high=iv.high if iv else None, seeds=iv.seeds if iv else int(ok["seed"].nunique()),
+                         ci95_high=iv.high if iv else None, seeds=iv.seeds if iv else int(r.seeds),
                          windows=iv.windows if iv else None, min_detectable_effect=mde, verdict=v,
                          method="paired per validation window against the reference (the family at the same size, "
                                 "same seeds, settings and token budget); hierarchical bootstrap, seeds and windows "
