@@ -99,12 +99,13 @@ def holdout_frame() -> pd.DataFrame:
 PLANTED = {"swiglu": -0.05, "shift_tokens": 0.08}
 
 
-def stored_atlas_runs(opt, *, windows: int = 24, rng_seed: int = 0):
+def stored_atlas_runs(opt, *, windows: int = 24, layers: int = 0, rng_seed: int = 0):
     """Store synthetic rows for every run of ``opt``'s atlas plan in the result store, keyed as the page keys them
     (``probes.run_key`` with the default corpus's SHA-256 and this CPU's name); returns the rows as the probe
     would serve them (a ``probe_frame``). Per run: a step-0 and a final evaluation, ``windows`` validation
-    windows whose bits/byte are a shared per-(seed, window) level + ``PLANTED[arm]`` + small noise; the costs
-    from the run's own configuration (``core.params.param_counts``)."""
+    windows whose bits/byte are a shared per-(seed, window) level + ``PLANTED[arm]`` + small noise, and ``layers``
+    per-layer rows per evaluation (as a real run writes: no page reads them); the costs from the run's own
+    configuration (``core.params.param_counts``)."""
     import numpy as np
     from xtlens.core.params import param_counts
     from xtlens.profiling.benefit import probe_store
@@ -151,7 +152,8 @@ def stored_atlas_runs(opt, *, windows: int = 24, rng_seed: int = 0):
                              kv_cache_bytes_per_token=4 * 2 * run.cfg.depth * (1 if run.cfg.attn_one_kv_head else
                                                                                run.cfg.heads) * run.cfg.attn_dim_head)
                  for s in (0, steps)]
-        rows = evals + wins
+        rows = evals + wins + [ProbeRecord(**base, row_kind="layer", step=e.step, layer=f"layers.{i}", grad_norm=1.0,
+                                           update_to_weight_ratio=1e-3) for e in evals for i in range(layers)]
         probe_store.store_run(key, rows)
         out.extend(rows)
     return probe_frame(out)

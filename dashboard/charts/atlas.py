@@ -267,8 +267,7 @@ def quality_vs_cost(table: pd.DataFrame, cost: str = DEFAULT_COST, *, title: str
     y0, y1 = _padded(ys, frac=0.3)  # head- and footroom: the quadrant names sit in the corners, clear of points
     fig.add_hline(y=0, line_color="#444", line_width=1)
     fig.add_vline(x=0, line_color="#444", line_width=1)
-    fig = figure_layout(fig, f"{head}<br><sup>{_two_lines(scale_words(table))}</sup>", x=c.axis, y=Y_AXIS,
-                        height=580)
+    fig = figure_layout(fig, f"{head}<br><sup>{_two_lines(scale_words(table))}</sup>", x=c.axis, y=Y_AXIS)
     fig.update_layout(margin={"t": 90})
     fig.update_xaxes(range=[x1, x0] if c.reversed_axis else [x0, x1], zeroline=False)
     fig.update_yaxes(range=[y0, y1], zeroline=False)
@@ -286,7 +285,9 @@ def quality_vs_cost(table: pd.DataFrame, cost: str = DEFAULT_COST, *, title: str
                   layer="below", name="quadrant: free lunch")
     fig.add_shape(type="rect", x0=dear_lo, x1=dear_hi, y0=0, y1=y1, fillcolor=tints["not worth it"], line_width=0,
                   layer="below", name="quadrant: not worth it")
-    fig.update_layout(legend={"title": {"text": "colour = verdict, symbol = size "}})
+    # the legend below the x axis's two-line title, never on it
+    fig.update_layout(legend={"title": {"text": "colour = verdict, symbol = size "}, "y": -0.3, "yanchor": "top"},
+                      margin={"b": 200}, height=720)
     return fig
 
 

@@ -143,7 +143,7 @@ def render(ctx: Ctx, opt: ProbeOptions | None, table: pd.DataFrame, finals: pd.D
         view_common.chart(bc.clean_log_axes(ac.quality_vs_cost(table, cost=cost)), f"benefits.atlas.chart.{key}")
     with cols[1]:
         shown = display_table(table)
-        st.dataframe(shown, hide_index=True, key=f"benefits.atlas.table.{key}", height=520,
+        st.dataframe(shown, hide_index=True, key=f"benefits.atlas.table.{key}", height=700,
                      column_config=_number_config(shown))
     st.caption("Each point is one option toggled alone at one size (symbol), minus the reference at that size; bars = "
                "95% interval (paired per validation window, seeds and windows resampled). Colour and legend = the "
