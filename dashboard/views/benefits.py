@@ -278,7 +278,10 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
     if job is None:
         cols = st.columns([1, 3])
         pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
-        cols[1].caption(f"Not run yet. Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
+        stored = benefit_data.stored_atlas_runs(opt) if opt.probe == "atlas" else None
+        cols[1].caption((f"{stored.runs_found} of its {stored.runs_planned} runs are in the result store: Run probe "
+                         "serves them from there and trains only the missing ones. " if stored else "Not run yet. ")
+                        + f"Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
                         "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
                         "served from there next time (Measure again trains them again).")
         if not pressed:

@@ -50,6 +50,7 @@ def test_stored_atlas_opens_with_the_tab_shows_the_tables_numbers_and_is_fast_fr
     captions = " ".join(c.value for c in at.caption)
     runs = frame["run_key"].nunique()
     assert f"From the result store: {runs} of the {runs} runs of this atlas" in captions and "nothing trained" in captions
+    assert f"{runs} of its {runs} runs are in the result store: Run probe serves them" in captions
     # the chart: one point per option and size with the table's numbers and interval ends
     chart = _atlas_chart(at)
     pts = {}
