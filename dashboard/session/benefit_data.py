@@ -11,6 +11,8 @@ cached in the result store. No model lives in the server process.
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -113,3 +115,201 @@ def _claims_frame(frame: pd.DataFrame) -> pd.DataFrame:
     from xtlens.profiling.benefit.claims import claims_for, summary_frame
 
     return summary_frame(claims_for(frame))
+
+
+# --- the atlas already in the result store -------------------------------------------------------------------
+
+#: the derived tables kept beside the atlas's stored runs (``profiling.benefit.derived_store``), by format version
+ATLAS_TABLE = "atlas_table/1"
+ATLAS_FINALS = "atlas_final_evals/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredAtlas:
+    """What the page draws of an atlas whose runs are in the result store: ``table`` (``probe_atlas.atlas_table``),
+    ``finals`` (the final evaluation row of each stored run: the forecasts' points, the scale and split lines),
+    how many of the plan's runs were found, and when they were measured (first, last: ISO times)."""
+
+    table: pd.DataFrame
+    finals: pd.DataFrame
+    runs_found: int
+    runs_planned: int
+    measured: tuple[str, str]
+    digest: str  # names the stored runs (``derived_store.runs_digest``): the forecasts are kept under it
+
+
+def atlas_run_keys(opt: ProbeOptions) -> tuple[tuple[str, str], ...]:
+    """(run key, the run's labels as JSON) of every run of ``opt``'s atlas plan, as ``probes.run_one`` keys them on
+    this machine (the corpus's SHA-256, this device's name, torch and x-transformers versions). No training; bad
+    input raises as ``probes.plan`` does."""
+
+    path = opt.corpus
+    stamp = Path(path).stat().st_mtime_ns if path else 0
+    return _atlas_run_keys(json.dumps(opt.to_dict(), sort_keys=True, default=str), load_corpus_sha(path, stamp))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def load_corpus_sha(path: str | None, stamp: int) -> str:
+    """The SHA-256 of the corpus at ``path`` (None: the default corpus) as its runs were keyed; ``stamp`` (the
+    file's modification time) renews it when the file changes."""
+    from xtlens.profiling.benefit.corpus import load_corpus
+
+    return load_corpus(path).sha256
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _atlas_run_keys(options_json: str, corpus_sha256: str) -> tuple[tuple[str, str], ...]:
+    from xtlens.profiling.benefit.probes import plan, run_key, run_labels
+    from xtlens.profiling.run.device import device_name, resolve_device, versions
+
+    opt = ProbeOptions.from_dict(json.loads(options_json))
+    device = resolve_device(opt.device)
+    name, vers = device_name(device), versions()
+    return tuple((run_key(r, corpus_sha256, name, vers), json.dumps(run_labels(r), sort_keys=True, default=str))
+                 for r in plan(opt))
+
+
+def stored_atlas(opt: ProbeOptions) -> pd.DataFrame | None:
+    """The atlas table (``probe_atlas.atlas_table``: one row per option and size) of the runs of ``opt``'s atlas
+    plan already in the result store, without training anything; None when none of them is stored. Fast: the
+    table is computed once per set of stored runs and kept in the store (``derived_store``), and this process
+    keeps it too (``st.cache_data`` keyed by the store's newest row)."""
+    got = stored_atlas_runs(opt)
+    return None if got is None else got.table
+
+
+def stored_atlas_runs(opt: ProbeOptions) -> StoredAtlas | None:
+    """``stored_atlas`` with the final evaluations of the stored runs and how many of the plan's runs they are."""
+    from xtlens.profiling.benefit import derived_store
+
+    return _stored_atlas(atlas_run_keys(opt), derived_store.store_state())
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the atlas runs stored in the result store...")
+def _stored_atlas(keys: tuple[tuple[str, str], ...], state: tuple[str, int]) -> StoredAtlas | None:
+    from xtlens.profiling.benefit import derived_store as ds
+
+    runs = ds.latest_runs([k for k, _ in keys])
+    if not runs:
+        return None
+    digest = ds.runs_digest(runs)
+    table, finals = ds.derived(ATLAS_TABLE, digest), ds.derived(ATLAS_FINALS, digest)
+    if table is None or finals is None:
+        table, finals = _atlas_from_rows(runs, dict(keys))
+        ds.store_derived(ATLAS_TABLE, digest, table)
+        ds.store_derived(ATLAS_FINALS, digest, finals)
+    when = sorted(str(t) for t in finals["timestamp"].dropna() if str(t)) if "timestamp" in finals else []
+    return StoredAtlas(table=table, finals=finals, runs_found=len(runs), runs_planned=len(keys),
+                       measured=(when[0], when[-1]) if when else ("", ""), digest=digest)
+
+
+def _atlas_from_rows(runs: dict[str, str], labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The atlas table and the final evaluations from the stored rows of ``runs`` (the slow path: once per set of
+    stored runs), each row labelled with its run of this plan (``probes.run_labels``: a stored run may have been
+    trained for another probe)."""
+    from xtlens.profiling.benefit import derived_store as ds
+    from xtlens.profiling.benefit.analysis import final_evals
+    from xtlens.profiling.benefit.probe_atlas import atlas_table
+
+    rows = [r | json.loads(labels[r["run_key"]]) for r in ds.stored_rows(runs)]
+    frame = probe_frame(pd.DataFrame.from_records(rows))
+    finals = final_evals(frame[frame["row_kind"] == "eval"])
+    return atlas_table(frame), finals.reset_index(drop=True)
+
+
+_ATLAS_TABLES = "_xtlens_atlas_tables"
+
+
+def remember_atlas_tables(source: str, tables: dict[str, pd.DataFrame]) -> None:
+    """Keep the atlas tables the Benefits tab drew from ``source`` (e.g. "runs in the result store") for the Export
+    tab: the atlas table, the forecasts at the user's size, the held-out check (the latest of each source)."""
+    from xtlens.dashboard.session import store
+
+    kept = {k: v for k, v in store.get(_ATLAS_TABLES, {}).items() if k[0] != source}
+    kept.update({(source, name): t for name, t in tables.items() if t is not None and not t.empty})
+    store.put(_ATLAS_TABLES, kept)
+
+
+def atlas_tables() -> list[tuple[str, pd.DataFrame]]:
+    """(title, table) of every atlas table the Benefits tab drew in this session (``remember_atlas_tables``)."""
+    from xtlens.dashboard.session import store
+
+    return [(f"{name} ({source})", t) for (source, name), t in store.get(_ATLAS_TABLES, {}).items()]
+
+
+ATLAS_FORECASTS = "atlas_forecasts/1"
+ATLAS_HOLDOUT = "atlas_holdout/1"
+
+
+def atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None, *,
+                    digest: str | None = None) -> pd.DataFrame:
+    """``forecast.forecast_arms`` of the atlas runs ``finals`` at ``num_params`` non-embedding parameters and
+    ``tokens`` (None: the runs' own budget), one row per arm (``Forecast``'s fields). Fitted once per input: kept
+    in this process, and with ``digest`` (a stored atlas's runs) in the result store too, so that a stored atlas
+    opens without fitting again."""
+    return _atlas_forecasts(finals, float(num_params), None if tokens is None else float(tokens), digest)
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting the loss laws per option (seed bootstrap)...")
+def _atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None,
+                     digest: str | None) -> pd.DataFrame:
+    import dataclasses
+
+    from xtlens.profiling.benefit import derived_store as ds
+    from xtlens.profiling.benefit import forecast
+
+    name = f"{ATLAS_FORECASTS}/{num_params!r}/{tokens!r}"
+    if digest is not None:
+        kept = ds.derived(name, digest)
+        if kept is not None:
+            return kept
+    out = pd.DataFrame([dataclasses.asdict(f) for f in forecast.forecast_arms(
+        forecast.arm_points(finals), num_params=num_params, tokens=tokens)])
+    if digest is not None and not out.empty:
+        ds.store_derived(name, digest, out)
+    return out
+
+
+def atlas_holdout(finals: pd.DataFrame, *, digest: str | None = None):
+    """``forecast.holdout`` of the atlas runs ``finals`` (the largest size forecast from the smaller ones), kept as
+    ``atlas_forecasts`` keeps the forecasts."""
+    return _atlas_holdout(finals, digest)
+
+
+@st.cache_data(max_entries=16, show_spinner="Held-out check: forecasting the largest size from the smaller ones...")
+def _atlas_holdout(finals: pd.DataFrame, digest: str | None):
+    from xtlens.profiling.benefit import derived_store as ds
+    from xtlens.profiling.benefit import forecast
+
+    if digest is not None:
+        table, summary = ds.derived(ATLAS_HOLDOUT, digest), ds.derived(ATLAS_HOLDOUT + "/summary", digest)
+        if table is not None and summary is not None:
+            r = summary.astype(object).where(summary.notna(), None).iloc[0].to_dict()
+            return forecast.Holdout(coverage=r["coverage"], arms=int(r["arms"]), level=float(r["level"]),
+                                    median_abs_error_bits=r["median_abs_error_bits"], table=table,
+                                    reason=str(r["reason"] or ""))
+    h = forecast.holdout(forecast.arm_points(finals))
+    if digest is not None:
+        ds.store_derived(ATLAS_HOLDOUT, digest, h.table)
+        ds.store_derived(ATLAS_HOLDOUT + "/summary", digest, pd.DataFrame([{
+            "coverage": h.coverage, "arms": h.arms, "level": h.level,
+            "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason}]))
+    return h
+
+
+def keep_atlas(opt: ProbeOptions, table: pd.DataFrame, finals: pd.DataFrame) -> bool:
+    """After an atlas job of this page: keep its atlas table and final evaluations beside its runs in the result
+    store (``derived_store``), so that the next visit, or a restarted server, draws the stored atlas without reading
+    the runs' rows again. Kept only when the runs stored for ``opt``'s plan are exactly the job's ok runs (by run
+    key); returns whether they were kept."""
+    from xtlens.profiling.benefit import derived_store as ds
+
+    runs = ds.latest_runs([k for k, _ in atlas_run_keys(opt)])
+    ok = finals[finals["status"] == "ok"] if "status" in finals else finals
+    if not runs or set(runs) != {str(k) for k in ok["run_key"].dropna()}:
+        return False
+    digest = ds.runs_digest(runs)
+    if ds.derived(ATLAS_TABLE, digest) is None:
+        ds.store_derived(ATLAS_TABLE, digest, table)
+        ds.store_derived(ATLAS_FINALS, digest, finals.reset_index(drop=True))
+    return True

@@ -11,6 +11,7 @@ import streamlit as st
 from xtlens.dashboard.charts import benefits as bc
 from xtlens.dashboard.session import benefit_data, uploads, widgets
 from xtlens.dashboard.views import Ctx
+from xtlens.dashboard.views import atlas as atlas_view
 from xtlens.dashboard.views import common as view_common
 from xtlens.profiling.benefit import analysis, report
 from xtlens.profiling.benefit.cli import LIMITS, int_list
@@ -55,13 +56,16 @@ CLAIMS = {
              "KV-cache bytes each needs, and a shuffled-context control that shows what size of difference the probe "
              "can see.",
 }
+CLAIMS["atlas"] = atlas_view.CLAIM
 LABELS = {"scaling": "scaling (dim / depth / heads)", "stability": "stability (DeepNorm vs pre/post-norm)",
-          "extrapolation": "extrapolation (positions)", "heads": "heads and K/V heads"}
+          "extrapolation": "extrapolation (positions)", "heads": "heads and K/V heads",
+          "atlas": "atlas (every option: quality vs cost)"}
 VALUES_HELP = {
     "scaling": "values of the swept field (default {d})",
     "stability": "depths (default {d})",
     "extrapolation": "evaluation lengths as multiples of the training length (default {d})",
     "heads": "head counts at equal parameters (default {d})",
+    "atlas": "model sizes: the dims to run every option at (default {d})",
 }
 
 
@@ -92,7 +96,8 @@ def _parse_ints(text: str, control: str) -> tuple[int, ...] | None:
 
 
 def _default_values(probe: str, axis: str, quick: bool = False) -> str:
-    v = _defaults(probe, quick)["values"]
+    d = _defaults(probe, quick)
+    v = d["values"] if "values" in d else d["sizes"]  # the atlas's values are its sizes (dims)
     return ",".join(map(str, v[axis] if isinstance(v, dict) else v))
 
 
@@ -107,7 +112,18 @@ def options_from_widgets(ctx: Ctx, probe: str, corpus_path: str | None) -> Probe
                         values=_parse_ints(widgets.value(f"benefits.{probe}.values", ""), "values"),
                         tokens=int(widgets.value(_tokens_key(probe, quick), _defaults(probe, quick)["tokens"])),
                         seeds=_parse_ints(widgets.value(f"benefits.{probe}.seeds", ""), "seeds"),
-                        corpus=corpus_path, device="cuda" if ctx.device.startswith("cuda") else "cpu")
+                        corpus=corpus_path, device="cuda" if ctx.device.startswith("cuda") else "cpu",
+                        options=_atlas_options() if probe == "atlas" else None)
+
+
+def _atlas_options() -> tuple[str, ...] | None:
+    """The atlas's chosen options (None: every default option, ``probe_atlas.ATLAS_OPTIONS``)."""
+    from xtlens.profiling.benefit.probe_atlas import ATLAS_OPTIONS
+
+    picked = widgets.value("benefits.atlas.options", None)
+    if not picked or list(picked) == list(ATLAS_OPTIONS):
+        return None
+    return tuple(picked)
 
 
 def _bounded_box(col, control: str, *, key: str, placeholder: str, help: str) -> bool:
@@ -129,6 +145,8 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
     cols = st.columns([1, 2, 1, 1])
     if probe == "scaling":
         cols[0].radio("field to sweep", SCALING_AXES, horizontal=True, key="benefits.axis")
+    if probe == "atlas":
+        atlas_view.settings(st)
     quick = cols[0].checkbox("Quick", key="benefits.quick",
                              help="The probe's quick settings (probes.QUICK: fewer tokens, seeds and values), as "
                                   "`xtlens probe --quick`: a first look in a fraction of the time. Values you type "
@@ -193,7 +211,8 @@ def render(ctx: Ctx) -> None:
     st.markdown("**What each hyperparameter buys, measured.** Each probe trains the real x-transformers decoder "
                 "(built like everywhere else in xtlens) on real text and reports validation loss in nats per token "
                 "and bits per byte. Costs are on the other tabs; the Trade-offs tab puts both side by side.")
-    probe = st.radio("probe", PROBES, horizontal=True, key="benefits.probe", format_func=LABELS.get)
+    first = PROBES.index("atlas") if widgets.value("benefits.probe") is None and _atlas_stored(ctx) else 0
+    probe = st.radio("probe", PROBES, horizontal=True, key="benefits.probe", format_func=LABELS.get, index=first)
     st.caption(CLAIMS[probe])
     try:
         corpus_path = _settings_panel(ctx, probe)
@@ -210,6 +229,8 @@ def render(ctx: Ctx) -> None:
     frame = _job_panel(opt)
     _uploads(probe)
     tables = benefit_data.finished_tables(probe)
+    if probe == "atlas" and frame is None and not tables and _stored_atlas(ctx, opt):
+        return
     if frame is None and tables:
         labels = [label for label, _ in tables]
         pick = st.selectbox("results to show", labels, index=len(labels) - 1, key=f"benefits.show.{probe}",
@@ -220,12 +241,47 @@ def render(ctx: Ctx) -> None:
         _results(ctx, probe, frame)
 
 
+def _atlas_stored(ctx: Ctx) -> bool:
+    """Whether runs of this configuration's default atlas are in the result store (then the tab opens on the
+    atlas)."""
+    try:
+        opt = options_from_widgets(ctx, "atlas", None)  # the atlas the tab draws when it opens on it
+        return benefit_data.stored_atlas_runs(opt) is not None
+    except (ProbeInputError, BudgetError, CorpusError):
+        return False
+
+
+def _stored_atlas(ctx: Ctx, opt: ProbeOptions) -> bool:
+    """Draw the atlas from its runs already in the result store (no training) when this session has no finished
+    atlas job for ``opt``; returns whether it drew one."""
+    if benefit_data.find(opt) is not None:
+        return False
+    stored = benefit_data.stored_atlas_runs(opt)
+    if stored is None:
+        return False
+    first, last = (t.replace("T", " ").split(".")[0].removesuffix("+00:00") for t in stored.measured)
+    when = first if first == last else f"{first} – {last}"
+    st.caption(f"From the result store: {stored.runs_found} of the {stored.runs_planned} runs of this atlas "
+               f"(measured {when} UTC), nothing trained. Run probe trains the missing ones and serves the stored "
+               "ones.")
+    token = _LOSS_LINE.set((report.unigram_nats(stored.finals), report.not_learned_configs(stored.finals)))
+    try:
+        atlas_view.render(ctx, opt, stored.table, stored.finals, key="stored", source="runs in the result store",
+                          digest=stored.digest)
+    finally:
+        _LOSS_LINE.reset(token)
+    return True
+
+
 def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
     job = benefit_data.find(opt)
     if job is None:
         cols = st.columns([1, 3])
         pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
-        cols[1].caption(f"Not run yet. Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
+        stored = benefit_data.stored_atlas_runs(opt) if opt.probe == "atlas" else None
+        cols[1].caption((f"{stored.runs_found} of its {stored.runs_planned} runs are in the result store: Run probe "
+                         "serves them from there and trains only the missing ones. " if stored else "Not run yet. ")
+                        + f"Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
                         "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
                         "served from there next time (Measure again trains them again).")
         if not pressed:
@@ -371,8 +427,8 @@ def _results_drawn(ctx: Ctx, probe: str, frame: pd.DataFrame, final: pd.DataFram
         chart(bc.loss_curves(frame, probe=probe, title="Loss curves (every run ended above the unigram line)"),
               f"benefits.{probe}.not_learned_curves")
     else:
-        {"scaling": _scaling, "stability": _stability, "extrapolation": _extrapolation, "heads": _heads}[probe](
-            ctx, frame, final)
+        {"scaling": _scaling, "stability": _stability, "extrapolation": _extrapolation, "heads": _heads,
+         "atlas": _atlas}[probe](ctx, frame, final)
     st.caption("What was measured — " + scope)
     with st.expander("Table: final evaluation of every run", expanded=False):
         cols = ["config_name", "budget_kind", "seed", "step", "tokens_seen", "train_flops", "num_params",
@@ -450,7 +506,14 @@ def _compute(what: str, frame: pd.DataFrame, title: str) -> object:
     return {"scaling_law": lambda: bc.scaling_law(frame, title=title),
             "isoflop_curves": lambda: bc.isoflop_curves(frame, title=title),
             "law_table": lambda: ps.law_table(frame), "isoflop_table": lambda: ps.isoflop_table(frame),
-            "headline": lambda: pe.headline(frame), "context_gains": lambda: pe.context_gains(frame)}[what]()
+            "headline": lambda: pe.headline(frame), "context_gains": lambda: pe.context_gains(frame),
+            "atlas_table": lambda: _atlas_table(frame)}[what]()
+
+
+def _atlas_table(frame: pd.DataFrame) -> pd.DataFrame:
+    from xtlens.profiling.benefit.probe_atlas import atlas_table
+
+    return atlas_table(frame)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -561,6 +624,18 @@ def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                                       title=f"{variant}, depth {depth}, lr {lr:g}"), f"benefits.stability.heat.{variant}")
         st.caption("Heat maps: log10 of each layer's gradient norm (clipping off) at every evaluated step of the first "
                    "seed, one colour scale for all three so that they compare; dark = vanishing.")
+
+
+def _atlas(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
+    opt = None
+    try:
+        opt = options_from_widgets(ctx, "atlas", None)
+    except (ProbeInputError, BudgetError, CorpusError):
+        pass
+    table, finals = once("atlas_table", frame), final[final["probe"] == "atlas"]
+    if opt is not None and benefit_data.find(opt) is not None:  # this page's job: its runs are in the store
+        benefit_data.keep_atlas(opt, table, finals)
+    atlas_view.render(ctx, opt, table, finals, key="job", source="the atlas shown")
 
 
 def _extrapolation(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:

@@ -91,7 +91,11 @@ def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
             downloads(claims, f"claims {name}", f"export.claims.{i}")
         elif problem:
             st.caption(f"claims of {name}: {problem}")
-    if not measured and not uploads.uploads() and not probes:
+    atlas = benefit_data.atlas_tables()
+    for i, (name, frame) in enumerate(atlas):
+        st.markdown(f"**benefit atlas: {name}** — {len(frame)} rows (drawn in the Benefits view)")
+        downloads(frame, name, f"export.atlas.{i}")
+    if not measured and not uploads.uploads() and not probes and not atlas:
         st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too, "
                    "which the Latency, Memory and FLOPs views also draw).")
 
