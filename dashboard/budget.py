@@ -1,19 +1,25 @@
 """The budget explorer's frames: a 2-D grid of configurations under a training setup, each point's cost
-(per-device memory, FLOPs) from ``core.cost_model`` and its benefit (a predicted loss), the feasible region,
-and the Pareto front. Pure functions (no Streamlit), closed form only: a 12 x 12 grid takes ~50 ms.
+(per-device memory, FLOPs) from ``core.cost_model`` and its benefit (a predicted loss with its interval), the
+feasible region, the Pareto front, and the sentence that answers the tab's question. Pure functions (no
+Streamlit), closed form plus one law evaluation per point: a 12 x 12 grid takes ~50 ms.
 
-Benefit: ``BENEFITS`` maps a name to ``f(cfg, tokens) -> loss`` (lower is better). Today it holds Chinchilla's
-fit (``dashboard.proxies.chinchilla_loss``). The benefit lab's measured loss plugs in here: register a function
-under a new name (``BENEFITS["measured"] = ...``) and the view offers it.
+Benefit: a loss law (``LossLaw``: ``predict(num_params, tokens) -> (estimate, low, high)``, ``label``, ``unit``,
+``notes``). When the user has probe runs (the scaling probe, or the atlas's reference arm), the view passes the
+law fitted to them (``profiling.benefit.forecast.law_for_budget``: "fitted to your runs: N sizes, S seeds,
+corpus C", in the probe's own unit, bits/byte or nats/token of the probe's tokenizer, fed non-embedding
+parameters, Kaplan et al. 2020). Otherwise ``CHINCHILLA``: Hoffmann et al. 2022's published fit
+(``dashboard.proxies.chinchilla_loss``, nats/token of their tokenizer, all parameters, no interval). The two units
+are not comparable in absolute terms: only the ranking of configurations under one law is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pandas as pd
-from xtlens.core import cost_model
+from xtlens.core import cost_model, units
 from xtlens.core.config import ConfigError, ModelConfig, Workload
 from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.dashboard import proxies
@@ -36,12 +42,59 @@ AXIS_VALUES: dict[str, tuple[float, ...]] = {
 }
 
 
-def chinchilla_benefit(cfg: ModelConfig, tokens: float) -> float:
-    """Chinchilla's fitted loss for ``cfg``'s parameter count trained on ``tokens`` tokens (nats per token)."""
-    return proxies.chinchilla_loss(cost_model.param_counts(cfg).num_params, tokens)
+class LossLaw(Protocol):
+    """What the explorer needs of a loss law (``profiling.benefit.forecast.FittedLaw`` has it): ``predict`` returns
+    (estimate, low, high) in ``unit`` for ``num_params`` parameters (which count: ``PARAMS_OF``) trained on
+    ``tokens`` tokens; ``label`` says where the law comes from; ``notes`` its caveats (a string or several)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def notes(self) -> object: ...
+
+    def predict(self, num_params: float, tokens: float) -> tuple[float, float, float]: ...
 
 
-BENEFITS: dict[str, Callable[[ModelConfig, float], float]] = {"Chinchilla fit L(N, D)": chinchilla_benefit}
+LITERATURE_LABEL = "literature fit (Hoffmann et al. 2022, their data)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChinchillaLaw:
+    """Hoffmann et al. 2022's parametric fit L(N, D) = E + A/N^alpha + B/D^beta (eq. 10, approach 3), N = all
+    parameters. A point estimate: low = high = the estimate (no interval of theirs applies to this model)."""
+
+    label: str = LITERATURE_LABEL
+    unit: str = "nats/token (Chinchilla's tokenizer)"
+    notes: tuple[str, ...] = ("Fitted on MassiveText with their tokenizer, not on this model or your data: read the "
+                              "ranking of configurations, not the absolute loss; no interval.",)
+
+    def predict(self, num_params: float, tokens: float) -> tuple[float, float, float]:
+        loss = proxies.chinchilla_loss(num_params, tokens)
+        return loss, loss, loss
+
+
+CHINCHILLA = ChinchillaLaw()
+
+
+def params_of(law: LossLaw) -> str:
+    """Which parameter count ``law`` is fed: ``num_params`` (all, as Hoffmann et al. counted) for the literature
+    fit, ``non_embedding_params`` (Kaplan et al. 2020; the probes' vocabulary differs from the model's) for a
+    fitted law."""
+    return "num_params" if isinstance(law, ChinchillaLaw) else "non_embedding_params"
+
+
+def law_notes(law: LossLaw) -> list[str]:
+    """``law.notes`` as a list of sentences (a law may give one string or several)."""
+    notes = law.notes
+    if not notes:
+        return []
+    if isinstance(notes, str):
+        return [notes]
+    return [str(n) for n in notes]  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,14 +124,15 @@ def _config_at(cfg: ModelConfig, x: str, xv: float, y: str, yv: float) -> ModelC
 
 
 def grid(cfg: ModelConfig, wl: Workload, *, x: str, y: str, xs: Sequence[float], ys: Sequence[float],
-         training: TrainingSetup, serving: ServingSetup, budget: Budget,
-         benefit: str = "Chinchilla fit L(N, D)") -> pd.DataFrame:
-    """One row per grid point: the axes, parameters, per-device training peak and serving total (bytes), forward
-    FLOPs per token, training FLOPs for the token budget (``6``-free: the closed-form train step per token x tokens,
-    recomputation included), the benefit, which constraints hold (``feasible``) and ``pareto`` (feasible and no
-    other feasible point has both lower training FLOPs and lower loss). Invalid points (a rule of ``ModelConfig``
-    or of the setup) are left out."""
+         training: TrainingSetup, serving: ServingSetup, budget: Budget, law: LossLaw = CHINCHILLA) -> pd.DataFrame:
+    """One row per grid point: the axes, parameters (all and non-embedding), per-device training peak and serving
+    total (bytes), forward FLOPs per token, training FLOPs for the token budget (``6``-free: the closed-form train
+    step per token x tokens, recomputation included), the loss ``law`` predicts at the token budget with its
+    interval (``loss``, ``loss_low``, ``loss_high``, in ``law.unit``), which constraints hold (``feasible``) and
+    ``pareto`` (feasible and no other feasible point has both lower training FLOPs and lower loss). Invalid points
+    (a rule of ``ModelConfig`` or of the setup) are left out."""
     rows = []
+    count = params_of(law)
     for xv in xs:
         for yv in ys:
             c = _config_at(cfg, x, xv, y, yv)
@@ -94,10 +148,13 @@ def grid(cfg: ModelConfig, wl: Workload, *, x: str, y: str, xs: Sequence[float],
             fc = cost_model.flop_counts(c, wl)
             step = cost_model.training_flops_for(c, wl, training)["train_step_flops"] * training.tp
             train_flops = step / wl.tokens * budget.train_tokens
-            rows.append({x: xv, y: yv, "num_params": cost_model.param_counts(c).num_params,
+            pc = cost_model.param_counts(c)
+            params = {"num_params": pc.num_params, "non_embedding_params": pc.non_embedding_params}
+            loss, low, high = law.predict(float(params[count]), float(budget.train_tokens))
+            rows.append({x: xv, y: yv, **params,
                          "train_peak_bytes": tm.peak_bytes, "peak_stage": tm.peak_stage,
                          "serve_total_bytes": sm.total_bytes, "fwd_flops_per_token": fc.fwd_flops_per_token,
-                         "train_flops": train_flops, "loss": BENEFITS[benefit](c, budget.train_tokens)})
+                         "train_flops": train_flops, "loss": loss, "loss_low": low, "loss_high": high})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -122,3 +179,29 @@ def pareto_front(frame: pd.DataFrame, *, cost: str, benefit: str, among: pd.Seri
             out[idx] = True
             best = loss
     return out
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def front_sentence(frame: pd.DataFrame, *, x: str, y: str, budget: Budget, law: LossLaw) -> str:
+    """The tab's answer in one sentence: "Under <memory> per device and <compute> training FLOPs, the configurations
+    on the front are: <x> a x <y> b (FLOPs, loss [low, high] unit); ... (loss from <label>)." Read from ``frame``'s
+    ``pareto`` rows (cheapest first); says so when nothing fits."""
+    compute = ("no cap on training FLOPs" if budget.max_train_flops is None
+               else f"{budget.max_train_flops:.3g} training FLOPs")
+    head = f"Under {units.fmt_bytes(budget.device_memory_bytes)} per device and {compute}"
+    if budget.max_fwd_flops_per_token is not None:
+        head += f" (forward FLOPs per token at most {budget.max_fwd_flops_per_token:.3g})"
+    head += f", for {budget.train_tokens:.3g} training tokens"
+    front = frame[frame["pareto"]].sort_values("train_flops") if not frame.empty else frame
+    if front.empty:
+        return f"{head}, no configuration of this grid fits: there is no front (loss from {law.label})."
+    parts = []
+    for _, r in front.iterrows():
+        loss = f"{r['loss']:.3f}"
+        if r["loss_low"] != r["loss_high"]:
+            loss += f" [{r['loss_low']:.3f}, {r['loss_high']:.3f}]"
+        parts.append(f"{x} {_num(r[x])} x {y} {_num(r[y])} ({r['train_flops']:.3g} FLOPs, loss {loss} {law.unit})")
+    return f"{head}, the configurations on the front are: {'; '.join(parts)} (loss from {law.label})."
