@@ -6,10 +6,10 @@ Streamlit), closed form plus one law evaluation per point: a 12 x 12 grid takes 
 Benefit: a loss law (``LossLaw``: ``predict(num_params, tokens) -> (estimate, low, high)``, ``label``, ``unit``,
 ``notes``). When the user has probe runs (the scaling probe, or the atlas's reference arm), the view passes the
 law fitted to them (``profiling.benefit.forecast.law_for_budget``: "fitted to your runs: N sizes, S seeds,
-corpus C", in the probe's own unit, bits/byte or nats/token of the probe's tokenizer, fed non-embedding
-parameters, Kaplan et al. 2020). Otherwise ``CHINCHILLA``: Hoffmann et al. 2022's published fit
-(``dashboard.proxies.chinchilla_loss``, nats/token of their tokenizer, all parameters, no interval). The two units
-are not comparable in absolute terms: only the ranking of configurations under one law is.
+corpus C", in the probe's own unit, bits/byte or nats/token of the probe's tokenizer, with its bootstrap
+interval). Otherwise ``CHINCHILLA``: Hoffmann et al. 2022's published fit (``dashboard.proxies.chinchilla_loss``,
+nats/token of their tokenizer, no interval). Both are fed total parameters. The two units are not comparable in
+absolute terms: only the ranking of configurations under one law is.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ AXIS_VALUES: dict[str, tuple[float, ...]] = {
 
 class LossLaw(Protocol):
     """What the explorer needs of a loss law (``profiling.benefit.forecast.FittedLaw`` has it): ``predict`` returns
-    (estimate, low, high) in ``unit`` for ``num_params`` parameters (which count: ``PARAMS_OF``) trained on
-    ``tokens`` tokens; ``label`` says where the law comes from; ``notes`` its caveats (a string or several)."""
+    (estimate, low, high) in ``unit`` for ``num_params`` total parameters (``core.cost_model.param_counts(cfg)
+    .num_params``, embeddings included) trained on ``tokens`` tokens; ``label`` says where the law comes from;
+    ``notes`` its caveats (a string or several)."""
 
     @property
     def label(self) -> str: ...
@@ -67,6 +68,7 @@ class ChinchillaLaw:
     """Hoffmann et al. 2022's parametric fit L(N, D) = E + A/N^alpha + B/D^beta (eq. 10, approach 3), N = all
     parameters. A point estimate: low = high = the estimate (no interval of theirs applies to this model)."""
 
+    level: float | None = None
     label: str = LITERATURE_LABEL
     unit: str = "nats/token (Chinchilla's tokenizer)"
     notes: tuple[str, ...] = ("Fitted on MassiveText with their tokenizer, not on this model or your data: read the "
@@ -78,13 +80,6 @@ class ChinchillaLaw:
 
 
 CHINCHILLA = ChinchillaLaw()
-
-
-def params_of(law: LossLaw) -> str:
-    """Which parameter count ``law`` is fed: ``num_params`` (all, as Hoffmann et al. counted) for the literature
-    fit, ``non_embedding_params`` (Kaplan et al. 2020; the probes' vocabulary differs from the model's) for a
-    fitted law."""
-    return "num_params" if isinstance(law, ChinchillaLaw) else "non_embedding_params"
 
 
 def law_notes(law: LossLaw) -> list[str]:
@@ -132,7 +127,6 @@ def grid(cfg: ModelConfig, wl: Workload, *, x: str, y: str, xs: Sequence[float],
     ``pareto`` (feasible and no other feasible point has both lower training FLOPs and lower loss). Invalid points
     (a rule of ``ModelConfig`` or of the setup) are left out."""
     rows = []
-    count = params_of(law)
     for xv in xs:
         for yv in ys:
             c = _config_at(cfg, x, xv, y, yv)
@@ -149,9 +143,8 @@ def grid(cfg: ModelConfig, wl: Workload, *, x: str, y: str, xs: Sequence[float],
             step = cost_model.training_flops_for(c, wl, training)["train_step_flops"] * training.tp
             train_flops = step / wl.tokens * budget.train_tokens
             pc = cost_model.param_counts(c)
-            params = {"num_params": pc.num_params, "non_embedding_params": pc.non_embedding_params}
-            loss, low, high = law.predict(float(params[count]), float(budget.train_tokens))
-            rows.append({x: xv, y: yv, **params,
+            loss, low, high = law.predict(float(pc.num_params), float(budget.train_tokens))
+            rows.append({x: xv, y: yv, "num_params": pc.num_params, "non_embedding_params": pc.non_embedding_params,
                          "train_peak_bytes": tm.peak_bytes, "peak_stage": tm.peak_stage,
                          "serve_total_bytes": sm.total_bytes, "fwd_flops_per_token": fc.fwd_flops_per_token,
                          "train_flops": train_flops, "loss": loss, "loss_low": low, "loss_high": high})

@@ -1,7 +1,7 @@
 """The measured loss laws the budget explorer (Setups tab) can use: one per (probe, corpus) of the user's probe runs.
 
-Where the runs come from: the result store (every stored run of the scaling probe, and the atlas's reference arm:
-``profiling.benefit.probe_store.stored_rows``, no training), plus this session's finished probe jobs and uploaded
+Where the runs come from: the result store (every stored run of the scaling probe and of the atlas:
+``profiling.benefit.probe_store.stored_rows``, their evaluation rows, no training), plus this session's finished probe jobs and uploaded
 probe tables (``session.benefit_data.finished_tables``; runs already in the store are not counted twice). Rows of
 one probe on one corpus (by the corpus's SHA-256) make one ``Source``; its law is
 ``profiling.benefit.forecast.law_for_budget(rows, corpus name)`` (None when the runs cannot be fitted), computed
@@ -20,10 +20,11 @@ from xtlens.dashboard.session import benefit_data, store
 from xtlens.profiling.benefit import probe_store
 from xtlens.profiling.benefit.records import probe_frame
 
-#: the probes whose runs give a loss law, and the variant that is the reference configuration (None: all runs)
-LAW_PROBES: dict[str, str | None] = {"scaling": None, "atlas": "reference"}
-#: the rows a law needs: the evaluations and the final per-window evaluation
-LAW_ROW_KINDS = ("eval", "window")
+#: the probes whose runs give a loss law (all their arms: the atlas's law is its reference arm's, fitted with the
+#: other arms sharing its exponent)
+LAW_PROBES = ("scaling", "atlas")
+#: the rows a law needs: the evaluations (the last of each run is its final whole-split evaluation)
+LAW_ROW_KINDS = ("eval",)
 _LAW_CHOICES = "_xtlens_budget_law_choices"
 
 
@@ -46,15 +47,13 @@ class Source:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _stored(probe: str, variant: str | None, version: tuple[int, int]) -> pd.DataFrame:
+def _stored(probe: str, version: tuple[int, int]) -> pd.DataFrame:
     del version  # the cache key: a stored run changes it
-    return probe_frame(probe_store.stored_rows(probe, variant=variant, row_kinds=LAW_ROW_KINDS))
+    return probe_frame(probe_store.stored_rows(probe, row_kinds=LAW_ROW_KINDS))
 
 
-def _usable(frame: pd.DataFrame, probe: str, variant: str | None) -> pd.DataFrame:
+def _usable(frame: pd.DataFrame, probe: str) -> pd.DataFrame:
     keep = (frame["probe"] == probe).fillna(False).astype(bool)
-    if variant is not None and "variant" in frame:
-        keep &= (frame["variant"] == variant).fillna(False).astype(bool)
     if "row_kind" in frame:
         keep &= frame["row_kind"].isin(LAW_ROW_KINDS)
     return frame[keep]
@@ -64,9 +63,9 @@ def sources() -> list[Source]:
     """Every (probe, corpus) of the user's probe runs, the one with the most runs first."""
     version = probe_store.stored_version()
     out = []
-    for probe, variant in LAW_PROBES.items():
-        parts = [("result store", _stored(probe, variant, version))]
-        parts += [(label, _usable(frame, probe, variant)) for label, frame in benefit_data.finished_tables(probe)]
+    for probe in LAW_PROBES:
+        parts = [("result store", _stored(probe, version))]
+        parts += [(label, _usable(frame, probe)) for label, frame in benefit_data.finished_tables(probe)]
         seen: set[str] = set()
         by_corpus: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}
         for origin, frame in parts:

@@ -220,8 +220,9 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
         return
     answer.markdown(f"**{budget.front_sentence(frame, x=x, y=y, budget=explorer_budget, law=law)}**")
     fitted = law is not budget.CHINCHILLA
-    params = "non-embedding parameters" if budget.params_of(law) == "non_embedding_params" else "all parameters"
-    st.caption(f"Loss from: **{law.label}**, in {law.unit}, fed {params} and the token budget. "
+    level = getattr(law, "level", None)
+    band = f"the law's {level:.0%} interval" if level else "the law's interval"
+    st.caption(f"Loss from: **{law.label}**, in {law.unit}, fed total parameters and the token budget. "
                + ("Fitted to the probe's tokenizer and corpus: not comparable in absolute terms with Chinchilla's "
                   "nats/token (or with another corpus); read the ranking and the interval. "
                   if fitted else "Probe runs (Benefits tab: the scaling probe or the atlas) replace it with a law "
@@ -240,7 +241,7 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
         chart(setup_charts.pareto_figure(frame, x=x, y=y, current=current, benefit=law.label, unit=law.unit,
                                          title="Benefit against training compute"), "setups_pareto")
         st.caption(f"Loss: {law.label} at the token budget (lower is better; "
-                   + ("shaded band and bars: the law's interval" if fitted else "a point estimate, no interval")
+                   + (f"shaded band and bars: {band}" if fitted else "a point estimate, no interval")
                    + "). Training FLOPs: the closed-form training step per token (torch convention, recomputation "
                    "included) x the token budget. Pareto front: feasible points that no other feasible point beats "
                    "on both.")

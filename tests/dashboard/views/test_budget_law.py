@@ -31,6 +31,8 @@ TOKENS = 1e10
 class FakeLaw:
     """A law whose loss is lowest at a middle size (so its front differs from Chinchilla's), interval width known."""
 
+    level: float = 0.8
+
     label: str = "fitted to your runs: 3 sizes, 2 seeds, corpus fake.txt"
     unit: str = "bits/byte"
     notes: tuple[str, ...] = ("token term not fitted from one budget", "extrapolated x1000 beyond the largest run")
@@ -60,14 +62,14 @@ def _front_by_hand(frame: pd.DataFrame) -> set[tuple[float, float]]:
     return out
 
 
-def test_fitted_law_gives_the_loss_and_band_from_non_embedding_params() -> None:
+def test_fitted_law_gives_the_loss_and_band_per_grid_point() -> None:
     law = FakeLaw()
     frame = _grid(law)
     assert len(frame) == 16
     for _, r in frame.iterrows():
         pc = cost_model.param_counts(SEED.replace(dim=int(r["dim"]), depth=int(r["depth"])))
         assert r["non_embedding_params"] == pc.non_embedding_params and r["num_params"] == pc.num_params
-        est, low, high = law.predict(pc.non_embedding_params, TOKENS)
+        est, low, high = law.predict(pc.num_params, TOKENS)
         assert (r["loss"], r["loss_low"], r["loss_high"]) == pytest.approx((est, low, high), rel=1e-12)
         assert r["loss_low"] < r["loss"] < r["loss_high"]
     # the literature fit: Chinchilla's formula on all parameters, a point estimate (low = high = loss)
@@ -213,6 +215,7 @@ def test_setups_tab_switches_from_the_literature_fit_to_the_fitted_law(monkeypat
         assert f"dim {r['dim']:g} x depth {r['depth']:g} ({r['train_flops']:.3g} FLOPs, loss {r['loss']:.3f}" in answer
     assert any(f"Loss from: **{label}**, in bits/byte" in t and "not comparable in absolute terms" in t
                and "extrapolated x1000 beyond the largest run" in t for t in texts)
+    assert any("shaded band and bars: the law's 80% interval" in t for t in texts)
     # the user can still rank by the literature fit
     at.selectbox(key="setups.law").set_value(budget.LITERATURE_LABEL).run()
     (answer,) = [t for t in _explorer_texts(at) if "the configurations on the front are: " in t]
