@@ -68,7 +68,8 @@ import numpy as np
 
 __all__ = ["Interval", "bootstrap_mean", "paired_difference", "min_detectable_effect", "verdict", "LossLaw",
            "fit_loss_law", "fit_joint_law", "LawFit", "bootstrap_law", "IsoFlop", "isoflop_fit", "isoflop_minimum",
-           "t_quantile", "z_quantile", "ALPHA_RANGE", "VERDICT_NAMES"]
+           "t_quantile", "z_quantile", "ALPHA_RANGE", "VERDICT_NAMES", "SHARES", "SharedLaw", "fit_shared_law",
+           "SharedLawFit", "bootstrap_shared_law"]
 
 VERDICT_NAMES = ("supported", "contradicted", "not_detectable", "not_learned")
 ALPHA_RANGE = (0.01, 3.0)  #: the exponent grid of the loss laws (both ends count as "at the edge")
@@ -862,3 +863,317 @@ def isoflop_minimum(n: Any, loss: Any, seeds: Any, **kw: Any) -> Interval | None
     """``isoflop_fit(n, loss, seeds, **kw).minimum``: the fitted minimising log10 n with its interval, or None when
     not identifiable (``isoflop_fit(...).reason`` says why)."""
     return isoflop_fit(n, loss, seeds, **kw).minimum
+
+
+# --- a law shared across arms -----------------------------------------------------------------------------
+
+SHARES = ("alpha", "E_alpha")  #: what a shared law shares across arms (``fit_shared_law``)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedLaw:
+    """``L_k(n) = E_k + A_k n^-alpha`` over arms ``k`` with one exponent ``alpha`` (``share="alpha"``: ``E_k`` and
+    ``A_k`` per arm) or one exponent and one irreducible loss (``share="E_alpha"``: ``E_k = E`` for every arm, ``A_k``
+    per arm), fitted to the seed-mean loss of each (arm, size) cell. ``params``: the law's free parameters;
+    ``cells``: the (arm, size) cells fitted (more cells than parameters, or it is not identifiable). Not
+    identifiable: the numbers are None and ``reason`` says why."""
+
+    share: str
+    arms: tuple[str, ...]
+    E: dict[str, float] | None
+    A: dict[str, float] | None
+    alpha: float | None
+    points: int
+    cells: int
+    params: int
+    identifiable: bool
+    reason: str = ""
+    sse: float | None = None
+
+    def predict(self, arm: str, n: Any) -> Any:
+        if not self.identifiable:
+            raise ValueError(f"the shared law is not identifiable: {self.reason}")
+        if arm not in self.arms:
+            raise ValueError(f"arm {arm!r} was not fitted (arms: {', '.join(self.arms)})")
+        out = self.E[arm] + self.A[arm] * np.asarray(n, dtype=float) ** (-self.alpha)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def describe(self) -> str:
+        if not self.identifiable:
+            return f"shared law not identifiable: {self.reason}"
+        what = ("one exponent alpha for every arm, E and A per arm" if self.share == "alpha" else
+                "one exponent alpha and one irreducible loss E for every arm, A per arm")
+        return (f"L_arm = E + A_arm N^-{self.alpha:.3g} ({what}; {len(self.arms)} arms, {self.cells} seed-mean "
+                f"points, {self.params} parameters)")
+
+
+def _shared_fit_at(y: np.ndarray, w: np.ndarray, x: np.ndarray, share: str,
+                   ymin_arm: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Least squares of the shared law for fixed exponents: y (R, K, C) cell means, w (K, C) 1 where the cell
+    was run, x (R or 1, G, C) = (n / n0)^-alpha per candidate alpha, ``ymin_arm`` (R, K) each arm's least mean (the
+    bound on E). Returns E (R, G, K), A (R, G, K), SSE (R, G), E at a bound (R, G, K)."""
+    wx = w[None, None] * x[:, :, None, :]                                      # (Rx, G, K, C)
+    n = w.sum(-1)[None, None]                                                  # (1, 1, K)
+    s1, sxx = wx.sum(-1), np.maximum((wx * x[:, :, None, :]).sum(-1), 1e-300)  # (Rx, G, K)
+    yw = (y * w[None])[:, None]                                                # (R, 1, K, C)
+    sy, syy = yw.sum(-1), (yw * y[:, None]).sum(-1)                            # (R, 1, K)
+    sxy = (yw * x[:, :, None, :]).sum(-1)                                      # (R, G, K)
+    if share == "E_alpha":
+        ymin = ymin_arm.min(-1)[:, None]                                       # (R, 1)
+        den = np.maximum((n - s1 * s1 / sxx).sum(-1), 1e-300)
+        e = np.clip((sy - s1 * sxy / sxx).sum(-1) / den, 0.0, ymin)            # (R, G)
+        bound = (e <= 1e-9 * np.abs(ymin)) | (e >= ymin - 1e-9 * np.abs(ymin))
+        e = e[..., None]
+        a = (sxy - e * s1) / sxx
+        sse = (syy - 2 * e * sy + e * e * n - (sxy - e * s1) ** 2 / sxx).sum(-1)
+        return np.broadcast_to(e, a.shape), a, sse, np.broadcast_to(bound[..., None], a.shape)
+    ymin = ymin_arm[:, None, :]                                                # (R, 1, K)
+    xm, ym = s1 / n, sy / n
+    a = (sxy - n * xm * ym) / np.maximum(sxx - n * xm * xm, 1e-300)
+    e = ym - a * xm
+    lo, hi = e < 0.0, e >= ymin
+    e = np.where(lo, 0.0, np.where(hi, ymin, e))
+    a = np.where(lo, sxy / sxx, np.where(hi, (sxy - ymin * s1) / sxx, a))
+    bound = (e <= 1e-9 * np.abs(ymin)) | (e >= ymin - 1e-9 * np.abs(ymin))
+    sse = (syy - 2 * e * sy - 2 * a * sxy + e * e * n + 2 * e * a * s1 + a * a * sxx).sum(-1)
+    return e, a, sse, bound
+
+
+def _shared_batch(u: np.ndarray, y: np.ndarray, w: np.ndarray, share: str) -> dict[str, np.ndarray]:
+    """Fit the shared law to every replicate y[r] (R, K, C): alpha on ``_alpha_grid``, then golden section in the
+    bracket of the best grid point (as ``_power_batch``). ``u = log(n / n0)`` per size column."""
+    grid = _alpha_grid()
+    ymin_arm = np.where(w[None] > 0, y, np.inf).min(-1)                        # (R, K)
+    r, k, c = y.shape
+    best_i = np.empty(r, dtype=int)
+    chunk = max(1, _CHUNK_CELLS // (len(grid) * k * c))
+    xg = np.exp(-grid[:, None] * u[None, :])[None]                             # (1, G, C)
+    for s in range(0, r, chunk):
+        sse = _shared_fit_at(y[s:s + chunk], w, xg, share, ymin_arm[s:s + chunk])[2]
+        best_i[s:s + chunk] = np.argmin(sse, axis=1)
+    lo = grid[np.maximum(best_i - 1, 0)]
+    hi = grid[np.minimum(best_i + 1, len(grid) - 1)]
+
+    def at(alpha: np.ndarray) -> tuple[np.ndarray, ...]:  # one alpha per replicate
+        e, a, sse, bound = _shared_fit_at(y, w, np.exp(-alpha[:, None] * u[None, :])[:, None, :], share, ymin_arm)
+        return e[:, 0], a[:, 0], sse[:, 0], bound[:, 0]
+
+    cc = hi - _GOLD * (hi - lo)
+    dd = lo + _GOLD * (hi - lo)
+    fc, fd = at(cc)[2], at(dd)[2]
+    for _ in range(50):
+        left = fc < fd
+        hi = np.where(left, dd, hi)
+        lo = np.where(left, lo, cc)
+        c_old, d_old, fc_old, fd_old = cc, dd, fc, fd
+        cc = np.where(left, hi - _GOLD * (hi - lo), d_old)
+        dd = np.where(left, c_old, lo + _GOLD * (hi - lo))
+        f_new = at(np.where(left, cc, dd))[2]
+        fc = np.where(left, f_new, fd_old)
+        fd = np.where(left, fc_old, f_new)
+    alpha = np.where(fc < fd, cc, dd)
+    e, a, sse, bound = at(alpha)
+    edge = (best_i == 0) | (best_i == len(grid) - 1)
+    return {"E": e, "A": a, "alpha": alpha, "sse": sse, "bound": bound, "edge": edge}
+
+
+def _shared_prep(arm: Any, n: Any, loss: Any, seeds: Any = None) -> tuple[Any, ...]:
+    arm_arr = np.asarray(arm).astype(str).ravel()
+    n_arr, y, *rest = _points(n, loss, None, seeds)
+    if len(arm_arr) != len(n_arr):
+        raise ValueError(f"arm must have one entry per point: {len(arm_arr)} arms for {len(n_arr)} points")
+    arms = tuple(sorted(set(arm_arr.tolist())))
+    sizes = np.unique(n_arr)
+    k, c = len(arms), len(sizes)
+    ki = np.searchsorted(np.array(arms), arm_arr)
+    ci = np.searchsorted(sizes, n_arr)
+    groups: list[list[np.ndarray]] = [[np.empty(0)] * c for _ in range(k)]
+    seed_groups: list[list[np.ndarray]] = [[np.empty(0)] * c for _ in range(k)]
+    w = np.zeros((k, c))
+    means = np.zeros((k, c))
+    for a_ in range(k):
+        for s_ in range(c):
+            sel = (ki == a_) & (ci == s_)
+            if sel.any():
+                groups[a_][s_] = y[sel]
+                w[a_, s_] = 1.0
+                means[a_, s_] = y[sel].mean()
+                if rest:
+                    seed_groups[a_][s_] = rest[0][sel]
+    return arms, sizes, w, means, groups, seed_groups, len(y)
+
+
+def _shared_reason(arms: Sequence[str], sizes: np.ndarray, w: np.ndarray, means: np.ndarray, share: str) -> str:
+    k = len(arms)
+    cells = int(w.sum())
+    params = (2 * k + 1) if share == "alpha" else (k + 2)
+    few = [a for a, row in zip(arms, w, strict=True) if row.sum() < 2]
+    if few:
+        return f"arm(s) {', '.join(few)} ran at fewer than 2 sizes: a law in size needs at least 2 per arm"
+    if cells <= params:
+        what = "E, A per arm and one alpha" if share == "alpha" else "A per arm, one E and one alpha"
+        return (f"{cells} (arm, size) points for {params} parameters ({what}): the fit needs more points than "
+                f"parameters ({k} arm(s) x {len(sizes)} size(s))")
+    for a_, name in enumerate(arms):
+        sel = w[a_] > 0
+        reason = _decreasing_reason(sizes[sel], means[a_, sel], f"size for arm {name}")
+        if reason:
+            return reason
+    return ""
+
+
+def fit_shared_law(arm: Any, n: Any, loss: Any, *, share: str = "alpha") -> SharedLaw:
+    """``loss = E_k + A_k n^-alpha`` over arms ``k`` (``SharedLaw``; ``share`` one of ``SHARES``) fitted to the
+    seed-mean loss of each (arm, size) cell by variable projection: for a fixed alpha the law is linear in the E's
+    and A's (closed form, E clipped to [0, the arm's least mean], or for one shared E to [0, the least mean]),
+    alpha on the grid of ``fit_loss_law`` then golden section. Pooling the exponent across arms is what lets 3
+    sizes (``share="alpha"``, 2K + 1 parameters for 3K points) or even 2 sizes (``share="E_alpha"``, K + 2
+    parameters for 2K points, K >= 3 arms: the arms' losses at the two sizes lie on a line whose slope fixes
+    alpha) identify a law that one arm's points cannot (Kaplan et al. 2020 fit one exponent per architecture
+    family). Not identifiable (reason, no numbers): an arm with fewer than 2 sizes, no more points than
+    parameters, an arm whose seed means do not decrease with size, E at a bound, alpha at the edge of its grid,
+    an amplitude A not above 0."""
+    if share not in SHARES:
+        raise ValueError(f"share={share!r}: one of {', '.join(SHARES)}")
+    arms, sizes, w, means, _, _, npts = _shared_prep(arm, n, loss)
+    k = len(arms)
+    cells = int(w.sum())
+    params = (2 * k + 1) if share == "alpha" else (k + 2)
+
+    def bad(reason: str) -> SharedLaw:
+        return SharedLaw(share=share, arms=arms, E=None, A=None, alpha=None, points=npts, cells=cells, params=params,
+                         identifiable=False, reason=reason)
+
+    reason = _shared_reason(arms, sizes, w, means, share)
+    if reason:
+        return bad(reason)
+    n0 = math.exp(float(np.mean(np.log(sizes))))
+    fit = _shared_batch(np.log(sizes / n0), means[None], w, share)
+    reason = _shared_fit_reason(fit, 0, arms, share)
+    if reason:
+        return bad(reason)
+    alpha = float(fit["alpha"][0])
+    return SharedLaw(share=share, arms=arms, E={a: float(fit["E"][0, i]) for i, a in enumerate(arms)},
+                     A={a: float(fit["A"][0, i]) * n0 ** alpha for i, a in enumerate(arms)}, alpha=alpha,
+                     points=npts, cells=cells, params=params, identifiable=True, sse=float(fit["sse"][0]))
+
+
+def _shared_fit_reason(fit: dict[str, np.ndarray], i: int, arms: Sequence[str], share: str) -> str:
+    reasons = []
+    if fit["edge"][i]:
+        reasons.append(f"alpha at the edge of its range {ALPHA_RANGE[0]}..{ALPHA_RANGE[1]} "
+                       f"({float(fit['alpha'][i]):.3g}): the points do not fix the exponent")
+    bound = fit["bound"][i]
+    if bound.any():
+        which = "the shared E" if share == "E_alpha" else "E of arm(s) " + ", ".join(
+            a for a, b in zip(arms, bound, strict=True) if b)
+        reasons.append(f"{which} at a bound (0 or the least loss): the points do not pin down the irreducible loss")
+    flat = [a for a, v in zip(arms, fit["A"][i], strict=True) if not v > 0]
+    if not reasons and flat:
+        reasons.append(f"amplitude A not above 0 for arm(s) {', '.join(flat)}: the loss does not fall with size")
+    return "; ".join(reasons)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedLawFit:
+    """A ``SharedLaw`` with its seed bootstrap (``bootstrap_shared_law``): ``alpha`` (95% interval) and the
+    replicates for ``forecast``."""
+
+    law: SharedLaw
+    alpha: Interval | None
+    reps: int
+    samples_E: np.ndarray | None = field(default=None, repr=False, compare=False)      # (reps, K)
+    samples_A: np.ndarray | None = field(default=None, repr=False, compare=False)      # (reps, K)
+    samples_alpha: np.ndarray | None = field(default=None, repr=False, compare=False)  # (reps,)
+    cell_means: np.ndarray | None = field(default=None, repr=False, compare=False)     # (reps, cells)
+    cell_seeds: tuple[int, ...] = ()
+    method: str = ""
+
+    def forecast(self, arm: str, n: float, level: float = 0.8) -> Interval | None:
+        """Arm ``arm``'s loss at size ``n`` with the percentile interval of the replicates' predictions (widened to
+        Student t as ``LawFit.forecast``); None when the law is not identifiable."""
+        level = _level(level)
+        if not self.law.identifiable or self.samples_alpha is None:
+            return None
+        i = self.law.arms.index(arm) if arm in self.law.arms else -1
+        if i < 0:
+            raise ValueError(f"arm {arm!r} was not fitted (arms: {', '.join(self.law.arms)})")
+        pred = self.samples_E[:, i] + self.samples_A[:, i] * float(n) ** (-self.samples_alpha)
+        df = _cell_df(pred, self.cell_means, self.cell_seeds) if self.cell_means is not None else math.inf
+        return _percentile_interval(pred, self.law.predict(arm, n), level, min(self.cell_seeds or (0,)),
+                                    f"shared law ({self.law.share}), arm {arm} at n={float(n):.4g}: " + self.method,
+                                    df)
+
+
+def _paired_resampled_means(groups: list[list[np.ndarray]], seed_groups: list[list[np.ndarray]],
+                            flat: list[tuple[int, int]], reps: int, rng: np.random.Generator,
+                            step_of: dict[tuple[int, int], Any]) -> np.ndarray:
+    """(reps, cells) like ``_seed_resampled_means``, but at each size the seed numbers are drawn once for every arm
+    run with the same seeds there (runs with one seed number share its data order: their noise is correlated, and
+    drawing the seeds of each arm apart would count it as independent); other arms draw their own."""
+    out = np.empty((reps, len(flat)))
+    counts: dict[tuple[int, tuple[Any, ...]], np.ndarray] = {}
+    for j, (a_, s_) in enumerate(flat):
+        vals, labels = groups[a_][s_], seed_groups[a_][s_]
+        m, s = float(vals.mean()), len(vals)
+        if s == 1:
+            out[:, j] = m
+            continue
+        order = np.argsort(labels, kind="stable")
+        key = (step_of[(a_, s_)], tuple(np.asarray(labels)[order].tolist()))
+        if key not in counts:
+            counts[key] = rng.multinomial(s, np.full(s, 1.0 / s), size=reps)
+        out[:, j] = m + math.sqrt(s / (s - 1)) * (counts[key] @ vals[order] / s - m)
+    return out
+
+
+def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str = "alpha", reps: int = 400,
+                         rng_seed: int = 0, paired_seeds: bool = True, size_key: Any = None) -> SharedLawFit:
+    """``fit_shared_law`` and its seed bootstrap: each replicate redraws the seeds of every size with replacement
+    (``paired_seeds``: the same seed numbers for every arm run with the same seeds at that size step; False: every
+    (arm, size) cell apart; ``size_key``, one entry per point, says which points are one size step, e.g. the
+    model width, where options change an arm's parameter count; default: ``n``), deviations scaled by sqrt(S / (S - 1)) as ``bootstrap_law``, and refits; intervals
+    are the replicates' percentiles widened by ``t_nu / z`` (Satterthwaite ``nu`` from the cells' seeds)."""
+    reps = _reps(reps, least=20)
+    law = fit_shared_law(arm, n, loss, share=share)
+    if not law.identifiable:
+        return SharedLawFit(law=law, alpha=None, reps=reps, method="not identifiable: " + law.reason)
+    arms, sizes, w, means, groups, seed_groups, _ = _shared_prep(arm, n, loss, seeds)
+    n_arr = np.asarray(n, dtype=float).ravel()
+    flat = [(a_, s_) for a_ in range(len(arms)) for s_ in range(len(sizes)) if w[a_, s_] > 0]
+    for a_, s_ in flat:
+        sv = seed_groups[a_][s_]
+        if len(np.unique(sv)) != len(sv):
+            raise ValueError(f"a seed appears twice for arm {arms[a_]} at one size: one point per (arm, size, seed)")
+    rng = np.random.default_rng(rng_seed)
+    if paired_seeds:
+        steps = n_arr if size_key is None else np.asarray(size_key).ravel()
+        if len(steps) != len(n_arr):
+            raise ValueError(f"size_key: one entry per point, got {len(steps)} for {len(n_arr)} points")
+        step_of = {}
+        for a_, s_ in flat:
+            sel = (np.asarray(arm).astype(str).ravel() == arms[a_]) & (n_arr == sizes[s_])
+            vals = np.unique(steps[sel])
+            if len(vals) != 1:
+                raise ValueError(f"size_key: arm {arms[a_]} has {len(vals)} size steps at one size n={sizes[s_]:.4g}")
+            step_of[(a_, s_)] = vals[0]
+        cm = _paired_resampled_means(groups, seed_groups, flat, reps, rng, step_of)
+    else:
+        cm = _seed_resampled_means([groups[a_][s_] for a_, s_ in flat], reps, rng)   # (reps, cells)
+    ys = np.zeros((reps, len(arms), len(sizes)))
+    for j, (a_, s_) in enumerate(flat):
+        ys[:, a_, s_] = cm[:, j]
+    n0 = math.exp(float(np.mean(np.log(sizes))))
+    fit = _shared_batch(np.log(sizes / n0), ys, w, share)
+    cell_seeds = tuple(len(groups[a_][s_]) for a_, s_ in flat)
+    at_bound = int(np.count_nonzero(fit["bound"].any(-1) | fit["edge"]))
+    per = "size, the same seeds for every arm" if paired_seeds else "(arm, size)"
+    method = (f"seed bootstrap ({reps} reps; seeds resampled per {per}, {min(cell_seeds)}-{max(cell_seeds)} "
+              "seeds each), refit by variable projection, percentile"
+              + (f"; {at_bound} replicate(s) with an E or alpha at a bound" if at_bound else ""))
+    samples_alpha = fit["alpha"]
+    alpha_iv = _percentile_interval(samples_alpha, law.alpha, 0.95, min(cell_seeds), "alpha: " + method,
+                                    _cell_df(samples_alpha, cm, cell_seeds))
+    return SharedLawFit(law=law, alpha=alpha_iv, reps=reps, samples_E=fit["E"],
+                        samples_A=fit["A"] * n0 ** samples_alpha[:, None], samples_alpha=samples_alpha,
+                        cell_means=cm, cell_seeds=cell_seeds, method=method)

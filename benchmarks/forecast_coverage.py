@@ -1,0 +1,121 @@
+"""How often the forecasts' 80% intervals are right (``profiling.benefit.forecast``), on simulated atlases with a
+known truth at the atlas's real scale: the table of ``docs/atlas.md`` (section "Forecasts").
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/forecast_coverage.py --quick   # 40 atlases per row
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/forecast_coverage.py           # 150 atlases per row
+
+Each simulated atlas: ``arms`` arms (the reference and options) x 3 sizes (dim 16, 32, 64 of a 2-layer model:
+non-embedding parameters ``24 dim^2 + 512 dim``, 1.4e4..1.3e5, each arm's count scaled by 0.9..1.3 as options
+change it) x 3 seeds, the validation loss in bits/byte ``E_arm + A_arm N^-0.3`` (``A`` 23 +- 15% per arm, so the
+reference goes from about 2.3 to 1.7 bits/byte as the real runs do) plus seed noise of sd ``sigma`` (a part
+``rho`` of its variance shared by the arms at the same size and seed: the same data order) and, where named, an
+irreducible loss that differs between arms (sd ``E spread``: the shared-E law is then wrong).
+
+Reported per row: (1) ``forecast_arms`` from all 3 sizes at 10x the largest run: the share of arms whose 80%
+interval covers the true loss, and the share of the estimates' errors inside the mean half-width measured over the
+atlases (the same quantity a second way: from the spread of the estimates, not from the intervals); (2)
+``holdout``: the dim-64 size held out and forecast from dims 16 and 32, the share of arms whose interval covers the
+measured seed mean (what ``Holdout.coverage`` reports), the share that covers the true loss there, and the median
+absolute error (bits/byte). Arms that are not identifiable are counted apart. A proportion over ``n`` atlases x
+arms has a binomial standard error of about 0.4 / sqrt(n x arms) at 80% (larger: arms of one atlas are correlated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import pandas as pd
+from xtlens.profiling.benefit import forecast
+
+DIMS = (16, 32, 64)
+ALPHA, E0, A0 = 0.3, 1.0, 23.0
+
+
+def atlas(rng: np.random.Generator, *, arms: int, sigma: float, rho: float, e_spread: float,
+          seeds: int = 3) -> tuple[pd.DataFrame, dict]:
+    names = ["reference"] + [f"option{i}" for i in range(1, arms)]
+    scale = np.r_[1.0, rng.uniform(0.9, 1.3, arms - 1)]
+    amp = A0 * np.r_[1.0, rng.uniform(0.85, 1.15, arms - 1)]
+    e = E0 + np.r_[0.0, rng.normal(0.0, e_spread, arms - 1)]
+    rows, truth = [], {}
+    for c, dim in enumerate(DIMS):
+        shared = rng.normal(0.0, sigma * np.sqrt(rho), seeds)
+        for k, name in enumerate(names):
+            ne = (24 * dim * dim + 512 * dim) * scale[k]
+            truth[(name, c)] = (ne, e[k] + amp[k] * ne ** -ALPHA)
+            for s in range(seeds):
+                y = truth[(name, c)][1] + shared[s] + rng.normal(0.0, sigma * np.sqrt(1 - rho))
+                rows.append({"arm": name, "size_dim": dim, "seed": s, "non_embedding_params": ne, "tokens": 131_072.0,
+                             "val_bits_per_byte": y, "val_loss_nats": y * 2.0, "num_params": ne + 512 * dim,
+                             "learned": True, "probe": "atlas"})
+    pts = pd.DataFrame(rows)
+    pts["size_dim"] = pts["size_dim"].astype("Int64")
+    return pts, {"names": names, "scale": scale, "amp": amp, "e": e, "truth": truth}
+
+
+def row(draws: int, *, arms: int, sigma: float, rho: float, e_spread: float) -> dict:
+    rng = np.random.default_rng(12345)
+    cov10, err10, half10, nid10 = [], [], [], 0
+    cov_meas, cov_true, abs_err, nid_h, used = [], [], [], 0, 0
+    for _ in range(draws):
+        pts, t = atlas(rng, arms=arms, sigma=sigma, rho=rho, e_spread=e_spread)
+        n_big = {nm: 10 * t["truth"][(nm, 2)][0] for nm in t["names"]}
+        for f in forecast.forecast_arms(pts, num_params=n_big):
+            k = t["names"].index(f.arm)
+            true = t["e"][k] + t["amp"][k] * n_big[f.arm] ** -ALPHA
+            if not f.identifiable:
+                nid10 += 1
+                continue
+            cov10.append(f.low <= true <= f.high)
+            err10.append(f.estimate - true)
+            half10.append((f.high - f.low) / 2)
+        h = forecast.holdout(pts)
+        used += 1
+        for r in h.table.itertuples(index=False):
+            if not r.identifiable:
+                nid_h += 1
+                continue
+            true = t["truth"][(r.arm, 2)][1]
+            cov_meas.append(bool(r.covered))
+            cov_true.append(r.low <= true <= r.high)
+            abs_err.append(r.abs_error)
+    err10, half10 = np.array(err10), np.array(half10)
+    return {"far_cov": np.mean(cov10) if cov10 else float("nan"),
+            "far_cov2": float(np.mean(np.abs(err10 - 0) <= half10.mean())) if len(err10) else float("nan"),
+            "far_nid": nid10 / (draws * arms), "far_half": float(np.median(half10)) if len(half10) else float("nan"),
+            "h_meas": np.mean(cov_meas) if cov_meas else float("nan"),
+            "h_true": np.mean(cov_true) if cov_true else float("nan"),
+            "h_mae": float(np.median(abs_err)) if abs_err else float("nan"), "h_nid": nid_h / (draws * arms)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="40 simulated atlases per row instead of 150")
+    ap.add_argument("--draws", type=int, default=None, help="simulated atlases per row (overrides --quick)")
+    ap.add_argument("--rows", type=str, default=None, help="comma-separated row numbers to run (0-based)")
+    args = ap.parse_args()
+    draws = args.draws or (40 if args.quick else 150)
+    settings = [  # arms, sigma, rho, E spread
+        (8, 0.01, 0.0, 0.0), (8, 0.02, 0.0, 0.0), (8, 0.03, 0.0, 0.0), (8, 0.02, 0.5, 0.0), (8, 0.02, 0.0, 0.03),
+        (22, 0.02, 0.0, 0.0),
+    ]
+    print(f"{draws} simulated atlases per row; load average {os.getloadavg()[0]:.2f} at the start")
+    print("| arms | seed sd (bits/byte) | shared part | E spread | 10x: 80% covers truth | 10x: errors inside mean "
+          "half-width | 10x: median half-width | 10x: not identifiable | held out: covers measured mean | held out: "
+          "covers truth | held out: median abs error (bits/byte) | held out: not identifiable |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    t0 = time.perf_counter()
+    pick = [int(i) for i in args.rows.split(",")] if args.rows else range(len(settings))
+    for arms, sigma, rho, es in (settings[i] for i in pick):
+        r = row(draws, arms=arms, sigma=sigma, rho=rho, e_spread=es)
+        print(f"| {arms} | {sigma} | {rho} | {es} | {r['far_cov']:.1%} | {r['far_cov2']:.1%} | {r['far_half']:.3f} | "
+              f"{r['far_nid']:.0%} | {r['h_meas']:.1%} | {r['h_true']:.1%} | {r['h_mae']:.3f} | {r['h_nid']:.0%} |",
+              flush=True)
+    print(f"wall {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
