@@ -198,3 +198,22 @@ def front_sentence(frame: pd.DataFrame, *, x: str, y: str, budget: Budget, law: 
             loss += f" [{r['loss_low']:.3f}, {r['loss_high']:.3f}]"
         parts.append(f"{x} {_num(r[x])} x {y} {_num(r[y])} ({r['train_flops']:.3g} FLOPs, loss {loss} {law.unit})")
     return f"{head}, the configurations on the front are: {'; '.join(parts)} (loss from {law.label})."
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+
+
+def extrapolation_note(frame: pd.DataFrame, law: LossLaw) -> str:
+    """How far the front's configurations lie beyond the runs a fitted law was fitted to ("the front's
+    configurations are 1,200x-15,000x the largest run's parameters: extrapolated"), from the law's
+    ``extrapolation(num_params)`` (a ``forecast.FittedLaw`` has it; "" for a law without it or an empty front)."""
+    ratio = getattr(law, "extrapolation", None)
+    front = frame[frame["pareto"]] if not frame.empty else frame
+    if ratio is None or front.empty:
+        return ""
+    lo, hi = (ratio(float(n)) for n in (front["num_params"].min(), front["num_params"].max()))
+    span = f"{_times(lo)}" if _times(lo) == _times(hi) else f"{_times(lo)}-{_times(hi)}"
+    if hi <= 1:
+        return f"the front's configurations are {span} the largest run's parameters: not beyond the runs"
+    return f"the front's configurations are {span} the largest run's parameters: extrapolated beyond the runs"

@@ -4,8 +4,9 @@ Where the runs come from: the result store (every stored run of the scaling prob
 ``profiling.benefit.probe_store.stored_rows``, their evaluation rows, no training), plus this session's finished probe jobs and uploaded
 probe tables (``session.benefit_data.finished_tables``; runs already in the store are not counted twice). Rows of
 one probe on one corpus (by the corpus's SHA-256) make one ``Source``; its law is
-``profiling.benefit.forecast.law_for_budget(rows, corpus name)`` (None when the runs cannot be fitted), computed
-once per content (cached), so the explorer stays closed form plus a law evaluation per grid point.
+``profiling.benefit.forecast.law_for_budget(rows, corpus name)`` (``budget_law_status``: None and why when the runs
+cannot be fitted), computed once per content (cached), so the explorer stays closed form plus a law evaluation per
+grid point.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.dashboard.budget import LossLaw
 from xtlens.dashboard.session import benefit_data, store
-from xtlens.profiling.benefit import probe_store
+from xtlens.profiling.benefit import forecast, probe_store
 from xtlens.profiling.benefit.records import probe_frame
 
 #: the probes whose runs give a loss law (all their arms: the atlas's law is its reference arm's, fitted with the
@@ -83,15 +84,15 @@ def sources() -> list[Source]:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Fitting the loss law to your runs...")
-def _law(key: str, _rows: pd.DataFrame, corpus_label: str) -> LossLaw | None:
-    from xtlens.profiling.benefit.forecast import law_for_budget
+def _fit(key: str, _rows: pd.DataFrame, corpus_label: str) -> tuple[LossLaw | None, str]:
+    del key  # the cache key: the rows' content
+    return forecast.budget_law_status(_rows, corpus_label)
 
-    return law_for_budget(_rows, corpus_label)
 
-
-def law_of(source: Source) -> LossLaw | None:
-    """The loss law fitted to ``source``'s runs (None when they cannot be fitted: too few sizes, no finished run)."""
-    return _law(source.key, source.rows, source.corpus_name or source.corpus_sha256[:12])
+def fit(source: Source) -> tuple[LossLaw | None, str]:
+    """The loss law fitted to ``source``'s runs (``forecast.law_for_budget``), or None and why not (too few sizes,
+    losses that do not fall with size, runs that learned nothing)."""
+    return _fit(source.key, source.rows, source.corpus_name or source.corpus_sha256[:12])
 
 
 def follow_new_laws(choices: list[str], widget_key: str) -> None:

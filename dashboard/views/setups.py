@@ -182,15 +182,19 @@ def _sizes(tm: cost_model.TrainingMemory, sm: cost_model.ServingMemory) -> pd.Da
     return frame
 
 
-def _laws() -> list[tuple[str, budget.LossLaw]]:
+def _laws() -> tuple[list[tuple[str, budget.LossLaw]], list[str]]:
     """(choice text, law): a law fitted to each (probe, corpus) of the user's probe runs that can be fitted, the
-    one with the most runs first, then the literature fit."""
+    one with the most runs first, then the literature fit; and why the other runs give none."""
     out: list[tuple[str, budget.LossLaw]] = []
+    why = []
     for source in budget_data.sources():
-        law = budget_data.law_of(source)
+        law, reason = budget_data.fit(source)
         if law is not None:
             out.append((f"{law.label} ({source.probe} probe, {source.runs} runs; {source.origin})", law))
-    return [*out, (budget.LITERATURE_LABEL, budget.CHINCHILLA)]
+        else:
+            why.append(f"{source.runs} run(s) of the {source.probe} probe on {source.corpus_name or 'an unnamed corpus'} "
+                       f"({source.origin}) give no law: {reason}.")
+    return [*out, (budget.LITERATURE_LABEL, budget.CHINCHILLA)], why
 
 
 def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_bytes: int) -> None:
@@ -203,7 +207,8 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                                    help="The token budget: sets the training FLOPs and the loss prediction.")
     max_fwd = cols[2].number_input("max forward GFLOPs per token (0 = no limit)", 0.0, 1e9, 0.0, key="setups.max_fwd")
     max_train = cols[3].number_input("max training FLOPs, 10^x (0 = no limit)", 0.0, 40.0, 0.0, key="setups.max_train")
-    laws = dict(_laws())
+    offered, unfitted = _laws()
+    laws = dict(offered)
     budget_data.follow_new_laws(list(laws), "setups.law")
     choice = st.selectbox("loss from", list(laws), key="setups.law",
                           help="A law fitted to your probe runs (the scaling probe, or the atlas's reference arm, "
@@ -227,7 +232,9 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                   "nats/token (or with another corpus); read the ranking and the interval. "
                   if fitted else "Probe runs (Benefits tab: the scaling probe or the atlas) replace it with a law "
                                  "fitted to your runs. ")
-               + " ".join(budget.law_notes(law)))
+               + " ".join(f"{n[:1].upper()}{n[1:].rstrip('.')}." for n in
+                          [*budget.law_notes(law), budget.extrapolation_note(frame, law)] if n)
+               + "".join(f" {w}" for w in unfitted))
     current = (getattr(ctx.cfg, x), getattr(ctx.cfg, y))
     st.caption(f"Each cell: the current configuration with {x} and {y} changed, at batch {ctx.wl.batch} x "
                f"{ctx.wl.seq_len:,} tokens under the setups above. Feasible: training peak and serving memory per device "

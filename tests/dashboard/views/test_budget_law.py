@@ -4,8 +4,6 @@ Setups tab switches its label from the literature fit to "fitted to your runs: .
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from xtlens.core.config import PRESETS, Workload
 from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.dashboard import budget, proxies
 from xtlens.dashboard.charts import setups as setup_charts
-from xtlens.profiling.benefit import probe_store
+from xtlens.profiling.benefit import forecast, probe_store
 from xtlens.profiling.benefit.records import ProbeRecord
 
 APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
@@ -37,6 +35,11 @@ class FakeLaw:
     unit: str = "bits/byte"
     notes: tuple[str, ...] = ("token term not fitted from one budget", "extrapolated x1000 beyond the largest run")
     best_params: float = 3e7
+
+    largest_run_params: float = 1e5
+
+    def extrapolation(self, num_params: float) -> float:
+        return num_params / self.largest_run_params
 
     def predict(self, num_params: float, tokens: float) -> tuple[float, float, float]:
         est = 1.0 + 0.1 * abs(np.log(num_params / self.best_params)) + 1e3 / tokens
@@ -120,6 +123,19 @@ def test_the_sentence_names_the_front_the_budget_and_the_law() -> None:
     assert budget.law_notes(law) == list(law.notes) and budget.law_notes(budget.CHINCHILLA)
 
 
+def test_the_extrapolation_note_spans_the_front() -> None:
+    law = FakeLaw()
+    frame = _grid(law, memory_gib=80)
+    front = frame.loc[frame["pareto"], "num_params"]
+    lo, hi = front.min() / 1e5, front.max() / 1e5
+    assert lo >= 10  # the whole front lies beyond the fake law's largest run
+    assert budget.extrapolation_note(frame, law) == (
+        f"the front's configurations are {lo:,.0f}x-{hi:,.0f}x the largest run's parameters: extrapolated beyond "
+        "the runs")
+    assert budget.extrapolation_note(frame, FakeLaw(largest_run_params=1e12)).endswith(": not beyond the runs")
+    assert budget.extrapolation_note(frame, budget.CHINCHILLA) == ""  # a law without runs
+
+
 def test_the_pareto_chart_draws_the_band_only_for_a_law_with_an_interval() -> None:
     frame = _grid(FakeLaw(), memory_gib=80)
     fig = setup_charts.pareto_figure(frame, x="dim", y="depth", current=(512, 6), benefit="fake", unit="bits/byte",
@@ -157,19 +173,14 @@ def _scaling_rows(dims: tuple[int, ...], seeds: tuple[int, ...]) -> list[list[Pr
 
 
 def _fake_forecast(monkeypatch, calls: list) -> None:
-    """``profiling.benefit.forecast.law_for_budget`` replaced by one that records the rows it is given and labels
-    the law from them (what H2's law says), so the test sees what the page passes."""
-    def law_for_budget(frame: pd.DataFrame, corpus_label: str) -> FakeLaw:
+    """``forecast.budget_law_status`` (what ``law_for_budget`` returns, and why not) replaced by one that records the
+    rows it is given and labels the law from them as the real one does, so the test sees what the page passes."""
+    def budget_law_status(frame: pd.DataFrame, corpus_label: str) -> tuple[FakeLaw, str]:
         calls.append((frame, corpus_label))
         return FakeLaw(label=f"fitted to your runs: {frame['axis_value'].nunique()} sizes, "
-                             f"{frame['seed'].nunique()} seeds, corpus {corpus_label}")
+                             f"{frame['seed'].nunique()} seeds, corpus {corpus_label}"), ""
 
-    try:
-        from xtlens.profiling.benefit import forecast
-    except ImportError:  # H2's module not merged yet: a stand-in module with the contract's function
-        forecast = types.ModuleType("xtlens.profiling.benefit.forecast")
-        monkeypatch.setitem(sys.modules, "xtlens.profiling.benefit.forecast", forecast)
-    monkeypatch.setattr(forecast, "law_for_budget", law_for_budget, raising=False)
+    monkeypatch.setattr(forecast, "budget_law_status", budget_law_status)
 
 
 def _explorer_texts(at: AppTest) -> list[str]:
@@ -214,7 +225,8 @@ def test_setups_tab_switches_from_the_literature_fit_to_the_fitted_law(monkeypat
     for _, r in front.iterrows():
         assert f"dim {r['dim']:g} x depth {r['depth']:g} ({r['train_flops']:.3g} FLOPs, loss {r['loss']:.3f}" in answer
     assert any(f"Loss from: **{label}**, in bits/byte" in t and "not comparable in absolute terms" in t
-               and "extrapolated x1000 beyond the largest run" in t for t in texts)
+               and "Token term not fitted from one budget. Extrapolated x1000 beyond the largest run." in t
+               and "The front's configurations are " in t for t in texts)
     assert any("shaded band and bars: the law's 80% interval" in t for t in texts)
     # the user can still rank by the literature fit
     at.selectbox(key="setups.law").set_value(budget.LITERATURE_LABEL).run()
