@@ -17,7 +17,7 @@ from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.dashboard import budget, proxies
 from xtlens.dashboard.charts import setups as setup_charts
 from xtlens.profiling.benefit import forecast, probe_store
-from xtlens.profiling.benefit.records import ProbeRecord
+from xtlens.profiling.benefit.records import ProbeRecord, probe_frame
 
 APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 SEED = PRESETS["seed"]
@@ -232,3 +232,55 @@ def test_setups_tab_switches_from_the_literature_fit_to_the_fitted_law(monkeypat
     at.selectbox(key="setups.law").set_value(budget.LITERATURE_LABEL).run()
     (answer,) = [t for t in _explorer_texts(at) if "the configurations on the front are: " in t]
     assert answer.endswith(f"(loss from {budget.LITERATURE_LABEL}).**")
+
+
+# -- through the real fit (profiling.benefit.forecast.law_for_budget) ----------------------------------------------
+
+E_BITS, A_BITS, ALPHA = 0.9, 30.0, 0.35  # the planted law, in bits/byte against total parameters
+
+
+def _atlas_reference_runs() -> list[list[ProbeRecord]]:
+    """An atlas's reference arm at 4 sizes x 3 seeds whose seed means follow the planted law exactly (seed noise
+    +-0.002 bits/byte, mean 0), all below the unigram line (learned)."""
+    runs = []
+    for dim in (16, 32, 64, 128):
+        cfg = SEED.replace(dim=dim, depth=2, num_tokens=256)
+        pc = cost_model.param_counts(cfg)
+        for seed in (0, 1, 2):
+            bpb = E_BITS + A_BITS * pc.num_params ** -ALPHA + 0.002 * (seed - 1)
+            runs.append([ProbeRecord(
+                probe="atlas", run_key=f"atlas-{dim}-{seed}", config_name=f"reference, dim {dim}", config_key=f"a{dim}",
+                config_json=cfg.to_json(), variant="reference", axis="dim", axis_value=dim, seed=seed, step=50,
+                steps_total=50, tokens_seen=100_000, budget_tokens=100_000, val_bits_per_byte=bpb,
+                val_loss_nats=2.4 * bpb, unigram_entropy_nats=20.0, num_params=pc.num_params,
+                non_embedding_params=pc.non_embedding_params, **CORPUS)])
+    return runs
+
+
+def test_the_explorer_ranks_by_the_law_fitted_to_stored_atlas_runs() -> None:
+    runs = _atlas_reference_runs()
+    law = forecast.law_for_budget(probe_frame([r for run in runs for r in run]), "fake.txt")
+    assert law is not None and law.label == "fitted to your runs: 4 sizes, 3 seeds, corpus fake.txt"
+    frame = _grid(law, memory_gib=80)
+    truth = E_BITS + A_BITS * frame["num_params"].astype(float) ** -ALPHA
+    np.testing.assert_allclose(frame["loss"], truth, rtol=1e-6)  # the planted law, recovered
+    assert ((frame["loss_low"] <= truth) & (truth <= frame["loss_high"])).all()
+    assert (frame["loss_high"] > frame["loss_low"]).all()
+
+    for run in runs:
+        probe_store.store_run(run[0].run_key, run)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params.update({"view": "Setups"})
+    at.run()
+    at.session_state["view"] = "Setups"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (choice,) = [s for s in at.selectbox if s.key == "setups.law"]
+    assert choice.value == f"{law.label} (atlas probe, 12 runs; result store)"
+    texts = _explorer_texts(at)
+    (answer,) = [t for t in texts if "the configurations on the front are: " in t]
+    assert answer.endswith(f"(loss from {law.label}).**") and " bits/byte)" in answer
+    (grid,) = [d.value for d in at.dataframe if "loss_high" in d.value]
+    page_truth = E_BITS + A_BITS * grid["num_params"].astype(float) ** -ALPHA
+    np.testing.assert_allclose(grid["loss"], page_truth, rtol=1e-6)
+    assert any("token term not fitted" in t.lower() and "extrapolated beyond the runs" in t for t in texts)
