@@ -20,6 +20,7 @@ from xtlens.dashboard.budget import LossLaw
 from xtlens.dashboard.session import benefit_data, store
 from xtlens.profiling.benefit import forecast, probe_store
 from xtlens.profiling.benefit.records import probe_frame
+from xtlens.profiling.results.store import StoreError
 
 #: the probes whose runs give a loss law (all their arms: the atlas's law is its reference arm's, fitted with the
 #: other arms sharing its exponent)
@@ -60,12 +61,17 @@ def _usable(frame: pd.DataFrame, probe: str) -> pd.DataFrame:
     return frame[keep]
 
 
-def sources() -> list[Source]:
-    """Every (probe, corpus) of the user's probe runs, the one with the most runs first."""
-    version = probe_store.stored_version()
+def sources() -> tuple[list[Source], str]:
+    """Every (probe, corpus) of the user's probe runs, the one with the most runs first; and why the result store
+    could not be read ("" when it could: a store that cannot be opened leaves this session's tables)."""
+    try:
+        version: tuple[int, int] | None = probe_store.stored_version()
+        problem = ""
+    except StoreError as exc:
+        version, problem = None, str(exc)
     out = []
     for probe in LAW_PROBES:
-        parts = [("result store", _stored(probe, version))]
+        parts = [("result store", _stored(probe, version))] if version is not None else []
         parts += [(label, _usable(frame, probe)) for label, frame in benefit_data.finished_tables(probe)]
         seen: set[str] = set()
         by_corpus: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}
@@ -80,7 +86,7 @@ def sources() -> list[Source]:
             rows = pd.concat([r for _, r in found], ignore_index=True)
             out.append(Source(probe=probe, corpus_name=name, corpus_sha256=sha, runs=int(rows["run_key"].nunique()),
                               origin=" + ".join(dict.fromkeys(o for o, _ in found)), rows=rows))
-    return sorted(out, key=lambda s: -s.runs)
+    return sorted(out, key=lambda s: -s.runs), problem
 
 
 @st.cache_resource(max_entries=16, show_spinner="Fitting the loss law to your runs...")

@@ -186,8 +186,9 @@ def _laws() -> tuple[list[tuple[str, budget.LossLaw]], list[str]]:
     """(choice text, law): a law fitted to each (probe, corpus) of the user's probe runs that can be fitted, the
     one with the most runs first, then the literature fit; and why the other runs give none."""
     out: list[tuple[str, budget.LossLaw]] = []
-    why = []
-    for source in budget_data.sources():
+    found, problem = budget_data.sources()
+    why = [f"The result store could not be read ({problem}): only this session's probe tables are used."] if problem else []
+    for source in found:
         law, reason = budget_data.fit(source)
         if law is not None:
             out.append((f"{law.label} ({source.probe} probe, {source.runs} runs; {source.origin})", law))

@@ -284,3 +284,35 @@ def test_the_explorer_ranks_by_the_law_fitted_to_stored_atlas_runs() -> None:
     page_truth = E_BITS + A_BITS * grid["num_params"].astype(float) ** -ALPHA
     np.testing.assert_allclose(grid["loss"], page_truth, rtol=1e-6)
     assert any("token term not fitted" in t.lower() and "extrapolated beyond the runs" in t for t in texts)
+
+
+def test_a_store_that_cannot_be_read_leaves_the_literature_fit_and_says_why(tmp_path, monkeypatch) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"\x00" * 5000)
+    monkeypatch.setenv("XTLENS_DB", str(bad))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params.update({"view": "Setups"})
+    at.run()
+    at.session_state["view"] = "Setups"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (choice,) = [s for s in at.selectbox if s.key == "setups.law"]
+    assert choice.options == [budget.LITERATURE_LABEL]
+    assert any("The result store could not be read (" in t and "is not an SQLite database" in t
+               for t in _explorer_texts(at))
+    assert bad.read_bytes() == b"\x00" * 5000
+
+
+def test_runs_that_give_no_law_are_named_with_the_reason() -> None:
+    for run in _atlas_reference_runs()[:3]:  # one size, 3 seeds: no law in size
+        probe_store.store_run(run[0].run_key, run)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params.update({"view": "Setups"})
+    at.run()
+    at.session_state["view"] = "Setups"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (choice,) = [s for s in at.selectbox if s.key == "setups.law"]
+    assert choice.options == [budget.LITERATURE_LABEL]
+    assert any("3 run(s) of the atlas probe on fake.txt (result store) give no law: " in t and "1 size" in t
+               for t in _explorer_texts(at)), _explorer_texts(at)
