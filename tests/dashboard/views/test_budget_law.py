@@ -316,3 +316,25 @@ def test_runs_that_give_no_law_are_named_with_the_reason() -> None:
     assert choice.options == [budget.LITERATURE_LABEL]
     assert any("3 run(s) of the atlas probe on fake.txt (result store) give no law: " in t and "1 size" in t
                for t in _explorer_texts(at)), _explorer_texts(at)
+
+
+def test_sources_join_the_store_and_the_session_per_probe_and_corpus_without_counting_a_run_twice() -> None:
+    from xtlens.dashboard.session import budget_data, store, uploads
+
+    runs = _atlas_reference_runs()
+    for run in runs[:6]:  # dims 16 and 32 stored
+        probe_store.store_run(run[0].run_key, run)
+    other = [r.__class__(**{**r.to_dict(), "corpus_name": "other.txt", "corpus_sha256": "ef" * 32,
+                            "run_key": "o-" + r.run_key}) for run in runs[:3] for r in run]
+    upload = probe_frame([r for run in runs[3:] for r in run] + other)  # dims 32 (again), 64, 128; another corpus
+    with store.use({}):
+        uploads.add_probe_upload("mine.csv", upload)
+        found, problem = budget_data.sources()
+    assert problem == ""
+    assert [(s.probe, s.corpus_name, s.runs, s.origin) for s in found] == [
+        ("atlas", "fake.txt", 12, "result store + uploaded: mine.csv"), ("atlas", "other.txt", 3, "uploaded: mine.csv")]
+    rows = found[0].rows
+    assert sorted(rows["run_key"]) == sorted(run[0].run_key for run in runs)  # each run once
+    law, why = budget_data.fit(found[0])
+    assert why == "" and law.label == "fitted to your runs: 4 sizes, 3 seeds, corpus fake.txt"
+    assert budget_data.fit(found[1])[0] is None and "1 size" in budget_data.fit(found[1])[1]
