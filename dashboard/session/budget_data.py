@@ -20,7 +20,7 @@ from xtlens.dashboard.budget import LossLaw
 from xtlens.dashboard.session import benefit_data, store
 from xtlens.profiling.benefit import forecast, probe_store
 from xtlens.profiling.benefit.records import probe_frame
-from xtlens.profiling.results.store import StoreError
+from xtlens.profiling.results.store import StoreError, db_path
 
 #: the probes whose runs give a loss law (all their arms: the atlas's law is its reference arm's, fitted with the
 #: other arms sharing its exponent)
@@ -49,8 +49,8 @@ class Source:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _stored(probe: str, version: tuple[int, int]) -> pd.DataFrame:
-    del version  # the cache key: a stored run changes it
+def _stored(probe: str, path: str, version: tuple[int, int]) -> pd.DataFrame:
+    del path, version  # the cache key: another database, or a stored run, changes it
     return probe_frame(probe_store.stored_rows(probe, row_kinds=LAW_ROW_KINDS))
 
 
@@ -71,7 +71,7 @@ def sources() -> tuple[list[Source], str]:
         version, problem = None, str(exc)
     out = []
     for probe in LAW_PROBES:
-        parts = [("result store", _stored(probe, version))] if version is not None else []
+        parts = [("result store", _stored(probe, str(db_path().resolve()), version))] if version is not None else []
         parts += [(label, _usable(frame, probe)) for label, frame in benefit_data.finished_tables(probe)]
         seen: set[str] = set()
         by_corpus: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}

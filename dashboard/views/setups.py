@@ -232,7 +232,8 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                + ("Fitted to the probe's tokenizer and corpus: not comparable in absolute terms with Chinchilla's "
                   "nats/token (or with another corpus); read the ranking and the interval. "
                   if fitted else "Probe runs (Benefits tab: the scaling probe or the atlas) replace it with a law "
-                                 "fitted to your runs. ")
+                                 "fitted to your runs. " if len(laws) == 1 else "Chosen instead of your fitted law. ")
+               + (f"The fit: {law.law}. " if getattr(law, "law", "") else "")
                + " ".join(f"{n[:1].upper()}{n[1:].rstrip('.')}." for n in
                           [*budget.law_notes(law), budget.extrapolation_note(frame, law)] if n)
                + "".join(f" {w}" for w in unfitted))
