@@ -180,10 +180,12 @@ def _num(v: float) -> str:
     return f"{v:g}"
 
 
-def front_sentence(frame: pd.DataFrame, *, x: str, y: str, budget: Budget, law: LossLaw) -> str:
-    """The tab's answer in one sentence: "Under <memory> per device and <compute> training FLOPs, the configurations
-    on the front are: <x> a x <y> b (FLOPs, loss [low, high] unit); ... (loss from <label>)." Read from ``frame``'s
-    ``pareto`` rows (cheapest first); says so when nothing fits."""
+def front_sentence(frame: pd.DataFrame, *, x: str, y: str, budget: Budget, law: LossLaw, max_listed: int = 6) -> str:
+    """The tab's answer in one sentence: "Under <memory> per device and <compute> training FLOPs, for <tokens>
+    training tokens, the configurations on the front are: <x> a x <y> b (FLOPs, loss [low, high] unit); ... (loss
+    from <label>)." Read from ``frame``'s ``pareto`` rows, cheapest first; a front of more than ``max_listed``
+    configurations is named by ``max_listed`` of them evenly spaced along it (the cheapest and the lowest loss
+    included) and the count of the others. Says so when nothing fits."""
     compute = ("no cap on training FLOPs" if budget.max_train_flops is None
                else f"{budget.max_train_flops:.3g} training FLOPs")
     head = f"Under {units.fmt_bytes(budget.device_memory_bytes)} per device and {compute}"
@@ -193,13 +195,22 @@ def front_sentence(frame: pd.DataFrame, *, x: str, y: str, budget: Budget, law: 
     front = frame[frame["pareto"]].sort_values("train_flops") if not frame.empty else frame
     if front.empty:
         return f"{head}, no configuration of this grid fits: there is no front (loss from {law.label})."
+    listed = front
+    if len(front) > max_listed:
+        picks = sorted({round(i * (len(front) - 1) / (max_listed - 1)) for i in range(max_listed)})
+        listed = front.iloc[picks]
     parts = []
-    for _, r in front.iterrows():
+    for _, r in listed.iterrows():
         loss = f"{r['loss']:.3f}"
         if r["loss_low"] != r["loss_high"]:
             loss += f" [{r['loss_low']:.3f}, {r['loss_high']:.3f}]"
         parts.append(f"{x} {_num(r[x])} x {y} {_num(r[y])} ({r['train_flops']:.3g} FLOPs, loss {loss} {law.unit})")
-    return f"{head}, the configurations on the front are: {'; '.join(parts)} (loss from {law.label})."
+    which = ("" if len(listed) == len(front)
+             else f" ({len(listed)} of {len(front)}, from the cheapest to the lowest loss)")
+    rest = ("" if len(listed) == len(front)
+            else f"; the other {len(front) - len(listed)} lie between them (the grid table's pareto column)")
+    return (f"{head}, the configurations on the front{which} are: {'; '.join(parts)}{rest} "
+            f"(loss from {law.label}).")
 
 
 def _times(ratio: float) -> str:

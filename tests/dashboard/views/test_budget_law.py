@@ -121,6 +121,16 @@ def test_the_sentence_names_the_front_the_budget_and_the_law() -> None:
     assert "no configuration of this grid fits" in budget.front_sentence(none, x="dim", y="depth", budget=tiny,
                                                                          law=budget.CHINCHILLA)
     assert budget.law_notes(law) == list(law.notes) and budget.law_notes(budget.CHINCHILLA)
+    # a long front is named by evenly spaced configurations, the cheapest and the lowest loss included
+    big = _grid(memory_gib=80)
+    front = big[big["pareto"]].sort_values("train_flops")
+    assert len(front) > 3
+    short = budget.front_sentence(big, x="dim", y="depth", budget=b, law=budget.CHINCHILLA, max_listed=3)
+    first, last = front.iloc[0], front.iloc[-1]
+    assert f"the configurations on the front (3 of {len(front)}, from the cheapest to the lowest loss) are: " in short
+    assert short.count(" x depth ") == 3 and f"; the other {len(front) - 3} lie between them" in short
+    assert f"dim {first['dim']:g} x depth {first['depth']:g} (" in short
+    assert f"dim {last['dim']:g} x depth {last['depth']:g} (" in short and last["loss"] == front["loss"].min()
 
 
 def test_the_extrapolation_note_spans_the_front() -> None:
@@ -199,7 +209,7 @@ def test_setups_tab_switches_from_the_literature_fit_to_the_fitted_law(monkeypat
     (law,) = [s for s in at.selectbox if s.key == "setups.law"]
     assert law.options == [budget.LITERATURE_LABEL]
     texts = _explorer_texts(at)
-    answer = [t for t in texts if "the configurations on the front are: " in t]
+    answer = [t for t in texts if "the configurations on the front" in t]
     assert len(answer) == 1 and answer[0].endswith(f"(loss from {budget.LITERATURE_LABEL}).**"), answer
     assert any("Loss from: **literature fit (Hoffmann et al. 2022, their data)**, in nats/token" in t for t in texts)
     assert not calls
@@ -216,21 +226,23 @@ def test_setups_tab_switches_from_the_literature_fit_to_the_fitted_law(monkeypat
     assert law.options == [f"{label} (scaling probe, 6 runs; result store)", budget.LITERATURE_LABEL]
     assert law.value == law.options[0]  # the fitted law is the default once it exists
     texts = _explorer_texts(at)
-    (answer,) = [t for t in texts if "the configurations on the front are: " in t]
+    (answer,) = [t for t in texts if "the configurations on the front" in t]
     assert answer.endswith(f"(loss from {label}).**") and "bits/byte" in answer
-    # the sentence lists exactly the front of the grid the page computed with the fitted law
+    # the sentence names the front of the grid the page computed with the fitted law (6 of it at most)
     (grid,) = [d.value for d in at.dataframe if "loss_high" in d.value]
-    front = grid[grid["pareto"]]
-    assert len(front) >= 1 and answer.count(" x depth ") == len(front)
-    for _, r in front.iterrows():
-        assert f"dim {r['dim']:g} x depth {r['depth']:g} ({r['train_flops']:.3g} FLOPs, loss {r['loss']:.3f}" in answer
+    front = grid[grid["pareto"]].sort_values("train_flops")
+    named = [r for _, r in grid.iterrows()
+             if f"dim {r['dim']:g} x depth {r['depth']:g} ({r['train_flops']:.3g} FLOPs, loss {r['loss']:.3f}" in answer]
+    assert answer.count(" x depth ") == len(named) == min(6, len(front)) and all(r["pareto"] for r in named)
+    assert {(r["dim"], r["depth"]) for r in named} >= {tuple(front.iloc[0][["dim", "depth"]]),
+                                                       tuple(front.iloc[-1][["dim", "depth"]])}
     assert any(f"Loss from: **{label}**, in bits/byte" in t and "not comparable in absolute terms" in t
                and "Token term not fitted from one budget. Extrapolated x1000 beyond the largest run." in t
                and "The front's configurations are " in t for t in texts)
     assert any("shaded band and bars: the law's 80% interval" in t for t in texts)
     # the user can still rank by the literature fit
     at.selectbox(key="setups.law").set_value(budget.LITERATURE_LABEL).run()
-    (answer,) = [t for t in _explorer_texts(at) if "the configurations on the front are: " in t]
+    (answer,) = [t for t in _explorer_texts(at) if "the configurations on the front" in t]
     assert answer.endswith(f"(loss from {budget.LITERATURE_LABEL}).**")
 
 
@@ -278,7 +290,7 @@ def test_the_explorer_ranks_by_the_law_fitted_to_stored_atlas_runs() -> None:
     (choice,) = [s for s in at.selectbox if s.key == "setups.law"]
     assert choice.value == f"{law.label} (atlas probe, 12 runs; result store)"
     texts = _explorer_texts(at)
-    (answer,) = [t for t in texts if "the configurations on the front are: " in t]
+    (answer,) = [t for t in texts if "the configurations on the front" in t]
     assert answer.endswith(f"(loss from {law.label}).**") and " bits/byte)" in answer
     (grid,) = [d.value for d in at.dataframe if "loss_high" in d.value]
     page_truth = E_BITS + A_BITS * grid["num_params"].astype(float) ** -ALPHA
