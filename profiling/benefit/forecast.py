@@ -29,7 +29,9 @@ from the atlas's reference arm or the scaling probe's runs.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from xtlens.profiling.benefit.stats import Interval
 
 __all__ = ["arm_points", "Forecast", "forecast_arms", "Holdout", "holdout", "law_for_budget", "budget_law_status",
-           "FittedLaw", "POINT_COLUMNS", "LEVEL", "UNIT", "MIN_SIZES_ALONE", "REPS"]
+           "FittedLaw", "POINT_COLUMNS", "HOLDOUT_COLUMNS", "LEVEL", "UNIT", "MIN_SIZES_ALONE", "REPS"]
 
 LEVEL = 0.8
 UNIT = "bits/byte"
@@ -231,18 +233,46 @@ def _pooled(group: dict[str, pd.DataFrame], ncol: str, facts: dict[str, dict[str
     return out
 
 
+_FIT_CACHE: dict[tuple[Any, ...], dict[str, _ArmFit]] = {}
+_FIT_CACHE_SIZE = 8
+_FIT_LOCK = threading.Lock()
+
+
 def _fit_arms(points: pd.DataFrame, ncol: str = "non_embedding_params", reps: int = REPS) -> dict[str, _ArmFit]:
+    """``_fit_arms_uncached``, remembered for the last few point sets (a page forecasting several sizes or budgets
+    from the same runs fits once; the fits are deterministic: the bootstrap's generator is seeded)."""
+    cols = [c for c in ("arm", "size_dim", "seed", ncol, "tokens", "val_bits_per_byte", "learned")
+            if c in points.columns]
+    digest = hashlib.sha256(pd.util.hash_pandas_object(points[cols], index=False).to_numpy().tobytes()).hexdigest()
+    key = (digest, tuple(cols), ncol, reps)
+    with _FIT_LOCK:
+        if key in _FIT_CACHE:
+            return _FIT_CACHE[key]
+    fits = _fit_arms_uncached(points, ncol, reps)
+    with _FIT_LOCK:
+        _FIT_CACHE[key] = fits
+        while len(_FIT_CACHE) > _FIT_CACHE_SIZE:
+            _FIT_CACHE.pop(next(iter(_FIT_CACHE)))
+    return fits
+
+
+def _fit_arms_uncached(points: pd.DataFrame, ncol: str, reps: int) -> dict[str, _ArmFit]:
     """Every arm's fit (see the module docstring), the points of one probe."""
     fits: dict[str, _ArmFit] = {}
-    facts, pool = {}, {}
+    facts, pool, alone_reason = {}, {}, {}
     for arm, pts in points.groupby("arm", sort=True):
         arm = str(arm)
         facts[arm] = _arm_facts(arm, pts, ncol)
         why = _precheck(arm, pts, ncol)
         if why:
             fits[arm] = _ArmFit(law="none fitted", reason=why, **facts[arm])
-        elif len(facts[arm]["tokens"]) >= 2 or facts[arm]["sizes"] >= MIN_SIZES_ALONE:
+        elif len(facts[arm]["tokens"]) >= 2:
             fits[arm] = _alone(arm, pts, ncol, facts[arm], reps)
+        elif facts[arm]["sizes"] >= MIN_SIZES_ALONE:
+            fits[arm] = _alone(arm, pts, ncol, facts[arm], reps)
+            if fits[arm].predict is None and not arm.startswith("control:"):  # try sharing the exponent
+                alone_reason[arm] = fits.pop(arm).reason
+                pool.setdefault(facts[arm]["tokens"][0], {})[arm] = pts
         elif arm.startswith("control:"):
             fits[arm] = _alone(arm, pts, ncol, facts[arm], reps)
             if not fits[arm].predict:
@@ -252,8 +282,19 @@ def _fit_arms(points: pd.DataFrame, ncol: str = "non_embedding_params", reps: in
         else:
             pool.setdefault(facts[arm]["tokens"][0], {})[arm] = pts
     for _, group in sorted(pool.items()):
-        fits.update(_pooled(group, ncol, facts, reps))
-    # an arm with 4+ sizes whose own law failed is not rescued by pooling: its reason stands
+        if len(group) == 1:
+            (arm,) = group
+            fits[arm] = _ArmFit(law="E + A N^-alpha of this arm alone", reason=alone_reason.get(arm) or (
+                f"{facts[arm]['sizes']} sizes: a law of one arm needs at least {MIN_SIZES_ALONE} (3 parameters and "
+                "one point to check them), and no other arm at this token budget shares its exponent"),
+                **facts[arm])
+            continue
+        for arm, fit in _pooled(group, ncol, facts, reps).items():
+            if arm in alone_reason:  # an arm that failed alone says so, pooled or not
+                note = f"alone: {alone_reason[arm]}"
+                fit = _ArmFit(**{**fit.__dict__, "law": f"{fit.law} ({note})"} if fit.predict else
+                              {**fit.__dict__, "reason": f"{fit.reason}; {note}"})
+            fits[arm] = fit
     return fits
 
 
@@ -350,8 +391,8 @@ def forecast_arms(points: pd.DataFrame, *, num_params: float | Mapping[str, floa
 
 # --- held-out coverage --------------------------------------------------------------------------------------
 
-HOLDOUT_COLUMNS = ("arm", "held_out_dim", "held_out_params", "measured", "estimate", "low", "high", "covered",
-                   "abs_error", "identifiable", "reason")
+HOLDOUT_COLUMNS = ("arm", "held_out_dim", "held_out_params", "measured", "measured_seeds", "estimate", "low", "high",
+                   "covered", "pred_low", "pred_high", "covered_prediction", "abs_error", "identifiable", "reason")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -359,7 +400,13 @@ class Holdout:
     """``holdout``'s result: ``coverage`` (share of the forecast arms whose ``level`` interval covered the held-out
     measured seed mean; None when no arm could be forecast), ``arms`` (the arms forecast), ``level``,
     ``median_abs_error_bits`` (bits/byte, over the forecast arms), ``table`` (one row per arm: ``HOLDOUT_COLUMNS``)
-    and ``reason`` (why nothing could be held out; "" otherwise)."""
+    and ``reason`` (why nothing could be held out; "" otherwise).
+
+    The forecast interval is for the arm's TRUE loss at that size; the measured mean carries its own seed noise, so
+    even a perfect interval covers it less often than ``level``. ``coverage_prediction`` compares like with like:
+    the share covered by the prediction interval of a new seed mean (``pred_low``, ``pred_high``: each side's
+    distance widened in quadrature by ``z * s / sqrt(S)``, ``s`` the held-out runs' seed standard deviation pooled
+    over the arms, ``S`` the arm's held-out seeds)."""
 
     coverage: float | None
     arms: int
@@ -367,6 +414,7 @@ class Holdout:
     median_abs_error_bits: float | None
     table: pd.DataFrame = field(repr=False, compare=False)
     reason: str = ""
+    coverage_prediction: float | None = None
 
 
 def holdout(points: pd.DataFrame, level: float = LEVEL, *, reps: int = REPS) -> Holdout:
@@ -389,30 +437,44 @@ def holdout(points: pd.DataFrame, level: float = LEVEL, *, reps: int = REPS) -> 
         return Holdout(coverage=None, arms=0, level=level, median_abs_error_bits=None, table=empty,
                        reason="one size only: nothing left to fit once the largest is held out")
     targets, measured = {}, {}
+    ss, dof = 0.0, 0
     for arm, g in held.groupby("arm"):
         targets[str(arm)] = (float(g["non_embedding_params"].mean()), float(g["tokens"].mean()))
         measured[str(arm)] = (float(g["val_bits_per_byte"].mean()),
-                              int(g["size_dim"].iloc[0]) if has_dim else None)
+                              int(g["size_dim"].iloc[0]) if has_dim else None, len(g))
+        if len(g) > 1:
+            v = g["val_bits_per_byte"].to_numpy(float)
+            ss, dof = ss + float(((v - v.mean()) ** 2).sum()), dof + len(v) - 1
+    seed_sd = math.sqrt(ss / dof) if dof else 0.0
+    from xtlens.profiling.benefit.stats import z_quantile
+
+    z = z_quantile(0.5 + level / 2)
     rows = []
     for f in _forecasts(train, targets, level, reps=reps):
-        m, dim = measured[f.arm]
-        cov = bool(f.low <= m <= f.high) if f.identifiable else None
-        rows.append({"arm": f.arm, "held_out_dim": dim, "held_out_params": f.num_params, "measured": m,
-                     "estimate": f.estimate, "low": f.low, "high": f.high, "covered": cov,
-                     "abs_error": abs(f.estimate - m) if f.identifiable else None,
-                     "identifiable": f.identifiable, "reason": f.reason})
+        m, dim, s_ = measured[f.arm]
+        row = {"arm": f.arm, "held_out_dim": dim, "held_out_params": f.num_params, "measured": m,
+               "measured_seeds": s_, "estimate": f.estimate, "low": f.low, "high": f.high, "covered": None,
+               "pred_low": None, "pred_high": None, "covered_prediction": None, "abs_error": None,
+               "identifiable": f.identifiable, "reason": f.reason}
+        if f.identifiable:
+            noise = z * seed_sd / math.sqrt(s_)
+            lo = f.estimate - math.hypot(f.estimate - f.low, noise)
+            hi = f.estimate + math.hypot(f.high - f.estimate, noise)
+            row.update(covered=bool(f.low <= m <= f.high), pred_low=lo, pred_high=hi,
+                       covered_prediction=bool(lo <= m <= hi), abs_error=abs(f.estimate - m))
+        rows.append(row)
     for arm in sorted(set(targets) - {r["arm"] for r in rows}):
-        m, dim = measured[arm]
+        m, dim, s_ = measured[arm]
         rows.append({"arm": arm, "held_out_dim": dim, "held_out_params": targets[arm][0], "measured": m,
-                     "estimate": None, "low": None, "high": None, "covered": None, "abs_error": None,
-                     "identifiable": False, "reason": "no run of this arm at the smaller sizes"})
+                     "measured_seeds": s_, "identifiable": False, "reason": "no run of this arm at the smaller sizes"})
     table = pd.DataFrame(rows, columns=list(HOLDOUT_COLUMNS)).sort_values("arm").reset_index(drop=True)
-    ok = table[table["identifiable"]]
+    ok = table[table["identifiable"].astype(bool)]
     if ok.empty:
         return Holdout(coverage=None, arms=0, level=level, median_abs_error_bits=None, table=table,
                        reason="no arm's law was identifiable from the smaller sizes (see the table's reasons)")
     return Holdout(coverage=float(ok["covered"].astype(bool).mean()), arms=len(ok), level=level,
-                   median_abs_error_bits=float(np.median(ok["abs_error"].astype(float))), table=table)
+                   median_abs_error_bits=float(np.median(ok["abs_error"].astype(float))), table=table,
+                   coverage_prediction=float(ok["covered_prediction"].astype(bool).mean()))
 
 
 # --- the budget explorer's law ------------------------------------------------------------------------------

@@ -49,6 +49,15 @@ Loss laws (``LossLaw``, ``LawFit``)
     and its ``S - 1`` degrees of freedom: without it 3 seeds per size gave 89% coverage for a 95% interval of
     alpha and 74% for an 80% forecast; with it 95% and 82% (300 simulated data sets).
 
+A law shared across arms (``fit_shared_law``, ``bootstrap_shared_law``, ``SharedLaw``)
+    ``L_k(N) = E_k + A_k N^-alpha`` over arms ``k`` with one exponent (``share="alpha"``) or one exponent and one
+    irreducible loss (``share="E_alpha"``), by the same variable projection (for a fixed alpha every E and A in
+    closed form). Pooling the exponent is what identifies a law from 3 sizes (2K + 1 parameters for 3K points) or
+    2 sizes (K + 2 for 2K, K >= 3 arms) where one arm's points cannot (Kaplan et al. 2020 report one exponent per
+    model family). Its seed bootstrap draws each size's seeds ONCE for all arms run with those seed numbers (they
+    share a data order, so their noise is correlated; drawing each arm apart halved the coverage of an 80% forecast
+    when half the seed variance was shared), and counts S - 1 degrees of freedom per such draw in the t widening.
+
 IsoFLOP (``isoflop_fit``, ``isoflop_minimum``)
     One FLOP budget: a parabola of the seed-mean loss in ``log10 N``; its vertex is the compute-optimal size
     (Hoffmann et al. 2022, approach 2), its interval a seed bootstrap widened as the laws' are. ``isoflop_fit``
@@ -910,14 +919,14 @@ class SharedLaw:
 def _shared_fit_at(y: np.ndarray, w: np.ndarray, x: np.ndarray, share: str,
                    ymin_arm: np.ndarray) -> tuple[np.ndarray, ...]:
     """Least squares of the shared law for fixed exponents: y (R, K, C) cell means, w (K, C) 1 where the cell
-    was run, x (R or 1, G, C) = (n / n0)^-alpha per candidate alpha, ``ymin_arm`` (R, K) each arm's least mean (the
-    bound on E). Returns E (R, G, K), A (R, G, K), SSE (R, G), E at a bound (R, G, K)."""
-    wx = w[None, None] * x[:, :, None, :]                                      # (Rx, G, K, C)
+    was run, x (R or 1, G, K, C) = (n_kc / n0)^-alpha per candidate alpha, ``ymin_arm`` (R, K) each arm's least
+    mean (the bound on E). Returns E (R, G, K), A (R, G, K), SSE (R, G), E at a bound (R, G, K)."""
+    wx = w[None, None] * x                                                     # (Rx, G, K, C)
     n = w.sum(-1)[None, None]                                                  # (1, 1, K)
-    s1, sxx = wx.sum(-1), np.maximum((wx * x[:, :, None, :]).sum(-1), 1e-300)  # (Rx, G, K)
+    s1, sxx = wx.sum(-1), np.maximum((wx * x).sum(-1), 1e-300)                 # (Rx, G, K)
     yw = (y * w[None])[:, None]                                                # (R, 1, K, C)
     sy, syy = yw.sum(-1), (yw * y[:, None]).sum(-1)                            # (R, 1, K)
-    sxy = (yw * x[:, :, None, :]).sum(-1)                                      # (R, G, K)
+    sxy = (yw * x).sum(-1)                                                     # (R, G, K)
     if share == "E_alpha":
         ymin = ymin_arm.min(-1)[:, None]                                       # (R, 1)
         den = np.maximum((n - s1 * s1 / sxx).sum(-1), 1e-300)
@@ -941,13 +950,13 @@ def _shared_fit_at(y: np.ndarray, w: np.ndarray, x: np.ndarray, share: str,
 
 def _shared_batch(u: np.ndarray, y: np.ndarray, w: np.ndarray, share: str) -> dict[str, np.ndarray]:
     """Fit the shared law to every replicate y[r] (R, K, C): alpha on ``_alpha_grid``, then golden section in the
-    bracket of the best grid point (as ``_power_batch``). ``u = log(n / n0)`` per size column."""
+    bracket of the best grid point (as ``_power_batch``). ``u`` (K, C): ``log(n / n0)`` of each arm's sizes."""
     grid = _alpha_grid()
     ymin_arm = np.where(w[None] > 0, y, np.inf).min(-1)                        # (R, K)
     r, k, c = y.shape
     best_i = np.empty(r, dtype=int)
     chunk = max(1, _CHUNK_CELLS // (len(grid) * k * c))
-    xg = np.exp(-grid[:, None] * u[None, :])[None]                             # (1, G, C)
+    xg = np.exp(-grid[:, None, None] * u[None])[None]                          # (1, G, K, C)
     for s in range(0, r, chunk):
         sse = _shared_fit_at(y[s:s + chunk], w, xg, share, ymin_arm[s:s + chunk])[2]
         best_i[s:s + chunk] = np.argmin(sse, axis=1)
@@ -955,7 +964,7 @@ def _shared_batch(u: np.ndarray, y: np.ndarray, w: np.ndarray, share: str) -> di
     hi = grid[np.minimum(best_i + 1, len(grid) - 1)]
 
     def at(alpha: np.ndarray) -> tuple[np.ndarray, ...]:  # one alpha per replicate
-        e, a, sse, bound = _shared_fit_at(y, w, np.exp(-alpha[:, None] * u[None, :])[:, None, :], share, ymin_arm)
+        e, a, sse, bound = _shared_fit_at(y, w, np.exp(-alpha[:, None, None] * u[None])[:, None], share, ymin_arm)
         return e[:, 0], a[:, 0], sse[:, 0], bound[:, 0]
 
     cc = hi - _GOLD * (hi - lo)
@@ -983,10 +992,15 @@ def _shared_prep(arm: Any, n: Any, loss: Any, seeds: Any = None) -> tuple[Any, .
     if len(arm_arr) != len(n_arr):
         raise ValueError(f"arm must have one entry per point: {len(arm_arr)} arms for {len(n_arr)} points")
     arms = tuple(sorted(set(arm_arr.tolist())))
-    sizes = np.unique(n_arr)
-    k, c = len(arms), len(sizes)
     ki = np.searchsorted(np.array(arms), arm_arr)
-    ci = np.searchsorted(sizes, n_arr)
+    # column c of arm k: the arm's c-th smallest size (arms need not share sizes: options change the count)
+    per_arm = [np.unique(n_arr[ki == a_]) for a_ in range(len(arms))]
+    k, c = len(arms), max(len(v) for v in per_arm)
+    sizes = np.full((k, c), np.nan)
+    ci = np.empty(len(n_arr), dtype=int)
+    for a_, v in enumerate(per_arm):
+        sizes[a_, :len(v)] = v
+        ci[ki == a_] = np.searchsorted(v, n_arr[ki == a_])
     groups: list[list[np.ndarray]] = [[np.empty(0)] * c for _ in range(k)]
     seed_groups: list[list[np.ndarray]] = [[np.empty(0)] * c for _ in range(k)]
     w = np.zeros((k, c))
@@ -1004,6 +1018,7 @@ def _shared_prep(arm: Any, n: Any, loss: Any, seeds: Any = None) -> tuple[Any, .
 
 
 def _shared_reason(arms: Sequence[str], sizes: np.ndarray, w: np.ndarray, means: np.ndarray, share: str) -> str:
+    """Why the shared law cannot be fitted ("" if it can); ``sizes`` (K, C): each arm's sizes, NaN where none."""
     k = len(arms)
     cells = int(w.sum())
     params = (2 * k + 1) if share == "alpha" else (k + 2)
@@ -1013,10 +1028,10 @@ def _shared_reason(arms: Sequence[str], sizes: np.ndarray, w: np.ndarray, means:
     if cells <= params:
         what = "E, A per arm and one alpha" if share == "alpha" else "A per arm, one E and one alpha"
         return (f"{cells} (arm, size) points for {params} parameters ({what}): the fit needs more points than "
-                f"parameters ({k} arm(s) x {len(sizes)} size(s))")
+                f"parameters ({k} arm(s) x {sizes.shape[1]} size(s))")
     for a_, name in enumerate(arms):
         sel = w[a_] > 0
-        reason = _decreasing_reason(sizes[sel], means[a_, sel], f"size for arm {name}")
+        reason = _decreasing_reason(sizes[a_, sel], means[a_, sel], f"size for arm {name}")
         if reason:
             return reason
     return ""
@@ -1047,8 +1062,8 @@ def fit_shared_law(arm: Any, n: Any, loss: Any, *, share: str = "alpha") -> Shar
     reason = _shared_reason(arms, sizes, w, means, share)
     if reason:
         return bad(reason)
-    n0 = math.exp(float(np.mean(np.log(sizes))))
-    fit = _shared_batch(np.log(sizes / n0), means[None], w, share)
+    n0 = math.exp(float(np.mean(np.log(sizes[w > 0]))))
+    fit = _shared_batch(np.where(w > 0, np.log(np.where(w > 0, sizes, n0) / n0), 0.0), means[None], w, share)
     reason = _shared_fit_reason(fit, 0, arms, share)
     if reason:
         return bad(reason)
@@ -1074,6 +1089,25 @@ def _shared_fit_reason(fit: dict[str, np.ndarray], i: int, arms: Sequence[str], 
     return "; ".join(reasons)
 
 
+def _grouped_df(samples: np.ndarray, cell_means: np.ndarray, groups: Sequence[Sequence[int]],
+                group_seeds: Sequence[int]) -> float:
+    """``_cell_df`` where cells resampled with the same seed draw form one group (its cells' means are functions of
+    one draw of S seeds: S - 1 degrees of freedom for the group, however many cells it holds). Each group's share
+    of the variance is the variance of its part of the replicates' linear fit on the cell means."""
+    ok = np.isfinite(samples)
+    x = cell_means[ok] - cell_means[ok].mean(0)
+    y = samples[ok] - samples[ok].mean()
+    if len(y) < 3:
+        return math.inf
+    g, *_ = np.linalg.lstsq(x, y, rcond=None)
+    share = np.array([float(np.var(x[:, list(cols)] @ g[list(cols)])) for cols in groups])
+    df = np.array([s_ - 1 for s_ in group_seeds], dtype=float)
+    keep = df > 0
+    total = float(share[keep].sum())
+    denom = float((share[keep] ** 2 / df[keep]).sum())
+    return total * total / denom if denom > 0 else math.inf
+
+
 @dataclass(frozen=True, kw_only=True)
 class SharedLawFit:
     """A ``SharedLaw`` with its seed bootstrap (``bootstrap_shared_law``): ``alpha`` (95% interval) and the
@@ -1087,7 +1121,16 @@ class SharedLawFit:
     samples_alpha: np.ndarray | None = field(default=None, repr=False, compare=False)  # (reps,)
     cell_means: np.ndarray | None = field(default=None, repr=False, compare=False)     # (reps, cells)
     cell_seeds: tuple[int, ...] = ()
+    cell_groups: tuple[tuple[int, ...], ...] = ()   # cells resampled with one seed draw (paired seeds)
+    group_seeds: tuple[int, ...] = ()
     method: str = ""
+
+    def _df(self, values: np.ndarray) -> float:
+        if self.cell_means is None:
+            return math.inf
+        if self.cell_groups:
+            return _grouped_df(values, self.cell_means, self.cell_groups, self.group_seeds)
+        return _cell_df(values, self.cell_means, self.cell_seeds)
 
     def forecast(self, arm: str, n: float, level: float = 0.8) -> Interval | None:
         """Arm ``arm``'s loss at size ``n`` with the percentile interval of the replicates' predictions (widened to
@@ -1099,7 +1142,7 @@ class SharedLawFit:
         if i < 0:
             raise ValueError(f"arm {arm!r} was not fitted (arms: {', '.join(self.law.arms)})")
         pred = self.samples_E[:, i] + self.samples_A[:, i] * float(n) ** (-self.samples_alpha)
-        df = _cell_df(pred, self.cell_means, self.cell_seeds) if self.cell_means is not None else math.inf
+        df = self._df(pred)
         return _percentile_interval(pred, self.law.predict(arm, n), level, min(self.cell_seeds or (0,)),
                                     f"shared law ({self.law.share}), arm {arm} at n={float(n):.4g}: " + self.method,
                                     df)
@@ -1107,24 +1150,29 @@ class SharedLawFit:
 
 def _paired_resampled_means(groups: list[list[np.ndarray]], seed_groups: list[list[np.ndarray]],
                             flat: list[tuple[int, int]], reps: int, rng: np.random.Generator,
-                            step_of: dict[tuple[int, int], Any]) -> np.ndarray:
+                            step_of: dict[tuple[int, int], Any]) -> tuple[np.ndarray, tuple[tuple[int, ...], ...],
+                                                                          tuple[int, ...]]:
     """(reps, cells) like ``_seed_resampled_means``, but at each size the seed numbers are drawn once for every arm
     run with the same seeds there (runs with one seed number share its data order: their noise is correlated, and
-    drawing the seeds of each arm apart would count it as independent); other arms draw their own."""
+    drawing the seeds of each arm apart would count it as independent); other arms draw their own. Also returns the
+    groups of cells that share a draw and each group's seeds (for the degrees of freedom)."""
     out = np.empty((reps, len(flat)))
-    counts: dict[tuple[int, tuple[Any, ...]], np.ndarray] = {}
+    counts: dict[tuple[Any, ...], np.ndarray] = {}
+    members: dict[tuple[Any, ...], list[int]] = {}
     for j, (a_, s_) in enumerate(flat):
         vals, labels = groups[a_][s_], seed_groups[a_][s_]
         m, s = float(vals.mean()), len(vals)
+        order = np.argsort(labels, kind="stable")
+        key = (step_of[(a_, s_)], tuple(np.asarray(labels)[order].tolist()))
+        members.setdefault(key, []).append(j)
         if s == 1:
             out[:, j] = m
             continue
-        order = np.argsort(labels, kind="stable")
-        key = (step_of[(a_, s_)], tuple(np.asarray(labels)[order].tolist()))
         if key not in counts:
             counts[key] = rng.multinomial(s, np.full(s, 1.0 / s), size=reps)
         out[:, j] = m + math.sqrt(s / (s - 1)) * (counts[key] @ vals[order] / s - m)
-    return out
+    cell_groups = tuple(tuple(v) for v in members.values())
+    return out, cell_groups, tuple(len(k[1]) for k in members)
 
 
 def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str = "alpha", reps: int = 400,
@@ -1140,7 +1188,7 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
         return SharedLawFit(law=law, alpha=None, reps=reps, method="not identifiable: " + law.reason)
     arms, sizes, w, means, groups, seed_groups, _ = _shared_prep(arm, n, loss, seeds)
     n_arr = np.asarray(n, dtype=float).ravel()
-    flat = [(a_, s_) for a_ in range(len(arms)) for s_ in range(len(sizes)) if w[a_, s_] > 0]
+    flat = [(a_, s_) for a_ in range(len(arms)) for s_ in range(sizes.shape[1]) if w[a_, s_] > 0]
     for a_, s_ in flat:
         sv = seed_groups[a_][s_]
         if len(np.unique(sv)) != len(sv):
@@ -1152,19 +1200,21 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
             raise ValueError(f"size_key: one entry per point, got {len(steps)} for {len(n_arr)} points")
         step_of = {}
         for a_, s_ in flat:
-            sel = (np.asarray(arm).astype(str).ravel() == arms[a_]) & (n_arr == sizes[s_])
+            sel = (np.asarray(arm).astype(str).ravel() == arms[a_]) & (n_arr == sizes[a_, s_])
             vals = np.unique(steps[sel])
             if len(vals) != 1:
-                raise ValueError(f"size_key: arm {arms[a_]} has {len(vals)} size steps at one size n={sizes[s_]:.4g}")
+                raise ValueError(f"size_key: arm {arms[a_]} has {len(vals)} size steps at one size n={sizes[a_, s_]:.4g}")
             step_of[(a_, s_)] = vals[0]
-        cm = _paired_resampled_means(groups, seed_groups, flat, reps, rng, step_of)
+        cm, cell_groups, group_seeds = _paired_resampled_means(groups, seed_groups, flat, reps, rng, step_of)
     else:
         cm = _seed_resampled_means([groups[a_][s_] for a_, s_ in flat], reps, rng)   # (reps, cells)
-    ys = np.zeros((reps, len(arms), len(sizes)))
+        cell_groups = tuple((j,) for j in range(len(flat)))
+        group_seeds = tuple(len(groups[a_][s_]) for a_, s_ in flat)
+    ys = np.zeros((reps, len(arms), sizes.shape[1]))
     for j, (a_, s_) in enumerate(flat):
         ys[:, a_, s_] = cm[:, j]
-    n0 = math.exp(float(np.mean(np.log(sizes))))
-    fit = _shared_batch(np.log(sizes / n0), ys, w, share)
+    n0 = math.exp(float(np.mean(np.log(sizes[w > 0]))))
+    fit = _shared_batch(np.where(w > 0, np.log(np.where(w > 0, sizes, n0) / n0), 0.0), ys, w, share)
     cell_seeds = tuple(len(groups[a_][s_]) for a_, s_ in flat)
     at_bound = int(np.count_nonzero(fit["bound"].any(-1) | fit["edge"]))
     per = "size, the same seeds for every arm" if paired_seeds else "(arm, size)"
@@ -1173,7 +1223,8 @@ def bootstrap_shared_law(arm: Any, n: Any, loss: Any, seeds: Any, *, share: str 
               + (f"; {at_bound} replicate(s) with an E or alpha at a bound" if at_bound else ""))
     samples_alpha = fit["alpha"]
     alpha_iv = _percentile_interval(samples_alpha, law.alpha, 0.95, min(cell_seeds), "alpha: " + method,
-                                    _cell_df(samples_alpha, cm, cell_seeds))
+                                    _grouped_df(samples_alpha, cm, cell_groups, group_seeds))
     return SharedLawFit(law=law, alpha=alpha_iv, reps=reps, samples_E=fit["E"],
                         samples_A=fit["A"] * n0 ** samples_alpha[:, None], samples_alpha=samples_alpha,
-                        cell_means=cm, cell_seeds=cell_seeds, method=method)
+                        cell_means=cm, cell_seeds=cell_seeds, cell_groups=cell_groups, group_seeds=group_seeds,
+                        method=method)
