@@ -95,22 +95,35 @@ def budget_map(frame: pd.DataFrame, *, x: str, y: str, device_memory_bytes: int,
 
 
 def pareto_figure(frame: pd.DataFrame, *, x: str, y: str, current: tuple[float, float], benefit: str,
-                  title: str) -> go.Figure:
-    """Training FLOPs for the token budget (log) against the predicted loss: feasible points blue, infeasible grey,
-    the Pareto front as a line, the current configuration as a star."""
+                  title: str, unit: str = "nats/token") -> go.Figure:
+    """Training FLOPs for the token budget (log) against the predicted loss (in ``unit``, from the law named
+    ``benefit``): feasible points blue, infeasible grey, the Pareto front as a line with its interval as a shaded
+    band and error bars (``loss_low`` / ``loss_high``, when the law gives one), the current configuration as a
+    star."""
     fig = go.Figure()
-    hover = f"{x}=%{{customdata[0]}}, {y}=%{{customdata[1]}}<br>%{{x:.3g}} FLOPs, loss %{{y:.4f}}<extra></extra>"
+    hover = (f"{x}=%{{customdata[0]}}, {y}=%{{customdata[1]}}<br>%{{x:.3g}} FLOPs, loss %{{y:.4f}} {unit}"
+             f"<br>loss from: {benefit}<extra></extra>")
     for feasible, color, name in ((False, "#BBBBBB", "does not fit"), (True, "#4C78A8", "fits the budget")):
         part = frame[frame["feasible"] == feasible]
         fig.add_scatter(x=part["train_flops"], y=part["loss"], mode="markers", marker=dict(color=color, size=8),
                         name=name, customdata=part[[x, y]].to_numpy(), hovertemplate=hover)
     front = frame[frame["pareto"]].sort_values("train_flops")
+    banded = "loss_low" in front and bool((front["loss_high"] > front["loss_low"]).any())
+    if banded:
+        fig.add_scatter(x=front["train_flops"], y=front["loss_high"], mode="lines", line=dict(width=0),
+                        showlegend=False, hoverinfo="skip")
+        fig.add_scatter(x=front["train_flops"], y=front["loss_low"], mode="lines", line=dict(width=0),
+                        fill="tonexty", fillcolor="rgba(214, 39, 40, 0.18)", name="front: the law's interval",
+                        hoverinfo="skip")
+    error_y = (dict(type="data", symmetric=False, array=(front["loss_high"] - front["loss"]).to_numpy(),
+                    arrayminus=(front["loss"] - front["loss_low"]).to_numpy(), color="#D62728", thickness=1)
+               if banded else None)
     fig.add_scatter(x=front["train_flops"], y=front["loss"], mode="lines+markers", line=dict(color="#D62728"),
-                    name="Pareto front", customdata=front[[x, y]].to_numpy(), hovertemplate=hover)
+                    name="Pareto front", customdata=front[[x, y]].to_numpy(), hovertemplate=hover, error_y=error_y)
     cur = frame[(frame[x] == current[0]) & (frame[y] == current[1])]
     if not cur.empty:
         fig.add_scatter(x=cur["train_flops"], y=cur["loss"], mode="markers", name="current configuration",
                         marker=dict(symbol="star", color="gold", size=18, line=dict(color="black", width=1)))
     fig.update_layout(title=title, height=420, xaxis=dict(type="log", title="training FLOPs for the token budget"),
-                      yaxis_title="predicted loss (nats/token)", legend=dict(orientation="h", y=-0.25))
+                      yaxis_title=f"predicted loss ({unit})", legend=dict(orientation="h", y=-0.25))
     return fig

@@ -20,7 +20,7 @@ from xtlens.core.setup import (
 )
 from xtlens.dashboard import budget
 from xtlens.dashboard.charts import setups as setup_charts
-from xtlens.dashboard.session import url
+from xtlens.dashboard.session import budget_data, url
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 
@@ -182,8 +182,25 @@ def _sizes(tm: cost_model.TrainingMemory, sm: cost_model.ServingMemory) -> pd.Da
     return frame
 
 
+def _laws() -> tuple[list[tuple[str, budget.LossLaw]], list[str]]:
+    """(choice text, law): a law fitted to each (probe, corpus) of the user's probe runs that can be fitted, the
+    one with the most runs first, then the literature fit; and why the other runs give none."""
+    out: list[tuple[str, budget.LossLaw]] = []
+    found, problem = budget_data.sources()
+    why = [f"The result store could not be read ({problem}): only this session's probe tables are used."] if problem else []
+    for source in found:
+        law, reason = budget_data.fit(source)
+        if law is not None:
+            out.append((f"{law.label} ({source.probe} probe, {source.runs} runs; {source.origin})", law))
+        else:
+            why.append(f"{source.runs} run(s) of the {source.probe} probe on {source.corpus_name or 'an unnamed corpus'} "
+                       f"({source.origin}) give no law: {reason}.")
+    return [*out, (budget.LITERATURE_LABEL, budget.CHINCHILLA)], why
+
+
 def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_bytes: int) -> None:
     st.subheader("Budget explorer")
+    answer = st.empty()  # the tab's answer, filled once the grid is known
     cols = st.columns([2, 2, 2, 2])
     pair = cols[0].selectbox("axes", list(budget.AXIS_PAIRS), key="setups.axes")
     x, y = budget.AXIS_PAIRS[pair]
@@ -191,17 +208,35 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                                    help="The token budget: sets the training FLOPs and the loss prediction.")
     max_fwd = cols[2].number_input("max forward GFLOPs per token (0 = no limit)", 0.0, 1e9, 0.0, key="setups.max_fwd")
     max_train = cols[3].number_input("max training FLOPs, 10^x (0 = no limit)", 0.0, 40.0, 0.0, key="setups.max_train")
-    benefit = st.radio("benefit", list(budget.BENEFITS), horizontal=True, key="setups.benefit",
-                       help="The benefit lab's measured loss will appear here when it exists.")
+    offered, unfitted = _laws()
+    laws = dict(offered)
+    budget_data.follow_new_laws(list(laws), "setups.law")
+    choice = st.selectbox("loss from", list(laws), key="setups.law",
+                          help="A law fitted to your probe runs (the scaling probe, or the atlas's reference arm, "
+                               "on the Benefits tab) when you have some; otherwise Chinchilla's literature fit.")
+    law = laws[choice]
     explorer_budget = budget.Budget(device_memory_bytes=budget_bytes, train_tokens=btokens * 1e9,
                                     max_fwd_flops_per_token=max_fwd * 1e9 or None, max_train_flops=10 ** max_train if max_train else None)
     xs = sorted(set(budget.AXIS_VALUES[x]) | {getattr(ctx.cfg, x)})
     ys = sorted(set(budget.AXIS_VALUES[y]) | {getattr(ctx.cfg, y)})
     frame = budget.grid(ctx.cfg, ctx.wl, x=x, y=y, xs=xs, ys=ys, training=training, serving=serving, budget=explorer_budget,
-                        benefit=benefit)
+                        law=law)
     if frame.empty:
-        st.info("No valid configuration on this grid.")
+        answer.info("No valid configuration on this grid.")
         return
+    answer.markdown(f"**{budget.front_sentence(frame, x=x, y=y, budget=explorer_budget, law=law)}**")
+    fitted = law is not budget.CHINCHILLA
+    level = getattr(law, "level", None)
+    band = f"the law's {level:.0%} interval" if level else "the law's interval"
+    st.caption(f"Loss from: **{law.label}**, in {law.unit}, fed total parameters and the token budget. "
+               + ("Fitted to the probe's tokenizer and corpus: not comparable in absolute terms with Chinchilla's "
+                  "nats/token (or with another corpus); read the ranking and the interval. "
+                  if fitted else "Probe runs (Benefits tab: the scaling probe or the atlas) replace it with a law "
+                                 "fitted to your runs. " if len(laws) == 1 else "Chosen instead of your fitted law. ")
+               + (f"The fit: {law.law}. " if getattr(law, "law", "") else "")
+               + " ".join(f"{n[:1].upper()}{n[1:].rstrip('.')}." for n in
+                          [*budget.law_notes(law), budget.extrapolation_note(frame, law)] if n)
+               + "".join(f" {w}" for w in unfitted))
     current = (getattr(ctx.cfg, x), getattr(ctx.cfg, y))
     st.caption(f"Each cell: the current configuration with {x} and {y} changed, at batch {ctx.wl.batch} x "
                f"{ctx.wl.seq_len:,} tokens under the setups above. Feasible: training peak and serving memory per device "
@@ -212,9 +247,12 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
         chart(setup_charts.budget_map(frame, x=x, y=y, device_memory_bytes=budget_bytes, current=current,
                                       title=f"Training peak per device over {x} x {y}"), "setups_map")
     with right:
-        chart(setup_charts.pareto_figure(frame, x=x, y=y, current=current, benefit=benefit,
+        chart(setup_charts.pareto_figure(frame, x=x, y=y, current=current, benefit=law.label, unit=law.unit,
                                          title="Benefit against training compute"), "setups_pareto")
-        st.caption(f"Loss: {benefit} at the token budget (lower is better). Training FLOPs: the closed-form "
-                   "training step per token (torch convention, recomputation included) x the token budget. "
-                   "Pareto front: feasible points that no other feasible point beats on both.")
-    table(frame, "budget grid", "setups.grid", caption="bytes, FLOPs (torch convention), loss in nats per token")
+        st.caption(f"Loss: {law.label} at the token budget (lower is better; "
+                   + (f"shaded band and bars: {band}" if fitted else "a point estimate, no interval")
+                   + "). Training FLOPs: the closed-form training step per token (torch convention, recomputation "
+                   "included) x the token budget. Pareto front: feasible points that no other feasible point beats "
+                   "on both.")
+    table(frame, "budget grid", "setups.grid",
+          caption=f"bytes, FLOPs (torch convention), loss / loss_low / loss_high in {law.unit} ({law.label})")

@@ -33,7 +33,7 @@ from xtlens.profiling.benefit.records import PROBE_ROWS, ProbeRecord
 from xtlens.profiling.results.records import now_iso
 from xtlens.profiling.results.store import ResultStore, open_store
 
-__all__ = ["store_run", "cached_run", "rows_count", "describe_sources", "SERVED_STATUSES"]
+__all__ = ["store_run", "cached_run", "rows_count", "stored_rows", "stored_version", "describe_sources", "SERVED_STATUSES"]
 
 SERVED_STATUSES = ("ok", "diverged")
 _INDEXED = ("probe", "config_key", "seed", "corpus_sha256", "device_name", "torch_version", "xtransformers_version",
@@ -115,6 +115,46 @@ def rows_count(store: ResultStore | None = None) -> int:
         return int(con.execute("SELECT COUNT(*) FROM probe_results").fetchone()[0])
     finally:
         con.close()
+
+
+def stored_version(store: ResultStore | None = None) -> tuple[int, int]:
+    """(rows, largest id) of the probe table: changes whenever a run is stored (a cache key for readers)."""
+    con = _store(store).connection()
+    try:
+        count, last = con.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM probe_results").fetchone()
+        return int(count), int(last)
+    finally:
+        con.close()
+
+
+def stored_rows(probe: str, *, variant: str | None = None, row_kinds: Sequence[str] | None = None,
+                store: ResultStore | None = None) -> list[ProbeRecord]:
+    """Every run of ``probe`` the store would serve (its latest write, all rows ``ok`` / ``diverged``), optionally
+    only ``variant``'s runs and only rows of ``row_kinds``, labelled ``source="cache"`` like ``cached_run``. No
+    training; runs stored without a run key (never served) are left out."""
+    sql = ("SELECT p.write_id, p.stored_at, p.status, p.row_json FROM probe_results p JOIN (SELECT run_key, MAX(id) "
+           "AS last FROM probe_results WHERE probe = ? AND run_key IS NOT NULL GROUP BY run_key) l "
+           "ON p.run_key = l.run_key JOIN probe_results w ON w.id = l.last AND p.write_id = w.write_id "
+           "WHERE p.probe = ?")
+    args: list = [probe, probe]
+    if variant is not None:
+        sql += " AND json_extract(p.row_json, '$.variant') = ?"
+        args.append(variant)
+    con = _store(store).connection()
+    try:
+        got = con.execute(sql + " ORDER BY p.id", args).fetchall()
+    finally:
+        con.close()
+    bad = {write_id for write_id, _, status, _ in got if status not in SERVED_STATUSES}
+    kinds = None if row_kinds is None else set(row_kinds)
+    rows = []
+    for write_id, stored_at, _, text in got:
+        if write_id in bad:
+            continue
+        data = json.loads(text)
+        if kinds is None or data.get("row_kind") in kinds:
+            rows.append(replace(ProbeRecord(**PROBE_ROWS.known(data)), source="cache", stored_at=stored_at))
+    return rows
 
 
 
