@@ -57,7 +57,8 @@ GROUP_ARMS: dict[str, str] = {
               "has none",
     "swiglu": "SwiGLU feed-forward (ff_glu + ff_swish) on; off when the family has it",
     "kv_grouped": "grouped K/V heads: attn_kv_heads = heads / 2",
-    "kv_full": "full K/V heads (one K/V head off, attn_kv_heads empty)",
+    "kv_full": "full K/V heads (one K/V head off, attn_kv_heads empty); one K/V head (multi-query) when the family "
+               "already has full K/V heads",
     "attn_dim_head": "head width doubled",
     "ff_mult": "feed-forward width halved (ff_mult / 2)",
     "alibi_num_heads": "ALiBi on all heads instead of the family's share (on a share of heads when the family has "
@@ -202,6 +203,12 @@ _LABELS: dict[str, tuple[str, str]] = {  # (switched on, switched off)
 
 def _arm(ref: ModelConfig, name: str) -> Arm | Skipped:
     """The arm called ``name`` for the family member ``ref`` (see ``GROUP_ARMS``; ``field=value`` sets a field)."""
+    from dataclasses import replace
+
+    return replace(_arm_of(ref, name), name=name)
+
+
+def _arm_of(ref: ModelConfig, name: str) -> Arm | Skipped:
     from xtlens.core.options import OPTIONS
 
     if "=" in name:
@@ -255,6 +262,8 @@ def _arm(ref: ModelConfig, name: str) -> Arm | Skipped:
     if name == "kv_full":
         if ref.heads == 1:
             return Skipped(name=name, reason="with one query head there is already one K/V head")
+        if not ref.attn_one_kv_head and ref.attn_kv_heads in (None, ref.heads):  # full already: one K/V head on
+            return _replace(ref, name, "multi-query (1 K/V head)", attn_one_kv_head=True, attn_kv_heads=None)
         return _replace(ref, name, f"full K/V ({ref.heads} K/V heads)", attn_one_kv_head=False, attn_kv_heads=None)
     if name == "attn_dim_head":
         changes: dict[str, object] = {"attn_dim_head": ref.attn_dim_head * 2}

@@ -110,6 +110,12 @@ def test_an_option_that_is_off_is_switched_on_and_one_that_is_on_off():
     assert by["deepnorm"] == {"deepnorm": True} if not ref.deepnorm else {"deepnorm": False}
     assert by["shift_tokens"] == ({"shift_tokens": 1} if ref.shift_tokens == 0 else {"shift_tokens": 0})
     assert by["rotary"] == ({"rotary_pos_emb": True} if not ref.uses_rotary else by["rotary"])
+    mha = _seed_member().replace(attn_one_kv_head=False)  # full K/V already: the K/V arm is multi-query
+    (arm,), _ = pa.arms_for(mha, ["kv_full"])
+    assert (arm.label, arm.changes) == ("multi-query (1 K/V head)", {"attn_one_kv_head": True})
+    nope = _seed_member().replace(rotary_xpos=False)  # no rotary in the family: the rotary arm switches it on
+    (arm,), _ = pa.arms_for(nope, ["rotary"])
+    assert (arm.name, arm.label, arm.changes) == ("rotary", "rotary on", {"rotary_pos_emb": True})
 
 
 def test_no_position_removes_every_position_signal():
@@ -374,3 +380,52 @@ def test_atlas_on_a_real_ray_cluster_equals_the_local_run():
             import ray
 
             ray.shutdown()
+
+
+# --- the harness: training peak in every probe's rows -----------------------------------------------------
+
+def test_every_probe_run_carries_its_measured_and_predicted_training_peak():
+    import torch
+    from xtlens.core.config import Workload
+    from xtlens.core.setup import TrainingSetup
+    from xtlens.core.training import training_memory
+    from xtlens.profiling.benefit.harness import Budget, RunSpec, TrainSettings, train_run
+    from xtlens.profiling.benefit.probes import load_data
+
+    torch.set_num_threads(1)
+    opt = ProbeOptions(probe="heads", base=PRESETS["seed"])
+    s = TrainSettings(seq_len=32, batch=4, evals=1, eval_tokens=256)
+    cfg = member(opt, s, dim=32, depth=1, heads=2, attn_dim_head=16)
+    rows = train_run(RunSpec(probe="heads", cfg=cfg, budget=Budget(kind="tokens", value=512), seed=0, settings=s),
+                     load_data(opt))
+    predicted = training_memory(cfg, Workload(batch=4, seq_len=32),
+                                TrainingSetup(precision="fp32", optimizer="adamw", loop="free_logits")).peak_bytes
+    assert {r.train_peak_predicted_bytes for r in rows} == {predicted}
+    measured = {r.train_peak_bytes for r in rows}
+    assert len(measured) == 1 and abs(measured.pop() / predicted - 1) < 0.01
+    assert {r.train_peak_method for r in rows} == {"torch MemTracker over training step 2 of 4 (real tensors on the "
+                                                   "CPU: weights, gradients, AdamW state, activations, temporaries)"}
+
+
+def test_settings_added_later_keep_old_run_keys():
+    from xtlens.profiling.benefit.harness import TrainSettings
+
+    assert "context_gain" not in TrainSettings().to_dict()  # runs stored before the field are still served
+    assert TrainSettings(context_gain=False).to_dict()["context_gain"] is False
+
+
+def test_cli_atlas_run_prints_the_table_and_writes_rows_with_the_peak(tmp_path, capsys):
+    from xtlens.profiling.benefit.records import read_probe_table
+
+    out = tmp_path / "atlas.csv"
+    args = ["probe", "atlas", "--preset", "seed", "--sizes", "16", "--seeds", "0", "--options", "kv_full",
+            "--tokens", "1024", "--seq-len", "32", "--batch", "8", "--evals", "1", "--eval-tokens", "512"]
+    assert main([*args, "--out", str(out)]) == 0
+    std = capsys.readouterr()
+    assert "atlas (bits/byte change vs the reference" in std.out and "| full K/V (4 K/V heads) | 16 |" in std.out
+    assert "3 run(s) measured now" in std.err
+    t = read_probe_table(out)
+    assert set(t["variant"]) == {pa.REFERENCE, pa.CONTROL, "kv_full"}
+    assert t["train_peak_bytes"].notna().all() and t["train_peak_predicted_bytes"].notna().all()
+    assert main([*args, "--out", str(out)]) == 0  # served from the result store
+    assert "0 run(s) measured now; 3 from the result store" in capsys.readouterr().err
