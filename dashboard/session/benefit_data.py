@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,8 +182,12 @@ def stored_atlas(opt: ProbeOptions) -> pd.DataFrame | None:
 def stored_atlas_runs(opt: ProbeOptions) -> StoredAtlas | None:
     """``stored_atlas`` with the final evaluations of the stored runs and how many of the plan's runs they are."""
     from xtlens.profiling.benefit import derived_store
+    from xtlens.profiling.results.store import StoreError
 
-    return _stored_atlas(atlas_run_keys(opt), derived_store.store_state())
+    try:
+        return _stored_atlas(atlas_run_keys(opt), derived_store.store_state())
+    except (StoreError, sqlite3.Error, OSError):  # no readable result store: nothing stored to show
+        return None
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the atlas runs stored in the result store...")
@@ -196,11 +201,22 @@ def _stored_atlas(keys: tuple[tuple[str, str], ...], state: tuple[str, int]) -> 
     table, finals = ds.derived(ATLAS_TABLE, digest), ds.derived(ATLAS_FINALS, digest)
     if table is None or finals is None:
         table, finals = _atlas_from_rows(runs, dict(keys))
-        ds.store_derived(ATLAS_TABLE, digest, table)
-        ds.store_derived(ATLAS_FINALS, digest, finals)
+        _keep(ATLAS_TABLE, digest, table)
+        _keep(ATLAS_FINALS, digest, finals)
     when = sorted(str(t) for t in finals["timestamp"].dropna() if str(t)) if "timestamp" in finals else []
     return StoredAtlas(table=table, finals=finals, runs_found=len(runs), runs_planned=len(keys),
                        measured=(when[0], when[-1]) if when else ("", ""), digest=digest)
+
+
+def _keep(name: str, digest: str, table: pd.DataFrame) -> None:
+    """``derived_store.store_derived``; a store that cannot be written (read-only) only costs the next visit time."""
+    from xtlens.profiling.benefit import derived_store as ds
+    from xtlens.profiling.results.store import StoreError
+
+    try:
+        ds.store_derived(name, digest, table)
+    except (StoreError, sqlite3.Error, OSError):
+        pass
 
 
 def _atlas_from_rows(runs: dict[str, str], labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -266,7 +282,7 @@ def _atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | No
     out = pd.DataFrame([dataclasses.asdict(f) for f in forecast.forecast_arms(
         forecast.arm_points(finals), num_params=num_params, tokens=tokens)])
     if digest is not None and not out.empty:
-        ds.store_derived(name, digest, out)
+        _keep(name, digest, out)
     return out
 
 
@@ -290,8 +306,8 @@ def _atlas_holdout(finals: pd.DataFrame, digest: str | None):
                                     reason=str(r["reason"] or ""))
     h = forecast.holdout(forecast.arm_points(finals))
     if digest is not None:
-        ds.store_derived(ATLAS_HOLDOUT, digest, h.table)
-        ds.store_derived(ATLAS_HOLDOUT + "/summary", digest, pd.DataFrame([{
+        _keep(ATLAS_HOLDOUT, digest, h.table)
+        _keep(ATLAS_HOLDOUT + "/summary", digest, pd.DataFrame([{
             "coverage": h.coverage, "arms": h.arms, "level": h.level,
             "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason}]))
     return h
@@ -303,13 +319,17 @@ def keep_atlas(opt: ProbeOptions, table: pd.DataFrame, finals: pd.DataFrame) -> 
     the runs' rows again. Kept only when the runs stored for ``opt``'s plan are exactly the job's ok runs (by run
     key); returns whether they were kept."""
     from xtlens.profiling.benefit import derived_store as ds
+    from xtlens.profiling.results.store import StoreError
 
-    runs = ds.latest_runs([k for k, _ in atlas_run_keys(opt)])
     ok = finals[finals["status"] == "ok"] if "status" in finals else finals
-    if not runs or set(runs) != {str(k) for k in ok["run_key"].dropna()}:
+    try:
+        runs = ds.latest_runs([k for k, _ in atlas_run_keys(opt)])
+        if not runs or set(runs) != {str(k) for k in ok["run_key"].dropna()}:
+            return False
+        digest = ds.runs_digest(runs)
+        if ds.derived(ATLAS_TABLE, digest) is None:
+            _keep(ATLAS_TABLE, digest, table)
+            _keep(ATLAS_FINALS, digest, finals.reset_index(drop=True))
+    except (StoreError, sqlite3.Error, OSError):
         return False
-    digest = ds.runs_digest(runs)
-    if ds.derived(ATLAS_TABLE, digest) is None:
-        ds.store_derived(ATLAS_TABLE, digest, table)
-        ds.store_derived(ATLAS_FINALS, digest, finals.reset_index(drop=True))
     return True
