@@ -216,9 +216,12 @@ def _forecast_section(ctx: Ctx, finals: pd.DataFrame, key: str, digest: str | No
     n = c[0].number_input("your size: non-embedding parameters", min_value=1_000, max_value=10**13,
                           value=_your_size(ctx), step=1_000_000, key="benefits.atlas.forecast_params",
                           help="Default: the current configuration's non-embedding parameters (sidebar).")
+    budgets = finals["budget_tokens"].dropna().nunique() if "budget_tokens" in finals else 0
     own = c[2].checkbox("at the atlas's own token budget", key="benefits.atlas.forecast_own_tokens",
+                        value=budgets <= 1,  # one budget: a forecast at other tokens is not identifiable
                         help="Forecast the size alone, at the tokens the runs trained on. A forecast at another "
-                             "token budget needs runs at 2 or more budgets (the token term B / D^b).")
+                             "token budget needs runs at 2 or more budgets (the token term B / D^b); with runs at "
+                             "one budget this is ticked from the start.")
     tpp = c[1].number_input("tokens per parameter", min_value=0.1, max_value=10_000.0, value=DEFAULT_TOKENS_PER_PARAM,
                             step=1.0, key="benefits.atlas.forecast_tpp", disabled=own,
                             help="Training tokens = this x your non-embedding parameters (Chinchilla's rule of thumb: "

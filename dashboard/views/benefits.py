@@ -70,7 +70,7 @@ VALUES_HELP = {
 
 
 #: the page's text boxes and the command-line options they stand for (their ranges: ``cli.LIMITS``)
-CONTROLS = {"values": "--values", "seeds": "--seeds"}
+CONTROLS = {"values": "--values", "sizes (model dims)": "--sizes", "seeds": "--seeds"}
 #: the unigram line and the not-learned configurations of the results being drawn (this script run's thread)
 _LOSS_LINE: ContextVar[tuple[float | None, frozenset[str]]] = ContextVar("benefits_loss_line", default=(None, frozenset()))
 
@@ -109,7 +109,7 @@ def options_from_widgets(ctx: Ctx, probe: str, corpus_path: str | None) -> Probe
     axis = widgets.value("benefits.axis", "dim") if probe == "scaling" else None
     quick = bool(widgets.value("benefits.quick", False))
     return ProbeOptions(probe=probe, base=ctx.cfg, axis=axis, quick=quick,
-                        values=_parse_ints(widgets.value(f"benefits.{probe}.values", ""), "values"),
+                        values=_parse_ints(widgets.value(f"benefits.{probe}.values", ""), _values_label(probe)),
                         tokens=int(widgets.value(_tokens_key(probe, quick), _defaults(probe, quick)["tokens"])),
                         seeds=_parse_ints(widgets.value(f"benefits.{probe}.seeds", ""), "seeds"),
                         corpus=corpus_path, device="cuda" if ctx.device.startswith("cuda") else "cpu",
@@ -139,6 +139,11 @@ def _bounded_box(col, control: str, *, key: str, placeholder: str, help: str) ->
     return True
 
 
+def _values_label(probe: str) -> str:
+    """The values box's label: the atlas's values are its model sizes (``--sizes``, dims)."""
+    return "sizes (model dims)" if probe == "atlas" else "values"
+
+
 def _settings_panel(ctx: Ctx, probe: str) -> str | None:
     """Widgets; returns the corpus path (None = default) or raises CorpusError for a bad upload, and
     ``_ShownUnderControl`` when a text box holds bad input (said under it)."""
@@ -154,7 +159,7 @@ def _settings_panel(ctx: Ctx, probe: str) -> str | None:
     defaults = _defaults(probe, quick)
     axis = widgets.value("benefits.axis", "dim")
     default = _default_values(probe, axis, quick)
-    ok = _bounded_box(cols[1], "values", key=f"benefits.{probe}.values", placeholder=default,
+    ok = _bounded_box(cols[1], _values_label(probe), key=f"benefits.{probe}.values", placeholder=default,
                       help=VALUES_HELP[probe].format(d=default) + "; leave empty for the default")
     cols[2].number_input("training tokens per run", min_value=LIMITS["--tokens"][0], max_value=LIMITS["--tokens"][1],
                          step=4096, value=defaults["tokens"], key=_tokens_key(probe, quick),
