@@ -20,6 +20,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.dashboard.session import jobs, ownership, uploads
 from xtlens.profiling.benefit.corpus import cache_dir, corpus_from_bytes
+from xtlens.profiling.benefit.derived_store import ATLAS_FINALS, ATLAS_TABLE
 from xtlens.profiling.benefit.jobs import DEFAULT_PROBE_TIME_LIMIT_S, ProbeJob, ProbeSpec
 from xtlens.profiling.benefit.probes import ProbeOptions
 from xtlens.profiling.benefit.records import probe_frame
@@ -119,11 +120,6 @@ def _claims_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- the atlas already in the result store -------------------------------------------------------------------
-
-#: the derived tables kept beside the atlas's stored runs (``profiling.benefit.derived_store``), by format version
-ATLAS_TABLE = "atlas_table/1"
-ATLAS_FINALS = "atlas_final_evals/1"
-
 
 @dataclass(frozen=True, kw_only=True)
 class StoredAtlas:
@@ -315,21 +311,13 @@ def _atlas_holdout(finals: pd.DataFrame, digest: str | None):
 
 def keep_atlas(opt: ProbeOptions, table: pd.DataFrame, finals: pd.DataFrame) -> bool:
     """After an atlas job of this page: keep its atlas table and final evaluations beside its runs in the result
-    store (``derived_store``), so that the next visit, or a restarted server, draws the stored atlas without reading
-    the runs' rows again. Kept only when the runs stored for ``opt``'s plan are exactly the job's ok runs (by run
-    key); returns whether they were kept."""
+    store (``derived_store.keep_atlas``), so that the next visit, or a restarted server, draws the stored atlas
+    without reading the runs' rows again. Kept only when the runs stored for ``opt``'s plan are exactly the job's
+    ok runs (by run key); returns whether they were kept."""
     from xtlens.profiling.benefit import derived_store as ds
     from xtlens.profiling.results.store import StoreError
 
-    ok = finals[finals["status"] == "ok"] if "status" in finals else finals
     try:
-        runs = ds.latest_runs([k for k, _ in atlas_run_keys(opt)])
-        if not runs or set(runs) != {str(k) for k in ok["run_key"].dropna()}:
-            return False
-        digest = ds.runs_digest(runs)
-        if ds.derived(ATLAS_TABLE, digest) is None:
-            _keep(ATLAS_TABLE, digest, table)
-            _keep(ATLAS_FINALS, digest, finals.reset_index(drop=True))
+        return ds.keep_atlas(table, finals, [k for k, _ in atlas_run_keys(opt)])
     except (StoreError, sqlite3.Error, OSError):
         return False
-    return True

@@ -274,7 +274,7 @@ def _probe(args: argparse.Namespace) -> int:
     for r in bad.itertuples():
         print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
     if opt.probe == "atlas":
-        _print_atlas(frame)
+        _print_atlas(frame, final)
     return _print_claims(frame, final, args.summary_out)
 
 
@@ -300,13 +300,23 @@ def _list_options(opt) -> int:
     return 0
 
 
-def _print_atlas(frame) -> None:
-    """The atlas table on stdout (the main columns; ``--out`` keeps every row)."""
+def _print_atlas(frame, final) -> None:
+    """The atlas table on stdout (the main columns; ``--out`` keeps every row), kept beside its runs in the result
+    store (``derived_store.keep_atlas``) so that the Benefits tab opens on it without reading the runs again."""
+    import sqlite3
+
+    from xtlens.profiling.benefit.derived_store import keep_atlas
     from xtlens.profiling.benefit.probe_atlas import atlas_markdown, atlas_table
+    from xtlens.profiling.results.store import StoreError
 
     t = atlas_table(frame)
     if t.empty:
         return
+    try:
+        keep_atlas(t, final)
+    except (StoreError, sqlite3.Error, OSError) as exc:  # the table is printed either way; the page reads the rows
+        print(f"the atlas table was not kept in the result store ({exc}): the Benefits tab computes it on its first "
+              "visit", file=sys.stderr)
     cols = ["label", "size_dim", "val_bits_per_byte", "d_bits_per_byte", "ci95_low", "ci95_high",
             "min_detectable_effect_bits", "verdict", "d_num_params", "d_train_flops_pct", "d_tokens_per_s_pct",
             "train_peak_bytes", "d_kv_cache_bytes_per_token", "note"]

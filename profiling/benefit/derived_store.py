@@ -30,7 +30,12 @@ from xtlens.profiling.benefit.records import PROBE_ROWS
 from xtlens.profiling.results.records import now_iso
 from xtlens.profiling.results.store import ResultStore, open_store
 
-__all__ = ["latest_runs", "runs_digest", "stored_rows", "derived", "store_derived", "store_state"]
+__all__ = ["latest_runs", "runs_digest", "stored_rows", "derived", "store_derived", "store_state", "keep_atlas",
+           "ATLAS_TABLE", "ATLAS_FINALS"]
+
+#: the derived tables of a stored atlas (``probe_atlas.atlas_table`` and the runs' final evaluations)
+ATLAS_TABLE = "atlas_table/1"
+ATLAS_FINALS = "atlas_final_evals/1"
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS probe_derived (name TEXT NOT NULL, digest TEXT NOT NULL, stored_at TEXT NOT "
            "NULL, table_parquet BLOB NOT NULL, PRIMARY KEY (name, digest))",
@@ -169,3 +174,22 @@ def store_derived(name: str, digest: str, table: pd.DataFrame, store: ResultStor
     with _store(store).transaction() as con:
         con.execute("INSERT OR REPLACE INTO probe_derived (name, digest, stored_at, table_parquet) VALUES (?, ?, ?, ?)",
                     (name, digest, now_iso(), sink.getvalue()))
+
+
+def keep_atlas(table: pd.DataFrame, finals: pd.DataFrame, plan_keys: Sequence[str] | None = None,
+               store: ResultStore | None = None) -> bool:
+    """Keep an atlas's table and final evaluations (``finals``: one row per run, with ``run_key`` and ``status``)
+    beside its runs, so that the page draws the stored atlas without reading the runs' rows (the CLI and the page's
+    jobs call this when an atlas finishes). Kept only when the runs stored for the plan (``plan_keys``; default: the
+    runs of ``finals``) are exactly its ok runs, i.e. the digest the page will compute is this table's; returns
+    whether they were kept. A store that cannot be written raises (the caller says so or lets it go)."""
+    ok = finals[finals["status"] == "ok"] if "status" in finals else finals
+    mine = {str(k) for k in ok["run_key"].dropna() if str(k)}
+    runs = latest_runs(sorted(mine) if plan_keys is None else list(plan_keys), store)
+    if not runs or set(runs) != mine:
+        return False
+    digest = runs_digest(runs)
+    if derived(ATLAS_TABLE, digest, store) is None:
+        store_derived(ATLAS_TABLE, digest, table, store)
+        store_derived(ATLAS_FINALS, digest, finals.reset_index(drop=True), store)
+    return True

@@ -59,3 +59,21 @@ def test_latest_runs_rows_and_derived_tables() -> None:
     assert ds.store_state()[1] > state[1]
     again = ds.latest_runs(["a", "b"])
     assert again["a"] != runs["a"] and ds.derived("t/1", ds.runs_digest(again)) is None
+
+
+def test_keep_atlas_only_for_exactly_its_stored_runs() -> None:
+    """The CLI and the page keep an atlas's table beside its runs: served under the digest the page computes from the
+    stored runs, and not kept when the stored runs are not exactly the atlas's ok runs."""
+    probe_store.store_run("a", _run("a", 3.0))
+    probe_store.store_run("b", _run("b", 4.0))
+    table = pd.DataFrame({"arm": ["swiglu"], "d_bits_per_byte": [-0.125]})
+    finals = pd.DataFrame({"run_key": ["a", "b", "c"], "status": ["ok", "ok", "error"], "seed": [0, 1, 2]})
+    assert ds.keep_atlas(table, finals)
+    digest = ds.runs_digest(ds.latest_runs(["a", "b", "c"]))  # as the page looks it up: the plan's stored runs
+    assert ds.derived(ds.ATLAS_TABLE, digest).to_dict(orient="records") == [{"arm": "swiglu", "d_bits_per_byte": -0.125}]
+    assert list(ds.derived(ds.ATLAS_FINALS, digest)["run_key"]) == ["a", "b", "c"]
+    # a plan with a stored run the atlas did not train (another write of it) is not this table's
+    probe_store.store_run("d", _run("d", 5.0))
+    assert not ds.keep_atlas(table, finals.iloc[:2], plan_keys=["a", "b", "d"])
+    # the atlas's ok runs not all stored (a run that was never written): not kept
+    assert not ds.keep_atlas(table, pd.DataFrame({"run_key": ["a", "zz"], "status": ["ok", "ok"]}))
