@@ -17,7 +17,9 @@ atlases (the same quantity a second way: from the spread of the estimates, not f
 ``holdout``: the dim-64 size held out and forecast from dims 16 and 32, the share of arms whose interval covers the
 measured seed mean (what ``Holdout.coverage`` reports), the share covered by the prediction interval of a new seed
 mean (``Holdout.coverage_prediction``), the share that covers the true loss there, and the median
-absolute error (bits/byte). Arms that are not identifiable are counted apart. A proportion over ``n`` atlases x
+absolute error (bits/byte). Arms that are not identifiable are counted apart, and so is the share of held-out
+fits that used the E-free fallback (``A_arm N^-alpha``: the E laws could not pin E down; its own table is
+``fallback_check``). A proportion over ``n`` atlases x
 arms has a binomial standard error of about 0.4 / sqrt(n x arms) at 80% (larger: arms of one atlas are correlated).
 """
 
@@ -60,7 +62,7 @@ def atlas(rng: np.random.Generator, *, arms: int, sigma: float, rho: float, e_sp
 def row(draws: int, *, arms: int, sigma: float, rho: float, e_spread: float) -> dict:
     rng = np.random.default_rng(12345)
     cov10, err10, half10, nid10 = [], [], [], 0
-    cov_meas, cov_pred, cov_true, abs_err, nid_h = [], [], [], [], 0
+    cov_meas, cov_pred, cov_true, abs_err, nid_h, fb_h = [], [], [], [], 0, 0
     for _ in range(draws):
         pts, t = atlas(rng, arms=arms, sigma=sigma, rho=rho, e_spread=e_spread)
         n_big = {nm: 10 * t["truth"][(nm, 2)][0] for nm in t["names"]}
@@ -74,6 +76,9 @@ def row(draws: int, *, arms: int, sigma: float, rho: float, e_spread: float) -> 
             err10.append(f.estimate - true)
             half10.append((f.high - f.low) / 2)
         h = forecast.holdout(pts)
+        # which law the held-out fit used (the same fit, served from forecast's cache): the E-free fallback?
+        small = pts[pts["size_dim"] < DIMS[-1]]
+        fb_h += sum("no irreducible loss" in f.law for f in forecast.forecast_arms(small, num_params=1e5))
         for r in h.table.itertuples(index=False):
             if not r.identifiable:
                 nid_h += 1
@@ -90,7 +95,8 @@ def row(draws: int, *, arms: int, sigma: float, rho: float, e_spread: float) -> 
             "h_meas": np.mean(cov_meas) if cov_meas else float("nan"),
             "h_pred": np.mean(cov_pred) if cov_pred else float("nan"),
             "h_true": np.mean(cov_true) if cov_true else float("nan"),
-            "h_mae": float(np.median(abs_err)) if abs_err else float("nan"), "h_nid": nid_h / (draws * arms)}
+            "h_mae": float(np.median(abs_err)) if abs_err else float("nan"), "h_nid": nid_h / (draws * arms),
+            "h_fb": fb_h / (draws * arms)}
 
 
 def paired_check(draws: int) -> None:
@@ -178,14 +184,15 @@ def main() -> None:
         return
     print("| arms | seed sd (bits/byte) | shared part | E spread | 10x: 80% covers truth | 10x: errors inside mean "
           "half-width | 10x: median half-width | 10x: not identifiable | held out: covers measured mean | held out: "
-          "prediction interval covers measured mean | held out: covers truth | held out: median abs error (bits/byte) | held out: not identifiable |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "prediction interval covers measured mean | held out: covers truth | held out: median abs error (bits/byte) | held out: not identifiable | held out: E-free fallback |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     t0 = time.perf_counter()
     pick = [int(i) for i in args.rows.split(",")] if args.rows else range(len(settings))
     for arms, sigma, rho, es in (settings[i] for i in pick):
         r = row(draws, arms=arms, sigma=sigma, rho=rho, e_spread=es)
         print(f"| {arms} | {sigma} | {rho} | {es} | {r['far_cov']:.1%} | {r['far_cov2']:.1%} | {r['far_half']:.3f} | "
-              f"{r['far_nid']:.0%} | {r['h_meas']:.1%} | {r['h_pred']:.1%} | {r['h_true']:.1%} | {r['h_mae']:.3f} | {r['h_nid']:.0%} |",
+              f"{r['far_nid']:.0%} | {r['h_meas']:.1%} | {r['h_pred']:.1%} | {r['h_true']:.1%} | {r['h_mae']:.3f} | {r['h_nid']:.0%} | "
+              f"{r['h_fb']:.0%} |",
               flush=True)
     if not args.rows:
         paired_check(draws)

@@ -416,7 +416,7 @@ def forecast_arms(points: pd.DataFrame, *, num_params: float | Mapping[str, floa
 
 HOLDOUT_COLUMNS = ("arm", "held_out_dim", "held_out_params", "held_out_tokens", "measured", "measured_seeds",
                    "estimate", "low", "high", "covered", "pred_low", "pred_high", "covered_prediction", "abs_error",
-                   "identifiable", "reason")
+                   "identifiable", "reason", "law")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -424,7 +424,7 @@ class Holdout:
     """``holdout``'s result: ``coverage`` (share of the forecast arms whose ``level`` interval covered the held-out
     measured seed mean; None when no arm could be forecast), ``arms`` (how many arms were forecast), ``level``,
     ``median_abs_error_bits`` (bits/byte, over the forecast arms), ``table`` (one row per arm and held-out token
-    budget: ``HOLDOUT_COLUMNS``; the atlas has one budget, the scaling probe's largest size several, each a row
+    budget: ``HOLDOUT_COLUMNS``, ``law`` the fit in words as ``Forecast.law``; the atlas has one budget, the scaling probe's largest size several, each a row
     and each counted in the coverage) and ``reason`` (why nothing could be held out; "" otherwise).
 
     The forecast interval is for the arm's TRUE loss at that size; the measured mean carries its own seed noise, so
@@ -492,7 +492,7 @@ def holdout(points: pd.DataFrame, level: float = LEVEL, *, reps: int = REPS) -> 
         row = {"arm": f.arm, "held_out_dim": dim, "held_out_params": f.num_params, "held_out_tokens": d,
                "measured": m, "measured_seeds": s_, "estimate": f.estimate, "low": f.low, "high": f.high,
                "covered": None, "pred_low": None, "pred_high": None, "covered_prediction": None, "abs_error": None,
-               "identifiable": f.identifiable, "reason": f.reason}
+               "identifiable": f.identifiable, "reason": f.reason, "law": f.law}
         if f.identifiable:
             noise = z * seed_sd / math.sqrt(s_)
             lo = f.estimate - math.hypot(f.estimate - f.low, noise)

@@ -438,3 +438,4 @@ def test_holdout_uses_the_fallback_and_reports_its_coverage():
     est = t.loc[["reference", "a1", "a2", "a3", "a4", "a5"], "estimate"].astype(float).to_numpy()
     assert np.max(np.abs(est - truth)) < 0.02
     assert h.coverage == pytest.approx(t["covered"].astype(bool).mean())
+    assert t["law"].str.startswith("A_arm N^-alpha with no irreducible loss").all()
