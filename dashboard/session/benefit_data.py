@@ -249,8 +249,8 @@ def atlas_tables() -> list[tuple[str, pd.DataFrame]]:
     return [(f"{name} ({source})", t) for (source, name), t in store.get(_ATLAS_TABLES, {}).items()]
 
 
-ATLAS_FORECASTS = "atlas_forecasts/1"
-ATLAS_HOLDOUT = "atlas_holdout/1"
+ATLAS_FORECASTS = "atlas_forecasts/2"  # /2: the E-free fallback law (results kept under /1 were fitted without it)
+ATLAS_HOLDOUT = "atlas_holdout/2"
 
 
 def atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None, *,
@@ -299,13 +299,15 @@ def _atlas_holdout(finals: pd.DataFrame, digest: str | None):
             r = summary.astype(object).where(summary.notna(), None).iloc[0].to_dict()
             return forecast.Holdout(coverage=r["coverage"], arms=int(r["arms"]), level=float(r["level"]),
                                     median_abs_error_bits=r["median_abs_error_bits"], table=table,
-                                    reason=str(r["reason"] or ""))
+                                    reason=str(r["reason"] or ""),
+                                    coverage_prediction=r.get("coverage_prediction"))
     h = forecast.holdout(forecast.arm_points(finals))
     if digest is not None:
         _keep(ATLAS_HOLDOUT, digest, h.table)
         _keep(ATLAS_HOLDOUT + "/summary", digest, pd.DataFrame([{
             "coverage": h.coverage, "arms": h.arms, "level": h.level,
-            "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason}]))
+            "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason,
+            "coverage_prediction": h.coverage_prediction}]))
     return h
 
 

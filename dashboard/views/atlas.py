@@ -101,8 +101,15 @@ def coverage_line(h) -> str:
     covered = int(ok["covered"].astype(bool).sum())
     dims = sorted({int(v) for v in pd.to_numeric(h.table["held_out_dim"], errors="coerce").dropna()})
     where = f" (dim {', '.join(map(str, dims))})" if dims else ""
-    return (f"{h.level:.0%} intervals covered {covered} of {h.arms} arms at the largest size{where}, median error "
+    line = (f"{h.level:.0%} intervals covered {covered} of {h.arms} arms at the largest size{where}, median error "
             f"{h.median_abs_error_bits:.3f} bits/byte (each forecast from the smaller sizes only).")
+    if h.coverage_prediction is not None:
+        line += (f" Counting the measured mean's own seed noise (prediction interval): "
+                 f"{h.coverage_prediction:.0%} covered.")
+    if "law" in ok and ok["law"].astype(str).str.contains("no irreducible loss").any():
+        line += (" Law: A N^-alpha without an irreducible loss, alpha shared (the smaller sizes could not pin the "
+                 "floor down): it never flattens, so forecasts far beyond the runs are optimistic.")
+    return line
 
 
 # --- cached computations (once per table content and input) -------------------------------------------------

@@ -11,8 +11,11 @@ an 80% seed-bootstrap interval (``forecast_arms``). Which law (``Forecast.law`` 
   ``E_arm + A_arm N^-alpha`` (alpha shared: 2K + 1 parameters for K arms; with 3 sizes, 3K points), and where that
   is not identifiable (2 sizes, or an E at a bound) ``E + A_arm N^-alpha`` (E and alpha shared, K + 2
   parameters: with 2 sizes and K >= 3 arms the arms' losses at the two sizes lie on a line whose slope fixes
-  alpha). The control arm (``control:...``, shuffled context: a different irreducible loss) and arms that did
-  not learn (a run above the unigram line) or whose loss does not fall with size are never pooled;
+  alpha); and where E is what the points cannot pin down (too few points, or the shared E at a bound: 2 sizes
+  usually) ``A_arm N^-alpha`` without an irreducible loss (Kaplan et al. 2020's form, alpha shared, K + 1
+  parameters; ``Forecast.law`` carries its caveat: a pure power law never flattens, so a forecast far beyond the
+  runs is optimistic). The control arm (``control:...``, shuffled context: a different irreducible loss) and arms
+  that did not learn (a run above the unigram line) or whose loss does not fall with size are never pooled;
 * an arm trained at 2 or more token budgets (the scaling probe's IsoFLOP runs): ``E + A/N^a + B/D^b`` per arm
   (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", approach 3; ``stats.bootstrap_law``).
 
@@ -197,6 +200,12 @@ def _alone(arm: str, pts: pd.DataFrame, ncol: str, facts: dict[str, Any], reps: 
                    **facts)
 
 
+#: the shared laws ``_pooled`` tries, best first: the E-free law only when both laws with E failed for want of points
+#: to pin E down (too few, or an E at its bound)
+_SHARES_IN_ORDER = ("alpha", "E_alpha", "no_E")
+_SHARE_WORDS = {"alpha": "alpha shared", "E_alpha": "E and alpha shared", "no_E": "alpha shared, no E"}
+
+
 def _pooled(group: dict[str, pd.DataFrame], ncol: str, facts: dict[str, dict[str, Any]],
             reps: int) -> dict[str, _ArmFit]:
     """One shared-exponent law over ``group`` (arms at one token budget, each learned and decreasing)."""
@@ -208,23 +217,31 @@ def _pooled(group: dict[str, pd.DataFrame], ncol: str, facts: dict[str, dict[str
     y, seeds = allpts["val_bits_per_byte"].to_numpy(float), allpts["seed"].to_numpy(int)
     # the size step that runs of different arms share (their width), so that a seed is drawn for all of them
     steps = allpts["size_dim"].to_numpy(float) if allpts["size_dim"].notna().all() else n
-    reasons = []
-    for share in ("alpha", "E_alpha"):
+    reasons, unpinned = [], True
+    for share in _SHARES_IN_ORDER:
+        if share == "no_E" and not unpinned:  # the E-free law only where E is what the points cannot pin down
+            break
         fit = bootstrap_shared_law(arm, n, y, seeds, share=share, reps=reps, size_key=steps)
         if fit.law.identifiable:
             break
-        reasons.append(f"{'alpha shared' if share == 'alpha' else 'E and alpha shared'}: {fit.law.reason}")
-    else:
+        unpinned = unpinned and fit.law.e_unpinned
+        reasons.append(f"{_SHARE_WORDS[share]}: {fit.law.reason}")
+    if not fit.law.identifiable:
         return {a: _ArmFit(law=f"a law shared by {len(names)} arms", reason="; ".join(reasons), **facts[a])
                 for a in names}
     law = fit.law
-    what = ("E_arm + A_arm N^-alpha, alpha shared by" if law.share == "alpha" else
-            "E + A_arm N^-alpha, E and alpha shared by")
+    what = {"alpha": "E_arm + A_arm N^-alpha, alpha shared by",
+            "E_alpha": "E + A_arm N^-alpha, E and alpha shared by",
+            "no_E": ("A_arm N^-alpha with no irreducible loss (Kaplan et al. 2020's form: a straight line per arm in "
+                     "log-log space), alpha shared by")}[law.share]
+    caveat = ("; caveat: a pure power law never flattens, so a forecast far beyond the runs is optimistic (a lower "
+              "loss than a law with a floor E would give)" if law.share == "no_E" else "")
+    why_not = f" (laws with an irreducible loss were not identifiable: {'; '.join(reasons)})" if reasons else ""
     out = {}
     for a in names:
+        e_words = "" if law.share == "no_E" else f", this arm's E {law.E[a]:.3g} {UNIT}"
         words = (f"{what} {len(names)} arms (fewer than {MIN_SIZES_ALONE} sizes each: an arm alone is not "
-                 f"identifiable): alpha {law.alpha:.3g}, this arm's E {law.E[a]:.3g} {UNIT}; seed bootstrap, {reps} "
-                 "reps" + (f" (with E per arm it was not identifiable: {reasons[0]})" if reasons else ""))
+                 f"identifiable): alpha {law.alpha:.3g}{e_words}; seed bootstrap, {reps} reps{caveat}{why_not}")
 
         def predict(nn: float, d: float | None, level: float, a: str = a) -> Interval | None:
             return fit.forecast(a, nn, level=level)
@@ -399,7 +416,7 @@ def forecast_arms(points: pd.DataFrame, *, num_params: float | Mapping[str, floa
 
 HOLDOUT_COLUMNS = ("arm", "held_out_dim", "held_out_params", "held_out_tokens", "measured", "measured_seeds",
                    "estimate", "low", "high", "covered", "pred_low", "pred_high", "covered_prediction", "abs_error",
-                   "identifiable", "reason")
+                   "identifiable", "reason", "law")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -407,7 +424,7 @@ class Holdout:
     """``holdout``'s result: ``coverage`` (share of the forecast arms whose ``level`` interval covered the held-out
     measured seed mean; None when no arm could be forecast), ``arms`` (how many arms were forecast), ``level``,
     ``median_abs_error_bits`` (bits/byte, over the forecast arms), ``table`` (one row per arm and held-out token
-    budget: ``HOLDOUT_COLUMNS``; the atlas has one budget, the scaling probe's largest size several, each a row
+    budget: ``HOLDOUT_COLUMNS``, ``law`` the fit in words as ``Forecast.law``; the atlas has one budget, the scaling probe's largest size several, each a row
     and each counted in the coverage) and ``reason`` (why nothing could be held out; "" otherwise).
 
     The forecast interval is for the arm's TRUE loss at that size; the measured mean carries its own seed noise, so
@@ -475,7 +492,7 @@ def holdout(points: pd.DataFrame, level: float = LEVEL, *, reps: int = REPS) -> 
         row = {"arm": f.arm, "held_out_dim": dim, "held_out_params": f.num_params, "held_out_tokens": d,
                "measured": m, "measured_seeds": s_, "estimate": f.estimate, "low": f.low, "high": f.high,
                "covered": None, "pred_low": None, "pred_high": None, "covered_prediction": None, "abs_error": None,
-               "identifiable": f.identifiable, "reason": f.reason}
+               "identifiable": f.identifiable, "reason": f.reason, "law": f.law}
         if f.identifiable:
             noise = z * seed_sd / math.sqrt(s_)
             lo = f.estimate - math.hypot(f.estimate - f.low, noise)

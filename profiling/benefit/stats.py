@@ -878,16 +878,24 @@ def isoflop_minimum(n: Any, loss: Any, seeds: Any, **kw: Any) -> Interval | None
 
 # --- a law shared across arms -----------------------------------------------------------------------------
 
-SHARES = ("alpha", "E_alpha")  #: what a shared law shares across arms (``fit_shared_law``)
+SHARES = ("alpha", "E_alpha", "no_E")  #: what a shared law shares across arms (``fit_shared_law``)
+
+
+def _shared_params(k: int, share: str) -> int:
+    """Free parameters of the shared law over ``k`` arms."""
+    return {"alpha": 2 * k + 1, "E_alpha": k + 2, "no_E": k + 1}[share]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SharedLaw:
     """``L_k(n) = E_k + A_k n^-alpha`` over arms ``k`` with one exponent ``alpha`` (``share="alpha"``: ``E_k`` and
-    ``A_k`` per arm) or one exponent and one irreducible loss (``share="E_alpha"``: ``E_k = E`` for every arm, ``A_k``
-    per arm), fitted to the seed-mean loss of each (arm, size) cell. ``params``: the law's free parameters;
-    ``cells``: the (arm, size) cells fitted (more cells than parameters, or it is not identifiable). Not
-    identifiable: the numbers are None and ``reason`` says why."""
+    ``A_k`` per arm), one exponent and one irreducible loss (``share="E_alpha"``: ``E_k = E`` for every arm, ``A_k``
+    per arm), or one exponent and no irreducible loss (``share="no_E"``: ``E_k = 0``, Kaplan et al. 2020's
+    ``L = (N_c / N)^alpha``: a straight line per arm in log-log space, one slope), fitted to the seed-mean loss of
+    each (arm, size) cell. ``params``: the law's free parameters; ``cells``: the (arm, size) cells fitted (more cells
+    than parameters, or it is not identifiable). Not identifiable: the numbers are None and ``reason`` says why;
+    ``e_unpinned`` is True when that is because the points cannot pin down an irreducible loss (no more points than
+    parameters, or an E at its bound 0 or the least loss): the case where ``share="no_E"`` is the fallback."""
 
     share: str
     arms: tuple[str, ...]
@@ -900,6 +908,7 @@ class SharedLaw:
     identifiable: bool
     reason: str = ""
     sse: float | None = None
+    e_unpinned: bool = False
 
     def predict(self, arm: str, n: Any) -> Any:
         if not self.identifiable:
@@ -912,9 +921,11 @@ class SharedLaw:
     def describe(self) -> str:
         if not self.identifiable:
             return f"shared law not identifiable: {self.reason}"
-        what = ("one exponent alpha for every arm, E and A per arm" if self.share == "alpha" else
-                "one exponent alpha and one irreducible loss E for every arm, A per arm")
-        return (f"L_arm = E + A_arm N^-{self.alpha:.3g} ({what}; {len(self.arms)} arms, {self.cells} seed-mean "
+        what = {"alpha": "one exponent alpha for every arm, E and A per arm",
+                "E_alpha": "one exponent alpha and one irreducible loss E for every arm, A per arm",
+                "no_E": "one exponent alpha for every arm, A per arm, no irreducible loss"}[self.share]
+        head = "A_arm" if self.share == "no_E" else "E + A_arm"
+        return (f"L_arm = {head} N^-{self.alpha:.3g} ({what}; {len(self.arms)} arms, {self.cells} seed-mean "
                 f"points, {self.params} parameters)")
 
 
@@ -929,6 +940,10 @@ def _shared_fit_at(y: np.ndarray, w: np.ndarray, x: np.ndarray, share: str,
     yw = (y * w[None])[:, None]                                                # (R, 1, K, C)
     sy, syy = yw.sum(-1), (yw * y[:, None]).sum(-1)                            # (R, 1, K)
     sxy = (yw * x).sum(-1)                                                     # (R, G, K)
+    if share == "no_E":                                                        # E = 0: A = <x, y> / <x, x>
+        a = sxy / sxx
+        sse = (syy - sxy * sxy / sxx).sum(-1)
+        return np.zeros_like(a), a, sse, np.zeros(a.shape, dtype=bool)
     if share == "E_alpha":
         ymin = ymin_arm.min(-1)[:, None]                                       # (R, 1)
         den = np.maximum((n - s1 * s1 / sxx).sum(-1), 1e-300)
@@ -1023,12 +1038,13 @@ def _shared_reason(arms: Sequence[str], sizes: np.ndarray, w: np.ndarray, means:
     """Why the shared law cannot be fitted ("" if it can); ``sizes`` (K, C): each arm's sizes, NaN where none."""
     k = len(arms)
     cells = int(w.sum())
-    params = (2 * k + 1) if share == "alpha" else (k + 2)
+    params = _shared_params(k, share)
     few = [a for a, row in zip(arms, w, strict=True) if row.sum() < 2]
     if few:
         return f"arm(s) {', '.join(few)} ran at fewer than 2 sizes: a law in size needs at least 2 per arm"
     if cells <= params:
-        what = "E, A per arm and one alpha" if share == "alpha" else "A per arm, one E and one alpha"
+        what = {"alpha": "E, A per arm and one alpha", "E_alpha": "A per arm, one E and one alpha",
+                "no_E": "A per arm and one alpha"}[share]
         return (f"{cells} (arm, size) points for {params} parameters ({what}): the fit needs more points than "
                 f"parameters ({k} arm(s) x {sizes.shape[1]} size(s))")
     for a_, name in enumerate(arms):
@@ -1047,7 +1063,10 @@ def fit_shared_law(arm: Any, n: Any, loss: Any, *, share: str = "alpha") -> Shar
     sizes (``share="alpha"``, 2K + 1 parameters for 3K points) or even 2 sizes (``share="E_alpha"``, K + 2
     parameters for 2K points, K >= 3 arms: the arms' losses at the two sizes lie on a line whose slope fixes
     alpha) identify a law that one arm's points cannot (Kaplan et al. 2020 fit one exponent per architecture
-    family). Not identifiable (reason, no numbers): an arm with fewer than 2 sizes, no more points than
+    family). ``share="no_E"`` drops the irreducible loss (Kaplan et al. 2020's ``L = (N_c / N)^alpha``; K + 1
+    parameters, so 2 sizes and K >= 2 arms): for fixed alpha each ``A_k`` is a closed form, still least squares on
+    the loss. It never flattens, so beyond the runs it forecasts a lower loss than a law with a floor would.
+    Not identifiable (reason, no numbers): an arm with fewer than 2 sizes, no more points than
     parameters, an arm whose seed means do not decrease with size, E at a bound, alpha at the edge of its grid,
     an amplitude A not above 0."""
     if share not in SHARES:
@@ -1055,20 +1074,21 @@ def fit_shared_law(arm: Any, n: Any, loss: Any, *, share: str = "alpha") -> Shar
     arms, sizes, w, means, _, _, npts = _shared_prep(arm, n, loss)
     k = len(arms)
     cells = int(w.sum())
-    params = (2 * k + 1) if share == "alpha" else (k + 2)
+    params = _shared_params(k, share)
 
-    def bad(reason: str) -> SharedLaw:
+    def bad(reason: str, e_unpinned: bool = False) -> SharedLaw:
         return SharedLaw(share=share, arms=arms, E=None, A=None, alpha=None, points=npts, cells=cells, params=params,
-                         identifiable=False, reason=reason)
+                         identifiable=False, reason=reason, e_unpinned=e_unpinned)
 
     reason = _shared_reason(arms, sizes, w, means, share)
     if reason:
-        return bad(reason)
+        # too few points for the law's E's (every arm does have 2+ sizes): an E-free law has fewer parameters
+        return bad(reason, e_unpinned=share != "no_E" and cells <= params and bool((w.sum(-1) >= 2).all()))
     n0 = math.exp(float(np.mean(np.log(sizes[w > 0]))))
     fit = _shared_batch(np.where(w > 0, np.log(np.where(w > 0, sizes, n0) / n0), 0.0), means[None], w, share)
     reason = _shared_fit_reason(fit, 0, arms, share)
     if reason:
-        return bad(reason)
+        return bad(reason, e_unpinned=bool(fit["bound"][0].any()))
     alpha = float(fit["alpha"][0])
     return SharedLaw(share=share, arms=arms, E={a: float(fit["E"][0, i]) for i, a in enumerate(arms)},
                      A={a: float(fit["A"][0, i]) * n0 ** alpha for i, a in enumerate(arms)}, alpha=alpha,

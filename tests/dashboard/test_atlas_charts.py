@@ -160,3 +160,18 @@ def test_the_pages_table_and_coverage_line() -> None:
                            "bits/byte"), line
     assert av.coverage_line(Holdout(coverage=None, arms=0, level=0.8, median_abs_error_bits=None, table=h.iloc[:0],
                                     reason="one size only")) == "Held-out check not possible: one size only."
+
+
+def test_coverage_line_names_the_E_free_fallback_and_the_prediction_coverage() -> None:
+    from xtlens.dashboard.views import atlas as av
+    from xtlens.profiling.benefit.forecast import Holdout
+
+    h = holdout_frame()
+    ok = h[h["identifiable"]]
+    plain = av.coverage_line(Holdout(coverage=float(ok["covered"].mean()), arms=len(ok), level=0.8,
+                                     median_abs_error_bits=0.0123, table=h, coverage_prediction=0.6))
+    assert plain.endswith("(prediction interval): 60% covered.") and "optimistic" not in plain
+    h = h.assign(law="A_arm N^-alpha with no irreducible loss (Kaplan et al. 2020's form ...)")
+    line = av.coverage_line(Holdout(coverage=float(ok["covered"].mean()), arms=len(ok), level=0.8,
+                                    median_abs_error_bits=0.0123, table=h))
+    assert "without an irreducible loss" in line and "optimistic" in line and "prediction interval" not in line

@@ -318,3 +318,124 @@ def test_scaling_probe_runs_are_one_arm_and_give_a_joint_budget_law_when_tokens_
     # one token budget and 4 sizes: a law of the arm alone, in N only
     law1 = forecast.law_for_budget(_scaling_frame(np.random.default_rng(4), iso=False), "toy")
     assert law1 is not None and not law1.tokens_term and "of this arm alone" in law1.law
+
+
+# --- the E-free fallback (Kaplan et al. 2020's A N^-alpha, alpha shared) -------------------------------------
+
+def _pure(rng, *, arms=("reference", "a1", "a2", "a3"), dims=(16, 32), sigma=0.005) -> pd.DataFrame:
+    """Planted pure power laws: ``A_arm N^-ALPHA0`` (no irreducible loss) plus seed noise."""
+    return _points(rng, arms=arms, dims=dims, sigma=sigma, e={a: 0.0 for a in arms})
+
+
+def test_no_E_law_recovers_a_planted_pure_power_law():
+    # noiseless: alpha and every A exactly, and the prediction equals the planted loss (two ways)
+    pts = _pure(np.random.default_rng(0), sigma=0.0)
+    law = stats.fit_shared_law(pts["arm"], pts["non_embedding_params"], pts["val_bits_per_byte"], share="no_E")
+    assert law.identifiable, law.reason
+    assert law.params == 4 + 1 and law.cells == 8
+    assert law.alpha == pytest.approx(ALPHA0, abs=1e-4)
+    for k, arm in enumerate(("reference", "a1", "a2", "a3")):
+        assert law.E[arm] == 0.0
+        assert law.A[arm] == pytest.approx(A0 * (1 + 0.08 * k), rel=1e-3)
+        assert law.predict(arm, 1e6) == pytest.approx(A0 * (1 + 0.08 * k) * 1e6 ** -ALPHA0, rel=1e-4)
+    assert "no irreducible loss" in law.describe()
+    # with seed noise: the planted alpha lies in the bootstrap's 95% interval, and the forecast (chosen by
+    # forecast_arms because E cannot be pinned down) brackets the truth at 4x the largest run
+    pts = _pure(np.random.default_rng(4))
+    fit = stats.bootstrap_shared_law(pts["arm"], pts["non_embedding_params"], pts["val_bits_per_byte"], pts["seed"],
+                                     share="no_E", size_key=pts["size_dim"])
+    assert fit.law.identifiable and fit.alpha.low <= ALPHA0 <= fit.alpha.high
+    assert fit.alpha.high - fit.alpha.low < 0.1
+    assert np.all(fit.samples_E == 0.0)
+    out = {f.arm: f for f in forecast.forecast_arms(pts, num_params=4 * _ne(32, 1.15))}
+    for k, arm in enumerate(("reference", "a1", "a2", "a3")):
+        f = out[arm]
+        assert f.identifiable, f.reason
+        assert f.law.startswith("A_arm N^-alpha with no irreducible loss (Kaplan et al. 2020")
+        assert "never flattens" in f.law and "optimistic" in f.law
+        true = A0 * (1 + 0.08 * k) * f.num_params ** -ALPHA0
+        assert f.low <= true <= f.high
+        assert f.estimate == pytest.approx(fit.forecast(arm, f.num_params).estimate)
+
+
+def test_no_E_fallback_is_chosen_exactly_when_E_cannot_be_pinned_down():
+    rng = np.random.default_rng(6)
+    # a floor the 2 sizes do identify (E > 0, 4 arms, no noise): the shared-E law, not the fallback
+    out = forecast.forecast_arms(_points(rng, dims=(16, 32), sigma=0.0), num_params=1e6)
+    assert all(f.identifiable and f.law.startswith("E + A_arm N^-alpha, E and alpha shared") for f in out)
+    assert not any("no irreducible loss" in f.law for f in out)
+    # the losses fall as if the floor were below 0 (the real atlas's dims 16 -> 32): the shared E lands on its
+    # bound 0 -> the fallback, which says why
+    below = _points(rng, dims=(16, 32), sigma=0.0, e={a: -0.1 for a in ("reference", "a1", "a2", "a3")})
+    law = stats.fit_shared_law(below["arm"], below["non_embedding_params"], below["val_bits_per_byte"],
+                               share="E_alpha")
+    assert not law.identifiable and law.e_unpinned and "the shared E at a bound" in law.reason
+    (f, *_) = forecast.forecast_arms(below, num_params=1e6)
+    assert f.identifiable and "no irreducible loss" in f.law
+    assert "E and alpha shared: the shared E at a bound" in f.law
+    # too few points for any E: 2 arms x 2 sizes (E per arm: 4 points for 5 parameters; one E: 4 for 4)
+    two = _points(rng, arms=("reference", "a1"), dims=(16, 32), sigma=0.0)
+    for share in ("alpha", "E_alpha"):
+        law = stats.fit_shared_law(two["arm"], two["non_embedding_params"], two["val_bits_per_byte"], share=share)
+        assert not law.identifiable and law.e_unpinned and "4 (arm, size) points" in law.reason
+    out = forecast.forecast_arms(two, num_params=1e6)
+    assert all(f.identifiable and "no irreducible loss" in f.law and "alpha shared by 2 arms" in f.law for f in out)
+    # 3 sizes with a floor: E per arm is identifiable, the fallback is never tried
+    out = forecast.forecast_arms(_points(rng, sigma=0.0), num_params=1e6)
+    assert all(f.law.startswith("E_arm + A_arm N^-alpha, alpha shared") for f in out)
+    # an arm at one size is not "E unpinned": a law in size needs 2 sizes whatever its form
+    one = _points(rng, dims=(16, 32), sigma=0.0)
+    one = one[~((one["arm"] == "a3") & (one["size_dim"] == 32))]
+    law = stats.fit_shared_law(one["arm"], one["non_embedding_params"], one["val_bits_per_byte"], share="alpha")
+    assert not law.identifiable and not law.e_unpinned and "fewer than 2 sizes" in law.reason
+
+
+def test_no_E_fallback_not_tried_when_the_E_laws_fail_for_another_reason(monkeypatch):
+    # the laws with E fail for a reason other than E (say alpha at the edge of its grid): no fallback, and the
+    # forecast says why with no number
+    real = stats.bootstrap_shared_law
+    tried = []
+
+    def fake(*args, share="alpha", **kw):
+        tried.append(share)
+        fit = real(*args, share=share, **kw)
+        law = stats.SharedLaw(share=share, arms=fit.law.arms, E=None, A=None, alpha=None, points=fit.law.points,
+                              cells=fit.law.cells, params=fit.law.params, identifiable=False,
+                              reason="alpha at the edge of its range", e_unpinned=False)
+        return stats.SharedLawFit(law=law, alpha=None, reps=fit.reps)
+
+    monkeypatch.setattr(stats, "bootstrap_shared_law", fake)
+    out = forecast.forecast_arms(_pure(np.random.default_rng(8), arms=("reference", "a1", "a2", "a3", "a4")),
+                                 num_params=1e6)
+    assert tried == ["alpha", "E_alpha"]
+    assert all(not f.identifiable and f.estimate is None and "alpha at the edge" in f.reason for f in out)
+
+
+def test_no_E_law_refuses_when_it_too_is_under_determined():
+    rng = np.random.default_rng(10)
+    # one size: no law in size at all, whatever its form
+    pts = _pure(rng, dims=(32,))
+    law = stats.fit_shared_law(pts["arm"], pts["non_embedding_params"], pts["val_bits_per_byte"], share="no_E")
+    assert not law.identifiable and law.alpha is None and "fewer than 2 sizes" in law.reason
+    out = forecast.forecast_arms(pts, num_params=1e6)
+    assert all(not f.identifiable and f.estimate is None and "1 size" in f.reason for f in out)
+    h = forecast.holdout(pts)
+    assert h.coverage is None and "one size only" in h.reason
+    # one arm at 2 sizes: 2 points for 2 parameters (A and alpha)
+    one = _pure(rng, arms=("reference",))
+    law = stats.fit_shared_law(one["arm"], one["non_embedding_params"], one["val_bits_per_byte"], share="no_E")
+    assert not law.identifiable and "2 (arm, size) points for 2 parameters" in law.reason
+
+
+def test_holdout_uses_the_fallback_and_reports_its_coverage():
+    # 3 sizes of pure power laws: dim 64 held out, forecast from dims 16 and 32 by the E-free law
+    pts = _pure(np.random.default_rng(12), arms=("reference", "a1", "a2", "a3", "a4", "a5"), dims=DIMS)
+    h = forecast.holdout(pts)
+    assert h.arms == 6 and h.reason == ""
+    t = h.table.set_index("arm")
+    assert t["identifiable"].all()
+    truth = [A0 * (1 + 0.08 * k) * _ne(64, 1.0 + 0.05 * k) ** -ALPHA0 for k in range(6)]
+    est = t.loc[["reference", "a1", "a2", "a3", "a4", "a5"], "estimate"].astype(float).to_numpy()
+    assert np.max(np.abs(est - truth)) < 0.02
+    assert h.coverage == pytest.approx(t["covered"].astype(bool).mean())
+    assert t["law"].str.startswith("A_arm N^-alpha with no irreducible loss").all()
