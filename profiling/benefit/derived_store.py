@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
-from xtlens.profiling.benefit.probe_store import SERVED_STATUSES
+from xtlens.profiling.benefit.probe_store import SERVED_STATUSES, ready
 from xtlens.profiling.benefit.records import PROBE_ROWS
 from xtlens.profiling.results.records import now_iso
-from xtlens.profiling.results.store import ResultStore, open_store
+from xtlens.profiling.results.store import ResultStore
 
 __all__ = ["latest_runs", "runs_digest", "stored_rows", "derived", "store_derived", "store_state", "keep_atlas",
            "ATLAS_TABLE", "ATLAS_FINALS"]
@@ -37,36 +36,8 @@ __all__ = ["latest_runs", "runs_digest", "stored_rows", "derived", "store_derive
 ATLAS_TABLE = "atlas_table/1"
 ATLAS_FINALS = "atlas_final_evals/1"
 
-_SCHEMA = ("CREATE TABLE IF NOT EXISTS probe_derived (name TEXT NOT NULL, digest TEXT NOT NULL, stored_at TEXT NOT "
-           "NULL, table_parquet BLOB NOT NULL, PRIMARY KEY (name, digest))",
-           # which runs are stored, answered from the index alone (the rows are kilobytes of JSON each: reading
-           # them to learn a run's latest write took 0.15 s for the default atlas's 216 runs)
-           "CREATE INDEX IF NOT EXISTS probe_results_latest ON probe_results (run_key, write_id, status, id)")
-_READY: set[str] = set()
-_LOCK = threading.Lock()
 _CHUNK = 500  # SQLite's limit on ? parameters is 999 on old builds
-
-
-def _store(store: ResultStore | None) -> ResultStore:
-    store = store if store is not None else open_store()
-    key = str(store.path.resolve())
-    with _LOCK:
-        if key not in _READY or not store.path.exists():
-            with store.transaction() as con:
-                if _has_probe_table(con):
-                    for stmt in _SCHEMA:
-                        con.execute(stmt)
-                else:  # no probe run stored yet: the index comes with the first call after one is
-                    con.execute(_SCHEMA[0])
-                    _READY.discard(key)
-                    return store
-            _READY.add(key)
-    return store
-
-
-def _has_probe_table(con) -> bool:
-    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'probe_results'").fetchone() \
-        is not None
+# the probe tables, their indexes and ``probe_derived`` are created by ``probe_store.ready`` (its schema)
 
 
 def _chunks(keys: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -76,10 +47,10 @@ def _chunks(keys: Sequence[str]) -> Iterable[Sequence[str]]:
 
 def store_state(store: ResultStore | None = None) -> tuple[str, int]:
     """(the store's file, the id of its newest probe row): changes whenever a probe run is stored (for caches)."""
-    store = _store(store)
+    store = ready(store)
     con = store.connection()
     try:
-        last = con.execute("SELECT MAX(id) FROM probe_results").fetchone()[0] if _has_probe_table(con) else None
+        last = con.execute("SELECT MAX(id) FROM probe_results").fetchone()[0]
     finally:
         con.close()
     return str(store.path.resolve()), int(last or 0)
@@ -91,12 +62,10 @@ def latest_runs(run_keys: Sequence[str], store: ResultStore | None = None) -> di
     keys = sorted(set(run_keys))
     if not keys:
         return {}
-    con = _store(store).connection()
+    con = ready(store).connection()
     latest: dict[str, tuple[int, str, bool]] = {}
     ok = ",".join("?" * len(SERVED_STATUSES))
     try:
-        if not _has_probe_table(con):
-            return {}
         for part in _chunks(keys):
             q = ",".join("?" * len(part))
             sql = (f"SELECT run_key, write_id, MAX(id), SUM(CASE WHEN status IN ({ok}) THEN 0 ELSE 1 END) FROM "
@@ -129,7 +98,7 @@ def stored_rows(runs: dict[str, str], store: ResultStore | None = None, *,
     without decoding the rest of each row (1.6 s instead of 10 s for the default atlas under load)."""
     keys = sorted(runs)
     out: list[dict] = []
-    con = _store(store).connection()
+    con = ready(store).connection()
     cols = [c for c in (window_columns or ()) if c in PROBE_ROWS.columns]
     try:
         for part in _chunks(keys):
@@ -156,7 +125,7 @@ def stored_rows(runs: dict[str, str], store: ResultStore | None = None, *,
 
 def derived(name: str, digest: str, store: ResultStore | None = None) -> pd.DataFrame | None:
     """The table ``name`` computed from the runs ``digest`` names, when it was stored; else None."""
-    con = _store(store).connection()
+    con = ready(store).connection()
     try:
         got = con.execute("SELECT table_parquet FROM probe_derived WHERE name = ? AND digest = ?",
                           (name, digest)).fetchone()
@@ -171,7 +140,7 @@ def store_derived(name: str, digest: str, table: pd.DataFrame, store: ResultStor
 
     sink = io.BytesIO()
     arrow_safe(table.reset_index(drop=True)).to_parquet(sink, index=False)
-    with _store(store).transaction() as con:
+    with ready(store).transaction() as con:
         con.execute("INSERT OR REPLACE INTO probe_derived (name, digest, stored_at, table_parquet) VALUES (?, ?, ?, ?)",
                     (name, digest, now_iso(), sink.getvalue()))
 
