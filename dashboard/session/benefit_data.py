@@ -21,12 +21,10 @@ import streamlit as st
 from xtlens.dashboard.session import jobs, ownership, uploads
 from xtlens.profiling.benefit.corpus import cache_dir, corpus_from_bytes
 from xtlens.profiling.benefit.derived_store import ATLAS_FINALS, ATLAS_TABLE
-from xtlens.profiling.benefit.jobs import DEFAULT_PROBE_TIME_LIMIT_S, ProbeJob, ProbeSpec
+from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec, time_limit_for
 from xtlens.profiling.benefit.probes import ProbeOptions
 from xtlens.profiling.benefit.records import probe_frame
 from xtlens.profiling.run.worker import JobManager
-
-TIME_LIMIT_S = DEFAULT_PROBE_TIME_LIMIT_S
 
 
 def manager() -> JobManager:
@@ -46,7 +44,7 @@ def find(options: ProbeOptions) -> ProbeJob | None:
 def submit(options: ProbeOptions, label: str, *, fresh: bool = False) -> ProbeJob:
     """Submit the probe for this session; raises ``QueueFull`` (a ProfileError with the message) past the session's
     limit. ``fresh``: train every run again instead of serving stored runs from the result store."""
-    spec = ProbeSpec(options=options, time_limit_s=TIME_LIMIT_S, use_cache=not fresh)
+    spec = ProbeSpec(options=options, time_limit_s=time_limit_for(options.probe), use_cache=not fresh)
     job = manager().submit_spec(spec, owner=jobs.owner())
     ownership.remember_probe(job.key, options.probe, label)
     return job

@@ -106,6 +106,15 @@ def coverage_line(h) -> str:
     if h.coverage_prediction is not None:
         line += (f" Counting the measured mean's own seed noise (prediction interval): "
                  f"{h.coverage_prediction:.0%} covered.")
+    signed = pd.to_numeric(ok["estimate"], errors="coerce") - pd.to_numeric(ok["measured"], errors="coerce")
+    if h.coverage < h.level - 0.2 and len(signed.dropna()):
+        below = int((signed < 0).sum())
+        side = ("too low (optimistic)" if below > len(signed.dropna()) / 2 else "too high (pessimistic)")
+        line += (f" **These intervals are not to be trusted here:** they covered {h.coverage:.0%} where "
+                 f"{h.level:.0%} was promised, and {max(below, len(signed.dropna()) - below)} of "
+                 f"{len(signed.dropna())} forecasts were {side}, median {signed.median():+.3f} bits/byte: the loss "
+                 "does not follow one power law over these sizes at this token budget; treat the forecasts above as "
+                 "a direction, not a number.")
     if "law" in ok and ok["law"].astype(str).str.contains("no irreducible loss").any():
         line += (" Law: A N^-alpha without an irreducible loss, alpha shared (the smaller sizes could not pin the "
                  "floor down): it never flattens, so forecasts far beyond the runs are optimistic.")

@@ -17,6 +17,7 @@ from xtlens.profiling.benefit import analysis, report
 from xtlens.profiling.benefit.cli import LIMITS, int_list
 from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, LEAK_WINDOW_BYTES, SPLIT_VERSION, CorpusError
 from xtlens.profiling.benefit.harness import BudgetError, steps_for
+from xtlens.profiling.benefit.jobs import time_limit_for
 from xtlens.profiling.benefit.probe_store import describe_sources
 from xtlens.profiling.benefit.probes import (
     DEFAULTS,
@@ -286,7 +287,7 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
         stored = benefit_data.stored_atlas_runs(opt) if opt.probe == "atlas" else None
         cols[1].caption((f"{stored.runs_found} of its {stored.runs_planned} runs are in the result store: Run probe "
                          "serves them from there and trains only the missing ones. " if stored else "Not run yet. ")
-                        + f"Runs in a separate process (time limit {benefit_data.TIME_LIMIT_S:g} s) with "
+                        + f"Runs in a separate process (time limit {time_limit_for(opt.probe):g} s) with "
                         "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
                         "served from there next time (Measure again trains them again).")
         if not pressed:

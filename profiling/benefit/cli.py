@@ -368,7 +368,7 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--train-flops", default=None, metavar="F", help="training FLOPs per run (cost model: 3 x "
                    "forward, 1 multiply-add = 2 FLOPs), e.g. 1.2e11")
     p.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (model init and batch order)")
-    p.add_argument("--sizes", default=None, metavar="D,D,...", help="atlas: the model dims (default 16,32,64)")
+    p.add_argument("--sizes", default=None, metavar="D,D,...", help="atlas: the model dims (default 16,32,64,128)")
     p.add_argument("--options", default=None, metavar="NAME,NAME,...", help="atlas: the options to toggle against "
                    "the family (default: every modelled option that changes cost or quality; --list-options lists "
                    "them; FIELD=VALUE sets any field, e.g. attn_dropout=0.0)")

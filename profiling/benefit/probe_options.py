@@ -47,7 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # atlas (probe_atlas): every arm (ATLAS_OPTIONS) + reference + control at 3 dims x 3 seeds, 4 heads x 16 wide
     # (heads do not split dim), the extrapolation probe's recipe (8 x 64 tokens per step, lr 1e-2); ``dim`` is the
     # member the probe is centred on (the largest size)
-    "atlas": {"sizes": (16, 32, 64), "dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64,
+    "atlas": {"sizes": (16, 32, 64, 128), "dim": 64, "depth": 2, "heads": 4, "attn_dim_head": 16, "seq_len": 64,
               "batch": 8, "lr": 1e-2, "tokens": 65_536, "seeds": (0, 1, 2), "eval_tokens": 1024},
 }
 #: ``--quick`` (tests, a first look): each probe's settings that differ from ``DEFAULTS`` (the rest is kept)

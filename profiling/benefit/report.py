@@ -184,6 +184,12 @@ MEASURED_WALL_TIMES: dict[str, WallTime] = {
                                   "before the paired context gain"),
     "extrapolation --quick": WallTime(wall_s=51, settings_fingerprint="58bc8b4b7afc",
                                       how="2026-12-03, 1 torch thread on 2 shared CPU cores, load about 4"),
+    # docs/atlas.md, "Measured run": the default atlas (276 runs) in two parts on the same store, 1 torch thread:
+    # dims 16-64 (207 runs) 19 min 36 s at load 2-7 (four other jobs on the machine), then dim 128 (69 runs, the
+    # others served from the store) 9 min 26 s at load about 1
+    "atlas": WallTime(wall_s=1742, settings_fingerprint="80367b28c07c",
+                      how="2026-12-03, 1 torch thread on 2 CPU cores, in two parts: dims 16-64 at load 2-7 (shared), "
+                          "dim 128 at load about 1"),
     "heads": WallTime(wall_s=491, settings_fingerprint="8fd4a8fb4eb5",
                       how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1; code "
                           "before the paired context gain"),
