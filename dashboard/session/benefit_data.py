@@ -247,66 +247,40 @@ def atlas_tables() -> list[tuple[str, pd.DataFrame]]:
     return [(f"{name} ({source})", t) for (source, name), t in store.get(_ATLAS_TABLES, {}).items()]
 
 
-ATLAS_FORECASTS = "atlas_forecasts/2"  # /2: the E-free fallback law (results kept under /1 were fitted without it)
-ATLAS_HOLDOUT = "atlas_holdout/2"
-
-
 def atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None, *,
                     digest: str | None = None) -> pd.DataFrame:
-    """``forecast.forecast_arms`` of the atlas runs ``finals`` at ``num_params`` non-embedding parameters and
-    ``tokens`` (None: the runs' own budget), one row per arm (``Forecast``'s fields). Fitted once per input: kept
-    in this process, and with ``digest`` (a stored atlas's runs) in the result store too, so that a stored atlas
-    opens without fitting again."""
+    """``derived_store.atlas_forecasts`` (the forecasts of the atlas runs ``finals`` at ``num_params`` non-embedding
+    parameters and ``tokens``, None: the runs' own budget; kept in the result store with ``digest``), kept in this
+    process too."""
     return _atlas_forecasts(finals, float(num_params), None if tokens is None else float(tokens), digest)
 
 
 @st.cache_data(max_entries=16, show_spinner="Fitting the loss laws per option (seed bootstrap)...")
 def _atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None,
                      digest: str | None) -> pd.DataFrame:
-    import dataclasses
-
     from xtlens.profiling.benefit import derived_store as ds
-    from xtlens.profiling.benefit import forecast
+    from xtlens.profiling.results.store import StoreError
 
-    name = f"{ATLAS_FORECASTS}/{num_params!r}/{tokens!r}"
-    if digest is not None:
-        kept = ds.derived(name, digest)
-        if kept is not None:
-            return kept
-    out = pd.DataFrame([dataclasses.asdict(f) for f in forecast.forecast_arms(
-        forecast.arm_points(finals), num_params=num_params, tokens=tokens)])
-    if digest is not None and not out.empty:
-        _keep(name, digest, out)
-    return out
+    try:
+        return ds.atlas_forecasts(finals, num_params, tokens, digest)
+    except (StoreError, sqlite3.Error, OSError):  # a store that cannot be written: fitted, not kept
+        return ds.atlas_forecasts(finals, num_params, tokens, None)
 
 
 def atlas_holdout(finals: pd.DataFrame, *, digest: str | None = None):
-    """``forecast.holdout`` of the atlas runs ``finals`` (the largest size forecast from the smaller ones), kept as
-    ``atlas_forecasts`` keeps the forecasts."""
+    """``derived_store.atlas_holdout`` (the largest size forecast from the smaller ones), kept in this process too."""
     return _atlas_holdout(finals, digest)
 
 
 @st.cache_data(max_entries=16, show_spinner="Held-out check: forecasting the largest size from the smaller ones...")
 def _atlas_holdout(finals: pd.DataFrame, digest: str | None):
     from xtlens.profiling.benefit import derived_store as ds
-    from xtlens.profiling.benefit import forecast
+    from xtlens.profiling.results.store import StoreError
 
-    if digest is not None:
-        table, summary = ds.derived(ATLAS_HOLDOUT, digest), ds.derived(ATLAS_HOLDOUT + "/summary", digest)
-        if table is not None and summary is not None:
-            r = summary.astype(object).where(summary.notna(), None).iloc[0].to_dict()
-            return forecast.Holdout(coverage=r["coverage"], arms=int(r["arms"]), level=float(r["level"]),
-                                    median_abs_error_bits=r["median_abs_error_bits"], table=table,
-                                    reason=str(r["reason"] or ""),
-                                    coverage_prediction=r.get("coverage_prediction"))
-    h = forecast.holdout(forecast.arm_points(finals))
-    if digest is not None:
-        _keep(ATLAS_HOLDOUT, digest, h.table)
-        _keep(ATLAS_HOLDOUT + "/summary", digest, pd.DataFrame([{
-            "coverage": h.coverage, "arms": h.arms, "level": h.level,
-            "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason,
-            "coverage_prediction": h.coverage_prediction}]))
-    return h
+    try:
+        return ds.atlas_holdout(finals, digest)
+    except (StoreError, sqlite3.Error, OSError):
+        return ds.atlas_holdout(finals, None)
 
 
 def keep_atlas(opt: ProbeOptions, table: pd.DataFrame, finals: pd.DataFrame) -> bool:

@@ -274,7 +274,7 @@ def _probe(args: argparse.Namespace) -> int:
     for r in bad.itertuples():
         print(f"  {r.config_name} seed {r.seed}: {r.status}: {r.error}", file=sys.stderr)
     if opt.probe == "atlas":
-        _print_atlas(frame, final)
+        _print_atlas(frame, final, opt)
     return _print_claims(frame, final, args.summary_out)
 
 
@@ -300,7 +300,7 @@ def _list_options(opt) -> int:
     return 0
 
 
-def _print_atlas(frame, final) -> None:
+def _print_atlas(frame, final, opt) -> None:
     """The atlas table on stdout (the main columns; ``--out`` keeps every row), kept beside its runs in the result
     store (``derived_store.keep_atlas``) so that the Benefits tab opens on it without reading the runs again."""
     import sqlite3
@@ -312,8 +312,10 @@ def _print_atlas(frame, final) -> None:
     t = atlas_table(frame)
     if t.empty:
         return
-    try:
-        keep_atlas(t, final)
+    try:  # with the forecasts at the family's own size: the page's default "your size"
+        from xtlens.core.cost_model import param_counts
+
+        keep_atlas(t, final, forecast_params=param_counts(opt.base).non_embedding_params)
     except (StoreError, sqlite3.Error, OSError) as exc:  # the table is printed either way; the page reads the rows
         print(f"the atlas table was not kept in the result store ({exc}): the Benefits tab computes it on its first "
               "visit", file=sys.stderr)

@@ -30,11 +30,14 @@ from xtlens.profiling.results.records import now_iso
 from xtlens.profiling.results.store import ResultStore
 
 __all__ = ["latest_runs", "runs_digest", "stored_rows", "derived", "store_derived", "store_state", "keep_atlas",
-           "ATLAS_TABLE", "ATLAS_FINALS"]
+           "ATLAS_TABLE", "ATLAS_FINALS", "ATLAS_FORECASTS", "ATLAS_HOLDOUT", "atlas_forecasts", "atlas_holdout"]
 
 #: the derived tables of a stored atlas (``probe_atlas.atlas_table`` and the runs' final evaluations)
 ATLAS_TABLE = "atlas_table/1"
 ATLAS_FINALS = "atlas_final_evals/1"
+#: the forecasts (one table per size and token budget asked) and the held-out check of a stored atlas
+ATLAS_FORECASTS = "atlas_forecasts/2"  # /2: the E-free fallback law (results kept under /1 were fitted without it)
+ATLAS_HOLDOUT = "atlas_holdout/2"
 
 _CHUNK = 500  # SQLite's limit on ? parameters is 999 on old builds
 # the probe tables, their indexes and ``probe_derived`` are created by ``probe_store.ready`` (its schema)
@@ -146,11 +149,13 @@ def store_derived(name: str, digest: str, table: pd.DataFrame, store: ResultStor
 
 
 def keep_atlas(table: pd.DataFrame, finals: pd.DataFrame, plan_keys: Sequence[str] | None = None,
-               store: ResultStore | None = None) -> bool:
+               store: ResultStore | None = None, *, forecast_params: float | None = None) -> bool:
     """Keep an atlas's table and final evaluations (``finals``: one row per run, with ``run_key`` and ``status``)
     beside its runs, so that the page draws the stored atlas without reading the runs' rows (the CLI and the page's
-    jobs call this when an atlas finishes). Kept only when the runs stored for the plan (``plan_keys``; default: the
-    runs of ``finals``) are exactly its ok runs, i.e. the digest the page will compute is this table's; returns
+    jobs call this when an atlas finishes); with ``forecast_params`` (the family's own non-embedding parameters, the
+    page's default "your size") the held-out check and the forecasts at that size and the runs' own token budget
+    too, so that the first visit fits nothing. Kept only when the runs stored for the plan (``plan_keys``; default:
+    the runs of ``finals``) are exactly its ok runs, i.e. the digest the page will compute is this table's; returns
     whether they were kept. A store that cannot be written raises (the caller says so or lets it go)."""
     ok = finals[finals["status"] == "ok"] if "status" in finals else finals
     mine = {str(k) for k in ok["run_key"].dropna() if str(k)}
@@ -161,4 +166,50 @@ def keep_atlas(table: pd.DataFrame, finals: pd.DataFrame, plan_keys: Sequence[st
     if derived(ATLAS_TABLE, digest, store) is None:
         store_derived(ATLAS_TABLE, digest, table, store)
         store_derived(ATLAS_FINALS, digest, finals.reset_index(drop=True), store)
+    if forecast_params is not None:
+        atlas_holdout(finals, digest, store)
+        atlas_forecasts(finals, float(forecast_params), None, digest, store)
     return True
+
+
+def atlas_forecasts(finals: pd.DataFrame, num_params: float, tokens: float | None, digest: str | None = None,
+                    store: ResultStore | None = None) -> pd.DataFrame:
+    """``forecast.forecast_arms`` of the atlas runs ``finals`` at ``num_params`` non-embedding parameters and
+    ``tokens`` (None: the runs' own budget), one row per arm (``Forecast``'s fields); with ``digest`` (a stored
+    atlas's runs) read from and kept in the result store, so that a stored atlas opens without fitting again."""
+    import dataclasses
+
+    from xtlens.profiling.benefit import forecast
+
+    name = f"{ATLAS_FORECASTS}/{float(num_params)!r}/{None if tokens is None else float(tokens)!r}"
+    if digest is not None:
+        kept = derived(name, digest, store)
+        if kept is not None:
+            return kept
+    out = pd.DataFrame([dataclasses.asdict(f) for f in forecast.forecast_arms(
+        forecast.arm_points(finals), num_params=num_params, tokens=tokens)])
+    if digest is not None and not out.empty:
+        store_derived(name, digest, out, store)
+    return out
+
+
+def atlas_holdout(finals: pd.DataFrame, digest: str | None = None, store: ResultStore | None = None):
+    """``forecast.holdout`` of the atlas runs ``finals`` (the largest size forecast from the smaller ones), read
+    from and kept in the result store as ``atlas_forecasts`` does."""
+    from xtlens.profiling.benefit import forecast
+
+    if digest is not None:
+        table, summary = derived(ATLAS_HOLDOUT, digest, store), derived(ATLAS_HOLDOUT + "/summary", digest, store)
+        if table is not None and summary is not None:
+            r = summary.astype(object).where(summary.notna(), None).iloc[0].to_dict()
+            return forecast.Holdout(coverage=r["coverage"], arms=int(r["arms"]), level=float(r["level"]),
+                                    median_abs_error_bits=r["median_abs_error_bits"], table=table,
+                                    reason=str(r["reason"] or ""), coverage_prediction=r.get("coverage_prediction"))
+    h = forecast.holdout(forecast.arm_points(finals))
+    if digest is not None:
+        store_derived(ATLAS_HOLDOUT, digest, h.table, store)
+        store_derived(ATLAS_HOLDOUT + "/summary", digest, pd.DataFrame([{
+            "coverage": h.coverage, "arms": h.arms, "level": h.level,
+            "median_abs_error_bits": h.median_abs_error_bits, "reason": h.reason,
+            "coverage_prediction": h.coverage_prediction}]), store)
+    return h

@@ -77,3 +77,33 @@ def test_keep_atlas_only_for_exactly_its_stored_runs() -> None:
     assert not ds.keep_atlas(table, finals.iloc[:2], plan_keys=["a", "b", "d"])
     # the atlas's ok runs not all stored (a run that was never written): not kept
     assert not ds.keep_atlas(table, pd.DataFrame({"run_key": ["a", "zz"], "status": ["ok", "ok"]}))
+
+
+def test_keep_atlas_with_forecast_params_stores_what_the_page_reads_first() -> None:
+    """After a CLI atlas (``forecast_params``: the family's own size) the held-out check and the forecasts at that size
+    are in the store under the names the page looks up, equal to computing them afresh: the first visit fits nothing."""
+    import sys
+    from pathlib import Path
+
+    from xtlens.core.config import PRESETS
+    from xtlens.profiling.benefit import forecast
+    from xtlens.profiling.benefit.analysis import final_evals
+    from xtlens.profiling.benefit.probe_atlas import atlas_table
+    from xtlens.profiling.benefit.probes import ProbeOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from atlas_rows import stored_atlas_runs
+
+    opt = ProbeOptions(probe="atlas", base=PRESETS["seed"], options=("swiglu", "shift_tokens"), values=(16, 32, 64),
+                       seeds=(0, 1))
+    frame = stored_atlas_runs(opt, windows=6)
+    finals = final_evals(frame)
+    assert ds.keep_atlas(atlas_table(frame), finals, forecast_params=2.5e6)
+    digest = ds.runs_digest(ds.latest_runs(sorted(set(frame["run_key"]))))
+    kept = ds.derived(f"{ds.ATLAS_FORECASTS}/{2.5e6!r}/None", digest)
+    fresh = pd.DataFrame([f.__dict__ for f in forecast.forecast_arms(forecast.arm_points(finals), num_params=2.5e6)])
+    assert list(kept["arm"]) == list(fresh["arm"]) and len(kept) == 4  # reference, control, 2 options
+    pd.testing.assert_series_equal(kept["estimate"].astype(float), fresh["estimate"].astype(float), check_names=False)
+    summary = ds.derived(ds.ATLAS_HOLDOUT + "/summary", digest)
+    again = ds.atlas_holdout(finals, digest)  # served from the store: the same numbers as a fresh holdout
+    assert summary is not None and again.arms == forecast.holdout(forecast.arm_points(finals)).arms
