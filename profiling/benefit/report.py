@@ -190,6 +190,8 @@ MEASURED_WALL_TIMES: dict[str, WallTime] = {
     "atlas": WallTime(wall_s=1742, settings_fingerprint="80367b28c07c",
                       how="2026-12-03, 1 torch thread on 2 CPU cores, in two parts: dims 16-64 at load 2-7 (shared), "
                           "dim 128 at load about 1"),
+    "atlas --quick": WallTime(wall_s=201, settings_fingerprint="b9052f87bcd1",
+                              how="2026-12-03, 1 torch thread on 2 CPU cores, load about 1 (92 runs)"),
     "heads": WallTime(wall_s=491, settings_fingerprint="8fd4a8fb4eb5",
                       how="2026-12-03, 1 torch thread, two probes at once on 2 CPU cores, load 1.1 -> 2.1; code "
                           "before the paired context gain"),
