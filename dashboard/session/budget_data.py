@@ -101,6 +101,22 @@ def fit(source: Source) -> tuple[LossLaw | None, str]:
     return _fit(source.key, source.rows, source.corpus_name or source.corpus_sha256[:12])
 
 
+@st.cache_resource(max_entries=16, show_spinner="Held-out check of the law on your runs...")
+def _holdout(key: str, _rows: pd.DataFrame) -> forecast.Holdout:
+    del key  # the cache key: the rows' content
+    return forecast.holdout(forecast.arm_points(_rows))
+
+
+def holdout(source: Source) -> tuple[forecast.Holdout | None, str]:
+    """``forecast.holdout`` of ``source``'s runs: the largest size forecast from the smaller ones by the same kind
+    of law, each arm's 80% interval against the measured value (how far the explorer's band can be trusted); None
+    and why when the rows cannot give one (a table without the columns the check reads)."""
+    try:
+        return _holdout(source.key, source.rows), ""
+    except (ValueError, TypeError, KeyError) as exc:
+        return None, f"these runs cannot be checked ({type(exc).__name__}: {exc})"
+
+
 def follow_new_laws(choices: list[str], widget_key: str) -> None:
     """When the laws on offer change (new probe runs, another corpus), select the first (the law fitted to the most
     runs) in the widget ``widget_key``; otherwise leave the user's choice alone. Call before the widget."""

@@ -182,20 +182,24 @@ def _sizes(tm: cost_model.TrainingMemory, sm: cost_model.ServingMemory) -> pd.Da
     return frame
 
 
-def _laws() -> tuple[list[tuple[str, budget.LossLaw]], list[str]]:
+def _laws() -> tuple[list[tuple[str, budget.LossLaw]], list[str], dict[str, budget_data.Source]]:
     """(choice text, law): a law fitted to each (probe, corpus) of the user's probe runs that can be fitted, the
-    one with the most runs first, then the literature fit; and why the other runs give none."""
+    one with the most runs first, then the literature fit; why the other runs give none; the runs of each fitted
+    law's choice."""
     out: list[tuple[str, budget.LossLaw]] = []
+    runs_of: dict[str, budget_data.Source] = {}
     found, problem = budget_data.sources()
     why = [f"The result store could not be read ({problem}): only this session's probe tables are used."] if problem else []
     for source in found:
         law, reason = budget_data.fit(source)
         if law is not None:
-            out.append((f"{law.label} ({source.probe} probe, {source.runs} runs; {source.origin})", law))
+            text = f"{law.label} ({source.probe} probe, {source.runs} runs; {source.origin})"
+            out.append((text, law))
+            runs_of[text] = source
         else:
             why.append(f"{source.runs} run(s) of the {source.probe} probe on {source.corpus_name or 'an unnamed corpus'} "
                        f"({source.origin}) give no law: {reason}.")
-    return [*out, (budget.LITERATURE_LABEL, budget.CHINCHILLA)], why
+    return [*out, (budget.LITERATURE_LABEL, budget.CHINCHILLA)], why, runs_of
 
 
 def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_bytes: int) -> None:
@@ -208,7 +212,7 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                                    help="The token budget: sets the training FLOPs and the loss prediction.")
     max_fwd = cols[2].number_input("max forward GFLOPs per token (0 = no limit)", 0.0, 1e9, 0.0, key="setups.max_fwd")
     max_train = cols[3].number_input("max training FLOPs, 10^x (0 = no limit)", 0.0, 40.0, 0.0, key="setups.max_train")
-    offered, unfitted = _laws()
+    offered, unfitted, runs_of = _laws()
     laws = dict(offered)
     budget_data.follow_new_laws(list(laws), "setups.law")
     choice = st.selectbox("loss from", list(laws), key="setups.law",
@@ -237,6 +241,12 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                + " ".join(f"{n[:1].upper()}{n[1:].rstrip('.')}." for n in
                           [*budget.law_notes(law), budget.extrapolation_note(frame, law)] if n)
                + "".join(f" {w}" for w in unfitted))
+    if choice in runs_of:
+        held, why_not = budget_data.holdout(runs_of[choice])
+        if held is not None:
+            _held_out(held)
+        else:
+            st.caption(f"Held-out check of this kind of law: not possible, {why_not}.")
     current = (getattr(ctx.cfg, x), getattr(ctx.cfg, y))
     st.caption(f"Each cell: the current configuration with {x} and {y} changed, at batch {ctx.wl.batch} x "
                f"{ctx.wl.seq_len:,} tokens under the setups above. Feasible: training peak and serving memory per device "
@@ -256,3 +266,14 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                    "on both.")
     table(frame, "budget grid", "setups.grid",
           caption=f"bytes, FLOPs (torch convention), loss / loss_low / loss_high in {law.unit} ({law.label})")
+
+
+def _held_out(h) -> None:
+    """How far the fitted law's band can be trusted: the held-out check of the same kind of law on the same runs
+    (the largest size forecast from the smaller ones), in the atlas panel's words, with its warning when the
+    intervals covered far less than promised."""
+    from xtlens.dashboard.views.atlas import coverage_line
+
+    line = coverage_line(h)
+    (st.warning if "not to be trusted" in line else st.caption)(
+        "Held-out check of this kind of law on these runs: " + line)

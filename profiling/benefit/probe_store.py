@@ -148,6 +148,11 @@ def stored_rows(probe: str, *, variant: str | None = None, row_kinds: Sequence[s
     if variant is not None:
         sql += " AND json_extract(p.row_json, '$.variant') = ?"
         args.append(variant)
+    if row_kinds is not None:  # filtered by SQLite: an atlas is ~80,000 rows of JSON, a few thousand of them evals
+        kinds_sql = sorted(set(row_kinds))
+        sql += f" AND (p.status NOT IN ({','.join('?' * len(SERVED_STATUSES))}) OR " \
+               f"json_extract(p.row_json, '$.row_kind') IN ({','.join('?' * len(kinds_sql))}))"
+        args += [*SERVED_STATUSES, *kinds_sql]
     con = ready(store).connection()
     try:
         got = con.execute(sql + " ORDER BY p.id", args).fetchall()

@@ -31,3 +31,8 @@ def test_stored_rows_serves_the_latest_good_write_of_each_run() -> None:
     ref = probe_store.stored_rows("atlas", variant="reference", row_kinds=("eval", "window"))
     assert sorted((r.run_key, r.row_kind) for r in ref) == [("a", "eval"), ("a", "window")]
     assert [r.run_key for r in probe_store.stored_rows("scaling", row_kinds=("eval",))] == ["s"]
+    # the row-kind filter runs in SQLite, yet a run whose latest write failed ("d": timeout) is still left out
+    assert sorted((r.run_key, r.row_kind) for r in probe_store.stored_rows("atlas", row_kinds=("eval",))) == [
+        ("a", "eval"), ("b", "eval")]
+    probe_store.store_run("e", _run("e", kinds=("eval",)) + _run("e", kinds=("layer",), status="error"))
+    assert "e" not in {r.run_key for r in probe_store.stored_rows("atlas", row_kinds=("eval",))}

@@ -296,6 +296,12 @@ def test_the_explorer_ranks_by_the_law_fitted_to_stored_atlas_runs() -> None:
     page_truth = E_BITS + A_BITS * grid["num_params"].astype(float) ** -ALPHA
     np.testing.assert_allclose(grid["loss"], page_truth, rtol=1e-6)
     assert any("token term not fitted" in t.lower() and "extrapolated beyond the runs" in t for t in texts)
+    # how far the band can be trusted: the held-out check of the same runs, as computed without the page
+    from xtlens.dashboard.views.atlas import coverage_line
+
+    held = forecast.holdout(forecast.arm_points(probe_frame([r for run in runs for r in run])))
+    shown = [t for t in texts + [w.value for w in at.warning] if t.startswith("Held-out check of this kind of law")]
+    assert shown == [f"Held-out check of this kind of law on these runs: {coverage_line(held)}"], shown
 
 
 def test_a_store_that_cannot_be_read_leaves_the_literature_fit_and_says_why(tmp_path, monkeypatch) -> None:
