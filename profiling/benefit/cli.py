@@ -315,7 +315,7 @@ def _print_atlas(frame, final, opt) -> None:
     try:  # with the forecasts at the family's own size: the page's default "your size"
         from xtlens.core.cost_model import param_counts
 
-        keep_atlas(t, final, forecast_params=param_counts(opt.base).non_embedding_params)
+        keep_atlas(t, final, forecast_non_embedding_params=param_counts(opt.base).non_embedding_params)
     except (StoreError, sqlite3.Error, OSError) as exc:  # the table is printed either way; the page reads the rows
         print(f"the atlas table was not kept in the result store ({exc}): the Benefits tab computes it on its first "
               "visit", file=sys.stderr)

@@ -149,10 +149,10 @@ def store_derived(name: str, digest: str, table: pd.DataFrame, store: ResultStor
 
 
 def keep_atlas(table: pd.DataFrame, finals: pd.DataFrame, plan_keys: Sequence[str] | None = None,
-               store: ResultStore | None = None, *, forecast_params: float | None = None) -> bool:
+               store: ResultStore | None = None, *, forecast_non_embedding_params: float | None = None) -> bool:
     """Keep an atlas's table and final evaluations (``finals``: one row per run, with ``run_key`` and ``status``)
     beside its runs, so that the page draws the stored atlas without reading the runs' rows (the CLI and the page's
-    jobs call this when an atlas finishes); with ``forecast_params`` (the family's own non-embedding parameters, the
+    jobs call this when an atlas finishes); with ``forecast_non_embedding_params`` (the family's own non-embedding parameters, the
     page's default "your size") the held-out check and the forecasts at that size and the runs' own token budget
     too, so that the first visit fits nothing. Kept only when the runs stored for the plan (``plan_keys``; default:
     the runs of ``finals``) are exactly its ok runs, i.e. the digest the page will compute is this table's; returns
@@ -166,9 +166,9 @@ def keep_atlas(table: pd.DataFrame, finals: pd.DataFrame, plan_keys: Sequence[st
     if derived(ATLAS_TABLE, digest, store) is None:
         store_derived(ATLAS_TABLE, digest, table, store)
         store_derived(ATLAS_FINALS, digest, finals.reset_index(drop=True), store)
-    if forecast_params is not None:
+    if forecast_non_embedding_params is not None:
         atlas_holdout(finals, digest, store)
-        atlas_forecasts(finals, float(forecast_params), None, digest, store)
+        atlas_forecasts(finals, float(forecast_non_embedding_params), None, digest, store)
     return True
 
 

@@ -79,8 +79,8 @@ def test_keep_atlas_only_for_exactly_its_stored_runs() -> None:
     assert not ds.keep_atlas(table, pd.DataFrame({"run_key": ["a", "zz"], "status": ["ok", "ok"]}))
 
 
-def test_keep_atlas_with_forecast_params_stores_what_the_page_reads_first() -> None:
-    """After a CLI atlas (``forecast_params``: the family's own size) the held-out check and the forecasts at that size
+def test_keep_atlas_with_forecast_non_embedding_params_stores_what_the_page_reads_first() -> None:
+    """After a CLI atlas (``forecast_non_embedding_params``: the family's own size) the held-out check and the forecasts at that size
     are in the store under the names the page looks up, equal to computing them afresh: the first visit fits nothing."""
     import sys
     from pathlib import Path
@@ -98,7 +98,7 @@ def test_keep_atlas_with_forecast_params_stores_what_the_page_reads_first() -> N
                        seeds=(0, 1))
     frame = stored_atlas_runs(opt, windows=6)
     finals = final_evals(frame)
-    assert ds.keep_atlas(atlas_table(frame), finals, forecast_params=2.5e6)
+    assert ds.keep_atlas(atlas_table(frame), finals, forecast_non_embedding_params=2.5e6)
     digest = ds.runs_digest(ds.latest_runs(sorted(set(frame["run_key"]))))
     kept = ds.derived(f"{ds.ATLAS_FORECASTS}/{2.5e6!r}/None", digest)
     fresh = pd.DataFrame([f.__dict__ for f in forecast.forecast_arms(forecast.arm_points(finals), num_params=2.5e6)])
