@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from xtlens.core.config import DTYPE_BYTES, ModelConfig, XtlensError
+from xtlens.core.hardware import machine_available_bytes
 
 __all__ = [
     "BuildError",
@@ -379,14 +380,7 @@ def _available_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    avail = machine_available_bytes()
     try:  # a measurement child runs under an address-space limit (profiling.run.limits): what is left of it
         import resource
 

@@ -34,6 +34,7 @@ second in SI units (1 TB/s = 1e12 B/s), as the datasheets print it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ __all__ = [
     "gpu_family",
     "peak_flops_per_s",
     "dtype_key",
+    "machine_available_bytes",
 ]
 
 _T = 1e12
@@ -189,3 +191,15 @@ def peak_flops_per_s(device_name: str, dtype: str, *, tf32: bool = False) -> flo
     if family is None:
         return None
     return PEAK_FLOPS_PER_S[family].get(dtype_key(dtype, tf32=tf32))
+
+
+def machine_available_bytes() -> int | None:
+    """The machine's available memory (``MemAvailable`` of ``/proc/meminfo``, in bytes); None where unknown.
+
+    The one reader of it: ``profiling.run.limits`` bounds a measurement child with it, ``core.builder`` says what
+    is left before a model is built."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None

@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import Iterable
 
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.hardware import machine_available_bytes
 
 __all__ = ["BASE_BYTES", "PEAK_MARGIN", "FLOPS_TRACE_TOKENS", "address_space_limit", "apply_address_space_limit",
            "machine_available_bytes", "measures_training", "predicted_need_bytes", "refusal", "what_does_not_fit"]
@@ -61,15 +62,6 @@ def predicted_need_bytes(cfg: ModelConfig, wl: Workload, what: str = "memory",
     if phases is not None and "train_step" not in tuple(phases):
         return fp32_weights + memory_estimate(cfg, wl).inference_total_bytes
     return predicted_peak_bytes(cfg, wl)
-
-
-def machine_available_bytes() -> int | None:
-    """The machine's available memory (``MemAvailable`` of ``/proc/meminfo``, in bytes); None where unknown."""
-    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return None
 
 
 _MACHINE = object()
