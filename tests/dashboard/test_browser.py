@@ -7,11 +7,7 @@ full-page screenshot of every view into artifacts/. Fails (never skips) when /us
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -22,99 +18,28 @@ from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, Workload
 from xtlens.core.units import fmt_count, fmt_flops
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_kit import TIMEOUT_MS, chromium, streamlit_server  # noqa: E402
+from browser_kit import metric as _metric  # noqa: E402
+from browser_kit import no_exception as _no_exception  # noqa: E402
+from browser_kit import open_tab as _open_tab  # noqa: E402
+from browser_kit import settle as _settle  # noqa: E402
+from browser_kit import shot as _shot  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-TIMEOUT_MS = 90_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "streamlit.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start (see {ARTIFACTS / 'streamlit.log'})")
-            time.sleep(0.5)
+    with streamlit_server(log_name="streamlit") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _metric(page, label: str):
-    return page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first.locator(
-        '[data-testid="stMetricValue"]')
-
-
-def _settle(page) -> None:
-    """Wait until the script has finished its run (no running indicator) and charts are drawn."""
-    page.wait_for_timeout(500)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=TIMEOUT_MS)
-    page.wait_for_timeout(800)
-
-
-def _no_exception(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
-        '[data-testid="stException"]').first.inner_text()
-
-
-def _shot(page, name: str) -> None:
-    """Screenshot of the whole view: the app scrolls inside its main container, so grow the viewport to fit."""
-    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 100, 1000), 12000)})
-    page.wait_for_timeout(1500)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    page.set_viewport_size({"width": 1400, "height": 1000})
-
-
-def _open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
-    _settle(page)
+    with chromium() as b:
+        yield b
 
 
 def test_browser_seed_slider_compare_download(server: str, browser, tmp_path: Path) -> None:
