@@ -13,7 +13,7 @@ from xtlens.core.errors import ConfigError, name_list, shorten
 from xtlens.core.schema import WRAPPER_FIELDS, ModelConfig
 from xtlens.core.untrusted import MAX_NESTING, check_nesting, no_duplicates, untrusted_text
 
-__all__ = ["PRESETS", "SEED_SNIPPET", "parse_snippet"]
+__all__ = ["PRESETS", "SEED_SNIPPET", "config_label", "parse_snippet"]
 
 
 # --- presets ---
@@ -53,6 +53,38 @@ PRESETS: dict[str, ModelConfig] = {
     "gpt2-small-shape": ModelConfig(num_tokens=50257, max_seq_len=1024, dim=768, depth=12, heads=12, attn_flash=True,
                                     tie_embedding=True),
 }
+
+
+# --- readable names of configurations ---
+
+#: how many differing fields ``config_label`` names before it says ``+N more``
+LABEL_MAX_FIELDS = 4
+
+
+def _label_value(value: object) -> str:
+    if isinstance(value, float) and not isinstance(value, bool):
+        return format(value, "g")
+    return str(value)
+
+
+def config_label(cfg: ModelConfig) -> str:
+    """A readable name of any configuration: the nearest preset (fewest differing ``ModelConfig`` fields; ties
+    go to the first in ``PRESETS`` order), then `` · field=value`` for each field that differs, in
+    ``dataclasses.fields`` order, at most ``LABEL_MAX_FIELDS`` and then `` · +N more``.
+
+    ``config_label(PRESETS["seed"]) == "seed"``; the seed with ``dim=80`` is ``"seed · dim=80"``. Pure and
+    deterministic: the same configuration always gets the same name (two configurations may share a name only
+    when they differ in more than ``LABEL_MAX_FIELDS`` fields; their ``config_key`` tells them apart)."""
+    names = [f.name for f in fields(ModelConfig)]
+    best_name, best_diff = "", names
+    for preset_name, preset in PRESETS.items():
+        diff = [n for n in names if getattr(cfg, n) != getattr(preset, n)]
+        if len(diff) < len(best_diff):
+            best_name, best_diff = preset_name, diff
+    parts = [best_name] + [f"{n}={_label_value(getattr(cfg, n))}" for n in best_diff[:LABEL_MAX_FIELDS]]
+    if len(best_diff) > LABEL_MAX_FIELDS:
+        parts.append(f"+{len(best_diff) - LABEL_MAX_FIELDS} more")
+    return " · ".join(parts)
 
 
 # --- snippet parser (ast only, never eval) ---
