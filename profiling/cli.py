@@ -37,6 +37,7 @@ from xtlens.core.config import (
     Workload,
     XtlensError,
 )
+from xtlens.core.presets import config_label
 from xtlens.core.units import fmt_value, unit_of
 from xtlens.profiling.cli_common import (
     ProgressBar,
@@ -258,7 +259,9 @@ def _profile(args: argparse.Namespace) -> int:
               file=sys.stderr)
     store_failures: list[str] = []
     bar = ProgressBar()
-    name = args.name or (args.preset or ("seed" if not (args.config or args.snippet) else ""))
+    # the rows' config_name: --name, else the configuration's own readable name (core.presets.config_label): a
+    # --preset seed --set dim=80 run is "seed · dim=80", never "seed"
+    name = args.name or config_label(cfg)
     if args.ray is not None:  # one Ray task per point on the cluster at --ray (profiling.run.executor)
         from xtlens.profiling.run.worker import JobSpec
 
@@ -443,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Sweep the real model over sequence lengths and batch sizes; write a table "
                                       "the dashboard can load.")
     add_config_options(prof)
-    prof.add_argument("--name", help="config_name in the rows (default: the preset name)")
+    prof.add_argument("--name", help="config_name in the rows (default: the configuration's readable name, its "
+                      "differences to the nearest preset, e.g. 'seed · dim=80')")
     prof.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     prof.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     prof.add_argument("--seq-lens", default=None, metavar="N,N,...", help="default 128,256,...,8192")

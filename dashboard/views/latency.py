@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.core.hardware import GPU_PRESETS, gpu_family
+from xtlens.core.presets import config_label
 from xtlens.dashboard import charts, data, tables
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.charts import latency as latency_charts
@@ -27,13 +28,16 @@ PHASE_TITLES = {
 
 
 def variants(ctx: Ctx) -> tuple[tuple[str, object], ...]:
-    """The configuration as it is, and the same with the ALiBi bias switched the other way."""
+    """The configuration as it is, and the same with the ALiBi bias switched the other way, each under its own
+    readable name (``core.presets.config_label``: the rows are stored under it, e.g. ``seed`` and
+    ``seed-no-alibi``)."""
     cfg = ctx.cfg
-    if cfg.alibi_pos_bias:
-        other = ("without ALiBi", cfg.replace(alibi_pos_bias=False, alibi_num_heads=None))
-        return (("with ALiBi (current)", cfg), other)
-    other = ("with ALiBi", cfg.replace(alibi_pos_bias=True))
-    return (("without ALiBi (current)", cfg), other)
+    flipped = cfg.replace(alibi_pos_bias=False, alibi_num_heads=None) if cfg.alibi_pos_bias \
+        else cfg.replace(alibi_pos_bias=True)
+    name = config_label(flipped)
+    if name == ctx.config_name:  # two configurations differing in more than 4 fields can share the short name
+        name += f" · alibi_pos_bias={flipped.alibi_pos_bias}"
+    return ((ctx.config_name, cfg), (name, flipped))
 
 
 def request(ctx: Ctx, *, max_len: int, phases: tuple[str, ...], with_variant: bool, repeats: int) -> jobs.Request:
@@ -136,7 +140,7 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
                                help="Also split every part by block (block 0 is the first attention block).")
     wls = tuple(Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype) for n in sorted(chosen or lens[:1]))
     req = jobs.Request(label=f"latency breakdown ({phase}) at {', '.join(str(w.seq_len) for w in wls)} tokens",
-                       what=("breakdown",), configs=(("current", ctx.cfg),), workloads=wls, device=ctx.device,
+                       what=("breakdown",), configs=((ctx.config_name, ctx.cfg),), workloads=wls, device=ctx.device,
                        phases=(phase,), repeats=repeats, warmup=1, per_layer=per_layer)
     frame = jobs.panel(req, key="latency_breakdown", button="Measure breakdown",
                        help="Profiles the real model at each length in a child process.")
@@ -174,7 +178,7 @@ def _whatif(ctx: Ctx) -> None:
     phases = tuple(c[1].multiselect("phases", ["forward", "train_step", "decode"], default=["forward", "decode"],
                                     key="latency.wi_phases")) or ("forward",)
     req = jobs.Request(label=f"what-if attention at {ctx.wl.seq_len} tokens", what=("whatif",),
-                       configs=(("current", ctx.cfg),), workloads=(ctx.wl,), device=ctx.device, phases=phases,
+                       configs=((ctx.config_name, ctx.cfg),), workloads=(ctx.wl,), device=ctx.device, phases=phases,
                        repeats=3, warmup=1, attention=("asbuilt", *impls))
     frame = jobs.panel(req, key="latency_whatif", button="Measure what-if",
                        help="Builds one fresh model per implementation in a child process and times it.")
@@ -225,7 +229,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     if not tbl.empty and measured is not None and variant == "asbuilt":
         names_measured = measured["device_name"].dropna().astype(str)
         if hw_name == MEASURING or any(gpu_family(n) == hw.name for n in names_measured):
-            on_device = lp.measured_on_roofline(tbl, pts, config="current", seq_len=seq)
+            on_device = lp.measured_on_roofline(tbl, pts, config=ctx.config_name, seq_len=seq)
     chart(latency_charts.roofline_chart(pts, hw, ctx.wl.dtype, measured=on_device,
                             title=f"Roofline: {hw.name.removeprefix('measuring device: ')}, {ctx.wl.dtype}, "
                                   f"{phase.replace('_', ' ')} at {seq:,} tokens"),

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import ModelConfig
+from xtlens.core.presets import config_label
 from xtlens.dashboard import charts, data, proxies, tables
 from xtlens.dashboard.session import jobs, tab_settings
 from xtlens.dashboard.session.colours import config_colours
@@ -33,7 +34,11 @@ CLAIMS = {  # what the written analysis that came with the seed says, in our wor
 
 
 def request(ctx: Ctx, axis: str, frame: pd.DataFrame) -> jobs.Request:
-    configs = tuple((f"{axis}={int(v)}", ctx.cfg.replace(**{axis: int(v)})) for v in frame["axis_value"])
+    swept = [ctx.cfg.replace(**{axis: int(v)}) for v in frame["axis_value"]]
+    names = [config_label(cfg) for cfg in swept]  # stored under its own name, e.g. "seed · dim=80"
+    if len(set(names)) < len(names):  # more than 4 differences can hide the swept field: name it
+        names = [f"{n} · {axis}={int(v)}" for n, v in zip(names, frame["axis_value"], strict=True)]
+    configs = tuple(zip(names, swept, strict=True))
     return jobs.Request(label=f"forward latency across {axis} at {ctx.wl.seq_len} tokens", what=("latency",),
                         configs=configs, workloads=(ctx.wl,), device=ctx.device, phases=("forward",), repeats=3,
                         warmup=1)
