@@ -100,6 +100,22 @@ def memory_curve(cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.
     return pd.DataFrame(rows, columns=["seq_len_tokens", "phase", "component", "bytes"])
 
 
+#: the ``method`` text of memory rows that are a simulation (``profiling.measure.memory``: MemTracker under
+#: FakeTensorMode, the CPU's default): tensor sizes of a run that never happened, not a measurement
+SIMULATED_METHOD = "FakeTensorMode"
+
+
+def row_kind(frame: pd.DataFrame) -> pd.Series:
+    """Per row, what its number is: ``predicted`` (``measurement="estimate"``), ``simulated`` (a memory row whose
+    ``method`` ran MemTracker under FakeTensorMode: tensor sizes, no run) or ``measured``."""
+    method = frame["method"].astype("string").fillna("") if "method" in frame else pd.Series("", index=frame.index)
+    sim = (frame["measurement"].astype(str) == "memory") & method.str.contains(SIMULATED_METHOD, regex=False)
+    kind = pd.Series("measured", index=frame.index, dtype=object)
+    kind[sim.fillna(False).astype(bool)] = "simulated"
+    kind[(frame["measurement"].astype(str) == "estimate").to_numpy()] = "predicted"
+    return kind
+
+
 def measured_vs_predicted_memory(measured: pd.DataFrame) -> pd.DataFrame:
     """Measured memory rows joined to the predictions on (phase, component, seq_len_tokens, batch, dtype).
 

@@ -283,7 +283,8 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
     sequence length, on log-log axes (a 16 GiB point would flatten the rest on a linear axis).
 
     ``frame``: seq_len_tokens, phase, predicted_bytes, measured_bytes. ``measured_label`` names the method
-    (``simulated`` for MemTracker under fake tensors).
+    (``simulated`` for MemTracker under fake tensors); an optional ``measured_label`` column names it per phase
+    (a chart of several runs, some simulated and some measured).
     """
     if frame.empty:
         return empty_figure(title, "not measured yet — press Measure")
@@ -293,16 +294,17 @@ def measured_vs_predicted(frame: pd.DataFrame, *, title: str, measured_label: st
         color = SERIES[i % len(SERIES)]
         pred = group["predicted_bytes"].astype(float)
         meas = group["measured_bytes"].astype(float)
+        label = str(group["measured_label"].iloc[0]) if "measured_label" in group else measured_label
         err = [f"{100 * (m - p) / p:+.1f}%" if p == p and p and m == m else "" for m, p in zip(meas, pred, strict=True)]
         fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(pred / GIB).tolist(),
                                  name=f"{phase}: predicted", mode="lines", line={"dash": "dash", "color": color},
                                  hovertemplate="n=%{x}: %{y:.4g} GiB<extra>predicted</extra>"))
         fig.add_trace(go.Scatter(x=group["seq_len_tokens"].tolist(), y=(meas / GIB).tolist(), text=err,
-                                 name=f"{phase}: {measured_label}", mode="markers+text",
+                                 name=f"{phase}: {label}", mode="markers+text",
                                  textposition="top center", textfont={"color": color, "size": 10},
                                  marker={"size": 9, "color": color},
                                  hovertemplate="n=%{x}: %{y:.4g} GiB (%{text} vs predicted)<extra>"
-                                               + measured_label + "</extra>"))
+                                               + label + "</extra>"))
     _seq_xaxis(fig, frame["seq_len_tokens"].tolist())
     _log_yaxis(fig, [v / GIB for v in pd.concat([frame["predicted_bytes"], frame["measured_bytes"]]).dropna()])
     return figure_layout(fig, title, x=SEQ_AXIS, y=GIB_AXIS + ", log scale")

@@ -18,8 +18,23 @@ from xtlens.profiling.results.export import as_frame
 POINT = ("run", "measurement", "phase", "component", "method", "batch", "seq_len_tokens", "dtype")
 
 
-def run_label(config_name: object, origin: str) -> str:
-    """``<config name> · <where it came from>``."""
+#: names older versions of the page stored the sidebar's configuration (and its ALiBi twin) under: they say nothing
+#: about which configuration it was, so a run shows the configuration's readable name instead
+PAGE_LABELS = frozenset({"current", "with ALiBi (current)", "without ALiBi (current)", "with ALiBi", "without ALiBi"})
+
+
+def run_label(config_name: object, origin: str, config_json: object = None) -> str:
+    """``<config name> · <where it came from>``; a page label such as "current" (``PAGE_LABELS``) is replaced by the
+    configuration's readable name (``core.presets.config_label``, e.g. ``seed · dim=80``) when ``config_json``
+    rebuilds it."""
+    if str(config_name) in PAGE_LABELS and isinstance(config_json, str):
+        from xtlens.core.config import ModelConfig, XtlensError
+        from xtlens.core.presets import config_label
+
+        try:
+            config_name = config_label(ModelConfig.from_json(config_json))
+        except (XtlensError, ValueError, TypeError, KeyError):
+            pass
     return f"{config_name} · {origin}"
 
 
@@ -32,7 +47,8 @@ def runs_frame(tables: Sequence[tuple[str, pd.DataFrame]], measurement: str) -> 
         rows = frame[(frame["measurement"] == measurement) & (frame["status"] == "ok")]
         if rows.empty:
             continue
-        parts.append(rows.assign(run=[run_label(n, origin) for n in rows["config_name"]]))
+        parts.append(rows.assign(run=[run_label(n, origin, j) for n, j in zip(rows["config_name"],
+                                                                               rows["config_json"], strict=True)]))
     if not parts:
         return pd.DataFrame(columns=[*as_frame([]).columns, "run"])
     out = pd.concat(parts, ignore_index=True)

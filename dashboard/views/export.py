@@ -176,11 +176,15 @@ def _compare_uploads(uploaded: list[tuple[str, pd.DataFrame]], measured: list[tu
     mem = ok[ok["measurement"] == "memory"]
     if not mem.empty:  # each machine's rows joined to their configuration's prediction (not the file's own column)
         parts = []
-        for device, rows in mem.groupby(mem["device_name"].astype(str), sort=False):
+        kind = tables.row_kind(mem)  # simulated memory (MemTracker under FakeTensorMode) is never called measured
+        for (device, how), rows in mem.groupby([mem["device_name"].astype(str), kind], sort=False):
             joined = tables.measured_vs_predicted_memory(rows)
             joined = joined[joined["component"] == "total"]
-            parts.append(joined.assign(phase=device + " / " + joined["phase"].astype(str)))
+            where = device + (" (simulated)" if how == "simulated" else "")
+            parts.append(joined.assign(phase=where + " / " + joined["phase"].astype(str), measured_label=how))
         both = pd.concat(parts, ignore_index=True)
-        chart(charts.measured_vs_predicted(both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
-                                           title="Peak memory by machine: measured vs predicted"), "upload_mem")
+        kinds = " or ".join(sorted(set(kind)))
+        chart(charts.measured_vs_predicted(
+            both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes", "measured_label"]],
+            title=f"Peak memory by machine: {kinds} vs predicted"), "upload_mem")
     st.dataframe(arrow_safe(allrows), hide_index=True, width="stretch", key="df.export.uploads")

@@ -1,9 +1,13 @@
 """History: every result in the result database (``profiling.results.store``), filtered, and series from different
 machines compared in the usual charts.
 
-A *series* is the rows of one configuration measured on one device (by name) in one dtype, e.g.
-"seed · NVIDIA H100 80GB HBM3 · bfloat16"; the charts draw one line per picked series. When a point
-was measured more than once, the charts use its newest ``ok`` row (the table below has them all).
+A *series* is the rows of one configuration (by its ``config_key``, never by the name it was stored under) measured
+on one device (by name) in one dtype, measured or simulated, e.g. "seed · dim=80 · NVIDIA H100 80GB HBM3 · bfloat16";
+its configuration is named by ``core.presets.config_label`` (its differences to the nearest preset), so rows
+stored as "current" by older versions of the page fall into one series per configuration. Simulated memory (MemTracker
+under FakeTensorMode, the CPU's default) is its own series, named "... · simulated". The charts draw one line per
+picked series. When a point was measured more than once, the charts use its newest ``ok`` row (the table below has
+them all).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import datetime as dt
 
 import pandas as pd
 import streamlit as st
+from xtlens.core.config import ModelConfig, XtlensError
+from xtlens.core.presets import config_label
 from xtlens.dashboard import charts, tables
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
@@ -19,7 +25,8 @@ from xtlens.profiling.results.records import arrow_safe
 
 MAX_ROWS = 50_000
 DEFAULT_SERIES = 4
-SUMMARY_LABELS = {"series": "series (configuration · device · dtype)", "rows": "rows", "failed": "failed rows",
+SUMMARY_LABELS = {"series": "series (configuration · device · dtype)", "config_key": "configuration key",
+                  "stored_names": "stored as", "kind": "measured / simulated / predicted", "rows": "rows", "failed": "failed rows",
                   "shortest_tokens": "shortest (tokens)", "longest_tokens": "longest (tokens)",
                   "measured_on": "measured on", "hosts": "host(s)", "newest": "newest measurement (UTC)"}
 SOURCE_WORDS = {"local": "this machine", "ray": "Ray cluster", "import": "imported file", "json-cache": "old cache"}
@@ -49,24 +56,49 @@ def _db_state() -> tuple[str, float]:
 
 # --- pure helpers (tested without Streamlit) -----------------------------------------------------------
 
+def readable_names(frame: pd.DataFrame) -> pd.Series:
+    """Per row, the readable name of its configuration: ``config_label`` of the stored ``config_json`` (e.g.
+    ``seed · dim=80``), whatever name the row was stored under ("current", a preset it was derived from); with
+    `` [config_key]`` where the name alone does not single the configuration out (more than 4 differences, or two
+    stored keys with one name). A row whose configuration cannot be rebuilt keeps its stored name plus its key."""
+    pairs = frame[["config_key", "config_json", "config_name"]].astype(str).drop_duplicates("config_key")
+    names: dict[str, str] = {}
+    for key, text, stored in pairs.itertuples(index=False):
+        try:
+            label = config_label(ModelConfig.from_json(text))
+        except (XtlensError, ValueError, TypeError, KeyError):
+            names[key] = f"{stored} [{key}]"
+            continue
+        names[key] = f"{label} [{key}]" if label.endswith(" more") else label
+    keys_of: dict[str, list[str]] = {}
+    for key, name in names.items():
+        keys_of.setdefault(name, []).append(key)
+    names = {k: (f"{n} [{k}]" if len(keys_of[n]) > 1 and not n.endswith("]") else n) for k, n in names.items()}
+    return frame["config_key"].astype(str).map(names)
+
+
 def series_label(frame: pd.DataFrame) -> pd.Series:
-    """``config name · device name · dtype`` per row."""
-    return (frame["config_name"].astype(str) + " · " + frame["device_name"].fillna("?").astype(str) + " · "
-            + frame["dtype"].astype(str))
+    """``configuration · device name · dtype`` per row, and `` · simulated`` for simulated memory: one label per
+    series key (``config_key``, device name, dtype, measured or simulated), the configuration named by
+    ``readable_names``."""
+    kind = tables.row_kind(frame)
+    return (readable_names(frame) + " · " + frame["device_name"].fillna("?").astype(str) + " · "
+            + frame["dtype"].astype(str) + kind.map(lambda k: " · simulated" if k == "simulated" else ""))
 
 
-def config_label(frame: pd.DataFrame) -> pd.Series:
-    return frame["config_name"].astype(str) + " (" + frame["config_key"].astype(str) + ")"
+def config_choice(frame: pd.DataFrame) -> pd.Series:
+    """The configuration filter's option per row: the readable name and the key."""
+    return readable_names(frame) + " (" + frame["config_key"].astype(str) + ")"
 
 
 def filter_rows(frame: pd.DataFrame, *, measurements=(), configs=(), devices=(), dtypes=(), seq_lens=(),
                 dates: tuple[dt.date, dt.date] | None = None, only_ok: bool = False) -> pd.DataFrame:
-    """Rows matching every non-empty filter (``configs`` are ``config_label`` values)."""
+    """Rows matching every non-empty filter (``configs`` are ``config_choice`` values)."""
     keep = pd.Series(True, index=frame.index)
     if measurements:
         keep &= frame["measurement"].isin(list(measurements))
     if configs:
-        keep &= config_label(frame).isin(list(configs))
+        keep &= config_choice(frame).isin(list(configs))
     if devices:
         keep &= frame["device_name"].isin(list(devices))
     if dtypes:
@@ -93,10 +125,23 @@ def newest_per_point(frame: pd.DataFrame) -> pd.DataFrame:
     return ok.drop_duplicates(["series", "measurement", "phase", "component", "batch", "seq_len_tokens"])
 
 
+def stored_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows table: each stored row with its configuration's readable name and its kind (measured, simulated,
+    predicted) in front, ``config_json`` left out."""
+    out = frame.drop(columns=["config_json"])
+    out.insert(0, "kind", tables.row_kind(frame))
+    out.insert(0, "configuration", readable_names(frame))
+    return out
+
+
 def series_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One line per series: rows, lengths, where it came from and when (newest first)."""
-    data = frame.assign(series=series_label(frame), where=frame["source"].map(SOURCE_WORDS).fillna(frame["source"]))
+    data = frame.assign(series=series_label(frame), where=frame["source"].map(SOURCE_WORDS).fillna(frame["source"]),
+                        kind=tables.row_kind(frame))
     out = data.groupby("series", sort=False).agg(
+        config_key=("config_key", "first"),
+        kind=("kind", lambda s: ", ".join(sorted(set(s)))),
+        stored_names=("config_name", lambda s: ", ".join(sorted({str(n) for n in s.dropna()}))),
         measurements=("measurement", lambda s: ", ".join(sorted(set(s)))),
         rows=("id", "size"), failed=("status", lambda s: int((s != "ok").sum())),
         shortest_tokens=("seq_len_tokens", "min"), longest_tokens=("seq_len_tokens", "max"),
@@ -140,8 +185,11 @@ def render(ctx: Ctx) -> None:
         st.info("Pick at least one series to draw the charts.")
     else:
         _charts(newest_per_point(picked[series_label(picked).isin(chosen)]), chosen)
-    table(picked.drop(columns=["config_json"]), f"stored results ({len(picked)} row(s))", "history.rows",
-          caption="Newest first. id, stored_at, source, host and attempts say where and how each row was stored "
+    table(stored_rows(picked), f"stored results ({len(picked)} row(s))", "history.rows",
+          caption="Newest first. configuration: the readable name of the row's configuration (config_name: the name "
+                  "it was stored under); kind: simulated rows are memory from MemTracker under FakeTensorMode (the "
+                  "sizes of the tensors a run would allocate, no run), so their measured_bytes column holds a "
+                  "simulated peak. id, stored_at, source, host and attempts say where and how each row was stored "
                   "(attempts = 2: a Ray worker died and the point was retried once).")
 
 
@@ -150,7 +198,7 @@ def _filters(frame: pd.DataFrame) -> pd.DataFrame:
     c = st.columns(3)
     measurements = c[0].multiselect("measurement", sorted(frame["measurement"].dropna().unique()),
                                     key="history.measurement")
-    configs = c[1].multiselect("configuration (name and key)", sorted(config_label(frame).unique()),
+    configs = c[1].multiselect("configuration (name and key)", sorted(config_choice(frame).unique()),
                                key="history.config")
     devices = c[2].multiselect("device", sorted(frame["device_name"].dropna().unique()), key="history.device")
     c = st.columns(3)
@@ -184,9 +232,11 @@ def _charts(points: pd.DataFrame, chosen: list[str]) -> None:
     mem = points[(points["measurement"] == "memory") & (points["component"] == "total")].copy()
     if not mem.empty:
         mem["phase"] = mem["series"] + " / " + mem["phase"].astype(str)
+        mem["measured_label"] = tables.row_kind(mem)  # simulated memory is never called measured
+        kinds = " or ".join(sorted(set(mem["measured_label"]), reverse=False))
         chart(_legend(chosen, charts.measured_vs_predicted(
-            mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
-            title="Peak memory by series and phase: measured (markers) vs predicted (dashed)")), "history_memory")
+            mem[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes", "measured_label"]],
+            title=f"Peak memory by series and phase: {kinds} (markers) vs predicted (dashed)")), "history_memory")
     flops = points[(points["measurement"] == "flops") & points["torch_counter_flops"].notna()].copy()
     if not flops.empty:
         flops["line"] = flops["series"] + " / " + flops["phase"].astype(str)

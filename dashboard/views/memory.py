@@ -49,7 +49,7 @@ def render(ctx: Ctx) -> None:
         return
     joined = tables.measured_vs_predicted_memory(frame if frame is not None else other_runs.as_frame([]))
     totals = joined[joined["component"] == "total"]
-    word, how = measured_words(frame) if frame is not None else ("measured", "")
+    word, how = measured_words(frame if frame is not None else others)  # simulated rows are never "measured"
     if word == "simulated":
         st.info(f"**Simulated, not measured:** on this device the peak comes from {how}: the sizes of the tensors "
                 "a real run would allocate, without running the model. It does not see allocator overheads "
@@ -82,20 +82,21 @@ def runs_chart(ctx: Ctx, own: pd.DataFrame, word: str, others: pd.DataFrame, *, 
     or restored run's, measured vs predicted (each run's prediction from its own configuration); one colour per
     configuration, the phase by marker and dash."""
     mine = f"{ctx.config_name} (this session, {word})"
-    rows = [own.assign(run=mine)] if not own.empty else []
+    rows = [own.assign(run=mine, measured_label=word)] if not own.empty else []
     for run, part in others.groupby("run", sort=False):  # each run joined to its own configuration's prediction
         joined = tables.measured_vs_predicted_memory(part)
-        if measured_words(part)[0] == "simulated":
+        how = measured_words(part)[0]
+        if how == "simulated":
             run += " (simulated)"
-        rows.append(joined[joined["component"] == "total"].assign(run=run)[
-            ["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes", "run"]])
+        rows.append(joined[joined["component"] == "total"].assign(run=run, measured_label=how)[
+            ["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes", "run", "measured_label"]])
     both = pd.concat(rows, ignore_index=True)
     both["phase"] = both["run"] + " / " + both["phase"].astype(str)
     keys = dict(other_runs.run_keys(others))
     colours = config_colours([(mine, ctx.cfg), *[(r, keys.get(r.removesuffix(" (simulated)"), r))
                                                           for r in both["run"].unique() if r != mine]])
-    fig = charts.measured_vs_predicted(both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]],
-                                       title=title)
+    fig = charts.measured_vs_predicted(
+        both[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes", "measured_label"]], title=title)
     return charts.colour_by_series(fig, colours)
 
 

@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.presets import config_label
 from xtlens.dashboard.views import history
-from xtlens.profiling.results.records import ProfileRecord, base_fields
+from xtlens.profiling.results.records import ProfileRecord, base_fields, config_key
 from xtlens.profiling.results.store import ResultStore
 
 APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 TINY = ModelConfig(num_tokens=64, max_seq_len=256, dim=32, depth=1, heads=2, attn_dim_head=16)
 CPU = "AMD EPYC (2 logical CPUs)"
 GPU = "NVIDIA H100 80GB HBM3"
+# stored as "tiny", shown by its configuration: more than 4 differences to the nearest preset, so with its key
+NAME = f"{config_label(TINY)} [{config_key(TINY)}]"
 
 
 def _rows(device_name: str, *, scale: float, day: str, dtype: str = "float32") -> list[ProfileRecord]:
@@ -63,20 +66,20 @@ def test_history_shows_both_machines_and_compares_them(db) -> None:
     assert not at.error, [e.value for e in at.error]
     assert any("13 row(s)" in c.value for c in at.caption)
     series = at.multiselect(key="history.series")
-    assert set(series.value) == {f"tiny · {CPU} · float32", f"tiny · {GPU} · bfloat16"}
+    assert set(series.value) == {f"{NAME} · {CPU} · float32", f"{NAME} · {GPU} · bfloat16"}
     traces = _chart_traces(at)
     latency = next(t for t in traces if any("slope" in name for name in t))
     # one line per machine, with the fitted slope: both latencies grow as n^2 here
-    assert sorted(latency) == sorted([f"tiny · {CPU} · float32 — slope 2.00 (about quadratic in length)",
-                                      f"tiny · {GPU} · bfloat16 — slope 2.00 (about quadratic in length)"])
+    assert sorted(latency) == sorted([f"{NAME} · {CPU} · float32 — slope 2.00 (about quadratic in length)",
+                                      f"{NAME} · {GPU} · bfloat16 — slope 2.00 (about quadratic in length)"])
     memory = next(t for t in traces if any("measured" in name for name in t))
-    assert f"tiny · {GPU} · bfloat16 / inference: measured" in memory
+    assert f"{NAME} · {GPU} · bfloat16 / inference: measured" in memory
     # filter: the GPU only, then a date range that holds only the CPU rows
     at.multiselect(key="history.device").set_value([GPU]).run()
-    assert at.multiselect(key="history.series").options == [f"tiny · {GPU} · bfloat16"]
+    assert at.multiselect(key="history.series").options == [f"{NAME} · {GPU} · bfloat16"]
     at.multiselect(key="history.device").set_value([]).run()
     at.date_input(key="history.dates").set_value((dt.date(2026, 11, 20), dt.date(2026, 11, 21))).run()
-    assert at.multiselect(key="history.series").options == [f"tiny · {CPU} · float32"]
+    assert at.multiselect(key="history.series").options == [f"{NAME} · {CPU} · float32"]
     assert not at.exception
 
 
