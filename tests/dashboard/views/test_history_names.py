@@ -128,3 +128,34 @@ def test_an_uploaded_run_stored_as_current_is_named_by_its_configuration():
     runs = other_runs.runs_frame([("uploaded old.csv", frame)], "memory")
     assert list(runs["run"]) == ["seed · dim=72 · uploaded old.csv", "seed · dim=96 · uploaded old.csv",
                                  "my name · uploaded old.csv"]  # a name given on purpose stays
+
+
+def test_the_page_stores_the_sidebars_configuration_under_its_readable_name(monkeypatch):
+    """Measure on Overview with dim=80 in the sidebar (a real worker child, the tests' fast fake measure): the rows in
+    the result store are named "seed · dim=80", not "current", and History shows that name."""
+    import dataclasses
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+    from xtlens.dashboard.session import jobs
+    from xtlens.profiling.results.store import db_path
+    from xtlens.profiling.run.worker import JobManager
+
+    fake = str(Path(__file__).resolve().parents[1] / "fake_measure.py") + ":measure"
+    real_spec = jobs.Request.spec
+    monkeypatch.setattr(jobs.Request, "spec", lambda self: dataclasses.replace(real_spec(self), measure=fake))
+    manager = JobManager()
+    monkeypatch.setattr(jobs, "manager", lambda: manager)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[3] / "dashboard" / "app.py"), default_timeout=120)
+    at.query_params.update({"dim": "80", "seq_len": "256"})
+    at.run()
+    at.button(key="measure.overview").click().run()
+    (job,) = manager.jobs()
+    job.wait(timeout=120)
+    stored = ResultStore(db_path()).query()
+    assert set(stored["config_name"]) == {"seed · dim=80"} and len(stored) == 6  # 4 latency phases + 2 memory
+    assert set(stored["config_key"]) == {config_key(SEED.replace(dim=80))}
+    at.session_state["view"] = "History"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="history.series").value == ["seed · dim=80 · Fake CPU · float32"]
