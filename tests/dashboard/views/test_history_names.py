@@ -4,6 +4,7 @@ Streamlit run)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from xtlens.core.config import PRESETS, Workload
@@ -133,7 +134,6 @@ def test_an_uploaded_run_stored_as_current_is_named_by_its_configuration():
 def test_the_page_stores_the_sidebars_configuration_under_its_readable_name(monkeypatch):
     """Measure on Overview with dim=80 in the sidebar (a real worker child, the tests' fast fake measure): the rows in
     the result store are named "seed · dim=80", not "current", and History shows that name."""
-    import dataclasses
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
@@ -159,3 +159,29 @@ def test_the_page_stores_the_sidebars_configuration_under_its_readable_name(monk
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect(key="history.series").value == ["seed · dim=80 · Fake CPU · float32"]
+
+
+def test_exports_upload_comparison_calls_a_simulated_peak_simulated():
+    from pathlib import Path
+
+    import pandas as pd
+    from streamlit.testing.v1 import AppTest
+    from xtlens.dashboard import exporting
+
+    cpu = [_memory(SEED, n, "seed", FAKE) for n in (128, 256)]
+    gpu = [dataclasses.replace(r, device="cuda:0", device_name="NVIDIA H100 80GB HBM3", method="torch.cuda."
+                               "max_memory_allocated growth") for r in cpu]
+    table = pd.DataFrame([r.to_dict() for r in cpu + gpu])
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[3] / "dashboard" / "app.py"), default_timeout=120)
+    at.run()
+    at.session_state["view"] = "Export"
+    at.run()
+    at.file_uploader(key="export.results_upload").set_value(
+        ("both.json", exporting.table_bytes(table, "json"), "application/json")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    fig = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "chart.upload_mem" in c.proto.id)
+    names = {t["name"] for t in fig["data"]}
+    assert f"{CPU} (simulated) / inference: simulated" in names, names
+    assert "NVIDIA H100 80GB HBM3 / inference: measured" in names, names
+    assert not any(n.startswith(CPU) and n.endswith("measured") for n in names), names
+    assert fig["layout"]["title"]["text"].startswith("Peak memory by machine: measured or simulated")
