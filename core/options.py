@@ -204,7 +204,7 @@ _REGISTRY: tuple[Option, ...] = (
 #: the 2.31 build of ``core.builder``) accepts the field but ignores it: any value builds the same model (the same
 #: tensors, the same outputs; tests/core/test_inert.py builds both). Combinations x-transformers REJECTS are not here:
 #: ``ModelConfig`` names them (e.g. attn_kv_heads with attn_one_kv_head).
-INERT: tuple[tuple[str, typing.Callable[[ModelConfig], bool], str], ...] = (
+INERT: tuple[tuple[str, typing.Callable[[ModelConfig], bool], str | typing.Callable[[ModelConfig], str]], ...] = (
     ("pre_norm", lambda cfg: cfg.deepnorm,
      "deepnorm is on: DeepNorm is post-norm, so x-transformers sets pre_norm=False whatever this box says "
      "(1.19.1 x_transformers.py:1000; xtlens passes pre_norm=False)"),
@@ -215,8 +215,8 @@ INERT: tuple[tuple[str, typing.Callable[[ModelConfig], bool], str], ...] = (
     ("rotary_emb_dim", lambda cfg: not cfg.uses_rotary,
      "rotary is off (rotary_pos_emb and rotary_xpos): x-transformers reads rotary_emb_dim only with rotary"),
     ("use_abs_pos_emb", lambda cfg: cfg.uses_rotary or cfg.rel_pos_bias,
-     "rotary or rel_pos_bias is on: x-transformers builds no absolute position table either way "
-     "(disable_abs_pos_emb)"),
+     lambda cfg: f"{'rotary_xpos' if cfg.rotary_xpos else 'rotary_pos_emb' if cfg.rotary_pos_emb else 'rel_pos_bias'}"
+                 " is on: x-transformers builds no absolute position table either way (disable_abs_pos_emb)"),
     ("ff_swish", lambda cfg: cfg.ff_relu_squared,
      "ff_relu_squared is on: x-transformers picks ReLU squared first and ignores ff_swish"),
     ("attn_one_kv_head", lambda cfg: cfg.heads == 1,
@@ -228,7 +228,7 @@ def inert_fields(cfg: ModelConfig) -> dict[str, str]:
     """The fields of ``cfg`` that its other flags make irrelevant, each with the reason (field -> reason, in
     ``INERT`` order): changing one of them to any valid value builds the same model. The sidebar disables
     their controls and shows the reason beside them."""
-    return {name: why for name, when, why in INERT if when(cfg)}
+    return {name: why(cfg) if callable(why) else why for name, when, why in INERT if when(cfg)}
 
 
 #: Every ``ModelConfig`` field's entry, in field order (the order ``resolve`` gives precedence by).

@@ -64,10 +64,10 @@ def chart(fig: go.Figure, key: str) -> None:
 
 # st.metric cuts a value or label that does not fit its column ("207.064 GFL..."): let both wrap instead.
 METRIC_WRAP_CSS = """<style>
-[data-testid="stMetricValue"], [data-testid="stMetricValue"] > div,
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] div, [data-testid="stMetricValue"] p,
 [data-testid="stMetricLabel"], [data-testid="stMetricLabel"] div, [data-testid="stMetricLabel"] p {
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
-  overflow-wrap: anywhere; height: auto !important;
+  overflow-wrap: break-word; hyphens: auto; height: auto !important;
 }
 [data-testid="stMetricValue"] { font-size: clamp(1.25rem, 2.4vw, 2.25rem); line-height: 1.2; }
 </style>"""

@@ -57,5 +57,6 @@ def test_seed_inert_fields():
     got = inert_fields(PRESETS["seed"])
     assert list(got) == ["pre_norm", "rotary_pos_emb", "use_abs_pos_emb"]
     assert got["pre_norm"].startswith("deepnorm is on")
-    assert "rotary_xpos is on" in got["rotary_pos_emb"]
+    assert "rotary_xpos is on" in got["rotary_pos_emb"] and got["use_abs_pos_emb"].startswith("rotary_xpos is on")
+    assert inert_fields(TINY.replace(rel_pos_bias=True))["use_abs_pos_emb"].startswith("rel_pos_bias is on")
     assert inert_fields(PRESETS["seed"].replace(deepnorm=False)).get("pre_norm") is None
