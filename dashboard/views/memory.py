@@ -59,7 +59,7 @@ def render(ctx: Ctx) -> None:
                 "a real run would allocate, without running the model. It does not see allocator overheads "
                 "or fragmentation.")
     shown = totals[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]]
-    title = f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed)"
+    title = f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed; training: upper bound)"
     if others.empty:
         fig = charts.measured_vs_predicted(shown, title=title, measured_label=word)
     else:
@@ -70,9 +70,10 @@ def render(ctx: Ctx) -> None:
     if not err.empty:
         worst = err.loc[err["rel_err"].astype(float).idxmax()]
         st.caption(f"Largest relative difference {word} vs predicted: {100 * float(worst['rel_err']):.1f}%, "
-                   f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The prediction counts the tensors "
-                   "live at the peak of the training loop `loss = f(model(x)); loss.backward()` (logits freed "
-                   "before backward); it is an estimate, not a bound.")
+                   f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The training prediction here is "
+                   "the per-component one, summed as if all were alive at once (the upper bound above, for the loop "
+                   "`loss = f(model(x)); loss.backward()`); the ordered training peak is the number at the top of "
+                   "this tab.")
     if frame is not None:
         shown_joined = joined.drop(columns=["config_json"])
         table(shown_joined, f"{word} vs predicted memory per component", "memory.joined",
