@@ -8,12 +8,14 @@ import in a millisecond):
 * ``core.schema``: the limits, the field metadata, ``ModelConfig`` and ``Workload`` (and what
   x-transformers' keywords mean: read its docstring);
 * ``core.presets``: ``PRESETS``, ``SEED_SNIPPET`` and the snippet parser ``parse_snippet``;
-* ``core.options``: the registry of modelled options (the value that turns each on, its conflicts, its cost).
+* ``core.options``: the registry of modelled options (the value that turns each on, its conflicts, its cost) and
+  ``inert_fields`` (the fields the other flags make irrelevant, with the reason; re-exported here).
 """
 
 from __future__ import annotations
 
 from xtlens.core.errors import MAX_MESSAGE_CHARS, ConfigError, XtlensError
+from xtlens.core.options import inert_fields
 from xtlens.core.presets import PRESETS, SEED_SNIPPET, parse_snippet
 from xtlens.core.schema import (
     DROPOUT_RANGE,
@@ -49,4 +51,5 @@ __all__ = [
     "MAX_MESSAGE_CHARS",
     "MAX_NESTING",
     "untrusted_text",
+    "inert_fields",
 ]

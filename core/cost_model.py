@@ -69,10 +69,12 @@ from xtlens.core.predictions import (
     SAME_QUANTITY,
     SETUP_PEAK_PARTS,
     Prediction,
+    TrainingHeadline,
     estimate,
     predicted,
     predictions,
     rows_of,
+    training_headline,
 )
 from xtlens.core.serving import (
     KV_ELEMENT_BYTES,
@@ -115,7 +117,7 @@ __all__ = [
     "KV_ELEMENT_BYTES", "QUANT_SCALE_BYTES",
     # rows
     "Prediction", "PHASES", "MEMORY_STACK", "SAME_QUANTITY", "SETUP_PEAK_PARTS", "PARAM_ROWS", "FLOP_ROWS",
-    "MEMORY_ROWS", "rows_of", "predictions", "predicted", "estimate",
+    "MEMORY_ROWS", "rows_of", "predictions", "predicted", "estimate", "TrainingHeadline", "training_headline",
     # what fits
     "largest_fitting", "what_fits",
 ]

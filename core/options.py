@@ -24,7 +24,8 @@ from xtlens.core.errors import ConfigError, XtlensError
 from xtlens.core.schema import ModelConfig, missing_metadata
 
 __all__ = ["PARAMS", "FLOPS", "MEMORY", "Rule", "Option", "OPTIONS", "OptionRegistryError", "option",
-           "is_on", "conflicts", "enable", "switched", "resolve", "check_field_metadata", "check_fields"]
+           "is_on", "conflicts", "enable", "switched", "resolve", "check_field_metadata", "check_fields", "INERT",
+           "inert_fields"]
 
 PARAMS, FLOPS, MEMORY = "params", "flops", "memory"
 _ALL = frozenset((PARAMS, FLOPS, MEMORY))
@@ -198,6 +199,37 @@ _REGISTRY: tuple[Option, ...] = (
     _dropout("ff_dropout"),
     _dropout("layer_dropout"),
 )
+
+#: The controls other flags make irrelevant: (field, when, why). While ``when(cfg)`` holds, x-transformers (1.19.1 and
+#: the 2.31 build of ``core.builder``) accepts the field but ignores it: any value builds the same model (the same
+#: tensors, the same outputs; tests/core/test_inert.py builds both). Combinations x-transformers REJECTS are not here:
+#: ``ModelConfig`` names them (e.g. attn_kv_heads with attn_one_kv_head).
+INERT: tuple[tuple[str, typing.Callable[[ModelConfig], bool], str | typing.Callable[[ModelConfig], str]], ...] = (
+    ("pre_norm", lambda cfg: cfg.deepnorm,
+     "deepnorm is on: DeepNorm is post-norm, so x-transformers sets pre_norm=False whatever this box says "
+     "(1.19.1 x_transformers.py:1000; xtlens passes pre_norm=False)"),
+    ("alibi_num_heads", lambda cfg: not cfg.alibi_pos_bias,
+     "alibi_pos_bias is off: x-transformers reads alibi_num_heads only with ALiBi"),
+    ("rotary_pos_emb", lambda cfg: cfg.rotary_xpos,
+     "rotary_xpos is on: it switches rotary on by itself (rotary_pos_emb = rotary_pos_emb or rotary_xpos)"),
+    ("rotary_emb_dim", lambda cfg: not cfg.uses_rotary,
+     "rotary is off (rotary_pos_emb and rotary_xpos): x-transformers reads rotary_emb_dim only with rotary"),
+    ("use_abs_pos_emb", lambda cfg: cfg.uses_rotary or cfg.rel_pos_bias,
+     lambda cfg: f"{'rotary_xpos' if cfg.rotary_xpos else 'rotary_pos_emb' if cfg.rotary_pos_emb else 'rel_pos_bias'}"
+                 " is on: x-transformers builds no absolute position table either way (disable_abs_pos_emb)"),
+    ("ff_swish", lambda cfg: cfg.ff_relu_squared,
+     "ff_relu_squared is on: x-transformers picks ReLU squared first and ignores ff_swish"),
+    ("attn_one_kv_head", lambda cfg: cfg.heads == 1,
+     "heads = 1: one query head has one K/V head either way"),
+)
+
+
+def inert_fields(cfg: ModelConfig) -> dict[str, str]:
+    """The fields of ``cfg`` that its other flags make irrelevant, each with the reason (field -> reason, in
+    ``INERT`` order): changing one of them to any valid value builds the same model. The sidebar disables
+    their controls and shows the reason beside them."""
+    return {name: why(cfg) if callable(why) else why for name, when, why in INERT if when(cfg)}
+
 
 #: Every ``ModelConfig`` field's entry, in field order (the order ``resolve`` gives precedence by).
 OPTIONS: dict[str, Option] = {o.name: o for o in _REGISTRY}

@@ -16,7 +16,7 @@ from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.core.training import training_memory
 
 __all__ = ["Prediction", "PHASES", "MEMORY_STACK", "SAME_QUANTITY", "SETUP_PEAK_PARTS", "PARAM_ROWS", "FLOP_ROWS",
-           "MEMORY_ROWS", "rows_of", "predictions", "predicted", "estimate"]
+           "MEMORY_ROWS", "rows_of", "predictions", "predicted", "estimate", "TrainingHeadline", "training_headline"]
 
 #: ``phase`` values. ``model``: static (parameter counts); ``forward``, ``train_step``: FLOPs of one forward /
 #: training step; ``inference``, ``train_step``: memory at the peak of a no-grad forward / of a training step.
@@ -261,6 +261,34 @@ def _with_serving_setup(rows: list[Prediction], cfg: ModelConfig, wl: Workload, 
             r = dataclasses.replace(r, value=override[r.quantity])
         out.append(r)
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingHeadline:
+    """The training numbers every tab shows for the default setup (``TrainingSetup()``: workload dtype, AdamW, no
+    recomputation, one device): one source, so that a tab cannot show another number for the same quantity.
+
+    ``step_flops``: one training step of the batch (``training_flops_for``): ``3 * fwd`` plus
+    ``fused_score_flops``, the ``Q K^T`` a fused SDPA backward recomputes (``attn / 2`` with ``attn_flash``, else 0;
+    this is not activation recomputation). ``peak_bytes``: the peak by the order tensors live and die
+    (``training_memory``, at ``peak_stage``); ``upper_bound_bytes``: every component summed as if all were alive at
+    once (``memory_estimate(...).training_total_bytes``), an upper bound of the same step."""
+
+    step_flops: int
+    fused_score_flops: int
+    peak_bytes: int
+    peak_stage: str
+    upper_bound_bytes: int
+
+
+def training_headline(cfg: ModelConfig, wl: Workload) -> TrainingHeadline:
+    """The default training setup's step FLOPs, ordered peak and summed upper bound for ``cfg`` on ``wl``."""
+    setup = TrainingSetup()
+    fc = flop_counts(cfg, wl)
+    flops = training_flops_for(cfg, wl, setup)["train_step_flops"]
+    tm = training_memory(cfg, wl, setup)
+    return TrainingHeadline(step_flops=flops, fused_score_flops=flops - fc.train_step_flops, peak_bytes=tm.peak_bytes,
+                            peak_stage=tm.peak_stage, upper_bound_bytes=memory_estimate(cfg, wl).training_total_bytes)
 
 
 def predicted(rows: list[Prediction], *, phase: str, component: str, unit: str, variant: str | None = None

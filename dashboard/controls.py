@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import streamlit as st
-from xtlens.core.config import GROUPS, PRESETS, SEED_SNIPPET
+from xtlens.core.config import GROUPS, PRESETS, SEED_SNIPPET, inert_fields
 from xtlens.dashboard import schema
 from xtlens.dashboard.session import loading, widgets
 
@@ -20,12 +20,12 @@ WORKLOAD_SLIDERS = {"seq_len": "pow2"}  # the workload's sequence length: the sa
 SLIDER_TOP = {"depth": 64, "heads": 64}  # the slider's end; the exact box takes any allowed value
 
 
-def _number(spec: schema.FieldSpec, key: str, *, beside_slider: bool = False) -> None:
+def _number(spec: schema.FieldSpec, key: str, *, beside_slider: bool = False, disabled: bool = False) -> None:
     """A number box WITHOUT min/max: an out-of-range value reaches ``ModelConfig``, whose message (field and
     allowed range) is shown under the control and the page stops showing numbers until it is fixed.
     (With min/max, Streamlit keeps the bad digits in the box, shows a small "!" and silently keeps the old
     value.)"""
-    kwargs = {"step": spec.step, "key": key, "help": spec.help + _range_words(spec)}
+    kwargs = {"step": spec.step, "key": key, "help": spec.help + _range_words(spec), "disabled": disabled}
     if spec.kind == "float":
         kwargs.update(step=float(spec.step), format="%g")
     else:
@@ -55,7 +55,7 @@ def slider_options(spec: schema.FieldSpec, top: int | None = None) -> list[int]:
     return list(range(lo, hi + 1))
 
 
-def _sized(spec: schema.FieldSpec, key: str, top: int | None = None) -> None:
+def _sized(spec: schema.FieldSpec, key: str, top: int | None = None, disabled: bool = False) -> None:
     """A slider over the usual values and, beside it, the exact number box (the configuration's or the
     workload's key: the URL and the session file keep the exact value)."""
     options = slider_options(spec, top)
@@ -63,11 +63,12 @@ def _sized(spec: schema.FieldSpec, key: str, top: int | None = None) -> None:
     c = st.columns([3, 2], vertical_alignment="bottom")
     with c[0]:
         st.select_slider(spec.label, options=options, key=key + ".slider", on_change=widgets.on_slider, args=(key,),
+                         disabled=disabled,
                          help=spec.help + (" Steps are powers of two; type any other value in the box beside."
                                            if SLIDER_FIELDS.get(spec.name, WORKLOAD_SLIDERS.get(spec.name)) == "pow2"
                                            else ""))
     with c[1]:
-        _number(spec, key, beside_slider=True)
+        _number(spec, key, beside_slider=True, disabled=disabled)
 
 
 def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.DeltaGenerator]:
@@ -78,18 +79,22 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
         _source()
         slots["_top"] = st.empty()
         st.caption("Hover ? on a control for what x-transformers does with it.")
+        inert = inert_now()
         for group, title in GROUPS.items():
             specs = schema.FIELDS_BY_GROUP[group]
             if not specs:
                 continue
             with st.expander(title, expanded=group != "no_cost"):  # every setting that costs is visible
                 for spec in specs:
+                    off = spec.name in inert
                     if spec.kind == "bool":
-                        st.checkbox(spec.label, key=widgets.cfg_key(spec.name), help=spec.help)
+                        st.checkbox(spec.label, key=widgets.cfg_key(spec.name), help=spec.help, disabled=off)
                     elif spec.name in SLIDER_FIELDS:
-                        _sized(spec, widgets.cfg_key(spec.name))
+                        _sized(spec, widgets.cfg_key(spec.name), disabled=off)
                     else:
-                        _number(spec, widgets.cfg_key(spec.name))
+                        _number(spec, widgets.cfg_key(spec.name), disabled=off)
+                    if off:
+                        st.caption(f":material/block: **{spec.name}** {IGNORED_WORDS}: {inert[spec.name]}.")
                     slots[spec.name] = st.empty()
         st.header("Workload")
         _sized(schema.WORKLOAD_SPECS["seq_len"], widgets.wl_key("seq_len"), top=widgets.slider_max_seq_len())
@@ -102,6 +107,16 @@ def sidebar(device_labels: dict[str, str]) -> dict[str, st.delta_generator.Delta
                      help="Bytes per element: float32 = 4, bfloat16 / float16 = 2.")
         _device(device_labels)
     return slots
+
+
+IGNORED_WORDS = "has no effect here"
+
+
+def inert_now() -> dict[str, str]:
+    """The fields the other flags of the configuration in the widgets make irrelevant (``core.config.inert_fields``),
+    with the reason; empty while the configuration is not valid (its error is shown instead)."""
+    cfg, _ = widgets.read_config()
+    return {} if cfg is None else inert_fields(cfg)
 
 
 def _source() -> None:

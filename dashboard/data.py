@@ -46,6 +46,16 @@ def predictions(cfg: ModelConfig, wl: Workload) -> list[cost_model.Prediction]:
     return _predictions(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype)
 
 
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _training_headline(cfg_json: str, batch: int, seq_len: int, dtype: str) -> cost_model.TrainingHeadline:
+    return cost_model.training_headline(_cfg(cfg_json), Workload(batch=batch, seq_len=seq_len, dtype=dtype))
+
+
+def training_headline(cfg: ModelConfig, wl: Workload) -> cost_model.TrainingHeadline:
+    """``core.cost_model.training_headline`` (cached): the training FLOPs, peak and upper bound every tab shows."""
+    return _training_headline(cfg.to_json(), wl.batch, wl.seq_len, wl.dtype)
+
+
 _CURVES = {"memory": tables.memory_curve, "flops": tables.flops_curve}
 
 

@@ -34,6 +34,20 @@ def _kernel_words(kernel: str | None) -> str:
     return "Not measured yet: press Measure above to see which kernel runs on this device."
 
 
+def _abs_pos_words(cfg: ModelConfig) -> str:
+    """What use_abs_pos_emb does with its actual value (and whether rotary / rel_pos_bias make it irrelevant)."""
+    other = "rotary_xpos" if cfg.rotary_xpos else "rotary_pos_emb" if cfg.rotary_pos_emb else "rel_pos_bias"
+    table = f"a learned max_seq_len x dim = {cfg.max_seq_len:,} x {cfg.dim} absolute position table"
+    if cfg.uses_rotary or cfg.rel_pos_bias:
+        return (f"use_abs_pos_emb = {cfg.use_abs_pos_emb}: no absolute position table, and there would be none with "
+                f"True either: x-transformers leaves it out whenever {other} is on (disable_abs_pos_emb), so this flag "
+                "has no effect here (its control is disabled).")
+    if cfg.use_abs_pos_emb:
+        return f"use_abs_pos_emb = True: {table} is added to the token embeddings."
+    return (f"use_abs_pos_emb = False: no absolute position table (with True: {table}). Positions come only from "
+            + ("ALiBi's distance penalty." if cfg.alibi_pos_bias else "nothing: no positional encoding is on."))
+
+
 def facts(cfg: ModelConfig, kernel: str | None = None) -> list[Fact]:
     """The facts, with the numbers and flags of ``cfg`` filled in; ``kernel``: the SDPA backend that ran."""
     inner = cfg.attn_inner_dim
@@ -104,9 +118,15 @@ def facts(cfg: ModelConfig, kernel: str | None = None) -> list[Fact]:
         ),
         Fact(
             keyword="rotary_xpos",
-            does=(f"Rotary embedding on attn_dim_head // 2 = {cfg.attn_dim_head // 2} channels of each query and key "
-                  "head, with xPos scaling for length extrapolation. It switches rotary on by itself and disables "
-                  "the learned absolute position table. Causal attention only. No parameters (buffers only)."),
+            does=(f"rotary_xpos = True: rotary embedding on attn_dim_head // 2 = {cfg.attn_dim_head // 2} channels of "
+                  "each query and key head, with xPos scaling for length extrapolation. It switches rotary on by "
+                  "itself and disables the learned absolute position table. Causal attention only. No parameters "
+                  "(buffers only)."
+                  if cfg.rotary_xpos else
+                  "rotary_xpos = False: no xPos scaling"
+                  + (f" (plain rotary on {cfg.attn_dim_head // 2} channels per head is on: rotary_pos_emb)."
+                     if cfg.rotary_pos_emb else "; rotary embeddings are off.")
+                  + " (With it, rotary with xPos length-extrapolation scaling is switched on by itself.)"),
         ),
         Fact(
             keyword="attn_one_kv_head",
@@ -120,8 +140,7 @@ def facts(cfg: ModelConfig, kernel: str | None = None) -> list[Fact]:
         ),
         Fact(
             keyword="use_abs_pos_emb",
-            does=("Learned absolute position table (max_seq_len x dim). x-transformers leaves it out whenever rotary "
-                  "embeddings are on, so with rotary_xpos it is absent whatever this flag says."),
+            does=_abs_pos_words(cfg),
         ),
         Fact(
             keyword="FLOPs and MACs",

@@ -41,12 +41,14 @@ METRICS: tuple[Metric, ...] = (
     Metric(key="non_embedding_params", label="non-embedding parameters", unit="params"),
     Metric(key="fwd_flops_per_token", label="forward FLOPs per token", unit="FLOPs"),
     Metric(key="fwd_flops", label="forward FLOPs per batch", unit="FLOPs"),
-    Metric(key="train_step_flops", label="training-step FLOPs per batch", unit="FLOPs"),
+    # the tabs' training numbers (``cost_model.training_headline``): present when the caller adds them (Compare does)
+    Metric(key="training_step_flops", label="training-step FLOPs per batch (no recomputation)", unit="FLOPs"),
     Metric(key="weights_bytes", label="weights", unit="bytes"),
     Metric(key="kv_cache_bytes", label="KV cache", unit="bytes"),
     Metric(key="alibi_bias_bytes", label="ALiBi bias", unit="bytes"),
     Metric(key="inference_total_bytes", label="inference memory", unit="bytes"),
-    Metric(key="training_total_bytes", label="training memory (AdamW)", unit="bytes"),
+    Metric(key="training_peak_bytes", label="training peak (AdamW, no recomputation)", unit="bytes"),
+    Metric(key="training_total_bytes", label="training upper bound (sum of parts, AdamW)", unit="bytes"),
 )
 
 
@@ -147,11 +149,14 @@ def measured_vs_predicted_memory(measured: pd.DataFrame) -> pd.DataFrame:
 
 
 def flops_curve(cfg: ModelConfig, wl: Workload, seq_lens: Iterable[int]) -> pd.DataFrame:
-    """seq_len_tokens, fwd_flops, fwd_flops_causal, train_step_flops, fwd_flops_per_token (closed form)."""
+    """seq_len_tokens, fwd_flops, fwd_flops_causal, train_step_flops, fwd_flops_per_token (closed form).
+    ``train_step_flops`` is the tabs' training-step number (``cost_model.training_headline``: no recomputation, plus
+    the scores a fused SDPA backward recomputes)."""
     keys = ["fwd_flops", "fwd_flops_causal", "train_step_flops", "fwd_flops_per_token"]
     rows = []
     for n in seq_lens:
-        est = cost_model.estimate(cfg, Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype))
+        at = Workload(batch=wl.batch, seq_len=int(n), dtype=wl.dtype)
+        est = {**cost_model.estimate(cfg, at), "train_step_flops": cost_model.training_headline(cfg, at).step_flops}
         rows.append({"seq_len_tokens": int(n), **{k: est[k] for k in keys}})
     return pd.DataFrame(rows, columns=["seq_len_tokens", *keys])
 
@@ -204,6 +209,7 @@ def sweep_table(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, axis: str,
             "train_step_flops": est["train_step_flops"],
             "inference_total_bytes": int(est["inference_total_bytes"]),
             "training_total_bytes": int(est["training_total_bytes"]),
+            "training_peak_bytes": cost_model.training_headline(c, wl).peak_bytes,
             "kv_cache_bytes": int(est["kv_cache_bytes"]),
             "compute_optimal_tokens": proxies.compute_optimal_tokens(n_all),
             "tokens_per_param": proxies.tokens_per_param(dataset_tokens, n_all),
@@ -218,13 +224,16 @@ def sweep_table(estimate: EstimateFn, cfg: ModelConfig, wl: Workload, axis: str,
 def compare_table(entries: Sequence[tuple[str, dict]]) -> pd.DataFrame:
     """Long table: metric, unit, config, value, delta (vs the first entry), delta_pct.
 
-    ``entries`` is [(name, estimate dict)], the first being the reference.
+    ``entries`` is [(name, estimate dict)], the first being the reference; a metric the reference's dict lacks
+    (``training_step_flops`` / ``training_peak_bytes`` of ``headline_keys``) is left out.
     """
     if not entries:
         return pd.DataFrame(columns=["metric", "label", "unit", "config", "value", "delta", "delta_pct"])
     ref = entries[0][1]
     rows = []
     for m in METRICS:
+        if m.key not in ref:
+            continue
         for name, est in entries:
             value, base = est[m.key], ref[m.key]
             rows.append({
@@ -232,6 +241,11 @@ def compare_table(entries: Sequence[tuple[str, dict]]) -> pd.DataFrame:
                 "delta": value - base, "delta_pct": (100.0 * (value - base) / base) if base else None,
             })
     return pd.DataFrame(rows)
+
+
+def headline_keys(headline: cost_model.TrainingHeadline) -> dict[str, int]:
+    """The training numbers every tab shows, under the keys of ``METRICS``."""
+    return {"training_step_flops": headline.step_flops, "training_peak_bytes": headline.peak_bytes}
 
 
 def compare_wide(long: pd.DataFrame) -> pd.DataFrame:

@@ -173,7 +173,7 @@ def flops_vs_seq(frame: pd.DataFrame, *, title: str = "Closed-form FLOPs vs sequ
     """``frame``: seq_len_tokens, fwd_flops, fwd_flops_causal, train_step_flops."""
     fig = go.Figure()
     series = (("fwd_flops", "forward, full n x n attention"), ("fwd_flops_causal", "forward, causal half"),
-              ("train_step_flops", "training step (3 x forward)"))
+              ("train_step_flops", "training step (no recomputation)"))
     for i, (col, name) in enumerate(series):
         fig.add_trace(go.Scatter(x=frame["seq_len_tokens"].tolist(), y=frame[col].tolist(), mode="lines+markers",
                                  name=name, line={"color": SERIES[i]},

@@ -727,9 +727,9 @@ def _uploads(probe: str) -> None:
 
 def tradeoff_points(frame: pd.DataFrame) -> pd.DataFrame:
     """Per swept value (equal token budget, ok runs): seed-mean validation loss, parameters, training FLOPs
-    spent, measured tokens/s and the closed-form training memory of that family member."""
+    spent, measured tokens/s and the closed-form training peak (AdamW, no recomputation) of that family member."""
     from xtlens.core.config import ModelConfig, Workload
-    from xtlens.core.cost_model import memory_estimate
+    from xtlens.core.cost_model import training_headline
 
     fin = analysis.final_evals(frame)
     fin = fin[(fin["probe"] == "scaling") & (fin["budget_kind"] == "tokens") & (fin["status"] == "ok")]
@@ -744,9 +744,9 @@ def tradeoff_points(frame: pd.DataFrame) -> pd.DataFrame:
     for value, grp in fin.groupby("axis_value"):
         r = grp.iloc[0]
         cfg = ModelConfig.from_json(r["config_json"])
-        mem = memory_estimate(cfg, Workload(batch=int(r["batch"]), seq_len=int(r["train_seq_len_tokens"])))
+        peak = training_headline(cfg, Workload(batch=int(r["batch"]), seq_len=int(r["train_seq_len_tokens"]))).peak_bytes
         rows.append({"axis_value": int(value), "num_params": int(r["num_params"]),
-                     "train_flops": int(r["train_flops"]), "training_memory_gib": mem.training_total_bytes / 2**30,
+                     "train_flops": int(r["train_flops"]), "training_memory_gib": peak / 2**30,
                      "tokens_per_s": float(grp["tokens_per_s"].astype(float).mean()),
                      "val_loss_nats": float(grp["val_loss_nats"].astype(float).mean()), "seeds": len(grp)})
     return pd.DataFrame(rows)
@@ -785,7 +785,7 @@ def _tradeoff_charts(frame: pd.DataFrame, label: str, axis: str) -> None:
         chart(bc.loss_vs_cost(pts, x="train_flops", x_title="training FLOPs spent (cost model, log)", axis=axis, current=current,
                               title="Loss vs training compute"), f"tradeoffs.measured.flops.{axis}")
     with cols[1]:
-        chart(bc.loss_vs_cost(pts, x="training_memory_gib", x_title="training memory, AdamW step (GiB, closed form)",
+        chart(bc.loss_vs_cost(pts, x="training_memory_gib", x_title="training peak, AdamW, no recomputation (GiB, closed form)",
                               axis=axis, current=current, title="Loss vs training memory", log_x=False),
               f"tradeoffs.measured.mem.{axis}")
     with cols[2]:

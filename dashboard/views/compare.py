@@ -59,8 +59,8 @@ def render(ctx: Ctx) -> None:
                 "the first is the reference for the deltas.")
         return
     evaluated, notes = at_length(items, ctx.wl.seq_len)
-    est = [(name, data.estimate(cfg, Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype)))
-           for name, cfg, n in evaluated]
+    est = [(name, {**data.estimate(cfg, w), **tables.headline_keys(data.training_headline(cfg, w))})
+           for name, cfg, n in evaluated for w in [Workload(batch=ctx.wl.batch, seq_len=n, dtype=ctx.wl.dtype)]]
     long = tables.compare_table(est)
     colours = config_colours([(label, cfg) for label, cfg, _n in evaluated])  # as in every other chart
     twins = identical(evaluated)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from xtlens.core import units
-from xtlens.dashboard import charts, data, tables
+from xtlens.dashboard import charts, data, headline, tables
 from xtlens.dashboard.session import jobs, other_runs
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table
+from xtlens.dashboard.views.common import chart, table, wrap_metrics
 from xtlens.profiling.measure import flops as fb
 from xtlens.profiling.results.records import arrow_safe
 
@@ -28,6 +28,7 @@ def request(ctx: Ctx) -> jobs.Request:
 
 def render(ctx: Ctx) -> None:
     est = data.estimate(ctx.cfg, ctx.wl)
+    wrap_metrics()
     st.caption("Every FLOP number here counts one multiply-add as 2 FLOPs (torch's convention). fvcore counts a "
                "multiply-add as one 'flop': its raw count is shown as MACs. Only matrix multiplications are counted "
                "(norms, softmax, rotary, ALiBi are element-wise).")
@@ -36,7 +37,11 @@ def render(ctx: Ctx) -> None:
                    help="what the kernels compute with ALiBi's dense mask, and what FlopCounterMode counts")
     cols[1].metric("Forward, causal half", units.fmt_flops(est["fwd_flops_causal"]),
                    help="the n(n+1)/2 query-key pairs a causal decoder needs")
-    cols[2].metric("Training step", units.fmt_flops(est["train_step_flops"]), help="3 x forward")
+    train = data.training_headline(ctx.cfg, ctx.wl)
+    cols[2].metric(headline.flops_label(), units.fmt_flops(train.step_flops),
+                   help="3 x forward" + (f" + {units.fmt_flops(train.fused_score_flops)} for the scores QK^T the fused "
+                                         "(attn_flash) SDPA backward recomputes" if train.fused_score_flops else "")
+                        + "; the Setups tab adds activation recomputation")
     cols[3].metric("Forward per token", units.fmt_flops(est["fwd_flops_per_token"]))
     curve = data.flops_curve(ctx.cfg, ctx.wl, tuple(tables.seq_len_grid(ctx.cfg.max_seq_len)))
     left, right = st.columns(2)

@@ -6,11 +6,11 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import units
 from xtlens.core.config import Workload
-from xtlens.dashboard import charts, data, tables
+from xtlens.dashboard import charts, data, headline, tables
 from xtlens.dashboard.session import jobs, other_runs
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table
+from xtlens.dashboard.views.common import chart, table, wrap_metrics
 
 
 def seq_lens(ctx: Ctx) -> tuple[int, ...]:
@@ -25,6 +25,7 @@ def request(ctx: Ctx) -> jobs.Request:
 
 def render(ctx: Ctx) -> None:
     curve = data.memory_curve(ctx.cfg, ctx.wl, seq_lens(ctx))
+    _key_numbers(ctx)
     st.caption(f"Closed form (core.cost_model), batch {ctx.wl.batch}, {ctx.wl.dtype}. Each band is what is live at "
                "the peak: weights (+ rotary/ALiBi buffers), gradients and AdamW state (training), activations, the "
                "K/V tensors (what a KV cache holds) and the ALiBi tensors (bias copies and, with attn_flash, the dense "
@@ -35,11 +36,14 @@ def render(ctx: Ctx) -> None:
                                     title="Inference (one no-grad forward): peak memory by component"), "mem_inf")
     with right:
         chart(charts.memory_stacked(curve, phase="train_step",
-                                    title="Training step (AdamW): memory by component"), "mem_train")
+                                    title="Training step (AdamW): upper bound (sum of parts) by component"),
+              "mem_train")
     for note in activation_drops(curve):
         st.caption(note)
-    table(_wide(curve), "predicted memory by component", "memory.curve",
-          caption="bytes; the components of each mode sum to the cost model's total")
+    wide = _wide(curve)
+    table(wide, "predicted memory by component", "memory.curve", column_config=bytes_columns(wide),
+          caption="bytes; the components of each mode sum to the cost model's total (for training: the upper bound, "
+                  "every component alive at once). Downloads keep the raw integers.")
 
     st.subheader(f"Measured vs predicted on {ctx.device_label}")
     frame = jobs.panel(request(ctx), key="memory", button="Measure memory",
@@ -55,7 +59,7 @@ def render(ctx: Ctx) -> None:
                 "a real run would allocate, without running the model. It does not see allocator overheads "
                 "or fragmentation.")
     shown = totals[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]]
-    title = f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed)"
+    title = f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed; training: upper bound)"
     if others.empty:
         fig = charts.measured_vs_predicted(shown, title=title, measured_label=word)
     else:
@@ -66,15 +70,42 @@ def render(ctx: Ctx) -> None:
     if not err.empty:
         worst = err.loc[err["rel_err"].astype(float).idxmax()]
         st.caption(f"Largest relative difference {word} vs predicted: {100 * float(worst['rel_err']):.1f}%, "
-                   f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The prediction counts the tensors "
-                   "live at the peak of the training loop `loss = f(model(x)); loss.backward()` (logits freed "
-                   "before backward); it is an estimate, not a bound.")
+                   f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The training prediction here is "
+                   "the per-component one, summed as if all were alive at once (the upper bound above, for the loop "
+                   "`loss = f(model(x)); loss.backward()`); the ordered training peak is the number at the top of "
+                   "this tab.")
     if frame is not None:
-        table(joined.drop(columns=["config_json"]), f"{word} vs predicted memory per component", "memory.joined",
+        shown_joined = joined.drop(columns=["config_json"])
+        table(shown_joined, f"{word} vs predicted memory per component", "memory.joined",
+              column_config=bytes_columns(shown_joined),
               caption="each measured component joined to the prediction of the same (phase, component, length, "
                       "batch, dtype) from core.cost_model.predictions; rel_err = |measured - predicted| / predicted",
               expanded=True)
         table(frame, "memory measurements", "memory.measured")
+
+
+def _key_numbers(ctx: Ctx) -> None:
+    """The training peak (ordered: the number every tab shows), the summed upper bound and the inference peak at the
+    sidebar's length, labelled with what each is."""
+    train = data.training_headline(ctx.cfg, ctx.wl)
+    est = data.estimate(ctx.cfg, ctx.wl)
+    wrap_metrics()
+    cols = st.columns(3)
+    cols[0].metric(headline.peak_label(), units.fmt_bytes(train.peak_bytes),
+                   help=f"At {ctx.wl.seq_len:,} tokens: the peak by the order tensors live and die (at: "
+                        f"{train.peak_stage}); the same number as the Overview and the Setups tab's default setup.")
+    cols[1].metric(headline.UPPER_BOUND_LABEL, units.fmt_bytes(train.upper_bound_bytes),
+                   help="Every training component summed as if all were alive at once: the height of the training "
+                        "stack below at this length.")
+    cols[2].metric("Inference memory (one forward)", units.fmt_bytes(est["inference_total_bytes"]),
+                   help="weights + buffers + peak activations of a no-grad forward (the inference stack below)")
+
+
+def bytes_columns(frame: pd.DataFrame) -> dict:
+    """Column formats that show every byte count with thousands separators (the data and the downloads keep the
+    raw integers)."""
+    return {c: st.column_config.NumberColumn(c, format="localized") for c in frame.columns
+            if c.endswith("bytes") and pd.api.types.is_numeric_dtype(frame[c])}
 
 
 def runs_chart(ctx: Ctx, own: pd.DataFrame, word: str, others: pd.DataFrame, *, title: str):

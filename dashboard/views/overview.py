@@ -8,11 +8,11 @@ import pandas as pd
 import streamlit as st
 from xtlens.core.config import PRESETS
 from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
-from xtlens.dashboard import charts, data, facts, tables
+from xtlens.dashboard import charts, data, facts, headline, tables
 from xtlens.dashboard.session import jobs
 from xtlens.dashboard.session.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, downloads, table
+from xtlens.dashboard.views.common import chart, downloads, table, wrap_metrics
 from xtlens.dashboard.views.memory import measured_words
 from xtlens.profiling.results.records import arrow_safe
 
@@ -27,6 +27,7 @@ def render(ctx: Ctx) -> None:
     in an expander."""
     cfg, wl = ctx.cfg, ctx.wl
     est = data.estimate(cfg, wl)
+    wrap_metrics()
     st.subheader("Key numbers (closed form: update on every change, nothing is run)")
     st.caption(f"batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}. FLOPs: 1 multiply-add = 2 FLOPs, attention "
                "over the full n x n square (what the kernels compute with a dense mask). Memory: GiB = 2^30 bytes.")
@@ -40,22 +41,30 @@ def render(ctx: Ctx) -> None:
     cols[0].metric("Forward FLOPs per token", fmt_flops(est["fwd_flops_per_token"]))
     cols[1].metric("Forward FLOPs per sequence", fmt_flops(est["fwd_flops"] / wl.batch),
                    help=f"causal half instead of the full square: {fmt_flops(est['fwd_flops_causal'] / wl.batch)}")
-    cols[2].metric("Training-step FLOPs per sequence", fmt_flops(est["train_step_flops"] / wl.batch),
-                   help="forward + backward = 3 x forward (no recomputation)")
+    train = data.training_headline(cfg, wl)
+    cols[2].metric(headline.flops_label(), fmt_flops(train.step_flops),
+                   help="One training step of the batch: forward + backward = 3 x forward"
+                        + (f", plus {fmt_flops(train.fused_score_flops)} for the scores QK^T that the fused "
+                           "(attn_flash) SDPA backward recomputes" if train.fused_score_flops else "")
+                        + ". No activation recomputation (the Setups tab adds it).")
     cols = st.columns(3)
     cols[0].metric("Inference memory (one forward)", fmt_bytes(est["inference_total_bytes"]),
                    help="weights + buffers + peak activations of a no-grad forward")
-    cols[1].metric("Training memory (AdamW step)", fmt_bytes(est["training_total_bytes"]),
-                   help="weights + gradients + AdamW state + tensors saved for backward (an estimate of the peak of `loss = f(model(x)); loss.backward()`, not a bound: a measurement can land on either side)")
+    cols[1].metric(headline.peak_label(), fmt_bytes(train.peak_bytes),
+                   help="The peak of `loss = f(model(x)); loss.backward(); optimizer.step()` by the order tensors live "
+                        f"and die (at: {train.peak_stage}); the same number as the Memory and Setups tabs. "
+                        f"{headline.UPPER_BOUND_LABEL}: {fmt_bytes(train.upper_bound_bytes)}.")
     cols[2].metric("KV cache at this length", fmt_bytes(est["kv_cache_bytes"]),
                    help="2 x depth x batch x kv_heads x n x attn_dim_head x bytes per element")
 
+    st.caption(f"{headline.UPPER_BOUND_LABEL}: {fmt_bytes(train.upper_bound_bytes)} (weights, gradients, AdamW "
+               "state and saved tensors as if all were alive at once).")
     facts_box = st.container()  # drawn after the measurement: the attention-kernel fact names the kernel that ran
     st.subheader(f"Measured on {ctx.device_label}")
     frame = jobs.panel(request(ctx), key="overview", button="Measure",
                        help="Latency (forward, attention, training step, decode) and peak memory, this config and "
                             "length, on the device chosen in the sidebar.")
-    _measured(frame, est)
+    _measured(frame, {**est, "training_peak_bytes": train.peak_bytes})
     with facts_box:
         _facts(ctx, _kernel_name(frame))
 
@@ -106,7 +115,7 @@ def _measured(frame: pd.DataFrame | None, est: dict) -> None:
             st.markdown("| measured quantity | value |\n|---|---|\n"
                         + "\n".join(f"| {label} | {value} |" for label, value in shown.items()))
     else:
-        predicted = {inf_label: est["inference_total_bytes"], train_label: est["training_total_bytes"]}
+        predicted = {inf_label: est["inference_total_bytes"], train_label: est["training_peak_bytes"]}
         sim = f"; simulated: {how} (the tensors' sizes, no run)" if word == "simulated" else ""
         for row in (list(shown.items())[:3], list(shown.items())[3:]):
             cols = st.columns(3)

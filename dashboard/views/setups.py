@@ -18,11 +18,11 @@ from xtlens.core.setup import (
     ServingSetup,
     TrainingSetup,
 )
-from xtlens.dashboard import budget
+from xtlens.dashboard import budget, headline
 from xtlens.dashboard.charts import setups as setup_charts
 from xtlens.dashboard.session import budget_data, url
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table
+from xtlens.dashboard.views.common import chart, table, wrap_metrics
 
 CUSTOM = "a number (GiB)"
 WEIGHTS = {"workload dtype": None, "16-bit": 16, "int8": 8, "int4": 4}
@@ -124,17 +124,20 @@ def render(ctx: Ctx) -> None:
     legacy = cost_model.memory_estimate(cfg, wl)
     st.caption(f"Training: {training.describe()}. Serving: {serving.describe()}. Closed form; GiB = 2^30 bytes; "
                "FLOPs: one multiply-add = 2 FLOPs, full n x n attention square.")
+    wrap_metrics()
     metrics = st.columns(4)
-    metrics[0].metric("Training peak per device", units.fmt_bytes(train_memory.peak_bytes),
-                      help=f"At: {setup_charts.STAGE_LABELS.get(train_memory.peak_stage, train_memory.peak_stage)}. The Overview's figure "
-                     f"({units.fmt_bytes(legacy.training_total_bytes)}) adds every component as if all were alive "
-                     "at once; this one follows the order tensors live and die.")
+    metrics[0].metric(headline.peak_label(training, per_device=True), units.fmt_bytes(train_memory.peak_bytes),
+                      help=f"At: {setup_charts.STAGE_LABELS.get(train_memory.peak_stage, train_memory.peak_stage)}. "
+                     "The peak by the order tensors live and die; with the default setup it is the Overview's and "
+                     f"the Memory tab's training peak. {headline.UPPER_BOUND_LABEL}, one device, the workload dtype: "
+                     f"{units.fmt_bytes(legacy.training_total_bytes)}.")
     metrics[1].metric("Serving memory per device", units.fmt_bytes(serve_memory.total_bytes),
                       help="weights + buffers + KV cache of the concurrent sequences + the prefill's other activations")
     metrics[2].metric("KV cache per token", f"{serve_memory.kv_cache_bytes_per_token:,} bytes",
                       help="per sequence, all blocks, K and V (+ int8 scales)")
-    metrics[3].metric("Training FLOPs per micro-batch per device", units.fmt_flops(train_flops["train_step_flops"]),
-                      help=f"recomputation adds {units.fmt_flops(train_flops['recompute_flops'])}; one optimizer step = "
+    metrics[3].metric(headline.flops_label(training, per_device=True), units.fmt_flops(train_flops["train_step_flops"]),
+                      help=f"One micro-batch (the sidebar's batch). Recomputation adds "
+                     f"{units.fmt_flops(train_flops['recompute_flops'])}; one optimizer step = "
                      f"{training.grad_accum} micro-batches")
     fits = cost_model.what_fits(cfg, wl, budget_bytes, training=training, serving=serving)
     st.markdown(f"**What fits {units.fmt_bytes(budget_bytes)} per device** — training: "

@@ -20,7 +20,7 @@ COSTS = (
     ("num_params", "Parameters", "parameters (count)", 1.0, False),
     ("fwd_flops_per_token", "Forward FLOPs per token", "FLOPs per token (1 multiply-add = 2 FLOPs)", 1.0, False),
     ("inference_total_bytes", "Inference memory", "GiB (2^30 bytes)", float(units.GIB), False),
-    ("training_total_bytes", "Training memory (AdamW)", "GiB (2^30 bytes)", float(units.GIB), False),
+    ("training_peak_bytes", "Training peak (AdamW, no recomputation)", "GiB (2^30 bytes)", float(units.GIB), False),
 )
 CLAIMS = {  # what the written analysis that came with the seed says, in our words, and what the curves show
     "dim": "The seed's written analysis says a larger dim gives a better representation at the price of compute, "

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from xtlens.core import cost_model
 from xtlens.core.config import PRESETS, SEED_SNIPPET, Workload
+from xtlens.core.setup import TrainingSetup
 from xtlens.core.units import fmt_bytes, fmt_count, fmt_flops
 from xtlens.dashboard import exporting, tables
 from xtlens.dashboard.session import session_io
@@ -67,7 +68,9 @@ def test_seed_is_the_default_and_metrics_match_the_cost_model(seed_app: AppTest)
     assert metric(at, "Parameters") == fmt_count(est["num_params"]) == "36,629,504"
     assert metric(at, "Non-embedding parameters") == fmt_count(est["non_embedding_params"])
     assert metric(at, "Forward FLOPs per token") == fmt_flops(est["fwd_flops_per_token"])
-    assert metric(at, "Training memory (AdamW step)") == fmt_bytes(est["training_total_bytes"])
+    # the training peak is the ordered one (core.training.training_memory), as on the Memory and Setups tabs
+    assert metric(at, "Training peak (AdamW, no recomputation)") == fmt_bytes(
+        cost_model.training_memory(SEED, Workload(), TrainingSetup()).peak_bytes) == "1.057 GiB"
     # the 2.31 vs 1.19.1 parameter counts of the seed, and the measured metrics say they are not measured
     assert metric(at, "x-transformers 1.19.1") == "36,655,648"
     assert metric(at, "Difference (1.19.1 - 2.31)") == "26,144"

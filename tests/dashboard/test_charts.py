@@ -82,7 +82,10 @@ def test_flops_vs_seq_log_log_with_units() -> None:
     full, causal, train = fig.data
     assert list(full.y) == [cost_model.flop_counts(SEED, Workload(seq_len=n)).fwd_flops for n in LENS]
     assert all(c < f for c, f in zip(causal.y, full.y, strict=True))
-    assert list(train.y) == [3 * f for f in full.y]
+    # the tabs' training-step number: 3 x forward + the scores the fused (attn_flash) SDPA backward recomputes
+    assert list(train.y) == [cost_model.training_headline(SEED, Workload(seq_len=n)).step_flops for n in LENS]
+    assert all(t == 3 * f + cost_model.flop_counts(SEED, Workload(seq_len=n)).attn_flops // 2
+               for t, f, n in zip(train.y, full.y, LENS, strict=True))
 
 
 def test_sweep_metric_marks_the_current_config_and_reference_line() -> None:

@@ -154,7 +154,7 @@ def test_compare_rows_use_one_unit() -> None:
     long = tables.compare_table([(n, cost_model.estimate(c, wl)) for n, c in (("seed", seed), ("small", small))])
     assert cost_model.estimate(small, wl)["training_total_bytes"] < 2**30 / 10  # alone it would be shown in MiB
     wide = tables.compare_wide(long).set_index("quantity")
-    row = wide.loc["training memory (AdamW)"]
+    row = wide.loc["training upper bound (sum of parts, AdamW)"]
     units = {str(v).split()[1] for k, v in row.items()}
     assert units == {"GiB"}, row.to_dict()
 

@@ -40,8 +40,11 @@ def test_setups_view_metrics_follow_the_url_setup() -> None:
     wl = Workload(seq_len=2048)
     training = TrainingSetup(precision="amp_bf16", recompute="block")
     serving = ServingSetup(kv_cache="int8", weights_bits=4)
-    assert _metric(at, "Training peak per device") == units.fmt_bytes(
+    # the label names the setup (issue 21: two setups are told apart in the label, not only in a tooltip)
+    assert _metric(at, "Training peak per device (amp_bf16, AdamW, with block recomputation)") == units.fmt_bytes(
         cost_model.training_memory(SEED, wl, training).peak_bytes)
+    assert _metric(at, "Training-step FLOPs per device (with block recomputation)") == units.fmt_flops(
+        cost_model.training_flops_for(SEED, wl, training)["train_step_flops"])
     assert _metric(at, "Serving memory per device") == units.fmt_bytes(
         cost_model.serving_memory(SEED, wl, serving).total_bytes)
     assert _metric(at, "KV cache per token") == f"{2 * 6 * 64 + 2 * 6 * 2:,} bytes"
@@ -50,7 +53,7 @@ def test_setups_view_metrics_follow_the_url_setup() -> None:
     # a control change goes into the URL and the metric
     at.selectbox(key="setups.recompute").set_value("none").run()
     assert "t_recompute" not in at.query_params
-    assert _metric(at, "Training peak per device") == units.fmt_bytes(
+    assert _metric(at, "Training peak per device (amp_bf16, AdamW, no recomputation)") == units.fmt_bytes(
         cost_model.training_memory(SEED, wl, TrainingSetup(precision="amp_bf16")).peak_bytes)
 
 
