@@ -534,6 +534,10 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     from xtlens.profiling.benefit import probe_scaling as ps
 
     axis = frame["axis"].dropna().iloc[0]
+    unread = report.law_fit_warning(final[final["probe"] == "scaling"] if "probe" in final else final)
+    if unread:  # the fitted curves and the law table below are drawn, under this warning
+        st.warning("The laws on this probe's charts and in its table are fitted anyway. " + unread,
+                   icon=":material/warning:")
     cols = st.columns(2)
     with cols[0]:
         chart(once("scaling_law", frame, f"Equal tokens: val loss vs non-embedding parameters ({axis} swept)"),
@@ -549,7 +553,8 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                "(heads x attn_dim_head = dim, as in the seed: 8 x 64 = 512).")
     laws = once("law_table", frame)
     if not laws.empty:
-        st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)")
+        st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)"
+                    + (" — not scaling laws: see the warning above" if unread else ""))
         dataframe(laws.drop(columns=["method"]), "benefits.df.scaling_laws", width="stretch")
     iso = once("isoflop_table", frame)
     if not iso.empty:
@@ -763,7 +768,8 @@ def tradeoff_panel(ctx: Ctx, axis: str) -> None:
     if not tables:
         st.caption(f"No scaling probe over {axis} yet: run one in the Benefits tab (probe 'scaling', field {axis}) or "
                    "load a table written by `xtlens probe scaling`. It trains scaled-down members of this "
-                   "configuration's family on real text and shows their validation loss here, next to their cost.")
+                   "configuration's family on real text and shows their validation loss here, next to their cost. "
+                   + report.wall_time_line("scaling") + ".")
         return
     label, frame = tables[-1]
     frame = frame[frame["axis"] == axis]
@@ -791,9 +797,12 @@ def _tradeoff_charts(frame: pd.DataFrame, label: str, axis: str) -> None:
     with cols[2]:
         chart(bc.loss_vs_cost(pts, x="tokens_per_s", x_title="measured training throughput (tokens/s)", axis=axis,
                               current=current, title="Loss vs speed", log_x=False), f"tradeoffs.measured.speed.{axis}")
+    unread = report.law_fit_warning(analysis.final_evals(frame))
     fit = analysis.fit_power_law(pts["num_params"].tolist(), pts["val_loss_nats"].tolist()) if len(pts) > 1 else None
+    if unread and fit:
+        st.warning("The power law below is fitted to these runs anyway. " + unread, icon=":material/warning:")
     st.caption(f"Source: {label}. " + analysis.describe_scope(frame) + " Equal token budget; loss is the validation "
                "loss (nats/token, mean over seeds) of the scaled-down family member at each value."
-               + (f" Your fit: {fit.describe()}. Literature fit for comparison: Chinchilla's parameter exponent "
+               + (f" Your fit{' (not a scaling law: see the warning above)' if unread else ''}: {fit.describe()}. Literature fit for comparison: Chinchilla's parameter exponent "
                   f"alpha = {proxies.CHINCHILLA_FIT['alpha']} (Hoffmann et al. 2022, on their data, at 70M-16B "
                   "parameters)." if fit else ""))
