@@ -197,7 +197,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     st.caption("Closed form: each part's FLOPs and the minimum bytes its kernels move against a device's compute "
                "and bandwidth ceilings (datasheet presets; the measuring CPU is calibrated in the measurement). "
                "A lower bound: launch and Python overhead are not in it. Checked on an NVIDIA H200 "
-               "(docs/gpu-results.md, bf16): the seed's measured forward was 3.0x this bound at 8192 tokens (its dense "
+               "(xtlens's reference run of 2026-11-26, bf16, whose rows ship with xtlens): the seed's measured forward was 3.0x this bound at 8192 tokens (its dense "
                "ALiBi bias moves far more than the minimum bytes) and 62x at 1024 tokens, where kernel launches, not "
                "the GPU, set the time; without ALiBi, 9x at 8192 tokens.")
     names = list(GPU_PRESETS)
@@ -266,8 +266,8 @@ def _reference(ctx: Ctx, hw_name: str) -> None:
     if pvm.empty:
         return
     what = REFERENCE_RUNS[hw_name][1]
-    st.markdown(f"**Measured on that GPU: this configuration in xtlens's reference run** ({what}; "
-                "docs/gpu-results.md). Kernel times per part from torch.profiler; the total from CUDA events.")
+    st.markdown(f"**Measured on that GPU: this configuration in xtlens's reference run** ({what}; its rows ship "
+                "with xtlens). Kernel times per part from torch.profiler; the total from CUDA events.")
     st.dataframe(arrow_safe(pvm), hide_index=True, width="stretch", key="df.latency.reference",
                  column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx"),
                                 "measured_ms": st.column_config.NumberColumn(format="%.4g"),
