@@ -397,10 +397,20 @@ def readable(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return shown, config
 
 
-def dataframe(table: pd.DataFrame, key: str, **kw) -> None:
-    """``st.dataframe`` of a probe table, ``readable``."""
+#: what Export calls the Benefits tab's tables (by key, less ``benefits.df.``); any other: the key in words
+TABLE_TITLES = {"scaling_laws": "scaling: fitted laws", "scaling_iso": "scaling: IsoFLOP minima",
+                "scaling_points": "scaling: every point", "scaling_sweep": "scaling: learning-rate sweep",
+                "gaps": "scaling: over-fitting gaps", "extrap.gain": "extrapolation: context gain",
+                "extrap.headline": "extrapolation: headline", "extrap": "extrapolation: loss per length", "stab": "stability: largest stable learning rate",
+                "heads": "heads: loss per head count"}
+
+
+def dataframe(table: pd.DataFrame, key: str, *, title: str | None = None, **kw) -> None:
+    """``st.dataframe`` of a probe table, ``readable``; Export gets the raw ``table`` (``view_common.dataframe``)."""
     shown, config = readable(table)
-    st.dataframe(shown, hide_index=True, key=key, column_config=config, **kw)
+    name = key.removeprefix("benefits.df.")
+    view_common.dataframe(shown, key, title=title or TABLE_TITLES.get(name, name.replace("_", " ").replace(".", ": ")),
+                          raw=table, column_config=config, **kw)
 
 
 def _results(ctx: Ctx, probe: str, frame: pd.DataFrame) -> None:
@@ -442,7 +452,7 @@ def _results_drawn(ctx: Ctx, probe: str, frame: pd.DataFrame, final: pd.DataFram
                 "status", "error"]
         shown = flags[[c for c in cols if c in flags] + ["learned"]]
         shown = shown.assign(learned=shown["learned"].map({True: "learned", False: "not_learned"}).fillna("—"))
-        dataframe(shown, f"benefits.df.{probe}", width="stretch")
+        dataframe(shown, f"benefits.df.{probe}", title=f"{probe}: final evaluation of every run", width="stretch")
         st.caption("Every row of the probe (per evaluation step, per layer, per position bucket), as written by "
                    "`xtlens probe`:")
         _downloads(frame, probe)
@@ -494,8 +504,8 @@ def _claims_table(probe: str, frame: pd.DataFrame) -> None:
     if claims.empty:
         st.caption("No claim of this probe could be evaluated from these rows.")
         return
-    st.dataframe(claims_styler(claims_display(claims)), hide_index=True, width="stretch",
-                 key=f"benefits.claims.{probe}",
+    view_common.dataframe(claims_styler(claims_display(claims)), f"benefits.claims.{probe}", title=f"claims {probe}",
+                          raw=claims, width="stretch",
                  column_config={"claim": st.column_config.TextColumn(width="large"),
                                 "estimate [95% interval]": st.column_config.TextColumn(width="medium")})
     st.caption("supported / contradicted: the 95% interval excludes 0 on the claimed / the other side AND the "
@@ -581,9 +591,10 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     gaps = analysis.overfit_gaps(final)
     if not gaps.empty:
         st.markdown("**Over-fitting (repeated epochs on a small subset of the training split)**")
-        st.dataframe(gaps.rename(columns={"axis_value": axis, "train_loss_nats": "train loss (nats/token)",
-                                          "val_loss_nats": "val loss (nats/token)", "gap_nats": "val - train (nats)",
-                                          "num_params": "parameters"}), hide_index=True, key="benefits.df.gaps")
+        view_common.dataframe(gaps.rename(columns={"axis_value": axis, "train_loss_nats": "train loss (nats/token)",
+                                                   "val_loss_nats": "val loss (nats/token)",
+                                                   "gap_nats": "val - train (nats)", "num_params": "parameters"}),
+                              "benefits.df.gaps", title=TABLE_TITLES["gaps"], raw=gaps)
 
 
 def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
