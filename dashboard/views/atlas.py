@@ -159,7 +159,8 @@ def render(ctx: Ctx, opt: ProbeOptions | None, table: pd.DataFrame, finals: pd.D
         view_common.chart(bc.clean_log_axes(ac.quality_vs_cost(table, cost=cost)), f"benefits.atlas.chart.{key}")
     with cols[1]:
         shown = display_table(table)
-        view_common.dataframe(shown, f"benefits.atlas.table.{key}", title=f"benefit atlas: {key}", raw=table, height=700,
+        view_common.dataframe(shown, f"benefits.atlas.table.{key}", title=f"benefit atlas: {key}", height=700,
+                              raw=ac.chart_rows(table),  # the rows drawn, raw columns (Export also lists the whole stored atlas)
                               column_config=_number_config(shown))
     st.caption("Each point is one option toggled alone at one size (symbol), minus the reference at that size; bars = "
                "95% interval (paired per validation window, seeds and windows resampled). Colour and legend = the "
