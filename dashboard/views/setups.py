@@ -143,7 +143,7 @@ def render(ctx: Ctx) -> None:
     chart(setup_charts.stages_figure(train_memory.stages_bytes, train_memory.peak_parts_bytes, train_memory.peak_stage, budget_bytes,
                                      title="Training step: live memory per device at each stage"), "setups_stages")
     table(_sizes(train_memory, serve_memory), "per-device memory by component", "setups.sizes",
-          caption="bytes per device under the setups; 'at the peak' is what is alive at the peak stage")
+          caption="bytes per device under the setups; at_peak_bytes is what is alive at the peak stage")
     st.caption(_measured_note(training, serving) + " Loop assumed: " + LOOP_TEXT[training.loop] + ". Each step: forward, loss, backward per micro-batch, "
                "optimizer.step(), zero_grad(set_to_none=True). `xtlens.profiling.measure.setups` runs such a step on this "
                "model's real code under torch's memory tracker, to check these sizes.")
@@ -169,13 +169,13 @@ def _measured_note(training: TrainingSetup, serving: ServingSetup) -> str:
 
 
 def _sizes(tm: cost_model.TrainingMemory, sm: cost_model.ServingMemory) -> pd.DataFrame:
-    rows = [{"phase": "train_step", "component": k, "bytes": v, "at the peak": tm.peak_parts_bytes.get(k)}
+    rows = [{"phase": "train_step", "component": k, "bytes": v, "at_peak_bytes": tm.peak_parts_bytes.get(k)}
             for k, v in (("weights", tm.weights_bytes), ("buffers", tm.buffers_bytes), ("gradients", tm.grads_bytes),
                          ("optimizer", tm.optimizer_bytes), ("activations", tm.activation_bytes),
                          ("loss", tm.loss_bytes))]
     rows.append({"phase": "train_step", "component": "transient", "bytes": None,
-                 "at the peak": tm.peak_parts_bytes["transient"]})
-    rows += [{"phase": "inference", "component": k, "bytes": v, "at the peak": v}
+                 "at_peak_bytes": tm.peak_parts_bytes["transient"]})
+    rows += [{"phase": "inference", "component": k, "bytes": v, "at_peak_bytes": v}
              for k, v in (("weights", sm.weights_bytes), ("buffers", sm.buffers_bytes), ("kv_cache", sm.kv_cache_bytes),
                           ("activations", sm.activation_bytes))]
     frame = pd.DataFrame(rows)
@@ -265,7 +265,7 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                    + "). Training FLOPs: the closed-form training step per token (torch convention, recomputation "
                    "included) x the token budget. Pareto front: feasible points that no other feasible point beats "
                    "on both.")
-    table(frame, "budget grid", "setups.grid",
+    table(frame.assign(loss_unit=law.unit), "budget grid", "setups.grid",
           caption=f"bytes, FLOPs (torch convention), loss / loss_low / loss_high in {law.unit} ({law.label})")
 
 
