@@ -544,8 +544,9 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     from xtlens.profiling.benefit import probe_scaling as ps
 
     axis = frame["axis"].dropna().iloc[0]
+    laws = once("law_table", frame)
     unread = report.law_fit_warning(final[final["probe"] == "scaling"] if "probe" in final else final)
-    if unread:  # the fitted curves and the law table below are drawn, under this warning
+    if unread and not laws.empty:  # the fitted curves and the law table below are drawn, under this warning
         st.warning("The laws on this probe's charts and in its table are fitted anyway. " + unread,
                    icon=":material/warning:")
     cols = st.columns(2)
@@ -561,7 +562,6 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                "on validation (seed mean) is the point's result, the others are shown hollow. Bars and bands: 95% "
                "bootstrap over seeds (and validation windows). Along dim the attention width grows with it "
                "(heads x attn_dim_head = dim, as in the seed: 8 x 64 = 512).")
-    laws = once("law_table", frame)
     if not laws.empty:
         st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)"
                     + (" — not scaling laws: see the warning above" if unread else ""))
