@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from xtlens.dashboard import exporting
+from xtlens.dashboard.session import store
 from xtlens.profiling.results.records import arrow_safe
 
 EAGER_ROWS = 2_000  # tables up to this size are encoded on every run (a few ms); larger ones when clicked
@@ -56,14 +57,14 @@ def remember(frame: pd.DataFrame, title: str, key: str) -> None:
     """Keep ``frame`` (the raw table behind what is drawn) for the Export tab, replacing this key's last one."""
     key = key.removeprefix("df.")
     tab = TAB_OF_KEY.get(key.split(".", 1)[0], "")
-    shown = st.session_state.setdefault(SHOWN_KEY, {})
+    shown = store.setdefault(SHOWN_KEY, {})
     shown[key] = ShownTable(key=key, tab=tab, title=title, frame=frame, drawn_for=drawn_for(),
                             drawn_at=time.strftime("%H:%M:%S"))
 
 
 def shown_tables() -> list[ShownTable]:
     """Every table drawn in this browser session (the last drawing of each key), in the order first drawn."""
-    return list(st.session_state.get(SHOWN_KEY, {}).values())
+    return list(store.get(SHOWN_KEY, {}).values())
 
 
 def dataframe(frame, key: str, *, title: str, raw: pd.DataFrame | None = None, **kwargs) -> None:
