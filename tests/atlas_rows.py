@@ -116,12 +116,13 @@ def stored_atlas_runs(opt, *, windows: int = 24, layers: int = 0, rng_seed: int 
     from xtlens.profiling.results.records import config_key
     from xtlens.profiling.run.device import device_name, resolve_device, versions
 
-    sha, name, vers = load_corpus(None).sha256, device_name(resolve_device("cpu")), versions()
+    corpus = load_corpus(None)
+    sha, name, vers = corpus.sha256, device_name(resolve_device("cpu")), versions()
     rng = np.random.default_rng(rng_seed)
     level = {}
     out = []
     for run in plan(opt):
-        key = run_key(run, sha, name, vers)
+        key = run_key(run, corpus.content_key, name, vers)
         pc = param_counts(run.cfg)
         steps = steps_for(run.cfg, run.budget, run.settings)
         tokens = steps * run.settings.batch * run.settings.seq_len

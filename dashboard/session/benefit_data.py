@@ -145,11 +145,11 @@ def atlas_run_keys(opt: ProbeOptions) -> tuple[tuple[str, str], ...]:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def load_corpus_sha(path: str | None, stamp: int) -> str:
-    """The SHA-256 of the corpus at ``path`` (None: the default corpus) as its runs were keyed; ``stamp`` (the
-    file's modification time) renews it when the file changes."""
+    """The corpus part of its runs' keys (``Corpus.content_key``) at ``path`` (None: the default corpus); ``stamp``
+    (the file's modification time) renews it when the file changes."""
     from xtlens.profiling.benefit.corpus import load_corpus
 
-    return load_corpus(path).sha256
+    return load_corpus(path).content_key
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

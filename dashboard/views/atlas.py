@@ -159,8 +159,9 @@ def render(ctx: Ctx, opt: ProbeOptions | None, table: pd.DataFrame, finals: pd.D
         view_common.chart(bc.clean_log_axes(ac.quality_vs_cost(table, cost=cost)), f"benefits.atlas.chart.{key}")
     with cols[1]:
         shown = display_table(table)
-        st.dataframe(shown, hide_index=True, key=f"benefits.atlas.table.{key}", height=700,
-                     column_config=_number_config(shown))
+        view_common.dataframe(shown, f"benefits.atlas.table.{key}", title=f"benefit atlas: {key}", height=700,
+                              raw=ac.chart_rows(table),  # the rows drawn, raw columns (Export also lists the whole stored atlas)
+                              column_config=_number_config(shown))
     st.caption("Each point is one option toggled alone at one size (symbol), minus the reference at that size; bars = "
                "95% interval (paired per validation window, seeds and windows resampled). Colour and legend = the "
                "verdict: lowers / raises the loss (the interval excludes 0 and the change is at least the minimum "
@@ -174,8 +175,9 @@ def render(ctx: Ctx, opt: ProbeOptions | None, table: pd.DataFrame, finals: pd.D
         if not skipped.empty:
             st.markdown(f"**Options not run: {len(skipped)}** (they cannot combine with this family; "
                         "x-transformers' rule)")
-            st.dataframe(skipped.rename(columns={"arm": "option", "reason": "why not"}), hide_index=True,
-                         key=f"benefits.atlas.skipped.{key}", width="stretch")
+            view_common.dataframe(skipped.rename(columns={"arm": "option", "reason": "why not"}),
+                                  f"benefits.atlas.skipped.{key}", title=f"benefit atlas: options not run ({key})",
+                                  raw=skipped, width="stretch")
         else:
             st.caption("Every chosen option combines with this family: none skipped.")
     fc, held = _forecast_section(ctx, finals, key, digest)

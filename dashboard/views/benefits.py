@@ -397,10 +397,20 @@ def readable(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return shown, config
 
 
-def dataframe(table: pd.DataFrame, key: str, **kw) -> None:
-    """``st.dataframe`` of a probe table, ``readable``."""
+#: what Export calls the Benefits tab's tables (by key, less ``benefits.df.``); any other: the key in words
+TABLE_TITLES = {"scaling_laws": "scaling: fitted laws", "scaling_iso": "scaling: IsoFLOP minima",
+                "scaling_points": "scaling: every point", "scaling_sweep": "scaling: learning-rate sweep",
+                "gaps": "scaling: over-fitting gaps", "extrap.gain": "extrapolation: context gain",
+                "extrap.headline": "extrapolation: headline", "extrap": "extrapolation: loss per length", "stab": "stability: largest stable learning rate",
+                "heads": "heads: loss per head count"}
+
+
+def dataframe(table: pd.DataFrame, key: str, *, title: str | None = None, **kw) -> None:
+    """``st.dataframe`` of a probe table, ``readable``; Export gets the raw ``table`` (``view_common.dataframe``)."""
     shown, config = readable(table)
-    st.dataframe(shown, hide_index=True, key=key, column_config=config, **kw)
+    name = key.removeprefix("benefits.df.")
+    view_common.dataframe(shown, key, title=title or TABLE_TITLES.get(name, name.replace("_", " ").replace(".", ": ")),
+                          raw=table, column_config=config, **kw)
 
 
 def _results(ctx: Ctx, probe: str, frame: pd.DataFrame) -> None:
@@ -442,7 +452,7 @@ def _results_drawn(ctx: Ctx, probe: str, frame: pd.DataFrame, final: pd.DataFram
                 "status", "error"]
         shown = flags[[c for c in cols if c in flags] + ["learned"]]
         shown = shown.assign(learned=shown["learned"].map({True: "learned", False: "not_learned"}).fillna("—"))
-        dataframe(shown, f"benefits.df.{probe}", width="stretch")
+        dataframe(shown, f"benefits.df.{probe}", title=f"{probe}: final evaluation of every run", width="stretch")
         st.caption("Every row of the probe (per evaluation step, per layer, per position bucket), as written by "
                    "`xtlens probe`:")
         _downloads(frame, probe)
@@ -494,8 +504,8 @@ def _claims_table(probe: str, frame: pd.DataFrame) -> None:
     if claims.empty:
         st.caption("No claim of this probe could be evaluated from these rows.")
         return
-    st.dataframe(claims_styler(claims_display(claims)), hide_index=True, width="stretch",
-                 key=f"benefits.claims.{probe}",
+    view_common.dataframe(claims_styler(claims_display(claims)), f"benefits.claims.{probe}", title=f"claims {probe}",
+                          raw=claims, width="stretch",
                  column_config={"claim": st.column_config.TextColumn(width="large"),
                                 "estimate [95% interval]": st.column_config.TextColumn(width="medium")})
     st.caption("supported / contradicted: the 95% interval excludes 0 on the claimed / the other side AND the "
@@ -534,6 +544,11 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     from xtlens.profiling.benefit import probe_scaling as ps
 
     axis = frame["axis"].dropna().iloc[0]
+    laws = once("law_table", frame)
+    unread = report.law_fit_warning(final[final["probe"] == "scaling"] if "probe" in final else final)
+    if unread and not laws.empty:  # the fitted curves and the law table below are drawn, under this warning
+        st.warning("The laws on this probe's charts and in its table are fitted anyway. " + unread,
+                   icon=":material/warning:")
     cols = st.columns(2)
     with cols[0]:
         chart(once("scaling_law", frame, f"Equal tokens: val loss vs non-embedding parameters ({axis} swept)"),
@@ -547,9 +562,9 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
                "on validation (seed mean) is the point's result, the others are shown hollow. Bars and bands: 95% "
                "bootstrap over seeds (and validation windows). Along dim the attention width grows with it "
                "(heads x attn_dim_head = dim, as in the seed: 8 x 64 = 512).")
-    laws = once("law_table", frame)
     if not laws.empty:
-        st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)")
+        st.markdown("**Fitted laws** (seed bootstrap; a law that is not identifiable says why)"
+                    + (" — not scaling laws: see the warning above" if unread else ""))
         dataframe(laws.drop(columns=["method"]), "benefits.df.scaling_laws", width="stretch")
     iso = once("isoflop_table", frame)
     if not iso.empty:
@@ -576,9 +591,10 @@ def _scaling(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
     gaps = analysis.overfit_gaps(final)
     if not gaps.empty:
         st.markdown("**Over-fitting (repeated epochs on a small subset of the training split)**")
-        st.dataframe(gaps.rename(columns={"axis_value": axis, "train_loss_nats": "train loss (nats/token)",
-                                          "val_loss_nats": "val loss (nats/token)", "gap_nats": "val - train (nats)",
-                                          "num_params": "parameters"}), hide_index=True, key="benefits.df.gaps")
+        view_common.dataframe(gaps.rename(columns={"axis_value": axis, "train_loss_nats": "train loss (nats/token)",
+                                                   "val_loss_nats": "val loss (nats/token)",
+                                                   "gap_nats": "val - train (nats)", "num_params": "parameters"}),
+                              "benefits.df.gaps", title=TABLE_TITLES["gaps"], raw=gaps)
 
 
 def _stability(ctx: Ctx, frame: pd.DataFrame, final: pd.DataFrame) -> None:
@@ -763,7 +779,8 @@ def tradeoff_panel(ctx: Ctx, axis: str) -> None:
     if not tables:
         st.caption(f"No scaling probe over {axis} yet: run one in the Benefits tab (probe 'scaling', field {axis}) or "
                    "load a table written by `xtlens probe scaling`. It trains scaled-down members of this "
-                   "configuration's family on real text and shows their validation loss here, next to their cost.")
+                   "configuration's family on real text and shows their validation loss here, next to their cost. "
+                   + report.wall_time_line("scaling") + ".")
         return
     label, frame = tables[-1]
     frame = frame[frame["axis"] == axis]
@@ -791,9 +808,12 @@ def _tradeoff_charts(frame: pd.DataFrame, label: str, axis: str) -> None:
     with cols[2]:
         chart(bc.loss_vs_cost(pts, x="tokens_per_s", x_title="measured training throughput (tokens/s)", axis=axis,
                               current=current, title="Loss vs speed", log_x=False), f"tradeoffs.measured.speed.{axis}")
+    unread = report.law_fit_warning(analysis.final_evals(frame))
     fit = analysis.fit_power_law(pts["num_params"].tolist(), pts["val_loss_nats"].tolist()) if len(pts) > 1 else None
+    if unread and fit:
+        st.warning("The power law below is fitted to these runs anyway. " + unread, icon=":material/warning:")
     st.caption(f"Source: {label}. " + analysis.describe_scope(frame) + " Equal token budget; loss is the validation "
                "loss (nats/token, mean over seeds) of the scaled-down family member at each value."
-               + (f" Your fit: {fit.describe()}. Literature fit for comparison: Chinchilla's parameter exponent "
+               + (f" Your fit{' (not a scaling law: see the warning above)' if unread else ''}: {fit.describe()}. Literature fit for comparison: Chinchilla's parameter exponent "
                   f"alpha = {proxies.CHINCHILLA_FIT['alpha']} (Hoffmann et al. 2022, on their data, at 70M-16B "
                   "parameters)." if fit else ""))

@@ -10,7 +10,7 @@ from xtlens.dashboard import charts, data, tables
 from xtlens.dashboard.session import loading, pins, tab_settings
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, downloads, table
+from xtlens.dashboard.views.common import chart, dataframe, downloads, table
 from xtlens.profiling.results.records import arrow_safe
 
 
@@ -70,7 +70,8 @@ def render(ctx: Ctx) -> None:
     st.caption(f"Deltas (Δ) are against **{items[0][0]}**. One unit per row (GiB = 2^30 bytes, MiB = 2^20 bytes); "
                "FLOPs with 1 multiply-add = 2 FLOPs. Each configuration keeps its colour in every chart below.")
     wide = tables.compare_wide(long)
-    st.dataframe(arrow_safe(wide), hide_index=True, width="stretch", key="df.compare.wide", height=35 * (len(wide) + 1) + 3)
+    dataframe(arrow_safe(wide), "df.compare.wide", title="comparison", raw=long, width="stretch",
+              height=35 * (len(wide) + 1) + 3)
     downloads(long, "comparison", "compare.long")
     cols = st.columns(2)
     with cols[0]:

@@ -1,4 +1,5 @@
-"""Export: every table in four formats, the whole session as one JSON file (and loading it back), and
+"""Export: every table in four formats (the closed-form ones, every table a tab drew this session:
+``common.shown_tables``), the whole session as one JSON file (and loading it back), and
 results of ``xtlens profile`` from another machine uploaded and compared."""
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ import streamlit as st
 from xtlens.dashboard import charts, data, exporting, tables
 from xtlens.dashboard.session import jobs, ownership, pins, restore, session_io, tab_settings, uploads
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import EAGER_ROWS, chart, download_data, downloads
+from xtlens.dashboard.views.common import (
+    EAGER_ROWS,
+    TAB_OF_KEY,
+    ShownTable,
+    chart,
+    download_data,
+    downloads,
+    drawn_for,
+    shown_tables,
+)
 from xtlens.profiling.results import uploads as upload_boundary
 from xtlens.profiling.results.export import as_frame
 from xtlens.profiling.results.records import arrow_safe
@@ -43,6 +53,17 @@ def probe_tables() -> list[tuple[str, pd.DataFrame]]:
     return [(f"{probe}: {label}", frame) for probe in PROBES for label, frame in benefit_data.finished_tables(probe)]
 
 
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    return a is b or (a.shape == b.shape and list(a.columns) == list(b.columns) and a.equals(b))
+
+
+def drawn_tables(listed: list[tuple[str, pd.DataFrame]]) -> list[tuple[ShownTable, str | None]]:
+    """Every table the other tabs drew this session (``common.shown_tables``), each with the name of the table
+    listed above that holds the same rows (None: none does; it gets its own downloads)."""
+    return [(t, next((name for name, f in listed if _same(f, t.frame)), None))
+            for t in shown_tables() if t.tab != "Export"]
+
+
 def render(ctx: Ctx) -> None:
     # the sections top to bottom; the uploads are read first, so a table uploaded in this run is already listed
     # under Tables and saved with the session
@@ -65,9 +86,11 @@ def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     st.subheader("Tables")
     st.caption("Each table as CSV, JSON, Parquet (read back exactly) or Markdown (for reading). Measurement tables use "
                "the same columns as `xtlens profile`.")
-    for name, frame in closed_form_tables(ctx).items():
+    closed = closed_form_tables(ctx)
+    for name, frame in closed.items():
         st.markdown(f"**{name}** — {len(frame)} rows")
         downloads(frame, name, f"export.{exporting.file_stem(name)}")
+    _drawn(list(closed.items()))
     for i, (name, frame) in enumerate(measured):
         st.markdown(f"**measured: {name}** — {len(frame)} rows")
         downloads(frame, f"measured {name}", f"export.measured.{i}")
@@ -98,6 +121,27 @@ def _tables(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:
     if not measured and not uploads.uploads() and not probes and not atlas:
         st.caption("Measured tables appear here after you press Measure in a view (uploaded and restored tables too, "
                    "which the Latency, Memory and FLOPs views also draw).")
+
+
+def _drawn(listed: list[tuple[str, pd.DataFrame]]) -> None:
+    st.markdown("**Tables drawn on the other tabs** (Setups, Latency's roofline, the budget grid, ...): each as its "
+                "tab last drew it in this session, raw numbers with units in the column names.")
+    drawn = drawn_tables(listed)
+    now = drawn_for()
+    for t, same in drawn:
+        note = f"{len(t.frame)} rows, drawn at {t.drawn_at}"
+        if t.drawn_for != now:
+            note += " for another configuration or workload than the sidebar's now (open the tab to redraw it)"
+        if same is not None:
+            st.markdown(f"**{t.tab}: {t.title}** — {note}; the same table as **{same}** above")
+            continue
+        st.markdown(f"**{t.tab}: {t.title}** — {note}")
+        downloads(t.frame, f"{t.tab} {t.title}", f"export.shown.{t.key}")
+    seen = {t.tab for t, _ in drawn}
+    missing = [tab for tab in dict.fromkeys(TAB_OF_KEY.values()) if tab != "Export" and tab not in seen]
+    if missing:
+        st.caption("No table drawn yet in this session on: " + ", ".join(missing) + ". Open a tab and its tables are "
+                   "listed here.")
 
 
 def _session(ctx: Ctx, measured: list[tuple[str, pd.DataFrame]]) -> None:

@@ -10,7 +10,7 @@ from xtlens.dashboard import charts, data, headline, tables
 from xtlens.dashboard.session import jobs, other_runs
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table, wrap_metrics
+from xtlens.dashboard.views.common import chart, dataframe, table, wrap_metrics
 from xtlens.profiling.measure import flops as fb
 from xtlens.profiling.results.records import arrow_safe
 
@@ -73,10 +73,11 @@ def render(ctx: Ctx) -> None:
     if not totals.empty:
         st.markdown("**Total FLOPs by counter** (1 multiply-add = 2 FLOPs): a table, because the counters differ by "
                     "hundredths of a percent, which bars of equal height would hide.")
-        st.dataframe(counter_table(totals), hide_index=True, width="stretch", key="df.flops.counters")
+        dataframe(counter_table(totals), "df.flops.counters", title="total FLOPs by counter", width="stretch")
         show = totals[["phase", "predicted_flops", "torch_counter_flops", "fvcore_macs", "fvcore_flops",
                        "flops_rel_err", "method"]]
-        st.dataframe(arrow_safe(show), hide_index=True, width="stretch", key="df.flops.totals",
+        dataframe(arrow_safe(show), "df.flops.totals", title="FLOP totals: predicted vs counted", raw=show,
+                  width="stretch",
                      column_config={"fvcore_macs": st.column_config.NumberColumn("fvcore raw count (MACs)"),
                                     "flops_rel_err": st.column_config.NumberColumn("max rel. error",
                                                                                    format="percent")})
@@ -99,8 +100,8 @@ def render(ctx: Ctx) -> None:
     gaps = parts[parts["method"].isin([fb.FVCORE_UNSUPPORTED, fb.FVCORE_UNCALLED])]
     if not gaps.empty:
         st.markdown("**fvcore's own gaps** (as fvcore reports them: operators it skipped, modules never called)")
-        st.dataframe(gaps[["method", "component", "error"]].rename(columns={"error": "note"}), hide_index=True,
-                     width="stretch", key="df.flops.gaps")
+        dataframe(gaps[["method", "component", "error"]].rename(columns={"error": "note"}), "df.flops.gaps",
+                  title="fvcore's own gaps", width="stretch")
     table(frame, "FLOP counts", "flops.measured")
 
 
@@ -141,5 +142,5 @@ def _other_runs(ctx: Ctx, frame: pd.DataFrame | None) -> None:
         "flops_runs")
     tbl = pd.concat([counter_table(g).assign(run=run) for run, g in others.groupby("run", sort=False)],
                     ignore_index=True)
-    st.dataframe(tbl[["run", *[c for c in tbl.columns if c != "run"]]], hide_index=True, width="stretch",
-                 key="df.flops.runs")
+    dataframe(tbl[["run", *[c for c in tbl.columns if c != "run"]]], "df.flops.runs", title="FLOP totals by run",
+              width="stretch")

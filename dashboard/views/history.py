@@ -20,7 +20,7 @@ from xtlens.core.config import ModelConfig, XtlensError
 from xtlens.core.presets import config_label
 from xtlens.dashboard import charts, tables
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table
+from xtlens.dashboard.views.common import chart, dataframe, table
 from xtlens.profiling.results.records import arrow_safe
 
 MAX_ROWS = 50_000
@@ -175,7 +175,7 @@ def render(ctx: Ctx) -> None:
         return
     summary = series_summary(picked)
     st.markdown(f"**{len(summary)} series** (configuration · device · dtype) match — pick the ones to compare:")
-    st.dataframe(arrow_safe(summary), hide_index=True, width="stretch", key="df.history.series",
+    dataframe(arrow_safe(summary), "df.history.series", title="stored series", raw=summary, width="stretch",
                  height=min(35 * (len(summary) + 1) + 3, 300), column_config=SUMMARY_LABELS)
     options = summary["series"].tolist()
     chosen = st.multiselect("series to compare", options, default=options[:DEFAULT_SERIES], key="history.series",

@@ -15,7 +15,7 @@ from xtlens.dashboard.charts import latency as latency_charts
 from xtlens.dashboard.session import jobs, other_runs, tab_settings
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table
+from xtlens.dashboard.views.common import chart, dataframe, table
 from xtlens.profiling.results.records import arrow_safe
 
 PHASES = tables.LATENCY_PHASES
@@ -112,7 +112,8 @@ def _totals(ctx: Ctx, frame: pd.DataFrame | None, others: pd.DataFrame | None = 
     if len(kernels.columns) > 1:  # uploaded tables may not record the kernel
         st.markdown("**Attention kernel that ran at each point** (SDPA backend; `math` / `einsum` when no fused kernel "
                     "ran)")
-        st.dataframe(arrow_safe(kernels), hide_index=True, width="stretch", key="df.latency.kernels")
+        dataframe(arrow_safe(kernels), "df.latency.kernels", title="attention kernel at each point", raw=kernels,
+                  width="stretch")
     if frame is not None:
         table(frame, "latency measurements", "latency.measured")
 
@@ -160,7 +161,7 @@ def _breakdown(ctx: Ctx, gpu: bool) -> pd.DataFrame | None:
         st.markdown(f"At **{longest:,} tokens**, building the ALiBi bias and preparing the dense mask take "
                     f"**{share:.0f} %** of this {phase.replace('_', ' ')}; the attention kernel itself "
                     f"**{kernel:.0f} %**.")
-    st.dataframe(arrow_safe(tbl), hide_index=True, width="stretch", key="df.latency.breakdown",
+    dataframe(arrow_safe(tbl), "df.latency.breakdown", title=f"latency breakdown by part ({phase})", raw=tbl, width="stretch",
                  column_config={"share_%": st.column_config.NumberColumn(format="%.1f"),
                                 "measured_ms": st.column_config.NumberColumn(format="%.4g"),
                                 "predicted_ms": st.column_config.NumberColumn(format="%.4g")})
@@ -184,7 +185,7 @@ def _whatif(ctx: Ctx) -> None:
                        help="Builds one fresh model per implementation in a child process and times it.")
     if frame is None:
         return
-    st.dataframe(arrow_safe(lp.whatif_table(frame)), hide_index=True, width="stretch", key="df.latency.whatif",
+    dataframe(arrow_safe(lp.whatif_table(frame)), "df.latency.whatif", title="what-if implementations", width="stretch",
                  column_config={"speedup_vs_asbuilt": st.column_config.NumberColumn(format="%.2fx"),
                                 "logits_rel_err": st.column_config.NumberColumn(format="%.1e"),
                                 "median_ms": st.column_config.NumberColumn(format="%.4g")})
@@ -201,7 +202,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     st.caption("Closed form: each part's FLOPs and the minimum bytes its kernels move against a device's compute "
                "and bandwidth ceilings (datasheet presets; the measuring CPU is calibrated in the measurement). "
                "A lower bound: launch and Python overhead are not in it. Checked on an NVIDIA H200 "
-               "(docs/gpu-results.md, bf16): the seed's measured forward was 3.0x this bound at 8192 tokens (its dense "
+               "(xtlens's reference run of 2026-11-26, bf16, whose rows ship with xtlens): the seed's measured forward was 3.0x this bound at 8192 tokens (its dense "
                "ALiBi bias moves far more than the minimum bytes) and 62x at 1024 tokens, where kernel launches, not "
                "the GPU, set the time; without ALiBi, 9x at 8192 tokens.")
     names = list(GPU_PRESETS)
@@ -244,8 +245,8 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     total = float(pts["predicted_ms"].sum()) if not pts.empty else 0.0
     st.markdown(f"Predicted {phase.replace('_', ' ')} at {seq:,} tokens on **{hw.name}**: **{total:.3g} ms** "
                 f"(sum of the parts' roofline times; {hw.source}).")
-    st.dataframe(arrow_safe(pts.drop(columns=["attainable_flops_per_s"])), hide_index=True, width="stretch",
-                 key="df.latency.roofline",
+    dataframe(arrow_safe(pts.drop(columns=["attainable_flops_per_s"])), "df.latency.roofline", width="stretch",
+              title=f"roofline: predicted {phase.replace('_', ' ')} on {hw.name} at {seq} tokens", raw=pts,
                  column_config={"predicted_ms": st.column_config.NumberColumn(format="%.4g"),
                                 "flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
                                 "bytes_moved": st.column_config.NumberColumn("bytes moved", format="%.3e"),
@@ -255,7 +256,7 @@ def _roofline(ctx: Ctx, measured: pd.DataFrame | None) -> None:
     if not pvm.empty:
         st.markdown("**Predicted against measured** (roofline of the measuring device: the calibrated CPU or the "
                     "GPU's datasheet preset)")
-        st.dataframe(arrow_safe(pvm), hide_index=True, width="stretch", key="df.latency.pvm",
+        dataframe(arrow_safe(pvm), "df.latency.pvm", title="roofline predicted vs measured", raw=pvm, width="stretch",
                      column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
     _reference(ctx, hw_name)
 
@@ -270,16 +271,18 @@ def _reference(ctx: Ctx, hw_name: str) -> None:
     if pvm.empty:
         return
     what = REFERENCE_RUNS[hw_name][1]
-    st.markdown(f"**Measured on that GPU: this configuration in xtlens's reference run** ({what}; "
-                "docs/gpu-results.md). Kernel times per part from torch.profiler; the total from CUDA events.")
-    st.dataframe(arrow_safe(pvm), hide_index=True, width="stretch", key="df.latency.reference",
+    st.markdown(f"**Measured on that GPU: this configuration in xtlens's reference run** ({what}; its rows ship "
+                "with xtlens). Kernel times per part from torch.profiler; the total from CUDA events.")
+    dataframe(arrow_safe(pvm), "df.latency.reference", title=f"reference run on {hw_name}: predicted vs measured",
+              raw=pvm, width="stretch",
                  column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx"),
                                 "measured_ms": st.column_config.NumberColumn(format="%.4g"),
                                 "predicted_ms": st.column_config.NumberColumn(format="%.4g")})
     if ctx.cfg.alibi_pos_bias and not share.empty:
         st.caption("Where that run's time went: ALiBi bias construction + mask preparation, and the attention kernel, "
                    "as shares of the measured total (the rest: the other parts and time in which no kernel ran).")
-        st.dataframe(arrow_safe(share), hide_index=True, width="stretch", key="df.latency.reference_share",
+        dataframe(arrow_safe(share), "df.latency.reference_share", title=f"reference run on {hw_name}: time shares",
+                  raw=share, width="stretch",
                      column_config={"alibi_and_mask_share": st.column_config.NumberColumn(format="percent"),
                                     "attention_kernel_share": st.column_config.NumberColumn(format="percent"),
                                     "total_ms": st.column_config.NumberColumn(format="%.4g"),

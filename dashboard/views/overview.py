@@ -12,7 +12,7 @@ from xtlens.dashboard import charts, data, facts, headline, tables
 from xtlens.dashboard.session import jobs
 from xtlens.dashboard.session.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, downloads, table, wrap_metrics
+from xtlens.dashboard.views.common import chart, dataframe, downloads, table, wrap_metrics
 from xtlens.dashboard.views.memory import measured_words
 from xtlens.profiling.results.records import arrow_safe
 
@@ -186,7 +186,8 @@ def _parity(ctx: Ctx) -> None:
         st.markdown("\n".join(lines))
         diffs = pd.DataFrame([{"role_in_1_19_1": d.role, "shape": _shape(d), "num_params": d.count, "cause": d.cause}
                               for d in view.differences])
-        st.dataframe(arrow_safe(diffs), hide_index=True, width="stretch", key="df.overview.parity")
+        dataframe(arrow_safe(diffs), "df.overview.parity", title="parameters present in 1.19.1 only", raw=diffs,
+                  width="stretch")
         downloads(diffs, "parameters present in 1.19.1 only", "overview.parity")
 
 

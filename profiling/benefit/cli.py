@@ -358,7 +358,9 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     from xtlens.profiling.benefit.records import PROBES
 
     p = sub.add_parser("probe", help="train the real decoder on real text: what dim, depth, heads and flags buy",
-                       description="Training probes on the configuration's family (see docs/benefits.md).")
+                       description="Training probes on the configuration's family: each trains small models of it on a text "
+                                   "corpus and says, with a 95% interval over seeds, whether an option or a size "
+                                   "lowers the validation loss.")
     p.add_argument("probe", choices=PROBES, help="which claim to measure")
     add_config_options(p)
     p.add_argument("--axis", default=None, help="scaling: dim, depth or heads (default dim)")

@@ -137,20 +137,36 @@ class Document:
     text: str
 
 
+def corpus_digest(documents: Sequence[Document]) -> str:
+    """The SHA-256 a user can check with ``sha256sum``: for one document, the SHA-256 of its bytes (what
+    ``sha256sum FILE`` prints); for several, the SHA-256 of the lines ``"<sha256 of the bytes>  <name>\\n"`` sorted by
+    name (byte order), i.e. what ``sha256sum`` prints for the files in that order, piped into ``sha256sum`` again.
+    A document's bytes are its text as UTF-8 (the file's bytes: only UTF-8 files are read)."""
+    if len(documents) == 1:
+        return hashlib.sha256(documents[0].text.encode("utf-8")).hexdigest()
+    docs = sorted(documents, key=lambda d: d.name.encode("utf-8"))
+    lines = "".join(f"{hashlib.sha256(d.text.encode('utf-8')).hexdigest()}  {d.name}\n" for d in docs)
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Corpus:
-    """Documents in a fixed order, with the sha256 of their content (names and text)."""
+    """Documents in a fixed order. ``sha256``: ``corpus_digest`` (a one-file corpus: that file's SHA-256);
+    ``content_key``: the SHA-256 over names and text that keys cached tokenizers and stored runs (unchanged since
+    the first probe, so runs stored before ``sha256`` became the file's digest are still found)."""
 
     name: str
     documents: tuple[Document, ...]
     skipped: tuple[str, ...] = ()
     sha256: str = field(init=False)
+    content_key: str = field(init=False)
 
     def __post_init__(self) -> None:
         h = hashlib.sha256()
         for doc in self.documents:
             h.update(doc.name.encode("utf-8") + b"\0" + doc.text.encode("utf-8") + b"\0")
-        object.__setattr__(self, "sha256", h.hexdigest())
+        object.__setattr__(self, "content_key", h.hexdigest())
+        object.__setattr__(self, "sha256", corpus_digest(self.documents))
 
     @property
     def num_bytes(self) -> int:
@@ -645,7 +661,7 @@ class TokenizedCorpus:
     """
 
     corpus_name: str
-    corpus_sha256: str
+    corpus_sha256: str  # ``Corpus.sha256``: checkable with sha256sum
     vocab_size: int
     train_ids: object  # torch.LongTensor
     val_ids: object  # torch.LongTensor
@@ -662,6 +678,12 @@ class TokenizedCorpus:
     unigram_val_nats: float | None = None
     #: the split rule's name (part of every run key: a new rule never serves runs of an old split)
     split_version: str = "hash-chunks-v1"
+    #: ``Corpus.content_key``: the corpus part of every run's cache key (``probes.run_key``); "" = ``corpus_sha256``
+    corpus_key: str = ""
+
+    @property
+    def run_key_corpus(self) -> str:
+        return self.corpus_key or self.corpus_sha256
 
     @property
     def train_tokens(self) -> int:
@@ -717,7 +739,7 @@ def tokenize(corpus: Corpus, vocab_size: int, *, val_permille: int = DEFAULT_VAL
         raise CorpusError(f"num_tokens = {vocab_size} is not allowed: the byte-level BPE needs from 257 (256 bytes + "
                           "at least one merge) to 1,048,576", "num_tokens")
     train, val = split_corpus(corpus, val_permille)
-    key = f"{corpus.sha256[:20]}-v{vocab_size}-p{val_permille}-{SPLIT_VERSION}"
+    key = f"{corpus.content_key[:20]}-v{vocab_size}-p{val_permille}-{SPLIT_VERSION}"
     tdir = cache_dir("tokenizers")
     path = tdir / f"{key}.json"
     tok = Tokenizer.from_file(str(path)) if path.exists() else _train_tokenizer(train, vocab_size, path)
@@ -750,7 +772,8 @@ def tokenize(corpus: Corpus, vocab_size: int, *, val_permille: int = DEFAULT_VAL
                            tokenizer_path=str(path), val_permille=val_permille,
                            val_leak_fraction=data["val_leak_fraction"],
                            val_leak_fraction_before=data["val_leak_fraction_before"],
-                           unigram_val_nats=data["unigram_val_nats"], split_version=SPLIT_VERSION)
+                           unigram_val_nats=data["unigram_val_nats"], split_version=SPLIT_VERSION,
+                           corpus_key=corpus.content_key)
 
 
 def unigram_entropy_nats(ids: Sequence[int] | object) -> float:

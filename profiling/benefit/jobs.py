@@ -181,9 +181,10 @@ class ProbeRayJob(RayJob):
 
         if not self.spec.use_cache:
             return None
-        key = run_key(run, self._data.corpus_sha256, self._probe["device_name"], self._probe["versions"])
+        key = run_key(run, self._data.run_key_corpus, self._probe["device_name"], self._probe["versions"])
         cached = cached_run(key)
-        return None if cached is None else [dataclasses.replace(r, **run_labels(run)) for r in cached]
+        return None if cached is None else [dataclasses.replace(r, **run_labels(run), corpus_sha256=self._data.corpus_sha256)
+                                            for r in cached]
 
     def _submit(self, ray, opts: dict[str, Any], device: str, run: Any):
         return remote_function(ray, "probe_run", _train_on_worker).options(**opts).remote(run, self._data_ref, device)

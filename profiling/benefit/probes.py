@@ -126,14 +126,14 @@ def builder_for(build: str):
     return None
 
 
-def run_key(run: RunSpec, corpus_sha256: str, device_name: str, versions: dict[str, str]) -> str:
+def run_key(run: RunSpec, corpus_key: str, device_name: str, versions: dict[str, str]) -> str:
     """The cache key of a run in the result store: identity of the training itself (configuration and how it is
-    built, the optimizer steps the budget buys, seed, training settings, corpus SHA-256, split rule, device name, torch and
+    built, the optimizer steps the budget buys, seed, training settings, the corpus's ``content_key``, split rule, device name, torch and
     x-transformers versions). A token and a FLOP budget that buy the same steps share one key, and so do two
     probes that train the same run (it is done once; its rows are relabelled with each probe and budget)."""
     payload = {"cfg": run.cfg.to_dict(), "build": run.build, "steps": steps_for(run.cfg, run.budget, run.settings),
                "seed": run.seed, "settings": run.settings.to_dict(),
-               "corpus": corpus_sha256, "split": SPLIT_VERSION, "device_name": device_name, "versions": versions, "format": 2}
+               "corpus": corpus_key, "split": SPLIT_VERSION, "device_name": device_name, "versions": versions, "format": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -148,13 +148,13 @@ def run_one(run: RunSpec, data, *, device: str, device_name: str, versions: dict
     from xtlens.profiling.benefit.harness import train_run
     from xtlens.profiling.benefit.probe_store import cached_run, store_run
 
-    key = run_key(run, data.corpus_sha256, device_name, versions)
+    key = run_key(run, data.run_key_corpus, device_name, versions)
     if done is not None and key in done:
         return [replace(r, **run_labels(run)) for r in done[key]]
     if use_cache:
         cached = cached_run(key)
-        if cached is not None:
-            return [replace(r, **run_labels(run)) for r in cached]
+        if cached is not None:  # a run stored before corpus_sha256 became the file's digest: served with the new one
+            return [replace(r, **run_labels(run), corpus_sha256=data.corpus_sha256) for r in cached]
     rows = train_run(run, data, device=device, device_name=device_name, versions=versions, run_key=key,
                      build=builder_for(run.build), progress=progress)
     rows = [replace(r, source="measured") for r in rows]

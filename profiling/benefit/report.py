@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["NOT_LEARNED_MESSAGE", "FULL_SIZE_NOTE", "VERDICT_WORDS", "learned_runs", "not_learned_configs", "not_learned_line",
+__all__ = ["law_fit_warning", "NOT_LEARNED_MESSAGE", "FULL_SIZE_NOTE", "VERDICT_WORDS", "learned_runs", "not_learned_configs", "not_learned_line",
            "split_line", "split_of", "unigram_nats", "claim_line",
            "WallTime", "MEASURED_WALL_TIMES", "settings_fingerprint", "wall_time_line"]
 
 #: the words shown for a run (or a claim) that ended above the unigram line
 NOT_LEARNED_MESSAGE = "nothing learned yet: this run ended above the unigram line; train longer or use a GPU"
 #: what the full-size runs on a GPU showed (docs/gpu-results.md): said on the page, not left to the reader
-FULL_SIZE_NOTE = ("At the full size on an H200 (docs/gpu-results.md) every width stopped above the unigram entropy "
+FULL_SIZE_NOTE = ("At the full size on an NVIDIA H200 (xtlens's reference run of 2026-11-26: the default corpus, "
+                  "widths 256, 512 and 768, seeds 0 and 1) every width stopped above the unigram entropy "
                   "after 128 steps (6.57 nats/token against 6.15): there, too, the page can only say \"nothing "
                   "learned yet\".")
 #: each verdict in words (the page shows these beside its colour: never colour alone)
@@ -93,6 +94,38 @@ def not_learned_line(final: pd.DataFrame) -> str | None:
     return (f"not_learned — {where} ({shown}) ended at or above the unigram line"
             + (f" ({u:.3f} nats/token)" if u is not None else "") + ": nothing learned yet; train longer or use a "
             "GPU. Their conclusions are withheld.")
+
+
+def law_fit_warning(final: pd.DataFrame, min_steps: int | None = None) -> str | None:
+    """Why a loss law fitted to the runs ``final`` (one row per run, ``analysis.final_evals``) is not to be read,
+    or None when it may be: runs that are ``not_learned`` (``learned_runs``: ended at or above the unigram line)
+    or that trained fewer than ``min_steps`` optimizer steps (default ``probe_scaling.MIN_STEPS``: warm-up alone
+    would be most of them). Such a law fits noise around the starting loss; the page says so beside it."""
+    if min_steps is None:
+        from xtlens.profiling.benefit.probe_scaling import MIN_STEPS
+
+        min_steps = MIN_STEPS
+    if final.empty:
+        return None
+    flags = learned_runs(final)
+    ok = flags[flags["status"] == "ok"] if "status" in flags else flags
+    if ok.empty:
+        return None
+    parts = []
+    bad = ok[ok["learned"].map(lambda x: x is False)]
+    if not bad.empty:
+        u = unigram_nats(final)
+        parts.append(f"{len(bad)} of {len(ok)} run(s) ended at or above the unigram line"
+                     + (f" ({u:.3f} nats/token)" if u is not None else "") + " (not_learned)")
+    steps = pd.to_numeric(ok["step"], errors="coerce") if "step" in ok else pd.Series(dtype=float)
+    short = steps[steps < min_steps]
+    if not short.empty:
+        parts.append(f"{len(short)} of {len(ok)} run(s) trained fewer than {min_steps} optimizer steps (the fewest: "
+                     f"{int(short.min())})")
+    if not parts:
+        return None
+    return ("Not a scaling law: " + " and ".join(parts) + ". A law fitted to runs that have not learned describes "
+            "noise around the starting loss; read no exponent from it. Train longer (more tokens) or on a GPU.")
 
 
 def split_line(*, split_version: str | None, val_leak_fraction: float | None, unigram_val_nats: float | None) -> str:
