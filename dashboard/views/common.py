@@ -8,7 +8,7 @@ from functools import partial
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from xtlens.dashboard import exporting
+from xtlens.dashboard import charts, exporting
 from xtlens.profiling.results.records import arrow_safe
 
 EAGER_ROWS = 2_000  # tables up to this size are encoded on every run (a few ms); larger ones when clicked
@@ -58,5 +58,9 @@ def table(frame: pd.DataFrame, title: str, key: str, *, caption: str | None = No
         downloads(frame, title, key)
 
 
+CHART_CONFIG = {"displaylogo": False, "displayModeBar": "hover"}  # the toolbar shows on hover, above the title
+
+
 def chart(fig: go.Figure, key: str) -> None:
-    st.plotly_chart(fig, key=f"chart.{key}", width="stretch", config={"displaylogo": False})
+    """``fig`` full width, its title below the toolbar strip (``charts.toolbar_room``)."""
+    st.plotly_chart(charts.toolbar_room(fig), key=f"chart.{key}", width="stretch", config=CHART_CONFIG)
