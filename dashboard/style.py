@@ -16,7 +16,8 @@ SIDEBAR_COLLAPSE_BELOW_PX = 1000
 
 # Generic rules (other code may put long values in a metric): a metric's label and value and a button's label
 # wrap instead of ending in "..."; the value shrinks on narrow screens; markdown tables and their long words wrap
-# inside the page width (a first column of names breaks only where a name does not fit).
+# inside the page width (a first column of names breaks only where a name does not fit); chart titles (wrapped
+# by charts.toolbar_room) are smaller below 1000 px.
 CSS = """
 <style>
 [data-testid="stMetricValue"] { font-size: clamp(1.4rem, 2.4vw + 0.6rem, 2.25rem); }
@@ -31,6 +32,7 @@ button .stMarkdownEllipsis, button .stMarkdownEllipsis p {
   overflow-wrap: break-word;
 }
 @media (max-width: 640px) { h1 { font-size: 2rem; } }
+@media (max-width: 1000px) { .js-plotly-plot .gtitle { font-size: 14px !important; } }
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { overflow-wrap: anywhere; }
 [data-testid="stElementContainer"]:has(#xtlens-sidebar-auto) { display: none; }
 </style>

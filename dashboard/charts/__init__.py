@@ -165,19 +165,39 @@ def _log_yaxis(fig: go.Figure, values: Sequence[float]) -> None:
         fig.update_yaxes(type="log")
 
 
+TITLE_WRAP_CHARS = 50  # a chart title wraps at spaces to lines of this many characters (Plotly does not wrap)
+
+
+def wrap_title(title: str, width: int = TITLE_WRAP_CHARS) -> str:
+    """``title`` with ``<br>`` at spaces so that no line is longer than ``width`` characters (a longer word stays
+    whole); a title that has its own ``<br>`` is left as it is."""
+    if "<br>" in title or len(title) <= width:
+        return title
+    lines = [""]
+    for word in title.split(" "):
+        if lines[-1] and len(lines[-1]) + 1 + len(word) > width:
+            lines.append(word)
+        else:
+            lines[-1] = f"{lines[-1]} {word}" if lines[-1] else word
+    return "<br>".join(lines)
+
+
 TOOLBAR_PX = 30  # the Plotly toolbar (modebar) over the top right of a chart, and Streamlit's own above it
 
 
 def toolbar_room(fig: go.Figure) -> go.Figure:
     """Move the title of ``fig`` below the strip the chart toolbars take at its top (``TOOLBAR_PX``), growing the
     top margin and the height by that strip, so a toolbar never covers the title (a long title reaches under the
-    toolbar at the right). A figure without a title is left alone."""
+    toolbar at the right); a long title wraps (``wrap_title``) instead of running off a narrow chart. A figure
+    without a title is left alone."""
     title = fig.layout.title.text if fig.layout.title is not None else None
     if not title:
         return fig
     top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # Plotly's default top margin
-    lines = str(title).count("<br>") + 1
-    fig.update_layout(title={"yref": "container", "y": 1.0, "yanchor": "top", "pad": {"t": TOOLBAR_PX}},
+    text = wrap_title(str(title))
+    lines = text.count("<br>") + 1
+    fig.update_layout(title={"text": text, "yref": "container", "y": 1.0, "yanchor": "top",
+                             "pad": {"t": TOOLBAR_PX}},
                       margin={"t": max(top, TOOLBAR_PX + 24 * lines + 10)},
                       height=(fig.layout.height or 450) + TOOLBAR_PX)
     return fig

@@ -67,7 +67,8 @@ def render(ctx: Ctx) -> None:
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
     for note in notes:
         st.warning(note)
-    st.caption(f"Changes in brackets (%) are against **{items[0][0]}**. One unit per row (GiB = 2^30 bytes, MiB = 2^20 bytes); "
+    st.caption(f"Deltas (Δ) are against **{items[0][0]}**: in brackets, in %; in bytes, FLOPs or counts in the "
+               "table with the absolute deltas below. One unit per row (GiB = 2^30 bytes, MiB = 2^20 bytes); "
                "FLOPs with 1 multiply-add = 2 FLOPs. Each configuration keeps its colour in every chart below.")
     wide = tables.compare_wide(long, deltas_inline=True)  # one column per configuration: readable at 400 px
     st.dataframe(arrow_safe(wide), hide_index=True, width="stretch", key="df.compare.wide", height=35 * (len(wide) + 1) + 3,

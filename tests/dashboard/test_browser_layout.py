@@ -41,6 +41,15 @@ CUT_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] button .
   .filter((e) => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map((e) => e.innerText)"""
 
 
+def add_preset(page, name: str) -> None:
+    """Pin the preset ``name`` on the Compare tab (its preset box, then "Add preset")."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="preset").first.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    settle(page)
+    page.get_by_role("button", name="Add preset").click()
+    settle(page)
+
+
 def sidebar_state(page) -> tuple[str | None, float]:
     bar = page.locator('[data-testid="stSidebar"]')
     return bar.get_attribute("data-collapsed"), bar.bounding_box()["width"] if bar.is_visible() else 0.0
@@ -66,6 +75,12 @@ def test_narrow_page_has_no_sideways_scroll_and_readable_numbers(width: int) -> 
         for tab in TABS:
             open_tab(page, tab)
             no_exception(page)
+            if tab == "Compare":  # two pins, one with a shorter max_seq_len: the table, the charts, the "ends" marks
+                add_preset(page, "seed-mha")
+                add_preset(page, "gpt2-small-shape")
+                columns = page.locator('[data-testid="stDataFrame"]').first.get_by_role("columnheader")
+                headers = [h.strip() for h in columns.all_inner_texts()]
+                assert not any(h.startswith("Δ") for h in headers), headers  # deltas inline: one column each
             # a wide image at the top of a tab may take a moment to lay out: settle once more
             page.wait_for_timeout(300)
             sizes = page.evaluate(OVERFLOW_JS)

@@ -80,6 +80,13 @@ def test_the_toolbar_has_its_own_strip_above_the_title() -> None:
     assert fig.layout.title.pad.t == charts.TOOLBAR_PX
     assert fig.layout.margin.t >= charts.TOOLBAR_PX + 24  # the title's line fits between the strip and the plot
     assert fig.layout.height == 300 + charts.TOOLBAR_PX  # the plot keeps its height
+    long = charts.toolbar_room(charts.figure_layout(go.Figure(), "Training step: live memory per device at each "
+                                                    "stage (device memory 79.6 GiB: 75x the peak, off the scale)",
+                                                    x="x", y="y"))
+    lines = long.layout.title.text.split("<br>")
+    assert len(lines) == 3 and max(map(len, lines)) <= charts.TITLE_WRAP_CHARS
+    assert " ".join(lines).startswith("Training step: live memory per device at each stage (device memory")
+    assert long.layout.margin.t >= charts.TOOLBAR_PX + 3 * 24  # room for every line
     bare = go.Figure()
     assert charts.toolbar_room(bare).layout.height is None  # no title: nothing moved
     from xtlens.dashboard.views.common import CHART_CONFIG
