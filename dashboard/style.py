@@ -31,7 +31,7 @@ button .stMarkdownEllipsis, button .stMarkdownEllipsis p {
 [data-testid="stMarkdownContainer"] th:first-child, [data-testid="stMarkdownContainer"] td:first-child {
   overflow-wrap: break-word;
 }
-@media (max-width: 640px) { h1 { font-size: 2rem; } }
+@media (max-width: 640px) { h1 { font-size: 2rem; } h2 { font-size: 1.5rem; } }
 @media (max-width: 1000px) { .js-plotly-plot .gtitle { font-size: 14px !important; } }
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { overflow-wrap: anywhere; }
 [data-testid="stElementContainer"]:has(#xtlens-sidebar-auto) { display: none; }

@@ -43,7 +43,7 @@ CUT_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] button .
 
 def add_preset(page, name: str) -> None:
     """Pin the preset ``name`` on the Compare tab (its preset box, then "Add preset")."""
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="preset").first.click()
+    page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').filter(has_text="preset").first.click()
     page.get_by_role("option", name=name, exact=True).click()
     settle(page)
     page.get_by_role("button", name="Add preset").click()
