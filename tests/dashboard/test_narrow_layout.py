@@ -127,3 +127,16 @@ def test_a_rising_throughput_is_not_called_implausible(slope: float, flagged: bo
     if 0.2 < slope <= 1.2:
         assert words.startswith("tokens/s rises with length: time per token falls")
     assert "implausible" in tables.regime(-0.6)  # a time that falls with length is still flagged
+
+
+def test_benefits_log_axes_of_two_points_keep_three_ticks_and_their_lines() -> None:
+    from xtlens.dashboard.charts import benefits as bc
+
+    fig = go.Figure(go.Scatter(x=[2, 4], y=[1.3, 1.5], error_y={"type": "data", "array": [0.2, 0.1],
+                                                                   "arrayminus": [0.05, 0.1]}))
+    fig.add_hline(y=1.0)
+    fig.update_yaxes(type="log")
+    bc.clean_log_axes(fig)
+    lo, hi = fig.layout.yaxis.range
+    assert len(visible_ticks(fig)) >= 3
+    assert lo < math.log10(1.0) and math.log10(1.5 + 0.1) < hi  # the reference line and the error bars are in view
