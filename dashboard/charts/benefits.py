@@ -601,7 +601,8 @@ def _axis_values(fig: go.Figure, axis: str) -> list[float]:
     for tr in fig.data:
         if (getattr(tr, f"{axis}axis", None) or axis) != axis:
             continue
-        vals = list(getattr(tr, axis, None) or ())
+        vals = getattr(tr, axis, None)
+        vals = list(vals) if vals is not None else []
         raw += vals
         err = getattr(tr, f"error_{axis}", None)
         if err is not None and err.array is not None and len(err.array) == len(vals):
