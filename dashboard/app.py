@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 from xtlens.core.config import Workload
-from xtlens.dashboard import controls, data, guard
+from xtlens.dashboard import controls, data, guard, style
 from xtlens.dashboard.session import jobs, run_on, url, widgets
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import (
@@ -40,7 +40,7 @@ VIEWS = {
     "History": history.render,
 }
 
-st.set_page_config(page_title="xtlens: x-transformers decoder costs", page_icon=":material/memory:", layout="wide")
+style.page_setup()  # st.set_page_config and the page-wide CSS (narrow screens)
 guard.hide_error_details()
 
 device_labels = dict(data.devices())

@@ -248,10 +248,12 @@ def headline_keys(headline: cost_model.TrainingHeadline) -> dict[str, int]:
     return {"training_step_flops": headline.step_flops, "training_peak_bytes": headline.peak_bytes}
 
 
-def compare_wide(long: pd.DataFrame) -> pd.DataFrame:
+def compare_wide(long: pd.DataFrame, *, deltas_inline: bool = False) -> pd.DataFrame:
     """One row per metric, for each config its formatted value and (after the first) its delta.
 
-    A row has one unit (GiB or MiB, one SI prefix for FLOPs), chosen by the row's largest value."""
+    A row has one unit (GiB or MiB, one SI prefix for FLOPs), chosen by the row's largest value.
+    ``deltas_inline``: no delta columns; a value after the first ends with its change in percent,
+    ``"1.2 GiB (+5.1%)"`` or ``"(same)"``: one column per configuration, narrow enough for a phone."""
     if long.empty:
         return pd.DataFrame()
     configs = list(dict.fromkeys(long["config"]))
@@ -263,7 +265,16 @@ def compare_wide(long: pd.DataFrame) -> pd.DataFrame:
         for i, name in enumerate(configs):
             r = group[group["config"] == name].iloc[0]
             row[name] = fmt_value(unit, r["value"], like=like)
-            if i:
+            if i and deltas_inline:
+                sign = "+" if r["delta"] > 0 else ""
+                if not r["delta"]:
+                    change = "same"
+                elif r["delta_pct"] is None or pd.isna(r["delta_pct"]):  # the reference is 0
+                    change = sign + fmt_value(unit, r["delta"], like=like)
+                else:
+                    change = f"{sign}{r['delta_pct']:.1f}%"
+                row[name] += f" ({change})"
+            elif i:
                 sign = "+" if r["delta"] > 0 else ""
                 pct = "" if r["delta_pct"] is None or pd.isna(r["delta_pct"]) else f" ({sign}{r['delta_pct']:.1f}%)"
                 row[f"Δ {name}"] = (sign + fmt_value(unit, r["delta"], like=like) + pct) if r["delta"] else "same"
@@ -290,15 +301,22 @@ def regime(slope: float | None, quantity: str = "latency") -> str:
     """Words for a fitted log-log exponent ``slope`` of ``quantity`` against sequence length.
 
     ``quantity="latency"`` (a time, or any cost): the value grows as length^slope. ``"throughput"``
-    (tokens/s): time per token grows as length^(-slope), and the words say both.
+    (tokens/s): time per token grows as length^(-slope), and the words say both. Only a cost that falls
+    is flagged: tokens/s that rise are time per token that falls (a fixed cost per call spread over more
+    tokens), implausible only when they rise faster than length (the whole call then takes less time).
     """
     if slope is None:
         return "not enough points"
     if quantity == "throughput":
         if abs(slope) <= 0.2:
             return "tokens/s about constant in length: time per token about constant"
-        trend = "falls" if slope < 0 else "rises"
-        return f"tokens/s {trend} with length: time per token {regime(-slope)}"
+        if slope < 0:
+            return f"tokens/s falls with length: time per token {regime(-slope)}"
+        if slope <= 1.2:
+            return ("tokens/s rises with length: time per token falls (a fixed cost per call spread over more "
+                    "tokens)")
+        return ("tokens/s rises faster than length: the whole call takes less time for more tokens, implausible "
+                "for a cost, suspect noise (load, too few repeats)")
     if slope < -0.2:
         return "falls as length grows: implausible for a cost, suspect noise (load, too few repeats)"
     if slope <= 0.2:

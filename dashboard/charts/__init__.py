@@ -30,6 +30,7 @@ PALETTE = {
 SERIES = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D"]
 NEUTRAL = "#5F6B7A"  # lines that are not one configuration (a sweep over an axis)
 PHASE_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")
+END_POSITIONS = ("top left", "bottom left", "middle left")  # curves that end at one length: labels apart
 PHASE_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot", "solid")
 
 
@@ -124,12 +125,82 @@ def tick_text(v: float) -> str:
     return f"{v:g}"
 
 
+MIN_TICKS = 3  # a log axis shows at least this many labelled ticks, whatever its values (2 points, 1 point)
+DENSE_MANTISSAS = (1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9)  # ticks per decade of a narrow log axis
+
+
+def log_axis(values: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Tick positions and the range (log10 units, for ``range=``) of a log axis over ``values`` that shows at
+    least ``MIN_TICKS`` labelled ticks: ``log_ticks`` when that many fall near the values, else
+    ``DENSE_MANTISSAS`` per decade from the tick at or below the smallest value to the one at or above the
+    largest (one more on the nearer side while too few). The range spans the values and the ticks with a small margin. ``([], [])`` without a
+    positive value."""
+    vals = [float(v) for v in values if v is not None and v == v and v > 0 and math.isfinite(v)]
+    if not vals:
+        return [], []
+    lo, hi = min(vals), max(vals)
+    ticks = [t for t in log_ticks(vals) if lo / 1.5 <= t <= hi * 1.5]
+    if len(ticks) < MIN_TICKS:
+        k0, k1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+        dense = [float(f"{m * 10.0**k:.12g}") for k in range(k0, k1 + 1) for m in DENSE_MANTISSAS]
+        below = max(t for t in dense if t <= lo * (1 + 1e-9))
+        above = min(t for t in dense if t >= hi * (1 - 1e-9))
+        ticks = [t for t in dense if below <= t <= above]
+        while len(ticks) < MIN_TICKS:  # one more tick on the side that widens the axis less
+            down, up = dense[dense.index(ticks[0]) - 1], dense[dense.index(ticks[-1]) + 1]
+            if ticks[0] / down <= up / ticks[-1]:
+                ticks.insert(0, down)
+            else:
+                ticks.append(up)
+    a, b = math.log10(min(lo, ticks[0])), math.log10(max(hi, ticks[-1]))
+    pad = max(0.04 * (b - a), 0.02)
+    return ticks, [a - pad, b + pad]
+
+
 def _log_yaxis(fig: go.Figure, values: Sequence[float]) -> None:
-    ticks = log_ticks(values)
+    ticks, span = log_axis(values)
     if ticks:
-        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[tick_text(t) for t in ticks], range=span)
     else:
         fig.update_yaxes(type="log")
+
+
+TITLE_WRAP_CHARS = 50  # a chart title wraps at spaces to lines of this many characters (Plotly does not wrap)
+
+
+def wrap_title(title: str, width: int = TITLE_WRAP_CHARS) -> str:
+    """``title`` with ``<br>`` at spaces so that no line is longer than ``width`` characters (a longer word stays
+    whole); a title that has its own ``<br>`` is left as it is."""
+    if "<br>" in title or len(title) <= width:
+        return title
+    lines = [""]
+    for word in title.split(" "):
+        if lines[-1] and len(lines[-1]) + 1 + len(word) > width:
+            lines.append(word)
+        else:
+            lines[-1] = f"{lines[-1]} {word}" if lines[-1] else word
+    return "<br>".join(lines)
+
+
+TOOLBAR_PX = 30  # the Plotly toolbar (modebar) over the top right of a chart, and Streamlit's own above it
+
+
+def toolbar_room(fig: go.Figure) -> go.Figure:
+    """Move the title of ``fig`` below the strip the chart toolbars take at its top (``TOOLBAR_PX``), growing the
+    top margin and the height by that strip, so a toolbar never covers the title (a long title reaches under the
+    toolbar at the right); a long title wraps (``wrap_title``) instead of running off a narrow chart. A figure
+    without a title is left alone."""
+    title = fig.layout.title.text if fig.layout.title is not None else None
+    if not title:
+        return fig
+    top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # Plotly's default top margin
+    text = wrap_title(str(title))
+    lines = text.count("<br>") + 1
+    fig.update_layout(title={"text": text, "yref": "container", "y": 1.0, "yanchor": "top",
+                             "pad": {"t": TOOLBAR_PX}},
+                      margin={"t": max(top, TOOLBAR_PX + 24 * lines + 10)},
+                      height=(fig.layout.height or 450) + TOOLBAR_PX)
+    return fig
 
 
 def empty_figure(title: str, message: str) -> go.Figure:
@@ -383,7 +454,7 @@ def sweep_metric(frame: pd.DataFrame, *, axis: str, metric: str, title: str, y_t
                                  text=[reference_label, ""], textposition="top right", hoverinfo="skip"))
     fig.update_xaxes(type="log", tickvals=xs, ticktext=[f"{int(v):,}" for v in xs])
     if log_y:
-        fig.update_yaxes(type="log", dtick=1)
+        _log_yaxis(fig, ys + ([reference / scale] if reference is not None else []))
     fig.update_layout(showlegend=False)
     return figure_layout(fig, title, x=f"{axis} (log scale)", y=y_title, height=320)
 
@@ -406,6 +477,7 @@ def compare_bars(long: pd.DataFrame, *, metric: str, title: str, y_title: str, s
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")
+END_POSITIONS = ("top left", "bottom left", "middle left")  # curves that end at one length: labels apart
 
 
 def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, x_title: str, y_title: str,
@@ -429,11 +501,13 @@ def overlay_lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: st
                                  marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 8 - i % 3},
                                  hovertemplate="%{x}: %{y:.4g}<extra>" + str(name) + "</extra>"))
         reason = (ends or {}).get(str(name))
-        if reason and xs:
+        if reason and xs:  # a short label in the curve's colour (the name is in the legend and the hover)
+            placed = sum(1 for t in fig.data if t.marker.symbol == "x" and t.x and t.x[0] == xs[-1])
             fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers+text", showlegend=False,
                                      marker={"symbol": "x", "size": 14, "color": colour},
-                                     text=[f"{name}: ends, {reason}"], textposition="top left",
-                                     textfont={"color": colour}, hoverinfo="text"))
+                                     text=[f"ends: {reason}"], textposition=END_POSITIONS[placed % len(END_POSITIONS)],
+                                     textfont={"color": colour}, cliponaxis=False,
+                                     hovertext=[f"{name}: ends, {reason}"], hoverinfo="text"))
     if log_x:
         _seq_xaxis(fig, frame[x].astype(float).tolist())
     if log_y:

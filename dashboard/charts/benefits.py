@@ -12,7 +12,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 from xtlens.core.units import fmt_flops
-from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout, log_ticks
+from xtlens.dashboard.charts import SERIES, empty_figure, figure_layout, log_axis, log_ticks
 from xtlens.profiling.benefit import analysis, report
 
 LOSS_AXIS = "validation loss (nats/token)"
@@ -595,30 +595,53 @@ def _si(v: float) -> str:
 
 
 def _axis_values(fig: go.Figure, axis: str) -> list[float]:
-    """Every finite value the traces of ``fig`` put on its first x or y axis (``axis`` "x" or "y")."""
-    out: list[float] = []
+    """Every finite value the traces of ``fig`` put on its first x or y axis (``axis`` "x" or "y"): their points,
+    the ends of their error bars, and the lines drawn across it (``add_hline`` on y)."""
+    raw: list = []
     for tr in fig.data:
         if (getattr(tr, f"{axis}axis", None) or axis) != axis:
             continue
         vals = getattr(tr, axis, None)
-        for v in vals if vals is not None else ():
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(f) and f > 0:
-                out.append(f)
+        vals = list(vals) if vals is not None else []
+        raw += vals
+        err = getattr(tr, f"error_{axis}", None)
+        if err is not None and err.array is not None and len(err.array) == len(vals):
+            minus = err.arrayminus if err.arrayminus is not None and len(err.arrayminus) == len(vals) else err.array
+            for v, up, down in zip(vals, err.array, minus, strict=True):
+                try:
+                    raw += [float(v) + float(up), float(v) - float(down)]
+                except (TypeError, ValueError):
+                    continue
+    for shape in fig.layout.shapes or ():  # add_hline: y0 = y1 in data values, yref the axis itself
+        if shape[f"{axis}ref"] == axis:
+            raw += [shape[f"{axis}0"], shape[f"{axis}1"]]
+    out: list[float] = []
+    for v in raw:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f) and f > 0:
+            out.append(f)
     return out
 
 
 def clean_log_axes(fig: go.Figure) -> go.Figure:
     """Log axes with labelled ticks only (1-2-5 per decade, ``charts.log_ticks``) instead of Plotly's bare minor
-    digits ("5, 2, 0.01, 5"), labelled with SI prefixes; an axis with its own ticks is left alone."""
+    digits ("5, 2, 0.01, 5"), labelled with SI prefixes; an axis with its own ticks is left alone. An axis without
+    its own range gets ``charts.log_axis``'s, which shows at least three of the ticks (a 2-point chart too)."""
     for axis in ("x", "y"):
         ax = fig.layout[f"{axis}axis"]
         if ax.type != "log" or ax.tickvals is not None:
             continue
-        ticks = log_ticks(_axis_values(fig, axis))
+        values = _axis_values(fig, axis)
+        if ax.range is None:
+            ticks, span = log_axis(values)
+            if ticks:
+                fig.update(layout={f"{axis}axis": {"tickvals": ticks, "ticktext": [_si(t) for t in ticks],
+                                                   "range": span}})
+            continue
+        ticks = log_ticks(values)
         if len(ticks) >= 2:
             fig.update(layout={f"{axis}axis": {"tickvals": ticks, "ticktext": [_si(t) for t in ticks]}})
     return fig

@@ -8,14 +8,21 @@ import pandas as pd
 import plotly.graph_objects as go
 from xtlens.core import units
 
-STAGE_LABELS = {
+STAGE_LABELS = {  # in the order they happen in a training step (the chart's order)
+    "forward_attention": "forward, last attention block",
     "loss": "forward done, at the loss",
     "backward_start": "start of backward",
-    "backward_block": "backward, recomputed block",
-    "forward_attention": "forward, last attention block",
-    "optimizer_step": "optimizer step",
     "zero3_gather": "ZeRO-3 gathered params",
+    "backward_block": "backward, recomputed block",
+    "optimizer_step": "optimizer step",
 }
+
+
+def in_step_order(stages_bytes: dict[str, int]) -> dict[str, int]:
+    """``stages_bytes`` in the order the stages happen in a training step (``STAGE_LABELS``); a stage this
+    module does not know goes last, in its own order."""
+    order = list(STAGE_LABELS)
+    return dict(sorted(stages_bytes.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 PART_COLORS = {"weights": "#4C78A8", "buffers": "#9D755D", "gradients": "#F58518", "optimizer": "#E45756",
                "activations": "#54A24B", "loss": "#B279A2", "transient": "#BAB0AC"}
 
@@ -23,7 +30,8 @@ PART_COLORS = {"weights": "#4C78A8", "buffers": "#9D755D", "gradients": "#F58518
 def stages_figure(stages_bytes: dict[str, int], peak_parts_bytes: dict[str, int], peak_stage: str,
                   device_memory_bytes: int | None, *, title: str) -> go.Figure:
     """Left: each stage's live memory (GiB), the peak stage in red; right bar: what is alive at the peak, stacked.
-    A dashed line marks the device memory."""
+    A dashed line marks the device memory. The stages are drawn in time order (``in_step_order``)."""
+    stages_bytes = in_step_order(stages_bytes)
     fig = go.Figure()
     names = [STAGE_LABELS.get(s, s) for s in stages_bytes]
     fig.add_bar(x=names, y=[v / units.GIB for v in stages_bytes.values()], name="live at the stage",

@@ -14,7 +14,7 @@ from functools import partial
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from xtlens.dashboard import exporting
+from xtlens.dashboard import charts, exporting
 from xtlens.dashboard.session import store
 from xtlens.profiling.results.records import arrow_safe
 
@@ -122,22 +122,9 @@ def table(frame: pd.DataFrame, title: str, key: str, *, caption: str | None = No
     remember(frame, title, key)
 
 
+CHART_CONFIG = {"displaylogo": False, "displayModeBar": "hover"}  # the toolbar shows on hover, above the title
+
+
 def chart(fig: go.Figure, key: str) -> None:
-    st.plotly_chart(fig, key=f"chart.{key}", width="stretch", config={"displaylogo": False})
-
-
-# st.metric cuts a value or label that does not fit its column ("207.064 GFL..."): let both wrap instead.
-METRIC_WRAP_CSS = """<style>
-[data-testid="stMetricValue"], [data-testid="stMetricValue"] div, [data-testid="stMetricValue"] p,
-[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] div, [data-testid="stMetricLabel"] p {
-  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
-  overflow-wrap: break-word; hyphens: auto; height: auto !important;
-}
-[data-testid="stMetricValue"] { font-size: clamp(1.25rem, 2.4vw, 2.25rem); line-height: 1.2; }
-</style>"""
-
-
-def wrap_metrics() -> None:
-    """Let the metrics of this view wrap their value and label instead of cutting them with "..." (a style-only
-    ``st.html``: it takes no space on the page). The page-wide CSS may absorb it (owned by app.py)."""
-    st.html(METRIC_WRAP_CSS)
+    """``fig`` full width, its title below the toolbar strip (``charts.toolbar_room``)."""
+    st.plotly_chart(charts.toolbar_room(fig), key=f"chart.{key}", width="stretch", config=CHART_CONFIG)

@@ -67,12 +67,15 @@ def render(ctx: Ctx) -> None:
     st.subheader(f"Side by side at batch {ctx.wl.batch} x {ctx.wl.seq_len:,} tokens, {ctx.wl.dtype}")
     for note in notes:
         st.warning(note)
-    st.caption(f"Deltas (Δ) are against **{items[0][0]}**. One unit per row (GiB = 2^30 bytes, MiB = 2^20 bytes); "
+    st.caption(f"Deltas (Δ) are against **{items[0][0]}**: in brackets, in %; in bytes, FLOPs or counts in the "
+               "table with the absolute deltas below. One unit per row (GiB = 2^30 bytes, MiB = 2^20 bytes); "
                "FLOPs with 1 multiply-add = 2 FLOPs. Each configuration keeps its colour in every chart below.")
-    wide = tables.compare_wide(long)
+    wide = tables.compare_wide(long, deltas_inline=True)  # one column per configuration: readable at 400 px
     dataframe(arrow_safe(wide), "df.compare.wide", title="comparison", raw=long, width="stretch",
-              height=35 * (len(wide) + 1) + 3)
+              height=35 * (len(wide) + 1) + 3, column_config={"quantity": st.column_config.TextColumn(pinned=True)})
     downloads(long, "comparison", "compare.long")
+    table(tables.compare_wide(long), "comparison with the absolute deltas", "compare.deltas",
+          caption=f"Each configuration's value and its difference (Δ) from **{items[0][0]}**, in the row's unit.")
     cols = st.columns(2)
     with cols[0]:
         chart(charts.compare_bars(long, metric="num_params", title="Parameters (count)", y_title="parameters",

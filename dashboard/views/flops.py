@@ -10,7 +10,7 @@ from xtlens.dashboard import charts, data, headline, tables
 from xtlens.dashboard.session import jobs, other_runs
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, dataframe, table, wrap_metrics
+from xtlens.dashboard.views.common import chart, dataframe, table
 from xtlens.profiling.measure import flops as fb
 from xtlens.profiling.results.records import arrow_safe
 
@@ -28,7 +28,6 @@ def request(ctx: Ctx) -> jobs.Request:
 
 def render(ctx: Ctx) -> None:
     est = data.estimate(ctx.cfg, ctx.wl)
-    wrap_metrics()
     st.caption("Every FLOP number here counts one multiply-add as 2 FLOPs (torch's convention). fvcore counts a "
                "multiply-add as one 'flop': its raw count is shown as MACs. Only matrix multiplications are counted "
                "(norms, softmax, rotary, ALiBi are element-wise).")

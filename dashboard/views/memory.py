@@ -10,7 +10,7 @@ from xtlens.dashboard import charts, data, headline, tables
 from xtlens.dashboard.session import jobs, other_runs
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table, wrap_metrics
+from xtlens.dashboard.views.common import chart, table
 
 
 def seq_lens(ctx: Ctx) -> tuple[int, ...]:
@@ -89,7 +89,6 @@ def _key_numbers(ctx: Ctx) -> None:
     sidebar's length, labelled with what each is."""
     train = data.training_headline(ctx.cfg, ctx.wl)
     est = data.estimate(ctx.cfg, ctx.wl)
-    wrap_metrics()
     cols = st.columns(3)
     cols[0].metric(headline.peak_label(), units.fmt_bytes(train.peak_bytes),
                    help=f"At {ctx.wl.seq_len:,} tokens: the peak by the order tensors live and die (at: "

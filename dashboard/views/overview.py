@@ -12,7 +12,7 @@ from xtlens.dashboard import charts, data, facts, headline, tables
 from xtlens.dashboard.session import jobs
 from xtlens.dashboard.session.jobs import NOT_MEASURED
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, dataframe, downloads, table, wrap_metrics
+from xtlens.dashboard.views.common import chart, dataframe, downloads, table
 from xtlens.dashboard.views.memory import measured_words
 from xtlens.profiling.results.records import arrow_safe
 
@@ -27,7 +27,6 @@ def render(ctx: Ctx) -> None:
     in an expander."""
     cfg, wl = ctx.cfg, ctx.wl
     est = data.estimate(cfg, wl)
-    wrap_metrics()
     st.subheader("Key numbers (closed form: update on every change, nothing is run)")
     st.caption(f"batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}. FLOPs: 1 multiply-add = 2 FLOPs, attention "
                "over the full n x n square (what the kernels compute with a dense mask). Memory: GiB = 2^30 bytes.")

@@ -22,7 +22,7 @@ from xtlens.dashboard import budget, headline
 from xtlens.dashboard.charts import setups as setup_charts
 from xtlens.dashboard.session import budget_data, url
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table, wrap_metrics
+from xtlens.dashboard.views.common import chart, table
 
 CUSTOM = "a number (GiB)"
 WEIGHTS = {"workload dtype": None, "16-bit": 16, "int8": 8, "int4": 4}
@@ -124,7 +124,6 @@ def render(ctx: Ctx) -> None:
     legacy = cost_model.memory_estimate(cfg, wl)
     st.caption(f"Training: {training.describe()}. Serving: {serving.describe()}. Closed form; GiB = 2^30 bytes; "
                "FLOPs: one multiply-add = 2 FLOPs, full n x n attention square.")
-    wrap_metrics()
     metrics = st.columns(4)
     metrics[0].metric(headline.peak_label(training, per_device=True), units.fmt_bytes(train_memory.peak_bytes),
                       help=f"At: {setup_charts.STAGE_LABELS.get(train_memory.peak_stage, train_memory.peak_stage)}. "
