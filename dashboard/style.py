@@ -54,9 +54,9 @@ SCRIPT = """
     if (button) {
       button.click();
       stored().forEach((k) => window.localStorage.removeItem(k));  // not the user's choice: do not keep it
-      return;
     }
-    if (Date.now() - start < 30000) window.setTimeout(tick, 100);
+    // again until it is collapsed: a click on a sidebar still being drawn (a busy machine) can be lost
+    if (Date.now() - start < 30000) window.setTimeout(tick, button ? 1000 : 100);
   };
   tick();
 })();

@@ -96,8 +96,13 @@ def metric(page, label: str):
 
 
 def settle(page, timeout_ms: int = TIMEOUT_MS) -> None:
-    """Wait until the script has finished its run (no running indicator) and charts are drawn."""
+    """Wait until the script has finished its run and charts are drawn: the app's script state (Streamlit's
+    ``data-test-script-state`` on ``stApp``) is past its first run and not running, and the running indicator
+    is hidden. (The indicator alone is hidden too before a slow first run has started.)"""
     page.wait_for_timeout(500)
+    page.locator('[data-testid="stApp"]:not([data-test-script-state="initial"])'
+                 ':not([data-test-script-state="running"])'
+                 ':not([data-test-script-state="rerunRequested"])').wait_for(state="attached", timeout=timeout_ms)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout_ms)
     page.wait_for_timeout(800)
 
