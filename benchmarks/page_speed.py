@@ -1,7 +1,7 @@
 """How fast the dashboard's first screen comes (issue 21, point 6): the real ``xtlens dashboard`` server and Debian's
 chromium driven by Playwright (never ``playwright install``).
 
-    .venv/bin/python benchmarks/page_speed.py [--sessions 3] [--changes 5] [--json artifacts/page_speed.json]
+    .venv/bin/python benchmarks/page_speed.py [--quick] [--sessions 3] [--changes 5] [--json artifacts/page_speed.json]
 
 Measures, in one run:
 - ``start_to_first_chart_s``: from starting ``xtlens dashboard`` (a new process, like ``make dashboard`` on a warm
@@ -193,9 +193,12 @@ def main() -> int:
     p.add_argument("--sessions", type=int, default=3, help="new browser sessions on the running server")
     p.add_argument("--changes", type=int, default=5, help="slider changes")
     p.add_argument("--no-tabs", action="store_true", help="skip opening each tab")
+    p.add_argument("--quick", action="store_true", help="1 new session, 2 slider changes, no tabs")
     p.add_argument("--store", type=Path, help="result store (XTLENS_DB) to serve; default: a fresh one")
     p.add_argument("--json", type=Path, default=ROOT / "artifacts" / "page_speed.json")
     args = p.parse_args()
+    if args.quick:
+        args.sessions, args.changes, args.no_tabs = 1, 2, True
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
