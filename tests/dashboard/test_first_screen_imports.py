@@ -52,3 +52,17 @@ def test_device_list_without_a_gpu_driver_needs_no_torch() -> None:
         assert [d for d, _ in data.devices()][-1] == "cpu" and torch.cuda.device_count() >= 0
         return
     assert not loaded_after(code)["torch"]
+
+
+def test_overview_draws_no_code_block_until_the_keywords_expander_opens() -> None:
+    # the expander's two code blocks load the page's syntax highlighter: drawn only when a user opens it
+    from streamlit.testing.v1 import AppTest
+    from xtlens.core.config import PRESETS
+
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    assert not at.exception
+    assert "The keywords as written and as passed, with every translation explained" in [e.label for e in at.expander]
+    assert len(at.code) == 0
+    at.session_state["overview.keywords_open"] = True
+    at.run()
+    assert [c.value for c in at.code][0] == PRESETS["seed"].to_snippet()
