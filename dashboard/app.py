@@ -8,36 +8,28 @@ view renders. Only the open tab runs.
 
 from __future__ import annotations
 
+import importlib
+
 import streamlit as st
 from xtlens.core.config import Workload
 from xtlens.dashboard import controls, data, guard, style
 from xtlens.dashboard.session import jobs, run_on, url, widgets
 from xtlens.dashboard.session.colours import config_colours
-from xtlens.dashboard.views import (
-    Ctx,
-    benefits,
-    compare,
-    export,
-    flops,
-    history,
-    latency,
-    memory,
-    overview,
-    setups,
-    tradeoffs,
-)
+from xtlens.dashboard.views import Ctx
 
+# tab -> its module in xtlens.dashboard.views, imported when the tab first opens: a new server's first screen (the
+# Overview) imports no other view, nor what they need (torch through the Benefits tab's probes, among others)
 VIEWS = {
-    "Overview": overview.render,
-    "FLOPs": flops.render,
-    "Memory": memory.render,
-    "Latency": latency.render,
-    "Trade-offs": tradeoffs.render,
-    "Benefits": benefits.render,
-    "Setups": setups.render,
-    "Compare": compare.render,
-    "Export": export.render,
-    "History": history.render,
+    "Overview": "overview",
+    "FLOPs": "flops",
+    "Memory": "memory",
+    "Latency": "latency",
+    "Trade-offs": "tradeoffs",
+    "Benefits": "benefits",
+    "Setups": "setups",
+    "Compare": "compare",
+    "Export": "export",
+    "History": "history",
 }
 
 style.page_setup()  # st.set_page_config and the page-wide CSS (narrow screens)
@@ -70,10 +62,10 @@ else:
     st.caption(" · ".join(f"`{k}={v}`" for k, v in keywords.items())
                + f" — workload: batch {wl.batch} x {wl.seq_len:,} tokens, {wl.dtype}, measurements on {device}")
     tabs = st.tabs(list(VIEWS), key=widgets.VIEW_KEY, on_change="rerun")
-    for tab, (name, render) in zip(tabs, VIEWS.items(), strict=True):
+    for tab, (name, module) in zip(tabs, VIEWS.items(), strict=True):
         if tab.open:
             with tab, guard.view(name):
-                render(ctx)
+                importlib.import_module(f"xtlens.dashboard.views.{module}").render(ctx)
     url.sync_url(cfg, wl, device, widgets.current_view("Overview"))  # again: the view's own settings
 with tray_slot:
     jobs.tray()

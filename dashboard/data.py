@@ -127,11 +127,25 @@ def builder_view(cfg_json: str) -> BuilderView:
 
 # --- devices -------------------------------------------------------------------------------------------
 
+def no_gpu_driver() -> bool:
+    """True on Linux when no GPU driver's device file exists (NVIDIA ``/dev/nvidia<N>``, ROCm ``/dev/kfd``, WSL
+    ``/dev/dxg``): PyTorch can then see no GPU, so the device list needs no torch (seconds of a first screen)."""
+    import glob
+    import os
+    import sys
+
+    return sys.platform.startswith("linux") and not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd")
+                                                       or os.path.exists("/dev/dxg"))
+
+
 @st.cache_resource(show_spinner=False)
 def devices() -> tuple[tuple[str, str], ...]:
     """(device, plain description) pairs: every CUDA GPU first when present, then the CPU."""
-    import torch
     from xtlens.profiling.run import device as dev
+
+    if no_gpu_driver():
+        return (("cpu", f"CPU: {dev.cpu_name()}"),)
+    import torch
 
     out = []
     if torch.cuda.is_available():

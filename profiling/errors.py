@@ -9,10 +9,10 @@ reference the big tensors), then ``gc.collect()`` and, on CUDA, ``torch.cuda.emp
 from __future__ import annotations
 
 import gc
+import sys
 import traceback
 from typing import Any
 
-import torch
 from xtlens.core.config import ConfigError, ModelConfig, Workload, XtlensError
 from xtlens.profiling.results.records import ProfileRecord, base_fields
 
@@ -35,7 +35,9 @@ class ProfileError(XtlensError, RuntimeError):
 def is_oom(exc: BaseException) -> bool:
     """True for an allocation failure: ``torch.cuda.OutOfMemoryError``, ``MemoryError``, or a
     ``RuntimeError`` whose text says out of memory / can't allocate / ``DefaultCPUAllocator``."""
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    torch = sys.modules.get("torch")  # not imported: no torch error can exist (the page imports this without torch)
+    oom_type = None if torch is None else (getattr(torch, "OutOfMemoryError", None)
+                                           or getattr(torch.cuda, "OutOfMemoryError", None))
     if oom_type is not None and isinstance(exc, oom_type):
         return True
     if isinstance(exc, MemoryError):
@@ -49,7 +51,8 @@ def is_oom(exc: BaseException) -> bool:
 def free_memory(device: str) -> None:
     """Collect garbage and, on CUDA, return cached blocks to the driver."""
     gc.collect()
-    if device.startswith("cuda") and torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # nothing on CUDA without torch imported
+    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 

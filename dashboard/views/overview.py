@@ -203,7 +203,13 @@ def _effective(ctx: Ctx) -> None:
                     f"{view.xtransformers_version} has no `{t.keyword}`; the expander says why and how).")
     if not view.translations:
         st.caption(f"Passed to x-transformers {view.xtransformers_version} as written.")
-    with st.expander("The keywords as written and as passed, with every translation explained"):
+    # drawn only while open (a rerun opens it): its code blocks load the page's syntax highlighter, most of a second
+    # of a new browser session's first screen on 2 cores (benchmarks/page_speed.py)
+    keywords = st.expander("The keywords as written and as passed, with every translation explained",
+                           key="overview.keywords_open", on_change="rerun")
+    if not keywords.open:
+        return
+    with keywords:
         left, right = st.columns(2)
         with left:
             st.caption("As written (x-transformers <= 1.19.1 spelling)")

@@ -15,13 +15,11 @@ import os
 import time
 from collections.abc import Callable
 
-import torch
-from xtlens.core.builder import resolve_device
 from xtlens.core.hardware import PEAK_FLOPS_PER_S, gpu_family, peak_flops_per_s
 
 __all__ = [
     "PEAK_FLOPS_PER_S",
-    "resolve_device",
+    "resolve_device",  # noqa: F822 - provided by the module __getattr__ below (imports torch on first use)
     "resolve",
     "device_name",
     "cpu_name",
@@ -34,8 +32,22 @@ __all__ = [
 ]
 
 
+# torch (and core.builder, which imports it) load on first use: the page imports this module for the job tray and
+# the device list, and its first screen needs no torch (``python -X importtime``: torch is seconds of it).
+
+def __getattr__(name: str):
+    """``resolve_device`` is ``core.builder.resolve_device`` (the one resolver), imported on first use."""
+    if name == "resolve_device":
+        from xtlens.core.builder import resolve_device
+
+        return resolve_device
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def resolve(device: str = "auto") -> tuple[str, str]:
     """``(device, device_name)``: ``core.builder.resolve_device`` (the one resolver) and the device's name."""
+    from xtlens.core.builder import resolve_device
+
     resolved = resolve_device(device)
     return resolved, device_name(resolved)
 
@@ -65,6 +77,8 @@ def cpu_name() -> str:
 def device_name(device: str) -> str:
     """Human name of ``device``: the GPU name for CUDA, the CPU model and core count for ``"cpu"``."""
     if device.startswith("cuda"):
+        import torch
+
         return torch.cuda.get_device_name(torch.device(device))
     return cpu_name()
 
@@ -75,12 +89,16 @@ def versions() -> dict[str, str]:
         xt = importlib.metadata.version("x-transformers")
     except importlib.metadata.PackageNotFoundError:
         xt = "not installed"
+    import torch
+
     return {"torch": torch.__version__, "x-transformers": xt}
 
 
 def synchronize(device: str) -> None:
     """Wait for queued GPU work on ``device`` (no-op on CPU)."""
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize(torch.device(device))
 
 
@@ -97,6 +115,8 @@ def timed_measurement_setup(wl, cfg, *, device: str, phases: tuple[str, ...], al
     if warmup < 0 or repeats < 1:
         raise ProfileError(f"warmup must be >= 0 and repeats >= 1 (got warmup={warmup}, repeats={repeats}).")
     wl.check_against(cfg)
+    from xtlens.core.builder import resolve_device
+
     dev = resolve_device(device)
     vers = versions()
     return dev, device_name(dev), dict(torch_version=vers["torch"], xtransformers_version=vers["x-transformers"],
@@ -113,6 +133,8 @@ def time_calls(fn: Callable[[], object], *, device: str, warmup: int, repeats: i
         fn()
     synchronize(device)
     if device.startswith("cuda"):
+        import torch
+
         pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
         for start, end in pairs:
             start.record()
