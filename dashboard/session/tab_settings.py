@@ -31,11 +31,15 @@ def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = No
     """
     kept = store.setdefault(_KEPT, {})
     if store.has(key) and _valid(key, valid, store.get(key)):
-        kept[key] = store.get(key)
-        return
-    value = kept.get(key, default)
-    if not _valid(key, valid, value):
-        value = default  # a value from an old link or session that this configuration does not allow
+        value = store.get(key)
+    else:
+        value = kept.get(key, default)
+        if not _valid(key, valid, value):
+            value = default  # a value from an old link or session that this configuration does not allow
+    # written back on every run, even when the session still holds it: a run that ends early (a job's poll
+    # fragment or the tray fires while another tab opens) keeps the hidden widget's value on the server, but
+    # the browser re-creates the widget at its own default (first option, 1, off) and sends that back unless
+    # the value is set from the session (issue 21: the Latency settings reset to lat_max=128&lat_rep=1)
     store.put(key, value)
     kept[key] = value
 
