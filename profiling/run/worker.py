@@ -553,6 +553,10 @@ class JobManager:
         with self._lock:
             mine = self._owned.get((owner, key))
             job = self._jobs.get(key)
+            if job is None or job.outcome not in ("pending", "running", "finished"):
+                # the newest run of this key that someone still sees and that did not end badly
+                job = next((j for j in reversed(self._order) if j.key == key
+                            and j.outcome in ("pending", "running", "finished")), job)
             if not fresh and job is not None and job.outcome in ("pending", "running", "finished"):
                 if mine is not job:
                     if not job.done():
