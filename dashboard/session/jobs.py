@@ -162,7 +162,9 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
             address, device = run_on.run_on()
             where = (f"{req.device}; runs in a separate process" if address is None else
                      f"device {device} of the Ray cluster at {address}; one Ray task per point")
-            if not pressed:  # pressed: the job's progress follows, not a stale "not measured yet"
+            if pressed:  # the job's progress follows: the "not measured yet" line goes at once
+                st.caption(f"{req.label}: starting, progress below.")
+            else:
                 st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {where} (time limit "
                            f"{TIME_LIMIT_S:g} s), the page stays usable.")
         if not pressed:

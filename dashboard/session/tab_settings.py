@@ -2,7 +2,7 @@
 session file.
 
 Streamlit drops a widget's value when its tab is not drawn; ``tab_setting`` copies the value to a plain key
-on every run and puts it back when the widget comes back. ``URL_TAB_SETTINGS`` names the settings that are
+on every run and gives it back as the widget's default when the widget comes back. ``URL_TAB_SETTINGS`` names the settings that are
 part of a link (under a short URL name).
 """
 
@@ -22,26 +22,31 @@ _URL_KINDS: dict[str, Callable[[str], Any]] = {"latency.max_len": int, "latency.
                                                "tradeoffs.axis": str, "tradeoffs.dataset_btokens": float}
 
 
-def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = None) -> None:
-    """Call before drawing a tab's widget ``key`` (drawn without ``value=``): the value survives a tab switch.
+def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = None) -> Any:
+    """Call before drawing a tab's widget ``key``; returns its value, which the view passes as the widget's own
+    default (``value=``, ``default=``, ``index=``): the value survives a tab switch.
 
     The value is set from the URL on the first run (``settings_from_url``), else from what was kept, else
     ``default``. A kept value the setting cannot hold (``setting_values``), or that ``valid(value)`` rejects (what
     the current configuration allows, e.g. lengths up to its ``max_seq_len``), gives way to ``default``.
+
+    Why the widget's default too: when a tab is re-opened while a job runs, the browser may re-create the widget
+    without the value the server set (a fragment's run kept it on the server, or the one-shot "set value" was
+    spent on a mount that was thrown away) and then shows and sends back the widget's own default (first option,
+    1, off): the Latency settings reset to lat_max=128&lat_rep=1 (issue 21). With the kept value as the widget's
+    default, a re-created widget starts from it.
     """
     kept = store.setdefault(_KEPT, {})
     if store.has(key) and _valid(key, valid, store.get(key)):
-        value = store.get(key)
-    else:
-        value = kept.get(key, default)
-        if not _valid(key, valid, value):
-            value = default  # a value from an old link or session that this configuration does not allow
-    # written back on every run, even when the session still holds it: a run that ends early (a job's poll
-    # fragment or the tray fires while another tab opens) keeps the hidden widget's value on the server, but
-    # the browser re-creates the widget at its own default (first option, 1, off) and sends that back unless
-    # the value is set from the session (issue 21: the Latency settings reset to lat_max=128&lat_rep=1)
-    store.put(key, value)
+        kept[key] = store.get(key)
+        return kept[key]
+    value = kept.get(key, default)
+    if not _valid(key, valid, value):
+        value = default  # a value from an old link or session that this configuration does not allow
+    if store.has(key):  # a value the widget cannot keep: the browser must be told (a one-shot "set value")
+        store.put(key, value)
     kept[key] = value
+    return value
 
 
 def _valid(key: str, valid: Callable[[Any], bool] | None, value: Any) -> bool:

@@ -39,8 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _latency_settings(page) -> dict[str, str]:
     return {"repeats": page.get_by_role("spinbutton", name="repeats", exact=True).input_value(),
             "longest": page.locator('[data-testid="stSlider"]').filter(has_text="longest sequence").locator(
-                '[role="slider"]').first.get_attribute("aria-valuenow") or "",
-            "variant": str(page.get_by_role("checkbox", name="also time the other ALiBi setting").is_checked())}
+                'input[type="range"]').first.get_attribute("aria-valuetext") or "",
+            "variant": str(page.get_by_role("switch", name="also time the other ALiBi setting").is_checked())}
 
 
 def _sweep_caption(page):
@@ -71,7 +71,8 @@ def test_a_job_survives_every_tab_and_a_second_session_reads_it_from_cache(serve
         assert _latency_settings(page) == wanted
         page.get_by_role("button", name="Measure latency").click()
         expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=TIMEOUT_MS)
-        # the press starts the job: the "not measured yet" line of this sweep is gone at once
+        # the press starts the job: the "not measured yet" line of this sweep is gone
+        settle(page)
         assert page.get_by_text(f"not measured yet — press Measure. {LABEL}").count() == 0
 
         for name in TABS:  # every other tab while the job runs (and perhaps ends)
@@ -102,7 +103,7 @@ def test_a_job_survives_every_tab_and_a_second_session_reads_it_from_cache(serve
         words = caption.inner_text()
         assert f"from cache (measured {when}" in words and "another browser session's run" in words, words
         assert "measured now" not in words
-        again = other.locator("button").filter(has_text="Measure again")
+        again = other.get_by_role("button", name="Measure again", exact=True)
         expect(again).to_be_visible()
         shot(other, "jobs_second_session_from_cache")
         again.click()
@@ -111,9 +112,10 @@ def test_a_job_survives_every_tab_and_a_second_session_reads_it_from_cache(serve
         expect(tray.get_by_text(re.compile(rf"{LABEL} — (running|queued)"))).to_be_visible(timeout=TIMEOUT_MS)
         other.get_by_role("button", name="Cancel").click()
         expect(tray.get_by_text(re.compile(rf"{LABEL} — cancelled after \d+ s"))).to_be_visible(timeout=TIMEOUT_MS)
-        expect(tray.locator("button").filter(has_text="Retry")).to_be_visible()
-        expect(other.get_by_text(re.compile(rf"{LABEL}: cancelled after \d+ s"))).to_be_visible()
         settle(other)
+        shot(other, "jobs_second_session_cancelled")
+        expect(tray.get_by_role("button", name="Retry", exact=True)).to_have_count(1)
+        expect(other.get_by_text(re.compile(rf"{LABEL}: cancelled after \d+ s"))).to_be_visible()
         no_exception(other)
         shot(other, "jobs_second_session_cancelled")
         # the first session keeps its own result
