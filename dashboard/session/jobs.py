@@ -117,8 +117,7 @@ def place_words(address: str | None) -> str:
 
 def retry(job: Job, place: str = "") -> Job:
     """A new job of ``job``'s spec for this session (Retry of a cancelled, failed or timed-out job)."""
-    mgr = _managers().get(place) or manager()
-    return mgr.submit_spec(job.spec, owner=owner(), fresh=True)
+    return manager(place or None).submit_spec(job.spec, owner=owner(), fresh=True)
 
 
 ENDED_BADLY = ("cancelled", "timeout", "crashed")
@@ -180,7 +179,8 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
     frame = frame_of(job)
     bad = frame[frame["status"] != "ok"]
     address = run_on.run_on()[0]
-    prov = provenance.provenance(frame, getattr(job, "started_wall", None),
+    ok = frame[frame["status"] == "ok"]  # a failure row's time is when it failed, not when a number was measured
+    prov = provenance.provenance(ok, getattr(job, "started_wall", None),
                                  shared=getattr(job, "owner", owner()) != owner(), by=place_words(address))
     names = frame["device_name"].dropna()
     device_name = names.iloc[0] if not names.empty else req.device
@@ -188,7 +188,8 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
         st.warning(f"{req.label}: {ended_words(job)}. The points it finished are shown; press Retry to measure "
                    "again with the same settings.")
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.caption(f"{req.label} on {device_name}: **{prov.source}**{prov.words()[len(prov.source):]}; job took "
+        said = (f"**{prov.source}**{prov.words()[len(prov.source):]}" if len(ok) else "**no number measured**")
+        st.caption(f"{req.label} on {device_name}: {said}; job took "
                    f"{job.elapsed_s:.1f} s; {len(frame)} row(s)" + (f", {len(bad)} not ok" if len(bad) else "") + ".")
         again = "Retry" if job.outcome in ENDED_BADLY else "Measure again"
         if st.button(again, key=f"remeasure.{key}", type="secondary", icon=":material/refresh:",
@@ -326,7 +327,7 @@ def tray() -> None:
                                             icon=":material/refresh:", help="Run this job again with the same "
                                             "settings (a new job; the finished points come from the results "
                                             "database)."):
-                    job = (_managers().get(r["place"]) or manager()).get(r["key"], owner())
+                    job = manager(r["place"] or None).get(r["key"], owner())
                     if job is not None:
                         try:
                             retry(job, r["place"])
