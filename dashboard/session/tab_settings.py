@@ -16,10 +16,32 @@ from xtlens.dashboard.session import setting_values, store
 
 _KEPT = "_xtlens_kept"
 # the tab settings that change what a view shows: they go into the URL (short name) and the session file
-URL_TAB_SETTINGS = {"latency.max_len": "lat_max", "latency.repeats": "lat_rep", "tradeoffs.axis": "axis",
-                    "tradeoffs.dataset_btokens": "data_bt"}
+URL_TAB_SETTINGS = {"latency.max_len": "lat_max", "latency.repeats": "lat_rep", "latency.phases": "lat_ph",
+                    "latency.variant": "lat_alibi", "tradeoffs.axis": "axis", "tradeoffs.dataset_btokens": "data_bt"}
+
+
+def _url_list(raw: str) -> list[str]:
+    return [part for part in str(raw).split(",") if part]
+
+
+def _url_bool(raw: str) -> Any:
+    """``1``/``true`` and ``0``/``false``; anything else is passed on for ``setting_values`` to refuse by name."""
+    return {"1": True, "true": True, "0": False, "false": False}.get(str(raw).lower(), raw)
+
+
 _URL_KINDS: dict[str, Callable[[str], Any]] = {"latency.max_len": int, "latency.repeats": int,
+                                               "latency.phases": _url_list, "latency.variant": _url_bool,
                                                "tradeoffs.axis": str, "tradeoffs.dataset_btokens": float}
+
+
+def _url_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = None) -> Any:
@@ -100,8 +122,7 @@ def tab_url_params() -> dict[str, str]:
     out = {}
     for key, short in URL_TAB_SETTINGS.items():
         if kept.get(key) is not None:
-            value = kept[key]
-            out[short] = f"{value:g}" if isinstance(value, float) else str(value)
+            out[short] = _url_text(kept[key])
     return out
 
 

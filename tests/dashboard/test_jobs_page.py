@@ -149,3 +149,22 @@ def test_a_second_session_reads_from_cache_and_its_measure_again_measures(monkey
     assert "measured now" in captions(second)
     first.run()
     assert "measured now" in captions(first)  # the first session keeps its own result
+
+
+def test_every_latency_setting_of_a_job_is_in_the_link_so_a_reload_keeps_it() -> None:
+    """A reload (same URL) is a new session: the phases and the ALiBi toggle come back from the link too."""
+    from xtlens.dashboard.session import store, tab_settings
+
+    with store.use({}):
+        notes: list[str] = []
+        tab_settings.settings_from_url({"lat_max": "512", "lat_rep": "5", "lat_ph": "forward,decode",
+                                        "lat_alibi": "0"}, notes)
+        assert notes == []
+        assert tab_settings.kept_settings() == {"latency.max_len": 512, "latency.repeats": 5,
+                                                "latency.phases": ["forward", "decode"], "latency.variant": False}
+        assert tab_settings.tab_url_params() == {"lat_max": "512", "lat_rep": "5", "lat_ph": "forward,decode",
+                                                 "lat_alibi": "0"}
+        tab_settings.settings_from_url({"lat_ph": "forward,bogus", "lat_alibi": "maybe"}, notes)
+        assert [n.split(" is not allowed")[0] for n in notes] == [
+            "The link's value was not used: lat_ph = ['forward', 'bogus']",
+            "The link's value was not used: lat_alibi = 'maybe'"]
