@@ -154,18 +154,20 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
     """
     job = find(req)
     if job is None:
-        cols = st.columns([1, 3])
-        with cols[0]:
-            pressed = st.button(button, key=f"measure.{key}", type="primary", help=help, width="stretch")
-        with cols[1]:
-            address, device = run_on.run_on()
-            where = (f"{req.device}; runs in a separate process" if address is None else
-                     f"device {device} of the Ray cluster at {address}; one Ray task per point")
-            if pressed:  # the job's progress follows: the "not measured yet" line goes at once
-                st.caption(f"{req.label}: starting, progress below.")
-            else:
-                st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {where} (time limit "
-                           f"{TIME_LIMIT_S:g} s), the page stays usable.")
+        head = st.empty()  # the button and "not measured yet": cleared once the press submitted the job
+        with head.container():
+            cols = st.columns([1, 3])
+            with cols[0]:
+                pressed = st.button(button, key=f"measure.{key}", type="primary", help=help, width="stretch")
+            with cols[1]:
+                address, device = run_on.run_on()
+                where = (f"{req.device}; runs in a separate process" if address is None else
+                         f"device {device} of the Ray cluster at {address}; one Ray task per point")
+                if pressed:  # the job's progress (or its result) follows: "not measured yet" goes at once
+                    st.caption(f"{req.label}: starting, progress below.")
+                else:
+                    st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {where} (time limit "
+                               f"{TIME_LIMIT_S:g} s), the page stays usable.")
         if not pressed:
             return None
         try:
@@ -173,6 +175,7 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
         except QueueFull as exc:
             st.warning(str(exc))
             return None
+        head.empty()
     if not job.done():
         _progress(job.key, req.label)
         return None

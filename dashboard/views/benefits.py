@@ -281,15 +281,17 @@ def _stored_atlas(ctx: Ctx, opt: ProbeOptions) -> bool:
 def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
     job = benefit_data.find(opt)
     if job is None:
-        cols = st.columns([1, 3])
-        pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
-        stored = benefit_data.stored_atlas_runs(opt) if opt.probe == "atlas" else None
-        if not pressed:  # pressed: the job's progress follows, not a stale "Not run yet"
-            cols[1].caption((f"{stored.runs_found} of its {stored.runs_planned} runs are in the result store: Run probe "
-                             "serves them from there and trains only the missing ones. " if stored else "Not run yet. ")
-                            + f"Runs in a separate process (time limit {time_limit_for(opt.probe):g} s) with "
-                            "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
-                            "served from there next time (Measure again trains them again).")
+        head = st.empty()  # the button and "Not run yet": cleared once the press submitted the job
+        with head.container():
+            cols = st.columns([1, 3])
+            pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
+            stored = benefit_data.stored_atlas_runs(opt) if opt.probe == "atlas" else None
+            if not pressed:  # pressed: the job's progress follows, not a stale "Not run yet"
+                cols[1].caption((f"{stored.runs_found} of its {stored.runs_planned} runs are in the result store: Run probe "
+                                 "serves them from there and trains only the missing ones. " if stored else "Not run yet. ")
+                                + f"Runs in a separate process (time limit {time_limit_for(opt.probe):g} s) with "
+                                "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
+                                "served from there next time (Measure again trains them again).")
         if not pressed:
             return None
         try:
@@ -297,6 +299,7 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
         except QueueFull as exc:
             st.warning(str(exc))
             return None
+        head.empty()
     if not job.done():
         _progress(job.key, f"{opt.probe} probe")
         return None

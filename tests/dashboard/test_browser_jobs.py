@@ -103,6 +103,9 @@ def test_a_job_survives_every_tab_and_a_second_session_reads_it_from_cache(serve
         words = caption.inner_text()
         assert f"from cache (measured {when}" in words and "another browser session's run" in words, words
         assert "measured now" not in words
+        settle(other)  # the result replaced the button and its "not measured yet" line
+        expect(other.get_by_role("button", name="Measure latency")).to_have_count(0)
+        assert other.get_by_text(f"not measured yet — press Measure. {LABEL}").count() == 0
         again = other.get_by_role("button", name="Measure again", exact=True)
         expect(again).to_be_visible()
         shot(other, "jobs_second_session_from_cache")
