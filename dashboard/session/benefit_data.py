@@ -22,6 +22,7 @@ from xtlens.dashboard.session import jobs, ownership, uploads
 from xtlens.profiling.benefit.corpus import cache_dir, corpus_from_bytes
 from xtlens.profiling.benefit.derived_store import ATLAS_FINALS, ATLAS_TABLE
 from xtlens.profiling.benefit.jobs import ProbeJob, ProbeSpec, time_limit_for
+from xtlens.profiling.benefit.probe_store import describe_sources
 from xtlens.profiling.benefit.probes import ProbeOptions
 from xtlens.profiling.benefit.records import probe_frame
 from xtlens.profiling.run.worker import JobManager
@@ -45,15 +46,30 @@ def submit(options: ProbeOptions, label: str, *, fresh: bool = False) -> ProbeJo
     """Submit the probe for this session; raises ``QueueFull`` (a ProfileError with the message) past the session's
     limit. ``fresh``: train every run again instead of serving stored runs from the result store."""
     spec = ProbeSpec(options=options, time_limit_s=time_limit_for(options.probe), use_cache=not fresh)
-    job = manager().submit_spec(spec, owner=jobs.owner())
+    job = manager().submit_spec(spec, owner=jobs.owner(), fresh=fresh)
     ownership.remember_probe(job.key, options.probe, label)
     return job
 
 
 def measure_again(options: ProbeOptions, job: ProbeJob, label: str) -> ProbeJob:
-    """Drop this session's ``job`` and train ``options`` afresh (another session keeps its own copy)."""
-    manager().forget(job.key, jobs.owner())
+    """A new job for this session that trains ``options`` afresh (another session keeps its own copy of ``job``);
+    raises ``QueueFull`` past the session's limit."""
     return submit(options, label, fresh=True)
+
+
+def sources_words(job: ProbeJob) -> str:
+    """Which runs of the job were trained now and which came from the result store, in words: a job another
+    browser session started trained nothing for this one, so all its runs are "from cache" with their time."""
+    rows = job.result()
+    if getattr(job, "owner", jobs.owner()) == jobs.owner():
+        return describe_sources(rows)
+    stamps = sorted(r.timestamp for r in rows if r.timestamp)
+    runs = len({(r.run_key or i, r.config_name, r.budget_kind, r.seed) for i, r in enumerate(rows)})
+    when = "at an unknown time" if not stamps else (
+        stamps[0].replace("T", " ")[:19] + " UTC" + ("" if stamps[-1][:19] == stamps[0][:19]
+                                                     else " .. " + stamps[-1].replace("T", " ")[:19] + " UTC"))
+    return (f"from cache ({runs} run(s) measured {when}, by this machine; another browser session's run, shared): "
+            "not trained again; press Measure again to train them again")
 
 
 def cancel(job_key: str) -> bool:

@@ -5,8 +5,13 @@ never takes the server down; or, when the sidebar says "Ray cluster", as Ray tas
 (``profiling.run.executor``; one manager per place). The manager keys jobs by (configurations, workloads, device, what,
 options) and by owner, the browser session that pressed Measure: a session sees, cancels and replaces only
 its own jobs; when two sessions ask for the same measurement they share one run and its immutable rows
-(each builds its own table from them), and "Measure again" or Cancel in one session never removes the other's
-result. A session may have ``JobManager.max_per_owner`` unfinished jobs. No model lives in this process.
+(each builds its own table from them, and the one that did not start it reads "from cache"), "Measure again"
+always starts a new job, and Cancel in one session never removes the other's result. A cancelled, failed or
+timed-out job stays in its view and in the tray with its reason and a Retry. A session may have
+``JobManager.max_per_owner`` unfinished jobs. No model lives in this process.
+
+A job belongs to the page, not to its tab: the view finds it again from its request (the tab's settings, kept
+by ``tab_settings``) whenever the tab is drawn, so a result that ended while another tab was open is there.
 """
 
 from __future__ import annotations
@@ -91,18 +96,38 @@ def find(req: Request) -> Job | None:
     return mgr.get(req.key(), owner())
 
 
-def submit(req: Request) -> Job:
-    """Submit for this session; raises ``QueueFull`` (a ProfileError with the message) past the session's limit."""
+def submit(req: Request, *, fresh: bool = False) -> Job:
+    """Submit for this session; raises ``QueueFull`` (a ProfileError with the message) past the session's limit.
+    ``fresh``: a new job even when one of this request ran or runs (``JobManager.submit_spec``)."""
     mgr, req = _where(req)
-    job = mgr.submit_spec(req.spec(), owner=owner())
+    job = mgr.submit_spec(req.spec(), owner=owner(), fresh=fresh)
     ownership.remember_job(job.key, req.label)
     return job
 
 
 def measure_again(req: Request, job: Job) -> Job:
     """Drop ``job`` and measure ``req`` afresh, bypassing the results database (its rows stay as history)."""
-    _where(req)[0].forget(job.key, owner())
-    return submit(dataclasses.replace(req, use_cache=False))
+    return submit(dataclasses.replace(req, use_cache=False), fresh=True)
+
+
+def place_words(address: str | None) -> str:
+    """Where a manager's jobs run, in the words of the provenance line."""
+    return "this machine" if not address else f"the Ray cluster at {address}"
+
+
+def retry(job: Job, place: str = "") -> Job:
+    """A new job of ``job``'s spec for this session (Retry of a cancelled, failed or timed-out job)."""
+    return manager(place or None).submit_spec(job.spec, owner=owner(), fresh=True)
+
+
+ENDED_BADLY = ("cancelled", "timeout", "crashed")
+
+
+def ended_words(job: Job) -> str:
+    """Why a job ended without all its numbers: cancelled, the time limit, or the failure's message."""
+    message = job.progress()[1]
+    return {"cancelled": f"cancelled after {job.elapsed_s:.0f} s",
+            "timeout": message}.get(job.outcome, message)
 
 
 def frame_of(job: Job) -> pd.DataFrame:
@@ -129,15 +154,20 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
     """
     job = find(req)
     if job is None:
-        cols = st.columns([1, 3])
-        with cols[0]:
-            pressed = st.button(button, key=f"measure.{key}", type="primary", help=help, width="stretch")
-        with cols[1]:
-            address, device = run_on.run_on()
-            where = (f"{req.device}; runs in a separate process" if address is None else
-                     f"device {device} of the Ray cluster at {address}; one Ray task per point")
-            st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {where} (time limit {TIME_LIMIT_S:g} s), "
-                       "the page stays usable.")
+        head = st.empty()  # the button and "not measured yet": cleared once the press submitted the job
+        with head.container():
+            cols = st.columns([1, 3])
+            with cols[0]:
+                pressed = st.button(button, key=f"measure.{key}", type="primary", help=help, width="stretch")
+            with cols[1]:
+                address, device = run_on.run_on()
+                where = (f"{req.device}; runs in a separate process" if address is None else
+                         f"device {device} of the Ray cluster at {address}; one Ray task per point")
+                if pressed:  # the job's progress (or its result) follows: "not measured yet" goes at once
+                    st.caption(f"{req.label}: starting, progress below.")
+                else:
+                    st.caption(f"{NOT_MEASURED}. {req.label}: {req.points} point(s) on {where} (time limit "
+                               f"{TIME_LIMIT_S:g} s), the page stays usable.")
         if not pressed:
             return None
         try:
@@ -145,22 +175,34 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
         except QueueFull as exc:
             st.warning(str(exc))
             return None
+        head.empty()
     if not job.done():
         _progress(job.key, req.label)
         return None
     frame = frame_of(job)
     bad = frame[frame["status"] != "ok"]
-    prov = provenance.provenance(frame, getattr(job, "started_wall", None))
+    address = run_on.run_on()[0]
+    ok = frame[frame["status"] == "ok"]  # a failure row's time is when it failed, not when a number was measured
+    prov = provenance.provenance(ok, getattr(job, "started_wall", None),
+                                 shared=getattr(job, "owner", owner()) != owner(), by=place_words(address))
     names = frame["device_name"].dropna()
     device_name = names.iloc[0] if not names.empty else req.device
-    ended = {"finished": "", "cancelled": " — cancelled", "timeout": " — stopped at the time limit",
-             "crashed": " — the measurement process failed"}.get(job.outcome, f" — {job.outcome}")
+    if job.outcome in ENDED_BADLY:
+        st.warning(f"{req.label}: {ended_words(job)}. The points it finished are shown; press Retry to measure "
+                   "again with the same settings.")
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.caption(f"{req.label} on {device_name}: **{prov.source}**{ended}. {prov.words()}; job took "
+        said = (f"**{prov.source}**{prov.words()[len(prov.source):]}" if len(ok) else "**no number measured**")
+        st.caption(f"{req.label} on {device_name}: {said}; job took "
                    f"{job.elapsed_s:.1f} s; {len(frame)} row(s)" + (f", {len(bad)} not ok" if len(bad) else "") + ".")
-        if st.button("Measure again", key=f"remeasure.{key}", type="tertiary",
-                     help="Measure every point now, not from the results database (the old rows stay as history)."):
-            measure_again(req, job)
+        again = "Retry" if job.outcome in ENDED_BADLY else "Measure again"
+        if st.button(again, key=f"remeasure.{key}", type="secondary", icon=":material/refresh:",
+                     help="Start a new job that measures every point now, not from the results database (the old "
+                          "rows stay as history)."):
+            try:
+                measure_again(req, job)
+            except QueueFull as exc:
+                st.warning(str(exc))
+                return frame
             st.rerun()
     machine = provenance.machine_state(frame)
     if machine:
@@ -172,8 +214,11 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
     summary = provenance.failure_summary(bad)
     if summary:
         messages = [m for m in bad["error"].dropna().unique() if "cancelled" not in m and not m.startswith("not run")]
+        again = (" A point with a failed row is never served from the results database, so it is measured again "
+                 "on every request (the other points came from the cache)." if prov.cached_rows and prov.fresh_rows
+                 and not prov.shared else "")
         st.warning(f"{len(bad)} point(s) have no number — " + "; ".join(summary) + "."
-                   + (f" First reason: {messages[0]}" if messages else ""))
+                   + (f" First reason: {messages[0]}" if messages else "") + again)
         if len(messages) > 1:
             with st.expander("all failure messages"):
                 st.markdown("\n".join(f"- {m}" for m in messages))
@@ -230,23 +275,25 @@ def _session_labels() -> dict[str, str]:
 
 
 def tray_rows() -> list[dict[str, str]]:
-    """This session's jobs (those it asked for and still owns) with their state: queued (position, and the job it waits for), running, done,
-    cancelled, timed out, failed. Every place (this machine, each Ray cluster) runs one job at a time."""
+    """This session's jobs (those it asked for and still owns) with their state: queued (position, and the job it
+    waits for), running, done, cancelled, timed out, failed (with the reason). Every place (this machine, each Ray
+    cluster) runs one job at a time. ``place`` and ``key`` name the job for ``retry``; ``retry`` is "yes" for a
+    job that ended without all its numbers."""
     labels = _session_labels()
     rows = []
     places = {"": manager(), **{a: m for a, m in _managers().items() if a}}
+    me = owner()
     for place, mgr in places.items():
         all_jobs = mgr.jobs()
         running = [j for j in all_jobs if j.outcome == "running"]
-        queued = [j for j in all_jobs if j.outcome == "pending"]
-        for job in all_jobs:
-            # only the jobs this session still owns: a job it asked for once and let go of (Cancel, "Measure
-            # again") may run on for another session, whose progress this session must not see
-            if job.key not in labels or mgr.get(job.key, owner()) is not job:
+        # only the jobs this session still owns: a job it asked for once and let go of ("Measure again", Cancel of a
+        # shared run) may run on for another session, whose progress this session must not see
+        for job in mgr.owned(me):
+            if job.key not in labels:
                 continue
             outcome = job.outcome
             if outcome == "pending":
-                pos = queued.index(job) + 1
+                pos = mgr.queue_position(job)
                 ahead = running[0] if running else None
                 why = (f"waits for {labels.get(ahead.key, 'a job of another session')}" if ahead is not None
                        else "about to start")
@@ -254,15 +301,19 @@ def tray_rows() -> list[dict[str, str]]:
             elif outcome == "running":
                 fraction, message = job.progress()
                 words = f"running {fraction:.0%} — {message}"
+            elif outcome == "finished":
+                words = "done" if getattr(job, "owner", me) == me else "done (another session's run, shared)"
             else:
-                words = {"finished": "done", "cancelled": "cancelled", "timeout": "stopped at the time limit",
-                         "crashed": "failed"}.get(outcome, outcome)
-            rows.append({"job": labels[job.key], "state": words, "time": f"{job.elapsed_s:.0f} s"})
+                words = {"cancelled": "cancelled", "timeout": "timed out", "crashed": "failed"}[outcome]
+                words += f" — {ended_words(job)}" if outcome != "cancelled" else f" after {job.elapsed_s:.0f} s"
+            rows.append({"job": labels[job.key], "state": words, "time": f"{job.elapsed_s:.0f} s", "place": place,
+                         "key": job.key, "retry": "yes" if outcome in ENDED_BADLY else ""})
     return rows
 
 
 def tray() -> None:
-    """The sidebar's job tray: every measurement and probe this session asked for, wherever its tab is."""
+    """The sidebar's job tray: every measurement and probe this session asked for, wherever its tab is; a
+    cancelled, failed or timed-out job stays with its reason and a Retry."""
     if not _session_labels():
         return
     busy = any(r["state"].startswith(("running", "queued")) for r in tray_rows())
@@ -271,8 +322,23 @@ def tray() -> None:
     def draw() -> None:
         rows = tray_rows()
         active = sum(1 for r in rows if r["state"].startswith(("running", "queued")))
-        with st.expander(f"Measurement jobs ({active} active)", expanded=active > 0):
+        with st.expander(f"Measurement jobs ({active} active, {len(rows)} in all)", expanded=active > 0 or any(
+                r["retry"] for r in rows)):
             for r in rows:
                 st.markdown(f"**{r['job']}** — {r['state']} ({r['time']})")
+                if r["retry"] and st.button("Retry", key=f"tray.retry.{r['place']}.{r['key']}", type="secondary",
+                                            icon=":material/refresh:", help="Run this job again with the same "
+                                            "settings (a new job; the finished points come from the results "
+                                            "database)."):
+                    job = manager(r["place"] or None).get(r["key"], owner())
+                    if job is not None:
+                        try:
+                            retry(job, r["place"])
+                        except QueueFull as exc:
+                            st.warning(str(exc))
+                            return
+                    st.rerun(scope="app")
+        if busy and not active:  # the last job just ended: redraw the page so its view shows the result
+            st.rerun(scope="app")
 
     draw()

@@ -2,7 +2,9 @@
 
 A job's rows are either measured by that job (fresh) or served from the results database (the cache):
 a stored row keeps the timestamp of the run that measured it, so a row older than the job's start came
-from the cache, and the page says so with that original time. The checks below flag what an expert would
+from the cache, and the page says so with that original time. A job another browser session started (the
+two shared one run) measured nothing for this session: all its rows are "from cache" too. "Measured now" is
+said only of rows this session's own job measured. The checks below flag what an expert would
 distrust: a wide min-max spread, a training step faster than the forward it contains, an attention core
 slower than the whole forward.
 """
@@ -28,6 +30,8 @@ class Provenance:
     fresh_rows: int
     first_measured: str | None  # ISO time of the oldest row
     last_measured: str | None  # ISO time of the newest row
+    by: str = "this machine"  # where the rows were measured: "this machine", "the Ray cluster at ..."
+    shared: bool = False  # the job was started by another browser session: nothing was measured for this one
 
     @property
     def source(self) -> str:
@@ -38,16 +42,18 @@ class Provenance:
         return "measured now"
 
     def words(self) -> str:
-        """``from cache, measured 2026-11-26 03:12:05 UTC`` / ``measured now, at ...``."""
+        """``from cache (measured 2026-11-26 03:12:05 UTC, by this machine)`` / ``measured now (... by ...)``."""
         when = _show(self.first_measured)
         if self.last_measured and self.last_measured != self.first_measured:
             when += f" .. {_show(self.last_measured)}"
+        whose = "; another browser session's run, shared" if self.shared else ""
         if self.source == "from cache":
-            return f"from cache: measured {when} (not re-measured; press Measure again for fresh numbers)"
+            return (f"from cache (measured {when}, by {self.by}{whose}): not re-measured; press Measure again for "
+                    "fresh numbers")
         if self.source == "partly from cache":
-            return (f"partly from cache: {self.cached_rows} row(s) stored earlier, {self.fresh_rows} measured now; "
-                    f"measured {when}")
-        return f"measured {when}"
+            return (f"partly from cache: {self.cached_rows} row(s) stored earlier, {self.fresh_rows} measured now "
+                    f"(measured {when}, by {self.by})")
+        return f"measured now ({when}, by {self.by})"
 
 
 def _parse(ts: str) -> _dt.datetime | None:
@@ -63,14 +69,22 @@ def _show(ts: str | None) -> str:
     return "at an unknown time" if t is None else t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def provenance(frame: pd.DataFrame, started_wall: float | None) -> Provenance:
-    """Which rows of a job's table came from the cache: those stored before the job started (``time.time()``)."""
+def provenance(frame: pd.DataFrame, started_wall: float | None, *, shared: bool = False,
+               by: str = "this machine") -> Provenance:
+    """Which rows of a job's table came from the cache: those stored before the job started (``time.time()``), or
+    every row when ``shared`` (another session started the job: this session measured nothing). ``by``: where
+    the job ran."""
     stamps = [t for t in (_parse(s) for s in frame.get("timestamp", pd.Series(dtype=str)).dropna()) if t is not None]
     if not stamps:
-        return Provenance(cached_rows=0, fresh_rows=len(frame), first_measured=None, last_measured=None)
-    cached = 0 if started_wall is None else sum(t.timestamp() < started_wall - CACHE_SLACK_S for t in stamps)
+        return Provenance(cached_rows=len(frame) if shared else 0, fresh_rows=0 if shared else len(frame),
+                          first_measured=None, last_measured=None, by=by, shared=shared)
+    if shared:
+        cached = len(stamps)
+    else:
+        cached = 0 if started_wall is None else sum(t.timestamp() < started_wall - CACHE_SLACK_S for t in stamps)
     return Provenance(cached_rows=cached, fresh_rows=len(stamps) - cached,
-                      first_measured=min(stamps).isoformat(), last_measured=max(stamps).isoformat())
+                      first_measured=min(stamps).isoformat(), last_measured=max(stamps).isoformat(), by=by,
+                      shared=shared)
 
 
 def spread_warnings(frame: pd.DataFrame) -> list[str]:

@@ -2,7 +2,7 @@
 session file.
 
 Streamlit drops a widget's value when its tab is not drawn; ``tab_setting`` copies the value to a plain key
-on every run and puts it back when the widget comes back. ``URL_TAB_SETTINGS`` names the settings that are
+on every run and gives it back as the widget's default when the widget comes back. ``URL_TAB_SETTINGS`` names the settings that are
 part of a link (under a short URL name).
 """
 
@@ -16,28 +16,59 @@ from xtlens.dashboard.session import setting_values, store
 
 _KEPT = "_xtlens_kept"
 # the tab settings that change what a view shows: they go into the URL (short name) and the session file
-URL_TAB_SETTINGS = {"latency.max_len": "lat_max", "latency.repeats": "lat_rep", "tradeoffs.axis": "axis",
-                    "tradeoffs.dataset_btokens": "data_bt"}
+URL_TAB_SETTINGS = {"latency.max_len": "lat_max", "latency.repeats": "lat_rep", "latency.phases": "lat_ph",
+                    "latency.variant": "lat_alibi", "tradeoffs.axis": "axis", "tradeoffs.dataset_btokens": "data_bt"}
+
+
+def _url_list(raw: str) -> list[str]:
+    return [part for part in str(raw).split(",") if part]
+
+
+def _url_bool(raw: str) -> Any:
+    """``1``/``true`` and ``0``/``false``; anything else is passed on for ``setting_values`` to refuse by name."""
+    return {"1": True, "true": True, "0": False, "false": False}.get(str(raw).lower(), raw)
+
+
 _URL_KINDS: dict[str, Callable[[str], Any]] = {"latency.max_len": int, "latency.repeats": int,
+                                               "latency.phases": _url_list, "latency.variant": _url_bool,
                                                "tradeoffs.axis": str, "tradeoffs.dataset_btokens": float}
 
 
-def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = None) -> None:
-    """Call before drawing a tab's widget ``key`` (drawn without ``value=``): the value survives a tab switch.
+def _url_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def tab_setting(key: str, default: Any, valid: Callable[[Any], bool] | None = None) -> Any:
+    """Call before drawing a tab's widget ``key``; returns its value, which the view passes as the widget's own
+    default (``value=``, ``default=``, ``index=``): the value survives a tab switch.
 
     The value is set from the URL on the first run (``settings_from_url``), else from what was kept, else
     ``default``. A kept value the setting cannot hold (``setting_values``), or that ``valid(value)`` rejects (what
     the current configuration allows, e.g. lengths up to its ``max_seq_len``), gives way to ``default``.
+
+    Why the widget's default too: when a tab is re-opened while a job runs, the browser may re-create the widget
+    without the value the server set (a fragment's run kept it on the server, or the one-shot "set value" was
+    spent on a mount that was thrown away) and then shows and sends back the widget's own default (first option,
+    1, off): the Latency settings reset to lat_max=128&lat_rep=1 (issue 21). With the kept value as the widget's
+    default, a re-created widget starts from it.
     """
     kept = store.setdefault(_KEPT, {})
     if store.has(key) and _valid(key, valid, store.get(key)):
         kept[key] = store.get(key)
-        return
+        return kept[key]
     value = kept.get(key, default)
     if not _valid(key, valid, value):
         value = default  # a value from an old link or session that this configuration does not allow
-    store.put(key, value)
+    if store.has(key):  # a value the widget cannot keep: the browser must be told (a one-shot "set value")
+        store.put(key, value)
     kept[key] = value
+    return value
 
 
 def _valid(key: str, valid: Callable[[Any], bool] | None, value: Any) -> bool:
@@ -91,8 +122,7 @@ def tab_url_params() -> dict[str, str]:
     out = {}
     for key, short in URL_TAB_SETTINGS.items():
         if kept.get(key) is not None:
-            value = kept[key]
-            out[short] = f"{value:g}" if isinstance(value, float) else str(value)
+            out[short] = _url_text(kept[key])
     return out
 
 

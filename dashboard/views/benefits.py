@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from xtlens.dashboard.charts import benefits as bc
-from xtlens.dashboard.session import benefit_data, uploads, widgets
+from xtlens.dashboard.session import benefit_data, jobs, uploads, widgets
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views import atlas as atlas_view
 from xtlens.dashboard.views import common as view_common
@@ -18,7 +18,6 @@ from xtlens.profiling.benefit.cli import LIMITS, int_list
 from xtlens.profiling.benefit.corpus import DEFAULT_CORPUS_NAME, LEAK_WINDOW_BYTES, SPLIT_VERSION, CorpusError
 from xtlens.profiling.benefit.harness import BudgetError, steps_for
 from xtlens.profiling.benefit.jobs import time_limit_for
-from xtlens.profiling.benefit.probe_store import describe_sources
 from xtlens.profiling.benefit.probes import (
     DEFAULTS,
     QUICK,
@@ -282,14 +281,17 @@ def _stored_atlas(ctx: Ctx, opt: ProbeOptions) -> bool:
 def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
     job = benefit_data.find(opt)
     if job is None:
-        cols = st.columns([1, 3])
-        pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
-        stored = benefit_data.stored_atlas_runs(opt) if opt.probe == "atlas" else None
-        cols[1].caption((f"{stored.runs_found} of its {stored.runs_planned} runs are in the result store: Run probe "
-                         "serves them from there and trains only the missing ones. " if stored else "Not run yet. ")
-                        + f"Runs in a separate process (time limit {time_limit_for(opt.probe):g} s) with "
-                        "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
-                        "served from there next time (Measure again trains them again).")
+        head = st.empty()  # the button and "Not run yet": cleared once the press submitted the job
+        with head.container():
+            cols = st.columns([1, 3])
+            pressed = cols[0].button("Run probe", key=f"benefits.run.{opt.probe}", type="primary", width="stretch")
+            stored = benefit_data.stored_atlas_runs(opt) if opt.probe == "atlas" else None
+            if not pressed:  # pressed: the job's progress follows, not a stale "Not run yet"
+                cols[1].caption((f"{stored.runs_found} of its {stored.runs_planned} runs are in the result store: Run probe "
+                                 "serves them from there and trains only the missing ones. " if stored else "Not run yet. ")
+                                + f"Runs in a separate process (time limit {time_limit_for(opt.probe):g} s) with "
+                                "progress and Cancel; the page stays usable. Finished runs are kept in the result store and "
+                                "served from there next time (Measure again trains them again).")
         if not pressed:
             return None
         try:
@@ -297,15 +299,21 @@ def _job_panel(opt: ProbeOptions) -> pd.DataFrame | None:
         except QueueFull as exc:
             st.warning(str(exc))
             return None
+        head.empty()
     if not job.done():
         _progress(job.key, f"{opt.probe} probe")
         return None
     frame = benefit_data.frame_of(job)
+    if job.outcome in jobs.ENDED_BADLY:
+        st.warning(f"{opt.probe} probe: {jobs.ended_words(job)}. The runs it finished are shown; press Retry to run "
+                   "it again with the same settings.")
     with st.container(horizontal=True, vertical_alignment="center"):
         st.caption(f"{opt.probe} probe: {job.outcome} in {job.elapsed_s:.1f} s; {len(frame)} row(s); "
-                   f"{describe_sources(job.result())}.")
-        if st.button("Measure again", key=f"benefits.rerun.{opt.probe}", type="tertiary",
-                     help="Train every run again instead of serving stored runs from the result store."):
+                   f"{benefit_data.sources_words(job)}.")
+        if st.button("Retry" if job.outcome in jobs.ENDED_BADLY else "Measure again",
+                     key=f"benefits.rerun.{opt.probe}", type="secondary", icon=":material/refresh:",
+                     help="A new job that trains every run again instead of serving stored runs from the result "
+                          "store."):
             try:
                 benefit_data.measure_again(opt, job, f"{opt.probe} probe")
             except QueueFull as exc:

@@ -50,8 +50,9 @@ def identical(evaluated: list[tuple[str, object, int]]) -> list[tuple[str, str]]
 
 def render(ctx: Ctx) -> None:
     _pin_controls(ctx)
-    tab_settings.tab_setting("compare.include_current", True)
-    include = st.toggle("include the live configuration from the sidebar", key="compare.include_current")
+    kept_include = tab_settings.tab_setting("compare.include_current", True)
+    include = st.toggle("include the live configuration from the sidebar", value=kept_include,
+                        key="compare.include_current")
     items = entries(ctx, include)
     if len(items) < 2:
         st.info("Pin at least one more configuration to compare (the buttons above): from the sidebar, a preset or "

@@ -53,16 +53,17 @@ def render(ctx: Ctx) -> None:
     lens = tables.seq_len_grid(ctx.cfg.max_seq_len)
     cols = st.columns([2, 3, 2, 1])
     default_max = lens[-1] if gpu else min(lens[-1], 2048)
-    tab_settings.tab_setting("latency.max_len", default_max, lambda v: v in lens)
-    tab_settings.tab_setting("latency.phases", list(PHASES))
-    tab_settings.tab_setting("latency.variant", True)
-    tab_settings.tab_setting("latency.repeats", 3 if not gpu else 10)  # allowed values: session.setting_values
-    max_len = cols[0].select_slider("longest sequence to time (tokens)", options=lens, key="latency.max_len",
+    kept_max = tab_settings.tab_setting("latency.max_len", default_max, lambda v: v in lens)
+    kept_phases = tab_settings.tab_setting("latency.phases", list(PHASES))
+    kept_variant = tab_settings.tab_setting("latency.variant", True)
+    kept_repeats = tab_settings.tab_setting("latency.repeats", 3 if not gpu else 10)  # allowed: session.setting_values
+    max_len = cols[0].select_slider("longest sequence to time (tokens)", options=lens, value=kept_max,
+                                    key="latency.max_len",
                                     help="On a CPU, 8192 tokens with the dense ALiBi mask takes minutes per point.")
-    phases = tuple(cols[1].multiselect("phases", PHASES, key="latency.phases")) or ("forward",)
-    with_variant = cols[2].toggle("also time the other ALiBi setting", key="latency.variant",
+    phases = tuple(cols[1].multiselect("phases", PHASES, default=kept_phases, key="latency.phases")) or ("forward",)
+    with_variant = cols[2].toggle("also time the other ALiBi setting", value=kept_variant, key="latency.variant",
                                   help="Same configuration with alibi_pos_bias flipped: the cost of the bias.")
-    repeats = int(cols[3].number_input("repeats", 1, 50, key="latency.repeats"))
+    repeats = int(cols[3].number_input("repeats", 1, 50, value=kept_repeats, key="latency.repeats"))
     req = request(ctx, max_len=max_len, phases=phases, with_variant=with_variant, repeats=repeats)
     frame = jobs.panel(req, key="latency", button="Measure latency",
                        help="Times every phase at every length in a child process; progress below.")

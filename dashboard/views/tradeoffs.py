@@ -46,12 +46,14 @@ def request(ctx: Ctx, axis: str, frame: pd.DataFrame) -> jobs.Request:
 
 def render(ctx: Ctx) -> None:
     cols = st.columns([2, 3])
-    tab_settings.tab_setting("tradeoffs.axis", tables.SWEEP_AXES[0])  # allowed values: session.setting_values
-    tab_settings.tab_setting("tradeoffs.dataset_btokens", 1.0)
-    axis = cols[0].radio("axis to sweep", tables.SWEEP_AXES, horizontal=True, key="tradeoffs.axis",
+    kept_axis = tab_settings.tab_setting("tradeoffs.axis", tables.SWEEP_AXES[0])  # allowed: session.setting_values
+    kept_btokens = tab_settings.tab_setting("tradeoffs.dataset_btokens", 1.0)
+    axis = cols[0].radio("axis to sweep", tables.SWEEP_AXES, index=tables.SWEEP_AXES.index(kept_axis), horizontal=True,
+                         key="tradeoffs.axis",
                          help="Other fields stay as in the sidebar; invalid combinations are skipped and listed.")
     dataset_btokens = cols[1].number_input("your data set size (billions of tokens)", min_value=0.001, max_value=100000.0,
-                                           step=0.5, format="%g", key="tradeoffs.dataset_btokens",
+                                           value=float(kept_btokens), step=0.5, format="%g",
+                                           key="tradeoffs.dataset_btokens",
                                            help="Used by the tokens-per-parameter indicator and the loss proxy.")
     dataset_tokens = dataset_btokens * 1e9
     (mine,) = config_colours([("current", ctx.cfg)]).values()  # its colour in every chart of the page

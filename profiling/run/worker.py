@@ -20,9 +20,10 @@ Whatever happens, every planned point ends with at least one row:
   reaches a row; the child's stderr is kept in ``job.stderr_tail()`` for logs;
 * an exception or out-of-memory inside a measurement is already a row (``profiling.run.sweep``).
 
-``JobManager`` keys jobs by (configurations, workloads, device, what and options): submitting the same
-job again returns the running or finished one, so a repeat is instant. Failed runs (timeout, cancel,
-crash) are retried on the next submit. At most ``max_running`` jobs run at once (default 1: concurrent
+``JobManager`` keys jobs by (configurations, workloads, device, what and options) and by owner: submitting
+the same job again returns the running or finished one, so a repeat is instant; ``fresh=True`` ("Measure
+again") always starts a new one. Failed runs (timeout, cancel, crash) stay their owner's until the next
+submit, which starts a new job. At most ``max_running`` jobs run at once (default 1: concurrent
 jobs would distort each other's latency and memory figures); the others wait in order. ``executor``
 (``profiling.run.executor``) makes the manager's jobs run elsewhere, e.g. on a Ray cluster. The same manager runs
 the benefit lab's training probes (``submit_spec(benefit.jobs.ProbeSpec(...))``), with the same owners and
@@ -194,6 +195,7 @@ class JobState:
 
     key: str
     started: bool
+    owner: str = ""  # who started it (``JobManager.submit_spec``); another owner that sees it only shares it
 
     def poll(self) -> None:
         """Bring the state up to date (nothing to do by default)."""
@@ -508,14 +510,17 @@ class Job(JobState):
 
 
 class JobManager:
-    """Keeps jobs by key; a repeat submit returns the existing job. Plain class (no Streamlit). The one manager
-    of measurement jobs (``JobSpec``) and training-probe jobs (``benefit.jobs.ProbeSpec``).
+    """Keeps jobs by key and by owner; a repeat submit returns the existing job. Plain class (no Streamlit). The one
+    manager of measurement jobs (``JobSpec``) and training-probe jobs (``benefit.jobs.ProbeSpec``).
 
     Jobs are owned: ``owner`` (the dashboard passes its browser session's id; ``""`` is the anonymous
-    caller of scripts and tests) names who asked. A job another owner asked for too is shared, its rows are
-    immutable and every reader builds its own table from them; ``get``, ``cancel`` and ``forget`` act only
-    for an owner of the job, and a job is cancelled or dropped only when its last owner lets it go. An
-    owner may have at most ``max_per_owner`` unfinished jobs (``QueueFull`` beyond that).
+    caller of scripts and tests) names who asked, and each owner sees one job per key (``get(key, owner)``).
+    A job another owner asked for too is shared, its rows are immutable and every reader builds its own table
+    from them; ``job.owner`` is the owner that started it (a reader that is not that owner did not measure
+    anything). ``submit_spec(..., fresh=True)`` ("Measure again", Retry) always starts a new job for that owner,
+    even while another owner's job of the same key lives on. ``cancel`` stops the owner's job when nobody else
+    waits for it and keeps it (outcome ``cancelled``) for that owner to see and retry; ``forget`` lets go of it.
+    An owner may have at most ``max_per_owner`` unfinished jobs (``QueueFull`` beyond that).
     """
 
     def __init__(self, *, max_running: int = 1, python: str | None = None, executor: Any = None,
@@ -524,8 +529,9 @@ class JobManager:
         self.max_per_owner = max_per_owner
         self._python = python
         self.executor = executor  # a profiling.run.executor engine; None: a child process here (Job)
-        self._jobs: dict[str, Job] = {}
-        self._owners: dict[str, set[str]] = {}
+        self._jobs: dict[str, Job] = {}  # key -> the latest job of that key (the one a new asker shares)
+        self._owned: dict[tuple[str, str], Job] = {}  # (owner, key) -> the job that owner sees
+        self._order: list[Job] = []  # every live job, oldest first
         self._queue: list[Job] = []
         self._lock = threading.RLock()
 
@@ -536,24 +542,36 @@ class JobManager:
         return self.submit_spec(JobSpec.make(what, configs, workloads, options, config_name=config_name,
                                              time_limit_s=time_limit_s, measure=measure), owner=owner)
 
-    def submit_spec(self, spec: Any, *, owner: str = "") -> Job:
+    def submit_spec(self, spec: Any, *, owner: str = "", fresh: bool = False) -> Job:
         """Start (or queue) the job ``spec`` describes for ``owner``; the running or finished job when it was
-        submitted before (by anyone: the rows are shared, read-only). Raises ``QueueFull`` when ``owner``
-        already has ``max_per_owner`` unfinished jobs. ``spec`` is a sweep's ``JobSpec`` or a training probe's
+        submitted before (by anyone: the rows are shared, read-only), unless ``fresh`` (a new job whatever ran
+        before; the owner's previous job of that key is let go). Raises ``QueueFull`` when ``owner`` already has
+        ``max_per_owner`` unfinished jobs. ``spec`` is a sweep's ``JobSpec`` or a training probe's
         ``benefit.jobs.ProbeSpec`` (anything with ``key()`` and the job classes ``local_job_class`` /
         ``ray_job_class``)."""
+        key = spec.key()
         with self._lock:
-            job = self._jobs.get(spec.key())
-            if job is not None and job.outcome in ("pending", "running", "finished"):
-                if owner not in self._owners[job.key] and not job.done():
-                    self._check_quota(owner)
-                self._owners[job.key].add(owner)
+            mine = self._owned.get((owner, key))
+            job = self._jobs.get(key)
+            if job is None or job.outcome not in ("pending", "running", "finished"):
+                # the newest run of this key that someone still sees and that did not end badly
+                job = next((j for j in reversed(self._order) if j.key == key
+                            and j.outcome in ("pending", "running", "finished")), job)
+            if not fresh and job is not None and job.outcome in ("pending", "running", "finished"):
+                if mine is not job:
+                    if not job.done():
+                        self._check_quota(owner, but=mine)
+                    self._let_go(owner, key)
+                    self._owned[(owner, key)] = job
                 return job
-            self._check_quota(owner)
+            self._check_quota(owner, but=mine)
+            self._let_go(owner, key)
             job = self._new_job(spec)
+            job.owner = owner
             job._exit_callbacks.append(lambda _job: self._pump())
-            self._jobs[job.key] = job
-            self._owners[job.key] = {owner}
+            self._jobs[key] = job
+            self._owned[(owner, key)] = job
+            self._order.append(job)
             self._queue.append(job)
         self._pump()
         return job
@@ -566,8 +584,8 @@ class JobManager:
         cls = getattr(spec, "local_job_class", None) or Job
         return cls(spec, python=self._python, start=False)
 
-    def _check_quota(self, owner: str) -> None:
-        mine = [j for k, j in self._jobs.items() if owner in self._owners.get(k, ()) and not j.done()]
+    def _check_quota(self, owner: str, *, but: Any = None) -> None:
+        mine = [j for (o, _k), j in self._owned.items() if o == owner and j is not but and not j.done()]
         if len(mine) >= self.max_per_owner:
             raise QueueFull(f"You already have {len(mine)} measurement(s) running or queued (at most "
                             f"{self.max_per_owner} per session): wait for one to finish or cancel it, then "
@@ -576,51 +594,63 @@ class JobManager:
     def _pump(self) -> None:
         with self._lock:
             self._queue = [j for j in self._queue if not j.started and j.outcome == "pending"]
-            running = sum(1 for j in self._jobs.values() if j.outcome == "running")
+            running = sum(1 for j in self._order if j.outcome == "running")
             while self._queue and running < self.max_running:
                 self._queue.pop(0).start()
                 running += 1
 
     def get(self, key: str, owner: str | None = "") -> Job | None:
-        """The job ``key`` if ``owner`` asked for it (``owner=None``: whoever asked)."""
+        """The job ``key`` that ``owner`` asked for (``owner=None``: the latest job of that key, whoever asked)."""
         with self._lock:
-            job = self._jobs.get(key)
-            if job is None or (owner is not None and owner not in self._owners.get(key, ())):
-                return None
-            return job
+            return self._jobs.get(key) if owner is None else self._owned.get((owner, key))
 
-    def queue_position(self, key: str) -> int:
-        """0 when the job runs or ended, else its place (1 = next) in the queue."""
+    def owned(self, owner: str) -> list[Job]:
+        """Every job ``owner`` sees (unfinished, finished, cancelled, failed), oldest first."""
         with self._lock:
-            waiting = [j.key for j in self._queue if not j.started and j.outcome == "pending"]
-            return waiting.index(key) + 1 if key in waiting else 0
+            mine = {id(j) for (o, _k), j in self._owned.items() if o == owner}
+            return [j for j in self._order if id(j) in mine]
+
+    def owners(self, job: Any) -> set[str]:
+        """Who sees ``job`` now."""
+        with self._lock:
+            return {o for (o, _k), j in self._owned.items() if j is job}
+
+    def queue_position(self, key: Any) -> int:
+        """0 when the job (or the job of key ``key``) runs or ended, else its place (1 = next) in the queue."""
+        with self._lock:
+            waiting = [j for j in self._queue if not j.started and j.outcome == "pending"]
+            for place, job in enumerate(waiting, 1):
+                if job is key or (isinstance(key, str) and job.key == key):
+                    return place
+            return 0
 
     def jobs(self) -> list[Job]:
+        """Every job someone still sees, oldest first."""
         with self._lock:
-            return list(self._jobs.values())
+            return list(self._order)
 
-    def _release(self, key: str, owner: str | None) -> Job | None:
-        """Remove ``owner`` from job ``key``; the job when nobody else owns it (None: not ``owner``'s job)."""
+    def _let_go(self, owner: str, key: str) -> Job | None:
+        """Remove ``owner``'s job ``key``; the job when nobody else sees it now (it is dropped)."""
         with self._lock:
-            owners = self._owners.get(key)
-            if owners is None or (owner is not None and owner not in owners):
+            job = self._owned.pop((owner, key), None)
+            if job is None or any(j is job for j in self._owned.values()):
                 return None
-            if owner is None:
-                owners.clear()
-            else:
-                owners.discard(owner)
-            if owners:
-                return None
-            self._owners.pop(key, None)
-            return self._jobs.pop(key, None)
+            self._order = [j for j in self._order if j is not job]
+            if self._jobs.get(key) is job:
+                self._jobs.pop(key)
+            return job
 
     def cancel(self, key: str, owner: str = "") -> bool:
-        """Stop ``owner``'s interest in job ``key``: the job is cancelled only when no other owner waits for it.
-        False when ``key`` is not ``owner``'s job."""
+        """Stop ``owner``'s job ``key``: when nobody else waits for it, the job is cancelled and stays ``owner``'s
+        (outcome ``cancelled``, its reason in its rows; a submit starts a new one); when another owner waits for
+        it, it runs on for them and ``owner`` lets go of it. False when ``key`` is not ``owner``'s job."""
         with self._lock:
-            if owner not in self._owners.get(key, ()):
+            job = self._owned.get((owner, key))
+            if job is None:
                 return False
-            job = self._release(key, owner)
+            if self.owners(job) - {owner}:
+                self._let_go(owner, key)
+                job = None
         if job is not None and not job.done():
             job.cancel()
         self._pump()
@@ -629,9 +659,14 @@ class JobManager:
     def forget(self, key: str, owner: str | None = "") -> None:
         """Drop ``owner``'s job ``key`` so its next submit measures again; another owner keeps its own copy
         (the job, cancelled only if nobody else owns it). ``owner=None``: drop it for everyone."""
-        job = self._release(key, owner)
-        if job is not None and not job.done():
-            job.cancel()
+        with self._lock:
+            owners = [o for (o, k) in self._owned if k == key] if owner is None else [owner]
+            dropped = [j for j in (self._let_go(o, key) for o in owners) if j is not None]
+            if owner is None:
+                self._jobs.pop(key, None)
+        for job in dropped:
+            if not job.done():
+                job.cancel()
         self._pump()
 
     def cancel_all(self) -> None:

@@ -235,7 +235,7 @@ def test_probe_jobs_have_the_measurement_jobs_owners_and_limits() -> None:
         mgr.submit_spec(_probe_spec(device="cpu", full_size=True), owner="A")
     # the last owner lets go: now the run is cancelled, every planned run ends with a "cancelled" row
     assert mgr.cancel(job.key, "A") is True
-    assert job.outcome == "cancelled" and mgr.get(job.key, "A") is None
+    assert job.outcome == "cancelled" and mgr.get(job.key, "A") is job  # kept, cancelled, for A to see and retry
     rows = job.result()
     # 2 heads (fixed and x-transformers' rotary width), 1, 2 and 4 K/V heads, the shuffled-context control
     assert len(rows) == len(_probe_spec().points()) == 6 and {r.status for r in rows} == {"cancelled"}

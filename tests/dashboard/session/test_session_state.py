@@ -33,16 +33,15 @@ def test_pins_get_unique_names_and_stop_at_the_limit(session) -> None:
 
 
 def test_a_tab_setting_survives_the_widget_being_dropped_and_an_invalid_one_falls_back(session) -> None:
-    tab_settings.tab_setting("latency.max_len", 2048)
-    assert session["latency.max_len"] == 2048
+    # the value comes back as the widget's default (issue 21: a widget the browser re-creates starts from it)
+    assert tab_settings.tab_setting("latency.max_len", 2048) == 2048
     session["latency.max_len"] = 4096  # the user moved the widget
-    tab_settings.tab_setting("latency.max_len", 2048)
+    assert tab_settings.tab_setting("latency.max_len", 2048) == 4096
     del session["latency.max_len"]  # another tab was drawn: Streamlit dropped the widget's value
-    tab_settings.tab_setting("latency.max_len", 2048)
-    assert session["latency.max_len"] == 4096
-    del session["latency.max_len"]
-    tab_settings.tab_setting("latency.max_len", 2048, lambda v: v <= 1024)  # this configuration allows less
-    assert session["latency.max_len"] == 2048
+    assert tab_settings.tab_setting("latency.max_len", 2048) == 4096
+    session["latency.max_len"] = 4096  # the widget holds a value this configuration does not allow
+    assert tab_settings.tab_setting("latency.max_len", 2048, lambda v: v <= 1024) == 2048
+    assert session["latency.max_len"] == 2048  # and the browser is told (a one-shot "set value")
     session["tradeoffs.dataset_btokens"] = 0.5
     tab_settings.tab_setting("tradeoffs.dataset_btokens", 1.0)
     assert tab_settings.tab_url_params() == {"lat_max": "2048", "data_bt": "0.5"}
