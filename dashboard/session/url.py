@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from xtlens.core.config import PRESETS, ModelConfig, Workload
 from xtlens.dashboard import schema
-from xtlens.dashboard.session import store, tab_settings, widgets
+from xtlens.dashboard.session import ownership, store, tab_settings, widgets
 
 _STARTED = "_xtlens_started"
 _URL_NOTES = "_xtlens_url_notes"
@@ -28,6 +28,7 @@ def start_session(*, default_wl: Workload, devices: Sequence[str], views: Sequen
         return
     notes: list[str] = []
     params = store.url_params()
+    ownership.adopt(params.get(ownership.SID_PARAM))  # a reload of a session's link: its jobs come back
     values = PRESETS[widgets.DEFAULT_PRESET].to_dict()
     for name, raw in params.items():
         if name in schema.CONFIG_SPECS and raw is not None:
@@ -62,7 +63,7 @@ def start_session(*, default_wl: Workload, devices: Sequence[str], views: Sequen
     if view in views:
         store.put(widgets.VIEW_KEY, view)
     tab_settings.settings_from_url(params, notes)
-    unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {*_WORKLOAD_PARAMS, widgets.VIEW_KEY}
+    unknown = sorted(set(params) - set(schema.CONFIG_SPECS) - {*_WORKLOAD_PARAMS, widgets.VIEW_KEY, ownership.SID_PARAM}
                      - set(setups) - set(tab_settings.URL_TAB_SETTINGS.values()))
     if unknown:
         notes.append(f"The link has parameter(s) xtlens does not know, ignored: {', '.join(unknown)}.")
@@ -83,6 +84,7 @@ def url_params(cfg: ModelConfig, wl: Workload, device: str, view: str | None = N
     if view:
         out[widgets.VIEW_KEY] = view
     out.update(tab_settings.tab_url_params())
+    out.update(ownership.url_param())
     return out
 
 

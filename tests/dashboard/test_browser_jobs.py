@@ -1,4 +1,5 @@
-"""Issue 21, points 1-3 in a real Chromium: a job is the page's, not the tab's; provenance that cannot lie; a
+"""Issue 21, points 1-3 in a real Chromium: a job is the page's, not the tab's (also across a reload of the session's
+link); provenance that cannot lie; a
 cancelled job stays in the tray with a Retry.
 
 One real measurement (a tiny configuration, several lengths and repeats, so it still runs while the test switches
@@ -75,6 +76,15 @@ def test_a_job_survives_every_tab_and_a_second_session_reads_it_from_cache(serve
         settle(page)
         assert page.get_by_text(f"not measured yet — press Measure. {LABEL}").count() == 0
 
+        # a reload of the session's link (it now carries the session's id) finds the job and its settings
+        assert "sid=" in page.url
+        page.reload()
+        settle(page)
+        assert _latency_settings(page) == wanted
+        expect(page.get_by_role("button", name="Measure latency")).to_have_count(0)  # the job, not a new button
+        expect(page.locator('[data-testid="stSidebar"]').get_by_text(re.compile(rf"{LABEL} — "))).to_be_visible(
+            timeout=TIMEOUT_MS)  # the tray still names it
+
         for name in TABS:  # every other tab while the job runs (and perhaps ends)
             open_tab(page, name)
             no_exception(page)
@@ -96,7 +106,7 @@ def test_a_job_survives_every_tab_and_a_second_session_reads_it_from_cache(serve
         second = browser.new_context(viewport={"width": 1400, "height": 1000})
         other = second.new_page()
         other.set_default_timeout(TIMEOUT_MS)
-        other.goto(page.url)
+        other.goto(re.sub(r"&?sid=[0-9a-f]+", "", page.url))  # the link without the first session's id
         other.get_by_role("button", name="Measure latency").click()
         caption = _sweep_caption(other)
         expect(caption).to_contain_text("from cache (measured", timeout=TIMEOUT_MS)
@@ -121,9 +131,8 @@ def test_a_job_survives_every_tab_and_a_second_session_reads_it_from_cache(serve
         expect(other.get_by_text(re.compile(rf"{LABEL}: cancelled after \d+ s"))).to_be_visible()
         no_exception(other)
         shot(other, "jobs_second_session_cancelled")
-        # the first session keeps its own result
+        # the first session keeps its own result, also after a reload of its link
         page.reload()
-        page.get_by_role("button", name="Measure latency").click()
-        expect(_sweep_caption(page)).to_contain_text(f"from cache (measured {when}", timeout=TIMEOUT_MS)
+        expect(_sweep_caption(page)).to_contain_text(f"measured now ({when}", timeout=TIMEOUT_MS)
         first.close()
         second.close()

@@ -168,3 +168,50 @@ def test_every_latency_setting_of_a_job_is_in_the_link_so_a_reload_keeps_it() ->
         assert [n.split(" is not allowed")[0] for n in notes] == [
             "The link's value was not used: lat_ph = ['forward', 'bogus']",
             "The link's value was not used: lat_alibi = 'maybe'"]
+
+
+def _ownership_script() -> None:
+    import streamlit as st
+    from xtlens.dashboard.session import ownership
+
+    taken = ownership.adopt(st.query_params.get("sid"))
+    if st.query_params.get("remember"):
+        ownership.remember_job("job-key-1", "latency sweep 128..512 tokens")
+    st.write(f"owner={ownership.session_owner()}")
+    st.write(f"taken={taken}")
+    st.write(f"jobs={sorted(ownership.session_jobs().items())}")
+    st.write(f"link={sorted(ownership.url_param().items())}")
+
+
+def _read(at) -> dict[str, str]:
+    return dict(str(m.value).split("=", 1) for m in at.markdown)
+
+
+def test_a_reloaded_link_takes_back_its_session_id_and_an_unknown_id_does_not() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    fresh = AppTest.from_function(_ownership_script)
+    fresh.run()
+    words = _read(fresh)
+    assert words["taken"] == "False" and words["link"] == "[]"  # no job: the link is only its configuration
+
+    first = AppTest.from_function(_ownership_script)
+    first.query_params["remember"] = "1"
+    first.run()
+    words = _read(first)
+    owner = words["owner"]
+    assert len(owner) == 32 and words["link"] == f"[('sid', '{owner}')]"
+
+    reloaded = AppTest.from_function(_ownership_script)  # a new browser session on the first one's link
+    reloaded.query_params["sid"] = owner
+    reloaded.run()
+    words = _read(reloaded)
+    assert words["taken"] == "True" and words["owner"] == owner
+    assert words["jobs"] == "[('job-key-1', 'latency sweep 128..512 tokens')]"
+
+    for made_up in ("f" * 32, "not-an-id"):  # an id this server never gave out, or not an id: a session of its own
+        stranger = AppTest.from_function(_ownership_script)
+        stranger.query_params["sid"] = made_up
+        stranger.run()
+        words = _read(stranger)
+        assert words["taken"] == "False" and words["owner"] not in (owner, made_up) and words["jobs"] == "[]"
