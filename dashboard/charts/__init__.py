@@ -182,7 +182,8 @@ def wrap_title(title: str, width: int = TITLE_WRAP_CHARS) -> str:
     return "<br>".join(lines)
 
 
-TOOLBAR_PX = 30  # the Plotly toolbar (modebar) over the top right of a chart, and Streamlit's own above it
+TITLE_LINE_PX = 17  # how far Plotly moves a title up per line after its first
+TOOLBAR_PX = 36  # the Plotly toolbar (modebar: 26 px, 7 px below the chart top) over its top right, and Streamlit's own above it
 
 
 def toolbar_room(fig: go.Figure) -> go.Figure:
@@ -196,10 +197,13 @@ def toolbar_room(fig: go.Figure) -> go.Figure:
     top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # Plotly's default top margin
     text = wrap_title(str(title))
     lines = text.count("<br>") + 1
-    fig.update_layout(title={"text": text, "yref": "container", "y": 1.0, "yanchor": "top",
-                             "pad": {"t": TOOLBAR_PX}},
-                      margin={"t": max(top, TOOLBAR_PX + 24 * lines + 10)},
-                      height=(fig.layout.height or 450) + TOOLBAR_PX)
+    height = (fig.layout.height or 450) + TOOLBAR_PX
+    # the title's top TOOLBAR_PX below the figure's top, as a fraction of the container: Plotly anchors a title of
+    # several lines at its first line, which it then moves up by TITLE_LINE_PX per further line (measured in Chromium)
+    below = TOOLBAR_PX + TITLE_LINE_PX * (lines - 1)
+    fig.update_layout(title={"text": text, "yref": "container", "y": 1.0 - below / height, "yanchor": "top",
+                             "pad": {"t": 0}},
+                      margin={"t": max(top, TOOLBAR_PX + 24 * lines + 10)}, height=height)
     return fig
 
 

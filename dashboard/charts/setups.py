@@ -23,6 +23,8 @@ def in_step_order(stages_bytes: dict[str, int]) -> dict[str, int]:
     module does not know goes last, in its own order."""
     order = list(STAGE_LABELS)
     return dict(sorted(stages_bytes.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
 PART_COLORS = {"weights": "#4C78A8", "buffers": "#9D755D", "gradients": "#F58518", "optimizer": "#E45756",
                "activations": "#54A24B", "loss": "#B279A2", "transient": "#BAB0AC"}
 
