@@ -134,7 +134,9 @@ def timed_rerun(page, action: Callable[[], None]) -> float:
     return time.monotonic() - t
 
 
-def slider_changes(browser, url: str, n: int) -> list[float]:
+@contextlib.contextmanager
+def drawn_page(browser, url: str) -> Iterator[object]:
+    """A new browser session (context) on ``url``, its first script run ended and its first chart drawn."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -142,6 +144,13 @@ def slider_changes(browser, url: str, n: int) -> list[float]:
         page.goto(url)
         page.wait_for_function(_DONE, polling="raf")
         page.locator(CHART).first.wait_for(state="visible")
+        yield page
+    finally:
+        context.close()
+
+
+def slider_changes(browser, url: str, n: int) -> list[float]:
+    with drawn_page(browser, url) as page:
         thumb = page.locator('[data-testid="stSlider"]').filter(has_text="sequence length").locator(
             'input[type="range"], [role="slider"]').first
         out = []
@@ -153,26 +162,16 @@ def slider_changes(browser, url: str, n: int) -> list[float]:
             if after == before:
                 raise RuntimeError(f"the slider change did not change {METRIC!r} ({before})")
             page.wait_for_timeout(300)
-    finally:
-        context.close()
     return out
 
 
 def open_tabs(browser, url: str) -> dict[str, float]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    try:
-        page.goto(url)
-        page.wait_for_function(_DONE, polling="raf")
-        page.locator(CHART).first.wait_for(state="visible")
+    with drawn_page(browser, url) as page:
         out = {}
         for name in TABS:
             tab = page.get_by_role("tab", name=name, exact=True)
             out[name] = timed_rerun(page, tab.click)
             page.wait_for_timeout(300)
-    finally:
-        context.close()
     return out
 
 
