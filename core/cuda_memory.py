@@ -148,16 +148,19 @@ class _Tape:
             self.events.append(("f", k, 0))
 
 
-def _layer_params(cfg: ModelConfig, se: int) -> tuple[dict[int, list[tuple[str, int]]], list[tuple[str, int]]]:
-    """Parameter tensors ``(name, bytes)`` by layer index (``attn_layers.layers.<i>.``) and the rest."""
-    by_layer: dict[int, list[tuple[str, int]]] = {}
-    rest: list[tuple[str, int]] = []
+def _layer_params(cfg: ModelConfig, se: int, ce: int
+                  ) -> tuple[dict[int, list[tuple[str, int, int]]], list[tuple[str, int, int]]]:
+    """Parameter tensors ``(name, bytes, autocast copy bytes)`` by layer index (``attn_layers.layers.<i>.``) and
+    the rest."""
+    by_layer: dict[int, list[tuple[str, int, int]]] = {}
+    rest: list[tuple[str, int, int]] = []
     for t in param_tensors(cfg):
         parts = t.name.split(".")
+        row = (t.name, t.numel * se, t.numel * ce if t.cast_by_autocast else 0)
         if len(parts) > 2 and parts[0] == "attn_layers" and parts[1] == "layers" and parts[2].isdigit():
-            by_layer.setdefault(int(parts[2]), []).append((t.name, t.numel * se))
+            by_layer.setdefault(int(parts[2]), []).append(row)
         else:
-            rest.append((t.name, t.numel * se))
+            rest.append(row)
     return by_layer, rest
 
 
@@ -188,12 +191,12 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
     al = alibi_tensors(cfg, Workload(batch=b, seq_len=n, dtype={4: "float32", 2: "bfloat16"}[bias_e]))
     shift = cfg.shift_tokens
     pad_b = T * (d // (shift + 1)) * er * shift if shift else 0
-    by_layer, rest = _layer_params(cfg, se)
+    by_layer, rest = _layer_params(cfg, se, ce)
     tp = _Tape()
     grads: list[object] = []
 
-    def grad_alloc(params: list[tuple[str, int]]) -> None:
-        for name, nbytes in params:
+    def grad_alloc(params: list[tuple[str, int, int]]) -> None:
+        for name, nbytes, _ in params:
             key = ("grad", name)
             if key not in grads:
                 tp.alloc(nbytes, key)
@@ -205,8 +208,10 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
     saved: list[list[object]] = []
     kinds = ["a" if i % 2 == 0 else "f" for i in range(cfg.num_layers)] if cfg.num_ff_layers else ["a"] * cfg.num_layers
     merged_prev = None
-    for kind in kinds:
+    for layer, kind in enumerate(kinds):
         keep: list[object] = []
+        if mixed:  # autocast's 16-bit weight copies, cached for the forward and saved for backward
+            keep += [tp.alloc(c) for _, _, c in by_layer.get(layer, []) if c]
         pre = None
         if cfg.uses_pre_norm:
             pre = tp.alloc(H_r)
@@ -214,10 +219,11 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
         pad = tp.alloc(pad_b) if shift else None
         shifted = tp.alloc(H_r) if shift else None
         lin_in = shifted
-        cast = None
         if mixed:
-            cast = tp.alloc(H_c)  # autocast's 16-bit copy of the linear input (saved)
-            keep.append(cast)
+            # autocast casts the linear input for every projection that reads it (to_q, to_k, to_v; the
+            # feed-forward's first linear): 16-bit copies, each saved by its op
+            for _ in range(3 if kind == "a" else 1):
+                keep.append(tp.alloc(H_c))
         elif shifted is not None:
             keep.append(shifted)
         if kind == "a":
@@ -235,7 +241,8 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                 keep.append(q_s)
             else:
                 keep.append(q)
-            bias_live: list[object] = []
+            bias_live: list[object] = []  # freed after SDPA
+            bias_late: list[object] = []  # the padded bias, freed when the shift-wrapped sub-layer returns
             if al["mask"]:
                 if al["blocks"] > 1 or kind == "a":
                     d1 = tp.alloc(al["diff"])
@@ -249,7 +256,7 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                     tp.free(heads)
                     p2 = tp.alloc(al["padded"])
                     tp.free(p1)
-                    bias_live.append(p2)
+                    bias_late.append(p2)
                 c1 = tp.alloc(al["causal"])
                 c2 = tp.alloc(al["causal"])
                 tp.free(c1)
@@ -266,12 +273,15 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
             keep += [out, lse]
             tp.free(*bias_live)
             merged = tp.alloc(q_b) if (cfg.uses_rotary or cfg.attn_num_mem_kv) else None
+            o1 = tp.alloc(H_c)
+            tp.free(*bias_late)
             if mixed and shifted is not None:
                 tp.free(shifted)
             if pad is not None:
                 tp.free(pad)
-            o1 = tp.alloc(H_c)
-            if merged is not None:
+            if merged is not None and mixed:
+                keep.append(merged)  # under autocast to_out saves the merged 16-bit heads
+            elif merged is not None:
                 if merged_prev is not None:
                     tp.free(merged_prev)
                 merged_prev = merged
@@ -308,28 +318,29 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
     final = []
     if cfg.uses_pre_norm:
         final.append(tp.alloc(H_r))
+    logits_cast = [tp.alloc(c) for _, _, c in rest if c] if mixed else []
     logits = tp.alloc(T * V * ce)
     tp.free(emb)
     # loss: cross_entropy in float32 (autocast) or the compute dtype; log_softmax output saved
     le = FP32_BYTES if mixed else ce
-    if mixed:
-        l32 = tp.alloc(T * V * FP32_BYTES)
-        logp = tp.alloc(T * V * le)
-        tp.free(l32)
-    else:
-        logp = tp.alloc(T * V * le)
+    copy = tp.alloc(T * V * ce) if mixed else None  # autocast: a (T, V) compute-dtype copy kept by the loss
+    logp = tp.alloc(T * V * le)
     tp.free(logits)  # ``del logits``: cross_entropy keeps only its log-softmax
     # backward ------------------------------------------------------------------------------------------------
     g1 = tp.alloc(T * V * le)  # nll_loss_backward
-    g2 = tp.alloc(T * V * le)  # _log_softmax_backward_data
-    tp.free(g1, logp)
     if mixed:
-        g3 = tp.alloc(T * V * ce)  # the gradient cast to the logits' dtype
-        tp.free(g2)
+        tp.free(logp)
+        g2 = tp.alloc(T * V * ce)  # _log_softmax_backward_data, in the input's dtype
+        tp.free(g1)
+        g3 = tp.alloc(T * V * ce)  # through the copy
+        tp.free(g2, copy)
         g2 = g3
+    else:
+        g2 = tp.alloc(T * V * le)  # _log_softmax_backward_data
+        tp.free(g1, logp)
     grad_alloc([p for p in rest if "logits" in p[0]])
     gx = tp.alloc(H_r)
-    tp.free(g2)
+    tp.free(g2, *logits_cast)
     for keep, kind in zip(reversed(saved), reversed(kinds), strict=True):
         t1 = tp.alloc(H_r)
         t2 = tp.alloc(H_r)
@@ -348,7 +359,7 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
             gv = tp.alloc(kv_b)
             gqr = tp.alloc(q_b)
             tp.free(gq, gk, gv, gqr)
-        layer = len(saved) - 1 - [i for i, s in enumerate(saved) if s is keep][0]
+        layer = next(i for i, s in enumerate(saved) if s is keep)
         grad_alloc(by_layer.get(layer, []))
         g_new = tp.alloc(H_r)
         tp.free(*keep)
@@ -359,10 +370,10 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
     # optimizer.step() (foreach AdamW) and zero_grad(set_to_none=True) -----------------------------------------
     all_params = [p for i in sorted(by_layer) for p in by_layer[i]] + rest
     if first_step:
-        for name, nbytes in all_params:
+        for name, nbytes, _ in all_params:
             tp.alloc(nbytes, ("exp_avg", name))
             tp.alloc(nbytes, ("exp_avg_sq", name))
-    tmp = [tp.alloc(nbytes) for _, nbytes in all_params]  # torch._foreach_sqrt(exp_avg_sq)
+    tmp = [tp.alloc(nbytes) for _, nbytes, _ in all_params]  # torch._foreach_sqrt(exp_avg_sq)
     tp.free(*tmp)
     tp.free(*grads)
     return tp.events
@@ -408,7 +419,7 @@ def process_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup | None =
     if phase not in PHASES:
         raise ConfigError("phase", phase, "one of " + ", ".join(PHASES))
     setup = setup or TrainingSetup()
-    tm: TrainingMemory = training_memory(cfg, wl, setup, foreach=True)
+    tm: TrainingMemory = training_memory(cfg, wl, setup, foreach=True, device="cuda")
     se, ce = precision_bytes(setup.precision, wl)
     linear_bias = any(t.name.endswith(".bias") and t.cast_by_autocast for t in param_tensors(cfg))
     ws = cublas_workspace_bytes_for(gpu, linear_bias=linear_bias)
