@@ -147,3 +147,20 @@ def test_process_terms_and_rows() -> None:
     assert cublas_workspace_bytes_for("A100 80GB") == 2 * ((8 << 20) + (128 << 10)) + MiB
     with pytest.raises(ConfigError, match="phase"):
         process_memory(PRESETS["seed"], wl, phase="decode")
+
+
+def test_cuda_rows_in_predictions_only_when_a_gpu_is_asked_for() -> None:
+    from xtlens.core.predictions import predicted, predictions
+
+    cfg, wl = PRESETS["seed"], Workload(seq_len=2048)
+    assert not [r for r in predictions(cfg, wl) if r.component == "process_total"]
+    rows = predictions(cfg, wl, training=TrainingSetup(precision="amp_bf16"), cuda_gpu="H200 141GB")
+    pm = process_memory(cfg, wl, TrainingSetup(precision="amp_bf16"), gpu="H200 141GB")
+    got = {r.quantity: r.value for r in rows if r.variant == "H200 141GB"}
+    assert got == {"cuda_allocated_peak_bytes": pm.allocated_peak_bytes, "cuda_reserved_peak_bytes": pm.reserved_peak_bytes,
+                   "cuda_cublas_workspace_bytes": pm.cublas_workspace_bytes, "cuda_context_bytes": pm.context_bytes,
+                   "cuda_autocast_cache_bytes": pm.autocast_cache_bytes,
+                   "cuda_optimizer_temporaries_bytes": pm.optimizer_temporary_bytes,
+                   "cuda_process_total_bytes": pm.process_bytes}
+    assert predicted(rows, phase="train_step", component="process_total", unit="bytes") == pm.process_bytes
+    assert len({r.quantity for r in rows}) == len(rows)
