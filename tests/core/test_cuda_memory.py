@@ -164,3 +164,23 @@ def test_cuda_rows_in_predictions_only_when_a_gpu_is_asked_for() -> None:
                    "cuda_process_total_bytes": pm.process_bytes}
     assert predicted(rows, phase="train_step", component="process_total", unit="bytes") == pm.process_bytes
     assert len({r.quantity for r in rows}) == len(rows)
+
+
+def test_setups_move_the_reserved_peak_the_way_they_move_the_tensors() -> None:
+    """Block recomputation frees the saved activations, so the replayed reserved peak drops with the ordered peak;
+    a setup the replay does not lay out (ZeRO-3 over 4 devices) is scaled by the plain step's reserved / allocated
+    ratio and says so in its row."""
+    cfg, wl = PRESETS["seed"], Workload(batch=4, seq_len=2048, dtype="bfloat16")
+    plain = process_memory(cfg, wl, TrainingSetup(precision="amp_bf16"))
+    block = process_memory(cfg, wl, TrainingSetup(precision="amp_bf16", recompute="block"))
+    assert block.allocated_peak_bytes < 0.6 * plain.allocated_peak_bytes
+    assert block.reserved_peak_bytes < 0.6 * plain.reserved_peak_bytes
+    accum = process_memory(cfg, wl, TrainingSetup(precision="amp_bf16", grad_accum=4))
+    assert accum.allocated_peak_bytes > plain.allocated_peak_bytes  # the gradients of earlier micro-batches
+    zero = process_memory(cfg, wl, TrainingSetup(precision="amp_bf16", dp=4, zero=3))
+    row = next(r for r in zero.rows() if r.name == "reserved_peak")
+    assert "scaled" in row.formula and "scaled" not in next(r for r in plain.rows() if r.name == "reserved_peak").formula
+    ratio = (plain.reserved_peak_bytes - plain.cublas_workspace_bytes) / (plain.replayed_allocated_peak_bytes
+                                                                           - plain.cublas_workspace_bytes)
+    assert zero.reserved_peak_bytes == pytest.approx(zero.ordered_peak_bytes * ratio + zero.cublas_workspace_bytes,
+                                                     rel=0.01)
