@@ -194,6 +194,9 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
     bias_e = FP32_BYTES if mixed else ce
     al = alibi_tensors(cfg, Workload(batch=b, seq_len=n, dtype={4: "float32", 2: "bfloat16"}[bias_e]))
     shift = cfg.shift_tokens
+    # SDPA picks the flash kernel for 16-bit inputs without a mask (the ALiBi mask forces the efficient kernel);
+    # then the merged heads are a copy to_out keeps, else the copy dies with the next sub-layer (H200 traces)
+    flash_kernel = ce != FP32_BYTES and not al["mask"]
     pad_b = T * (d // (shift + 1)) * er * shift if shift else 0
     by_layer, rest = _layer_params(cfg, se, ce)
     tp = _Tape()
@@ -308,8 +311,8 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                     tp.free(shifted)
                 if pad is not None:
                     tp.free(pad)
-                if merged is not None and mixed:
-                    keep.append(merged)  # under autocast to_out saves the merged 16-bit heads
+                if merged is not None and flash_kernel:
+                    keep.append(merged)  # SDPA's flash kernel (16-bit, no mask): to_out saves the merged heads
                 elif merged is not None:
                     if merged_prev is not None:
                         tp.free(merged_prev)
@@ -390,8 +393,6 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                 ga = tp.alloc(T * cfg.ff_inner_dim * ce)
                 gb = tp.alloc(T * f_in * ce)
                 tp.free(ga)
-                t4 = tp.alloc(2 * T * f_in * ce)
-                tp.free(t4)
                 tp.free(gb)
             else:
                 gq = tp.alloc(q_b)
