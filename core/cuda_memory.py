@@ -200,7 +200,6 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
     pad_b = T * (d // (shift + 1)) * er * shift if shift else 0
     by_layer, rest = _layer_params(cfg, se, ce)
     tp = _Tape()
-    size_of = tp.size_of
     block = setup.recompute == "block"
     grads: list[object] = []
 
@@ -216,18 +215,19 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
         emb = tp.alloc(H_r)  # token embedding output (kept to the end of the forward)
         x = tp.alloc(H_r)  # the layer input stream
         saved: list[list[object]] = []
-        recomputed: list[list[int]] = []
+        recomputed: list[list[tuple[str, object, int]]] = []
         backward_layer = 0
         kinds = ["a" if i % 2 == 0 else "f" for i in range(cfg.num_layers)] if cfg.num_ff_layers else ["a"] * cfg.num_layers
         merged_prev = None
         for layer, kind in enumerate(kinds):
+            block_start = len(tp.events)
             keep: list[object] = []
             if mixed:  # autocast's 16-bit weight copies, cached for the forward and saved for backward
                 keep += [tp.alloc(c) for _, _, c in by_layer.get(layer, []) if c]
-            pre = None
             if cfg.uses_pre_norm:
-                pre = tp.alloc(H_r)
-                keep.append(pre)
+                # x-transformers' LayerNorm: F.layer_norm without affine (saved by the gain's product), then
+                # times the gain (the linear input)
+                keep += [tp.alloc(H_r), tp.alloc(H_r)]
             pad = tp.alloc(pad_b) if shift else None
             shifted = tp.alloc(H_r) if shift else None
             lin_in = shifted
@@ -330,6 +330,7 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                     tp.free(merged_prev)
                     merged_prev = None
             del lin_in
+            block_events = tp.events[block_start:]  # what the (checkpointable) block did, in order
             # residual (x * residual_scale + branch) and, post-norm, the norm output and its gain product
             o2 = tp.alloc(H_r)
             tp.free(o1)
@@ -344,11 +345,15 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                 x_new = o3
             keep.append(x)
             x = x_new
-            if block:  # torch.utils.checkpoint: only the layer input survives the forward; the rest is re-made
-                sizes = {k: size_of[k] for k in keep if k is not keep[-1] and k in size_of}
-                tp.free(*sizes)
-                keep = [keep[-1]]
-                recomputed.append(list(sizes.values()))
+            if block:
+                # torch.utils.checkpoint around the block (entry[1]: the shift-wrapped attention / feed-forward):
+                # what the block made is freed and made again in backward; the norm and residual outside it and
+                # the layer input stay (the ALiBi bias passed in is not kept: H200 traces)
+                outside = {o3, x, *keep[keep.index(o3):]}
+                inside = [k for k in keep if k not in outside]
+                tp.free(*inside)
+                recomputed.append(block_events)
+                keep = [k for k in keep if k in outside]
             else:
                 recomputed.append([])
             saved.append(keep)
@@ -356,7 +361,7 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
             tp.free(merged_prev)
         final = []
         if cfg.uses_pre_norm:
-            final.append(tp.alloc(H_r))
+            final += [tp.alloc(H_r), tp.alloc(H_r)]  # the final norm, the same two
         logits_cast = [tp.alloc(c) for _, _, c in rest if c] if mixed else []
         logits = tp.alloc(T * V * ce)
         tp.free(emb)
@@ -384,7 +389,15 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
         if setup.loop == "keep_logits":
             tp.free(logits)
         for keep, kind, again in zip(reversed(saved), reversed(kinds), reversed(recomputed), strict=True):
-            keep = keep + [tp.alloc(nb) for nb in again]  # the checkpointed layer's forward, re-run
+            # the checkpointed block's forward, re-run: the same allocations and frees in the same order; what it
+            # leaves alive is freed with the layer's saved tensors
+            fresh: dict[object, object] = {}
+            for op, key, nbytes in again:
+                if op == "a":
+                    fresh[key] = tp.alloc(nbytes)
+                elif key in fresh:
+                    tp.free(fresh.pop(key))
+            keep = keep + list(fresh.values())
             t1 = tp.alloc(H_r)
             t2 = tp.alloc(H_r)
             t3 = tp.alloc(2 * H_r)
