@@ -219,6 +219,7 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
         backward_layer = 0
         kinds = ["a" if i % 2 == 0 else "f" for i in range(cfg.num_layers)] if cfg.num_ff_layers else ["a"] * cfg.num_layers
         merged_prev = None
+        first_attention = True
         for layer, kind in enumerate(kinds):
             block_start = len(tp.events)
             keep: list[object] = []
@@ -275,8 +276,8 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                     keep.append(q)
                 bias_live: list[object] = []  # freed after SDPA
                 bias_late = late  # the padded bias too
-                if al["mask"]:
-                    if al["blocks"] > 1 or kind == "a":
+                if al["padded"]:
+                    if al["blocks"] > 1 or first_attention:  # without rotary the bias is built once and cached
                         d1 = tp.alloc(al["diff"])
                         d2 = tp.alloc(al["diff"])
                         tp.free(d1)
@@ -286,9 +287,13 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                         tp.free(d3)
                         p1 = tp.alloc(al["padded"])
                         tp.free(heads)
-                        p2 = tp.alloc(al["padded"])
+                        if al["cached"]:
+                            tp.alloc(al["cached"])  # rel_pos.bias, a buffer kept from now on
+                    p2 = tp.alloc(al["padded"])  # pad_at_dim's copy, in every block
+                    if al["blocks"] > 1 or first_attention:
                         tp.free(p1)
-                        bias_late.append(p2)
+                    bias_late.append(p2)
+                if al["mask"]:
                     c1 = tp.alloc(al["causal"])
                     c2 = tp.alloc(al["causal"])
                     tp.free(c1)
@@ -300,6 +305,23 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                         bias_live.append(mask)
                     else:
                         keep.append(mask)
+                first_attention = False
+                if not cfg.attn_flash:
+                    # the einsum path (attend.py): q k^T, the bias added, the causal fill, a float32 softmax (saved;
+                    # and its cast back when 16-bit), then P V
+                    sc = b * h * n * (n + cfg.attn_num_mem_kv)
+                    sim = tp.alloc(sc * ce)
+                    if al["padded"]:
+                        biased = tp.alloc(sc * ce)
+                        tp.free(sim)
+                        sim = biased
+                    causal = tp.alloc(n * (n + cfg.attn_num_mem_kv))
+                    masked = tp.alloc(sc * ce)
+                    tp.free(sim)
+                    keep += [tp.alloc(sc * FP32_BYTES), causal]
+                    if ce != FP32_BYTES:
+                        keep.append(tp.alloc(sc * ce))
+                    tp.free(masked)
                 out = tp.alloc(q_b)
                 lse = tp.alloc(lse_b)
                 keep += [out, lse]
