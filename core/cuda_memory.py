@@ -30,7 +30,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from xtlens.core.allocator import CachingAllocatorModel, cuda_block_bytes
+from xtlens.core.allocator import AllocatorOutOfMemory, CachingAllocatorModel, cuda_block_bytes
 from xtlens.core.config import ConfigError, ModelConfig, Workload
 from xtlens.core.memory import FP32_BYTES, INDEX_BYTES, alibi_tensors
 from xtlens.core.setup import TrainingSetup, precision_bytes
@@ -39,7 +39,7 @@ from xtlens.core.training import TrainingMemory, training_memory
 
 __all__ = ["ProcessMemory", "ProcessMemoryRow", "process_memory", "training_tape", "replay_training",
            "CUDA_CONTEXT_BYTES", "CUBLAS_WORKSPACE_BYTES", "CUBLASLT_WORKSPACE_BYTES", "PHASES",
-           "context_bytes_for", "cublas_workspace_bytes_for", "replayable"]
+           "context_bytes_for", "cublas_workspace_bytes_for", "replayable", "min_device_bytes"]
 
 PHASES = ("train_step",)
 
@@ -466,12 +466,14 @@ class Replay:
     segments: int
 
 
-def replay_training(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, workspace_bytes: int = 0) -> Replay:
+def replay_training(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, workspace_bytes: int = 0,
+                    limit_bytes: int | None = None) -> Replay:
     """Build the model's parameters, run one warm-up step (creating the optimizer state) and a second step through
     ``CachingAllocatorModel``; the second step's peaks (``benchmarks/cuda_memory.py``'s window) plus the
-    workspaces (allocated through the allocator in segments of their own: reserved = allocated)."""
+    workspaces (allocated through the allocator in segments of their own: reserved = allocated). ``limit_bytes``:
+    an allocator cap for the tensors (workspaces excluded); past it ``AllocatorOutOfMemory`` is raised."""
     se, _ = precision_bytes(setup.precision, wl)
-    alloc = CachingAllocatorModel()
+    alloc = CachingAllocatorModel(limit_bytes)
     live: dict[object, object] = {}
     for t in param_tensors(cfg):
         live[("param", t.name)] = alloc.malloc(t.numel * se)
@@ -487,6 +489,33 @@ def replay_training(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, wor
                     alloc.free(blk)
     return Replay(allocated_peak_bytes=alloc.peak_allocated_bytes + workspace_bytes,
                   reserved_peak_bytes=alloc.peak_reserved_bytes + workspace_bytes, segments=alloc.segments)
+
+
+def min_device_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup | None = None, *, gpu: str | None = None,
+                     step_bytes: int = 2 << 20) -> int:
+    """The smallest device memory on which the training step runs: CUDA context + cuBLAS workspaces + the smallest
+    allocator cap under which the replayed build, warm-up step and step complete, in bytes. Under a cap the caching
+    allocator releases its wholly free cached segments and retries before it fails, so the step needs less than
+    its unconstrained reserved peak (``ProcessMemory.reserved_peak_bytes``: what ``nvidia-smi`` shows when memory
+    is plentiful) and at least its allocated peak. Found by bisection on the cap (``step_bytes`` resolution);
+    setups the replay does not lay out fall back to ``process_memory(...).process_bytes``. About 10 replays: 0.1-0.3 s.
+    """
+    setup = setup or TrainingSetup()
+    pm = process_memory(cfg, wl, setup, gpu=gpu)
+    if not replayable(setup):
+        return pm.process_bytes
+    ws = pm.cublas_workspace_bytes
+    lo = pm.replayed_allocated_peak_bytes - ws - 1  # fails (below the tensors' own peak)
+    hi = pm.reserved_peak_bytes - ws  # runs (never released anything)
+    while hi - lo > step_bytes:
+        mid = (lo + hi) // 2
+        try:
+            replay_training(cfg, wl, setup, limit_bytes=mid)
+        except AllocatorOutOfMemory:
+            lo = mid
+        else:
+            hi = mid
+    return pm.context_bytes + ws + hi
 
 
 def replayable(setup: TrainingSetup) -> bool:

@@ -197,3 +197,33 @@ def test_more_h200_points_block_recompute_and_other_configs(p: dict) -> None:
     assert abs(pm.replayed_allocated_peak_bytes / p["peak_allocated_bytes"] - 1) < 0.05, _key(p)
     tol = 0.20 if _key(p) in BLOCK_ALIBI_MISSES and p["recompute"] == "block" else 0.05
     assert abs(pm.reserved_peak_bytes / p["peak_reserved_bytes"] - 1) < tol, (_key(p), pm.reserved_peak_bytes)
+
+
+def test_min_device_bytes_against_the_h200_bisection_under_a_16_gib_cap() -> None:
+    """docs/gpu/cuda-memory-h200.json ``bisect``: under a 16 GiB allocator cap the largest batch / length that ran.
+    The smallest cap the replay runs under (the allocator releasing its free cached segments before it fails) gives
+    the maximum within one step on all four: between the allocated peak (too optimistic) and the unconstrained
+    reserved peak (one step short on three of the four)."""
+    from xtlens.core.cuda_memory import min_device_bytes
+
+    cfg = PRESETS["seed"]
+    found = []
+    for b in H200["bisect"]:
+        cap = b["cap_bytes"]
+        step = 1 if b["what"] == "batch" else 128
+        prec = b["precision"]
+
+        def fits(v: int, prec: str = prec, b: dict = b, cap: int = cap) -> bool:
+            batch, n = (v, b["fixed"]) if b["what"] == "batch" else (b["fixed"], v)
+            wl = Workload(batch=batch, seq_len=n, dtype="float32" if prec == "fp32" else "bfloat16")
+            setup = TrainingSetup(precision=prec)
+            return min_device_bytes(cfg, wl, setup) - process_memory(cfg, wl, setup).context_bytes <= cap
+
+        measured = b["max"]
+        assert fits(measured - step) and not fits(measured + 2 * step), b
+        predicted = max(v for v in (measured - step, measured, measured + step) if fits(v))
+        assert abs(predicted - measured) <= step, (b["precision"], b["what"], predicted, measured)
+        found.append((b["precision"], b["what"], predicted, measured))
+    # measured 12 / 4352 / 22 / 3456; predicted 13 (the replay needs the 16 GiB cap less 2.2 MB: on the edge),
+    # 4224 and 3328 (0.5 % and 1.5 % over the cap), 22
+    assert [f[2] for f in found] == [13, 4224, 22, 3328]
