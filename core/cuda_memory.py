@@ -18,10 +18,14 @@ took from the driver, which only grow); ``process_bytes`` = context + reserved i
   What reserved adds over allocated is segment rounding (2 MiB / 20 MiB segments) and fragmentation: blocks freed
   by one step and split by the optimizer state or the gradients are too small for the next step's tensors.
 * The CUDA context is measured (``cudaMemGetInfo`` used minus reserved), per GPU family where known.
+* ``min_device_bytes``: the smallest device the step runs on. Under a cap the allocator releases its wholly free
+  cached segments and retries before it fails, so a job needs less than the unconstrained reserved peak; the replay
+  under a cap, bisected, predicts the H200's 16 GiB-cap bisection within one step (docs/cuda-memory.md).
 
 Measured on an H200 (docs/gpu/cuda-memory-h200.json, 36 points: seed / seed-no-alibi, fp32 / bf16 / amp_bf16,
 batch 1 and 4, 512-8192 tokens); tests/core/test_cuda_memory.py holds every point within 5 % for allocated and
-reserved.
+reserved (and 24 more: block recomputation, seed-mha, plain-prenorm; reserved misses by 8-17 % on block
+recomputation with ALiBi at 2048 tokens, stated there).
 """
 
 from __future__ import annotations
