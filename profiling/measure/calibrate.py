@@ -557,7 +557,8 @@ def _dedupe(points: list[MatmulPoint]) -> list[MatmulPoint]:
     seen: dict[tuple, MatmulPoint] = {}
     for p in points:
         seen[(p.dtype, p.m, p.n, p.k)] = p
-    return sorted(seen.values(), key=lambda p: (p.dtype, p.m * p.n * p.k, p.m, p.n, p.k))
+    order = {d: i for i, d in enumerate(DTYPES)}
+    return sorted(seen.values(), key=lambda p: (order.get(p.dtype, len(order)), p.m * p.n * p.k, p.m, p.n, p.k))
 
 
 class _nothing:
