@@ -517,8 +517,10 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
                 if dtype != "float32" and dtype not in slow_names:
                     run.notes.append(f"{dtype}: {timed[dtype, base] / timed['float32', base]:.2f}x float32's time for "
                                      f"a {base}x{base} product (not slow here: under {SLOW_FACTOR:g}x)")
-            if run.cuda:  # on a CPU the probe ran on one thread: its times are not the device's
-                matmul += [MatmulPoint(dtype=d, m=s, n=s, k=s, seconds=sec) for (d, s), sec in timed.items()]
+            # the probe's products are points too: on CUDA all of them; on a CPU (where the probe ran on one thread)
+            # only a slow dtype's, whose emulation path runs on one thread anyway and whose grid may stop small
+            matmul += [MatmulPoint(dtype=d, m=s, n=s, k=s, seconds=sec) for (d, s), sec in timed.items()
+                       if run.cuda or d in slow_names]
             if "matmul" in parts:
                 largest = {d: max(s for dd, s in timed if dd == d) for d in chosen}
                 rates = {d: 2 * s**3 / timed[d, s] for d, s in largest.items()}
