@@ -155,7 +155,7 @@ def _check(device: str, time_budget_s: float, dtypes: Sequence[str] | None, part
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise ConfigError("parts", list(parts), f"one or more of {', '.join(PARTS)}")
-    return ("float32", *(d for d in chosen if d != "float32"))  # float32 first: the reference of the slowdowns
+    return tuple(d for d in DTYPES if d in chosen)  # float32 first (when asked for), as in DTYPES
 
 
 class _Run:
@@ -471,8 +471,8 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
               parts: Sequence[str] = PARTS, matmul_shapes: Sequence[tuple[int, int, int]] | None = None
               ) -> Calibration:
     """Measure ``device``'s latency terms within ``time_budget_s`` seconds of wall time (from ``MIN_BUDGET_S`` to
-    ``MAX_BUDGET_S``); see the module docstring for what and how. ``dtypes`` (default ``DTYPES``; float32 is always
-    measured, the reference of the slowdowns), ``parts`` (default every one of ``PARTS``) and ``matmul_shapes``
+    ``MAX_BUDGET_S``); see the module docstring for what and how. ``dtypes`` (default ``DTYPES``; float32's probe
+    product is timed whatever they are: the reference of the slowdowns), ``parts`` (default every one of ``PARTS``) and ``matmul_shapes``
     (``(m, n, k)``, default ``matmul_grid()``) narrow it (``profiling.measure.roofline`` needs only the ceilings).
 
     Raises ``ConfigError`` for a bad argument, ``BuildError`` for a device this machine has not,
@@ -506,7 +506,8 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
             try:  # one thread: on a busy machine a multi-threaded small product waits for a descheduled thread
                 torch.set_num_threads(1)
                 with torch.no_grad():
-                    timed, slow = detect_slow_dtypes(_product_timer(run, run.deadline("probe")), chosen,
+                    # float32 is always probed: the reference of the slowdowns
+                    timed, slow = detect_slow_dtypes(_product_timer(run, run.deadline("probe")), ("float32", *chosen),
                                                      max_s=0.03 * run.budget_s / (1 + MIN_REPEATS))
             finally:
                 torch.set_num_threads(threads)
@@ -520,7 +521,7 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
             # the probe's products are points too: on CUDA all of them; on a CPU (where the probe ran on one thread)
             # only a slow dtype's, whose emulation path runs on one thread anyway and whose grid may stop small
             matmul += [MatmulPoint(dtype=d, m=s, n=s, k=s, seconds=sec) for (d, s), sec in timed.items()
-                       if run.cuda or d in slow_names]
+                       if d in chosen and (run.cuda or d in slow_names)]
             if "matmul" in parts:
                 largest = {d: max(s for dd, s in timed if dd == d) for d in chosen}
                 rates = {d: 2 * s**3 / timed[d, s] for d, s in largest.items()}
