@@ -45,10 +45,12 @@ the neighbours' work (``notes`` records the load average).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
@@ -377,14 +379,18 @@ def _attention_inputs(torch, dtype, device, seq_len: int, mask: str, grad: bool)
     return q, k, v, bias
 
 
-def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
+def _attention(run: _Run, dtypes: Sequence[str], backends: Sequence[str | None] | None = None
+               ) -> list[AttentionPoint]:
+    """The attention points (see the module docstring); ``backends``: forced ones (``CUDA_BACKENDS`` on CUDA), or
+    ``(None,)``: whichever kernel torch picks, named from the aten ops it dispatched (a CPU's default)."""
     from xtlens.core.builder import TORCH_DTYPES
     from xtlens.profiling.measure.sdpa import SdpaProbe
 
     torch = run.torch
     F = torch.nn.functional
     lengths = ATTENTION_LENGTHS["cuda" if run.cuda else "cpu"]
-    backends: tuple[str | None, ...] = CUDA_BACKENDS if run.cuda else (None,)  # None: the kernel torch picks
+    if backends is None:
+        backends = CUDA_BACKENDS if run.cuda else (None,)
     points: list[AttentionPoint] = []
     deadline = run.deadline("attention")
     combos = [(d, be, mk) for d in dtypes for be in backends for mk in ("causal", "dense")]
@@ -441,16 +447,20 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
     return points
 
 
+@contextlib.contextmanager
 def _backend_context(torch, backend: str | None):
-    import contextlib
-
+    """Only ``backend`` may run (None: whichever torch picks). The warnings torch prints when a forced backend
+    refuses a call are dropped: the refusal is the RuntimeError that follows, which becomes a note."""
     if backend is None:
-        return contextlib.nullcontext()
+        yield
+        return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     names = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
              "math": "MATH"}
-    return sdpa_kernel([getattr(SDPBackend, names[backend])])
+    with warnings.catch_warnings(), sdpa_kernel([getattr(SDPBackend, names[backend])]):
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _load_notes(cuda: bool) -> list[str]:
@@ -501,7 +511,7 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     matmul: list[MatmulPoint] = []
     attention: list[AttentionPoint] = []
     slow: tuple[SlowDtype, ...] = ()
-    with torch.cuda.device(dev) if run.cuda else _nothing():
+    with torch.cuda.device(dev) if run.cuda else contextlib.nullcontext():
         if "overheads" in parts:
             launch_s, module_s = _overheads(run)
             run.lap("overheads")
@@ -569,12 +579,3 @@ def _dedupe(points: list[MatmulPoint]) -> list[MatmulPoint]:
         seen[(p.dtype, p.m, p.n, p.k)] = p
     order = {d: i for i, d in enumerate(DTYPES)}
     return sorted(seen.values(), key=lambda p: (order.get(p.dtype, len(order)), p.m * p.n * p.k, p.m, p.n, p.k))
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-

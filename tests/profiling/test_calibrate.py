@@ -303,3 +303,13 @@ def test_cuda_calibration():
     assert not any(b == "flash" and m == "dense" for b, _, m in backends)  # flash takes no mask
     assert all(p.backward_seconds is None or p.backward_seconds > p.seconds for p in cal.attention)
     assert all(v > 1e11 for v in cal.elementwise_bytes_per_s.values())  # > 100 GB/s on any datacenter GPU
+
+
+def test_forced_backends_run_or_are_noted_as_refused():
+    """The CUDA path's logic on this CPU: each backend forced with sdpa_kernel; one that cannot run here
+    (``efficient`` is CUDA-only) is left out with a note, the others get points under their own name."""
+    run = calmod._Run("cpu", 1.0, None, None)  # the shortest length of each is measured whatever the budget
+    pts = calmod._attention(run, ["float32"], backends=("flash", "efficient", "math"))
+    assert {p.backend for p in pts} == {"flash", "math"} and {p.mask for p in pts} == {"causal", "dense"}
+    refused = [n for n in run.notes if n.startswith("attention float32 efficient")]
+    assert len(refused) == 2 and all("not available" in n for n in refused)  # causal and dense
