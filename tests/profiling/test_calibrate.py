@@ -313,3 +313,23 @@ def test_forced_backends_run_or_are_noted_as_refused():
     assert {p.backend for p in pts} == {"flash", "math"} and {p.mask for p in pts} == {"causal", "dense"}
     refused = [n for n in run.notes if n.startswith("attention float32 efficient")]
     assert len(refused) == 2 and all("not available" in n for n in refused)  # causal and dense
+
+
+def test_cli_lists_and_shows_stored_calibrations_without_measuring(short_cal, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(calmod, "calibrate", lambda *a, **k: pytest.fail("--list / --show measured"))
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["calibrate", "--list", "--db", str(db)]) == 0
+    assert "no calibration stored yet" in capsys.readouterr().err
+    gpu = replace(_gpu_cal(short_cal), slow_dtypes=(SlowDtype(dtype="float16", size=256, seconds=0.5,
+                                                              float32_seconds=0.01),))
+    store.save_calibration(short_cal, db)
+    store.save_calibration(gpu, db)
+    assert cli.main(["calibrate", "--list", "--db", str(db)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("cpu ") and short_cal.key in lines[0]  # newest first
+    assert lines[1].startswith("cuda ") and "float16 50x slower than float32" in lines[1]
+    out = tmp_path / "h200.json"
+    assert cli.main(["calibrate", "--show", "h200", "--db", str(db), "--out", str(out)]) == 0
+    assert gpu.key in capsys.readouterr().out and Calibration.from_json(out.read_text()) == gpu
+    assert cli.main(["calibrate", "--show", "a100", "--db", str(db)]) == 2
+    assert "--show = 'a100' is not allowed" in capsys.readouterr().err
