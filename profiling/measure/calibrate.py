@@ -511,7 +511,9 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     matmul: list[MatmulPoint] = []
     attention: list[AttentionPoint] = []
     slow: tuple[SlowDtype, ...] = ()
-    with torch.cuda.device(dev) if run.cuda else contextlib.nullcontext():
+    # the random inputs leave the caller's random state as it was (a model built after gets the same weights)
+    rng = torch.random.fork_rng(devices=[torch.device(dev).index or 0] if run.cuda else [])
+    with rng, torch.cuda.device(dev) if run.cuda else contextlib.nullcontext():
         if "overheads" in parts:
             launch_s, module_s = _overheads(run)
             run.lap("overheads")

@@ -333,3 +333,12 @@ def test_cli_lists_and_shows_stored_calibrations_without_measuring(short_cal, tm
     assert gpu.key in capsys.readouterr().out and Calibration.from_json(out.read_text()) == gpu
     assert cli.main(["calibrate", "--show", "a100", "--db", str(db)]) == 2
     assert "--show = 'a100' is not allowed" in capsys.readouterr().err
+
+
+def test_the_callers_random_state_is_left_alone():
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    calmod.calibrate("cpu", time_budget_s=5, dtypes=("float32",), parts=("elementwise", "matmul"),
+                     matmul_shapes=((64, 64, 64),))
+    assert torch.equal(torch.rand(3), expected)
