@@ -85,7 +85,7 @@ BUSY_SPREAD = 1.3
 BUSY_LOAD = 0.5
 PROBE_SIZES = (256, 512)
 #: where each section must end, as fractions of the time budget (the rest is the margin for the last point)
-SECTION_ENDS = {"overheads": 0.06, "elementwise": 0.12, "probe": 0.20, "matmul": 0.58, "attention": 0.90}
+SECTION_ENDS = {"overheads": 0.06, "elementwise": 0.12, "probe": 0.20, "matmul": 0.55, "attention": 0.85}
 MIN_REPEATS = 3
 MAX_REPEATS = 25
 POINT_TARGET_S = 0.1
