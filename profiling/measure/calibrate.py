@@ -22,7 +22,8 @@ ceilings from it):
 4. The matrix-product grid per dtype (``MATMUL_M`` x ``MATMUL_NK``: tokens x the (out, in) features of the model's
    projections, feed-forward and logits), smallest FLOPs first. Before each point its time is predicted from the
    rate of the previous one (a smaller product runs at a lower rate, so the prediction errs long) and the point
-   is skipped when it would not fit the dtype's share of the section: a slow dtype stops small by itself.
+   is skipped when it would not fit the dtype's share of the section: a slow dtype stops small by itself. The
+   smallest shape is always measured.
 5. ``scaled_dot_product_attention`` per SDPA backend (CPU: whichever kernel torch picks, named from the aten ops
    it dispatched, ``cpu_flash`` or ``math``; CUDA: ``flash``, ``efficient``, ``cudnn`` and ``math`` each forced with
    ``sdpa_kernel``, a backend that refuses a shape or mask is left out) for ``ATTENTION_HEADS`` heads of
@@ -347,17 +348,19 @@ def _matmul(run: _Run, dtypes: Sequence[str], rates: dict[str, float], shapes: S
         rate = rates[dtype]
         dt = TORCH_DTYPES[dtype]
         skipped = 0
-        for m, n, k in shapes:
+        for j, (m, n, k) in enumerate(shapes):
             flops = 2 * m * n * k
             predicted = flops / rate * (SLOW_SAFETY if dtype in slow else 1.0)
-            if time.monotonic() + 2 * predicted > share_end:
+            first = j == 0  # the smallest shape: always measured (every dtype gets a point)
+            if not first and time.monotonic() + 2 * predicted > share_end:
                 skipped += 1
                 continue
             run.check(f"matrix products, {dtype}: {m}x{k} @ {k}x{n}")
             a = _rand(torch, (m, k), dt, run.device)
             b = _rand(torch, (k, n), dt, run.device)
             with torch.no_grad():
-                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=predicted, deadline=share_end)
+                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=predicted, deadline=share_end,
+                                      must=first)
             del a, b
             if seconds is None:
                 skipped += 1
@@ -403,7 +406,7 @@ def _attention(run: _Run, dtypes: Sequence[str], backends: Sequence[str | None] 
         last: tuple[int, float] | None = None  # (length, forward + backward seconds) of the previous length
         for seq_len in lengths:
             predicted = 0.0 if last is None else last[1] * (seq_len / last[0]) ** 2
-            if time.monotonic() + 2 * predicted > share_end:
+            if last is not None and time.monotonic() + 2 * predicted > share_end:  # the shortest: always
                 break
             run.check(f"attention, {dtype}, {backend or 'default'} backend, {mask} mask, {seq_len} tokens")
             q, k, v, bias = _attention_inputs(torch, dt, run.device, seq_len, mask, grad=False)
