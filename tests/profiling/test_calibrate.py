@@ -347,3 +347,9 @@ def test_the_callers_random_state_is_left_alone():
     calmod.calibrate("cpu", time_budget_s=5, dtypes=("float32",), parts=("elementwise", "matmul"),
                      matmul_shapes=((64, 64, 64),))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_cli_unknown_device_is_a_message_and_makes_no_store(tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["calibrate", "--device", "tpu", "--db", str(db)]) == 2
+    assert "Unknown device 'tpu'" in capsys.readouterr().err and not db.exists()
