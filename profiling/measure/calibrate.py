@@ -208,31 +208,18 @@ class _Run:
             self.torch.cuda.synchronize()
 
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
-        """Seconds of each of ``n`` calls (see the module docstring)."""
-        if self.cuda:
-            ev = self.torch.cuda.Event
-            pairs = [(ev(enable_timing=True), ev(enable_timing=True)) for _ in range(n)]
-            self.sync()
-            for a, b in pairs:
-                a.record()
-                fn()
-                b.record()
-            self.sync()
-            return [a.elapsed_time(b) / 1e3 for a, b in pairs]
-        clock = time.perf_counter
-        out = []
-        for _ in range(n):
-            t0 = clock()
-            fn()
-            out.append(clock() - t0)
-        return out
+        """Seconds of each of ``n`` calls: ``profiling.run.device.time_calls`` (the one timing loop: CUDA events per
+        call and one synchronise, or ``perf_counter`` around each call on a CPU)."""
+        from xtlens.profiling.run.device import time_calls
+
+        return [ms / 1e3 for ms in time_calls(fn, device=self.device, warmup=0, repeats=n)]
 
     def measure(self, fn: Callable[[], object], *, predicted_s: float, deadline: float,
                 best: bool = False, must: bool = False) -> float | None:
         """Median (``best``: minimum) seconds of ``fn`` after one warm-up call, or None when the warm-up and one timed call
         (``2 x predicted_s``) would not end before ``deadline``. Repeats: about ``POINT_TARGET_S`` worth, from
         ``MIN_REPEATS`` to ``MAX_REPEATS``, fewer (at least one) when the deadline is near. ``must``: measured whatever
-        the deadline (the warm-up and ``MIN_REPEATS`` at least: a term every prediction needs, cheap by design)."""
+        the deadline (the warm-up and one timed call at least: a term every prediction needs, cheap by design)."""
         if not must and time.monotonic() + 2 * predicted_s > deadline:
             return None
         t0 = time.monotonic()
@@ -245,7 +232,7 @@ class _Run:
             self.sync()
             first = max(time.monotonic() - t0, 1e-7)
         n = min(MAX_REPEATS, max(MIN_REPEATS, int(POINT_TARGET_S / first)))
-        n = max(n if must else 0, min(n, int((deadline - time.monotonic()) / first)))
+        n = max(1 if must else 0, min(n, int((deadline - time.monotonic()) / first)))
         if n < 1:
             return None
         times = self.time_calls(fn, n)
