@@ -151,9 +151,9 @@ def largest_running(ok: Callable[[int], bool], *, hi: int, step: int = 1, start:
                     ) -> dict:
     """Largest multiple of ``step`` in ``step..hi`` for which ``ok`` holds (0: not even ``step``), assuming ``ok``
     holds below some value and fails above it. Without ``start``: plain bisection of ``1..hi // step`` units. With
-    ``start`` (e.g. the predicted maximum): galloping search from it (``start``, ``start + 1`` unit, then doubling
-    strides until the answer changes, then bisection inside the last stride), a few runs when the prediction is
-    close. Returns ``{"max": value, "tries": [(value, ok), ...]}``."""
+    ``start`` (e.g. the predicted maximum): galloping search from it (``start``, then strides of 1, 1, 2, 4, ...
+    units until the answer changes, then bisection inside the last stride): two or three runs when the prediction
+    is within one step. Returns ``{"max": value, "tries": [(value, ok), ...]}``."""
     tries: list[tuple[int, bool]] = []
     top = hi // step
 
@@ -168,22 +168,22 @@ def largest_running(ok: Callable[[int], bool], *, hi: int, step: int = 1, start:
         lo, up = 1, top
     else:
         s = min(max(1, start // step), top)
-        if test(s):  # gallop up: lo holds, find a failing up
-            lo, stride = s, 1
-            while True:
+        strides = [1, 1, *(2**i for i in range(1, 64))]  # one unit twice (a close prediction), then doubling
+        if test(s):  # gallop up: lo holds, find a failing value
+            lo = s
+            for stride in strides:
                 probe = min(lo + stride, top)
                 if probe == lo:
                     return {"max": lo * step, "tries": tries}
-                if test(probe):
-                    lo, stride = probe, stride * 2
-                else:
+                if not test(probe):
                     up = probe - 1
                     break
-        else:  # gallop down: s fails, find a holding lo
-            up, stride = s - 1, 1
-            while True:
-                probe = max(up - stride + 1, 0)
-                if probe == 0:
+                lo = probe
+        else:  # gallop down: s fails, find a holding value
+            up = s - 1
+            for stride in strides:
+                probe = up - stride + 1
+                if probe < 1:
                     if up < 1 or not test(1):
                         return {"max": 0, "tries": tries}
                     lo = 1
@@ -191,7 +191,7 @@ def largest_running(ok: Callable[[int], bool], *, hi: int, step: int = 1, start:
                 if test(probe):
                     lo = probe
                     break
-                up, stride = probe - 1, stride * 2
+                up = probe - 1
     while lo < up:
         mid = (lo + up + 1) // 2
         if test(mid):

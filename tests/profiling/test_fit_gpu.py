@@ -1,0 +1,115 @@
+"""Will it fit, verified on a real GPU: a device of a given memory size is emulated on the GPU
+(``torch.cuda.set_per_process_memory_fraction((X - measured context) / total)``), the largest batch and the longest
+sequence whose two training steps run are found by bisection (galloping from the prediction, then halving), and each
+must equal ``core.fits.what_fits``'s predicted maximum for that device, or be one step off with the reason printed.
+Self-contained (the seed model, no store, no network), about 30-60 s on an H200; run with ``-s`` to see predicted
+against found. The bisection's own logic is checked on the CPU with a fake run (``largest_running``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from xtlens.core.config import Workload
+from xtlens.core.fits import FitDevice, what_fits
+from xtlens.core.presets import PRESETS
+from xtlens.core.setup import TrainingSetup
+from xtlens.profiling.measure.fit import emulated_device, largest_running, process_terms, train_step_point
+
+GIB = 2**30
+SEED = PRESETS["seed"]
+#: (device GiB, precision, recompute, what, fixed, search limit, step): the recorded H200 bisection's four kinds of
+#: question (docs/gpu/cuda-memory-h200.json) at two other device sizes, and block recomputation once
+CASES = [
+    (12, "amp_bf16", "none", "batch", 2048, 256, 1),
+    (12, "amp_bf16", "none", "seq", 4, 8192, 128),
+    (12, "fp32", "none", "batch", 1024, 256, 1),
+    (12, "bf16", "none", "seq", 8, 8192, 128),
+    (24, "amp_bf16", "none", "batch", 2048, 256, 1),
+    (24, "bf16", "block", "seq", 8, 8192, 128),
+]
+
+
+# --- the search, on the CPU -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("true_max", [0, 1, 2, 7, 12, 13, 31, 64, 100, 255, 256])
+@pytest.mark.parametrize("start", [None, 1, 5, 12, 13, 40, 256, 999])
+def test_largest_running_finds_the_boundary_from_any_start(true_max: int, start: int | None) -> None:
+    calls: list[int] = []
+
+    def ok(v: int) -> bool:
+        calls.append(v)
+        return v <= true_max
+
+    found = largest_running(ok, hi=256, start=start)
+    assert found["max"] == true_max
+    assert [v for v, _ in found["tries"]] == calls and len(set(calls)) == len(calls)  # no run twice
+    if start is not None and abs(start - true_max) <= 1 and 1 <= start <= 256:
+        assert len(calls) <= 3  # a close prediction costs a few runs
+
+
+def test_largest_running_in_steps() -> None:
+    found = largest_running(lambda v: v <= 4400, hi=8192, step=128, start=4224)
+    assert found["max"] == 4352 and all(v % 128 == 0 for v, _ in found["tries"])
+    assert largest_running(lambda v: v <= 4400, hi=8192, step=128)["max"] == 4352  # plain bisection
+
+
+# --- on the GPU -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def process() -> dict:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    return process_terms()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}GiB-{c[1]}-{c[2]}-{c[3]}@{c[4]}")
+def test_predicted_maximum_runs_and_one_more_does_not(process: dict, case: tuple) -> None:
+    gib, precision, recompute, what, fixed, hi, step = case
+    setup = TrainingSetup(precision=precision, recompute=recompute)
+    dtype = "float32" if precision == "fp32" else "bfloat16"
+    device = FitDevice(memory_bytes=gib * GIB, kind="cuda", gpu=process["device_name"])
+    if what == "batch":
+        predicted = what_fits(SEED, Workload(batch=1, seq_len=fixed, dtype=dtype), device, training=setup,
+                              max_batch=hi)["fits_train_batch"]
+    else:
+        predicted = what_fits(SEED, Workload(batch=fixed, seq_len=step, dtype=dtype), device, training=setup,
+                              seq_step=step)["fits_train_seq_len_tokens"]
+    rows: dict[int, dict] = {}
+
+    def ok(v: int) -> bool:
+        b, n = (v, fixed) if what == "batch" else (fixed, v)
+        row = train_step_point(SEED, setup, b, n, name="fit")
+        assert row["status"] != "error", row.get("error")
+        rows[v] = row
+        return row["status"] == "ok"
+
+    t0 = time.perf_counter()
+    context = process["context_after_matmul_bytes"]
+    with emulated_device(device.memory_bytes, context) as cap:
+        found = largest_running(ok, hi=hi, step=step, start=predicted or step)["max"]
+    wall = time.perf_counter() - t0
+    from xtlens.core.cuda_memory import process_memory
+
+    def pred_reserved(v: int) -> int:
+        b, n = (v, fixed) if what == "batch" else (fixed, v)
+        return process_memory(SEED, Workload(batch=b, seq_len=n, dtype=dtype), setup,
+                              gpu=process["device_name"]).reserved_peak_bytes
+
+    last = rows.get(found, {})
+    print(f"\n{gib} GiB device ({process['device_name']}, measured context {context / GIB:.3f} GiB, allocator cap "
+          f"{cap / GIB:.3f} GiB): {precision} {recompute} {what} at {fixed}: predicted max {predicted}, found {found} "
+          f"({len(rows)} runs, {wall:.1f} s); at {found}: reserved {last.get('peak_reserved_bytes', 0) / GIB:.3f} GiB "
+          f"measured (uncapped prediction {pred_reserved(found) / GIB:.3f}), allocator retries "
+          f"{(last.get('stats') or {}).get('num_alloc_retries')}")
+    if found > predicted:
+        print(f"  one step under the found maximum: the prediction is the reserved peak without a cap "
+              f"({pred_reserved(found) / GIB:.3f} GiB at {found}); at its cap the allocator frees its cached blocks "
+              "and retries before an out-of-memory error, so the run fitted in less")
+    elif found < predicted:
+        print(f"  one step over the found maximum: {predicted} ran out of memory under the cap although its predicted "
+              f"reserved peak is {pred_reserved(predicted) / GIB:.3f} GiB (fragmentation beyond the model)")
+    assert abs(found - predicted) <= step, (predicted, found)
