@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from xtlens.core.config import DTYPE_BYTES, ModelConfig, Workload
+from xtlens.core.config import DTYPE_BYTES, ConfigError, ModelConfig, Workload
 from xtlens.core.memory import (
     ADAMW_STEP_BYTES,
     FP32_BYTES,
@@ -210,11 +210,11 @@ def _loss_dtype_bytes(setup: TrainingSetup, wl: Workload) -> int:
     return FP32_BYTES if setup.mixed else ce
 
 
-def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, foreach: bool = False
-                    ) -> TrainingMemory:
+def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, foreach: bool = False,
+                    device: str = "cpu") -> TrainingMemory:
     """Per-device peak of a training step under ``setup`` (see ``TrainingMemory``), in bytes. ``foreach``: the
     optimizer's multi-tensor path (the torch default on CUDA); False is the single-tensor path torch takes on
-    the CPU.
+    the CPU. ``device``: ``"cpu"`` or ``"cuda"``, where the loss under autocast differs (see (4)).
 
     The loop assumed (``setup.loop``): ``free_logits`` is ``loss = F.cross_entropy(model(x), y)`` (the logits die
     after the loss), ``keep_logits`` a loop holding ``logits`` through ``backward()`` (one more ``(b, n, V)``
@@ -246,15 +246,24 @@ def training_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, for
     g_acc = grads if setup.grad_accum > 1 else 0
     state = weights + buffers + optimizer
     kept_logits = logits if setup.loop == "keep_logits" else 0
+    if device not in ("cpu", "cuda"):
+        raise ConfigError("device", device, "'cpu' or 'cuda'")
+    # (4') under CUDA autocast ``cross_entropy`` keeps a ``(T, V)`` copy of the logits in the compute dtype beside
+    #      its float32 log-softmax until its backward, and the log-softmax output is freed before the second
+    #      ``(T, V)`` gradient is made (H200 allocator trace, torch 2.11: peak at ``nll_loss_backward``'s float32
+    #      output); on the CPU the copy is float32 and both gradients meet (MemTracker, tests/profiling/test_setups.py)
+    cuda_amp = setup.mixed and device == "cuda"
+    loss_copy = (T * V * ce if cuda_amp else T * V * FP32_BYTES) if setup.mixed else 0
     stages = {
         # (4) ``loss``: weights, buffers, optimizer state, the gradients of earlier micro-batches (``k > 1``),
-        #     saved activations with the logits, the loss' log-softmax output (+ the float32 copy of the logits
-        #     under autocast)
-        "loss": state + g_acc + act_total + loss + (T * V * FP32_BYTES if setup.mixed else 0),
+        #     saved activations with the logits, the loss' log-softmax output (+ the copy of the logits under
+        #     autocast, (4'))
+        "loss": state + g_acc + act_total + loss + loss_copy,
         # (5) ``backward_start``: the same without the logits (freed; kept with ``keep_logits``), plus the
         #     gradient of the log-softmax output and of the logits, ``2 * T * V`` in the loss dtype
-        #     (``nll_loss_backward``, ``_log_softmax_backward_data``)
-        "backward_start": state + g_acc + act_total - logits + kept_logits + loss + 2 * T * V * le,
+        #     (``nll_loss_backward``, ``_log_softmax_backward_data``); CUDA autocast: the copy and one gradient
+        "backward_start": state + g_acc + act_total - logits + kept_logits + loss
+        + (loss_copy + T * V * le if cuda_amp else 2 * T * V * le),
         # (6) ``optimizer_step``: weights, buffers, gradients, state and the step's temporaries
         #     (``optimizer_step_transient_bytes``)
         "optimizer_step": state + grads + optimizer_step_transient_bytes(cfg, setup.optimizer, se, foreach=foreach,

@@ -1,0 +1,470 @@
+"""What a CUDA training process holds on the device, beyond the tensors: the caching allocator's reserved memory,
+the CUDA context, the cuBLAS workspaces, autocast's weight cache and the optimizer's temporaries
+(``process_memory``).
+
+Standard library only. ``allocated_peak_bytes`` is ``torch.cuda.max_memory_allocated`` over a steady-state
+training step; ``reserved_peak_bytes`` is ``torch.cuda.max_memory_reserved`` (the segments the caching allocator
+took from the driver, which only grow); ``process_bytes`` = context + reserved is what must fit the device
+(``nvidia-smi`` shows it). How each is computed:
+
+* The allocated peak is core.training's ordered peak (``training_memory(..., foreach=True)``: the weights,
+  gradients, optimizer state, saved activations, autocast's cast weights and the foreach optimizer temporaries
+  are already there) plus the cuBLAS / cuBLASLt workspaces (not tensors of the model, but allocated through the
+  caching allocator, so ``memory_allocated`` counts them).
+* The reserved peak replays the step's allocation sequence (``training_tape``: the large tensors of the forward,
+  loss, backward and ``optimizer.step()``, in the order x-transformers and autograd make and free them) through a
+  model of the caching allocator (``core.allocator.CachingAllocatorModel``): the model is built, one warm-up step
+  creates the optimizer state, and the second step's peak is read, as ``benchmarks/cuda_memory.py`` measures it.
+  What reserved adds over allocated is segment rounding (2 MiB / 20 MiB segments) and fragmentation: blocks freed
+  by one step and split by the optimizer state or the gradients are too small for the next step's tensors.
+* The CUDA context is measured (``cudaMemGetInfo`` used minus reserved), per GPU family where known.
+
+Measured on an H200 (docs/gpu/cuda-memory-h200.json, 36 points: seed / seed-no-alibi, fp32 / bf16 / amp_bf16,
+batch 1 and 4, 512-8192 tokens); tests/core/test_cuda_memory.py holds every point within 5 % for allocated and
+reserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xtlens.core.allocator import CachingAllocatorModel, cuda_block_bytes
+from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.core.memory import FP32_BYTES, INDEX_BYTES, alibi_tensors
+from xtlens.core.setup import TrainingSetup, precision_bytes
+from xtlens.core.tensors import param_tensors
+from xtlens.core.training import TrainingMemory, training_memory
+
+__all__ = ["ProcessMemory", "ProcessMemoryRow", "process_memory", "training_tape", "replay_training",
+           "CUDA_CONTEXT_BYTES", "CUBLAS_WORKSPACE_BYTES", "CUBLASLT_WORKSPACE_BYTES", "PHASES",
+           "context_bytes_for", "cublas_workspace_bytes_for"]
+
+PHASES = ("train_step",)
+
+# CUDA context (driver state, loaded kernel modules, the primary context's heap) per GPU family: what
+# ``cudaMemGetInfo`` reports used beyond the allocator's reserved memory after the first matrix product
+# (cuBLAS loaded). Measured: H200, torch 2.11.0+cu130, driver 580 (docs/gpu/cuda-memory-h200.json ``process``:
+# 648,871,936 B after ``torch.cuda.init()``, 718,077,952 B after the first matmul).
+CUDA_CONTEXT_BYTES: dict[str, tuple[int, str]] = {
+    "H200": (718_077_952, "measured on an H200 (torch 2.11, CUDA 13.0): docs/gpu/cuda-memory-h200.json"),
+}
+TYPICAL_CONTEXT_BYTES = 718_077_952
+TYPICAL_CONTEXT_SOURCE = ("typical: the H200's measured context (torch 2.11, CUDA 13.0); other GPUs and CUDA "
+                          "versions differ by up to a few hundred MB (lazy module loading, driver)")
+
+# cuBLAS workspace: one per (cuBLAS handle, stream); handles are per thread, and autograd runs backward on its
+# own device thread, so a training step holds two. Size: ``CUBLAS_WORKSPACE_CONFIG`` default ``:4096:8`` = 32 MiB
+# on Hopper / Blackwell (compute capability 9, 10, 12), ``:4096:2:16:8`` = 8 MiB + 128 KiB before
+# (aten/src/ATen/cuda/CublasHandlePool.cpp ``parseChosenWorkspaceSize``). The cuBLASLt workspace (bias
+# epilogue of ``nn.Linear``'s addmm in the forward) is ``CUBLASLT_WORKSPACE_SIZE``, default 1024 KiB
+# (``parseCUDABlasLtWorkspaceSize``). Measured on the H200: 33,554,432 B after the first float32 matmul
+# (one handle), 68,157,440 B (= 2 x 32 MiB + 1 MiB) after a training step.
+CUBLAS_WORKSPACE_BYTES = {"hopper": 32 << 20, "older": (8 << 20) + (128 << 10)}
+CUBLASLT_WORKSPACE_BYTES = 1 << 20
+_HOPPER_OR_NEWER = ("H100", "H200", "H20", "GH200", "B200", "B100", "GB200", "RTX 50", "5090", "5080")
+
+
+def context_bytes_for(gpu: str | None) -> tuple[int, str]:
+    """``(bytes, source)`` of the CUDA context on ``gpu`` (a name such as ``"H200 141GB"`` or ``"NVIDIA H200"``):
+    the measured value of its family, else the typical one (the H200's), labelled so."""
+    name = (gpu or "").upper()
+    for family, (nbytes, source) in CUDA_CONTEXT_BYTES.items():
+        if family in name:
+            return nbytes, source
+    return TYPICAL_CONTEXT_BYTES, TYPICAL_CONTEXT_SOURCE
+
+
+def cublas_workspace_bytes_for(gpu: str | None, *, handles: int = 2, linear_bias: bool = True) -> int:
+    """cuBLAS workspaces of a process: ``handles`` x the per-handle workspace (32 MiB on Hopper and newer, 8 MiB +
+    128 KiB before; unknown GPU: Hopper's) + the 1 MiB cuBLASLt workspace when a biased ``nn.Linear`` runs."""
+    name = (gpu or "H200").upper()
+    newer = any(k.upper() in name for k in _HOPPER_OR_NEWER) or not gpu
+    per = CUBLAS_WORKSPACE_BYTES["hopper" if newer else "older"]
+    return handles * per + (CUBLASLT_WORKSPACE_BYTES if linear_bias else 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessMemoryRow:
+    """One term of ``ProcessMemory``: ``name``, ``bytes``, the ``formula`` it is computed by and its ``source``."""
+
+    name: str
+    bytes: int
+    formula: str
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessMemory:
+    """Device memory of a CUDA training process, in bytes (see the module docstring).
+
+    ``ordered_peak_bytes``: core.training's ordered peak of the step's tensors (``training_memory``, foreach
+    optimizer); ``allocated_peak_bytes`` = it + ``cublas_workspace_bytes``; ``reserved_peak_bytes``: the caching
+    allocator's segments at the step's peak (replayed); ``context_bytes``: the CUDA context; ``process_bytes`` =
+    context + reserved: what must fit the device. ``autocast_cache_bytes`` and ``optimizer_temporary_bytes`` are
+    parts of the ordered peak's step (stated apart, not added again); ``replayed_allocated_peak_bytes`` is the
+    replay's own allocated peak (a cross-check of the ordered peak, workspaces included)."""
+
+    phase: str
+    gpu: str | None
+    ordered_peak_bytes: int
+    peak_stage: str
+    allocated_peak_bytes: int
+    reserved_peak_bytes: int
+    replayed_allocated_peak_bytes: int
+    context_bytes: int
+    context_source: str
+    cublas_workspace_bytes: int
+    autocast_cache_bytes: int
+    optimizer_temporary_bytes: int
+    process_bytes: int
+    segments: int
+    terms: tuple[ProcessMemoryRow, ...] = field(default=())
+
+    def rows(self) -> list[ProcessMemoryRow]:
+        """One row per term: name, bytes, formula, source."""
+        return list(self.terms)
+
+
+# --- the allocation sequence of a training step -------------------------------------------------------------
+
+
+class _Tape:
+    """Events ``("a", key, bytes)`` / ``("f", key, 0)`` in program order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object, int]] = []
+        self._n = 0
+
+    def alloc(self, nbytes: int, key: object = None) -> object:
+        if key is None:
+            self._n += 1
+            key = ("t", self._n)
+        if nbytes > 0:
+            self.events.append(("a", key, nbytes))
+        return key
+
+    def free(self, *keys: object) -> None:
+        for k in keys:
+            self.events.append(("f", k, 0))
+
+
+def _layer_params(cfg: ModelConfig, se: int, ce: int
+                  ) -> tuple[dict[int, list[tuple[str, int, int]]], list[tuple[str, int, int]]]:
+    """Parameter tensors ``(name, bytes, autocast copy bytes)`` by layer index (``attn_layers.layers.<i>.``) and
+    the rest."""
+    by_layer: dict[int, list[tuple[str, int, int]]] = {}
+    rest: list[tuple[str, int, int]] = []
+    for t in param_tensors(cfg):
+        parts = t.name.split(".")
+        row = (t.name, t.numel * se, t.numel * ce if t.cast_by_autocast else 0)
+        if len(parts) > 2 and parts[0] == "attn_layers" and parts[1] == "layers" and parts[2].isdigit():
+            by_layer.setdefault(int(parts[2]), []).append(row)
+        else:
+            rest.append(row)
+    return by_layer, rest
+
+
+def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first_step: bool = False
+                  ) -> list[tuple[str, object, int]]:
+    """The large allocations and frees of one training step (forward, loss, backward, ``optimizer.step()``,
+    ``zero_grad(set_to_none=True)``) of x-transformers' decoder under ``setup`` (one micro-batch, AdamW foreach),
+    in program order, as ``("a", key, bytes)`` / ``("f", key, 0)``. Sizes are the tensors of ``core.memory``
+    (``hidden`` ``T*d``, q ``T*h*dh``, k / v ``T*g*dh``, feed-forward ``T*f``, logits ``T*V``, the ALiBi tensors of
+    ``alibi_tensors``); the order and lifetimes follow the allocator traces of the seed on an H200 (torch 2.11,
+    x-transformers 2.31): per sub-layer the token-shift copy, the projections, rotary and (ALiBi) bias tensors,
+    SDPA's output, the residual and norm outputs; the logits, the loss' log-softmax and its gradients; per
+    sub-layer in reverse the input gradients, the freed saved tensors and the parameter gradients; the optimizer
+    state (``first_step``: created by ``zeros_like``, two per parameter), ``_foreach_sqrt``'s temporaries (one per
+    parameter), then the gradients freed. Parameter tensors and optimizer state use the setup's state dtype."""
+    se, ce = precision_bytes(setup.precision, wl)
+    mixed = setup.mixed
+    er = FP32_BYTES if (mixed or ce == FP32_BYTES) else ce  # residual stream / norms
+    b, n = wl.batch, wl.seq_len
+    T = b * n
+    d, h, g, dh = cfg.dim, cfg.heads, cfg.kv_heads, cfg.attn_dim_head
+    V = cfg.num_tokens
+    f_in = (2 if cfg.ff_glu else 1) * cfg.ff_inner_dim
+    H_r, H_c = T * d * er, T * d * ce
+    q_b, kv_b = T * h * dh * ce, T * g * dh * ce
+    lse_b = b * h * n * FP32_BYTES
+    bias_e = FP32_BYTES if mixed else ce
+    al = alibi_tensors(cfg, Workload(batch=b, seq_len=n, dtype={4: "float32", 2: "bfloat16"}[bias_e]))
+    shift = cfg.shift_tokens
+    pad_b = T * (d // (shift + 1)) * er * shift if shift else 0
+    by_layer, rest = _layer_params(cfg, se, ce)
+    tp = _Tape()
+    grads: list[object] = []
+
+    def grad_alloc(params: list[tuple[str, int, int]]) -> None:
+        for name, nbytes, _ in params:
+            key = ("grad", name)
+            if key not in grads:
+                tp.alloc(nbytes, key)
+                grads.append(key)
+
+    # forward -------------------------------------------------------------------------------------------------
+    emb = tp.alloc(H_r)  # token embedding output (kept to the end of the forward)
+    x = tp.alloc(H_r)  # the layer input stream
+    saved: list[list[object]] = []
+    kinds = ["a" if i % 2 == 0 else "f" for i in range(cfg.num_layers)] if cfg.num_ff_layers else ["a"] * cfg.num_layers
+    merged_prev = None
+    for layer, kind in enumerate(kinds):
+        keep: list[object] = []
+        if mixed:  # autocast's 16-bit weight copies, cached for the forward and saved for backward
+            keep += [tp.alloc(c) for _, _, c in by_layer.get(layer, []) if c]
+        pre = None
+        if cfg.uses_pre_norm:
+            pre = tp.alloc(H_r)
+            keep.append(pre)
+        pad = tp.alloc(pad_b) if shift else None
+        shifted = tp.alloc(H_r) if shift else None
+        lin_in = shifted
+        if mixed:
+            # autocast casts the linear input for every projection that reads it (to_q, to_k, to_v; the
+            # feed-forward's first linear): 16-bit copies, each saved by its op
+            for _ in range(3 if kind == "a" else 1):
+                keep.append(tp.alloc(H_c))
+        elif shifted is not None:
+            keep.append(shifted)
+        if kind == "a":
+            q = tp.alloc(q_b)
+            k_ = tp.alloc(kv_b)
+            v_ = tp.alloc(kv_b)
+            keep += [k_, v_]
+            if cfg.uses_rotary:
+                q_rot = tp.alloc(q_b)
+                tp.free(q)
+                q = q_rot
+            if cfg.attn_flash:
+                q_s = tp.alloc(q_b)  # q * scale copy (Attend.flash_attn), saved by SDPA
+                tp.free(q)
+                keep.append(q_s)
+            else:
+                keep.append(q)
+            bias_live: list[object] = []  # freed after SDPA
+            bias_late: list[object] = []  # the padded bias, freed when the shift-wrapped sub-layer returns
+            if al["mask"]:
+                if al["blocks"] > 1 or kind == "a":
+                    d1 = tp.alloc(al["diff"])
+                    d2 = tp.alloc(al["diff"])
+                    tp.free(d1)
+                    d3 = tp.alloc(al["diff"])
+                    tp.free(d2)
+                    heads = tp.alloc(al["heads"])
+                    tp.free(d3)
+                    p1 = tp.alloc(al["padded"])
+                    tp.free(heads)
+                    p2 = tp.alloc(al["padded"])
+                    tp.free(p1)
+                    bias_late.append(p2)
+                c1 = tp.alloc(al["causal"])
+                c2 = tp.alloc(al["causal"])
+                tp.free(c1)
+                mask = tp.alloc(al["mask"])
+                bias_live.append(c2)
+                if mixed:
+                    mask16 = tp.alloc(al["mask"] * ce // FP32_BYTES)  # SDPA's 16-bit copy (saved)
+                    keep.append(mask16)
+                    bias_live.append(mask)
+                else:
+                    keep.append(mask)
+            out = tp.alloc(q_b)
+            lse = tp.alloc(lse_b)
+            keep += [out, lse]
+            tp.free(*bias_live)
+            merged = tp.alloc(q_b) if (cfg.uses_rotary or cfg.attn_num_mem_kv) else None
+            o1 = tp.alloc(H_c)
+            tp.free(*bias_late)
+            if mixed and shifted is not None:
+                tp.free(shifted)
+            if pad is not None:
+                tp.free(pad)
+            if merged is not None and mixed:
+                keep.append(merged)  # under autocast to_out saves the merged 16-bit heads
+            elif merged is not None:
+                if merged_prev is not None:
+                    tp.free(merged_prev)
+                merged_prev = merged
+        else:
+            ff1 = tp.alloc(T * f_in * ce)
+            ff2 = tp.alloc(T * cfg.ff_inner_dim * ce)
+            keep += [ff1, ff2]
+            o1 = tp.alloc(H_c)
+            if mixed and shifted is not None:
+                tp.free(shifted)
+            if pad is not None:
+                tp.free(pad)
+            if merged_prev is not None:
+                tp.free(merged_prev)
+                merged_prev = None
+        del lin_in
+        # residual (x * residual_scale + branch) and, post-norm, the norm output and its gain product
+        o2 = tp.alloc(H_r)
+        tp.free(o1)
+        o3 = tp.alloc(H_r)
+        tp.free(o2)
+        keep.append(o3)
+        if not cfg.uses_pre_norm:
+            ln = tp.alloc(H_r)
+            x_new = tp.alloc(H_r)
+            keep += [ln]
+        else:
+            x_new = o3
+        keep.append(x)
+        x = x_new
+        saved.append(keep)
+    if merged_prev is not None:
+        tp.free(merged_prev)
+    final = []
+    if cfg.uses_pre_norm:
+        final.append(tp.alloc(H_r))
+    logits_cast = [tp.alloc(c) for _, _, c in rest if c] if mixed else []
+    logits = tp.alloc(T * V * ce)
+    tp.free(emb)
+    # loss: cross_entropy in float32 (autocast) or the compute dtype; log_softmax output saved
+    le = FP32_BYTES if mixed else ce
+    copy = tp.alloc(T * V * ce) if mixed else None  # autocast: a (T, V) compute-dtype copy kept by the loss
+    logp = tp.alloc(T * V * le)
+    tp.free(logits)  # ``del logits``: cross_entropy keeps only its log-softmax
+    # backward ------------------------------------------------------------------------------------------------
+    g1 = tp.alloc(T * V * le)  # nll_loss_backward
+    if mixed:
+        tp.free(logp)
+        g2 = tp.alloc(T * V * ce)  # _log_softmax_backward_data, in the input's dtype
+        tp.free(g1)
+        g3 = tp.alloc(T * V * ce)  # through the copy
+        tp.free(g2, copy)
+        g2 = g3
+    else:
+        g2 = tp.alloc(T * V * le)  # _log_softmax_backward_data
+        tp.free(g1, logp)
+    grad_alloc([p for p in rest if "logits" in p[0]])
+    gx = tp.alloc(H_r)
+    tp.free(g2, *logits_cast)
+    for keep, kind in zip(reversed(saved), reversed(kinds), strict=True):
+        t1 = tp.alloc(H_r)
+        t2 = tp.alloc(H_r)
+        t3 = tp.alloc(2 * H_r)
+        tp.free(t3, t2)
+        if kind == "f":
+            ga = tp.alloc(T * cfg.ff_inner_dim * ce)
+            gb = tp.alloc(T * f_in * ce)
+            tp.free(ga)
+            t4 = tp.alloc(2 * T * f_in * ce)
+            tp.free(t4)
+            tp.free(gb)
+        else:
+            gq = tp.alloc(q_b)
+            gk = tp.alloc(kv_b)
+            gv = tp.alloc(kv_b)
+            gqr = tp.alloc(q_b)
+            tp.free(gq, gk, gv, gqr)
+        layer = next(i for i, s in enumerate(saved) if s is keep)
+        grad_alloc(by_layer.get(layer, []))
+        g_new = tp.alloc(H_r)
+        tp.free(*keep)
+        tp.free(t1, gx)
+        gx = g_new
+    grad_alloc(rest)
+    tp.free(gx, *final)
+    # optimizer.step() (foreach AdamW) and zero_grad(set_to_none=True) -----------------------------------------
+    all_params = [p for i in sorted(by_layer) for p in by_layer[i]] + rest
+    if first_step:
+        for name, nbytes, _ in all_params:
+            tp.alloc(nbytes, ("exp_avg", name))
+            tp.alloc(nbytes, ("exp_avg_sq", name))
+    tmp = [tp.alloc(nbytes) for _, nbytes, _ in all_params]  # torch._foreach_sqrt(exp_avg_sq)
+    tp.free(*tmp)
+    tp.free(*grads)
+    return tp.events
+
+
+@dataclass(frozen=True, kw_only=True)
+class Replay:
+    """Allocated and reserved peaks of a replayed step (bytes), the allocator's segment count."""
+
+    allocated_peak_bytes: int
+    reserved_peak_bytes: int
+    segments: int
+
+
+def replay_training(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, workspace_bytes: int = 0) -> Replay:
+    """Build the model's parameters, run one warm-up step (creating the optimizer state) and a second step through
+    ``CachingAllocatorModel``; the second step's peaks (``benchmarks/cuda_memory.py``'s window) plus the
+    workspaces (allocated through the allocator in segments of their own: reserved = allocated)."""
+    se, _ = precision_bytes(setup.precision, wl)
+    alloc = CachingAllocatorModel()
+    live: dict[object, object] = {}
+    for t in param_tensors(cfg):
+        live[("param", t.name)] = alloc.malloc(t.numel * se)
+    for step in (1, 2):
+        if step == 2:
+            alloc.reset_peaks()
+        for op, key, nbytes in training_tape(cfg, wl, setup, first_step=step == 1):
+            if op == "a":
+                live[key] = alloc.malloc(nbytes)
+            else:
+                blk = live.pop(key, None)
+                if blk is not None:
+                    alloc.free(blk)
+    return Replay(allocated_peak_bytes=alloc.peak_allocated_bytes + workspace_bytes,
+                  reserved_peak_bytes=alloc.peak_reserved_bytes + workspace_bytes, segments=alloc.segments)
+
+
+def process_memory(cfg: ModelConfig, wl: Workload, setup: TrainingSetup | None = None, *, phase: str = "train_step",
+                   gpu: str | None = None) -> ProcessMemory:
+    """Device memory of a CUDA process training ``cfg`` on ``wl`` under ``setup`` (default ``TrainingSetup()``) on
+    ``gpu`` (a name; ``None``: an H200-like Hopper GPU), in bytes: see ``ProcessMemory``. ``phase``: only
+    ``"train_step"`` (one optimizer step, the loop of ``setup``)."""
+    if phase not in PHASES:
+        raise ConfigError("phase", phase, "one of " + ", ".join(PHASES))
+    setup = setup or TrainingSetup()
+    tm: TrainingMemory = training_memory(cfg, wl, setup, foreach=True, device="cuda")
+    se, ce = precision_bytes(setup.precision, wl)
+    linear_bias = any(t.name.endswith(".bias") and t.cast_by_autocast for t in param_tensors(cfg))
+    ws = cublas_workspace_bytes_for(gpu, linear_bias=linear_bias)
+    ctx, ctx_src = context_bytes_for(gpu)
+    rep = replay_training(cfg, wl, setup, workspace_bytes=ws)
+    allocated = tm.peak_bytes + ws
+    reserved = max(rep.reserved_peak_bytes, allocated)
+    autocast = tm.activation_breakdown_bytes.get("autocast_weight_copies", 0)
+    opt_tmp = tm.stages_bytes["optimizer_step"] - tm.weights_bytes - tm.buffers_bytes - tm.grads_bytes - tm.optimizer_bytes
+    gib = "see core.training.training_memory"
+    terms = (
+        ProcessMemoryRow(name="ordered_peak", bytes=tm.peak_bytes,
+                         formula=f"max over the step's stages (peak at '{tm.peak_stage}') of weights + buffers + "
+                                 "optimizer state + gradients + saved activations + transients",
+                         source=gib + " (foreach AdamW, the CUDA default)"),
+        ProcessMemoryRow(name="autocast_cache", bytes=autocast,
+                         formula="elements of the tensors autocast casts (Linear weights and biases, logits table) "
+                                 "x compute bytes; inside the ordered peak's activations",
+                         source="torch/csrc/autograd/autocast_mode.cpp cached_cast (0 without autocast)"),
+        ProcessMemoryRow(name="optimizer_temporaries", bytes=opt_tmp,
+                         formula="foreach AdamW: torch._foreach_sqrt(exp_avg_sq), P x state bytes; inside the "
+                                 "ordered peak's optimizer_step stage",
+                         source="torch/optim/adamw.py _multi_tensor_adamw"),
+        ProcessMemoryRow(name="cublas_workspace", bytes=ws,
+                         formula="2 handles (main thread, autograd thread) x 32 MiB (Hopper+; 8 MiB + 128 KiB "
+                                 "before) + 1 MiB cuBLASLt (biased Linear)",
+                         source="aten/src/ATen/cuda/CublasHandlePool.cpp; measured 68,157,440 B on an H200"),
+        ProcessMemoryRow(name="allocated_peak", bytes=allocated, formula="ordered_peak + cublas_workspace",
+                         source="torch.cuda.max_memory_allocated (docs/gpu/cuda-memory-h200.json)"),
+        ProcessMemoryRow(name="reserved_peak", bytes=reserved,
+                         formula="the caching allocator's segments after build, a warm-up step and a step, "
+                                 "replayed (512 B blocks; 2 MiB small segments for <= 1 MiB, 20 MiB for 1-10 MiB, "
+                                 "else rounded to 2 MiB; best-fit reuse and splitting) + workspaces",
+                         source="c10/cuda/CUDACachingAllocator.cpp; core.allocator.CachingAllocatorModel"),
+        ProcessMemoryRow(name="cuda_context", bytes=ctx, formula="cudaMemGetInfo used - reserved, after the "
+                         "first matmul", source=ctx_src),
+        ProcessMemoryRow(name="process_total", bytes=ctx + reserved, formula="cuda_context + reserved_peak",
+                         source="what nvidia-smi shows for the process; what must fit the device"),
+    )
+    return ProcessMemory(phase=phase, gpu=gpu, ordered_peak_bytes=tm.peak_bytes, peak_stage=tm.peak_stage,
+                         allocated_peak_bytes=allocated, reserved_peak_bytes=reserved,
+                         replayed_allocated_peak_bytes=rep.allocated_peak_bytes, context_bytes=ctx,
+                         context_source=ctx_src, cublas_workspace_bytes=ws, autocast_cache_bytes=autocast,
+                         optimizer_temporary_bytes=opt_tmp, process_bytes=ctx + reserved, segments=rep.segments,
+                         terms=terms)
+
+
+_ = (INDEX_BYTES, cuda_block_bytes)
