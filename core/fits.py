@@ -23,12 +23,15 @@ tokens (``core.flops.training_flops_for``). When no single remedy fits, they are
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
 
 from xtlens.core.config import ConfigError, ModelConfig, Workload
 from xtlens.core.flops import training_flops_for
 from xtlens.core.serving import serving_memory
-from xtlens.core.setup import GPU_PRESETS_GIB, ServingSetup, TrainingSetup
+from xtlens.core.setup import GPU_PRESETS_GIB, ServingSetup, TrainingSetup, precision_bytes
+from xtlens.core.tensors import param_tensors
 from xtlens.core.training import training_memory
 
 __all__ = [
@@ -113,19 +116,142 @@ def largest_fitting(peak_of, budget_bytes: int, *, hi: int) -> int:
     return lo
 
 
-def _process(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice):
+@functools.lru_cache(maxsize=4096)
+def _process(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None):
     from xtlens.core.cuda_memory import process_memory
 
-    return process_memory(cfg, wl, setup, phase="train_step", gpu=device.gpu)
+    return process_memory(cfg, wl, setup, phase="train_step", gpu=gpu)
+
+
+class _OutOfMemory(Exception):
+    pass
+
+
+def _capped_allocator(cap_bytes: int):
+    """``core.allocator.CachingAllocatorModel`` with a limit, as torch's allocator behaves at the device's end (or
+    under ``set_per_process_memory_fraction``): when a new segment would pass the limit it releases every cached
+    segment that is wholly free and tries again (``release_cached_blocks`` then ``alloc_block``,
+    c10/cuda/CUDACachingAllocator.cpp ``malloc``), and fails only when the segment still does not fit."""
+    from xtlens.core.allocator import (
+        K_SMALL_SIZE_BYTES,
+        CachingAllocatorModel,
+        cuda_block_bytes,
+        cuda_segment_bytes,
+    )
+
+    class Capped(CachingAllocatorModel):
+        def _release_free_segments(self) -> None:
+            for pool in self._pools.values():
+                kept = []
+                for item in pool:
+                    b = item[2]
+                    if b.prev is None and b.next is None:  # a whole segment, free: cudaFree
+                        self.reserved_bytes -= b.size
+                        self.segments -= 1
+                    else:
+                        kept.append(item)
+                pool[:] = kept
+
+        def malloc(self, nbytes: int):
+            size = cuda_block_bytes(nbytes)
+            pool = self._pools[size <= K_SMALL_SIZE_BYTES]
+            if not pool or pool[-1][0] < size:  # no cached block fits: a new segment
+                seg = cuda_segment_bytes(size)
+                if self.reserved_bytes + seg > cap_bytes:
+                    self._release_free_segments()
+                    if self.reserved_bytes + seg > cap_bytes:
+                        raise _OutOfMemory
+            return super().malloc(nbytes)
+
+    return Capped()
+
+
+@functools.lru_cache(maxsize=65536)
+def _runs_within(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None, cap_bytes: int) -> bool:
+    """Whether the replayed training step (``core.cuda_memory.training_tape``: the model built, a warm-up step, a
+    step; the cuBLAS workspaces in the cap too) runs when the allocator may reserve at most ``cap_bytes``."""
+    from xtlens.core.cuda_memory import training_tape
+
+    pm = _process(cfg, wl, setup, gpu)
+    se, _ = precision_bytes(setup.precision, wl)
+    alloc = _capped_allocator(cap_bytes - pm.cublas_workspace_bytes)
+    live: dict[object, object] = {}
+    try:
+        for t in param_tensors(cfg):
+            live[("param", t.name)] = alloc.malloc(t.numel * se)
+        for step in (1, 2):
+            for op, key, nbytes in training_tape(cfg, wl, setup, first_step=step == 1):
+                if op == "a":
+                    live[key] = alloc.malloc(nbytes)
+                else:
+                    blk = live.pop(key, None)
+                    if blk is not None:
+                        alloc.free(blk)
+    except _OutOfMemory:
+        return False
+    return True
+
+
+def _replay_models(pm) -> bool:
+    """Whether the replayed allocation sequence is this setup's: its allocated peak within 3% of the ordered peak's
+    (plus workspaces). The replay models one micro-batch of AdamW without recomputation; for other setups the
+    reserved peak is scaled instead (``_cuda_need``)."""
+    return abs(pm.replayed_allocated_peak_bytes / pm.allocated_peak_bytes - 1) <= 0.03
+
+
+@functools.lru_cache(maxsize=4096)
+def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None) -> int:
+    """Bytes of device memory a CUDA training step needs: the CUDA context + the smallest allocator limit under which
+    the replayed step runs (2 MiB steps, by bisection between the allocated peak, which must fit, and the reserved
+    peak without a limit, which does). Where the replay does not model the setup (recomputation, gradient
+    accumulation, other optimizers: ``_replay_models``), the allocated peak times the replay's reserved / allocated
+    ratio."""
+    pm = _process(cfg, wl, setup, gpu)
+    if not _replay_models(pm):
+        ratio = pm.reserved_peak_bytes / max(1, pm.replayed_allocated_peak_bytes)
+        return pm.context_bytes + max(pm.allocated_peak_bytes, math.ceil(pm.allocated_peak_bytes * ratio))
+    unit = 2 * MIB
+    lo = pm.allocated_peak_bytes // unit  # lo * unit cannot hold it (or only exactly); hi does
+    hi = -(-pm.reserved_peak_bytes // unit)
+    if not _runs_within(cfg, wl, setup, gpu, hi * unit):
+        return pm.context_bytes + pm.reserved_peak_bytes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _runs_within(cfg, wl, setup, gpu, mid * unit):
+            hi = mid
+        else:
+            lo = mid
+    return pm.context_bytes + hi * unit
+
+
+def _cuda_fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice) -> bool:
+    """Whether a CUDA training step fits ``device``: ``_cuda_need`` <= its memory, with the quick answers first (the
+    whole uncapped process fits; the allocated peak alone does not)."""
+    pm = _process(cfg, wl, setup, device.gpu)
+    if pm.process_bytes <= device.memory_bytes:
+        return True
+    if pm.context_bytes + pm.allocated_peak_bytes > device.memory_bytes:
+        return False
+    if not _replay_models(pm):
+        return _cuda_need(cfg, wl, setup, device.gpu) <= device.memory_bytes
+    return _runs_within(cfg, wl, setup, device.gpu, device.memory_bytes - pm.context_bytes)
 
 
 def training_need_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice | None = None) -> int:
-    """Bytes a training step under ``setup`` needs of ``device``: CUDA context + reserved peak on a GPU
-    (``core.cuda_memory.process_memory(...).process_bytes``), the ordered peak on the CPU (``training_memory``,
-    single-tensor optimizer). ``device`` None: the CPU rule (the bare ordered peak)."""
+    """Bytes a training step under ``setup`` needs of ``device``. On a GPU: the CUDA context + what the caching
+    allocator must reserve (``_cuda_need``): at most ``core.cuda_memory.process_memory(...).process_bytes`` (the
+    reserved peak when memory is plentiful), less when the allocator, at the device's end, releases its cached free
+    segments and retries, as torch's does before an out-of-memory error. On the CPU the ordered peak
+    (``training_memory``, single-tensor optimizer). ``device`` None: the CPU rule."""
     if device is None or device.kind == "cpu":
         return training_memory(cfg, wl, setup).peak_bytes
-    return _process(cfg, wl, setup, device).process_bytes
+    return _cuda_need(cfg, wl, setup, device.gpu)
+
+
+def _fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice | None, budget: int) -> bool:
+    if device is None or device.kind == "cpu":
+        return training_memory(cfg, wl, setup).peak_bytes <= budget
+    return _cuda_fits(cfg, wl, setup, device)
 
 
 def serving_need_bytes(cfg: ModelConfig, wl: Workload, serving: ServingSetup, device: FitDevice | None = None) -> int:
@@ -134,7 +260,9 @@ def serving_need_bytes(cfg: ModelConfig, wl: Workload, serving: ServingSetup, de
     total = serving_memory(cfg, wl, serving).total_bytes
     if device is None or device.kind == "cpu":
         return total
-    return total + _process(cfg, Workload(batch=1, seq_len=1, dtype=wl.dtype), TrainingSetup(), device).context_bytes
+    from xtlens.core.cuda_memory import context_bytes_for
+
+    return total + context_bytes_for(device.gpu)[0]
 
 
 def what_fits(cfg: ModelConfig, wl: Workload, device: FitDevice | int, *, training: TrainingSetup | None = None,
@@ -153,15 +281,15 @@ def what_fits(cfg: ModelConfig, wl: Workload, device: FitDevice | int, *, traini
     step = max(1, int(seq_step))
     top = cfg.max_seq_len // step
 
-    def train(b: int, n: int) -> int:
-        return training_need_bytes(cfg, Workload(batch=b, seq_len=n, dtype=wl.dtype), training, dev)
+    def train(b: int, n: int) -> int:  # 0 fits, 1 does not (largest_fitting against a budget of 0)
+        return 0 if _fits(cfg, Workload(batch=b, seq_len=n, dtype=wl.dtype), training, dev, budget) else 1
 
     def serve(b: int, n: int) -> int:
         return serving_need_bytes(cfg, wl, dataclasses.replace(serving, concurrent=b, context_len=n), dev)
 
     return {
-        "fits_train_batch": largest_fitting(lambda b: train(b, wl.seq_len), budget, hi=max_batch),
-        "fits_train_seq_len_tokens": step * largest_fitting(lambda u: train(wl.batch, u * step), budget, hi=top),
+        "fits_train_batch": largest_fitting(lambda b: train(b, wl.seq_len), 0, hi=max_batch),
+        "fits_train_seq_len_tokens": step * largest_fitting(lambda u: train(wl.batch, u * step), 0, hi=top),
         "fits_serve_batch": largest_fitting(lambda b: serve(b, serving.context_len or wl.seq_len), budget,
                                             hi=MAX_BATCH),
         "fits_serve_seq_len_tokens": step * largest_fitting(lambda u: serve(serving.concurrent or wl.batch, u * step),

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 from xtlens.core.config import Workload
-from xtlens.core.fits import FitDevice, what_fits
+from xtlens.core.fits import FitDevice, training_need_bytes, what_fits
 from xtlens.core.presets import PRESETS
 from xtlens.core.setup import TrainingSetup
 from xtlens.profiling.measure.fit import emulated_device, largest_running, process_terms, train_step_point
@@ -92,24 +92,21 @@ def test_predicted_maximum_runs_and_one_more_does_not(process: dict, case: tuple
     with emulated_device(device.memory_bytes, context) as cap:
         found = largest_running(ok, hi=hi, step=step, start=predicted or step)["max"]
     wall = time.perf_counter() - t0
-    from xtlens.core.cuda_memory import process_memory
-
-    def pred_reserved(v: int) -> int:
+    def need(v: int) -> int:  # the model's device need (context + allocator limit) for value v
         b, n = (v, fixed) if what == "batch" else (fixed, v)
-        return process_memory(SEED, Workload(batch=b, seq_len=n, dtype=dtype), setup,
-                              gpu=process["device_name"]).reserved_peak_bytes
+        return training_need_bytes(SEED, Workload(batch=b, seq_len=n, dtype=dtype), setup, device)
 
     last = rows.get(found, {})
     print(f"\n{gib} GiB device ({process['device_name']}, measured context {context / GIB:.3f} GiB, allocator cap "
           f"{cap / GIB:.3f} GiB): {precision} {recompute} {what} at {fixed}: predicted max {predicted}, found {found} "
-          f"({len(rows)} runs, {wall:.1f} s); at {found}: reserved {last.get('peak_reserved_bytes', 0) / GIB:.3f} GiB "
-          f"measured (uncapped prediction {pred_reserved(found) / GIB:.3f}), allocator retries "
+          f"({len(rows)} runs, {wall:.1f} s); at {found}: predicted need {need(found) / GIB:.3f} GiB, measured reserved "
+          f"{last.get('peak_reserved_bytes', 0) / GIB:.3f} GiB + context, allocator retries "
           f"{(last.get('stats') or {}).get('num_alloc_retries')}")
     if found > predicted:
-        print(f"  one step under the found maximum: the prediction is the reserved peak without a cap "
-              f"({pred_reserved(found) / GIB:.3f} GiB at {found}); at its cap the allocator frees its cached blocks "
-              "and retries before an out-of-memory error, so the run fitted in less")
+        print(f"  one step under the found maximum: the model needs {need(found) / GIB:.3f} GiB at {found}, "
+              f"{100 * (need(found) / device.memory_bytes - 1):.1f}% over the device (allocator model's band: 5%)")
     elif found < predicted:
-        print(f"  one step over the found maximum: {predicted} ran out of memory under the cap although its predicted "
-              f"reserved peak is {pred_reserved(predicted) / GIB:.3f} GiB (fragmentation beyond the model)")
+        print(f"  one step over the found maximum: {predicted} ran out of memory although the model needs "
+              f"{need(predicted) / GIB:.3f} GiB there, {100 * (1 - need(predicted) / device.memory_bytes):.1f}% under "
+              "the device (fragmentation or a tensor the replay does not have)")
     assert abs(found - predicted) <= step, (predicted, found)
