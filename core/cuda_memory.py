@@ -231,18 +231,38 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
             k_ = tp.alloc(kv_b)
             v_ = tp.alloc(kv_b)
             keep += [k_, v_]
+            late: list[object] = []  # freed when the (shift-wrapped) sub-layer returns
             if cfg.uses_rotary:
-                q_rot = tp.alloc(q_b)
+                # apply_rotary_pos_emb on q's rotated part (float32 under autocast: the tables are float32):
+                # the products and rotate_half's halves, then the concatenated q (cast back under autocast)
+                re = FP32_BYTES if mixed else ce
+                rt = T * h * cfg.rotary_dim * re
+                t1, t2 = tp.alloc(rt), tp.alloc(rt)
+                tp.free(t1)
+                half = tp.alloc(rt // 2)
+                t3 = tp.alloc(rt)
+                tp.free(half)
+                t4 = tp.alloc(rt)
+                tp.free(t3)
+                t5 = tp.alloc(rt)
+                tp.free(t2, t4)
+                q_rot = tp.alloc(T * h * dh * re)
+                if mixed:
+                    q_back = tp.alloc(q_b)
+                    tp.free(t5, q_rot)
+                    q_rot = q_back
+                else:
+                    tp.free(t5)
                 tp.free(q)
                 q = q_rot
             if cfg.attn_flash:
                 q_s = tp.alloc(q_b)  # q * scale copy (Attend.flash_attn), saved by SDPA
-                tp.free(q)
+                late.append(q)
                 keep.append(q_s)
             else:
                 keep.append(q)
             bias_live: list[object] = []  # freed after SDPA
-            bias_late: list[object] = []  # the padded bias, freed when the shift-wrapped sub-layer returns
+            bias_late = late  # the padded bias too
             if al["mask"]:
                 if al["blocks"] > 1 or kind == "a":
                     d1 = tp.alloc(al["diff"])

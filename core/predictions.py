@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.cuda_memory import process_memory
 from xtlens.core.flops import flop_counts, recompute_extra_flops, training_flops_for
 from xtlens.core.memory import MemoryEstimate, memory_estimate
 from xtlens.core.params import ceil_div, param_counts
@@ -15,7 +16,7 @@ from xtlens.core.serving import serving_memory
 from xtlens.core.setup import ServingSetup, TrainingSetup
 from xtlens.core.training import training_memory
 
-__all__ = ["Prediction", "PHASES", "MEMORY_STACK", "SAME_QUANTITY", "SETUP_PEAK_PARTS", "PARAM_ROWS", "FLOP_ROWS",
+__all__ = ["Prediction", "cuda_process_rows", "CUDA_PROCESS_COMPONENTS", "PHASES", "MEMORY_STACK", "SAME_QUANTITY", "SETUP_PEAK_PARTS", "PARAM_ROWS", "FLOP_ROWS",
            "MEMORY_ROWS", "rows_of", "predictions", "predicted", "estimate", "TrainingHeadline", "training_headline"]
 
 #: ``phase`` values. ``model``: static (parameter counts); ``forward``, ``train_step``: FLOPs of one forward /
@@ -180,7 +181,7 @@ def _single_device_rows(cfg: ModelConfig, wl: Workload) -> list[Prediction]:
 
 
 def predictions(cfg: ModelConfig, wl: Workload, *, training: TrainingSetup | None = None,
-                serving: ServingSetup | None = None) -> list[Prediction]:
+                serving: ServingSetup | None = None, cuda_gpu: str | None = None) -> list[Prediction]:
     """Every closed-form quantity for ``cfg`` on ``wl`` as a ``Prediction`` row (see ``Prediction``).
 
     Without setups: the single-dtype, single-device numbers (``memory_estimate``: ``training_total_bytes`` is the
@@ -190,13 +191,41 @@ def predictions(cfg: ModelConfig, wl: Workload, *, training: TrainingSetup | Non
     their variant names the stage), and the training FLOPs include recomputation and tensor parallelism
     (``training_flops_for``). With ``serving`` the ``inference`` memory rows describe the served workload
     (``serving.workload(wl)``) with quantised weights and KV cache, and ``inference_total_bytes`` is the
-    serving total (``serving_memory``)."""
+    serving total (``serving_memory``). With ``cuda_gpu`` (a GPU name, e.g. ``"H200 141GB"``) the CUDA process
+    rows of the training step are added (``cuda_process_rows``)."""
     rows = _single_device_rows(cfg, wl)
     if training is not None:
         rows = _with_training_setup(rows, cfg, wl, training)
     if serving is not None:
         rows = _with_serving_setup(rows, cfg, wl, serving)
+    if cuda_gpu is not None:
+        rows += cuda_process_rows(cfg, wl, training, gpu=cuda_gpu)
     return rows
+
+
+#: the CUDA process terms as prediction rows: ``ProcessMemory`` row name -> component (phase ``train_step``)
+CUDA_PROCESS_COMPONENTS = {"allocated_peak": "cuda_allocated_peak", "reserved_peak": "reserved_peak",
+                           "cublas_workspace": "cublas_workspace", "cuda_context": "cuda_context",
+                           "autocast_cache": "autocast_cache", "optimizer_temporaries": "optimizer_temporaries",
+                           "process_total": "process_total"}
+
+
+def cuda_process_rows(cfg: ModelConfig, wl: Workload, training: TrainingSetup | None = None, *, gpu: str
+                      ) -> list[Prediction]:
+    """What a CUDA training process holds on ``gpu`` (``core.cuda_memory.process_memory``) as ``train_step`` rows:
+    ``cuda_<component>_bytes`` (``cuda_context_bytes``, ``cuda_reserved_peak_bytes``, ...) for the allocated and
+    reserved peaks, the cuBLAS workspace, the CUDA context,
+    autocast's cache, the optimizer's temporaries and the process total (context + reserved); ``variant`` names
+    the GPU."""
+    pm = process_memory(cfg, wl, training, gpu=gpu)
+    out = []
+    for r in pm.rows():
+        comp = CUDA_PROCESS_COMPONENTS.get(r.name)
+        if comp is not None:
+            quantity = f"{comp}_bytes" if comp.startswith("cuda_") else f"cuda_{comp}_bytes"
+            out.append(Prediction(quantity=quantity, phase="train_step", component=comp, unit="bytes", value=r.bytes,
+                                  variant=gpu))
+    return out
 
 
 #: the parts alive at the training peak under a setup (``peak.<part>`` rows; they add up to ``total``)

@@ -1,0 +1,166 @@
+"""CUDA-level memory (``core.cuda_memory``, ``core.allocator.CachingAllocatorModel``) against the H200 measurements of
+docs/gpu/cuda-memory-h200.json (36 training points) and the full allocator traces of the same points
+(docs/gpu/cuda-memory-h200-traces.json.gz): measured data against the closed form and the allocator replay."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from xtlens.core.allocator import CachingAllocatorModel, cuda_block_bytes, cuda_segment_bytes
+from xtlens.core.config import ConfigError, Workload
+from xtlens.core.cuda_memory import context_bytes_for, cublas_workspace_bytes_for, process_memory
+from xtlens.core.presets import PRESETS
+from xtlens.core.setup import TrainingSetup
+from xtlens.core.training import training_memory
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "gpu"
+H200 = json.loads((DOCS / "cuda-memory-h200.json").read_text())
+MiB = 1 << 20
+# The one point whose reserved peak the replay misses by more than 5 % (+9 %): see KNOWN_RESERVED_MISS_REASON.
+KNOWN_RESERVED_MISS = {("seed", "amp_bf16", 4, 8192)}
+KNOWN_RESERVED_MISS_REASON = (
+    "at 4 x 8192 tokens the seed's per-layer ALiBi tensors are 8 GiB (float32 mask), 4 GiB (its bf16 copy) and 2 GiB "
+    "(padded bias); which free 2 GiB block the ~100 smaller tensors of each layer split first decides whether the "
+    "second 8 GiB mask segment appears in the 4th block (H200) or later (replay), and with it whether the measured "
+    "step needs one more 4 GiB segment: the replay takes it, the GPU did not")
+
+
+def _workload(p: dict) -> Workload:
+    return Workload(batch=p["batch"], seq_len=p["seq_len_tokens"],
+                    dtype="float32" if p["precision"] == "fp32" else "bfloat16")
+
+
+def _key(p: dict) -> tuple:
+    return p["config"], p["precision"], p["batch"], p["seq_len_tokens"]
+
+
+@pytest.mark.parametrize("p", H200["points"], ids=lambda p: "-".join(map(str, _key(p))))
+def test_allocated_and_reserved_peaks_within_5_percent_of_the_h200(p: dict) -> None:
+    pm = process_memory(PRESETS[p["config"]], _workload(p), TrainingSetup(precision=p["precision"]), gpu="NVIDIA H200")
+    alloc_err = pm.allocated_peak_bytes / p["peak_allocated_bytes"] - 1
+    res_err = pm.reserved_peak_bytes / p["peak_reserved_bytes"] - 1
+    assert abs(alloc_err) < 0.05, (_key(p), pm.allocated_peak_bytes, p["peak_allocated_bytes"])
+    tol = 0.10 if _key(p) in KNOWN_RESERVED_MISS else 0.05
+    assert abs(res_err) < tol, (_key(p), pm.reserved_peak_bytes, p["peak_reserved_bytes"])
+    # the replay's own allocated peak agrees with the ordered peak (two constructions of the same quantity)
+    assert abs(pm.replayed_allocated_peak_bytes / p["peak_allocated_bytes"] - 1) < 0.05, _key(p)
+    assert pm.process_bytes == pm.context_bytes + pm.reserved_peak_bytes
+    assert pm.reserved_peak_bytes >= pm.allocated_peak_bytes
+
+
+def test_amp_ordered_peak_no_longer_over_predicts() -> None:
+    """The issue's miss: amp_bf16, seed, 2048 tokens, batch 1 was predicted +5.6 % over the measured
+    1,649,638,400 B (max_memory_allocated minus the cuBLAS workspace); CUDA autocast's loss fixes it."""
+    measured = 1_717_796_864 - 68_157_440
+    wl = Workload(seq_len=2048, dtype="bfloat16")
+    cuda = training_memory(PRESETS["seed"], wl, TrainingSetup(precision="amp_bf16"), foreach=True, device="cuda")
+    cpu = training_memory(PRESETS["seed"], wl, TrainingSetup(precision="amp_bf16"), foreach=True)
+    assert abs(cuda.peak_bytes / measured - 1) < 0.01
+    assert cpu.peak_bytes - cuda.peak_bytes == 2048 * 20000 * 2  # the float32 copy vs the bf16 copy
+    with pytest.raises(ConfigError, match="device"):
+        training_memory(PRESETS["seed"], wl, TrainingSetup(), device="tpu")
+
+
+def _replay(events: list) -> tuple[int, int, list[tuple[int, int]]]:
+    """Replay one full trace (alloc/free with the real block sizes) from model build on; return the measured
+    step's allocated and reserved peak and the reserved bytes at each marker."""
+    alloc = CachingAllocatorModel()
+    live: dict[int, object] = {}
+    marks: list[tuple[int, int]] = []
+    for action, addr, size in events:
+        if action == "m":
+            marks.append((alloc.allocated_bytes, alloc.reserved_bytes))
+            if len(marks) == 2:
+                alloc.reset_peaks()
+        elif action == "a":
+            live[addr] = alloc.malloc(size)
+        elif action == "f" and addr in live:
+            alloc.free(live.pop(addr))
+    return alloc.peak_allocated_bytes, alloc.peak_reserved_bytes, marks
+
+
+def test_the_allocator_model_replays_the_real_sequences_to_the_measured_reserved_peak() -> None:
+    """Fed the real allocation sequence of each point, ``CachingAllocatorModel`` ends with the reserved memory the
+    H200 measured (within 2.5 %, median 0.3 %; the cuBLAS workspaces allocated before each trace are added: 65 MiB,
+    the first point's are inside its trace; the rest is the small pool's packing of workspace and stream-ordered
+    blocks the model does not track), and its allocated peak is the measured one minus those workspaces."""
+    with gzip.open(DOCS / "cuda-memory-h200-traces.json.gz", "rt") as fh:
+        traces = json.load(fh)["points"]
+    assert len(traces) == 36
+    errors = []
+    for i, t in enumerate(traces):
+        peak_alloc, peak_res, marks = _replay(t["events"])
+        before = 0 if i == 0 else 68_157_440
+        assert len(marks) == 3
+        errors.append(abs((peak_res + before) / t["peak_reserved_bytes"] - 1))
+        assert errors[-1] < 0.025, (i, peak_res, t["peak_reserved_bytes"])
+        if i:
+            assert abs((peak_alloc + before) / t["peak_allocated_bytes"] - 1) < 0.005, i
+    assert sorted(errors)[len(errors) // 2] < 0.005
+
+
+def test_allocator_rules_by_hand() -> None:
+    """c10/cuda/CUDACachingAllocator.cpp's rules on sequences worked out by hand."""
+    assert [cuda_block_bytes(n) for n in (1, 512, 513, 1_000_000)] == [512, 512, 1024, 1_000_448]
+    assert [cuda_segment_bytes(n) for n in (512, MiB, MiB + 512, 10 * MiB - 512, 10 * MiB, 11 * MiB)] == [
+        2 * MiB, 2 * MiB, 20 * MiB, 20 * MiB, 10 * MiB, 12 * MiB]
+    a = CachingAllocatorModel()
+    x = a.malloc(3 * MiB)  # 20 MiB segment, split: 3 MiB used, 17 MiB free
+    y = a.malloc(4 * MiB)  # fits the 17 MiB rest
+    assert (a.reserved_bytes, a.allocated_bytes, a.segments) == (20 * MiB, 7 * MiB, 1)
+    a.free(x)
+    a.free(y)  # merges back into one 20 MiB free block
+    z = a.malloc(19 * MiB + 1)  # the rest (1 MiB - 512) is not > 1 MiB: handed out whole
+    assert (a.allocated_bytes, a.segments) == (20 * MiB, 1)
+    a.free(z)
+    big = a.malloc(21 * MiB)  # nothing cached fits: a new 22 MiB segment
+    assert (a.reserved_bytes, a.segments, a.peak_reserved_bytes) == (42 * MiB, 2, 42 * MiB)
+    a.free(big)
+    small = [a.malloc(600 * 1024) for _ in range(4)]  # small pool: three per 2 MiB segment
+    assert a.segments == 4 and a.reserved_bytes == 42 * MiB + 4 * MiB
+    for s in small:
+        a.free(s)
+    assert a.allocated_bytes == 0 and a.peak_allocated_bytes == 22 * MiB
+
+
+def test_process_terms_and_rows() -> None:
+    wl = Workload(seq_len=2048, dtype="bfloat16")
+    pm = process_memory(PRESETS["seed"], wl, TrainingSetup(precision="amp_bf16"), gpu="H200 141GB")
+    assert pm.cublas_workspace_bytes == 68_157_440 == H200["points"][1]["base_allocated_bytes"]
+    assert pm.context_bytes == H200["process"]["context_after_matmul_bytes"]
+    rows = {r.name: r for r in pm.rows()}
+    assert {"ordered_peak", "autocast_cache", "optimizer_temporaries", "cublas_workspace", "allocated_peak",
+            "reserved_peak", "cuda_context", "process_total"} <= set(rows)
+    assert all(r.formula and r.source for r in rows.values())
+    assert rows["process_total"].bytes == pm.context_bytes + pm.reserved_peak_bytes
+    assert rows["allocated_peak"].bytes == rows["ordered_peak"].bytes + rows["cublas_workspace"].bytes
+    assert pm.autocast_cache_bytes > 0 and pm.optimizer_temporary_bytes > 0
+    fp32 = process_memory(PRESETS["seed"], Workload(seq_len=512), TrainingSetup())
+    assert fp32.autocast_cache_bytes == 0
+    # the foreach step's temporaries: one copy of every parameter in the state dtype (P x 4 bytes)
+    assert fp32.optimizer_temporary_bytes == 4 * 36_629_504
+    other, src = context_bytes_for("A100 80GB")
+    assert other == pm.context_bytes and "typical" in src
+    assert cublas_workspace_bytes_for("A100 80GB") == 2 * ((8 << 20) + (128 << 10)) + MiB
+    with pytest.raises(ConfigError, match="phase"):
+        process_memory(PRESETS["seed"], wl, phase="decode")
+
+
+def test_cuda_rows_in_predictions_only_when_a_gpu_is_asked_for() -> None:
+    from xtlens.core.predictions import predicted, predictions
+
+    cfg, wl = PRESETS["seed"], Workload(seq_len=2048)
+    assert not [r for r in predictions(cfg, wl) if r.component == "process_total"]
+    rows = predictions(cfg, wl, training=TrainingSetup(precision="amp_bf16"), cuda_gpu="H200 141GB")
+    pm = process_memory(cfg, wl, TrainingSetup(precision="amp_bf16"), gpu="H200 141GB")
+    got = {r.quantity: r.value for r in rows if r.variant == "H200 141GB"}
+    assert got == {"cuda_allocated_peak_bytes": pm.allocated_peak_bytes, "cuda_reserved_peak_bytes": pm.reserved_peak_bytes,
+                   "cuda_cublas_workspace_bytes": pm.cublas_workspace_bytes, "cuda_context_bytes": pm.context_bytes,
+                   "cuda_autocast_cache_bytes": pm.autocast_cache_bytes,
+                   "cuda_optimizer_temporaries_bytes": pm.optimizer_temporary_bytes,
+                   "cuda_process_total_bytes": pm.process_bytes}
+    assert predicted(rows, phase="train_step", component="process_total", unit="bytes") == pm.process_bytes
+    assert len({r.quantity for r in rows}) == len(rows)
