@@ -43,6 +43,7 @@ __all__ = [
     "device_from_text",
     "largest_fitting",
     "training_need_bytes",
+    "cuda_need_parts",
     "serving_need_bytes",
     "what_fits",
     "fit_answer",
@@ -222,6 +223,18 @@ def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | 
         else:
             lo = mid
     return pm.context_bytes + hi * unit
+
+
+def cuda_need_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None = None) -> dict[str, object]:
+    """The CUDA need in parts, for display: ``context_bytes``, ``limit_bytes`` (what the allocator must be allowed),
+    ``allocated_peak_bytes``, ``reserved_peak_bytes`` (without a limit), ``need_bytes`` (context + limit) and
+    ``method``: ``replayed`` (the step's allocation sequence replayed under the limit) or ``scaled`` (the allocated peak
+    times the replay's reserved / allocated ratio, for a setup the replay does not model)."""
+    pm = _process(cfg, wl, setup, gpu)
+    need = _cuda_need(cfg, wl, setup, gpu)
+    return {"context_bytes": pm.context_bytes, "limit_bytes": need - pm.context_bytes,
+            "allocated_peak_bytes": pm.allocated_peak_bytes, "reserved_peak_bytes": pm.reserved_peak_bytes,
+            "need_bytes": need, "method": "replayed" if _replay_models(pm) else "scaled"}
 
 
 def _cuda_fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice) -> bool:

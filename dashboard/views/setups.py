@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import cost_model, units
 from xtlens.core.config import ConfigError, ModelConfig, Workload
-from xtlens.core.fits import FitAnswer, FitDevice, fit_answer, what_fits
+from xtlens.core.fits import FitAnswer, FitDevice, cuda_need_parts, fit_answer, what_fits
 from xtlens.core.setup import (
     GPU_PRESETS_GIB,
     KV_CACHE,
@@ -184,13 +184,15 @@ def _need_note(cfg: ModelConfig, wl: Workload, training: TrainingSetup, device: 
     if device.kind == "cpu":
         return (f"{head}: the training step's ordered peak (tensors by the order they live and die; single-tensor "
                 "optimizer, the CPU default).")
-    from xtlens.core.cuda_memory import process_memory
-
-    pm = process_memory(cfg, wl, training, phase="train_step", gpu=device.gpu)
-    return (f"{head}: the CUDA context ({units.fmt_bytes(pm.context_bytes)}) + what the caching allocator reserves at "
-            f"the peak ({units.fmt_bytes(pm.reserved_peak_bytes)}: {units.fmt_bytes(pm.allocated_peak_bytes)} "
-            "allocated, rounded to its blocks and segments; cuBLAS workspace included). Checked against the largest "
-            "batch and sequence that ran on an H200 under a 16 GiB allocator cap.")
+    parts = cuda_need_parts(cfg, wl, training, device.gpu)
+    how = ("releasing its cached free segments at the device's end as torch does before an out-of-memory error"
+           if parts["method"] == "replayed" else
+           "scaled by the replayed step's reserved / allocated ratio: the replay does not model this setup")
+    return (f"{head}: the CUDA context ({units.fmt_bytes(parts['context_bytes'])}) + what the caching allocator must "
+            f"be allowed to reserve ({units.fmt_bytes(parts['limit_bytes'])}: the allocated peak of "
+            f"{units.fmt_bytes(parts['allocated_peak_bytes'])}, cuBLAS workspaces included, in its blocks and segments, "
+            f"{how}; with memory to spare it keeps {units.fmt_bytes(parts['reserved_peak_bytes'])}). Checked against "
+            "the largest batch and sequence that ran on an H200 under a 16 GiB allocator cap: equal, or one step under.")
 
 
 def _remedies(answer: FitAnswer) -> pd.DataFrame:

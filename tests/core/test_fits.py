@@ -14,6 +14,7 @@ from xtlens.core.config import ConfigError, Workload
 from xtlens.core.fits import (
     REMEDY_ORDER,
     FitDevice,
+    cuda_need_parts,
     device_from_text,
     fit_answer,
     margin_text,
@@ -163,6 +164,9 @@ def test_cuda_need_of_a_setup_the_replay_does_not_model_scales_its_allocated_pea
     need = training_need_bytes(SEED, wl, TrainingSetup(recompute="block"), device)
     assert need == pm.context_bytes + max(pm.allocated_peak_bytes, -(-pm.allocated_peak_bytes * ratio // 1))
     assert need < training_need_bytes(SEED, wl, TrainingSetup(), device)
+    parts = cuda_need_parts(SEED, wl, TrainingSetup(recompute="block"), gpu)
+    assert parts["method"] == "scaled" and parts["need_bytes"] == need == parts["context_bytes"] + parts["limit_bytes"]
+    assert cuda_need_parts(SEED, wl, TrainingSetup(), gpu)["method"] == "replayed"
 
 
 def _recorded():

@@ -39,6 +39,8 @@ def test_what_fits_answers_for_the_gpu_then_for_cpu_memory() -> None:
     lines = _answer_lines(at)
     assert len(lines) == 1 and expected.text[1:] in lines[0] and gpu in lines[0], lines
     assert expected.fits and lines[0] in [e.value for e in at.success]
+    assert any(f"Needs {units.fmt_bytes(expected.need_bytes)}" in c.value and "CUDA context" in c.value
+               for c in at.caption), [c.value for c in at.caption]
     fits = what_fits(SEED, wl, device, training=TrainingSetup())
     assert any(f"batch up to **{fits['fits_train_batch']:,}**" in m.value for m in at.markdown)
     # 4 GiB of CPU memory: the fp32 step does not fit; the answer names the first remedy that does
