@@ -3,12 +3,15 @@ answer with its margin and, when it does not fit, the first remedy that makes it
 
 Standard library only. What must fit a device (``training_need_bytes``):
 
-* a CUDA GPU (``FitDevice.kind == "cuda"``): the whole process, ``core.cuda_memory.process_memory(...).process_bytes``
-  = the CUDA context + the caching allocator's reserved peak (the ordered peak of ``core.training`` plus the cuBLAS
-  workspace, autocast's cast cache and the optimizer's foreach temporaries, rounded to the allocator's blocks and
-  segments). Checked against a real device by bisection under an emulated memory size
-  (``tests/profiling/test_fit_gpu.py``) and against the recorded H200 bisection in ``docs/gpu/cuda-memory-h200.json``
-  (``tests/core/test_fits.py``);
+* a CUDA GPU (``FitDevice.kind == "cuda"``): the whole process, the CUDA context + what the caching allocator must be
+  allowed to reserve. ``core.cuda_memory.process_memory`` gives the allocated peak (the ordered peak of
+  ``core.training`` plus the cuBLAS workspaces) and the reserved peak when memory is plentiful (``process_bytes`` =
+  context + reserved); at the device's end torch's allocator releases its cached free segments and retries before
+  an out-of-memory error, so a step runs in less: the need is the smallest allocator limit under which the step's
+  replayed allocation sequence (``core.cuda_memory.training_tape`` through ``core.allocator.CachingAllocatorModel``
+  with that limit) runs, between the two peaks (``training_need_bytes``). Checked against the largest batch and
+  sequence that ran on an H200 under a 16 GiB cap (docs/gpu/cuda-memory-h200.json ``bisect``: 2 of 4 equal, 2 one
+  step under; ``tests/core/test_fits.py``) and by bisection on an emulated device (``tests/profiling/test_fit_gpu.py``);
 * the CPU (``kind == "cpu"``): the ordered peak of ``core.training.training_memory`` (single-tensor optimizer, the
   CPU default; no context, no allocator rounding: glibc's allocator returns large blocks with ``mmap``).
 
@@ -99,7 +102,8 @@ def device_from_text(text: str, *, kind: str = "cuda") -> FitDevice:
     if not 0 < gib <= 1_000_000:
         raise ConfigError("--device-memory-gib", text, "a positive number of GiB (2**30 bytes, at most 1,000,000) or "
                           "one of " + ", ".join(GPU_PRESETS_GIB))
-    return FitDevice(memory_bytes=int(gib * GIB), kind=kind, label=f"{gib:g} GiB ({kind})")
+    return FitDevice(memory_bytes=int(gib * GIB), kind=kind,
+                     label=f"{gib:g} GiB of {'GPU' if kind == 'cuda' else 'CPU'} memory")
 
 
 def largest_fitting(peak_of, budget_bytes: int, *, hi: int) -> int:
@@ -282,8 +286,8 @@ def what_fits(cfg: ModelConfig, wl: Workload, device: FitDevice | int, *, traini
               serving: ServingSetup | None = None, max_batch: int = MAX_BATCH, seq_step: int = 1) -> dict[str, int]:
     """For ``device`` (a ``FitDevice``; a bare int is a memory budget in bytes for the ordered peak, the CPU rule):
     the largest micro-batch (at ``wl.seq_len``) and the longest sequence (a multiple of ``seq_step``, at ``wl.batch``,
-    up to the model's ``max_seq_len``) whose training need (``training_need_bytes``) and serving need
-    (``serving_need_bytes``) fit. Keys ``fits_train_batch``, ``fits_train_seq_len_tokens``, ``fits_serve_batch``,
+    up to the model's ``max_seq_len``) whose training step fits (need ``training_need_bytes``; on a GPU decided by one
+    limited replay per candidate) and whose serving need (``serving_need_bytes``) fits. Keys ``fits_train_batch``, ``fits_train_seq_len_tokens``, ``fits_serve_batch``,
     ``fits_serve_seq_len_tokens``; 0 when not even the smallest fits."""
     if isinstance(device, int) and not isinstance(device, bool):
         dev, budget = None, device

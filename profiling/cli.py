@@ -134,7 +134,8 @@ def _fits(cfg: ModelConfig, wl: Workload, training, serving, text: str, kind: st
                     "fit_remedy": None if answer.remedy is None else answer.remedy.name,
                     "fit_remedy_compute_change": None if answer.remedy is None else round(answer.remedy.compute_change, 4),
                     **fits}
-    need = "the CUDA context + the caching allocator's reserved peak" if device.kind == "cuda" else "the ordered peak"
+    need = ("the CUDA context + what the caching allocator must be allowed to reserve" if device.kind == "cuda"
+            else "the ordered peak")
     serve_wl = serving.workload(wl)
     line = (f"{device.label or fmt_value('bytes', device.memory_bytes)}: {answer.text}\n"
             f"  a training step at batch {wl.batch} x {wl.seq_len:,} tokens needs {fmt_value('bytes', answer.need_bytes)} "

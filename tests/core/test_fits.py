@@ -114,7 +114,7 @@ def test_remedies_combine_when_none_fits_alone_and_say_so_when_nothing_fits() ->
 def test_device_text_and_bad_input_name_the_field() -> None:
     d = device_from_text("h100 80gb")
     assert d.kind == "cuda" and d.gpu == "H100 80GB" and d.memory_bytes == int(GPU_PRESETS_GIB["H100 80GB"] * GIB)
-    assert device_from_text("24", kind="cpu") == FitDevice(memory_bytes=24 * GIB, kind="cpu", label="24 GiB (cpu)")
+    assert device_from_text("24", kind="cpu") == FitDevice(memory_bytes=24 * GIB, kind="cpu", label="24 GiB of CPU memory")
     for bad in ("lots", "-1", "0", "1e9"):
         with pytest.raises(ConfigError, match="--device-memory-gib"):
             device_from_text(bad)

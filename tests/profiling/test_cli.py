@@ -276,6 +276,6 @@ def test_estimate_device_memory_prints_the_fit_line_and_the_maxima(capsys) -> No
     wl, device = Workload(batch=4, seq_len=2048), FitDevice(memory_bytes=4 * 2**30, kind="cpu")
     answer = fit_answer(PRESETS["seed"], wl, TrainingSetup(), device)
     fits = what_fits(PRESETS["seed"], wl, device, training=TrainingSetup(), serving=ServingSetup())
-    assert f"4 GiB (cpu): {answer.text}\n" in out and answer.text.startswith("needs ") and "try " in answer.text
+    assert f"4 GiB of CPU memory: {answer.text}\n" in out and answer.text.startswith("needs ") and "try " in answer.text
     assert (f"largest training batch at 2,048 tokens: {fits['fits_train_batch']:,}; longest training sequence at "
             f"batch 4: {fits['fits_train_seq_len_tokens']:,} tokens") in out
