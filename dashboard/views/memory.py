@@ -1,16 +1,20 @@
-"""Memory: stacked breakdown vs sequence length (inference and training), measured vs predicted."""
+"""Memory: stacked breakdown vs sequence length (inference and training), what a CUDA process holds (allocated,
+reserved, context, cuBLAS workspace), measured vs predicted (training: the ordered peak)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from xtlens.core import units
-from xtlens.core.config import Workload
+from xtlens.core import cost_model, units
+from xtlens.core.config import ModelConfig, Workload
+from xtlens.core.cuda_memory import process_memory
+from xtlens.core.hardware import GPU_MEMORY_GIB
+from xtlens.core.setup import PRECISIONS, TrainingSetup
 from xtlens.dashboard import charts, data, headline, tables
 from xtlens.dashboard.session import jobs, other_runs
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
-from xtlens.dashboard.views.common import chart, table
+from xtlens.dashboard.views.common import chart, dataframe, table
 
 
 def seq_lens(ctx: Ctx) -> tuple[int, ...]:
@@ -45,13 +49,16 @@ def render(ctx: Ctx) -> None:
           caption="bytes; the components of each mode sum to the cost model's total (for training: the upper bound, "
                   "every component alive at once). Downloads keep the raw integers.")
 
+    cuda_process(ctx)
+
     st.subheader(f"Measured vs predicted on {ctx.device_label}")
     frame = jobs.panel(request(ctx), key="memory", button="Measure memory",
                        help="Peak memory of a forward and of a training step at each length (child process).")
     others = other_runs.for_view("memory")
     if frame is None and others.empty:
         return
-    joined = tables.measured_vs_predicted_memory(frame if frame is not None else other_runs.as_frame([]))
+    joined = ordered_training_join(tables.measured_vs_predicted_memory(frame if frame is not None
+                                                                       else other_runs.as_frame([])))
     totals = joined[joined["component"] == "total"]
     word, how = measured_words(frame if frame is not None else others)  # simulated rows are never "measured"
     if word == "simulated":
@@ -59,7 +66,7 @@ def render(ctx: Ctx) -> None:
                 "a real run would allocate, without running the model. It does not see allocator overheads "
                 "or fragmentation.")
     shown = totals[["seq_len_tokens", "phase", "predicted_bytes", "measured_bytes"]]
-    title = f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed; training: upper bound)"
+    title = f"Peak memory: {word} (dots, labelled with the difference) vs predicted (dashed; training: ordered peak)"
     if others.empty:
         fig = charts.measured_vs_predicted(shown, title=title, measured_label=word)
     else:
@@ -71,15 +78,16 @@ def render(ctx: Ctx) -> None:
         worst = err.loc[err["rel_err"].astype(float).idxmax()]
         st.caption(f"Largest relative difference {word} vs predicted: {100 * float(worst['rel_err']):.1f}%, "
                    f"{worst['phase']} at {int(worst['seq_len_tokens']):,} tokens. The training prediction here is "
-                   "the per-component one, summed as if all were alive at once (the upper bound above, for the loop "
-                   "`loss = f(model(x)); loss.backward()`); the ordered training peak is the number at the top of "
-                   "this tab.")
+                   "the ordered peak (the number at the top of this tab: what is alive at the step's fullest "
+                   "moment, for the loop `loss = f(model(x)); loss.backward()`); the table keeps the upper bound "
+                   "(sum of parts, every component alive at once) beside it.")
     if frame is not None:
         shown_joined = joined.drop(columns=["config_json"])
         table(shown_joined, f"{word} vs predicted memory per component", "memory.joined",
               column_config=bytes_columns(shown_joined),
               caption="each measured component joined to the prediction of the same (phase, component, length, "
-                      "batch, dtype) from core.cost_model.predictions; rel_err = |measured - predicted| / predicted",
+                      "batch, dtype) from core.cost_model.predictions; the training total is the ordered peak "
+                      "(upper_bound_bytes: the sum of parts); rel_err = |measured - predicted| / predicted",
               expanded=True)
         table(frame, "memory measurements", "memory.measured")
 
@@ -114,7 +122,7 @@ def runs_chart(ctx: Ctx, own: pd.DataFrame, word: str, others: pd.DataFrame, *, 
     mine = f"{ctx.config_name} (this session, {word})"
     rows = [own.assign(run=mine, measured_label=word)] if not own.empty else []
     for run, part in others.groupby("run", sort=False):  # each run joined to its own configuration's prediction
-        joined = tables.measured_vs_predicted_memory(part)
+        joined = ordered_training_join(tables.measured_vs_predicted_memory(part))
         how = measured_words(part)[0]
         if how == "simulated":
             run += " (simulated)"
@@ -170,3 +178,58 @@ def _wide(curve: pd.DataFrame) -> pd.DataFrame:
     wide["total_bytes"] = wide[parts].sum(axis=1)
     wide["total_gib"] = (wide["total_bytes"] / units.GIB).round(4)
     return wide
+
+
+def ordered_training_join(joined: pd.DataFrame) -> pd.DataFrame:
+    """``joined`` (``tables.measured_vs_predicted_memory``) with the training total predicted by the ordered peak
+    (``cost_model.training_headline``, what every tab shows) instead of the sum of parts, which stays in
+    ``upper_bound_bytes`` (labelled "upper bound (sum of parts)"); rel_err recomputed."""
+    out = joined.copy()
+    out["upper_bound_bytes"] = pd.Series([None] * len(out), dtype="object")
+    is_total = (out["phase"] == "train_step") & (out["component"] == "total")
+    for i in out.index[is_total]:
+        r = out.loc[i]
+        head = cost_model.training_headline(ModelConfig.from_json(r["config_json"]), Workload(
+            batch=int(r["batch"]), seq_len=int(r["seq_len_tokens"]), dtype=str(r["dtype"])))
+        out.at[i, "upper_bound_bytes"] = head.upper_bound_bytes
+        out.at[i, "predicted_bytes"] = head.peak_bytes
+        m = out.at[i, "measured_bytes"]
+        out.at[i, "rel_err"] = None if pd.isna(m) else abs(float(m) - head.peak_bytes) / head.peak_bytes
+    return out
+
+
+#: the GPU the CUDA process table opens with (the one the allocator model was measured on)
+DEFAULT_GPU = "H200 141GB"
+
+
+def cuda_process_frame(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str) -> pd.DataFrame:
+    """``core.cuda_memory.process_memory`` as a table: term, bytes, GiB, formula, source."""
+    pm = process_memory(cfg, wl, setup, gpu=gpu)
+    return pd.DataFrame([{"term": r.name, "bytes": r.bytes, "gib": round(r.bytes / units.GIB, 3),
+                          "formula": r.formula, "source": r.source} for r in pm.rows()])
+
+
+def cuda_process(ctx: Ctx) -> None:
+    """What a CUDA training process of this configuration holds on a GPU: allocated and reserved peaks (the caching
+    allocator's rounding and fragmentation), the CUDA context and the cuBLAS workspaces, one row per term."""
+    st.subheader("CUDA process: what a training step holds on a GPU")
+    left, right = st.columns(2)
+    names = list(GPU_MEMORY_GIB)
+    gpu = left.selectbox("GPU", names, index=names.index(DEFAULT_GPU), key="memory.cuda_gpu",
+                         help="The CUDA context is measured on the H200; other GPUs use it as the typical value.")
+    precisions = [p for p in PRECISIONS if p != "auto"]
+    precision = right.selectbox("Precision", precisions, index=0, key="memory.cuda_precision",
+                                help="fp32, pure 16-bit, or autocast (amp_*) with float32 master weights; AdamW "
+                                     "(foreach, the CUDA default), no recomputation.")
+    frame = cuda_process_frame(ctx.cfg, ctx.wl, TrainingSetup(precision=precision), gpu)
+    total = int(frame.loc[frame["term"] == "process_total", "bytes"].iloc[0])
+    device_gib = GPU_MEMORY_GIB[gpu][0]
+    st.caption(f"Batch {ctx.wl.batch}, {ctx.wl.seq_len:,} tokens, {precision}: the process needs "
+               f"{units.fmt_bytes(total)} of the {gpu}'s {device_gib:g} GiB (CUDA context + reserved). Reserved is "
+               "what the caching allocator took from the driver: the allocated peak plus segment rounding and "
+               "fragmentation, from a replay of the step's allocations through a model of torch's allocator. "
+               "Against an H200 (36 training steps: fp32, bf16, amp_bf16, batch 1 and 4, 512-8192 tokens, with and "
+               "without ALiBi) the allocated and the reserved peak are within 5 % on every one (largest: 2.5 % and "
+               "3.8 %).")
+    dataframe(frame, "memory.cuda_process", title=f"CUDA process memory on {gpu}",
+              column_config={"bytes": st.column_config.NumberColumn("bytes", format="localized")})

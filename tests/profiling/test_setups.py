@@ -173,3 +173,41 @@ def test_training_setup_on_cuda(setup_name: str) -> None:
     assert rows["total"].predicted_bytes == cm.training_memory(cfg, wl, setup, foreach=True).peak_bytes
     assert abs(rows["total"].memory_rel_err) < 0.10, (rows["total"].measured_bytes, rows["total"].predicted_bytes)
     assert rows["weights"].measured_bytes == rows["weights"].predicted_bytes
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("name", "precision", "batch", "seq"), [
+    ("seed", "amp_bf16", 1, 2048), ("seed-no-alibi", "fp32", 1, 512), ("seed", "bf16", 1, 8192),
+    ("seed-no-alibi", "amp_bf16", 4, 2048)])
+def test_cuda_allocated_and_reserved_peaks_match_process_memory(name: str, precision: str, batch: int, seq: int) -> None:
+    """A steady-state training step on the GPU (model built, one warm-up step, the measured step: the window of
+    benchmarks/cuda_memory.py): ``max_memory_allocated`` and ``max_memory_reserved`` against
+    ``core.cuda_memory.process_memory`` within 5 % (the cuBLAS workspaces made by the steps are inside both)."""
+    import gc
+
+    from xtlens.core.builder import build_model
+    from xtlens.core.cuda_memory import process_memory
+
+    cfg, setup = PRESETS[name], TrainingSetup(precision=precision)
+    wl = Workload(batch=batch, seq_len=seq, dtype="float32" if precision == "fp32" else "bfloat16")
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    model = build_model(cfg, device="cuda", dtype="bfloat16" if precision == "bf16" else "float32", seed=0).model
+    model.train()
+    ids = torch.randint(0, cfg.num_tokens, (batch, seq), device="cuda")
+    targets = torch.randint(0, cfg.num_tokens, (batch * seq,), device="cuda")
+    opt = ps.make_optimizer("adamw", model.parameters())
+    ps._loop(model, opt, ids, targets, setup, steps=1)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    ps._loop(model, opt, ids, targets, setup, steps=1)
+    torch.cuda.synchronize()
+    allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    del model, opt, ids, targets
+    gc.collect()
+    torch.cuda.empty_cache()
+    pm = process_memory(cfg, wl, setup, gpu=torch.cuda.get_device_name())
+    assert abs(pm.allocated_peak_bytes / allocated - 1) < 0.05, (allocated, pm.allocated_peak_bytes)
+    assert abs(pm.reserved_peak_bytes / reserved - 1) < 0.05, (reserved, pm.reserved_peak_bytes)
