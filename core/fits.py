@@ -10,8 +10,8 @@ Standard library only. What must fit a device (``training_need_bytes``):
   an out-of-memory error, so a step runs in less: the need is the smallest allocator limit under which the step's
   replayed allocation sequence (``core.cuda_memory.training_tape`` through ``core.allocator.CachingAllocatorModel``
   with that limit) runs, between the two peaks (``training_need_bytes``). Checked against the largest batch and
-  sequence that ran on an H200 under a 16 GiB cap (docs/gpu/cuda-memory-h200.json ``bisect``: 2 of 4 equal, 2 one
-  step under; ``tests/core/test_fits.py``) and by bisection on an emulated device (``tests/profiling/test_fit_gpu.py``);
+  sequence that ran on an H200 under a 16 GiB cap (docs/gpu/cuda-memory-h200.json ``bisect``: all 4 within one step,
+  1 equal; ``tests/core/test_fits.py``) and by bisection on an emulated device (``tests/profiling/test_fit_gpu.py``);
 * the CPU (``kind == "cpu"``): the ordered peak of ``core.training.training_memory`` (single-tensor optimizer, the
   CPU default; no context, no allocator rounding: glibc's allocator returns large blocks with ``mmap``).
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from dataclasses import dataclass
 
 from xtlens.core.config import ConfigError, ModelConfig, Workload
@@ -197,24 +196,18 @@ def _runs_within(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str 
     return True
 
 
-def _replay_models(pm) -> bool:
-    """Whether the replayed allocation sequence is this setup's: its allocated peak within 3% of the ordered peak's
-    (plus workspaces). The replay models one micro-batch of AdamW without recomputation; for other setups the
-    reserved peak is scaled instead (``_cuda_need``)."""
-    return abs(pm.replayed_allocated_peak_bytes / pm.allocated_peak_bytes - 1) <= 0.03
-
-
 @functools.lru_cache(maxsize=4096)
 def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None) -> int:
     """Bytes of device memory a CUDA training step needs: the CUDA context + the smallest allocator limit under which
     the replayed step runs (2 MiB steps, by bisection between the allocated peak, which must fit, and the reserved
-    peak without a limit, which does). Where the replay does not model the setup (recomputation, gradient
-    accumulation, other optimizers: ``_replay_models``), the allocated peak times the replay's reserved / allocated
-    ratio."""
+    peak without a limit, which does). A setup the replay does not lay out (``core.cuda_memory.replayable``: tensor or
+    data parallelism, selective recomputation, Adafactor, 8-bit Adam) needs ``process_bytes`` (context + its reserved
+    peak, scaled there)."""
+    from xtlens.core.cuda_memory import replayable
+
     pm = _process(cfg, wl, setup, gpu)
-    if not _replay_models(pm):
-        ratio = pm.reserved_peak_bytes / max(1, pm.replayed_allocated_peak_bytes)
-        return pm.context_bytes + max(pm.allocated_peak_bytes, math.ceil(pm.allocated_peak_bytes * ratio))
+    if not replayable(setup):
+        return pm.process_bytes
     unit = 2 * MIB
     lo = pm.allocated_peak_bytes // unit  # lo * unit cannot hold it (or only exactly); hi does
     hi = -(-pm.reserved_peak_bytes // unit)
@@ -232,13 +225,15 @@ def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | 
 def cuda_need_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None = None) -> dict[str, object]:
     """The CUDA need in parts, for display: ``context_bytes``, ``limit_bytes`` (what the allocator must be allowed),
     ``allocated_peak_bytes``, ``reserved_peak_bytes`` (without a limit), ``need_bytes`` (context + limit) and
-    ``method``: ``replayed`` (the step's allocation sequence replayed under the limit) or ``scaled`` (the allocated peak
-    times the replay's reserved / allocated ratio, for a setup the replay does not model)."""
+    ``method``: ``replayed`` (the step's allocation sequence replayed under the limit) or ``scaled`` (a setup the
+    replay does not lay out: its reserved peak, scaled by ``core.cuda_memory.process_memory``)."""
+    from xtlens.core.cuda_memory import replayable
+
     pm = _process(cfg, wl, setup, gpu)
     need = _cuda_need(cfg, wl, setup, gpu)
     return {"context_bytes": pm.context_bytes, "limit_bytes": need - pm.context_bytes,
             "allocated_peak_bytes": pm.allocated_peak_bytes, "reserved_peak_bytes": pm.reserved_peak_bytes,
-            "need_bytes": need, "method": "replayed" if _replay_models(pm) else "scaled"}
+            "need_bytes": need, "method": "replayed" if replayable(setup) else "scaled"}
 
 
 def _cuda_fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice) -> bool:
@@ -249,8 +244,10 @@ def _cuda_fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: Fit
         return True
     if pm.context_bytes + pm.allocated_peak_bytes > device.memory_bytes:
         return False
-    if not _replay_models(pm):
-        return _cuda_need(cfg, wl, setup, device.gpu) <= device.memory_bytes
+    from xtlens.core.cuda_memory import replayable
+
+    if not replayable(setup):
+        return False  # its need is process_bytes, already over
     return _runs_within(cfg, wl, setup, device.gpu, device.memory_bytes - pm.context_bytes)
 
 

@@ -187,12 +187,12 @@ def _need_note(cfg: ModelConfig, wl: Workload, training: TrainingSetup, device: 
     parts = cuda_need_parts(cfg, wl, training, device.gpu)
     how = ("releasing its cached free segments at the device's end as torch does before an out-of-memory error"
            if parts["method"] == "replayed" else
-           "scaled by the replayed step's reserved / allocated ratio: the replay does not model this setup")
+           "its reserved peak scaled from the plain step's: the allocation sequence of this setup is not replayed")
     return (f"{head}: the CUDA context ({units.fmt_bytes(parts['context_bytes'])}) + what the caching allocator must "
             f"be allowed to reserve ({units.fmt_bytes(parts['limit_bytes'])}: the allocated peak of "
             f"{units.fmt_bytes(parts['allocated_peak_bytes'])}, cuBLAS workspaces included, in its blocks and segments, "
             f"{how}; with memory to spare it keeps {units.fmt_bytes(parts['reserved_peak_bytes'])}). Checked against "
-            "the largest batch and sequence that ran on an H200 under a 16 GiB allocator cap: equal, or one step under.")
+            "the largest batch and sequence that ran on an H200 under a 16 GiB allocator cap: all within one step.")
 
 
 def _remedies(answer: FitAnswer) -> pd.DataFrame:

@@ -152,21 +152,23 @@ def test_cuda_need_lies_between_the_allocated_and_the_reserved_process_and_the_m
                                                          device).tried]
 
 
-def test_cuda_need_of_a_setup_the_replay_does_not_model_scales_its_allocated_peak() -> None:
-    """Block recomputation is outside the replayed allocation sequence: its need is the context + its allocated peak
-    times the replay's reserved / allocated ratio, and recomputation lowers the need on a GPU as on the CPU."""
+def test_cuda_need_of_a_setup_the_replay_does_not_lay_out_is_its_scaled_process() -> None:
+    """Selective recomputation is outside the replayed allocation sequence (``core.cuda_memory.replayable``): its need
+    is ``process_bytes`` (context + the reserved peak process_memory scales); block recomputation is replayed under
+    the limit; both lower the need on a GPU as on the CPU."""
     from xtlens.core.cuda_memory import process_memory
 
     wl, gpu = Workload(batch=4, seq_len=2048), "H200 141GB"
     device = FitDevice(memory_bytes=80 * GIB, kind="cuda", gpu=gpu)
-    pm = process_memory(SEED, wl, TrainingSetup(recompute="block"), gpu=gpu)
-    ratio = pm.reserved_peak_bytes / pm.replayed_allocated_peak_bytes
-    need = training_need_bytes(SEED, wl, TrainingSetup(recompute="block"), device)
-    assert need == pm.context_bytes + max(pm.allocated_peak_bytes, -(-pm.allocated_peak_bytes * ratio // 1))
-    assert need < training_need_bytes(SEED, wl, TrainingSetup(), device)
-    parts = cuda_need_parts(SEED, wl, TrainingSetup(recompute="block"), gpu)
+    selective = TrainingSetup(recompute="selective")
+    need = training_need_bytes(SEED, wl, selective, device)
+    assert need == process_memory(SEED, wl, selective, gpu=gpu).process_bytes
+    plain = training_need_bytes(SEED, wl, TrainingSetup(), device)
+    block = training_need_bytes(SEED, wl, TrainingSetup(recompute="block"), device)
+    assert block < need < plain
+    parts = cuda_need_parts(SEED, wl, selective, gpu)
     assert parts["method"] == "scaled" and parts["need_bytes"] == need == parts["context_bytes"] + parts["limit_bytes"]
-    assert cuda_need_parts(SEED, wl, TrainingSetup(), gpu)["method"] == "replayed"
+    assert cuda_need_parts(SEED, wl, TrainingSetup(recompute="block"), gpu)["method"] == "replayed"
 
 
 def _recorded():
