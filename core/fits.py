@@ -170,12 +170,17 @@ def _capped_allocator(cap_bytes: int):
     return Capped()
 
 
+@functools.lru_cache(maxsize=64)
+def _tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, first_step: bool) -> tuple:
+    from xtlens.core.cuda_memory import training_tape
+
+    return tuple(training_tape(cfg, wl, setup, first_step=first_step))
+
+
 @functools.lru_cache(maxsize=65536)
 def _runs_within(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None, cap_bytes: int) -> bool:
     """Whether the replayed training step (``core.cuda_memory.training_tape``: the model built, a warm-up step, a
     step; the cuBLAS workspaces in the cap too) runs when the allocator may reserve at most ``cap_bytes``."""
-    from xtlens.core.cuda_memory import training_tape
-
     pm = _process(cfg, wl, setup, gpu)
     se, _ = precision_bytes(setup.precision, wl)
     alloc = _capped_allocator(cap_bytes - pm.cublas_workspace_bytes)
@@ -184,7 +189,7 @@ def _runs_within(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str 
         for t in param_tensors(cfg):
             live[("param", t.name)] = alloc.malloc(t.numel * se)
         for step in (1, 2):
-            for op, key, nbytes in training_tape(cfg, wl, setup, first_step=step == 1):
+            for op, key, nbytes in _tape(cfg, wl, setup, step == 1):
                 if op == "a":
                     live[key] = alloc.malloc(nbytes)
                 else:
