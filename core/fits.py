@@ -57,6 +57,8 @@ GIB = 2**30
 MIB = 2**20
 #: Largest micro-batch ``what_fits`` searches.
 MAX_BATCH = 4096
+#: Most micro-batches a ``TrainingSetup`` accepts (``grad_accum``): a smaller micro-batch stays within it.
+MAX_GRAD_ACCUM = 65_536
 
 #: The remedies ``fit_answer`` tries, in this order (each one alone, then combined in this order): recomputation
 #: first (same numerics, costs compute), then 16-bit precision (costs nothing in FLOPs, changes numerics), then a
@@ -385,6 +387,8 @@ def _candidates(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, kind: str
         # fits is chosen in ``fit_answer``; here the divisors below the batch, largest first
         for m in sorted((m for m in range(1, wl.batch) if wl.batch % m == 0), reverse=True):
             k = wl.batch // m
+            if setup.grad_accum * k > MAX_GRAD_ACCUM:
+                continue
             out.append((f"micro-batch {m} x {setup.grad_accum * k} accumulation steps",
                         dataclasses.replace(setup, grad_accum=setup.grad_accum * k),
                         Workload(batch=m, seq_len=wl.seq_len, dtype=wl.dtype)))
@@ -400,7 +404,7 @@ def _combined(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, kind: str
     steps: list[tuple[str, object]] = [("block recomputation", lambda s, w: (dataclasses.replace(s, recompute="block"), w))]
     if setup.precision == "fp32" or setup.mixed or (setup.precision == "auto" and wl.dtype_bytes == 4):
         steps.append(("pure bf16", lambda s, w: (dataclasses.replace(s, precision="bf16"), w)))
-    if wl.batch > 1:
+    if 1 < wl.batch and setup.grad_accum * wl.batch <= MAX_GRAD_ACCUM:
         steps.append((f"micro-batch 1 x {setup.grad_accum * wl.batch} accumulation steps",
                       lambda s, w: (dataclasses.replace(s, grad_accum=s.grad_accum * w.batch),
                                     Workload(batch=1, seq_len=w.seq_len, dtype=w.dtype))))

@@ -218,3 +218,14 @@ def test_cuda_maxima_match_the_h200_bisection(index: int) -> None:
         print(f"  one step over: {predicted} did not run (tries: {ran.get(predicted)}); the model's need there is "
               f"{100 * (1 - need(predicted) / cap):.1f}% under the cap")
     assert abs(predicted - found) <= step, (predicted, found)
+
+
+def test_remedies_stay_within_the_setup_limits() -> None:
+    """A setup at the most micro-batches allowed gets no smaller micro-batch (it would pass ``grad_accum``'s limit),
+    and a batch of 1 none; the answer is still given."""
+    wl = Workload(batch=2, seq_len=2048)
+    answer = fit_answer(SEED, wl, TrainingSetup(grad_accum=65_536), _cpu(GIB // 4))
+    assert not answer.fits and not any("micro-batch" in r.name for r in answer.tried)
+    one = fit_answer(SEED, Workload(batch=1, seq_len=2048), TrainingSetup(), _cpu(GIB // 4))
+    assert not any("micro-batch" in r.name for r in one.tried) and one.text.startswith("needs ")
+
