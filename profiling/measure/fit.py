@@ -79,7 +79,8 @@ def train_step_point(cfg: ModelConfig, setup: TrainingSetup, batch: int, seq: in
     """One point: build the model on CUDA (the setup's parameter dtype, recomputation wrappers), one warm-up training
     step (creates the optimizer state), then one measured step. The row: ``status`` (``ok`` / ``oom`` / ``error``),
     ``peak_allocated_bytes`` / ``peak_reserved_bytes`` of the measured step, the allocated / reserved bytes before the
-    point and after the warm-up, allocator ``stats`` (``STAT_KEYS``), ``predicted_peak_bytes`` (the ordered peak,
+    point and after the warm-up, allocator ``stats`` (``STAT_KEYS``; counters such as ``num_alloc_retries`` count the
+    measured step alone), ``predicted_peak_bytes`` (the ordered peak,
     foreach optimizer), ``wall_s``; with ``trace`` the allocator's events ``(action, addr, size)``."""
     from xtlens.core.builder import build_model
     from xtlens.profiling.measure.setups import _loop, apply_recompute, make_optimizer
@@ -110,6 +111,7 @@ def train_step_point(cfg: ModelConfig, setup: TrainingSetup, batch: int, seq: in
         row["after_warmup_allocated_bytes"] = torch.cuda.memory_allocated()
         row["after_warmup_reserved_bytes"] = torch.cuda.memory_reserved()
         torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_accumulated_memory_stats()  # retries and out-of-memory counts of the measured step alone
         if trace:
             torch.cuda.memory._record_memory_history(max_entries=200000)
         _loop(model, opt, ids, targets, setup, steps=1)
@@ -128,7 +130,10 @@ def train_step_point(cfg: ModelConfig, setup: TrainingSetup, batch: int, seq: in
         row["status"] = "oom"
         row["error"] = str(exc).splitlines()[0][:300]
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
-        row["status"] = "error"
+        text = str(exc)
+        # an allocation that failed outside the caching allocator's own check (cuBLAS, a kernel's workspace) is
+        # out of memory too
+        row["status"] = "oom" if ("out of memory" in text.lower() or "ALLOC_FAILED" in text) else "error"
         row["error"] = repr(exc)[:300]
     finally:
         del model, opt, ids, targets
