@@ -229,3 +229,20 @@ def test_remedies_stay_within_the_setup_limits() -> None:
     one = fit_answer(SEED, Workload(batch=1, seq_len=2048), TrainingSetup(), _cpu(GIB // 4))
     assert not any("micro-batch" in r.name for r in one.tried) and one.text.startswith("needs ")
 
+
+def test_serving_need_on_a_gpu_adds_the_context() -> None:
+    from xtlens.core.cuda_memory import context_bytes_for
+    from xtlens.core.fits import serving_need_bytes
+    from xtlens.core.serving import serving_memory
+    from xtlens.core.setup import ServingSetup
+
+    wl, serving = Workload(batch=8, seq_len=4096, dtype="bfloat16"), ServingSetup(kv_cache="int8")
+    total = serving_memory(SEED, wl, serving).total_bytes
+    gpu = FitDevice(memory_bytes=16 * GIB, kind="cuda", gpu="NVIDIA H200")
+    assert serving_need_bytes(SEED, wl, serving, gpu) == total + context_bytes_for("NVIDIA H200")[0] == total + 718_077_952
+    assert serving_need_bytes(SEED, wl, serving, _cpu(16 * GIB)) == total
+    fits = what_fits(SEED, wl, gpu, serving=serving)["fits_serve_batch"]
+    need = [serving_need_bytes(SEED, wl, ServingSetup(kv_cache="int8", concurrent=b, context_len=4096), gpu)
+            for b in (fits, fits + 1)]
+    assert need[0] <= 16 * GIB < need[1]
+
