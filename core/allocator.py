@@ -17,7 +17,7 @@ import bisect
 from xtlens.core.config import ModelConfig
 
 __all__ = ["CUDA_BLOCK_BYTES", "allocator_rounded_bytes", "param_tensor_numels", "weights_bytes_allocated",
-           "CachingAllocatorModel", "cuda_block_bytes", "cuda_segment_bytes"]
+           "CachingAllocatorModel", "AllocatorOutOfMemory", "cuda_block_bytes", "cuda_segment_bytes"]
 
 CUDA_BLOCK_BYTES = 512
 
@@ -88,6 +88,10 @@ class _Block:
         self.next: _Block | None = None
 
 
+class AllocatorOutOfMemory(Exception):
+    """The replayed allocator ran past its cap (``CachingAllocatorModel(limit_bytes=...)``)."""
+
+
 class CachingAllocatorModel:
     """A replay of torch's CUDA caching allocator on one stream (c10/cuda/CUDACachingAllocator.cpp): requests
     rounded by ``cuda_block_bytes``; two pools (small <= 1 MiB, large); a request takes the smallest cached free
@@ -95,10 +99,13 @@ class CachingAllocatorModel:
     else a new segment of ``cuda_segment_bytes``; the block is split when the rest is >= 512 B (small pool) or
     > 1 MiB (large pool, ``should_split``), else handed out whole (and counted whole as allocated); a freed block
     merges with free neighbours of its segment (``try_merge_blocks``). Segments are never returned (no
-    ``empty_cache``, no out-of-memory retry), so reserved only grows. Checked against the H200 traces of
+    ``empty_cache``), so reserved only grows, except under ``limit_bytes`` (a cap such as
+    ``torch.cuda.set_per_process_memory_fraction``): a segment that would pass it first releases every wholly free
+    cached segment and retries, then raises ``AllocatorOutOfMemory``. Checked against the H200 traces of
     docs/gpu/cuda-memory-h200.json (tests/core/test_cuda_memory.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit_bytes: int | None = None) -> None:
+        self.limit_bytes = limit_bytes
         self._pools: dict[bool, list] = {True: [], False: []}
         self._top = 0
         self.allocated_bytes = 0
@@ -125,6 +132,12 @@ class CachingAllocatorModel:
             b = pool.pop(i)[2]
         else:
             seg = cuda_segment_bytes(size)
+            if self.limit_bytes is not None and self.reserved_bytes + seg > self.limit_bytes:
+                # over the cap (set_per_process_memory_fraction): release every cached segment that is wholly free
+                # and retry (release_cached_blocks, then the out-of-memory error)
+                self._release_free_segments()
+                if self.reserved_bytes + seg > self.limit_bytes:
+                    raise AllocatorOutOfMemory(f"{size} B needs a {seg} B segment beyond the {self.limit_bytes} B cap")
             b = _Block(self._top, seg, small)
             self._top += seg + K_SMALL_BUFFER_BYTES  # segments are not adjacent: they never merge
             self.reserved_bytes += seg
@@ -163,6 +176,19 @@ class CachingAllocatorModel:
             if n.next is not None:
                 n.next.prev = b
         self._insert(b)
+
+    def _release_free_segments(self) -> None:
+        for small in (True, False):
+            pool = self._pools[small]
+            keep = []
+            for entry in pool:
+                blk = entry[2]
+                if blk.prev is None and blk.next is None:  # a whole segment, free
+                    self.reserved_bytes -= blk.size
+                    self.segments -= 1
+                else:
+                    keep.append(entry)
+            self._pools[small] = keep
 
     def reset_peaks(self) -> None:
         """``torch.cuda.reset_peak_memory_stats``: peaks restart at the current values."""

@@ -18,10 +18,14 @@ took from the driver, which only grow); ``process_bytes`` = context + reserved i
   What reserved adds over allocated is segment rounding (2 MiB / 20 MiB segments) and fragmentation: blocks freed
   by one step and split by the optimizer state or the gradients are too small for the next step's tensors.
 * The CUDA context is measured (``cudaMemGetInfo`` used minus reserved), per GPU family where known.
+* ``min_device_bytes``: the smallest device the step runs on. Under a cap the allocator releases its wholly free
+  cached segments and retries before it fails, so a job needs less than the unconstrained reserved peak; the replay
+  under a cap, bisected, predicts the H200's 16 GiB-cap bisection within one step (docs/cuda-memory.md).
 
 Measured on an H200 (docs/gpu/cuda-memory-h200.json, 36 points: seed / seed-no-alibi, fp32 / bf16 / amp_bf16,
 batch 1 and 4, 512-8192 tokens); tests/core/test_cuda_memory.py holds every point within 5 % for allocated and
-reserved.
+reserved (and 24 more: block recomputation, seed-mha, plain-prenorm; reserved misses by 8-17 % on block
+recomputation with ALiBi at 2048 tokens, stated there).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from xtlens.core.allocator import CachingAllocatorModel, cuda_block_bytes
+from xtlens.core.allocator import AllocatorOutOfMemory, CachingAllocatorModel, cuda_block_bytes
 from xtlens.core.config import ConfigError, ModelConfig, Workload
 from xtlens.core.memory import FP32_BYTES, INDEX_BYTES, alibi_tensors
 from xtlens.core.setup import TrainingSetup, precision_bytes
@@ -39,7 +43,7 @@ from xtlens.core.training import TrainingMemory, training_memory
 
 __all__ = ["ProcessMemory", "ProcessMemoryRow", "process_memory", "training_tape", "replay_training",
            "CUDA_CONTEXT_BYTES", "CUBLAS_WORKSPACE_BYTES", "CUBLASLT_WORKSPACE_BYTES", "PHASES",
-           "context_bytes_for", "cublas_workspace_bytes_for", "replayable"]
+           "context_bytes_for", "cublas_workspace_bytes_for", "replayable", "min_device_bytes"]
 
 PHASES = ("train_step",)
 
@@ -200,7 +204,6 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
     pad_b = T * (d // (shift + 1)) * er * shift if shift else 0
     by_layer, rest = _layer_params(cfg, se, ce)
     tp = _Tape()
-    size_of = tp.size_of
     block = setup.recompute == "block"
     grads: list[object] = []
 
@@ -216,18 +219,20 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
         emb = tp.alloc(H_r)  # token embedding output (kept to the end of the forward)
         x = tp.alloc(H_r)  # the layer input stream
         saved: list[list[object]] = []
-        recomputed: list[list[int]] = []
+        recomputed: list[list[tuple[str, object, int]]] = []
         backward_layer = 0
         kinds = ["a" if i % 2 == 0 else "f" for i in range(cfg.num_layers)] if cfg.num_ff_layers else ["a"] * cfg.num_layers
         merged_prev = None
+        first_attention = True
         for layer, kind in enumerate(kinds):
+            block_start = len(tp.events)
             keep: list[object] = []
             if mixed:  # autocast's 16-bit weight copies, cached for the forward and saved for backward
                 keep += [tp.alloc(c) for _, _, c in by_layer.get(layer, []) if c]
-            pre = None
             if cfg.uses_pre_norm:
-                pre = tp.alloc(H_r)
-                keep.append(pre)
+                # x-transformers' LayerNorm: F.layer_norm without affine (saved by the gain's product), then
+                # times the gain (the linear input)
+                keep += [tp.alloc(H_r), tp.alloc(H_r)]
             pad = tp.alloc(pad_b) if shift else None
             shifted = tp.alloc(H_r) if shift else None
             lin_in = shifted
@@ -275,8 +280,8 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                     keep.append(q)
                 bias_live: list[object] = []  # freed after SDPA
                 bias_late = late  # the padded bias too
-                if al["mask"]:
-                    if al["blocks"] > 1 or kind == "a":
+                if al["padded"]:
+                    if al["blocks"] > 1 or first_attention:  # without rotary the bias is built once and cached
                         d1 = tp.alloc(al["diff"])
                         d2 = tp.alloc(al["diff"])
                         tp.free(d1)
@@ -286,9 +291,13 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                         tp.free(d3)
                         p1 = tp.alloc(al["padded"])
                         tp.free(heads)
-                        p2 = tp.alloc(al["padded"])
+                        if al["cached"]:
+                            tp.alloc(al["cached"])  # rel_pos.bias, a buffer kept from now on
+                    p2 = tp.alloc(al["padded"])  # pad_at_dim's copy, in every block
+                    if al["blocks"] > 1 or first_attention:
                         tp.free(p1)
-                        bias_late.append(p2)
+                    bias_late.append(p2)
+                if al["mask"]:
                     c1 = tp.alloc(al["causal"])
                     c2 = tp.alloc(al["causal"])
                     tp.free(c1)
@@ -300,6 +309,23 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                         bias_live.append(mask)
                     else:
                         keep.append(mask)
+                first_attention = False
+                if not cfg.attn_flash:
+                    # the einsum path (attend.py): q k^T, the bias added, the causal fill, a float32 softmax (saved;
+                    # and its cast back when 16-bit), then P V
+                    sc = b * h * n * (n + cfg.attn_num_mem_kv)
+                    sim = tp.alloc(sc * ce)
+                    if al["padded"]:
+                        biased = tp.alloc(sc * ce)
+                        tp.free(sim)
+                        sim = biased
+                    causal = tp.alloc(n * (n + cfg.attn_num_mem_kv))
+                    masked = tp.alloc(sc * ce)
+                    tp.free(sim)
+                    keep += [tp.alloc(sc * FP32_BYTES), causal]
+                    if ce != FP32_BYTES:
+                        keep.append(tp.alloc(sc * ce))
+                    tp.free(masked)
                 out = tp.alloc(q_b)
                 lse = tp.alloc(lse_b)
                 keep += [out, lse]
@@ -330,6 +356,7 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                     tp.free(merged_prev)
                     merged_prev = None
             del lin_in
+            block_events = tp.events[block_start:]  # what the (checkpointable) block did, in order
             # residual (x * residual_scale + branch) and, post-norm, the norm output and its gain product
             o2 = tp.alloc(H_r)
             tp.free(o1)
@@ -344,11 +371,15 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
                 x_new = o3
             keep.append(x)
             x = x_new
-            if block:  # torch.utils.checkpoint: only the layer input survives the forward; the rest is re-made
-                sizes = {k: size_of[k] for k in keep if k is not keep[-1] and k in size_of}
-                tp.free(*sizes)
-                keep = [keep[-1]]
-                recomputed.append(list(sizes.values()))
+            if block:
+                # torch.utils.checkpoint around the block (entry[1]: the shift-wrapped attention / feed-forward):
+                # what the block made is freed and made again in backward; the norm and residual outside it and
+                # the layer input stay (the ALiBi bias passed in is not kept: H200 traces)
+                outside = {o3, x, *keep[keep.index(o3):]}
+                inside = [k for k in keep if k not in outside]
+                tp.free(*inside)
+                recomputed.append(block_events)
+                keep = [k for k in keep if k in outside]
             else:
                 recomputed.append([])
             saved.append(keep)
@@ -356,7 +387,7 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
             tp.free(merged_prev)
         final = []
         if cfg.uses_pre_norm:
-            final.append(tp.alloc(H_r))
+            final += [tp.alloc(H_r), tp.alloc(H_r)]  # the final norm, the same two
         logits_cast = [tp.alloc(c) for _, _, c in rest if c] if mixed else []
         logits = tp.alloc(T * V * ce)
         tp.free(emb)
@@ -384,7 +415,15 @@ def training_tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, first
         if setup.loop == "keep_logits":
             tp.free(logits)
         for keep, kind, again in zip(reversed(saved), reversed(kinds), reversed(recomputed), strict=True):
-            keep = keep + [tp.alloc(nb) for nb in again]  # the checkpointed layer's forward, re-run
+            # the checkpointed block's forward, re-run: the same allocations and frees in the same order; what it
+            # leaves alive is freed with the layer's saved tensors
+            fresh: dict[object, object] = {}
+            for op, key, nbytes in again:
+                if op == "a":
+                    fresh[key] = tp.alloc(nbytes)
+                elif key in fresh:
+                    tp.free(fresh.pop(key))
+            keep = keep + list(fresh.values())
             t1 = tp.alloc(H_r)
             t2 = tp.alloc(H_r)
             t3 = tp.alloc(2 * H_r)
@@ -431,12 +470,14 @@ class Replay:
     segments: int
 
 
-def replay_training(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, workspace_bytes: int = 0) -> Replay:
+def replay_training(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, workspace_bytes: int = 0,
+                    limit_bytes: int | None = None) -> Replay:
     """Build the model's parameters, run one warm-up step (creating the optimizer state) and a second step through
     ``CachingAllocatorModel``; the second step's peaks (``benchmarks/cuda_memory.py``'s window) plus the
-    workspaces (allocated through the allocator in segments of their own: reserved = allocated)."""
+    workspaces (allocated through the allocator in segments of their own: reserved = allocated). ``limit_bytes``:
+    an allocator cap for the tensors (workspaces excluded); past it ``AllocatorOutOfMemory`` is raised."""
     se, _ = precision_bytes(setup.precision, wl)
-    alloc = CachingAllocatorModel()
+    alloc = CachingAllocatorModel(limit_bytes)
     live: dict[object, object] = {}
     for t in param_tensors(cfg):
         live[("param", t.name)] = alloc.malloc(t.numel * se)
@@ -452,6 +493,33 @@ def replay_training(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, wor
                     alloc.free(blk)
     return Replay(allocated_peak_bytes=alloc.peak_allocated_bytes + workspace_bytes,
                   reserved_peak_bytes=alloc.peak_reserved_bytes + workspace_bytes, segments=alloc.segments)
+
+
+def min_device_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup | None = None, *, gpu: str | None = None,
+                     step_bytes: int = 2 << 20) -> int:
+    """The smallest device memory on which the training step runs: CUDA context + cuBLAS workspaces + the smallest
+    allocator cap under which the replayed build, warm-up step and step complete, in bytes. Under a cap the caching
+    allocator releases its wholly free cached segments and retries before it fails, so the step needs less than
+    its unconstrained reserved peak (``ProcessMemory.reserved_peak_bytes``: what ``nvidia-smi`` shows when memory
+    is plentiful) and at least its allocated peak. Found by bisection on the cap (``step_bytes`` resolution);
+    setups the replay does not lay out fall back to ``process_memory(...).process_bytes``. About 10 replays: 0.1-0.3 s.
+    """
+    setup = setup or TrainingSetup()
+    pm = process_memory(cfg, wl, setup, gpu=gpu)
+    if not replayable(setup):
+        return pm.process_bytes
+    ws = pm.cublas_workspace_bytes
+    lo = pm.replayed_allocated_peak_bytes - ws - 1  # fails (below the tensors' own peak)
+    hi = pm.reserved_peak_bytes - ws  # runs (never released anything)
+    while hi - lo > step_bytes:
+        mid = (lo + hi) // 2
+        try:
+            replay_training(cfg, wl, setup, limit_bytes=mid)
+        except AllocatorOutOfMemory:
+            lo = mid
+        else:
+            hi = mid
+    return pm.context_bytes + ws + hi
 
 
 def replayable(setup: TrainingSetup) -> bool:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import cost_model, units
 from xtlens.core.config import ModelConfig, Workload
-from xtlens.core.cuda_memory import process_memory
+from xtlens.core.cuda_memory import min_device_bytes, process_memory
 from xtlens.core.hardware import GPU_MEMORY_GIB
 from xtlens.core.setup import PRECISIONS, TrainingSetup
 from xtlens.dashboard import charts, data, headline, tables
@@ -205,8 +205,14 @@ DEFAULT_GPU = "H200 141GB"
 def cuda_process_frame(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str) -> pd.DataFrame:
     """``core.cuda_memory.process_memory`` as a table: term, bytes, GiB, formula, source."""
     pm = process_memory(cfg, wl, setup, gpu=gpu)
-    return pd.DataFrame([{"term": r.name, "bytes": r.bytes, "gib": round(r.bytes / units.GIB, 3),
-                          "formula": r.formula, "source": r.source} for r in pm.rows()])
+    rows = [{"term": r.name, "bytes": r.bytes, "gib": round(r.bytes / units.GIB, 3), "formula": r.formula,
+             "source": r.source} for r in pm.rows()]
+    least = min_device_bytes(cfg, wl, setup, gpu=gpu)
+    rows.append({"term": "smallest_device", "bytes": least, "gib": round(least / units.GIB, 3),
+                 "formula": "cuda_context + cublas_workspace + the smallest allocator cap the replayed step runs "
+                            "under (the allocator frees its wholly free cached segments and retries before it fails)",
+                 "source": "core.cuda_memory.min_device_bytes; the H200's 16 GiB-cap bisection within one step"})
+    return pd.DataFrame(rows)
 
 
 def cuda_process(ctx: Ctx) -> None:
@@ -224,8 +230,11 @@ def cuda_process(ctx: Ctx) -> None:
     frame = cuda_process_frame(ctx.cfg, ctx.wl, TrainingSetup(precision=precision), gpu)
     total = int(frame.loc[frame["term"] == "process_total", "bytes"].iloc[0])
     device_gib = GPU_MEMORY_GIB[gpu][0]
-    st.caption(f"Batch {ctx.wl.batch}, {ctx.wl.seq_len:,} tokens, {precision}: the process needs "
-               f"{units.fmt_bytes(total)} of the {gpu}'s {device_gib:g} GiB (CUDA context + reserved). Reserved is "
+    least = int(frame.loc[frame["term"] == "smallest_device", "bytes"].iloc[0])
+    st.caption(f"Batch {ctx.wl.batch}, {ctx.wl.seq_len:,} tokens, {precision}: the process holds "
+               f"{units.fmt_bytes(total)} of the {gpu}'s {device_gib:g} GiB (CUDA context + reserved) when memory is "
+               f"plentiful, and runs on {units.fmt_bytes(least)} (the allocator gives back cached segments under "
+               "pressure). Reserved is "
                "what the caching allocator took from the driver: the allocated peak plus segment rounding and "
                "fragmentation, from a replay of the step's allocations through a model of torch's allocator. "
                "Against an H200 (36 training steps: fp32, bf16, amp_bf16, batch 1 and 4, 512-8192 tokens, with and "

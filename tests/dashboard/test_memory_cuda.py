@@ -31,6 +31,7 @@ def test_memory_tab_shows_the_cuda_process_table() -> None:
     assert int(shown.loc["process_total", "bytes"]) == pm.process_bytes
     assert int(shown.loc["reserved_peak", "bytes"]) == pm.reserved_peak_bytes
     assert shown["formula"].str.len().min() > 0 and shown["source"].str.len().min() > 0
+    assert pm.allocated_peak_bytes + pm.context_bytes <= int(shown.loc["smallest_device", "bytes"]) <= pm.process_bytes
 
 
 def test_cuda_process_frame_follows_precision_and_gpu() -> None:
