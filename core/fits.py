@@ -7,9 +7,9 @@ Standard library only. What must fit a device (``training_need_bytes``):
   allowed to reserve. ``core.cuda_memory.process_memory`` gives the allocated peak (the ordered peak of
   ``core.training`` plus the cuBLAS workspaces) and the reserved peak when memory is plentiful (``process_bytes`` =
   context + reserved); at the device's end torch's allocator releases its cached free segments and retries before
-  an out-of-memory error, so a step runs in less: the need is the smallest allocator limit under which the step's
-  replayed allocation sequence (``core.cuda_memory.training_tape`` through ``core.allocator.CachingAllocatorModel``
-  with that limit) runs, between the two peaks (``training_need_bytes``). Checked against the largest batch and
+  an out-of-memory error, so a step runs in less: the need is ``core.cuda_memory.min_device_bytes``, the context +
+  the cuBLAS workspaces + the smallest allocator cap under which the step's replayed allocation sequence
+  (``core.cuda_memory.replay_training`` with ``limit_bytes``) runs, between the two peaks (``training_need_bytes``). Checked against the largest batch and
   sequence that ran on an H200 under a 16 GiB cap (docs/gpu/cuda-memory-h200.json ``bisect``: all 4 within one step,
   1 equal; ``tests/core/test_fits.py``) and by bisection on an emulated device (``tests/profiling/test_fit_gpu.py``);
 * the CPU (``kind == "cpu"``): the ordered peak of ``core.training.training_memory`` (single-tensor optimizer, the
@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from xtlens.core.config import ConfigError, ModelConfig, Workload
 from xtlens.core.flops import training_flops_for
 from xtlens.core.serving import serving_memory
-from xtlens.core.setup import GPU_PRESETS_GIB, ServingSetup, TrainingSetup, precision_bytes
-from xtlens.core.tensors import param_tensors
+from xtlens.core.setup import GPU_PRESETS_GIB, ServingSetup, TrainingSetup
 from xtlens.core.training import training_memory
 
 __all__ = [
@@ -129,104 +128,34 @@ def _process(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | No
     return process_memory(cfg, wl, setup, phase="train_step", gpu=gpu)
 
 
-class _OutOfMemory(Exception):
-    pass
-
-
-def _capped_allocator(cap_bytes: int):
-    """``core.allocator.CachingAllocatorModel`` with a limit, as torch's allocator behaves at the device's end (or
-    under ``set_per_process_memory_fraction``): when a new segment would pass the limit it releases every cached
-    segment that is wholly free and tries again (``release_cached_blocks`` then ``alloc_block``,
-    c10/cuda/CUDACachingAllocator.cpp ``malloc``), and fails only when the segment still does not fit."""
-    from xtlens.core.allocator import (
-        K_SMALL_SIZE_BYTES,
-        CachingAllocatorModel,
-        cuda_block_bytes,
-        cuda_segment_bytes,
-    )
-
-    class Capped(CachingAllocatorModel):
-        def _release_free_segments(self) -> None:
-            for pool in self._pools.values():
-                kept = []
-                for item in pool:
-                    b = item[2]
-                    if b.prev is None and b.next is None:  # a whole segment, free: cudaFree
-                        self.reserved_bytes -= b.size
-                        self.segments -= 1
-                    else:
-                        kept.append(item)
-                pool[:] = kept
-
-        def malloc(self, nbytes: int):
-            size = cuda_block_bytes(nbytes)
-            pool = self._pools[size <= K_SMALL_SIZE_BYTES]
-            if not pool or pool[-1][0] < size:  # no cached block fits: a new segment
-                seg = cuda_segment_bytes(size)
-                if self.reserved_bytes + seg > cap_bytes:
-                    self._release_free_segments()
-                    if self.reserved_bytes + seg > cap_bytes:
-                        raise _OutOfMemory
-            return super().malloc(nbytes)
-
-    return Capped()
-
-
-@functools.lru_cache(maxsize=64)
-def _tape(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, first_step: bool) -> tuple:
-    from xtlens.core.cuda_memory import training_tape
-
-    return tuple(training_tape(cfg, wl, setup, first_step=first_step))
-
-
 @functools.lru_cache(maxsize=65536)
-def _runs_within(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None, cap_bytes: int) -> bool:
-    """Whether the replayed training step (``core.cuda_memory.training_tape``: the model built, a warm-up step, a
-    step; the cuBLAS workspaces in the cap too) runs when the allocator may reserve at most ``cap_bytes``."""
+def _runs_within(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None, device_bytes: int) -> bool:
+    """Whether the replayed training step (``core.cuda_memory.replay_training``: the model built, a warm-up step, a
+    step) runs on a device of ``device_bytes``: the allocator capped at the device less the CUDA context and the cuBLAS
+    workspaces (``limit_bytes``; past it the model allocator releases its free cached segments, then fails)."""
+    from xtlens.core.allocator import AllocatorOutOfMemory
+    from xtlens.core.cuda_memory import replay_training
+
     pm = _process(cfg, wl, setup, gpu)
-    se, _ = precision_bytes(setup.precision, wl)
-    alloc = _capped_allocator(cap_bytes - pm.cublas_workspace_bytes)
-    live: dict[object, object] = {}
+    limit = device_bytes - pm.context_bytes - pm.cublas_workspace_bytes
+    if limit <= 0:
+        return False
     try:
-        for t in param_tensors(cfg):
-            live[("param", t.name)] = alloc.malloc(t.numel * se)
-        for step in (1, 2):
-            for op, key, nbytes in _tape(cfg, wl, setup, step == 1):
-                if op == "a":
-                    live[key] = alloc.malloc(nbytes)
-                else:
-                    blk = live.pop(key, None)
-                    if blk is not None:
-                        alloc.free(blk)
-    except _OutOfMemory:
+        replay_training(cfg, wl, setup, limit_bytes=limit)
+    except AllocatorOutOfMemory:
         return False
     return True
 
 
 @functools.lru_cache(maxsize=4096)
 def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None) -> int:
-    """Bytes of device memory a CUDA training step needs: the CUDA context + the smallest allocator limit under which
-    the replayed step runs (2 MiB steps, by bisection between the allocated peak, which must fit, and the reserved
-    peak without a limit, which does). A setup the replay does not lay out (``core.cuda_memory.replayable``: tensor or
-    data parallelism, selective recomputation, Adafactor, 8-bit Adam) needs ``process_bytes`` (context + its reserved
-    peak, scaled there)."""
-    from xtlens.core.cuda_memory import replayable
+    """Bytes of device memory a CUDA training step needs: ``core.cuda_memory.min_device_bytes`` (the CUDA context +
+    the cuBLAS workspaces + the smallest allocator cap under which the replayed step runs, between the allocated and
+    the unconstrained reserved peak, by bisection in 2 MiB steps; ``process_bytes`` for a setup the replay does not
+    lay out: tensor or data parallelism, selective recomputation, Adafactor, 8-bit Adam)."""
+    from xtlens.core.cuda_memory import min_device_bytes
 
-    pm = _process(cfg, wl, setup, gpu)
-    if not replayable(setup):
-        return pm.process_bytes
-    unit = 2 * MIB
-    lo = pm.allocated_peak_bytes // unit  # lo * unit cannot hold it (or only exactly); hi does
-    hi = -(-pm.reserved_peak_bytes // unit)
-    if not _runs_within(cfg, wl, setup, gpu, hi * unit):
-        return pm.context_bytes + pm.reserved_peak_bytes
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _runs_within(cfg, wl, setup, gpu, mid * unit):
-            hi = mid
-        else:
-            lo = mid
-    return pm.context_bytes + hi * unit
+    return min_device_bytes(cfg, wl, setup, gpu=gpu)
 
 
 def cuda_need_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None = None) -> dict[str, object]:
@@ -244,18 +173,17 @@ def cuda_need_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: s
 
 
 def _cuda_fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice) -> bool:
-    """Whether a CUDA training step fits ``device``: ``_cuda_need`` <= its memory, with the quick answers first (the
-    whole uncapped process fits; the allocated peak alone does not)."""
+    """Whether a CUDA training step fits ``device`` (``_cuda_need`` <= its memory, up to the need's 2 MiB resolution)
+    with one limited replay at most: the quick answers first (the whole unconstrained process fits; the replayed
+    tensors' own peak does not, the lower end of ``min_device_bytes``' search)."""
+    from xtlens.core.cuda_memory import replayable
+
     pm = _process(cfg, wl, setup, device.gpu)
     if pm.process_bytes <= device.memory_bytes:
         return True
-    if pm.context_bytes + pm.allocated_peak_bytes > device.memory_bytes:
-        return False
-    from xtlens.core.cuda_memory import replayable
-
-    if not replayable(setup):
-        return False  # its need is process_bytes, already over
-    return _runs_within(cfg, wl, setup, device.gpu, device.memory_bytes - pm.context_bytes)
+    if not replayable(setup) or pm.context_bytes + pm.replayed_allocated_peak_bytes > device.memory_bytes:
+        return False  # not replayable: its need is process_bytes, already over
+    return _runs_within(cfg, wl, setup, device.gpu, device.memory_bytes)
 
 
 def training_need_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice | None = None) -> int:
