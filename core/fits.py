@@ -148,33 +148,58 @@ def _runs_within(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str 
 
 
 @functools.lru_cache(maxsize=4096)
-def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None) -> int:
-    """Bytes of device memory a CUDA training step needs: ``core.cuda_memory.min_device_bytes`` (the CUDA context +
-    the cuBLAS workspaces + the smallest allocator cap under which the replayed step runs, between the allocated and
-    the unconstrained reserved peak, by bisection in 2 MiB steps; ``process_bytes`` for a setup the replay does not
-    lay out: tensor or data parallelism, selective recomputation, Adafactor, 8-bit Adam)."""
-    from xtlens.core.cuda_memory import min_device_bytes
+def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None,
+               device_bytes: int | None = None) -> int:
+    """Bytes of device memory a CUDA training step needs: the CUDA context + the cuBLAS workspaces + the smallest
+    allocator cap under which the replayed step runs (``core.cuda_memory.min_device_bytes``: bisection in 2 MiB steps
+    between the replayed tensors' own peak, which does not run, and the unconstrained process, which does). The
+    replay is not monotone in the cap everywhere (releasing cached segments earlier can pack the step tighter: the seed
+    without ALiBi, amp_bf16 with block recomputation at batch 8 x 2048 runs under a 6 GiB device and not under some
+    larger ones), so with ``device_bytes`` the search starts from that device's own answer: the need is at most the
+    device exactly when the step runs on it (``_cuda_fits``). ``process_bytes`` for a setup the replay does not lay
+    out (tensor or data parallelism, selective recomputation, Adafactor, 8-bit Adam)."""
+    from xtlens.core.cuda_memory import min_device_bytes, replayable
 
-    return min_device_bytes(cfg, wl, setup, gpu=gpu)
+    pm = _process(cfg, wl, setup, gpu)
+    if not replayable(setup):
+        return pm.process_bytes
+    if device_bytes is None:
+        return min_device_bytes(cfg, wl, setup, gpu=gpu)
+    lo = pm.context_bytes + pm.replayed_allocated_peak_bytes - 1  # below the tensors' own peak: does not run
+    hi = pm.process_bytes  # never releases anything: runs
+    if lo < device_bytes < hi:
+        if _runs_within(cfg, wl, setup, gpu, device_bytes):
+            hi = device_bytes
+        else:
+            lo = device_bytes
+    while hi - lo > 2 * MIB:
+        mid = (lo + hi) // 2
+        if _runs_within(cfg, wl, setup, gpu, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
-def cuda_need_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None = None) -> dict[str, object]:
-    """The CUDA need in parts, for display: ``context_bytes``, ``limit_bytes`` (what the allocator must be allowed),
-    ``allocated_peak_bytes``, ``reserved_peak_bytes`` (without a limit), ``need_bytes`` (context + limit) and
-    ``method``: ``replayed`` (the step's allocation sequence replayed under the limit) or ``scaled`` (a setup the
-    replay does not lay out: its reserved peak, scaled by ``core.cuda_memory.process_memory``)."""
+def cuda_need_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | None = None,
+                    device_bytes: int | None = None) -> dict[str, object]:
+    """The CUDA need in parts, for display: ``context_bytes``, ``limit_bytes`` (what the allocator must be allowed,
+    cuBLAS workspaces included), ``allocated_peak_bytes``, ``reserved_peak_bytes`` (without a limit), ``need_bytes``
+    (context + limit; searched from ``device_bytes``' answer when given, as ``training_need_bytes``) and ``method``:
+    ``replayed`` (the step's allocation sequence replayed under the limit) or ``scaled`` (a setup the replay does not
+    lay out: its reserved peak, scaled by ``core.cuda_memory.process_memory``)."""
     from xtlens.core.cuda_memory import replayable
 
     pm = _process(cfg, wl, setup, gpu)
-    need = _cuda_need(cfg, wl, setup, gpu)
+    need = _cuda_need(cfg, wl, setup, gpu, device_bytes)
     return {"context_bytes": pm.context_bytes, "limit_bytes": need - pm.context_bytes,
             "allocated_peak_bytes": pm.allocated_peak_bytes, "reserved_peak_bytes": pm.reserved_peak_bytes,
             "need_bytes": need, "method": "replayed" if replayable(setup) else "scaled"}
 
 
 def _cuda_fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice) -> bool:
-    """Whether a CUDA training step fits ``device`` (``_cuda_need`` <= its memory, up to the need's 2 MiB resolution)
-    with one limited replay at most: the quick answers first (the whole unconstrained process fits; the replayed
+    """Whether a CUDA training step fits ``device`` (exactly when ``_cuda_need(..., device)`` <= its memory) with one
+    limited replay at most: the quick answers first (the whole unconstrained process fits; the replayed
     tensors' own peak does not, the lower end of ``min_device_bytes``' search)."""
     from xtlens.core.cuda_memory import replayable
 
@@ -194,7 +219,7 @@ def training_need_bytes(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, de
     (``training_memory``, single-tensor optimizer). ``device`` None: the CPU rule."""
     if device is None or device.kind == "cpu":
         return training_memory(cfg, wl, setup).peak_bytes
-    return _cuda_need(cfg, wl, setup, device.gpu)
+    return _cuda_need(cfg, wl, setup, device.gpu, device.memory_bytes)
 
 
 def _fits(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, device: FitDevice | None, budget: int) -> bool:

@@ -184,7 +184,7 @@ def _need_note(cfg: ModelConfig, wl: Workload, training: TrainingSetup, device: 
     if device.kind == "cpu":
         return (f"{head}: the training step's ordered peak (tensors by the order they live and die; single-tensor "
                 "optimizer, the CPU default).")
-    parts = cuda_need_parts(cfg, wl, training, device.gpu)
+    parts = cuda_need_parts(cfg, wl, training, device.gpu, device.memory_bytes)
     how = ("releasing its cached free segments at the device's end as torch does before an out-of-memory error"
            if parts["method"] == "replayed" else
            "its reserved peak scaled from the plain step's: the allocation sequence of this setup is not replayed")

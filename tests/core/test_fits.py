@@ -138,7 +138,7 @@ def test_cuda_need_lies_between_the_allocated_and_the_reserved_process_and_the_m
     pm = process_memory(SEED, wl, setup, phase="train_step", gpu=gpu)
     need = training_need_bytes(SEED, wl, setup, device)
     assert pm.context_bytes + pm.allocated_peak_bytes <= need <= pm.process_bytes == pm.context_bytes + pm.reserved_peak_bytes
-    assert need == min_device_bytes(SEED, wl, setup, gpu=gpu)  # the Memory tab's number
+    assert need == min_device_bytes(SEED, wl, setup, gpu=gpu)  # the Memory tab's number (the device holds the process)
     assert _runs_within(SEED, wl, setup, gpu, need) and not _runs_within(SEED, wl, setup, gpu, need - 2 * 2**20)
     b = what_fits(SEED, wl, device, training=setup)["fits_train_batch"]
 
@@ -245,4 +245,22 @@ def test_serving_need_on_a_gpu_adds_the_context() -> None:
     need = [serving_need_bytes(SEED, wl, ServingSetup(kv_cache="int8", concurrent=b, context_len=4096), gpu)
             for b in (fits, fits + 1)]
     assert need[0] <= 16 * GIB < need[1]
+
+
+def test_the_gpu_need_agrees_with_the_device_where_the_replay_is_not_monotone() -> None:
+    """The seed without ALiBi, amp_bf16 with block recomputation, batch 8 x 2048, on 6 GiB: the limited replay runs
+    there although the unanchored search (``min_device_bytes``) puts its smallest device higher; the answer follows the
+    device (fits), its need is at most the device, and the largest batch is 8 with batch 9 not running."""
+    from xtlens.core.cuda_memory import min_device_bytes
+    from xtlens.core.fits import _runs_within
+
+    cfg, gpu = PRESETS["seed-no-alibi"], "NVIDIA H200"
+    setup, wl = TrainingSetup(precision="amp_bf16", recompute="block"), Workload(batch=8, seq_len=2048, dtype="bfloat16")
+    device = FitDevice(memory_bytes=6 * GIB, kind="cuda", gpu=gpu)
+    assert _runs_within(cfg, wl, setup, gpu, 6 * GIB) and min_device_bytes(cfg, wl, setup, gpu=gpu) > 6 * GIB
+    answer = fit_answer(cfg, wl, setup, device)
+    assert answer.fits and answer.need_bytes <= 6 * GIB and answer.margin_bytes >= 0
+    assert _runs_within(cfg, wl, setup, gpu, answer.need_bytes)
+    assert what_fits(cfg, Workload(batch=1, seq_len=2048, dtype="bfloat16"), device, training=setup)["fits_train_batch"] == 8
+    assert not fit_answer(cfg, Workload(batch=9, seq_len=2048, dtype="bfloat16"), setup, device).fits
 
