@@ -96,6 +96,10 @@ def test_predicted_maximum_runs_and_one_more_does_not(process: dict, case: tuple
     with emulated_device(device.memory_bytes, context) as cap:
         found = largest_running(ok, hi=hi, step=step, start=predicted or step)["max"]
     wall = time.perf_counter() - t0
+    from xtlens.core.cuda_memory import context_bytes_for
+
+    predicted_context = context_bytes_for(process["device_name"])[0]
+
     def need(v: int) -> int:  # the model's device need (context + allocator limit) for value v (0: nothing)
         if v <= 0:
             return 0
@@ -103,7 +107,7 @@ def test_predicted_maximum_runs_and_one_more_does_not(process: dict, case: tuple
         return training_need_bytes(cfg, Workload(batch=b, seq_len=n, dtype=dtype), setup, device)
 
     last = rows.get(found, {})
-    print(f"\n{name}, {gib} GiB device ({process['device_name']}, measured context {context / GIB:.3f} GiB, allocator cap "
+    print(f"\n{name}, {gib} GiB device ({process['device_name']}, measured context {context / GIB:.3f} GiB, predicted {predicted_context / GIB:.3f}, allocator cap "
           f"{cap / GIB:.3f} GiB): {precision} {recompute} {what} at {fixed}: predicted max {predicted}, found {found} "
           f"({len(rows)} runs, {wall:.1f} s); at {found}: predicted need {need(found) / GIB:.3f} GiB, measured reserved "
           f"{last.get('peak_reserved_bytes', 0) / GIB:.3f} GiB + context, allocator retries "
