@@ -90,12 +90,10 @@ def _estimate(args: argparse.Namespace) -> int:
     if training is not None:
         setups["training_setup"] = training.to_dict()
         setups["serving_setup"] = serving.to_dict()
+    fit_line = None
     if args.device_memory_gib is not None:
-        from xtlens.core.cost_model import what_fits
-
-        budget = _budget_bytes(args.device_memory_gib)
-        values["device_memory_bytes"] = budget
-        values.update(what_fits(cfg, wl, budget, training=training, serving=serving))
+        values_fit, fit_line = _fits(cfg, wl, training, serving, args.device_memory_gib, args.device_kind)
+        values.update(values_fit)
     latency_rows: list[tuple[str, str, str, str, float]] = []
     if args.hardware is not None:
         hw, latency_rows = _latency_predictions(cfg, wl, args.hardware)
@@ -117,7 +115,39 @@ def _estimate(args: argparse.Namespace) -> int:
         print(",".join(_csv_scalar(v) for v in row.values()))
     else:
         print(_estimate_table(cfg, wl, values))
+        if fit_line is not None:
+            print("\n" + fit_line)
+    if fit_line is not None and args.format in ("csv", "rows"):
+        print(fit_line, file=sys.stderr)
     return 0
+
+
+def _fits(cfg: ModelConfig, wl: Workload, training, serving, text: str, kind: str) -> tuple[dict, str]:
+    """``--device-memory-gib``: the keys it adds (``device_memory_bytes``, the need and margin of a training step,
+    the one-line answer ``fit_answer``, the first remedy that fits and its compute change, the ``fits_*`` maxima)
+    and the line printed under the table: the answer and the maxima (``core.fits``)."""
+    from xtlens.core.fits import device_from_text, fit_answer, what_fits
+
+    device = device_from_text(text, kind=kind)
+    answer = fit_answer(cfg, wl, training, device)
+    fits = what_fits(cfg, wl, device, training=training, serving=serving)
+    values: dict = {"device_memory_bytes": device.memory_bytes, "fit_device_kind": device.kind,
+                    "fit_need_bytes": answer.need_bytes, "fit_margin_bytes": answer.margin_bytes,
+                    "fit_answer": answer.text,
+                    "fit_remedy": None if answer.remedy is None else answer.remedy.name,
+                    "fit_remedy_compute_change": None if answer.remedy is None else round(answer.remedy.compute_change, 4),
+                    **fits}
+    need = ("the CUDA context + what the caching allocator must be allowed to reserve" if device.kind == "cuda"
+            else "the ordered peak")
+    serve_wl = serving.workload(wl)
+    line = (f"{device.label or fmt_value('bytes', device.memory_bytes)}: {answer.text}\n"
+            f"  a training step at batch {wl.batch} x {wl.seq_len:,} tokens needs {fmt_value('bytes', answer.need_bytes)} "
+            f"({need})\n"
+            f"  largest training batch at {wl.seq_len:,} tokens: {fits['fits_train_batch']:,}; longest training "
+            f"sequence at batch {wl.batch}: {fits['fits_train_seq_len_tokens']:,} tokens\n"
+            f"  serving: up to {fits['fits_serve_batch']:,} sequences of {serve_wl.seq_len:,} tokens; up to "
+            f"{fits['fits_serve_seq_len_tokens']:,} tokens at {serve_wl.batch:,} sequences")
+    return values, line
 
 
 def _hardware_list() -> str:
@@ -189,24 +219,6 @@ def _setups_from(args: argparse.Namespace, cfg: ModelConfig):
     return TrainingSetup(**train).check_against(cfg), ServingSetup(**serve).check_against(cfg)
 
 
-def _budget_bytes(text: str) -> int:
-    """``--device-memory-gib``: a number of GiB or a GPU preset name (``core.setup.GPU_PRESETS_GIB``)."""
-    from xtlens.core.setup import GPU_PRESETS_GIB
-
-    presets = {k.lower().replace(" ", ""): v for k, v in GPU_PRESETS_GIB.items()}
-    key = text.lower().replace(" ", "")
-    if key in presets:
-        return int(presets[key] * 2**30)
-    try:
-        gib = float(text)
-    except ValueError:
-        gib = -1.0
-    if not 0 < gib <= 1_000_000:
-        raise ConfigError("--device-memory-gib", text, "a positive number of GiB (2**30 bytes) or one of "
-                          + ", ".join(GPU_PRESETS_GIB))
-    return int(gib * 2**30)
-
-
 def _csv_scalar(value: object) -> str:
     if value is None:
         return ""
@@ -220,8 +232,8 @@ def _estimate_table(cfg: ModelConfig, wl: Workload, values: dict[str, int | floa
              "config: " + ", ".join(f"{k}={v!r}" for k, v in {**cfg.wrapper_kwargs(), **cfg.decoder_kwargs()}.items()), ""]
     width = max(len(k) for k in values)
     for key, value in values.items():
-        if isinstance(value, str):
-            lines.append(f"{key:<{width}}  {value:>22}")
+        if isinstance(value, str) or value is None:
+            lines.append(f"{key:<{width}}  {'-' if value is None else value:>22}")
             continue
         number = f"{value:,}" if isinstance(value, int) else f"{value:,.6g}"
         lines.append(f"{key:<{width}}  {number:>22}  {'' if unit_of(key) == 'count' else fmt_value(unit_of(key), value)}".rstrip())
@@ -493,8 +505,13 @@ def _add_setup_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--concurrent", type=int, help="concurrent sequences (default --batch)")
     s.add_argument("--context-len", type=int, help="context length per sequence (default --seq-len)")
     p.add_argument("--device-memory-gib", metavar="GIB|GPU", default=None,
-                   help="device memory in GiB or a GPU name (e.g. 'H100 80GB'): adds the largest batch and sequence "
-                   "length that fit, for training and serving (fits_* keys)")
+                   help="device memory in GiB or a GPU name (e.g. 'H100 80GB'): will a training step fit (fit_answer: "
+                   "'fits with 3.1 GiB to spare' / 'needs 2.4 GiB more: try block recomputation (fits, +31%% "
+                   "compute)'), and the largest batch and sequence length that fit, for training and serving "
+                   "(fits_* keys)")
+    p.add_argument("--device-kind", choices=("cuda", "cpu"), default="cuda",
+                   help="what must fit --device-memory-gib: cuda (default; the CUDA context + the caching allocator's "
+                   "reserved peak) or cpu (the ordered peak)")
 
 
 def build_parser() -> argparse.ArgumentParser:

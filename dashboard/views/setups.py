@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 from xtlens.core import cost_model, units
 from xtlens.core.config import ConfigError, ModelConfig, Workload
+from xtlens.core.fits import FitAnswer, FitDevice, cuda_need_parts, fit_answer, what_fits
 from xtlens.core.setup import (
     GPU_PRESETS_GIB,
     KV_CACHE,
@@ -24,7 +25,8 @@ from xtlens.dashboard.session import budget_data, url
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, table
 
-CUSTOM = "a number (GiB)"
+CUSTOM = "a number (GiB) of GPU memory"
+CUSTOM_CPU = "a number (GiB) of CPU memory"
 WEIGHTS = {"workload dtype": None, "16-bit": 16, "int8": 8, "int4": 4}
 KV = {"workload dtype": None, **{k if k != "16" else "16-bit": k for k in KV_CACHE}}
 
@@ -33,9 +35,9 @@ def _index(options: list, value) -> int:
     return options.index(value) if value in options else 0
 
 
-def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, list[ConfigError]]:
-    """The setup widgets, seeded from the URL; returns the setups (None where invalid), the device memory in bytes
-    and the errors (each names its field)."""
+def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, FitDevice, list[ConfigError]]:
+    """The setup widgets, seeded from the URL; returns the setups (None where invalid), the device (its memory in
+    bytes, GPU or CPU) and the errors (each names its field)."""
     params = url.setup_params()
     errors: list[ConfigError] = []
     try:
@@ -82,11 +84,19 @@ def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, 
     context = cols[4].number_input("context length (tokens)", 1, ctx.cfg.max_seq_len,
                                    min(linked_serving.context_len or ctx.wl.seq_len, ctx.cfg.max_seq_len), key="setups.context")
     cols = st.columns([2, 1, 3])
-    gpus = [*GPU_PRESETS_GIB, CUSTOM]
+    gpus = [*GPU_PRESETS_GIB, CUSTOM, CUSTOM_CPU]
     gpu = cols[0].selectbox("device memory", gpus, index=0, key="setups.gpu",
-                            format_func=lambda g: g if g == CUSTOM else f"{g} ({GPU_PRESETS_GIB[g]} GiB usable)")
-    gib = cols[1].number_input("GiB", 0.1, 1e6, 80.0, key="setups.gib", disabled=gpu != CUSTOM)
-    budget_bytes = int((gib if gpu == CUSTOM else GPU_PRESETS_GIB[gpu]) * units.GIB)
+                            format_func=lambda g: g if g in (CUSTOM, CUSTOM_CPU) else f"{g} ({GPU_PRESETS_GIB[g]} GiB usable)",
+                            help="A GPU must hold the whole process: the CUDA context and what the caching allocator "
+                                 "reserves (the ordered peak rounded to its blocks and segments, plus the cuBLAS "
+                                 "workspace). CPU memory holds the ordered peak.")
+    gib = cols[1].number_input("GiB", 0.1, 1e6, 80.0, key="setups.gib", disabled=gpu not in (CUSTOM, CUSTOM_CPU))
+    if gpu in (CUSTOM, CUSTOM_CPU):
+        kind = "cpu" if gpu == CUSTOM_CPU else "cuda"
+        device = FitDevice(memory_bytes=int(gib * units.GIB), kind=kind, label=f"{gib:g} GiB of {kind.upper()} memory")
+    else:
+        device = FitDevice(memory_bytes=int(GPU_PRESETS_GIB[gpu] * units.GIB), kind="cuda", gpu=gpu,
+                           label=f"{gpu} ({GPU_PRESETS_GIB[gpu]} GiB usable)")
     training = serving = None
     try:
         training = TrainingSetup(precision=precision, optimizer=optimizer, recompute=recompute, grad_accum=int(grad_accum),
@@ -101,7 +111,7 @@ def controls(ctx: Ctx) -> tuple[TrainingSetup | None, ServingSetup | None, int, 
         errors.append(exc)
     if training is not None and serving is not None:
         url.remember_setups({**training.to_query_params(), **serving.to_query_params()})
-    return training, serving, budget_bytes, errors
+    return training, serving, device, errors
 
 
 def _fits_line(fits: dict[str, int], what: str, wl: Workload, cfg: ModelConfig) -> str:
@@ -112,7 +122,8 @@ def _fits_line(fits: dict[str, int], what: str, wl: Workload, cfg: ModelConfig) 
 
 
 def render(ctx: Ctx) -> None:
-    training, serving, budget_bytes, errors = controls(ctx)
+    training, serving, device, errors = controls(ctx)
+    budget_bytes = device.memory_bytes
     for exc in errors:
         st.error(f"**{exc.field}**: {exc}")
     if training is None or serving is None:
@@ -138,10 +149,7 @@ def render(ctx: Ctx) -> None:
                       help=f"One micro-batch (the sidebar's batch). Recomputation adds "
                      f"{units.fmt_flops(train_flops['recompute_flops'])}; one optimizer step = "
                      f"{training.grad_accum} micro-batches")
-    fits = cost_model.what_fits(cfg, wl, budget_bytes, training=training, serving=serving)
-    st.markdown(f"**What fits {units.fmt_bytes(budget_bytes)} per device** — training: "
-                f"{_fits_line(fits, 'train', wl, cfg)}. Serving: "
-                f"{_fits_line(fits, 'serve', serving.workload(wl), cfg)}.")
+    _what_fits(cfg, wl, training, serving, device)
     chart(setup_charts.stages_figure(train_memory.stages_bytes, train_memory.peak_parts_bytes, train_memory.peak_stage, budget_bytes,
                                      title="Training step: live memory per device at each stage"), "setups_stages")
     table(_sizes(train_memory, serve_memory), "per-device memory by component", "setups.sizes",
@@ -150,6 +158,51 @@ def render(ctx: Ctx) -> None:
                "optimizer.step(), zero_grad(set_to_none=True). `xtlens.profiling.measure.setups` runs such a step on this "
                "model's real code under torch's memory tracker, to check these sizes.")
     _explorer(ctx, training, serving, budget_bytes)
+
+
+def _what_fits(cfg: ModelConfig, wl: Workload, training: TrainingSetup, serving: ServingSetup, device: FitDevice) -> None:
+    """What fits: the one-line answer for this training step on the device, with its margin and, when it does not
+    fit, the first remedy that does (``core.fits.fit_answer``); what the device must hold; the largest batch and
+    sequence length for training and serving (``core.fits.what_fits``); the remedies tried, as a table."""
+    answer = fit_answer(cfg, wl, training, device)
+    fits = what_fits(cfg, wl, device, training=training, serving=serving)
+    text = answer.text[:1].upper() + answer.text[1:]
+    (st.success if answer.fits else st.warning)(
+        f"**What fits {device.label}** — a training step at batch {wl.batch} x {wl.seq_len:,} tokens: **{text}**.")
+    st.caption(_need_note(cfg, wl, training, device, answer))
+    st.markdown(f"Training: {_fits_line(fits, 'train', wl, cfg)}. Serving: "
+                f"{_fits_line(fits, 'serve', serving.workload(wl), cfg)}.")
+    if answer.tried:
+        table(_remedies(answer), "will it fit: remedies tried", "setups.remedies",
+              caption="each remedy re-predicted on this device, in the order tried; compute_change: training FLOPs "
+                      "per optimizer step at the same tokens against the setup above (torch convention)")
+
+
+def _need_note(cfg: ModelConfig, wl: Workload, training: TrainingSetup, device: FitDevice, answer: FitAnswer) -> str:
+    """What the device must hold, in words and bytes."""
+    head = f"Needs {units.fmt_bytes(answer.need_bytes)} of {units.fmt_bytes(device.memory_bytes)}"
+    if device.kind == "cpu":
+        return (f"{head}: the training step's ordered peak (tensors by the order they live and die; single-tensor "
+                "optimizer, the CPU default).")
+    parts = cuda_need_parts(cfg, wl, training, device.gpu, device.memory_bytes)
+    how = ("releasing its cached free segments at the device's end as torch does before an out-of-memory error"
+           if parts["method"] == "replayed" else
+           "its reserved peak scaled from the plain step's: the allocation sequence of this setup is not replayed")
+    return (f"{head}: the CUDA context ({units.fmt_bytes(parts['context_bytes'])}) + what the caching allocator must "
+            f"be allowed to reserve ({units.fmt_bytes(parts['limit_bytes'])}: the allocated peak of "
+            f"{units.fmt_bytes(parts['allocated_peak_bytes'])}, cuBLAS workspaces included, in its blocks and segments, "
+            f"{how}; with memory to spare it keeps {units.fmt_bytes(parts['reserved_peak_bytes'])}). Checked against "
+            "the largest batch and sequence that ran on an H200 under a 16 GiB allocator cap: all within one step.")
+
+
+def _remedies(answer: FitAnswer) -> pd.DataFrame:
+    rows = [{"remedy": r.name, "fits": r.fits, "need_bytes": r.need_bytes,
+             "margin_bytes": answer.device_bytes - r.need_bytes, "compute_change": round(r.compute_change, 4),
+             "micro_batch": r.wl.batch, "grad_accum": r.setup.grad_accum, "precision": r.setup.precision,
+             "recompute": r.setup.recompute, "optimizer": r.setup.optimizer} for r in answer.tried]
+    frame = pd.DataFrame(rows)
+    frame["need_GiB"] = (frame["need_bytes"] / units.GIB).round(3)
+    return frame
 
 
 def _measured_note(training: TrainingSetup, serving: ServingSetup) -> str:

@@ -238,8 +238,14 @@ def test_estimate_setup_options_report_per_device_peaks_and_what_fits(capsys) ->
     assert out["training_setup"] == training.to_dict() and out["serving_setup"] == serving.to_dict()
     assert out["training_total_bytes"] == cost_model.training_memory(PRESETS["seed"], wl, training).peak_bytes
     assert out["inference_total_bytes"] == cost_model.serving_memory(PRESETS["seed"], wl, serving).total_bytes
-    fits = cost_model.what_fits(PRESETS["seed"], wl, 24 * 2**30, training=training, serving=serving)
+    from xtlens.core.fits import FitDevice, fit_answer
+
+    device = FitDevice(memory_bytes=24 * 2**30, kind="cuda")  # a number of GiB: a GPU (context + reserved peak)
+    fits = cost_model.what_fits(PRESETS["seed"], wl, device, training=training, serving=serving)
     assert {k: out[k] for k in fits} == fits and out["device_memory_bytes"] == 24 * 2**30
+    answer = fit_answer(PRESETS["seed"], wl, training, device)
+    assert out["fit_answer"] == answer.text and out["fit_need_bytes"] == answer.need_bytes
+    assert out["fit_margin_bytes"] == 24 * 2**30 - answer.need_bytes and out["fit_device_kind"] == "cuda"
     # without setup options: today's single-device numbers, no setup keys
     plain = _json(capsys, "--seq-len", "2048")
     assert "training_setup" not in plain
@@ -251,7 +257,25 @@ def test_estimate_setup_options_report_per_device_peaks_and_what_fits(capsys) ->
     (["--tp", "3"], "tp = 3 is not allowed"),
     (["--weights-bits", "4", "--group-size", "96"], "group_size = 96 is not allowed"),
     (["--device-memory-gib", "lots"], "--device-memory-gib"),
+    (["--device-memory-gib", "0"], "--device-memory-gib"),
 ])
 def test_estimate_bad_setup_exits_2_naming_the_field(capsys, argv, fragment) -> None:
     assert main(["estimate", *argv]) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_estimate_device_memory_prints_the_fit_line_and_the_maxima(capsys) -> None:
+    """``--device-memory-gib 4 --device-kind cpu`` on the fp32 seed at batch 4 x 2048: the table ends with the
+    one-line answer (``core.fits.fit_answer``) and the maxima (``core.fits.what_fits``)."""
+    from xtlens.core.fits import FitDevice, fit_answer, what_fits
+    from xtlens.core.setup import ServingSetup, TrainingSetup
+
+    assert main(["estimate", "--preset", "seed", "--seq-len", "2048", "--batch", "4", "--device-memory-gib", "4",
+                 "--device-kind", "cpu", "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    wl, device = Workload(batch=4, seq_len=2048), FitDevice(memory_bytes=4 * 2**30, kind="cpu")
+    answer = fit_answer(PRESETS["seed"], wl, TrainingSetup(), device)
+    fits = what_fits(PRESETS["seed"], wl, device, training=TrainingSetup(), serving=ServingSetup())
+    assert f"4 GiB of CPU memory: {answer.text}\n" in out and answer.text.startswith("needs ") and "try " in answer.text
+    assert (f"largest training batch at 2,048 tokens: {fits['fits_train_batch']:,}; longest training sequence at "
+            f"batch 4: {fits['fits_train_seq_len_tokens']:,} tokens") in out
