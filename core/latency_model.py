@@ -23,7 +23,7 @@ Every part's predicted time, milliseconds (``total_ms``), is the sum of four ter
   On a ``Hardware`` preset: ``flops / peak`` (the roofline).
 * ``memory_ms``: the element-wise bytes of the part (``core.roofline`` bytes for the element-wise parts; for the
   matrix-product parts only what is not a product: the activation, the head merge copy) / the calibrated
-  element-wise bandwidth (a preset: its datasheet bandwidth). Backward: twice the forward's bytes;
+  element-wise bandwidth (a preset: its datasheet bandwidth). Backward: twice the forward's bytes (the ALiBi bias and the mask excepted: no gradient);
   ``loss``: ``3 T V e``; ``optimizer``: AdamW's single-tensor update (``torch.optim.AdamW`` on a CPU) reads and
   writes ``21 P e`` (decay ``2``, ``lerp_`` ``3``, ``mul_`` ``2``, ``addcmul_`` ``4``, ``sqrt``/``div`` ``4``,
   ``add_`` ``2``, ``addcdiv_`` ``4`` element passes of ``P e`` bytes).
@@ -90,6 +90,15 @@ _GEMM_PARTS = ("qkv_proj", "out_proj", "feedforward", "logits")
 #: leaving ~9 us = ~10 launches per module call; the torch profiler on the same forward puts 45 % of the wall
 #: time outside any aten op.
 XT_PYTHON_LAUNCHES_PER_MODULE = 8.0
+#: CPU only (a calibrated CPU): element-wise kernels of the model take this many times their bytes / the calibrated
+#: ``torch.add`` bandwidth (extra passes: layer norm's statistics, sin/cos and integer ALiBi ops, masked_fill, the
+#: rotary products; the roofline bytes count each tensor once), and matrix products inside the model this many times
+#: their isolated grid time (cold weights, the activations' layouts). Source: ``measure_breakdown`` of five fit
+#: configurations that are NOT in the held-out grid (``benchmarks/latency_heldout.py FIT``: dim 64-512, depth 1-4,
+#: 256-1536 tokens, forward and training step), measured / predicted per class on this project's 2-core AMD EPYC
+#: (torch 2.13, 1 thread, load ~3): element-wise 2.2-3.2 (3.2 over all five), products 1.14-1.42 (1.14 over all).
+CPU_ELEMENTWISE_FACTOR = 3.2
+CPU_GEMM_FACTOR = 1.15
 #: Bytes AdamW's single-tensor update moves per parameter element, in units of ``P e`` (see module docstring).
 ADAMW_BYTES_PER_PARAM_ELEMENT = 21
 #: aten ops ``torch.optim.AdamW`` (single-tensor, the CPU default) dispatches per parameter tensor, counted on
@@ -265,6 +274,8 @@ class _Terms:
         self.dtype = dtype
         self.calibrated = isinstance(source, Calibration)
         self.gpu = (source.device.startswith("cuda")) if self.calibrated else True
+        self.ew_factor = CPU_ELEMENTWISE_FACTOR if not self.gpu else 1.0
+        self.gemm_factor = CPU_GEMM_FACTOR if not self.gpu else 1.0
         if self.calibrated:
             cal = source
             self.launch_s = cal.launch_s
@@ -307,7 +318,7 @@ class _Terms:
             near = dist[:4]
             w = [1.0 / d2 for d2, _ in near]
             log_rate = sum(wi * r for wi, (_, r) in zip(w, near, strict=True)) / sum(w)
-        return self.scale * flops / math.exp(log_rate)
+        return self.gemm_factor * self.scale * flops / math.exp(log_rate)
 
     def attention_s(self, *, batch: int, heads: int, seq_len: int, head_dim: int, dense: bool,
                     backward: bool) -> float:
@@ -400,8 +411,11 @@ def _elementwise_bytes(cfg: ModelConfig, wl: Workload) -> dict[str, int]:
     rows["feedforward"] = cfg.depth * (2 * T * width * e + (T * f * e if cfg.ff_glu else 0))
     rows["logits"] = 0
     rows["attention"] = 0
-    rows["attention_other"] = 0
-    rows["framework_other"] = 0
+    kv_bytes = T * cfg.kv_heads * cfg.attn_dim_head * e
+    # Attention.forward's own ops (outside its sub-modules) copy q, k, v once (read + write); the decoder loop
+    # keeps each sub-layer's input (one copy of the hidden state per sub-layer)
+    rows["attention_other"] = cfg.depth * 2 * (q_bytes + 2 * kv_bytes)
+    rows["framework_other"] = 2 * cfg.depth * 2 * T * cfg.dim * e
     return rows
 
 
@@ -426,7 +440,7 @@ def _forward_rows(cfg: ModelConfig, wl: Workload, terms: _Terms, phase: str, *, 
                 compute = cfg.depth * bh * (terms.gemm_s(n, n, cfg.attn_dim_head) + terms.gemm_s(n, cfg.attn_dim_head, n))
                 ew[part] = cfg.depth * (4 + (2 if cfg.alibi_pos_bias else 0)) * bh * n * n * wl.dtype_bytes
         rows.append(_row(phase, part, terms, kernels=kernels[part], module_calls=calls[part], compute_s=compute,
-                         memory_s=ew.get(part, 0) / terms.bandwidth))
+                         memory_s=terms.ew_factor * ew.get(part, 0) / terms.bandwidth))
     return rows
 
 
@@ -434,7 +448,7 @@ def _train_rows(cfg: ModelConfig, wl: Workload, terms: _Terms) -> list[PartPredi
     rows = _forward_rows(cfg, wl, terms, "train_step", train=True)
     T, V, e = wl.tokens, cfg.num_tokens, wl.dtype_bytes
     rows.append(_row("train_step", "loss", terms, kernels=6, module_calls=0, compute_s=0.0,
-                     memory_s=3 * T * V * e / terms.bandwidth))
+                     memory_s=terms.ew_factor * 3 * T * V * e / terms.bandwidth))
     gemm_bw = sum(terms.gemm_s(m, k, n) + terms.gemm_s(k, n, m)
                   for shapes in gemm_shapes(cfg, T).values() for m, n, k in shapes)
     if cfg.attn_flash:
@@ -444,7 +458,8 @@ def _train_rows(cfg: ModelConfig, wl: Workload, terms: _Terms) -> list[PartPredi
     else:
         n, bh, dh = wl.seq_len, wl.batch * cfg.heads, cfg.attn_dim_head
         attn_bw = 2 * cfg.depth * bh * (terms.gemm_s(n, n, dh) + terms.gemm_s(n, dh, n))
-    ew = sum(r.memory_ms for r in rows) / 1e3
+    # the ALiBi bias and the SDPA mask carry no gradient: no backward traffic for them
+    ew = sum(r.memory_ms for r in rows if r.component not in ("alibi_bias", "mask_prep")) / 1e3
     rows.append(_row("train_step", "backward", terms, kernels=_backward_kernels(cfg), module_calls=0,
                      compute_s=gemm_bw + attn_bw, memory_s=2 * ew))
     P = sum(param_tensor_numels(cfg))
