@@ -177,11 +177,10 @@ def write_chart(rows: list[dict], path: Path, title: str) -> list[Path]:
 
 
 def run_heldout(args: argparse.Namespace) -> int:
+    import torch
     from xtlens.core.calibration import Calibration
     from xtlens.core.config import Workload
     from xtlens.core.latency_model import phase_ms
-
-    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -243,7 +242,6 @@ def run_heldout(args: argparse.Namespace) -> int:
 def run_reference(args: argparse.Namespace) -> int:
     """Predict the shipped reference rows' configurations (forward / train_step latency) and print the errors."""
     from xtlens.core.calibration import Calibration
-    from xtlens.core.config import Workload
     from xtlens.core.hardware import hardware_preset
     from xtlens.core.latency_model import phase_ms
     from xtlens.profiling.results.reference import reference_rows
@@ -260,7 +258,7 @@ def run_reference(args: argparse.Namespace) -> int:
     for r in reference_rows(preset):
         if r.measurement != "latency" or r.status != "ok" or r.phase not in ("forward", "train_step"):
             continue
-        cfg, wl = r.config_and_workload() if hasattr(r, "config_and_workload") else _cfg_wl(r)
+        cfg, wl = _cfg_wl(r)
         pred = phase_ms(cfg, wl, source, phase=r.phase)
         rows.append({"name": r.config_name, "phase": r.phase, "seq_len": wl.seq_len, "dtype": wl.dtype,
                      "predicted_ms": pred, "measured_ms": r.latency_median_ms})
