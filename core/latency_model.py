@@ -67,6 +67,7 @@ __all__ = [
     "phase_totals_ms",
     "part_kernels",
     "part_module_calls",
+    "backward_kernels",
     "param_tensor_count",
     "gemm_shapes",
     "prediction_label",
@@ -162,7 +163,7 @@ def part_kernels(cfg: ModelConfig, *, train: bool = False) -> dict[str, int]:
     xPos 38 + 20; ``alibi_bias`` 8 with rotary (rebuilt from positions every block), 3 without (cached bias
     sliced and padded); ``mask_prep`` 1 (``q * scale``), + 1 in training, + 4 with the ALiBi bias on the flash
     path (causal mask ``ones, triu``, ``expand``, ``masked_fill``), + 6 with one K/V head, + 8 with grouped K/V
-    heads (expansion); ``attention`` 1 (the SDPA op); einsum path (``attn_flash=False``) 30 (31 with ALiBi);
+    heads (expansion); ``attention`` 1 (the SDPA op); einsum path (``attn_flash=False``) 29 (30 with ALiBi);
     ``attention_other`` 2 (3 with xPos); per forward: ``embedding`` 1 (+ 4 absolute positions),
     ``framework_other`` 1 (+ 2 with rotary: positions), ``logits`` 4.
     """
@@ -180,8 +181,8 @@ def part_kernels(cfg: ModelConfig, *, train: bool = False) -> dict[str, int]:
     elif 1 < g < h:
         mask += 8
     if not flash:
-        mask = 1
-        attn = 30 + (1 if cfg.alibi_pos_bias else 0)
+        mask = 1 + (1 if train else 0)
+        attn = 29 + (1 if cfg.alibi_pos_bias else 0)
     else:
         attn = 1
     return {
@@ -202,7 +203,7 @@ def part_kernels(cfg: ModelConfig, *, train: bool = False) -> dict[str, int]:
     }
 
 
-def _backward_kernels(cfg: ModelConfig) -> int:
+def backward_kernels(cfg: ModelConfig) -> int:
     """aten ops the autograd engine dispatches for one backward (counted on the real model): 22 per model
     (embedding, final norm, logits, loss) + 88 per block, + 34 per block with rotary (the rotary products' and
     cats' gradients), + 5 with one K/V head, + 7 with grouped K/V heads, + 12 per block and - 6 per model with
@@ -223,10 +224,10 @@ def part_module_calls(cfg: ModelConfig) -> dict[str, int]:
     """``nn.Module`` calls per forward part (forward hooks on the real model; a module counts to its own part
     or, unlabelled, to the innermost labelled module around it, as ``profiling.measure.breakdown`` labels).
 
-    Per block: ``qkv_proj`` 6 (three ``Linear``, three ``Rearrange``), ``out_proj`` 2, ``feedforward`` 6
-    (``FeedForward``, two ``Sequential``, two ``Linear``, the activation), ``norms`` 2 per norm (x-transformers'
+    Per block: ``qkv_proj`` 6 (three ``Linear``, three ``Rearrange``), ``out_proj`` 2, ``feedforward`` 7
+    (``FeedForward``, two ``Sequential``, two ``Linear``, the activation, the dropout), ``norms`` 2 per norm (x-transformers'
     norm and torch's inside it), ``residual`` 1 per sub-layer, ``token_shift`` 1 per sub-layer,
-    ``mask_prep`` 2 (``Attend`` and its dropout), ``attention_other`` 1 (``Attention``), ``alibi_bias`` 1 without
+    ``mask_prep`` 1 (``Attend``; 2 on the einsum path: its dropout), ``attention_other`` 1 (``Attention``), ``alibi_bias`` 1 without
     rotary (the ``AlibiPositionalBias`` call); per forward: ``embedding`` 2 (+ 2 absolute positions),
     ``rotary`` 1, ``logits`` 1, ``framework_other`` 5 (wrapper, decoder, two identities, embedding dropout).
     """
@@ -239,10 +240,10 @@ def part_module_calls(cfg: ModelConfig) -> dict[str, int]:
         "qkv_proj": 6 * L,
         "rotary": 1 if cfg.uses_rotary else 0,
         "alibi_bias": L if (cfg.alibi_pos_bias and not cfg.uses_rotary) else 0,
-        "mask_prep": 2 * L,
+        "mask_prep": L * (1 if cfg.attn_flash else 2),
         "attention": 0,
         "out_proj": 2 * L,
-        "feedforward": 6 * L,
+        "feedforward": 7 * L,
         "residual": 2 * L,
         "logits": 1,
         "attention_other": L,
@@ -334,10 +335,13 @@ class _Terms:
             raise ConfigError("calibration", "attention", f"SDPA points with a {mask} mask")
 
         def per_unit(p: AttentionPoint) -> float:
-            s = (p.backward_seconds - p.seconds) if backward else p.seconds
-            if backward and (p.backward_seconds is None or s <= 0):
-                s = 2.0 * p.seconds
-            return max(s - self.launch_s, 0.1 * s) / (p.batch * p.heads * p.seq_len ** 2 * p.head_dim)
+            fwd = max(p.seconds - self.launch_s, 0.1 * p.seconds)
+            if backward:  # (forward + backward) - forward: the launches cancel; unmeasured: twice the forward
+                bwd = p.backward_seconds - p.seconds if p.backward_seconds is not None else 0.0
+                s = bwd if bwd > 0 else 2.0 * fwd
+            else:
+                s = fwd
+            return s / (p.batch * p.heads * p.seq_len ** 2 * p.head_dim)
 
         by_len = sorted({p.seq_len: per_unit(p) for p in pts}.items())
         x = math.log(seq_len)
@@ -373,7 +377,7 @@ def _label(source: Calibration | Hardware) -> str:
     if isinstance(source, Calibration):
         return f"calibrated on {source.key}"
     lo, hi = ERROR_BAND
-    return (f"{UNCALIBRATED_LABEL} ({source.name}; error band on calibrated devices: median {lo:.0%}, "
+    return (f"{UNCALIBRATED_LABEL} ({source.name}; error band on calibrated devices: median {lo:.0%} / "
             f"90th percentile {hi:.0%})")
 
 
@@ -448,7 +452,7 @@ def _forward_rows(cfg: ModelConfig, wl: Workload, terms: _Terms, phase: str, *, 
 def _train_rows(cfg: ModelConfig, wl: Workload, terms: _Terms) -> list[PartPrediction]:
     rows = _forward_rows(cfg, wl, terms, "train_step", train=True)
     T, V, e = wl.tokens, cfg.num_tokens, wl.dtype_bytes
-    rows.append(_row("train_step", "loss", terms, kernels=6, module_calls=0, compute_s=0.0,
+    rows.append(_row("train_step", "loss", terms, kernels=5, module_calls=0, compute_s=0.0,
                      memory_s=terms.ew_factor * 3 * T * V * e / terms.bandwidth))
     gemm_bw = sum(terms.gemm_s(m, k, n) + terms.gemm_s(k, n, m)
                   for shapes in gemm_shapes(cfg, T).values() for m, n, k in shapes)
@@ -461,7 +465,7 @@ def _train_rows(cfg: ModelConfig, wl: Workload, terms: _Terms) -> list[PartPredi
         attn_bw = 2 * cfg.depth * bh * (terms.gemm_s(n, n, dh) + terms.gemm_s(n, dh, n))
     # the ALiBi bias and the SDPA mask carry no gradient: no backward traffic for them
     ew = sum(r.memory_ms for r in rows if r.component not in ("alibi_bias", "mask_prep")) / 1e3
-    rows.append(_row("train_step", "backward", terms, kernels=_backward_kernels(cfg), module_calls=0,
+    rows.append(_row("train_step", "backward", terms, kernels=backward_kernels(cfg), module_calls=0,
                      compute_s=gemm_bw + attn_bw, memory_s=2 * ew))
     P = sum(param_tensor_numels(cfg))
     n_tensors = param_tensor_count(cfg)
