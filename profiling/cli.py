@@ -1,5 +1,6 @@
 """The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``probe`` (train:
-benefits, see ``profiling/benefit/cli.py``), ``results`` (the SQLite result store), ``dashboard``.
+benefits, see ``profiling/benefit/cli.py``), ``results`` (the SQLite result store), ``calibrate`` (this device's
+latency terms, stored), ``dashboard``.
 
     xtlens estimate --preset seed --seq-len 8192 --format json
     xtlens estimate --snippet model.py --set depth=12 --set attn_flash=false --format table
@@ -9,6 +10,7 @@ benefits, see ``profiling/benefit/cli.py``), ``results`` (the SQLite result stor
     xtlens results export --device H100 h100.parquet
     xtlens profile --preset seed --what breakdown,whatif --attention flex,compile --seq-lens 1024
     xtlens estimate --preset seed --seq-len 8192 --dtype bfloat16 --hardware h200
+    xtlens calibrate --device cpu --time-budget 60 --out cpu-calibration.json
     xtlens dashboard --port 8501 --headless
 
 Configuration: ``--preset NAME`` (default ``seed``), ``--config FILE.json`` (a JSON object of
@@ -28,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -126,8 +129,9 @@ def _hardware_list() -> str:
         bf16 = hw.peak("bfloat16")
         lines.append(f"{name:<10}  {'-' if bf16 is None else f'{bf16 / 1e12:,.1f}':>12}  "
                      f"{hw.peak('float32') / 1e12:>12,.1f}  {hw.mem_bandwidth_bytes_per_s / 1e12:>14.3f}")
-    lines.append("cpu         (measured: a matmul per dtype, 256x256 growing to at most 2048x2048 while one takes "
-                 "under 0.1 s, and a 64 MiB copy: seconds, also where a dtype has no fast unit)")
+    lines.append("cpu         (measured: profiling.measure.calibrate on 1024- and 2048-square products per dtype and a "
+                 "64 MiB element-wise add, a second or two per dtype; a dtype this CPU emulates is found on a 256-square "
+                 "product and stays small)")
     return "\n".join(lines)
 
 
@@ -390,6 +394,59 @@ def _plain_table(frame) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+# --- calibrate (latency terms of this device) ------------------------------------------------------------
+
+CALIBRATE_OUT_SUFFIXES = (".json", ".csv", ".parquet")
+STORE_RESERVE_S = 1.0  # kept back from --time-budget for storing and printing the calibration
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+
+    from xtlens.profiling.measure.calibrate import MAX_BUDGET_S, MIN_BUDGET_S
+
+    if not MIN_BUDGET_S <= args.time_budget <= MAX_BUDGET_S:
+        raise ConfigError("--time-budget", args.time_budget,
+                          f"a number of seconds from {MIN_BUDGET_S:g} to {MAX_BUDGET_S:g} (default 60)")
+    if args.out is not None and Path(args.out).suffix.lower() not in CALIBRATE_OUT_SUFFIXES:
+        raise ConfigError("--out", args.out, "a file ending in " + ", ".join(CALIBRATE_OUT_SUFFIXES) + " (.json: the "
+                          "calibration; .csv / .parquet: one row per measured point)")
+    from xtlens.profiling.results.calibrations import (
+        calibration_rows,
+        calibration_summary,
+        ready,
+        save_calibration,
+    )
+
+    store = ready(args.db)  # a store that cannot be written stops here, before a minute of measuring
+    from xtlens.profiling.measure.calibrate import calibrate
+
+    # the budget is the whole command's: what starting it took (Python, torch's import, the store) comes off it
+    started = getattr(args, "started_at", None) or time.monotonic()
+    spent = time.monotonic() - started
+    cal = calibrate(args.device, time_budget_s=max(MIN_BUDGET_S, args.time_budget - spent - STORE_RESERVE_S),
+                    progress=ProgressBar())
+    save_calibration(cal, store.path)
+    if args.out is not None:
+        out = Path(args.out)
+        try:
+            if out.suffix.lower() == ".json":
+                out.write_text(json.dumps(cal.to_dict(), indent=1, sort_keys=True) + "\n")
+            elif out.suffix.lower() == ".csv":
+                calibration_rows(cal).to_csv(out, index=False)
+            else:
+                calibration_rows(cal).to_parquet(out, index=False)
+        except OSError as exc:
+            raise ConfigError("--out", args.out, f"a file that can be written ({exc.strerror or exc})") from None
+        print(f"wrote the calibration to {out}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(cal.to_dict(), indent=1, sort_keys=True))
+    else:
+        print(calibration_summary(cal))
+    print(f"stored in {store.path} (xtlens estimate --hardware {cal.device} uses it); "
+          f"{time.monotonic() - started:.1f} s since the command started", file=sys.stderr)
+    return 0
+
+
 # --- dashboard ------------------------------------------------------------------------------------------
 
 def dashboard_command(*, port: int | None = None, headless: bool = False, extra: Sequence[str] = ()) -> list[str]:
@@ -526,6 +583,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_probe_parser(sub)  # xtlens probe {scaling,stability,extrapolation,heads}
 
+    cal = sub.add_parser("calibrate", help="measure this device's latency terms (about a minute) and store them",
+                         description="Measure what a roofline leaves out (launch and module overheads, element-wise "
+                                     "bandwidth, matrix-product throughput against shape per dtype, attention per SDPA "
+                                     "backend; a dtype this device emulates is measured small and named with its "
+                                     "slowdown) within --time-budget seconds, and store it in the result database.")
+    cal.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: cuda when there is one)")
+    cal.add_argument("--time-budget", type=float, default=60.0, metavar="S",
+                     help="at most this many seconds for the whole command, starting torch included (5 to 3600, "
+                          "default 60)")
+    cal.add_argument("--format", choices=("table", "json"), default="table", help="what to print (default table)")
+    cal.add_argument("--out", default=None, metavar="FILE", help="also write it: .json (the calibration) or .csv / "
+                     ".parquet (one row per measured point)")
+    cal.add_argument("--db", default=None, metavar="FILE", help="the result database (default $XTLENS_DB or "
+                     ".xtlens-cache/results.sqlite)")
+    cal.set_defaults(run=_calibrate)
+
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard")
     dash.add_argument("--port", type=int, default=None)
     dash.add_argument("--headless", action="store_true", help="do not open a browser")
@@ -537,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started_at = time.monotonic()  # ``calibrate``'s budget is the whole command's
     try:
         return int(args.run(args))
     except XtlensError as exc:  # ConfigError, BuildError, ProfileError: a message for the user, exit 2

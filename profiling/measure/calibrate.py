@@ -10,7 +10,9 @@ ceilings from it):
    (``__call__``, hooks, the Python of ``forward``), per call. Median of interleaved rounds of ``OVERHEAD_CALLS``.
 2. ``elementwise_bytes_per_s`` per dtype: ``torch.add(a, b, out=c)`` on ``ELEMENTWISE_BYTES`` per operand (3 operands
    moved: 2 read, 1 written) / its median time.
-3. The slow-dtype probe (``detect_slow_dtypes``): one ``PROBE_SIZES[0]``-square product per dtype against float32's.
+3. The slow-dtype probe (``detect_slow_dtypes``): one ``PROBE_SIZES[0]``-square product per dtype against float32's,
+   on one thread (the fastest of its repeats: on a busy machine a multi-threaded small product waits milliseconds
+   for a descheduled thread, which hides a 50x emulation gap).
    A half-precision dtype that takes ``SLOW_FACTOR`` x float32's time or more runs on an emulation path (bfloat16 /
    float16 on a CPU without native support: a 2048-square bfloat16 product took 77 s on such a CPU, 0.29 s in
    float32); it is measured again at ``PROBE_SIZES[1]`` when that fits, recorded in ``slow_dtypes`` with its slowdown,
@@ -24,7 +26,9 @@ ceilings from it):
    ``sdpa_kernel``, a backend that refuses a shape or mask is left out) for ``ATTENTION_HEADS`` heads of
    ``ATTENTION_HEAD_DIM`` at ``ATTENTION_LENGTHS``, causal (``is_causal=True``) and with a dense float mask (the
    ALiBi bias x-transformers passes: ``(1, heads, n, n)``, the causal part filled with ``-finfo.max / 2``),
-   forward and forward + backward, in float32 and every dtype that is not slow.
+   forward and forward + backward, in float32 and every dtype that is not slow. The shortest length is always
+   measured (every backend, dtype and mask gets a point); a longer one only when its time, predicted from the
+   previous length's by the square of the length ratio, fits.
 
 Every timed point: one untimed warm-up call (two when it is cheap; the last one's time also picks the repeats: enough for about
 ``POINT_TARGET_S``, at least ``MIN_REPEATS`` while they fit), then the median of the repeats. CPU: ``perf_counter``
@@ -68,6 +72,15 @@ CUDA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 #: a half-precision dtype whose product takes this many times float32's runs on an emulation path (native half
 #: precision takes 0.1-2x float32's time; the emulated bfloat16 of a CPU without it 100-270x, see the docstring)
 SLOW_FACTOR = 4.0
+#: a slow dtype's next product is predicted at this many times its last rate: its rate falls with the inner size
+#: (the emulated bfloat16 product ran at 2.2 GFLOP/s with k = 256, 0.2 with k = 4096)
+SLOW_SAFETY = 4.0
+#: the most of the budget a slow dtype's matrix-product grid may take (it stops at the small shapes)
+SLOW_SHARE = 0.04
+#: the median / minimum of a point's repeats above which the machine counts as busy (a note says rerun)
+BUSY_SPREAD = 1.3
+#: a 1-minute load average above this fraction of the CPUs at the start counts as busy (a note says rerun)
+BUSY_LOAD = 0.5
 PROBE_SIZES = (256, 512)
 #: where each section must end, as fractions of the time budget (the rest is the margin for the last point)
 SECTION_ENDS = {"overheads": 0.04, "elementwise": 0.10, "probe": 0.18, "matmul": 0.58, "attention": 0.92}
@@ -144,7 +157,7 @@ def _check(device: str, time_budget_s: float, dtypes: Sequence[str] | None, part
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise ConfigError("parts", list(parts), f"one or more of {', '.join(PARTS)}")
-    return ("float32", *(d for d in chosen if d != "float32"))  # float32 first: the reference of the slowdowns
+    return tuple(d for d in DTYPES if d in chosen)  # float32 first (when asked for), as in DTYPES
 
 
 class _Run:
@@ -161,6 +174,14 @@ class _Run:
         self.progress = progress
         self.cancel = cancel
         self.notes: list[str] = []
+        self.spreads: list[float] = []  # median / minimum of each timed point: 1 on an idle machine
+        self.laps: list[tuple[str, float]] = []
+        self._lap_start = self.start
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps.append((name, now - self._lap_start))
+        self._lap_start = now
 
     # --- time ---
     def elapsed(self) -> float:
@@ -200,11 +221,13 @@ class _Run:
             out.append(clock() - t0)
         return out
 
-    def measure(self, fn: Callable[[], object], *, predicted_s: float, deadline: float) -> float | None:
-        """Median seconds of ``fn`` after one warm-up call, or None when the warm-up and one timed call
+    def measure(self, fn: Callable[[], object], *, predicted_s: float, deadline: float,
+                best: bool = False, must: bool = False) -> float | None:
+        """Median (``best``: minimum) seconds of ``fn`` after one warm-up call, or None when the warm-up and one timed call
         (``2 x predicted_s``) would not end before ``deadline``. Repeats: about ``POINT_TARGET_S`` worth, from
-        ``MIN_REPEATS`` to ``MAX_REPEATS``, fewer (at least one) when the deadline is near."""
-        if time.monotonic() + 2 * predicted_s > deadline:
+        ``MIN_REPEATS`` to ``MAX_REPEATS``, fewer (at least one) when the deadline is near. ``must``: measured whatever
+        the deadline (the warm-up and ``MIN_REPEATS`` at least: a term every prediction needs, cheap by design)."""
+        if not must and time.monotonic() + 2 * predicted_s > deadline:
             return None
         t0 = time.monotonic()
         fn()
@@ -216,10 +239,14 @@ class _Run:
             self.sync()
             first = max(time.monotonic() - t0, 1e-7)
         n = min(MAX_REPEATS, max(MIN_REPEATS, int(POINT_TARGET_S / first)))
-        n = min(n, int((deadline - time.monotonic()) / first))
+        n = max(n if must else 0, min(n, int((deadline - time.monotonic()) / first)))
         if n < 1:
             return None
-        return statistics.median(self.time_calls(fn, n))
+        times = self.time_calls(fn, n)
+        median, low = statistics.median(times), min(times)
+        if low > 0:
+            self.spreads.append(median / low)
+        return low if best else median
 
 
 def _rand(torch, shape, dtype, device):
@@ -275,7 +302,8 @@ def _elementwise(run: _Run, dtypes: Sequence[str]) -> dict[str, float]:
         b = torch.empty_like(a).fill_(2.0)
         c = torch.empty_like(a)
         share_end = time.monotonic() + (deadline - time.monotonic()) / (len(dtypes) - i)
-        seconds = run.measure(lambda a=a, b=b, c=c: torch.add(a, b, out=c), predicted_s=0.0, deadline=share_end)
+        seconds = run.measure(lambda a=a, b=b, c=c: torch.add(a, b, out=c), predicted_s=0.0, deadline=share_end,
+                              must=True)
         if seconds is not None:
             out[dtype] = 3 * nbytes / seconds
         del a, b, c
@@ -291,15 +319,16 @@ def _product_timer(run: _Run, deadline: float) -> Callable[[str, int], float]:
         run.check(f"slow-dtype probe: {size}x{size} product in {dtype}")
         a = _rand(torch, (size, size), TORCH_DTYPES[dtype], run.device)
         b = _rand(torch, (size, size), TORCH_DTYPES[dtype], run.device)
-        # always measured (the probe decides what the rest may cost): a far deadline, at least MIN_REPEATS
-        seconds = run.measure(lambda: torch.mm(a, b), predicted_s=0.0, deadline=max(deadline, time.monotonic() + 1.0))
+        # always measured (the probe decides what the rest may cost); the fastest repeat: a neighbour's work slows
+        # a product, never makes its kernel faster
+        seconds = run.measure(lambda: torch.mm(a, b), predicted_s=0.0, deadline=deadline, best=True, must=True)
         return seconds if seconds is not None else float("inf")
 
     return time_product
 
 
-def _matmul(run: _Run, dtypes: Sequence[str], rates: dict[str, float], shapes: Sequence[tuple[int, int, int]]
-            ) -> list[MatmulPoint]:
+def _matmul(run: _Run, dtypes: Sequence[str], rates: dict[str, float], shapes: Sequence[tuple[int, int, int]],
+            slow: set[str]) -> list[MatmulPoint]:
     """The grid per dtype, each dtype an equal share of what is left of the section (see the module docstring)."""
     from xtlens.core.builder import TORCH_DTYPES
 
@@ -308,19 +337,22 @@ def _matmul(run: _Run, dtypes: Sequence[str], rates: dict[str, float], shapes: S
     deadline = run.deadline("matmul")
     for i, dtype in enumerate(dtypes):
         share_end = time.monotonic() + (deadline - time.monotonic()) / (len(dtypes) - i)
+        if dtype in slow:  # measured for information only (the page says: measure in float32 here)
+            share_end = min(share_end, time.monotonic() + SLOW_SHARE * run.budget_s)
         rate = rates[dtype]
         dt = TORCH_DTYPES[dtype]
         skipped = 0
         for m, n, k in shapes:
             flops = 2 * m * n * k
-            if time.monotonic() + 2 * flops / rate > share_end:
+            predicted = flops / rate * (SLOW_SAFETY if dtype in slow else 1.0)
+            if time.monotonic() + 2 * predicted > share_end:
                 skipped += 1
                 continue
             run.check(f"matrix products, {dtype}: {m}x{k} @ {k}x{n}")
             a = _rand(torch, (m, k), dt, run.device)
             b = _rand(torch, (k, n), dt, run.device)
             with torch.no_grad():
-                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=flops / rate, deadline=share_end)
+                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=predicted, deadline=share_end)
             del a, b
             if seconds is None:
                 skipped += 1
@@ -380,14 +412,14 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
                     else:
                         forward()
                         label = backend
-                    fwd = run.measure(forward, predicted_s=predicted / 3, deadline=share_end)
+                    fwd = run.measure(forward, predicted_s=predicted / 3, deadline=share_end, must=last is None)
             except RuntimeError as exc:  # this backend refuses this dtype, shape or mask (e.g. flash: no mask)
                 run.notes.append(f"attention {dtype} {backend} {mask}: not available ({str(exc).splitlines()[0][:120]})")
                 break
             if fwd is None:
                 break
             both = None
-            if time.monotonic() + 2 * 3 * fwd < share_end:
+            if last is None or time.monotonic() + 2 * 3 * fwd < share_end:  # the shortest length: always
                 qg, kg, vg, bias = _attention_inputs(torch, dt, run.device, seq_len, mask, grad=True)
                 grad = torch.randn_like(qg)
 
@@ -398,7 +430,7 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
 
                 try:
                     with _backend_context(torch, backend):
-                        both = run.measure(fwd_bwd, predicted_s=3 * fwd, deadline=share_end)
+                        both = run.measure(fwd_bwd, predicted_s=3 * fwd, deadline=share_end, must=last is None)
                 except RuntimeError as exc:
                     run.notes.append(f"attention {dtype} {label} {mask} backward: not available "
                                      f"({str(exc).splitlines()[0][:120]})")
@@ -421,11 +453,21 @@ def _backend_context(torch, backend: str | None):
     return sdpa_kernel([getattr(SDPBackend, names[backend])])
 
 
-def _load_note() -> str:
+def _load_notes(cuda: bool) -> list[str]:
+    """The load average at the start, and a warning when other work already kept half the CPUs busy."""
     try:
-        return "load average (1, 5, 15 min) at the start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        load = os.getloadavg()
     except OSError:
-        return "load average: not available"
+        return ["load average: not available"]
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    notes = [f"load average (1, 5, 15 min) at the start: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} on {cpus} CPUs"]
+    if not cuda and load[0] > BUSY_LOAD * cpus:
+        notes.append(f"the machine was busy (1-minute load {load[0]:.2f} on {cpus} CPUs): multi-threaded ops wait for "
+                     "descheduled threads, so these times are longer than the device's; calibrate again when it is idle")
+    return notes
 
 
 def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Progress | None = None,
@@ -433,8 +475,8 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
               parts: Sequence[str] = PARTS, matmul_shapes: Sequence[tuple[int, int, int]] | None = None
               ) -> Calibration:
     """Measure ``device``'s latency terms within ``time_budget_s`` seconds of wall time (from ``MIN_BUDGET_S`` to
-    ``MAX_BUDGET_S``); see the module docstring for what and how. ``dtypes`` (default ``DTYPES``; float32 is always
-    measured, the reference of the slowdowns), ``parts`` (default every one of ``PARTS``) and ``matmul_shapes``
+    ``MAX_BUDGET_S``); see the module docstring for what and how. ``dtypes`` (default ``DTYPES``; float32's probe
+    product is timed whatever they are: the reference of the slowdowns), ``parts`` (default every one of ``PARTS``) and ``matmul_shapes``
     (``(m, n, k)``, default ``matmul_grid()``) narrow it (``profiling.measure.roofline`` needs only the ceilings).
 
     Raises ``ConfigError`` for a bad argument, ``BuildError`` for a device this machine has not,
@@ -446,7 +488,10 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     import torch
 
     run = _Run(dev, float(time_budget_s), progress, cancel)
-    run.notes.append(_load_note())
+    run.notes.extend(_load_notes(run.cuda))
+    run.notes.append("times: CUDA events around each call (the kernel's own time; launch_s is the host's wall time "
+                     "per op, apart)" if run.cuda else
+                     "times: wall time of each call (on a CPU the per-op dispatch, launch_s, is inside every time)")
     if run.cuda:
         run.notes.append(f"float32 matmul: TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'} "
                          f"(torch.backends.cuda.matmul.allow_tf32)")
@@ -459,31 +504,52 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     with torch.cuda.device(dev) if run.cuda else _nothing():
         if "overheads" in parts:
             launch_s, module_s = _overheads(run)
+            run.lap("overheads")
         if "elementwise" in parts:
             bandwidth = _elementwise(run, chosen)
+            run.lap("element-wise")
         if "matmul" in parts or "attention" in parts:
-            with torch.no_grad():
-                timed, slow = detect_slow_dtypes(_product_timer(run, run.deadline("probe")), chosen,
-                                                 max_s=0.03 * run.budget_s / (1 + MIN_REPEATS))
+            threads = torch.get_num_threads()
+            try:  # one thread: on a busy machine a multi-threaded small product waits for a descheduled thread
+                torch.set_num_threads(1)
+                with torch.no_grad():
+                    # float32 is always probed: the reference of the slowdowns
+                    timed, slow = detect_slow_dtypes(_product_timer(run, run.deadline("probe")), ("float32", *chosen),
+                                                     max_s=0.03 * run.budget_s / (1 + MIN_REPEATS))
+            finally:
+                torch.set_num_threads(threads)
+            run.lap("slow-dtype probe")
             slow_names = {s.dtype for s in slow}
             base = PROBE_SIZES[0]
             for dtype in chosen:
                 if dtype != "float32" and dtype not in slow_names:
                     run.notes.append(f"{dtype}: {timed[dtype, base] / timed['float32', base]:.2f}x float32's time for "
                                      f"a {base}x{base} product (not slow here: under {SLOW_FACTOR:g}x)")
-            matmul += [MatmulPoint(dtype=d, m=s, n=s, k=s, seconds=sec) for (d, s), sec in timed.items()]
+            # the probe's products are points too: on CUDA all of them; on a CPU (where the probe ran on one thread)
+            # only a slow dtype's, whose emulation path runs on one thread anyway and whose grid may stop small
+            matmul += [MatmulPoint(dtype=d, m=s, n=s, k=s, seconds=sec) for (d, s), sec in timed.items()
+                       if d in chosen and (run.cuda or d in slow_names)]
             if "matmul" in parts:
                 largest = {d: max(s for dd, s in timed if dd == d) for d in chosen}
                 rates = {d: 2 * s**3 / timed[d, s] for d, s in largest.items()}
                 order = [d for d in chosen if d not in slow_names] + [d for d in chosen if d in slow_names]
-                matmul += _matmul(run, order, rates, shapes)
+                matmul += _matmul(run, order, rates, shapes, slow_names)
+                run.lap("matrix products")
             if "attention" in parts:
                 attention = _attention(run, [d for d in chosen if d not in slow_names])
+                run.lap("attention")
                 if slow_names:
                     run.notes.append("attention not measured in " + ", ".join(sorted(slow_names)) + " (slow here)")
     if "overheads" not in parts:
         launch_s = module_s = 0.0
         run.notes.append("launch and module overheads not measured (0 here)")
+    if run.spreads:
+        spread = statistics.median(run.spreads)
+        run.notes.append(f"timing spread (median / minimum of each point's repeats, median over {len(run.spreads)} "
+                         f"points): {spread:.2f}" + (f": the machine was busy (over {BUSY_SPREAD:g}), these times "
+                                                    "include its neighbours' work; calibrate again when it is idle"
+                                                    if spread > BUSY_SPREAD else ""))
+    run.notes.append("seconds per section: " + ", ".join(f"{name} {sec:.1f}" for name, sec in run.laps))
     vers = versions()
     wall = run.elapsed()
     if run.progress is not None:
@@ -501,7 +567,8 @@ def _dedupe(points: list[MatmulPoint]) -> list[MatmulPoint]:
     seen: dict[tuple, MatmulPoint] = {}
     for p in points:
         seen[(p.dtype, p.m, p.n, p.k)] = p
-    return sorted(seen.values(), key=lambda p: (p.dtype, p.m * p.n * p.k, p.m, p.n, p.k))
+    order = {d: i for i, d in enumerate(DTYPES)}
+    return sorted(seen.values(), key=lambda p: (order.get(p.dtype, len(order)), p.m * p.n * p.k, p.m, p.n, p.k))
 
 
 class _nothing:

@@ -29,8 +29,8 @@ from xtlens.profiling.results.store import ResultStore, StoreError, db_path, ope
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["save_calibration", "stored_calibrations", "latest_calibration", "calibration_rows", "name_key",
-           "ROW_COLUMNS"]
+__all__ = ["ready", "save_calibration", "stored_calibrations", "latest_calibration", "calibration_rows",
+           "calibration_summary", "name_key", "ROW_COLUMNS"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS calibrations (id INTEGER PRIMARY KEY AUTOINCREMENT, stored_at TEXT NOT NULL, "
@@ -54,7 +54,9 @@ def name_key(name: str) -> str:
     return "".join(str(name).lower().split())
 
 
-def _ready(path: str | Path | None) -> ResultStore:
+def ready(path: str | Path | None = None) -> ResultStore:
+    """The result store at ``path`` (default ``db_path()``) with the ``calibrations`` table (created once per file
+    and process); a store that cannot be written is a ``StoreError`` here, before anything is measured."""
     store = open_store(path)
     key = str(store.path.resolve())
     with _LOCK:
@@ -68,7 +70,7 @@ def _ready(path: str | Path | None) -> ResultStore:
 
 def save_calibration(cal: Calibration, path: str | Path | None = None) -> None:
     """Store ``cal`` in the result database at ``path`` (default ``db_path()``), in one transaction."""
-    store = _ready(path)
+    store = ready(path)
     with store.transaction() as con:
         con.execute("INSERT INTO calibrations (stored_at, host, device, device_name, name_key, torch_version, "
                     "xtransformers_version, measured_at, wall_s, calibration_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -82,7 +84,7 @@ def _rows(path: str | Path | None, where: str = "", args: tuple = ()) -> list[Ca
         return []  # nothing calibrated yet (and nothing made: reading never creates the database)
     store = open_store(resolved, write=False)
     if not store.readonly:
-        _ready(resolved)
+        ready(resolved)
     con = store.connection()
     try:
         have = con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='calibrations'").fetchone()
@@ -171,3 +173,49 @@ def calibration_rows(cal: Calibration) -> pd.DataFrame:
         frame[c] = frame[c].astype("float64")
     return frame
 
+
+
+def _rate(value: float, unit: str) -> str:
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:,.1f} {prefix}{unit}"
+    return f"{value:,.1f} {unit}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:,.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:,.2f} ms"
+    return f"{seconds * 1e6:,.2f} us"
+
+
+def calibration_summary(cal: Calibration) -> str:
+    """A few lines for a person: identity, overheads, bandwidth, best matrix-product rate per dtype, attention per
+    backend, the slow-dtype sentences (``SlowDtype.message``) and the notes."""
+    lines = [f"calibration: {cal.key}",
+             f"device {cal.device}, {cal.threads} thread(s), measured in {cal.wall_s:.1f} s",
+             f"launch (per op, the floor of every op)   {_duration(cal.launch_s)}",
+             f"module call overhead (nn.Module vs op)   {_duration(cal.module_overhead_s)}"]
+    if cal.elementwise_bytes_per_s:
+        lines.append("element-wise bandwidth (add, 3 operands) " + ", ".join(
+            f"{d} {_rate(v, 'B/s')}" for d, v in cal.elementwise_bytes_per_s.items()))
+    for dtype in cal.dtypes():
+        pts = [p for p in cal.matmul if p.dtype == dtype]
+        best = max(pts, key=lambda p: p.flops_per_s)
+        lines.append(f"matrix products {dtype:<9} best {_rate(best.flops_per_s, 'FLOP/s')} at ({best.m} x {best.k}) @ "
+                     f"({best.k} x {best.n}); {len(pts)} shape(s), {_rate(min(p.flops_per_s for p in pts), 'FLOP/s')} "
+                     "at the slowest")
+    groups: dict[tuple[str, str, str], list] = {}
+    for p in cal.attention:
+        groups.setdefault((p.backend, p.dtype, p.mask), []).append(p)
+    for (backend, dtype, mask), pts in groups.items():
+        top = max(pts, key=lambda p: p.seq_len)
+        lines.append(f"attention {backend} {dtype} {mask}: {', '.join(str(p.seq_len) for p in pts)} tokens; at "
+                     f"{top.seq_len}: forward {_duration(top.seconds)}, forward + backward "
+                     f"{_duration(top.backward_seconds)}")
+    lines += [s.message() for s in cal.slow_dtypes]
+    lines += [f"note: {n}" for n in cal.notes]
+    return "\n".join(lines)
