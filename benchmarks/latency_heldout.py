@@ -204,7 +204,7 @@ def run_heldout(args: argparse.Namespace) -> int:
         from xtlens.profiling.measure.calibrate import calibrate
 
         t0 = time.perf_counter()
-        cal = calibrate(args.device, time_budget_s=args.time_budget)
+        cal = calibrate(args.device, time_budget_s=args.time_budget, dtypes=(args.dtype,))
         print(f"calibrated {cal.key} in {time.perf_counter() - t0:.1f} s (load {_load():.2f})")
         if args.save_calibration:
             Path(args.save_calibration).write_text(cal.to_json())
