@@ -12,7 +12,8 @@ Every part's predicted time, milliseconds (``total_ms``), is the sum of four ter
 * ``compute_ms``: its matrix products and its attention kernel. A product ``(m, k) @ (k, n)`` takes
   ``2 m n k / R(m, n, k)`` seconds, ``R`` the FLOP rate interpolated on the calibration's shape grid
   (inverse-distance weighting of ``log R`` over the 4 grid points nearest in ``(log2 m, log2 n, log2 k)``;
-  each point's own launch ``launch_s`` taken out of its time first, since launches are counted below). The
+  on a CPU each point's own launch ``launch_s`` taken out of its wall time first, since launches are counted
+  below; CUDA event times are the kernel's alone). The
   parts' real GEMM shapes: ``qkv_proj`` ``(T, d) @ (d, h dh)`` and twice ``(d, g dh)``; ``out_proj`` ``(T, h dh)
   @ (h dh, d)``; ``feedforward`` ``(T, d) @ (d, f)`` (``2f`` with GLU) and ``(T, f) @ (f, d)``; ``logits``
   ``(T, d) @ (d, V)`` (``T = b n``). Backward: per forward product the input gradient ``(m, n) @ (n, k)`` and the
@@ -309,8 +310,10 @@ class _Terms:
                 self.scale = slow.slowdown_vs_float32 if slow is not None else 1.0
             if not pts:
                 raise ConfigError("calibration", cal.key, f"matrix-product points for {dtype} or float32")
+            # a CPU point's wall time includes its dispatch (counted as a launch below); CUDA event times do not
+            self._own = cal.launch_s if not self.gpu else 0.0
             self._mm = [(math.log2(p.m), math.log2(p.n), math.log2(p.k),
-                         math.log(p.flops / max(p.seconds - cal.launch_s, 0.1 * p.seconds))) for p in pts]
+                         math.log(p.flops / max(p.seconds - self._own, 0.1 * p.seconds))) for p in pts]
             bw = cal.elementwise_bytes_per_s
             self.bandwidth = bw.get(dtype) or bw.get("float32") or next(iter(bw.values()), None)
             if not self.bandwidth:
@@ -356,7 +359,7 @@ class _Terms:
             raise ConfigError("calibration", "attention", f"SDPA points with a {mask} mask")
 
         def per_unit(p: AttentionPoint) -> float:
-            fwd = max(p.seconds - self.launch_s, 0.1 * p.seconds)
+            fwd = max(p.seconds - self._own, 0.1 * p.seconds)
             if backward:  # (forward + backward) - forward: the launches cancel; unmeasured: twice the forward
                 bwd = p.backward_seconds - p.seconds if p.backward_seconds is not None else 0.0
                 s = bwd if bwd > 0 else 2.0 * fwd
