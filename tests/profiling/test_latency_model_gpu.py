@@ -30,6 +30,6 @@ def test_calibrated_prediction_within_2x_on_cuda():
             assert row.status == "ok", row.error
             ratios.append((preset, n, predicted, row.latency_median_ms, predicted / row.latency_median_ms))
     print(prediction_label(cal))
-    for r in ratios:
-        print("%-14s n=%5d predicted %8.2f ms measured %8.2f ms ratio %.2f" % r)
+    for preset, n, predicted, measured, ratio in ratios:
+        print(f"{preset:14s} n={n:5d} predicted {predicted:8.2f} ms measured {measured:8.2f} ms ratio {ratio:.2f}")
     assert all(0.5 <= r[-1] <= 2.0 for r in ratios), ratios
