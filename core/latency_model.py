@@ -129,17 +129,17 @@ ADAMW_OPS_PER_TENSOR = 10
 ADAMW_FOREACH_OPS = 12
 
 #: Host cost of one kernel on an H200 machine (launch + dispatch + x-transformers Python per op), seconds.
-#: Source: docs/gpu-results.md, seed-no-alibi bf16 forward at 1024 tokens, 8.4-10.0 ms wall with 0.9 ms of
-#: kernels (launch-bound), over its closed-form 716 kernels and 171 module calls (``part_kernels``,
-#: ``part_module_calls``) with a module call costing as much as 10 kernels: 9.5 ms / (716 + 1710) = 3.9 us.
-TYPICAL_LAUNCH_S = 3.9e-6
+#: Source: docs/gpu-results.md, seed-no-alibi bf16 forward at 1024 tokens, 8.4-10.0 ms wall (about 9.5 ms) with
+#: 0.9 ms of kernels (launch-bound), over its closed-form 634 kernels and 160 module calls (``part_kernels``,
+#: ``part_module_calls``), a module call costing as much as 10 kernels: 9.5 ms / (634 + 10 x 160) = 4.25 us.
+TYPICAL_LAUNCH_S = 4.25e-6
 #: Host cost of one module call on the same machine (10 kernels' worth, as above), seconds.
-TYPICAL_MODULE_OVERHEAD_S = 39e-6
+TYPICAL_MODULE_OVERHEAD_S = 42.5e-6
 #: Error band of an uncalibrated preset's prediction: (median, 90th percentile) of |predicted / measured - 1|
 #: on the 55 ok latency rows (forward, train_step; seed and seed-no-alibi, bf16 and fp32, 512-8192 tokens) of the
 #: shipped H200 reference run (``xtlens.profiling.results.reference``): ``benchmarks/latency_heldout.py --reference
-#: H200 --uncalibrated`` gives 29.5 % and 51.6 % (rounded up here).
-ERROR_BAND = (0.30, 0.52)
+#: H200 --uncalibrated`` gives 23.5 % and 48.0 % (rounded up here).
+ERROR_BAND = (0.24, 0.48)
 UNCALIBRATED_LABEL = "uncalibrated: roofline + typical overheads"
 
 
