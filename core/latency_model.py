@@ -93,8 +93,8 @@ _GEMM_PARTS = ("qkv_proj", "out_proj", "feedforward", "logits")
 #: units of ``launch_s``. Source: forward of tiny models (dim 32, 8 tokens, depth 2 and 8, rotary and no
 #: rotary; not in the held-out grid) on the 2-core AMD EPYC of this project, torch 2.13 CPU: 300-470 us per
 #: block against 46-80 aten ops x 0.9 us (launch_s) and 22-23 module calls x 1-2.5 us (module_overhead_s),
-#: leaving ~9 us = ~10 launches per module call; the torch profiler on the same forward puts 45 % of the wall
-#: time outside any aten op.
+#: leaving ~9 us = 8-10 launches per module call (8 taken: the ops' own cost above a tiny add is part of the gap);
+#: the torch profiler on the same forward puts 45 % of the wall time outside any aten op.
 XT_PYTHON_LAUNCHES_PER_MODULE = 8.0
 #: CPU only (a calibrated CPU): element-wise kernels of the model take this many times their bytes / the calibrated
 #: ``torch.add`` bandwidth (extra passes: layer norm's statistics, sin/cos and integer ALiBi ops, masked_fill, the
