@@ -21,6 +21,8 @@ Every part's predicted time, milliseconds (``total_ms``), is the sum of four ter
   ``batch x heads x n^2 x dh`` of the same backend, mask (``causal``, or ``dense`` when ALiBi is on: x-transformers
   passes a dense float mask) and dtype, interpolated in ``log n`` between the measured lengths (the nearest
   measured length's rate outside them), times this model's work; backward from ``backward_seconds - seconds``.
+  A dense mask on a CPU: the full square at twice the causal rate, plus the dense points' excess scaled by the
+  model's share of scores in ``exp``'s float32 denormal band (``alibi_denormal_fraction``, ``DENORMAL_EXP_BAND``).
   On a ``Hardware`` preset: ``flops / peak`` (the roofline).
 * ``memory_ms``: the element-wise bytes of the part (``core.roofline`` bytes for the element-wise parts; for the
   matrix-product parts only what is not a product: the activation, the head merge copy) / the calibrated
