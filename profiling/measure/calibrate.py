@@ -15,12 +15,15 @@ ceilings from it):
    for a descheduled thread, which hides a 50x emulation gap).
    A half-precision dtype that takes ``SLOW_FACTOR`` x float32's time or more runs on an emulation path (bfloat16 /
    float16 on a CPU without native support: a 2048-square bfloat16 product took 77 s on such a CPU, 0.29 s in
-   float32); it is measured again at ``PROBE_SIZES[1]`` when that fits, recorded in ``slow_dtypes`` with its slowdown,
-   and from then on measured only at the sizes the time budget allows.
+   float32; with oneDNN off on the 2-core Xeon this was written on, bfloat16 and float16 products run torch's
+   reference GEMM at about 2 GFLOP/s, 70-110x float32's time at 512); it is measured again at ``PROBE_SIZES[1]`` when
+   that fits, recorded in ``slow_dtypes`` with its slowdown, and from then on measured only at the small sizes its
+   share (``SLOW_SHARE``) allows, after the other dtypes.
 4. The matrix-product grid per dtype (``MATMUL_M`` x ``MATMUL_NK``: tokens x the (out, in) features of the model's
    projections, feed-forward and logits), smallest FLOPs first. Before each point its time is predicted from the
    rate of the previous one (a smaller product runs at a lower rate, so the prediction errs long) and the point
-   is skipped when it would not fit the dtype's share of the section: a slow dtype stops small by itself.
+   is skipped when it would not fit the dtype's share of the section: a slow dtype stops small by itself. The
+   smallest shape is always measured.
 5. ``scaled_dot_product_attention`` per SDPA backend (CPU: whichever kernel torch picks, named from the aten ops
    it dispatched, ``cpu_flash`` or ``math``; CUDA: ``flash``, ``efficient``, ``cudnn`` and ``math`` each forced with
    ``sdpa_kernel``, a backend that refuses a shape or mask is left out) for ``ATTENTION_HEADS`` heads of
@@ -30,9 +33,9 @@ ceilings from it):
    measured (every backend, dtype and mask gets a point); a longer one only when its time, predicted from the
    previous length's by the square of the length ratio, fits.
 
-Every timed point: one untimed warm-up call (two when it is cheap; the last one's time also picks the repeats: enough for about
-``POINT_TARGET_S``, at least ``MIN_REPEATS`` while they fit), then the median of the repeats. CPU: ``perf_counter``
-around each call; CUDA: a start/end ``torch.cuda.Event`` pair per call and one synchronise after them. Sections
+Every timed point: one untimed warm-up call (two when it is cheap; the last one's time also picks the repeats:
+enough for about ``POINT_TARGET_S``, at least ``MIN_REPEATS`` while they fit), then the median of the repeats (the
+probe: the fastest). CPU: ``perf_counter`` around each call; CUDA: a start/end ``torch.cuda.Event`` pair per call and one synchronise after them. Sections
 run to absolute deadlines (``SECTION_ENDS``, fractions of the budget), so time a section leaves unused goes to the
 next; the overheads and element-wise bandwidth come first (cheap, always needed). ``progress(fraction, message)``
 is called as it goes; ``cancel()`` returning True (or a set ``threading.Event``) stops it with
@@ -45,10 +48,12 @@ the neighbours' work (``notes`` records the load average).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
@@ -83,7 +88,7 @@ BUSY_SPREAD = 1.3
 BUSY_LOAD = 0.5
 PROBE_SIZES = (256, 512)
 #: where each section must end, as fractions of the time budget (the rest is the margin for the last point)
-SECTION_ENDS = {"overheads": 0.04, "elementwise": 0.10, "probe": 0.18, "matmul": 0.58, "attention": 0.92}
+SECTION_ENDS = {"overheads": 0.06, "elementwise": 0.12, "probe": 0.20, "matmul": 0.55, "attention": 0.85}
 MIN_REPEATS = 3
 MAX_REPEATS = 25
 POINT_TARGET_S = 0.1
@@ -109,8 +114,8 @@ def matmul_grid(m_values: Sequence[int] = MATMUL_M,
 def detect_slow_dtypes(time_product: Callable[[str, int], float], dtypes: Sequence[str], *,
                        sizes: Sequence[int] = PROBE_SIZES, factor: float = SLOW_FACTOR,
                        max_s: float = 0.5) -> tuple[dict[tuple[str, int], float], tuple[SlowDtype, ...]]:
-    """Which of ``dtypes`` run on a slow path: ``time_product(dtype, size)`` is the median seconds of one
-    ``size``-square product. Each dtype is timed at ``sizes[0]`` beside float32; a dtype taking ``factor`` x
+    """Which of ``dtypes`` run on a slow path: ``time_product(dtype, size)`` is the seconds of one ``size``-square
+    product (``calibrate`` passes the fastest of its repeats on one thread). Each dtype is timed at ``sizes[0]`` beside float32; a dtype taking ``factor`` x
     float32's time or more is slow, and is timed again (with float32) at the largest of ``sizes`` whose predicted
     time (``(size / sizes[0]) ** 3`` x the first) stays under ``max_s`` per product, so the slowdown is read off a
     product large enough to time well but never a long one.
@@ -163,14 +168,15 @@ def _check(device: str, time_budget_s: float, dtypes: Sequence[str] | None, part
 class _Run:
     """One calibration's clock, deadlines, progress and cancel checks, and the timing of calls on its device."""
 
-    def __init__(self, device: str, budget_s: float, progress: Progress | None, cancel):
+    def __init__(self, device: str, budget_s: float, progress: Progress | None, cancel, *,
+                 start: float | None = None):
         import torch
 
         self.torch = torch
         self.device = device
         self.cuda = device.startswith("cuda")
         self.budget_s = budget_s
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
         self.progress = progress
         self.cancel = cancel
         self.notes: list[str] = []
@@ -202,31 +208,18 @@ class _Run:
             self.torch.cuda.synchronize()
 
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
-        """Seconds of each of ``n`` calls (see the module docstring)."""
-        if self.cuda:
-            ev = self.torch.cuda.Event
-            pairs = [(ev(enable_timing=True), ev(enable_timing=True)) for _ in range(n)]
-            self.sync()
-            for a, b in pairs:
-                a.record()
-                fn()
-                b.record()
-            self.sync()
-            return [a.elapsed_time(b) / 1e3 for a, b in pairs]
-        clock = time.perf_counter
-        out = []
-        for _ in range(n):
-            t0 = clock()
-            fn()
-            out.append(clock() - t0)
-        return out
+        """Seconds of each of ``n`` calls: ``profiling.run.device.time_calls`` (the one timing loop: CUDA events per
+        call and one synchronise, or ``perf_counter`` around each call on a CPU)."""
+        from xtlens.profiling.run.device import time_calls
+
+        return [ms / 1e3 for ms in time_calls(fn, device=self.device, warmup=0, repeats=n)]
 
     def measure(self, fn: Callable[[], object], *, predicted_s: float, deadline: float,
                 best: bool = False, must: bool = False) -> float | None:
         """Median (``best``: minimum) seconds of ``fn`` after one warm-up call, or None when the warm-up and one timed call
         (``2 x predicted_s``) would not end before ``deadline``. Repeats: about ``POINT_TARGET_S`` worth, from
         ``MIN_REPEATS`` to ``MAX_REPEATS``, fewer (at least one) when the deadline is near. ``must``: measured whatever
-        the deadline (the warm-up and ``MIN_REPEATS`` at least: a term every prediction needs, cheap by design)."""
+        the deadline (the warm-up and one timed call at least: a term every prediction needs, cheap by design)."""
         if not must and time.monotonic() + 2 * predicted_s > deadline:
             return None
         t0 = time.monotonic()
@@ -239,7 +232,7 @@ class _Run:
             self.sync()
             first = max(time.monotonic() - t0, 1e-7)
         n = min(MAX_REPEATS, max(MIN_REPEATS, int(POINT_TARGET_S / first)))
-        n = max(n if must else 0, min(n, int((deadline - time.monotonic()) / first)))
+        n = max(1 if must else 0, min(n, int((deadline - time.monotonic()) / first)))
         if n < 1:
             return None
         times = self.time_calls(fn, n)
@@ -342,17 +335,19 @@ def _matmul(run: _Run, dtypes: Sequence[str], rates: dict[str, float], shapes: S
         rate = rates[dtype]
         dt = TORCH_DTYPES[dtype]
         skipped = 0
-        for m, n, k in shapes:
+        for j, (m, n, k) in enumerate(shapes):
             flops = 2 * m * n * k
             predicted = flops / rate * (SLOW_SAFETY if dtype in slow else 1.0)
-            if time.monotonic() + 2 * predicted > share_end:
+            first = j == 0  # the smallest shape: always measured (every dtype gets a point)
+            if not first and time.monotonic() + 2 * predicted > share_end:
                 skipped += 1
                 continue
             run.check(f"matrix products, {dtype}: {m}x{k} @ {k}x{n}")
             a = _rand(torch, (m, k), dt, run.device)
             b = _rand(torch, (k, n), dt, run.device)
             with torch.no_grad():
-                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=predicted, deadline=share_end)
+                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=predicted, deadline=share_end,
+                                      must=first)
             del a, b
             if seconds is None:
                 skipped += 1
@@ -377,14 +372,18 @@ def _attention_inputs(torch, dtype, device, seq_len: int, mask: str, grad: bool)
     return q, k, v, bias
 
 
-def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
+def _attention(run: _Run, dtypes: Sequence[str], backends: Sequence[str | None] | None = None
+               ) -> list[AttentionPoint]:
+    """The attention points (see the module docstring); ``backends``: forced ones (``CUDA_BACKENDS`` on CUDA), or
+    ``(None,)``: whichever kernel torch picks, named from the aten ops it dispatched (a CPU's default)."""
     from xtlens.core.builder import TORCH_DTYPES
     from xtlens.profiling.measure.sdpa import SdpaProbe
 
     torch = run.torch
     F = torch.nn.functional
     lengths = ATTENTION_LENGTHS["cuda" if run.cuda else "cpu"]
-    backends: tuple[str | None, ...] = CUDA_BACKENDS if run.cuda else (None,)  # None: the kernel torch picks
+    if backends is None:
+        backends = CUDA_BACKENDS if run.cuda else (None,)
     points: list[AttentionPoint] = []
     deadline = run.deadline("attention")
     combos = [(d, be, mk) for d in dtypes for be in backends for mk in ("causal", "dense")]
@@ -394,7 +393,7 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
         last: tuple[int, float] | None = None  # (length, forward + backward seconds) of the previous length
         for seq_len in lengths:
             predicted = 0.0 if last is None else last[1] * (seq_len / last[0]) ** 2
-            if time.monotonic() + 2 * predicted > share_end:
+            if last is not None and time.monotonic() + 2 * predicted > share_end:  # the shortest: always
                 break
             run.check(f"attention, {dtype}, {backend or 'default'} backend, {mask} mask, {seq_len} tokens")
             q, k, v, bias = _attention_inputs(torch, dt, run.device, seq_len, mask, grad=False)
@@ -441,16 +440,20 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
     return points
 
 
+@contextlib.contextmanager
 def _backend_context(torch, backend: str | None):
-    import contextlib
-
+    """Only ``backend`` may run (None: whichever torch picks). The warnings torch prints when a forced backend
+    refuses a call are dropped: the refusal is the RuntimeError that follows, which becomes a note."""
     if backend is None:
-        return contextlib.nullcontext()
+        yield
+        return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     names = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
              "math": "MATH"}
-    return sdpa_kernel([getattr(SDPBackend, names[backend])])
+    with warnings.catch_warnings(), sdpa_kernel([getattr(SDPBackend, names[backend])]):
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _load_notes(cuda: bool) -> list[str]:
@@ -481,13 +484,14 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
 
     Raises ``ConfigError`` for a bad argument, ``BuildError`` for a device this machine has not,
     ``CalibrationCancelled`` when ``cancel`` says stop. Stores nothing (``profiling.results.calibrations`` does)."""
+    entered = time.monotonic()  # the budget counts from here: importing torch and starting CUDA are in it
     chosen = _check(device, time_budget_s, dtypes, parts)
     from xtlens.profiling.run.device import resolve, versions
 
     dev, name = resolve(device)
     import torch
 
-    run = _Run(dev, float(time_budget_s), progress, cancel)
+    run = _Run(dev, float(time_budget_s), progress, cancel, start=entered)
     run.notes.extend(_load_notes(run.cuda))
     run.notes.append("times: CUDA events around each call (the kernel's own time; launch_s is the host's wall time "
                      "per op, apart)" if run.cuda else
@@ -501,7 +505,9 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     matmul: list[MatmulPoint] = []
     attention: list[AttentionPoint] = []
     slow: tuple[SlowDtype, ...] = ()
-    with torch.cuda.device(dev) if run.cuda else _nothing():
+    # the random inputs leave the caller's random state as it was (a model built after gets the same weights)
+    rng = torch.random.fork_rng(devices=[torch.device(dev).index or 0] if run.cuda else [])
+    with rng, torch.cuda.device(dev) if run.cuda else contextlib.nullcontext():
         if "overheads" in parts:
             launch_s, module_s = _overheads(run)
             run.lap("overheads")
@@ -569,12 +575,3 @@ def _dedupe(points: list[MatmulPoint]) -> list[MatmulPoint]:
         seen[(p.dtype, p.m, p.n, p.k)] = p
     order = {d: i for i, d in enumerate(DTYPES)}
     return sorted(seen.values(), key=lambda p: (order.get(p.dtype, len(order)), p.m * p.n * p.k, p.m, p.n, p.k))
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-

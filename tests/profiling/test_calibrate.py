@@ -109,7 +109,10 @@ def short_cal() -> Calibration:
 def test_a_short_calibration_measures_every_term_within_its_budget(short_cal):
     cal = short_cal
     assert cal.device == "cpu" and "logical CPU" in cal.device_name and cal.threads == torch.get_num_threads()
-    assert cal.torch_version == torch.__version__ and cal.wall_s <= 6.0 + 0.5  # the budget; one point may overrun
+    # the budget, give or take the always-measured minimum (each dtype's smallest product, each attention kernel's
+    # shortest length, one timed call each once the budget is spent): at 6 s on a busy machine that can pass it by
+    # a second; the 60 s default is held exactly (test_the_full_cpu_calibration_stays_within_60_s)
+    assert cal.torch_version == torch.__version__ and cal.wall_s <= 6.0 + 1.5
     assert 1e-8 < cal.launch_s < 1e-3 and 0 <= cal.module_overhead_s < 1e-3
     assert set(cal.elementwise_bytes_per_s) == {"float32", "bfloat16"}
     assert all(1e8 < v < 1e13 for v in cal.elementwise_bytes_per_s.values())
@@ -127,8 +130,9 @@ def test_attention_points_name_the_kernel_that_ran(short_cal):
     assert {p.backend for p in pts} <= {"cpu_flash", "math"} and {p.mask for p in pts} <= {"causal", "dense"}
     assert all(p.seq_len in calmod.ATTENTION_LENGTHS["cpu"] and p.heads == calmod.ATTENTION_HEADS for p in pts)
     both = [p for p in pts if p.backward_seconds is not None]
-    # forward + backward outlasts the forward (summed: on a busy machine one median can be a stalled call)
-    assert both and sum(p.backward_seconds for p in both) > sum(p.seconds for p in both)
+    # every mask gets its shortest length forward and forward + backward (at 128 tokens, a fraction of a millisecond,
+    # a busy machine's stalled calls can outweigh the backward: their order is checked on longer lengths, below)
+    assert {p.mask for p in both} == {p.mask for p in pts} and all(p.backward_seconds > 0 for p in both)
 
 
 def test_the_slow_dtype_only_when_it_is(short_cal):
@@ -267,6 +271,10 @@ def test_the_full_cpu_calibration_stays_within_60_s():
     wall = time.monotonic() - t0
     assert wall <= 60.0 and cal.wall_s <= 60.0, cal.notes
     assert set(cal.dtypes()) == {"float32", "bfloat16", "float16"} and len(cal.attention) >= 4
+    longest = max((p for p in cal.attention if p.dtype == "float32" and p.backward_seconds is not None),
+                  key=lambda p: p.seq_len)
+    assert longest.seq_len >= 512 and longest.backward_seconds > longest.seconds  # backward adds about 2x
+    assert {p.mask for p in cal.attention if p.dtype == "float32"} == {"causal", "dense"}
 
 
 @pytest.mark.slow
@@ -303,3 +311,48 @@ def test_cuda_calibration():
     assert not any(b == "flash" and m == "dense" for b, _, m in backends)  # flash takes no mask
     assert all(p.backward_seconds is None or p.backward_seconds > p.seconds for p in cal.attention)
     assert all(v > 1e11 for v in cal.elementwise_bytes_per_s.values())  # > 100 GB/s on any datacenter GPU
+
+
+def test_forced_backends_run_or_are_noted_as_refused():
+    """The CUDA path's logic on this CPU: each backend forced with sdpa_kernel; one that cannot run here
+    (``efficient`` is CUDA-only) is left out with a note, the others get points under their own name."""
+    run = calmod._Run("cpu", 1.0, None, None)  # the shortest length of each is measured whatever the budget
+    pts = calmod._attention(run, ["float32"], backends=("flash", "efficient", "math"))
+    assert {p.backend for p in pts} == {"flash", "math"} and {p.mask for p in pts} == {"causal", "dense"}
+    refused = [n for n in run.notes if n.startswith("attention float32 efficient")]
+    assert len(refused) == 2 and all("not available" in n for n in refused)  # causal and dense
+
+
+def test_cli_lists_and_shows_stored_calibrations_without_measuring(short_cal, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(calmod, "calibrate", lambda *a, **k: pytest.fail("--list / --show measured"))
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["calibrate", "--list", "--db", str(db)]) == 0
+    assert "no calibration stored yet" in capsys.readouterr().err
+    gpu = replace(_gpu_cal(short_cal), slow_dtypes=(SlowDtype(dtype="float16", size=256, seconds=0.5,
+                                                              float32_seconds=0.01),))
+    store.save_calibration(short_cal, db)
+    store.save_calibration(gpu, db)
+    assert cli.main(["calibrate", "--list", "--db", str(db)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("cpu ") and short_cal.key in lines[0]  # newest first
+    assert lines[1].startswith("cuda ") and "float16 50x slower than float32" in lines[1]
+    out = tmp_path / "h200.json"
+    assert cli.main(["calibrate", "--show", "h200", "--db", str(db), "--out", str(out)]) == 0
+    assert gpu.key in capsys.readouterr().out and Calibration.from_json(out.read_text()) == gpu
+    assert cli.main(["calibrate", "--show", "a100", "--db", str(db)]) == 2
+    assert "--show = 'a100' is not allowed" in capsys.readouterr().err
+
+
+def test_the_callers_random_state_is_left_alone():
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    calmod.calibrate("cpu", time_budget_s=5, dtypes=("float32",), parts=("elementwise", "matmul"),
+                     matmul_shapes=((64, 64, 64),))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_cli_unknown_device_is_a_message_and_makes_no_store(tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["calibrate", "--device", "tpu", "--db", str(db)]) == 2
+    assert "Unknown device 'tpu'" in capsys.readouterr().err and not db.exists()
