@@ -9,11 +9,15 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 XTLENS_CACHE_DIR=/tmp/xtlens-cach
 T0=$(date +%s); log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/session.log"; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, sys; from importlib.metadata import version as v; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'x-transformers', v('x-transformers'))"; } >> "$OUT/session.log" 2>&1
-log "heldout (calibrate in the run, then predict/measure interleaved)"
-timeout 150 python3 benchmarks/latency_heldout.py --device cuda --save-calibration "$OUT/cal-h200.json" > "$OUT/heldout.log" 2>&1; log "heldout exit $?"
-cp docs/latency/heldout-cuda*.csv "$OUT/" 2>/dev/null
-log "reference rows from that calibration"
+log "xtlens calibrate --device cuda (every dtype, stored)"
+timeout 90 python3 -m xtlens.profiling.cli calibrate --device cuda --out "$OUT/cal-h200.json" > "$OUT/heldout.log" 2>&1; log "calibrate exit $?"
+for dt in bfloat16 float32; do
+  log "heldout $dt (calibrate in the run, then predict/measure interleaved)"
+  timeout 120 python3 benchmarks/latency_heldout.py --device cuda --dtype $dt --save-calibration "$OUT/cal-h200-$dt.json" >> "$OUT/heldout.log" 2>&1; log "heldout $dt exit $?"
+  cp docs/latency/heldout-cuda.csv "$OUT/heldout-cuda-$dt.csv" 2>/dev/null
+done
+log "reference rows from the stored calibration"
 timeout 60 python3 benchmarks/latency_heldout.py --reference H200 --calibration "$OUT/cal-h200.json" --no-write >> "$OUT/heldout.log" 2>&1; log "reference exit $?"
 log "pytest -m gpu"
-timeout 200 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/profiling/test_fit_gpu.py tests/profiling/test_setups.py tests/profiling/test_calibrate.py tests/profiling/test_memory.py tests/profiling/test_latency_model_gpu.py > "$OUT/pytest-gpu.log" 2>&1; log "pytest exit $?"
-tail -5 "$OUT/pytest-gpu.log"; tail -30 "$OUT/heldout.log"
+timeout 200 python3 -m pytest -m gpu -q -s -p no:cacheprovider ${GPU_TESTS:-tests/profiling/test_fit_gpu.py tests/profiling/test_setups.py tests/profiling/test_calibrate.py tests/profiling/test_memory.py tests/profiling/test_latency_model_gpu.py} > "$OUT/pytest-gpu.log" 2>&1; log "pytest exit $?"
+grep -E "predicted|passed|failed|FAILED" "$OUT/pytest-gpu.log" | tail -20; grep -E "configurations|reference rows|calibrated|framework|targets" "$OUT/heldout.log"

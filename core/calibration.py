@@ -12,6 +12,9 @@ Standard library only. A ``Calibration`` holds, for one device under one softwar
   framework's dispatch, the floor of every op;
 * ``module_overhead_s``: the extra cost of calling an ``nn.Module`` (``__call__``, hooks, Python) over calling
   its op directly;
+* ``framework_s_per_module``: the host time per module call of a tiny real x-transformers decoder beyond its ops'
+  ``launch_s`` and its modules' ``module_overhead_s`` (the Python x-transformers runs inside each ``forward``:
+  einops, argument handling, views), None in calibrations made before it was measured;
 * ``slow_dtypes``: dtypes the device runs on a slow emulation path (bfloat16 / float16 on a CPU without native
   support), each with its slowdown against float32 at the same size (``slowdown_vs_float32``) and the size
   it was measured at.
@@ -101,6 +104,7 @@ class Calibration:
     wall_s: float
     launch_s: float
     module_overhead_s: float
+    framework_s_per_module: float | None = None
     elementwise_bytes_per_s: dict[str, float] = field(default_factory=dict)
     matmul: tuple[MatmulPoint, ...] = ()
     attention: tuple[AttentionPoint, ...] = ()

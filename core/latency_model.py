@@ -35,7 +35,10 @@ Every part's predicted time, milliseconds (``total_ms``), is the sum of four ter
   each costs a dispatch), counted in closed form from the model's structure (``part_kernels``, x-transformers
   2.31.10; checked against a ``TorchDispatchMode`` count on the real model in
   ``tests/core/test_latency_model.py``).
-* ``framework_ms = module_calls x (module_overhead_s + XT_PYTHON_LAUNCHES_PER_MODULE x launch_s)``: the
+* ``framework_ms = module_calls x (module_overhead_s + XT_PYTHON_LAUNCHES_PER_MODULE x launch_s)`` (on a GPU
+  calibration that measured it: ``module_calls x (module_overhead_s + framework_s_per_module)``, the host time per
+  module call of a tiny real decoder on that device; on a CPU the fitted constant stays, because there the tiny
+  decoder's residual also holds its ops' own time beyond ``launch_s``, which the element-wise factor counts): the
   ``nn.Module`` calls of the part (``part_module_calls``, checked by forward hooks on the real model) times the
   calibrated module-call overhead plus the Python x-transformers runs inside each module's ``forward``
   (einops, argument handling), expressed in launches: a constant measured on tiny models that are not in the
@@ -338,15 +341,20 @@ class _Terms:
         if self.calibrated:
             cal = source
             self.launch_s = cal.launch_s
-            self.module_s = cal.module_overhead_s + XT_PYTHON_LAUNCHES_PER_MODULE * cal.launch_s
+            if self.gpu and cal.framework_s_per_module is not None:
+                # measured on the device: a tiny x-transformers decoder's host time per module call
+                self.module_s = cal.module_overhead_s + cal.framework_s_per_module
+            else:
+                self.module_s = cal.module_overhead_s + XT_PYTHON_LAUNCHES_PER_MODULE * cal.launch_s
             slow = cal.slow(dtype)
             pts = [p for p in cal.matmul if p.dtype == dtype]
             self.scale = 1.0
-            if not pts or (slow is not None and len(pts) < 3):
+            if slow is not None and len(pts) < 3:
                 pts = [p for p in cal.matmul if p.dtype == "float32"]
-                self.scale = slow.slowdown_vs_float32 if slow is not None else 1.0
+                self.scale = slow.slowdown_vs_float32
             if not pts:
-                raise ConfigError("calibration", cal.key, f"matrix-product points for {dtype} or float32")
+                raise ConfigError("calibration", cal.key, f"matrix-product points in {dtype} (this calibration has "
+                                  f"{', '.join(cal.dtypes()) or 'none'}: calibrate with {dtype} too)")
             # a CPU point's wall time includes its dispatch (counted as a launch below); CUDA event times do not
             self._own = cal.launch_s if not self.gpu else 0.0
             self._mm = [(math.log2(p.m), math.log2(p.n), math.log2(p.k),

@@ -63,7 +63,7 @@ from xtlens.profiling.errors import ProfileError
 
 __all__ = ["calibrate", "detect_slow_dtypes", "CalibrationCancelled", "DTYPES", "PARTS", "MATMUL_M", "MATMUL_NK",
            "matmul_grid", "ATTENTION_LENGTHS", "ATTENTION_HEADS", "ATTENTION_HEAD_DIM", "SLOW_FACTOR", "PROBE_SIZES",
-           "SECTION_ENDS", "MIN_BUDGET_S", "MAX_BUDGET_S", "ELEMENTWISE_BYTES", "OVERHEAD_CALLS"]
+           "SECTION_ENDS", "MIN_BUDGET_S", "MAX_BUDGET_S", "ELEMENTWISE_BYTES", "OVERHEAD_CALLS", "framework_config"]
 
 DTYPES = ("float32", "bfloat16", "float16")
 PARTS = ("overheads", "elementwise", "matmul", "attention")
@@ -88,12 +88,15 @@ BUSY_SPREAD = 1.3
 BUSY_LOAD = 0.5
 PROBE_SIZES = (256, 512)
 #: where each section must end, as fractions of the time budget (the rest is the margin for the last point)
-SECTION_ENDS = {"overheads": 0.06, "elementwise": 0.12, "probe": 0.20, "matmul": 0.55, "attention": 0.85}
+SECTION_ENDS = {"overheads": 0.10, "elementwise": 0.15, "probe": 0.20, "matmul": 0.55, "attention": 0.85}
 MIN_REPEATS = 3
 MAX_REPEATS = 25
 POINT_TARGET_S = 0.1
 ELEMENTWISE_BYTES = {"cpu": 64 * 2**20, "cuda": 256 * 2**20}
 OVERHEAD_CALLS = {"cpu": 2000, "cuda": 1000}
+FRAMEWORK_TOKENS = 16
+FRAMEWORK_CALLS = 20
+FRAMEWORK_ROUNDS = 5
 OVERHEAD_ROUNDS = 7
 MIN_BUDGET_S = 5.0
 MAX_BUDGET_S = 3600.0
@@ -278,6 +281,47 @@ def _overheads(run: _Run) -> tuple[float, float]:
             functional.append(loop(lambda: F.linear(inp, w, b)))
     diffs = [m - f for m, f in zip(module, functional, strict=True)]
     return statistics.median(launch), max(0.0, statistics.median(diffs))
+
+
+def framework_config():
+    """The tiny decoder whose forward measures ``framework_s_per_module``: the seed's flags (ALiBi on half the
+    heads, rotary xPos, token shift, DeepNorm, one K/V head, flash) at dim 64, depth 2, 2 heads, 256 tokens of
+    vocabulary: its ops take about ``launch_s`` each, so its forward is host time."""
+    from xtlens.core.presets import PRESETS
+
+    return PRESETS["seed"].replace(dim=64, depth=2, heads=2, alibi_num_heads=1, num_tokens=256)
+
+
+def _framework(run: _Run, launch_s: float, module_s: float) -> float:
+    """``framework_s_per_module``: the wall time of one forward of ``framework_config()`` on ``FRAMEWORK_TOKENS``
+    tokens (the fastest of ``FRAMEWORK_ROUNDS`` rounds of back-to-back calls, one synchronise per round), less its
+    ops (``core.latency_model.part_kernels``, counted on the real model) x ``launch_s`` and its module calls
+    (``part_module_calls``) x ``module_s``, per module call."""
+    from xtlens.core.builder import build_model
+    from xtlens.core.latency_model import part_kernels, part_module_calls
+
+    torch = run.torch
+    cfg = framework_config()
+    model = build_model(cfg, device=run.device, dtype="float32", seed=0).model.eval()
+    ids = torch.randint(0, cfg.num_tokens, (1, FRAMEWORK_TOKENS), device=run.device)
+    deadline = run.deadline("overheads")
+    rounds = []
+    with torch.no_grad():
+        for _ in range(3):  # warm-up (the ALiBi and rotary caches, lazy kernel selection)
+            model(ids)
+        for i in range(FRAMEWORK_ROUNDS):
+            if i >= 2 and time.monotonic() > deadline:
+                break
+            run.check("x-transformers framework overhead")
+            run.sync()
+            t0 = time.perf_counter()
+            for _ in range(FRAMEWORK_CALLS):
+                model(ids)
+            run.sync()
+            rounds.append((time.perf_counter() - t0) / FRAMEWORK_CALLS)
+    kernels = sum(part_kernels(cfg).values())
+    modules = sum(part_module_calls(cfg).values())
+    return max(0.0, (min(rounds) - kernels * launch_s - modules * module_s) / modules)
 
 
 def _elementwise(run: _Run, dtypes: Sequence[str]) -> dict[str, float]:
@@ -501,6 +545,7 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
                          f"(torch.backends.cuda.matmul.allow_tf32)")
     shapes = matmul_grid() if matmul_shapes is None else sorted(matmul_shapes, key=lambda s: (s[0] * s[1] * s[2], s))
     launch_s = module_s = float("nan")
+    framework_s: float | None = None
     bandwidth: dict[str, float] = {}
     matmul: list[MatmulPoint] = []
     attention: list[AttentionPoint] = []
@@ -510,6 +555,7 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     with rng, torch.cuda.device(dev) if run.cuda else contextlib.nullcontext():
         if "overheads" in parts:
             launch_s, module_s = _overheads(run)
+            framework_s = _framework(run, launch_s, module_s)
             run.lap("overheads")
         if "elementwise" in parts:
             bandwidth = _elementwise(run, chosen)
@@ -563,7 +609,8 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     return Calibration(device=dev.split(":")[0], device_name=name, torch_version=vers["torch"],
                        xtransformers_version=vers["x-transformers"], threads=torch.get_num_threads(),
                        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=wall,
-                       launch_s=launch_s, module_overhead_s=module_s, elementwise_bytes_per_s=bandwidth,
+                       launch_s=launch_s, module_overhead_s=module_s, framework_s_per_module=framework_s,
+                       elementwise_bytes_per_s=bandwidth,
                        matmul=tuple(_dedupe(matmul)), attention=tuple(attention), slow_dtypes=slow,
                        notes=tuple(run.notes))
 

@@ -256,3 +256,26 @@ def test_dense_mask_on_a_cpu_scales_with_the_denormal_fraction():
     # x-transformers' slopes: 8 heads at 1024 tokens reach the band, 2 heads (1/16, 1/256) do not
     assert lm.alibi_denormal_fraction(lm._alibi_slopes(2), 2, 1024) == 0.0
     assert lm._alibi_slopes(8)[:2] == [0.5, 0.25] and lm._alibi_slopes(6)[:2] == [0.25, 0.0625]
+
+
+def test_gpu_framework_term_moves_the_host_time_by_exactly_its_amount():
+    """A GPU calibration that measured ``framework_s_per_module`` (a tiny decoder's host time per module call):
+    each microsecond more adds module calls x 1 us to the host side of every part (framework_ms), nothing else;
+    a CPU calibration keeps the fitted constant whatever the field says."""
+
+    gpu = dataclasses.replace(fake_calibration(device="cuda"), framework_s_per_module=10e-6)
+    more = dataclasses.replace(gpu, framework_s_per_module=11e-6)
+    a = lm.predict_latency(CFG, WL, gpu, phase="forward")
+    b = lm.predict_latency(CFG, WL, more, phase="forward")
+    for x, y in zip(a, b, strict=True):
+        assert y.framework_ms - x.framework_ms == pytest.approx(1e3 * x.module_calls * 1e-6, rel=1e-9, abs=1e-12)
+        assert (y.compute_ms, y.memory_ms, y.launch_ms) == pytest.approx((x.compute_ms, x.memory_ms, x.launch_ms))
+    cpu = fake_calibration()
+    same = dataclasses.replace(cpu, framework_s_per_module=50e-6)
+    assert lm.phase_ms(CFG, WL, cpu) == pytest.approx(lm.phase_ms(CFG, WL, same), rel=1e-12)
+
+
+def test_a_dtype_the_calibration_lacks_is_refused_by_name():
+
+    with pytest.raises(ConfigError, match="bfloat16"):
+        lm.phase_ms(CFG, Workload(batch=1, seq_len=256, dtype="bfloat16"), fake_calibration(device="cuda"))
