@@ -134,6 +134,8 @@ def summarise(rows: list[dict]) -> dict:
     for a, b in itertools.combinations(rows, 2):
         if a["phase"] != b["phase"] or a["measured_ms"] == b["measured_ms"]:
             continue
+        if a["predicted_ms"] == b["predicted_ms"]:  # one configuration timed twice: no choice between two
+            continue
         total += 1
         right += (a["predicted_ms"] < b["predicted_ms"]) == (a["measured_ms"] < b["measured_ms"])
     return {"n": len(rows), "median_abs_err": statistics.median(errs), "p90_abs_err": p90,
@@ -311,8 +313,12 @@ def run_reference(args: argparse.Namespace) -> int:
         print("--reference needs --calibration FILE (a calibration JSON of that GPU) or --uncalibrated", file=sys.stderr)
         return 2
     rows = []
+    forced = 0
     for r in reference_rows(preset):
         if r.measurement != "latency" or r.status != "ok" or r.phase not in ("forward", "train_step"):
+            continue
+        if (r.sdpa_backend_reason or "").startswith("forced"):  # the predictor predicts the backend SDPA picks
+            forced += 1
             continue
         cfg, wl = _cfg_wl(r)
         pred = phase_ms(cfg, wl, source, phase=r.phase)
@@ -324,6 +330,8 @@ def run_reference(args: argparse.Namespace) -> int:
         print(f"no reference latency rows for {preset}", file=sys.stderr)
         return 2
     s = summarise(rows)
+    if forced:
+        print(f"({forced} rows timed with a forced SDPA backend left out: the prediction is for the backend SDPA picks)")
     print(f"{s['n']} reference rows: median |pred/meas - 1| = {s['median_abs_err']:.1%}, 90th percentile "
           f"{s['p90_abs_err']:.1%}, pairs {s['pairs_right']}/{s['pairs']}")
     return 0
