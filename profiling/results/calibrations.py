@@ -153,6 +153,8 @@ def calibration_rows(cal: Calibration) -> pd.DataFrame:
                  xtransformers_version=cal.xtransformers_version, measured_at=cal.measured_at)
     rows: list[dict] = [dict(kind="launch", seconds=cal.launch_s),
                         dict(kind="module_overhead", seconds=cal.module_overhead_s)]
+    if cal.framework_s_per_module is not None:
+        rows.append(dict(kind="framework_per_module", seconds=cal.framework_s_per_module))
     rows += [dict(kind="elementwise", dtype=d, bytes_per_s=v) for d, v in cal.elementwise_bytes_per_s.items()]
     rows += [dict(kind="matmul", dtype=p.dtype, m=p.m, n=p.n, k=p.k, seconds=p.seconds, flops=p.flops,
                   flops_per_s=p.flops_per_s) for p in cal.matmul]
@@ -199,6 +201,9 @@ def calibration_summary(cal: Calibration) -> str:
              f"device {cal.device}, {cal.threads} thread(s), measured in {cal.wall_s:.1f} s",
              f"launch (per op, the floor of every op)   {_duration(cal.launch_s)}",
              f"module call overhead (nn.Module vs op)   {_duration(cal.module_overhead_s)}"]
+    if cal.framework_s_per_module is not None:
+        lines.append(f"x-transformers host time per module     {_duration(cal.framework_s_per_module)} (a tiny real decoder, "
+                     "beyond its ops' launches)")
     if cal.elementwise_bytes_per_s:
         lines.append("element-wise bandwidth (add, 3 operands) " + ", ".join(
             f"{d} {_rate(v, 'B/s')}" for d, v in cal.elementwise_bytes_per_s.items()))
