@@ -97,9 +97,13 @@ def law_notes(law: LossLaw) -> list[str]:
 @dataclass(frozen=True, kw_only=True)
 class Budget:
     """The constraints: per-device memory in bytes (training peak and serving total under the setups), and
-    optional caps on forward FLOPs per token and on training FLOPs for ``train_tokens`` tokens."""
+    optional caps on forward FLOPs per token and on training FLOPs for ``train_tokens`` tokens.
+    ``process_overhead_bytes``: what the device holds besides the tensors (a GPU: the CUDA context and the cuBLAS
+    workspaces, ``core.cuda_memory``), taken off the memory the grid's points may use; the caching allocator's
+    rounding is left out of the grid (the What-fits answer counts it for the current configuration)."""
 
     device_memory_bytes: int
+    process_overhead_bytes: int = 0
     train_tokens: float = 1e10
     max_fwd_flops_per_token: float | None = None
     max_train_flops: float | None = None
@@ -153,8 +157,8 @@ def grid(cfg: ModelConfig, wl: Workload, *, x: str, y: str, xs: Sequence[float],
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    ok = (frame["train_peak_bytes"] <= budget.device_memory_bytes) & (frame["serve_total_bytes"]
-                                                                      <= budget.device_memory_bytes)
+    usable = budget.device_memory_bytes - budget.process_overhead_bytes
+    ok = (frame["train_peak_bytes"] <= usable) & (frame["serve_total_bytes"] <= usable)
     if budget.max_fwd_flops_per_token is not None:
         ok &= frame["fwd_flops_per_token"] <= budget.max_fwd_flops_per_token
     if budget.max_train_flops is not None:

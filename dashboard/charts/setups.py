@@ -30,7 +30,8 @@ PART_COLORS = {"weights": "#4C78A8", "buffers": "#9D755D", "gradients": "#F58518
 
 
 def stages_figure(stages_bytes: dict[str, int], peak_parts_bytes: dict[str, int], peak_stage: str,
-                  device_memory_bytes: int | None, *, title: str) -> go.Figure:
+                  device_memory_bytes: int | None, *, title: str,
+                  memory_label: str = "device memory") -> go.Figure:
     """Left: each stage's live memory (GiB), the peak stage in red; right bar: what is alive at the peak, stacked.
     A dashed line marks the device memory. The stages are drawn in time order (``in_step_order``)."""
     stages_bytes = in_step_order(stages_bytes)
@@ -48,11 +49,11 @@ def stages_figure(stages_bytes: dict[str, int], peak_parts_bytes: dict[str, int]
                       legend_title="component", height=420, margin=dict(t=60, b=40))
     peak = max(stages_bytes.values())
     if device_memory_bytes and device_memory_bytes > 3 * peak:  # a line far above the bars would flatten them
-        fig.update_layout(title=f"{title} (device memory {device_memory_bytes / units.GIB:.1f} GiB: "
+        fig.update_layout(title=f"{title} ({memory_label} {device_memory_bytes / units.GIB:.1f} GiB: "
                                 f"{device_memory_bytes / peak:.0f}x the peak, off the scale)")
     elif device_memory_bytes:
         fig.add_hline(y=device_memory_bytes / units.GIB, line_dash="dash", line_color="black",
-                      annotation_text=f"device memory {device_memory_bytes / units.GIB:.1f} GiB",
+                      annotation_text=f"{memory_label} {device_memory_bytes / units.GIB:.1f} GiB",
                       annotation_position="top left")
     return fig
 

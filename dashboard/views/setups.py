@@ -150,14 +150,17 @@ def render(ctx: Ctx) -> None:
                      f"{units.fmt_flops(train_flops['recompute_flops'])}; one optimizer step = "
                      f"{training.grad_accum} micro-batches")
     _what_fits(cfg, wl, training, serving, device)
-    chart(setup_charts.stages_figure(train_memory.stages_bytes, train_memory.peak_parts_bytes, train_memory.peak_stage, budget_bytes,
+    chart(setup_charts.stages_figure(train_memory.stages_bytes, train_memory.peak_parts_bytes, train_memory.peak_stage,
+                                     budget_bytes - _process_overhead_bytes(device),
+                                     memory_label="device memory" if device.kind == "cpu" else
+                                     "device memory less CUDA context and workspaces",
                                      title="Training step: live memory per device at each stage"), "setups_stages")
     table(_sizes(train_memory, serve_memory), "per-device memory by component", "setups.sizes",
           caption="bytes per device under the setups; at_peak_bytes is what is alive at the peak stage")
     st.caption(_measured_note(training, serving) + " Loop assumed: " + LOOP_TEXT[training.loop] + ". Each step: forward, loss, backward per micro-batch, "
                "optimizer.step(), zero_grad(set_to_none=True). `xtlens.profiling.measure.setups` runs such a step on this "
                "model's real code under torch's memory tracker, to check these sizes.")
-    _explorer(ctx, training, serving, budget_bytes)
+    _explorer(ctx, training, serving, device)
 
 
 def _what_fits(cfg: ModelConfig, wl: Workload, training: TrainingSetup, serving: ServingSetup, device: FitDevice) -> None:
@@ -258,7 +261,17 @@ def _laws() -> tuple[list[tuple[str, budget.LossLaw]], list[str], dict[str, budg
     return [*out, (budget.LITERATURE_LABEL, budget.CHINCHILLA)], why, runs_of
 
 
-def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_bytes: int) -> None:
+def _process_overhead_bytes(device: FitDevice) -> int:
+    """What a GPU holds besides the tensors: the CUDA context and the cuBLAS workspaces (``core.cuda_memory``); 0 on
+    a CPU."""
+    if device.kind == "cpu":
+        return 0
+    from xtlens.core.cuda_memory import context_bytes_for, cublas_workspace_bytes_for
+
+    return context_bytes_for(device.gpu)[0] + cublas_workspace_bytes_for(device.gpu)
+
+
+def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, device: FitDevice) -> None:
     st.subheader("Budget explorer")
     answer = st.empty()  # the tab's answer, filled once the grid is known
     cols = st.columns([2, 2, 2, 2])
@@ -275,8 +288,11 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
                           help="A law fitted to your probe runs (the scaling probe, or the atlas's reference arm, "
                                "on the Benefits tab) when you have some; otherwise Chinchilla's literature fit.")
     law = laws[choice]
-    explorer_budget = budget.Budget(device_memory_bytes=budget_bytes, train_tokens=btokens * 1e9,
+    overhead = _process_overhead_bytes(device)
+    explorer_budget = budget.Budget(device_memory_bytes=device.memory_bytes, process_overhead_bytes=overhead,
+                                    train_tokens=btokens * 1e9,
                                     max_fwd_flops_per_token=max_fwd * 1e9 or None, max_train_flops=10 ** max_train if max_train else None)
+    usable = device.memory_bytes - overhead
     xs = sorted(set(budget.AXIS_VALUES[x]) | {getattr(ctx.cfg, x)})
     ys = sorted(set(budget.AXIS_VALUES[y]) | {getattr(ctx.cfg, y)})
     frame = budget.grid(ctx.cfg, ctx.wl, x=x, y=y, xs=xs, ys=ys, training=training, serving=serving, budget=explorer_budget,
@@ -306,11 +322,14 @@ def _explorer(ctx: Ctx, training: TrainingSetup, serving: ServingSetup, budget_b
     current = (getattr(ctx.cfg, x), getattr(ctx.cfg, y))
     st.caption(f"Each cell: the current configuration with {x} and {y} changed, at batch {ctx.wl.batch} x "
                f"{ctx.wl.seq_len:,} tokens under the setups above. Feasible: training peak and serving memory per device "
-               f"within {units.fmt_bytes(budget_bytes)} and the FLOP caps. {int(frame['feasible'].sum())} of "
-               f"{len(frame)} fit.")
+               f"within {units.fmt_bytes(usable)}"
+               + (f" ({units.fmt_bytes(device.memory_bytes)} less {units.fmt_bytes(overhead)} of CUDA context and cuBLAS "
+                  "workspaces; the caching allocator's rounding is counted only in the What-fits answer above)"
+                  if overhead else "")
+               + f" and the FLOP caps. {int(frame['feasible'].sum())} of {len(frame)} fit.")
     left, right = st.columns([3, 2])
     with left:
-        chart(setup_charts.budget_map(frame, x=x, y=y, device_memory_bytes=budget_bytes, current=current,
+        chart(setup_charts.budget_map(frame, x=x, y=y, device_memory_bytes=usable, current=current,
                                       title=f"Training peak per device over {x} x {y}"), "setups_map")
     with right:
         chart(setup_charts.pareto_figure(frame, x=x, y=y, current=current, benefit=law.label, unit=law.unit,

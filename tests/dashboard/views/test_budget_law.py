@@ -356,3 +356,20 @@ def test_sources_join_the_store_and_the_session_per_probe_and_corpus_without_cou
     law, why = budget_data.fit(found[0])
     assert why == "" and law.label == "fitted to your runs: 4 sizes, 3 seeds, corpus fake.txt"
     assert budget_data.fit(found[1])[0] is None and "1 size" in budget_data.fit(found[1])[1]
+
+
+def test_a_gpus_context_and_workspaces_come_off_the_budget_grids_memory():
+    """A point whose training peak fits the device's memory but not that memory less the CUDA context and cuBLAS
+    workspaces (``Budget.process_overhead_bytes``) is feasible on a CPU of that size and not on a GPU of it."""
+    from xtlens.core.cuda_memory import context_bytes_for, cublas_workspace_bytes_for
+
+    cfg, wl = PRESETS["seed"], Workload(batch=1, seq_len=512, dtype="float32")
+    training, serving = TrainingSetup(), ServingSetup()
+    peak = cost_model.training_memory(cfg, wl, training).peak_bytes
+    overhead = context_bytes_for("H200 141GB")[0] + cublas_workspace_bytes_for("H200 141GB")
+    device = peak + overhead // 2  # room for the tensors, not for the context as well
+    kw = dict(x="dim", y="depth", xs=[cfg.dim], ys=[cfg.depth], training=training, serving=serving)
+    cpu = budget.grid(cfg, wl, budget=budget.Budget(device_memory_bytes=device), **kw)
+    gpu = budget.grid(cfg, wl, budget=budget.Budget(device_memory_bytes=device, process_overhead_bytes=overhead), **kw)
+    assert int(cpu["train_peak_bytes"].iloc[0]) == peak
+    assert bool(cpu["feasible"].iloc[0]) and not bool(gpu["feasible"].iloc[0])
