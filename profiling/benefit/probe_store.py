@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
 from xtlens.profiling.benefit.records import PROBE_ROWS, ProbeRecord
 from xtlens.profiling.results.records import now_iso
-from xtlens.profiling.results.store import ResultStore, open_store
+from xtlens.profiling.results.store import ResultStore, open_store, with_schema
 
 __all__ = ["ready", "store_run", "cached_run", "rows_count", "stored_rows", "stored_version", "describe_sources", "SERVED_STATUSES"]
 
@@ -55,22 +54,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS probe_derived (name TEXT NOT NULL, digest TEXT NOT NULL, stored_at TEXT NOT NULL, "
     "table_parquet BLOB NOT NULL, PRIMARY KEY (name, digest))",
 )
-_READY: set[str] = set()
-_LOCK = threading.Lock()
 
 
 def ready(store: ResultStore | None = None) -> ResultStore:
     """``store`` (default: ``open_store()``) with the probe tables and their indexes created (once per file and
     process)."""
     store = store if store is not None else open_store()
-    key = str(store.path.resolve())
-    with _LOCK:
-        if key not in _READY or not store.path.exists():
-            with store.transaction() as con:
-                for stmt in _SCHEMA:
-                    con.execute(stmt)
-            _READY.add(key)
-    return store
+    return with_schema(store, _SCHEMA)
 
 
 def store_run(run_key: str | None, rows: Sequence[ProbeRecord], *, source: str = "local", host: str | None = None,

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xtlens.core.calibration import Calibration
 from xtlens.profiling.results.records import now_iso
-from xtlens.profiling.results.store import ResultStore, StoreError, db_path, open_store
+from xtlens.profiling.results.store import ResultStore, StoreError, db_path, open_store, with_schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +38,6 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS calibrations_name ON calibrations (name_key, measured_at)",
     "CREATE INDEX IF NOT EXISTS calibrations_device ON calibrations (device, measured_at)",
 )
-_READY: set[str] = set()
-_LOCK = threading.Lock()
 
 #: the columns of ``calibration_rows``, in order
 ROW_COLUMNS = ("device", "device_name", "torch_version", "xtransformers_version", "measured_at", "kind", "dtype",
@@ -58,14 +55,7 @@ def ready(path: str | Path | None = None) -> ResultStore:
     """The result store at ``path`` (default ``db_path()``) with the ``calibrations`` table (created once per file
     and process); a store that cannot be written is a ``StoreError`` here, before anything is measured."""
     store = open_store(path)
-    key = str(store.path.resolve())
-    with _LOCK:
-        if key not in _READY or not store.path.exists():
-            with store.transaction() as con:
-                for stmt in _SCHEMA:
-                    con.execute(stmt)
-            _READY.add(key)
-    return store
+    return with_schema(store, _SCHEMA)
 
 
 def save_calibration(cal: Calibration, path: str | Path | None = None) -> None:

@@ -56,6 +56,7 @@ import shutil
 import socket
 import sqlite3
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -683,6 +684,23 @@ def store_spool(store: ResultStore) -> int:
             with contextlib.suppress(OSError):
                 file.unlink()
     return added
+
+
+_SCHEMAS_READY: set[tuple[str, tuple[str, ...]]] = set()
+_SCHEMAS_LOCK = threading.Lock()
+
+
+def with_schema(store: ResultStore, schema: Sequence[str]) -> ResultStore:
+    """``store`` with the tables and indexes of ``schema`` (``CREATE ... IF NOT EXISTS`` statements) created, once per
+    file, schema and process (again when the file was removed): the probe tables, the calibrations."""
+    key = (str(store.path.resolve()), tuple(schema))
+    with _SCHEMAS_LOCK:
+        if key not in _SCHEMAS_READY or not store.path.exists():
+            with store.transaction() as con:
+                for stmt in schema:
+                    con.execute(stmt)
+            _SCHEMAS_READY.add(key)
+    return store
 
 
 def open_store(path: str | Path | None = None, *, write: bool = True) -> ResultStore:

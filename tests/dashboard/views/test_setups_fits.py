@@ -4,8 +4,6 @@ not fit and the remedies tried as an exported table."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from streamlit.testing.v1 import AppTest
 from xtlens.core import units
 from xtlens.core.config import PRESETS, Workload
@@ -13,16 +11,9 @@ from xtlens.core.fits import FitDevice, fit_answer, what_fits
 from xtlens.core.setup import GPU_PRESETS_GIB, TrainingSetup
 from xtlens.dashboard.views.setups import CUSTOM_CPU
 
-APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
+from tests.dashboard.views.test_setups_view import _app  # the Setups tab opened with a query
+
 SEED = PRESETS["seed"]
-
-
-def _app(query: dict[str, str]) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.query_params.update({"view": "Setups", **query})
-    at.run()
-    at.session_state["view"] = "Setups"
-    return at.run()
 
 
 def _answer_lines(at: AppTest) -> list[str]:
