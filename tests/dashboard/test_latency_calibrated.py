@@ -1,0 +1,218 @@
+"""Issue 19 on the Latency tab: "Calibrate this device" runs the calibration as a job in a child process (progress,
+Cancel, time limit, survives a tab switch), the stored calibration is shown with the slow-dtype sentence and is
+exportable, and the calibrated predictor's answers per phase and per part stand beside what was measured,
+labelled calibrated (with the calibration's key) or "uncalibrated: roofline + typical overheads".
+
+The calibration in the child is ``fake_calibrate.calibrate`` (synthetic numbers, this machine's CPU name); the job
+machinery, the result store and the predictor are the real ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_app import app, no_exception, show
+from xtlens.core import latency_model
+from xtlens.core.config import PRESETS, Workload
+from xtlens.core.hardware import GPU_PRESETS
+from xtlens.dashboard import latency_parts as lp
+from xtlens.dashboard.charts import latency as latency_charts
+from xtlens.dashboard.session import jobs
+from xtlens.dashboard.views.common import SHOWN_KEY
+from xtlens.profiling.results.calibrations import calibration_rows, latest_calibration, stored_calibrations
+from xtlens.profiling.run.calibrate_job import CalibrateJob, CalibrateSpec, time_limit_for
+from xtlens.profiling.run.device import cpu_name
+from xtlens.profiling.run.worker import JobManager
+
+FAKE = str(Path(__file__).with_name("fake_calibrate.py")) + ":calibrate"
+SEED = PRESETS["seed"]
+
+
+def _fake_spec(**kw) -> CalibrateSpec:
+    return CalibrateSpec(device="cpu", calibrate=FAKE, **kw)
+
+
+def fake_calibrations(monkeypatch: pytest.MonkeyPatch) -> JobManager:
+    """The page's calibrate job runs the fake calibration (a real child process, the real result store)."""
+    real = jobs.calibrate_spec
+    monkeypatch.setattr(jobs, "calibrate_spec", lambda device, budget=60.0: dataclasses.replace(
+        real(device, budget), calibrate=FAKE))
+    manager = JobManager()
+    monkeypatch.setattr(jobs, "manager", lambda address=None: manager)
+    return manager
+
+
+# --- the job -------------------------------------------------------------------------------------------------
+
+def test_the_calibrate_job_runs_in_a_child_stores_the_calibration_and_reports_progress() -> None:
+    job = JobManager().submit_spec(_fake_spec(), owner="A")
+    assert isinstance(job, CalibrateJob)
+    job.wait(timeout=120)
+    assert job.outcome == "finished", (job.progress(), job.stderr_tail())
+    cal = job.calibration
+    assert cal is not None and job.result() == [cal]
+    assert job.progress() == (1.0, "done: calibration stored")
+    # stored in the result store under this machine's CPU name, identical to what the child reported
+    stored = latest_calibration(cpu_name())
+    assert stored is not None and stored.key == cal.key and stored.to_dict() == cal.to_dict()
+    assert cal.slow("bfloat16").slowdown_vs_float32 == pytest.approx(250.0)
+
+
+def test_cancel_and_the_time_limit_stop_the_calibration_and_store_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XTLENS_TEST_PAUSE_S", "60")
+    mgr = JobManager(max_running=2)
+    cancelled = mgr.submit_spec(_fake_spec(), owner="A")
+    limited = mgr.submit_spec(_fake_spec(time_budget_s=2.0, time_limit_s=4.0), owner="A")
+    assert cancelled.key != limited.key  # keyed by the budget
+    cancelled.cancel()
+    limited.wait(timeout=120)
+    assert (cancelled.outcome, cancelled.result(), cancelled.calibration) == ("cancelled", [], None)
+    assert limited.outcome == "timeout" and limited.progress()[1] == "stopped at the time limit of 4 s"
+    assert limited.result() == [] and stored_calibrations() == []
+
+
+def test_the_spec_names_its_budget_and_limit_and_round_trips() -> None:
+    spec = CalibrateSpec(device="cuda:0", time_budget_s=45.0)
+    assert spec.time_limit_s == time_limit_for(45.0) == 105.0
+    assert CalibrateSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.key() == CalibrateSpec(device="cuda:0", time_budget_s=45.0, time_limit_s=300).key()
+    assert spec.key() != CalibrateSpec(device="cpu", time_budget_s=45.0).key()
+    with pytest.raises(Exception, match="time_budget_s must be from 1 to 600"):
+        CalibrateSpec(time_budget_s=0.5)
+
+
+# --- the page ------------------------------------------------------------------------------------------------
+
+def _texts(at, kind: str) -> list[str]:
+    return [e.value for e in getattr(at, kind)]
+
+
+def test_calibrate_button_job_survives_a_tab_switch_then_the_calibration_is_shown_exported_and_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XTLENS_TEST_PAUSE_S", "4")  # still running while the test switches tabs
+    manager = fake_calibrations(monkeypatch)
+    at = show(app(), "Latency")
+    no_exception(at)
+    assert any("is not calibrated yet" in t for t in _texts(at, "info"))
+    assert at.button(key="measure.calibrate").label == jobs.CALIBRATE_BUTTON
+    at.button(key="measure.calibrate").click().run()
+    no_exception(at)
+    (job,) = manager.jobs()
+    assert isinstance(job, CalibrateJob) and not job.done()
+    assert [b for b in at.button if b.key == f"cancel.{job.key}"]  # progress with Cancel
+    at = show(at, "Trade-offs")
+    assert any("calibration of CPU" in m.value for m in at.sidebar.markdown)  # in the job tray
+    job.wait(timeout=120)
+    at = show(at, "Latency")
+    no_exception(at)
+    cal = job.calibration
+    assert cal is not None and job.outcome == "finished"
+    text = " ".join(_texts(at, "markdown"))
+    assert f"Calibration of **{cal.device_name}**: **measured now** by this session's job on this machine" in text
+    assert f"Key: `{cal.key}`" in text
+    # the slow dtype, plainly
+    assert any("**bfloat16 is 250x slower than float32 on this device**" in w for w in _texts(at, "warning"))
+    # predictions on this device, labelled with the calibration's key
+    assert at.selectbox(key="latency.pred_hw").value == f"this device: {cal.device_name} (calibrated)"
+    assert f"**calibrated on {cal.key}**" in _texts(at, "markdown")
+    phases = next(df.value for df in at.dataframe if "predicted_ms" in df.value.columns
+                  and "decode_uncached" in set(df.value["phase"]))
+    wl = Workload()
+    for _, row in phases.iterrows():
+        assert row["predicted_ms"] == pytest.approx(latency_model.phase_ms(SEED, wl, cal, phase=row["phase"]))
+    assert list(phases["phase"]) == list(lp.PREDICTED_PHASES)
+    # exportable: the registry holds the calibration's every point and its summary
+    shown = at.session_state[SHOWN_KEY]
+    pd.testing.assert_frame_equal(shown["latency.calibration"].frame, calibration_rows(cal))
+    assert shown["latency.calibration"].tab == "Latency"
+    assert {"latency.calibration", "latency.calibration_summary", "latency.predicted_phases",
+            "latency.predicted_parts"} <= set(shown)
+    # Export lists the calibration's table with its downloads; the session file holds measurement tables only
+    exported = show(at, "Export")
+    no_exception(exported)
+    title = f"calibration of {cal.device_name}: every measured point"
+    assert any(m.startswith(f"**Latency: {title}** — {len(calibration_rows(cal))} rows")
+               for m in _texts(exported, "markdown"))
+    assert [b for b in exported.get("download_button") if "export.shown.latency.calibration" in b.proto.id]
+    assert not any(m.startswith("**measured: calibration of") for m in _texts(exported, "markdown"))
+    # a new session finds it in the store: "from cache", the button says "Calibrate again"
+    fresh = show(app(), "Latency")
+    no_exception(fresh)
+    when = cal.measured_at.replace("T", " ")[:19]
+    assert any(f"**from cache** (measured {when} UTC by this machine; read from the result store)" in m
+               for m in _texts(fresh, "markdown"))
+    assert fresh.button(key="measure.calibrate").label == "Calibrate again"
+
+
+def test_an_uncalibrated_gpu_preset_says_so_with_the_error_band() -> None:
+    at = show(app(), "Latency")
+    no_exception(at)
+    assert at.selectbox(key="latency.pred_hw").value == "H200 SXM (uncalibrated)"
+    label = next(m for m in _texts(at, "markdown") if "uncalibrated: roofline + typical overheads" in m)
+    assert "error band measured on calibrated devices" in label
+    assert lp.band_words(latency_model.ERROR_BAND) in label
+    parts = next(df.value for df in at.dataframe if "launch_ms" in df.value.columns and "part" in df.value.columns)
+    want = latency_model.predict_latency(SEED, Workload(), GPU_PRESETS["H200 SXM"], phase="forward")
+    assert list(parts["part"]) == [p.component for p in sorted(
+        want, key=lambda p: lp.PART_ORDER.index(p.component) if p.component in lp.PART_ORDER else 99)]
+    by_part = {p.component: p for p in want}
+    for _, row in parts.iterrows():
+        assert row["total_ms"] == pytest.approx(by_part[row["part"]].total_ms)
+        assert math.isnan(row["measured_ms"])  # nothing measured on an H200 in this session
+
+
+# --- frames and charts ---------------------------------------------------------------------------------------
+
+def _rows(**cols) -> pd.DataFrame:
+    base = {"status": "ok", "config_name": "seed", "batch": 1, "dtype": "float32", "device_name": "X"}
+    n = len(next(iter(cols.values())))
+    return pd.DataFrame({**{k: [v] * n for k, v in base.items()}, **cols})
+
+
+def test_measured_totals_prefer_the_sweep_and_keep_only_this_configuration() -> None:
+    frame = pd.concat([
+        _rows(measurement=["latency"] * 3, phase=["forward", "decode", "train_step"], component=["total"] * 3,
+              seq_len_tokens=[256] * 3, latency_median_ms=[10.0, 1.0, 30.0]),
+        _rows(measurement=["breakdown"] * 3, phase=["forward", "forward", "train_step"],
+              component=["total", "qkv_proj", "total"], seq_len_tokens=[256, 256, 512],
+              latency_median_ms=[11.0, 2.0, 70.0]),
+        _rows(measurement=["latency"], phase=["forward"], component=["total"], seq_len_tokens=[256],
+              latency_median_ms=[99.0]).assign(config_name="other"),
+    ], ignore_index=True)
+    got = lp.measured_totals(frame, config="seed", batch=1, dtype="float32").set_index(["phase", "seq_len_tokens"])
+    assert got["measured_ms"].to_dict() == {("forward", 256): 10.0, ("decode", 256): 1.0, ("train_step", 256): 30.0,
+                                            ("train_step", 512): 70.0}
+    assert lp.measured_totals(frame, config="seed", batch=2, dtype="float32").empty
+
+
+def test_parts_vs_measured_joins_by_part_and_divides() -> None:
+    parts = pd.DataFrame({"part": ["qkv_proj", "attention", "logits"], "total_ms": [2.0, 4.0, 1.0]})
+    bd = pd.DataFrame({"config": ["seed", "seed", "seed"], "seq_len_tokens": [256, 256, 512],
+                       "part": ["qkv_proj", "attention", "qkv_proj"], "measured_ms": [3.0, 2.0, 50.0]})
+    got = lp.parts_vs_measured(parts, bd, config="seed", seq_len=256)
+    assert got["measured_ms"].tolist()[:2] == [3.0, 2.0] and math.isnan(got["measured_ms"].iloc[2])
+    assert got["measured_over_predicted"].tolist()[:2] == [1.5, 0.5]
+
+
+def test_band_words() -> None:
+    assert lp.band_words((0.7, 1.9)) == "measured / predicted from 0.70x to 1.90x"
+    assert lp.band_words(0.35) == "about ±35 %"
+    assert lp.band_words({"median": 0.21, "p90": 0.55}) == "median 0.21; p90 0.55"
+
+
+def test_the_charts_name_their_units_and_series() -> None:
+    phases = pd.DataFrame({"phase": list(lp.PREDICTED_PHASES), "predicted_ms": [10.0, 30.0, 0.5, 9.0],
+                           "measured_ms": [12.0, math.nan, 0.7, math.nan]})
+    fig = latency_charts.phases_chart(phases, title="t")
+    assert [t.name for t in fig.data] == ["predicted", "measured (median)"]
+    assert fig.layout.yaxis.type == "log" and "ms" in fig.layout.yaxis.title.text
+    parts = pd.DataFrame({"part": ["qkv_proj", "attention"], "compute_ms": [1.0, 2.0], "memory_ms": [0.5, 0.1],
+                          "launch_ms": [0.1, 0.1], "framework_ms": [0.2, 0.2], "measured_ms": [2.0, math.nan]})
+    fig = latency_charts.parts_terms_chart(parts, title="t")
+    assert [t.name for t in fig.data] == [lp.TERM_WORDS[t] for t in lp.TERMS] + ["measured (breakdown)"]
+    assert fig.layout.barmode == "stack" and fig.layout.xaxis.title.text == "latency (ms)"
+    assert list(fig.data[-1].y) == ["Q/K/V projections"]
