@@ -19,7 +19,7 @@ from xtlens.core.presets import config_label
 from xtlens.dashboard import charts, data, tables
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.charts import latency as latency_charts
-from xtlens.dashboard.session import jobs, other_runs, tab_settings
+from xtlens.dashboard.session import jobs, other_runs, store, tab_settings
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, dataframe, table
@@ -327,6 +327,9 @@ def _source_label(source: Calibration | object) -> str:
     return f"{words} (error band measured on calibrated devices: {band})" if band else words
 
 
+_SEEN_CAL = "_xtlens_latency_seen_calibration"  # the key of the newest calibration of this device shown so far
+
+
 def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, ...], sweep: pd.DataFrame | None,
                  breakdown: pd.DataFrame | None) -> None:
     """Predicted per phase and per part on a calibrated device or a GPU preset, beside what was measured."""
@@ -342,6 +345,9 @@ def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, 
         cal = calibration_for(preset, stored)
         options[preset + (" (calibrated)" if cal is not None else " (uncalibrated)")] = cal or hw
     names = list(options)
+    if mine is not None and store.get(_SEEN_CAL) != mine.key:  # a new calibration of this device: show it
+        store.put(_SEEN_CAL, mine.key)
+        store.put("latency.pred_hw", names[0])
     cols = st.columns([3, 2])
     choice = cols[0].selectbox("predict for", names, index=0 if mine is not None else
                                next(i for i, n in enumerate(names) if n.startswith("H200 SXM")), key="latency.pred_hw",

@@ -2,6 +2,7 @@
 
 The numbers are plainly synthetic (``notes`` says so) but shaped like a CPU without native bf16: float32
 products at 50 GFLOP/s (under this machine's CPU name, as the real calibration stores it), bfloat16 250x slower (``slow_dtypes``), a 5 us launch and a 20 us module call.
+``$XTLENS_TEST_DEVICE_NAME`` replaces the CPU's name (``Fake CPU``: the device of ``fake_measure``'s rows).
 ``$XTLENS_TEST_PAUSE_S`` pauses first (a calibration still running while the test switches tabs or cancels).
 """
 
@@ -33,7 +34,7 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress=None
                                      backward_seconds=12 * n * n * 64 * 8 / FLOAT32_FLOPS_PER_S)
                       for n in (128, 512) for mask in ("causal", "dense"))
     f32_s = 2 * 64**3 / FLOAT32_FLOPS_PER_S
-    return Calibration(device="cpu", device_name=cpu_name(), torch_version="2.13.0",
+    return Calibration(device="cpu", device_name=os.environ.get("XTLENS_TEST_DEVICE_NAME") or cpu_name(), torch_version="2.13.0",
                        xtransformers_version="2.31.0", threads=2, measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        wall_s=1.5, launch_s=5e-6, module_overhead_s=20e-6,
                        elementwise_bytes_per_s={"float32": 10e9, "bfloat16": 2e9}, matmul=matmul, attention=attention,

@@ -148,6 +148,51 @@ def test_calibrate_button_job_survives_a_tab_switch_then_the_calibration_is_show
     assert fresh.button(key="measure.calibrate").label == "Calibrate again"
 
 
+def test_predictions_stand_beside_the_measurements_of_the_same_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A latency sweep (``fake_measure``: forward 1e-6 n^2 ms, training step 3x that, on "Fake CPU") and a calibration
+    of that same device: the per-phase table puts the measured median beside the prediction at the sidebar's length,
+    and every measured length gets its prediction."""
+    from test_trust import fake_jobs
+
+    monkeypatch.setenv("XTLENS_TEST_DEVICE_NAME", "Fake CPU")
+    manager = fake_jobs(monkeypatch)
+    real = jobs.calibrate_spec
+    monkeypatch.setattr(jobs, "calibrate_spec", lambda device, budget=60.0: dataclasses.replace(
+        real(device, budget), calibrate=FAKE))
+    at = show(app(), "Latency")
+    at.select_slider(key="latency.max_len").set_value(1024)
+    at.multiselect(key="latency.phases").set_value(["forward", "train_step"])
+    at.toggle(key="latency.variant").set_value(False)
+    at.run()
+    at.button(key="measure.latency").click().run()
+    at.button(key="measure.calibrate").click().run()
+    for job in manager.jobs():
+        job.wait(timeout=120)
+    at.run()
+    no_exception(at)
+    cal = next(j for j in manager.jobs() if isinstance(j, CalibrateJob)).calibration
+    assert cal is not None and cal.device_name == "Fake CPU"
+    assert f"**calibrated on {cal.key}**" in _texts(at, "markdown")
+    phases = next(df.value for df in at.dataframe if "predicted_ms" in df.value.columns
+                  and "decode_uncached" in set(df.value["phase"])).set_index("phase")
+    n = Workload().seq_len
+    assert phases.loc["forward", "measured_ms"] == pytest.approx(1e-6 * n * n)
+    assert phases.loc["train_step", "measured_ms"] == pytest.approx(3e-6 * n * n)
+    assert math.isnan(phases.loc["decode_uncached", "measured_ms"])  # never measured: no number, no ratio
+    for phase in ("forward", "train_step"):
+        assert phases.loc[phase, "measured_over_predicted"] == pytest.approx(
+            phases.loc[phase, "measured_ms"] / latency_model.phase_ms(SEED, Workload(), cal, phase=phase))
+    lengths = next(df.value for df in at.dataframe if "measured_over_predicted" in df.value.columns
+                   and "predicted_ms" in df.value.columns and "kernels" not in df.value.columns)
+    assert sorted(set(lengths["seq_len_tokens"])) == [128, 256, 512, 1024]
+    assert sorted(set(lengths["phase"])) == ["forward", "train_step"]
+    for _, row in lengths.iterrows():
+        wl = Workload(seq_len=int(row["seq_len_tokens"]))
+        assert row["predicted_ms"] == pytest.approx(latency_model.phase_ms(SEED, wl, cal, phase=row["phase"]))
+        assert row["measured_ms"] == pytest.approx((3 if row["phase"] == "train_step" else 1) * 1e-6
+                                                   * row["seq_len_tokens"] ** 2)
+
+
 def test_an_uncalibrated_gpu_preset_says_so_with_the_error_band() -> None:
     at = show(app(), "Latency")
     no_exception(at)
