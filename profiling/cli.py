@@ -1,5 +1,6 @@
 """The ``xtlens`` command line: ``estimate`` (closed form, instant), ``profile`` (measure), ``probe`` (train:
-benefits, see ``profiling/benefit/cli.py``), ``results`` (the SQLite result store), ``dashboard``.
+benefits, see ``profiling/benefit/cli.py``), ``results`` (the SQLite result store), ``calibrate`` (this device's
+latency terms, stored), ``dashboard``.
 
     xtlens estimate --preset seed --seq-len 8192 --format json
     xtlens estimate --snippet model.py --set depth=12 --set attn_flash=false --format table
@@ -9,6 +10,7 @@ benefits, see ``profiling/benefit/cli.py``), ``results`` (the SQLite result stor
     xtlens results export --device H100 h100.parquet
     xtlens profile --preset seed --what breakdown,whatif --attention flex,compile --seq-lens 1024
     xtlens estimate --preset seed --seq-len 8192 --dtype bfloat16 --hardware h200
+    xtlens calibrate --device cpu --time-budget 60 --out cpu-calibration.json
     xtlens dashboard --port 8501 --headless
 
 Configuration: ``--preset NAME`` (default ``seed``), ``--config FILE.json`` (a JSON object of
@@ -369,6 +371,56 @@ def _plain_table(frame) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+# --- calibrate (latency terms of this device) ------------------------------------------------------------
+
+CALIBRATE_OUT_SUFFIXES = (".json", ".csv", ".parquet")
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import time
+
+    from xtlens.profiling.measure.calibrate import MAX_BUDGET_S, MIN_BUDGET_S
+
+    if not MIN_BUDGET_S <= args.time_budget <= MAX_BUDGET_S:
+        raise ConfigError("--time-budget", args.time_budget,
+                          f"a number of seconds from {MIN_BUDGET_S:g} to {MAX_BUDGET_S:g} (default 60)")
+    if args.out is not None and Path(args.out).suffix.lower() not in CALIBRATE_OUT_SUFFIXES:
+        raise ConfigError("--out", args.out, "a file ending in " + ", ".join(CALIBRATE_OUT_SUFFIXES) + " (.json: the "
+                          "calibration; .csv / .parquet: one row per measured point)")
+    from xtlens.profiling.results.calibrations import (
+        calibration_rows,
+        calibration_summary,
+        ready,
+        save_calibration,
+    )
+
+    store = ready(args.db)  # a store that cannot be written stops here, before a minute of measuring
+    from xtlens.profiling.measure.calibrate import calibrate
+
+    t0 = time.monotonic()
+    cal = calibrate(args.device, time_budget_s=args.time_budget, progress=ProgressBar())
+    save_calibration(cal, store.path)
+    if args.out is not None:
+        out = Path(args.out)
+        try:
+            if out.suffix.lower() == ".json":
+                out.write_text(json.dumps(cal.to_dict(), indent=1, sort_keys=True) + "\n")
+            elif out.suffix.lower() == ".csv":
+                calibration_rows(cal).to_csv(out, index=False)
+            else:
+                calibration_rows(cal).to_parquet(out, index=False)
+        except OSError as exc:
+            raise ConfigError("--out", args.out, f"a file that can be written ({exc.strerror or exc})") from None
+        print(f"wrote the calibration to {out}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(cal.to_dict(), indent=1, sort_keys=True))
+    else:
+        print(calibration_summary(cal))
+    print(f"stored in {store.path} (xtlens estimate --hardware {cal.device} uses it); {time.monotonic() - t0:.1f} s "
+          f"in all", file=sys.stderr)
+    return 0
+
+
 # --- dashboard ------------------------------------------------------------------------------------------
 
 def dashboard_command(*, port: int | None = None, headless: bool = False, extra: Sequence[str] = ()) -> list[str]:
@@ -504,6 +556,21 @@ def build_parser() -> argparse.ArgumentParser:
     from xtlens.profiling.benefit.cli import add_probe_parser
 
     add_probe_parser(sub)  # xtlens probe {scaling,stability,extrapolation,heads}
+
+    cal = sub.add_parser("calibrate", help="measure this device's latency terms (about a minute) and store them",
+                         description="Measure what a roofline leaves out (launch and module overheads, element-wise "
+                                     "bandwidth, matrix-product throughput against shape per dtype, attention per SDPA "
+                                     "backend; a dtype this device emulates is measured small and named with its "
+                                     "slowdown) within --time-budget seconds, and store it in the result database.")
+    cal.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: cuda when there is one)")
+    cal.add_argument("--time-budget", type=float, default=60.0, metavar="S",
+                     help="at most this many seconds of measuring (5 to 3600, default 60)")
+    cal.add_argument("--format", choices=("table", "json"), default="table", help="what to print (default table)")
+    cal.add_argument("--out", default=None, metavar="FILE", help="also write it: .json (the calibration) or .csv / "
+                     ".parquet (one row per measured point)")
+    cal.add_argument("--db", default=None, metavar="FILE", help="the result database (default $XTLENS_DB or "
+                     ".xtlens-cache/results.sqlite)")
+    cal.set_defaults(run=_calibrate)
 
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard")
     dash.add_argument("--port", type=int, default=None)

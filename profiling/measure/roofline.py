@@ -1,92 +1,83 @@
-"""The ceilings of the device a measurement runs on: a datasheet preset for a known GPU, a short calibration
-for the CPU (``core.hardware`` holds the presets, ``core.roofline`` the predictions).
+"""The ceilings of the device a measurement runs on: a datasheet preset for a known GPU, the CPU's from a
+calibration (``core.hardware`` holds the presets, ``core.roofline`` the predictions).
 
-CPU calibration (``calibrate_cpu``): the best of a few timed runs of
+One calibration path: every measured ceiling comes from ``profiling.measure.calibrate.calibrate`` through
+``hardware_from_calibration`` (the compute ceiling of a dtype = the best FLOP/s of its matrix products, the
+bandwidth ceiling = the best element-wise bytes/s), whether the calibration is a stored one (``xtlens calibrate``)
+or the short one ``calibrate_cpu`` runs for a measurement's roofline columns:
 
-* an ``n x n`` matrix product per dtype (``2 * n**3`` FLOPs): the compute ceiling. ``n`` grows 256, 512,
-  1024, 2048 while one product takes under 0.1 s, so a dtype this CPU has no fast unit for (bfloat16
-  without native support: a 2048 x 2048 product can take over a minute) stops small instead of costing
-  minutes; and
-* a copy of a 64 MiB float32 tensor (``2 * 64 MiB`` moved: read and written): the bandwidth ceiling.
+* per dtype asked for, the matrix products ``CEILING_SHAPES`` (float32 beside it as the slowdown's reference); a
+  dtype this CPU emulates (bfloat16 without native support: a 2048-square product can take over a minute) is found
+  on a 256-square probe and never runs a large product: its ceiling is its probe's rate;
+* once, the element-wise add in float32 (64 MiB operands) for the bandwidth.
 
-Each dtype is calibrated only when asked for (``hardware_for(..., dtype=)``: a measurement calibrates the
-dtype it runs in), runs with the threads torch uses here, and is cached per process (the numbers describe
-this machine under its current load: on a shared machine they move with the neighbours' work).
+Each part runs within ``CEILING_BUDGET_S`` and only when asked for (``hardware_for(..., dtype=)``: a measurement
+calibrates the dtype it runs in), with the threads torch uses here, and is cached per process (the numbers
+describe this machine under its current load: on a shared machine they move with the neighbours' work).
 """
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable
 
-import torch
-from xtlens.core.builder import TORCH_DTYPES
+from xtlens.core.calibration import Calibration
 from xtlens.core.hardware import GPU_PRESETS, Hardware, gpu_family
 
-__all__ = ["calibrate_cpu", "hardware_for", "matmul_flops_per_s", "CALIBRATION_DTYPES",
-           "MATMUL_SIZES", "GROW_BELOW_S"]
+__all__ = ["calibrate_cpu", "hardware_for", "hardware_from_calibration", "CALIBRATION_DTYPES", "CEILING_SHAPES",
+           "CEILING_BUDGET_S"]
 
 CALIBRATION_DTYPES = ("float32", "bfloat16")
-MATMUL_SIZES = (256, 512, 1024, 2048)
-GROW_BELOW_S = 0.1
-_COPY_BYTES = 64 * 2**20
+CEILING_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048))
+CEILING_BUDGET_S = 10.0
 
 
-def _best_s(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def hardware_from_calibration(cal: Calibration, *, dtypes: tuple[str, ...] | None = None) -> Hardware:
+    """The roofline ceilings of a calibration: per dtype (all of ``cal``'s, or ``dtypes``) the best FLOP/s of its
+    matrix products, and the best element-wise bytes/s of any dtype (the memory system's, not a dtype's)."""
+    wanted = cal.dtypes() if dtypes is None else tuple(d for d in dtypes if d in cal.dtypes())
+    peaks = {d: max(p.flops_per_s for p in cal.matmul if p.dtype == d) for d in wanted}
+    if not cal.elementwise_bytes_per_s:
+        from xtlens.profiling.errors import ProfileError
 
-
-def matmul_flops_per_s(dtype: str, *, repeats: int = 3,
-                       product: Callable[[torch.Tensor, torch.Tensor], object] = torch.mm) -> tuple[float, int]:
-    """``(best FLOP/s, n)`` of ``n x n`` products in ``dtype``: ``n`` is the first of ``MATMUL_SIZES`` whose
-    product takes ``GROW_BELOW_S`` or more (else the largest); that first product is the warm-up, then the
-    best of ``repeats``."""
-    for n in MATMUL_SIZES:
-        a = torch.randn(n, n).to(TORCH_DTYPES[dtype])
-        b = torch.randn(n, n).to(TORCH_DTYPES[dtype])
-        t0 = time.perf_counter()
-        product(a, b)
-        if time.perf_counter() - t0 >= GROW_BELOW_S:
-            break
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        product(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best, n
+        raise ProfileError(f"the calibration {cal.key} has no element-wise bandwidth: calibrate again "
+                           "(xtlens calibrate) to get the bandwidth ceiling")
+    bandwidth = max(cal.elementwise_bytes_per_s.values())
+    shapes = {d: sum(p.dtype == d for p in cal.matmul) for d in wanted}
+    slow = "".join(f"; {s.dtype} is emulated here ({s.slowdown_vs_float32:,.0f}x float32's time)"
+                   for s in cal.slow_dtypes if s.dtype in wanted)
+    name = f"CPU: {cal.device_name}" if cal.device == "cpu" else cal.device_name
+    return Hardware(name=name, peak_flops_per_s=peaks, mem_bandwidth_bytes_per_s=bandwidth,
+                    source=(f"calibrated: {cal.key} ({cal.threads} threads): the best of "
+                            + ", ".join(f"{n} {d} matrix product shape(s)" for d, n in shapes.items())
+                            + f" and of the element-wise add{slow}"))
 
 
 @functools.cache
-def _cpu_peak(dtype: str, repeats: int) -> tuple[float, int]:
-    return matmul_flops_per_s(dtype, repeats=repeats)
+def _peak_calibration(dtype: str) -> Calibration:
+    from xtlens.profiling.measure.calibrate import calibrate
+
+    return calibrate("cpu", dtypes=(dtype,), parts=("matmul",), matmul_shapes=CEILING_SHAPES,
+                     time_budget_s=CEILING_BUDGET_S)
 
 
 @functools.cache
-def _cpu_bandwidth(repeats: int) -> float:
-    src = torch.empty(_COPY_BYTES // 4, dtype=torch.float32).fill_(1.0)
-    dst = torch.empty_like(src)
-    return 2 * _COPY_BYTES / _best_s(lambda: dst.copy_(src), repeats)
+def _bandwidth_calibration() -> Calibration:
+    from xtlens.profiling.measure.calibrate import calibrate
+
+    return calibrate("cpu", dtypes=("float32",), parts=("elementwise",), time_budget_s=CEILING_BUDGET_S)
 
 
 @functools.cache
-def calibrate_cpu(repeats: int = 3, dtypes: tuple[str, ...] = CALIBRATION_DTYPES) -> Hardware:
+def calibrate_cpu(dtypes: tuple[str, ...] = CALIBRATION_DTYPES) -> Hardware:
     """This CPU's ceilings for ``dtypes`` (each measured once per process), see the module docstring."""
-    from xtlens.profiling.run.device import cpu_name
+    from dataclasses import replace
 
-    peaks = {dtype: _cpu_peak(dtype, repeats) for dtype in dtypes if dtype in CALIBRATION_DTYPES}
-    sizes = ", ".join(f"{n}x{n} in {dtype}" for dtype, (_, n) in peaks.items())
-    return Hardware(name=f"CPU: {cpu_name()}", peak_flops_per_s={d: p for d, (p, _) in peaks.items()},
-                    mem_bandwidth_bytes_per_s=_cpu_bandwidth(repeats),
-                    source=(f"calibrated here with torch {torch.__version__} ({torch.get_num_threads()} threads): best of "
-                            f"{repeats} matmuls ({sizes or 'no dtype'}) and of {repeats} copies of "
-                            f"{_COPY_BYTES // 2**20} MiB"))
+    parts = {d: _peak_calibration(d) for d in dtypes}
+    base = _bandwidth_calibration()
+    merged = replace(base, matmul=tuple(p for d, cal in parts.items() for p in cal.matmul if p.dtype == d),
+                     slow_dtypes=tuple(s for d, cal in parts.items() for s in cal.slow_dtypes if s.dtype == d),
+                     wall_s=base.wall_s + sum(c.wall_s for c in parts.values()))
+    return hardware_from_calibration(merged, dtypes=tuple(dtypes))
 
 
 def hardware_for(device: str, device_name: str, *, dtype: str | None = None) -> Hardware | None:
