@@ -56,8 +56,8 @@ class CalibrateSpec:
     calibrate: str = CALIBRATE_REF
 
     def __post_init__(self) -> None:
-        if not (1.0 <= float(self.time_budget_s) <= 600.0):
-            raise ProfileError(f"time_budget_s must be from 1 to 600 seconds (got {self.time_budget_s}).")
+        if not (5.0 <= float(self.time_budget_s) <= 600.0):
+            raise ProfileError(f"time_budget_s must be from 5 to 600 seconds (got {self.time_budget_s}).")
         if self.time_limit_s is None:
             object.__setattr__(self, "time_limit_s", time_limit_for(self.time_budget_s))
 
