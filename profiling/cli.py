@@ -134,34 +134,55 @@ def _hardware_list() -> str:
 
 
 def _latency_predictions(cfg: ModelConfig, wl: Workload, name: str):
-    """``(hardware, rows)``: roofline predictions (``core.roofline``) as ``(quantity, phase, component, variant,
-    ms)``: the three headline totals and each part of the forward and the training step."""
+    """``(source, rows)``: latency predictions as ``(quantity, phase, component, variant, ms)``.
+
+    With a stored calibration for ``name`` (``xtlens calibrate``; ``cpu`` / ``cuda``: the newest of that kind, else
+    matched by device name) the calibrated predictor ``core.latency_model`` on it, variant ``calibrated on <key>``;
+    otherwise the GPU preset ``name`` (or, for ``cpu``, the quick ceilings of ``calibrate_cpu``) with roofline +
+    typical overheads, variant ``uncalibrated: ...`` with its error band. Rows: the three headline totals
+    (forward, training step, decode per token: cached unless ALiBi + rotary), each part of the forward and the
+    training step (``predicted_<phase>_<part>_ms``) and, for reference, the roofline lower bound of each phase
+    (``roofline_<phase>_ms``). ``source.name`` says what was used."""
+    from types import SimpleNamespace
+
     from xtlens.core.hardware import hardware_preset
-    from xtlens.core.roofline import part_costs, predict
+    from xtlens.core.latency_model import phase_ms, predict_latency, prediction_label
+    from xtlens.core.roofline import predict
+    from xtlens.profiling.results.calibrations import latest_calibration
 
-    if name.strip().lower() == "cpu":
-        from xtlens.profiling.measure.roofline import (
-            calibrate_cpu,  # imports torch: the calibration runs here
-        )
+    source = latest_calibration(name.strip())
+    hw = None
+    if source is None:
+        if name.strip().lower() == "cpu":
+            from xtlens.profiling.measure.roofline import (
+                calibrate_cpu,  # imports torch: the quick ceilings are measured here
+            )
 
-        hw = calibrate_cpu()
-    else:
-        hw = hardware_preset(name)
-        if hw is None:
-            from xtlens.core.hardware import GPU_PRESETS
+            hw = calibrate_cpu()
+        else:
+            hw = hardware_preset(name)
+            if hw is None:
+                from xtlens.core.hardware import GPU_PRESETS
 
-            raise ConfigError("--hardware", name, f"'list', 'cpu' or one of {', '.join(GPU_PRESETS)}")
-    if hw.peak(wl.dtype) is None:
-        raise ConfigError("--dtype", wl.dtype, f"a precision {hw.name} has units for: {', '.join(hw.peak_flops_per_s)}")
-    variant = f"roofline {hw.name}"
-    totals = predict(cfg, wl, hw)
-    rows = [(q, {"predicted_forward_ms": "forward", "predicted_train_step_ms": "train_step"}.get(q, "decode"),
-             "total", variant, v) for q, v in totals.items()]
+                raise ConfigError("--hardware", name, f"'list', 'cpu' or one of {', '.join(GPU_PRESETS)}")
+        if hw.peak(wl.dtype) is None:
+            raise ConfigError("--dtype", wl.dtype, f"a precision {hw.name} has units for: {', '.join(hw.peak_flops_per_s)}")
+        source = hw
+    variant = prediction_label(source)
+    cached = not (cfg.alibi_pos_bias and cfg.uses_rotary)
+    decode_phase = "decode_cached" if cached else "decode_uncached"
+    rows = [("predicted_forward_ms", "forward", "total", variant, phase_ms(cfg, wl, source, phase="forward")),
+            ("predicted_train_step_ms", "train_step", "total", variant, phase_ms(cfg, wl, source, phase="train_step")),
+            ("predicted_decode_ms_per_token", "decode", "total", variant, phase_ms(cfg, wl, source, phase=decode_phase))]
     for phase in ("forward", "train_step"):
-        for p in part_costs(cfg, wl, phase=phase):
-            rows.append((f"predicted_{phase}_{p.component}_ms", phase, p.component, variant,
-                         1e3 * p.time_s(hw, wl.dtype)))
-    return hw, rows
+        for p in predict_latency(cfg, wl, source, phase=phase):
+            rows.append((f"predicted_{phase}_{p.component}_ms", phase, p.component, variant, p.total_ms))
+    if hw is not None:
+        for q, v in predict(cfg, wl, hw).items():
+            phase = q.removeprefix("predicted_").removesuffix("_ms").removesuffix("_ms_per_token")
+            rows.append((f"roofline_{phase}_ms", phase, "roofline", f"roofline {hw.name} (lower bound)", v))
+    label = source.name if hw is not None else source.device_name
+    return SimpleNamespace(name=f"{label} ({variant})"), rows
 
 
 _TRAINING_OPTIONS = {"precision": "precision", "optimizer": "optimizer", "recompute": "recompute",

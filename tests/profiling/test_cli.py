@@ -201,28 +201,57 @@ def test_profile_breakdown_and_whatif_write_tidy_rows(tmp_path, monkeypatch, cap
     assert "attention = 'flash9'" in capsys.readouterr().err
 
 
-def test_estimate_hardware(capsys) -> None:
+def test_estimate_hardware(capsys, tmp_path, monkeypatch) -> None:
     from xtlens.core.config import PRESETS as P
     from xtlens.core.hardware import hardware_preset
+    from xtlens.core.latency_model import UNCALIBRATED_LABEL, phase_ms
     from xtlens.core.roofline import predict
 
+    monkeypatch.setenv("XTLENS_DB", str(tmp_path / "results.sqlite"))  # no stored calibration
     assert main(["estimate", "--hardware", "list"]) == 0
     listing = capsys.readouterr().out
     assert "H200 SXM" in listing and "4.800" in listing and "cpu" in listing
     out = _json(capsys, "--seq-len", "8192", "--dtype", "bfloat16", "--hardware", "h200")
-    expected = predict(P["seed"], Workload(seq_len=8192, dtype="bfloat16"), hardware_preset("H200 SXM"))
-    assert out["hardware"] == "H200 SXM"
-    for key in ("predicted_forward_ms", "predicted_train_step_ms", "predicted_decode_ms_per_token"):
-        assert out[key] == pytest.approx(expected[key])
+    h200, wl = hardware_preset("H200 SXM"), Workload(seq_len=8192, dtype="bfloat16")
+    assert out["hardware"].startswith("H200 SXM") and UNCALIBRATED_LABEL in out["hardware"]
+    assert out["predicted_forward_ms"] == pytest.approx(phase_ms(P["seed"], wl, h200, phase="forward"))
+    assert out["predicted_train_step_ms"] == pytest.approx(phase_ms(P["seed"], wl, h200, phase="train_step"))
+    # the seed (ALiBi + rotary) decodes without a cache: a whole forward per token
+    assert out["predicted_decode_ms_per_token"] == pytest.approx(phase_ms(P["seed"], wl, h200, phase="decode_uncached"))
     assert main(["estimate", "--seq-len", "1024", "--hardware", "a100", "--format", "rows"]) == 0
     lines = [line.split(",") for line in capsys.readouterr().out.splitlines() if ",ms," in line]
+    roofline = predict(P["seed"], Workload(seq_len=1024), hardware_preset("a100"))
+    rows = {q: float(v) for q, p, c, unit, variant, v in lines}
+    assert rows["roofline_forward_ms"] == pytest.approx(roofline["predicted_forward_ms"])
+    assert rows["predicted_forward_ms"] > rows["roofline_forward_ms"]  # the roofline is the lower bound
+    assert all(UNCALIBRATED_LABEL in variant for q, p, c, unit, variant, v in lines if c != "roofline")
     by = {(p, c): float(v) for q, p, c, unit, variant, v in lines}
-    parts = sum(v for (p, c), v in by.items() if p == "forward" and c != "total")
+    parts = sum(v for (p, c), v in by.items() if p == "forward" and c not in ("total", "roofline"))
     assert parts == pytest.approx(by[("forward", "total")])
     assert main(["estimate", "--hardware", "tpu-v9"]) == 2
     assert "hardware = 'tpu-v9'" in capsys.readouterr().err
     assert main(["estimate", "--hardware", "t4", "--dtype", "bfloat16"]) == 2
     assert "dtype" in capsys.readouterr().err
+
+
+def test_estimate_hardware_uses_the_stored_calibration(capsys, tmp_path, monkeypatch) -> None:
+    """``--hardware cpu`` (or the device's name) with a stored calibration: the calibrated predictor on it, and
+    the output names the calibration's key."""
+    from xtlens.core.config import PRESETS as P
+    from xtlens.core.latency_model import phase_ms
+    from xtlens.profiling.results.calibrations import save_calibration
+
+    from tests.core.test_latency_model import fake_calibration
+
+    monkeypatch.setenv("XTLENS_DB", str(tmp_path / "results.sqlite"))
+    cal = fake_calibration()
+    save_calibration(cal)
+    for name in ("cpu", "fake"):
+        out = _json(capsys, "--seq-len", "256", "--hardware", name)
+        assert cal.key in out["hardware"] and "calibrated on" in out["hardware"]
+        wl = Workload(seq_len=256)
+        assert out["predicted_forward_ms"] == pytest.approx(phase_ms(P["seed"], wl, cal, phase="forward"))
+        assert out["predicted_train_step_ms"] == pytest.approx(phase_ms(P["seed"], wl, cal, phase="train_step"))
 
 
 def test_estimate_setup_options_report_per_device_peaks_and_what_fits(capsys) -> None:
