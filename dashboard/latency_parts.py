@@ -176,7 +176,6 @@ TERMS = ("compute_ms", "memory_ms", "launch_ms", "framework_ms")
 TERM_WORDS = {"compute_ms": "compute (calibrated matrix-product / attention time)",
               "memory_ms": "memory (bytes / calibrated bandwidth)", "launch_ms": "kernel launches (kernels x launch)",
               "framework_ms": "framework (module calls x Python overhead)"}
-UNCALIBRATED_WORDS = "uncalibrated: roofline + typical overheads"
 
 
 def source_key(source: Calibration | Hardware) -> tuple[str, str]:
@@ -199,8 +198,10 @@ def _predict(cfg: ModelConfig, wl: Workload, kind: str, value: str, phase: str) 
     from xtlens.core import latency_model
 
     source = _source(kind, value)
-    parts = latency_model.predict_latency(cfg, wl, source, phase=phase)
-    total = latency_model.phase_ms(cfg, wl, source, phase=phase)
+    # a decode step after ``wl.seq_len`` cached tokens, as ``profiling.measure.latency`` measures it
+    context = {"decode_context_tokens": wl.seq_len} if phase.startswith("decode") else {}
+    parts = latency_model.predict_latency(cfg, wl, source, phase=phase, **context)
+    total = latency_model.phase_ms(cfg, wl, source, phase=phase, **context)
     return tuple(dataclasses.asdict(p) for p in parts), float(total)
 
 
@@ -293,23 +294,6 @@ def parts_vs_measured(parts: pd.DataFrame, breakdown: pd.DataFrame, *, config: s
         out["measured_ms"] = [measured.get(p, math.nan) for p in out["part"]]
     out["measured_over_predicted"] = out["measured_ms"] / out["total_ms"]
     return out
-
-
-def band_words(band: object) -> str:
-    """``core.latency_model.ERROR_BAND`` in words: the spread of measured / predicted on calibrated devices."""
-    if isinstance(band, dict):
-        parts = []
-        for k, v in band.items():
-            if isinstance(v, int | float):
-                parts.append(f"{k} {v:.3g}")
-            elif isinstance(v, str):
-                parts.append(f"{k}: {v}")
-        return "; ".join(parts)
-    if isinstance(band, tuple | list) and len(band) == 2 and all(isinstance(v, int | float) for v in band):
-        return f"measured / predicted from {band[0]:.2f}x to {band[1]:.2f}x"
-    if isinstance(band, int | float):
-        return f"about ±{100 * band:.0f} %" if band < 5 else f"within {band:.3g}x"
-    return str(band)
 
 
 def calibration_summary(cal: Calibration) -> pd.DataFrame:

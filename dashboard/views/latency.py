@@ -318,13 +318,11 @@ def _show_calibration(cal: Calibration, origin: str, dtype: str) -> None:
 
 
 def _source_label(source: Calibration | object) -> str:
+    """``calibrated on <key>``, or "uncalibrated: roofline + typical overheads" with the error band measured on
+    calibrated devices (``core.latency_model.prediction_label``)."""
     from xtlens.core import latency_model
 
-    if isinstance(source, Calibration):
-        return f"calibrated on {source.key}"
-    band = lp.band_words(getattr(latency_model, "ERROR_BAND", ""))
-    words = getattr(latency_model, "UNCALIBRATED_LABEL", lp.UNCALIBRATED_WORDS)
-    return f"{words} (error band measured on calibrated devices: {band})" if band else words
+    return latency_model.prediction_label(source)
 
 
 _SEEN_CAL = "_xtlens_latency_seen_calibration"  # the key of the newest calibration of this device shown so far

@@ -66,7 +66,7 @@ def test_cancel_and_the_time_limit_stop_the_calibration_and_store_nothing(monkey
     monkeypatch.setenv("XTLENS_TEST_PAUSE_S", "60")
     mgr = JobManager(max_running=2)
     cancelled = mgr.submit_spec(_fake_spec(), owner="A")
-    limited = mgr.submit_spec(_fake_spec(time_budget_s=2.0, time_limit_s=4.0), owner="A")
+    limited = mgr.submit_spec(_fake_spec(time_budget_s=5.0, time_limit_s=4.0), owner="A")
     assert cancelled.key != limited.key  # keyed by the budget
     cancelled.cancel()
     limited.wait(timeout=120)
@@ -122,8 +122,10 @@ def test_calibrate_button_job_survives_a_tab_switch_then_the_calibration_is_show
     phases = next(df.value for df in at.dataframe if "predicted_ms" in df.value.columns
                   and "decode_uncached" in set(df.value["phase"]))
     wl = Workload()
-    for _, row in phases.iterrows():
-        assert row["predicted_ms"] == pytest.approx(latency_model.phase_ms(SEED, wl, cal, phase=row["phase"]))
+    for _, row in phases.iterrows():  # decode: one token after the sidebar's length, as the decode is measured
+        context = {"decode_context_tokens": wl.seq_len} if row["phase"].startswith("decode") else {}
+        assert row["predicted_ms"] == pytest.approx(latency_model.phase_ms(SEED, wl, cal, phase=row["phase"],
+                                                                           **context))
     assert list(phases["phase"]) == list(lp.PREDICTED_PHASES)
     # exportable: the registry holds the calibration's every point and its summary
     shown = at.session_state[SHOWN_KEY]
@@ -198,8 +200,9 @@ def test_an_uncalibrated_gpu_preset_says_so_with_the_error_band() -> None:
     no_exception(at)
     assert at.selectbox(key="latency.pred_hw").value == "H200 SXM (uncalibrated)"
     label = next(m for m in _texts(at, "markdown") if "uncalibrated: roofline + typical overheads" in m)
-    assert "error band measured on calibrated devices" in label
-    assert lp.band_words(latency_model.ERROR_BAND) in label
+    lo, hi = latency_model.ERROR_BAND
+    assert label == f"**{latency_model.prediction_label(GPU_PRESETS['H200 SXM'])}**"
+    assert f"median {lo:.0%} / 90th percentile {hi:.0%}" in label
     parts = next(df.value for df in at.dataframe if "launch_ms" in df.value.columns and "part" in df.value.columns)
     want = latency_model.predict_latency(SEED, Workload(), GPU_PRESETS["H200 SXM"], phase="forward")
     assert list(parts["part"]) == [p.component for p in sorted(
@@ -241,12 +244,6 @@ def test_parts_vs_measured_joins_by_part_and_divides() -> None:
     got = lp.parts_vs_measured(parts, bd, config="seed", seq_len=256)
     assert got["measured_ms"].tolist()[:2] == [3.0, 2.0] and math.isnan(got["measured_ms"].iloc[2])
     assert got["measured_over_predicted"].tolist()[:2] == [1.5, 0.5]
-
-
-def test_band_words() -> None:
-    assert lp.band_words((0.7, 1.9)) == "measured / predicted from 0.70x to 1.90x"
-    assert lp.band_words(0.35) == "about ±35 %"
-    assert lp.band_words({"median": 0.21, "p90": 0.55}) == "median 0.21; p90 0.55"
 
 
 def test_the_charts_name_their_units_and_series() -> None:
