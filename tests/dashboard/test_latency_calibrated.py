@@ -258,3 +258,25 @@ def test_the_charts_name_their_units_and_series() -> None:
     assert [t.name for t in fig.data] == [lp.TERM_WORDS[t] for t in lp.TERMS] + ["measured (breakdown)"]
     assert fig.layout.barmode == "stack" and fig.layout.xaxis.title.text == "latency (ms)"
     assert list(fig.data[-1].y) == ["Q/K/V projections"]
+
+
+@pytest.mark.slow
+def test_the_real_calibration_from_the_button(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The button with the real ``calibrate`` (a 10 s budget): stored, shown, used, labelled with its key."""
+    real = jobs.calibrate_spec
+    monkeypatch.setattr(jobs, "calibrate_spec", lambda device, budget=60.0: real(device, 10.0))
+    manager = JobManager()
+    monkeypatch.setattr(jobs, "manager", lambda address=None: manager)
+    at = show(app(), "Latency")
+    at.button(key="measure.calibrate").click().run()
+    (job,) = manager.jobs()
+    job.wait(timeout=300)
+    at.run()
+    no_exception(at)
+    assert job.outcome == "finished", (job.progress(), job.stderr_tail())
+    cal = latest_calibration(cpu_name())
+    assert cal is not None and cal.key == job.calibration.key and cal.wall_s <= 10.0 * 1.5
+    assert f"**calibrated on {cal.key}**" in _texts(at, "markdown")
+    assert at.selectbox(key="latency.pred_hw").value == f"this device: {cal.device_name} (calibrated)"
+    for slow in cal.slow_dtypes:  # only where this CPU emulates a dtype
+        assert any(f"{slow.dtype} is " in w and "slower than float32" in w for w in _texts(at, "warning"))
