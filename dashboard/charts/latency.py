@@ -1,5 +1,5 @@
-"""Figures of the Latency tab's breakdown and roofline sections: pure functions ``frame -> plotly Figure``
-over the frames of ``dashboard.latency_parts``. Milliseconds everywhere; FLOPs count a multiply-add as 2.
+"""Figures of the Latency tab's breakdown, calibrated-prediction and roofline sections: pure functions ``frame ->
+plotly Figure`` over the frames of ``dashboard.latency_parts``. Milliseconds everywhere; FLOPs count a multiply-add as 2.
 """
 
 from __future__ import annotations

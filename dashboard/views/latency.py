@@ -304,6 +304,9 @@ def _show_calibration(cal: Calibration, origin: str, dtype: str) -> None:
         said = f"**{slow_sentence(slow)}**" + (" — the workload's dtype: measure in float32 here, or expect "
                                               "every timing to be that much slower." if slow.dtype == dtype else ".")
         st.warning(f"{said} {slow.message()}")
+    if not cal.slow_dtypes:
+        st.caption(f"No dtype runs on a slow emulation path here: {', '.join(cal.dtypes()) or 'float32'} were "
+                   "measured at full size.")
     cols = st.columns([2, 3])
     with cols[0]:
         summary = lp.calibration_summary(cal)

@@ -40,4 +40,4 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress=None
                        elementwise_bytes_per_s={"float32": 10e9, "bfloat16": 2e9}, matmul=matmul, attention=attention,
                        slow_dtypes=(SlowDtype(dtype="bfloat16", size=64, seconds=BF16_SLOWDOWN * f32_s,
                                               float32_seconds=f32_s),),
-                       notes=("fake calibration for tests",))
+                       notes=("fake calibration for tests", f"time_budget_s={time_budget_s!r}"))
