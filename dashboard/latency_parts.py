@@ -218,8 +218,9 @@ def predicted_parts(cfg: ModelConfig, wl: Workload, source: Calibration | Hardwa
 
 
 def measured_totals(frame: pd.DataFrame | None, *, config: str, batch: int, dtype: str) -> pd.DataFrame:
-    """Measured medians of whole phases for one configuration: the latency sweep's rows (``measurement`` latency),
-    and a breakdown's totals where the sweep has none; columns phase (measured), seq_len_tokens, measured_ms."""
+    """Measured medians of whole phases for one configuration: the latency sweep's rows (``measurement`` latency;
+    not those with the SDPA backend forced), and a breakdown's totals (timed under the profiler) where the sweep has
+    none; columns phase (measured), seq_len_tokens, measured_ms."""
     cols = ["phase", "seq_len_tokens", "measured_ms"]
     if frame is None or frame.empty:
         return pd.DataFrame(columns=cols)
@@ -228,6 +229,8 @@ def measured_totals(frame: pd.DataFrame | None, *, config: str, batch: int, dtyp
         if col in ok:
             ok = ok[ok[col] == want]
     sweep = ok[(ok["measurement"] == "latency") & (ok["component"] == "total")]
+    if "method" in sweep:  # a run with the SDPA backend forced is a what-if, not the model as built
+        sweep = sweep[~sweep["method"].astype(str).str.contains("SDPA forced", regex=False)]
     bd = ok[(ok["measurement"] == "breakdown") & (ok["component"] == "total")]
     rows = pd.concat([sweep, bd], ignore_index=True)
     if rows.empty:

@@ -304,6 +304,8 @@ def _show_calibration(cal: Calibration, origin: str, dtype: str) -> None:
         said = f"**{slow_sentence(slow)}**" + (" — the workload's dtype: measure in float32 here, or expect "
                                               "every timing to be that much slower." if slow.dtype == dtype else ".")
         st.warning(f"{said} {slow.message()}")
+    if cal.notes:
+        st.caption("What the calibration noted: " + "; ".join(cal.notes) + ".")
     if not cal.slow_dtypes:
         st.caption(f"No dtype runs on a slow emulation path here: {', '.join(cal.dtypes()) or 'float32'} were "
                    "measured at full size.")
@@ -395,7 +397,11 @@ def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, 
     if not measured.empty:
         lengths = lp.predicted_vs_measured_lengths(ctx.cfg, ctx.wl, source, measured)
         if not lengths.empty:
-            st.markdown(f"**Predicted against measured at every measured length** ({ctx.config_name}, this device)")
+            st.markdown(f"**Predicted against measured at every measured length** ({ctx.config_name} on {where}, "
+                        f"{ctx.wl.dtype}, batch {ctx.wl.batch}"
+                        + ("; measured: xtlens's reference run on that GPU, its rows ship with xtlens)"
+                           if not isinstance(source, Calibration) and not _reference_frame(ctx.cfg, where).empty
+                           else ")"))
             dataframe(arrow_safe(lengths), "df.latency.predicted_vs_measured", width="stretch", raw=lengths,
                       title=f"calibrated prediction vs measured on {where}",
                       column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
@@ -413,10 +419,28 @@ def _same_device(frame: pd.DataFrame, source: Calibration | object) -> bool:
     return any(gpu_family(n) == getattr(source, "name", None) for n in names)
 
 
+@functools.lru_cache(maxsize=32)
+def _reference_frame(cfg, preset: str) -> pd.DataFrame:
+    """The shipped reference run's latency and breakdown rows of exactly this configuration on ``preset``'s GPU
+    (``profiling.results.reference``; empty when it has none). Read once per configuration."""
+    from xtlens.profiling.results.records import to_frame
+    from xtlens.profiling.results.reference import REFERENCE_RUNS, reference_for
+
+    if preset not in REFERENCE_RUNS:
+        return pd.DataFrame()
+    rows = [r for r in reference_for(cfg, preset) if r.measurement in ("latency", "breakdown")]
+    return to_frame(rows) if rows else pd.DataFrame()
+
+
 def _measured(ctx: Ctx, source: Calibration | object, sweep: pd.DataFrame | None,
               breakdown: pd.DataFrame | None) -> pd.DataFrame:
-    """Measured whole-phase medians of this configuration on the predicted device (sweep first, then breakdown)."""
+    """Measured whole-phase medians of this configuration on the predicted device: this session's sweep first, then
+    its breakdown, then (a GPU preset) xtlens's shipped reference run on that GPU."""
     frames = [f for f in (sweep, breakdown) if f is not None and not f.empty and _same_device(f, source)]
+    if not isinstance(source, Calibration):
+        ref = _reference_frame(ctx.cfg, getattr(source, "name", ""))
+        if not ref.empty:
+            frames.append(ref.assign(config_name=ctx.config_name))
     if not frames:
         return lp.measured_totals(None, config=ctx.config_name, batch=ctx.wl.batch, dtype=ctx.wl.dtype)
     return lp.measured_totals(pd.concat(frames, ignore_index=True), config=ctx.config_name, batch=ctx.wl.batch,

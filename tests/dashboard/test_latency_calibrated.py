@@ -24,6 +24,7 @@ from xtlens.dashboard.charts import latency as latency_charts
 from xtlens.dashboard.session import jobs
 from xtlens.dashboard.views.common import SHOWN_KEY
 from xtlens.profiling.results.calibrations import calibration_rows, latest_calibration, stored_calibrations
+from xtlens.profiling.results.reference import reference_for
 from xtlens.profiling.run.calibrate_job import RESERVE_S, CalibrateJob, CalibrateSpec, time_limit_for
 from xtlens.profiling.run.device import cpu_name
 from xtlens.profiling.run.worker import JobManager
@@ -213,7 +214,23 @@ def test_an_uncalibrated_gpu_preset_says_so_with_the_error_band() -> None:
     by_part = {p.component: p for p in want}
     for _, row in parts.iterrows():
         assert row["total_ms"] == pytest.approx(by_part[row["part"]].total_ms)
-        assert math.isnan(row["measured_ms"])  # nothing measured on an H200 in this session
+        assert math.isnan(row["measured_ms"])  # no breakdown on an H200 in this session
+    # beside the prediction: the shipped H200 reference run of this configuration (float32: its breakdown totals)
+    ref = {(r.phase, r.seq_len_tokens): r.latency_median_ms for r in reference_for(SEED, "H200 SXM")
+           if r.measurement == "breakdown" and r.component == "total" and r.dtype == "float32" and r.status == "ok"}
+    assert ref
+    phases = next(df.value for df in at.dataframe if "decode_uncached" in set(df.value.get("phase", []))
+                  ).set_index("phase")
+    assert phases.loc["forward", "measured_ms"] == ref[("forward", 1024)]
+    assert phases.loc["train_step", "measured_ms"] == ref[("train_step", 1024)]
+    lengths = next(df.value for df in at.dataframe if "measured_over_predicted" in df.value.columns
+                   and "predicted_ms" in df.value.columns and "kernels" not in df.value.columns)
+    assert {(p, n): m for p, n, m in zip(lengths["phase"], lengths["seq_len_tokens"], lengths["measured_ms"],
+                                         strict=True)} == ref
+    for _, row in lengths.iterrows():
+        assert row["predicted_ms"] == pytest.approx(latency_model.phase_ms(
+            SEED, Workload(seq_len=int(row["seq_len_tokens"])), GPU_PRESETS["H200 SXM"], phase=row["phase"]))
+    assert any("reference run on that GPU" in m for m in _texts(at, "markdown"))
 
 
 # --- frames and charts ---------------------------------------------------------------------------------------
