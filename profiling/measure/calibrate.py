@@ -26,7 +26,9 @@ ceilings from it):
    ``sdpa_kernel``, a backend that refuses a shape or mask is left out) for ``ATTENTION_HEADS`` heads of
    ``ATTENTION_HEAD_DIM`` at ``ATTENTION_LENGTHS``, causal (``is_causal=True``) and with a dense float mask (the
    ALiBi bias x-transformers passes: ``(1, heads, n, n)``, the causal part filled with ``-finfo.max / 2``),
-   forward and forward + backward, in float32 and every dtype that is not slow.
+   forward and forward + backward, in float32 and every dtype that is not slow. The shortest length is always
+   measured (every backend, dtype and mask gets a point); a longer one only when its time, predicted from the
+   previous length's by the square of the length ratio, fits.
 
 Every timed point: one untimed warm-up call (two when it is cheap; the last one's time also picks the repeats: enough for about
 ``POINT_TARGET_S``, at least ``MIN_REPEATS`` while they fit), then the median of the repeats. CPU: ``perf_counter``
@@ -155,7 +157,7 @@ def _check(device: str, time_budget_s: float, dtypes: Sequence[str] | None, part
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise ConfigError("parts", list(parts), f"one or more of {', '.join(PARTS)}")
-    return ("float32", *(d for d in chosen if d != "float32"))  # float32 first: the reference of the slowdowns
+    return tuple(d for d in DTYPES if d in chosen)  # float32 first (when asked for), as in DTYPES
 
 
 class _Run:
@@ -220,11 +222,12 @@ class _Run:
         return out
 
     def measure(self, fn: Callable[[], object], *, predicted_s: float, deadline: float,
-                best: bool = False) -> float | None:
+                best: bool = False, must: bool = False) -> float | None:
         """Median (``best``: minimum) seconds of ``fn`` after one warm-up call, or None when the warm-up and one timed call
         (``2 x predicted_s``) would not end before ``deadline``. Repeats: about ``POINT_TARGET_S`` worth, from
-        ``MIN_REPEATS`` to ``MAX_REPEATS``, fewer (at least one) when the deadline is near."""
-        if time.monotonic() + 2 * predicted_s > deadline:
+        ``MIN_REPEATS`` to ``MAX_REPEATS``, fewer (at least one) when the deadline is near. ``must``: measured whatever
+        the deadline (the warm-up and ``MIN_REPEATS`` at least: a term every prediction needs, cheap by design)."""
+        if not must and time.monotonic() + 2 * predicted_s > deadline:
             return None
         t0 = time.monotonic()
         fn()
@@ -236,7 +239,7 @@ class _Run:
             self.sync()
             first = max(time.monotonic() - t0, 1e-7)
         n = min(MAX_REPEATS, max(MIN_REPEATS, int(POINT_TARGET_S / first)))
-        n = min(n, int((deadline - time.monotonic()) / first))
+        n = max(n if must else 0, min(n, int((deadline - time.monotonic()) / first)))
         if n < 1:
             return None
         times = self.time_calls(fn, n)
@@ -299,7 +302,8 @@ def _elementwise(run: _Run, dtypes: Sequence[str]) -> dict[str, float]:
         b = torch.empty_like(a).fill_(2.0)
         c = torch.empty_like(a)
         share_end = time.monotonic() + (deadline - time.monotonic()) / (len(dtypes) - i)
-        seconds = run.measure(lambda a=a, b=b, c=c: torch.add(a, b, out=c), predicted_s=0.0, deadline=share_end)
+        seconds = run.measure(lambda a=a, b=b, c=c: torch.add(a, b, out=c), predicted_s=0.0, deadline=share_end,
+                              must=True)
         if seconds is not None:
             out[dtype] = 3 * nbytes / seconds
         del a, b, c
@@ -315,9 +319,9 @@ def _product_timer(run: _Run, deadline: float) -> Callable[[str, int], float]:
         run.check(f"slow-dtype probe: {size}x{size} product in {dtype}")
         a = _rand(torch, (size, size), TORCH_DTYPES[dtype], run.device)
         b = _rand(torch, (size, size), TORCH_DTYPES[dtype], run.device)
-        # always measured (the probe decides what the rest may cost): a far deadline, at least MIN_REPEATS
-        seconds = run.measure(lambda: torch.mm(a, b), predicted_s=0.0, deadline=max(deadline, time.monotonic() + 1.0),
-                              best=True)  # the fastest: a neighbour's work slows both dtypes, never the kernel
+        # always measured (the probe decides what the rest may cost); the fastest repeat: a neighbour's work slows
+        # a product, never makes its kernel faster
+        seconds = run.measure(lambda: torch.mm(a, b), predicted_s=0.0, deadline=deadline, best=True, must=True)
         return seconds if seconds is not None else float("inf")
 
     return time_product
@@ -408,14 +412,14 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
                     else:
                         forward()
                         label = backend
-                    fwd = run.measure(forward, predicted_s=predicted / 3, deadline=share_end)
+                    fwd = run.measure(forward, predicted_s=predicted / 3, deadline=share_end, must=last is None)
             except RuntimeError as exc:  # this backend refuses this dtype, shape or mask (e.g. flash: no mask)
                 run.notes.append(f"attention {dtype} {backend} {mask}: not available ({str(exc).splitlines()[0][:120]})")
                 break
             if fwd is None:
                 break
             both = None
-            if time.monotonic() + 2 * 3 * fwd < share_end:
+            if last is None or time.monotonic() + 2 * 3 * fwd < share_end:  # the shortest length: always
                 qg, kg, vg, bias = _attention_inputs(torch, dt, run.device, seq_len, mask, grad=True)
                 grad = torch.randn_like(qg)
 
@@ -426,7 +430,7 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
 
                 try:
                     with _backend_context(torch, backend):
-                        both = run.measure(fwd_bwd, predicted_s=3 * fwd, deadline=share_end)
+                        both = run.measure(fwd_bwd, predicted_s=3 * fwd, deadline=share_end, must=last is None)
                 except RuntimeError as exc:
                     run.notes.append(f"attention {dtype} {label} {mask} backward: not available "
                                      f"({str(exc).splitlines()[0][:120]})")
@@ -471,8 +475,8 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
               parts: Sequence[str] = PARTS, matmul_shapes: Sequence[tuple[int, int, int]] | None = None
               ) -> Calibration:
     """Measure ``device``'s latency terms within ``time_budget_s`` seconds of wall time (from ``MIN_BUDGET_S`` to
-    ``MAX_BUDGET_S``); see the module docstring for what and how. ``dtypes`` (default ``DTYPES``; float32 is always
-    measured, the reference of the slowdowns), ``parts`` (default every one of ``PARTS``) and ``matmul_shapes``
+    ``MAX_BUDGET_S``); see the module docstring for what and how. ``dtypes`` (default ``DTYPES``; float32's probe
+    product is timed whatever they are: the reference of the slowdowns), ``parts`` (default every one of ``PARTS``) and ``matmul_shapes``
     (``(m, n, k)``, default ``matmul_grid()``) narrow it (``profiling.measure.roofline`` needs only the ceilings).
 
     Raises ``ConfigError`` for a bad argument, ``BuildError`` for a device this machine has not,
@@ -485,6 +489,9 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
 
     run = _Run(dev, float(time_budget_s), progress, cancel)
     run.notes.extend(_load_notes(run.cuda))
+    run.notes.append("times: CUDA events around each call (the kernel's own time; launch_s is the host's wall time "
+                     "per op, apart)" if run.cuda else
+                     "times: wall time of each call (on a CPU the per-op dispatch, launch_s, is inside every time)")
     if run.cuda:
         run.notes.append(f"float32 matmul: TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'} "
                          f"(torch.backends.cuda.matmul.allow_tf32)")
@@ -506,7 +513,8 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
             try:  # one thread: on a busy machine a multi-threaded small product waits for a descheduled thread
                 torch.set_num_threads(1)
                 with torch.no_grad():
-                    timed, slow = detect_slow_dtypes(_product_timer(run, run.deadline("probe")), chosen,
+                    # float32 is always probed: the reference of the slowdowns
+                    timed, slow = detect_slow_dtypes(_product_timer(run, run.deadline("probe")), ("float32", *chosen),
                                                      max_s=0.03 * run.budget_s / (1 + MIN_REPEATS))
             finally:
                 torch.set_num_threads(threads)
@@ -520,7 +528,7 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
             # the probe's products are points too: on CUDA all of them; on a CPU (where the probe ran on one thread)
             # only a slow dtype's, whose emulation path runs on one thread anyway and whose grid may stop small
             matmul += [MatmulPoint(dtype=d, m=s, n=s, k=s, seconds=sec) for (d, s), sec in timed.items()
-                       if run.cuda or d in slow_names]
+                       if d in chosen and (run.cuda or d in slow_names)]
             if "matmul" in parts:
                 largest = {d: max(s for dd, s in timed if dd == d) for d in chosen}
                 rates = {d: 2 * s**3 / timed[d, s] for d, s in largest.items()}

@@ -52,7 +52,7 @@ def test_a_float32_breakdown_calibrates_float32_only(monkeypatch):
         d = dtypes[0]
         rate = {"float32": 1e11, "bfloat16": 4e11}[d]
         pts = [MatmulPoint(dtype=d, m=m, n=n, k=k, seconds=2 * m * n * k / rate) for m, n, k in matmul_shapes]
-        if d != "float32":  # float32 always runs beside it (the slowdown's reference): not the dtype's ceiling
+        if d != "float32":  # a point of another dtype (none is returned today) never counts for this one
             pts.append(MatmulPoint(dtype="float32", m=8, n=8, k=8, seconds=1e-9))
         return _cal(matmul=tuple(pts))
 
