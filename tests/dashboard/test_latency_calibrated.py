@@ -154,6 +154,25 @@ def test_calibrate_button_job_survives_a_tab_switch_then_the_calibration_is_show
     assert fresh.button(key="measure.calibrate").label == "Calibrate again"
 
 
+def test_cancel_on_the_page_keeps_the_job_with_its_reason_and_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XTLENS_TEST_PAUSE_S", "60")
+    manager = fake_calibrations(monkeypatch)
+    at = show(app(), "Latency")
+    at.button(key="measure.calibrate").click().run()
+    (job,) = manager.jobs()
+    try:
+        at.button(key=f"cancel.{job.key}").click().run()
+        no_exception(at)
+        assert job.outcome == "cancelled"
+        assert any(w.startswith("calibration of CPU: ")
+                   and "cancelled after" in w and "Nothing was stored" in w for w in _texts(at, "warning"))
+        assert at.button(key="remeasure.calibrate").label == "Retry"
+        assert stored_calibrations() == []
+        assert any("is not calibrated yet" in t for t in _texts(at, "info"))
+    finally:
+        job.cancel()
+
+
 def test_predictions_stand_beside_the_measurements_of_the_same_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """A latency sweep (``fake_measure``: forward 1e-6 n^2 ms, training step 3x that, on "Fake CPU") and a calibration
     of that same device: the per-phase table puts the measured median beside the prediction at the sidebar's length,
