@@ -262,14 +262,14 @@ def predicted_phases(cfg: ModelConfig, wl: Workload, source: Calibration | Hardw
                 row["measured_ms"] = float(hit["measured_ms"].iloc[0])
         rows.append(row)
     out = pd.DataFrame(rows)
-    out["measured_over_predicted"] = out["measured_ms"] / out["predicted_ms"]
+    out["measured_over_prediction"] = out["measured_ms"] / out["predicted_ms"]
     return out
 
 
 def predicted_vs_measured_lengths(cfg: ModelConfig, wl: Workload, source: Calibration | Hardware,
                                   measured: pd.DataFrame) -> pd.DataFrame:
     """Every measured (phase, length) of this configuration against its prediction at that length."""
-    cols = ["phase", "seq_len_tokens", "measured_ms", "predicted_ms", "measured_over_predicted"]
+    cols = ["phase", "seq_len_tokens", "measured_ms", "predicted_ms", "measured_over_prediction"]
     back = {m: p for p, m in MEASURED_PHASE.items()}
     rows = []
     for _, m in measured.iterrows():
@@ -279,7 +279,7 @@ def predicted_vs_measured_lengths(cfg: ModelConfig, wl: Workload, source: Calibr
             continue
         _parts, total = _predict(cfg, Workload(batch=wl.batch, seq_len=n, dtype=wl.dtype), *source_key(source), phase)
         rows.append({"phase": phase, "seq_len_tokens": n, "measured_ms": float(m["measured_ms"]),
-                     "predicted_ms": total, "measured_over_predicted": float(m["measured_ms"]) / total
+                     "predicted_ms": total, "measured_over_prediction": float(m["measured_ms"]) / total
                      if total else math.nan})
     if not rows:
         return pd.DataFrame(columns=cols)
@@ -295,7 +295,7 @@ def parts_vs_measured(parts: pd.DataFrame, breakdown: pd.DataFrame, *, config: s
         sel = breakdown[(breakdown["config"] == config) & (breakdown["seq_len_tokens"] == seq_len)]
         measured = dict(zip(sel["part"].astype(str), sel["measured_ms"].astype(float), strict=True))
         out["measured_ms"] = [measured.get(p, math.nan) for p in out["part"]]
-    out["measured_over_predicted"] = out["measured_ms"] / out["total_ms"]
+    out["measured_over_prediction"] = out["measured_ms"] / out["total_ms"]
     return out
 
 

@@ -383,7 +383,7 @@ def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, 
               title=f"predicted per phase on {where} ({label})", raw=phases,
               column_config={**{t: st.column_config.NumberColumn(format="%.4g") for t in (*lp.TERMS, "predicted_ms",
                                                                                           "measured_ms")},
-                             "measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
+                             "measured_over_prediction": st.column_config.NumberColumn(format="%.2fx")})
     tbl = lp.breakdown_table(breakdown, phase) if breakdown is not None and _same_device(breakdown, source) \
         else pd.DataFrame()
     joined = lp.parts_vs_measured(parts, tbl, config=ctx.config_name, seq_len=ctx.wl.seq_len)
@@ -393,7 +393,7 @@ def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, 
               title=f"predicted {phase.replace('_', ' ')} per part on {where} ({label})",
               column_config={**{t: st.column_config.NumberColumn(format="%.4g") for t in (*lp.TERMS, "total_ms",
                                                                                           "measured_ms")},
-                             "measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
+                             "measured_over_prediction": st.column_config.NumberColumn(format="%.2fx")})
     if not measured.empty:
         lengths = lp.predicted_vs_measured_lengths(ctx.cfg, ctx.wl, source, measured)
         if not lengths.empty:
@@ -404,7 +404,7 @@ def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, 
                            else ")"))
             dataframe(arrow_safe(lengths), "df.latency.predicted_vs_measured", width="stretch", raw=lengths,
                       title=f"calibrated prediction vs measured on {where}",
-                      column_config={"measured_over_predicted": st.column_config.NumberColumn(format="%.2fx")})
+                      column_config={"measured_over_prediction": st.column_config.NumberColumn(format="%.2fx")})
     st.caption(f"Predicted in {elapsed_ms:.0f} ms (answers are kept: a rerun asks nothing again). Measured values "
                "appear beside the prediction when this configuration was measured on the same device (the sweep "
                "and the breakdown above).")

@@ -205,9 +205,9 @@ def test_predictions_stand_beside_the_measurements_of_the_same_device(monkeypatc
     assert phases.loc["train_step", "measured_ms"] == pytest.approx(3e-6 * n * n)
     assert math.isnan(phases.loc["decode_uncached", "measured_ms"])  # never measured: no number, no ratio
     for phase in ("forward", "train_step"):
-        assert phases.loc[phase, "measured_over_predicted"] == pytest.approx(
+        assert phases.loc[phase, "measured_over_prediction"] == pytest.approx(
             phases.loc[phase, "measured_ms"] / latency_model.phase_ms(SEED, Workload(), cal, phase=phase))
-    lengths = next(df.value for df in at.dataframe if "measured_over_predicted" in df.value.columns
+    lengths = next(df.value for df in at.dataframe if "measured_over_prediction" in df.value.columns
                    and "predicted_ms" in df.value.columns and "kernels" not in df.value.columns)
     assert sorted(set(lengths["seq_len_tokens"])) == [128, 256, 512, 1024]
     assert sorted(set(lengths["phase"])) == ["forward", "train_step"]
@@ -242,7 +242,7 @@ def test_an_uncalibrated_gpu_preset_says_so_with_the_error_band() -> None:
                   ).set_index("phase")
     assert phases.loc["forward", "measured_ms"] == ref[("forward", 1024)]
     assert phases.loc["train_step", "measured_ms"] == ref[("train_step", 1024)]
-    lengths = next(df.value for df in at.dataframe if "measured_over_predicted" in df.value.columns
+    lengths = next(df.value for df in at.dataframe if "measured_over_prediction" in df.value.columns
                    and "predicted_ms" in df.value.columns and "kernels" not in df.value.columns)
     assert {(p, n): m for p, n, m in zip(lengths["phase"], lengths["seq_len_tokens"], lengths["measured_ms"],
                                          strict=True)} == ref
@@ -282,7 +282,7 @@ def test_parts_vs_measured_joins_by_part_and_divides() -> None:
                        "part": ["qkv_proj", "attention", "qkv_proj"], "measured_ms": [3.0, 2.0, 50.0]})
     got = lp.parts_vs_measured(parts, bd, config="seed", seq_len=256)
     assert got["measured_ms"].tolist()[:2] == [3.0, 2.0] and math.isnan(got["measured_ms"].iloc[2])
-    assert got["measured_over_predicted"].tolist()[:2] == [1.5, 0.5]
+    assert got["measured_over_prediction"].tolist()[:2] == [1.5, 0.5]
 
 
 def test_the_charts_name_their_units_and_series() -> None:
