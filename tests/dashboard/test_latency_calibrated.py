@@ -291,6 +291,8 @@ def test_the_charts_name_their_units_and_series() -> None:
     fig = latency_charts.phases_chart(phases, title="t")
     assert [t.name for t in fig.data] == ["predicted", "measured (median)"]
     assert fig.layout.yaxis.type == "log" and "ms" in fig.layout.yaxis.title.text
+    assert list(fig.data[0].text) == ["10 ms", "30 ms", "0.5 ms", "9 ms"] and list(fig.data[1].text)[1] == ""
+    assert latency_charts._ms(3211.4) == "3,211 ms" and latency_charts._ms(0.04123) == "0.0412 ms"
     parts = pd.DataFrame({"part": ["qkv_proj", "attention"], "compute_ms": [1.0, 2.0], "memory_ms": [0.5, 0.1],
                           "launch_ms": [0.1, 0.1], "framework_ms": [0.2, 0.2], "measured_ms": [2.0, math.nan]})
     fig = latency_charts.parts_terms_chart(parts, title="t")
