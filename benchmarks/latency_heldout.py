@@ -64,6 +64,17 @@ GRID: tuple[tuple, ...] = (
     ("d128-L2-h16-mqa", 128, 2, 16, "one", False, 4096, "train_step"),
 )
 QUICK = tuple(g for g in GRID if g[6] <= 2048)[:20]
+# Where core.latency_model's CPU_ELEMENTWISE_FACTOR and CPU_GEMM_FACTOR come from (``--fit``): configurations that
+# are NOT in GRID, measured part by part (profiling.measure.breakdown) against the model's terms.
+FIT: tuple[tuple, ...] = (
+    ("fit1", 192, 3, 4, "full", True, 768, "forward"),
+    ("fit2", 128, 2, 2, "one", False, 384, "train_step"),
+    ("fit3", 512, 1, 8, "2", True, 1536, "forward"),
+    ("fit4", 64, 4, 4, "full", False, 256, "forward"),
+    ("fit5", 320, 2, 5, "full", False, 1024, "train_step"),
+)
+_EW_PARTS = ("embedding", "token_shift", "norms", "rotary", "alibi_bias", "mask_prep", "residual", "loss")
+_GEMM_PARTS = ("qkv_proj", "out_proj", "feedforward", "logits")
 VOCAB = 1024
 
 
@@ -193,10 +204,12 @@ def run_heldout(args: argparse.Namespace) -> int:
         from xtlens.profiling.measure.calibrate import calibrate
 
         t0 = time.perf_counter()
-        cal = calibrate(args.device, time_budget_s=args.time_budget)
+        cal = calibrate(args.device, time_budget_s=args.time_budget, dtypes=(args.dtype,))
         print(f"calibrated {cal.key} in {time.perf_counter() - t0:.1f} s (load {_load():.2f})")
         if args.save_calibration:
             Path(args.save_calibration).write_text(cal.to_json())
+    if args.fit:
+        return run_fit(args, cal)
     grid = QUICK if args.quick else GRID
     warmup, repeats = (1, 3) if args.quick else (args.warmup, args.repeats)
     rows = []
@@ -237,6 +250,44 @@ def run_heldout(args: argparse.Namespace) -> int:
     ok = s["median_abs_err"] <= 0.20 and s["p90_abs_err"] <= 0.50 and s["pair_accuracy"] >= 0.90
     print("targets met" if ok else "targets NOT met")
     return 0 if ok else 1
+
+
+def run_fit(args: argparse.Namespace, cal) -> int:
+    """Measured / predicted per class of term (element-wise, matrix products, attention) on the FIT
+    configurations, part by part (the breakdown's profiled parts, scaled to the unprofiled total): the source
+    of core.latency_model's CPU factors. Predictions here are made with both factors set to 1."""
+    from xtlens.core import latency_model as lm
+    from xtlens.core.config import Workload
+    from xtlens.profiling.measure.breakdown import measure_breakdown
+
+    if not args.keep_factors:
+        lm.CPU_ELEMENTWISE_FACTOR = lm.CPU_GEMM_FACTOR = 1.0
+    acc = {k: [0.0, 0.0] for k in ("elementwise", "gemm", "attention", "backward", "optimizer", "total")}
+    for spec in FIT:
+        cfg, wl, phase = config_of(spec), Workload(batch=1, seq_len=spec[6], dtype=args.dtype), spec[7]
+        pred = {p.component: p for p in lm.predict_latency(cfg, wl, cal, phase=phase)}
+        meas = {r.component: r.latency_median_ms for r in measure_breakdown(cfg, wl, device=args.device, phases=(phase,),
+                                                                             warmup=1, repeats=3)}
+        scale = meas["total_unprofiled"] / meas["total"]
+        for k in _EW_PARTS:
+            if k in pred and pred[k].memory_ms:
+                acc["elementwise"][0] += scale * (meas.get(k) or 0) - pred[k].launch_ms - pred[k].framework_ms
+                acc["elementwise"][1] += pred[k].memory_ms
+        for k in _GEMM_PARTS:
+            p = pred[k]
+            acc["gemm"][0] += scale * (meas.get(k) or 0) - p.launch_ms - p.framework_ms - p.memory_ms
+            acc["gemm"][1] += p.compute_ms
+        acc["attention"][0] += scale * (meas.get("attention") or 0) - pred["attention"].launch_ms
+        acc["attention"][1] += pred["attention"].compute_ms
+        for k in ("backward", "optimizer"):
+            if k in pred:
+                acc[k][0] += scale * (meas.get(k) or 0)
+                acc[k][1] += pred[k].total_ms
+        acc["total"][0] += meas["total_unprofiled"]
+        acc["total"][1] += sum(p.total_ms for p in pred.values())
+        print(f"{spec[0]} n={spec[6]} {phase}: " + ", ".join(f"{k} {a / b:.2f}" for k, (a, b) in acc.items() if b)
+              + f" (cumulative measured / predicted; load {_load():.2f})", flush=True)
+    return 0
 
 
 def run_reference(args: argparse.Namespace) -> int:
@@ -295,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-calibration", help="write the calibration used to this JSON file")
     ap.add_argument("--reference", help="predict the shipped reference rows of this GPU (H200) instead")
     ap.add_argument("--uncalibrated", action="store_true", help="with --reference: the preset, no calibration")
+    ap.add_argument("--fit", action="store_true", help="measure the FIT configurations part by part instead (the "
+                    "source of core.latency_model's CPU factors)")
+    ap.add_argument("--keep-factors", action="store_true", help="with --fit: predict with the model's factors")
     ap.add_argument("--no-write", action="store_true", help="print only (no CSV / chart under docs/latency/)")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:

@@ -397,11 +397,10 @@ def _plain_table(frame) -> str:
 # --- calibrate (latency terms of this device) ------------------------------------------------------------
 
 CALIBRATE_OUT_SUFFIXES = (".json", ".csv", ".parquet")
-STORE_RESERVE_S = 1.0  # kept back from --time-budget for storing and printing the calibration
+STORE_RESERVE_S = 1.5  # kept back from --time-budget: storing, printing, the interpreter starting and ending
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-
     from xtlens.profiling.measure.calibrate import MAX_BUDGET_S, MIN_BUDGET_S
 
     if not MIN_BUDGET_S <= args.time_budget <= MAX_BUDGET_S:
@@ -410,14 +409,24 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() not in CALIBRATE_OUT_SUFFIXES:
         raise ConfigError("--out", args.out, "a file ending in " + ", ".join(CALIBRATE_OUT_SUFFIXES) + " (.json: the "
                           "calibration; .csv / .parquet: one row per measured point)")
-    from xtlens.profiling.results.calibrations import (
-        calibration_rows,
-        calibration_summary,
-        ready,
-        save_calibration,
-    )
+    from xtlens.profiling.results import calibrations as stored
 
-    store = ready(args.db)  # a store that cannot be written stops here, before a minute of measuring
+    if args.list:
+        every = stored.stored_calibrations(args.db)
+        if not every:
+            print("no calibration stored yet: run xtlens calibrate", file=sys.stderr)
+        for cal in every:
+            slow = "".join(f"; {s.dtype} {s.slowdown_vs_float32:,.0f}x slower than float32" for s in cal.slow_dtypes)
+            print(f"{cal.device:<5} {cal.key} ({cal.wall_s:.1f} s{slow})")
+        return 0
+    if args.show is not None:
+        cal = stored.latest_calibration(args.show, args.db)
+        if cal is None:
+            raise ConfigError("--show", args.show, "cpu, cuda or a device name of a stored calibration (xtlens "
+                              "calibrate --list names them)")
+        _calibration_out(cal, args)
+        return 0
+    store = stored.ready(args.db)  # a store that cannot be written stops here, before a minute of measuring
     from xtlens.profiling.measure.calibrate import calibrate
 
     # the budget is the whole command's: what starting it took (Python, torch's import, the store) comes off it
@@ -425,7 +434,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     spent = time.monotonic() - started
     cal = calibrate(args.device, time_budget_s=max(MIN_BUDGET_S, args.time_budget - spent - STORE_RESERVE_S),
                     progress=ProgressBar())
-    save_calibration(cal, store.path)
+    stored.save_calibration(cal, store.path)
+    _calibration_out(cal, args)
+    print(f"stored in {store.path} (xtlens estimate --hardware {cal.device} uses it); "
+          f"{time.monotonic() - started:.1f} s since the command started", file=sys.stderr)
+    return 0
+
+
+def _calibration_out(cal, args: argparse.Namespace) -> None:
+    """Write ``--out`` (if given) and print the calibration in ``--format``."""
+    from xtlens.profiling.results.calibrations import calibration_rows, calibration_summary
+
     if args.out is not None:
         out = Path(args.out)
         try:
@@ -442,9 +461,6 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(json.dumps(cal.to_dict(), indent=1, sort_keys=True))
     else:
         print(calibration_summary(cal))
-    print(f"stored in {store.path} (xtlens estimate --hardware {cal.device} uses it); "
-          f"{time.monotonic() - started:.1f} s since the command started", file=sys.stderr)
-    return 0
 
 
 # --- dashboard ------------------------------------------------------------------------------------------
@@ -597,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
                      ".parquet (one row per measured point)")
     cal.add_argument("--db", default=None, metavar="FILE", help="the result database (default $XTLENS_DB or "
                      ".xtlens-cache/results.sqlite)")
+    shown = cal.add_mutually_exclusive_group()
+    shown.add_argument("--list", action="store_true", help="measure nothing: list the stored calibrations, newest first")
+    shown.add_argument("--show", default=None, metavar="NAME", help="measure nothing: print (and --out) the newest "
+                       "stored calibration of NAME (cpu, cuda, or part of a device name, e.g. h200)")
     cal.set_defaults(run=_calibrate)
 
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard")

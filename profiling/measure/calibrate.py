@@ -45,10 +45,12 @@ the neighbours' work (``notes`` records the load average).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
@@ -83,7 +85,7 @@ BUSY_SPREAD = 1.3
 BUSY_LOAD = 0.5
 PROBE_SIZES = (256, 512)
 #: where each section must end, as fractions of the time budget (the rest is the margin for the last point)
-SECTION_ENDS = {"overheads": 0.04, "elementwise": 0.10, "probe": 0.18, "matmul": 0.58, "attention": 0.92}
+SECTION_ENDS = {"overheads": 0.06, "elementwise": 0.12, "probe": 0.20, "matmul": 0.55, "attention": 0.85}
 MIN_REPEATS = 3
 MAX_REPEATS = 25
 POINT_TARGET_S = 0.1
@@ -163,14 +165,15 @@ def _check(device: str, time_budget_s: float, dtypes: Sequence[str] | None, part
 class _Run:
     """One calibration's clock, deadlines, progress and cancel checks, and the timing of calls on its device."""
 
-    def __init__(self, device: str, budget_s: float, progress: Progress | None, cancel):
+    def __init__(self, device: str, budget_s: float, progress: Progress | None, cancel, *,
+                 start: float | None = None):
         import torch
 
         self.torch = torch
         self.device = device
         self.cuda = device.startswith("cuda")
         self.budget_s = budget_s
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
         self.progress = progress
         self.cancel = cancel
         self.notes: list[str] = []
@@ -377,14 +380,18 @@ def _attention_inputs(torch, dtype, device, seq_len: int, mask: str, grad: bool)
     return q, k, v, bias
 
 
-def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
+def _attention(run: _Run, dtypes: Sequence[str], backends: Sequence[str | None] | None = None
+               ) -> list[AttentionPoint]:
+    """The attention points (see the module docstring); ``backends``: forced ones (``CUDA_BACKENDS`` on CUDA), or
+    ``(None,)``: whichever kernel torch picks, named from the aten ops it dispatched (a CPU's default)."""
     from xtlens.core.builder import TORCH_DTYPES
     from xtlens.profiling.measure.sdpa import SdpaProbe
 
     torch = run.torch
     F = torch.nn.functional
     lengths = ATTENTION_LENGTHS["cuda" if run.cuda else "cpu"]
-    backends: tuple[str | None, ...] = CUDA_BACKENDS if run.cuda else (None,)  # None: the kernel torch picks
+    if backends is None:
+        backends = CUDA_BACKENDS if run.cuda else (None,)
     points: list[AttentionPoint] = []
     deadline = run.deadline("attention")
     combos = [(d, be, mk) for d in dtypes for be in backends for mk in ("causal", "dense")]
@@ -441,16 +448,20 @@ def _attention(run: _Run, dtypes: Sequence[str]) -> list[AttentionPoint]:
     return points
 
 
+@contextlib.contextmanager
 def _backend_context(torch, backend: str | None):
-    import contextlib
-
+    """Only ``backend`` may run (None: whichever torch picks). The warnings torch prints when a forced backend
+    refuses a call are dropped: the refusal is the RuntimeError that follows, which becomes a note."""
     if backend is None:
-        return contextlib.nullcontext()
+        yield
+        return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     names = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
              "math": "MATH"}
-    return sdpa_kernel([getattr(SDPBackend, names[backend])])
+    with warnings.catch_warnings(), sdpa_kernel([getattr(SDPBackend, names[backend])]):
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _load_notes(cuda: bool) -> list[str]:
@@ -481,13 +492,14 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
 
     Raises ``ConfigError`` for a bad argument, ``BuildError`` for a device this machine has not,
     ``CalibrationCancelled`` when ``cancel`` says stop. Stores nothing (``profiling.results.calibrations`` does)."""
+    entered = time.monotonic()  # the budget counts from here: importing torch and starting CUDA are in it
     chosen = _check(device, time_budget_s, dtypes, parts)
     from xtlens.profiling.run.device import resolve, versions
 
     dev, name = resolve(device)
     import torch
 
-    run = _Run(dev, float(time_budget_s), progress, cancel)
+    run = _Run(dev, float(time_budget_s), progress, cancel, start=entered)
     run.notes.extend(_load_notes(run.cuda))
     run.notes.append("times: CUDA events around each call (the kernel's own time; launch_s is the host's wall time "
                      "per op, apart)" if run.cuda else
@@ -501,7 +513,9 @@ def calibrate(device: str = "cpu", *, time_budget_s: float = 60.0, progress: Pro
     matmul: list[MatmulPoint] = []
     attention: list[AttentionPoint] = []
     slow: tuple[SlowDtype, ...] = ()
-    with torch.cuda.device(dev) if run.cuda else _nothing():
+    # the random inputs leave the caller's random state as it was (a model built after gets the same weights)
+    rng = torch.random.fork_rng(devices=[torch.device(dev).index or 0] if run.cuda else [])
+    with rng, torch.cuda.device(dev) if run.cuda else contextlib.nullcontext():
         if "overheads" in parts:
             launch_s, module_s = _overheads(run)
             run.lap("overheads")
@@ -569,12 +583,3 @@ def _dedupe(points: list[MatmulPoint]) -> list[MatmulPoint]:
         seen[(p.dtype, p.m, p.n, p.k)] = p
     order = {d: i for i, d in enumerate(DTYPES)}
     return sorted(seen.values(), key=lambda p: (order.get(p.dtype, len(order)), p.m * p.n * p.k, p.m, p.n, p.k))
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-

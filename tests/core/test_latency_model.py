@@ -230,3 +230,23 @@ def test_decode_and_bad_input():
     empty = dataclasses.replace(cal, matmul=())
     with pytest.raises(ConfigError, match="matrix-product"):
         lm.predict_latency(CFG, WL, empty)
+
+
+def test_cpu_training_with_the_dense_mask_uses_the_causal_points():
+    """CPU_DENSE_TRAIN_USES_CAUSAL_POINTS: dense points 10x slower move the eval forward's attention 10x and leave
+    the training step's attention (forward with grad and backward) unchanged."""
+    cal = fake_calibration()
+    slow_dense = dataclasses.replace(cal, attention=tuple(
+        dataclasses.replace(p, seconds=10 * p.seconds, backward_seconds=10 * p.backward_seconds) if p.mask == "dense"
+        else p for p in cal.attention))
+    wl = Workload(batch=1, seq_len=1024)
+
+    def attention_ms(source, phase):
+        rows = {r.component: r for r in lm.predict_latency(CFG, wl, source, phase=phase)}
+        return rows["attention"].compute_ms, rows.get("backward")
+
+    fwd, _ = attention_ms(cal, "forward")
+    assert attention_ms(slow_dense, "forward")[0] == pytest.approx(10 * fwd, rel=1e-3)
+    train, bwd = attention_ms(cal, "train_step")
+    train_slow, bwd_slow = attention_ms(slow_dense, "train_step")
+    assert train_slow == pytest.approx(train) and bwd_slow.compute_ms == pytest.approx(bwd.compute_ms)

@@ -303,3 +303,42 @@ def test_cuda_calibration():
     assert not any(b == "flash" and m == "dense" for b, _, m in backends)  # flash takes no mask
     assert all(p.backward_seconds is None or p.backward_seconds > p.seconds for p in cal.attention)
     assert all(v > 1e11 for v in cal.elementwise_bytes_per_s.values())  # > 100 GB/s on any datacenter GPU
+
+
+def test_forced_backends_run_or_are_noted_as_refused():
+    """The CUDA path's logic on this CPU: each backend forced with sdpa_kernel; one that cannot run here
+    (``efficient`` is CUDA-only) is left out with a note, the others get points under their own name."""
+    run = calmod._Run("cpu", 1.0, None, None)  # the shortest length of each is measured whatever the budget
+    pts = calmod._attention(run, ["float32"], backends=("flash", "efficient", "math"))
+    assert {p.backend for p in pts} == {"flash", "math"} and {p.mask for p in pts} == {"causal", "dense"}
+    refused = [n for n in run.notes if n.startswith("attention float32 efficient")]
+    assert len(refused) == 2 and all("not available" in n for n in refused)  # causal and dense
+
+
+def test_cli_lists_and_shows_stored_calibrations_without_measuring(short_cal, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(calmod, "calibrate", lambda *a, **k: pytest.fail("--list / --show measured"))
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["calibrate", "--list", "--db", str(db)]) == 0
+    assert "no calibration stored yet" in capsys.readouterr().err
+    gpu = replace(_gpu_cal(short_cal), slow_dtypes=(SlowDtype(dtype="float16", size=256, seconds=0.5,
+                                                              float32_seconds=0.01),))
+    store.save_calibration(short_cal, db)
+    store.save_calibration(gpu, db)
+    assert cli.main(["calibrate", "--list", "--db", str(db)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("cpu ") and short_cal.key in lines[0]  # newest first
+    assert lines[1].startswith("cuda ") and "float16 50x slower than float32" in lines[1]
+    out = tmp_path / "h200.json"
+    assert cli.main(["calibrate", "--show", "h200", "--db", str(db), "--out", str(out)]) == 0
+    assert gpu.key in capsys.readouterr().out and Calibration.from_json(out.read_text()) == gpu
+    assert cli.main(["calibrate", "--show", "a100", "--db", str(db)]) == 2
+    assert "--show = 'a100' is not allowed" in capsys.readouterr().err
+
+
+def test_the_callers_random_state_is_left_alone():
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    calmod.calibrate("cpu", time_budget_s=5, dtypes=("float32",), parts=("elementwise", "matmul"),
+                     matmul_shapes=((64, 64, 64),))
+    assert torch.equal(torch.rand(3), expected)
