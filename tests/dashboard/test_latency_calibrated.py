@@ -322,3 +322,37 @@ def test_the_real_calibration_from_the_button(monkeypatch: pytest.MonkeyPatch) -
     assert at.selectbox(key="latency.pred_hw").value == f"this device: {cal.device_name} (calibrated)"
     for slow in cal.slow_dtypes:  # only where this CPU emulates a dtype
         assert any(f"{slow.dtype} is " in w and "slower than float32" in w for w in _texts(at, "warning"))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs CUDA")
+def test_the_calibrate_job_on_cuda_feeds_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU: the page's job calibrates CUDA (the real ``calibrate``, the default 60 s budget) in a child, stores
+    it under the GPU's name, and the Latency tab, its device set to that GPU, predicts it labelled with the key."""
+    import torch
+
+    manager = JobManager()
+    monkeypatch.setattr(jobs, "manager", lambda address=None: manager)
+    at = app()
+    at.selectbox(key="wl.device").select("cuda:0")
+    at = show(at.run(), "Latency")
+    no_exception(at)
+    at.button(key="measure.calibrate").click().run()
+    (job,) = manager.jobs()
+    job.wait(timeout=600)
+    at.run()
+    no_exception(at)
+    assert job.outcome == "finished", (job.progress(), job.stderr_tail())
+    cal = latest_calibration("cuda")
+    assert cal is not None and cal.key == job.calibration.key
+    assert cal.device == "cuda" and cal.device_name == torch.cuda.get_device_name(0)
+    assert job.elapsed_s <= 60.0 + 5.0  # the job's budget, torch's and CUDA's start included (5 s for the watchdog)
+    assert f"**calibrated on {cal.key}**" in _texts(at, "markdown"), _texts(at, "warning")
+    phases = next(df.value for df in at.dataframe if "decode_uncached" in set(df.value.get("phase", [])))
+    assert (phases["predicted_ms"] > 0).all() and (phases["launch_ms"] > 0).all()
