@@ -178,17 +178,24 @@ TERM_WORDS = {"compute_ms": "compute (calibrated matrix-product / attention time
               "framework_ms": "framework (module calls x Python overhead)"}
 
 
+#: the calibrations asked about, by key (``source_key``): the cached answers name a calibration by its key
+_CALIBRATIONS: dict[str, Calibration] = {}
+
+
 def source_key(source: Calibration | Hardware) -> tuple[str, str]:
-    """A hashable stand-in for a predictor's source: ("calibration", its JSON) or ("preset", the preset's name)."""
+    """A hashable stand-in for a predictor's source: ("calibration", its key: device, versions, date) or ("preset",
+    the preset's name). A calibration is kept by its key, so the cached answers find it again."""
     if isinstance(source, Calibration):
-        return "calibration", source.to_json()
+        key = f"{source.key} | {source.wall_s!r} s"  # two calibrations within one second differ in their wall time
+        _CALIBRATIONS.setdefault(key, source)
+        return "calibration", key
     return "preset", source.name
 
 
 def _source(kind: str, value: str) -> Calibration | Hardware:
     from xtlens.core.hardware import GPU_PRESETS
 
-    return Calibration.from_json(value) if kind == "calibration" else GPU_PRESETS[value]
+    return _CALIBRATIONS[value] if kind == "calibration" else GPU_PRESETS[value]
 
 
 @functools.lru_cache(maxsize=256)
