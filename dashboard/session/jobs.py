@@ -10,6 +10,9 @@ always starts a new job, and Cancel in one session never removes the other's res
 timed-out job stays in its view and in the tray with its reason and a Retry. A session may have
 ``JobManager.max_per_owner`` unfinished jobs. No model lives in this process.
 
+The Latency tab's "Calibrate this device" is a job of its own kind (``calibrate_panel``:
+``profiling.run.calibrate_job``, the same manager, owners, queue, Cancel, time limit and tray), always on this machine.
+
 A job belongs to the page, not to its tab: the view finds it again from its request (the tab's settings, kept
 by ``tab_settings``) whenever the tab is drawn, so a result that ended while another tab was open is there.
 """
