@@ -253,9 +253,10 @@ def calibration_for(name: str, calibrations: tuple[Calibration, ...]) -> Calibra
     return None
 
 
-def slow_sentence(slow) -> str:
+def slow_sentence(slow, cal: Calibration) -> str:
     """The plain headline of a slow dtype: "bfloat16 is 250x slower than float32 on this CPU"."""
-    return f"{slow.dtype} is {slow.slowdown_vs_float32:,.0f}x slower than float32 on this device"
+    return (f"{slow.dtype} is {slow.slowdown_vs_float32:,.0f}x slower than float32 on this "
+            f"{'CPU' if cal.device == 'cpu' else 'GPU'}")
 
 
 def _calibrated(ctx: Ctx, sweep: pd.DataFrame | None, breakdown: pd.DataFrame | None) -> None:
@@ -300,7 +301,7 @@ def _show_calibration(cal: Calibration, origin: str, dtype: str) -> None:
                 f"{cal.xtransformers_version}, {cal.threads} thread(s), took {cal.wall_s:.1f} s. "
                 f"Key: `{cal.key}`.")
     for slow in cal.slow_dtypes:
-        said = f"**{slow_sentence(slow)}**" + (" — the workload's dtype: measure in float32 here, or expect "
+        said = f"**{slow_sentence(slow, cal)}**" + (" — the workload's dtype: measure in float32 here, or expect "
                                               "every timing to be that much slower." if slow.dtype == dtype else ".")
         st.warning(f"{said} {slow.message()}")
     if cal.notes:

@@ -119,7 +119,7 @@ def test_calibrate_button_job_survives_a_tab_switch_then_the_calibration_is_show
     assert f"Calibration of **{cal.device_name}**: **measured now** by this session's job on this machine" in text
     assert f"Key: `{cal.key}`" in text
     # the slow dtype, plainly
-    assert any("**bfloat16 is 250x slower than float32 on this device**" in w for w in _texts(at, "warning"))
+    assert any("**bfloat16 is 250x slower than float32 on this CPU**" in w for w in _texts(at, "warning"))
     # predictions on this device, labelled with the calibration's key
     assert at.selectbox(key="latency.pred_hw").value == f"this device: {cal.device_name} (calibrated)"
     assert f"**calibrated on {cal.key}**" in _texts(at, "markdown")
