@@ -12,7 +12,8 @@ Every part's predicted time, milliseconds (``total_ms``), is the sum of four ter
 * ``compute_ms``: its matrix products and its attention kernel. A product ``(m, k) @ (k, n)`` takes
   ``2 m n k / R(m, n, k)`` seconds, ``R`` the FLOP rate interpolated on the calibration's shape grid
   (inverse-distance weighting of ``log R`` over the 4 grid points nearest in ``(log2 m, log2 n, log2 k)``;
-  each point's own launch ``launch_s`` taken out of its time first, since launches are counted below). The
+  on a CPU each point's own launch ``launch_s`` taken out of its wall time first, since launches are counted
+  below; CUDA event times are the kernel's alone). The
   parts' real GEMM shapes: ``qkv_proj`` ``(T, d) @ (d, h dh)`` and twice ``(d, g dh)``; ``out_proj`` ``(T, h dh)
   @ (h dh, d)``; ``feedforward`` ``(T, d) @ (d, f)`` (``2f`` with GLU) and ``(T, f) @ (f, d)``; ``logits``
   ``(T, d) @ (d, V)`` (``T = b n``). Backward: per forward product the input gradient ``(m, n) @ (n, k)`` and the
@@ -92,8 +93,8 @@ _GEMM_PARTS = ("qkv_proj", "out_proj", "feedforward", "logits")
 #: units of ``launch_s``. Source: forward of tiny models (dim 32, 8 tokens, depth 2 and 8, rotary and no
 #: rotary; not in the held-out grid) on the 2-core AMD EPYC of this project, torch 2.13 CPU: 300-470 us per
 #: block against 46-80 aten ops x 0.9 us (launch_s) and 22-23 module calls x 1-2.5 us (module_overhead_s),
-#: leaving ~9 us = ~10 launches per module call; the torch profiler on the same forward puts 45 % of the wall
-#: time outside any aten op.
+#: leaving ~9 us = 8-10 launches per module call (8 taken: the ops' own cost above a tiny add is part of the gap);
+#: the torch profiler on the same forward puts 45 % of the wall time outside any aten op.
 XT_PYTHON_LAUNCHES_PER_MODULE = 8.0
 #: CPU only (a calibrated CPU): element-wise kernels of the model take this many times their bytes / the calibrated
 #: ``torch.add`` bandwidth (extra passes: layer norm's statistics, sin/cos and integer ALiBi ops, masked_fill, the
@@ -128,17 +129,17 @@ ADAMW_OPS_PER_TENSOR = 10
 ADAMW_FOREACH_OPS = 12
 
 #: Host cost of one kernel on an H200 machine (launch + dispatch + x-transformers Python per op), seconds.
-#: Source: docs/gpu-results.md, seed-no-alibi bf16 forward at 1024 tokens, 8.4-10.0 ms wall with 0.9 ms of
-#: kernels (launch-bound), over its closed-form 716 kernels and 171 module calls (``part_kernels``,
-#: ``part_module_calls``) with a module call costing as much as 10 kernels: 9.5 ms / (716 + 1710) = 3.9 us.
-TYPICAL_LAUNCH_S = 3.9e-6
+#: Source: docs/gpu-results.md, seed-no-alibi bf16 forward at 1024 tokens, 8.4-10.0 ms wall (about 9.5 ms) with
+#: 0.9 ms of kernels (launch-bound), over its closed-form 634 kernels and 160 module calls (``part_kernels``,
+#: ``part_module_calls``), a module call costing as much as 10 kernels: 9.5 ms / (634 + 10 x 160) = 4.25 us.
+TYPICAL_LAUNCH_S = 4.25e-6
 #: Host cost of one module call on the same machine (10 kernels' worth, as above), seconds.
-TYPICAL_MODULE_OVERHEAD_S = 39e-6
+TYPICAL_MODULE_OVERHEAD_S = 42.5e-6
 #: Error band of an uncalibrated preset's prediction: (median, 90th percentile) of |predicted / measured - 1|
 #: on the 55 ok latency rows (forward, train_step; seed and seed-no-alibi, bf16 and fp32, 512-8192 tokens) of the
 #: shipped H200 reference run (``xtlens.profiling.results.reference``): ``benchmarks/latency_heldout.py --reference
-#: H200 --uncalibrated`` gives 29.5 % and 51.6 % (rounded up here).
-ERROR_BAND = (0.30, 0.52)
+#: H200 --uncalibrated`` gives 23.5 % and 48.0 % (rounded up here).
+ERROR_BAND = (0.24, 0.48)
 UNCALIBRATED_LABEL = "uncalibrated: roofline + typical overheads"
 
 
@@ -309,8 +310,10 @@ class _Terms:
                 self.scale = slow.slowdown_vs_float32 if slow is not None else 1.0
             if not pts:
                 raise ConfigError("calibration", cal.key, f"matrix-product points for {dtype} or float32")
+            # a CPU point's wall time includes its dispatch (counted as a launch below); CUDA event times do not
+            self._own = cal.launch_s if not self.gpu else 0.0
             self._mm = [(math.log2(p.m), math.log2(p.n), math.log2(p.k),
-                         math.log(p.flops / max(p.seconds - cal.launch_s, 0.1 * p.seconds))) for p in pts]
+                         math.log(p.flops / max(p.seconds - self._own, 0.1 * p.seconds))) for p in pts]
             bw = cal.elementwise_bytes_per_s
             self.bandwidth = bw.get(dtype) or bw.get("float32") or next(iter(bw.values()), None)
             if not self.bandwidth:
@@ -356,7 +359,7 @@ class _Terms:
             raise ConfigError("calibration", "attention", f"SDPA points with a {mask} mask")
 
         def per_unit(p: AttentionPoint) -> float:
-            fwd = max(p.seconds - self.launch_s, 0.1 * p.seconds)
+            fwd = max(p.seconds - self._own, 0.1 * p.seconds)
             if backward:  # (forward + backward) - forward: the launches cancel; unmeasured: twice the forward
                 bwd = p.backward_seconds - p.seconds if p.backward_seconds is not None else 0.0
                 s = bwd if bwd > 0 else 2.0 * fwd

@@ -15,8 +15,10 @@ ceilings from it):
    for a descheduled thread, which hides a 50x emulation gap).
    A half-precision dtype that takes ``SLOW_FACTOR`` x float32's time or more runs on an emulation path (bfloat16 /
    float16 on a CPU without native support: a 2048-square bfloat16 product took 77 s on such a CPU, 0.29 s in
-   float32); it is measured again at ``PROBE_SIZES[1]`` when that fits, recorded in ``slow_dtypes`` with its slowdown,
-   and from then on measured only at the sizes the time budget allows.
+   float32; with oneDNN off on the 2-core Xeon this was written on, bfloat16 and float16 products run torch's
+   reference GEMM at about 2 GFLOP/s, 70-110x float32's time at 512); it is measured again at ``PROBE_SIZES[1]`` when
+   that fits, recorded in ``slow_dtypes`` with its slowdown, and from then on measured only at the small sizes its
+   share (``SLOW_SHARE``) allows, after the other dtypes.
 4. The matrix-product grid per dtype (``MATMUL_M`` x ``MATMUL_NK``: tokens x the (out, in) features of the model's
    projections, feed-forward and logits), smallest FLOPs first. Before each point its time is predicted from the
    rate of the previous one (a smaller product runs at a lower rate, so the prediction errs long) and the point
@@ -30,9 +32,9 @@ ceilings from it):
    measured (every backend, dtype and mask gets a point); a longer one only when its time, predicted from the
    previous length's by the square of the length ratio, fits.
 
-Every timed point: one untimed warm-up call (two when it is cheap; the last one's time also picks the repeats: enough for about
-``POINT_TARGET_S``, at least ``MIN_REPEATS`` while they fit), then the median of the repeats. CPU: ``perf_counter``
-around each call; CUDA: a start/end ``torch.cuda.Event`` pair per call and one synchronise after them. Sections
+Every timed point: one untimed warm-up call (two when it is cheap; the last one's time also picks the repeats:
+enough for about ``POINT_TARGET_S``, at least ``MIN_REPEATS`` while they fit), then the median of the repeats (the
+probe: the fastest). CPU: ``perf_counter`` around each call; CUDA: a start/end ``torch.cuda.Event`` pair per call and one synchronise after them. Sections
 run to absolute deadlines (``SECTION_ENDS``, fractions of the budget), so time a section leaves unused goes to the
 next; the overheads and element-wise bandwidth come first (cheap, always needed). ``progress(fraction, message)``
 is called as it goes; ``cancel()`` returning True (or a set ``threading.Event``) stops it with
@@ -111,8 +113,8 @@ def matmul_grid(m_values: Sequence[int] = MATMUL_M,
 def detect_slow_dtypes(time_product: Callable[[str, int], float], dtypes: Sequence[str], *,
                        sizes: Sequence[int] = PROBE_SIZES, factor: float = SLOW_FACTOR,
                        max_s: float = 0.5) -> tuple[dict[tuple[str, int], float], tuple[SlowDtype, ...]]:
-    """Which of ``dtypes`` run on a slow path: ``time_product(dtype, size)`` is the median seconds of one
-    ``size``-square product. Each dtype is timed at ``sizes[0]`` beside float32; a dtype taking ``factor`` x
+    """Which of ``dtypes`` run on a slow path: ``time_product(dtype, size)`` is the seconds of one ``size``-square
+    product (``calibrate`` passes the fastest of its repeats on one thread). Each dtype is timed at ``sizes[0]`` beside float32; a dtype taking ``factor`` x
     float32's time or more is slow, and is timed again (with float32) at the largest of ``sizes`` whose predicted
     time (``(size / sizes[0]) ** 3`` x the first) stays under ``max_s`` per product, so the slowdown is read off a
     product large enough to time well but never a long one.

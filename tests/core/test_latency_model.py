@@ -210,7 +210,7 @@ def test_labels_and_uncalibrated_presets():
     assert lm.prediction_label(cal) == f"calibrated on {cal.key}"
     h200 = hardware_preset("h200")
     label = lm.prediction_label(h200)
-    assert label.startswith(lm.UNCALIBRATED_LABEL) and "H200 SXM" in label and "30%" in label
+    assert label.startswith(lm.UNCALIBRATED_LABEL) and "H200 SXM" in label and "24%" in label
     rows = lm.predict_latency(PRESETS["seed"], Workload(batch=1, seq_len=1024, dtype="bfloat16"), h200)
     launch = sum(r.launch_ms for r in rows)
     assert launch == pytest.approx(1e3 * sum(r.kernels for r in rows) * lm.TYPICAL_LAUNCH_S)
