@@ -218,6 +218,31 @@ def test_predictions_stand_beside_the_measurements_of_the_same_device(monkeypatc
                                                    * row["seq_len_tokens"] ** 2)
 
 
+def test_each_predicted_part_stands_beside_its_measured_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real breakdown of a tiny configuration on this CPU and a calibration of this CPU: the per-part table puts
+    each part's measured time (the breakdown's own table) beside its prediction at the sidebar's length."""
+    from test_app import TINY_QUERY
+
+    manager = fake_calibrations(monkeypatch)
+    at = show(app(TINY_QUERY), "Latency")
+    at.button(key="measure.latency_breakdown").click().run()
+    at.button(key="measure.calibrate").click().run()
+    for job in manager.jobs():
+        job.wait(timeout=300)
+    at.run()
+    no_exception(at)
+    assert at.selectbox(key="latency.pred_hw").value.startswith("this device: ")
+    measured = next(df.value for df in at.dataframe if "share_%" in df.value.columns)
+    measured = measured[measured["seq_len_tokens"] == 256].set_index("part")["measured_ms"]
+    parts = next(df.value for df in at.dataframe if "launch_ms" in df.value.columns and "part" in df.value.columns)
+    both = parts[parts["measured_ms"].notna()].set_index("part")
+    assert {"qkv_proj", "attention", "feedforward", "alibi_bias"} <= set(both.index)
+    for part, row in both.iterrows():
+        assert row["measured_ms"] == measured[part]
+        assert row["measured_over_prediction"] == pytest.approx(measured[part] / row["total_ms"])
+    assert set(both.index) == set(parts["part"]) & set(measured.index)
+
+
 def test_an_uncalibrated_gpu_preset_says_so_with_the_error_band() -> None:
     at = show(app(), "Latency")
     no_exception(at)
