@@ -380,6 +380,9 @@ def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, 
               column_config={**{t: st.column_config.NumberColumn(format="%.4g") for t in (*lp.TERMS, "predicted_ms",
                                                                                           "measured_ms")},
                              "measured_over_prediction": st.column_config.NumberColumn(format="%.2fx")})
+    if ctx.cfg.alibi_pos_bias and ctx.cfg.uses_rotary:
+        st.caption("Decode with the KV cache is what a cache would give: x-transformers 2.31 cannot use its cache "
+                   "with ALiBi and rotary together, so a user of this configuration gets the uncached decode.")
     tbl = lp.breakdown_table(breakdown, phase) if breakdown is not None and _same_device(breakdown, source) \
         else pd.DataFrame()
     joined = lp.parts_vs_measured(parts, tbl, config=ctx.config_name, seq_len=ctx.wl.seq_len)

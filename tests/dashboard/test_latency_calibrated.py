@@ -275,6 +275,8 @@ def test_an_uncalibrated_gpu_preset_says_so_with_the_error_band() -> None:
         assert row["predicted_ms"] == pytest.approx(latency_model.phase_ms(
             SEED, Workload(seq_len=int(row["seq_len_tokens"])), GPU_PRESETS["H200 SXM"], phase=row["phase"]))
     assert any("reference run on that GPU" in m for m in _texts(at, "markdown"))
+    # the seed has ALiBi and rotary: x-transformers gives its user the uncached decode, and the page says so
+    assert any("a user of this configuration gets the uncached decode" in c for c in _texts(at, "caption"))
 
 
 # --- frames and charts ---------------------------------------------------------------------------------------
