@@ -21,6 +21,8 @@ Every part's predicted time, milliseconds (``total_ms``), is the sum of four ter
   ``batch x heads x n^2 x dh`` of the same backend, mask (``causal``, or ``dense`` when ALiBi is on: x-transformers
   passes a dense float mask) and dtype, interpolated in ``log n`` between the measured lengths (the nearest
   measured length's rate outside them), times this model's work; backward from ``backward_seconds - seconds``.
+  A dense mask on a CPU: the full square at twice the causal rate, plus the dense points' excess scaled by the
+  model's share of scores in ``exp``'s float32 denormal band (``alibi_denormal_fraction``, ``DENORMAL_EXP_BAND``).
   On a ``Hardware`` preset: ``flops / peak`` (the roofline).
 * ``memory_ms``: the element-wise bytes of the part (``core.roofline`` bytes for the element-wise parts; for the
   matrix-product parts only what is not a product: the activation, the head merge copy) / the calibrated
@@ -82,6 +84,8 @@ __all__ = [
     "BACKWARD_ELEMENTWISE_SHARE",
     "CPU_ELEMENTWISE_FACTOR",
     "CPU_GEMM_FACTOR",
+    "DENORMAL_EXP_BAND",
+    "alibi_denormal_fraction",
 ]
 
 PHASES = ("forward", "train_step", "decode_cached", "decode_uncached")
@@ -111,13 +115,13 @@ CPU_GEMM_FACTOR = 1.15
 #: configurations (see ``CPU_ELEMENTWISE_FACTOR``) the measured backward matched 1x, not 2x (0.58 measured /
 #: predicted with 2x and the in-model product factor).
 BACKWARD_ELEMENTWISE_SHARE = 1.0
-#: CPU, training step, ALiBi's dense mask: the SDPA kernel inside the model (forward with grad, and its
-#: backward) runs at the rate of the calibration's *causal* points per unit of the full square, not of its dense
-#: points. Measured (torch profiler, 1 thread): dim 96, 1 block, 2 heads of 64, 1024 tokens, training step: the
-#: in-model ``_scaled_dot_product_flash_attention_for_cpu`` 5.0 ms forward, 10.6 ms backward, against 12.8 ms
-#: and 75.7 ms for an isolated call with a dense float mask of the same shape; the causal points predict 3.4 and
-#: 8.9 ms. The cause is not found (the eval-mode forward does match the dense points); documented as a finding.
-CPU_DENSE_TRAIN_USES_CAUSAL_POINTS = True
+#: float32 ``exp`` underflows into denormals for arguments in (-103.28, -87.34): ``exp(-87.34)`` is the smallest
+#: normal float32 (1.18e-38), ``exp(-103.28)`` the smallest denormal (1.4e-45). A CPU computes denormals in
+#: microcode, tens of times slower. Measured here (1 thread, dim 64 x 2 heads, 1024 tokens, dense ALiBi-like
+#: mask): forward + backward 24.1 ms with x-transformers' slopes for 2 heads (1/16, 1/256: no score reaches the
+#: band), 110.6 ms with slopes 1/2 and 1/4 (distances 175-207 and 349-413 land in it), 37.6 ms for the latter
+#: with ``torch.set_flush_denormal(True)``. The calibration's dense points use 8 heads with slopes 1/2 ... 1/256.
+DENORMAL_EXP_BAND = (87.34, 103.28)
 #: Bytes AdamW's single-tensor update moves per parameter element, in units of ``P e``: 21 element passes counted
 #: (see the module docstring), 16 effective: the FIT configurations measured 0.73x the prediction with 21 (small
 #: tensors stay in cache between the passes).
@@ -289,6 +293,39 @@ def gemm_shapes(cfg: ModelConfig, tokens: int) -> dict[str, list[tuple[int, int,
 # --------------------------------------------------------------------------------------------------
 
 
+def _alibi_slopes(heads: int) -> list[float]:
+    """x-transformers' ALiBi slopes (``AlibiPositionalBias._get_slopes``): ``2^(-8/h)``, its powers, for a power
+    of two ``h``; otherwise those of the power below, then every other slope of the power above."""
+    def power_of_2(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start ** i for i in range(n)]
+
+    if math.log2(heads).is_integer():
+        return power_of_2(heads)
+    closest = 2 ** math.floor(math.log2(heads))
+    return power_of_2(closest) + power_of_2(2 * closest)[0::2][: heads - closest]
+
+
+def alibi_denormal_fraction(slopes: list[float], heads: int, seq_len: int) -> float:
+    """Fraction of the causal ``(query, key)`` pairs, over ``heads`` heads (those beyond ``slopes`` have no bias),
+    whose ALiBi bias ``-slope x distance`` lies in ``DENORMAL_EXP_BAND``: ``sum over d in band of (n - d)`` pairs
+    per head, over ``heads x n (n + 1) / 2``."""
+    lo, hi = DENORMAL_EXP_BAND
+    n = seq_len
+    pairs = 0
+    for s in slopes[:heads]:
+        d0, d1 = math.ceil(lo / s), min(math.floor(hi / s), n - 1)
+        if d0 <= d1:
+            pairs += sum(n - d for d in range(d0, d1 + 1))
+    return pairs / (heads * n * (n + 1) / 2)
+
+
+def _model_denormal_fraction(cfg: ModelConfig, seq_len: int) -> float:
+    if not cfg.alibi_pos_bias:
+        return 0.0
+    return alibi_denormal_fraction(_alibi_slopes(cfg.alibi_heads), cfg.heads, seq_len)
+
+
 class _Terms:
     """Timing functions of one source (a Calibration or a Hardware preset) for one dtype."""
 
@@ -345,15 +382,31 @@ class _Terms:
         return self.gemm_factor * self.scale * flops / math.exp(log_rate)
 
     def attention_s(self, *, batch: int, heads: int, seq_len: int, head_dim: int, dense: bool,
-                    backward: bool, train: bool = False) -> float:
-        """Seconds of the attention kernel (forward, or the backward's extra when ``backward``), launch excluded."""
+                    backward: bool, denormal_fraction: float = 0.0) -> float:
+        """Seconds of the attention kernel (forward, or the backward's extra when ``backward``), launch excluded.
+
+        ``dense`` on a CPU: ``2 x`` the causal points' time per unit of the full square (a dense mask makes the
+        kernel compute every pair) plus the dense points' excess over that, scaled by ``denormal_fraction`` over
+        the calibration's own fraction (``alibi_denormal_fraction``): that excess is the float32 denormal
+        arithmetic of scores whose ALiBi bias lies in the denormal band of ``exp``."""
         work = batch * heads * seq_len * seq_len * head_dim
         if not self.calibrated:
             flops = 4.0 * work * (1.0 if dense else 0.5) * (2.5 if backward else 1.0)
             return flops / self.peak
-        mask = "dense" if dense else "causal"
-        if dense and train and not self.gpu and CPU_DENSE_TRAIN_USES_CAUSAL_POINTS:
-            mask = "causal"  # see CPU_DENSE_TRAIN_USES_CAUSAL_POINTS
+        if dense and not self.gpu:
+            clean = 2.0 * self._per_unit("causal", seq_len, backward)
+            pts = self._attention_points("dense")
+            if not pts:
+                return self.scale * clean * work
+            near = min(pts, key=lambda p: abs(math.log(p.seq_len / seq_len)))
+            cal_fraction = alibi_denormal_fraction(_alibi_slopes(near.heads), near.heads, near.seq_len)
+            excess = max(self._per_unit("dense", seq_len, backward) - clean, 0.0)
+            scaled = excess * (denormal_fraction / cal_fraction) if cal_fraction > 0 else 0.0
+            return self.scale * (clean + scaled) * work
+        return self.scale * self._per_unit("dense" if dense else "causal", seq_len, backward) * work
+
+    def _per_unit(self, mask: str, seq_len: int, backward: bool) -> float:
+        """Seconds per unit of ``batch x heads x n^2 x dh`` at ``seq_len``, interpolated in ``log n``."""
         pts = self._attention_points(mask)
         if not pts:
             raise ConfigError("calibration", "attention", f"SDPA points with a {mask} mask")
@@ -370,16 +423,14 @@ class _Terms:
         by_len = sorted({p.seq_len: per_unit(p) for p in pts}.items())
         x = math.log(seq_len)
         if seq_len <= by_len[0][0]:
-            u = by_len[0][1]
-        elif seq_len >= by_len[-1][0]:
-            u = by_len[-1][1]
-        else:
-            for (n0, u0), (n1, u1) in zip(by_len, by_len[1:], strict=False):
-                if n0 <= seq_len <= n1:
-                    t = (x - math.log(n0)) / (math.log(n1) - math.log(n0))
-                    u = math.exp((1 - t) * math.log(u0) + t * math.log(u1))
-                    break
-        return self.scale * u * work
+            return by_len[0][1]
+        if seq_len >= by_len[-1][0]:
+            return by_len[-1][1]
+        for (n0, u0), (n1, u1) in zip(by_len, by_len[1:], strict=False):
+            if n0 <= seq_len <= n1:
+                t = (x - math.log(n0)) / (math.log(n1) - math.log(n0))
+                return math.exp((1 - t) * math.log(u0) + t * math.log(u1))
+        raise AssertionError("unreachable")
 
     def _attention_points(self, mask: str) -> list[AttentionPoint]:
         pts = [p for p in self._att if p.mask == mask]
@@ -464,7 +515,7 @@ def _forward_rows(cfg: ModelConfig, wl: Workload, terms: _Terms, phase: str, *, 
             if cfg.attn_flash:
                 compute = cfg.depth * terms.attention_s(batch=wl.batch, heads=cfg.heads, seq_len=wl.seq_len,
                                                         head_dim=cfg.attn_dim_head, dense=dense, backward=False,
-                                                        train=train)
+                                                        denormal_fraction=_model_denormal_fraction(cfg, wl.seq_len))
             else:  # einsum path: scores and values as batched products, the (b, h, n, n) scores element-wise
                 n, bh = wl.seq_len, wl.batch * cfg.heads
                 compute = cfg.depth * bh * (terms.gemm_s(n, n, cfg.attn_dim_head) + terms.gemm_s(n, cfg.attn_dim_head, n))
@@ -484,8 +535,8 @@ def _train_rows(cfg: ModelConfig, wl: Workload, terms: _Terms) -> list[PartPredi
                   for shapes in gemm_shapes(cfg, T).values() for m, n, k in shapes) / terms.gemm_factor
     if cfg.attn_flash:
         attn_bw = cfg.depth * terms.attention_s(batch=wl.batch, heads=cfg.heads, seq_len=wl.seq_len,
-                                                head_dim=cfg.attn_dim_head,
-                                                dense=cfg.alibi_pos_bias, backward=True, train=True)
+                                                head_dim=cfg.attn_dim_head, dense=cfg.alibi_pos_bias, backward=True,
+                                                denormal_fraction=_model_denormal_fraction(cfg, wl.seq_len))
     else:
         n, bh, dh = wl.seq_len, wl.batch * cfg.heads, cfg.attn_dim_head
         attn_bw = 2 * cfg.depth * bh * (terms.gemm_s(n, n, dh) + terms.gemm_s(n, dh, n))

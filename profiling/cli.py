@@ -426,8 +426,11 @@ def _calibrate(args: argparse.Namespace) -> int:
                               "calibrate --list names them)")
         _calibration_out(cal, args)
         return 0
-    store = stored.ready(args.db)  # a store that cannot be written stops here, before a minute of measuring
     from xtlens.profiling.measure.calibrate import calibrate
+    from xtlens.profiling.run.device import resolve
+
+    resolve(args.device)  # an unknown or absent device is a message here, before the store is made
+    store = stored.ready(args.db)  # a store that cannot be written stops here, before a minute of measuring
 
     # the budget is the whole command's: what starting it took (Python, torch's import, the store) comes off it
     started = getattr(args, "started_at", None) or time.monotonic()

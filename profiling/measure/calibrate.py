@@ -22,7 +22,8 @@ ceilings from it):
 4. The matrix-product grid per dtype (``MATMUL_M`` x ``MATMUL_NK``: tokens x the (out, in) features of the model's
    projections, feed-forward and logits), smallest FLOPs first. Before each point its time is predicted from the
    rate of the previous one (a smaller product runs at a lower rate, so the prediction errs long) and the point
-   is skipped when it would not fit the dtype's share of the section: a slow dtype stops small by itself.
+   is skipped when it would not fit the dtype's share of the section: a slow dtype stops small by itself. The
+   smallest shape is always measured.
 5. ``scaled_dot_product_attention`` per SDPA backend (CPU: whichever kernel torch picks, named from the aten ops
    it dispatched, ``cpu_flash`` or ``math``; CUDA: ``flash``, ``efficient``, ``cudnn`` and ``math`` each forced with
    ``sdpa_kernel``, a backend that refuses a shape or mask is left out) for ``ATTENTION_HEADS`` heads of
@@ -207,31 +208,18 @@ class _Run:
             self.torch.cuda.synchronize()
 
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
-        """Seconds of each of ``n`` calls (see the module docstring)."""
-        if self.cuda:
-            ev = self.torch.cuda.Event
-            pairs = [(ev(enable_timing=True), ev(enable_timing=True)) for _ in range(n)]
-            self.sync()
-            for a, b in pairs:
-                a.record()
-                fn()
-                b.record()
-            self.sync()
-            return [a.elapsed_time(b) / 1e3 for a, b in pairs]
-        clock = time.perf_counter
-        out = []
-        for _ in range(n):
-            t0 = clock()
-            fn()
-            out.append(clock() - t0)
-        return out
+        """Seconds of each of ``n`` calls: ``profiling.run.device.time_calls`` (the one timing loop: CUDA events per
+        call and one synchronise, or ``perf_counter`` around each call on a CPU)."""
+        from xtlens.profiling.run.device import time_calls
+
+        return [ms / 1e3 for ms in time_calls(fn, device=self.device, warmup=0, repeats=n)]
 
     def measure(self, fn: Callable[[], object], *, predicted_s: float, deadline: float,
                 best: bool = False, must: bool = False) -> float | None:
         """Median (``best``: minimum) seconds of ``fn`` after one warm-up call, or None when the warm-up and one timed call
         (``2 x predicted_s``) would not end before ``deadline``. Repeats: about ``POINT_TARGET_S`` worth, from
         ``MIN_REPEATS`` to ``MAX_REPEATS``, fewer (at least one) when the deadline is near. ``must``: measured whatever
-        the deadline (the warm-up and ``MIN_REPEATS`` at least: a term every prediction needs, cheap by design)."""
+        the deadline (the warm-up and one timed call at least: a term every prediction needs, cheap by design)."""
         if not must and time.monotonic() + 2 * predicted_s > deadline:
             return None
         t0 = time.monotonic()
@@ -244,7 +232,7 @@ class _Run:
             self.sync()
             first = max(time.monotonic() - t0, 1e-7)
         n = min(MAX_REPEATS, max(MIN_REPEATS, int(POINT_TARGET_S / first)))
-        n = max(n if must else 0, min(n, int((deadline - time.monotonic()) / first)))
+        n = max(1 if must else 0, min(n, int((deadline - time.monotonic()) / first)))
         if n < 1:
             return None
         times = self.time_calls(fn, n)
@@ -347,17 +335,19 @@ def _matmul(run: _Run, dtypes: Sequence[str], rates: dict[str, float], shapes: S
         rate = rates[dtype]
         dt = TORCH_DTYPES[dtype]
         skipped = 0
-        for m, n, k in shapes:
+        for j, (m, n, k) in enumerate(shapes):
             flops = 2 * m * n * k
             predicted = flops / rate * (SLOW_SAFETY if dtype in slow else 1.0)
-            if time.monotonic() + 2 * predicted > share_end:
+            first = j == 0  # the smallest shape: always measured (every dtype gets a point)
+            if not first and time.monotonic() + 2 * predicted > share_end:
                 skipped += 1
                 continue
             run.check(f"matrix products, {dtype}: {m}x{k} @ {k}x{n}")
             a = _rand(torch, (m, k), dt, run.device)
             b = _rand(torch, (k, n), dt, run.device)
             with torch.no_grad():
-                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=predicted, deadline=share_end)
+                seconds = run.measure(lambda a=a, b=b: torch.mm(a, b), predicted_s=predicted, deadline=share_end,
+                                      must=first)
             del a, b
             if seconds is None:
                 skipped += 1
@@ -403,7 +393,7 @@ def _attention(run: _Run, dtypes: Sequence[str], backends: Sequence[str | None] 
         last: tuple[int, float] | None = None  # (length, forward + backward seconds) of the previous length
         for seq_len in lengths:
             predicted = 0.0 if last is None else last[1] * (seq_len / last[0]) ** 2
-            if time.monotonic() + 2 * predicted > share_end:
+            if last is not None and time.monotonic() + 2 * predicted > share_end:  # the shortest: always
                 break
             run.check(f"attention, {dtype}, {backend or 'default'} backend, {mask} mask, {seq_len} tokens")
             q, k, v, bias = _attention_inputs(torch, dt, run.device, seq_len, mask, grad=False)

@@ -190,13 +190,14 @@ def test_matmul_and_attention_on_the_grid_are_the_measured_points():
     assert terms.gemm_s(1024, 64, 1024) == pytest.approx(lm.CPU_GEMM_FACTOR * 2 * 1024 * 64 * 1024 / 100e9)
     # between grid points the rate is between theirs (all 100 GFLOP/s here)
     assert terms.gemm_s(300, 200, 500) == pytest.approx(lm.CPU_GEMM_FACTOR * 2 * 300 * 200 * 500 / 100e9)
-    assert terms.attention_s(batch=2, heads=4, seq_len=1024, head_dim=16, dense=True, backward=False) == \
+    assert terms.attention_s(batch=2, heads=4, seq_len=1024, head_dim=16, dense=False, backward=False) == \
         pytest.approx(2 * 4 * 1024**2 * 16 * 1e-9)
     assert terms.attention_s(batch=1, heads=8, seq_len=128, head_dim=64, dense=False, backward=True) == \
         pytest.approx(2 * 8 * 128**2 * 64 * 1e-9)  # (fwd+bwd) - fwd = 2 ns per unit
-    # the forward's attention part: depth x the kernel
+    # the forward's attention part: depth x the kernel (ALiBi: a dense mask, the full square at twice the causal
+    # rate; these fake dense points are no slower than that, so no denormal excess)
     rows = {r.component: r for r in lm.predict_latency(CFG, Workload(batch=1, seq_len=1024), cal)}
-    assert rows["attention"].compute_ms == pytest.approx(1e3 * CFG.depth * 4 * 1024**2 * 16 * 1e-9)
+    assert rows["attention"].compute_ms == pytest.approx(2e3 * CFG.depth * 4 * 1024**2 * 16 * 1e-9)
 
 
 def test_gpu_overlaps_host_and_device():
@@ -232,21 +233,26 @@ def test_decode_and_bad_input():
         lm.predict_latency(CFG, WL, empty)
 
 
-def test_cpu_training_with_the_dense_mask_uses_the_causal_points():
-    """CPU_DENSE_TRAIN_USES_CAUSAL_POINTS: dense points 10x slower move the eval forward's attention 10x and leave
-    the training step's attention (forward with grad and backward) unchanged."""
-    cal = fake_calibration()
+def test_dense_mask_on_a_cpu_scales_with_the_denormal_fraction():
+    """A dense ALiBi mask on a CPU: twice the causal rate (the full square) plus the dense points' excess scaled by
+    the model's share of scores in exp's denormal band over the calibration's own (8 heads, slopes 1/2..1/256)."""
+    cal = fake_calibration()  # dense and causal points at the same rate per unit: excess = dense - 2 causal < 0
     slow_dense = dataclasses.replace(cal, attention=tuple(
         dataclasses.replace(p, seconds=10 * p.seconds, backward_seconds=10 * p.backward_seconds) if p.mask == "dense"
         else p for p in cal.attention))
-    wl = Workload(batch=1, seq_len=1024)
-
-    def attention_ms(source, phase):
-        rows = {r.component: r for r in lm.predict_latency(CFG, wl, source, phase=phase)}
-        return rows["attention"].compute_ms, rows.get("backward")
-
-    fwd, _ = attention_ms(cal, "forward")
-    assert attention_ms(slow_dense, "forward")[0] == pytest.approx(10 * fwd, rel=1e-3)
-    train, bwd = attention_ms(cal, "train_step")
-    train_slow, bwd_slow = attention_ms(slow_dense, "train_step")
-    assert train_slow == pytest.approx(train) and bwd_slow.compute_ms == pytest.approx(bwd.compute_ms)
+    terms = lm._Terms(slow_dense, "float32")
+    kw = dict(batch=1, heads=8, seq_len=1024, head_dim=64, dense=True)
+    causal = terms.attention_s(**{**kw, "dense": False}, backward=False)
+    # no score in the band (few heads, small slopes): the clean full square, 2x the causal kernel
+    assert terms.attention_s(**kw, backward=False) == pytest.approx(2 * causal)
+    # the calibration's own configuration (8 heads, x-transformers' slopes, a measured length): the dense point
+    frac = lm.alibi_denormal_fraction(lm._alibi_slopes(8), 8, 1024)
+    assert 0.01 < frac < 0.05
+    dense = terms.attention_s(**kw, backward=False, denormal_fraction=frac)
+    assert dense == pytest.approx(10 * 8 * 1024**2 * 64 * 1e-9, rel=1e-3)
+    # half the fraction: half the excess
+    half = terms.attention_s(**kw, backward=False, denormal_fraction=frac / 2)
+    assert half == pytest.approx(2 * causal + (dense - 2 * causal) / 2, rel=1e-6)
+    # x-transformers' slopes: 8 heads at 1024 tokens reach the band, 2 heads (1/16, 1/256) do not
+    assert lm.alibi_denormal_fraction(lm._alibi_slopes(2), 2, 1024) == 0.0
+    assert lm._alibi_slopes(8)[:2] == [0.5, 0.25] and lm._alibi_slopes(6)[:2] == [0.25, 0.0625]

@@ -109,7 +109,10 @@ def short_cal() -> Calibration:
 def test_a_short_calibration_measures_every_term_within_its_budget(short_cal):
     cal = short_cal
     assert cal.device == "cpu" and "logical CPU" in cal.device_name and cal.threads == torch.get_num_threads()
-    assert cal.torch_version == torch.__version__ and cal.wall_s <= 6.0 + 0.5  # the budget; one point may overrun
+    # the budget, give or take the always-measured minimum (each dtype's smallest product, each attention kernel's
+    # shortest length, one timed call each once the budget is spent): at 6 s on a busy machine that can pass it by
+    # a second; the 60 s default is held exactly (test_the_full_cpu_calibration_stays_within_60_s)
+    assert cal.torch_version == torch.__version__ and cal.wall_s <= 6.0 + 1.5
     assert 1e-8 < cal.launch_s < 1e-3 and 0 <= cal.module_overhead_s < 1e-3
     assert set(cal.elementwise_bytes_per_s) == {"float32", "bfloat16"}
     assert all(1e8 < v < 1e13 for v in cal.elementwise_bytes_per_s.values())
@@ -347,3 +350,9 @@ def test_the_callers_random_state_is_left_alone():
     calmod.calibrate("cpu", time_budget_s=5, dtypes=("float32",), parts=("elementwise", "matmul"),
                      matmul_shapes=((64, 64, 64),))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_cli_unknown_device_is_a_message_and_makes_no_store(tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["calibrate", "--device", "tpu", "--db", str(db)]) == 2
+    assert "Unknown device 'tpu'" in capsys.readouterr().err and not db.exists()
