@@ -187,6 +187,12 @@ def write_chart(rows: list[dict], path: Path, title: str) -> list[Path]:
     return written
 
 
+def chart_title(rows: list[dict], s: dict, device: str, dtype: str) -> str:
+    loads = [float(r["load_1min"]) for r in rows]
+    return (f"Calibrated latency, held out ({device}, {dtype}, load {min(loads):.1f}-{max(loads):.1f}): median error "
+            f"{s['median_abs_err']:.0%}, p90 {s['p90_abs_err']:.0%}, pairs {s['pair_accuracy']:.0%}")
+
+
 def run_heldout(args: argparse.Namespace) -> int:
     import torch
     from xtlens.core.calibration import Calibration
@@ -242,8 +248,7 @@ def run_heldout(args: argparse.Namespace) -> int:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        title = (f"Calibrated latency, held out ({args.device}, {args.dtype}): median error {s['median_abs_err']:.0%}, "
-                 f"p90 {s['p90_abs_err']:.0%}, pairs {s['pair_accuracy']:.0%}")
+        title = chart_title(rows, s, args.device, args.dtype)
         for p in write_chart(rows, stem.with_suffix(".svg"), title):
             print(f"wrote {p.relative_to(ROOT)}")
         print(f"wrote {stem.with_suffix('.csv').relative_to(ROOT)}")
