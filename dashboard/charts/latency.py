@@ -1,5 +1,5 @@
-"""Figures of the Latency tab's breakdown and roofline sections: pure functions ``frame -> plotly Figure``
-over the frames of ``dashboard.latency_parts``. Milliseconds everywhere; FLOPs count a multiply-add as 2.
+"""Figures of the Latency tab's breakdown, calibrated-prediction and roofline sections: pure functions ``frame ->
+plotly Figure`` over the frames of ``dashboard.latency_parts``. Milliseconds everywhere; FLOPs count a multiply-add as 2.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 from xtlens.core.hardware import Hardware
-from xtlens.dashboard.latency_parts import PART_ORDER
+from xtlens.dashboard.latency_parts import PART_ORDER, TERM_WORDS, TERMS
 
 PART_LABELS = {
     "embedding": "embedding", "token_shift": "token shift", "norms": "norms", "qkv_proj": "Q/K/V projections",
@@ -108,4 +108,57 @@ def roofline_chart(points: pd.DataFrame, hw: Hardware, dtype: str, *, measured: 
                      range=[math.log10(y_lo), math.log10(y_hi)], dtick=1)
     fig.update_layout(title={"text": title, "x": 0}, height=480, margin={"l": 60, "r": 20, "t": 50, "b": 40},
                       legend={"orientation": "v", "x": 1.02, "y": 1})
+    return fig
+
+
+TERM_COLORS = {"compute_ms": "#4C78A8", "memory_ms": "#72B7B2", "launch_ms": "#F58518", "framework_ms": "#E45756"}
+PHASE_LABELS = {"forward": "forward", "train_step": "training step", "decode_cached": "decode (KV cache)",
+                "decode_uncached": "decode (no cache)"}
+
+
+def _ms(v: float) -> str:
+    """A bar's label: ``3,211 ms``, ``9.29 ms``, ``0.0412 ms``; '' for a missing value."""
+    if v != v:
+        return ""
+    return f"{v:,.0f} ms" if v >= 100 else f"{v:.3g} ms"
+
+
+def phases_chart(phases: pd.DataFrame, *, title: str) -> go.Figure:
+    """Per phase: the predicted total (bars) and, where measured at the same length, the measured median (bars
+    beside them), log y axis (a decode step and a training step differ by orders of magnitude)."""
+    fig = go.Figure()
+    xs = [PHASE_LABELS.get(p, p) for p in phases["phase"]]
+    fig.add_trace(go.Bar(x=xs, y=phases["predicted_ms"], name="predicted", marker_color="#4C78A8",
+                         text=[_ms(v) for v in phases["predicted_ms"]], textposition="outside",
+                         hovertemplate="%{x}: %{y:.4g} ms predicted<extra></extra>"))
+    if phases["measured_ms"].notna().any():
+        fig.add_trace(go.Bar(x=xs, y=phases["measured_ms"], name="measured (median)", marker_color="#F58518",
+                             text=[_ms(v) for v in phases["measured_ms"]],
+                             textposition="outside", hovertemplate="%{x}: %{y:.4g} ms measured<extra></extra>"))
+    fig.update_yaxes(type="log", title="latency (ms, log scale)")
+    fig.update_xaxes(title="phase")
+    fig.update_layout(barmode="group", title={"text": title, "x": 0}, height=420,
+                      margin={"l": 60, "r": 20, "t": 50, "b": 40}, legend={"orientation": "v", "x": 1.02, "y": 1})
+    return fig
+
+
+def parts_terms_chart(parts: pd.DataFrame, *, title: str) -> go.Figure:
+    """Per part (one row each): the predicted time split into its terms (stacked: compute, memory, kernel
+    launches, framework) and the measured time of that part where a breakdown measured it (a diamond)."""
+    fig = go.Figure()
+    ys = [PART_LABELS.get(p, p) for p in parts["part"]]
+    for term in TERMS:
+        fig.add_trace(go.Bar(y=ys, x=parts[term], orientation="h", name=TERM_WORDS[term],
+                             marker_color=TERM_COLORS[term],
+                             hovertemplate="%{y}: %{x:.4g} ms<extra>" + term.removesuffix("_ms") + "</extra>"))
+    if "measured_ms" in parts and parts["measured_ms"].notna().any():
+        sel = parts[parts["measured_ms"].notna()]
+        fig.add_trace(go.Scatter(y=[PART_LABELS.get(p, p) for p in sel["part"]], x=sel["measured_ms"], mode="markers",
+                                 name="measured (breakdown)", marker={"symbol": "diamond", "size": 11,
+                                                                      "color": "#222222"},
+                                 hovertemplate="%{y}: %{x:.4g} ms measured<extra></extra>"))
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(reversed(ys)), title="part")
+    fig.update_xaxes(title="latency (ms)")
+    fig.update_layout(barmode="stack", title={"text": title, "x": 0}, height=max(320, 40 + 28 * len(ys)),
+                      margin={"l": 60, "r": 20, "t": 50, "b": 40}, legend={"orientation": "v", "x": 1.02, "y": 1})
     return fig

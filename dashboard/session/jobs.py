@@ -10,6 +10,9 @@ always starts a new job, and Cancel in one session never removes the other's res
 timed-out job stays in its view and in the tray with its reason and a Retry. A session may have
 ``JobManager.max_per_owner`` unfinished jobs. No model lives in this process.
 
+The Latency tab's "Calibrate this device" is a job of its own kind (``calibrate_panel``:
+``profiling.run.calibrate_job``, the same manager, owners, queue, Cancel, time limit and tray), always on this machine.
+
 A job belongs to the page, not to its tab: the view finds it again from its request (the tab's settings, kept
 by ``tab_settings``) whenever the tab is drawn, so a result that ended while another tab was open is there.
 """
@@ -25,6 +28,7 @@ import streamlit as st
 from xtlens.core.config import ModelConfig, Workload
 from xtlens.dashboard.session import ownership, provenance, run_on
 from xtlens.profiling.results.export import as_frame
+from xtlens.profiling.run.calibrate_job import DEFAULT_BUDGET_S, CalibrateJob, CalibrateSpec
 from xtlens.profiling.run.executor import executor_for
 from xtlens.profiling.run.plan import SweepOptions
 from xtlens.profiling.run.worker import Job, JobManager, JobSpec, QueueFull
@@ -135,11 +139,14 @@ def frame_of(job: Job) -> pd.DataFrame:
 
 
 def results(job_keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
-    """(key, table) of every finished job among ``job_keys`` (for the session export)."""
+    """(key, table) of every finished measurement job among ``job_keys`` (for the session export). A calibration
+    job has no measurement rows: its table is exported as the Latency tab draws it (``views.common.table``)."""
     out = []
     for key in job_keys:
         for mgr in [manager(), *_managers().values()]:
             job = mgr.get(key, owner())
+            if isinstance(job, CalibrateJob):
+                break
             if job is not None and job.done():
                 out.append((key, frame_of(job)))
                 break
@@ -225,8 +232,8 @@ def panel(req: Request, *, key: str, button: str = "Measure", help: str | None =
     return frame
 
 
-def _progress(job_key: str, label: str) -> None:
-    mgr = _where_manager()
+def _progress(job_key: str, label: str, mgr: JobManager | None = None) -> None:
+    mgr = mgr or _where_manager()
     me = owner()
 
     @st.fragment(run_every=POLL_S)
@@ -342,3 +349,79 @@ def tray() -> None:
             st.rerun(scope="app")
 
     draw()
+
+
+# --- the calibrate job kind (the Latency tab's "Calibrate this device") --------------------------------------
+
+CALIBRATE_BUTTON = "Calibrate this device"
+
+
+def calibrate_spec(device: str, time_budget_s: float = DEFAULT_BUDGET_S) -> CalibrateSpec:
+    """The calibration of ``device`` (``cpu`` / ``cuda:0``) the page asks for (``profiling.run.calibrate_job``)."""
+    return CalibrateSpec(device=device, time_budget_s=time_budget_s)
+
+
+def calibration_job(spec: CalibrateSpec) -> CalibrateJob | None:
+    """This session's calibration job of ``spec`` (running, finished, cancelled or failed), or None."""
+    job = manager().get(spec.key(), owner())
+    return job if isinstance(job, CalibrateJob) else None
+
+
+def calibrate_panel(spec: CalibrateSpec, *, device_label: str, key: str = "calibrate",
+                    has_stored: bool = False) -> CalibrateJob | None:
+    """The "Calibrate this device" button, the job's live progress with Cancel, then how it ended (with "Calibrate
+    again" / Retry). The calibration always runs in a child process on this machine (the server's device, not a Ray
+    cluster's: the page predicts the device it can see), one job at a time with the measurements. Returns this
+    session's job once it has ended (None before it started or while it runs)."""
+    mgr = manager()
+    label = f"calibration of {device_label}"
+    job = calibration_job(spec)
+    if job is None:
+        head = st.empty()
+        with head.container():
+            cols = st.columns([1, 3])
+            with cols[0]:
+                pressed = st.button(CALIBRATE_BUTTON if not has_stored else "Calibrate again", key=f"measure.{key}",
+                                    type="primary" if not has_stored else "secondary", width="stretch",
+                                    help="Measures matrix-product throughput against shape, attention kernels, "
+                                         "element-wise bandwidth, the per-kernel launch cost and the per-module "
+                                         "Python overhead, in a separate process; stored in the result store.")
+            with cols[1]:
+                if pressed:
+                    st.caption(f"{label}: starting, progress below.")
+                else:
+                    st.caption(f"{label}: at most {spec.time_budget_s:g} s of measuring in a separate process on "
+                               f"this machine (time limit {spec.time_limit_s:g} s with start-up); the page stays "
+                               "usable.")
+        if not pressed:
+            return None
+        try:
+            job = mgr.submit_spec(spec, owner=owner(), fresh=has_stored)
+        except QueueFull as exc:
+            st.warning(str(exc))
+            return None
+        ownership.remember_job(job.key, label)
+        head.empty()
+    if not job.done():
+        _progress(job.key, label, mgr)
+        return None
+    if job.outcome in ENDED_BADLY:
+        st.warning(f"{label}: {ended_words(job)}. Nothing was stored; press Retry to calibrate again.")
+    elif job.store_failures:
+        st.warning(f"{label}: measured, but not stored in the result store: {job.store_failures[0]}")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        shared = getattr(job, "owner", owner()) != owner()
+        words = ("another browser session's run, shared" if shared else "this session's run")
+        if job.outcome == "finished":
+            st.caption(f"{label}: job took {job.elapsed_s:.1f} s ({words}).")
+        again = "Retry" if job.outcome in ENDED_BADLY else "Calibrate again"
+        if st.button(again, key=f"remeasure.{key}", type="secondary", icon=":material/refresh:",
+                     help="Start a new calibration now (the stored ones stay as history)."):
+            try:
+                new = mgr.submit_spec(spec, owner=owner(), fresh=True)
+            except QueueFull as exc:
+                st.warning(str(exc))
+                return job
+            ownership.remember_job(new.key, label)
+            st.rerun()
+    return job

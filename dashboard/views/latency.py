@@ -1,21 +1,28 @@
 """Latency: forward, attention, training step and per-token decode vs sequence length (log-log), tokens/s,
 the SDPA kernel per point, with and without the ALiBi bias; then where the time goes (breakdown by part),
-what other attention implementations would cost (what-if), and the roofline prediction for any device."""
+what other attention implementations would cost (what-if), the calibrated prediction (calibrate this device in a
+job, the stored calibration, predicted per phase and per part beside what was measured) and the roofline
+prediction for any device."""
 
 from __future__ import annotations
 
+import functools
+import re
+
 import pandas as pd
 import streamlit as st
+from xtlens.core.calibration import Calibration
 from xtlens.core.config import Workload
 from xtlens.core.hardware import GPU_PRESETS, gpu_family
 from xtlens.core.presets import config_label
 from xtlens.dashboard import charts, data, tables
 from xtlens.dashboard import latency_parts as lp
 from xtlens.dashboard.charts import latency as latency_charts
-from xtlens.dashboard.session import jobs, other_runs, tab_settings
+from xtlens.dashboard.session import jobs, other_runs, store, tab_settings
 from xtlens.dashboard.session.colours import config_colours
 from xtlens.dashboard.views import Ctx
 from xtlens.dashboard.views.common import chart, dataframe, table
+from xtlens.profiling.errors import ProfileError
 from xtlens.profiling.results.records import arrow_safe
 
 PHASES = tables.LATENCY_PHASES
@@ -77,6 +84,7 @@ def render(ctx: Ctx) -> None:
         _totals(ctx, frame, others)
     breakdown_frame = _breakdown(ctx, gpu)
     _whatif(ctx)
+    _calibrated(ctx, frame, breakdown_frame)
     _roofline(ctx, breakdown_frame)
 
 
@@ -193,6 +201,249 @@ def _whatif(ctx: Ctx) -> None:
     if ctx.cfg.alibi_pos_bias and ctx.cfg.uses_rotary:
         st.caption("Decode, as built: x-transformers 2.31 cannot use its KV cache with ALiBi and rotary together, "
                    "so a user of this configuration gets a whole forward of the context per new token.")
+
+
+# --- the calibrated prediction ---------------------------------------------------------------------------------
+
+def _norm(name: str) -> str:
+    return re.sub(r"\s+", "", str(name)).lower()
+
+
+def device_name_of(ctx: Ctx) -> str:
+    """The measuring device's name as the sidebar lists it (``CPU: <model>`` / ``GPU 0: <name>``), without the
+    prefix: the name calibrations are stored under."""
+    return ctx.device_label.split(": ", 1)[1] if ": " in ctx.device_label else ctx.device_label
+
+
+def _store_stamp() -> tuple:
+    """What changes when the result store is written (its file and SQLite's write-ahead log)."""
+    from xtlens.profiling.results.store import db_path
+
+    path = db_path()
+    out: list = [str(path)]
+    for p in (path, path.with_name(path.name + "-wal")):
+        try:
+            st_ = p.stat()
+            out += [st_.st_mtime_ns, st_.st_size]
+        except OSError:
+            out += [0, 0]
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _stored(stamp: tuple) -> tuple[Calibration, ...]:
+    from xtlens.profiling.results.calibrations import stored_calibrations
+
+    return tuple(stored_calibrations())
+
+
+def stored_calibrations() -> tuple[Calibration, ...]:
+    """Every stored calibration, newest first: read from the store once per change of its file (one ``stat`` per
+    run otherwise)."""
+    return _stored(_store_stamp())
+
+
+def calibration_for(name: str, calibrations: tuple[Calibration, ...]) -> Calibration | None:
+    """The newest calibration of the device ``name`` (case and spaces ignored; a GPU preset's name matches a
+    calibration of that GPU family, ``core.hardware.gpu_family``)."""
+    for cal in calibrations:
+        if _norm(cal.device_name) == _norm(name) or (cal.device.startswith("cuda")
+                                                     and gpu_family(cal.device_name) == name):
+            return cal
+    return None
+
+
+def slow_sentence(slow, cal: Calibration) -> str:
+    """The plain headline of a slow dtype: "bfloat16 is 250x slower than float32 on this CPU"."""
+    return (f"{slow.dtype} is {slow.slowdown_vs_float32:,.0f}x slower than float32 on this "
+            f"{'CPU' if cal.device == 'cpu' else 'GPU'}")
+
+
+def _calibrated(ctx: Ctx, sweep: pd.DataFrame | None, breakdown: pd.DataFrame | None) -> None:
+    st.subheader("Calibrated prediction")
+    st.caption("A roofline is a lower bound: it leaves out how fast each kernel class really runs at each shape, "
+               "kernel launches and Python overhead. A calibration measures them on a device (matrix products on a "
+               "grid of shapes per dtype, the attention kernel per backend, element-wise bandwidth, the launch cost "
+               "of a kernel and the overhead of a module call); the prediction adds, per part, compute on the "
+               "calibrated throughput, bytes on the calibrated bandwidth, kernels x launch cost and module calls x "
+               "overhead, with kernel and module counts taken from the model's structure.")
+    here = device_name_of(ctx)
+    try:
+        stored = stored_calibrations()
+    except ProfileError as exc:
+        st.warning(str(exc))
+        stored = ()
+    mine = calibration_for(here, stored)
+    job = jobs.calibrate_panel(jobs.calibrate_spec(ctx.device), device_label=ctx.device_label,
+                               has_stored=mine is not None)
+    fresh = job.calibration if job is not None and job.outcome == "finished" else None
+    if fresh is not None and (mine is None or fresh.measured_at >= mine.measured_at):
+        mine = fresh  # also when the store could not keep it
+    if mine is None:
+        st.info(f"{here} is not calibrated yet: press **{jobs.CALIBRATE_BUTTON}** for a calibrated prediction of "
+                "this device (the GPU presets below are predicted uncalibrated meanwhile).")
+    else:
+        ours = job is not None and fresh is not None and fresh.key == mine.key
+        shared = ours and getattr(job, "owner", jobs.owner()) != jobs.owner()
+        _show_calibration(mine, "measured now" if ours and not shared else "shared" if shared else "stored",
+                          ctx.wl.dtype)
+    _predictions(ctx, mine, stored, sweep, breakdown)
+
+
+def _show_calibration(cal: Calibration, origin: str, dtype: str) -> None:
+    """The calibration's identity and provenance (``origin``: ``measured now`` by this session's job, ``shared``:
+    another session's job, ``stored``: read from the result store), the slow-dtype sentences, its tables."""
+    when = cal.measured_at.replace("T", " ")[:19]
+    origin = {"measured now": "**measured now** by this session's job on this machine",
+              "shared": f"**from cache** (measured {when} UTC by this machine; another browser session's run, shared)",
+              }.get(origin, f"**from cache** (measured {when} UTC by this machine; read from the result store)")
+    st.markdown(f"Calibration of **{cal.device_name}**: {origin}; torch {cal.torch_version}, x-transformers "
+                f"{cal.xtransformers_version}, {cal.threads} thread(s), took {cal.wall_s:.1f} s. "
+                f"Key: `{cal.key}`.")
+    for slow in cal.slow_dtypes:
+        said = f"**{slow_sentence(slow, cal)}**" + (" — the workload's dtype: measure in float32 here, or expect "
+                                              "every timing to be that much slower." if slow.dtype == dtype else ".")
+        st.warning(f"{said} {slow.message()}")
+    if cal.notes:
+        st.caption("What the calibration noted: " + "; ".join(cal.notes) + ".")
+    if not cal.slow_dtypes:
+        st.caption(f"No dtype runs on a slow emulation path here: {', '.join(cal.dtypes()) or 'float32'} were "
+                   "measured at full size.")
+    from xtlens.profiling.results.calibrations import calibration_rows
+
+    summary = lp.calibration_summary(cal)
+    with st.expander(f"Calibration summary: {len(summary)} terms (device, versions, overheads, ceilings)"):
+        dataframe(summary, "df.latency.calibration_summary", title=f"calibration of {cal.device_name}: summary",
+                  width="stretch", column_config={"item": st.column_config.TextColumn(width="large"),
+                                                  "value": st.column_config.TextColumn(width="large")})
+    table(calibration_rows(cal), f"calibration of {cal.device_name}: every measured point", "latency.calibration",
+          caption=f"Key: {cal.key}. Seconds are medians; FLOP/s count a multiply-add as 2.")
+
+
+def _source_label(source: Calibration | object) -> str:
+    """``calibrated on <key>``, or "uncalibrated: roofline + typical overheads" with the error band measured on
+    calibrated devices (``core.latency_model.prediction_label``)."""
+    from xtlens.core import latency_model
+
+    return latency_model.prediction_label(source)
+
+
+_SEEN_CAL = "_xtlens_latency_seen_calibration"  # the key of the newest calibration of this device shown so far
+
+
+def _predictions(ctx: Ctx, mine: Calibration | None, stored: tuple[Calibration, ...], sweep: pd.DataFrame | None,
+                 breakdown: pd.DataFrame | None) -> None:
+    """Predicted per phase and per part on a calibrated device or a GPU preset, beside what was measured."""
+    here = device_name_of(ctx)
+    options: dict[str, Calibration | object] = {}
+    if mine is not None:
+        options[f"this device: {mine.device_name} (calibrated)"] = mine
+    for cal in stored:  # other devices calibrated into this store (e.g. a GPU's calibration file imported)
+        name = f"{cal.device_name} (calibrated)"
+        if cal is not mine and _norm(cal.device_name) != _norm(here) and name not in options:
+            options[name] = cal
+    for preset, hw in GPU_PRESETS.items():
+        cal = calibration_for(preset, stored)
+        options[preset + (" (calibrated)" if cal is not None else " (uncalibrated)")] = cal or hw
+    names = list(options)
+    if mine is not None and store.get(_SEEN_CAL) != mine.key:  # a new calibration of this device: show it
+        store.put(_SEEN_CAL, mine.key)
+        store.put("latency.pred_hw", names[0])
+    cols = st.columns([3, 2])
+    choice = cols[0].selectbox("predict for", names, index=0 if mine is not None else
+                               next(i for i, n in enumerate(names) if n.startswith("H200 SXM")), key="latency.pred_hw",
+                               help="This device once calibrated; GPU presets use a stored calibration of that GPU "
+                                    "when there is one, else their datasheet roofline plus typical overheads.")
+    phase = cols[1].radio("parts of", ["forward", "train_step"], horizontal=True, key="latency.pred_phase",
+                          format_func=lp.PHASE_WORDS.get)
+    source = options[choice]
+    label = _source_label(source)
+    cal_dtypes = source.dtypes() if isinstance(source, Calibration) else ()
+    if isinstance(source, Calibration) and ctx.wl.dtype not in cal_dtypes:
+        st.warning(f"The calibration of {source.device_name} has no {ctx.wl.dtype} matrix products (it has "
+                   f"{', '.join(cal_dtypes) or 'none'}): choose one of those dtypes in the sidebar, or calibrate again.")
+        return
+    try:
+        measured = _measured(ctx, source, sweep, breakdown)
+        phases = lp.predicted_phases(ctx.cfg, ctx.wl, source, measured)
+        parts = lp.predicted_parts(ctx.cfg, ctx.wl, source, phase)
+    except (ProfileError, ValueError, KeyError) as exc:
+        st.warning(f"No prediction for {choice}: {exc}")
+        return
+    st.markdown(f"**{label}**")
+    where = choice.removesuffix(" (calibrated)").removesuffix(" (uncalibrated)")
+    chart(latency_charts.phases_chart(phases, title=f"Predicted per phase on {where}, {ctx.wl.dtype}, batch "
+                                      f"{ctx.wl.batch} x {ctx.wl.seq_len:,} tokens (decode: one token after "
+                                      f"{ctx.wl.seq_len:,})"), "lat_pred_phases")
+    dataframe(arrow_safe(phases), "df.latency.predicted_phases", width="stretch",
+              title=f"predicted per phase on {where} ({label})", raw=phases,
+              column_config={**{t: st.column_config.NumberColumn(format="%.4g") for t in (*lp.TERMS, "predicted_ms",
+                                                                                          "measured_ms")},
+                             "measured_over_prediction": st.column_config.NumberColumn(format="%.2fx")})
+    if ctx.cfg.alibi_pos_bias and ctx.cfg.uses_rotary:
+        st.caption("Decode with the KV cache is what a cache would give: x-transformers 2.31 cannot use its cache "
+                   "with ALiBi and rotary together, so a user of this configuration gets the uncached decode.")
+    tbl = lp.breakdown_table(breakdown, phase) if breakdown is not None and _same_device(breakdown, source) \
+        else pd.DataFrame()
+    joined = lp.parts_vs_measured(parts, tbl, config=ctx.config_name, seq_len=ctx.wl.seq_len)
+    chart(latency_charts.parts_terms_chart(joined, title=f"{lp.PHASE_WORDS[phase]}: predicted per part on {where} "
+                                           f"at {ctx.wl.seq_len:,} tokens (ms), by term"), "lat_pred_parts")
+    dataframe(arrow_safe(joined), "df.latency.predicted_parts", width="stretch", raw=joined,
+              title=f"predicted {phase.replace('_', ' ')} per part on {where} ({label})",
+              column_config={**{t: st.column_config.NumberColumn(format="%.4g") for t in (*lp.TERMS, "total_ms",
+                                                                                          "measured_ms")},
+                             "measured_over_prediction": st.column_config.NumberColumn(format="%.2fx")})
+    if not measured.empty:
+        lengths = lp.predicted_vs_measured_lengths(ctx.cfg, ctx.wl, source, measured)
+        if not lengths.empty:
+            st.markdown(f"**Predicted against measured at every measured length** ({ctx.config_name} on {where}, "
+                        f"{ctx.wl.dtype}, batch {ctx.wl.batch}"
+                        + ("; measured: xtlens's reference run on that GPU, its rows ship with xtlens)"
+                           if not isinstance(source, Calibration) and not _reference_frame(ctx.cfg, where).empty
+                           else ")"))
+            dataframe(arrow_safe(lengths), "df.latency.predicted_vs_measured", width="stretch", raw=lengths,
+                      title=f"calibrated prediction vs measured on {where}",
+                      column_config={"measured_over_prediction": st.column_config.NumberColumn(format="%.2fx")})
+    st.caption("Measured values appear beside the prediction when this configuration was measured on the same device "
+               "(the sweep and the breakdown above; for the H200 preset, xtlens's shipped reference run). Closed form: "
+               "each answer is computed once per question.")
+
+
+def _same_device(frame: pd.DataFrame, source: Calibration | object) -> bool:
+    names = frame["device_name"].dropna().astype(str) if "device_name" in frame else pd.Series(dtype=str)
+    if names.empty:
+        return False
+    if isinstance(source, Calibration):
+        return any(_norm(n) == _norm(source.device_name) for n in names)
+    return any(gpu_family(n) == getattr(source, "name", None) for n in names)
+
+
+@functools.lru_cache(maxsize=32)
+def _reference_frame(cfg, preset: str) -> pd.DataFrame:
+    """The shipped reference run's latency and breakdown rows of exactly this configuration on ``preset``'s GPU
+    (``profiling.results.reference``; empty when it has none). Read once per configuration."""
+    from xtlens.profiling.results.records import to_frame
+    from xtlens.profiling.results.reference import REFERENCE_RUNS, reference_for
+
+    if preset not in REFERENCE_RUNS:
+        return pd.DataFrame()
+    rows = [r for r in reference_for(cfg, preset) if r.measurement in ("latency", "breakdown")]
+    return to_frame(rows) if rows else pd.DataFrame()
+
+
+def _measured(ctx: Ctx, source: Calibration | object, sweep: pd.DataFrame | None,
+              breakdown: pd.DataFrame | None) -> pd.DataFrame:
+    """Measured whole-phase medians of this configuration on the predicted device: this session's sweep first, then
+    its breakdown, then (a GPU preset) xtlens's shipped reference run on that GPU."""
+    frames = [f for f in (sweep, breakdown) if f is not None and not f.empty and _same_device(f, source)]
+    if not isinstance(source, Calibration):
+        ref = _reference_frame(ctx.cfg, getattr(source, "name", ""))
+        if not ref.empty:
+            frames.append(ref.assign(config_name=ctx.config_name))
+    if not frames:
+        return lp.measured_totals(None, config=ctx.config_name, batch=ctx.wl.batch, dtype=ctx.wl.dtype)
+    return lp.measured_totals(pd.concat(frames, ignore_index=True), config=ctx.config_name, batch=ctx.wl.batch,
+                              dtype=ctx.wl.dtype)
 
 
 MEASURING = "measuring device"

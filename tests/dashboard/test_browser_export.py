@@ -1,5 +1,5 @@
 """Export in Chromium: after opening Setups and Latency, Export lists their tables (the per-device memory, the
-budget grid, the roofline), and the budget grid's CSV downloads with its raw column names (units in them) and the
+budget grid, the roofline, the predicted phases; the Latency tab offers "Calibrate this device"), and the budget grid's CSV downloads with its raw column names (units in them) and the
 numbers of ``dashboard.budget.grid`` for the default setups."""
 
 from __future__ import annotations
@@ -29,10 +29,14 @@ def test_export_lists_setups_roofline_and_budget_grid(tmp_path) -> None:
         open_tab(page, "Setups")
         expect(page.get_by_text("Table: budget grid")).to_be_visible(timeout=TIMEOUT_MS)
         open_tab(page, "Latency")
+        # issue 19: the calibrate button, and the uncalibrated preset's prediction labelled as such
+        expect(page.get_by_role("button", name="Calibrate this device")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.get_by_text("uncalibrated: roofline + typical overheads (H200 SXM").first).to_be_visible(
+            timeout=TIMEOUT_MS)
         open_tab(page, "Export")
         no_exception(page)
         for line in ("Setups: per-device memory by component", "Setups: budget grid",
-                     "Latency: roofline: predicted forward on"):
+                     "Latency: roofline: predicted forward on", "Latency: predicted per phase on H200 SXM"):
             expect(page.get_by_text(line).first).to_be_visible(timeout=TIMEOUT_MS)
         shot(page, "export_tables")
         button = page.locator(".st-key-dl-export-shown-setups-grid-csv")
