@@ -1,7 +1,7 @@
 """CUDA memory of a training step as the process sees it, measured in a tight loop beside xtlens's prediction.
 
 For each point (configuration, precision, batch, tokens) one steady-state training step of the loop xtlens
-predicts (``profiling.measure.setups._loop``: ``loss = f(model(x))``, AdamW, ``zero_grad(set_to_none=True)``)
+predicts (``profiling.measure.setups.train_loop``: ``loss = f(model(x))``, AdamW, ``zero_grad(set_to_none=True)``)
 runs on real CUDA tensors, without MemTracker: the row holds ``torch.cuda.max_memory_allocated`` and
 ``max_memory_reserved`` over that step (the peak window opened after one warm-up step), the allocator's
 segment statistics, and the prediction of ``core.cost_model`` (ordered peak, foreach optimizer). The process-level

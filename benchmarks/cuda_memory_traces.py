@@ -24,7 +24,7 @@ import torch
 from xtlens.core.builder import build_model
 from xtlens.core.presets import PRESETS
 from xtlens.core.setup import TrainingSetup
-from xtlens.profiling.measure.setups import _loop, make_optimizer
+from xtlens.profiling.measure.setups import make_optimizer, train_loop
 
 CODES = {"alloc": "a", "free_completed": "f", "segment_alloc": "s"}
 
@@ -48,11 +48,11 @@ def trace_point(name: str, precision: str, batch: int, seq: int) -> dict:
     targets = torch.randint(0, cfg.num_tokens, (batch * seq,), device="cuda")
     opt = make_optimizer("adamw", model.parameters())
     _marker()
-    _loop(model, opt, ids, targets, setup, steps=1)
+    train_loop(model, opt, ids, targets, setup, steps=1)
     torch.cuda.synchronize()
     _marker()
     torch.cuda.reset_peak_memory_stats()
-    _loop(model, opt, ids, targets, setup, steps=1)
+    train_loop(model, opt, ids, targets, setup, steps=1)
     torch.cuda.synchronize()
     _marker()
     row = {"config": name, "precision": precision, "batch": batch, "seq_len_tokens": seq,

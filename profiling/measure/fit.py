@@ -2,7 +2,7 @@
 the process-level terms (CUDA context, cuBLAS workspace), an emulated device of a given memory size and the
 largest batch / longest sequence that runs on it, found by bisection.
 
-The loop is ``profiling.measure.setups._loop`` (``loss = f(model(x))``, the setup's optimizer and precision,
+The loop is ``profiling.measure.setups.train_loop`` (``loss = f(model(x))``, the setup's optimizer and precision,
 ``torch.utils.checkpoint`` for recomputation, ``zero_grad(set_to_none=True)``), run on real CUDA tensors without
 MemTracker: a warm-up step that creates the optimizer state, then one measured step, i.e. two training steps. A device of
 ``X`` bytes is emulated with ``torch.cuda.set_per_process_memory_fraction((X - context) / total)``: the caching
@@ -83,7 +83,7 @@ def train_step_point(cfg: ModelConfig, setup: TrainingSetup, batch: int, seq: in
     measured step alone), ``predicted_peak_bytes`` (the ordered peak,
     foreach optimizer), ``wall_s``; with ``trace`` the allocator's events ``(action, addr, size)``."""
     from xtlens.core.builder import build_model
-    from xtlens.profiling.measure.setups import _loop, apply_recompute, make_optimizer
+    from xtlens.profiling.measure.setups import apply_recompute, make_optimizer, train_loop
 
     _need_cuda()
     dtype = _MODEL_DTYPE[setup.precision] if setup.precision in _MODEL_DTYPE else "float32"
@@ -106,7 +106,7 @@ def train_step_point(cfg: ModelConfig, setup: TrainingSetup, batch: int, seq: in
         ids = torch.randint(0, cfg.num_tokens, (batch, seq), device="cuda")
         targets = torch.randint(0, cfg.num_tokens, (batch * seq,), device="cuda")
         opt = make_optimizer(setup.optimizer, model.parameters())
-        _loop(model, opt, ids, targets, setup, steps=1)  # warm-up: creates the optimizer state
+        train_loop(model, opt, ids, targets, setup, steps=1)  # warm-up: creates the optimizer state
         torch.cuda.synchronize()
         row["after_warmup_allocated_bytes"] = torch.cuda.memory_allocated()
         row["after_warmup_reserved_bytes"] = torch.cuda.memory_reserved()
@@ -114,7 +114,7 @@ def train_step_point(cfg: ModelConfig, setup: TrainingSetup, batch: int, seq: in
         torch.cuda.reset_accumulated_memory_stats()  # retries and out-of-memory counts of the measured step alone
         if trace:
             torch.cuda.memory._record_memory_history(max_entries=200000)
-        _loop(model, opt, ids, targets, setup, steps=1)
+        train_loop(model, opt, ids, targets, setup, steps=1)
         torch.cuda.synchronize()
         row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
         row["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()

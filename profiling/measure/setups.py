@@ -44,7 +44,7 @@ from xtlens.profiling.results.records import ProfileRecord, base_fields, rel_err
 from xtlens.profiling.run.device import device_name as _device_name
 from xtlens.profiling.run.device import resolve_device, versions
 
-__all__ = ["Checkpointed", "apply_recompute", "make_optimizer", "measure_training_setup", "train_setup_parts",
+__all__ = ["Checkpointed", "apply_recompute", "make_optimizer", "train_loop", "measure_training_setup", "train_setup_parts",
            "measure_fsdp_ranks", "quantise_weight", "quantised_sizes"]
 
 _AUTOCAST = {"amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}
@@ -110,7 +110,7 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
     return bnb.optim.AdamW8bit(params, lr=1e-4)
 
 
-def _loop(model: nn.Module, opt: torch.optim.Optimizer, ids, targets, setup: TrainingSetup, tracker=None,
+def train_loop(model: nn.Module, opt: torch.optim.Optimizer, ids, targets, setup: TrainingSetup, tracker=None,
           snaps: dict | None = None, steps: int = 2) -> None:
     """The training loop of ``setup``: ``grad_accum`` micro-batches (forward, loss, backward) then
     ``opt.step()`` and ``zero_grad(set_to_none=True)``; ``steps`` optimizer steps."""
@@ -181,7 +181,7 @@ def train_setup_parts(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, *, d
         tracker.track_external(model, opt)
         snaps: dict[str, dict[str, int]] = {}
         with tracker:
-            _loop(model, opt, ids, targets, setup, tracker, snaps, steps=1)
+            train_loop(model, opt, ids, targets, setup, tracker, snaps, steps=1)
         parts.update(train_step_parts(tracker, snaps, buffers0, dev, base))
         # the running peak after the last step's forward, backward and optimizer step: which stage holds it
         parts.update({f"peak_after_{k}": snaps[f"peak_{k}"]["Total"] for k in ("forward", "backward", "step")})
@@ -258,7 +258,7 @@ def _fsdp_rank(rank: int, world: int, init_file: str, payload: dict, out: Any) -
         tracker.track_external(model, opt)
         snaps: dict[str, dict[str, int]] = {}
         with tracker:
-            _loop(model, opt, ids, targets, setup, tracker, snaps)
+            train_loop(model, opt, ids, targets, setup, tracker, snaps)
         peak = snapshot_totals(tracker.get_tracker_snapshot("peak"))
         local = sum(p.to_local().numel() * p.element_size() if hasattr(p, "to_local") else tensor_bytes(p)
                     for p in model.parameters())
