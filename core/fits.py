@@ -157,8 +157,10 @@ def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | 
     without ALiBi, amp_bf16 with block recomputation at batch 8 x 2048 runs under a 6 GiB device and not under some
     larger ones), so with ``device_bytes`` the search starts from that device's own answer: the need is at most the
     device exactly when the step runs on it (``_cuda_fits``). ``process_bytes`` for a setup the replay does not lay
-    out (tensor or data parallelism, selective recomputation, Adafactor, 8-bit Adam)."""
-    from xtlens.core.cuda_memory import min_device_bytes, replayable
+    out (tensor or data parallelism, selective recomputation, Adafactor, 8-bit Adam), and for a device below the
+    step's own tensors (the shortfall then overstates by what the allocator would release: a few percent).
+    Resolution: 2 MiB, or 1/8192 of the process when coarser (``search_resolution_bytes``)."""
+    from xtlens.core.cuda_memory import min_device_bytes, replayable, search_resolution_bytes
 
     pm = _process(cfg, wl, setup, gpu)
     if not replayable(setup):
@@ -167,12 +169,17 @@ def _cuda_need(cfg: ModelConfig, wl: Workload, setup: TrainingSetup, gpu: str | 
         return min_device_bytes(cfg, wl, setup, gpu=gpu)
     lo = pm.context_bytes + pm.replayed_allocated_peak_bytes - 1  # below the tensors' own peak: does not run
     hi = pm.process_bytes  # never releases anything: runs
+    if device_bytes <= lo:
+        # the device cannot hold even the step's tensors: what the allocator would release under a cap changes the
+        # shortfall by a few percent at most, not the answer; the need is the unconstrained process (no replays)
+        return hi
     if lo < device_bytes < hi:
         if _runs_within(cfg, wl, setup, gpu, device_bytes):
             hi = device_bytes
         else:
             lo = device_bytes
-    while hi - lo > 2 * MIB:
+    step = search_resolution_bytes(hi, 2 * MIB)
+    while hi - lo > step:
         mid = (lo + hi) // 2
         if _runs_within(cfg, wl, setup, gpu, mid):
             hi = mid
