@@ -42,7 +42,8 @@ def _rows() -> pd.DataFrame:
                                   latency_min_ms=0.01 * n, latency_median_ms=0.02 * n, latency_max_ms=0.03 * n,
                                   tokens_per_s=1000.0 * n))
         mem = cost_model.memory_estimate(MHA, wl)
-        for phase, pred in (("inference", mem.inference_total_bytes), ("train_step", mem.training_total_bytes)):
+        train = cost_model.training_headline(MHA, wl).peak_bytes  # the ordered peak: what every tab calls training
+        for phase, pred in (("inference", mem.inference_total_bytes), ("train_step", train)):
             rows.append(ProfileRecord(**base_fields(MHA, wl, measurement="memory", phase=phase, **kw),
                                       component="total", measured_bytes=int(pred * 1.25)))
         fwd = cost_model.flop_counts(MHA, wl).fwd_flops
@@ -83,8 +84,8 @@ def test_uploaded_results_are_drawn_in_latency_memory_and_flops_and_listed_on_ex
     no_exception(at)
     mem = traces(figure(at, "mem_measured"))
     run = "seed-mha · uploaded gpu.csv / train_step"
-    predicted = [cost_model.memory_estimate(MHA, Workload(seq_len=n)).training_total_bytes / 2**30 for n in (128, 256)]
-    assert mem[f"{run}: predicted"]["y"] == predicted  # joined to seed-mha's own prediction, not the sidebar's
+    predicted = [cost_model.training_headline(MHA, Workload(seq_len=n)).peak_bytes / 2**30 for n in (128, 256)]
+    assert mem[f"{run}: predicted"]["y"] == predicted  # seed-mha's own ordered peak, not the sidebar's, not the sum
     assert mem[f"{run}: measured"]["y"] == [int(p * 2**30 * 1.25) / 2**30 for p in predicted]
     assert mem[f"{run}: measured"]["text"] == ["+25.0%", "+25.0%"]
 
